@@ -1,1 +1,43 @@
-//! wire
+//! Shared packet formats for every mipsec layer: the Internet checksum, IPv4 and
+//! UDP headers, and a pcap writer used by tests and the lab to feed captures to
+//! independent dissectors (tshark).
+//!
+//! Sans-IO: no sockets, no clock. Every parser checks every length and returns a
+//! [`Error`] instead of panicking, whatever the input.
+
+pub mod checksum;
+pub mod ipv4;
+pub mod pcap;
+pub mod udp;
+
+/// Why a packet could not be parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// Fewer bytes than the format needs.
+    #[error("{layer}: truncated, need {need} octets, have {have}")]
+    Truncated {
+        layer: &'static str,
+        need: usize,
+        have: usize,
+    },
+    /// A field holds a value the format forbids.
+    #[error("{layer}: malformed {field}")]
+    Malformed {
+        layer: &'static str,
+        field: &'static str,
+    },
+}
+
+/// Returns `Err(Truncated)` unless `buf` holds at least `need` octets.
+#[inline]
+pub fn need(layer: &'static str, buf: &[u8], need: usize) -> Result<(), Error> {
+    if buf.len() < need {
+        Err(Error::Truncated {
+            layer,
+            need,
+            have: buf.len(),
+        })
+    } else {
+        Ok(())
+    }
+}
