@@ -1,0 +1,283 @@
+//! Agent discovery (RFC 5944 section 2): the ICMP Router Advertisement (RFC 1256)
+//! with the Mobility Agent Advertisement extension (16), the Prefix-Lengths
+//! extension (19) and one-octet padding; and the Agent Solicitation.
+//!
+//! These are ICMP messages: the functions here handle the ICMP part (from the ICMP
+//! type octet on), checksum included.
+
+use super::{be16, be32, ip, Error};
+use std::net::Ipv4Addr;
+
+pub const ICMP_ROUTER_ADVERTISEMENT: u8 = 9;
+pub const ICMP_ROUTER_SOLICITATION: u8 = 10;
+/// Router Advertisement code of a mobility agent that does not route common traffic.
+pub const CODE_NOT_ROUTING_COMMON_TRAFFIC: u8 = 16;
+
+pub const EXT_MOBILITY_AGENT: u8 = 16;
+pub const EXT_PREFIX_LENGTHS: u8 = 19;
+pub const EXT_PAD: u8 = 0;
+
+const L: &str = "agent advertisement";
+
+/// Flags of the Mobility Agent Advertisement extension (16 bits: R B H F M G r T U X I).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct AgentFlags(pub u16);
+
+impl AgentFlags {
+    /// Registration required (co-located care-of addresses not allowed).
+    pub const R: AgentFlags = AgentFlags(0x8000);
+    /// Busy.
+    pub const B: AgentFlags = AgentFlags(0x4000);
+    /// Home agent.
+    pub const H: AgentFlags = AgentFlags(0x2000);
+    /// Foreign agent.
+    pub const F: AgentFlags = AgentFlags(0x1000);
+    /// Minimal encapsulation.
+    pub const M: AgentFlags = AgentFlags(0x0800);
+    /// GRE encapsulation.
+    pub const G: AgentFlags = AgentFlags(0x0400);
+    /// Reverse tunneling supported (RFC 3024).
+    pub const T: AgentFlags = AgentFlags(0x0100);
+    /// UDP tunneling supported (RFC 3519).
+    pub const U: AgentFlags = AgentFlags(0x0080);
+    /// Registration revocation supported (RFC 3543).
+    pub const X: AgentFlags = AgentFlags(0x0040);
+    /// Foreign agent supports regional registration (RFC 4857).
+    pub const I: AgentFlags = AgentFlags(0x0020);
+
+    pub const fn contains(self, o: AgentFlags) -> bool {
+        self.0 & o.0 == o.0
+    }
+}
+
+impl std::ops::BitOr for AgentFlags {
+    type Output = AgentFlags;
+    fn bitor(self, rhs: AgentFlags) -> AgentFlags {
+        AgentFlags(self.0 | rhs.0)
+    }
+}
+
+/// A router address with its preference (RFC 1256).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouterEntry {
+    pub addr: Ipv4Addr,
+    pub preference: i32,
+}
+
+/// The Mobility Agent Advertisement extension.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MobilityAgentExt {
+    pub sequence: u16,
+    /// Longest lifetime (seconds) the agent accepts in a Registration Request; 0xffff = infinite.
+    pub registration_lifetime: u16,
+    pub flags: AgentFlags,
+    pub care_of: Vec<Ipv4Addr>,
+}
+
+/// An Agent Advertisement: ICMP Router Advertisement plus extensions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentAdvertisement {
+    /// 0, or 16 when the agent does not route common traffic.
+    pub code: u8,
+    /// Seconds the advertisement is valid.
+    pub lifetime: u16,
+    pub routers: Vec<RouterEntry>,
+    pub mobility: MobilityAgentExt,
+    /// Prefix lengths of the router addresses (extension 19), if present.
+    pub prefix_lengths: Option<Vec<u8>>,
+    /// Number of one-octet pads after the extensions.
+    pub padding: usize,
+}
+
+fn malformed(field: &'static str) -> Error {
+    Error::Malformed { layer: L, field }
+}
+
+impl AgentAdvertisement {
+    /// Parses an ICMP message (from the type octet) and verifies its checksum.
+    pub fn parse(icmp: &[u8]) -> Result<Self, Error> {
+        ::wire::need(L, icmp, 8)?;
+        if icmp[0] != ICMP_ROUTER_ADVERTISEMENT {
+            return Err(malformed("ICMP type"));
+        }
+        if ::wire::checksum::checksum(icmp) != 0 {
+            return Err(malformed("ICMP checksum"));
+        }
+        let num = usize::from(icmp[4]);
+        let entry_size = usize::from(icmp[5]);
+        if entry_size < 2 {
+            return Err(malformed("address entry size"));
+        }
+        let lifetime = be16(icmp, 6);
+        let mut pos = 8;
+        let mut routers = Vec::with_capacity(num);
+        for _ in 0..num {
+            ::wire::need(L, icmp, pos + entry_size * 4)?;
+            routers.push(RouterEntry {
+                addr: ip(icmp, pos),
+                preference: be32(icmp, pos + 4) as i32,
+            });
+            pos += entry_size * 4;
+        }
+        let mut mobility = None;
+        let mut prefix_lengths = None;
+        let mut padding = 0;
+        while pos < icmp.len() {
+            let ty = icmp[pos];
+            if ty == EXT_PAD {
+                padding += 1;
+                pos += 1;
+                continue;
+            }
+            ::wire::need(L, icmp, pos + 2)?;
+            let len = usize::from(icmp[pos + 1]);
+            ::wire::need(L, icmp, pos + 2 + len)?;
+            let d = &icmp[pos + 2..pos + 2 + len];
+            match ty {
+                EXT_MOBILITY_AGENT => {
+                    if len < 6 || (len - 6) % 4 != 0 {
+                        return Err(malformed("mobility agent extension length"));
+                    }
+                    mobility = Some(MobilityAgentExt {
+                        sequence: be16(d, 0),
+                        registration_lifetime: be16(d, 2),
+                        flags: AgentFlags(be16(d, 4)),
+                        care_of: d[6..].chunks_exact(4).map(|c| ip(c, 0)).collect(),
+                    });
+                }
+                EXT_PREFIX_LENGTHS => {
+                    if d.iter().any(|&p| p > 32) {
+                        return Err(malformed("prefix length"));
+                    }
+                    prefix_lengths = Some(d.to_vec());
+                }
+                // Other extensions (e.g. RFC 4721 challenge) are skipped.
+                _ => {}
+            }
+            pos += 2 + len;
+        }
+        let mobility = mobility.ok_or(malformed("missing mobility agent extension"))?;
+        Ok(AgentAdvertisement {
+            code: icmp[1],
+            lifetime,
+            routers,
+            mobility,
+            prefix_lengths,
+            padding,
+        })
+    }
+
+    /// Appends the ICMP message with its checksum.
+    pub fn emit(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.extend_from_slice(&[ICMP_ROUTER_ADVERTISEMENT, self.code, 0, 0]);
+        out.push(self.routers.len().min(255) as u8);
+        out.push(2);
+        out.extend_from_slice(&self.lifetime.to_be_bytes());
+        for r in self.routers.iter().take(255) {
+            out.extend_from_slice(&r.addr.octets());
+            out.extend_from_slice(&r.preference.to_be_bytes());
+        }
+        let m = &self.mobility;
+        let coas = &m.care_of[..m.care_of.len().min(62)];
+        out.push(EXT_MOBILITY_AGENT);
+        out.push((6 + 4 * coas.len()) as u8);
+        out.extend_from_slice(&m.sequence.to_be_bytes());
+        out.extend_from_slice(&m.registration_lifetime.to_be_bytes());
+        out.extend_from_slice(&m.flags.0.to_be_bytes());
+        for c in coas {
+            out.extend_from_slice(&c.octets());
+        }
+        if let Some(p) = &self.prefix_lengths {
+            let p = &p[..p.len().min(255)];
+            out.push(EXT_PREFIX_LENGTHS);
+            out.push(p.len() as u8);
+            out.extend_from_slice(p);
+        }
+        out.extend(std::iter::repeat_n(EXT_PAD, self.padding));
+        let c = ::wire::checksum::checksum(&out[start..]);
+        out[start + 2..start + 4].copy_from_slice(&c.to_be_bytes());
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = Vec::new();
+        self.emit(&mut v);
+        v
+    }
+}
+
+/// An Agent Solicitation (ICMP Router Solicitation, RFC 1256).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AgentSolicitation;
+
+impl AgentSolicitation {
+    pub fn parse(icmp: &[u8]) -> Result<Self, Error> {
+        ::wire::need("agent solicitation", icmp, 8)?;
+        if icmp[0] != ICMP_ROUTER_SOLICITATION || icmp[1] != 0 {
+            return Err(Error::Malformed {
+                layer: "agent solicitation",
+                field: "ICMP type or code",
+            });
+        }
+        if ::wire::checksum::checksum(icmp) != 0 {
+            return Err(Error::Malformed {
+                layer: "agent solicitation",
+                field: "ICMP checksum",
+            });
+        }
+        Ok(AgentSolicitation)
+    }
+
+    pub fn emit(&self, out: &mut Vec<u8>) {
+        let mut m = [ICMP_ROUTER_SOLICITATION, 0, 0, 0, 0, 0, 0, 0];
+        let c = ::wire::checksum::checksum(&m);
+        m[2..4].copy_from_slice(&c.to_be_bytes());
+        out.extend_from_slice(&m);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> AgentAdvertisement {
+        AgentAdvertisement {
+            code: 0,
+            lifetime: 9000,
+            routers: vec![RouterEntry {
+                addr: Ipv4Addr::new(10, 30, 0, 1),
+                preference: 0,
+            }],
+            mobility: MobilityAgentExt {
+                sequence: 7,
+                registration_lifetime: 1800,
+                flags: AgentFlags::F | AgentFlags::T | AgentFlags::U,
+                care_of: vec![Ipv4Addr::new(10, 30, 0, 1)],
+            },
+            prefix_lengths: Some(vec![24]),
+            padding: 1,
+        }
+    }
+
+    #[test]
+    fn round_trip_and_checksum() {
+        let a = sample();
+        let b = a.to_bytes();
+        assert_eq!(::wire::checksum::checksum(&b), 0);
+        assert_eq!(AgentAdvertisement::parse(&b).unwrap(), a);
+        for n in 0..b.len() {
+            let _ = AgentAdvertisement::parse(&b[..n]);
+        }
+        let mut bad = b.clone();
+        bad[9] ^= 1;
+        assert!(AgentAdvertisement::parse(&bad).is_err());
+    }
+
+    #[test]
+    fn solicitation_round_trip() {
+        let mut b = Vec::new();
+        AgentSolicitation.emit(&mut b);
+        assert_eq!(b.len(), 8);
+        assert!(AgentSolicitation::parse(&b).is_ok());
+    }
+}
