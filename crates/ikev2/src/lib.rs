@@ -4,4 +4,5 @@
 //! `now: std::time::Instant` arguments, randomness from a caller-provided seed, datagrams
 //! through `handle_datagram` and out through `poll_transmit`.
 
+pub mod crypto;
 pub mod wire;
