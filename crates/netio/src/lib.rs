@@ -1,1 +1,30 @@
-//! netio
+//! Linux I/O shell for mipsec: the part that owns file descriptors, so the sans-IO
+//! protocol cores (`mip4`, `esp`, `ikev2`, `mobility`) never have to.
+//!
+//! * [`tun`]: TUN devices (`IFF_TUN | IFF_NO_PI`), whole IP packets in and out.
+//! * [`raw`]: raw IPv4 sockets for one protocol number (4 = IP-in-IP, 50 = ESP),
+//!   because this kernel has neither the `ipip` module nor kernel ESP.
+//! * [`udp`]: UDP sockets with `SO_REUSEADDR`, `SO_BINDTODEVICE` and `IP_PKTINFO`,
+//!   so a home agent learns which of its addresses a request was sent to.
+//! * [`netlink`]: rtnetlink operations (links, addresses, routes, rules, proxy ARP,
+//!   neighbours), a typed event stream, and gratuitous ARP over `AF_PACKET`.
+//! * [`driver`]: the glue that drives a sans-IO core's single timer from tokio.
+//!
+//! Everything async here runs on tokio and works on a current-thread runtime.
+//! A socket, TUN device or netlink socket belongs to the network namespace of the
+//! thread that created it; tests exploit that by calling `setns` on a dedicated thread.
+
+pub mod driver;
+mod error;
+pub mod netlink;
+pub mod raw;
+mod sys;
+pub mod tun;
+pub mod udp;
+
+pub use driver::{Core, Driver, Timer};
+pub use error::{Error, Result};
+pub use netlink::{NetEvent, NetEvents, Netlink};
+pub use raw::{RawIp, RawIpOptions};
+pub use tun::{Tun, TunOptions};
+pub use udp::{RecvMeta, UdpOptions};

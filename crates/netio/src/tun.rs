@@ -1,0 +1,193 @@
+//! TUN devices: layer-3 virtual interfaces whose packets a process reads and writes.
+//!
+//! [`Tun`] opens `/dev/net/tun` with `IFF_TUN | IFF_NO_PI`, so every `read` returns one
+//! whole IP packet and every `write` injects one, with no 4-byte packet-information prefix.
+//! The descriptor is non-blocking and registered with tokio through `AsyncFd`.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::path::Path;
+
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+
+use crate::sys::{self, IfReq};
+use crate::{Error, Result};
+
+/// Where the TUN clone device lives on Linux.
+pub const TUN_PATH: &str = "/dev/net/tun";
+
+/// `_IOW('T', 202, int)`.
+const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+const IFF_TUN: libc::c_short = 0x0001;
+const IFF_NO_PI: libc::c_short = 0x1000;
+const IFF_MULTI_QUEUE: libc::c_short = 0x0100;
+
+/// How to open a TUN device.
+#[derive(Debug, Clone, Default)]
+pub struct TunOptions {
+    /// Set `IFF_MULTI_QUEUE`, so several [`Tun`]s can attach to the same device
+    /// (one per thread). Off by default: one queue is what a single event loop needs.
+    pub multi_queue: bool,
+    /// MTU to set right after creation.
+    pub mtu: Option<u32>,
+    /// Bring the interface up (`IFF_UP`) right after creation.
+    pub up: bool,
+}
+
+/// An attached TUN device; dropping it detaches (and, unless persistent, deletes) it.
+#[derive(Debug)]
+pub struct Tun {
+    fd: AsyncFd<OwnedFd>,
+    name: String,
+}
+
+impl Tun {
+    /// Create, or attach to, the TUN device `name` (a `%d` pattern such as `tun%d` lets the
+    /// kernel choose). Must be called inside a tokio runtime.
+    pub fn open(name: &str) -> Result<Tun> {
+        Tun::open_with(name, &TunOptions::default())
+    }
+
+    /// [`Tun::open`] with options.
+    pub fn open_with(name: &str, opts: &TunOptions) -> Result<Tun> {
+        Tun::open_at(Path::new(TUN_PATH), name, opts)
+    }
+
+    pub(crate) fn open_at(path: &Path, name: &str, opts: &TunOptions) -> Result<Tun> {
+        let mut ifr = IfReq::new(name)?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound => Error::TunMissing {
+                    path: path.display().to_string(),
+                },
+                _ => Error::Io {
+                    op: "open /dev/net/tun",
+                    source: e,
+                },
+            })?;
+        let fd: OwnedFd = file.into();
+        let mut flags = IFF_TUN | IFF_NO_PI;
+        if opts.multi_queue {
+            flags |= IFF_MULTI_QUEUE;
+        }
+        ifr.set_short(flags);
+        sys::ioctl_ifreq(fd.as_raw_fd(), TUNSETIFF, &mut ifr).map_err(Error::io("TUNSETIFF"))?;
+        sys::set_nonblocking(fd.as_raw_fd()).map_err(Error::io("O_NONBLOCK on tun"))?;
+        let name = ifr.name();
+        if let Some(mtu) = opts.mtu {
+            sys::set_mtu(&name, mtu)?;
+        }
+        if opts.up {
+            sys::set_up(&name, true)?;
+        }
+        let fd = sys::async_fd(fd, Interest::READABLE | Interest::WRITABLE)
+            .map_err(Error::io("register tun with tokio"))?;
+        tracing::debug!(%name, "tun attached");
+        Ok(Tun { fd, name })
+    }
+
+    /// Wrap an already configured TUN descriptor (for example one passed in by a parent).
+    ///
+    /// # Safety
+    /// `raw` must be an open TUN descriptor, configured with `IFF_TUN | IFF_NO_PI`, that
+    /// nothing else owns.
+    pub unsafe fn from_raw_fd(raw: std::os::fd::RawFd, name: String) -> Result<Tun> {
+        // SAFETY: the caller promises exclusive ownership of an open descriptor.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        sys::set_nonblocking(fd.as_raw_fd()).map_err(Error::io("O_NONBLOCK on tun"))?;
+        let fd = sys::async_fd(fd, Interest::READABLE | Interest::WRITABLE)
+            .map_err(Error::io("register tun with tokio"))?;
+        Ok(Tun { fd, name })
+    }
+
+    /// The interface name the kernel assigned.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The interface index.
+    pub fn ifindex(&self) -> Result<u32> {
+        sys::ifindex(&self.name)
+    }
+
+    /// Set the MTU (`SIOCSIFMTU`).
+    pub fn set_mtu(&self, mtu: u32) -> Result<()> {
+        sys::set_mtu(&self.name, mtu)
+    }
+
+    /// The current MTU (`SIOCGIFMTU`).
+    pub fn mtu(&self) -> Result<u32> {
+        sys::mtu(&self.name)
+    }
+
+    /// Set or clear `IFF_UP`. [`crate::Netlink::set_link_up`] does the same over netlink.
+    pub fn set_up(&self, up: bool) -> Result<()> {
+        sys::set_up(&self.name, up)
+    }
+
+    /// Read one IP packet into `buf` and return its length. A packet longer than `buf` is
+    /// truncated by the kernel, so size `buf` to the MTU.
+    pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.fd
+            .async_io(Interest::READABLE, |fd| {
+                // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the whole call.
+                let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+                sys::cvt_len(n)
+            })
+            .await
+    }
+
+    /// Write one whole IP packet. Returns the number of bytes written (all of them).
+    pub async fn send(&self, packet: &[u8]) -> io::Result<usize> {
+        self.fd
+            .async_io(Interest::WRITABLE, |fd| {
+                // SAFETY: `packet` is valid for reads of `packet.len()` bytes.
+                let n =
+                    unsafe { libc::write(fd.as_raw_fd(), packet.as_ptr().cast(), packet.len()) };
+                sys::cvt_len(n)
+            })
+            .await
+    }
+
+    /// Non-blocking read: `Err(WouldBlock)` when no packet is queued.
+    pub fn try_recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.fd.try_io(Interest::READABLE, |fd| {
+            // SAFETY: as in `recv`.
+            let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            sys::cvt_len(n)
+        })
+    }
+}
+
+impl AsFd for Tun {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.get_ref().as_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn missing_clone_device_is_a_clear_error() {
+        let err = Tun::open_at(
+            Path::new("/nonexistent/net/tun"),
+            "mtun0",
+            &TunOptions::default(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, Error::TunMissing { .. }), "{err:?}");
+        assert!(err.to_string().contains("mknod"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn bad_name_is_rejected_before_any_syscall() {
+        let err = Tun::open("this-name-is-too-long").unwrap_err();
+        assert!(matches!(err, Error::BadIfName(_)), "{err:?}");
+    }
+}
