@@ -3,11 +3,37 @@
 //! This crate contains no networking code and never reads the clock: every
 //! time-dependent call takes `now` (monotonic) and, where the protocol needs
 //! it, the wall-clock time as an argument. Outputs (datagrams to send, events
-//! for the I/O shell, the next deadline) are drained with `poll_*` calls.
+//! for the I/O shell, the next deadline) are drained with `poll_*` calls:
+//!
+//! ```text
+//! loop {
+//!     core.handle_datagram(now, wall, from, to, bytes)   // or handle_timeout(now, wall)
+//!     while let Some(t) = core.poll_transmit() { send(t) }
+//!     while let Some(e) = core.poll_event() { apply(e) }  // routes, tunnels, logs
+//!     arm_timer(core.poll_timeout())
+//! }
+//! ```
+//!
+//! * [`wire`]: message formats; [`auth`]: authenticators; [`replay`]: Identification.
+//! * [`ha`]: the home agent's registration processing and binding table.
+//! * [`client`]: the mobile node's registration client.
 
 pub mod auth;
 pub mod client;
 pub mod ha;
+pub mod net;
 pub mod replay;
-pub mod timer;
 pub mod wire;
+
+pub use net::Ipv4Net;
+
+use std::net::SocketAddrV4;
+
+/// A datagram for the I/O shell to send over UDP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Local address and port to send from.
+    pub src: SocketAddrV4,
+    pub dst: SocketAddrV4,
+    pub payload: Vec<u8>,
+}
