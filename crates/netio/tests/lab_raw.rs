@@ -1,0 +1,169 @@
+//! Raw IP-in-IP (protocol 4) and ESP (protocol 50) between two namespaces (root only).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::Ipv4Addr;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::*;
+use netio::raw::{IPPROTO_ESP, IPPROTO_IPIP};
+use netio::{RawIp, RawIpOptions};
+
+const HOA: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 100);
+const CN: Ipv4Addr = Ipv4Addr::new(10, 40, 0, 10);
+const A_SECOND: Ipv4Addr = Ipv4Addr::new(10, 99, 1, 11);
+
+/// The inner packet: a UDP datagram from the home address to a correspondent node.
+fn inner_packet() -> Vec<u8> {
+    let data = b"inner user datagram";
+    let mut udp = Vec::new();
+    udp.extend_from_slice(&5000u16.to_be_bytes());
+    udp.extend_from_slice(&7u16.to_be_bytes());
+    udp.extend_from_slice(&u16::try_from(8 + data.len()).unwrap().to_be_bytes());
+    udp.extend_from_slice(&[0, 0]); // no UDP checksum (allowed for IPv4)
+    udp.extend_from_slice(data);
+    ipv4_packet(HOA, CN, 17, &udp, 64)
+}
+
+async fn recv(sock: &RawIp) -> (Vec<u8>, Ipv4Addr) {
+    let mut buf = vec![0u8; 2048];
+    let (n, from) = tokio::time::timeout(Duration::from_secs(5), sock.recv_from(&mut buf))
+        .await
+        .expect("nothing received on the raw socket within 5 s")
+        .unwrap();
+    buf.truncate(n);
+    (buf, from)
+}
+
+#[test]
+fn ip_in_ip_between_namespaces_kernel_and_caller_built_headers() {
+    if !lab("ip_in_ip_between_namespaces_kernel_and_caller_built_headers") {
+        return;
+    }
+    let p = Pair::new("raw");
+    p.a.exec(&["ip", "addr", "add", "10.99.1.11/24", "dev", "a0"]);
+    let (ready_tx, ready_rx) = mpsc::channel();
+
+    // Receiver in b: bound to b's address, proto 4.
+    let rx = p.b.spawn(move || async move {
+        let sock = RawIp::open_with(
+            IPPROTO_IPIP,
+            &RawIpOptions {
+                bind_addr: Some(B_ADDR),
+                device: Some("b0".into()),
+                header_included: false,
+            },
+        )
+        .unwrap();
+        assert_eq!(sock.protocol(), 4);
+        ready_tx.send(()).unwrap();
+        let first = recv(&sock).await;
+        let second = recv(&sock).await;
+        (first, second)
+    });
+    ready_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+
+    p.a.run(move || async move {
+        let inner = inner_packet();
+        // 1. The kernel builds the outer header.
+        let k = RawIp::open(IPPROTO_IPIP).unwrap();
+        assert_eq!(k.send_to(&inner, B_ADDR).await.unwrap(), inner.len());
+        let err = k.send_packet(&inner).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+        // 2. We build the outer header, with a source the routing table would not pick.
+        let h = RawIp::open_with(
+            IPPROTO_IPIP,
+            &RawIpOptions {
+                header_included: true,
+                ..RawIpOptions::default()
+            },
+        )
+        .unwrap();
+        let mut outer = ipv4_header(A_SECOND, B_ADDR, 4, inner.len(), 0x4242, 17);
+        outer[10] = 0; // let the kernel compute the checksum
+        outer[11] = 0;
+        outer.extend_from_slice(&inner);
+        assert_eq!(h.send_packet(&outer).await.unwrap(), outer.len());
+        let err = h.send_to(&inner, B_ADDR).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    });
+
+    let ((p1, from1), (p2, from2)) = join(rx);
+    let inner = inner_packet();
+
+    // Kernel-built outer header: received whole, header first.
+    assert_eq!(from1, A_ADDR);
+    assert_eq!(p1[0], 0x45);
+    assert_eq!(p1[9], 4, "outer protocol");
+    assert_eq!(&p1[12..16], &A_ADDR.octets());
+    assert_eq!(&p1[16..20], &B_ADDR.octets());
+    assert_eq!(checksum(&p1[..20]), 0, "outer header checksum");
+    assert_eq!(&p1[20..], &inner[..], "inner packet unchanged");
+    assert_eq!(
+        scapy_eval(&p1, "(p.proto, p.src, p[IP].payload.src, p[IP].payload.dst, p[IP].payload.dport, bytes(p[IP].payload.payload.payload))"),
+        "(4, '10.99.1.1', '10.10.0.100', '10.40.0.10', 7, b'inner user datagram')"
+    );
+
+    // Caller-built header: our source, ID and TTL survive; the kernel fixed the checksum.
+    assert_eq!(from2, A_SECOND);
+    assert_eq!(&p2[12..16], &A_SECOND.octets());
+    assert_eq!(&p2[4..6], &[0x42, 0x42], "IP ID");
+    assert_eq!(p2[8], 17, "TTL");
+    assert_eq!(
+        checksum(&p2[..20]),
+        0,
+        "outer header checksum filled by the kernel"
+    );
+    assert_eq!(&p2[20..], &inner[..]);
+    // scapy recomputes the header checksum independently and decodes the fields.
+    assert_eq!(
+        scapy_eval(
+            &p2,
+            "(p.src, p.id, p.ttl, (lambda q: (delattr(q, 'chksum'), IP(raw(q)).chksum)[1])(p.copy()) == p.chksum)"
+        ),
+        "('10.99.1.11', 16962, 17, True)"
+    );
+}
+
+#[test]
+fn esp_protocol_50_reaches_a_raw_socket() {
+    if !lab("esp_protocol_50_reaches_a_raw_socket") {
+        return;
+    }
+    let p = Pair::new("esp");
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let rx = p.b.spawn(move || async move {
+        let sock = RawIp::open(IPPROTO_ESP).unwrap();
+        // A proto-4 socket must not see ESP.
+        let ipip = RawIp::open(IPPROTO_IPIP).unwrap();
+        ready_tx.send(()).unwrap();
+        let got = recv(&sock).await;
+        let mut buf = [0u8; 64];
+        assert_eq!(
+            ipip.try_recv_from(&mut buf).unwrap_err().kind(),
+            std::io::ErrorKind::WouldBlock
+        );
+        got
+    });
+    ready_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    // SPI 0x1000, sequence 1, then opaque bytes: the kernel does not parse ESP here.
+    let esp: Vec<u8> = [0, 0, 0x10, 0, 0, 0, 0, 1]
+        .into_iter()
+        .chain(0u8..40)
+        .collect();
+    let sent = esp.clone();
+    p.a.run(move || async move {
+        let s = RawIp::open(IPPROTO_ESP).unwrap();
+        s.send_to(&sent, B_ADDR).await.unwrap();
+    });
+    let (pkt, from) = join(rx);
+    assert_eq!(from, A_ADDR);
+    assert_eq!(pkt[9], 50);
+    assert_eq!(&pkt[20..], &esp[..]);
+    assert_eq!(
+        scapy_eval(&pkt, "(hex(p.payload.spi), p.payload.seq)"),
+        "('0x1000', 1)"
+    );
+}

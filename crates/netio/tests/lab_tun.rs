@@ -1,0 +1,182 @@
+//! TUN round trips through real kernels in network namespaces (root only).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use common::*;
+use netio::{Tun, TunOptions};
+
+const TUN_NET_HOST: Ipv4Addr = Ipv4Addr::new(10, 99, 2, 5);
+
+/// `a` forwards between its TUN (10.99.2.1/24) and the veth to `b`.
+fn topology(tag: &str) -> Pair {
+    let p = Pair::new(tag);
+    p.a.sysctl("net.ipv4.ip_forward=1");
+    p.a.sysctl("net.ipv4.conf.all.rp_filter=0");
+    p.a.sysctl("net.ipv4.conf.default.rp_filter=0");
+    p.b.exec(&["ip", "route", "add", "10.99.2.0/24", "via", "10.99.1.1"]);
+    p
+}
+
+/// Wait for the next IPv4 ICMP packet on the TUN (other traffic, e.g. IPv6, is skipped).
+async fn next_icmp(tun: &Tun) -> Vec<u8> {
+    let mut buf = vec![0u8; 2048];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), tun.recv(&mut buf))
+            .await
+            .expect("no packet came out of the TUN within 5 s")
+            .unwrap();
+        let p = &buf[..n];
+        if n >= 28 && p[0] >> 4 == 4 && p[9] == 1 {
+            return p.to_vec();
+        }
+        eprintln!("skipping non-ICMPv4 packet of {n} bytes from the TUN");
+    }
+}
+
+#[test]
+fn tun_packet_routed_out_through_veth_and_back() {
+    if !lab("tun_packet_routed_out_through_veth_and_back") {
+        return;
+    }
+    let p = topology("tun1");
+    let a = p.a.name.clone();
+    let reply = p.a.run(move || async move {
+        let tun = Tun::open_with(
+            "mtun0",
+            &TunOptions {
+                mtu: Some(1400),
+                up: true,
+                ..TunOptions::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(tun.name(), "mtun0");
+        assert_eq!(tun.mtu().unwrap(), 1400);
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &a,
+            "ip",
+            "addr",
+            "add",
+            "10.99.2.1/24",
+            "dev",
+            "mtun0",
+        ]);
+        let shown = sh(&["ip", "netns", "exec", &a, "ip", "link", "show", "mtun0"]);
+        assert!(shown.contains("mtu 1400"), "{shown}");
+
+        // A host "behind" the TUN pings b: the packet enters a's stack from the TUN, is
+        // forwarded out of a0, and b's reply is forwarded back into the TUN.
+        let echo = icmp_echo(8, 0x4d49, 1, b"mipsec-tun-roundtrip");
+        let pkt = ipv4_packet(TUN_NET_HOST, B_ADDR, 1, &echo, 64);
+        assert_eq!(tun.send(&pkt).await.unwrap(), pkt.len());
+        loop {
+            let r = next_icmp(&tun).await;
+            if r[20] == 0 {
+                return r;
+            }
+        }
+    });
+    assert_eq!(&reply[12..16], &B_ADDR.octets(), "reply source");
+    assert_eq!(&reply[16..20], &TUN_NET_HOST.octets(), "reply destination");
+    assert_eq!(reply[8], 63, "TTL: b sent 64, a forwarded once");
+    assert_eq!(&reply[24..28], &[0x4d, 0x49, 0, 1], "echo id/seq");
+    assert_eq!(&reply[28..], b"mipsec-tun-roundtrip");
+    assert_eq!(checksum(&reply[..20]), 0, "IPv4 header checksum");
+    assert_eq!(checksum(&reply[20..]), 0, "ICMP checksum");
+    // Independent decode.
+    assert_eq!(
+        scapy_eval(
+            &reply,
+            "(p.src, p.dst, p.proto, p.payload.type, bytes(p.payload.payload))"
+        ),
+        "('10.99.1.2', '10.99.2.5', 1, 0, b'mipsec-tun-roundtrip')"
+    );
+}
+
+#[test]
+fn tun_answers_a_ping_from_the_peer_namespace() {
+    if !lab("tun_answers_a_ping_from_the_peer_namespace") {
+        return;
+    }
+    assert!(
+        try_sh(&["sh", "-c", "command -v ping"]).status.success(),
+        "this test needs `ping` (Debian package iputils-ping, see scripts/install-deps.sh)"
+    );
+    let p = topology("tun2");
+    let a = p.a.name.clone();
+    let b = p.b.name.clone();
+    let seen = p.a.run(move || async move {
+        let tun = Tun::open_with(
+            "mtun0",
+            &TunOptions {
+                up: true,
+                ..TunOptions::default()
+            },
+        )
+        .unwrap();
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &a,
+            "ip",
+            "addr",
+            "add",
+            "10.99.2.1/24",
+            "dev",
+            "mtun0",
+        ]);
+        // b pings a host behind the TUN; we play that host in userspace.
+        let ping = tokio::task::spawn_blocking(move || {
+            std::process::Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &b,
+                    "ping",
+                    "-c",
+                    "1",
+                    "-W",
+                    "5",
+                    "10.99.2.5",
+                ])
+                .output()
+        });
+        let req = loop {
+            let r = next_icmp(&tun).await;
+            if r[20] == 8 {
+                break r;
+            }
+        };
+        let mut icmp = req[20..].to_vec();
+        icmp[0] = 0;
+        icmp[2] = 0;
+        icmp[3] = 0;
+        let c = checksum(&icmp);
+        icmp[2..4].copy_from_slice(&c.to_be_bytes());
+        let src = Ipv4Addr::new(req[16], req[17], req[18], req[19]);
+        let dst = Ipv4Addr::new(req[12], req[13], req[14], req[15]);
+        tun.send(&ipv4_packet(src, dst, 1, &icmp, 64))
+            .await
+            .unwrap();
+        let out = ping.await.unwrap().unwrap();
+        (req, out)
+    });
+    let (req, out) = seen;
+    assert_eq!(&req[12..16], &B_ADDR.octets(), "request came from b");
+    assert_eq!(&req[16..20], &TUN_NET_HOST.octets());
+    assert_eq!(req[8], 63, "forwarded once by a");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 received"),
+        "ping from b did not get our reply: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
