@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)]
 //! Home agent and mobile node client over an in-memory lossy link, on simulated
 //! time: every scenario of the registration protocol, deterministic (seeded).
 
