@@ -440,7 +440,9 @@ impl Netlink {
     ///
     /// The kernel answers from a proxy entry only when forwarding is enabled on the
     /// interface and the route to `addr` leaves through a different interface — exactly a
-    /// home agent's situation for an away mobile node.
+    /// home agent's situation for an away mobile node. Proxied replies are delayed by a
+    /// random time up to `net.ipv4.neigh.<dev>.proxy_delay` (0.8 s by default); set it to 0
+    /// for immediate answers.
     pub async fn add_proxy_arp(&self, ifindex: u32, addr: Ipv4Addr) -> Result<()> {
         self.handle
             .neighbours()
