@@ -416,7 +416,7 @@ impl HomeAgent {
             match e.ty {
                 // Extensions after MN-HA are the foreign agent's business.
                 ExtensionType::MN_HA_AUTH => break,
-                ExtensionType::PAD | ExtensionType::ENCAP_DELIVERY_STYLE => {}
+                ExtensionType::ENCAP_DELIVERY_STYLE => {}
                 ExtensionType::NAI | ExtensionType::UDP_TUNNEL_REQUEST => {
                     match Extension::parse(&e) {
                         Ok(Extension::Nai(n)) => p.nai = Some(n),

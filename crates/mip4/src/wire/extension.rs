@@ -2,8 +2,11 @@
 //! RFC 3519; RFC 5265).
 //!
 //! Extensions follow the fixed part of a message as a chain of
-//! `Type | Length | Data`, except the one-octet Pad (type 0) and the long format
-//! (`Type | Sub-Type | Length(16)`, RFC 5944 section 1.11) used by type 36.
+//! `Type | Length | Data`, except the long format (`Type | Sub-Type | Length(16)`,
+//! RFC 5944 section 1.11) used by type 36. The one-octet padding of RFC 5944
+//! section 2.1.3 belongs to agent advertisements only ([`super::agent`]); in a
+//! registration message type 0 is an ordinary, non-skippable extension, which is
+//! also how Wireshark's dissector reads it.
 //! Types 0-127 must be understood by the receiver (a message with an unknown one is
 //! rejected); types 128-255 may be skipped (RFC 5944 section 1.9).
 
@@ -14,8 +17,6 @@ use super::{be16, be32, Error};
 pub struct ExtensionType(pub u8);
 
 impl ExtensionType {
-    /// One-octet padding.
-    pub const PAD: ExtensionType = ExtensionType(0);
     /// RFC 3519 UDP Tunnel Reply (not skippable).
     pub const UDP_TUNNEL_REPLY: ExtensionType = ExtensionType(44);
     pub const MN_HA_AUTH: ExtensionType = ExtensionType(32);
@@ -79,8 +80,6 @@ pub mod encapsulation {
 /// One extension as a typed value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Extension {
-    /// One-octet padding (type 0).
-    Pad,
     /// MN-HA (32), MN-FA (33) or FA-HA (34) authentication: SPI and authenticator.
     Auth {
         kind: AuthKind,
@@ -160,9 +159,7 @@ impl<'a> Iterator for ExtensionIter<'a> {
         let rest = &self.buf[self.pos..];
         let ty = ExtensionType(rest[0]);
         let offset = self.pos;
-        let (hdr, len, sub_type) = if ty == ExtensionType::PAD {
-            (1, 0, None)
-        } else if ty.is_long_format() {
+        let (hdr, len, sub_type) = if ty.is_long_format() {
             if rest.len() < 4 {
                 self.failed = true;
                 return Some(Err(Error::Truncated {
@@ -225,7 +222,6 @@ impl Extension {
             })
         };
         match e.ty {
-            ExtensionType::PAD => Ok(Extension::Pad),
             ExtensionType::MN_HA_AUTH => auth(AuthKind::MnHa),
             ExtensionType::MN_FA_AUTH => auth(AuthKind::MnFa),
             ExtensionType::FA_HA_AUTH => auth(AuthKind::FaHa),
@@ -283,7 +279,6 @@ impl Extension {
 
     pub fn ext_type(&self) -> ExtensionType {
         match self {
-            Extension::Pad => ExtensionType::PAD,
             Extension::Auth { kind, .. } => kind.ext_type(),
             Extension::Nai(_) => ExtensionType::NAI,
             Extension::EncapDeliveryStyle => ExtensionType::ENCAP_DELIVERY_STYLE,
@@ -297,7 +292,6 @@ impl Extension {
     /// Octets [`emit`](Self::emit) appends.
     pub fn buffer_len(&self) -> usize {
         match self {
-            Extension::Pad => 1,
             Extension::Auth { authenticator, .. } => 6 + authenticator.len(),
             Extension::Nai(n) => 2 + n.len(),
             Extension::EncapDeliveryStyle => 2,
@@ -319,7 +313,6 @@ impl Extension {
             out.extend_from_slice(data);
         };
         match self {
-            Extension::Pad => out.push(0),
             Extension::Auth {
                 spi, authenticator, ..
             } => {
@@ -387,7 +380,6 @@ mod tests {
     #[test]
     fn every_extension_round_trips() {
         for e in [
-            Extension::Pad,
             Extension::Auth {
                 kind: AuthKind::MnHa,
                 spi: 256,
@@ -489,6 +481,15 @@ mod tests {
             let r = ExtensionIter::new(bad, 0).next().unwrap().unwrap();
             assert!(Extension::parse(&r).is_err(), "{bad:?}");
         }
+        // Type 0 is not padding in registration messages: it has a length.
+        let r = ExtensionIter::new(&[0u8, 1, 9], 0).next().unwrap().unwrap();
+        assert_eq!(
+            Extension::parse(&r).unwrap(),
+            Extension::Unknown {
+                ty: 0,
+                data: vec![9]
+            }
+        );
         assert!(!ExtensionType(127).is_skippable());
         assert!(ExtensionType(128).is_skippable());
     }
