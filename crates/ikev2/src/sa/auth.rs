@@ -1,0 +1,405 @@
+//! IKE_AUTH with PSK (RFC 7296 1.2, 2.15), CP (3.15), first CHILD_SA and TS narrowing (2.9).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Instant;
+
+use super::child::{contains_all, narrow, ChildKeysInput};
+use super::proposal::{self, SelectError};
+use super::{IkeSa, Pending, Pool, Role, State};
+use crate::crypto::{ct_eq, psk_auth, signed_octets};
+use crate::event::{Event, IkeError};
+use crate::wire::{
+    AuthMethod, CfgAttrType, CfgAttribute, CfgType, Configuration, ExchangeType, Header,
+    Identification, Notify, NotifyType, Payload, TrafficSelector,
+};
+
+/// The payloads of an IKE_AUTH or CREATE_CHILD_SA message, sorted out.
+#[derive(Default)]
+pub(super) struct Parts<'a> {
+    pub idi: Option<&'a Identification>,
+    pub idr: Option<&'a Identification>,
+    pub auth: Option<(AuthMethod, &'a [u8])>,
+    pub sa: Option<&'a [crate::wire::Proposal]>,
+    pub tsi: Option<&'a [TrafficSelector]>,
+    pub tsr: Option<&'a [TrafficSelector]>,
+    pub cp: Option<&'a Configuration>,
+    pub nonce: Option<&'a [u8]>,
+    pub ke: Option<(crate::wire::DhId, &'a [u8])>,
+    pub notifies: Vec<&'a Notify>,
+}
+
+impl<'a> Parts<'a> {
+    pub fn of(payloads: &'a [Payload]) -> Self {
+        let mut p = Parts::default();
+        for x in payloads {
+            match x {
+                Payload::IdI(i) => p.idi = Some(i),
+                Payload::IdR(i) => p.idr = Some(i),
+                Payload::Auth { method, data } => p.auth = Some((*method, data)),
+                Payload::Sa(s) => p.sa = Some(s),
+                Payload::TsI(t) => p.tsi = Some(t),
+                Payload::TsR(t) => p.tsr = Some(t),
+                Payload::Cp(c) => p.cp = Some(c),
+                Payload::Nonce(n) => p.nonce = Some(n),
+                Payload::Ke { group, data } => p.ke = Some((*group, data)),
+                Payload::Notify(n) => p.notifies.push(n),
+                _ => {}
+            }
+        }
+        p
+    }
+    pub fn notify(&self, ty: NotifyType) -> Option<&'a Notify> {
+        self.notifies.iter().copied().find(|n| n.ty == ty)
+    }
+    pub fn error(&self) -> Option<NotifyType> {
+        self.notifies.iter().map(|n| n.ty).find(|t| t.is_error())
+    }
+}
+
+fn ipv4_of(v: &[u8]) -> Option<Ipv4Addr> {
+    let a: [u8; 4] = v.get(..4)?.try_into().ok()?;
+    Some(Ipv4Addr::from(a))
+}
+
+impl IkeSa {
+    fn auth_value(&self, initiator_side: bool, id: &Identification) -> Option<Vec<u8>> {
+        let s = self.suite.as_ref()?;
+        let k = self.keys.as_ref()?;
+        let (msg, nonce, skp) = if initiator_side {
+            (&self.hs.init_req, &self.nr, &k.sk_pi)
+        } else {
+            (&self.hs.init_resp, &self.ni, &k.sk_pr)
+        };
+        let signed = signed_octets(s.prf, msg, nonce, skp, &id.body());
+        Some(psk_auth(s.prf, &self.cfg.psk, &signed))
+    }
+
+    /// Initiator: send IKE_AUTH with IDi, AUTH, CP request, SA, TSi, TSr.
+    pub(super) fn send_auth(&mut self, now: Instant) {
+        let cfg = self.cfg.clone();
+        let Some(auth) = self.auth_value(true, &cfg.local_id) else {
+            return self.fail(IkeError::Protocol("no keys"));
+        };
+        let mut p = vec![
+            Payload::IdI(cfg.local_id.clone()),
+            Payload::Notify(Notify::new(NotifyType::INITIAL_CONTACT, vec![])),
+        ];
+        if let Some(r) = &cfg.remote_id {
+            p.push(Payload::IdR(r.clone()));
+        }
+        p.push(Payload::Auth {
+            method: AuthMethod::SHARED_KEY_MIC,
+            data: auth,
+        });
+        if cfg.request_vip {
+            p.push(Payload::Cp(Configuration {
+                ty: CfgType::CFG_REQUEST,
+                attributes: vec![
+                    CfgAttribute {
+                        ty: CfgAttrType::INTERNAL_IP4_ADDRESS,
+                        value: vec![],
+                    },
+                    CfgAttribute {
+                        ty: CfgAttrType::INTERNAL_IP4_DNS,
+                        value: vec![],
+                    },
+                ],
+            }));
+        }
+        p.push(proposal::esp_sa_payload(
+            &cfg.esp_proposals,
+            self.hs.child_spi,
+            false,
+        ));
+        p.push(Payload::TsI(cfg.ts_local.clone()));
+        p.push(Payload::TsR(cfg.ts_remote.clone()));
+        if cfg.mobike {
+            p.push(Payload::Notify(Notify::new(
+                NotifyType::MOBIKE_SUPPORTED,
+                vec![],
+            )));
+        }
+        self.state = State::AuthSent;
+        self.send_request(now, ExchangeType::IKE_AUTH, &p, Pending::Auth);
+    }
+
+    /// Responder: verify the initiator, assign an address, pick the CHILD_SA and answer.
+    pub(super) fn handle_auth_request(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        to: SocketAddr,
+        header: &Header,
+        payloads: Vec<Payload>,
+        pool: &mut Pool,
+    ) {
+        let cfg = self.cfg.clone();
+        let parts = Parts::of(&payloads);
+        let mid = header.message_id;
+        // The initiator may have floated to port 4500 (NAT-T / MOBIKE).
+        self.remote = from;
+        self.local = to;
+        let ok = match (parts.idi, parts.auth) {
+            (Some(id), Some((AuthMethod::SHARED_KEY_MIC, data))) => {
+                let id_ok = cfg.remote_id.as_ref().is_none_or(|r| r == id);
+                let want = self.auth_value(true, id);
+                id_ok && want.is_some_and(|w| ct_eq(&w, data))
+            }
+            _ => false,
+        };
+        if !ok {
+            let n = [Payload::Notify(Notify::new(
+                NotifyType::AUTHENTICATION_FAILED,
+                vec![],
+            ))];
+            self.send_response(ExchangeType::IKE_AUTH, mid, &n, from, to);
+            return self.fail(IkeError::AuthenticationFailed);
+        }
+        let Some(my_auth) = self.auth_value(false, &cfg.local_id) else {
+            return;
+        };
+        let mut resp = vec![
+            Payload::IdR(cfg.local_id.clone()),
+            Payload::Auth {
+                method: AuthMethod::SHARED_KEY_MIC,
+                data: my_auth,
+            },
+        ];
+        self.mobike = cfg.mobike && parts.notify(NotifyType::MOBIKE_SUPPORTED).is_some();
+        self.state = State::Established;
+        self.events.push_back(Event::IkeSaUp {
+            spi_i: self.spi_i,
+            spi_r: self.spi_r,
+            local: self.local,
+            remote: self.remote,
+            local_nat: self.local_nat,
+            remote_nat: self.remote_nat,
+            mobike: self.mobike,
+        });
+        match self.auth_child(&parts, pool) {
+            Ok((child_payloads, input)) => {
+                resp.extend(child_payloads);
+                if self.mobike {
+                    resp.push(Payload::Notify(Notify::new(
+                        NotifyType::MOBIKE_SUPPORTED,
+                        vec![],
+                    )));
+                }
+                self.send_response(ExchangeType::IKE_AUTH, mid, &resp, from, to);
+                if let Some(info) = self.make_child(input, None) {
+                    self.install_child(now, info, None);
+                }
+            }
+            Err((ty, e)) => {
+                resp.push(Payload::Notify(Notify::new(ty, vec![])));
+                if self.mobike {
+                    resp.push(Payload::Notify(Notify::new(
+                        NotifyType::MOBIKE_SUPPORTED,
+                        vec![],
+                    )));
+                }
+                self.send_response(ExchangeType::IKE_AUTH, mid, &resp, from, to);
+                self.events.push_back(Event::ChildSaFailed(e));
+            }
+        }
+        self.last_rx = now;
+    }
+
+    /// Responder side of the first CHILD_SA: CP, proposal, narrowing.
+    fn auth_child(
+        &mut self,
+        parts: &super::auth::Parts<'_>,
+        pool: &mut Pool,
+    ) -> Result<(Vec<Payload>, ChildKeysInput), (NotifyType, IkeError)> {
+        let cfg = self.cfg.clone();
+        let (Some(sa), Some(tsi), Some(tsr)) = (parts.sa, parts.tsi, parts.tsr) else {
+            return Err((
+                NotifyType::INVALID_SYNTAX,
+                IkeError::Protocol("IKE_AUTH lacks SA/TS"),
+            ));
+        };
+        let (suite, num, spi_out) = match proposal::select_esp(sa, &cfg.esp_proposals, None) {
+            Ok(x) => x,
+            Err(SelectError::NoProposal | SelectError::InvalidKe(_)) => {
+                return Err((NotifyType::NO_PROPOSAL_CHOSEN, IkeError::NoProposalChosen))
+            }
+        };
+        let mut out = Vec::new();
+        let mut vip = None;
+        if let Some(cp) = parts.cp.filter(|c| c.ty == CfgType::CFG_REQUEST) {
+            if cp
+                .attributes
+                .iter()
+                .any(|a| a.ty == CfgAttrType::INTERNAL_IP4_ADDRESS)
+            {
+                let Some(a) = pool.allocate() else {
+                    return Err((
+                        NotifyType::INTERNAL_ADDRESS_FAILURE,
+                        IkeError::PeerNotify(NotifyType::INTERNAL_ADDRESS_FAILURE),
+                    ));
+                };
+                vip = Some(a);
+                let mut attrs = vec![CfgAttribute {
+                    ty: CfgAttrType::INTERNAL_IP4_ADDRESS,
+                    value: a.octets().to_vec(),
+                }];
+                if cp
+                    .attributes
+                    .iter()
+                    .any(|a| a.ty == CfgAttrType::INTERNAL_IP4_DNS)
+                {
+                    for d in &cfg.dns {
+                        attrs.push(CfgAttribute {
+                            ty: CfgAttrType::INTERNAL_IP4_DNS,
+                            value: d.octets().to_vec(),
+                        });
+                    }
+                }
+                out.push(Payload::Cp(Configuration {
+                    ty: CfgType::CFG_REPLY,
+                    attributes: attrs,
+                }));
+            }
+        }
+        // Narrow: the initiator's side becomes its virtual IP when we assigned one.
+        let ts_i = match vip {
+            Some(a) => {
+                let host = TrafficSelector::ipv4_host(a);
+                if tsi.iter().any(|t| contains_all(t, &host)) {
+                    vec![host]
+                } else {
+                    Vec::new()
+                }
+            }
+            None => narrow(tsi, &cfg.ts_remote),
+        };
+        let ts_r = narrow(tsr, &cfg.ts_local);
+        if ts_i.is_empty() || ts_r.is_empty() {
+            if let Some(a) = vip {
+                pool.release(a);
+            }
+            return Err((NotifyType::TS_UNACCEPTABLE, IkeError::TsUnacceptable));
+        }
+        self.vip = vip;
+        self.dns = if vip.is_some() {
+            cfg.dns.clone()
+        } else {
+            Vec::new()
+        };
+        let spi_in = super::child_spi(&mut self.rng);
+        out.push(proposal::chosen_esp_payload(&suite, num, spi_in));
+        out.push(Payload::TsI(ts_i.clone()));
+        out.push(Payload::TsR(ts_r.clone()));
+        Ok((
+            out,
+            ChildKeysInput {
+                suite,
+                spi_in,
+                spi_out,
+                ts_local: ts_r,
+                ts_remote: ts_i,
+                ni: self.ni.clone(),
+                nr: self.nr.clone(),
+                gir: None,
+            },
+        ))
+    }
+
+    /// Initiator: the IKE_AUTH response.
+    pub(super) fn handle_auth_response(
+        &mut self,
+        now: Instant,
+        _header: &Header,
+        payloads: Vec<Payload>,
+    ) {
+        let cfg = self.cfg.clone();
+        let parts = Parts::of(&payloads);
+        if parts.notify(NotifyType::AUTHENTICATION_FAILED).is_some() {
+            return self.fail(IkeError::PeerNotify(NotifyType::AUTHENTICATION_FAILED));
+        }
+        let ok = match (parts.idr, parts.auth) {
+            (Some(id), Some((AuthMethod::SHARED_KEY_MIC, data))) => {
+                let id_ok = cfg.remote_id.as_ref().is_none_or(|r| r == id);
+                id_ok && self.auth_value(false, id).is_some_and(|w| ct_eq(&w, data))
+            }
+            _ => false,
+        };
+        if !ok {
+            // We cannot trust the peer: tear down without further exchanges.
+            return self.fail(IkeError::AuthenticationFailed);
+        }
+        self.mobike = cfg.mobike && parts.notify(NotifyType::MOBIKE_SUPPORTED).is_some();
+        self.state = State::Established;
+        self.created = now;
+        self.events.push_back(Event::IkeSaUp {
+            spi_i: self.spi_i,
+            spi_r: self.spi_r,
+            local: self.local,
+            remote: self.remote,
+            local_nat: self.local_nat,
+            remote_nat: self.remote_nat,
+            mobike: self.mobike,
+        });
+        if let Some(e) = parts.error() {
+            let err = match e {
+                NotifyType::NO_PROPOSAL_CHOSEN => IkeError::NoProposalChosen,
+                NotifyType::TS_UNACCEPTABLE => IkeError::TsUnacceptable,
+                other => IkeError::PeerNotify(other),
+            };
+            self.events.push_back(Event::ChildSaFailed(err));
+            return;
+        }
+        if let Some(cp) = parts.cp.filter(|c| c.ty == CfgType::CFG_REPLY) {
+            for a in &cp.attributes {
+                match a.ty {
+                    CfgAttrType::INTERNAL_IP4_ADDRESS => self.vip = ipv4_of(&a.value),
+                    CfgAttrType::INTERNAL_IP4_DNS => self.dns.extend(ipv4_of(&a.value)),
+                    _ => {}
+                }
+            }
+        }
+        let (Some(sa), Some(tsi), Some(tsr)) = (parts.sa, parts.tsi, parts.tsr) else {
+            self.events
+                .push_back(Event::ChildSaFailed(IkeError::Protocol(
+                    "IKE_AUTH response lacks SA/TS",
+                )));
+            return;
+        };
+        let Some((suite, spi_out)) = proposal::accept_esp(sa, &cfg.esp_proposals) else {
+            self.events
+                .push_back(Event::ChildSaFailed(IkeError::NoProposalChosen));
+            return self.queue_delete_ike();
+        };
+        // Accept narrowing: every returned selector must lie inside what we proposed.
+        let proposed_i = if cfg.request_vip && self.vip.is_some() {
+            vec![TrafficSelector::ipv4_any()]
+        } else {
+            cfg.ts_local.clone()
+        };
+        let inside = |got: &[TrafficSelector], proposed: &[TrafficSelector]| {
+            !got.is_empty()
+                && got
+                    .iter()
+                    .all(|g| proposed.iter().any(|p| contains_all(p, g)))
+        };
+        if !inside(tsi, &proposed_i) || !inside(tsr, &cfg.ts_remote) {
+            self.events
+                .push_back(Event::ChildSaFailed(IkeError::TsUnacceptable));
+            return;
+        }
+        let input = ChildKeysInput {
+            suite,
+            spi_in: self.hs.child_spi,
+            spi_out,
+            ts_local: tsi.to_vec(),
+            ts_remote: tsr.to_vec(),
+            ni: self.ni.clone(),
+            nr: self.nr.clone(),
+            gir: None,
+        };
+        if let Some(info) = self.make_child(input, None) {
+            self.install_child(now, info, None);
+        }
+        let _ = (Role::Initiator, IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    }
+}
