@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use common::*;
 use ikev2::wire::{DhId, TrafficSelector};
+use ikev2::Event;
 
 #[test]
 fn psk_handshake_each_group() {
@@ -42,4 +43,164 @@ fn psk_handshake_each_group() {
         assert_eq!(p.i.local().port(), 4500);
         assert_eq!(p.i.stats().retransmits, 0);
     }
+}
+
+fn init_notifies(p: &Pair, dir: Dir) -> Vec<Vec<ikev2::wire::NotifyType>> {
+    p.wire
+        .iter()
+        .filter(|(d, _)| *d == dir)
+        .filter_map(|(_, t)| {
+            let b = if t.src.port() == 4500 || t.dst.port() == 4500 {
+                &t.payload[4..]
+            } else {
+                &t.payload[..]
+            };
+            let m = ikev2::wire::Message::parse(b).ok()?;
+            (m.header.exchange == ikev2::wire::ExchangeType::IKE_SA_INIT)
+                .then(|| m.notifies().map(|n| n.ty).collect())
+        })
+        .collect()
+}
+
+#[test]
+fn invalid_ke_payload_retry_uses_requested_group() {
+    let (mut ci, mut cr) = configs(DhId::CURVE25519);
+    // Initiator prefers 31 but also offers 19; the responder only takes 19.
+    ci.ike_proposals = vec![ikev2::IkeProposal::aes_gcm_256(&[
+        DhId::CURVE25519,
+        DhId::ECP_256,
+    ])];
+    cr.ike_proposals = vec![ikev2::IkeProposal::aes_gcm_256(&[DhId::ECP_256])];
+    let mut p = Pair::new(ci, cr, 2);
+    p.run(Duration::from_secs(2));
+    assert!(p.i.is_established(), "{:?}", p.i_events);
+    let resp = init_notifies(&p, Dir::ToInitiator);
+    assert_eq!(resp.len(), 2);
+    assert_eq!(resp[0], vec![ikev2::wire::NotifyType::INVALID_KE_PAYLOAD]);
+    // the retried request carries a group-19 KE
+    let req = p
+        .wire
+        .iter()
+        .filter(|(d, _)| *d == Dir::ToResponder)
+        .filter_map(|(_, t)| ikev2::wire::Message::parse(&t.payload).ok())
+        .nth(1)
+        .unwrap();
+    assert!(req
+        .payloads
+        .iter()
+        .any(|x| matches!(x, ikev2::wire::Payload::Ke { group, data } if *group == DhId::ECP_256 && data.len() == 64)));
+    assert_mirror(
+        &Pair::child(&p.i_events).unwrap(),
+        &Pair::child(&p.r_events).unwrap(),
+    );
+}
+
+#[test]
+fn cookie_round_trip() {
+    let (ci, mut cr) = configs(DhId::CURVE25519);
+    cr.require_cookie = true;
+    let mut p = Pair::new(ci, cr, 3);
+    p.run(Duration::from_secs(2));
+    assert!(p.i.is_established());
+    let resp = init_notifies(&p, Dir::ToInitiator);
+    assert_eq!(resp[0], vec![ikev2::wire::NotifyType::COOKIE]);
+    let req = init_notifies(&p, Dir::ToResponder);
+    assert_eq!(req.len(), 2);
+    assert_eq!(
+        req[1][0],
+        ikev2::wire::NotifyType::COOKIE,
+        "COOKIE must be the first payload"
+    );
+}
+
+#[test]
+fn wrong_psk_gives_authentication_failed() {
+    let (ci, mut cr) = configs(DhId::CURVE25519);
+    cr.psk = b"another secret".to_vec();
+    let mut p = Pair::new(ci, cr, 4);
+    p.run(Duration::from_secs(5));
+    assert!(!p.i.is_established());
+    assert_eq!(
+        Pair::down(&p.i_events),
+        Some(Some(ikev2::IkeError::PeerNotify(
+            ikev2::wire::NotifyType::AUTHENTICATION_FAILED
+        )))
+    );
+    assert_eq!(
+        Pair::down(&p.r_events),
+        Some(Some(ikev2::IkeError::AuthenticationFailed))
+    );
+    assert!(Pair::child(&p.i_events).is_none() && Pair::child(&p.r_events).is_none());
+    assert_eq!(p.r.sa_count(), 0);
+}
+
+#[test]
+fn unexpected_responder_id_is_rejected_by_initiator() {
+    let (mut ci, cr) = configs(DhId::CURVE25519);
+    ci.remote_id = Some(ikev2::wire::Identification::fqdn("other-gw.example"));
+    let mut p = Pair::new(ci, cr, 5);
+    p.run(Duration::from_secs(5));
+    assert_eq!(
+        Pair::down(&p.i_events),
+        Some(Some(ikev2::IkeError::AuthenticationFailed))
+    );
+}
+
+#[test]
+fn unacceptable_proposal_gives_no_proposal_chosen() {
+    let (mut ci, cr) = configs(DhId::CURVE25519);
+    ci.ike_proposals = vec![ikev2::IkeProposal::aes_cbc_128_sha256(&[DhId::CURVE25519])];
+    let mut p = Pair::new(ci, cr, 6);
+    p.run(Duration::from_secs(5));
+    assert_eq!(
+        Pair::down(&p.i_events),
+        Some(Some(ikev2::IkeError::NoProposalChosen))
+    );
+    assert_eq!(
+        init_notifies(&p, Dir::ToInitiator),
+        vec![vec![ikev2::wire::NotifyType::NO_PROPOSAL_CHOSEN]]
+    );
+    assert_eq!(p.r.sa_count(), 0);
+}
+
+#[test]
+fn unacceptable_esp_proposal_keeps_ike_sa() {
+    let (mut ci, cr) = configs(DhId::CURVE25519);
+    ci.esp_proposals = vec![ikev2::EspProposal::aes_cbc_128_sha256()];
+    let mut p = Pair::new(ci, cr, 7);
+    p.run(Duration::from_secs(2));
+    assert!(p.i.is_established());
+    assert!(p
+        .i_events
+        .contains(&Event::ChildSaFailed(ikev2::IkeError::NoProposalChosen)));
+}
+
+#[test]
+fn cbc_sha256_suites_and_sha1() {
+    let (mut ci, mut cr) = configs(DhId::ECP_256);
+    let ike = ikev2::IkeProposal {
+        encr: ikev2::crypto::Encr::AesCbc { key: 32 },
+        prf: ikev2::crypto::Prf::HmacSha1,
+        integ: Some(ikev2::crypto::Integ::HmacSha1_96),
+        dh: vec![DhId::ECP_256],
+    };
+    ci.ike_proposals = vec![
+        ikev2::IkeProposal::aes_cbc_128_sha256(&[DhId::ECP_256]),
+        ike.clone(),
+    ];
+    cr.ike_proposals = vec![ike];
+    ci.esp_proposals = vec![ikev2::EspProposal::aes_cbc_128_sha256()];
+    cr.esp_proposals = vec![
+        ikev2::EspProposal::aes_gcm_128(),
+        ikev2::EspProposal::aes_cbc_128_sha256(),
+    ];
+    let mut p = Pair::new(ci, cr, 8);
+    p.run(Duration::from_secs(2));
+    let (a, b) = (
+        Pair::child(&p.i_events).unwrap(),
+        Pair::child(&p.r_events).unwrap(),
+    );
+    assert_mirror(&a, &b);
+    assert_eq!(a.encr_key_in.len(), 16);
+    assert_eq!(a.integ_key_in.len(), 32);
 }

@@ -202,6 +202,12 @@ impl Pair {
         self.now = self.now.max(end);
     }
 
+    pub fn pump_events_clear(&mut self) {
+        self.pump();
+        self.i_events.clear();
+        self.r_events.clear();
+    }
+
     pub fn i_up(&self) -> bool {
         self.i_events
             .iter()
