@@ -13,7 +13,7 @@ use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 
 use crate::config::Config;
-use crate::event::{ChildSaInfo, Event, Stats, Transmit};
+use crate::event::{ChildSaInfo, DebugIkeKeys, Event, Stats, Transmit};
 use crate::sa::{IkeSa, Pool, Role, State, Work};
 use crate::wire::{ExchangeType, Header};
 
@@ -160,6 +160,20 @@ impl Initiator {
 
     pub fn spis(&self) -> (u64, u64) {
         (self.sa.spi_i, self.sa.spi_r)
+    }
+
+    /// The current IKE SA's SK_e/SK_a keys. These are secrets: this exists to feed
+    /// Wireshark's `ikev2_decryption_table` when debugging.
+    pub fn ike_keys_for_debug(&self) -> Option<DebugIkeKeys> {
+        let k = self.sa.keys.as_ref()?;
+        Some(DebugIkeKeys {
+            spi_i: self.sa.spi_i,
+            spi_r: self.sa.spi_r,
+            sk_ei: k.sk_ei.clone(),
+            sk_er: k.sk_er.clone(),
+            sk_ai: k.sk_ai.clone(),
+            sk_ar: k.sk_ar.clone(),
+        })
     }
 
     pub fn child_sas(&self) -> Vec<ChildSaInfo> {

@@ -135,3 +135,24 @@ pub struct Stats {
     pub dropped_esp_on_ike_port: u64,
     pub replayed_responses: u64,
 }
+
+/// IKE SA keys exported for packet-capture decryption (see `Initiator::ike_keys_for_debug`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct DebugIkeKeys {
+    pub spi_i: u64,
+    pub spi_r: u64,
+    pub sk_ei: Vec<u8>,
+    pub sk_er: Vec<u8>,
+    pub sk_ai: Vec<u8>,
+    pub sk_ar: Vec<u8>,
+}
+
+impl core::fmt::Debug for DebugIkeKeys {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "DebugIkeKeys({:016x}, {:016x}, ..)",
+            self.spi_i, self.spi_r
+        )
+    }
+}
