@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
@@ -14,9 +15,20 @@ struct Counting;
 
 static ALLOCS: AtomicUsize = AtomicUsize::new(0);
 
+thread_local! {
+    // Only this test's thread is counted: the harness allocates on its own threads.
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+}
+
+fn count() {
+    if COUNTING.with(Cell::get) {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        count();
         // SAFETY: forwarded unchanged to the system allocator.
         unsafe { System.alloc(layout) }
     }
@@ -27,7 +39,7 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        count();
         // SAFETY: forwarded unchanged to the system allocator.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -55,6 +67,7 @@ fn seal_and_open_do_not_allocate() {
         let mut headroom_buf = Vec::with_capacity(2048);
 
         let before = ALLOCS.load(Ordering::Relaxed);
+        COUNTING.with(|c| c.set(true));
         for _ in 0..1000 {
             tx.seal(now, 4, &inner, &mut out).unwrap();
             let o = rx.open(now, &mut out).unwrap();
@@ -66,6 +79,7 @@ fn seal_and_open_do_not_allocate() {
             let r = tx.seal_in_place(now, 4, &mut headroom_buf, 64).unwrap();
             rx.open(now, &mut headroom_buf[r]).unwrap();
         }
+        COUNTING.with(|c| c.set(false));
         let allocs = ALLOCS.load(Ordering::Relaxed) - before;
         assert_eq!(
             allocs, 0,
