@@ -272,6 +272,9 @@ impl OutboundSa {
         start: usize,
     ) -> Result<(), EspError> {
         self.life.check(now)?;
+        //= https://www.rfc-editor.org/rfc/rfc4303#section-3.3.3
+        //# the sender MUST NOT send a packet on an SA if doing so would cause the
+        //# sequence number to cycle.
         let seq = self
             .seq
             .checked_add(1)
@@ -371,6 +374,16 @@ pub struct Opened {
     pub payload: Range<usize>,
 }
 
+impl Opened {
+    /// A dummy (traffic-flow-confidentiality) packet: the caller discards it.
+    ///
+    /// RFC 4303 section 3.4.4.1: "If the value is "59" (no next header), the (dummy)
+    /// packet is discarded without further processing."
+    pub fn is_dummy(&self) -> bool {
+        self.next_header == wire::NEXT_HEADER_NO_NEXT
+    }
+}
+
 /// The receiving half of a child SA.
 pub struct InboundSa {
     cfg: SaConfig,
@@ -467,9 +480,16 @@ impl InboundSa {
         } else {
             u64::from(header.seq)
         };
+        //= https://www.rfc-editor.org/rfc/rfc4303#section-3.4.3
+        //# The preliminary Sequence Number check is effected utilizing the
+        //# Sequence Number value in the ESP Header and is performed prior to
+        //# integrity checking and decryption.
         self.window.check(seq)?;
         let esn_hi = self.cfg.esn.then_some((seq >> 32) as u32);
         self.transform.open(esn_hi, packet)?;
+        //= https://www.rfc-editor.org/rfc/rfc4303#section-3.4.3
+        //# The receive window is updated
+        //# only if the integrity verification succeeds.
         self.window.commit(seq);
         let text_start = HEADER_LEN + iv_len;
         let text_end = packet.len() - icv_len;
@@ -477,6 +497,10 @@ impl InboundSa {
             len: packet.len(),
             min,
         })?;
+        //= https://www.rfc-editor.org/rfc/rfc4303#section-3.4.4.1
+        //# If the default padding
+        //# scheme (see Section 2.4) has been employed, the receiver
+        //# SHOULD inspect the Padding field
         let (payload_len, next_header) = wire::parse_trailer(text)?;
         self.stats.packets += 1;
         self.stats.bytes += payload_len as u64;

@@ -26,8 +26,12 @@ impl Sad {
         self.sas.insert(sa.spi(), sa)
     }
 
+    /// Removes the SA with `spi`. Its drop counters stay in [`Sad::drops`], which only
+    /// ever grows.
     pub fn remove(&mut self, spi: u32) -> Option<InboundSa> {
-        self.sas.remove(&spi)
+        let sa = self.sas.remove(&spi)?;
+        self.drops.add(&sa.stats().drops);
+        Some(sa)
     }
 
     pub fn get(&self, spi: u32) -> Option<&InboundSa> {
@@ -111,9 +115,7 @@ impl Sad {
             .map(|(spi, _)| *spi)
             .collect();
         for spi in &dead {
-            if let Some(sa) = self.sas.remove(spi) {
-                self.drops.add(&sa.stats().drops);
-            }
+            self.remove(*spi);
         }
         dead
     }

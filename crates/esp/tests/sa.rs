@@ -491,3 +491,16 @@ fn configuration_errors() {
     );
     assert_eq!(Suite::from_ikev2(12, 192, 12), None);
 }
+
+#[test]
+fn dummy_packets_are_flagged_for_discard() {
+    let now = Instant::now();
+    let (mut tx, mut rx) = pair(SaConfig::new(SPI, Suite::ChaCha20Poly1305), now);
+    let mut pkt = Vec::new();
+    tx.seal(now, esp::NEXT_HEADER_NO_NEXT, &[0; 32], &mut pkt)
+        .unwrap();
+    let o = rx.open(now, &mut pkt).unwrap();
+    assert!(o.is_dummy());
+    let real = seal(&mut tx, now, &inner(20, 0));
+    assert!(!rx.open(now, &mut real.clone()).unwrap().is_dummy());
+}

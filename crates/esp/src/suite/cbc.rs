@@ -168,6 +168,12 @@ impl Transform for CbcHmac {
         BLOCK
     }
 
+    //= https://www.rfc-editor.org/rfc/rfc4303#section-3.3.2.1
+    //# If
+    //# the ESN option is enabled for the SA, the high-order 32
+    //# bits of the sequence number are appended after the Next
+    //# Header field for purposes of this computation, but are not
+    //# transmitted.
     fn seal(&self, esn_hi: Option<u32>, packet: &mut [u8]) -> Result<(), EspError> {
         let p = split(packet, BLOCK, self.icv_len)?;
         if p.text.is_empty() || p.text.len() % BLOCK != 0 {
