@@ -59,6 +59,14 @@ impl ReplayWindow {
         let th = self.top >> 32;
         let tl = self.top & 0xFFFF_FFFF;
         let seql = u64::from(seq_lo);
+        //= https://www.rfc-editor.org/rfc/rfc4303#appendix-A2.2
+        //# + Under Case A (Figure 1):
+        //# If Seql >= Bl (where Bl = Tl - W + 1), then Seqh = Th
+        //# If Seql <  Bl (where Bl = Tl - W + 1), then Seqh = Th + 1
+        //#
+        //# + Under Case B (Figure 2):
+        //# If Seql >= Bl (where Bl = Tl - W + 1), then Seqh = Th - 1
+        //# If Seql <  Bl (where Bl = Tl - W + 1), then Seqh = Th
         let hi = if tl >= w - 1 {
             // Case A: the window lies within one subspace.
             if seql >= tl - (w - 1) {

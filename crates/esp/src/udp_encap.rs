@@ -20,7 +20,8 @@ pub const UDP_HEADER_LEN: usize = 8;
 /// What a UDP datagram received on port 4500 carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UdpPayload<'a> {
-    /// A NAT-keepalive; drop it after refreshing NAT state.
+    /// A NAT-keepalive. RFC 3948 section 2.3: the receiver SHOULD ignore it; section 4:
+    /// it MUST NOT be used to detect whether a connection is live.
     Keepalive,
     /// An IKE message, with the non-ESP marker already removed.
     Ike(&'a [u8]),
@@ -65,7 +66,8 @@ pub fn classify(payload: &[u8]) -> Result<UdpPayload<'_>, UdpEncapError> {
 
 /// Writes a UDP header for an encapsulated ESP packet of `payload_len` octets.
 ///
-/// The checksum is zero, as RFC 3948 section 2.1 says it SHOULD be for ESP-in-UDP.
+/// The checksum is zero, as RFC 3948 section 2.1 says it SHOULD be for ESP-in-UDP
+/// (receivers MUST NOT depend on that; [`classify`] never looks at it).
 /// Returns `None` if the datagram would exceed 65535 octets.
 pub fn udp_header(src_port: u16, dst_port: u16, payload_len: usize) -> Option<[u8; 8]> {
     let len = u16::try_from(payload_len.checked_add(UDP_HEADER_LEN)?).ok()?;
