@@ -120,6 +120,9 @@ pub struct Config {
     pub dns: Vec<Ipv4Addr>,
     /// Port used for NAT traversal (RFC 3948), normally 4500.
     pub natt_port: u16,
+    /// When we are behind a NAT, send a NAT-keepalive (RFC 3948 2.3) after this long without
+    /// sending anything to the peer.
+    pub nat_keepalive: Option<Duration>,
 }
 
 impl Config {
@@ -149,6 +152,7 @@ impl Config {
             vip_pool: None,
             dns: Vec::new(),
             natt_port: 4500,
+            nat_keepalive: Some(Duration::from_secs(20)),
         }
     }
 }

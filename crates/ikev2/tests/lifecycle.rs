@@ -328,3 +328,54 @@ fn fragment_loss_recovers() {
     p.run(Duration::from_secs(10));
     assert!(p.i.is_established());
 }
+
+#[test]
+fn child_rekey_invalid_ke_retries_with_requested_group() {
+    let (mut ci, mut cr) = configs(DhId::CURVE25519);
+    // The initiator offers 14 then 19 (KE for 14); the responder takes only 19.
+    ci.esp_proposals[0].pfs = Some(DhId::MODP_2048);
+    let mut second = ci.esp_proposals[0].clone();
+    second.pfs = Some(DhId::ECP_256);
+    ci.esp_proposals.push(second);
+    cr.esp_proposals[0].pfs = Some(DhId::ECP_256);
+    let mut p = Pair::new(ci, cr, 34);
+    p.run(Duration::from_secs(2));
+    let old = Pair::child(&p.i_events).unwrap();
+    p.i.rekey_child(p.now, old.spi_in);
+    p.run(Duration::from_secs(2));
+    check_child_rekey(&p, &old);
+    let creates: Vec<_> = p
+        .wire
+        .iter()
+        .filter_map(|(d, t)| {
+            let m = ikev2::wire::Message::parse(&t.payload[4..]).ok()?;
+            (m.header.exchange == ikev2::wire::ExchangeType::CREATE_CHILD_SA)
+                .then_some((*d, t.payload.len()))
+        })
+        .collect();
+    // request (KE 14), INVALID_KE_PAYLOAD, request (KE 19), response
+    assert_eq!(creates.len(), 4, "{creates:?}");
+    assert!(
+        creates[0].1 > creates[2].1 + 150,
+        "first KE is 256 octets, second 64"
+    );
+}
+
+#[test]
+fn nat_keepalives_only_from_the_natted_side() {
+    let (ci, cr) = configs(DhId::CURVE25519);
+    let mut p = Pair::new(ci, cr, 35);
+    p.nat = true;
+    p.run(Duration::from_secs(2));
+    assert!(p.i.is_established());
+    let before = p.wire.len();
+    p.run(Duration::from_secs(25));
+    let ka: Vec<_> = p.wire[before..]
+        .iter()
+        .filter(|(_, t)| t.payload == [0xff])
+        .collect();
+    assert_eq!(ka.len(), 1, "one keepalive after 20 s idle");
+    assert_eq!(ka[0].0, Dir::ToResponder);
+    assert_eq!(ka[0].1.dst, sa(R_ADDR, 4500));
+    assert_eq!(p.r.stats().dropped_malformed, 0);
+}

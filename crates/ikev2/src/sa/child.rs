@@ -184,7 +184,14 @@ impl IkeSa {
         let cfg = self.cfg.clone();
         let ni = nonce(&mut self.rng);
         let spi_in = super::child_spi(&mut self.rng);
-        let pfs = cfg.esp_proposals.first().and_then(|p| p.pfs);
+        let mut props = cfg.esp_proposals.clone();
+        if let Some(g) = self.child_pfs_group {
+            // The peer asked for this group with INVALID_KE_PAYLOAD.
+            for p in props.iter_mut() {
+                p.pfs = Some(g);
+            }
+        }
+        let pfs = props.first().and_then(|p| p.pfs);
         let share = match pfs {
             Some(g) => KeyShare::generate(g, &mut self.rng).ok(),
             None => None,
@@ -196,7 +203,7 @@ impl IkeSa {
                 ty: NotifyType::REKEY_SA,
                 data: vec![],
             }),
-            proposal::esp_sa_payload(&cfg.esp_proposals, spi_in, true),
+            proposal::esp_sa_payload(&props, spi_in, true),
             Payload::Nonce(ni.clone()),
         ];
         if let Some(s) = &share {
@@ -237,6 +244,20 @@ impl IkeSa {
                 c.created = now;
             }
         };
+        if let Some(n) = parts.notify(NotifyType::INVALID_KE_PAYLOAD) {
+            let g = <[u8; 2]>::try_from(n.data.as_slice())
+                .map(|g| crate::wire::DhId(u16::from_be_bytes(g)));
+            if let Ok(g) = g {
+                let offered = self.cfg.esp_proposals.iter().any(|p| p.pfs.is_some());
+                if offered && self.child_pfs_group != Some(g) && crate::crypto::dh::is_supported(g)
+                {
+                    // RFC 7296 1.3: retry with the group the responder wants.
+                    self.child_pfs_group = Some(g);
+                    self.work.push_front(Work::RekeyChild(r.old_spi_in));
+                    return;
+                }
+            }
+        }
         if let Some(e) = parts.error() {
             return fail(self, IkeError::PeerNotify(e));
         }

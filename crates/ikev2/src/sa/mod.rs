@@ -171,6 +171,11 @@ pub(crate) struct IkeSa {
     /// The old SA after an IKE rekey, kept until its delete exchange completes.
     pub retired: Option<Box<IkeSa>>,
     pub mobike_cookie2: Option<Vec<u8>>,
+    pub last_tx: Instant,
+    /// The latest `now` we were given (stamps transmissions).
+    clock: Instant,
+    /// DH group the peer asked for with INVALID_KE_PAYLOAD in CREATE_CHILD_SA.
+    pub child_pfs_group: Option<crate::wire::DhId>,
 }
 
 impl core::fmt::Debug for IkeSa {
@@ -256,6 +261,9 @@ impl IkeSa {
             stats: Stats::default(),
             retired: None,
             mobike_cookie2: None,
+            last_tx: now,
+            clock: now,
+            child_pfs_group: None,
         }
     }
 
@@ -351,7 +359,23 @@ impl IkeSa {
         }
         payload.extend_from_slice(msg);
         self.stats.tx += 1;
+        self.last_tx = self.clock;
         self.transmits.push_back(Transmit { src, dst, payload });
+    }
+
+    fn keepalive_due(&self) -> Option<Instant> {
+        let iv = self.cfg.nat_keepalive?;
+        (self.state == State::Established && self.local_nat).then(|| self.last_tx + iv)
+    }
+
+    /// RFC 3948 2.3: a single 0xFF octet, no non-ESP marker.
+    fn send_keepalive(&mut self, now: Instant) {
+        self.last_tx = now;
+        self.transmits.push_back(Transmit {
+            src: self.local,
+            dst: self.remote,
+            payload: vec![0xff],
+        });
     }
 
     /// Send a new request (window size 1: the caller checked `outstanding` is empty).
@@ -386,6 +410,7 @@ impl IkeSa {
         kind: Pending,
         packets: Vec<Vec<u8>>,
     ) {
+        self.clock = self.clock.max(now);
         let (l, r) = (self.local, self.remote);
         for p in &packets {
             self.push_tx(p, l, r);
@@ -674,6 +699,7 @@ impl IkeSa {
 
     /// Start queued work when the window is free; schedule liveness and rekeying.
     pub fn drive(&mut self, now: Instant) {
+        self.clock = self.clock.max(now);
         if self.state != State::Established || self.outstanding.is_some() {
             return;
         }
@@ -732,6 +758,9 @@ impl IkeSa {
         if self.state == State::InitDone {
             consider(self.created + HALF_OPEN_TIMEOUT);
         }
+        if let Some(k) = self.keepalive_due() {
+            consider(k);
+        }
         if let Some(o) = &self.outstanding {
             consider(o.deadline);
         } else if self.state == State::Established {
@@ -758,6 +787,10 @@ impl IkeSa {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.clock = self.clock.max(now);
+        if self.keepalive_due().is_some_and(|t| now >= t) {
+            self.send_keepalive(now);
+        }
         if self.state == State::InitDone && now >= self.created + HALF_OPEN_TIMEOUT {
             return self.fail(IkeError::Timeout);
         }

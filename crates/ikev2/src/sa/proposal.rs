@@ -247,23 +247,23 @@ pub(crate) fn select_esp(
                 .map(|t| DhId(t.id))
                 .filter(|g| *g != DhId::NONE)
                 .collect();
-            let dh = match ke {
-                None => None,
-                Some(g) if theirs.contains(&g) && crate::crypto::dh::is_supported(g) => Some(g),
-                Some(_) if theirs.is_empty() => None,
-                Some(_) => {
-                    if fallback.is_none() {
-                        fallback = theirs
-                            .iter()
-                            .copied()
-                            .find(|g| crate::crypto::dh::is_supported(*g));
+            // In IKE_AUTH (`ke` is None) DH transforms are ignored (RFC 7296 1.2). With PFS we
+            // take the KE group if it is the one we require (or any supported one when we
+            // require none); otherwise we ask for ours with INVALID_KE_PAYLOAD.
+            let dh = match (ke, lp.pfs) {
+                (None, _) => None,
+                (Some(g), Some(want)) if g == want && theirs.contains(&g) => Some(g),
+                (Some(_), Some(want)) => {
+                    if fallback.is_none() && theirs.contains(&want) {
+                        fallback = Some(want);
                     }
                     continue;
                 }
+                (Some(g), None) if theirs.contains(&g) && crate::crypto::dh::is_supported(g) => {
+                    Some(g)
+                }
+                (Some(_), None) => continue,
             };
-            if ke.is_none() && !theirs.is_empty() && lp.pfs.is_some() {
-                // IKE_AUTH ignores DH transforms (RFC 7296 1.2).
-            }
             let integ = if lp.encr.is_aead() { None } else { lp.integ };
             return Ok((
                 EspSuite {
