@@ -72,11 +72,23 @@ pub fn pad_len(payload_len: usize, align: usize) -> usize {
     }
 }
 
+/// The default padding contents 1, 2, 3, ..., 255 (RFC 4303 section 2.4).
+const PADDING: [u8; 255] = {
+    let mut p = [0u8; 255];
+    let mut i = 0;
+    while i < 255 {
+        p[i] = (i + 1) as u8;
+        i += 1;
+    }
+    p
+};
+
 /// Appends padding 1, 2, 3, ... (RFC 4303 section 2.4), the pad length and next header.
+/// `pad` is capped at 255, the most the Pad Length field can say.
 pub fn push_trailer(buf: &mut Vec<u8>, pad: usize, next_header: u8) {
-    // pad < 256 is guaranteed by the callers (align <= 255).
-    let pad = pad.min(255) as u8;
-    buf.extend((1..=pad).chain([pad, next_header]));
+    let pad = pad.min(PADDING.len());
+    buf.extend_from_slice(PADDING.get(..pad).unwrap_or_default());
+    buf.extend_from_slice(&[pad as u8, next_header]);
 }
 
 /// Splits decrypted `text` (payload | padding | pad length | next header) into the payload
