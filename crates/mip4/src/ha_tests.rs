@@ -304,3 +304,30 @@ fn garbage_never_panics_and_is_counted() {
         Some(&1)
     );
 }
+
+#[test]
+fn batch_entry_point_matches_one_by_one() {
+    let rrq = hex::decode(RRQ_D_T).unwrap();
+    let nai = hex::decode(RRQ_NAI).unwrap();
+    let inputs: Vec<&[u8]> = vec![&rrq, &[1, 2, 3], &nai, &rrq[..24], &rrq];
+    let mut a = ha(&[]);
+    let mut b = ha(&[]);
+    let now = Instant::now();
+    let batch: Vec<_> = inputs.iter().map(|p| (coa_src(), local(), *p)).collect();
+    a.handle_datagrams(now, wall(), &batch);
+    for p in &inputs {
+        b.handle_datagram(now, wall(), coa_src(), local(), p);
+    }
+    let drain = |h: &mut HomeAgent| {
+        let mut v = Vec::new();
+        while let Some(t) = h.poll_transmit() {
+            v.push(t.payload);
+        }
+        v
+    };
+    let (ta, tb) = (drain(&mut a), drain(&mut b));
+    assert_eq!(ta, tb);
+    assert_eq!(ta.len(), 4);
+    assert_eq!(a.stats(), b.stats());
+    assert_eq!(a.bindings(), b.bindings());
+}

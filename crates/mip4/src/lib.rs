@@ -20,6 +20,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod expiry;
 pub mod ha;
 pub mod net;
 pub mod replay;
