@@ -45,7 +45,7 @@ pub use error::{ConfigError, DropCounters, DropReason, EspError};
 pub use lifetime::{Direction, Lifetime, SaEvent, Trigger};
 pub use replay::ReplayWindow;
 pub use sa::{InboundSa, IvSource, Opened, OutboundSa, RandomIv, SaConfig, SaStats, SeqIv};
-pub use sad::Sad;
+pub use sad::{Sad, UdpInbound};
 pub use suite::{Suite, Transform};
 pub use wire::{EspHeader, NEXT_HEADER_IPV4, NEXT_HEADER_IPV6, NEXT_HEADER_NO_NEXT};
 

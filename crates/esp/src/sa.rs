@@ -199,6 +199,22 @@ impl OutboundSa {
             + self.transform.icv_len()
     }
 
+    /// The largest inner packet that still fits an outer IPv4 packet of `outer_mtu`
+    /// octets (20-octet IPv4 header, plus 8 for UDP when `udp_encap`); 0 if none fits.
+    /// Use it as the tunnel interface MTU.
+    pub fn inner_mtu(&self, outer_mtu: usize, udp_encap: bool) -> usize {
+        let align = self.transform.align().max(1);
+        let fixed =
+            20 + if udp_encap {
+                crate::udp_encap::UDP_HEADER_LEN
+            } else {
+                0
+            } + self.header_len()
+                + self.transform.icv_len();
+        let text = outer_mtu.saturating_sub(fixed) / align * align;
+        text.saturating_sub(TRAILER_LEN)
+    }
+
     /// The sequence number the next packet will carry.
     pub fn next_seq(&self) -> u64 {
         self.seq.saturating_add(1)

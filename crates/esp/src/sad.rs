@@ -1,12 +1,25 @@
 //! The inbound SA database, keyed by SPI (RFC 4301 section 4.4.2).
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::time::Instant;
 
 use crate::error::{DropCounters, DropReason, EspError};
 use crate::lifetime::SaEvent;
 use crate::sa::{InboundSa, Opened};
+use crate::udp_encap::{self, UdpPayload};
 use crate::wire::EspHeader;
+
+/// A datagram received on the NAT-T port (4500), demultiplexed by [`Sad::open_udp`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UdpInbound {
+    /// A NAT-keepalive (RFC 3948 section 2.3): ignore it.
+    Keepalive,
+    /// An IKE message at this range of the payload (after the non-ESP marker).
+    Ike(Range<usize>),
+    /// An ESP packet that opened; its range is relative to the UDP payload.
+    Esp(Opened),
+}
 
 /// Inbound SAs by SPI. Packets whose SPI is unknown, or that are too short to carry one,
 /// are counted here; everything else is counted by the SA that saw it.
@@ -69,6 +82,23 @@ impl Sad {
             None => {
                 self.drops.count(DropReason::UnknownSpi);
                 Err(EspError::UnknownSpi(header.spi))
+            }
+        }
+    }
+
+    /// Demultiplexes a UDP payload received on port 4500 (RFC 3948) and opens it if it
+    /// is ESP. A payload that is none of keepalive, IKE or ESP is counted as too short.
+    pub fn open_udp(&mut self, now: Instant, payload: &mut [u8]) -> Result<UdpInbound, EspError> {
+        match udp_encap::classify(payload) {
+            Ok(UdpPayload::Keepalive) => Ok(UdpInbound::Keepalive),
+            Ok(UdpPayload::Ike(_)) => Ok(UdpInbound::Ike(
+                udp_encap::NON_ESP_MARKER.len()..payload.len(),
+            )),
+            Ok(UdpPayload::Esp(_)) => self.open(now, payload).map(UdpInbound::Esp),
+            Err(e) => {
+                let e = EspError::from(e);
+                self.drops.count_error(&e);
+                Err(e)
             }
         }
     }

@@ -504,3 +504,52 @@ fn dummy_packets_are_flagged_for_discard() {
     let real = seal(&mut tx, now, &inner(20, 0));
     assert!(!rx.open(now, &mut real.clone()).unwrap().is_dummy());
 }
+
+#[test]
+fn inner_mtu_is_the_largest_payload_that_fits() {
+    let now = Instant::now();
+    for suite in Suite::ALL {
+        let (mut tx, _) = pair(SaConfig::new(SPI, suite), now);
+        for udp in [false, true] {
+            for mtu in [576, 1280, 1400, 1500] {
+                let max = tx.inner_mtu(mtu, udp);
+                let outer = |len: usize, tx: &mut OutboundSa| {
+                    seal(tx, now, &inner(len, 0)).len() + 20 + if udp { 8 } else { 0 }
+                };
+                assert!(outer(max, &mut tx) <= mtu, "{suite:?} mtu {mtu}");
+                assert!(outer(max + 1, &mut tx) > mtu, "{suite:?} mtu {mtu}");
+            }
+        }
+        assert_eq!(tx.inner_mtu(40, true), 0);
+    }
+    // AES-GCM over UDP/4500 in a 1500-octet path: 1500 - 20 - 8 - 8 - 8 - 16 = 1440,
+    // aligned to 4 = 1440, minus the 2 trailer octets.
+    let (tx, _) = pair(SaConfig::new(SPI, Suite::AesGcm128), now);
+    assert_eq!(tx.inner_mtu(1500, true), 1438);
+}
+
+#[test]
+fn sad_demultiplexes_port_4500() {
+    use esp::UdpInbound;
+    let now = Instant::now();
+    let (mut tx, rx) = pair(SaConfig::new(SPI, Suite::AesGcm256), now);
+    let mut sad = Sad::new();
+    sad.insert(rx);
+    assert_eq!(sad.open_udp(now, &mut [0xff]), Ok(UdpInbound::Keepalive));
+    let mut ike = vec![0, 0, 0, 0];
+    ike.extend_from_slice(&[0x11; 28]);
+    assert_eq!(sad.open_udp(now, &mut ike), Ok(UdpInbound::Ike(4..32)));
+    let p = inner(64, 1);
+    let mut esp_pkt = seal(&mut tx, now, &p);
+    match sad.open_udp(now, &mut esp_pkt).unwrap() {
+        UdpInbound::Esp(o) => assert_eq!(&esp_pkt[o.payload], &p[..]),
+        other => panic!("expected ESP, got {other:?}"),
+    }
+    assert!(matches!(
+        sad.open_udp(now, &mut [1, 2, 3]),
+        Err(EspError::TooShort { .. })
+    ));
+    assert!(sad.open_udp(now, &mut []).is_err());
+    assert_eq!(sad.drops().get(DropReason::TooShort), 2);
+    assert_eq!(sad.drops().total(), 2);
+}
