@@ -1,0 +1,448 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
+//! Interoperability with an unmodified strongSwan 5.9.8 (charon) gateway.
+//!
+//! Runs charon in a fresh network namespace (root needed), our initiator with real UDP
+//! sockets in a second namespace joined by a veth pair, and checks that both ends agree:
+//! SA up, CP address, CHILD_SA SPIs and keys equal to what charon installed in XFRM, rekeying
+//! from both sides, liveness, delete. Fails when it cannot run unless MIPSEC_SKIP_LAB=1.
+
+use std::fs::File;
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ikev2::wire::{DhId, Identification};
+use ikev2::{Config, Event, IkeProposal, Initiator};
+
+const CL: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+const GW: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+const PSK: &str = "correct horse battery staple";
+
+fn sh(args: &[&str]) -> Result<String, String> {
+    let o = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .map_err(|e| format!("{args:?}: {e}"))?;
+    if !o.status.success() {
+        return Err(format!("{args:?}: {}", String::from_utf8_lossy(&o.stderr)));
+    }
+    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+struct Lab {
+    name: String,
+    dir: std::path::PathBuf,
+    charon: Option<Child>,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.charon.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = sh(&["ip", "netns", "del", &format!("{}gw", self.name)]);
+        let _ = sh(&["ip", "netns", "del", &format!("{}cl", self.name)]);
+    }
+}
+
+impl Lab {
+    fn gw(&self) -> String {
+        format!("{}gw", self.name)
+    }
+    fn cl(&self) -> String {
+        format!("{}cl", self.name)
+    }
+    fn uri(&self) -> String {
+        format!("unix://{}/charon.vici", self.dir.display())
+    }
+    fn swanctl(&self, args: &[&str]) -> String {
+        let mut a = vec!["swanctl"];
+        a.extend_from_slice(args);
+        let uri = self.uri();
+        a.extend_from_slice(&["--uri", &uri]);
+        sh(&a).unwrap()
+    }
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("charon.log")).unwrap_or_default()
+    }
+
+    fn up(swanctl_conf: &str) -> Result<Lab, String> {
+        let name = format!("ikss{}", std::process::id() % 100000);
+        let dir = std::env::temp_dir().join(format!("ikev2-strongswan-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let mut lab = Lab {
+            name: name.clone(),
+            dir: dir.clone(),
+            charon: None,
+        };
+        let (gw, cl) = (lab.gw(), lab.cl());
+        let (a, b) = (format!("{name}a"), format!("{name}b"));
+        for cmd in [
+            vec!["ip", "netns", "add", &gw],
+            vec!["ip", "netns", "add", &cl],
+            vec!["ip", "link", "add", &a, "type", "veth", "peer", "name", &b],
+            vec!["ip", "link", "set", &a, "netns", &cl],
+            vec!["ip", "link", "set", &b, "netns", &gw],
+            vec!["ip", "-n", &cl, "addr", "add", "192.0.2.1/24", "dev", &a],
+            vec!["ip", "-n", &gw, "addr", "add", "192.0.2.2/24", "dev", &b],
+            vec!["ip", "-n", &cl, "link", "set", &a, "up"],
+            vec!["ip", "-n", &gw, "link", "set", &b, "up"],
+            vec!["ip", "-n", &cl, "link", "set", "lo", "up"],
+            vec!["ip", "-n", &gw, "link", "set", "lo", "up"],
+            // the protected subnet behind the gateway (charon needs a source address in it)
+            vec!["ip", "-n", &gw, "addr", "add", "10.1.0.1/16", "dev", "lo"],
+        ] {
+            sh(&cmd)?;
+        }
+        let d = dir.display();
+        let conf = format!(
+            "charon {{\n install_routes = no\n retransmit_timeout = 1.0\n plugins {{ vici {{ socket = unix://{d}/charon.vici }}\n forecast {{ load = no }}\n farp {{ load = no }}\n bypass-lan {{ load = no }}\n dhcp {{ load = no }}\n tpm {{ load = no }} }}\n \
+             filelog {{ log {{ path = {d}/charon.log\n flush_line = yes\n default = 1\n ike = 2\n cfg = 1\n chd = 4 }} }}\n syslog {{ daemon {{ default = -1 }} }}\n}}\n"
+        );
+        std::fs::write(dir.join("strongswan.conf"), conf).map_err(|e| e.to_string())?;
+        std::fs::write(dir.join("swanctl.conf"), swanctl_conf).map_err(|e| e.to_string())?;
+        // Own mount namespace with a private /run so charon's pid file cannot clash.
+        let child = Command::new("ip")
+            .args(["netns", "exec", &gw, "unshare", "-m", "--propagation", "private", "sh", "-c"])
+            .arg(format!(
+                "mount -t tmpfs tmpfs /run && STRONGSWAN_CONF={d}/strongswan.conf exec /usr/lib/ipsec/charon"
+            ))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        lab.charon = Some(child);
+        let conf = dir.join("swanctl.conf");
+        let uri = lab.uri();
+        let start = Instant::now();
+        loop {
+            std::thread::sleep(Duration::from_millis(200));
+            match sh(&[
+                "swanctl",
+                "--load-all",
+                "--file",
+                conf.to_str().unwrap(),
+                "--uri",
+                &uri,
+            ]) {
+                Ok(_) => break,
+                Err(e) if start.elapsed() > Duration::from_secs(10) => return Err(e),
+                Err(_) => {}
+            }
+        }
+        Ok(lab)
+    }
+}
+
+/// Bind a UDP socket inside network namespace `ns` (a thread joins it for the bind).
+fn bind_in(ns: &str, addr: SocketAddr) -> UdpSocket {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let f = File::open(path).unwrap();
+        // SAFETY: plain syscall on a valid fd; only this short-lived thread changes namespace.
+        let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns");
+        UdpSocket::bind(addr).unwrap()
+    })
+    .join()
+    .unwrap()
+}
+
+struct Client {
+    ike: Initiator,
+    s500: UdpSocket,
+    s4500: UdpSocket,
+    events: Vec<Event>,
+}
+
+impl Client {
+    /// Run the real-time loop until `done` holds for the collected events, or `limit` passes.
+    fn drive(&mut self, limit: Duration, done: impl Fn(&[Event]) -> bool) {
+        let end = Instant::now() + limit;
+        let mut buf = [0u8; 65536];
+        while Instant::now() < end {
+            while let Some(t) = self.ike.poll_transmit() {
+                let s = if t.src.port() == 4500 {
+                    &self.s4500
+                } else {
+                    &self.s500
+                };
+                s.send_to(&t.payload, t.dst).unwrap();
+            }
+            while let Some(e) = self.ike.poll_event() {
+                self.events.push(e);
+            }
+            if done(&self.events) {
+                return;
+            }
+            for s in [&self.s500, &self.s4500] {
+                if let Ok((n, from)) = s.recv_from(&mut buf) {
+                    let to = s.local_addr().unwrap();
+                    self.ike
+                        .handle_datagram(Instant::now(), from, to, &buf[..n]);
+                }
+            }
+            if self.ike.poll_timeout().is_some_and(|t| t <= Instant::now()) {
+                self.ike.handle_timeout(Instant::now());
+            }
+        }
+    }
+}
+
+fn has(events: &[Event], f: impl Fn(&Event) -> bool) -> bool {
+    events.iter().any(f)
+}
+
+const GW_CONF: &str = r#"
+connections {
+  rw {
+    local_addrs = 192.0.2.2
+    pools = p4
+    dpd_delay = 2s
+    local { auth = psk
+            id = gw.example }
+    remote { auth = psk
+             id = client.example }
+    children { net { local_ts = 10.1.0.0/16
+                     esp_proposals = aes128gcm16,aes256gcm16,aes128-sha256 } }
+  }
+}
+pools { p4 { addrs = 10.99.0.0/24
+             dns = 10.99.0.1 } }
+secrets { ike-a { id-a = client.example
+                  id-b = gw.example
+                  secret = "correct horse battery staple" } }
+"#;
+
+#[test]
+fn strongswan_598_gateway_interop() {
+    if unsafe { libc::geteuid() } != 0 || !std::path::Path::new("/usr/lib/ipsec/charon").exists() {
+        if std::env::var("MIPSEC_SKIP_LAB").as_deref() == Ok("1") {
+            eprintln!(
+                "SKIP: strongSwan interop needs root and /usr/lib/ipsec/charon (MIPSEC_SKIP_LAB=1)"
+            );
+            return;
+        }
+        panic!("strongSwan interop needs root and charon (scripts/install-deps.sh); MIPSEC_SKIP_LAB=1 skips");
+    }
+    let lab = Lab::up(GW_CONF).unwrap();
+    let mut cfg = Config::psk(PSK.as_bytes(), Identification::fqdn("client.example"));
+    cfg.remote_id = Some(Identification::fqdn("gw.example"));
+    cfg.request_vip = true;
+    cfg.ike_proposals = vec![IkeProposal::aes_gcm_256(&[
+        DhId::CURVE25519,
+        DhId::ECP_256,
+        DhId::MODP_2048,
+    ])];
+    cfg.retransmit.base = Duration::from_millis(500);
+    let s500 = bind_in(&lab.cl(), SocketAddr::new(CL.into(), 500));
+    let s4500 = bind_in(&lab.cl(), SocketAddr::new(CL.into(), 4500));
+    for s in [&s500, &s4500] {
+        s.set_read_timeout(Some(Duration::from_millis(5))).unwrap();
+    }
+    let mut seed = [0u8; 32];
+    seed[..4].copy_from_slice(&std::process::id().to_be_bytes());
+    let ike = Initiator::new(
+        cfg,
+        SocketAddr::new(CL.into(), 500),
+        SocketAddr::new(GW.into(), 500),
+        seed,
+        Instant::now(),
+    );
+    let mut c = Client {
+        ike,
+        s500,
+        s4500,
+        events: Vec::new(),
+    };
+
+    // 1. IKE_SA_INIT (+ INVALID_KE if charon prefers another group) and IKE_AUTH.
+    c.drive(Duration::from_secs(10), |e| {
+        has(e, |x| {
+            matches!(x, Event::ChildSaUp(_) | Event::IkeSaDown { .. })
+        })
+    });
+    let child = c
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::ChildSaUp(ci) => Some(ci.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no CHILD_SA: {:?} {:?}\n{}",
+                c.events,
+                c.ike.stats(),
+                lab.log()
+            )
+        });
+    let sas = lab.swanctl(&["--list-sas"]);
+    assert!(sas.contains("ESTABLISHED"), "{sas}");
+    let (spi_i, _) = c.ike.spis();
+    assert!(sas.contains(&format!("{spi_i:016x}")), "{sas}");
+    assert_eq!(child.tia, Some(Ipv4Addr::new(10, 99, 0, 1)), "{sas}");
+    assert!(sas.contains("10.99.0.1"), "{sas}");
+    assert_eq!(child.dns, vec![Ipv4Addr::new(10, 99, 0, 1)]);
+    assert_eq!(
+        child.ts_remote,
+        vec![ikev2::wire::TrafficSelector::ipv4_range(
+            Ipv4Addr::new(10, 1, 0, 0),
+            Ipv4Addr::new(10, 1, 255, 255)
+        )]
+    );
+    // charon derived the same CHILD_SA: SPIs and KEYMAT (key | salt for AES-GCM) from its
+    // CHD level-4 log (the sandbox kernel has no XFRM crypto, so charon runs libipsec).
+    let log = lab.log();
+    assert!(
+        log.contains(&format!(
+            "established with SPIs {:08x}_i {:08x}_o",
+            child.spi_out, child.spi_in
+        )),
+        "{log}"
+    );
+    assert_eq!(
+        logged_key(&log, "encryption initiator key"),
+        child.encr_key_out
+    );
+    assert_eq!(
+        logged_key(&log, "encryption responder key"),
+        child.encr_key_in
+    );
+
+    // 2. We rekey the CHILD_SA.
+    c.ike.rekey_child(Instant::now(), child.spi_in);
+    c.drive(Duration::from_secs(10), |e| {
+        has(
+            e,
+            |x| matches!(x, Event::ChildSaDown { spi_in, .. } if *spi_in == child.spi_in),
+        )
+    });
+    assert!(
+        has(
+            &c.events,
+            |x| matches!(x, Event::ChildSaRekeyed { old_spi_in, .. } if *old_spi_in == child.spi_in)
+        ),
+        "{:?}\n{}",
+        c.events,
+        lab.log()
+    );
+    // 3. strongSwan rekeys the CHILD_SA.
+    c.events.clear();
+    lab.swanctl(&["--rekey", "--child", "net"]);
+    c.drive(Duration::from_secs(10), |e| {
+        has(e, |x| matches!(x, Event::ChildSaDown { .. }))
+    });
+    assert!(
+        has(&c.events, |x| matches!(x, Event::ChildSaRekeyed { .. })),
+        "{:?}\n{}",
+        c.events,
+        lab.log()
+    );
+    // 4. We rekey the IKE SA, then strongSwan does.
+    c.events.clear();
+    c.ike.rekey_ike(Instant::now());
+    c.drive(Duration::from_secs(10), |e| {
+        has(e, |x| matches!(x, Event::IkeSaRekeyed { .. }))
+    });
+    assert!(
+        has(&c.events, |x| matches!(x, Event::IkeSaRekeyed { .. })),
+        "{:?}\n{}",
+        c.events,
+        lab.log()
+    );
+    c.drive(Duration::from_secs(1), |_| false);
+    let (new_i, _) = c.ike.spis();
+    let sas = lab.swanctl(&["--list-sas"]);
+    assert!(
+        sas.contains(&format!("{new_i:016x}")) && !sas.contains(&format!("{spi_i:016x}")),
+        "{sas}"
+    );
+    c.events.clear();
+    lab.swanctl(&["--rekey", "--ike", "rw"]);
+    c.drive(Duration::from_secs(10), |e| {
+        has(e, |x| matches!(x, Event::IkeSaRekeyed { .. }))
+    });
+    assert!(
+        has(&c.events, |x| matches!(x, Event::IkeSaRekeyed { .. })),
+        "{:?}\n{}",
+        c.events,
+        lab.log()
+    );
+    // 5. charon's DPD (2 s) and ours are answered; the SA survives a few seconds.
+    c.events.clear();
+    c.ike.check_liveness(Instant::now());
+    c.drive(Duration::from_secs(5), |_| false);
+    assert!(
+        !has(&c.events, |x| matches!(x, Event::IkeSaDown { .. })),
+        "{:?}\n{}",
+        c.events,
+        lab.log()
+    );
+    let log = lab.log();
+    assert!(
+        !log.contains("retransmit"),
+        "charon had to retransmit:\n{log}"
+    );
+    // 6. Delete.
+    c.ike.close(Instant::now());
+    c.drive(Duration::from_secs(5), |e| {
+        has(e, |x| matches!(x, Event::IkeSaDown { .. }))
+    });
+    assert!(
+        has(&c.events, |x| matches!(
+            x,
+            Event::IkeSaDown { error: None, .. }
+        )),
+        "{:?}",
+        c.events
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let sas = lab.swanctl(&["--list-sas"]);
+    assert!(!sas.contains("ESTABLISHED"), "{sas}");
+    assert_eq!(
+        c.ike.stats().dropped_integrity + c.ike.stats().dropped_malformed,
+        0,
+        "{:?}",
+        c.ike.stats()
+    );
+}
+
+/// The first hex dump charon logged under `label` ("... => N bytes @ 0x..", then lines of
+/// "  offset: XX XX ..").
+fn logged_key(log: &str, label: &str) -> Vec<u8> {
+    let mut lines = log
+        .lines()
+        .skip_while(|l| !l.contains(&format!("{label} =>")));
+    let head = lines.next().unwrap_or_else(|| panic!("{label} not logged"));
+    let n: usize = head
+        .split("=> ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut out = Vec::new();
+    for l in lines {
+        let Some((_, dump)) = l.split_once(": ") else {
+            break;
+        };
+        for h in dump.split_whitespace().take(16) {
+            if out.len() < n && h.len() == 2 {
+                if let Ok(b) = u8::from_str_radix(h, 16) {
+                    out.push(b);
+                }
+            }
+        }
+        if out.len() >= n {
+            break;
+        }
+    }
+    assert_eq!(out.len(), n, "{label}");
+    out
+}
