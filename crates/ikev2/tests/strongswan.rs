@@ -44,6 +44,7 @@ impl Drop for Lab {
         }
         let _ = sh(&["ip", "netns", "del", &format!("{}gw", self.name)]);
         let _ = sh(&["ip", "netns", "del", &format!("{}cl", self.name)]);
+        let _ = sh(&["ip", "netns", "del", &format!("{}rt", self.name)]);
     }
 }
 
@@ -53,6 +54,9 @@ impl Lab {
     }
     fn cl(&self) -> String {
         format!("{}cl", self.name)
+    }
+    fn rt(&self) -> String {
+        format!("{}rt", self.name)
     }
     fn uri(&self) -> String {
         format!("unix://{}/charon.vici", self.dir.display())
@@ -68,9 +72,12 @@ impl Lab {
         std::fs::read_to_string(self.dir.join("charon.log")).unwrap_or_default()
     }
 
-    fn up(swanctl_conf: &str) -> Result<Lab, String> {
-        let name = format!("ikss{}", std::process::id() % 100000);
-        let dir = std::env::temp_dir().join(format!("ikev2-strongswan-{}", std::process::id()));
+    /// `tag` keeps parallel tests apart; with `nat` the client sits behind a masquerading
+    /// router namespace.
+    fn up(tag: &str, swanctl_conf: &str, charon_extra: &str, nat: bool) -> Result<Lab, String> {
+        let name = format!("ik{tag}{}", std::process::id() % 100000);
+        let dir =
+            std::env::temp_dir().join(format!("ikev2-strongswan-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let mut lab = Lab {
@@ -78,28 +85,98 @@ impl Lab {
             dir: dir.clone(),
             charon: None,
         };
-        let (gw, cl) = (lab.gw(), lab.cl());
+        let (gw, cl, rt) = (lab.gw(), lab.cl(), lab.rt());
         let (a, b) = (format!("{name}a"), format!("{name}b"));
-        for cmd in [
+        let (c, r) = (format!("{name}c"), format!("{name}r"));
+        let mut cmds: Vec<Vec<&str>> = vec![
             vec!["ip", "netns", "add", &gw],
             vec!["ip", "netns", "add", &cl],
             vec!["ip", "link", "add", &a, "type", "veth", "peer", "name", &b],
-            vec!["ip", "link", "set", &a, "netns", &cl],
             vec!["ip", "link", "set", &b, "netns", &gw],
-            vec!["ip", "-n", &cl, "addr", "add", "192.0.2.1/24", "dev", &a],
             vec!["ip", "-n", &gw, "addr", "add", "192.0.2.2/24", "dev", &b],
-            vec!["ip", "-n", &cl, "link", "set", &a, "up"],
             vec!["ip", "-n", &gw, "link", "set", &b, "up"],
-            vec!["ip", "-n", &cl, "link", "set", "lo", "up"],
             vec!["ip", "-n", &gw, "link", "set", "lo", "up"],
+            vec!["ip", "-n", &cl, "link", "set", "lo", "up"],
             // the protected subnet behind the gateway (charon needs a source address in it)
             vec!["ip", "-n", &gw, "addr", "add", "10.1.0.1/16", "dev", "lo"],
-        ] {
+        ];
+        if nat {
+            cmds.extend([
+                vec!["ip", "netns", "add", &rt],
+                vec!["ip", "link", "set", &a, "netns", &rt],
+                vec!["ip", "-n", &rt, "addr", "add", "192.0.2.1/24", "dev", &a],
+                vec!["ip", "-n", &rt, "link", "set", &a, "up"],
+                vec!["ip", "link", "add", &c, "type", "veth", "peer", "name", &r],
+                vec!["ip", "link", "set", &c, "netns", &cl],
+                vec!["ip", "link", "set", &r, "netns", &rt],
+                vec!["ip", "-n", &rt, "addr", "add", "192.168.1.1/24", "dev", &r],
+                vec!["ip", "-n", &rt, "link", "set", &r, "up"],
+                vec!["ip", "-n", &cl, "addr", "add", "192.168.1.2/24", "dev", &c],
+                vec!["ip", "-n", &cl, "link", "set", &c, "up"],
+                vec![
+                    "ip",
+                    "-n",
+                    &cl,
+                    "route",
+                    "add",
+                    "default",
+                    "via",
+                    "192.168.1.1",
+                ],
+                vec![
+                    "ip",
+                    "netns",
+                    "exec",
+                    &rt,
+                    "sysctl",
+                    "-qw",
+                    "net.ipv4.ip_forward=1",
+                ],
+                vec![
+                    "ip", "netns", "exec", &rt, "nft", "add", "table", "ip", "nat",
+                ],
+                vec![
+                    "ip",
+                    "netns",
+                    "exec",
+                    &rt,
+                    "nft",
+                    "add",
+                    "chain",
+                    "ip",
+                    "nat",
+                    "post",
+                    "{ type nat hook postrouting priority 100 ; }",
+                ],
+                vec![
+                    "ip",
+                    "netns",
+                    "exec",
+                    &rt,
+                    "nft",
+                    "add",
+                    "rule",
+                    "ip",
+                    "nat",
+                    "post",
+                    "oifname",
+                    &a,
+                    "masquerade",
+                ],
+            ]);
+        } else {
+            cmds.extend([
+                vec!["ip", "link", "set", &a, "netns", &cl],
+                vec!["ip", "-n", &cl, "addr", "add", "192.0.2.1/24", "dev", &a],
+                vec!["ip", "-n", &cl, "link", "set", &a, "up"],
+            ]);
+        }
+        for cmd in cmds {
             sh(&cmd)?;
         }
         let d = dir.display();
         let conf = format!(
-            "charon {{\n install_routes = no\n retransmit_timeout = 1.0\n plugins {{ vici {{ socket = unix://{d}/charon.vici }}\n forecast {{ load = no }}\n farp {{ load = no }}\n bypass-lan {{ load = no }}\n dhcp {{ load = no }}\n tpm {{ load = no }} }}\n \
+            "charon {{\n install_routes = no\n retransmit_timeout = 1.0\n {charon_extra}\n plugins {{ vici {{ socket = unix://{d}/charon.vici }}\n forecast {{ load = no }}\n farp {{ load = no }}\n bypass-lan {{ load = no }}\n dhcp {{ load = no }}\n tpm {{ load = no }} }}\n \
              filelog {{ log {{ path = {d}/charon.log\n flush_line = yes\n default = 1\n ike = 2\n cfg = 1\n chd = 4 }} }}\n syslog {{ daemon {{ default = -1 }} }}\n}}\n"
         );
         std::fs::write(dir.join("strongswan.conf"), conf).map_err(|e| e.to_string())?;
@@ -153,8 +230,7 @@ fn bind_in(ns: &str, addr: SocketAddr) -> UdpSocket {
 
 struct Client {
     ike: Initiator,
-    s500: UdpSocket,
-    s4500: UdpSocket,
+    socks: Vec<UdpSocket>,
     events: Vec<Event>,
 }
 
@@ -165,11 +241,11 @@ impl Client {
         let mut buf = [0u8; 65536];
         while Instant::now() < end {
             while let Some(t) = self.ike.poll_transmit() {
-                let s = if t.src.port() == 4500 {
-                    &self.s4500
-                } else {
-                    &self.s500
-                };
+                let s = self
+                    .socks
+                    .iter()
+                    .find(|s| s.local_addr().ok() == Some(t.src))
+                    .unwrap_or_else(|| panic!("no socket for {}", t.src));
                 s.send_to(&t.payload, t.dst).unwrap();
             }
             while let Some(e) = self.ike.poll_event() {
@@ -178,7 +254,7 @@ impl Client {
             if done(&self.events) {
                 return;
             }
-            for s in [&self.s500, &self.s4500] {
+            for s in &self.socks {
                 if let Ok((n, from)) = s.recv_from(&mut buf) {
                     let to = s.local_addr().unwrap();
                     self.ike
@@ -189,6 +265,73 @@ impl Client {
                 self.ike.handle_timeout(Instant::now());
             }
         }
+    }
+}
+
+fn need_lab() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 && std::path::Path::new("/usr/lib/ipsec/charon").exists() {
+        return true;
+    }
+    if std::env::var("MIPSEC_SKIP_LAB").as_deref() == Ok("1") {
+        eprintln!(
+            "SKIP: strongSwan interop needs root and /usr/lib/ipsec/charon (MIPSEC_SKIP_LAB=1)"
+        );
+        return false;
+    }
+    panic!("strongSwan interop needs root and charon (scripts/install-deps.sh); MIPSEC_SKIP_LAB=1 skips");
+}
+
+fn client_config() -> Config {
+    let mut cfg = Config::psk(PSK.as_bytes(), Identification::fqdn("client.example"));
+    cfg.remote_id = Some(Identification::fqdn("gw.example"));
+    cfg.request_vip = true;
+    cfg.ike_proposals = vec![IkeProposal::aes_gcm_256(&[
+        DhId::CURVE25519,
+        DhId::ECP_256,
+        DhId::MODP_2048,
+    ])];
+    cfg.retransmit.base = Duration::from_millis(500);
+    cfg
+}
+
+impl Client {
+    fn start(lab: &Lab, cfg: Config, ip: Ipv4Addr) -> Client {
+        let socks: Vec<UdpSocket> = [500, 4500]
+            .into_iter()
+            .map(|port| bind_in(&lab.cl(), SocketAddr::new(ip.into(), port)))
+            .collect();
+        for s in &socks {
+            s.set_read_timeout(Some(Duration::from_millis(5))).unwrap();
+        }
+        let mut seed = [0u8; 32];
+        seed[..4].copy_from_slice(&std::process::id().to_be_bytes());
+        seed[4] = ip.octets()[3];
+        let ike = Initiator::new(
+            cfg,
+            SocketAddr::new(ip.into(), 500),
+            SocketAddr::new(GW.into(), 500),
+            seed,
+            Instant::now(),
+        );
+        Client {
+            ike,
+            socks,
+            events: Vec::new(),
+        }
+    }
+
+    fn add_socket(&mut self, lab: &Lab, addr: SocketAddr) {
+        let s = bind_in(&lab.cl(), addr);
+        s.set_read_timeout(Some(Duration::from_millis(5))).unwrap();
+        self.socks.push(s);
+    }
+
+    fn child(&self) -> Option<ikev2::ChildSaInfo> {
+        self.events.iter().find_map(|e| match e {
+            Event::ChildSaUp(ci) => Some(ci.clone()),
+            _ => None,
+        })
     }
 }
 
@@ -228,37 +371,8 @@ fn strongswan_598_gateway_interop() {
         }
         panic!("strongSwan interop needs root and charon (scripts/install-deps.sh); MIPSEC_SKIP_LAB=1 skips");
     }
-    let lab = Lab::up(GW_CONF).unwrap();
-    let mut cfg = Config::psk(PSK.as_bytes(), Identification::fqdn("client.example"));
-    cfg.remote_id = Some(Identification::fqdn("gw.example"));
-    cfg.request_vip = true;
-    cfg.ike_proposals = vec![IkeProposal::aes_gcm_256(&[
-        DhId::CURVE25519,
-        DhId::ECP_256,
-        DhId::MODP_2048,
-    ])];
-    cfg.retransmit.base = Duration::from_millis(500);
-    let s500 = bind_in(&lab.cl(), SocketAddr::new(CL.into(), 500));
-    let s4500 = bind_in(&lab.cl(), SocketAddr::new(CL.into(), 4500));
-    for s in [&s500, &s4500] {
-        s.set_read_timeout(Some(Duration::from_millis(5))).unwrap();
-    }
-    let mut seed = [0u8; 32];
-    seed[..4].copy_from_slice(&std::process::id().to_be_bytes());
-    let ike = Initiator::new(
-        cfg,
-        SocketAddr::new(CL.into(), 500),
-        SocketAddr::new(GW.into(), 500),
-        seed,
-        Instant::now(),
-    );
-    let mut c = Client {
-        ike,
-        s500,
-        s4500,
-        events: Vec::new(),
-    };
-
+    let lab = Lab::up("a", GW_CONF, "", false).unwrap();
+    let mut c = Client::start(&lab, client_config(), CL);
     // 1. IKE_SA_INIT (+ INVALID_KE if charon prefers another group) and IKE_AUTH.
     c.drive(Duration::from_secs(10), |e| {
         has(e, |x| {
@@ -445,4 +559,184 @@ fn logged_key(log: &str, label: &str) -> Vec<u8> {
     }
     assert_eq!(out.len(), n, "{label}");
     out
+}
+
+const GW_CONF_CBC_MODP: &str = r#"
+connections {
+  rw {
+    local_addrs = 192.0.2.2
+    pools = p4
+    fragmentation = yes
+    proposals = aes128-sha256-modp2048
+    local { auth = psk
+            id = gw.example }
+    remote { auth = psk
+             id = client.example }
+    children { net { local_ts = 10.1.0.0/16
+                     esp_proposals = aes128-sha256 } }
+  }
+}
+pools { p4 { addrs = 10.99.0.0/24 } }
+secrets { ike-a { id-a = client.example
+                  id-b = gw.example
+                  secret = "correct horse battery staple" } }
+"#;
+
+/// Behind a real (nft masquerade) NAT, with charon insisting on AES-CBC/SHA-256/MODP-2048
+/// (our X25519 KE is refused with INVALID_KE_PAYLOAD) and both sides fragmenting.
+#[test]
+fn strongswan_nat_invalid_ke_cbc_fragmentation() {
+    if !need_lab() {
+        return;
+    }
+    let lab = Lab::up("n", GW_CONF_CBC_MODP, "fragment_size = 300", true).unwrap();
+    let mut cfg = client_config();
+    cfg.ike_proposals = vec![
+        IkeProposal::aes_gcm_256(&[DhId::CURVE25519]),
+        IkeProposal::aes_cbc_128_sha256(&[DhId::CURVE25519, DhId::MODP_2048]),
+    ];
+    cfg.esp_proposals = vec![ikev2::EspProposal::aes_cbc_128_sha256()];
+    cfg.fragment_size = 200;
+    let mut c = Client::start(&lab, cfg, Ipv4Addr::new(192, 168, 1, 2));
+    c.drive(Duration::from_secs(15), |e| {
+        has(e, |x| {
+            matches!(x, Event::ChildSaUp(_) | Event::IkeSaDown { .. })
+        })
+    });
+    let log = lab.log();
+    let child = c.child().unwrap_or_else(|| panic!("{:?}\n{log}", c.events));
+    assert!(
+        log.contains(
+            "selected proposal: IKE:AES_CBC_128/HMAC_SHA2_256_128/PRF_HMAC_SHA2_256/MODP_2048"
+        ),
+        "{log}"
+    );
+    assert!(
+        log.contains("received fragment #1"),
+        "charon reassembled our IKE_AUTH:\n{log}"
+    );
+    match &c.events[0] {
+        Event::IkeSaUp {
+            local_nat, local, ..
+        } => assert!(*local_nat && local.port() == 4500, "{:?}", c.events),
+        e => panic!("{e:?}"),
+    }
+    assert!(child.udp_encap);
+    assert_eq!(child.encr_key_in.len(), 16);
+    assert_eq!(child.integ_key_in.len(), 32);
+    assert_eq!(
+        logged_key(&log, "encryption initiator key"),
+        child.encr_key_out
+    );
+    assert_eq!(
+        logged_key(&log, "integrity responder key"),
+        child.integ_key_in
+    );
+    // the gateway sees us at the router's address
+    let sas = lab.swanctl(&["--list-sas"]);
+    assert!(sas.contains("@ 192.0.2.1[4500]"), "{sas}");
+    c.ike.rekey_child(Instant::now(), child.spi_in);
+    c.drive(Duration::from_secs(10), |e| {
+        has(e, |x| matches!(x, Event::ChildSaDown { .. }))
+    });
+    assert!(
+        has(&c.events, |x| matches!(x, Event::ChildSaRekeyed { .. })),
+        "{:?}\n{}",
+        c.events,
+        lab.log()
+    );
+    c.ike.close(Instant::now());
+    c.drive(Duration::from_secs(5), |e| {
+        has(e, |x| matches!(x, Event::IkeSaDown { .. }))
+    });
+    assert!(
+        has(&c.events, |x| matches!(
+            x,
+            Event::IkeSaDown { error: None, .. }
+        )),
+        "{:?}",
+        c.events
+    );
+}
+
+/// MOBIKE: the client moves to a new address; charon follows (RFC 4555 UPDATE_SA_ADDRESSES).
+#[test]
+fn strongswan_mobike_address_change() {
+    if !need_lab() {
+        return;
+    }
+    let lab = Lab::up("m", GW_CONF, "", false).unwrap();
+    let mut c = Client::start(&lab, client_config(), CL);
+    c.drive(Duration::from_secs(10), |e| {
+        has(e, |x| {
+            matches!(x, Event::ChildSaUp(_) | Event::IkeSaDown { .. })
+        })
+    });
+    assert!(c.child().is_some(), "{:?}\n{}", c.events, lab.log());
+    sh(&[
+        "ip",
+        "-n",
+        &lab.cl(),
+        "addr",
+        "add",
+        "192.0.2.3/24",
+        "dev",
+        &format!("{}a", lab.name),
+    ])
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300)); // DAD-free for IPv4, but let the address settle
+    let new_local = SocketAddr::new(Ipv4Addr::new(192, 0, 2, 3).into(), 4500);
+    c.add_socket(&lab, new_local);
+    assert!(c.ike.update_addresses(Instant::now(), new_local, None));
+    c.drive(Duration::from_secs(10), |e| {
+        has(e, |x| matches!(x, Event::AddressesUpdated { .. }))
+    });
+    assert!(
+        has(
+            &c.events,
+            |x| matches!(x, Event::AddressesUpdated { local, .. } if *local == new_local)
+        ),
+        "{:?}\n{}",
+        c.events,
+        lab.log()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let sas = lab.swanctl(&["--list-sas"]);
+    assert!(sas.contains("@ 192.0.2.3[4500]"), "{sas}\n{}", lab.log());
+    // still alive on the new path
+    c.ike.check_liveness(Instant::now());
+    c.drive(Duration::from_secs(3), |_| false);
+    assert!(
+        !has(&c.events, |x| matches!(x, Event::IkeSaDown { .. })),
+        "{:?}",
+        c.events
+    );
+}
+
+#[test]
+fn strongswan_rejects_wrong_psk() {
+    if !need_lab() {
+        return;
+    }
+    let lab = Lab::up("w", GW_CONF, "", false).unwrap();
+    let mut cfg = client_config();
+    cfg.psk = b"not the secret".to_vec();
+    let mut c = Client::start(&lab, cfg, CL);
+    c.drive(Duration::from_secs(10), |e| {
+        has(e, |x| matches!(x, Event::IkeSaDown { .. }))
+    });
+    assert!(
+        has(&c.events, |x| matches!(
+            x,
+            Event::IkeSaDown {
+                error: Some(ikev2::IkeError::PeerNotify(
+                    ikev2::wire::NotifyType::AUTHENTICATION_FAILED
+                )),
+                ..
+            }
+        )),
+        "{:?}\n{}",
+        c.events,
+        lab.log()
+    );
 }
