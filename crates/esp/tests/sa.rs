@@ -553,3 +553,13 @@ fn sad_demultiplexes_port_4500() {
     assert_eq!(sad.drops().get(DropReason::TooShort), 2);
     assert_eq!(sad.drops().total(), 2);
 }
+
+#[test]
+fn sas_can_move_between_threads() {
+    fn send<T: Send>() {}
+    fn sync<T: Sync>() {}
+    send::<OutboundSa>();
+    send::<InboundSa>();
+    sync::<InboundSa>();
+    send::<Sad>();
+}
