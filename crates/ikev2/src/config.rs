@@ -3,6 +3,7 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
+use crate::crypto::cert::LocalCert;
 use crate::crypto::{Encr, Integ, Prf};
 use crate::wire::{DhId, Identification, TrafficSelector};
 
@@ -87,7 +88,12 @@ impl Default for Retransmit {
 /// Settings shared by initiator and responder.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Pre-shared key; empty disables PSK authentication (ours and the peer's).
     pub psk: Vec<u8>,
+    /// Authenticate ourselves with this certificate (RFC 7427 signature) instead of the PSK.
+    pub local_cert: Option<LocalCert>,
+    /// DER CA certificates we accept for a peer that authenticates with a certificate.
+    pub trust_anchors: Vec<Vec<u8>>,
     pub local_id: Identification,
     /// Expected peer ID (the initiator also sends it as IDr when set).
     pub remote_id: Option<Identification>,
@@ -126,10 +132,17 @@ pub struct Config {
 }
 
 impl Config {
+    /// Whether certificates take part (we sign, or we accept signatures).
+    pub fn uses_certificates(&self) -> bool {
+        self.local_cert.is_some() || !self.trust_anchors.is_empty()
+    }
+
     /// A PSK configuration with defaults close to strongSwan's.
     pub fn psk(psk: &[u8], local_id: Identification) -> Self {
         Config {
             psk: psk.to_vec(),
+            local_cert: None,
+            trust_anchors: Vec::new(),
             local_id,
             remote_id: None,
             ike_proposals: vec![IkeProposal::aes_gcm_256(&[

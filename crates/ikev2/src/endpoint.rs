@@ -116,6 +116,16 @@ impl Initiator {
         self.sa.close(now);
     }
 
+    /// Wall-clock time (seconds since 1970) used to check certificate validity; required
+    /// when the peer authenticates with a certificate. Call it whenever convenient (e.g. with
+    /// every `handle_datagram`).
+    pub fn set_unix_time(&mut self, secs: u64) {
+        self.sa.unix_time = Some(secs);
+        if let Some(r) = self.sa.retired.as_mut() {
+            r.unix_time = Some(secs);
+        }
+    }
+
     /// Rekey the CHILD_SA whose inbound SPI is `spi_in`.
     pub fn rekey_child(&mut self, now: Instant, spi_in: u32) {
         self.sa.request(now, Work::RekeyChild(spi_in));
@@ -201,9 +211,15 @@ pub struct Responder {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: Stats,
+    unix_time: Option<u64>,
 }
 
 impl Responder {
+    /// Wall-clock time (seconds since 1970) for certificate validity checks.
+    pub fn set_unix_time(&mut self, secs: u64) {
+        self.unix_time = Some(secs);
+    }
+
     pub fn new(config: Config, seed: [u8; 32]) -> Self {
         let mut rng = StdRng::from_seed(seed);
         let mut cookie_secret = [0u8; 32];
@@ -223,6 +239,7 @@ impl Responder {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
+            unix_time: None,
         }
     }
 
@@ -310,6 +327,7 @@ impl Responder {
             return;
         };
         if let Some(sa) = self.sas.get_mut(&k) {
+            sa.unix_time = self.unix_time;
             sa.handle_message(now, from, to, msg, &mut self.pool);
         }
         self.collect(k);

@@ -75,6 +75,18 @@ impl Lab {
     /// `tag` keeps parallel tests apart; with `nat` the client sits behind a masquerading
     /// router namespace.
     fn up(tag: &str, swanctl_conf: &str, charon_extra: &str, nat: bool) -> Result<Lab, String> {
+        Self::up_with(tag, swanctl_conf, charon_extra, nat, &[])
+    }
+
+    /// As `up`, with extra files (path relative to the swanctl.conf directory, contents),
+    /// e.g. private keys in `pkcs8/`.
+    fn up_with(
+        tag: &str,
+        swanctl_conf: &str,
+        charon_extra: &str,
+        nat: bool,
+        files: &[(&str, Vec<u8>)],
+    ) -> Result<Lab, String> {
         let name = format!("ik{tag}{}", std::process::id() % 100000);
         let dir =
             std::env::temp_dir().join(format!("ikev2-strongswan-{tag}-{}", std::process::id()));
@@ -181,6 +193,13 @@ impl Lab {
         );
         std::fs::write(dir.join("strongswan.conf"), conf).map_err(|e| e.to_string())?;
         std::fs::write(dir.join("swanctl.conf"), swanctl_conf).map_err(|e| e.to_string())?;
+        for (rel, data) in files {
+            let path = dir.join(rel);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+            }
+            std::fs::write(path, data).map_err(|e| e.to_string())?;
+        }
         // Own mount namespace with a private /run so charon's pid file cannot clash.
         let child = Command::new("ip")
             .args(["netns", "exec", &gw, "unshare", "-m", "--propagation", "private", "sh", "-c"])
@@ -738,5 +757,63 @@ fn strongswan_rejects_wrong_psk() {
         "{:?}\n{}",
         c.events,
         lab.log()
+    );
+}
+
+/// Certificates both ways: charon signs with an ECDSA P-256 certificate, we sign with RSA
+/// (RFC 7427 digital signatures, negotiated with SIGNATURE_HASH_ALGORITHMS).
+#[test]
+fn strongswan_certificate_authentication() {
+    if !need_lab() {
+        return;
+    }
+    let d = format!("{}/tests/data", env!("CARGO_MANIFEST_DIR"));
+    let conf = format!(
+        r#"
+connections {{
+  rw {{
+    local_addrs = 192.0.2.2
+    pools = p4
+    local {{ auth = pubkey
+            certs = {d}/gw.der
+            id = gw.example }}
+    remote {{ auth = pubkey
+             id = client.example }}
+    children {{ net {{ local_ts = 10.1.0.0/16 }} }}
+  }}
+}}
+authorities {{ testca {{ cacert = {d}/ca.der }} }}
+pools {{ p4 {{ addrs = 10.99.0.0/24 }} }}
+"#
+    );
+    let key = std::fs::read(format!("{d}/gw.key.p8")).unwrap();
+    let lab = Lab::up_with("c", &conf, "", false, &[("pkcs8/gw.key.p8", key)]).unwrap();
+    let mut cfg = client_config();
+    cfg.psk.clear();
+    cfg.local_cert = Some(ikev2::crypto::cert::LocalCert {
+        cert_der: std::fs::read(format!("{d}/client.der")).unwrap(),
+        key_pkcs8: std::fs::read(format!("{d}/client.key.p8")).unwrap(),
+    });
+    cfg.trust_anchors = vec![std::fs::read(format!("{d}/ca.der")).unwrap()];
+    let mut c = Client::start(&lab, cfg, CL);
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    c.ike.set_unix_time(unix);
+    c.drive(Duration::from_secs(10), |e| {
+        has(e, |x| {
+            matches!(x, Event::ChildSaUp(_) | Event::IkeSaDown { .. })
+        })
+    });
+    let log = lab.log();
+    assert!(c.child().is_some(), "{:?}\n{log}", c.events);
+    assert!(
+        log.contains("authentication of 'client.example' with RSA_EMSA_PKCS1_SHA2_256 successful"),
+        "{log}"
+    );
+    assert!(
+        log.contains("authentication of 'gw.example' (myself) with ECDSA"),
+        "{log}"
     );
 }

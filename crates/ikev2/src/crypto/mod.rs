@@ -2,6 +2,7 @@
 //! SK payload protection (RFC 7296 3.14, RFC 5282 for AES-GCM), PSK AUTH (2.15) and
 //! NAT detection hashes (2.23).
 
+pub mod cert;
 pub mod dh;
 pub mod sk;
 

@@ -1,4 +1,5 @@
-//! IKE_AUTH with PSK (RFC 7296 1.2, 2.15), CP (3.15), first CHILD_SA and TS narrowing (2.9).
+//! IKE_AUTH with PSK (RFC 7296 1.2, 2.15) or certificates (RFC 7427), CP (3.15), first
+//! CHILD_SA and TS narrowing (2.9).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Instant;
@@ -6,11 +7,11 @@ use std::time::Instant;
 use super::child::{contains_all, narrow, ChildKeysInput};
 use super::proposal::{self, SelectError};
 use super::{IkeSa, Pending, Pool, Role, State};
-use crate::crypto::{ct_eq, psk_auth, signed_octets};
+use crate::crypto::{cert, ct_eq, psk_auth, signed_octets};
 use crate::event::{Event, IkeError};
 use crate::wire::{
-    AuthMethod, CfgAttrType, CfgAttribute, CfgType, Configuration, ExchangeType, Header,
-    Identification, Notify, NotifyType, Payload, TrafficSelector,
+    AuthMethod, CertEncoding, CfgAttrType, CfgAttribute, CfgType, Configuration, ExchangeType,
+    Header, Identification, Notify, NotifyType, Payload, TrafficSelector,
 };
 
 /// The payloads of an IKE_AUTH or CREATE_CHILD_SA message, sorted out.
@@ -26,6 +27,8 @@ pub(super) struct Parts<'a> {
     pub nonce: Option<&'a [u8]>,
     pub ke: Option<(crate::wire::DhId, &'a [u8])>,
     pub notifies: Vec<&'a Notify>,
+    /// The first X.509 certificate (the end entity).
+    pub cert: Option<&'a [u8]>,
 }
 
 impl<'a> Parts<'a> {
@@ -43,6 +46,11 @@ impl<'a> Parts<'a> {
                 Payload::Nonce(n) => p.nonce = Some(n),
                 Payload::Ke { group, data } => p.ke = Some((*group, data)),
                 Payload::Notify(n) => p.notifies.push(n),
+                Payload::Cert { encoding, data }
+                    if *encoding == CertEncoding::X509_SIGNATURE && p.cert.is_none() =>
+                {
+                    p.cert = Some(data)
+                }
                 _ => {}
             }
         }
@@ -62,7 +70,8 @@ fn ipv4_of(v: &[u8]) -> Option<Ipv4Addr> {
 }
 
 impl IkeSa {
-    fn auth_value(&self, initiator_side: bool, id: &Identification) -> Option<Vec<u8>> {
+    /// The octets the initiator (`initiator_side`) or the responder signs (RFC 7296 2.15).
+    fn signed(&self, initiator_side: bool, id: &Identification) -> Option<Vec<u8>> {
         let s = self.suite.as_ref()?;
         let k = self.keys.as_ref()?;
         let (msg, nonce, skp) = if initiator_side {
@@ -70,27 +79,97 @@ impl IkeSa {
         } else {
             (&self.hs.init_resp, &self.ni, &k.sk_pr)
         };
-        let signed = signed_octets(s.prf, msg, nonce, skp, &id.body());
-        Some(psk_auth(s.prf, &self.cfg.psk, &signed))
+        Some(signed_octets(s.prf, msg, nonce, skp, &id.body()))
+    }
+
+    /// Our CERT (when we use one) and AUTH payloads.
+    fn my_auth(&self, initiator_side: bool) -> Option<Vec<Payload>> {
+        let cfg = &self.cfg;
+        let signed = self.signed(initiator_side, &cfg.local_id)?;
+        Some(match &cfg.local_cert {
+            Some(c) => vec![
+                Payload::Cert {
+                    encoding: CertEncoding::X509_SIGNATURE,
+                    data: c.cert_der.clone(),
+                },
+                Payload::Auth {
+                    method: AuthMethod::DIGITAL_SIGNATURE,
+                    data: cert::sign(c, &signed).ok()?,
+                },
+            ],
+            None => vec![Payload::Auth {
+                method: AuthMethod::SHARED_KEY_MIC,
+                data: psk_auth(self.suite_prf()?, &cfg.psk, &signed),
+            }],
+        })
+    }
+
+    fn suite_prf(&self) -> Option<crate::crypto::Prf> {
+        self.suite.as_ref().map(|s| s.prf)
+    }
+
+    /// Check the peer's ID and AUTH (PSK MAC or certificate signature).
+    fn verify_peer(&self, peer_is_initiator: bool, parts: &Parts<'_>) -> bool {
+        let cfg = &self.cfg;
+        let id = if peer_is_initiator {
+            parts.idi
+        } else {
+            parts.idr
+        };
+        let (Some(id), Some((method, data))) = (id, parts.auth) else {
+            return false;
+        };
+        if !cfg.remote_id.as_ref().is_none_or(|r| r == id) {
+            return false;
+        }
+        let Some(signed) = self.signed(peer_is_initiator, id) else {
+            return false;
+        };
+        match method {
+            AuthMethod::SHARED_KEY_MIC if !cfg.psk.is_empty() => self
+                .suite_prf()
+                .is_some_and(|prf| ct_eq(&psk_auth(prf, &cfg.psk, &signed), data)),
+            AuthMethod::DIGITAL_SIGNATURE if !cfg.trust_anchors.is_empty() => match parts.cert {
+                Some(c) => cert::verify(
+                    c,
+                    &cfg.trust_anchors,
+                    self.unix_time,
+                    id,
+                    method,
+                    data,
+                    &signed,
+                )
+                .is_ok(),
+                None => false,
+            },
+            _ => false,
+        }
     }
 
     /// Initiator: send IKE_AUTH with IDi, AUTH, CP request, SA, TSi, TSr.
     pub(super) fn send_auth(&mut self, now: Instant) {
         let cfg = self.cfg.clone();
-        let Some(auth) = self.auth_value(true, &cfg.local_id) else {
-            return self.fail(IkeError::Protocol("no keys"));
+        let Some(mut auth) = self.my_auth(true) else {
+            return self.fail(IkeError::Protocol("cannot compute AUTH"));
         };
         let mut p = vec![
             Payload::IdI(cfg.local_id.clone()),
             Payload::Notify(Notify::new(NotifyType::INITIAL_CONTACT, vec![])),
         ];
+        // RFC 7296 1.2 order: IDi, [CERT,] [CERTREQ,] [IDr,] AUTH
+        if auth.len() == 2 {
+            p.push(auth.remove(0));
+        }
+        if !cfg.trust_anchors.is_empty() {
+            p.push(Payload::CertReq {
+                encoding: CertEncoding::X509_SIGNATURE,
+                data: cert::certreq_hashes(&cfg.trust_anchors),
+            });
+        }
         if let Some(r) = &cfg.remote_id {
             p.push(Payload::IdR(r.clone()));
         }
-        p.push(Payload::Auth {
-            method: AuthMethod::SHARED_KEY_MIC,
-            data: auth,
-        });
+        p.extend(auth);
         if cfg.request_vip {
             p.push(Payload::Cp(Configuration {
                 ty: CfgType::CFG_REQUEST,
@@ -139,15 +218,7 @@ impl IkeSa {
         // The initiator may have floated to port 4500 (NAT-T / MOBIKE).
         self.remote = from;
         self.local = to;
-        let ok = match (parts.idi, parts.auth) {
-            (Some(id), Some((AuthMethod::SHARED_KEY_MIC, data))) => {
-                let id_ok = cfg.remote_id.as_ref().is_none_or(|r| r == id);
-                let want = self.auth_value(true, id);
-                id_ok && want.is_some_and(|w| ct_eq(&w, data))
-            }
-            _ => false,
-        };
-        if !ok {
+        if !self.verify_peer(true, &parts) {
             let n = [Payload::Notify(Notify::new(
                 NotifyType::AUTHENTICATION_FAILED,
                 vec![],
@@ -155,16 +226,11 @@ impl IkeSa {
             self.send_response(ExchangeType::IKE_AUTH, mid, &n, from, to);
             return self.fail(IkeError::AuthenticationFailed);
         }
-        let Some(my_auth) = self.auth_value(false, &cfg.local_id) else {
+        let Some(my_auth) = self.my_auth(false) else {
             return;
         };
-        let mut resp = vec![
-            Payload::IdR(cfg.local_id.clone()),
-            Payload::Auth {
-                method: AuthMethod::SHARED_KEY_MIC,
-                data: my_auth,
-            },
-        ];
+        let mut resp = vec![Payload::IdR(cfg.local_id.clone())];
+        resp.extend(my_auth);
         self.mobike = cfg.mobike && parts.notify(NotifyType::MOBIKE_SUPPORTED).is_some();
         self.state = State::Established;
         self.events.push_back(Event::IkeSaUp {
@@ -317,13 +383,7 @@ impl IkeSa {
         if parts.notify(NotifyType::AUTHENTICATION_FAILED).is_some() {
             return self.fail(IkeError::PeerNotify(NotifyType::AUTHENTICATION_FAILED));
         }
-        let ok = match (parts.idr, parts.auth) {
-            (Some(id), Some((AuthMethod::SHARED_KEY_MIC, data))) => {
-                let id_ok = cfg.remote_id.as_ref().is_none_or(|r| r == id);
-                id_ok && self.auth_value(false, id).is_some_and(|w| ct_eq(&w, data))
-            }
-            _ => false,
-        };
+        let ok = self.verify_peer(false, &parts);
         if !ok {
             // We cannot trust the peer: tear down without further exchanges.
             return self.fail(IkeError::AuthenticationFailed);

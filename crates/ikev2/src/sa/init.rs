@@ -136,6 +136,12 @@ impl IkeSa {
                 vec![],
             )));
         }
+        if self.cfg.uses_certificates() {
+            p.push(Payload::Notify(Notify::new(
+                NotifyType::SIGNATURE_HASH_ALGORITHMS,
+                crate::crypto::cert::SIGNATURE_HASHES.to_vec(),
+            )));
+        }
         let m = Message {
             header: self.header(ExchangeType::IKE_SA_INIT, 0, false),
             payloads: p,
@@ -400,6 +406,14 @@ impl IkeSa {
             p.push(Payload::Notify(Notify::new(
                 NotifyType::IKEV2_FRAGMENTATION_SUPPORTED,
                 vec![],
+            )));
+        }
+        if cfg.uses_certificates()
+            && find_notify(&m.payloads, NotifyType::SIGNATURE_HASH_ALGORITHMS).is_some()
+        {
+            p.push(Payload::Notify(Notify::new(
+                NotifyType::SIGNATURE_HASH_ALGORITHMS,
+                crate::crypto::cert::SIGNATURE_HASHES.to_vec(),
             )));
         }
         let resp = Message {

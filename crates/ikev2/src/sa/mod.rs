@@ -176,6 +176,8 @@ pub(crate) struct IkeSa {
     clock: Instant,
     /// DH group the peer asked for with INVALID_KE_PAYLOAD in CREATE_CHILD_SA.
     pub child_pfs_group: Option<crate::wire::DhId>,
+    /// Wall-clock time (seconds since 1970) for certificate validity checks.
+    pub unix_time: Option<u64>,
 }
 
 impl core::fmt::Debug for IkeSa {
@@ -264,6 +266,7 @@ impl IkeSa {
             last_tx: now,
             clock: now,
             child_pfs_group: None,
+            unix_time: None,
         }
     }
 
