@@ -316,6 +316,40 @@ impl HomeAgent {
             .unwrap_or(&[])
     }
 
+    /// The last Identification accepted from the node with this home address
+    /// (saved with the bindings so a restarted home agent still refuses replays).
+    pub fn last_ident(&self, home_addr: Ipv4Addr) -> Option<u64> {
+        self.by_home
+            .get(&home_addr)
+            .and_then(|i| self.mns.get(*i))
+            .and_then(|m| m.replay.last_accepted())
+    }
+
+    /// Re-installs a binding saved before a restart, with the node's last accepted
+    /// Identification. Emits `BindingAdded` so the shell re-creates routes. Returns
+    /// false (and changes nothing) for an unknown home address or an expired binding.
+    pub fn restore_binding(
+        &mut self,
+        now: Instant,
+        binding: Binding,
+        last_ident: Option<u64>,
+    ) -> bool {
+        let Some(&idx) = self.by_home.get(&binding.home_addr) else {
+            return false;
+        };
+        if binding.expires <= now {
+            return false;
+        }
+        if let Some(l) = last_ident {
+            if self.mns[idx].replay.last_accepted().is_none_or(|x| x < l) {
+                self.mns[idx].replay = ReplayState::restored(Some(l));
+            }
+        }
+        let simultaneous = self.cfg.max_bindings_per_mn > 1;
+        self.bind(now, idx, binding, simultaneous);
+        true
+    }
+
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()

@@ -331,3 +331,29 @@ fn batch_entry_point_matches_one_by_one() {
     assert_eq!(a.stats(), b.stats());
     assert_eq!(a.bindings(), b.bindings());
 }
+
+#[test]
+fn restored_binding_and_replay_state_survive_a_restart() {
+    let rrq = hex::decode(RRQ_D_T).unwrap();
+    let mut a = ha(&[]);
+    let now = Instant::now();
+    a.handle_datagram(now, wall(), coa_src(), local(), &rrq);
+    let b = a.bindings()[0].clone();
+    let last = a.last_ident(b.home_addr);
+    assert_eq!(last, Some(0xeb1f_0400_0000_0000));
+    // A new instance restores them: the binding is back, the old request is a replay.
+    let mut fresh = ha(&[]);
+    assert!(fresh.restore_binding(now, b.clone(), last));
+    assert!(matches!(fresh.poll_event(), Some(HaEvent::BindingAdded(_))));
+    assert_eq!(fresh.bindings(), vec![b.clone()]);
+    fresh.handle_datagram(now, wall(), coa_src(), local(), &rrq);
+    let r = RegistrationReply::parse(&fresh.poll_transmit().unwrap().payload).unwrap();
+    assert_eq!(r.code, ReplyCode::HA_IDENT_MISMATCH);
+    // Expired or unknown bindings are refused.
+    let mut expired = b.clone();
+    expired.expires = now;
+    assert!(!ha(&[]).restore_binding(now, expired, None));
+    let mut stranger = b;
+    stranger.home_addr = Ipv4Addr::new(10, 1, 0, 99);
+    assert!(!ha(&[]).restore_binding(now, stranger, None));
+}

@@ -121,6 +121,19 @@ impl ReplayState {
         }
     }
 
+    /// The last Identification accepted, if any.
+    pub fn last_accepted(&self) -> Option<u64> {
+        self.last_accepted
+    }
+
+    /// A state that accepts only Identifications newer than `last` (after a restart).
+    pub fn restored(last: Option<u64>) -> ReplayState {
+        ReplayState {
+            last_accepted: last,
+            ha_nonce: None,
+        }
+    }
+
     /// Records the nonce handed out in a denial (nonce method).
     pub fn issued_nonce(&mut self, nonce: u32) {
         self.ha_nonce = Some(nonce);

@@ -1,1 +1,5 @@
-fn main() {}
+//! `mipsec`: see `mipsec --help`.
+
+fn main() {
+    std::process::exit(mipsec::cli::run(std::env::args_os()));
+}

@@ -1,0 +1,337 @@
+//! Configuration files. Every error names the file, the line and the field.
+
+use mip4::Ipv4Net;
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+/// A configuration that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// A prefix written as "a.b.c.d/len".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Net(pub Ipv4Net);
+
+impl<'de> Deserialize<'de> for Net {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map(Net).map_err(de::Error::custom)
+    }
+}
+
+/// A key written in hexadecimal.
+#[derive(Clone, PartialEq, Eq)]
+pub struct HexKey(pub Vec<u8>);
+
+impl std::fmt::Debug for HexKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HexKey(<{} octets>)", self.0.len())
+    }
+}
+
+impl<'de> Deserialize<'de> for HexKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let k = hex::decode(s.trim())
+            .map_err(|e| de::Error::custom(format!("key is not hexadecimal: {e}")))?;
+        if k.len() < 16 {
+            return Err(de::Error::custom(format!(
+                "key has {} octets; RFC 5944 requires at least 128 bits (32 hex digits)",
+                k.len()
+            )));
+        }
+        Ok(HexKey(k))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum AlgorithmName {
+    #[default]
+    HmacMd5,
+    KeyedMd5,
+}
+
+impl From<AlgorithmName> for mip4::auth::Algorithm {
+    fn from(a: AlgorithmName) -> Self {
+        match a {
+            AlgorithmName::HmacMd5 => mip4::auth::Algorithm::HmacMd5,
+            AlgorithmName::KeyedMd5 => mip4::auth::Algorithm::PrefixSuffixMd5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReplayName {
+    #[default]
+    Timestamp,
+    Nonce,
+}
+
+impl From<ReplayName> for mip4::replay::ReplayMethod {
+    fn from(r: ReplayName) -> Self {
+        match r {
+            ReplayName::Timestamp => mip4::replay::ReplayMethod::Timestamp,
+            ReplayName::Nonce => mip4::replay::ReplayMethod::Nonce,
+        }
+    }
+}
+
+/// `ha.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HaFile {
+    pub ha: HaSection,
+    #[serde(default, rename = "mobile_node")]
+    pub mobile_nodes: Vec<MobileNodeEntry>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HaSection {
+    pub address: Ipv4Addr,
+    pub home_network: Net,
+    /// A real home link (proxy ARP, gratuitous ARP); absent for a virtual home network.
+    pub home_interface: Option<String>,
+    #[serde(default = "default_ha_tun")]
+    pub tunnel_device: String,
+    #[serde(default = "default_max_lifetime")]
+    pub max_lifetime: u16,
+    #[serde(default = "default_max_bindings")]
+    pub max_bindings_per_mn: usize,
+    #[serde(default = "default_tolerance")]
+    pub replay_tolerance_s: u64,
+    #[serde(default)]
+    pub trusted_networks: Vec<Net>,
+    #[serde(default = "default_true")]
+    pub udp_tunneling: bool,
+    pub control_socket: Option<PathBuf>,
+    /// Where bindings are saved so that a restarted home agent keeps them.
+    pub state_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MobileNodeEntry {
+    pub home_address: Option<Ipv4Addr>,
+    pub nai: Option<String>,
+    pub spi: u32,
+    pub key: HexKey,
+    #[serde(default)]
+    pub algorithm: AlgorithmName,
+    #[serde(default)]
+    pub replay: ReplayName,
+}
+
+/// `mn.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MnFile {
+    pub mn: MnSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MnSection {
+    pub home_address: Ipv4Addr,
+    pub home_agent: Ipv4Addr,
+    pub home_network: Net,
+    pub interface: String,
+    #[serde(default = "default_mn_tun")]
+    pub tunnel_device: String,
+    pub spi: u32,
+    pub key: HexKey,
+    #[serde(default)]
+    pub algorithm: AlgorithmName,
+    #[serde(default)]
+    pub replay: ReplayName,
+    #[serde(default = "default_lifetime")]
+    pub lifetime: u16,
+    #[serde(default = "default_true")]
+    pub reverse_tunnel: bool,
+    /// First retransmission timeout, milliseconds (RFC 5944 suggests >= 1000).
+    #[serde(default = "default_rto")]
+    pub retransmit_ms: u64,
+    pub control_socket: Option<PathBuf>,
+}
+
+fn default_ha_tun() -> String {
+    "mipha0".into()
+}
+fn default_mn_tun() -> String {
+    "mip0".into()
+}
+fn default_max_lifetime() -> u16 {
+    1800
+}
+fn default_max_bindings() -> usize {
+    4
+}
+fn default_tolerance() -> u64 {
+    7
+}
+fn default_true() -> bool {
+    true
+}
+fn default_lifetime() -> u16 {
+    1800
+}
+fn default_rto() -> u64 {
+    1000
+}
+
+fn load<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(path, &text)
+}
+
+/// Parses `text` as if read from `path` (for error messages).
+pub fn parse<T: for<'de> Deserialize<'de>>(path: &Path, text: &str) -> Result<T, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        message: e.to_string().trim_end().to_string(),
+    })
+}
+
+fn invalid(path: &Path, message: String) -> ConfigError {
+    ConfigError::Invalid {
+        path: path.to_path_buf(),
+        message,
+    }
+}
+
+impl HaFile {
+    pub fn load(path: &Path) -> Result<HaFile, ConfigError> {
+        let f: HaFile = load(path)?;
+        f.validate(path)?;
+        Ok(f)
+    }
+
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        if !self.ha.home_network.0.contains(self.ha.address) {
+            return Err(invalid(
+                path,
+                format!(
+                    "[ha] address {} is not inside home_network {}",
+                    self.ha.address, self.ha.home_network.0
+                ),
+            ));
+        }
+        for (i, m) in self.mobile_nodes.iter().enumerate() {
+            if m.home_address.is_none() && m.nai.is_none() {
+                return Err(invalid(
+                    path,
+                    format!("[[mobile_node]] #{}: needs home_address or nai", i + 1),
+                ));
+            }
+            if let Some(h) = m.home_address {
+                if !self.ha.home_network.0.contains(h) {
+                    return Err(invalid(
+                        path,
+                        format!(
+                            "[[mobile_node]] #{}: home_address {h} is not inside home_network",
+                            i + 1
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl MnFile {
+    pub fn load(path: &Path) -> Result<MnFile, ConfigError> {
+        let f: MnFile = load(path)?;
+        if !f.mn.home_network.0.contains(f.mn.home_address) {
+            return Err(invalid(
+                path,
+                format!(
+                    "[mn] home_address {} is not inside home_network {}",
+                    f.mn.home_address, f.mn.home_network.0
+                ),
+            ));
+        }
+        Ok(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HA: &str = r#"
+[ha]
+address = "10.10.0.1"
+home_network = "10.10.0.0/24"
+home_interface = "eth0"
+
+[[mobile_node]]
+home_address = "10.10.0.100"
+spi = 256
+key = "00112233445566778899aabbccddeeff"
+"#;
+
+    #[test]
+    fn parses_the_documented_example() {
+        let f: HaFile = parse(Path::new("ha.toml"), HA).unwrap();
+        f.validate(Path::new("ha.toml")).unwrap();
+        assert_eq!(f.ha.tunnel_device, "mipha0");
+        assert_eq!(f.ha.max_lifetime, 1800);
+        assert_eq!(f.mobile_nodes[0].key.0.len(), 16);
+    }
+
+    #[test]
+    fn errors_name_file_line_and_field() {
+        let bad = HA.replace("spi = 256", "spi = \"x\"");
+        let e = parse::<HaFile>(Path::new("/etc/mipsec/ha.toml"), &bad)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/etc/mipsec/ha.toml"), "{e}");
+        assert!(e.contains("line 9"), "{e}");
+        assert!(e.contains("spi") || e.contains("invalid type"), "{e}");
+
+        let bad = HA.replace("00112233445566778899aabbccddeeff", "0011");
+        let e = parse::<HaFile>(Path::new("ha.toml"), &bad)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 10") && e.contains("128 bits"), "{e}");
+
+        let bad = HA.replace("home_interface", "home_iface");
+        let e = parse::<HaFile>(Path::new("ha.toml"), &bad)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `home_iface`"), "{e}");
+
+        let bad = HA.replace("10.10.0.0/24", "10.10.0.0/40");
+        let e = parse::<HaFile>(Path::new("ha.toml"), &bad)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("line 4") && e.contains("invalid IPv4 prefix"),
+            "{e}"
+        );
+
+        let bad = HA.replace(
+            "home_address = \"10.10.0.100\"",
+            "home_address = \"10.99.0.100\"",
+        );
+        let f: HaFile = parse(Path::new("ha.toml"), &bad).unwrap();
+        let e = f.validate(Path::new("ha.toml")).unwrap_err().to_string();
+        assert!(e.contains("not inside home_network"), "{e}");
+    }
+}

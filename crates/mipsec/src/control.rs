@@ -1,0 +1,149 @@
+//! The control socket: a Unix stream socket on which a daemon answers `status`
+//! with one JSON document. `mipsec status` is its client.
+
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixListener;
+use tokio::sync::{mpsc, oneshot};
+
+/// A status request from a control connection to the daemon's event loop.
+pub type StatusRequest = oneshot::Sender<Value>;
+
+/// Serves the control socket at `path`, forwarding each `status` request to the
+/// event loop through `tx`. Removes a stale socket file first.
+pub struct ControlServer {
+    path: PathBuf,
+}
+
+impl ControlServer {
+    pub fn start(path: &Path, tx: mpsc::Sender<StatusRequest>) -> std::io::Result<ControlServer> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let _ = std::fs::remove_file(path);
+        let listener = UnixListener::bind(path)?;
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let (r, mut w) = stream.into_split();
+                    let mut line = String::new();
+                    let mut r = BufReader::new(r);
+                    if r.read_line(&mut line).await.is_err() {
+                        return;
+                    }
+                    let reply = match line.trim() {
+                        "status" => {
+                            let (otx, orx) = oneshot::channel();
+                            if tx.send(otx).await.is_err() {
+                                return;
+                            }
+                            match orx.await {
+                                Ok(v) => v,
+                                Err(_) => return,
+                            }
+                        }
+                        other => {
+                            serde_json::json!({"error": format!("unknown command {other:?}; try \"status\"")})
+                        }
+                    };
+                    let mut s = reply.to_string();
+                    s.push('\n');
+                    let _ = w.write_all(s.as_bytes()).await;
+                });
+            }
+        });
+        Ok(ControlServer {
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Asks the daemon at `path` for its status.
+pub fn query(path: &Path) -> Result<Value, String> {
+    let mut s = UnixStream::connect(path).map_err(|e| {
+        format!(
+            "cannot connect to {}: {e} (is the daemon running?)",
+            path.display()
+        )
+    })?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(b"status\n").map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)
+        .map_err(|e| format!("reading status: {e}"))?;
+    serde_json::from_str(&out).map_err(|e| format!("daemon sent invalid JSON: {e}"))
+}
+
+/// Renders a status document as a human-readable table.
+pub fn render(v: &Value) -> String {
+    let mut o = String::new();
+    let s = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    };
+    match v["role"].as_str() {
+        Some("ha") => {
+            o += &format!("home agent {}\n\n", s(&v["address"]));
+            o += &format!(
+                "{:<16} {:<16} {:>8} {:>9} {:<6} {}\n",
+                "HOME ADDRESS", "CARE-OF", "LIFETIME", "REMAINING", "TUNNEL", "REVERSE"
+            );
+            for b in v["bindings"].as_array().into_iter().flatten() {
+                o += &format!(
+                    "{:<16} {:<16} {:>8} {:>9} {:<6} {}\n",
+                    s(&b["home_address"]),
+                    s(&b["care_of"]),
+                    s(&b["lifetime"]),
+                    s(&b["remaining_s"]),
+                    s(&b["tunnel"]),
+                    s(&b["reverse_tunnel"])
+                );
+            }
+        }
+        Some("mn") => {
+            o += &format!(
+                "mobile node {}  home agent {}\n",
+                s(&v["home_address"]),
+                s(&v["home_agent"])
+            );
+            o += &format!(
+                "mode {}  registered {}  care-of {}  last registration {} ms\n",
+                s(&v["mode"]),
+                s(&v["registered"]),
+                s(&v["care_of"]),
+                s(&v["last_registration_rtt_ms"])
+            );
+        }
+        _ => return format!("{v:#}\n"),
+    }
+    o += "\ncounters:\n";
+    if let Some(c) = v["counters"].as_object() {
+        for (k, val) in c {
+            match val {
+                Value::Object(m) => {
+                    for (k2, v2) in m {
+                        o += &format!("  {k}.{k2:<24} {}\n", s(v2));
+                    }
+                }
+                _ => o += &format!("  {k:<27} {}\n", s(val)),
+            }
+        }
+    }
+    o
+}

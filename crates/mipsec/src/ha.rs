@@ -1,0 +1,624 @@
+//! `mipsec ha`: the home agent daemon.
+//!
+//! It drives the sans-IO [`mip4::ha::HomeAgent`] from real sockets:
+//! registrations on UDP 434; the forward tunnel (IP-in-IP on a raw socket, or
+//! RFC 3519 Tunnel Data on UDP 434 behind NATs) to each binding's care-of
+//! address; reverse-tunnel decapsulation (RFC 3024) with a check that the inner
+//! source is a home address bound to the outer source. Packets for away mobile
+//! nodes reach it through a TUN device: while a binding exists, a host route
+//! sends the home address into the TUN, and on a real home link a proxy ARP
+//! entry plus a gratuitous ARP (RFC 5944 section 4.6) pull the traffic to it.
+//! On SIGINT/SIGTERM it removes every route and proxy ARP entry it installed.
+//! With `state_file`, bindings (and the last accepted Identification of each
+//! node) are saved and restored, so a restarted home agent carries on.
+
+use crate::config::HaFile;
+use crate::control::{ControlServer, StatusRequest};
+use mip4::auth::SecurityAssociation;
+use mip4::ha::{Binding, HaConfig, HaEvent, HomeAgent, MobileNodeConfig, Tunnel, UdpTunneling};
+use mip4::wire::tunnel::TunnelData;
+use mip4::wire::{MessageType, MIP_PORT};
+use netio::netlink::{Netlink, Route};
+use netio::raw::{RawIp, RawIpOptions, IPPROTO_IPIP};
+use netio::tun::{Tun, TunOptions};
+use netio::udp::{recv_with_meta, send_from, UdpOptions};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::net::UdpSocket;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+/// MTU of the tunnel device: 1500 minus the 20-octet outer IPv4 header.
+pub const TUNNEL_MTU: u32 = 1480;
+
+/// Runs the home agent until SIGINT or SIGTERM.
+pub fn run(config: &Path) -> Result<(), String> {
+    let file = HaFile::load(config).map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("tokio runtime: {e}"))?;
+    rt.block_on(async move {
+        let mut d = Daemon::start(file).await?;
+        let r = d.run().await;
+        d.cleanup().await;
+        r
+    })
+}
+
+#[derive(Default, Debug)]
+struct Counters {
+    tx_packets: u64,
+    tx_bytes: u64,
+    rx_packets: u64,
+    rx_bytes: u64,
+    drops: BTreeMap<&'static str, u64>,
+}
+
+impl Counters {
+    fn drop(&mut self, why: &'static str) {
+        *self.drops.entry(why).or_default() += 1;
+        debug!(reason = why, "data packet dropped");
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct SavedBinding {
+    home_addr: Ipv4Addr,
+    care_of: Ipv4Addr,
+    source: SocketAddrV4,
+    local: SocketAddrV4,
+    lifetime: u16,
+    /// Expiry as Unix time, seconds.
+    expires_unix: u64,
+    reverse_tunnel: bool,
+    colocated: bool,
+    broadcast: bool,
+    udp_peer: Option<SocketAddrV4>,
+    keepalive: u16,
+    last_ident: Option<u64>,
+}
+
+struct Daemon {
+    file: HaFile,
+    core: HomeAgent,
+    udp: UdpSocket,
+    raw: RawIp,
+    tun: Tun,
+    nl: Netlink,
+    tun_ifindex: u32,
+    home_ifindex: Option<u32>,
+    /// Home address -> its bindings, for the data path.
+    tunnels: HashMap<Ipv4Addr, Vec<Binding>>,
+    counters: Counters,
+    ctl_rx: mpsc::Receiver<StatusRequest>,
+    _ctl: Option<ControlServer>,
+    state_file: Option<PathBuf>,
+    dirty: bool,
+    started: Instant,
+}
+
+fn io_err(what: &str) -> impl Fn(netio::Error) -> String + '_ {
+    move |e| format!("{what}: {e}")
+}
+
+fn write_sysctl(path: &str, value: &str) {
+    if let Err(e) = std::fs::write(path, value) {
+        warn!("cannot set {path} = {value}: {e}");
+    }
+}
+
+impl Daemon {
+    async fn start(file: HaFile) -> Result<Daemon, String> {
+        let h = &file.ha;
+        let mut cfg = HaConfig::new(h.address);
+        cfg.max_lifetime = h.max_lifetime;
+        cfg.max_bindings_per_mn = h.max_bindings_per_mn.max(1);
+        cfg.replay_tolerance = Duration::from_secs(h.replay_tolerance_s);
+        cfg.trusted_networks = h.trusted_networks.iter().map(|n| n.0).collect();
+        cfg.udp_tunneling = UdpTunneling {
+            enabled: h.udp_tunneling,
+            ..UdpTunneling::default()
+        };
+        let mut seed = [0u8; 32];
+        getrandom(&mut seed);
+        let mut core = HomeAgent::new(cfg, seed);
+        for m in &file.mobile_nodes {
+            core.add_mobile_node(MobileNodeConfig {
+                home_addr: m.home_address,
+                nai: m.nai.clone(),
+                sas: vec![SecurityAssociation::new(
+                    m.spi,
+                    m.algorithm.into(),
+                    &m.key.0,
+                )],
+                replay: m.replay.into(),
+            })
+            .map_err(|e| {
+                format!(
+                    "mobile node {:?}: {e}",
+                    m.home_address.map(|a| a.to_string()).or(m.nai.clone())
+                )
+            })?;
+        }
+
+        let nl = Netlink::new().map_err(io_err("netlink"))?;
+        let home_ifindex = match &h.home_interface {
+            Some(name) => Some(nl.ifindex(name).await.map_err(io_err("home_interface"))?),
+            None => None,
+        };
+        let tun = Tun::open_with(
+            &h.tunnel_device,
+            &TunOptions {
+                mtu: Some(TUNNEL_MTU),
+                up: true,
+                ..TunOptions::default()
+            },
+        )
+        .map_err(io_err("tunnel device"))?;
+        let tun_ifindex = tun.ifindex().map_err(io_err("tunnel device"))?;
+        write_sysctl("/proc/sys/net/ipv4/ip_forward", "1");
+        write_sysctl(
+            &format!("/proc/sys/net/ipv4/conf/{}/rp_filter", h.tunnel_device),
+            "0",
+        );
+        write_sysctl(
+            &format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", h.tunnel_device),
+            "1",
+        );
+        if let Some(name) = &h.home_interface {
+            // Answer ARP for away nodes at once, not after up to 0.8 s (proxy_delay).
+            write_sysctl(&format!("/proc/sys/net/ipv4/neigh/{name}/proxy_delay"), "0");
+        }
+        let mut uopts = UdpOptions::new(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, MIP_PORT));
+        uopts.pktinfo = true;
+        uopts.reuse_addr = true;
+        let udp = uopts.bind().map_err(io_err("UDP port 434"))?;
+        let raw = RawIp::open_with(
+            IPPROTO_IPIP,
+            &RawIpOptions {
+                bind_addr: Some(h.address),
+                ..RawIpOptions::default()
+            },
+        )
+        .map_err(io_err("raw IP-in-IP socket"))?;
+        let (ctl_tx, ctl_rx) = mpsc::channel(8);
+        let ctl = match &h.control_socket {
+            Some(p) => Some(
+                ControlServer::start(p, ctl_tx)
+                    .map_err(|e| format!("control socket {}: {e}", p.display()))?,
+            ),
+            None => None,
+        };
+        info!(address = %h.address, home_network = %h.home_network.0, nodes = file.mobile_nodes.len(), "home agent started");
+        let mut d = Daemon {
+            state_file: h.state_file.clone(),
+            file,
+            core,
+            udp,
+            raw,
+            tun,
+            nl,
+            tun_ifindex,
+            home_ifindex,
+            tunnels: HashMap::new(),
+            counters: Counters::default(),
+            ctl_rx,
+            _ctl: ctl,
+            dirty: false,
+            started: Instant::now(),
+        };
+        d.restore().await;
+        Ok(d)
+    }
+
+    async fn run(&mut self) -> Result<(), String> {
+        let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+        let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+        let mut ubuf = vec![0u8; 65536];
+        let mut rbuf = vec![0u8; 65536];
+        let mut tbuf = vec![0u8; 65536];
+        let mut save_tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            let deadline = self.core.poll_timeout();
+            let sleep = async move {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                r = recv_with_meta(&self.udp, &mut ubuf) => match r {
+                    Ok(m) => {
+                        let n = m.len;
+                        self.on_udp(m, &ubuf[..n]).await
+                    }
+                    Err(e) => warn!("udp receive: {e}"),
+                },
+                r = self.raw.recv_from(&mut rbuf) => match r {
+                    Ok((n, src)) => self.on_raw(src, &rbuf[..n]).await,
+                    Err(e) => warn!("raw receive: {e}"),
+                },
+                r = self.tun.recv(&mut tbuf) => match r {
+                    Ok(n) => self.on_tun(&tbuf[..n]).await,
+                    Err(e) => warn!("tun receive: {e}"),
+                },
+                Some(req) = self.ctl_rx.recv() => {
+                    let _ = req.send(self.status());
+                }
+                _ = sleep => self.core.handle_timeout(Instant::now()),
+                _ = save_tick.tick() => {
+                    if self.dirty {
+                        self.save();
+                    }
+                }
+                _ = term.recv() => { info!("SIGTERM: shutting down"); break }
+                _ = int.recv() => { info!("SIGINT: shutting down"); break }
+            }
+            self.drain().await;
+        }
+        Ok(())
+    }
+
+    async fn on_udp(&mut self, m: netio::udp::RecvMeta, payload: &[u8]) {
+        if MessageType::of(payload) == Some(MessageType::TUNNEL_DATA) {
+            return self.on_tunnel_data(m.src, payload).await;
+        }
+        let local = SocketAddrV4::new(m.dst.or(m.local).unwrap_or(self.file.ha.address), MIP_PORT);
+        self.core
+            .handle_datagram(Instant::now(), SystemTime::now(), m.src, local, payload);
+    }
+
+    /// RFC 3519 Tunnel Data from a mobile node behind a NAT.
+    async fn on_tunnel_data(&mut self, from: SocketAddrV4, payload: &[u8]) {
+        let Ok(td) = TunnelData::parse(payload) else {
+            return self.counters.drop("malformed tunnel data");
+        };
+        if td.next_header != 4 {
+            return self.counters.drop("tunnel data not IPv4");
+        }
+        let Some((src, _)) = wire::ipv4::addresses(td.packet) else {
+            return self.counters.drop("malformed inner packet");
+        };
+        let ok = self.tunnels.get(&src).is_some_and(|bs| {
+            bs.iter().any(|b| {
+                b.reverse_tunnel && matches!(b.tunnel, Tunnel::Udp { peer, .. } if peer == from)
+            })
+        });
+        if !ok {
+            return self
+                .counters
+                .drop("reverse tunnel from an unregistered source");
+        }
+        self.deliver(td.packet).await;
+    }
+
+    /// IP-in-IP received on the raw socket (outer header included).
+    async fn on_raw(&mut self, outer_src: Ipv4Addr, packet: &[u8]) {
+        let Ok(outer) = wire::ipv4::Ipv4Header::parse(packet) else {
+            return self.counters.drop("malformed outer header");
+        };
+        let inner = &packet[outer.header_len..usize::from(outer.total_len)];
+        let Some((src, _)) = wire::ipv4::addresses(inner) else {
+            return self.counters.drop("malformed inner packet");
+        };
+        // RFC 3024: accept only packets whose inner source is a home address bound
+        // to the care-of address they come from.
+        let ok = self.tunnels.get(&src).is_some_and(|bs| {
+            bs.iter()
+                .any(|b| b.reverse_tunnel && b.care_of == outer_src)
+        });
+        if !ok {
+            return self
+                .counters
+                .drop("reverse tunnel from an unregistered source");
+        }
+        self.deliver(inner).await;
+    }
+
+    /// A decapsulated packet from a mobile node into the home network.
+    async fn deliver(&mut self, inner: &[u8]) {
+        if wire::ipv4::Ipv4Header::parse(inner).is_err() {
+            return self.counters.drop("malformed inner packet");
+        }
+        match self.tun.send(inner).await {
+            Ok(_) => {
+                self.counters.rx_packets += 1;
+                self.counters.rx_bytes += inner.len() as u64;
+            }
+            Err(e) => {
+                warn!("tun send: {e}");
+                self.counters.drop("tun write failed");
+            }
+        }
+    }
+
+    /// A packet for an away mobile node: tunnel it to every care-of address.
+    async fn on_tun(&mut self, packet: &[u8]) {
+        let Some((_, dst)) = wire::ipv4::addresses(packet) else {
+            return self.counters.drop("malformed packet from tun");
+        };
+        let Some(bs) = self.tunnels.get(&dst) else {
+            return self.counters.drop("no binding for destination");
+        };
+        for b in bs.clone() {
+            let r = match b.tunnel {
+                Tunnel::IpInIp => self.raw.send_to(packet, b.care_of).await,
+                Tunnel::Udp { peer, .. } => {
+                    let mut msg = Vec::with_capacity(packet.len() + 4);
+                    TunnelData {
+                        next_header: 4,
+                        packet,
+                    }
+                    .emit(&mut msg);
+                    send_from(&self.udp, &msg, peer, *b.local.ip()).await
+                }
+            };
+            match r {
+                Ok(_) => {
+                    self.counters.tx_packets += 1;
+                    self.counters.tx_bytes += packet.len() as u64;
+                }
+                Err(e) => {
+                    debug!("tunnel send to {}: {e}", b.care_of);
+                    self.counters.drop("tunnel send failed");
+                }
+            }
+        }
+    }
+
+    async fn drain(&mut self) {
+        // Routes first: the reply to a node deregistering at home must go out on
+        // the home link, not into the tunnel its binding was using.
+        while let Some(e) = self.core.poll_event() {
+            self.apply(e).await;
+        }
+        while let Some(t) = self.core.poll_transmit() {
+            if let Err(e) = send_from(&self.udp, &t.payload, t.dst, *t.src.ip()).await {
+                warn!("reply to {}: {e}", t.dst);
+            }
+        }
+    }
+
+    async fn apply(&mut self, e: HaEvent) {
+        self.dirty = true;
+        match e {
+            HaEvent::BindingAdded(b) | HaEvent::BindingRenewed(b) => {
+                let home = b.home_addr;
+                let list = self.tunnels.entry(home).or_default();
+                let first = list.is_empty();
+                if let Some(slot) = list.iter_mut().find(|x| x.care_of == b.care_of) {
+                    *slot = b.clone();
+                } else {
+                    info!(home = %home, care_of = %b.care_of, lifetime = b.lifetime, tunnel = ?b.tunnel, "binding added");
+                    list.push(b);
+                }
+                if first {
+                    self.intercept(home, true).await;
+                }
+            }
+            HaEvent::BindingRemoved {
+                home_addr,
+                care_of,
+                reason,
+            } => {
+                info!(home = %home_addr, care_of = %care_of, ?reason, "binding removed");
+                if let Some(list) = self.tunnels.get_mut(&home_addr) {
+                    list.retain(|b| b.care_of != care_of);
+                    if list.is_empty() {
+                        self.tunnels.remove(&home_addr);
+                        self.intercept(home_addr, false).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Starts or stops pulling a home address's traffic into the tunnel device.
+    async fn intercept(&mut self, home: Ipv4Addr, on: bool) {
+        let route = Route::new(home, 32).dev(self.tun_ifindex);
+        if on {
+            if let Err(e) = self.nl.replace_route(&route).await {
+                warn!("route {home}/32 via tunnel: {e}");
+            }
+            if let Some(ifx) = self.home_ifindex {
+                if let Err(e) = self.nl.add_proxy_arp(ifx, home).await {
+                    debug!("proxy ARP for {home}: {e}");
+                }
+                // RFC 5944 section 4.6: announce that the home address is now here.
+                if let Err(e) = self.nl.gratuitous_arp(ifx, home).await {
+                    warn!("gratuitous ARP for {home}: {e}");
+                }
+            }
+        } else {
+            if let Err(e) = self.nl.del_route(&route).await {
+                debug!("remove route {home}/32: {e}");
+            }
+            if let Some(ifx) = self.home_ifindex {
+                if let Err(e) = self.nl.del_proxy_arp(ifx, home).await {
+                    debug!("remove proxy ARP for {home}: {e}");
+                }
+            }
+        }
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let now = Instant::now();
+        let bindings: Vec<_> = self
+            .core
+            .bindings()
+            .iter()
+            .map(|b| {
+                json!({
+                    "home_address": b.home_addr.to_string(),
+                    "care_of": b.care_of.to_string(),
+                    "source": b.source.to_string(),
+                    "lifetime": b.lifetime,
+                    "remaining_s": b.expires.saturating_duration_since(now).as_secs(),
+                    "tunnel": match b.tunnel { Tunnel::IpInIp => "ipip", Tunnel::Udp { .. } => "udp" },
+                    "reverse_tunnel": b.reverse_tunnel,
+                })
+            })
+            .collect();
+        let s = self.core.stats();
+        let mut drops: BTreeMap<String, u64> = s
+            .drops
+            .iter()
+            .map(|(k, v)| (format!("{k:?}"), *v))
+            .collect();
+        for (k, v) in &self.counters.drops {
+            drops.insert((*k).to_string(), *v);
+        }
+        let auth: BTreeMap<String, u64> = s
+            .auth_failures
+            .iter()
+            .map(|(k, v)| (format!("{k:?}"), *v))
+            .collect();
+        json!({
+            "role": "ha",
+            "address": self.file.ha.address.to_string(),
+            "uptime_s": self.started.elapsed().as_secs(),
+            "bindings": bindings,
+            "counters": {
+                "requests": s.requests,
+                "replies_by_code": s.replies_by_code.iter().map(|(k, v)| (k.to_string(), *v)).collect::<BTreeMap<_, _>>(),
+                "auth_failures": auth,
+                "bindings_expired": s.bindings_expired,
+                "drops": drops,
+                "tx_packets": self.counters.tx_packets,
+                "tx_bytes": self.counters.tx_bytes,
+                "rx_packets": self.counters.rx_packets,
+                "rx_bytes": self.counters.rx_bytes,
+            }
+        })
+    }
+
+    fn save(&mut self) {
+        self.dirty = false;
+        let Some(path) = &self.state_file else { return };
+        let now = Instant::now();
+        let wall = unix_now();
+        let saved: Vec<SavedBinding> = self
+            .core
+            .bindings()
+            .into_iter()
+            .map(|b| SavedBinding {
+                home_addr: b.home_addr,
+                care_of: b.care_of,
+                source: b.source,
+                local: b.local,
+                lifetime: b.lifetime,
+                expires_unix: wall + b.expires.saturating_duration_since(now).as_secs(),
+                reverse_tunnel: b.reverse_tunnel,
+                colocated: b.colocated,
+                broadcast: b.broadcast,
+                udp_peer: match b.tunnel {
+                    Tunnel::Udp { peer, .. } => Some(peer),
+                    Tunnel::IpInIp => None,
+                },
+                keepalive: match b.tunnel {
+                    Tunnel::Udp { keepalive, .. } => keepalive,
+                    Tunnel::IpInIp => 0,
+                },
+                last_ident: self.core.last_ident(b.home_addr),
+            })
+            .collect();
+        let tmp = path.with_extension("tmp");
+        let r = serde_json::to_vec_pretty(&saved)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| std::fs::write(&tmp, bytes).map_err(|e| e.to_string()))
+            .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| e.to_string()));
+        if let Err(e) = r {
+            warn!("cannot save bindings to {}: {e}", path.display());
+        }
+    }
+
+    async fn restore(&mut self) {
+        let Some(path) = self.state_file.clone() else {
+            return;
+        };
+        let Ok(bytes) = std::fs::read(&path) else {
+            return;
+        };
+        let saved: Vec<SavedBinding> = match serde_json::from_slice(&bytes) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!("ignoring unreadable state file {}: {e}", path.display());
+                return;
+            }
+        };
+        let now = Instant::now();
+        let wall = unix_now();
+        let mut n = 0;
+        for s in saved {
+            let Some(left) = s.expires_unix.checked_sub(wall).filter(|l| *l > 0) else {
+                continue;
+            };
+            let b = Binding {
+                home_addr: s.home_addr,
+                care_of: s.care_of,
+                source: s.source,
+                local: s.local,
+                lifetime: s.lifetime,
+                expires: now + Duration::from_secs(left),
+                reverse_tunnel: s.reverse_tunnel,
+                colocated: s.colocated,
+                broadcast: s.broadcast,
+                tunnel: match s.udp_peer {
+                    Some(peer) => Tunnel::Udp {
+                        peer,
+                        keepalive: s.keepalive,
+                    },
+                    None => Tunnel::IpInIp,
+                },
+                nai: None,
+            };
+            if self.core.restore_binding(now, b, s.last_ident) {
+                n += 1;
+            }
+        }
+        info!("restored {n} bindings from {}", path.display());
+        self.drain().await;
+    }
+
+    async fn cleanup(&mut self) {
+        if self.dirty {
+            self.save();
+        }
+        let homes: Vec<Ipv4Addr> = self.tunnels.keys().copied().collect();
+        for h in homes {
+            self.intercept(h, false).await;
+        }
+        info!("home agent stopped; routes and proxy ARP entries removed");
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Seeds for nonces: from the kernel's random source.
+pub(crate) fn getrandom(buf: &mut [u8]) {
+    use std::io::Read;
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        if f.read_exact(buf).is_ok() {
+            return;
+        }
+    }
+    // Fall back to time-derived bytes (nonces only need to be unpredictable enough).
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = (t >> ((i % 16) * 8)) as u8;
+    }
+}

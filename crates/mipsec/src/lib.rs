@@ -1,0 +1,15 @@
+//! The mipsec daemons and command-line interface.
+//!
+//! * [`ha`]: the home agent (`mipsec ha`): registrations on UDP 434, forward
+//!   tunnel to the care-of address, reverse-tunnel decapsulation (RFC 3024),
+//!   routes and proxy ARP for away mobile nodes (RFC 5944 section 4.6).
+//! * [`mn`]: the mobile node (`mipsec mn`): a TUN carrying the home address,
+//!   care-of addresses learned from rtnetlink, registration and tunneling.
+//! * [`control`]: the control socket behind `mipsec status`.
+//! * [`config`]: TOML configuration with errors that name file, line and field.
+
+pub mod cli;
+pub mod config;
+pub mod control;
+pub mod ha;
+pub mod mn;

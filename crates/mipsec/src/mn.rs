@@ -1,0 +1,679 @@
+//! `mipsec mn`: the mobile node daemon (modes h and c of RFC 5265).
+//!
+//! The home address lives on a TUN device, so applications keep using it
+//! wherever the node is. The daemon follows the physical interface through
+//! rtnetlink (whatever configures it: a DHCP client, the lab):
+//!
+//! * carrier lost, or no usable address: **detached**. User data is dropped
+//!   (never sent in the clear somewhere else) until a registration succeeds.
+//! * the home address is on the interface: **home** (mode h). It deregisters,
+//!   removes its routes and announces itself with a gratuitous ARP (RFC 5944
+//!   section 4.6); applications use the link directly.
+//! * another address: **co-located care-of address** (mode c). It registers
+//!   that address with reverse tunneling; once accepted, 0.0.0.0/1 and
+//!   128.0.0.0/1 via the TUN carry user data, which is tunneled IP-in-IP to the
+//!   home agent from the care-of address. The registration client renews before
+//!   the lifetime ends.
+//!
+//! The node notices a move by the carrier and address events themselves, so
+//! the time to notice is the time the interface takes to be reconfigured.
+
+use crate::config::MnFile;
+use crate::control::{ControlServer, StatusRequest};
+use mip4::auth::SecurityAssociation;
+use mip4::client::{Attachment, ClientConfig, ClientEvent, RegistrationClient};
+use mip4::wire::MIP_PORT;
+use netio::netlink::{NetEvent, Netlink, Route};
+use netio::raw::{RawIp, RawIpOptions, IPPROTO_IPIP};
+use netio::tun::{Tun, TunOptions};
+use netio::udp::UdpOptions;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::net::UdpSocket;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+/// Runs the mobile node until SIGINT or SIGTERM.
+pub fn run(config: &Path) -> Result<(), String> {
+    let file = MnFile::load(config).map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("tokio runtime: {e}"))?;
+    rt.block_on(async move {
+        let mut d = Daemon::start(file).await?;
+        let r = d.run().await;
+        d.cleanup().await;
+        r
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Detached,
+    Home,
+    Colocated(Ipv4Addr),
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Detached => "detached",
+            Mode::Home => "home",
+            Mode::Colocated(_) => "colocated",
+        }
+    }
+}
+
+#[derive(Default, Debug)]
+struct Counters {
+    registrations_ok: u64,
+    registrations_failed: u64,
+    moves: u64,
+    tx_packets: u64,
+    tx_bytes: u64,
+    rx_packets: u64,
+    rx_bytes: u64,
+    drops: BTreeMap<&'static str, u64>,
+}
+
+impl Counters {
+    fn drop(&mut self, why: &'static str) {
+        *self.drops.entry(why).or_default() += 1;
+    }
+}
+
+/// Sockets bound to the current address on the physical interface.
+struct PathSockets {
+    udp: UdpSocket,
+    raw: Option<RawIp>,
+}
+
+struct Daemon {
+    file: MnFile,
+    client: RegistrationClient,
+    tun: Tun,
+    tun_ifindex: u32,
+    nl: Netlink,
+    events: netio::netlink::NetEvents,
+    phys_ifindex: u32,
+    phys_up: bool,
+    phys_addrs: Vec<(Ipv4Addr, u8)>,
+    mode: Mode,
+    socks: Option<PathSockets>,
+    /// User data may flow (mode c and registered).
+    open: bool,
+    routes_installed: bool,
+    register_started: Option<Instant>,
+    last_rtt: Option<Duration>,
+    retry_at: Option<Instant>,
+    /// Resend the current request soon (it could not leave the host).
+    resend_at: Option<Instant>,
+    counters: Counters,
+    ctl_rx: mpsc::Receiver<StatusRequest>,
+    _ctl: Option<ControlServer>,
+}
+
+fn io_err(what: &str) -> impl Fn(netio::Error) -> String + '_ {
+    move |e| format!("{what}: {e}")
+}
+
+impl Daemon {
+    async fn start(file: MnFile) -> Result<Daemon, String> {
+        let m = &file.mn;
+        let sa = SecurityAssociation::new(m.spi, m.algorithm.into(), &m.key.0);
+        let mut cc = ClientConfig::new(m.home_address, m.home_agent, sa);
+        cc.lifetime = m.lifetime;
+        cc.reverse_tunnel = m.reverse_tunnel;
+        cc.replay = m.replay.into();
+        cc.initial_rto = Duration::from_millis(m.retransmit_ms.max(50));
+        let mut seed = [0u8; 32];
+        crate::ha::getrandom(&mut seed);
+        let client = RegistrationClient::new(cc, seed);
+
+        let nl = Netlink::new().map_err(io_err("netlink"))?;
+        let phys_ifindex = nl
+            .ifindex(&m.interface)
+            .await
+            .map_err(io_err("interface"))?;
+        let tun = Tun::open_with(
+            &m.tunnel_device,
+            &TunOptions {
+                mtu: Some(crate::ha::TUNNEL_MTU),
+                up: true,
+                ..TunOptions::default()
+            },
+        )
+        .map_err(io_err("tunnel device"))?;
+        let tun_ifindex = tun.ifindex().map_err(io_err("tunnel device"))?;
+        if let Err(e) = nl.add_address(tun_ifindex, m.home_address, 32).await {
+            debug!("home address on tunnel device: {e}");
+        }
+        std::fs::write(
+            format!("/proc/sys/net/ipv4/conf/{}/rp_filter", m.tunnel_device),
+            "0",
+        )
+        .ok();
+        std::fs::write(
+            format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", m.tunnel_device),
+            "1",
+        )
+        .ok();
+        let events = nl.events().await.map_err(io_err("netlink events"))?;
+        let link = nl
+            .link_by_index(phys_ifindex)
+            .await
+            .map_err(io_err("interface"))?;
+        let phys_addrs = nl
+            .addresses(Some(phys_ifindex))
+            .await
+            .map_err(io_err("addresses"))?
+            .into_iter()
+            .map(|a| (a.addr, a.prefix))
+            .collect();
+        let (ctl_tx, ctl_rx) = mpsc::channel(8);
+        let ctl = match &m.control_socket {
+            Some(p) => Some(
+                ControlServer::start(p, ctl_tx)
+                    .map_err(|e| format!("control socket {}: {e}", p.display()))?,
+            ),
+            None => None,
+        };
+        info!(home = %m.home_address, home_agent = %m.home_agent, interface = %m.interface, "mobile node started");
+        Ok(Daemon {
+            file,
+            client,
+            tun,
+            tun_ifindex,
+            nl,
+            events,
+            phys_ifindex,
+            phys_up: link.is_running(),
+            phys_addrs,
+            mode: Mode::Detached,
+            socks: None,
+            open: false,
+            routes_installed: false,
+            register_started: None,
+            last_rtt: None,
+            retry_at: None,
+            resend_at: None,
+            counters: Counters::default(),
+            ctl_rx,
+            _ctl: ctl,
+        })
+    }
+
+    async fn run(&mut self) -> Result<(), String> {
+        let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+        let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+        let mut tbuf = vec![0u8; 65536];
+        let mut ubuf = vec![0u8; 65536];
+        let mut rbuf = vec![0u8; 65536];
+        self.evaluate().await;
+        self.drain().await;
+        loop {
+            let deadline = [self.client.poll_timeout(), self.retry_at, self.resend_at]
+                .into_iter()
+                .flatten()
+                .min();
+            let sleep = async move {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let udp_recv = async {
+                match &self.socks {
+                    Some(s) => s.udp.recv_from(&mut ubuf).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let raw_recv = async {
+                match self.socks.as_ref().and_then(|s| s.raw.as_ref()) {
+                    Some(r) => r.recv_from(&mut rbuf).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                ev = self.events.next() => match ev {
+                    Some(ev) => self.on_net_event(ev).await,
+                    None => return Err("netlink event stream ended".into()),
+                },
+                r = udp_recv => match r {
+                    Ok((n, std::net::SocketAddr::V4(from))) => {
+                        let payload = ubuf[..n].to_vec();
+                        self.client.handle_datagram(Instant::now(), SystemTime::now(), from, &payload);
+                    }
+                    Ok(_) => {}
+                    Err(e) => debug!("registration socket: {e}"),
+                },
+                r = raw_recv => match r {
+                    Ok((n, src)) => {
+                        let packet = rbuf[..n].to_vec();
+                        self.on_tunnel(src, &packet).await
+                    }
+                    Err(e) => debug!("raw receive: {e}"),
+                },
+                r = self.tun.recv(&mut tbuf) => match r {
+                    Ok(n) => {
+                        let packet = tbuf[..n].to_vec();
+                        self.on_user_packet(&packet).await
+                    }
+                    Err(e) => warn!("tun receive: {e}"),
+                },
+                Some(req) = self.ctl_rx.recv() => { let _ = req.send(self.status()); }
+                _ = sleep => {
+                    let now = Instant::now();
+                    if self.retry_at.is_some_and(|t| t <= now) {
+                        self.retry_at = None;
+                        self.reregister().await;
+                    }
+                    if self.resend_at.is_some_and(|t| t <= now) {
+                        self.resend_at = None;
+                        self.resend();
+                    }
+                    self.client.handle_timeout(now, SystemTime::now());
+                }
+                _ = term.recv() => { info!("SIGTERM: shutting down"); break }
+                _ = int.recv() => { info!("SIGINT: shutting down"); break }
+            }
+            self.drain().await;
+        }
+        Ok(())
+    }
+
+    async fn on_net_event(&mut self, ev: NetEvent) {
+        match ev {
+            NetEvent::LinkUp { ifindex, .. } if ifindex == self.phys_ifindex => self.phys_up = true,
+            NetEvent::LinkDown { ifindex, .. } | NetEvent::LinkRemoved { ifindex, .. }
+                if ifindex == self.phys_ifindex =>
+            {
+                self.phys_up = false
+            }
+            NetEvent::AddrAdded {
+                ifindex,
+                addr,
+                prefix,
+            } if ifindex == self.phys_ifindex => {
+                if !self.phys_addrs.contains(&(addr, prefix)) {
+                    self.phys_addrs.push((addr, prefix));
+                }
+            }
+            NetEvent::AddrRemoved {
+                ifindex,
+                addr,
+                prefix,
+            } if ifindex == self.phys_ifindex => {
+                self.phys_addrs.retain(|a| *a != (addr, prefix));
+            }
+            _ => return,
+        }
+        self.evaluate().await;
+    }
+
+    /// Decides the mode from the interface's state and acts on a change.
+    async fn evaluate(&mut self) {
+        let m = self.file.mn.clone();
+        let want = if !self.phys_up {
+            Mode::Detached
+        } else if self.phys_addrs.iter().any(|(a, _)| *a == m.home_address) {
+            Mode::Home
+        } else if let Some((a, _)) = self
+            .phys_addrs
+            .iter()
+            .find(|(a, _)| !m.home_network.0.contains(*a))
+        {
+            Mode::Colocated(*a)
+        } else {
+            Mode::Detached
+        };
+        if want == self.mode {
+            return;
+        }
+        info!(from = self.mode.name(), to = want.name(), care_of = ?match want { Mode::Colocated(a) => Some(a), _ => None }, "attachment changed");
+        self.counters.moves += 1;
+        // MN-3: stop relaying user data at once on any change.
+        self.open = false;
+        self.socks = None;
+        self.client.reset();
+        self.retry_at = None;
+        self.resend_at = None;
+        self.mode = want;
+        match want {
+            Mode::Detached => {}
+            Mode::Home => {
+                self.remove_routes().await;
+                match self.open_sockets(m.home_address, false) {
+                    Ok(s) => self.socks = Some(s),
+                    Err(e) => warn!("{e}"),
+                }
+                self.announce_home().await;
+                let att = self.attachment(self.file.mn.home_address, false);
+                self.register_started = Some(Instant::now());
+                self.client
+                    .deregister(Instant::now(), SystemTime::now(), att);
+            }
+            Mode::Colocated(coa) => {
+                // Fail closed: user data goes into the TUN (and is dropped there)
+                // until the registration is accepted, never out in the clear.
+                self.install_routes().await;
+                match self.open_sockets(coa, true) {
+                    Ok(s) => self.socks = Some(s),
+                    Err(e) => {
+                        warn!("{e}");
+                        self.retry_at = Some(Instant::now() + Duration::from_secs(1));
+                        return;
+                    }
+                }
+                self.register_started = Some(Instant::now());
+                let att = self.attachment(coa, true);
+                self.client.register(Instant::now(), SystemTime::now(), att);
+            }
+        }
+    }
+
+    /// Starts the registration of the current attachment over again.
+    async fn reregister(&mut self) {
+        self.mode = Mode::Detached;
+        self.counters.moves = self.counters.moves.saturating_sub(1);
+        self.evaluate().await;
+    }
+
+    /// Sends the current registration (or deregistration) again, at once.
+    fn resend(&mut self) {
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        match self.mode {
+            Mode::Colocated(coa) if self.client.is_pending() => {
+                let att = self.attachment(coa, true);
+                self.client.register(now, wall, att);
+            }
+            Mode::Home if self.client.is_pending() => {
+                let att = self.attachment(self.file.mn.home_address, false);
+                self.client.deregister(now, wall, att);
+            }
+            _ => {}
+        }
+    }
+
+    fn attachment(&self, addr: Ipv4Addr, colocated: bool) -> Attachment {
+        Attachment {
+            care_of: addr,
+            local: SocketAddrV4::new(addr, MIP_PORT),
+            dest: SocketAddrV4::new(self.file.mn.home_agent, MIP_PORT),
+            colocated,
+        }
+    }
+
+    fn open_sockets(&self, addr: Ipv4Addr, with_raw: bool) -> Result<PathSockets, String> {
+        let dev = self.file.mn.interface.clone();
+        let mut o = UdpOptions::new(SocketAddrV4::new(addr, MIP_PORT));
+        o.device = Some(dev.clone());
+        o.reuse_addr = true;
+        let udp = o
+            .bind()
+            .map_err(|e| format!("registration socket on {addr}: {e}"))?;
+        let raw = if with_raw {
+            Some(
+                RawIp::open_with(
+                    IPPROTO_IPIP,
+                    &RawIpOptions {
+                        bind_addr: Some(addr),
+                        device: Some(dev),
+                        header_included: false,
+                    },
+                )
+                .map_err(|e| format!("tunnel socket on {addr}: {e}"))?,
+            )
+        } else {
+            None
+        };
+        Ok(PathSockets { udp, raw })
+    }
+
+    async fn install_routes(&mut self) {
+        if self.routes_installed {
+            return;
+        }
+        let home = self.file.mn.home_address;
+        for half in [Ipv4Addr::new(0, 0, 0, 0), Ipv4Addr::new(128, 0, 0, 0)] {
+            let r = Route::new(half, 1).dev(self.tun_ifindex).src(home);
+            if let Err(e) = self.nl.replace_route(&r).await {
+                warn!("route {half}/1 via tunnel: {e}");
+            }
+        }
+        self.routes_installed = true;
+    }
+
+    async fn remove_routes(&mut self) {
+        if !self.routes_installed {
+            return;
+        }
+        for half in [Ipv4Addr::new(0, 0, 0, 0), Ipv4Addr::new(128, 0, 0, 0)] {
+            let r = Route::new(half, 1).dev(self.tun_ifindex);
+            if let Err(e) = self.nl.del_route(&r).await {
+                debug!("remove route {half}/1: {e}");
+            }
+        }
+        self.routes_installed = false;
+    }
+
+    async fn announce_home(&self) {
+        if let Err(e) = self
+            .nl
+            .gratuitous_arp(self.phys_ifindex, self.file.mn.home_address)
+            .await
+        {
+            warn!("gratuitous ARP at home: {e}");
+        }
+    }
+
+    /// A packet from an application, to be tunneled to the home agent.
+    async fn on_user_packet(&mut self, packet: &[u8]) {
+        if !self.open {
+            return self.counters.drop("not registered");
+        }
+        let Some((src, _)) = wire::ipv4::addresses(packet) else {
+            return self.counters.drop("malformed packet from tun");
+        };
+        if src != self.file.mn.home_address {
+            return self.counters.drop("source is not the home address");
+        }
+        let Some(raw) = self.socks.as_ref().and_then(|s| s.raw.as_ref()) else {
+            return self.counters.drop("not registered");
+        };
+        match raw.send_to(packet, self.file.mn.home_agent).await {
+            Ok(_) => {
+                self.counters.tx_packets += 1;
+                self.counters.tx_bytes += packet.len() as u64;
+            }
+            Err(e) => {
+                debug!("tunnel send: {e}");
+                self.counters.drop("tunnel send failed");
+            }
+        }
+    }
+
+    /// IP-in-IP from the home agent.
+    async fn on_tunnel(&mut self, outer_src: Ipv4Addr, packet: &[u8]) {
+        if outer_src != self.file.mn.home_agent {
+            return self.counters.drop("tunnel packet not from the home agent");
+        }
+        let Ok(outer) = wire::ipv4::Ipv4Header::parse(packet) else {
+            return self.counters.drop("malformed outer header");
+        };
+        let inner = &packet[outer.header_len..usize::from(outer.total_len)];
+        let Ok(h) = wire::ipv4::Ipv4Header::parse(inner) else {
+            return self.counters.drop("malformed inner packet");
+        };
+        if h.dst != self.file.mn.home_address {
+            return self
+                .counters
+                .drop("inner destination is not the home address");
+        }
+        match self.tun.send(inner).await {
+            Ok(_) => {
+                self.counters.rx_packets += 1;
+                self.counters.rx_bytes += inner.len() as u64;
+            }
+            Err(e) => {
+                warn!("tun send: {e}");
+                self.counters.drop("tun write failed");
+            }
+        }
+    }
+
+    async fn drain(&mut self) {
+        while let Some(t) = self.client.poll_transmit() {
+            // Linux sends from a device-bound socket even without a route, as if the
+            // destination were on the link, and the request dies in ARP. Until the
+            // interface has a route to the home agent (a DHCP client or the lab adds
+            // it a moment after the address), hold the request and try again soon.
+            if !has_route(&self.file.mn.interface, *t.dst.ip()) {
+                self.counters.drop("no route to the home agent yet");
+                self.resend_at = Some(Instant::now() + Duration::from_millis(20));
+                continue;
+            }
+            match &self.socks {
+                Some(s) => {
+                    if let Err(e) = s.udp.send_to(&t.payload, t.dst).await {
+                        debug!("registration send: {e}");
+                        // The interface has its address but not yet its routes (a DHCP
+                        // client or the lab sets them a moment later): the request never
+                        // left, so try again shortly instead of waiting a full timeout.
+                        if matches!(
+                            e.raw_os_error(),
+                            Some(libc::ENETUNREACH) | Some(libc::EHOSTUNREACH)
+                        ) {
+                            self.counters.drop("no route to the home agent yet");
+                            self.resend_at = Some(Instant::now() + Duration::from_millis(20));
+                        }
+                    }
+                }
+                None => self.counters.drop("registration with no socket"),
+            }
+        }
+        while let Some(e) = self.client.poll_event() {
+            self.on_client_event(e).await;
+        }
+    }
+
+    async fn on_client_event(&mut self, e: ClientEvent) {
+        match e {
+            ClientEvent::Registered {
+                care_of,
+                lifetime,
+                tnc,
+                ..
+            } => {
+                self.counters.registrations_ok += 1;
+                if let Some(t) = self.register_started.take() {
+                    self.last_rtt = Some(t.elapsed());
+                }
+                if self.mode == Mode::Colocated(care_of) {
+                    if !self.open {
+                        info!(care_of = %care_of, lifetime, tnc, rtt_ms = ?self.last_rtt.map(|d| d.as_secs_f64() * 1e3), "registered");
+                    }
+                    self.open = true;
+                }
+            }
+            ClientEvent::Deregistered => {
+                self.counters.registrations_ok += 1;
+                if let Some(t) = self.register_started.take() {
+                    self.last_rtt = Some(t.elapsed());
+                }
+                info!("deregistered at home");
+                self.announce_home().await;
+            }
+            ClientEvent::Denied {
+                code,
+                authenticated,
+            } => {
+                self.counters.registrations_failed += 1;
+                warn!(%code, authenticated, "registration denied; retrying in 5 s");
+                self.open = false;
+                self.retry_at = Some(Instant::now() + Duration::from_secs(5));
+            }
+            ClientEvent::TimedOut { attempts } => {
+                self.counters.registrations_failed += 1;
+                warn!(attempts, "no reply from the home agent; retrying");
+                if !self.client.is_registered(Instant::now()) {
+                    self.open = false;
+                }
+                self.retry_at = Some(Instant::now() + Duration::from_secs(1));
+            }
+            ClientEvent::Expired => {
+                warn!("registration expired");
+                self.open = false;
+                self.retry_at = Some(Instant::now());
+            }
+            ClientEvent::Resynchronized { clock_offset } => {
+                info!(
+                    clock_offset,
+                    "Identification resynchronised with the home agent's clock"
+                );
+            }
+        }
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let m = &self.file.mn;
+        let drops: BTreeMap<String, u64> = self
+            .counters
+            .drops
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), *v))
+            .collect();
+        let cs = self.client.stats();
+        json!({
+            "role": "mn",
+            "mode": self.mode.name(),
+            "registered": self.open || (self.mode == Mode::Home && !self.client.is_pending()),
+            "care_of": match self.mode { Mode::Colocated(a) => Some(a.to_string()), _ => None },
+            "home_address": m.home_address.to_string(),
+            "home_agent": m.home_agent.to_string(),
+            "last_registration_rtt_ms": self.last_rtt.map(|d| (d.as_secs_f64() * 1e3 * 1000.0).round() / 1000.0),
+            "counters": {
+                "registrations_ok": self.counters.registrations_ok,
+                "registrations_failed": self.counters.registrations_failed,
+                "requests_sent": cs.requests,
+                "retransmissions": cs.retransmissions,
+                "moves": self.counters.moves,
+                "tx_packets": self.counters.tx_packets,
+                "tx_bytes": self.counters.tx_bytes,
+                "rx_packets": self.counters.rx_packets,
+                "rx_bytes": self.counters.rx_bytes,
+                "drops": drops,
+                "reply_drops": cs.drops.iter().map(|(k, v)| (format!("{k:?}"), *v)).collect::<BTreeMap<_, _>>(),
+            }
+        })
+    }
+
+    async fn cleanup(&mut self) {
+        self.remove_routes().await;
+        info!("mobile node stopped; routes removed");
+    }
+}
+
+/// True if the main routing table has a route through `iface` that covers `dst`
+/// (from /proc/net/route, which lists the main table).
+fn has_route(iface: &str, dst: Ipv4Addr) -> bool {
+    let Ok(text) = std::fs::read_to_string("/proc/net/route") else {
+        return true;
+    };
+    let dst = u32::from_le_bytes(dst.octets());
+    text.lines().skip(1).any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f.len() < 8 || f[0] != iface {
+            return false;
+        }
+        let (Ok(d), Ok(m)) = (u32::from_str_radix(f[1], 16), u32::from_str_radix(f[7], 16)) else {
+            return false;
+        };
+        dst & m == d & m
+    })
+}
