@@ -1,0 +1,195 @@
+//! `mipsec-lab bench`: registration round trip, interruption per move type, and TCP
+//! throughput through the HA tunnel versus plain routing in the same lab.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::mip::{self, Request, FLAG_D, FLAG_T, PROBE_HOA, PROBE_KEY, PROBE_SPI};
+use crate::netns::{self, other, Result};
+use crate::scenario::MipLab;
+use crate::topo::{Segment, CN_ADDR, HA_ADDR, MN_HOME};
+use crate::traffic::{Client, ClientOpts};
+
+#[derive(Debug, Clone)]
+pub struct BenchOpts {
+    /// How many times the move cycle home -> int-a -> int-b -> home is repeated.
+    pub repeat: usize,
+    /// Seconds per throughput measurement.
+    pub secs: f64,
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let i = ((v.len() - 1) as f64 * p).round() as usize;
+    v.get(i).copied().unwrap_or(f64::NAN)
+}
+
+/// Registration round trips (ms) of `n` authenticated requests (deregistrations of the
+/// lab's probe entry) sent from the CN namespace to the HA.
+pub fn registration_rtts(ml: &MipLab, n: usize) -> Result<(Vec<f64>, Vec<u8>)> {
+    let h = netns::spawn_in(&ml.lab.ns("cn"), move || {
+        let key = mip::key_bytes(PROBE_KEY);
+        let mut rtts = Vec::new();
+        let mut codes = Vec::new();
+        for _ in 0..n {
+            let r = Request {
+                flags: FLAG_D | FLAG_T,
+                lifetime: 0,
+                home_address: PROBE_HOA,
+                home_agent: HA_ADDR,
+                care_of: CN_ADDR,
+                identification: mip::timestamp_id(),
+            };
+            let msg = mip::encode_request(&r, PROBE_SPI, &key);
+            if let Some((reply, rtt)) = mip::exchange(CN_ADDR, &msg, Duration::from_secs(1))? {
+                rtts.push(rtt.as_secs_f64() * 1e3);
+                codes.push(mip::reply_code(&reply).unwrap_or(255));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok((rtts, codes))
+    });
+    h.join().map_err(|_| other("rtt thread panicked"))?
+}
+
+fn throughput(ml: &MipLab, up: bool, secs: f64) -> Result<f64> {
+    let mut c = Client::start(
+        &ml.lab.ns("mn"),
+        &ClientOpts {
+            bind: Some(MN_HOME),
+            cn: CN_ADDR,
+            rate: 0,
+            up,
+            down: !up,
+            probe_interval: None,
+        },
+    )?;
+    // Skip slow start.
+    std::thread::sleep(Duration::from_millis(300));
+    let (u0, d0) = c.bytes();
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    let (u1, d1) = c.bytes();
+    let el = t0.elapsed().as_secs_f64();
+    let rec = c.stop();
+    if !rec.faults.is_empty() {
+        return Err(other(format!(
+            "TCP fault during throughput run: {:?}",
+            rec.faults
+        )));
+    }
+    let bytes = if up { u1 - u0 } else { d1 - d0 };
+    Ok(bytes as f64 * 8.0 / el / 1e6)
+}
+
+/// Runs the whole bench and prints the figures.
+pub fn run(exe: &Path, o: &BenchOpts) -> Result<()> {
+    let mut ml = MipLab::start(exe, true, 300)?;
+    println!("mipsec-lab bench: lab {}", ml.lab.prefix);
+
+    // 1. Registration round trip.
+    let (mut rtts, codes) = registration_rtts(&ml, 50)?;
+    let accepted = codes.iter().filter(|c| **c < 2).count();
+    println!(
+        "registration round trip (CN -> HA, HMAC-MD5, {} replies of 50, {} accepted): median {:.3} ms, p90 {:.3} ms, max {:.3} ms",
+        rtts.len(),
+        accepted,
+        pct(&mut rtts, 0.5),
+        pct(&mut rtts, 0.9),
+        pct(&mut rtts, 1.0)
+    );
+
+    // 2. Interruption and registration completion per move type.
+    let mut c = Client::start(
+        &ml.lab.ns("mn"),
+        &ClientOpts {
+            bind: Some(MN_HOME),
+            cn: CN_ADDR,
+            rate: 0,
+            up: false,
+            down: false,
+            probe_interval: Some(Duration::from_millis(5)),
+        },
+    )?;
+    std::thread::sleep(Duration::from_millis(500));
+    let mut marks = Vec::new();
+    for _ in 0..o.repeat {
+        for to in [Segment::IntA, Segment::IntB, Segment::Home] {
+            let from = ml.lab.mn_segment;
+            let t = c.now_us();
+            ml.lab.move_mn(to)?;
+            let done = ml.wait_mn(Duration::from_secs(10), |v| match to {
+                Segment::Home => MipLab::at_home(v),
+                s => MipLab::registered_at(v, s.mn_addr()),
+            });
+            let reg_ms = done.map(|d| d.1.as_secs_f64() * 1e3).unwrap_or(f64::NAN);
+            std::thread::sleep(Duration::from_millis(1500));
+            marks.push((from, to, t, reg_ms));
+        }
+    }
+    let end = c.now_us();
+    let rec = c.stop();
+    println!(
+        "interruption per move type (probe every 5 ms; {} cycles):",
+        o.repeat
+    );
+    for (kind, from, to) in [
+        ("home -> away (register)", Segment::Home, Segment::IntA),
+        ("away -> away (re-register)", Segment::IntA, Segment::IntB),
+        ("away -> home (deregister)", Segment::IntB, Segment::Home),
+    ] {
+        let mut gaps = Vec::new();
+        let mut regs = Vec::new();
+        for (i, m) in marks.iter().enumerate() {
+            if m.0 == from && m.1 == to {
+                let stop = marks.get(i + 1).map_or(end, |n| n.2);
+                gaps.push(rec.max_gap_ms(m.2, stop));
+                regs.push(m.3);
+            }
+        }
+        println!(
+            "  {kind:<28} interruption median {:>6.0} ms max {:>6.0} ms | status shows new state after median {:>6.0} ms",
+            pct(&mut gaps.clone(), 0.5),
+            pct(&mut gaps, 1.0),
+            pct(&mut regs, 0.5)
+        );
+    }
+
+    // 3. Throughput: plain routing (MN at home, the daemon does not tunnel) vs tunnel.
+    if ml.lab.mn_segment != Segment::Home {
+        ml.lab.move_mn(Segment::Home)?;
+    }
+    ml.wait_mn(Duration::from_secs(10), MipLab::at_home)?;
+    std::thread::sleep(Duration::from_millis(500));
+    let plain_up = throughput(&ml, true, o.secs)?;
+    let plain_down = throughput(&ml, false, o.secs)?;
+    ml.lab.move_mn(Segment::IntA)?;
+    ml.wait_mn(Duration::from_secs(10), |v| {
+        MipLab::registered_at(v, Segment::IntA.mn_addr())
+    })?;
+    std::thread::sleep(Duration::from_millis(500));
+    let tun_up = throughput(&ml, true, o.secs)?;
+    let tun_down = throughput(&ml, false, o.secs)?;
+    println!(
+        "TCP throughput MN <-> CN ({:.0} s each, one connection):",
+        o.secs
+    );
+    println!(
+        "  plain routing (MN at home):        up {plain_up:>8.0} Mbit/s  down {plain_down:>8.0} Mbit/s"
+    );
+    println!(
+        "  HA tunnel (MN at int-a, IP-in-IP):  up {tun_up:>8.0} Mbit/s  down {tun_down:>8.0} Mbit/s"
+    );
+    println!(
+        "  ratio tunnel/plain:                 up {:>8.2}         down {:>8.2}",
+        tun_up / plain_up,
+        tun_down / plain_down
+    );
+    if let Ok(h) = ml.ha_status() {
+        println!("HA status: {h}");
+    }
+    Ok(())
+}

@@ -1,0 +1,136 @@
+//! `mipsec-lab`: the network-namespace lab's command line. See README.md.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use lab::scenario::{self, DemoOpts};
+use lab::topo::Segment;
+use lab::{netns, traffic};
+
+const USAGE: &str = "usage:
+  mipsec-lab demo [--stay SECS] [--rate MBPS] [--bound MS] [--stall MS] [--probe-ms MS]
+                  [--lifetime SECS] [--moves int-a,int-b,home] [--plain] [--capture FILE] [--keep]
+  mipsec-lab bench [--repeat N] [--secs SECS]
+  mipsec-lab up [--plain]          build the lab (and daemons) and wait for Ctrl-C
+  mipsec-lab cleanup [--all]       remove leftovers of earlier runs (--all: also live ones)
+  mipsec-lab mipsec <args...>      the mipsec CLI (daemons, status)
+  mipsec-lab serve [--tcp PORT] [--udp PORT]   CN helper: TCP sink/source + UDP echo";
+
+fn main() -> ExitCode {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("mipsec") {
+        let rest = std::env::args_os().skip(2);
+        let code = mipsec::cli::run(std::iter::once("mipsec".into()).chain(rest));
+        std::process::exit(code);
+    }
+    if args.is_empty() {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    }
+    let cmd = args.remove(0);
+    match run(&cmd, &args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("mipsec-lab {cmd}: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn opt<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
+}
+
+fn num<T: std::str::FromStr>(args: &[String], name: &str, dflt: T) -> Result<T, String> {
+    match opt(args, name) {
+        None => Ok(dflt),
+        Some(v) => v.parse().map_err(|_| format!("bad value for {name}: {v}")),
+    }
+}
+
+fn flag(args: &[String], name: &str) -> bool {
+    args.iter().any(|a| a == name)
+}
+
+fn exe() -> lab::Result<PathBuf> {
+    Ok(std::env::current_exe()?)
+}
+
+fn run(cmd: &str, args: &[String]) -> lab::Result<ExitCode> {
+    let bad = |e: String| lab::Error::Other(e);
+    match cmd {
+        "serve" => {
+            traffic::serve(
+                num(args, "--tcp", traffic::TCP_PORT).map_err(bad)?,
+                num(args, "--udp", traffic::UDP_PORT).map_err(bad)?,
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        "cleanup" => {
+            let removed = netns::cleanup_leftovers(flag(args, "--all"));
+            if removed.is_empty() {
+                println!("no leftovers");
+            }
+            for p in removed {
+                println!("removed {p}*");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        "demo" => {
+            let d = DemoOpts::default();
+            let moves = match opt(args, "--moves") {
+                None => d.moves.clone(),
+                Some(m) => m
+                    .split(',')
+                    .map(|s| Segment::parse(s).ok_or_else(|| bad(format!("bad segment {s}"))))
+                    .collect::<lab::Result<Vec<_>>>()?,
+            };
+            let o = DemoOpts {
+                stay: Duration::from_secs_f64(
+                    num(args, "--stay", d.stay.as_secs_f64()).map_err(bad)?,
+                ),
+                probe_interval: Duration::from_millis(num(args, "--probe-ms", 5u64).map_err(bad)?),
+                rate: (num(args, "--rate", d.rate as f64 / 1e6).map_err(bad)? * 1e6) as u64,
+                bound_ms: num(args, "--bound", d.bound_ms).map_err(bad)?,
+                stall_ms: num(args, "--stall", d.stall_ms).map_err(bad)?,
+                plain: flag(args, "--plain"),
+                lifetime: num(args, "--lifetime", d.lifetime).map_err(bad)?,
+                moves,
+                capture: opt(args, "--capture").map(PathBuf::from),
+                keep: flag(args, "--keep"),
+            };
+            let rep = scenario::run_demo(&exe()?, &o)?;
+            print!("{}", rep.render(&o));
+            Ok(if rep.passed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        "bench" => {
+            let o = lab::bench::BenchOpts {
+                repeat: num(args, "--repeat", 3usize).map_err(bad)?,
+                secs: num(args, "--secs", 3.0f64).map_err(bad)?,
+            };
+            lab::bench::run(&exe()?, &o)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        "up" => {
+            let ml = scenario::MipLab::start(&exe()?, !flag(args, "--plain"), 300)?;
+            println!(
+                "lab {} is up: namespaces {}{{sw,rt,ha,mn,cn}}, files in {}; Ctrl-C removes it",
+                ml.lab.prefix,
+                ml.lab.prefix,
+                ml.lab.dir.display()
+            );
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        }
+        _ => Err(bad(format!("unknown command {cmd}\n{USAGE}"))),
+    }
+}

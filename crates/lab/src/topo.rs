@@ -1,0 +1,330 @@
+//! The lab topology: five namespaces (switch, router, HA, MN, CN), four bridged segments
+//! inside the switch namespace, and MN moves between segments.
+//!
+//! ```text
+//!   home 10.10.0.0/24        int-a 10.20.0.0/24   int-b 10.30.0.0/24   servers 10.40.0.0/24
+//!   [br-home]                [br-inta]            [br-intb]            [br-srv]
+//!    |  ha  |  mn(port moves)    |                    |                   |  cn
+//!   HA .1   MN .100 / .50 / .50  |                    |                  CN .10
+//!    +--------- rt eth0 .254 --- rt eth1 .254 ------- rt eth2 .254 ------ rt eth3 .254
+//! ```
+
+use std::fs::File;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::netns::{self, ip, other, Result};
+
+/// A segment the MN can be attached to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Segment {
+    Home,
+    IntA,
+    IntB,
+}
+
+impl Segment {
+    pub fn name(self) -> &'static str {
+        match self {
+            Segment::Home => "home",
+            Segment::IntA => "int-a",
+            Segment::IntB => "int-b",
+        }
+    }
+    fn bridge(self) -> &'static str {
+        match self {
+            Segment::Home => "br-home",
+            Segment::IntA => "br-inta",
+            Segment::IntB => "br-intb",
+        }
+    }
+    /// The address the lab's "DHCP" gives the MN on this segment.
+    pub fn mn_addr(self) -> Ipv4Addr {
+        match self {
+            Segment::Home => MN_HOME,
+            Segment::IntA => Ipv4Addr::new(10, 20, 0, 50),
+            Segment::IntB => Ipv4Addr::new(10, 30, 0, 50),
+        }
+    }
+    /// The segment's router (x.x.x.254).
+    pub fn gateway(self) -> Ipv4Addr {
+        let o = self.mn_addr().octets();
+        Ipv4Addr::new(o[0], o[1], o[2], 254)
+    }
+    pub fn parse(s: &str) -> Option<Segment> {
+        match s {
+            "home" => Some(Segment::Home),
+            "int-a" | "inta" => Some(Segment::IntA),
+            "int-b" | "intb" => Some(Segment::IntB),
+            _ => None,
+        }
+    }
+}
+
+pub const HA_ADDR: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 1);
+pub const MN_HOME: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 100);
+pub const CN_ADDR: Ipv4Addr = Ipv4Addr::new(10, 40, 0, 10);
+
+/// A process the lab started inside one of its namespaces.
+pub struct Proc {
+    pub name: String,
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+/// One running lab. Dropping it kills its processes and deletes its namespaces.
+pub struct Lab {
+    pub prefix: String,
+    /// The `mipsec-lab` executable used for helpers and daemons.
+    pub exe: PathBuf,
+    /// Private directory (configs, sockets, logs) under /run/mipsec-lab.
+    pub dir: PathBuf,
+    pub mn_segment: Segment,
+    procs: Vec<Proc>,
+    keep: bool,
+}
+
+impl Lab {
+    /// Builds the topology with a fresh prefix. The MN starts at home.
+    pub fn build(exe: &Path) -> Result<Lab> {
+        netns::install_signal_cleanup();
+        let prefix = netns::fresh_prefix();
+        let dir = netns::claim_prefix(&prefix)?;
+        netns::register(&prefix);
+        let mut lab = Lab {
+            prefix,
+            exe: exe.to_path_buf(),
+            dir,
+            mn_segment: Segment::Home,
+            procs: Vec::new(),
+            keep: false,
+        };
+        lab.setup()?; // on error, Drop removes whatever exists
+        Ok(lab)
+    }
+
+    /// Namespace name of a role: `sw`, `rt`, `ha`, `mn`, `cn`.
+    pub fn ns(&self, role: &str) -> String {
+        format!("{}{role}", self.prefix)
+    }
+
+    fn setup(&mut self) -> Result<()> {
+        for r in netns::ROLES {
+            ip(&["netns", "add", &self.ns(r)])?;
+        }
+        for r in netns::ROLES {
+            let ns = self.ns(r);
+            let forward = if matches!(r, "rt" | "ha") { "1" } else { "0" };
+            netns::run(
+                "ip",
+                &[
+                    "netns",
+                    "exec",
+                    &ns,
+                    "sysctl",
+                    "-qw",
+                    &format!("net.ipv4.ip_forward={forward}"),
+                    "net.ipv4.conf.all.rp_filter=0",
+                    "net.ipv4.conf.default.rp_filter=0",
+                    "net.ipv6.conf.all.disable_ipv6=1",
+                    "net.ipv6.conf.default.disable_ipv6=1",
+                ],
+            )?;
+            ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+        }
+        let sw = self.ns("sw");
+        for br in ["br-home", "br-inta", "br-intb", "br-srv"] {
+            ip(&[
+                "-n",
+                &sw,
+                "link",
+                "add",
+                br,
+                "type",
+                "bridge",
+                "stp_state",
+                "0",
+            ])?;
+            ip(&[
+                "-n",
+                &sw,
+                "link",
+                "set",
+                br,
+                "type",
+                "bridge",
+                "forward_delay",
+                "0",
+            ])?;
+            ip(&["-n", &sw, "link", "set", br, "up"])?;
+        }
+        // (switch port, namespace, interface, bridge, address/len)
+        let links: [(&str, &str, &str, &str, &str); 7] = [
+            ("ha", "ha", "eth0", "br-home", "10.10.0.1/24"),
+            ("cn", "cn", "eth0", "br-srv", "10.40.0.10/24"),
+            ("rt0", "rt", "eth0", "br-home", "10.10.0.254/24"),
+            ("rt1", "rt", "eth1", "br-inta", "10.20.0.254/24"),
+            ("rt2", "rt", "eth2", "br-intb", "10.30.0.254/24"),
+            ("rt3", "rt", "eth3", "br-srv", "10.40.0.254/24"),
+            ("mn", "mn", "eth0", "br-home", "10.10.0.100/24"),
+        ];
+        for (port, role, ifname, br, addr) in links {
+            let ns = self.ns(role);
+            ip(&[
+                "-n", &sw, "link", "add", port, "type", "veth", "peer", "name", ifname, "netns",
+                &ns,
+            ])?;
+            ip(&["-n", &sw, "link", "set", port, "master", br])?;
+            ip(&["-n", &sw, "link", "set", port, "up"])?;
+            ip(&["-n", &ns, "addr", "add", addr, "dev", ifname])?;
+            ip(&["-n", &ns, "link", "set", ifname, "up"])?;
+        }
+        for (role, gw) in [
+            ("ha", "10.10.0.254"),
+            ("cn", "10.40.0.254"),
+            ("mn", "10.10.0.254"),
+        ] {
+            ip(&["-n", &self.ns(role), "route", "add", "default", "via", gw])?;
+        }
+        Ok(())
+    }
+
+    /// Moves the MN: carrier flip of its switch port onto the other bridge, then "DHCP"
+    /// (flush eth0, add the segment's address and default route). Returns when done.
+    pub fn move_mn(&mut self, to: Segment) -> Result<()> {
+        let sw = self.ns("sw");
+        let mn = self.ns("mn");
+        ip(&["-n", &sw, "link", "set", "mn", "down"])?;
+        ip(&["-n", &sw, "link", "set", "mn", "master", to.bridge()])?;
+        ip(&["-n", &sw, "link", "set", "mn", "up"])?;
+        ip(&["-n", &mn, "addr", "flush", "dev", "eth0"])?;
+        let addr = format!("{}/24", to.mn_addr());
+        ip(&["-n", &mn, "addr", "add", &addr, "dev", "eth0"])?;
+        let gw = to.gateway().to_string();
+        ip(&[
+            "-n", &mn, "route", "replace", "default", "via", &gw, "dev", "eth0",
+        ])?;
+        self.mn_segment = to;
+        Ok(())
+    }
+
+    /// Starts `mipsec-lab <args>` inside namespace `role`; stdout+stderr go to a log file.
+    pub fn spawn(&mut self, role: &str, name: &str, args: &[&str]) -> Result<u32> {
+        let exe = self.exe.clone();
+        self.spawn_prog(role, name, exe.as_os_str(), args)
+    }
+
+    /// Starts any program inside namespace `role`; stdout+stderr go to `<name>.log`.
+    pub fn spawn_prog(
+        &mut self,
+        role: &str,
+        name: &str,
+        prog: &std::ffi::OsStr,
+        args: &[&str],
+    ) -> Result<u32> {
+        let log = self.dir.join(format!("{name}.log"));
+        let out = File::options().create(true).append(true).open(&log)?;
+        let err = out.try_clone()?;
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns(role)])
+            .arg(prog)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        set_pdeathsig(&mut cmd);
+        let child = cmd
+            .spawn()
+            .map_err(|e| other(format!("spawn {name}: {e}")))?;
+        let pid = child.id();
+        self.procs.push(Proc {
+            name: name.to_string(),
+            child,
+            log,
+        });
+        Ok(pid)
+    }
+
+    /// Whether the named process is still running.
+    pub fn is_running(&mut self, name: &str) -> bool {
+        self.procs
+            .iter_mut()
+            .find(|p| p.name == name)
+            .is_some_and(|p| matches!(p.child.try_wait(), Ok(None)))
+    }
+
+    /// Exit status of the named process, if it has exited.
+    pub fn exit_status(&mut self, name: &str) -> Option<std::process::ExitStatus> {
+        self.procs
+            .iter_mut()
+            .find(|p| p.name == name)
+            .and_then(|p| p.child.try_wait().ok().flatten())
+    }
+
+    /// Sends `sig` to the named process and waits (up to 5 s, then SIGKILL) for it to exit.
+    pub fn stop(&mut self, name: &str, sig: i32) -> Option<std::process::ExitStatus> {
+        let idx = self.procs.iter().position(|p| p.name == name)?;
+        let mut p = self.procs.remove(idx);
+        netns::kill(p.child.id() as i32, sig);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Ok(Some(st)) = p.child.try_wait() {
+                return Some(st);
+            }
+            if Instant::now() > deadline {
+                let _ = p.child.kill();
+                return p.child.wait().ok();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The log file of a process started with [`Lab::spawn`].
+    pub fn log_path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.log"))
+    }
+
+    /// Last `n` lines of a process log (for error messages).
+    pub fn log_tail(&self, name: &str, n: usize) -> String {
+        let s = std::fs::read_to_string(self.log_path(name)).unwrap_or_default();
+        let lines: Vec<&str> = s.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// Keep namespaces after drop (debugging); `mipsec-lab cleanup --all` removes them.
+    pub fn keep(&mut self) {
+        self.keep = true;
+    }
+
+    /// Stops all processes (SIGTERM, then SIGKILL) and deletes the namespaces.
+    pub fn destroy(&mut self) {
+        let names: Vec<String> = self.procs.iter().map(|p| p.name.clone()).collect();
+        for n in names.iter().rev() {
+            self.stop(n, libc::SIGTERM);
+        }
+        if !self.keep {
+            netns::destroy_prefix(&self.prefix);
+        }
+        netns::unregister(&self.prefix);
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.destroy();
+    }
+}
+
+/// Children die with the lab (even on SIGKILL of the lab).
+pub fn set_pdeathsig(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe and touches only the child.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+}
