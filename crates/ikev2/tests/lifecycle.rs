@@ -379,3 +379,32 @@ fn nat_keepalives_only_from_the_natted_side() {
     assert_eq!(ka[0].1.dst, sa(R_ADDR, 4500));
     assert_eq!(p.r.stats().dropped_malformed, 0);
 }
+
+#[test]
+fn simultaneous_child_rekey_leaves_one_sa() {
+    for seed in 36..46u64 {
+        let mut p = up(seed);
+        let old = Pair::child(&p.i_events).unwrap();
+        p.pump_events_clear();
+        // Both ends start rekeying the same CHILD_SA at the same instant (RFC 7296 2.8.1).
+        p.i.rekey_child(p.now, old.spi_in);
+        p.r.rekey_child(p.now, old.spi_out);
+        p.run(Duration::from_secs(3));
+        let (ci, cr) = (p.i.child_sas(), p.r.child_sas());
+        assert_eq!(
+            ci.len(),
+            1,
+            "seed {seed}: {:?}\n{:?}",
+            p.i_events,
+            p.r_events
+        );
+        assert_eq!(cr.len(), 1, "seed {seed}");
+        assert_mirror(&ci[0], &cr[0]);
+        assert_ne!(ci[0].spi_in, old.spi_in);
+        // both redundant SAs were announced and then removed again
+        assert_eq!(rekeyed(&p.i_events).len(), 2, "seed {seed}");
+        assert_eq!(child_downs(&p.i_events).len(), 2, "seed {seed}");
+        assert_eq!(child_downs(&p.r_events).len(), 2, "seed {seed}");
+        assert_eq!(Pair::down(&p.i_events), None);
+    }
+}

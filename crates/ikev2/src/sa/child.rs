@@ -38,6 +38,9 @@ pub(crate) struct RekeyChild {
     pub share: Option<KeyShare>,
     pub ts_local: Vec<TrafficSelector>,
     pub ts_remote: Vec<TrafficSelector>,
+    /// Set when the peer rekeyed the same CHILD_SA meanwhile (RFC 7296 2.8.1): the nonces
+    /// of its exchange.
+    pub collision: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 #[derive(Debug)]
@@ -221,6 +224,7 @@ impl IkeSa {
             share,
             ts_local,
             ts_remote,
+            collision: None,
         };
         self.send_request(
             now,
@@ -288,10 +292,23 @@ impl IkeSa {
             nr: nr.to_vec(),
             gir,
         };
+        let ours_lost = r.collision.as_ref().is_some_and(|(peer_ni, our_nr)| {
+            // RFC 7296 2.8.1: the SA created with the lowest of the four nonces is redundant
+            // and is closed by the node that created it.
+            let ours = input.ni.as_slice().min(input.nr.as_slice());
+            let theirs = peer_ni.as_slice().min(our_nr.as_slice());
+            ours < theirs
+        });
         if let Some(info) = self.make_child(input, Some(true)) {
+            let new_spi = info.spi_in;
             self.install_child(now, info, Some(r.old_spi_in));
-            // The exchange initiator deletes the old SA (RFC 7296 1.3.3).
-            self.work.push_back(Work::DeleteChild(r.old_spi_in));
+            if ours_lost {
+                // Our new SA is the redundant one; the peer deletes the old SA.
+                self.work.push_back(Work::DeleteChild(new_spi));
+            } else {
+                // The exchange initiator deletes the old SA (RFC 7296 1.3.3).
+                self.work.push_back(Work::DeleteChild(r.old_spi_in));
+            }
         }
     }
 
@@ -370,6 +387,7 @@ impl IkeSa {
         c.rekeyed = true;
         let (ts_local, ts_remote) = (c.info.ts_local.clone(), c.info.ts_remote.clone());
         let nr = nonce(&mut self.rng);
+        let nr_for_collision = nr.clone();
         let spi_in = super::child_spi(&mut self.rng);
         let mut p = vec![
             proposal::chosen_esp_payload(&suite, num, spi_in),
@@ -389,8 +407,19 @@ impl IkeSa {
             nr,
             gir,
         };
+        let peer_ni = input.ni.clone();
         if let Some(info) = self.make_child(input, Some(false)) {
             self.install_child(now, info, Some(old_spi_in));
+        }
+        // Simultaneous rekeying of the same CHILD_SA by both ends?
+        if let Some(super::Outstanding {
+            kind: Pending::RekeyChild(r),
+            ..
+        }) = self.outstanding.as_mut()
+        {
+            if r.old_spi_in == old_spi_in {
+                r.collision = Some((peer_ni, nr_for_collision));
+            }
         }
     }
 
@@ -528,7 +557,16 @@ impl IkeSa {
         let Some(peer_spi) = peer_spi.filter(|s| *s != 0) else {
             return reply(self, NotifyType::INVALID_SYNTAX, vec![]);
         };
-        if self.outstanding.is_some() || self.retired.is_some() {
+        let busy = matches!(
+            self.outstanding.as_ref().map(|o| &o.kind),
+            Some(
+                Pending::RekeyIke(_)
+                    | Pending::RekeyChild(_)
+                    | Pending::DeleteChild { .. }
+                    | Pending::UpdateAddresses
+            )
+        );
+        if busy || self.retired.is_some() {
             // Simultaneous rekeying is not handled; ask the peer to retry (RFC 7296 2.25).
             return reply(self, NotifyType::TEMPORARY_FAILURE, vec![]);
         }
