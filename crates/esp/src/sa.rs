@@ -327,14 +327,20 @@ impl OutboundSa {
         self.iv.fill_iv(seq, iv)?;
         let pad = wire::pad_len(payload_len, self.transform.align());
         let icv_len = self.transform.icv_len();
+        let payload_end = buf.len();
         buf.reserve(pad + TRAILER_LEN + icv_len);
         wire::push_trailer(buf, pad, next_header);
         buf.resize(buf.len() + icv_len, 0);
         let esn_hi = self.cfg.esn.then_some((seq >> 32) as u32);
-        let packet = buf
-            .get_mut(start..)
-            .ok_or(EspError::TooShort { len: 0, min: start })?;
-        self.transform.seal(esn_hi, packet)?;
+        let sealed = match buf.get_mut(start..) {
+            Some(packet) => self.transform.seal(esn_hi, packet),
+            None => Err(EspError::TooShort { len: 0, min: start }),
+        };
+        if let Err(e) = sealed {
+            // Leave the caller's inner packet as it was (the trailer came off again).
+            buf.truncate(payload_end);
+            return Err(e);
+        }
         self.seq = seq;
         self.stats.packets += 1;
         self.stats.bytes += payload_len as u64;

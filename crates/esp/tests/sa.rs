@@ -563,3 +563,35 @@ fn sas_can_move_between_threads() {
     sync::<InboundSa>();
     send::<Sad>();
 }
+
+/// An IV source that fails once, like an RNG that is not ready.
+struct FlakyIv(bool);
+
+impl esp::IvSource for FlakyIv {
+    fn fill_iv(&mut self, seq: u64, iv: &mut [u8]) -> Result<(), EspError> {
+        if std::mem::replace(&mut self.0, false) {
+            return Err(EspError::IvSource);
+        }
+        esp::SeqIv.fill_iv(seq, iv)
+    }
+}
+
+#[test]
+fn failing_iv_source_consumes_no_sequence_number() {
+    let now = Instant::now();
+    let cfg = SaConfig::new(SPI, Suite::AesCbc128HmacSha1);
+    let (enc, integ) = keys(cfg.suite);
+    let mut tx =
+        OutboundSa::with_iv_source(cfg, &enc, &integ, now, Box::new(FlakyIv(true))).unwrap();
+    let p = inner(40, 0);
+    let mut buf = vec![0u8; 24];
+    buf.extend_from_slice(&p);
+    assert_eq!(
+        tx.seal_in_place(now, 4, &mut buf, 24),
+        Err(EspError::IvSource)
+    );
+    assert_eq!(&buf[24..], &p[..], "inner packet untouched");
+    assert_eq!(tx.next_seq(), 1);
+    let r = tx.seal_in_place(now, 4, &mut buf, 24).unwrap();
+    assert_eq!(&buf[r.start + 4..r.start + 8], &1u32.to_be_bytes());
+}
