@@ -68,6 +68,17 @@ impl Lab {
         a.extend_from_slice(&["--uri", &uri]);
         sh(&a).unwrap()
     }
+    /// swanctl commands that wait for an exchange (terminate) run in the background while
+    /// the client keeps answering.
+    fn swanctl_bg(&self, args: &[&str]) -> Child {
+        Command::new("swanctl")
+            .args(args)
+            .args(["--uri", &self.uri()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("charon.log")).unwrap_or_default()
     }
@@ -730,6 +741,42 @@ fn strongswan_mobike_address_change() {
         "{:?}",
         c.events
     );
+    // The gateway deletes the CHILD_SA, then the IKE SA.
+    c.events.clear();
+    let spis: Vec<u32> = c.ike.child_sas().iter().map(|x| x.spi_in).collect();
+    assert_eq!(spis.len(), 1, "{:?}", c.ike.child_sas());
+    let mut cmd = lab.swanctl_bg(&["--terminate", "--child", "net"]);
+    c.drive(Duration::from_secs(5), |e| {
+        has(e, |x| matches!(x, Event::ChildSaDown { .. }))
+    });
+    assert!(
+        has(
+            &c.events,
+            |x| matches!(x, Event::ChildSaDown { spi_in, .. } if *spi_in == spis[0])
+        ),
+        "{:?}\n{}",
+        c.events,
+        lab.log()
+    );
+    assert!(c.ike.child_sas().is_empty());
+    c.drive(Duration::from_millis(500), |_| false);
+    assert!(cmd.wait().unwrap().success());
+    let mut cmd = lab.swanctl_bg(&["--terminate", "--ike", "rw"]);
+    c.drive(Duration::from_secs(5), |e| {
+        has(e, |x| matches!(x, Event::IkeSaDown { .. }))
+    });
+    assert!(
+        has(&c.events, |x| matches!(
+            x,
+            Event::IkeSaDown { error: None, .. }
+        )),
+        "{:?}\n{}",
+        c.events,
+        lab.log()
+    );
+    assert!(c.ike.is_closed());
+    assert!(cmd.wait().unwrap().success());
+    assert!(!lab.log().contains("retransmit"), "{}", lab.log());
 }
 
 #[test]
