@@ -45,6 +45,10 @@ impl Drop for Lab {
         let _ = sh(&["ip", "netns", "del", &format!("{}gw", self.name)]);
         let _ = sh(&["ip", "netns", "del", &format!("{}cl", self.name)]);
         let _ = sh(&["ip", "netns", "del", &format!("{}rt", self.name)]);
+        // Keep charon's log when the test failed.
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
