@@ -408,3 +408,40 @@ fn simultaneous_child_rekey_leaves_one_sa() {
         assert_eq!(Pair::down(&p.i_events), None);
     }
 }
+
+#[test]
+fn simultaneous_ike_rekey_resolves_by_retry() {
+    let (mut ci, mut cr) = configs(DhId::CURVE25519);
+    ci.ike_lifetime = Some(Duration::from_secs(60));
+    cr.ike_lifetime = Some(Duration::from_secs(60));
+    let mut p = Pair::new(ci, cr, 47);
+    p.run(Duration::from_secs(2));
+    let old = p.i.spis();
+    // Both start rekeying the IKE SA at the same instant.
+    p.i.rekey_ike(p.now);
+    p.r.rekey_ike(p.now);
+    p.run(Duration::from_secs(30));
+    let n = |ev: &[Event]| {
+        ev.iter()
+            .filter(|e| matches!(e, Event::IkeSaRekeyed { .. }))
+            .count()
+    };
+    assert_eq!(n(&p.i_events), 1, "{:?}", p.i_events);
+    assert_eq!(n(&p.r_events), 1, "{:?}", p.r_events);
+    assert_ne!(p.i.spis(), old);
+    assert_eq!(Pair::down(&p.i_events), None);
+    assert_eq!(p.r.sa_count(), 1);
+    assert_eq!(p.i.child_sas().len(), 1);
+}
+
+#[test]
+fn no_credentials_no_auth() {
+    let (mut ci, cr) = configs(DhId::CURVE25519);
+    ci.psk.clear();
+    let mut p = Pair::new(ci, cr, 48);
+    p.run(Duration::from_secs(2));
+    assert!(matches!(
+        Pair::down(&p.i_events),
+        Some(Some(ikev2::IkeError::Protocol(_)))
+    ));
+}

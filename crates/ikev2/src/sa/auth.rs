@@ -97,6 +97,8 @@ impl IkeSa {
                     data: cert::sign(c, &signed).ok()?,
                 },
             ],
+            // Never authenticate with an empty key.
+            None if cfg.psk.is_empty() => return None,
             None => vec![Payload::Auth {
                 method: AuthMethod::SHARED_KEY_MIC,
                 data: psk_auth(self.suite_prf()?, &cfg.psk, &signed),

@@ -2,7 +2,7 @@
 //! (RFC 7296 1.3, 2.8, 2.9, 2.17, 2.18).
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rand::SeedableRng;
 
@@ -478,6 +478,15 @@ impl IkeSa {
         );
     }
 
+    fn retry_rekey_ike(&mut self, now: Instant) {
+        let jitter =
+            Duration::from_millis(5000 + u64::from(rand::RngCore::next_u32(&mut self.rng) % 15000));
+        match self.cfg.ike_lifetime {
+            Some(iv) => self.created = now.checked_sub(iv).map_or(now, |t| t + jitter),
+            None => self.created = now,
+        }
+    }
+
     pub(super) fn handle_rekey_ike_response(
         &mut self,
         now: Instant,
@@ -486,8 +495,9 @@ impl IkeSa {
     ) {
         let parts = Parts::of(&payloads);
         let (Some(sa), Some(nr), Some((g, data))) = (parts.sa, parts.nonce, parts.ke) else {
-            // Keep the current SA; try again later.
-            self.created = now;
+            // Keep the current SA and try again after a random 5..20 s (RFC 7296 2.25:
+            // TEMPORARY_FAILURE, e.g. a rekey collision), or at the next lifetime.
+            self.retry_rekey_ike(now);
             return;
         };
         let Some(suite) = proposal::accept_ike(sa, &self.cfg.ike_proposals) else {
