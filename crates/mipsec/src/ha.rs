@@ -35,6 +35,68 @@ use tracing::{debug, info, warn};
 
 /// MTU of the tunnel device: 1500 minus the 20-octet outer IPv4 header.
 pub const TUNNEL_MTU: u32 = 1480;
+/// Transmit queue of the tunnel devices, packets.
+pub(crate) const TUN_QUEUE: i32 = 4000;
+/// Packets handled per wakeup before the event loop looks at other inputs.
+pub(crate) const BATCH: usize = 64;
+/// Socket buffer for the data-path sockets: absorbs bursts while the loop is busy.
+pub(crate) const SOCKET_BUFFER: i32 = 4 << 20;
+
+/// Sets a device's transmit queue length (`ip link set DEV txqueuelen N`). The
+/// tunnel device's queue is where packets wait for the daemon; the default 500
+/// overflows under a TCP burst and every overflow costs the sender a retransmission.
+pub(crate) fn set_txqueuelen(dev: &str, len: i32) {
+    #[repr(C)]
+    struct IfReqQlen {
+        name: [libc::c_char; libc::IFNAMSIZ],
+        qlen: libc::c_int,
+        _pad: [u8; 20],
+    }
+    let mut req = IfReqQlen {
+        name: [0; libc::IFNAMSIZ],
+        qlen: len,
+        _pad: [0; 20],
+    };
+    for (d, s) in req
+        .name
+        .iter_mut()
+        .zip(dev.bytes().take(libc::IFNAMSIZ - 1))
+    {
+        *d = s as libc::c_char;
+    }
+    // SAFETY: a throwaway datagram socket, closed below; `req` is a valid ifreq.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+        if fd < 0 {
+            return;
+        }
+        if libc::ioctl(fd, libc::SIOCSIFTXQLEN as _, &mut req) != 0 {
+            debug!("txqueuelen of {dev}: {}", std::io::Error::last_os_error());
+        }
+        libc::close(fd);
+    }
+}
+
+/// Enlarges a socket's buffers beyond `rmem_max`/`wmem_max` (needs CAP_NET_ADMIN).
+pub(crate) fn enlarge_buffers(fd: std::os::fd::BorrowedFd<'_>) {
+    use std::os::fd::AsRawFd;
+    for opt in [libc::SO_RCVBUFFORCE, libc::SO_SNDBUFFORCE] {
+        let v: libc::c_int = SOCKET_BUFFER;
+        // SAFETY: a valid socket fd, and a pointer to a c_int with its size.
+        let r = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&v as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            debug!("socket buffer: {}", std::io::Error::last_os_error());
+        }
+    }
+}
 
 /// Runs the home agent until SIGINT or SIGTERM.
 pub fn run(config: &Path) -> Result<(), String> {
@@ -162,6 +224,7 @@ impl Daemon {
         )
         .map_err(io_err("tunnel device"))?;
         let tun_ifindex = tun.ifindex().map_err(io_err("tunnel device"))?;
+        set_txqueuelen(&h.tunnel_device, TUN_QUEUE);
         write_sysctl("/proc/sys/net/ipv4/ip_forward", "1");
         write_sysctl(
             &format!("/proc/sys/net/ipv4/conf/{}/rp_filter", h.tunnel_device),
@@ -187,6 +250,7 @@ impl Daemon {
             },
         )
         .map_err(io_err("raw IP-in-IP socket"))?;
+        enlarge_buffers(std::os::fd::AsFd::as_fd(&raw));
         let (ctl_tx, ctl_rx) = mpsc::channel(8);
         let ctl = match &h.control_socket {
             Some(p) => Some(
@@ -241,11 +305,24 @@ impl Daemon {
                     Err(e) => warn!("udp receive: {e}"),
                 },
                 r = self.raw.recv_from(&mut rbuf) => match r {
-                    Ok((n, src)) => self.on_raw(src, &rbuf[..n]).await,
+                    Ok((n, src)) => {
+                        self.on_raw(src, &rbuf[..n]).await;
+                        // Drain what else is queued before going back to select.
+                        for _ in 0..BATCH {
+                            let Ok((n, src)) = self.raw.try_recv_from(&mut rbuf) else { break };
+                            self.on_raw(src, &rbuf[..n]).await;
+                        }
+                    }
                     Err(e) => warn!("raw receive: {e}"),
                 },
                 r = self.tun.recv(&mut tbuf) => match r {
-                    Ok(n) => self.on_tun(&tbuf[..n]).await,
+                    Ok(n) => {
+                        self.on_tun(&tbuf[..n]).await;
+                        for _ in 0..BATCH {
+                            let Ok(n) = self.tun.try_recv(&mut tbuf) else { break };
+                            self.on_tun(&tbuf[..n]).await;
+                        }
+                    }
                     Err(e) => warn!("tun receive: {e}"),
                 },
                 Some(req) = self.ctl_rx.recv() => {

@@ -150,6 +150,7 @@ impl Daemon {
         )
         .map_err(io_err("tunnel device"))?;
         let tun_ifindex = tun.ifindex().map_err(io_err("tunnel device"))?;
+        crate::ha::set_txqueuelen(&m.tunnel_device, crate::ha::TUN_QUEUE);
         if let Err(e) = nl.add_address(tun_ifindex, m.home_address, 32).await {
             debug!("home address on tunnel device: {e}");
         }
@@ -227,42 +228,35 @@ impl Daemon {
                     None => std::future::pending().await,
                 }
             };
-            let udp_recv = async {
-                match &self.socks {
-                    Some(s) => s.udp.recv_from(&mut ubuf).await,
-                    None => std::future::pending().await,
-                }
-            };
-            let raw_recv = async {
-                match self.socks.as_ref().and_then(|s| s.raw.as_ref()) {
-                    Some(r) => r.recv_from(&mut rbuf).await,
-                    None => std::future::pending().await,
-                }
-            };
             tokio::select! {
                 ev = self.events.next() => match ev {
                     Some(ev) => self.on_net_event(ev).await,
                     None => return Err("netlink event stream ended".into()),
                 },
-                r = udp_recv => match r {
+                r = recv_udp(self.socks.as_ref().map(|s| &s.udp), &mut ubuf) => match r {
                     Ok((n, std::net::SocketAddr::V4(from))) => {
-                        let payload = ubuf[..n].to_vec();
-                        self.client.handle_datagram(Instant::now(), SystemTime::now(), from, &payload);
+                        self.client.handle_datagram(Instant::now(), SystemTime::now(), from, &ubuf[..n]);
                     }
                     Ok(_) => {}
                     Err(e) => debug!("registration socket: {e}"),
                 },
-                r = raw_recv => match r {
+                r = recv_raw(self.socks.as_ref().and_then(|s| s.raw.as_ref()), &mut rbuf) => match r {
                     Ok((n, src)) => {
-                        let packet = rbuf[..n].to_vec();
-                        self.on_tunnel(src, &packet).await
+                        self.on_tunnel(src, &rbuf[..n]).await;
+                        for _ in 0..crate::ha::BATCH {
+                            let Some(Ok((n, src))) = self.socks.as_ref().and_then(|s| s.raw.as_ref()).map(|r| r.try_recv_from(&mut rbuf)) else { break };
+                            self.on_tunnel(src, &rbuf[..n]).await;
+                        }
                     }
                     Err(e) => debug!("raw receive: {e}"),
                 },
                 r = self.tun.recv(&mut tbuf) => match r {
                     Ok(n) => {
-                        let packet = tbuf[..n].to_vec();
-                        self.on_user_packet(&packet).await
+                        self.on_user_packet(&tbuf[..n]).await;
+                        for _ in 0..crate::ha::BATCH {
+                            let Ok(n) = self.tun.try_recv(&mut tbuf) else { break };
+                            self.on_user_packet(&tbuf[..n]).await;
+                        }
                     }
                     Err(e) => warn!("tun receive: {e}"),
                 },
@@ -429,6 +423,7 @@ impl Daemon {
                 )
                 .map_err(|e| format!("tunnel socket on {addr}: {e}"))?,
             )
+            .inspect(|r| crate::ha::enlarge_buffers(std::os::fd::AsFd::as_fd(r)))
         } else {
             None
         };
@@ -656,6 +651,23 @@ impl Daemon {
     async fn cleanup(&mut self) {
         self.remove_routes().await;
         info!("mobile node stopped; routes removed");
+    }
+}
+
+async fn recv_udp(
+    sock: Option<&UdpSocket>,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, std::net::SocketAddr)> {
+    match sock {
+        Some(s) => s.recv_from(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn recv_raw(sock: Option<&RawIp>, buf: &mut [u8]) -> std::io::Result<(usize, Ipv4Addr)> {
+    match sock {
+        Some(s) => s.recv_from(buf).await,
+        None => std::future::pending().await,
     }
 }
 
