@@ -181,7 +181,10 @@ mod tests {
         p[8] ^= 1;
         assert!(matches!(
             Ipv4Header::parse(&p),
-            Err(Error::Malformed { field: "header checksum", .. })
+            Err(Error::Malformed {
+                field: "header checksum",
+                ..
+            })
         ));
         p[0] = 0x44;
         assert!(Ipv4Header::parse(&p).is_err());

@@ -54,13 +54,7 @@ pub fn build(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, payload: &[u8
 }
 
 /// Builds IPv4 + UDP around `payload`.
-pub fn build_ipv4(
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-    sport: u16,
-    dport: u16,
-    payload: &[u8],
-) -> Vec<u8> {
+pub fn build_ipv4(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
     ipv4::Ipv4Header::build(
         src,
         dst,
