@@ -204,3 +204,29 @@ fn cbc_sha256_suites_and_sha1() {
     assert_eq!(a.encr_key_in.len(), 16);
     assert_eq!(a.integ_key_in.len(), 32);
 }
+
+#[test]
+fn ipv6_outer_addresses() {
+    use std::net::{Ipv6Addr, SocketAddr};
+    let (ci, cr) = configs(DhId::CURVE25519);
+    #[allow(clippy::disallowed_methods)]
+    let now = std::time::Instant::now();
+    let li = SocketAddr::new(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2).into(), 500);
+    let lr = SocketAddr::new(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1).into(), 500);
+    let mut i = ikev2::Initiator::new(ci, li, lr, [5; 32], now);
+    let mut r = ikev2::Responder::new(cr, [6; 32]);
+    let mut ev = Vec::new();
+    for _ in 0..6 {
+        while let Some(t) = i.poll_transmit() {
+            r.handle_datagram(now, t.src, t.dst, &t.payload);
+        }
+        while let Some(t) = r.poll_transmit() {
+            i.handle_datagram(now, t.src, t.dst, &t.payload);
+        }
+        ev.extend(std::iter::from_fn(|| i.poll_event()));
+    }
+    let c = Pair::child(&ev).expect("child over IPv6");
+    assert_eq!(c.remote, SocketAddr::new(lr.ip(), 4500));
+    assert!(!c.udp_encap, "no NAT between v6 peers");
+    assert_eq!(c.tia, Some(Ipv4Addr::new(10, 99, 0, 10)));
+}
