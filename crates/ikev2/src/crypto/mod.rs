@@ -364,7 +364,7 @@ pub fn signed_octets(
     v
 }
 
-/// AUTH = prf(prf(Shared Secret, "Key Pad for IKEv2"), <SignedOctets>).
+/// AUTH = prf(prf(Shared Secret, "Key Pad for IKEv2"), `<SignedOctets>`).
 pub fn psk_auth(prf: Prf, psk: &[u8], signed: &[u8]) -> Vec<u8> {
     let k = prf.prf(psk, &[b"Key Pad for IKEv2"]);
     prf.prf(&k, &[signed])
