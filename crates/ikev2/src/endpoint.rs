@@ -50,6 +50,14 @@ fn ike_bytes<'a>(
 }
 
 /// The IKE initiator (our VPN client side): one IKE SA towards one gateway.
+///
+/// Methods come in four families, used in this order by the driving loop:
+/// 1. input: [`Initiator::handle_datagram`] for every UDP datagram on our port-500/4500
+///    sockets, [`Initiator::handle_timeout`] when [`Initiator::poll_timeout`] has passed;
+/// 2. output: drain [`Initiator::poll_transmit`] (send from `src`, to `dst`);
+/// 3. effects: drain [`Initiator::poll_event`] (install/remove CHILD_SAs, report errors);
+/// 4. commands: `rekey_child`, `rekey_ike`, `check_liveness`, `update_addresses` (MOBIKE),
+///    `close`, `set_unix_time` (certificates); each may queue transmits and events.
 #[derive(Debug)]
 pub struct Initiator {
     sa: IkeSa,

@@ -6,6 +6,8 @@
 //! ephemeral X25519/P-256 keys, which ring draws from the OS), datagrams through
 //! `handle_datagram` and leave through `poll_transmit`. See [`Initiator`] and [`Responder`].
 
+#![forbid(unsafe_code)]
+
 pub mod config;
 pub mod crypto;
 mod endpoint;
