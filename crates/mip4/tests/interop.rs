@@ -114,9 +114,10 @@ fn encoder_matches_scapy_byte_for_byte() {
         home_agent: ip("10.10.0.1"),
         care_of: ip("10.30.0.1"),
         ident: 0xEC00000300000003,
-        extensions: vec![Extension::EncapDeliveryStyle],
+        extensions: vec![],
     };
     let mut b = signed(&req, &sa);
+    Extension::EncapDeliveryStyle.emit(&mut b);
     SecurityAssociation::new(
         300,
         Algorithm::HmacMd5,

@@ -113,7 +113,7 @@ fn registration_messages() -> Vec<(SocketAddrV4, SocketAddrV4, Vec<u8>)> {
         let t = ha.poll_transmit().unwrap();
         (t.src, t.dst, t.payload)
     });
-    // Through a foreign agent: encapsulating delivery style, MN-HA, MN-FA, FA-HA;
+    // Through a foreign agent: MN-HA, encapsulating delivery style, MN-FA, FA-HA;
     // the HA requires reverse tunneling and rejects GRE.
     let mut cfg = HaConfig::new(HA);
     cfg.reverse_tunneling = ReverseTunneling::Mandatory;
@@ -135,10 +135,12 @@ fn registration_messages() -> Vec<(SocketAddrV4, SocketAddrV4, Vec<u8>)> {
             care_of: *fa.ip(),
             ident: (u64::from(mip4::replay::NtpTime::from_system_time(wall).seconds()) << 32)
                 + i as u64,
-            extensions: vec![Extension::EncapDeliveryStyle],
+            extensions: vec![],
         };
         let mut b = req.to_bytes();
         sa().append(AuthKind::MnHa, &mut b);
+        // RFC 3024: for the foreign agent only, after MN-HA and before MN-FA.
+        Extension::EncapDeliveryStyle.emit(&mut b);
         SecurityAssociation::new(300, Algorithm::HmacMd5, b"mn-fa key 012345")
             .append(AuthKind::MnFa, &mut b);
         SecurityAssociation::new(400, Algorithm::HmacMd5, b"fa-ha key 012345")
