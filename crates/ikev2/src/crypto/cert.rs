@@ -161,18 +161,25 @@ pub fn verify(
         None,
     )
     .map_err(|e| CertError::Untrusted(format!("{e:?}")))?;
-    let name = match peer_id.ty {
-        IdType::FQDN => std::str::from_utf8(&peer_id.data)
-            .ok()
-            .and_then(|s| ServerName::try_from(s.to_string()).ok()),
-        IdType::IPV4_ADDR => <[u8; 4]>::try_from(peer_id.data.as_slice())
-            .ok()
-            .map(|a| ServerName::IpAddress(std::net::Ipv4Addr::from(a).into())),
-        _ => None,
+    if peer_id.ty == IdType::DER_ASN1_DN {
+        // The ID is the DER Name (SEQUENCE); webpki gives the subject without that header.
+        if der_sequence_content(&peer_id.data) != Some(ee.subject()) {
+            return Err(CertError::IdMismatch);
+        }
+    } else {
+        let name = match peer_id.ty {
+            IdType::FQDN => std::str::from_utf8(&peer_id.data)
+                .ok()
+                .and_then(|s| ServerName::try_from(s.to_string()).ok()),
+            IdType::IPV4_ADDR => <[u8; 4]>::try_from(peer_id.data.as_slice())
+                .ok()
+                .map(|a| ServerName::IpAddress(std::net::Ipv4Addr::from(a).into())),
+            _ => None,
+        }
+        .ok_or(CertError::IdMismatch)?;
+        ee.verify_is_valid_for_subject_name(&name)
+            .map_err(|_| CertError::IdMismatch)?;
     }
-    .ok_or(CertError::IdMismatch)?;
-    ee.verify_is_valid_for_subject_name(&name)
-        .map_err(|_| CertError::IdMismatch)?;
     let (alg, sig): (&dyn SignatureVerificationAlgorithm, &[u8]) = match method {
         AuthMethod::DIGITAL_SIGNATURE => {
             let (&n, rest) = auth_data.split_first().ok_or(CertError::BadSignature)?;
@@ -187,6 +194,25 @@ pub fn verify(
     };
     ee.verify_signature(alg, signed_octets, sig)
         .map_err(|_| CertError::BadSignature)
+}
+
+/// The contents of a DER SEQUENCE that spans all of `der`.
+fn der_sequence_content(der: &[u8]) -> Option<&[u8]> {
+    let (&tag, rest) = der.split_first()?;
+    let (&l0, rest) = rest.split_first()?;
+    if tag != 0x30 {
+        return None;
+    }
+    let (len, rest) = match l0 {
+        0..=0x7f => (usize::from(l0), rest),
+        0x81 => (usize::from(*rest.first()?), rest.get(1..)?),
+        0x82 => (
+            usize::from(u16::from_be_bytes([*rest.first()?, *rest.get(1)?])),
+            rest.get(2..)?,
+        ),
+        _ => return None,
+    };
+    (rest.len() == len).then_some(rest)
 }
 
 /// An ID payload for our certificate's first DNS name is up to the caller; this checks that
@@ -281,6 +307,38 @@ mod tests {
             ),
             Err(CertError::BadSignature)
         );
+    }
+
+    #[test]
+    fn dn_identity_matches_subject() {
+        let local = LocalCert {
+            cert_der: data("gw.der"),
+            key_pkcs8: data("gw.key.p8"),
+        };
+        let auth = sign(&local, b"m").unwrap();
+        // Subject DN of gw.der as DER, computed with pyca/cryptography.
+        let dn = hex::decode(include_str!("../../tests/data/gw.subject.hex").trim()).unwrap();
+        let id = |data: Vec<u8>| Identification {
+            ty: IdType::DER_ASN1_DN,
+            data,
+        };
+        let v = |i: &Identification| {
+            verify(
+                &local.cert_der,
+                &[data("ca.der")],
+                T2026,
+                i,
+                AuthMethod::DIGITAL_SIGNATURE,
+                &auth,
+                b"m",
+            )
+        };
+        assert_eq!(v(&id(dn.clone())), Ok(()));
+        let mut other = dn.clone();
+        let last = other.len() - 1;
+        other[last] ^= 1;
+        assert_eq!(v(&id(other)), Err(CertError::IdMismatch));
+        assert_eq!(v(&id(dn[1..].to_vec())), Err(CertError::IdMismatch));
     }
 
     #[test]
