@@ -130,8 +130,10 @@ pub fn certreq_hashes(anchors: &[Vec<u8>]) -> Vec<u8> {
 
 /// Check the peer's certificate against our trust anchors at `unix_time`, that it names
 /// `peer_id`, and that `auth_data` is its signature over `signed_octets`.
+#[allow(clippy::too_many_arguments)]
 pub fn verify(
     peer_cert: &[u8],
+    intermediates: &[&[u8]],
     anchors: &[Vec<u8>],
     unix_time: Option<u64>,
     peer_id: &Identification,
@@ -147,6 +149,10 @@ pub fn verify(
         .iter()
         .map(|a| CertificateDer::from(a.as_slice()))
         .collect();
+    let inter: Vec<CertificateDer<'_>> = intermediates
+        .iter()
+        .map(|c| CertificateDer::from(*c))
+        .collect();
     let tas: Vec<_> = anchor_ders
         .iter()
         .filter_map(|a| webpki::anchor_from_trusted_cert(a).ok())
@@ -154,7 +160,7 @@ pub fn verify(
     ee.verify_for_usage(
         webpki::ALL_VERIFICATION_ALGS,
         &tas,
-        &[],
+        &inter,
         UnixTime::since_unix_epoch(Duration::from_secs(time)),
         webpki::KeyUsage::server_auth(),
         None,
@@ -238,6 +244,7 @@ mod tests {
         let auth = sign(&local, b"signed octets")?;
         verify(
             &local.cert_der,
+            &[],
             &[data("ca.der")],
             T2026,
             &Identification::fqdn(id),
@@ -267,6 +274,7 @@ mod tests {
         let v = |anchors: &[Vec<u8>], t, msg: &[u8]| {
             verify(
                 &local.cert_der,
+                &[],
                 anchors,
                 t,
                 &Identification::fqdn("gw.example"),
@@ -298,6 +306,7 @@ mod tests {
         assert_eq!(
             verify(
                 &wrong.cert_der,
+                &[],
                 &[data("ca.der")],
                 T2026,
                 &Identification::fqdn("gw.example"),
@@ -325,6 +334,7 @@ mod tests {
         let v = |i: &Identification| {
             verify(
                 &local.cert_der,
+                &[],
                 &[data("ca.der")],
                 T2026,
                 i,
@@ -339,6 +349,30 @@ mod tests {
         other[last] ^= 1;
         assert_eq!(v(&id(other)), Err(CertError::IdMismatch));
         assert_eq!(v(&id(dn[1..].to_vec())), Err(CertError::IdMismatch));
+    }
+
+    #[test]
+    fn chain_through_an_intermediate() {
+        let local = LocalCert {
+            cert_der: data("chain-leaf.der"),
+            key_pkcs8: data("chain-leaf.key.p8"),
+        };
+        let auth = sign(&local, b"m").unwrap();
+        let inter = data("chain-intermediate.der");
+        let v = |i: &[&[u8]]| {
+            verify(
+                &local.cert_der,
+                i,
+                &[data("chain-root.der")],
+                T2026,
+                &Identification::fqdn("leaf.example"),
+                AuthMethod::DIGITAL_SIGNATURE,
+                &auth,
+                b"m",
+            )
+        };
+        assert_eq!(v(&[inter.as_slice()]), Ok(()));
+        assert!(matches!(v(&[]), Err(CertError::Untrusted(_))));
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub(super) struct Parts<'a> {
     pub notifies: Vec<&'a Notify>,
     /// The first X.509 certificate (the end entity).
     pub cert: Option<&'a [u8]>,
+    /// Further X.509 certificates (intermediate CAs).
+    pub intermediates: Vec<&'a [u8]>,
 }
 
 impl<'a> Parts<'a> {
@@ -46,10 +48,11 @@ impl<'a> Parts<'a> {
                 Payload::Nonce(n) => p.nonce = Some(n),
                 Payload::Ke { group, data } => p.ke = Some((*group, data)),
                 Payload::Notify(n) => p.notifies.push(n),
-                Payload::Cert { encoding, data }
-                    if *encoding == CertEncoding::X509_SIGNATURE && p.cert.is_none() =>
-                {
-                    p.cert = Some(data)
+                Payload::Cert { encoding, data } if *encoding == CertEncoding::X509_SIGNATURE => {
+                    match p.cert {
+                        None => p.cert = Some(data),
+                        Some(_) => p.intermediates.push(data),
+                    }
                 }
                 _ => {}
             }
@@ -134,6 +137,7 @@ impl IkeSa {
             AuthMethod::DIGITAL_SIGNATURE if !cfg.trust_anchors.is_empty() => match parts.cert {
                 Some(c) => cert::verify(
                     c,
+                    &parts.intermediates,
                     &cfg.trust_anchors,
                     self.unix_time,
                     id,
