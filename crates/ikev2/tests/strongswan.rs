@@ -607,7 +607,7 @@ connections {
     remote { auth = psk
              id = client.example }
     children { net { local_ts = 10.1.0.0/16
-                     esp_proposals = aes128-sha256 } }
+                     esp_proposals = aes128-sha256-modp2048 } }
   }
 }
 pools { p4 { addrs = 10.99.0.0/24 } }
@@ -629,7 +629,13 @@ fn strongswan_nat_invalid_ke_cbc_fragmentation() {
         IkeProposal::aes_gcm_256(&[DhId::CURVE25519]),
         IkeProposal::aes_cbc_128_sha256(&[DhId::CURVE25519, DhId::MODP_2048]),
     ];
-    cfg.esp_proposals = vec![ikev2::EspProposal::aes_cbc_128_sha256()];
+    // PFS: we offer groups 19 then 14 with a group-19 KE; charon wants 14 ->
+    // INVALID_KE_PAYLOAD on our rekey, then we retry with 14.
+    let mut esp19 = ikev2::EspProposal::aes_cbc_128_sha256();
+    esp19.pfs = Some(DhId::ECP_256);
+    let mut esp14 = esp19.clone();
+    esp14.pfs = Some(DhId::MODP_2048);
+    cfg.esp_proposals = vec![esp19, esp14];
     cfg.fragment_size = 200;
     let mut c = Client::start(&lab, cfg, Ipv4Addr::new(192, 168, 1, 2));
     c.drive(Duration::from_secs(15), |e| {
@@ -677,6 +683,30 @@ fn strongswan_nat_invalid_ke_cbc_fragmentation() {
         has(&c.events, |x| matches!(x, Event::ChildSaRekeyed { .. })),
         "{:?}\n{}",
         c.events,
+        lab.log()
+    );
+    let log = lab.log();
+    assert!(
+        log.contains("INVALID_KE_PAYLOAD") || log.contains("N(INVAL_KE)"),
+        "{log}"
+    );
+    // charon rekeys with PFS (KE group 14) and we answer.
+    c.events.clear();
+    lab.swanctl(&["--rekey", "--child", "net"]);
+    c.drive(Duration::from_secs(10), |e| {
+        has(e, |x| matches!(x, Event::ChildSaDown { .. }))
+    });
+    assert!(
+        has(&c.events, |x| matches!(x, Event::ChildSaRekeyed { .. })),
+        "{:?}\n{}",
+        c.events,
+        lab.log()
+    );
+    assert!(
+        lab.log()
+            .contains("parsed CREATE_CHILD_SA response 3 [ SA No KE TSi TSr ]")
+            || lab.log().contains("[ SA No KE TSi TSr ]"),
+        "{}",
         lab.log()
     );
     c.ike.close(Instant::now());
