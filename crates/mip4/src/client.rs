@@ -40,6 +40,9 @@ pub struct ClientConfig {
     pub reverse_tunnel: bool,
     /// Ask for simultaneous bindings (the S bit).
     pub simultaneous: bool,
+    /// Through a foreign agent, ask it for the encapsulating delivery style of
+    /// reverse tunneling (RFC 3024); the extension follows the MN-HA authenticator.
+    pub encapsulating_delivery: bool,
     /// Ask for RFC 3519 UDP tunneling; `Some(true)` forces it (the F bit).
     pub udp_tunnel: Option<bool>,
     /// First retransmission timeout (RFC 5944 suggests at least one second).
@@ -64,6 +67,7 @@ impl ClientConfig {
             lifetime: 1800,
             reverse_tunnel: true,
             simultaneous: false,
+            encapsulating_delivery: false,
             udp_tunnel: None,
             initial_rto: Duration::from_secs(1),
             max_rto: Duration::from_secs(8),
@@ -300,6 +304,9 @@ impl RegistrationClient {
         let mut payload = Vec::with_capacity(req.buffer_len() + 22);
         req.emit(&mut payload);
         self.cfg.sa.append(AuthKind::MnHa, &mut payload);
+        if !p.att.colocated && self.cfg.reverse_tunnel && self.cfg.encapsulating_delivery {
+            Extension::EncapDeliveryStyle.emit(&mut payload);
+        }
         self.transmits.push_back(Transmit {
             src: p.att.local,
             dst: p.att.dest,

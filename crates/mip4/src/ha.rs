@@ -791,6 +791,10 @@ impl HomeAgent {
         if let Some(sa) = r.sa.and_then(|(i, spi)| self.mns.get(i)?.sa(spi)) {
             sa.append(AuthKind::MnHa, &mut payload);
         }
+        // A reply through a foreign agent we share a key with carries FA-HA too.
+        if let Some((_, sa)) = self.cfg.fa_ha_sas.iter().find(|(a, _)| a == to_peer.ip()) {
+            sa.append(AuthKind::FaHa, &mut payload);
+        }
         self.transmits.push_back(Transmit {
             src: local,
             dst: to_peer,

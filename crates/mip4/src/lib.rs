@@ -16,11 +16,13 @@
 //!
 //! * [`wire`]: message formats; [`auth`]: authenticators; [`replay`]: Identification.
 //! * [`ha`]: the home agent's registration processing and binding table.
+//! * [`fa`]: the foreign agent's advertisements, relay and visitor list.
 //! * [`client`]: the mobile node's registration client.
 
 pub mod auth;
 pub mod client;
 pub mod expiry;
+pub mod fa;
 pub mod ha;
 pub mod net;
 pub mod replay;
