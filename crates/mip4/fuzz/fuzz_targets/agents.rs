@@ -1,9 +1,11 @@
-//! The home agent and the registration client fed arbitrary datagrams, including
+//! The home agent, the foreign agent and the registration client fed arbitrary
+//! datagrams, including
 //! ones that authenticate: never a panic, every input accounted for.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use mip4::auth::{Algorithm, SecurityAssociation};
 use mip4::client::{Attachment, ClientConfig, RegistrationClient};
+use mip4::fa::{FaConfig, ForeignAgent};
 use mip4::ha::{HaConfig, HomeAgent, MobileNodeConfig};
 use mip4::replay::ReplayMethod;
 use mip4::wire::extension::AuthKind;
@@ -53,4 +55,14 @@ fuzz_target!(|data: &[u8]| {
     mn.handle_datagram(now, wall, to, &signed);
     while mn.poll_transmit().is_some() {}
     while mn.poll_event().is_some() {}
+
+    let fa_addr = Ipv4Addr::new(192, 0, 2, 1);
+    let mut fa = ForeignAgent::new(FaConfig::new(fa_addr, 24), now);
+    fa.handle_datagram(now, SocketAddrV4::new(home, 434), [2; 6], data);
+    fa.handle_datagram(now, SocketAddrV4::new(home, 434), [2; 6], &signed);
+    // ...and the same bytes as a home agent's reply.
+    fa.handle_datagram(now, to, [0; 6], data);
+    fa.handle_timeout(now + Duration::from_secs(10_000));
+    while fa.poll_transmit().is_some() {}
+    while fa.poll_event().is_some() {}
 });
