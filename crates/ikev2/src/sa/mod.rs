@@ -380,7 +380,7 @@ impl IkeSa {
             packets,
             tries: 1,
             timeout,
-            deadline: now + timeout,
+            deadline: now.checked_add(timeout).unwrap_or(now),
         });
     }
 
@@ -716,8 +716,11 @@ impl IkeSa {
                     return self.fail(IkeError::Timeout);
                 }
                 o.tries += 1;
-                o.timeout = (o.timeout * 2).min(self.cfg.retransmit.max_timeout);
-                o.deadline = now + o.timeout;
+                o.timeout = o
+                    .timeout
+                    .saturating_mul(2)
+                    .min(self.cfg.retransmit.max_timeout);
+                o.deadline = now.checked_add(o.timeout).unwrap_or(now);
                 let packets = o.packets.clone();
                 let (l, r) = (self.local, self.remote);
                 self.stats.retransmits += 1;
