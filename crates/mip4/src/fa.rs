@@ -264,13 +264,17 @@ impl ForeignAgent {
         adv.to_bytes()
     }
 
-    /// Answers an Agent Solicitation from `from` (0.0.0.0: answer by multicast).
+    /// Answers an Agent Solicitation from `from`: by unicast when the solicitor's
+    /// address is on the agent's link, by multicast to 224.0.0.1 otherwise (a
+    /// visiting node solicits from its home address, which IP would route away).
     pub fn handle_solicitation(&mut self, _now: Instant, from: Ipv4Addr) {
         let icmp = self.advertisement();
-        let dst = if from.is_unspecified() {
-            Ipv4Addr::new(224, 0, 0, 1)
-        } else {
+        let on_link = crate::Ipv4Net::new(self.cfg.address, self.cfg.prefix_len)
+            .is_some_and(|n| n.contains(from));
+        let dst = if on_link && !from.is_unspecified() {
             from
+        } else {
+            Ipv4Addr::new(224, 0, 0, 1)
         };
         self.transmits
             .push_back(FaTransmit::Advertisement { dst, icmp });

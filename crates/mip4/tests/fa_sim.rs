@@ -496,6 +496,10 @@ fn advertisements_periodic_solicited_and_busy() {
     n.fa.handle_solicitation(n.now, Ipv4Addr::new(10, 30, 0, 77));
     n.settle();
     assert_eq!(n.adverts.last().unwrap().1, Ipv4Addr::new(10, 30, 0, 77));
+    // A visitor solicits from its home address: the answer is multicast.
+    n.fa.handle_solicitation(n.now, HOME);
+    n.settle();
+    assert_eq!(n.adverts.last().unwrap().1, Ipv4Addr::new(224, 0, 0, 1));
     // One visitor fills it: advertisements say busy, a second node is refused (66).
     let i = n.add_mn(HA1, false);
     n.register(i);

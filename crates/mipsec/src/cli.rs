@@ -22,6 +22,11 @@ enum Cmd {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Run a foreign agent.
+    Fa {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Run a mobile node.
     Mn {
         #[arg(long, short)]
@@ -64,6 +69,10 @@ where
         Cmd::Ha { config } => {
             init_logs();
             daemon(|| crate::ha::run(&config))
+        }
+        Cmd::Fa { config } => {
+            init_logs();
+            daemon(|| crate::fa::run(&config))
         }
         Cmd::Mn { config } => {
             init_logs();

@@ -134,6 +134,79 @@ pub struct MobileNodeEntry {
     pub replay: ReplayName,
 }
 
+/// `fa.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaFile {
+    pub fa: FaSection,
+    #[serde(default, rename = "home_agent")]
+    pub home_agents: Vec<FaHaEntry>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaSection {
+    /// The visited link the agent serves.
+    pub interface: String,
+    /// The agent's address on that link, advertised as router and care-of address.
+    pub address: Ipv4Addr,
+    pub prefix_len: u8,
+    #[serde(default = "default_adv_ms")]
+    pub advertisement_interval_ms: u64,
+    #[serde(default = "default_max_lifetime")]
+    pub max_lifetime: u16,
+    #[serde(default = "default_true")]
+    pub reverse_tunneling: bool,
+    #[serde(default)]
+    pub reverse_tunneling_required: bool,
+    #[serde(default = "default_fa_tun")]
+    pub tunnel_device: String,
+    /// Routing table for visitors' reverse-tunneled traffic.
+    #[serde(default = "default_fa_table")]
+    pub reverse_table: u32,
+    pub control_socket: Option<PathBuf>,
+}
+
+/// An FA-HA security association.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaHaEntry {
+    pub address: Ipv4Addr,
+    pub spi: u32,
+    pub key: HexKey,
+    #[serde(default)]
+    pub algorithm: AlgorithmName,
+}
+
+fn default_adv_ms() -> u64 {
+    1000
+}
+fn default_fa_tun() -> String {
+    "mipfa0".into()
+}
+fn default_fa_table() -> u32 {
+    434
+}
+
+impl FaFile {
+    pub fn load(path: &Path) -> Result<FaFile, ConfigError> {
+        let f: FaFile = load(path)?;
+        if f.fa.prefix_len > 32 {
+            return Err(invalid(
+                path,
+                format!("[fa] prefix_len {} is above 32", f.fa.prefix_len),
+            ));
+        }
+        if f.fa.advertisement_interval_ms < 100 {
+            return Err(invalid(
+                path,
+                "[fa] advertisement_interval_ms must be at least 100".into(),
+            ));
+        }
+        Ok(f)
+    }
+}
+
 /// `mn.toml`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -160,6 +233,13 @@ pub struct MnSection {
     pub lifetime: u16,
     #[serde(default = "default_true")]
     pub reverse_tunnel: bool,
+    /// Register through a foreign agent when one advertises on the link (mode f),
+    /// falling back to a co-located address otherwise.
+    #[serde(default = "default_true")]
+    pub use_foreign_agents: bool,
+    /// Ask a foreign agent for the encapsulating delivery style (RFC 3024).
+    #[serde(default)]
+    pub encapsulating_delivery: bool,
     /// First retransmission timeout, milliseconds (RFC 5944 suggests >= 1000).
     #[serde(default = "default_rto")]
     pub retransmit_ms: u64,

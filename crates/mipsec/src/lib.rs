@@ -5,11 +5,14 @@
 //!   routes and proxy ARP for away mobile nodes (RFC 5944 section 4.6).
 //! * [`mn`]: the mobile node (`mipsec mn`): a TUN carrying the home address,
 //!   care-of addresses learned from rtnetlink, registration and tunneling.
+//! * [`fa`]: the foreign agent (`mipsec fa`): agent advertisements, relay of
+//!   registrations, forward-tunnel exit and reverse tunneling for visitors.
 //! * [`control`]: the control socket behind `mipsec status`.
 //! * [`config`]: TOML configuration with errors that name file, line and field.
 
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod fa;
 pub mod ha;
 pub mod mn;

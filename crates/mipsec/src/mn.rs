@@ -57,6 +57,30 @@ enum Mode {
     Detached,
     Home,
     Colocated(Ipv4Addr),
+    /// Through a foreign agent (mode f): its address and the care-of address it offers.
+    Foreign {
+        agent: Ipv4Addr,
+        care_of: Ipv4Addr,
+    },
+}
+
+/// What the routes for user data point at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Routes {
+    None,
+    /// Into the TUN: tunneled when registered, dropped otherwise (fail closed).
+    Tunnel,
+    /// Natively through the foreign agent (RFC 3024 direct delivery style).
+    Agent(Ipv4Addr),
+}
+
+/// The foreign agent heard on the link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct AgentInfo {
+    addr: Ipv4Addr,
+    care_of: Ipv4Addr,
+    sequence: u16,
+    expires: Instant,
 }
 
 impl Mode {
@@ -65,6 +89,15 @@ impl Mode {
             Mode::Detached => "detached",
             Mode::Home => "home",
             Mode::Colocated(_) => "colocated",
+            Mode::Foreign { .. } => "foreign",
+        }
+    }
+
+    fn care_of(self) -> Option<Ipv4Addr> {
+        match self {
+            Mode::Colocated(a) => Some(a),
+            Mode::Foreign { care_of, .. } => Some(care_of),
+            _ => None,
         }
     }
 }
@@ -105,9 +138,12 @@ struct Daemon {
     phys_addrs: Vec<(Ipv4Addr, u8)>,
     mode: Mode,
     socks: Option<PathSockets>,
-    /// User data may flow (mode c and registered).
+    /// User data may flow (registered away from home).
     open: bool,
-    routes_installed: bool,
+    routes: Routes,
+    icmp_rx: RawIp,
+    icmp_tx: RawIp,
+    agent: Option<AgentInfo>,
     register_started: Option<Instant>,
     last_rtt: Option<Duration>,
     retry_at: Option<Instant>,
@@ -131,6 +167,7 @@ impl Daemon {
         cc.reverse_tunnel = m.reverse_tunnel;
         cc.replay = m.replay.into();
         cc.initial_rto = Duration::from_millis(m.retransmit_ms.max(50));
+        cc.encapsulating_delivery = m.encapsulating_delivery;
         let mut seed = [0u8; 32];
         crate::ha::getrandom(&mut seed);
         let client = RegistrationClient::new(cc, seed);
@@ -176,6 +213,29 @@ impl Daemon {
             .into_iter()
             .map(|a| (a.addr, a.prefix))
             .collect();
+        let icmp_rx = RawIp::open_with(
+            1,
+            &RawIpOptions {
+                device: Some(m.interface.clone()),
+                ..RawIpOptions::default()
+            },
+        )
+        .map_err(io_err("ICMP socket"))?;
+        let icmp_tx = RawIp::open_with(
+            1,
+            &RawIpOptions {
+                device: Some(m.interface.clone()),
+                header_included: true,
+                ..RawIpOptions::default()
+            },
+        )
+        .map_err(io_err("ICMP send socket"))?;
+        // Packets from a foreign agent arrive for the home address, which lives on the TUN.
+        std::fs::write(
+            format!("/proc/sys/net/ipv4/conf/{}/rp_filter", m.interface),
+            "0",
+        )
+        .ok();
         let (ctl_tx, ctl_rx) = mpsc::channel(8);
         let ctl = match &m.control_socket {
             Some(p) => Some(
@@ -198,7 +258,10 @@ impl Daemon {
             mode: Mode::Detached,
             socks: None,
             open: false,
-            routes_installed: false,
+            routes: Routes::None,
+            icmp_rx,
+            icmp_tx,
+            agent: None,
             register_started: None,
             last_rtt: None,
             retry_at: None,
@@ -215,13 +278,20 @@ impl Daemon {
         let mut tbuf = vec![0u8; 65536];
         let mut ubuf = vec![0u8; 65536];
         let mut rbuf = vec![0u8; 65536];
+        let mut ibuf = vec![0u8; 65536];
+        self.solicit().await;
         self.evaluate().await;
         self.drain().await;
         loop {
-            let deadline = [self.client.poll_timeout(), self.retry_at, self.resend_at]
-                .into_iter()
-                .flatten()
-                .min();
+            let deadline = [
+                self.client.poll_timeout(),
+                self.retry_at,
+                self.resend_at,
+                self.agent.map(|a| a.expires),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let sleep = async move {
                 match deadline {
                     Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
@@ -260,6 +330,10 @@ impl Daemon {
                     }
                     Err(e) => warn!("tun receive: {e}"),
                 },
+                r = self.icmp_rx.recv_from(&mut ibuf) => match r {
+                    Ok((n, src)) => self.on_icmp(src, &ibuf[..n]).await,
+                    Err(e) => debug!("icmp receive: {e}"),
+                },
                 Some(req) = self.ctl_rx.recv() => { let _ = req.send(self.status()); }
                 _ = sleep => {
                     let now = Instant::now();
@@ -270,6 +344,12 @@ impl Daemon {
                     if self.resend_at.is_some_and(|t| t <= now) {
                         self.resend_at = None;
                         self.resend();
+                    }
+                    if self.agent.is_some_and(|a| a.expires <= now) {
+                        // Movement detection by advertisement lifetime (RFC 5944 2.4.2.1).
+                        info!("foreign agent advertisement expired");
+                        self.agent = None;
+                        self.evaluate().await;
                     }
                     self.client.handle_timeout(now, SystemTime::now());
                 }
@@ -283,11 +363,16 @@ impl Daemon {
 
     async fn on_net_event(&mut self, ev: NetEvent) {
         match ev {
-            NetEvent::LinkUp { ifindex, .. } if ifindex == self.phys_ifindex => self.phys_up = true,
+            NetEvent::LinkUp { ifindex, .. } if ifindex == self.phys_ifindex => {
+                self.phys_up = true;
+                self.solicit().await;
+            }
             NetEvent::LinkDown { ifindex, .. } | NetEvent::LinkRemoved { ifindex, .. }
                 if ifindex == self.phys_ifindex =>
             {
-                self.phys_up = false
+                self.phys_up = false;
+                // A new link: whatever agent was there must be heard again.
+                self.agent = None;
             }
             NetEvent::AddrAdded {
                 ifindex,
@@ -313,10 +398,20 @@ impl Daemon {
     /// Decides the mode from the interface's state and acts on a change.
     async fn evaluate(&mut self) {
         let m = self.file.mn.clone();
+        let now = Instant::now();
+        let agent = self
+            .agent
+            .filter(|a| a.expires > now && m.use_foreign_agents);
         let want = if !self.phys_up {
             Mode::Detached
         } else if self.phys_addrs.iter().any(|(a, _)| *a == m.home_address) {
             Mode::Home
+        } else if let Some(a) = agent {
+            // An agent on the link is preferred; a co-located address is the fallback.
+            Mode::Foreign {
+                agent: a.addr,
+                care_of: a.care_of,
+            }
         } else if let Some((a, _)) = self
             .phys_addrs
             .iter()
@@ -329,7 +424,7 @@ impl Daemon {
         if want == self.mode {
             return;
         }
-        info!(from = self.mode.name(), to = want.name(), care_of = ?match want { Mode::Colocated(a) => Some(a), _ => None }, "attachment changed");
+        info!(from = self.mode.name(), to = want.name(), care_of = ?want.care_of(), "attachment changed");
         self.counters.moves += 1;
         // MN-3: stop relaying user data at once on any change.
         self.open = false;
@@ -341,8 +436,8 @@ impl Daemon {
         match want {
             Mode::Detached => {}
             Mode::Home => {
-                self.remove_routes().await;
-                match self.open_sockets(m.home_address, false) {
+                self.set_routes(Routes::None).await;
+                match self.open_sockets(m.home_address, m.encapsulating_delivery) {
                     Ok(s) => self.socks = Some(s),
                     Err(e) => warn!("{e}"),
                 }
@@ -355,7 +450,7 @@ impl Daemon {
             Mode::Colocated(coa) => {
                 // Fail closed: user data goes into the TUN (and is dropped there)
                 // until the registration is accepted, never out in the clear.
-                self.install_routes().await;
+                self.set_routes(Routes::Tunnel).await;
                 match self.open_sockets(coa, true) {
                     Ok(s) => self.socks = Some(s),
                     Err(e) => {
@@ -368,6 +463,103 @@ impl Daemon {
                 let att = self.attachment(coa, true);
                 self.client.register(Instant::now(), SystemTime::now(), att);
             }
+            Mode::Foreign { agent, care_of } => {
+                self.set_routes(Routes::Tunnel).await;
+                // The agent is reached on the link from the home address.
+                let r = Route::new(agent, 32)
+                    .dev(self.phys_ifindex)
+                    .src(m.home_address);
+                if let Err(e) = self.nl.replace_route(&r).await {
+                    warn!("route to the foreign agent {agent}: {e}");
+                }
+                match self.open_sockets(m.home_address, m.encapsulating_delivery) {
+                    Ok(s) => self.socks = Some(s),
+                    Err(e) => {
+                        warn!("{e}");
+                        self.retry_at = Some(Instant::now() + Duration::from_secs(1));
+                        return;
+                    }
+                }
+                self.register_started = Some(Instant::now());
+                let att = self.agent_attachment(agent, care_of);
+                self.client.register(Instant::now(), SystemTime::now(), att);
+            }
+        }
+    }
+
+    fn agent_attachment(&self, agent: Ipv4Addr, care_of: Ipv4Addr) -> Attachment {
+        Attachment {
+            care_of,
+            local: SocketAddrV4::new(self.file.mn.home_address, MIP_PORT),
+            dest: SocketAddrV4::new(agent, MIP_PORT),
+            colocated: false,
+        }
+    }
+
+    /// Sends an Agent Solicitation on the link (RFC 5944 section 2.4).
+    async fn solicit(&mut self) {
+        if !self.file.mn.use_foreign_agents {
+            return;
+        }
+        let mut icmp = Vec::new();
+        mip4::wire::agent::AgentSolicitation.emit(&mut icmp);
+        let mut h = wire::ipv4::Ipv4Header::new(
+            self.file.mn.home_address,
+            Ipv4Addr::new(224, 0, 0, 2),
+            1,
+            icmp.len(),
+        );
+        h.ttl = 1;
+        let mut pkt = vec![0u8; 20 + icmp.len()];
+        if h.emit(&mut pkt).is_ok() {
+            pkt[20..].copy_from_slice(&icmp);
+            if let Err(e) = self.icmp_tx.send_packet(&pkt).await {
+                debug!("agent solicitation: {e}");
+            }
+        }
+    }
+
+    /// An ICMP message on the link: foreign agent advertisements matter.
+    async fn on_icmp(&mut self, _src: Ipv4Addr, packet: &[u8]) {
+        let Ok(h) = wire::ipv4::Ipv4Header::parse(packet) else {
+            return;
+        };
+        let icmp = &packet[h.header_len..usize::from(h.total_len)];
+        if icmp.first() != Some(&mip4::wire::agent::ICMP_ROUTER_ADVERTISEMENT) {
+            return;
+        }
+        let Ok(adv) = mip4::wire::agent::AgentAdvertisement::parse(icmp) else {
+            return self.counters.drop("malformed agent advertisement");
+        };
+        use mip4::wire::agent::AgentFlags;
+        let f = adv.mobility.flags;
+        let (Some(care_of), Some(router)) =
+            (adv.mobility.care_of.first().copied(), adv.routers.first())
+        else {
+            return;
+        };
+        if !f.contains(AgentFlags::F)
+            || f.contains(AgentFlags::B)
+            || !self.file.mn.use_foreign_agents
+        {
+            return;
+        }
+        let info = AgentInfo {
+            addr: router.addr,
+            care_of,
+            sequence: adv.mobility.sequence,
+            expires: Instant::now() + Duration::from_secs(u64::from(adv.lifetime.max(1))),
+        };
+        let prev = self.agent.replace(info);
+        let changed = prev.is_none_or(|p| p.addr != info.addr || p.care_of != info.care_of);
+        // A sequence number that went back below 256 means the agent rebooted and
+        // lost its visitor list (RFC 5944 section 3.6.1.2): register again.
+        let rebooted = prev.is_some_and(|p| info.sequence < p.sequence && info.sequence < 256);
+        if changed {
+            self.evaluate().await;
+        } else if rebooted && matches!(self.mode, Mode::Foreign { .. }) {
+            info!("foreign agent rebooted; registering again");
+            self.reregister().await;
         }
     }
 
@@ -389,6 +581,10 @@ impl Daemon {
             Mode::Home if self.client.is_pending() => {
                 let att = self.attachment(self.file.mn.home_address, false);
                 self.client.deregister(now, wall, att);
+            }
+            Mode::Foreign { agent, care_of } if self.client.is_pending() => {
+                let att = self.agent_attachment(agent, care_of);
+                self.client.register(now, wall, att);
             }
             _ => {}
         }
@@ -430,31 +626,33 @@ impl Daemon {
         Ok(PathSockets { udp, raw })
     }
 
-    async fn install_routes(&mut self) {
-        if self.routes_installed {
+    /// Points the two halves of the address space (0.0.0.0/1, 128.0.0.0/1, more
+    /// specific than any default route) at the TUN, at the foreign agent, or nowhere.
+    async fn set_routes(&mut self, want: Routes) {
+        if self.routes == want {
             return;
         }
         let home = self.file.mn.home_address;
         for half in [Ipv4Addr::new(0, 0, 0, 0), Ipv4Addr::new(128, 0, 0, 0)] {
-            let r = Route::new(half, 1).dev(self.tun_ifindex).src(home);
+            let r = match want {
+                Routes::None => {
+                    let old = match self.routes {
+                        Routes::Agent(a) => Route::new(half, 1).via(a).dev(self.phys_ifindex),
+                        _ => Route::new(half, 1).dev(self.tun_ifindex),
+                    };
+                    if let Err(e) = self.nl.del_route(&old).await {
+                        debug!("remove route {half}/1: {e}");
+                    }
+                    continue;
+                }
+                Routes::Tunnel => Route::new(half, 1).dev(self.tun_ifindex).src(home),
+                Routes::Agent(a) => Route::new(half, 1).via(a).dev(self.phys_ifindex).src(home),
+            };
             if let Err(e) = self.nl.replace_route(&r).await {
-                warn!("route {half}/1 via tunnel: {e}");
+                warn!("route {half}/1: {e}");
             }
         }
-        self.routes_installed = true;
-    }
-
-    async fn remove_routes(&mut self) {
-        if !self.routes_installed {
-            return;
-        }
-        for half in [Ipv4Addr::new(0, 0, 0, 0), Ipv4Addr::new(128, 0, 0, 0)] {
-            let r = Route::new(half, 1).dev(self.tun_ifindex);
-            if let Err(e) = self.nl.del_route(&r).await {
-                debug!("remove route {half}/1: {e}");
-            }
-        }
-        self.routes_installed = false;
+        self.routes = want;
     }
 
     async fn announce_home(&self) {
@@ -481,7 +679,13 @@ impl Daemon {
         let Some(raw) = self.socks.as_ref().and_then(|s| s.raw.as_ref()) else {
             return self.counters.drop("not registered");
         };
-        match raw.send_to(packet, self.file.mn.home_agent).await {
+        // IP-in-IP to the home agent, or to the foreign agent in the encapsulating
+        // delivery style (RFC 3024 section 5.2).
+        let dst = match self.mode {
+            Mode::Foreign { agent, .. } => agent,
+            _ => self.file.mn.home_agent,
+        };
+        match raw.send_to(packet, dst).await {
             Ok(_) => {
                 self.counters.tx_packets += 1;
                 self.counters.tx_bytes += packet.len() as u64;
@@ -569,6 +773,18 @@ impl Daemon {
                 if let Some(t) = self.register_started.take() {
                     self.last_rtt = Some(t.elapsed());
                 }
+                if let Mode::Foreign { agent, care_of: c } = self.mode {
+                    if c == care_of {
+                        if !self.file.mn.encapsulating_delivery {
+                            // RFC 3024 direct delivery: user data goes natively to the agent.
+                            self.set_routes(Routes::Agent(agent)).await;
+                        }
+                        if !self.open {
+                            info!(care_of = %care_of, agent = %agent, lifetime, rtt_ms = ?self.last_rtt.map(|d| d.as_secs_f64() * 1e3), "registered through a foreign agent");
+                        }
+                        self.open = true;
+                    }
+                }
                 if self.mode == Mode::Colocated(care_of) {
                     if !self.open {
                         info!(care_of = %care_of, lifetime, tnc, rtt_ms = ?self.last_rtt.map(|d| d.as_secs_f64() * 1e3), "registered");
@@ -628,7 +844,8 @@ impl Daemon {
             "role": "mn",
             "mode": self.mode.name(),
             "registered": self.open || (self.mode == Mode::Home && !self.client.is_pending()),
-            "care_of": match self.mode { Mode::Colocated(a) => Some(a.to_string()), _ => None },
+            "care_of": self.mode.care_of().map(|a| a.to_string()),
+            "foreign_agent": match self.mode { Mode::Foreign { agent, .. } => Some(agent.to_string()), _ => None },
             "home_address": m.home_address.to_string(),
             "home_agent": m.home_agent.to_string(),
             "last_registration_rtt_ms": self.last_rtt.map(|d| (d.as_secs_f64() * 1e3 * 1000.0).round() / 1000.0),
@@ -649,7 +866,7 @@ impl Daemon {
     }
 
     async fn cleanup(&mut self) {
-        self.remove_routes().await;
+        self.set_routes(Routes::None).await;
         info!("mobile node stopped; routes removed");
     }
 }

@@ -1,0 +1,569 @@
+//! `mipsec fa`: the foreign agent daemon (mode f; RFC 5944, RFC 3024).
+//!
+//! Drives [`mip4::fa::ForeignAgent`]: agent advertisements as ICMP multicast on
+//! the visited link (and answers to solicitations), registrations relayed on
+//! UDP 434, the forward tunnel's exit (IP-in-IP from a visitor's home agent,
+//! delivered to the visitor by its link-layer address: a permanent neighbour
+//! entry and a host route, never ARP for a home address), and reverse tunneling
+//! in both RFC 3024 delivery styles: direct (a policy rule sends packets from a
+//! visitor's home address into the agent's TUN) and encapsulating (IP-in-IP from
+//! the visitor to the agent). A visitor's link-layer address is learned from the
+//! ARP request its node sent for the agent's address.
+
+use crate::config::FaFile;
+use crate::control::{ControlServer, StatusRequest};
+use futures::TryStreamExt;
+use mip4::auth::SecurityAssociation;
+use mip4::fa::{DeliveryStyle, FaConfig, FaEvent, FaTransmit, ForeignAgent, Visitor};
+use mip4::wire::MIP_PORT;
+use netio::netlink::{Netlink, Route, Rule};
+use netio::raw::{RawIp, RawIpOptions, IPPROTO_IPIP};
+use netio::tun::{Tun, TunOptions};
+use netio::udp::{recv_with_meta, send_from, UdpOptions};
+use serde_json::json;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
+use std::path::Path;
+use std::time::{Duration, Instant};
+use tokio::net::UdpSocket;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+/// Runs the foreign agent until SIGINT or SIGTERM.
+pub fn run(config: &Path) -> Result<(), String> {
+    let file = FaFile::load(config).map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("tokio runtime: {e}"))?;
+    rt.block_on(async move {
+        let mut d = Daemon::start(file).await?;
+        let r = d.run().await;
+        d.cleanup().await;
+        r
+    })
+}
+
+#[derive(Default, Debug)]
+struct Counters {
+    forwarded_packets: u64,
+    forwarded_bytes: u64,
+    reverse_packets: u64,
+    reverse_bytes: u64,
+    drops: BTreeMap<&'static str, u64>,
+}
+
+impl Counters {
+    fn drop(&mut self, why: &'static str) {
+        *self.drops.entry(why).or_default() += 1;
+        debug!(reason = why, "packet dropped");
+    }
+}
+
+struct Daemon {
+    file: FaFile,
+    core: ForeignAgent,
+    udp: UdpSocket,
+    icmp_rx: RawIp,
+    icmp_tx: RawIp,
+    raw: RawIp,
+    tun: Tun,
+    nl: Netlink,
+    ifindex: u32,
+    tun_ifindex: u32,
+    /// Home addresses with a neighbour entry and host route on the visited link.
+    delivered: BTreeSet<Ipv4Addr>,
+    /// Home addresses with a reverse-tunnel policy rule.
+    ruled: BTreeSet<Ipv4Addr>,
+    counters: Counters,
+    ctl_rx: mpsc::Receiver<StatusRequest>,
+    _ctl: Option<ControlServer>,
+}
+
+fn io_err(what: &str) -> impl Fn(netio::Error) -> String + '_ {
+    move |e| format!("{what}: {e}")
+}
+
+impl Daemon {
+    async fn start(file: FaFile) -> Result<Daemon, String> {
+        let f = &file.fa;
+        let mut cfg = FaConfig::new(f.address, f.prefix_len);
+        cfg.adv_interval = Duration::from_millis(f.advertisement_interval_ms);
+        cfg.max_lifetime = f.max_lifetime;
+        cfg.reverse_tunneling = f.reverse_tunneling;
+        cfg.reverse_tunneling_required = f.reverse_tunneling_required;
+        cfg.fa_ha_sas = file
+            .home_agents
+            .iter()
+            .map(|h| {
+                (
+                    h.address,
+                    SecurityAssociation::new(h.spi, h.algorithm.into(), &h.key.0),
+                )
+            })
+            .collect();
+        let core = ForeignAgent::new(cfg, Instant::now());
+        let nl = Netlink::new().map_err(io_err("netlink"))?;
+        let ifindex = nl
+            .ifindex(&f.interface)
+            .await
+            .map_err(io_err("interface"))?;
+        let tun = Tun::open_with(
+            &f.tunnel_device,
+            &TunOptions {
+                mtu: Some(crate::ha::TUNNEL_MTU),
+                up: true,
+                ..TunOptions::default()
+            },
+        )
+        .map_err(io_err("tunnel device"))?;
+        let tun_ifindex = tun.ifindex().map_err(io_err("tunnel device"))?;
+        crate::ha::set_txqueuelen(&f.tunnel_device, crate::ha::TUN_QUEUE);
+        for (path, v) in [
+            ("/proc/sys/net/ipv4/ip_forward".to_string(), "1"),
+            // Visitors send from home addresses that are not on this link: the
+            // reverse-path filter would drop their ARP requests and packets.
+            (
+                format!("/proc/sys/net/ipv4/conf/{}/rp_filter", f.interface),
+                "0",
+            ),
+            ("/proc/sys/net/ipv4/conf/all/rp_filter".to_string(), "0"),
+            (
+                format!("/proc/sys/net/ipv4/conf/{}/rp_filter", f.tunnel_device),
+                "0",
+            ),
+            (
+                format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", f.tunnel_device),
+                "1",
+            ),
+        ] {
+            if let Err(e) = std::fs::write(&path, v) {
+                warn!("cannot set {path} = {v}: {e}");
+            }
+        }
+        let mut uopts = UdpOptions::new(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, MIP_PORT));
+        uopts.pktinfo = true;
+        uopts.reuse_addr = true;
+        let udp = uopts.bind().map_err(io_err("UDP port 434"))?;
+        let icmp_rx = RawIp::open_with(
+            1,
+            &RawIpOptions {
+                device: Some(f.interface.clone()),
+                ..RawIpOptions::default()
+            },
+        )
+        .map_err(io_err("ICMP socket"))?;
+        // Solicitations go to the all-routers group (RFC 1256), which a host does
+        // not receive unless it joins it.
+        if let Err(e) = socket2::SockRef::from(&icmp_rx)
+            .join_multicast_v4(&Ipv4Addr::new(224, 0, 0, 2), &f.address)
+        {
+            warn!("cannot join 224.0.0.2 (solicitations will go unanswered): {e}");
+        }
+        let icmp_tx = RawIp::open_with(
+            1,
+            &RawIpOptions {
+                device: Some(f.interface.clone()),
+                header_included: true,
+                ..RawIpOptions::default()
+            },
+        )
+        .map_err(io_err("ICMP send socket"))?;
+        let raw = RawIp::open_with(
+            IPPROTO_IPIP,
+            &RawIpOptions {
+                bind_addr: Some(f.address),
+                ..RawIpOptions::default()
+            },
+        )
+        .map_err(io_err("raw IP-in-IP socket"))?;
+        crate::ha::enlarge_buffers(std::os::fd::AsFd::as_fd(&raw));
+        // Reverse tunneling, direct delivery style: the table holds one route into the TUN.
+        let default = Route::new(Ipv4Addr::UNSPECIFIED, 0)
+            .dev(tun_ifindex)
+            .table(f.reverse_table);
+        if let Err(e) = nl.replace_route(&default).await {
+            warn!("reverse-tunnel table {}: {e}", f.reverse_table);
+        }
+        let (ctl_tx, ctl_rx) = mpsc::channel(8);
+        let ctl = match &f.control_socket {
+            Some(p) => Some(
+                ControlServer::start(p, ctl_tx)
+                    .map_err(|e| format!("control socket {}: {e}", p.display()))?,
+            ),
+            None => None,
+        };
+        info!(address = %f.address, interface = %f.interface, "foreign agent started");
+        Ok(Daemon {
+            file,
+            core,
+            udp,
+            icmp_rx,
+            icmp_tx,
+            raw,
+            tun,
+            nl,
+            ifindex,
+            tun_ifindex,
+            delivered: BTreeSet::new(),
+            ruled: BTreeSet::new(),
+            counters: Counters::default(),
+            ctl_rx,
+            _ctl: ctl,
+        })
+    }
+
+    async fn run(&mut self) -> Result<(), String> {
+        let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+        let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+        let mut ubuf = vec![0u8; 65536];
+        let mut ibuf = vec![0u8; 65536];
+        let mut rbuf = vec![0u8; 65536];
+        let mut tbuf = vec![0u8; 65536];
+        self.core.handle_timeout(Instant::now());
+        self.drain().await;
+        loop {
+            let deadline = self.core.poll_timeout();
+            let sleep = async move {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                r = recv_with_meta(&self.udp, &mut ubuf) => match r {
+                    Ok(m) => {
+                        let n = m.len;
+                        self.on_udp(m, &ubuf[..n]).await;
+                    }
+                    Err(e) => warn!("udp receive: {e}"),
+                },
+                r = self.icmp_rx.recv_from(&mut ibuf) => match r {
+                    Ok((n, src)) => self.on_icmp(src, &ibuf[..n]),
+                    Err(e) => warn!("icmp receive: {e}"),
+                },
+                r = self.raw.recv_from(&mut rbuf) => match r {
+                    Ok((n, src)) => {
+                        self.on_ipip(src, &rbuf[..n]).await;
+                        for _ in 0..crate::ha::BATCH {
+                            let Ok((n, src)) = self.raw.try_recv_from(&mut rbuf) else { break };
+                            self.on_ipip(src, &rbuf[..n]).await;
+                        }
+                    }
+                    Err(e) => warn!("raw receive: {e}"),
+                },
+                r = self.tun.recv(&mut tbuf) => match r {
+                    Ok(n) => {
+                        self.on_reverse(&tbuf[..n]).await;
+                        for _ in 0..crate::ha::BATCH {
+                            let Ok(n) = self.tun.try_recv(&mut tbuf) else { break };
+                            self.on_reverse(&tbuf[..n]).await;
+                        }
+                    }
+                    Err(e) => warn!("tun receive: {e}"),
+                },
+                Some(req) = self.ctl_rx.recv() => { let _ = req.send(self.status()); }
+                _ = sleep => self.core.handle_timeout(Instant::now()),
+                _ = term.recv() => { info!("SIGTERM: shutting down"); break }
+                _ = int.recv() => { info!("SIGINT: shutting down"); break }
+            }
+            self.drain().await;
+        }
+        Ok(())
+    }
+
+    /// The link-layer address of `addr` on the visited link, from the neighbour
+    /// table (the node's ARP request for our address put it there).
+    async fn mac_of(&self, addr: Ipv4Addr) -> Option<[u8; 6]> {
+        use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute};
+        let mut req = self.nl.handle().neighbours().get().execute();
+        while let Ok(Some(m)) = req.try_next().await {
+            if m.header.ifindex != self.ifindex {
+                continue;
+            }
+            let dst = m.attributes.iter().any(|a| matches!(a, NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) if *a == addr));
+            if !dst {
+                continue;
+            }
+            for a in &m.attributes {
+                if let NeighbourAttribute::LinkLayerAddress(mac) = a {
+                    if let Ok(mac) = <[u8; 6]>::try_from(mac.as_slice()) {
+                        return Some(mac);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    async fn on_udp(&mut self, m: netio::RecvMeta, payload: &[u8]) {
+        let from = m.src;
+        // Requests come from visiting nodes on our link; replies from home agents.
+        let from_visitor = m.ifindex == self.ifindex && payload.first() == Some(&1);
+        let mac = if from_visitor {
+            // From a visiting node on our link.
+            match self.mac_of(*from.ip()).await {
+                Some(mac) => mac,
+                None => return self.counters.drop("no link-layer address for the sender"),
+            }
+        } else {
+            [0; 6]
+        };
+        if from_visitor {
+            // So that whatever we answer reaches the node by its link-layer address.
+            self.deliver_to(*from.ip(), mac).await;
+        }
+        self.core
+            .handle_datagram(Instant::now(), from, mac, payload);
+    }
+
+    fn on_icmp(&mut self, src: Ipv4Addr, packet: &[u8]) {
+        let Ok(h) = wire::ipv4::Ipv4Header::parse(packet) else {
+            return;
+        };
+        let icmp = &packet[h.header_len..usize::from(h.total_len)];
+        if mip4::wire::agent::AgentSolicitation::parse(icmp).is_ok() {
+            self.core.handle_solicitation(Instant::now(), src);
+        }
+    }
+
+    /// IP-in-IP to the agent: from a visitor's home agent (forward tunnel exit) or
+    /// from a visitor (encapsulating delivery style).
+    async fn on_ipip(&mut self, outer_src: Ipv4Addr, packet: &[u8]) {
+        let Ok(outer) = wire::ipv4::Ipv4Header::parse(packet) else {
+            return self.counters.drop("malformed outer header");
+        };
+        let inner = &packet[outer.header_len..usize::from(outer.total_len)];
+        let Ok(ih) = wire::ipv4::Ipv4Header::parse(inner) else {
+            return self.counters.drop("malformed inner packet");
+        };
+        let from_ha = self
+            .core
+            .visitor_for(ih.dst)
+            .filter(|v| v.home_agent == outer_src)
+            .is_some();
+        if from_ha {
+            match self.tun.send(inner).await {
+                Ok(_) => {
+                    self.counters.forwarded_packets += 1;
+                    self.counters.forwarded_bytes += inner.len() as u64;
+                }
+                Err(e) => {
+                    debug!("tun send: {e}");
+                    self.counters.drop("tun write failed");
+                }
+            }
+            return;
+        }
+        let visitor = self
+            .core
+            .visitor_for(outer_src)
+            .filter(|v| {
+                v.reverse_tunnel
+                    && v.delivery == DeliveryStyle::Encapsulating
+                    && ih.src == v.home_addr
+            })
+            .cloned();
+        match visitor {
+            Some(v) => self.reverse_to(&v, inner).await,
+            None => self
+                .counters
+                .drop("tunnel packet from neither a visitor's home agent nor a visitor"),
+        }
+    }
+
+    /// A packet from a visitor, routed into the TUN by its policy rule (direct
+    /// delivery style): reverse-tunnel it to the visitor's home agent.
+    async fn on_reverse(&mut self, packet: &[u8]) {
+        let Some((src, _)) = wire::ipv4::addresses(packet) else {
+            return self.counters.drop("malformed packet from tun");
+        };
+        match self
+            .core
+            .visitor_for(src)
+            .filter(|v| v.reverse_tunnel)
+            .cloned()
+        {
+            Some(v) => self.reverse_to(&v, packet).await,
+            None => self
+                .counters
+                .drop("packet from a home address with no reverse-tunneled visitor"),
+        }
+    }
+
+    async fn reverse_to(&mut self, v: &Visitor, inner: &[u8]) {
+        match self.raw.send_to(inner, v.home_agent).await {
+            Ok(_) => {
+                self.counters.reverse_packets += 1;
+                self.counters.reverse_bytes += inner.len() as u64;
+            }
+            Err(e) => {
+                debug!("reverse tunnel to {}: {e}", v.home_agent);
+                self.counters.drop("reverse tunnel send failed");
+            }
+        }
+    }
+
+    async fn drain(&mut self) {
+        while let Some(e) = self.core.poll_event() {
+            self.apply(e).await;
+        }
+        while let Some(t) = self.core.poll_transmit() {
+            match t {
+                FaTransmit::Advertisement { dst, icmp } => {
+                    let mut h =
+                        wire::ipv4::Ipv4Header::new(self.file.fa.address, dst, 1, icmp.len());
+                    h.ttl = 1;
+                    let mut pkt = vec![0u8; 20 + icmp.len()];
+                    if h.emit(&mut pkt).is_ok() {
+                        pkt[20..].copy_from_slice(&icmp);
+                        if let Err(e) = self.icmp_tx.send_packet(&pkt).await {
+                            debug!("advertisement: {e}");
+                        }
+                    }
+                }
+                FaTransmit::ToHomeAgent(t) => {
+                    if let Err(e) = send_from(&self.udp, &t.payload, t.dst, *t.src.ip()).await {
+                        warn!("relay to {}: {e}", t.dst);
+                    }
+                }
+                FaTransmit::ToMobileNode {
+                    mac,
+                    home_addr,
+                    port,
+                    src,
+                    payload,
+                } => {
+                    self.deliver_to(home_addr, mac).await;
+                    let dst = SocketAddrV4::new(home_addr, port);
+                    if let Err(e) = send_from(&self.udp, &payload, dst, *src.ip()).await {
+                        warn!("reply to {dst}: {e}");
+                    }
+                    if self.core.visitor_for(home_addr).is_none() {
+                        // A denial: nothing stays for a node we do not serve.
+                        self.undeliver(home_addr).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// A permanent neighbour entry and a host route on the visited link for a
+    /// visitor's home address (delivery by link-layer address, no ARP for it).
+    async fn deliver_to(&mut self, home: Ipv4Addr, mac: [u8; 6]) {
+        if let Err(e) = self.nl.set_neighbour(self.ifindex, home, mac).await {
+            debug!("neighbour {home}: {e}");
+        }
+        let r = Route::new(home, 32).dev(self.ifindex);
+        if let Err(e) = self.nl.replace_route(&r).await {
+            debug!("route {home}/32: {e}");
+        }
+        self.delivered.insert(home);
+    }
+
+    async fn undeliver(&mut self, home: Ipv4Addr) {
+        if !self.delivered.remove(&home) {
+            return;
+        }
+        let _ = self
+            .nl
+            .del_route(&Route::new(home, 32).dev(self.ifindex))
+            .await;
+        let _ = self.nl.del_neighbour(self.ifindex, home).await;
+    }
+
+    fn rule_for(&self, home: Ipv4Addr) -> Rule {
+        Rule {
+            from: Some((home, 32)),
+            fwmark: None,
+            table: self.file.fa.reverse_table,
+            priority: Some(1000),
+        }
+    }
+
+    async fn apply(&mut self, e: FaEvent) {
+        match e {
+            FaEvent::VisitorAdded(v) | FaEvent::VisitorRenewed(v) => {
+                info!(home = %v.home_addr, home_agent = %v.home_agent, delivery = ?v.delivery, reverse = v.reverse_tunnel, "visitor registered");
+                self.deliver_to(v.home_addr, v.mac).await;
+                if v.reverse_tunnel && !self.ruled.contains(&v.home_addr) {
+                    if let Err(e) = self.nl.add_rule(&self.rule_for(v.home_addr)).await {
+                        warn!("reverse-tunnel rule for {}: {e}", v.home_addr);
+                    }
+                    self.ruled.insert(v.home_addr);
+                }
+            }
+            FaEvent::VisitorRemoved { home_addr, .. } => {
+                info!(home = %home_addr, "visitor removed");
+                if self.core.visitor_for(home_addr).is_none() {
+                    self.undeliver(home_addr).await;
+                    if self.ruled.remove(&home_addr) {
+                        let _ = self.nl.del_rule(&self.rule_for(home_addr)).await;
+                    }
+                }
+            }
+        }
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let now = Instant::now();
+        let visitors: Vec<_> = self
+            .core
+            .visitors()
+            .map(|v| {
+                json!({
+                    "home_address": v.home_addr.to_string(),
+                    "home_agent": v.home_agent.to_string(),
+                    "mac": v.mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"),
+                    "lifetime": v.lifetime,
+                    "remaining_s": v.expires.saturating_duration_since(now).as_secs(),
+                    "reverse_tunnel": v.reverse_tunnel,
+                    "delivery": match v.delivery { DeliveryStyle::Direct => "direct", DeliveryStyle::Encapsulating => "encapsulating" },
+                })
+            })
+            .collect();
+        let s = self.core.stats();
+        let mut drops: BTreeMap<String, u64> = s
+            .drops
+            .iter()
+            .map(|(k, v)| (format!("{k:?}"), *v))
+            .collect();
+        for (k, v) in &self.counters.drops {
+            drops.insert((*k).to_string(), *v);
+        }
+        json!({
+            "role": "fa",
+            "address": self.file.fa.address.to_string(),
+            "visitors": visitors,
+            "counters": {
+                "advertisements": s.advertisements,
+                "requests_relayed": s.requests_relayed,
+                "replies_relayed": s.replies_relayed,
+                "denials_by_code": s.denials_by_code.iter().map(|(k, v)| (k.to_string(), *v)).collect::<BTreeMap<_, _>>(),
+                "forwarded_packets": self.counters.forwarded_packets,
+                "forwarded_bytes": self.counters.forwarded_bytes,
+                "reverse_packets": self.counters.reverse_packets,
+                "reverse_bytes": self.counters.reverse_bytes,
+                "drops": drops,
+            }
+        })
+    }
+
+    async fn cleanup(&mut self) {
+        let homes: Vec<Ipv4Addr> = self.delivered.iter().copied().collect();
+        for h in homes {
+            self.undeliver(h).await;
+        }
+        let ruled: Vec<Ipv4Addr> = self.ruled.iter().copied().collect();
+        for h in ruled {
+            let _ = self.nl.del_rule(&self.rule_for(h)).await;
+        }
+        let default = Route::new(Ipv4Addr::UNSPECIFIED, 0)
+            .dev(self.tun_ifindex)
+            .table(self.file.fa.reverse_table);
+        let _ = self.nl.del_route(&default).await;
+        let _ = IpAddr::V4(self.file.fa.address);
+        info!("foreign agent stopped; routes, rules and neighbour entries removed");
+    }
+}
