@@ -18,16 +18,18 @@ pub fn lab_available(test: &str) -> bool {
     let skip = std::env::var("MIPSEC_SKIP_LAB").is_ok_and(|v| v == "1");
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
-    let mut missing: Vec<&str> = ["ip", "tcpdump", "tshark"]
+    let mut missing: Vec<&str> = [("ip", "-V"), ("tcpdump", "--version"), ("tshark", "-v")]
         .into_iter()
-        .filter(|p| {
+        .filter(|(p, v)| {
             std::process::Command::new(p)
-                .arg("-V")
+                .arg(v)
+                .stdin(std::process::Stdio::null())
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
                 .status()
                 .is_err()
         })
+        .map(|(p, _)| p)
         .collect();
     if !root {
         missing.insert(0, "root (network namespaces)");

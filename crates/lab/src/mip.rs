@@ -125,8 +125,12 @@ pub fn mn_summary(v: &Value) -> String {
         .and_then(Value::as_bool)
         .unwrap_or(false);
     let coa = v.get("care_of").and_then(Value::as_str).unwrap_or("-");
+    let rtt = v
+        .get("last_registration_rtt_ms")
+        .and_then(Value::as_f64)
+        .map_or(String::new(), |r| format!(" reg-rtt={r:.2}ms"));
     format!(
-        "{mode}{} coa={coa} ok={} failed={}",
+        "{mode}{} coa={coa} ok={} failed={}{rtt}",
         if reg { " registered" } else { "" },
         get_u64(v, &["counters", "registrations_ok"]),
         get_u64(v, &["counters", "registrations_failed"])
@@ -149,13 +153,15 @@ pub struct Request {
     pub identification: u64,
 }
 
-/// RFC 5944 §5.7.1 timestamp identification: NTP seconds in the high 32 bits.
+/// RFC 5944 §5.7.1 timestamp identification: the 64-bit NTP time (seconds since 1900 in
+/// the high 32 bits, the fraction in the low 32), so successive requests increase.
 pub fn timestamp_id() -> u64 {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    let ntp = now.as_secs() + 2_208_988_800;
-    (ntp << 32) | u64::from(rand::random::<u32>())
+    let secs = now.as_secs() + 2_208_988_800;
+    let frac = (u64::from(now.subsec_nanos()) << 32) / 1_000_000_000;
+    (secs << 32) | frac
 }
 
 /// Encodes the request with an MN-HA Authentication extension (type 32) whose
@@ -173,6 +179,34 @@ pub fn encode_request(r: &Request, spi: u32, key: &[u8]) -> Vec<u8> {
     m.push(20);
     m.extend_from_slice(&spi.to_be_bytes());
     // HMAC accepts keys of any length; the error branch cannot happen.
+    let Ok(mut mac) = <Hmac<Md5> as Mac>::new_from_slice(key) else {
+        return m;
+    };
+    mac.update(&m);
+    m.extend_from_slice(&mac.finalize().into_bytes());
+    m
+}
+
+/// Encodes a Registration Reply (type 3) with an MN-HA Authentication extension.
+pub fn encode_reply(
+    code: u8,
+    lifetime: u16,
+    home_address: Ipv4Addr,
+    home_agent: Ipv4Addr,
+    identification: u64,
+    spi: u32,
+    key: &[u8],
+) -> Vec<u8> {
+    let mut m = Vec::with_capacity(46);
+    m.push(3);
+    m.push(code);
+    m.extend_from_slice(&lifetime.to_be_bytes());
+    m.extend_from_slice(&home_address.octets());
+    m.extend_from_slice(&home_agent.octets());
+    m.extend_from_slice(&identification.to_be_bytes());
+    m.push(32);
+    m.push(20);
+    m.extend_from_slice(&spi.to_be_bytes());
     let Ok(mut mac) = <Hmac<Md5> as Mac>::new_from_slice(key) else {
         return m;
     };

@@ -154,6 +154,34 @@ impl MipLab {
         matches!(h.join(), Ok(Ok(true)))
     }
 
+    /// Sends each datagram from namespace `role` (source port chosen by the kernel) to
+    /// `dst` and collects the reply to each, if one comes within `timeout`.
+    pub fn udp_exchange(
+        &self,
+        role: &str,
+        dst: SocketAddrV4,
+        msgs: Vec<Vec<u8>>,
+        timeout: Duration,
+    ) -> Result<Vec<Option<Vec<u8>>>> {
+        let h = netns::spawn_in(&self.lab.ns(role), move || {
+            let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+            s.set_read_timeout(Some(timeout))?;
+            let mut out = Vec::new();
+            let mut buf = [0u8; 2048];
+            for m in msgs {
+                s.send_to(&m, dst)?;
+                out.push(
+                    s.recv(&mut buf)
+                        .ok()
+                        .and_then(|n| buf.get(..n).map(<[u8]>::to_vec)),
+                );
+            }
+            Ok(out)
+        });
+        h.join()
+            .map_err(|_| other("udp_exchange thread panicked"))?
+    }
+
     /// The MN daemon is registered with the given care-of address.
     pub fn registered_at(v: &Value, coa: Ipv4Addr) -> bool {
         v.get("registered").and_then(Value::as_bool) == Some(true)
@@ -181,7 +209,8 @@ pub struct DemoOpts {
     pub plain: bool,
     pub lifetime: u32,
     pub moves: Vec<Segment>,
-    /// Write a capture (tcpdump -i any in the router namespace) to this file.
+    /// Write a capture (tcpdump on the HA's eth0, which carries every registration and
+    /// tunnel packet) to this file.
     pub capture: Option<PathBuf>,
     pub keep: bool,
 }
@@ -218,6 +247,8 @@ pub struct Stay {
     pub stall_ms: f64,
     pub rtt_ms: Option<f64>,
     pub status: String,
+    /// `mipsec status --json` of the MN at the end of the stay (daemons only).
+    pub status_json: Option<Value>,
 }
 
 #[derive(Debug, Clone)]
@@ -309,7 +340,7 @@ impl DemoReport {
 /// Runs the demo on an already started lab (MN at home).
 pub fn demo_on(ml: &mut MipLab, o: &DemoOpts) -> Result<DemoReport> {
     if let Some(cap) = &o.capture {
-        start_capture(&mut ml.lab, "rt", cap, "")?;
+        start_capture(&mut ml.lab, "ha", "eth0", cap, "")?;
     }
     let bind = (!o.plain).then_some(MN_HOME);
     let mut client = Client::start(
@@ -323,13 +354,13 @@ pub fn demo_on(ml: &mut MipLab, o: &DemoOpts) -> Result<DemoReport> {
             probe_interval: Some(o.probe_interval),
         },
     )?;
-    let status_of = |ml: &MipLab| -> String {
+    let status_of = |ml: &MipLab| -> (String, Option<Value>) {
         if !ml.daemons {
-            return "(no daemons)".into();
+            return ("(no daemons)".into(), None);
         }
         match ml.mn_status() {
-            Ok(v) => mip::mn_summary(&v),
-            Err(e) => format!("status error: {e}"),
+            Ok(v) => (mip::mn_summary(&v), Some(v)),
+            Err(e) => (format!("status error: {e}"), None),
         }
     };
     let mut marks: Vec<(Segment, Segment, u64, f64)> = Vec::new();
@@ -349,7 +380,7 @@ pub fn demo_on(ml: &mut MipLab, o: &DemoOpts) -> Result<DemoReport> {
     let end = client.now_us();
     let record = client.stop();
     if o.capture.is_some() {
-        ml.lab.stop("capture-rt", libc::SIGINT);
+        ml.lab.stop("capture-ha", libc::SIGINT);
     }
     let mut stays = Vec::new();
     for (i, &(from, to, start, move_ms)) in marks.iter().enumerate() {
@@ -367,7 +398,8 @@ pub fn demo_on(ml: &mut MipLab, o: &DemoOpts) -> Result<DemoReport> {
             down_bytes: d1.saturating_sub(d0),
             stall_ms: record.longest_stall_ms(start, stop),
             rtt_ms: record.median_rtt_ms(start, stop),
-            status: statuses.get(i).cloned().unwrap_or_default(),
+            status: statuses.get(i).map(|s| s.0.clone()).unwrap_or_default(),
+            status_json: statuses.get(i).and_then(|s| s.1.clone()),
         });
     }
     let mut failures = Vec::new();
@@ -436,12 +468,29 @@ pub fn run_demo(exe: &Path, o: &DemoOpts) -> Result<DemoReport> {
     demo_on(&mut ml, o)
 }
 
-/// Starts `tcpdump -i any -U -w <file> <filter>` in namespace `role` (process name
-/// `capture-<role>`), and waits until it is listening.
-pub fn start_capture(lab: &mut Lab, role: &str, file: &Path, filter: &str) -> Result<()> {
+/// Starts `tcpdump -i <iface> -U -w <file> <filter>` in namespace `role` (process name
+/// `capture-<role>`), and waits until it is listening. Stop it with
+/// `lab.stop("capture-<role>", libc::SIGINT)`.
+pub fn start_capture(
+    lab: &mut Lab,
+    role: &str,
+    iface: &str,
+    file: &Path,
+    filter: &str,
+) -> Result<()> {
     let _ = std::fs::remove_file(file);
     let f = file.display().to_string();
-    let mut args = vec!["-i", "any", "-n", "-U", "-s", "0", "-w", &f];
+    let mut args = vec![
+        "-i",
+        iface,
+        "-n",
+        "--immediate-mode",
+        "-U",
+        "-s",
+        "0",
+        "-w",
+        &f,
+    ];
     if !filter.is_empty() {
         args.push(filter);
     }
