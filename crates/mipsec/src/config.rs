@@ -73,6 +73,15 @@ impl From<AlgorithmName> for mip4::auth::Algorithm {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
+pub enum UdpTunnelMode {
+    #[default]
+    Auto,
+    Force,
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
 pub enum ReplayName {
     #[default]
     Timestamp,
@@ -237,6 +246,10 @@ pub struct MnSection {
     /// falling back to a co-located address otherwise.
     #[serde(default = "default_true")]
     pub use_foreign_agents: bool,
+    /// RFC 3519 UDP tunneling: "auto" asks for it and lets the home agent decide
+    /// (it tunnels over UDP when it sees a NAT), "force" insists, "off" never asks.
+    #[serde(default)]
+    pub udp_tunnel: UdpTunnelMode,
     /// Ask a foreign agent for the encapsulating delivery style (RFC 3024).
     #[serde(default)]
     pub encapsulating_delivery: bool,

@@ -144,6 +144,10 @@ struct Daemon {
     icmp_rx: RawIp,
     icmp_tx: RawIp,
     agent: Option<AgentInfo>,
+    /// RFC 3519: the home agent tunnels over UDP; keepalive interval (s).
+    udp_tunnel: Option<u16>,
+    next_keepalive: Option<Instant>,
+    keepalive_seq: u16,
     register_started: Option<Instant>,
     last_rtt: Option<Duration>,
     retry_at: Option<Instant>,
@@ -168,6 +172,11 @@ impl Daemon {
         cc.replay = m.replay.into();
         cc.initial_rto = Duration::from_millis(m.retransmit_ms.max(50));
         cc.encapsulating_delivery = m.encapsulating_delivery;
+        cc.udp_tunnel = match m.udp_tunnel {
+            crate::config::UdpTunnelMode::Off => None,
+            crate::config::UdpTunnelMode::Auto => Some(false),
+            crate::config::UdpTunnelMode::Force => Some(true),
+        };
         let mut seed = [0u8; 32];
         crate::ha::getrandom(&mut seed);
         let client = RegistrationClient::new(cc, seed);
@@ -262,6 +271,9 @@ impl Daemon {
             icmp_rx,
             icmp_tx,
             agent: None,
+            udp_tunnel: None,
+            next_keepalive: None,
+            keepalive_seq: 0,
             register_started: None,
             last_rtt: None,
             retry_at: None,
@@ -288,6 +300,7 @@ impl Daemon {
                 self.retry_at,
                 self.resend_at,
                 self.agent.map(|a| a.expires),
+                self.next_keepalive,
             ]
             .into_iter()
             .flatten()
@@ -305,7 +318,11 @@ impl Daemon {
                 },
                 r = recv_udp(self.socks.as_ref().map(|s| &s.udp), &mut ubuf) => match r {
                     Ok((n, std::net::SocketAddr::V4(from))) => {
-                        self.client.handle_datagram(Instant::now(), SystemTime::now(), from, &ubuf[..n]);
+                        if ubuf.first() == Some(&mip4::wire::MessageType::TUNNEL_DATA.0) && n > 0 {
+                            self.on_udp_tunnel(from, &ubuf[..n]).await;
+                        } else {
+                            self.client.handle_datagram(Instant::now(), SystemTime::now(), from, &ubuf[..n]);
+                        }
                     }
                     Ok(_) => {}
                     Err(e) => debug!("registration socket: {e}"),
@@ -344,6 +361,12 @@ impl Daemon {
                     if self.resend_at.is_some_and(|t| t <= now) {
                         self.resend_at = None;
                         self.resend();
+                    }
+                    if let Some(k) = self.udp_tunnel.filter(|k| *k > 0 && self.next_keepalive.is_some_and(|t| t <= now)) {
+                        self.next_keepalive = Some(now + Duration::from_secs(u64::from(k)));
+                        if self.open {
+                            self.send_keepalive().await;
+                        }
                     }
                     if self.agent.is_some_and(|a| a.expires <= now) {
                         // Movement detection by advertisement lifetime (RFC 5944 2.4.2.1).
@@ -432,6 +455,8 @@ impl Daemon {
         self.client.reset();
         self.retry_at = None;
         self.resend_at = None;
+        self.udp_tunnel = None;
+        self.next_keepalive = None;
         self.mode = want;
         match want {
             Mode::Detached => {}
@@ -676,6 +701,9 @@ impl Daemon {
         if src != self.file.mn.home_address {
             return self.counters.drop("source is not the home address");
         }
+        if self.udp_tunnel.is_some() && matches!(self.mode, Mode::Colocated(_)) {
+            return self.send_udp_tunnel(packet).await;
+        }
         let Some(raw) = self.socks.as_ref().and_then(|s| s.raw.as_ref()) else {
             return self.counters.drop("not registered");
         };
@@ -692,6 +720,70 @@ impl Daemon {
             }
             Err(e) => {
                 debug!("tunnel send: {e}");
+                self.counters.drop("tunnel send failed");
+            }
+        }
+    }
+
+    /// RFC 3519 Tunnel Data from the home agent (the node is behind a NAT).
+    async fn on_udp_tunnel(&mut self, from: SocketAddrV4, payload: &[u8]) {
+        if *from.ip() != self.file.mn.home_agent || self.udp_tunnel.is_none() {
+            return self.counters.drop("tunnel data not from the home agent");
+        }
+        let Ok(td) = mip4::wire::tunnel::TunnelData::parse(payload) else {
+            return self.counters.drop("malformed tunnel data");
+        };
+        let Ok(h) = wire::ipv4::Ipv4Header::parse(td.packet) else {
+            return self.counters.drop("malformed inner packet");
+        };
+        if td.next_header != 4 || h.dst != self.file.mn.home_address {
+            return self
+                .counters
+                .drop("inner destination is not the home address");
+        }
+        match self.tun.send(td.packet).await {
+            Ok(_) => {
+                self.counters.rx_packets += 1;
+                self.counters.rx_bytes += td.packet.len() as u64;
+            }
+            Err(e) => {
+                warn!("tun send: {e}");
+                self.counters.drop("tun write failed");
+            }
+        }
+    }
+
+    /// An RFC 3519 keepalive: an ICMP echo request to the home agent through the
+    /// UDP tunnel, which keeps the NAT's mapping alive in both directions.
+    async fn send_keepalive(&mut self) {
+        let m = &self.file.mn;
+        let mut icmp = vec![8u8, 0, 0, 0, 0x6d, 0x69, 0, 0];
+        self.keepalive_seq = self.keepalive_seq.wrapping_add(1);
+        icmp[6..8].copy_from_slice(&self.keepalive_seq.to_be_bytes());
+        let c = wire::checksum::checksum(&icmp);
+        icmp[2..4].copy_from_slice(&c.to_be_bytes());
+        let inner = wire::ipv4::Ipv4Header::build(m.home_address, m.home_agent, 1, &icmp);
+        self.send_udp_tunnel(&inner).await;
+    }
+
+    async fn send_udp_tunnel(&mut self, packet: &[u8]) {
+        let Some(s) = &self.socks else {
+            return self.counters.drop("not registered");
+        };
+        let mut msg = Vec::with_capacity(packet.len() + 4);
+        mip4::wire::tunnel::TunnelData {
+            next_header: 4,
+            packet,
+        }
+        .emit(&mut msg);
+        let dst = SocketAddrV4::new(self.file.mn.home_agent, MIP_PORT);
+        match s.udp.send_to(&msg, dst).await {
+            Ok(_) => {
+                self.counters.tx_packets += 1;
+                self.counters.tx_bytes += packet.len() as u64;
+            }
+            Err(e) => {
+                debug!("udp tunnel send: {e}");
                 self.counters.drop("tunnel send failed");
             }
         }
@@ -767,9 +859,17 @@ impl Daemon {
                 care_of,
                 lifetime,
                 tnc,
+                udp_tunnel,
                 ..
             } => {
                 self.counters.registrations_ok += 1;
+                if self.udp_tunnel != udp_tunnel {
+                    info!(keepalive_s = ?udp_tunnel, "RFC 3519 UDP tunneling {}", if udp_tunnel.is_some() { "on (NAT detected or forced)" } else { "off" });
+                }
+                self.udp_tunnel = udp_tunnel;
+                self.next_keepalive = udp_tunnel
+                    .filter(|k| *k > 0)
+                    .map(|k| Instant::now() + Duration::from_secs(u64::from(k)));
                 if let Some(t) = self.register_started.take() {
                     self.last_rtt = Some(t.elapsed());
                 }
@@ -848,6 +948,7 @@ impl Daemon {
             "foreign_agent": match self.mode { Mode::Foreign { agent, .. } => Some(agent.to_string()), _ => None },
             "home_address": m.home_address.to_string(),
             "home_agent": m.home_agent.to_string(),
+            "udp_tunnel": self.udp_tunnel.is_some(),
             "last_registration_rtt_ms": self.last_rtt.map(|d| (d.as_secs_f64() * 1e3 * 1000.0).round() / 1000.0),
             "counters": {
                 "registrations_ok": self.counters.registrations_ok,
