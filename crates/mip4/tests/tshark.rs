@@ -153,9 +153,94 @@ fn registration_messages() -> Vec<(SocketAddrV4, SocketAddrV4, Vec<u8>)> {
     out
 }
 
+/// A registration relayed by our foreign agent (with FA-HA both ways), and its
+/// advertisements: (IPv4 source, destination, UDP payload or ICMP message, is_icmp).
+fn foreign_agent_messages() -> Vec<(Ipv4Addr, Ipv4Addr, Vec<u8>, bool)> {
+    use mip4::fa::{FaConfig, FaTransmit, ForeignAgent};
+    let fa_addr = Ipv4Addr::new(10, 30, 0, 1);
+    let fa_ha = SecurityAssociation::new(400, Algorithm::HmacMd5, b"fa-ha key 012345");
+    let mut hcfg = HaConfig::new(HA);
+    hcfg.fa_ha_sas = vec![(fa_addr, fa_ha.clone())];
+    let mut ha = HomeAgent::new(hcfg, [6; 32]);
+    ha.add_mobile_node(MobileNodeConfig {
+        home_addr: Some(HOME),
+        nai: None,
+        sas: vec![sa()],
+        replay: ReplayMethod::Timestamp,
+    })
+    .unwrap();
+    let now = Instant::now();
+    let wall = SystemTime::now();
+    let mut fa = ForeignAgent::new(
+        FaConfig {
+            fa_ha_sas: vec![(HA, fa_ha)],
+            ..FaConfig::new(fa_addr, 24)
+        },
+        now,
+    );
+    let mut c = ClientConfig::new(HOME, HA, sa());
+    c.encapsulating_delivery = true;
+    let mut mn = RegistrationClient::new(c, [7; 32]);
+    mn.register(
+        now,
+        wall,
+        Attachment {
+            care_of: fa_addr,
+            local: SocketAddrV4::new(HOME, 434),
+            dest: SocketAddrV4::new(fa_addr, 434),
+            colocated: false,
+        },
+    );
+    let mut out = Vec::new();
+    let rrq = mn.poll_transmit().unwrap();
+    out.push((HOME, fa_addr, rrq.payload.clone(), false));
+    fa.handle_datagram(now, rrq.src, [2, 0, 0, 0, 0, 9], &rrq.payload);
+    fa.handle_timeout(now);
+    fa.handle_solicitation(now, Ipv4Addr::new(10, 30, 0, 77));
+    while let Some(t) = fa.poll_transmit() {
+        match t {
+            FaTransmit::Advertisement { dst, icmp } => out.push((fa_addr, dst, icmp, true)),
+            FaTransmit::ToHomeAgent(t) => {
+                out.push((fa_addr, HA, t.payload.clone(), false));
+                ha.handle_datagram(now, wall, t.src, t.dst, &t.payload);
+            }
+            FaTransmit::ToMobileNode { .. } => panic!("no reply yet"),
+        }
+    }
+    let rrp = ha.poll_transmit().unwrap();
+    out.push((HA, fa_addr, rrp.payload.clone(), false));
+    fa.handle_datagram(now, rrp.src, [0; 6], &rrp.payload);
+    while let Some(t) = fa.poll_transmit() {
+        if let FaTransmit::ToMobileNode {
+            home_addr, payload, ..
+        } = t
+        {
+            out.push((fa_addr, home_addr, payload, false));
+        }
+    }
+    assert_eq!(
+        out.len(),
+        6,
+        "request, 2 advertisements, relayed request, reply, relayed reply"
+    );
+    out
+}
+
 fn capture() -> PcapWriter {
     let mut p = PcapWriter::new(LinkType::Ethernet);
     let mut t = 1_700_000_000_000_000u64;
+    for (src, dst, payload, icmp) in foreign_agent_messages() {
+        t += 1000;
+        let mut ip = if icmp {
+            wire::ipv4::Ipv4Header::build(src, dst, 1, &payload)
+        } else {
+            wire::udp::build_ipv4(src, dst, 434, 434, &payload)
+        };
+        if icmp {
+            set_ttl1(&mut ip);
+        }
+        p.ipv4(t, &ip);
+    }
     for (src, dst, payload) in registration_messages() {
         t += 1000;
         p.ipv4(
@@ -282,7 +367,9 @@ fn our_messages_decode_cleanly_in_tshark() {
         .collect();
     let requests = mip_types.iter().filter(|t| **t == "1").count();
     let replies = mip_types.iter().filter(|t| **t == "3").count();
-    assert_eq!((requests, replies), (8, 8), "{fields}");
+    // 8 from the HA/MN exchanges, plus through the FA: request, relayed request;
+    // reply, relayed reply.
+    assert_eq!((requests, replies), (10, 10), "{fields}");
     assert!(
         mip_types.contains(&"4"),
         "tunnel data not decoded: {fields}"
