@@ -1,1 +1,25 @@
-//! vpnc
+//! mipsec-vpn: a userspace IPsec VPN client (IKEv2 + ESP in UDP) for an unmodified gateway.
+//!
+//! [`run`] reads a TOML configuration ([`config::VpnConfig`]), brings the tunnel up on a
+//! TUN device holding the address the gateway assigns (the TIA), routes the negotiated
+//! traffic selectors through it from a routing table of its own, and keeps it up: rekeys,
+//! DPD, NAT keepalives, MOBIKE on address changes, reconnection with backoff.
+
+#![forbid(unsafe_code)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod client;
+pub mod config;
+pub mod status;
+
+pub use config::VpnConfig;
+
+/// Run the client with the configuration at `config` until SIGINT or SIGTERM.
+pub fn run(config: &std::path::Path) -> Result<(), String> {
+    let cfg = VpnConfig::load(config)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("tokio runtime: {e}"))?;
+    rt.block_on(client::run(cfg))
+}

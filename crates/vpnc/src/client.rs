@@ -1,0 +1,714 @@
+//! The tokio shell: sockets, TUN, routes and netlink around the sans-IO `ikev2::Initiator`
+//! and the `esp` SAs.
+//!
+//! One task owns everything. Each wakeup handles one input (a UDP datagram on port 500 or
+//! 4500, a packet from the TUN, a netlink event, a status request, a timer), then drains the
+//! Initiator's transmits and events, then re-arms the timer.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+use esp::{InboundSa, OutboundSa, RandomIv, SaConfig, Sad, Suite, UdpInbound};
+use ikev2::crypto::{Encr, Integ};
+use ikev2::{ChildSaInfo, Event, Initiator};
+use netio::netlink::{Route, Rule};
+use netio::{NetEvent, Netlink, Tun, TunOptions, UdpOptions};
+use rand::{RngCore, SeedableRng};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{UdpSocket, UnixListener};
+
+use crate::config::VpnConfig;
+use crate::status::Status;
+
+const MAX_PACKET: usize = 65536;
+
+/// What the loop owns besides the protocol state.
+struct Io {
+    s500: UdpSocket,
+    s4500: UdpSocket,
+    tun: Tun,
+    nl: Netlink,
+    tun_ifindex: u32,
+    phys_ifindex: u32,
+}
+
+/// Protocol and bookkeeping state.
+struct State {
+    cfg: VpnConfig,
+    ike_cfg: ikev2::Config,
+    ike: Option<Initiator>,
+    sad: Sad,
+    out: Option<OutboundSa>,
+    /// CHILD_SA the outbound SA belongs to (inbound SPI), and whether it uses UDP.
+    out_spi_in: u32,
+    udp_encap: bool,
+    /// Our current IPv4 address on the physical interface.
+    local_ip: Option<Ipv4Addr>,
+    tia: Option<Ipv4Addr>,
+    routes: Vec<Route>,
+    reconnect_at: Option<Instant>,
+    backoff: Duration,
+    attempt_started: Instant,
+    move_started: Option<(Instant, u64, u64)>,
+    rng: rand::rngs::StdRng,
+    status: Status,
+    sealbuf: Vec<u8>,
+    warned_raw_esp: bool,
+}
+
+/// Run the client until SIGINT/SIGTERM.
+pub async fn run(cfg: VpnConfig) -> Result<(), String> {
+    let ike_cfg = cfg.ike_config()?;
+    let nl = Netlink::new().map_err(|e| format!("netlink: {e}"))?;
+    let phys = nl
+        .link_by_name(&cfg.interface)
+        .await
+        .map_err(|e| format!("interface {}: {e}", cfg.interface))?;
+    let phys_ifindex = phys.ifindex;
+    let bind = |port: u16| {
+        let mut o = UdpOptions::new(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port));
+        o.device = Some(cfg.interface.clone());
+        o.pktinfo = true;
+        o.reuse_addr = true;
+        o.bind().map_err(|e| format!("UDP port {port}: {e}"))
+    };
+    let s500 = bind(500)?;
+    let s4500 = bind(ike_cfg.natt_port)?;
+    let tun = Tun::open_with(
+        &cfg.tun,
+        &TunOptions {
+            multi_queue: false,
+            mtu: Some(cfg.mtu),
+            up: true,
+        },
+    )
+    .map_err(|e| format!("TUN {}: {e}", cfg.tun))?;
+    let tun_ifindex = tun.ifindex().map_err(|e| format!("TUN {}: {e}", cfg.tun))?;
+    let mut events = nl
+        .events()
+        .await
+        .map_err(|e| format!("netlink events: {e}"))?;
+    let rule = policy_rule(&cfg);
+    let _ = nl.del_rule(&rule).await; // a stale one from a crashed run
+    nl.add_rule(&rule)
+        .await
+        .map_err(|e| format!("policy rule for table {}: {e}", cfg.table))?;
+    let listener = match &cfg.control {
+        Some(p) => {
+            let _ = std::fs::remove_file(p);
+            Some(
+                UnixListener::bind(p)
+                    .map_err(|e| format!("control socket {}: {e}", p.display()))?,
+            )
+        }
+        None => None,
+    };
+    let io = Io {
+        s500,
+        s4500,
+        tun,
+        nl,
+        tun_ifindex,
+        phys_ifindex,
+    };
+    let now = Instant::now();
+    let mut st = State {
+        cfg,
+        ike_cfg,
+        ike: None,
+        sad: Sad::new(),
+        out: None,
+        out_spi_in: 0,
+        udp_encap: true,
+        local_ip: None,
+        tia: None,
+        routes: Vec::new(),
+        reconnect_at: Some(now),
+        backoff: Duration::from_secs(1),
+        attempt_started: now,
+        move_started: None,
+        rng: rand::rngs::StdRng::from_entropy(),
+        status: Status::default(),
+        sealbuf: Vec::with_capacity(MAX_PACKET),
+        warned_raw_esp: false,
+    };
+    st.local_ip = first_address(&io.nl, io.phys_ifindex).await;
+    let result = st.event_loop(&io, &mut events, listener.as_ref()).await;
+    // Orderly shutdown: Delete towards the gateway, then our routes and rule.
+    if let Some(ike) = st.ike.as_mut() {
+        if ike.is_established() {
+            ike.close(Instant::now());
+            st.flush(&io).await;
+            let end = Instant::now() + Duration::from_millis(500);
+            let mut buf = vec![0u8; MAX_PACKET];
+            let mut buf2 = vec![0u8; MAX_PACKET];
+            while Instant::now() < end && !st.ike.as_ref().is_some_and(Initiator::is_closed) {
+                tokio::select! {
+                    r = netio::udp::recv_with_meta(&io.s4500, &mut buf) => if let Ok(m) = r { st.on_udp(&io, &mut buf, m, true).await },
+                    r = netio::udp::recv_with_meta(&io.s500, &mut buf2) => if let Ok(m) = r { st.on_udp(&io, &mut buf2, m, false).await },
+                    _ = tokio::time::sleep_until(end.into()) => {}
+                }
+                st.flush(&io).await;
+            }
+        }
+    }
+    st.clear_routes(&io).await;
+    let _ = io.nl.del_rule(&rule).await;
+    if let Some(p) = &st.cfg.control {
+        let _ = std::fs::remove_file(p);
+    }
+    result
+}
+
+fn policy_rule(cfg: &VpnConfig) -> Rule {
+    Rule {
+        from: Some((Ipv4Addr::UNSPECIFIED, 0)),
+        fwmark: None,
+        table: cfg.table,
+        priority: Some(cfg.rule_priority),
+    }
+}
+
+async fn first_address(nl: &Netlink, ifindex: u32) -> Option<Ipv4Addr> {
+    nl.addresses(Some(ifindex))
+        .await
+        .ok()?
+        .into_iter()
+        .map(|a| a.addr)
+        .find(|a| !a.is_loopback() && !a.is_link_local())
+}
+
+impl State {
+    async fn event_loop(
+        &mut self,
+        io: &Io,
+        events: &mut netio::NetEvents,
+        listener: Option<&UnixListener>,
+    ) -> Result<(), String> {
+        let mut b500 = vec![0u8; MAX_PACKET];
+        let mut b4500 = vec![0u8; MAX_PACKET];
+        let mut btun = vec![0u8; MAX_PACKET];
+        let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| format!("SIGTERM handler: {e}"))?;
+        loop {
+            let deadline = self.deadline();
+            tokio::select! {
+                r = netio::udp::recv_with_meta(&io.s4500, &mut b4500) => match r {
+                    Ok(m) => self.on_udp(io, &mut b4500, m, true).await,
+                    Err(e) => tracing::debug!("recv 4500: {e}"),
+                },
+                r = netio::udp::recv_with_meta(&io.s500, &mut b500) => match r {
+                    Ok(m) => self.on_udp(io, &mut b500, m, false).await,
+                    Err(e) => tracing::debug!("recv 500: {e}"),
+                },
+                r = io.tun.recv(&mut btun) => match r {
+                    Ok(n) => self.on_tun(io, btun.get(..n).unwrap_or_default()).await,
+                    Err(e) => tracing::debug!("recv tun: {e}"),
+                },
+                ev = events.next() => match ev {
+                    Some(ev) => self.on_net(io, ev).await,
+                    None => return Err("netlink event stream ended".into()),
+                },
+                c = accept(listener) => {
+                    if let Ok((mut s, _)) = c {
+                        let text = self.status_json();
+                        let _ = s.write_all(text.as_bytes()).await;
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline.into()) => self.on_timer(io),
+                _ = tokio::signal::ctrl_c() => return Ok(()),
+                _ = sigterm.recv() => return Ok(()),
+            }
+            self.flush(io).await;
+        }
+    }
+
+    fn deadline(&self) -> Instant {
+        let far = Instant::now() + Duration::from_secs(3600);
+        [
+            self.ike.as_ref().and_then(Initiator::poll_timeout),
+            self.reconnect_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(far)
+    }
+
+    fn on_timer(&mut self, io: &Io) {
+        let now = Instant::now();
+        if let Some(ike) = self.ike.as_mut() {
+            if ike.poll_timeout().is_some_and(|t| t <= now) {
+                ike.handle_timeout(now);
+            }
+        }
+        if self.reconnect_at.is_some_and(|t| t <= now) {
+            self.connect(io, now);
+        }
+    }
+
+    /// Start a fresh IKE SA from our current address.
+    fn connect(&mut self, _io: &Io, now: Instant) {
+        let Some(ip) = self.local_ip else {
+            tracing::info!("no IPv4 address on {}; waiting", self.cfg.interface);
+            self.reconnect_at = None;
+            return;
+        };
+        let mut seed = [0u8; 32];
+        self.rng.fill_bytes(&mut seed);
+        let gw = self.cfg.gateway.0;
+        tracing::info!("connecting to {gw} from {ip}");
+        let mut ike = Initiator::new(
+            self.ike_cfg.clone(),
+            SocketAddr::new(ip.into(), 500),
+            SocketAddr::V4(gw),
+            seed,
+            now,
+        );
+        if let Ok(d) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+            ike.set_unix_time(d.as_secs());
+        }
+        self.ike = Some(ike);
+        self.attempt_started = now;
+        self.reconnect_at = None;
+        self.status.state = "connecting";
+        self.status.attempts += 1;
+    }
+
+    async fn on_udp(&mut self, io: &Io, buf: &mut [u8], m: netio::RecvMeta, natt: bool) {
+        let now = Instant::now();
+        let Some(data) = buf.get_mut(..m.len) else {
+            return;
+        };
+        if m.truncated {
+            self.status.rx_dropped += 1;
+            return;
+        }
+        let from = SocketAddr::V4(m.src);
+        let port = if natt {
+            io.s4500.local_addr().map(|a| a.port()).unwrap_or(4500)
+        } else {
+            500
+        };
+        let to_ip = m.dst.or(self.local_ip).unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let to = SocketAddr::new(to_ip.into(), port);
+        if !natt {
+            if let Some(ike) = self.ike.as_mut() {
+                ike.handle_datagram(now, from, to, data);
+            }
+            return;
+        }
+        match self.sad.open_udp(now, data) {
+            Ok(UdpInbound::Keepalive) => {}
+            Ok(UdpInbound::Ike(_)) => {
+                if let Some(ike) = self.ike.as_mut() {
+                    ike.handle_datagram(now, from, to, data);
+                }
+            }
+            Ok(UdpInbound::Esp(o)) => {
+                if o.is_dummy() {
+                    return;
+                }
+                if let Some(inner) = data.get(o.payload) {
+                    self.status.esp_rx_packets += 1;
+                    self.status.esp_rx_bytes += inner.len() as u64;
+                    if let Err(e) = io.tun.send(inner).await {
+                        tracing::debug!("tun send: {e}");
+                    }
+                }
+            }
+            Err(e) => tracing::trace!("ESP drop: {e}"),
+        }
+    }
+
+    async fn on_tun(&mut self, io: &Io, pkt: &[u8]) {
+        let now = Instant::now();
+        if pkt.first().map(|b| b >> 4) != Some(4) {
+            self.status.tun_dropped += 1;
+            return;
+        }
+        let (Some(out), Some(ike)) = (self.out.as_mut(), self.ike.as_ref()) else {
+            self.status.tun_dropped += 1;
+            return;
+        };
+        if !self.udp_encap {
+            if !self.warned_raw_esp {
+                tracing::warn!(
+                    "CHILD_SA without UDP encapsulation: raw ESP is not implemented, dropping"
+                );
+                self.warned_raw_esp = true;
+            }
+            self.status.tun_dropped += 1;
+            return;
+        }
+        if let Err(e) = out.seal(now, esp::NEXT_HEADER_IPV4, pkt, &mut self.sealbuf) {
+            tracing::debug!("seal: {e}");
+            self.status.tun_dropped += 1;
+            return;
+        }
+        let (SocketAddr::V4(dst), SocketAddr::V4(src)) = (ike.remote(), ike.local()) else {
+            return;
+        };
+        let dst = SocketAddrV4::new(*dst.ip(), self.natt_port());
+        match netio::udp::send_from(&io.s4500, &self.sealbuf, dst, *src.ip()).await {
+            Ok(_) => {
+                self.status.esp_tx_packets += 1;
+                self.status.esp_tx_bytes += pkt.len() as u64;
+            }
+            Err(e) => {
+                self.status.tx_errors += 1;
+                tracing::debug!("send ESP: {e}");
+            }
+        }
+    }
+
+    fn natt_port(&self) -> u16 {
+        self.ike_cfg.natt_port
+    }
+
+    async fn on_net(&mut self, io: &Io, ev: NetEvent) {
+        match ev {
+            NetEvent::AddrRemoved { ifindex, addr, .. } if ifindex == io.phys_ifindex => {
+                if Some(addr) != self.local_ip {
+                    return;
+                }
+                tracing::info!("our address {addr} went away");
+                self.local_ip = None;
+                if let Some(new) = first_address(&io.nl, io.phys_ifindex).await {
+                    self.move_to(io, new);
+                }
+            }
+            NetEvent::AddrAdded { ifindex, addr, .. }
+                if ifindex == io.phys_ifindex
+                    && self.local_ip.is_none()
+                    && !addr.is_loopback()
+                    && !addr.is_link_local() =>
+            {
+                self.move_to(io, addr);
+            }
+            _ => {}
+        }
+    }
+
+    /// Our address changed to `new`: MOBIKE when the IKE SA is up, else start over from it.
+    fn move_to(&mut self, io: &Io, new: Ipv4Addr) {
+        let now = Instant::now();
+        self.local_ip = Some(new);
+        let established = self.ike.as_ref().is_some_and(Initiator::is_established);
+        if established {
+            if let Some(ike) = self.ike.as_mut() {
+                let port = ike.local().port();
+                let st = ike.stats();
+                if ike.update_addresses(now, SocketAddr::new(new.into(), port), None) {
+                    tracing::info!("MOBIKE: moving to {new}");
+                    self.move_started = Some((now, st.tx, st.rx));
+                    return;
+                }
+            }
+        }
+        tracing::info!("address now {new}: reconnecting from it");
+        self.teardown();
+        self.connect(io, now);
+    }
+
+    /// Forget the IKE SA and every ESP SA.
+    fn teardown(&mut self) {
+        self.ike = None;
+        self.sad = Sad::new();
+        self.out = None;
+    }
+
+    /// Send what the Initiator queued and apply its events.
+    async fn flush(&mut self, io: &Io) {
+        loop {
+            let Some(ike) = self.ike.as_mut() else {
+                return;
+            };
+            if let Some(t) = ike.poll_transmit() {
+                let sock = if t.src.port() == 500 {
+                    &io.s500
+                } else {
+                    &io.s4500
+                };
+                let (SocketAddr::V4(dst), SocketAddr::V4(src)) = (t.dst, t.src) else {
+                    continue;
+                };
+                if let Err(e) = netio::udp::send_from(sock, &t.payload, dst, *src.ip()).await {
+                    self.status.tx_errors += 1;
+                    tracing::debug!("send IKE to {dst}: {e}");
+                }
+                continue;
+            }
+            match ike.poll_event() {
+                Some(ev) => self.on_event(io, ev).await,
+                None => return,
+            }
+        }
+    }
+
+    async fn on_event(&mut self, io: &Io, ev: Event) {
+        let now = Instant::now();
+        tracing::debug!(?ev, "IKE event");
+        match ev {
+            Event::IkeSaUp {
+                spi_i,
+                local,
+                remote,
+                local_nat,
+                ..
+            } => {
+                let ms = now.duration_since(self.attempt_started).as_secs_f64() * 1e3;
+                tracing::info!("IKE SA {spi_i:016x} up {local} -> {remote} in {ms:.1} ms (behind NAT: {local_nat})");
+                self.status.state = "established";
+                self.status.ike_setup_ms = Some(ms);
+                self.status.behind_nat = local_nat;
+                self.backoff = Duration::from_secs(1);
+            }
+            Event::ChildSaUp(c) => {
+                self.install(now, &c, true);
+                self.configure(io, &c).await;
+                self.status.child_setup_ms =
+                    Some(now.duration_since(self.attempt_started).as_secs_f64() * 1e3);
+            }
+            Event::ChildSaRekeyed { old_spi_in, new } => {
+                tracing::info!("CHILD_SA {old_spi_in:08x} rekeyed to {:08x}", new.spi_in);
+                self.status.child_rekeys += 1;
+                self.install(now, &new, true);
+                self.configure(io, &new).await;
+            }
+            Event::ChildSaDown { spi_in, spi_out } => {
+                tracing::info!("CHILD_SA {spi_in:08x}/{spi_out:08x} deleted");
+                self.sad.remove(spi_in);
+                if self.out.as_ref().is_some_and(|o| o.spi() == spi_out) {
+                    // Fall back to any remaining CHILD_SA (there is normally none).
+                    self.out = None;
+                    if let Some(c) = self
+                        .ike
+                        .as_ref()
+                        .and_then(|i| i.child_sas().into_iter().next())
+                    {
+                        self.install(now, &c, false);
+                    }
+                }
+            }
+            Event::IkeSaRekeyed { spi_i, .. } => {
+                tracing::info!("IKE SA rekeyed to {spi_i:016x}");
+                self.status.ike_rekeys += 1;
+            }
+            Event::AddressesUpdated {
+                local,
+                remote,
+                udp_encap,
+            } => {
+                self.udp_encap = udp_encap;
+                self.status.mobike_moves += 1;
+                if let Some((t0, tx, rx)) = self.move_started.take() {
+                    let st = self.ike.as_ref().map(Initiator::stats).unwrap_or_default();
+                    self.status.last_move_ms = Some(now.duration_since(t0).as_secs_f64() * 1e3);
+                    self.status.last_move_ike_tx = st.tx.saturating_sub(tx);
+                    self.status.last_move_ike_rx = st.rx.saturating_sub(rx);
+                }
+                tracing::info!("MOBIKE: now {local} -> {remote} (UDP encap {udp_encap})");
+            }
+            Event::ChildSaFailed(e) => tracing::warn!("CHILD_SA failed: {e}"),
+            Event::IkeSaDown { spi_i, error, .. } => {
+                tracing::warn!(
+                    "IKE SA {spi_i:016x} down: {}",
+                    error.map_or_else(|| "deleted".to_string(), |e| e.to_string())
+                );
+                self.teardown();
+                self.status.state = "reconnecting";
+                self.status.reconnects += 1;
+                self.reconnect_at = Some(now + self.backoff);
+                self.backoff =
+                    (self.backoff * 2).min(Duration::from_secs(self.cfg.reconnect_max.max(1)));
+            }
+        }
+    }
+
+    /// Install both directions of a CHILD_SA; the new outbound SA replaces the old one, the
+    /// old inbound SA stays until its Delete.
+    fn install(&mut self, now: Instant, c: &ChildSaInfo, make_current: bool) {
+        let Some(suite) = suite_of(c) else {
+            tracing::warn!("CHILD_SA {:08x}: unsupported ESP suite", c.spi_in);
+            return;
+        };
+        let cin = SaConfig::new(c.spi_in, suite).with_esn(c.esn);
+        match InboundSa::new(cin, &c.encr_key_in, &c.integ_key_in, now) {
+            Ok(sa) => {
+                self.sad.insert(sa);
+            }
+            Err(e) => tracing::warn!("inbound SA {:08x}: {e}", c.spi_in),
+        }
+        if !make_current && self.out.is_some() {
+            return;
+        }
+        let cout = SaConfig::new(c.spi_out, suite).with_esn(c.esn);
+        let out = if suite.is_aead() {
+            OutboundSa::new(cout, &c.encr_key_out, &c.integ_key_out, now)
+        } else {
+            let rng = rand::rngs::StdRng::from_rng(&mut self.rng)
+                .unwrap_or_else(|_| rand::rngs::StdRng::from_entropy());
+            OutboundSa::with_iv_source(
+                cout,
+                &c.encr_key_out,
+                &c.integ_key_out,
+                now,
+                Box::new(RandomIv(rng)),
+            )
+        };
+        match out {
+            Ok(sa) => {
+                self.out = Some(sa);
+                self.out_spi_in = c.spi_in;
+                self.udp_encap = c.udp_encap;
+                self.status.spi_in = c.spi_in;
+                self.status.spi_out = c.spi_out;
+            }
+            Err(e) => tracing::warn!("outbound SA {:08x}: {e}", c.spi_out),
+        }
+    }
+
+    /// Address on the TUN and routes for the remote traffic selectors in our table.
+    async fn configure(&mut self, io: &Io, c: &ChildSaInfo) {
+        let Some(tia) = c.tia else {
+            tracing::warn!("no INTERNAL_IP4_ADDRESS from the gateway");
+            return;
+        };
+        let mut want = Vec::new();
+        for ts in &c.ts_remote {
+            let (std::net::IpAddr::V4(a), std::net::IpAddr::V4(b)) = (ts.start, ts.end) else {
+                continue;
+            };
+            for (net, len) in range_to_prefixes(a, b) {
+                want.push(
+                    Route::new(net, len)
+                        .dev(io.tun_ifindex)
+                        .table(self.cfg.table)
+                        .src(tia),
+                );
+            }
+        }
+        if self.tia == Some(tia) && self.routes == want {
+            return;
+        }
+        self.clear_routes(io).await;
+        if let Some(old) = self.tia.take() {
+            let _ = io.nl.del_address(io.tun_ifindex, old, 32).await;
+        }
+        if let Err(e) = io.nl.add_address(io.tun_ifindex, tia, 32).await {
+            tracing::warn!("TIA {tia} on {}: {e}", self.cfg.tun);
+        }
+        self.tia = Some(tia);
+        self.status.tia = Some(tia);
+        self.status.dns = c.dns.clone();
+        for r in &want {
+            if let Err(e) = io.nl.replace_route(r).await {
+                tracing::warn!("route {}/{}: {e}", r.dst, r.prefix);
+            }
+        }
+        tracing::info!(
+            "tunnel address {tia}, {} route(s) in table {}",
+            want.len(),
+            self.cfg.table
+        );
+        self.routes = want;
+    }
+
+    async fn clear_routes(&mut self, io: &Io) {
+        for r in std::mem::take(&mut self.routes) {
+            let _ = io.nl.del_route(&r).await;
+        }
+    }
+
+    fn status_json(&self) -> String {
+        let mut s = self.status.clone();
+        if let Some(ike) = &self.ike {
+            let (i, r) = ike.spis();
+            s.ike_spi_i = format!("{i:016x}");
+            s.ike_spi_r = format!("{r:016x}");
+            s.local = Some(ike.local().to_string());
+            s.remote = Some(ike.remote().to_string());
+            s.ike_stats = format!("{:?}", ike.stats());
+            s.child_sas = ike.child_sas().len();
+        }
+        s.esp_drops = self.sad.drops().total();
+        s.inbound_sas = self.sad.len();
+        s.udp_encap = self.udp_encap;
+        s.to_json()
+    }
+}
+
+async fn accept(
+    l: Option<&UnixListener>,
+) -> std::io::Result<(tokio::net::UnixStream, tokio::net::unix::SocketAddr)> {
+    match l {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn suite_of(c: &ChildSaInfo) -> Option<Suite> {
+    Some(match (c.encr, c.integ) {
+        (Encr::AesGcm16 { key: 16 }, None) => Suite::AesGcm128,
+        (Encr::AesGcm16 { key: 32 }, None) => Suite::AesGcm256,
+        (Encr::AesCbc { key: 16 }, Some(Integ::HmacSha1_96)) => Suite::AesCbc128HmacSha1,
+        (Encr::AesCbc { key: 32 }, Some(Integ::HmacSha1_96)) => Suite::AesCbc256HmacSha1,
+        (Encr::AesCbc { key: 16 }, Some(Integ::HmacSha256_128)) => Suite::AesCbc128HmacSha256,
+        (Encr::AesCbc { key: 32 }, Some(Integ::HmacSha256_128)) => Suite::AesCbc256HmacSha256,
+        _ => return None,
+    })
+}
+
+/// The smallest set of CIDR prefixes covering `start..=end`.
+pub fn range_to_prefixes(start: Ipv4Addr, end: Ipv4Addr) -> Vec<(Ipv4Addr, u8)> {
+    let (mut a, b) = (u64::from(u32::from(start)), u64::from(u32::from(end)));
+    let mut out = Vec::new();
+    while a <= b {
+        // Largest block aligned at `a` that does not pass `b`.
+        let mut size: u64 = if a == 0 {
+            1 << 32
+        } else {
+            1 << a.trailing_zeros().min(32)
+        };
+        while a + size - 1 > b {
+            size >>= 1;
+        }
+        let len = 32 - size.trailing_zeros();
+        out.push((Ipv4Addr::from(a as u32), len as u8));
+        a += size;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes() {
+        let p = |a: &str, b: &str| range_to_prefixes(a.parse().unwrap(), b.parse().unwrap());
+        assert_eq!(
+            p("10.1.0.0", "10.1.255.255"),
+            vec![(Ipv4Addr::new(10, 1, 0, 0), 16)]
+        );
+        assert_eq!(
+            p("0.0.0.0", "255.255.255.255"),
+            vec![(Ipv4Addr::UNSPECIFIED, 0)]
+        );
+        assert_eq!(
+            p("10.0.0.1", "10.0.0.1"),
+            vec![(Ipv4Addr::new(10, 0, 0, 1), 32)]
+        );
+        assert_eq!(
+            p("10.0.0.1", "10.0.0.6"),
+            vec![
+                (Ipv4Addr::new(10, 0, 0, 1), 32),
+                (Ipv4Addr::new(10, 0, 0, 2), 31),
+                (Ipv4Addr::new(10, 0, 0, 4), 31),
+                (Ipv4Addr::new(10, 0, 0, 6), 32)
+            ]
+        );
+        assert!(p("10.0.0.9", "10.0.0.1").is_empty());
+    }
+}

@@ -1,0 +1,461 @@
+//! The client's TOML configuration. Every error names the file, the line and the field.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ikev2::crypto::{Encr, Integ, Prf};
+use ikev2::wire::{DhId, Identification};
+use ikev2::{EspProposal, IkeProposal};
+use serde::Deserialize;
+
+/// The configuration file as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VpnConfig {
+    /// The gateway, `a.b.c.d` or `a.b.c.d:port` (IKE port, default 500).
+    pub gateway: GatewayAddr,
+    /// Physical interface: the UDP sockets are bound to it (`SO_BINDTODEVICE`) so ESP
+    /// never loops into the tunnel, and its IPv4 address is our IKE address.
+    pub interface: String,
+    /// Our IKE identity: an IPv4 address or a FQDN.
+    pub local_id: Ident,
+    /// The gateway's expected identity; absent = whatever its certificate proves.
+    #[serde(default)]
+    pub remote_id: Option<Ident>,
+    /// Pre-shared key: a string, or hex when written `0x...`.
+    #[serde(default)]
+    pub psk: Option<Psk>,
+    /// Our certificate (DER) and PKCS#8 key (DER), and the CA certificates (DER) we trust.
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    #[serde(default)]
+    pub ca: Vec<PathBuf>,
+    /// IKE encryption algorithms, strongSwan names (`aes256gcm16`, `aes128gcm16`,
+    /// `aes128-sha256`, `aes256-sha256`).
+    #[serde(default = "default_ike")]
+    pub ike_proposals: Vec<Cipher>,
+    /// IKE PRF: `sha256`, `sha384`, `sha512`, `sha1`.
+    #[serde(default = "default_prf")]
+    pub prf: PrfName,
+    /// Diffie-Hellman groups by IANA number, in order of preference (31, 19, 14).
+    #[serde(default = "default_groups")]
+    pub groups: Vec<Group>,
+    /// ESP algorithms (same names as `ike_proposals`, plus `aes128-sha1`, `aes256-sha1`).
+    #[serde(default = "default_esp")]
+    pub esp_proposals: Vec<Cipher>,
+    /// TUN device name.
+    #[serde(default = "default_tun")]
+    pub tun: String,
+    /// TUN MTU.
+    #[serde(default = "default_mtu")]
+    pub mtu: u32,
+    /// Routing table for the tunnel routes (a table of our own: TunnelVision).
+    #[serde(default = "default_table")]
+    pub table: u32,
+    /// Priority of the policy rule that sends lookups to `table` (below 32766 = before main).
+    #[serde(default = "default_rule_priority")]
+    pub rule_priority: u32,
+    /// Unix socket answering status requests (JSON), if set.
+    #[serde(default)]
+    pub control: Option<PathBuf>,
+    /// Seconds of silence before a liveness check (DPD); 0 turns it off.
+    #[serde(default = "default_dpd")]
+    pub dpd_interval: u64,
+    /// Seconds between NAT keepalives when behind a NAT; 0 turns them off.
+    #[serde(default = "default_keepalive")]
+    pub nat_keepalive: u64,
+    /// Rekey the IKE SA / CHILD_SA after this many seconds (absent: only when the gateway does).
+    #[serde(default)]
+    pub ike_lifetime: Option<u64>,
+    #[serde(default)]
+    pub child_lifetime: Option<u64>,
+    /// First retransmission timeout (ms) and number of sends before giving up.
+    #[serde(default = "default_rto")]
+    pub retransmit_ms: u64,
+    #[serde(default = "default_tries")]
+    pub retransmit_tries: u32,
+    /// Longest pause (seconds) between reconnection attempts (backoff doubles from 1 s).
+    #[serde(default = "default_reconnect_max")]
+    pub reconnect_max: u64,
+}
+
+fn default_ike() -> Vec<Cipher> {
+    vec![Cipher::AesGcm256, Cipher::AesGcm128]
+}
+fn default_esp() -> Vec<Cipher> {
+    vec![Cipher::AesGcm256, Cipher::AesGcm128]
+}
+fn default_prf() -> PrfName {
+    PrfName(Prf::HmacSha256)
+}
+fn default_groups() -> Vec<Group> {
+    vec![
+        Group(DhId::CURVE25519),
+        Group(DhId::ECP_256),
+        Group(DhId::MODP_2048),
+    ]
+}
+fn default_tun() -> String {
+    "mipsec-vpn0".into()
+}
+fn default_mtu() -> u32 {
+    1400
+}
+fn default_table() -> u32 {
+    1057
+}
+fn default_rule_priority() -> u32 {
+    1057
+}
+fn default_dpd() -> u64 {
+    30
+}
+fn default_keepalive() -> u64 {
+    20
+}
+fn default_rto() -> u64 {
+    1000
+}
+fn default_tries() -> u32 {
+    6
+}
+fn default_reconnect_max() -> u64 {
+    30
+}
+
+/// `a.b.c.d[:port]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct GatewayAddr(pub SocketAddrV4);
+
+impl TryFrom<String> for GatewayAddr {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        if let Ok(a) = s.parse::<SocketAddrV4>() {
+            return Ok(GatewayAddr(a));
+        }
+        s.parse::<Ipv4Addr>()
+            .map(|a| GatewayAddr(SocketAddrV4::new(a, 500)))
+            .map_err(|_| format!("`{s}` is not an IPv4 address (optionally with :port)"))
+    }
+}
+
+/// An IKE identity: IPv4 address or FQDN.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Ident(pub String);
+
+impl TryFrom<String> for Ident {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        if s.is_empty() || s.len() > 253 || s.chars().any(|c| c.is_whitespace()) {
+            return Err(format!("`{s}` is not an IPv4 address or a FQDN"));
+        }
+        Ok(Ident(s))
+    }
+}
+
+impl Ident {
+    pub fn to_ike(&self) -> Identification {
+        match self.0.parse::<Ipv4Addr>() {
+            Ok(a) => Identification::ipv4(a),
+            Err(_) => Identification::fqdn(&self.0),
+        }
+    }
+}
+
+/// A pre-shared key: `0x` + hex, or the string's bytes.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Psk(pub Vec<u8>);
+
+impl std::fmt::Debug for Psk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Psk(<{} octets>)", self.0.len())
+    }
+}
+
+impl TryFrom<String> for Psk {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let key = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+            Some(h) => hex::decode(h).map_err(|e| format!("bad hex PSK: {e}"))?,
+            None => s.into_bytes(),
+        };
+        if key.is_empty() {
+            return Err("empty PSK".into());
+        }
+        Ok(Psk(key))
+    }
+}
+
+/// An encryption (+ integrity) algorithm by strongSwan name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum Cipher {
+    AesGcm128,
+    AesGcm256,
+    AesCbc128Sha256,
+    AesCbc256Sha256,
+    AesCbc128Sha1,
+    AesCbc256Sha1,
+}
+
+impl TryFrom<String> for Cipher {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Ok(match s.as_str() {
+            "aes128gcm16" => Cipher::AesGcm128,
+            "aes256gcm16" => Cipher::AesGcm256,
+            "aes128-sha256" => Cipher::AesCbc128Sha256,
+            "aes256-sha256" => Cipher::AesCbc256Sha256,
+            "aes128-sha1" => Cipher::AesCbc128Sha1,
+            "aes256-sha1" => Cipher::AesCbc256Sha1,
+            _ => {
+                return Err(format!(
+                    "unknown algorithm `{s}` (aes128gcm16, aes256gcm16, aes128-sha256, aes256-sha256, aes128-sha1, aes256-sha1)"
+                ))
+            }
+        })
+    }
+}
+
+impl Cipher {
+    fn parts(self) -> (Encr, Option<Integ>) {
+        match self {
+            Cipher::AesGcm128 => (Encr::AesGcm16 { key: 16 }, None),
+            Cipher::AesGcm256 => (Encr::AesGcm16 { key: 32 }, None),
+            Cipher::AesCbc128Sha256 => (Encr::AesCbc { key: 16 }, Some(Integ::HmacSha256_128)),
+            Cipher::AesCbc256Sha256 => (Encr::AesCbc { key: 32 }, Some(Integ::HmacSha256_128)),
+            Cipher::AesCbc128Sha1 => (Encr::AesCbc { key: 16 }, Some(Integ::HmacSha1_96)),
+            Cipher::AesCbc256Sha1 => (Encr::AesCbc { key: 32 }, Some(Integ::HmacSha1_96)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct PrfName(pub Prf);
+
+impl TryFrom<String> for PrfName {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Ok(PrfName(match s.as_str() {
+            "sha1" | "prfsha1" => Prf::HmacSha1,
+            "sha256" | "prfsha256" => Prf::HmacSha256,
+            "sha384" | "prfsha384" => Prf::HmacSha384,
+            "sha512" | "prfsha512" => Prf::HmacSha512,
+            _ => return Err(format!("unknown PRF `{s}` (sha1, sha256, sha384, sha512)")),
+        }))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "u16")]
+pub struct Group(pub DhId);
+
+impl TryFrom<u16> for Group {
+    type Error = String;
+    fn try_from(n: u16) -> Result<Self, String> {
+        match n {
+            31 | 19 | 14 => Ok(Group(DhId(n))),
+            _ => Err(format!("unsupported DH group {n} (31, 19, 14)")),
+        }
+    }
+}
+
+impl VpnConfig {
+    /// Read and check `path`.
+    pub fn load(path: &Path) -> Result<VpnConfig, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+        Self::parse(path, &text)
+    }
+
+    /// Parse `text` as if read from `path` (for error messages).
+    pub fn parse(path: &Path, text: &str) -> Result<VpnConfig, String> {
+        let c: VpnConfig = toml::from_str(text)
+            .map_err(|e| format!("{}: {}", path.display(), e.to_string().trim_end()))?;
+        let bad = |field: &str, msg: &str| {
+            let line = text
+                .lines()
+                .position(|l| l.trim_start().starts_with(field))
+                .map(|n| format!("line {}, ", n + 1))
+                .unwrap_or_default();
+            Err(format!("{}: {line}field `{field}`: {msg}", path.display()))
+        };
+        match (&c.psk, &c.cert, &c.key) {
+            (None, None, _) => return bad("psk", "set `psk`, or `cert` and `key`"),
+            (Some(_), Some(_), _) => return bad("cert", "set either `psk` or `cert`, not both"),
+            (None, Some(_), None) => return bad("cert", "`cert` needs `key`"),
+            _ => {}
+        }
+        if c.psk.is_none() && c.ca.is_empty() {
+            return bad("cert", "certificate authentication needs `ca`");
+        }
+        if c.ike_proposals.is_empty() {
+            return bad("ike_proposals", "empty list");
+        }
+        if c.esp_proposals.is_empty() {
+            return bad("esp_proposals", "empty list");
+        }
+        if c.groups.is_empty() {
+            return bad("groups", "empty list");
+        }
+        if !(576..=65535).contains(&c.mtu) {
+            return bad("mtu", "must be 576..=65535");
+        }
+        if c.table == 0 || c.table == 253 || c.table == 254 || c.table == 255 {
+            return bad(
+                "table",
+                "must be a table of our own (not 0, default, main or local)",
+            );
+        }
+        if c.rule_priority == 0 || c.rule_priority >= 32766 {
+            return bad(
+                "rule_priority",
+                "must be 1..32766 (before the main table's rule)",
+            );
+        }
+        if c.tun.is_empty() || c.tun.len() > 15 {
+            return bad("tun", "interface names are 1..15 octets");
+        }
+        if c.retransmit_ms == 0 || c.retransmit_tries == 0 {
+            return bad(
+                "retransmit_ms",
+                "retransmit_ms and retransmit_tries must be > 0",
+            );
+        }
+        Ok(c)
+    }
+
+    /// The IKE configuration (certificates are read here).
+    pub fn ike_config(&self) -> Result<ikev2::Config, String> {
+        let psk = self.psk.as_ref().map(|p| p.0.clone()).unwrap_or_default();
+        let mut cfg = ikev2::Config::psk(&psk, self.local_id.to_ike());
+        if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
+            let read = |p: &PathBuf| {
+                std::fs::read(p).map_err(|e| format!("{}: cannot read: {e}", p.display()))
+            };
+            cfg.local_cert = Some(ikev2::crypto::cert::LocalCert {
+                cert_der: read(cert)?,
+                key_pkcs8: read(key)?,
+            });
+            cfg.trust_anchors = self.ca.iter().map(read).collect::<Result<_, _>>()?;
+        }
+        cfg.remote_id = self.remote_id.as_ref().map(Ident::to_ike);
+        cfg.request_vip = true;
+        let groups: Vec<DhId> = self.groups.iter().map(|g| g.0).collect();
+        cfg.ike_proposals = self
+            .ike_proposals
+            .iter()
+            .map(|c| {
+                let (encr, integ) = c.parts();
+                IkeProposal {
+                    encr,
+                    prf: self.prf.0,
+                    integ,
+                    dh: groups.clone(),
+                }
+            })
+            .collect();
+        cfg.esp_proposals = self
+            .esp_proposals
+            .iter()
+            .map(|c| {
+                let (encr, integ) = c.parts();
+                EspProposal {
+                    encr,
+                    integ,
+                    esn: false,
+                    pfs: None,
+                }
+            })
+            .collect();
+        cfg.dpd_interval = (self.dpd_interval > 0).then(|| Duration::from_secs(self.dpd_interval));
+        cfg.nat_keepalive =
+            (self.nat_keepalive > 0).then(|| Duration::from_secs(self.nat_keepalive));
+        cfg.ike_lifetime = self.ike_lifetime.map(Duration::from_secs);
+        cfg.child_lifetime = self.child_lifetime.map(Duration::from_secs);
+        cfg.retransmit.base = Duration::from_millis(self.retransmit_ms);
+        cfg.retransmit.max_tries = self.retransmit_tries;
+        cfg.mobike = true;
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+gateway = "192.0.2.2"
+interface = "eth0"
+local_id = "client.example"
+remote_id = "gw.example"
+psk = "correct horse battery staple"
+"#;
+
+    #[test]
+    fn defaults() {
+        let c = VpnConfig::parse(Path::new("vpn.toml"), GOOD).unwrap();
+        assert_eq!(c.gateway.0, "192.0.2.2:500".parse().unwrap());
+        assert_eq!(c.ike_proposals, vec![Cipher::AesGcm256, Cipher::AesGcm128]);
+        assert_eq!(
+            c.groups.iter().map(|g| g.0 .0).collect::<Vec<_>>(),
+            [31, 19, 14]
+        );
+        let ike = c.ike_config().unwrap();
+        assert_eq!(ike.psk, b"correct horse battery staple");
+        assert_eq!(ike.ike_proposals.len(), 2);
+        assert_eq!(ike.ike_proposals[0].prf, Prf::HmacSha256);
+        assert_eq!(ike.esp_proposals[1].encr, Encr::AesGcm16 { key: 16 });
+        assert!(ike.request_vip && ike.mobike);
+        assert_eq!(ike.dpd_interval, Some(Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn hex_psk_and_ip_identity() {
+        let t = GOOD
+            .replace("\"correct horse battery staple\"", "\"0x00ff10\"")
+            .replace("\"client.example\"", "\"192.0.2.1\"");
+        let c = VpnConfig::parse(Path::new("vpn.toml"), &t).unwrap();
+        assert_eq!(c.psk.unwrap().0, vec![0, 0xff, 0x10]);
+        assert_eq!(
+            c.local_id.to_ike(),
+            Identification::ipv4(Ipv4Addr::new(192, 0, 2, 1))
+        );
+    }
+
+    #[test]
+    fn errors_name_file_line_and_field() {
+        let e = VpnConfig::parse(
+            Path::new("/etc/vpn.toml"),
+            &format!("{GOOD}groups = [31, 5]\n"),
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("/etc/vpn.toml") && e.contains("line 7") && e.contains("group 5"),
+            "{e}"
+        );
+        let e =
+            VpnConfig::parse(Path::new("v.toml"), &format!("{GOOD}tunnel = \"x\"\n")).unwrap_err();
+        assert!(e.contains("line 7") && e.contains("tunnel"), "{e}");
+        let e = VpnConfig::parse(
+            Path::new("v.toml"),
+            &format!("{GOOD}esp_proposals = [\"des\"]\n"),
+        )
+        .unwrap_err();
+        assert!(e.contains("line 7") && e.contains("des"), "{e}");
+        let e = VpnConfig::parse(Path::new("v.toml"), &format!("{GOOD}table = 254\n")).unwrap_err();
+        assert!(e.contains("line 7") && e.contains("`table`"), "{e}");
+        let e = VpnConfig::parse(Path::new("v.toml"), &GOOD.replace("psk", "# psk")).unwrap_err();
+        assert!(e.contains("`psk`"), "{e}");
+        let e =
+            VpnConfig::parse(Path::new("v.toml"), &GOOD.replace("192.0.2.2", "gw")).unwrap_err();
+        assert!(e.contains("line 2") && e.contains("gateway"), "{e}");
+    }
+}

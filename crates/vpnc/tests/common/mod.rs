@@ -1,0 +1,563 @@
+//! Network-namespace lab: an unmodified strongSwan 5.9.8 gateway (charon with
+//! kernel-libipsec loaded before kernel-netlink, because this kernel has no ESP), an
+//! internal host behind it, and our client (`mipsec-vpn`) in its own namespace, directly on
+//! the gateway's network or behind an nftables masquerade router.
+//!
+//! ```text
+//!  cl (mipsec-vpn) --[192.0.2.0/24]-- gw (charon) --[10.1.0.0/16]-- in (10.1.0.2)
+//!  cl --[192.168.1.0/24]-- rt (masquerade) --[192.0.2.0/24]-- gw      (with `nat`)
+//! ```
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    dead_code,
+    clippy::disallowed_methods
+)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const PSK: &str = "correct horse battery staple";
+pub const INTERNAL: &str = "10.1.0.2";
+
+pub fn sh(args: &[&str]) -> Result<String, String> {
+    let o = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .map_err(|e| format!("{args:?}: {e}"))?;
+    if !o.status.success() {
+        return Err(format!(
+            "{args:?}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+/// True when the lab can run; a loud SKIP when MIPSEC_SKIP_LAB=1; a failure otherwise.
+pub fn need_lab(what: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let tools = [
+        "/usr/lib/ipsec/charon",
+        "/usr/sbin/swanctl",
+        "/usr/bin/iperf3",
+    ]
+    .iter()
+    .all(|p| std::path::Path::new(p).exists());
+    if root && tools {
+        return true;
+    }
+    if std::env::var("MIPSEC_SKIP_LAB").as_deref() == Ok("1") {
+        eprintln!("\n*** SKIP [vpnc lab] {what}: needs root, charon, swanctl and iperf3 (MIPSEC_SKIP_LAB=1) ***\n");
+        return false;
+    }
+    panic!("vpnc lab test {what} needs root, strongSwan (charon, swanctl) and iperf3 (scripts/install-deps.sh); set MIPSEC_SKIP_LAB=1 to skip");
+}
+
+#[derive(Default)]
+pub struct GwOpts<'a> {
+    /// Extra lines inside `connections.rw`.
+    pub conn_extra: &'a str,
+    /// Extra lines inside `connections.rw.children.net`.
+    pub child_extra: &'a str,
+    pub nat: bool,
+}
+
+pub struct Lab {
+    pub name: String,
+    pub dir: PathBuf,
+    charon: Option<Child>,
+    client: Option<Child>,
+    extra: Vec<Child>,
+    pub nat: bool,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if let Some(c) = self.client.take() {
+            stop(c);
+        }
+        for c in self.extra.drain(..) {
+            stop(c);
+        }
+        if let Some(c) = self.charon.take() {
+            stop(c);
+        }
+        for ns in ["gw", "cl", "rt", "in"] {
+            let _ = sh(&["ip", "netns", "del", &format!("{}{ns}", self.name)]);
+        }
+        if std::thread::panicking() {
+            eprintln!("lab files kept in {}", self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// SIGTERM, then SIGKILL after 2 s; by process id only.
+fn stop(mut c: Child) {
+    if let Ok(pid) = i32::try_from(c.id()) {
+        // SAFETY: signalling a child we spawned and have not reaped.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
+    let end = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < end {
+        if let Ok(Some(_)) = c.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = c.kill();
+    let _ = c.wait();
+}
+
+impl Lab {
+    pub fn gw(&self) -> String {
+        format!("{}gw", self.name)
+    }
+    pub fn cl(&self) -> String {
+        format!("{}cl", self.name)
+    }
+    pub fn rt(&self) -> String {
+        format!("{}rt", self.name)
+    }
+    pub fn inner(&self) -> String {
+        format!("{}in", self.name)
+    }
+    /// The client's physical interface.
+    pub fn cl_if(&self) -> String {
+        if self.nat {
+            format!("{}c", self.name)
+        } else {
+            format!("{}a", self.name)
+        }
+    }
+    pub fn cl_ip(&self) -> &'static str {
+        if self.nat {
+            "192.168.1.2"
+        } else {
+            "192.0.2.1"
+        }
+    }
+    fn uri(&self) -> String {
+        format!("unix://{}/charon.vici", self.dir.display())
+    }
+    pub fn swanctl(&self, args: &[&str]) -> String {
+        let mut a = vec!["swanctl"];
+        a.extend_from_slice(args);
+        let uri = self.uri();
+        a.extend_from_slice(&["--uri", &uri]);
+        sh(&a).unwrap()
+    }
+    pub fn charon_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("charon.log")).unwrap_or_default()
+    }
+    pub fn client_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("client.log")).unwrap_or_default()
+    }
+    pub fn logs(&self) -> String {
+        format!(
+            "--- client log ---\n{}\n--- charon log (tail) ---\n{}",
+            self.client_log(),
+            tail(&self.charon_log(), 150)
+        )
+    }
+    pub fn ns(&self, ns: &str, args: &[&str]) -> Result<String, String> {
+        let mut a = vec!["ip", "netns", "exec", ns];
+        a.extend_from_slice(args);
+        sh(&a)
+    }
+
+    pub fn up(tag: &str, opts: GwOpts) -> Lab {
+        let name = format!("vp{tag}{}", std::process::id() % 100000);
+        let dir = std::env::temp_dir().join(format!("vpnc-lab-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut lab = Lab {
+            name: name.clone(),
+            dir,
+            charon: None,
+            client: None,
+            extra: Vec::new(),
+            nat: opts.nat,
+        };
+        let (gw, cl, rt, inn) = (lab.gw(), lab.cl(), lab.rt(), lab.inner());
+        let (a, b) = (format!("{name}a"), format!("{name}b"));
+        let (c, r) = (format!("{name}c"), format!("{name}r"));
+        let (i, j) = (format!("{name}i"), format!("{name}j"));
+        let promote = format!("net.ipv4.conf.{a}.promote_secondaries=1");
+        let mut cmds: Vec<Vec<&str>> = vec![
+            vec!["ip", "netns", "add", &gw],
+            vec!["ip", "netns", "add", &cl],
+            vec!["ip", "netns", "add", &inn],
+            vec!["ip", "link", "add", &a, "type", "veth", "peer", "name", &b],
+            vec!["ip", "link", "set", &b, "netns", &gw],
+            vec!["ip", "-n", &gw, "addr", "add", "192.0.2.2/24", "dev", &b],
+            vec!["ip", "-n", &gw, "link", "set", &b, "up"],
+            vec!["ip", "-n", &gw, "link", "set", "lo", "up"],
+            vec!["ip", "-n", &cl, "link", "set", "lo", "up"],
+            vec!["ip", "-n", &inn, "link", "set", "lo", "up"],
+            // the internal network behind the gateway
+            vec!["ip", "link", "add", &i, "type", "veth", "peer", "name", &j],
+            vec!["ip", "link", "set", &i, "netns", &gw],
+            vec!["ip", "link", "set", &j, "netns", &inn],
+            vec!["ip", "-n", &gw, "addr", "add", "10.1.0.1/16", "dev", &i],
+            vec!["ip", "-n", &gw, "link", "set", &i, "up"],
+            vec!["ip", "-n", &inn, "addr", "add", "10.1.0.2/16", "dev", &j],
+            vec!["ip", "-n", &inn, "link", "set", &j, "up"],
+            vec![
+                "ip", "-n", &inn, "route", "add", "default", "via", "10.1.0.1",
+            ],
+            vec![
+                "ip",
+                "netns",
+                "exec",
+                &gw,
+                "sysctl",
+                "-qw",
+                "net.ipv4.ip_forward=1",
+            ],
+        ];
+        if opts.nat {
+            cmds.extend([
+                vec!["ip", "netns", "add", &rt],
+                vec!["ip", "link", "set", &a, "netns", &rt],
+                vec!["ip", "-n", &rt, "addr", "add", "192.0.2.1/24", "dev", &a],
+                vec!["ip", "-n", &rt, "link", "set", &a, "up"],
+                vec!["ip", "link", "add", &c, "type", "veth", "peer", "name", &r],
+                vec!["ip", "link", "set", &c, "netns", &cl],
+                vec!["ip", "link", "set", &r, "netns", &rt],
+                vec!["ip", "-n", &rt, "addr", "add", "192.168.1.1/24", "dev", &r],
+                vec!["ip", "-n", &rt, "link", "set", &r, "up"],
+                vec!["ip", "-n", &cl, "addr", "add", "192.168.1.2/24", "dev", &c],
+                vec!["ip", "-n", &cl, "link", "set", &c, "up"],
+                vec![
+                    "ip",
+                    "-n",
+                    &cl,
+                    "route",
+                    "add",
+                    "default",
+                    "via",
+                    "192.168.1.1",
+                ],
+                vec![
+                    "ip",
+                    "netns",
+                    "exec",
+                    &rt,
+                    "sysctl",
+                    "-qw",
+                    "net.ipv4.ip_forward=1",
+                ],
+                vec![
+                    "ip", "netns", "exec", &rt, "nft", "add", "table", "ip", "nat",
+                ],
+                vec![
+                    "ip",
+                    "netns",
+                    "exec",
+                    &rt,
+                    "nft",
+                    "add",
+                    "chain",
+                    "ip",
+                    "nat",
+                    "post",
+                    "{ type nat hook postrouting priority 100 ; }",
+                ],
+                vec![
+                    "ip",
+                    "netns",
+                    "exec",
+                    &rt,
+                    "nft",
+                    "add",
+                    "rule",
+                    "ip",
+                    "nat",
+                    "post",
+                    "oifname",
+                    &a,
+                    "masquerade",
+                ],
+            ]);
+        } else {
+            cmds.extend([
+                vec!["ip", "link", "set", &a, "netns", &cl],
+                vec!["ip", "-n", &cl, "addr", "add", "192.0.2.1/24", "dev", &a],
+                vec!["ip", "-n", &cl, "link", "set", &a, "up"],
+                // a second address on the same link must survive the first one's removal
+                vec![
+                    "ip",
+                    "netns",
+                    "exec",
+                    &cl,
+                    "sysctl",
+                    "-qw",
+                    "net.ipv4.conf.all.promote_secondaries=1",
+                ],
+                vec!["ip", "netns", "exec", &cl, "sysctl", "-qw", &promote],
+            ]);
+        }
+        for cmd in cmds {
+            sh(&cmd).unwrap();
+        }
+        let swanctl = format!(
+            r#"
+connections {{
+  rw {{
+    local_addrs = 192.0.2.2
+    pools = p4
+    mobike = yes
+    {conn}
+    local {{ auth = psk
+            id = gw.example }}
+    remote {{ auth = psk
+             id = client.example }}
+    children {{ net {{ local_ts = 10.1.0.0/16
+                     esp_proposals = aes256gcm16,aes128gcm16
+                     {child} }} }}
+  }}
+}}
+pools {{ p4 {{ addrs = 10.99.0.0/24
+             dns = 10.99.0.1 }} }}
+secrets {{ ike-a {{ id-a = client.example
+                  id-b = gw.example
+                  secret = "{PSK}" }} }}
+"#,
+            conn = opts.conn_extra,
+            child = opts.child_extra
+        );
+        std::fs::write(lab.dir.join("swanctl.conf"), swanctl).unwrap();
+        let d = lab.dir.display();
+        // Debian's plugin configuration, with kernel-libipsec switched on at a higher
+        // priority than kernel-netlink (so it is loaded first and handles the IPsec SAs).
+        let conf = format!(
+            "charon {{\n load_modular = yes\n retransmit_timeout = 1.0\n retransmit_tries = 3\n \
+             plugins {{\n  include /etc/strongswan.d/charon/*.conf\n  kernel-libipsec {{ load = 2 }}\n  \
+             vici {{ socket = unix://{d}/charon.vici }}\n  farp {{ load = no }}\n  bypass-lan {{ load = no }}\n  \
+             dhcp {{ load = no }}\n  tpm {{ load = no }}\n  forecast {{ load = no }}\n }}\n \
+             filelog {{ log {{ path = {d}/charon.log\n flush_line = yes\n append = yes\n default = 1\n ike = 2\n cfg = 1 }} }}\n \
+             syslog {{ daemon {{ default = -1 }} }}\n}}\n"
+        );
+        std::fs::write(lab.dir.join("strongswan.conf"), conf).unwrap();
+        lab.start_charon();
+        // internal host: iperf3 server
+        let srv = Command::new("ip")
+            .args(["netns", "exec", &inn, "iperf3", "-s", "-p", "5201"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        lab.extra.push(srv);
+        lab
+    }
+
+    pub fn start_charon(&mut self) {
+        let d = self.dir.display().to_string();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.gw(), "unshare", "-m", "--propagation", "private", "sh", "-c"])
+            .arg(format!(
+                "mount -t tmpfs tmpfs /run && STRONGSWAN_CONF={d}/strongswan.conf exec /usr/lib/ipsec/charon"
+            ))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.charon = Some(child);
+        let conf = self.dir.join("swanctl.conf");
+        let uri = self.uri();
+        let start = Instant::now();
+        loop {
+            std::thread::sleep(Duration::from_millis(100));
+            match sh(&[
+                "swanctl",
+                "--load-all",
+                "--file",
+                conf.to_str().unwrap(),
+                "--uri",
+                &uri,
+            ]) {
+                Ok(_) => break,
+                Err(e) if start.elapsed() > Duration::from_secs(10) => panic!("charon: {e}"),
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// Kill charon (no Delete sent: the gateway "crashes") and start a fresh one.
+    pub fn restart_charon(&mut self) {
+        if let Some(mut c) = self.charon.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        // libipsec's TUN device goes with the process; give the kernel a moment.
+        std::thread::sleep(Duration::from_millis(300));
+        self.start_charon();
+    }
+
+    /// Client configuration; `extra` lines are appended.
+    pub fn client_config(&self, extra: &str) -> PathBuf {
+        let text = format!(
+            "gateway = \"192.0.2.2\"\ninterface = \"{}\"\nlocal_id = \"client.example\"\nremote_id = \"gw.example\"\n\
+             psk = \"{PSK}\"\ntun = \"{}t\"\ncontrol = \"{}/vpn.sock\"\ndpd_interval = 3\nretransmit_ms = 500\n\
+             retransmit_tries = 4\nreconnect_max = 4\n{extra}\n",
+            self.cl_if(),
+            self.name,
+            self.dir.display()
+        );
+        let p = self.dir.join("vpn.toml");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    pub fn tun(&self) -> String {
+        format!("{}t", self.name)
+    }
+
+    /// Start `mipsec-vpn` in the client namespace.
+    pub fn start_client(&mut self, extra: &str) {
+        let cfg = self.client_config(extra);
+        let log = std::fs::File::create(self.dir.join("client.log")).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.cl()])
+            .arg(env!("CARGO_BIN_EXE_mipsec-vpn"))
+            .arg("--config")
+            .arg(&cfg)
+            .env("RUST_LOG", "info,vpnc=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.client = Some(child);
+    }
+
+    /// The client's status (JSON from its control socket).
+    pub fn status(&self) -> Option<serde_json::Value> {
+        use std::io::Read;
+        let mut s = std::os::unix::net::UnixStream::connect(self.dir.join("vpn.sock")).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// Wait until the client reports `pred` or panic after `limit`.
+    pub fn wait_status(
+        &self,
+        limit: Duration,
+        what: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let end = Instant::now() + limit;
+        loop {
+            if let Some(s) = self.status() {
+                if pred(&s) {
+                    return s;
+                }
+                if Instant::now() > end {
+                    panic!("timeout waiting for {what}: {s}\n{}", self.logs());
+                }
+            } else if Instant::now() > end {
+                panic!("timeout waiting for {what}: no status\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn wait_up(&self) -> serde_json::Value {
+        self.wait_status(Duration::from_secs(15), "tunnel up", |s| {
+            s["state"] == "established"
+                && s["tia"].is_string()
+                && s["child_sas"].as_u64() >= Some(1)
+        })
+    }
+
+    /// `ping -c n` from the client to the internal host; true if all answered.
+    pub fn ping(&self, n: u32) -> bool {
+        self.ns(
+            &self.cl(),
+            &[
+                "ping",
+                "-c",
+                &n.to_string(),
+                "-i",
+                "0.2",
+                "-W",
+                "1",
+                "-q",
+                INTERNAL,
+            ],
+        )
+        .is_ok()
+    }
+
+    /// Start an iperf3 TCP stream of `secs` seconds (rate-limited so the lab stays light).
+    pub fn iperf_start(&mut self, secs: u32, rate: &str) -> Child {
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.cl(),
+                "iperf3",
+                "-c",
+                INTERNAL,
+                "-p",
+                "5201",
+                "-J",
+            ])
+            .args([
+                "-t",
+                &secs.to_string(),
+                "-b",
+                rate,
+                "--connect-timeout",
+                "3000",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// Wait for iperf3 and return (received bytes, per-interval received bytes).
+    pub fn iperf_finish(&self, c: Child) -> (u64, Vec<u64>, f64) {
+        let o = c.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&o.stdout);
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("iperf3 output ({e}): {text}\n{}", self.logs()));
+        assert!(
+            o.status.success() && v.get("error").is_none(),
+            "iperf3 failed: {}\n{}",
+            v["error"],
+            self.logs()
+        );
+        let recv = v["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
+        let bps = v["end"]["sum_received"]["bits_per_second"]
+            .as_f64()
+            .unwrap_or(0.0);
+        let iv = v["intervals"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|i| i["sum"]["bytes"].as_u64().unwrap_or(0))
+                    .collect()
+            })
+            .unwrap_or_default();
+        (recv, iv, bps)
+    }
+
+    /// The IKE SA line(s) charon lists.
+    pub fn list_sas(&self) -> String {
+        self.swanctl(&["--list-sas"])
+    }
+}
+
+pub fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
