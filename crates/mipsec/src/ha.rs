@@ -300,7 +300,8 @@ impl Daemon {
                 r = recv_with_meta(&self.udp, &mut ubuf) => match r {
                     Ok(m) => {
                         let n = m.len;
-                        self.on_udp(m, &ubuf[..n]).await
+                        self.on_udp(m, &ubuf[..n]).await;
+                        self.on_udp_backlog(&mut ubuf).await;
                     }
                     Err(e) => warn!("udp receive: {e}"),
                 },
@@ -349,6 +350,35 @@ impl Daemon {
         let local = SocketAddrV4::new(m.dst.or(m.local).unwrap_or(self.file.ha.address), MIP_PORT);
         self.core
             .handle_datagram(Instant::now(), SystemTime::now(), m.src, local, payload);
+    }
+
+    /// Takes whatever else is already queued on UDP 434 (up to a batch) and hands
+    /// the registrations to the core in one call, which overlaps the memory
+    /// misses of looking up many nodes (see `HomeAgent::handle_datagrams`).
+    async fn on_udp_backlog(&mut self, buf: &mut [u8]) {
+        use futures::FutureExt;
+        let mut regs: Vec<(SocketAddrV4, SocketAddrV4, Vec<u8>)> = Vec::new();
+        for _ in 0..BATCH {
+            let Some(Ok(m)) = recv_with_meta(&self.udp, buf).now_or_never() else {
+                break;
+            };
+            let payload = &buf[..m.len];
+            if MessageType::of(payload) == Some(MessageType::TUNNEL_DATA) {
+                self.on_tunnel_data(m.src, payload).await;
+            } else {
+                let local =
+                    SocketAddrV4::new(m.dst.or(m.local).unwrap_or(self.file.ha.address), MIP_PORT);
+                regs.push((m.src, local, payload.to_vec()));
+            }
+        }
+        if !regs.is_empty() {
+            let batch: Vec<_> = regs
+                .iter()
+                .map(|(f, t, p)| (*f, *t, p.as_slice()))
+                .collect();
+            self.core
+                .handle_datagrams(Instant::now(), SystemTime::now(), &batch);
+        }
     }
 
     /// RFC 3519 Tunnel Data from a mobile node behind a NAT.
