@@ -242,6 +242,8 @@ impl Daemon {
         uopts.pktinfo = true;
         uopts.reuse_addr = true;
         let udp = uopts.bind().map_err(io_err("UDP port 434"))?;
+        // Bursts of renewals (every node of a site after an outage) must queue, not drop.
+        enlarge_buffers(std::os::fd::AsFd::as_fd(&udp));
         let raw = RawIp::open_with(
             IPPROTO_IPIP,
             &RawIpOptions {
