@@ -130,6 +130,23 @@ pub fn render(v: &Value) -> String {
                 s(&v["last_registration_rtt_ms"])
             );
         }
+        Some("fa") => {
+            o += &format!("foreign agent {}\n\n", s(&v["address"]));
+            o += &format!(
+                "{:<16} {:<16} {:<17} {:>9} {:<13}\n",
+                "HOME ADDRESS", "HOME AGENT", "LINK ADDRESS", "REMAINING", "DELIVERY"
+            );
+            for x in v["visitors"].as_array().into_iter().flatten() {
+                o += &format!(
+                    "{:<16} {:<16} {:<17} {:>9} {:<13}\n",
+                    s(&x["home_address"]),
+                    s(&x["home_agent"]),
+                    s(&x["mac"]),
+                    s(&x["remaining_s"]),
+                    s(&x["delivery"])
+                );
+            }
+        }
         _ => return format!("{v:#}\n"),
     }
     o += "\ncounters:\n";

@@ -377,7 +377,7 @@ impl Daemon {
     /// delivery style): reverse-tunnel it to the visitor's home agent.
     async fn on_reverse(&mut self, packet: &[u8]) {
         let Some((src, _)) = wire::ipv4::addresses(packet) else {
-            return self.counters.drop("malformed packet from tun");
+            return self.counters.drop("not an IPv4 packet (from tun)");
         };
         match self
             .core

@@ -450,7 +450,7 @@ impl Daemon {
     /// A packet for an away mobile node: tunnel it to every care-of address.
     async fn on_tun(&mut self, packet: &[u8]) {
         let Some((_, dst)) = wire::ipv4::addresses(packet) else {
-            return self.counters.drop("malformed packet from tun");
+            return self.counters.drop("not an IPv4 packet (from tun)");
         };
         let Some(bs) = self.tunnels.get(&dst) else {
             return self.counters.drop("no binding for destination");

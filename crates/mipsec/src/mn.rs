@@ -696,7 +696,7 @@ impl Daemon {
             return self.counters.drop("not registered");
         }
         let Some((src, _)) = wire::ipv4::addresses(packet) else {
-            return self.counters.drop("malformed packet from tun");
+            return self.counters.drop("not an IPv4 packet (from tun)");
         };
         if src != self.file.mn.home_address {
             return self.counters.drop("source is not the home address");
