@@ -266,4 +266,30 @@ mod tests {
         mac.update(&m[..30]);
         mac.verify_slice(&m[30..]).unwrap();
     }
+
+    /// The authenticator agrees with Python's hmac module (an independent HMAC-MD5).
+    #[test]
+    fn hmac_matches_python() {
+        let r = Request {
+            flags: FLAG_D | FLAG_T,
+            lifetime: 0,
+            home_address: PROBE_HOA,
+            home_agent: HA_ADDR,
+            care_of: Ipv4Addr::new(10, 40, 0, 10),
+            identification: 0xdead_beef_0000_0001,
+        };
+        let m = encode_request(&r, PROBE_SPI, &key_bytes(PROBE_KEY));
+        let script = format!(
+            "import hmac,hashlib;print(hmac.new(bytes.fromhex('{PROBE_KEY}'),bytes.fromhex('{}'),hashlib.md5).hexdigest())",
+            hex::encode(&m[..30])
+        );
+        let out = std::process::Command::new("python3")
+            .args(["-c", &script])
+            .output()
+            .expect("python3 on PATH");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            hex::encode(&m[30..])
+        );
+    }
 }

@@ -279,9 +279,10 @@ impl DemoReport {
             o.bound_ms
         );
         s += &format!(
-            "{:>7}  {:<15} {:>14} {:>8} {:>8} {:>10} {:>8}  {}\n",
+            "{:>7}  {:<15} {:>8} {:>14} {:>8} {:>8} {:>10} {:>8}  {}\n",
             "t(s)",
             "move",
+            "move(ms)",
             "interrupt(ms)",
             "up(MB)",
             "down(MB)",
@@ -296,9 +297,10 @@ impl DemoReport {
                 format!("{} -> {}", st.from.name(), st.to.name())
             };
             s += &format!(
-                "{:>7.2}  {:<15} {:>14.0} {:>8.1} {:>8.1} {:>10.0} {:>8}  {}\n",
+                "{:>7.2}  {:<15} {:>8.0} {:>14.0} {:>8.1} {:>8.1} {:>10.0} {:>8}  {}\n",
                 st.start_us as f64 / 1e6,
                 mv,
+                st.move_ms,
                 st.interruption_ms,
                 st.up_bytes as f64 / 1e6,
                 st.down_bytes as f64 / 1e6,
