@@ -54,7 +54,18 @@ struct State {
     status: Status,
     sealbuf: Vec<u8>,
     warned_raw_esp: bool,
+    /// Last ESP sent / received, and the last NAT rebinding probe (see `check_nat_path`).
+    last_esp_tx: Instant,
+    last_esp_rx: Instant,
+    last_probe: Option<Instant>,
 }
+
+/// Behind a NAT, ESP flowing out with nothing coming back for this long means the NAT
+/// mapping probably changed: tell the gateway our (new) public address.
+const NAT_SILENCE: Duration = Duration::from_millis(1000);
+/// At most one rebinding probe per this interval.
+const NAT_PROBE_EVERY: Duration = Duration::from_secs(5);
+const NAT_TICK: Duration = Duration::from_millis(250);
 
 /// Run the client until SIGINT/SIGTERM.
 pub async fn run(cfg: VpnConfig) -> Result<(), String> {
@@ -131,6 +142,9 @@ pub async fn run(cfg: VpnConfig) -> Result<(), String> {
         status: Status::default(),
         sealbuf: Vec::with_capacity(MAX_PACKET),
         warned_raw_esp: false,
+        last_esp_tx: now,
+        last_esp_rx: now,
+        last_probe: None,
     };
     st.local_ip = first_address(&io.nl, io.phys_ifindex).await;
     let result = st.event_loop(&io, &mut events, listener.as_ref()).await;
@@ -225,9 +239,12 @@ impl State {
 
     fn deadline(&self) -> Instant {
         let far = Instant::now() + Duration::from_secs(3600);
+        let nat_tick =
+            (self.status.behind_nat && self.out.is_some()).then(|| Instant::now() + NAT_TICK);
         [
             self.ike.as_ref().and_then(Initiator::poll_timeout),
             self.reconnect_at,
+            nat_tick,
         ]
         .into_iter()
         .flatten()
@@ -244,6 +261,37 @@ impl State {
         }
         if self.reconnect_at.is_some_and(|t| t <= now) {
             self.connect(io, now);
+        }
+        self.check_nat_path(now);
+    }
+
+    /// RFC 4555 leaves NAT mapping changes to the initiator (a MOBIKE responder such as
+    /// strongSwan makes no implicit address updates). When we are behind a NAT and our ESP
+    /// keeps leaving while nothing has come back for `NAT_SILENCE`, the mapping has
+    /// probably changed: an UPDATE_SA_ADDRESSES from the same local address tells the
+    /// gateway where we are now.
+    fn check_nat_path(&mut self, now: Instant) {
+        if !self.status.behind_nat || self.out.is_none() {
+            return;
+        }
+        let sending = now.duration_since(self.last_esp_tx) < NAT_SILENCE;
+        let silent = self.last_esp_rx < self.last_esp_tx
+            && now.duration_since(self.last_esp_rx) >= NAT_SILENCE;
+        let may = self
+            .last_probe
+            .is_none_or(|t| now.duration_since(t) >= NAT_PROBE_EVERY);
+        if !(sending && silent && may) {
+            return;
+        }
+        if let Some(ike) = self.ike.as_mut() {
+            let local = ike.local();
+            let st = ike.stats();
+            if ike.update_addresses(now, local, None) {
+                tracing::info!("no ESP back for {NAT_SILENCE:?} behind a NAT: refreshing our address with the gateway");
+                self.last_probe = Some(now);
+                self.status.nat_probes += 1;
+                self.move_started = Some((now, st.tx, st.rx));
+            }
         }
     }
 
@@ -310,6 +358,7 @@ impl State {
                     return;
                 }
                 if let Some(inner) = data.get(o.payload) {
+                    self.last_esp_rx = now;
                     self.status.esp_rx_packets += 1;
                     self.status.esp_rx_bytes += inner.len() as u64;
                     if let Err(e) = io.tun.send(inner).await {
@@ -352,8 +401,12 @@ impl State {
         let dst = SocketAddrV4::new(*dst.ip(), self.natt_port());
         match netio::udp::send_from(&io.s4500, &self.sealbuf, dst, *src.ip()).await {
             Ok(_) => {
+                self.last_esp_tx = now;
                 self.status.esp_tx_packets += 1;
                 self.status.esp_tx_bytes += pkt.len() as u64;
+                // A TCP sender whose ACKs are lost backs off exponentially, so check
+                // on the packets themselves, not only on the timer.
+                self.check_nat_path(now);
             }
             Err(e) => {
                 self.status.tx_errors += 1;

@@ -26,6 +26,8 @@ pub struct Status {
     pub child_rekeys: u64,
     pub ike_rekeys: u64,
     pub mobike_moves: u64,
+    /// UPDATE_SA_ADDRESSES sent from an unchanged address after a suspected NAT rebinding.
+    pub nat_probes: u64,
     /// Last IKE setup: first IKE_SA_INIT to IKE SA / CHILD_SA up.
     pub ike_setup_ms: Option<f64>,
     pub child_setup_ms: Option<f64>,

@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::*;
 
 /// (a) PSK connect, TIA from the pool, ping and a TCP stream to the internal host.
@@ -36,4 +38,213 @@ fn psk_connect_ping_tcp() {
         "IKE setup {} ms, CHILD_SA {} ms",
         s["ike_setup_ms"], s["child_setup_ms"]
     );
+}
+
+fn intervals_alive(iv: &[u64]) -> bool {
+    iv.iter().skip(1).all(|b| *b > 0)
+}
+
+/// (b) Short lifetimes: the gateway rekeys the CHILD_SA every ~4 s, we rekey the IKE SA
+/// every 7 s; a TCP stream runs throughout.
+#[test]
+fn rekeys_keep_tcp_stream() {
+    if !need_lab("rekeys_keep_tcp_stream") {
+        return;
+    }
+    let mut lab = Lab::up(
+        "b",
+        GwOpts {
+            child_extra: "rekey_time = 4s\n rand_time = 1s\n life_time = 30s",
+            ..Default::default()
+        },
+    );
+    lab.start_client("ike_lifetime = 7");
+    let s0 = lab.wait_up();
+    let ip = lab.iperf_start(15, "8M");
+    let (bytes, iv, _) = lab.iperf_finish(ip);
+    let s = lab.status().unwrap();
+    assert!(s["child_rekeys"].as_u64() >= Some(2), "{s}\n{}", lab.logs());
+    assert!(s["ike_rekeys"].as_u64() >= Some(1), "{s}\n{}", lab.logs());
+    assert_ne!(s["ike_spi_i"], s0["ike_spi_i"], "{s}");
+    assert_eq!(s["reconnects"], 0, "{s}");
+    assert!(
+        bytes > 1_000_000 && intervals_alive(&iv),
+        "{bytes} {iv:?}\n{}",
+        lab.logs()
+    );
+    let sas = lab.list_sas();
+    assert!(sas.contains(s["ike_spi_i"].as_str().unwrap()), "{sas}\n{s}");
+    assert!(lab.ping(2), "{}", lab.logs());
+}
+
+/// (c) The client moves to a new address (the old one disappears): MOBIKE keeps the TCP
+/// stream and the same IKE SA.
+#[test]
+fn mobike_address_change_keeps_tcp_stream() {
+    if !need_lab("mobike_address_change_keeps_tcp_stream") {
+        return;
+    }
+    let mut lab = Lab::up("c", GwOpts::default());
+    lab.start_client("");
+    let s0 = lab.wait_up();
+    let spi = s0["ike_spi_i"].as_str().unwrap().to_string();
+    let ip = lab.iperf_start(8, "8M");
+    std::thread::sleep(Duration::from_secs(3));
+    let (cl, dev) = (lab.cl(), lab.cl_if());
+    sh(&["ip", "-n", &cl, "addr", "add", "192.0.2.3/24", "dev", &dev]).unwrap();
+    sh(&["ip", "-n", &cl, "addr", "del", "192.0.2.1/24", "dev", &dev]).unwrap();
+    let s = lab.wait_status(Duration::from_secs(10), "MOBIKE move", |s| {
+        s["mobike_moves"].as_u64() >= Some(1)
+    });
+    let (bytes, iv, _) = lab.iperf_finish(ip);
+    assert!(
+        bytes > 1_000_000 && intervals_alive(&iv),
+        "{bytes} {iv:?}\n{}",
+        lab.logs()
+    );
+    assert_eq!(s["ike_spi_i"], spi.as_str(), "{s}");
+    assert_eq!(s["local"], "192.0.2.3:4500", "{s}");
+    assert_eq!(s["reconnects"], 0, "{s}");
+    let sas = lab.list_sas();
+    assert!(
+        sas.contains(&spi) && sas.contains("192.0.2.3[4500]"),
+        "{sas}\n{}",
+        lab.logs()
+    );
+    assert!(lab.ping(2), "{}", lab.logs());
+    eprintln!(
+        "MOBIKE move: {} ms, {} IKE datagrams out, {} in",
+        s["last_move_ms"], s["last_move_ike_tx"], s["last_move_ike_rx"]
+    );
+}
+
+/// (d) Through an nftables masquerade NAT; then the NAT's mapping changes (new port range,
+/// conntrack flushed) and the TCP stream survives on the same IKE SA.
+#[test]
+fn nat_mapping_change_survived() {
+    if !need_lab("nat_mapping_change_survived") {
+        return;
+    }
+    let mut lab = Lab::up(
+        "d",
+        GwOpts {
+            nat: true,
+            ..Default::default()
+        },
+    );
+    lab.start_client("");
+    let s0 = lab.wait_up();
+    assert_eq!(s0["behind_nat"], true, "{s0}");
+    let sas = lab.list_sas();
+    assert!(sas.contains("192.0.2.1[4500]"), "{sas}");
+    let ip = lab.iperf_start(10, "8M");
+    std::thread::sleep(Duration::from_secs(3));
+    let rt = lab.rt();
+    let a = format!("{}a", lab.name);
+    lab.ns(&rt, &["nft", "flush", "chain", "ip", "nat", "post"])
+        .unwrap();
+    lab.ns(
+        &rt,
+        &[
+            "nft",
+            "add",
+            "rule",
+            "ip",
+            "nat",
+            "post",
+            "oifname",
+            &a,
+            "meta",
+            "l4proto",
+            "udp",
+            "masquerade",
+            "to",
+            ":41000-41999",
+        ],
+    )
+    .unwrap();
+    lab.ns(&rt, &["conntrack", "-F"]).unwrap();
+    let (bytes, iv, _) = lab.iperf_finish(ip);
+    let s = lab.status().unwrap();
+    // The gateway's ESP goes to the dead mapping until we notice (about 1 s of silence)
+    // and refresh our address; TCP then recovers at its next retransmission.
+    let tail_alive = iv.len() >= 8 && iv[iv.len() - 4..].iter().all(|b| *b > 0);
+    assert!(
+        bytes > 1_000_000 && tail_alive,
+        "{bytes} {iv:?}\n{s}\n{}",
+        lab.logs()
+    );
+    assert!(s["nat_probes"].as_u64() >= Some(1), "{s}");
+    assert_eq!(s["ike_spi_i"], s0["ike_spi_i"], "{s}");
+    assert_eq!(s["reconnects"], 0, "{s}");
+    let sas = lab.list_sas();
+    assert!(
+        sas.contains("192.0.2.1[41"),
+        "charon follows the new mapping: {sas}\n{s}"
+    );
+    assert!(lab.ping(2), "{}", lab.logs());
+}
+
+/// (e) The gateway crashes and restarts: our DPD notices and the client reconnects alone.
+#[test]
+fn gateway_restart_reconnects() {
+    if !need_lab("gateway_restart_reconnects") {
+        return;
+    }
+    let mut lab = Lab::up("e", GwOpts::default());
+    lab.start_client("");
+    let s0 = lab.wait_up();
+    assert!(lab.ping(1));
+    lab.restart_charon();
+    let s = lab.wait_status(Duration::from_secs(30), "reconnect", |s| {
+        s["reconnects"].as_u64() >= Some(1)
+            && s["state"] == "established"
+            && s["child_sas"].as_u64() >= Some(1)
+            && s["ike_spi_i"] != s0["ike_spi_i"]
+    });
+    assert!(lab.ping(3), "{s}\n{}", lab.logs());
+    let sas = lab.list_sas();
+    assert!(sas.contains(s["ike_spi_i"].as_str().unwrap()), "{sas}");
+}
+
+/// (f) TunnelVision (CVE-2024-3661): a more specific route pushed into the main table by a
+/// hostile local network does not pull tunnel traffic out, because our routes live in a
+/// table consulted before main.
+#[test]
+fn tunnelvision_route_does_not_divert() {
+    if !need_lab("tunnelvision_route_does_not_divert") {
+        return;
+    }
+    let mut lab = Lab::up("f", GwOpts::default());
+    lab.start_client("");
+    lab.wait_up();
+    let cl = lab.cl();
+    // The "DHCP option 121" route: more specific than the tunnel's /16, via a local host.
+    sh(&[
+        "ip",
+        "-n",
+        &cl,
+        "route",
+        "add",
+        "10.1.0.0/24",
+        "via",
+        "192.0.2.254",
+    ])
+    .unwrap();
+    let get = lab.ns(&cl, &["ip", "route", "get", INTERNAL]).unwrap();
+    assert!(get.contains(&format!("dev {}", lab.tun())), "{get}");
+    assert!(lab.ping(3), "tunnel traffic diverted\n{}", lab.logs());
+    let ip = lab.iperf_start(2, "8M");
+    let (bytes, _, _) = lab.iperf_finish(ip);
+    assert!(bytes > 500_000);
+    // Control: without our policy rule the injected route would have won.
+    let rules = lab.ns(&cl, &["ip", "rule"]).unwrap();
+    assert!(
+        rules.contains("1057:") && rules.contains("lookup 1057"),
+        "{rules}"
+    );
+    sh(&["ip", "-n", &cl, "rule", "del", "priority", "1057"]).unwrap();
+    let get = lab.ns(&cl, &["ip", "route", "get", INTERNAL]).unwrap();
+    assert!(get.contains("via 192.0.2.254"), "{get}");
+    assert!(!lab.ping(1));
 }
