@@ -60,8 +60,44 @@ fn exe() -> lab::Result<PathBuf> {
     Ok(std::env::current_exe()?)
 }
 
+/// Options taking a value, and flags, per command; anything else is an error.
+fn check_args(cmd: &str, args: &[String]) -> Result<(), String> {
+    let (valued, flags): (&[&str], &[&str]) = match cmd {
+        "demo" => (
+            &[
+                "--stay",
+                "--rate",
+                "--bound",
+                "--stall",
+                "--probe-ms",
+                "--lifetime",
+                "--moves",
+                "--capture",
+            ],
+            &["--plain", "--keep"],
+        ),
+        "bench" => (&["--repeat", "--secs"], &[]),
+        "up" => (&[], &["--plain"]),
+        "cleanup" => (&[], &["--all"]),
+        "serve" => (&["--tcp", "--udp"], &[]),
+        _ => return Ok(()),
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if valued.contains(&a.as_str()) {
+            if it.next().is_none() {
+                return Err(format!("{a} needs a value"));
+            }
+        } else if !flags.contains(&a.as_str()) {
+            return Err(format!("unknown argument {a}\n{USAGE}"));
+        }
+    }
+    Ok(())
+}
+
 fn run(cmd: &str, args: &[String]) -> lab::Result<ExitCode> {
     let bad = |e: String| lab::Error::Other(e);
+    check_args(cmd, args).map_err(bad)?;
     match cmd {
         "serve" => {
             traffic::serve(

@@ -89,7 +89,7 @@ pub fn lab_prefix_of(name: &str) -> Option<&str> {
 
 /// Sends `sig` to `pid`; errors (already gone) are ignored.
 pub fn kill(pid: i32, sig: i32) {
-    if pid > 0 {
+    if pid > 0 && pid != std::process::id() as i32 {
         // SAFETY: plain syscall on a pid number.
         unsafe {
             libc::kill(pid, sig);
