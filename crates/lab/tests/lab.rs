@@ -497,3 +497,64 @@ fn good_request(coa: Ipv4Addr) -> Request {
         identification: mip::timestamp_id(),
     }
 }
+
+/// Starts `mipsec-lab up --plain` and returns it with its lab prefix once it is up.
+fn start_up() -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(exe())
+        .args(["up", "--plain"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let prefix = line
+        .strip_prefix("lab ")
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("unexpected output of `up`: {line:?}"))
+        .to_string();
+    assert!(lab_namespaces(&prefix) == 5, "{line}");
+    (child, prefix)
+}
+
+fn lab_namespaces(prefix: &str) -> usize {
+    lab::netns::list_netns()
+        .iter()
+        .filter(|n| n.starts_with(prefix))
+        .count()
+}
+
+/// Cleanup: SIGTERM removes a running lab's namespaces; after a SIGKILL the namespaces
+/// are left over and `mipsec-lab cleanup` removes them (and not a live lab's).
+#[test]
+fn signals_and_cleanup_leave_nothing_behind() {
+    let Some(_g) = lab_lock("signals_and_cleanup_leave_nothing_behind") else {
+        return;
+    };
+    let (mut a, pa) = start_up();
+    send_signal(&a, libc::SIGTERM);
+    let st = a.wait().unwrap();
+    assert_eq!(st.code(), Some(128 + libc::SIGTERM), "{st:?}");
+    assert_eq!(lab_namespaces(&pa), 0, "SIGTERM left namespaces of {pa}");
+
+    let (mut b, pb) = start_up();
+    let (mut live, plive) = start_up();
+    b.kill().unwrap();
+    b.wait().unwrap();
+    assert_eq!(lab_namespaces(&pb), 5, "SIGKILL cannot clean up");
+    let out = Command::new(exe()).arg("cleanup").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains(&pb), "{text}");
+    assert_eq!(lab_namespaces(&pb), 0, "cleanup left namespaces of {pb}");
+    assert_eq!(lab_namespaces(&plive), 5, "cleanup removed a live lab");
+    assert!(!lab::netns::run_dir(&pb).exists());
+    send_signal(&live, libc::SIGINT);
+    live.wait().unwrap();
+    assert_eq!(lab_namespaces(&plive), 0);
+}
+
+fn send_signal(c: &std::process::Child, sig: i32) {
+    lab::netns::kill(c.id() as i32, sig);
+}
