@@ -2,6 +2,8 @@
 //! fresh `ml<4 hex>-` prefix; a mutex runs them one at a time because they are heavy.
 //! Without root they fail, unless MIPSEC_SKIP_LAB=1, which prints a loud SKIP instead.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::process::Command;
