@@ -330,6 +330,7 @@ fn ha_restart_mn_recovers() {
         ml.lab.log_tail("mn", 20)
     );
     let ha = ml.ha_status().unwrap();
+    eprintln!("restarted HA: {ha}\nMN: {}", ml.mn_status().unwrap());
     assert_eq!(binding_coa(&ha, MN_HOME), Some(coa.to_string()), "{ha}");
 }
 
