@@ -955,7 +955,7 @@ impl Daemon {
                 "registrations_failed": self.counters.registrations_failed,
                 "requests_sent": cs.requests,
                 "retransmissions": cs.retransmissions,
-                "moves": self.counters.moves,
+                "attachment_changes": self.counters.moves,
                 "tx_packets": self.counters.tx_packets,
                 "tx_bytes": self.counters.tx_bytes,
                 "rx_packets": self.counters.rx_packets,
