@@ -13,6 +13,7 @@ const USAGE: &str = "usage:
                   [--lifetime SECS] [--moves int-a,int-b,home] [--plain] [--capture FILE] [--keep]
   mipsec-lab bench [--repeat N] [--secs SECS]
   mipsec-lab up [--plain]          build the lab (and daemons) and wait for Ctrl-C
+  mipsec-lab move PREFIX SEGMENT   move the MN of a running lab (home, int-a, int-b)
   mipsec-lab cleanup [--all]       remove leftovers of earlier runs (--all: also live ones)
   mipsec-lab mipsec <args...>      the mipsec CLI (daemons, status)
   mipsec-lab serve [--tcp PORT] [--udp PORT]   CN helper: TCP sink/source + UDP echo";
@@ -166,6 +167,14 @@ fn run(cmd: &str, args: &[String]) -> lab::Result<ExitCode> {
             loop {
                 std::thread::sleep(Duration::from_secs(3600));
             }
+        }
+        "move" => {
+            let (Some(prefix), Some(seg), None) = (args.first(), args.get(1), args.get(2)) else {
+                return Err(bad(USAGE.to_string()));
+            };
+            let seg = Segment::parse(seg).ok_or_else(|| bad(format!("bad segment {seg}")))?;
+            lab::topo::move_mn(prefix, seg)?;
+            Ok(ExitCode::SUCCESS)
         }
         _ => Err(bad(format!("unknown command {cmd}\n{USAGE}"))),
     }

@@ -194,18 +194,7 @@ impl Lab {
     /// Moves the MN: carrier flip of its switch port onto the other bridge, then "DHCP"
     /// (flush eth0, add the segment's address and default route). Returns when done.
     pub fn move_mn(&mut self, to: Segment) -> Result<()> {
-        let sw = self.ns("sw");
-        let mn = self.ns("mn");
-        ip(&["-n", &sw, "link", "set", "mn", "down"])?;
-        ip(&["-n", &sw, "link", "set", "mn", "master", to.bridge()])?;
-        ip(&["-n", &sw, "link", "set", "mn", "up"])?;
-        ip(&["-n", &mn, "addr", "flush", "dev", "eth0"])?;
-        let addr = format!("{}/24", to.mn_addr());
-        ip(&["-n", &mn, "addr", "add", &addr, "dev", "eth0"])?;
-        let gw = to.gateway().to_string();
-        ip(&[
-            "-n", &mn, "route", "replace", "default", "via", &gw, "dev", "eth0",
-        ])?;
+        move_mn(&self.prefix, to)?;
         self.mn_segment = to;
         Ok(())
     }
@@ -315,6 +304,24 @@ impl Drop for Lab {
     fn drop(&mut self) {
         self.destroy();
     }
+}
+
+/// Moves the MN of the lab with `prefix` (see [`Lab::move_mn`]); usable from another
+/// process, e.g. `mipsec-lab move <prefix> int-a` next to `mipsec-lab up`.
+pub fn move_mn(prefix: &str, to: Segment) -> Result<()> {
+    let sw = format!("{prefix}sw");
+    let mn = format!("{prefix}mn");
+    ip(&["-n", &sw, "link", "set", "mn", "down"])?;
+    ip(&["-n", &sw, "link", "set", "mn", "master", to.bridge()])?;
+    ip(&["-n", &sw, "link", "set", "mn", "up"])?;
+    ip(&["-n", &mn, "addr", "flush", "dev", "eth0"])?;
+    let addr = format!("{}/24", to.mn_addr());
+    ip(&["-n", &mn, "addr", "add", &addr, "dev", "eth0"])?;
+    let gw = to.gateway().to_string();
+    ip(&[
+        "-n", &mn, "route", "replace", "default", "via", &gw, "dev", "eth0",
+    ])?;
+    Ok(())
 }
 
 /// Children die with the lab (even on SIGKILL of the lab).
