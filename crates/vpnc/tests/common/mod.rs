@@ -436,6 +436,86 @@ secrets {{ ike-a {{ id-a = client.example
         self.client = Some(child);
     }
 
+    /// Stop our client (SIGTERM: it deletes the IKE SA and removes its routes and rule).
+    pub fn stop_client(&mut self) {
+        if let Some(c) = self.client.take() {
+            stop(c);
+        }
+    }
+
+    /// Start strongSwan's own charon as the client in the client namespace (kernel-libipsec
+    /// as well, virtual IP requested, same PSK and ESP suite) and bring the tunnel up.
+    pub fn start_strongswan_client(&mut self, esp: &str) {
+        let d = self.dir.join("swclient");
+        std::fs::create_dir_all(&d).unwrap();
+        let dd = d.display().to_string();
+        let conf = format!(
+            "charon {{\n load_modular = yes\n plugins {{\n  include /etc/strongswan.d/charon/*.conf\n  \
+             kernel-libipsec {{ load = 2 }}\n  vici {{ socket = unix://{dd}/charon.vici }}\n  farp {{ load = no }}\n  \
+             bypass-lan {{ load = no }}\n  dhcp {{ load = no }}\n  tpm {{ load = no }}\n  forecast {{ load = no }}\n  \
+             resolve {{ load = no }}\n }}\n filelog {{ log {{ path = {dd}/charon.log\n default = 1 }} }}\n \
+             syslog {{ daemon {{ default = -1 }} }}\n}}\n"
+        );
+        std::fs::write(d.join("strongswan.conf"), conf).unwrap();
+        let swanctl = format!(
+            r#"
+connections {{
+  home {{
+    remote_addrs = 192.0.2.2
+    vips = 0.0.0.0
+    proposals = aes256gcm16-prfsha256-x25519
+    local {{ auth = psk
+            id = client.example }}
+    remote {{ auth = psk
+             id = gw.example }}
+    children {{ home {{ remote_ts = 10.1.0.0/16
+                      esp_proposals = {esp} }} }}
+  }}
+}}
+secrets {{ ike-a {{ id-a = client.example
+                  id-b = gw.example
+                  secret = "{PSK}" }} }}
+"#
+        );
+        std::fs::write(d.join("swanctl.conf"), swanctl).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.cl(), "unshare", "-m", "--propagation", "private", "sh", "-c"])
+            .arg(format!(
+                "mount -t tmpfs tmpfs /run && STRONGSWAN_CONF={dd}/strongswan.conf exec /usr/lib/ipsec/charon"
+            ))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.extra.push(child);
+        let uri = format!("unix://{dd}/charon.vici");
+        let conf = d.join("swanctl.conf");
+        let start = Instant::now();
+        loop {
+            std::thread::sleep(Duration::from_millis(100));
+            match sh(&[
+                "swanctl",
+                "--load-all",
+                "--file",
+                conf.to_str().unwrap(),
+                "--uri",
+                &uri,
+            ]) {
+                Ok(_) => break,
+                Err(e) if start.elapsed() > Duration::from_secs(10) => panic!("client charon: {e}"),
+                Err(_) => {}
+            }
+        }
+        sh(&["swanctl", "--initiate", "--child", "home", "--uri", &uri]).unwrap();
+    }
+
+    /// Stop the most recently started helper process (e.g. strongSwan's client).
+    pub fn stop_extra_last(&mut self) {
+        if let Some(c) = self.extra.pop() {
+            stop(c);
+        }
+    }
+
     /// The client's status (JSON from its control socket).
     pub fn status(&self) -> Option<serde_json::Value> {
         use std::io::Read;

@@ -1,0 +1,132 @@
+//! Lab bench (ignored; root): IKE setup time, MOBIKE move interruption, and TCP throughput
+//! through our client vs strongSwan's own client to the same strongSwan gateway.
+//!
+//! `cargo test -p vpnc --release --test bench -- --ignored --nocapture`
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+#[test]
+#[ignore = "bench: run with --ignored --nocapture (root)"]
+fn lab_bench() {
+    if !need_lab("lab_bench") {
+        return;
+    }
+    let mut lab = Lab::up("z", GwOpts::default());
+    // 1. IKE setup: first IKE_SA_INIT to CHILD_SA installed (two round trips, X25519).
+    let mut setup = Vec::new();
+    for _ in 0..7 {
+        lab.start_client("");
+        let s = lab.wait_up();
+        setup.push(s["child_setup_ms"].as_f64().unwrap());
+        lab.stop_client();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    println!(
+        "IKE setup (IKE_SA_INIT + IKE_AUTH, CHILD_SA installed): median {:.2} ms over {} runs {:?}",
+        median(&mut setup),
+        setup.len(),
+        setup.iter().map(|x| format!("{x:.1}")).collect::<Vec<_>>()
+    );
+
+    // 2. MOBIKE moves under a 5 ms ping: answered pings lost, and the IKE exchange.
+    lab.start_client("");
+    lab.wait_up();
+    let (cl, dev) = (lab.cl(), lab.cl_if());
+    let mut old = "192.0.2.1".to_string();
+    for (n, new) in ["192.0.2.3", "192.0.2.4", "192.0.2.5"].iter().enumerate() {
+        let ping = std::process::Command::new("ip")
+            .args([
+                "netns", "exec", &cl, "ping", "-i", "0.005", "-c", "400", "-W", "1", "-q", INTERNAL,
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(700));
+        sh(&[
+            "ip",
+            "-n",
+            &cl,
+            "addr",
+            "add",
+            &format!("{new}/24"),
+            "dev",
+            &dev,
+        ])
+        .unwrap();
+        sh(&[
+            "ip",
+            "-n",
+            &cl,
+            "addr",
+            "del",
+            &format!("{old}/24"),
+            "dev",
+            &dev,
+        ])
+        .unwrap();
+        let s = lab.wait_status(Duration::from_secs(10), "move", |s| {
+            s["mobike_moves"].as_u64() >= Some(n as u64 + 1)
+        });
+        let out = ping.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text
+            .lines()
+            .find(|l| l.contains("transmitted"))
+            .unwrap_or("");
+        println!(
+            "MOBIKE move {old} -> {new}: UPDATE_SA_ADDRESSES answered in {:.2} ms, {} IKE datagrams out / {} in; ping every 5 ms: {line}",
+            s["last_move_ms"].as_f64().unwrap_or(f64::NAN),
+            s["last_move_ike_tx"],
+            s["last_move_ike_rx"]
+        );
+        old = new.to_string();
+    }
+    lab.stop_client();
+    // Back to the original address for the throughput runs.
+    sh(&["ip", "-n", &cl, "addr", "add", "192.0.2.1/24", "dev", &dev]).unwrap();
+    sh(&[
+        "ip",
+        "-n",
+        &cl,
+        "addr",
+        "del",
+        &format!("{old}/24"),
+        "dev",
+        &dev,
+    ])
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
+    // 3. Throughput, unlimited TCP for 6 s, 3 alternating rounds, same gateway and suite.
+    let mut ours = Vec::new();
+    let mut theirs = Vec::new();
+    for _ in 0..3 {
+        lab.start_client("esp_proposals = [\"aes256gcm16\"]");
+        lab.wait_up();
+        let ip = lab.iperf_start(6, "0");
+        let (_, _, bps) = lab.iperf_finish(ip);
+        ours.push(bps / 1e6);
+        lab.stop_client();
+        std::thread::sleep(Duration::from_millis(300));
+        lab.start_strongswan_client("aes256gcm16");
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(lab.ping(2), "strongSwan client tunnel");
+        let ip = lab.iperf_start(6, "0");
+        let (_, _, bps) = lab.iperf_finish(ip);
+        theirs.push(bps / 1e6);
+        lab.stop_extra_last();
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let (o, t) = (median(&mut ours), median(&mut theirs));
+    println!("TCP throughput through the tunnel (AES-256-GCM, iperf3 6 s, median of 3): ours {o:.0} Mbit/s {ours:.0?}, strongSwan client {t:.0} Mbit/s {theirs:.0?}, ratio {:.2}", o / t);
+}
