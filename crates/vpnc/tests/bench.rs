@@ -110,23 +110,41 @@ fn lab_bench() {
     // 3. Throughput, unlimited TCP for 6 s, 3 alternating rounds, same gateway and suite.
     let mut ours = Vec::new();
     let mut theirs = Vec::new();
+    let (mut cpu_ours, mut cpu_theirs, mut cpu_gw) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..3 {
         lab.start_client("esp_proposals = [\"aes256gcm16\"]");
         lab.wait_up();
+        let (pid, gw) = (lab.client_pid().unwrap(), lab.gw_pid().unwrap());
+        let (c0, g0) = (cpu_secs(pid), cpu_secs(gw));
         let ip = lab.iperf_start(6, "0");
         let (_, _, bps) = lab.iperf_finish(ip);
         ours.push(bps / 1e6);
+        cpu_ours.push((cpu_secs(pid) - c0) / 6.0 * 100.0);
+        cpu_gw.push((cpu_secs(gw) - g0) / 6.0 * 100.0);
         lab.stop_client();
         std::thread::sleep(Duration::from_millis(300));
         lab.start_strongswan_client("aes256gcm16");
         std::thread::sleep(Duration::from_millis(500));
         assert!(lab.ping(2), "strongSwan client tunnel");
+        let pid = lab.extra_last_pid().unwrap();
+        let c0 = cpu_secs(pid);
         let ip = lab.iperf_start(6, "0");
         let (_, _, bps) = lab.iperf_finish(ip);
         theirs.push(bps / 1e6);
+        cpu_theirs.push((cpu_secs(pid) - c0) / 6.0 * 100.0);
         lab.stop_extra_last();
         std::thread::sleep(Duration::from_millis(500));
     }
     let (o, t) = (median(&mut ours), median(&mut theirs));
+    let (co, ct, cg) = (
+        median(&mut cpu_ours),
+        median(&mut cpu_theirs),
+        median(&mut cpu_gw),
+    );
+    println!(
+        "CPU during the run (% of one core): our client {co:.0}%, strongSwan client {ct:.0}%, gateway charon {cg:.0}% (with our client); \
+         our client's projected ceiling at 100% of a core: {:.0} Mbit/s",
+        o * 100.0 / co.max(1.0)
+    );
     println!("TCP throughput through the tunnel (AES-256-GCM, iperf3 6 s, median of 3): ours {o:.0} Mbit/s {ours:.0?}, strongSwan client {t:.0} Mbit/s {theirs:.0?}, ratio {:.2}", o / t);
 }

@@ -248,3 +248,31 @@ fn tunnelvision_route_does_not_divert() {
     assert!(get.contains("via 192.0.2.254"), "{get}");
     assert!(!lab.ping(1));
 }
+
+/// Certificates both ways: the gateway signs with ECDSA P-256 (identified by its subject DN),
+/// we sign with RSA; the client checks the gateway's chain against the configured CA.
+#[test]
+fn certificate_connect_ping() {
+    if !need_lab("certificate_connect_ping") {
+        return;
+    }
+    let mut lab = Lab::up(
+        "g",
+        GwOpts {
+            certs: true,
+            ..Default::default()
+        },
+    );
+    let d = pki();
+    lab.start_client(&format!(
+        "cert = \"{d}/client.der\"\nkey = \"{d}/client.key.p8\"\nca = [\"{d}/ca.der\"]"
+    ));
+    let s = lab.wait_up();
+    assert_eq!(s["tia"], "10.99.0.1", "{s}");
+    assert!(lab.ping(3), "{}", lab.logs());
+    let log = lab.charon_log();
+    assert!(
+        log.contains("authentication of 'client.example' with RSA_EMSA_PKCS1_SHA2_256 successful"),
+        "{log}"
+    );
+}

@@ -64,6 +64,13 @@ pub struct GwOpts<'a> {
     /// Extra lines inside `connections.rw.children.net`.
     pub child_extra: &'a str,
     pub nat: bool,
+    /// Certificates both ways (ikev2's test PKI) instead of the PSK.
+    pub certs: bool,
+}
+
+/// The ikev2 crate's test PKI: CA, gateway (ECDSA) and client (RSA) certificates.
+pub fn pki() -> String {
+    format!("{}/../ikev2/tests/data", env!("CARGO_MANIFEST_DIR"))
 }
 
 pub struct Lab {
@@ -306,6 +313,22 @@ impl Lab {
         for cmd in cmds {
             sh(&cmd).unwrap();
         }
+        let d = pki();
+        let auth = if opts.certs {
+            std::fs::create_dir_all(lab.dir.join("pkcs8")).unwrap();
+            std::fs::copy(format!("{d}/gw.key.p8"), lab.dir.join("pkcs8/gw.key.p8")).unwrap();
+            format!(
+                "local {{ auth = pubkey\n certs = {d}/gw.der }}\n remote {{ auth = pubkey\n id = client.example }}"
+            )
+        } else {
+            "local { auth = psk\n id = gw.example }\n remote { auth = psk\n id = client.example }"
+                .to_string()
+        };
+        let authorities = if opts.certs {
+            format!("authorities {{ testca {{ cacert = {d}/ca.der }} }}")
+        } else {
+            String::new()
+        };
         let swanctl = format!(
             r#"
 connections {{
@@ -314,10 +337,7 @@ connections {{
     pools = p4
     mobike = yes
     {conn}
-    local {{ auth = psk
-            id = gw.example }}
-    remote {{ auth = psk
-             id = client.example }}
+    {auth}
     children {{ net {{ local_ts = 10.1.0.0/16
                      esp_proposals = aes256gcm16,aes128gcm16
                      {child} }} }}
@@ -328,6 +348,7 @@ pools {{ p4 {{ addrs = 10.99.0.0/24
 secrets {{ ike-a {{ id-a = client.example
                   id-b = gw.example
                   secret = "{PSK}" }} }}
+{authorities}
 "#,
             conn = opts.conn_extra,
             child = opts.child_extra
@@ -400,11 +421,16 @@ secrets {{ ike-a {{ id-a = client.example
         self.start_charon();
     }
 
-    /// Client configuration; `extra` lines are appended.
+    /// Client configuration; `extra` lines are appended. A PSK unless `extra` sets `cert`.
     pub fn client_config(&self, extra: &str) -> PathBuf {
+        let auth = if extra.contains("cert =") {
+            String::new()
+        } else {
+            format!("remote_id = \"gw.example\"\npsk = \"{PSK}\"\n")
+        };
         let text = format!(
-            "gateway = \"192.0.2.2\"\ninterface = \"{}\"\nlocal_id = \"client.example\"\nremote_id = \"gw.example\"\n\
-             psk = \"{PSK}\"\ntun = \"{}t\"\ncontrol = \"{}/vpn.sock\"\ndpd_interval = 3\nretransmit_ms = 500\n\
+            "gateway = \"192.0.2.2\"\ninterface = \"{}\"\nlocal_id = \"client.example\"\n\
+             {auth}tun = \"{}t\"\ncontrol = \"{}/vpn.sock\"\ndpd_interval = 3\nretransmit_ms = 500\n\
              retransmit_tries = 4\nreconnect_max = 4\n{extra}\n",
             self.cl_if(),
             self.name,
@@ -507,6 +533,17 @@ secrets {{ ike-a {{ id-a = client.example
             }
         }
         sh(&["swanctl", "--initiate", "--child", "home", "--uri", &uri]).unwrap();
+    }
+
+    /// Process ids: our client, the gateway's charon, the most recent helper.
+    pub fn client_pid(&self) -> Option<u32> {
+        self.client.as_ref().map(Child::id)
+    }
+    pub fn gw_pid(&self) -> Option<u32> {
+        self.charon.as_ref().map(Child::id)
+    }
+    pub fn extra_last_pid(&self) -> Option<u32> {
+        self.extra.last().map(Child::id)
     }
 
     /// Stop the most recently started helper process (e.g. strongSwan's client).
@@ -640,4 +677,16 @@ secrets {{ ike-a {{ id-a = client.example
 pub fn tail(s: &str, n: usize) -> String {
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// CPU seconds (user + system) a process has used so far.
+pub fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks(11) + ticks(12)) / hz
 }
