@@ -37,6 +37,12 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+/// How long addresses left on an interface whose carrier came back are
+/// distrusted, absent any address change (see `settle_until`).
+const ADDRESS_SETTLE: Duration = Duration::from_millis(500);
+/// How often a request waiting for a route to the home agent checks again.
+const ROUTE_POLL: Duration = Duration::from_millis(5);
+
 /// Runs the mobile node until SIGINT or SIGTERM.
 pub fn run(config: &Path) -> Result<(), String> {
     let file = MnFile::load(config).map_err(|e| e.to_string())?;
@@ -144,6 +150,9 @@ struct Daemon {
     icmp_rx: RawIp,
     icmp_tx: RawIp,
     agent: Option<AgentInfo>,
+    /// After a carrier comes back, addresses are not trusted until this time
+    /// or an address change.
+    settle_until: Option<Instant>,
     /// RFC 3519: the home agent tunnels over UDP; keepalive interval (s).
     udp_tunnel: Option<u16>,
     next_keepalive: Option<Instant>,
@@ -271,6 +280,7 @@ impl Daemon {
             icmp_rx,
             icmp_tx,
             agent: None,
+            settle_until: None,
             udp_tunnel: None,
             next_keepalive: None,
             keepalive_seq: 0,
@@ -301,6 +311,7 @@ impl Daemon {
                 self.resend_at,
                 self.agent.map(|a| a.expires),
                 self.next_keepalive,
+                self.settle_until,
             ]
             .into_iter()
             .flatten()
@@ -368,6 +379,10 @@ impl Daemon {
                             self.send_keepalive().await;
                         }
                     }
+                    if self.settle_until.is_some_and(|t| t <= now) {
+                        self.settle_until = None;
+                        self.evaluate().await;
+                    }
                     if self.agent.is_some_and(|a| a.expires <= now) {
                         // Movement detection by advertisement lifetime (RFC 5944 2.4.2.1).
                         info!("foreign agent advertisement expired");
@@ -388,6 +403,11 @@ impl Daemon {
         match ev {
             NetEvent::LinkUp { ifindex, .. } if ifindex == self.phys_ifindex => {
                 self.phys_up = true;
+                // The addresses still on the interface may belong to the link we
+                // left: a DHCP client replaces them a moment later. Trust them only
+                // after an address change, or after ADDRESS_SETTLE without one (the
+                // same link came back).
+                self.settle_until = Some(Instant::now() + ADDRESS_SETTLE);
                 self.solicit().await;
             }
             NetEvent::LinkDown { ifindex, .. } | NetEvent::LinkRemoved { ifindex, .. }
@@ -405,6 +425,7 @@ impl Daemon {
                 if !self.phys_addrs.contains(&(addr, prefix)) {
                     self.phys_addrs.push((addr, prefix));
                 }
+                self.settle_until = None;
             }
             NetEvent::AddrRemoved {
                 ifindex,
@@ -412,6 +433,10 @@ impl Daemon {
                 prefix,
             } if ifindex == self.phys_ifindex => {
                 self.phys_addrs.retain(|a| *a != (addr, prefix));
+                // Wait for the replacement, if it is coming, before acting.
+                if self.phys_addrs.is_empty() {
+                    self.settle_until = None;
+                }
             }
             _ => return,
         }
@@ -425,7 +450,16 @@ impl Daemon {
         let agent = self
             .agent
             .filter(|a| a.expires > now && m.use_foreign_agents);
+        let settling = self.settle_until.is_some_and(|t| t > now);
         let want = if !self.phys_up {
+            Mode::Detached
+        } else if let Some(a) = agent.filter(|_| settling) {
+            // Advertisements heard since the link came up are fresh.
+            Mode::Foreign {
+                agent: a.addr,
+                care_of: a.care_of,
+            }
+        } else if settling {
             Mode::Detached
         } else if self.phys_addrs.iter().any(|(a, _)| *a == m.home_address) {
             Mode::Home
@@ -826,7 +860,7 @@ impl Daemon {
             // it a moment after the address), hold the request and try again soon.
             if !has_route(&self.file.mn.interface, *t.dst.ip()) {
                 self.counters.drop("no route to the home agent yet");
-                self.resend_at = Some(Instant::now() + Duration::from_millis(20));
+                self.resend_at = Some(Instant::now() + ROUTE_POLL);
                 continue;
             }
             match &self.socks {
@@ -841,7 +875,7 @@ impl Daemon {
                             Some(libc::ENETUNREACH) | Some(libc::EHOSTUNREACH)
                         ) {
                             self.counters.drop("no route to the home agent yet");
-                            self.resend_at = Some(Instant::now() + Duration::from_millis(20));
+                            self.resend_at = Some(Instant::now() + ROUTE_POLL);
                         }
                     }
                 }
@@ -919,6 +953,7 @@ impl Daemon {
             }
             ClientEvent::Expired => {
                 warn!("registration expired");
+                self.counters.registrations_failed += 1;
                 self.open = false;
                 self.retry_at = Some(Instant::now());
             }
