@@ -21,6 +21,10 @@ use crate::config::VpnConfig;
 use crate::status::Status;
 
 const MAX_PACKET: usize = 65536;
+/// Packets handled per wakeup beyond the first (TUN reads, ESP datagrams).
+const BATCH: usize = 63;
+/// Socket buffers: a burst from the TUN must not be dropped by our own socket.
+const SOCK_BUF: usize = 4 << 20;
 
 /// What the loop owns besides the protocol state.
 struct Io {
@@ -81,7 +85,11 @@ pub async fn run(cfg: VpnConfig) -> Result<(), String> {
         o.device = Some(cfg.interface.clone());
         o.pktinfo = true;
         o.reuse_addr = true;
-        o.bind().map_err(|e| format!("UDP port {port}: {e}"))
+        let s = o.bind().map_err(|e| format!("UDP port {port}: {e}"))?;
+        let r = socket2::SockRef::from(&s);
+        let _ = r.set_recv_buffer_size(SOCK_BUF);
+        let _ = r.set_send_buffer_size(SOCK_BUF);
+        Ok::<_, String>(s)
     };
     let s500 = bind(500)?;
     let s4500 = bind(ike_cfg.natt_port)?;
@@ -208,7 +216,17 @@ impl State {
             let deadline = self.deadline();
             tokio::select! {
                 r = netio::udp::recv_with_meta(&io.s4500, &mut b4500) => match r {
-                    Ok(m) => self.on_udp(io, &mut b4500, m, true).await,
+                    Ok(m) => {
+                        self.on_udp(io, &mut b4500, m, true).await;
+                        // Drain what else is queued before going back to select!.
+                        for _ in 0..BATCH {
+                            let Ok((len, SocketAddr::V4(src))) = io.s4500.try_recv_from(&mut b4500) else {
+                                break;
+                            };
+                            let m = netio::RecvMeta { len, src, dst: None, local: None, ifindex: 0, truncated: len >= b4500.len() };
+                            self.on_udp(io, &mut b4500, m, true).await;
+                        }
+                    }
                     Err(e) => tracing::debug!("recv 4500: {e}"),
                 },
                 r = netio::udp::recv_with_meta(&io.s500, &mut b500) => match r {
@@ -216,7 +234,15 @@ impl State {
                     Err(e) => tracing::debug!("recv 500: {e}"),
                 },
                 r = io.tun.recv(&mut btun) => match r {
-                    Ok(n) => self.on_tun(io, btun.get(..n).unwrap_or_default()).await,
+                    Ok(n) => {
+                        self.on_tun(io, btun.get(..n).unwrap_or_default()).await;
+                        for _ in 0..BATCH {
+                            let Ok(n) = io.tun.try_recv(&mut btun) else {
+                                break;
+                            };
+                            self.on_tun(io, btun.get(..n).unwrap_or_default()).await;
+                        }
+                    }
                     Err(e) => tracing::debug!("recv tun: {e}"),
                 },
                 ev = events.next() => match ev {
