@@ -12,7 +12,7 @@ use esp::{InboundSa, OutboundSa, RandomIv, SaConfig, Sad, Suite, UdpInbound};
 use ikev2::crypto::{Encr, Integ};
 use ikev2::{ChildSaInfo, Event, Initiator};
 use netio::netlink::{Route, Rule};
-use netio::{NetEvent, Netlink, Tun, TunOptions, UdpOptions};
+use netio::{NetEvent, Netlink, RawIp, RawIpOptions, Tun, TunOptions, UdpOptions};
 use rand::{RngCore, SeedableRng};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{UdpSocket, UnixListener};
@@ -30,6 +30,8 @@ const SOCK_BUF: usize = 4 << 20;
 struct Io {
     s500: UdpSocket,
     s4500: UdpSocket,
+    /// ESP without UDP encapsulation (IP protocol 50), for CHILD_SAs negotiated without a NAT.
+    raw: Option<RawIp>,
     tun: Tun,
     nl: Netlink,
     tun_ifindex: u32,
@@ -62,6 +64,7 @@ struct State {
     last_esp_tx: Instant,
     last_esp_rx: Instant,
     last_probe: Option<Instant>,
+    nat_tick_at: Option<Instant>,
 }
 
 /// Behind a NAT, ESP flowing out with nothing coming back for this long means the NAT
@@ -122,9 +125,23 @@ pub async fn run(cfg: VpnConfig) -> Result<(), String> {
         }
         None => None,
     };
+    let raw = match RawIp::open_with(
+        netio::raw::IPPROTO_ESP,
+        &RawIpOptions {
+            device: Some(cfg.interface.clone()),
+            ..RawIpOptions::default()
+        },
+    ) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::warn!("no raw ESP socket ({e}): only UDP-encapsulated ESP will work");
+            None
+        }
+    };
     let io = Io {
         s500,
         s4500,
+        raw,
         tun,
         nl,
         tun_ifindex,
@@ -153,6 +170,7 @@ pub async fn run(cfg: VpnConfig) -> Result<(), String> {
         last_esp_tx: now,
         last_esp_rx: now,
         last_probe: None,
+        nat_tick_at: None,
     };
     st.local_ip = first_address(&io.nl, io.phys_ifindex).await;
     let result = st.event_loop(&io, &mut events, listener.as_ref()).await;
@@ -210,10 +228,30 @@ impl State {
         let mut b500 = vec![0u8; MAX_PACKET];
         let mut b4500 = vec![0u8; MAX_PACKET];
         let mut btun = vec![0u8; MAX_PACKET];
-        let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .map_err(|e| format!("SIGTERM handler: {e}"))?;
+        let mut braw = vec![0u8; MAX_PACKET];
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut sigterm =
+            signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM handler: {e}"))?;
+        let mut sigint =
+            signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT handler: {e}"))?;
+        // One timer, moved only when the deadline changes (not re-registered every wakeup).
+        let mut armed = Instant::now() + Duration::from_secs(3600);
+        let sleep = tokio::time::sleep_until(armed.into());
+        tokio::pin!(sleep);
         loop {
-            let deadline = self.deadline();
+            let now = Instant::now();
+            self.update_nat_tick(now);
+            let deadline = self.deadline().unwrap_or_else(|| {
+                if armed > now {
+                    armed
+                } else {
+                    now + Duration::from_secs(3600)
+                }
+            });
+            if deadline != armed {
+                sleep.as_mut().reset(deadline.into());
+                armed = deadline;
+            }
             tokio::select! {
                 r = netio::udp::recv_with_meta(&io.s4500, &mut b4500) => match r {
                     Ok(m) => {
@@ -245,6 +283,18 @@ impl State {
                     }
                     Err(e) => tracing::debug!("recv tun: {e}"),
                 },
+                r = recv_raw(io.raw.as_ref(), &mut braw) => match r {
+                    Ok(n) => {
+                        self.on_raw_esp(io, &mut braw, n).await;
+                        for _ in 0..BATCH {
+                            let Some(Ok((n, _))) = io.raw.as_ref().map(|r| r.try_recv_from(&mut braw)) else {
+                                break;
+                            };
+                            self.on_raw_esp(io, &mut braw, n).await;
+                        }
+                    }
+                    Err(e) => tracing::debug!("recv raw ESP: {e}"),
+                },
                 ev = events.next() => match ev {
                     Some(ev) => self.on_net(io, ev).await,
                     None => return Err("netlink event stream ended".into()),
@@ -255,27 +305,34 @@ impl State {
                         let _ = s.write_all(text.as_bytes()).await;
                     }
                 }
-                _ = tokio::time::sleep_until(deadline.into()) => self.on_timer(io),
-                _ = tokio::signal::ctrl_c() => return Ok(()),
+                _ = &mut sleep => self.on_timer(io),
+                _ = sigint.recv() => return Ok(()),
                 _ = sigterm.recv() => return Ok(()),
             }
             self.flush(io).await;
         }
     }
 
-    fn deadline(&self) -> Instant {
-        let far = Instant::now() + Duration::from_secs(3600);
-        let nat_tick =
-            (self.status.behind_nat && self.out.is_some()).then(|| Instant::now() + NAT_TICK);
+    fn deadline(&self) -> Option<Instant> {
         [
             self.ike.as_ref().and_then(Initiator::poll_timeout),
             self.reconnect_at,
-            nat_tick,
+            self.nat_tick_at,
         ]
         .into_iter()
         .flatten()
         .min()
-        .unwrap_or(far)
+    }
+
+    /// Behind a NAT with a CHILD_SA, check the path every `NAT_TICK`.
+    fn update_nat_tick(&mut self, now: Instant) {
+        if self.status.behind_nat && self.out.is_some() {
+            if self.nat_tick_at.is_none_or(|t| t <= now) {
+                self.nat_tick_at = Some(now + NAT_TICK);
+            }
+        } else {
+            self.nat_tick_at = None;
+        }
     }
 
     fn on_timer(&mut self, io: &Io) {
@@ -424,8 +481,22 @@ impl State {
         let (SocketAddr::V4(dst), SocketAddr::V4(src)) = (ike.remote(), ike.local()) else {
             return;
         };
-        let dst = SocketAddrV4::new(*dst.ip(), self.natt_port());
-        match netio::udp::send_from(&io.s4500, &self.sealbuf, dst, *src.ip()).await {
+        let sent = if self.udp_encap {
+            let dst = SocketAddrV4::new(*dst.ip(), self.natt_port());
+            netio::udp::send_from(&io.s4500, &self.sealbuf, dst, *src.ip()).await
+        } else if let Some(raw) = &io.raw {
+            raw.send_to(&self.sealbuf, *dst.ip()).await
+        } else {
+            if !self.warned_raw_esp {
+                tracing::warn!(
+                    "CHILD_SA without UDP encapsulation but no raw ESP socket: dropping"
+                );
+                self.warned_raw_esp = true;
+            }
+            self.status.tun_dropped += 1;
+            return;
+        };
+        match sent {
             Ok(_) => {
                 self.last_esp_tx = now;
                 self.status.esp_tx_packets += 1;
@@ -438,6 +509,30 @@ impl State {
                 self.status.tx_errors += 1;
                 tracing::debug!("send ESP: {e}");
             }
+        }
+    }
+
+    /// An ESP packet (IP protocol 50, outer IPv4 header included) from the raw socket.
+    async fn on_raw_esp(&mut self, io: &Io, buf: &mut [u8], n: usize) {
+        let now = Instant::now();
+        let ihl = buf.first().map_or(0, |b| usize::from(b & 0x0f) * 4);
+        let Some(esp) = buf.get_mut(ihl..n).filter(|_| ihl >= 20) else {
+            self.status.rx_dropped += 1;
+            return;
+        };
+        match self.sad.open(now, esp) {
+            Ok(o) if !o.is_dummy() => {
+                if let Some(inner) = esp.get(o.payload) {
+                    self.last_esp_rx = now;
+                    self.status.esp_rx_packets += 1;
+                    self.status.esp_rx_bytes += inner.len() as u64;
+                    if let Err(e) = io.tun.send(inner).await {
+                        tracing::debug!("tun send: {e}");
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::trace!("raw ESP drop: {e}"),
         }
     }
 
@@ -723,6 +818,13 @@ async fn accept(
 ) -> std::io::Result<(tokio::net::UnixStream, tokio::net::unix::SocketAddr)> {
     match l {
         Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn recv_raw(r: Option<&RawIp>, buf: &mut [u8]) -> std::io::Result<usize> {
+    match r {
+        Some(r) => r.recv_from(buf).await.map(|(n, _)| n),
         None => std::future::pending().await,
     }
 }
