@@ -116,9 +116,20 @@ fn lab_bench() {
         lab.wait_up();
         let (pid, gw) = (lab.client_pid().unwrap(), lab.gw_pid().unwrap());
         let (c0, g0) = (cpu_secs(pid), cpu_secs(gw));
+        let (gwns, clns) = (lab.gw(), lab.cl());
+        let (e0, f0) = (
+            udp_rcvbuf_errors(&lab, &gwns),
+            udp_rcvbuf_errors(&lab, &clns),
+        );
         let ip = lab.iperf_start(6, "0");
         let (_, _, bps) = lab.iperf_finish(ip);
         ours.push(bps / 1e6);
+        println!(
+            "  ours: {:.0} Mbit/s, UDP receive-buffer drops: gateway {}, client {}",
+            bps / 1e6,
+            udp_rcvbuf_errors(&lab, &gwns) - e0,
+            udp_rcvbuf_errors(&lab, &clns) - f0
+        );
         cpu_ours.push((cpu_secs(pid) - c0) / 6.0 * 100.0);
         cpu_gw.push((cpu_secs(gw) - g0) / 6.0 * 100.0);
         lab.stop_client();
@@ -128,9 +139,20 @@ fn lab_bench() {
         assert!(lab.ping(2), "strongSwan client tunnel");
         let pid = lab.extra_last_pid().unwrap();
         let c0 = cpu_secs(pid);
+        let (gwns, clns) = (lab.gw(), lab.cl());
+        let (e0, f0) = (
+            udp_rcvbuf_errors(&lab, &gwns),
+            udp_rcvbuf_errors(&lab, &clns),
+        );
         let ip = lab.iperf_start(6, "0");
         let (_, _, bps) = lab.iperf_finish(ip);
         theirs.push(bps / 1e6);
+        println!(
+            "  strongSwan client: {:.0} Mbit/s, UDP receive-buffer drops: gateway {}, client {}",
+            bps / 1e6,
+            udp_rcvbuf_errors(&lab, &gwns) - e0,
+            udp_rcvbuf_errors(&lab, &clns) - f0
+        );
         cpu_theirs.push((cpu_secs(pid) - c0) / 6.0 * 100.0);
         lab.stop_extra_last();
         std::thread::sleep(Duration::from_millis(500));

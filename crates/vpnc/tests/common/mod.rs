@@ -690,3 +690,17 @@ pub fn cpu_secs(pid: u32) -> f64 {
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     (ticks(11) + ticks(12)) / hz
 }
+
+/// The `Udp: RcvbufErrors` counter of a namespace (datagrams dropped at a full socket buffer).
+pub fn udp_rcvbuf_errors(lab: &Lab, ns: &str) -> u64 {
+    let snmp = lab.ns(ns, &["cat", "/proc/net/snmp"]).unwrap_or_default();
+    let udp: Vec<&str> = snmp.lines().filter(|l| l.starts_with("Udp:")).collect();
+    let (Some(h), Some(v)) = (udp.first(), udp.get(1)) else {
+        return 0;
+    };
+    h.split_whitespace()
+        .zip(v.split_whitespace())
+        .find(|(k, _)| *k == "RcvbufErrors")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}
