@@ -463,16 +463,6 @@ impl State {
             self.status.tun_dropped += 1;
             return;
         };
-        if !self.udp_encap {
-            if !self.warned_raw_esp {
-                tracing::warn!(
-                    "CHILD_SA without UDP encapsulation: raw ESP is not implemented, dropping"
-                );
-                self.warned_raw_esp = true;
-            }
-            self.status.tun_dropped += 1;
-            return;
-        }
         if let Err(e) = out.seal(now, esp::NEXT_HEADER_IPV4, pkt, &mut self.sealbuf) {
             tracing::debug!("seal: {e}");
             self.status.tun_dropped += 1;

@@ -276,3 +276,31 @@ fn certificate_connect_ping() {
         "{log}"
     );
 }
+
+/// Plain ESP (IP protocol 50) when nothing asks for UDP encapsulation, against a gateway made
+/// of our own Responder and ESP (strongSwan 5.9.8's libipsec always forces UDP).
+#[test]
+fn raw_esp_with_our_gateway() {
+    if !need_lab("raw_esp_with_our_gateway") {
+        return;
+    }
+    let mut lab = Lab::up(
+        "h",
+        GwOpts {
+            no_charon: true,
+            ..Default::default()
+        },
+    );
+    let _gw = ourgw::spawn(&lab.gw(), &format!("{}b", lab.name));
+    lab.start_client("");
+    let s = lab.wait_up();
+    assert_eq!(s["udp_encap"], false, "{s}");
+    assert_eq!(s["tia"], "10.99.0.1", "{s}");
+    assert!(lab.ping(3), "{}", lab.logs());
+    let ip = lab.iperf_start(2, "20M");
+    let (bytes, _, _) = lab.iperf_finish(ip);
+    assert!(bytes > 1_000_000, "{bytes}");
+    let s = lab.status().unwrap();
+    assert!(s["esp_rx_packets"].as_u64() > Some(100), "{s}");
+    assert_eq!(s["esp_drops"], 0, "{s}");
+}

@@ -14,6 +14,8 @@
     clippy::disallowed_methods
 )]
 
+pub mod ourgw;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -64,6 +66,8 @@ pub struct GwOpts<'a> {
     /// Extra lines inside `connections.rw.children.net`.
     pub child_extra: &'a str,
     pub nat: bool,
+    /// No charon: the caller runs `ourgw::spawn` instead.
+    pub no_charon: bool,
     /// Certificates both ways (ikev2's test PKI) instead of the PSK.
     pub certs: bool,
 }
@@ -366,7 +370,9 @@ secrets {{ ike-a {{ id-a = client.example
              syslog {{ daemon {{ default = -1 }} }}\n}}\n"
         );
         std::fs::write(lab.dir.join("strongswan.conf"), conf).unwrap();
-        lab.start_charon();
+        if !opts.no_charon {
+            lab.start_charon();
+        }
         // internal host: iperf3 server
         let srv = Command::new("ip")
             .args(["netns", "exec", &inn, "iperf3", "-s", "-p", "5201"])
