@@ -169,4 +169,35 @@ fn lab_bench() {
         o * 100.0 / co.max(1.0)
     );
     println!("TCP throughput through the tunnel (AES-256-GCM, iperf3 6 s, median of 3): ours {o:.0} Mbit/s {ours:.0?}, strongSwan client {t:.0} Mbit/s {theirs:.0?}, ratio {:.2}", o / t);
+    drop(lab);
+
+    // 4. Our ceiling: our client against a gateway made of our own Responder + ESP (plain ESP,
+    //    no NAT), same topology and suite.
+    let mut lab = Lab::up(
+        "y",
+        GwOpts {
+            no_charon: true,
+            ..Default::default()
+        },
+    );
+    let gw = ourgw::spawn(&lab.gw(), &format!("{}b", lab.name));
+    lab.start_client("esp_proposals = [\"aes256gcm16\"]");
+    lab.wait_up();
+    let pid = lab.client_pid().unwrap();
+    let mut both = Vec::new();
+    let mut cpu = Vec::new();
+    for _ in 0..3 {
+        let c0 = cpu_secs(pid);
+        let ip = lab.iperf_start(6, "0");
+        let (_, _, bps) = lab.iperf_finish(ip);
+        both.push(bps / 1e6);
+        cpu.push((cpu_secs(pid) - c0) / 6.0 * 100.0);
+    }
+    let (b, c) = (median(&mut both), median(&mut cpu));
+    println!(
+        "TCP throughput, our client to our own gateway (Responder + esp, plain ESP): {b:.0} Mbit/s {both:.0?}, \
+         our client at {c:.0}% of a core; ratio to our client via strongSwan's gateway {:.2}",
+        b / o
+    );
+    drop(gw);
 }
