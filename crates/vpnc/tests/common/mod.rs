@@ -53,7 +53,12 @@ pub fn need_lab(what: &str) -> bool {
         return true;
     }
     if std::env::var("MIPSEC_SKIP_LAB").as_deref() == Ok("1") {
-        eprintln!("\n*** SKIP [vpnc lab] {what}: needs root, charon, swanctl and iperf3 (MIPSEC_SKIP_LAB=1) ***\n");
+        // Straight to the process's stderr: libtest's capture would hide an eprintln!.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n*** SKIP [vpnc lab] {what}: needs root, charon, swanctl and iperf3 (MIPSEC_SKIP_LAB=1) ***"
+        );
         return false;
     }
     panic!("vpnc lab test {what} needs root, strongSwan (charon, swanctl) and iperf3 (scripts/install-deps.sh); set MIPSEC_SKIP_LAB=1 to skip");
