@@ -179,6 +179,7 @@ impl Daemon {
         )
         .map_err(io_err("raw IP-in-IP socket"))?;
         crate::ha::enlarge_buffers(std::os::fd::AsFd::as_fd(&raw));
+        crate::ha::allow_fragmentation(std::os::fd::AsFd::as_fd(&raw));
         // Reverse tunneling, direct delivery style: the table holds one route into the TUN.
         let default = Route::new(Ipv4Addr::UNSPECIFIED, 0)
             .dev(tun_ifindex)

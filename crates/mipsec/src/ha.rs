@@ -33,8 +33,11 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-/// MTU of the tunnel device: 1500 minus the 20-octet outer IPv4 header.
-pub const TUNNEL_MTU: u32 = 1480;
+/// MTU of the tunnel devices: 1500 minus the largest encapsulation in use, the
+/// RFC 3519 UDP tunnel (outer IPv4 20, UDP 8, Tunnel Data header 4). IP-in-IP
+/// alone would allow 1480, but a node that moves behind a NAT would then send
+/// packets that need fragmenting on every hop of the tunnel.
+pub const TUNNEL_MTU: u32 = 1500 - 32;
 /// Transmit queue of the tunnel devices, packets.
 pub(crate) const TUN_QUEUE: i32 = 4000;
 /// Packets handled per wakeup before the event loop looks at other inputs.
@@ -74,6 +77,28 @@ pub(crate) fn set_txqueuelen(dev: &str, len: i32) {
             debug!("txqueuelen of {dev}: {}", std::io::Error::last_os_error());
         }
         libc::close(fd);
+    }
+}
+
+/// Lets the kernel fragment the packets a tunnel socket sends (IP_PMTUDISC_DONT).
+/// A visitor of a foreign agent sends full 1500-octet packets on its link; the
+/// agent's IP-in-IP copy is 20 octets longer and would otherwise be refused with
+/// EMSGSIZE and lost. The tunnel exit's raw socket gets them reassembled.
+pub(crate) fn allow_fragmentation(fd: std::os::fd::BorrowedFd<'_>) {
+    use std::os::fd::AsRawFd;
+    let v: libc::c_int = libc::IP_PMTUDISC_DONT;
+    // SAFETY: a valid socket fd, and a pointer to a c_int with its size.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        debug!("IP_MTU_DISCOVER: {}", std::io::Error::last_os_error());
     }
 }
 
@@ -119,6 +144,7 @@ struct Counters {
     tx_bytes: u64,
     rx_packets: u64,
     rx_bytes: u64,
+    nat_rebinds: u64,
     drops: BTreeMap<&'static str, u64>,
 }
 
@@ -253,6 +279,7 @@ impl Daemon {
         )
         .map_err(io_err("raw IP-in-IP socket"))?;
         enlarge_buffers(std::os::fd::AsFd::as_fd(&raw));
+        allow_fragmentation(std::os::fd::AsFd::as_fd(&raw));
         let (ctl_tx, ctl_rx) = mpsc::channel(8);
         let ctl = match &h.control_socket {
             Some(p) => Some(
@@ -394,11 +421,32 @@ impl Daemon {
         let Some((src, _)) = wire::ipv4::addresses(td.packet) else {
             return self.counters.drop("malformed inner packet");
         };
-        let ok = self.tunnels.get(&src).is_some_and(|bs| {
-            bs.iter().any(|b| {
-                b.reverse_tunnel && matches!(b.tunnel, Tunnel::Udp { peer, .. } if peer == from)
-            })
-        });
+        let Some(bs) = self.tunnels.get_mut(&src) else {
+            return self
+                .counters
+                .drop("reverse tunnel from an unregistered source");
+        };
+        let mut ok = false;
+        let mut rebound = false;
+        for b in bs.iter_mut().filter(|b| b.reverse_tunnel) {
+            if let Tunnel::Udp { peer, .. } = &mut b.tunnel {
+                if *peer == from {
+                    ok = true;
+                } else if peer.ip() == from.ip() {
+                    // The NAT gave the node a new port (its mapping expired or was
+                    // flushed). Same public address, the node's own home address
+                    // inside: follow it, or the forward tunnel would keep feeding
+                    // the dead mapping until the next registration.
+                    info!(home = %src, old = %peer, new = %from, "NAT mapping changed; following the new port");
+                    *peer = from;
+                    rebound = true;
+                    ok = true;
+                }
+            }
+        }
+        if rebound {
+            self.counters.nat_rebinds += 1;
+        }
         if !ok {
             return self
                 .counters
@@ -603,6 +651,7 @@ impl Daemon {
                 "tx_bytes": self.counters.tx_bytes,
                 "rx_packets": self.counters.rx_packets,
                 "rx_bytes": self.counters.rx_bytes,
+                "nat_rebinds": self.counters.nat_rebinds,
             }
         })
     }

@@ -331,6 +331,19 @@ impl Daemon {
                     Ok((n, std::net::SocketAddr::V4(from))) => {
                         if ubuf.first() == Some(&mip4::wire::MessageType::TUNNEL_DATA.0) && n > 0 {
                             self.on_udp_tunnel(from, &ubuf[..n]).await;
+                            // Tunnel data comes in bursts: drain what is queued.
+                            for _ in 0..crate::ha::BATCH {
+                                let Some(Ok((n, std::net::SocketAddr::V4(from)))) =
+                                    self.socks.as_ref().map(|s| s.udp.try_recv_from(&mut ubuf))
+                                else {
+                                    break;
+                                };
+                                if ubuf.first() == Some(&mip4::wire::MessageType::TUNNEL_DATA.0) {
+                                    self.on_udp_tunnel(from, &ubuf[..n]).await;
+                                } else {
+                                    self.client.handle_datagram(Instant::now(), SystemTime::now(), from, &ubuf[..n]);
+                                }
+                            }
                         } else {
                             self.client.handle_datagram(Instant::now(), SystemTime::now(), from, &ubuf[..n]);
                         }
@@ -441,6 +454,11 @@ impl Daemon {
             _ => return,
         }
         self.evaluate().await;
+        if let (Mode::Foreign { agent, .. }, Routes::Agent(_)) = (self.mode, self.routes) {
+            // Address changes on the link may have taken the routes through the agent.
+            self.routes = Routes::None;
+            self.set_routes(Routes::Agent(agent)).await;
+        }
     }
 
     /// Decides the mode from the interface's state and acts on a change.
@@ -524,13 +542,7 @@ impl Daemon {
             }
             Mode::Foreign { agent, care_of } => {
                 self.set_routes(Routes::Tunnel).await;
-                // The agent is reached on the link from the home address.
-                let r = Route::new(agent, 32)
-                    .dev(self.phys_ifindex)
-                    .src(m.home_address);
-                if let Err(e) = self.nl.replace_route(&r).await {
-                    warn!("route to the foreign agent {agent}: {e}");
-                }
+                self.route_to_agent(agent).await;
                 match self.open_sockets(m.home_address, m.encapsulating_delivery) {
                     Ok(s) => self.socks = Some(s),
                     Err(e) => {
@@ -543,6 +555,15 @@ impl Daemon {
                 let att = self.agent_attachment(agent, care_of);
                 self.client.register(Instant::now(), SystemTime::now(), att);
             }
+        }
+    }
+
+    /// The agent is on the link, whatever addresses the interface has (none, on a
+    /// network that only offers a foreign agent).
+    async fn route_to_agent(&self, agent: Ipv4Addr) {
+        let r = Route::new(agent, 32).dev(self.phys_ifindex);
+        if let Err(e) = self.nl.replace_route(&r).await {
+            warn!("route to the foreign agent {agent}: {e}");
         }
     }
 
@@ -678,7 +699,10 @@ impl Daemon {
                 )
                 .map_err(|e| format!("tunnel socket on {addr}: {e}"))?,
             )
-            .inspect(|r| crate::ha::enlarge_buffers(std::os::fd::AsFd::as_fd(r)))
+            .inspect(|r| {
+                crate::ha::enlarge_buffers(std::os::fd::AsFd::as_fd(r));
+                crate::ha::allow_fragmentation(std::os::fd::AsFd::as_fd(r));
+            })
         } else {
             None
         };
@@ -692,6 +716,11 @@ impl Daemon {
             return;
         }
         let home = self.file.mn.home_address;
+        if let Routes::Agent(a) = want {
+            // The kernel drops routes through the agent when addresses on the
+            // interface go (a DHCP client's flush): put the host route back first.
+            self.route_to_agent(a).await;
+        }
         for half in [Ipv4Addr::new(0, 0, 0, 0), Ipv4Addr::new(128, 0, 0, 0)] {
             let r = match want {
                 Routes::None => {
