@@ -10,7 +10,8 @@ use lab::{netns, traffic};
 
 const USAGE: &str = "usage:
   mipsec-lab demo [--stay SECS] [--rate MBPS] [--bound MS] [--stall MS] [--probe-ms MS]
-                  [--lifetime SECS] [--moves int-a,int-b,home] [--plain] [--capture FILE] [--keep]
+                  [--lifetime SECS] [--moves int-a,int-b,int-c,nat,home] [--plain] [--capture FILE]
+                  [--flush-nat] [--keep]
   mipsec-lab bench [--repeat N] [--secs SECS]
   mipsec-lab up [--plain]          build the lab (and daemons) and wait for Ctrl-C
   mipsec-lab move PREFIX SEGMENT   move the MN of a running lab (home, int-a, int-b)
@@ -75,7 +76,7 @@ fn check_args(cmd: &str, args: &[String]) -> Result<(), String> {
                 "--moves",
                 "--capture",
             ],
-            &["--plain", "--keep"],
+            &["--plain", "--keep", "--flush-nat"],
         ),
         "bench" => (&["--repeat", "--secs"], &[]),
         "up" => (&[], &["--plain"]),
@@ -139,6 +140,7 @@ fn run(cmd: &str, args: &[String]) -> lab::Result<ExitCode> {
                 moves,
                 capture: opt(args, "--capture").map(PathBuf::from),
                 keep: flag(args, "--keep"),
+                flush_nat: flag(args, "--flush-nat"),
             };
             let rep = scenario::run_demo(&exe()?, &o)?;
             print!("{}", rep.render(&o));
@@ -159,7 +161,7 @@ fn run(cmd: &str, args: &[String]) -> lab::Result<ExitCode> {
         "up" => {
             let ml = scenario::MipLab::start(&exe()?, !flag(args, "--plain"), 300)?;
             println!(
-                "lab {} is up: namespaces {}{{sw,rt,ha,mn,cn}}, files in {}; Ctrl-C removes it",
+                "lab {} is up: namespaces {}{{sw,rt,ha,mn,cn,fa}}, files in {}; Ctrl-C removes it",
                 ml.lab.prefix,
                 ml.lab.prefix,
                 ml.lab.dir.display()

@@ -13,7 +13,7 @@ use md5::Md5;
 use serde_json::Value;
 
 use crate::netns::{other, Result};
-use crate::topo::{Lab, HA_ADDR, MN_HOME};
+use crate::topo::{Lab, FA_ADDR, HA_ADDR, MN_HOME};
 
 pub const MN_SPI: u32 = 256;
 pub const MN_KEY: &str = "00112233445566778899aabbccddeeff";
@@ -21,6 +21,23 @@ pub const MN_KEY: &str = "00112233445566778899aabbccddeeff";
 pub const PROBE_HOA: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 101);
 pub const PROBE_SPI: u32 = 257;
 pub const PROBE_KEY: &str = "0f0e0d0c0b0a09080706050403020100";
+
+/// Writes fa.toml (the foreign agent on int-c) into the lab directory.
+pub fn write_fa_config(lab: &Lab) -> Result<String> {
+    let d = lab.dir.display();
+    let fa = format!(
+        r#"[fa]
+interface = "eth0"
+address = "{FA_ADDR}"
+prefix_len = 24
+advertisement_interval_ms = 1000
+control_socket = "{d}/fa.sock"
+"#
+    );
+    let p = lab.dir.join("fa.toml");
+    std::fs::write(&p, fa)?;
+    Ok(p.display().to_string())
+}
 
 /// Writes ha.toml and mn.toml into the lab directory; returns (ha.toml, mn.toml).
 pub fn write_configs(lab: &Lab, lifetime: u32) -> Result<(String, String)> {

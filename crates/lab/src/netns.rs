@@ -32,7 +32,7 @@ pub fn other(msg: impl Into<String>) -> Error {
 pub const RUN_DIR: &str = "/run/mipsec-lab";
 
 /// Roles, i.e. namespace suffixes, of one lab.
-pub const ROLES: [&str; 5] = ["sw", "rt", "ha", "mn", "cn"];
+pub const ROLES: [&str; 6] = ["sw", "rt", "ha", "mn", "cn", "fa"];
 
 /// Runs a command and returns its stdout; a non-zero exit becomes an error with stderr.
 pub fn run(prog: &str, args: &[&str]) -> Result<String> {

@@ -20,6 +20,8 @@ pub struct MipLab {
     pub mn_cfg: String,
     pub ha_sock: PathBuf,
     pub mn_sock: PathBuf,
+    pub fa_cfg: String,
+    pub fa_sock: PathBuf,
 }
 
 impl MipLab {
@@ -29,8 +31,10 @@ impl MipLab {
     pub fn start(exe: &Path, daemons: bool, lifetime: u32) -> Result<MipLab> {
         let mut lab = Lab::build(exe)?;
         let (ha_cfg, mn_cfg) = mip::write_configs(&lab, lifetime)?;
+        let fa_cfg = mip::write_fa_config(&lab)?;
         let ha_sock = lab.dir.join("ha.sock");
         let mn_sock = lab.dir.join("mn.sock");
+        let fa_sock = lab.dir.join("fa.sock");
         lab.spawn("cn", "cn-serve", &["serve"])?;
         let mut ml = MipLab {
             lab,
@@ -39,8 +43,11 @@ impl MipLab {
             mn_cfg,
             ha_sock,
             mn_sock,
+            fa_cfg,
+            fa_sock,
         };
         if daemons {
+            ml.start_fa()?;
             ml.start_ha()?;
             ml.start_mn()?;
         }
@@ -71,6 +78,18 @@ impl MipLab {
         self.lab
             .spawn("ha", "ha", &["mipsec", "ha", "--config", &cfg])?;
         self.wait_status("ha", &self.ha_sock.clone())
+    }
+
+    /// Starts `mipsec fa` on int-c and waits until its status answers.
+    pub fn start_fa(&mut self) -> Result<()> {
+        let cfg = self.fa_cfg.clone();
+        self.lab
+            .spawn("fa", "fa", &["mipsec", "fa", "--config", &cfg])?;
+        self.wait_status("fa", &self.fa_sock.clone())
+    }
+
+    pub fn fa_status(&self) -> Result<Value> {
+        mip::status(&self.lab.exe, &self.fa_sock)
     }
 
     /// Starts `mipsec mn` in the MN namespace and waits until its status answers.
@@ -213,6 +232,9 @@ pub struct DemoOpts {
     /// tunnel packet) to this file.
     pub capture: Option<PathBuf>,
     pub keep: bool,
+    /// Halfway through a stay behind the NAT, flush its connection tracking
+    /// (`conntrack -F`): the mapping is rebuilt from the next packet.
+    pub flush_nat: bool,
 }
 
 impl Default for DemoOpts {
@@ -228,6 +250,7 @@ impl Default for DemoOpts {
             moves: vec![Segment::IntA, Segment::IntB, Segment::Home],
             capture: None,
             keep: false,
+            flush_nat: false,
         }
     }
 }
@@ -376,7 +399,16 @@ pub fn demo_on(ml: &mut MipLab, o: &DemoOpts) -> Result<DemoReport> {
         let m0 = Instant::now();
         ml.lab.move_mn(to)?;
         marks.push((from, to, t, m0.elapsed().as_secs_f64() * 1e3));
-        std::thread::sleep(o.stay);
+        if to == Segment::Nat && o.flush_nat {
+            std::thread::sleep(o.stay / 2);
+            crate::netns::run(
+                "ip",
+                &["netns", "exec", &ml.lab.ns("rt"), "conntrack", "-F"],
+            )?;
+            std::thread::sleep(o.stay / 2);
+        } else {
+            std::thread::sleep(o.stay);
+        }
         statuses.push(status_of(ml));
     }
     let end = client.now_us();
@@ -437,7 +469,7 @@ pub fn demo_on(ml: &mut MipLab, o: &DemoOpts) -> Result<DemoReport> {
         }
     }
     let (ha_status, mn_status) = if ml.daemons {
-        for n in ["ha", "mn"] {
+        for n in ["ha", "mn", "fa"] {
             if !ml.lab.is_running(n) {
                 failures.push(format!(
                     "mipsec {n} died: {:?}\n{}",

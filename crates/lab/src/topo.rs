@@ -1,5 +1,9 @@
-//! The lab topology: five namespaces (switch, router, HA, MN, CN), four bridged segments
-//! inside the switch namespace, and MN moves between segments.
+//! The lab topology: six namespaces (switch, router, HA, MN, CN, FA), six bridged
+//! segments inside the switch namespace, and MN moves between segments.
+//!
+//! Besides the segments drawn below: int-c 10.60.0.0/24 is served by a foreign agent
+//! (FA namespace at 10.60.0.1) and has no "DHCP" (mode f only), and nat 192.168.1.0/24
+//! sits behind an nftables masquerade in the router (RFC 3519 UDP tunneling).
 //!
 //! ```text
 //!   home 10.10.0.0/24        int-a 10.20.0.0/24   int-b 10.30.0.0/24   servers 10.40.0.0/24
@@ -23,6 +27,10 @@ pub enum Segment {
     Home,
     IntA,
     IntB,
+    /// A foreign-agent-only network: no address is handed out.
+    IntC,
+    /// Behind a masquerading NAT.
+    Nat,
 }
 
 impl Segment {
@@ -31,6 +39,8 @@ impl Segment {
             Segment::Home => "home",
             Segment::IntA => "int-a",
             Segment::IntB => "int-b",
+            Segment::IntC => "int-c",
+            Segment::Nat => "nat",
         }
     }
     fn bridge(self) -> &'static str {
@@ -38,15 +48,25 @@ impl Segment {
             Segment::Home => "br-home",
             Segment::IntA => "br-inta",
             Segment::IntB => "br-intb",
+            Segment::IntC => "br-intc",
+            Segment::Nat => "br-nat",
         }
     }
-    /// The address the lab's "DHCP" gives the MN on this segment.
+    /// The address the lab's "DHCP" gives the MN on this segment, which is also the
+    /// care-of address it registers; on int-c (no DHCP), the foreign agent's.
     pub fn mn_addr(self) -> Ipv4Addr {
         match self {
             Segment::Home => MN_HOME,
             Segment::IntA => Ipv4Addr::new(10, 20, 0, 50),
             Segment::IntB => Ipv4Addr::new(10, 30, 0, 50),
+            Segment::IntC => FA_ADDR,
+            Segment::Nat => Ipv4Addr::new(192, 168, 1, 50),
         }
+    }
+
+    /// Whether the lab plays DHCP on this segment.
+    pub fn has_dhcp(self) -> bool {
+        self != Segment::IntC
     }
     /// The segment's router (x.x.x.254).
     pub fn gateway(self) -> Ipv4Addr {
@@ -58,6 +78,8 @@ impl Segment {
             "home" => Some(Segment::Home),
             "int-a" | "inta" => Some(Segment::IntA),
             "int-b" | "intb" => Some(Segment::IntB),
+            "int-c" | "intc" => Some(Segment::IntC),
+            "nat" => Some(Segment::Nat),
             _ => None,
         }
     }
@@ -66,6 +88,10 @@ impl Segment {
 pub const HA_ADDR: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 1);
 pub const MN_HOME: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 100);
 pub const CN_ADDR: Ipv4Addr = Ipv4Addr::new(10, 40, 0, 10);
+/// The foreign agent on int-c (its address and the care-of address it offers).
+pub const FA_ADDR: Ipv4Addr = Ipv4Addr::new(10, 60, 0, 1);
+/// The NAT's address towards the inside (what the HA sees behind it).
+pub const NAT_OUTSIDE: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 254);
 
 /// A process the lab started inside one of its namespaces.
 pub struct Proc {
@@ -116,7 +142,11 @@ impl Lab {
         }
         for r in netns::ROLES {
             let ns = self.ns(r);
-            let forward = if matches!(r, "rt" | "ha") { "1" } else { "0" };
+            let forward = if matches!(r, "rt" | "ha" | "fa") {
+                "1"
+            } else {
+                "0"
+            };
             netns::run(
                 "ip",
                 &[
@@ -135,7 +165,9 @@ impl Lab {
             ip(&["-n", &ns, "link", "set", "lo", "up"])?;
         }
         let sw = self.ns("sw");
-        for br in ["br-home", "br-inta", "br-intb", "br-srv"] {
+        for br in [
+            "br-home", "br-inta", "br-intb", "br-srv", "br-intc", "br-nat",
+        ] {
             ip(&[
                 "-n",
                 &sw,
@@ -161,7 +193,10 @@ impl Lab {
             ip(&["-n", &sw, "link", "set", br, "up"])?;
         }
         // (switch port, namespace, interface, bridge, address/len)
-        let links: [(&str, &str, &str, &str, &str); 7] = [
+        let links: [(&str, &str, &str, &str, &str); 10] = [
+            ("rt4", "rt", "eth4", "br-intc", "10.60.0.254/24"),
+            ("rt5", "rt", "eth5", "br-nat", "192.168.1.254/24"),
+            ("fa", "fa", "eth0", "br-intc", "10.60.0.1/24"),
             ("ha", "ha", "eth0", "br-home", "10.10.0.1/24"),
             ("cn", "cn", "eth0", "br-srv", "10.40.0.10/24"),
             ("rt0", "rt", "eth0", "br-home", "10.10.0.254/24"),
@@ -185,9 +220,25 @@ impl Lab {
             ("ha", "10.10.0.254"),
             ("cn", "10.40.0.254"),
             ("mn", "10.10.0.254"),
+            ("fa", "10.60.0.254"),
         ] {
             ip(&["-n", &self.ns(role), "route", "add", "default", "via", gw])?;
         }
+        // The NAT segment: masquerade whatever leaves it (a home router).
+        let rules = "table ip nat {\n chain post {\n  type nat hook postrouting priority 100;\n  ip saddr 192.168.1.0/24 oifname != \"eth5\" masquerade\n }\n}\n";
+        let path = self.dir.join("nat.nft");
+        std::fs::write(&path, rules)?;
+        netns::run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &self.ns("rt"),
+                "nft",
+                "-f",
+                &path.display().to_string(),
+            ],
+        )?;
         Ok(())
     }
 
@@ -315,6 +366,9 @@ pub fn move_mn(prefix: &str, to: Segment) -> Result<()> {
     ip(&["-n", &sw, "link", "set", "mn", "master", to.bridge()])?;
     ip(&["-n", &sw, "link", "set", "mn", "up"])?;
     ip(&["-n", &mn, "addr", "flush", "dev", "eth0"])?;
+    if !to.has_dhcp() {
+        return Ok(());
+    }
     let addr = format!("{}/24", to.mn_addr());
     ip(&["-n", &mn, "addr", "add", &addr, "dev", "eth0"])?;
     let gw = to.gateway().to_string();

@@ -208,11 +208,12 @@ fn capture_decodes_cleanly_in_tshark() {
     eprintln!(
         "capture: {requests} requests, {accepted} accepted replies, {ipip} IP-in-IP ({ipip_tcp} with TCP inside)"
     );
+    // int-a, int-b, and the deregistration at home (the start at home precedes the capture).
     assert!(
-        requests >= 4,
+        requests >= 3,
         "registration requests in capture: {requests}"
     );
-    assert!(accepted >= 4, "accepted replies in capture: {accepted}");
+    assert!(accepted >= 3, "accepted replies in capture: {accepted}");
     assert!(
         ipip >= 100 && ipip_tcp >= 50,
         "IP-in-IP: {ipip}, with TCP: {ipip_tcp}"
@@ -518,7 +519,7 @@ fn start_up() -> (std::process::Child, String) {
         .and_then(|l| l.split_whitespace().next())
         .unwrap_or_else(|| panic!("unexpected output of `up`: {line:?}"))
         .to_string();
-    assert!(lab_namespaces(&prefix) == 5, "{line}");
+    assert!(lab_namespaces(&prefix) == lab::netns::ROLES.len(), "{line}");
     (child, prefix)
 }
 
@@ -560,4 +561,138 @@ fn signals_and_cleanup_leave_nothing_behind() {
 
 fn send_signal(c: &std::process::Child, sig: i32) {
     lab::netns::kill(c.id() as i32, sig);
+}
+
+/// Outer minus inner IPv4 length of every tunneled packet matching `filter`.
+fn overheads(cap: &Path, filter: &str) -> Vec<i64> {
+    tshark(cap, &["-Y", filter, "-T", "fields", "-e", "ip.len"])
+        .lines()
+        .filter_map(|l| {
+            let v: Vec<i64> = l.split(',').filter_map(|x| x.trim().parse().ok()).collect();
+            (v.len() >= 2).then(|| v[0] - v[1])
+        })
+        .collect()
+}
+
+/// Issue 4: one TCP session (both directions) and 5 ms probes survive
+/// home -> int-a (co-located) -> int-c (through the foreign agent, mode f) -> nat
+/// (co-located behind a masquerading NAT: RFC 3519 UDP tunneling, with the NAT's
+/// connection tracking flushed mid-stay) -> home. Every interruption is bounded; the
+/// MN's status shows each mode; the HA's capture decodes cleanly in tshark and shows
+/// the per-packet overhead of each tunnel on the wire (RFC 5265 section 5.2: IP-in-IP
+/// 20 octets, the MIP UDP tunnel 12 more).
+#[test]
+fn foreign_agent_and_nat_traversal_keep_tcp() {
+    let Some(_g) = lab_lock("foreign_agent_and_nat_traversal_keep_tcp") else {
+        return;
+    };
+    let mut ml = MipLab::start(&exe(), true, 300).unwrap();
+    let cap = ml.lab.dir.join("fa-nat.pcap");
+    let o = DemoOpts {
+        stay: Duration::from_secs(3),
+        moves: vec![Segment::IntA, Segment::IntC, Segment::Nat, Segment::Home],
+        flush_nat: true,
+        capture: Some(cap.clone()),
+        ..DemoOpts::default()
+    };
+    let rep = demo_on(&mut ml, &o).unwrap();
+    let text = rep.render(&o);
+    eprintln!("{text}");
+    assert!(
+        rep.faults.is_empty(),
+        "TCP resets: {:?}\n{text}",
+        rep.faults
+    );
+    assert!(rep.passed(), "{text}");
+    let status = |seg: Segment| {
+        rep.stays
+            .iter()
+            .find(|s| s.to == seg && s.from != seg)
+            .and_then(|s| s.status_json.clone())
+            .unwrap()
+    };
+    let c = status(Segment::IntC);
+    assert_eq!(c["mode"], "foreign", "{c}");
+    assert_eq!(c["care_of"], lab::topo::FA_ADDR.to_string(), "{c}");
+    assert_eq!(c["registered"], true, "{c}");
+    let n = status(Segment::Nat);
+    assert_eq!(n["mode"], "colocated", "{n}");
+    assert_eq!(n["udp_tunnel"], true, "NAT not detected: {n}");
+    let fa = ml.fa_status().unwrap();
+    assert!(obj_u64(&fa, &["counters"], "requests_relayed") >= 1, "{fa}");
+    assert!(
+        obj_u64(&fa, &["counters"], "forwarded_packets") > 100,
+        "{fa}"
+    );
+    assert!(obj_u64(&fa, &["counters"], "reverse_packets") > 100, "{fa}");
+    for st in &rep.stays {
+        assert!(
+            st.up_bytes > 0 && st.down_bytes > 0,
+            "no TCP progress on {}\n{text}",
+            st.to.name()
+        );
+    }
+
+    // The capture: clean, with every kind of message, and the overheads. As in the
+    // capture test above, TCP sequence analysis, D-SACK and ARP duplicate detection
+    // judge the effects of moves, not packet formats, and are left out.
+    let kept = std::env::temp_dir().join("mipsec-lab-fa-nat.pcap");
+    std::fs::copy(&cap, &kept).unwrap();
+    let cap = kept;
+    let bad = tshark(
+        &cap,
+        &[
+            "-o",
+            "tcp.analyze_sequence_numbers:FALSE",
+            "-o",
+            "arp.detect_duplicate_ips:FALSE",
+            // Ephemeral ports of the lab's traffic can land on well-known ones.
+            "--disable-protocol",
+            "daytime",
+            "-Y",
+            "(_ws.malformed || _ws.expert.severity >= \"Warning\") && !tcp.options.sack.dsack",
+            "-T",
+            "fields",
+            "-e",
+            "frame.number",
+            "-e",
+            "_ws.col.Info",
+            "-e",
+            "_ws.expert.message",
+        ],
+    );
+    assert_eq!(bad.trim(), "", "tshark flags frames {bad}");
+    assert!(count(&cap, "mip.type == 1") >= 4, "registrations");
+    assert!(
+        count(&cap, "mip.type == 4 && tcp") > 100,
+        "UDP-tunneled TCP"
+    );
+    let fragments = count(&cap, "ip.flags.mf == 1 || ip.frag_offset > 0");
+    assert_eq!(fragments, 0, "tunnel packets were fragmented");
+    let ipip = overheads(&cap, "ip.proto == 4 && !udp");
+    let udp = overheads(&cap, "mip.type == 4 && !icmp");
+    let distinct = |v: &[i64]| {
+        let mut d = v.to_vec();
+        d.sort_unstable();
+        d.dedup();
+        d
+    };
+    assert!(
+        !ipip.is_empty() && distinct(&ipip) == [20],
+        "IP-in-IP overheads {:?}",
+        distinct(&ipip)
+    );
+    assert!(
+        !udp.is_empty() && distinct(&udp) == [32],
+        "UDP tunnel overheads {:?}",
+        distinct(&udp)
+    );
+    eprintln!(
+        "per-packet overhead on the wire: IP-in-IP {} octets ({} packets), MIP UDP tunnel {} octets ({} packets): {} more, as RFC 5265 5.2 counts",
+        ipip[0],
+        ipip.len(),
+        udp[0],
+        udp.len(),
+        udp[0] - ipip[0]
+    );
 }
