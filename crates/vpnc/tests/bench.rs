@@ -21,6 +21,10 @@ fn lab_bench() {
     if !need_lab("lab_bench") {
         return;
     }
+    assert!(
+        std::path::Path::new("/usr/bin/iperf3").exists(),
+        "the bench needs iperf3"
+    );
     let mut lab = Lab::up("z", GwOpts::default());
     // 1. IKE setup: first IKE_SA_INIT to CHILD_SA installed (two round trips, X25519).
     let mut setup = Vec::new();

@@ -29,8 +29,8 @@ fn psk_connect_ping_tcp() {
         sas.contains("ESTABLISHED") && sas.contains("10.99.0.1/32"),
         "{sas}"
     );
-    let ip = lab.iperf_start(3, "20M");
-    let (bytes, iv, _) = lab.iperf_finish(ip);
+    let ip = lab.tcp_start(3, 20);
+    let (bytes, iv) = lab.tcp_finish(ip);
     assert!(bytes > 1_000_000, "{bytes} {iv:?}");
     let s = lab.status().unwrap();
     assert_eq!(s["esp_drops"], 0, "{s}");
@@ -60,8 +60,8 @@ fn rekeys_keep_tcp_stream() {
     );
     lab.start_client("ike_lifetime = 7");
     let s0 = lab.wait_up();
-    let ip = lab.iperf_start(15, "8M");
-    let (bytes, iv, _) = lab.iperf_finish(ip);
+    let ip = lab.tcp_start(15, 8);
+    let (bytes, iv) = lab.tcp_finish(ip);
     let s = lab.status().unwrap();
     assert!(s["child_rekeys"].as_u64() >= Some(2), "{s}\n{}", lab.logs());
     assert!(s["ike_rekeys"].as_u64() >= Some(1), "{s}\n{}", lab.logs());
@@ -88,7 +88,7 @@ fn mobike_address_change_keeps_tcp_stream() {
     lab.start_client("");
     let s0 = lab.wait_up();
     let spi = s0["ike_spi_i"].as_str().unwrap().to_string();
-    let ip = lab.iperf_start(8, "8M");
+    let ip = lab.tcp_start(8, 8);
     std::thread::sleep(Duration::from_secs(3));
     let (cl, dev) = (lab.cl(), lab.cl_if());
     sh(&["ip", "-n", &cl, "addr", "add", "192.0.2.3/24", "dev", &dev]).unwrap();
@@ -96,7 +96,7 @@ fn mobike_address_change_keeps_tcp_stream() {
     let s = lab.wait_status(Duration::from_secs(10), "MOBIKE move", |s| {
         s["mobike_moves"].as_u64() >= Some(1)
     });
-    let (bytes, iv, _) = lab.iperf_finish(ip);
+    let (bytes, iv) = lab.tcp_finish(ip);
     assert!(
         bytes > 1_000_000 && intervals_alive(&iv),
         "{bytes} {iv:?}\n{}",
@@ -137,7 +137,7 @@ fn nat_mapping_change_survived() {
     assert_eq!(s0["behind_nat"], true, "{s0}");
     let sas = lab.list_sas();
     assert!(sas.contains("192.0.2.1[4500]"), "{sas}");
-    let ip = lab.iperf_start(10, "8M");
+    let ip = lab.tcp_start(10, 8);
     std::thread::sleep(Duration::from_secs(3));
     let rt = lab.rt();
     let a = format!("{}a", lab.name);
@@ -164,7 +164,7 @@ fn nat_mapping_change_survived() {
     )
     .unwrap();
     lab.ns(&rt, &["conntrack", "-F"]).unwrap();
-    let (bytes, iv, _) = lab.iperf_finish(ip);
+    let (bytes, iv) = lab.tcp_finish(ip);
     let s = lab.status().unwrap();
     // The gateway's ESP goes to the dead mapping until we notice (about 1 s of silence)
     // and refresh our address; TCP then recovers at its next retransmission.
@@ -234,8 +234,8 @@ fn tunnelvision_route_does_not_divert() {
     let get = lab.ns(&cl, &["ip", "route", "get", INTERNAL]).unwrap();
     assert!(get.contains(&format!("dev {}", lab.tun())), "{get}");
     assert!(lab.ping(3), "tunnel traffic diverted\n{}", lab.logs());
-    let ip = lab.iperf_start(2, "8M");
-    let (bytes, _, _) = lab.iperf_finish(ip);
+    let ip = lab.tcp_start(2, 8);
+    let (bytes, _) = lab.tcp_finish(ip);
     assert!(bytes > 500_000);
     // Control: without our policy rule the injected route would have won.
     let rules = lab.ns(&cl, &["ip", "rule"]).unwrap();
@@ -297,8 +297,8 @@ fn raw_esp_with_our_gateway() {
     assert_eq!(s["udp_encap"], false, "{s}");
     assert_eq!(s["tia"], "10.99.0.1", "{s}");
     assert!(lab.ping(3), "{}", lab.logs());
-    let ip = lab.iperf_start(2, "20M");
-    let (bytes, _, _) = lab.iperf_finish(ip);
+    let ip = lab.tcp_start(2, 20);
+    let (bytes, _) = lab.tcp_finish(ip);
     assert!(bytes > 1_000_000, "{bytes}");
     let s = lab.status().unwrap();
     assert!(s["esp_rx_packets"].as_u64() > Some(100), "{s}");
