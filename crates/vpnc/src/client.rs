@@ -8,8 +8,7 @@
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
-use esp::{InboundSa, OutboundSa, RandomIv, SaConfig, Sad, Suite, UdpInbound};
-use ikev2::crypto::{Encr, Integ};
+use esp::UdpInbound;
 use ikev2::{ChildSaInfo, Event, Initiator};
 use netio::netlink::{Route, Rule};
 use netio::{NetEvent, Netlink, RawIp, RawIpOptions, Tun, TunOptions, UdpOptions};
@@ -18,6 +17,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{UdpSocket, UnixListener};
 
 use crate::config::VpnConfig;
+use crate::sas::EspSas;
 use crate::status::Status;
 
 const MAX_PACKET: usize = 65536;
@@ -43,11 +43,7 @@ struct State {
     cfg: VpnConfig,
     ike_cfg: ikev2::Config,
     ike: Option<Initiator>,
-    sad: Sad,
-    out: Option<OutboundSa>,
-    /// CHILD_SA the outbound SA belongs to (inbound SPI), and whether it uses UDP.
-    out_spi_in: u32,
-    udp_encap: bool,
+    sas: EspSas,
     /// Our current IPv4 address on the physical interface.
     local_ip: Option<Ipv4Addr>,
     tia: Option<Ipv4Addr>,
@@ -152,10 +148,7 @@ pub async fn run(cfg: VpnConfig) -> Result<(), String> {
         cfg,
         ike_cfg,
         ike: None,
-        sad: Sad::new(),
-        out: None,
-        out_spi_in: 0,
-        udp_encap: true,
+        sas: EspSas::new(rand::rngs::StdRng::from_entropy()),
         local_ip: None,
         tia: None,
         routes: Vec::new(),
@@ -326,7 +319,7 @@ impl State {
 
     /// Behind a NAT with a CHILD_SA, check the path every `NAT_TICK`.
     fn update_nat_tick(&mut self, now: Instant) {
-        if self.status.behind_nat && self.out.is_some() {
+        if self.status.behind_nat && self.sas.has_out() {
             if self.nat_tick_at.is_none_or(|t| t <= now) {
                 self.nat_tick_at = Some(now + NAT_TICK);
             }
@@ -354,7 +347,7 @@ impl State {
     /// probably changed: an UPDATE_SA_ADDRESSES from the same local address tells the
     /// gateway where we are now.
     fn check_nat_path(&mut self, now: Instant) {
-        if !self.status.behind_nat || self.out.is_none() {
+        if !self.status.behind_nat || !self.sas.has_out() {
             return;
         }
         let sending = now.duration_since(self.last_esp_tx) < NAT_SILENCE;
@@ -429,7 +422,7 @@ impl State {
             }
             return;
         }
-        match self.sad.open_udp(now, data) {
+        match self.sas.sad.open_udp(now, data) {
             Ok(UdpInbound::Keepalive) => {}
             Ok(UdpInbound::Ike(_)) => {
                 if let Some(ike) = self.ike.as_mut() {
@@ -459,7 +452,8 @@ impl State {
             self.status.tun_dropped += 1;
             return;
         }
-        let (Some(out), Some(ike)) = (self.out.as_mut(), self.ike.as_ref()) else {
+        let udp_encap = self.sas.udp_encap();
+        let (Some(out), Some(ike)) = (self.sas.out_mut(), self.ike.as_ref()) else {
             self.status.tun_dropped += 1;
             return;
         };
@@ -471,7 +465,7 @@ impl State {
         let (SocketAddr::V4(dst), SocketAddr::V4(src)) = (ike.remote(), ike.local()) else {
             return;
         };
-        let sent = if self.udp_encap {
+        let sent = if udp_encap {
             let dst = SocketAddrV4::new(*dst.ip(), self.natt_port());
             netio::udp::send_from(&io.s4500, &self.sealbuf, dst, *src.ip()).await
         } else if let Some(raw) = &io.raw {
@@ -510,7 +504,7 @@ impl State {
             self.status.rx_dropped += 1;
             return;
         };
-        match self.sad.open(now, esp) {
+        match self.sas.sad.open(now, esp) {
             Ok(o) if !o.is_dummy() => {
                 if let Some(inner) = esp.get(o.payload) {
                     self.last_esp_rx = now;
@@ -578,8 +572,7 @@ impl State {
     /// Forget the IKE SA and every ESP SA.
     fn teardown(&mut self) {
         self.ike = None;
-        self.sad = Sad::new();
-        self.out = None;
+        self.sas.clear();
     }
 
     /// Send what the Initiator queued and apply its events.
@@ -642,10 +635,8 @@ impl State {
             }
             Event::ChildSaDown { spi_in, spi_out } => {
                 tracing::info!("CHILD_SA {spi_in:08x}/{spi_out:08x} deleted");
-                self.sad.remove(spi_in);
-                if self.out.as_ref().is_some_and(|o| o.spi() == spi_out) {
+                if self.sas.remove(spi_in, spi_out) {
                     // Fall back to any remaining CHILD_SA (there is normally none).
-                    self.out = None;
                     if let Some(c) = self
                         .ike
                         .as_ref()
@@ -664,7 +655,7 @@ impl State {
                 remote,
                 udp_encap,
             } => {
-                self.udp_encap = udp_encap;
+                self.sas.set_udp_encap(udp_encap);
                 self.status.mobike_moves += 1;
                 if let Some((t0, tx, rx)) = self.move_started.take() {
                     let st = self.ike.as_ref().map(Initiator::stats).unwrap_or_default();
@@ -690,46 +681,16 @@ impl State {
         }
     }
 
-    /// Install both directions of a CHILD_SA; the new outbound SA replaces the old one, the
-    /// old inbound SA stays until its Delete.
+    /// Install both directions of a CHILD_SA (see `EspSas::install`).
     fn install(&mut self, now: Instant, c: &ChildSaInfo, make_current: bool) {
-        let Some(suite) = suite_of(c) else {
-            tracing::warn!("CHILD_SA {:08x}: unsupported ESP suite", c.spi_in);
-            return;
-        };
-        let cin = SaConfig::new(c.spi_in, suite).with_esn(c.esn);
-        match InboundSa::new(cin, &c.encr_key_in, &c.integ_key_in, now) {
-            Ok(sa) => {
-                self.sad.insert(sa);
+        match self.sas.install(now, c, make_current) {
+            Ok(()) => {
+                if let Some(spi) = self.sas.out_spi() {
+                    self.status.spi_out = spi;
+                }
+                self.status.spi_in = self.sas.out_child();
             }
-            Err(e) => tracing::warn!("inbound SA {:08x}: {e}", c.spi_in),
-        }
-        if !make_current && self.out.is_some() {
-            return;
-        }
-        let cout = SaConfig::new(c.spi_out, suite).with_esn(c.esn);
-        let out = if suite.is_aead() {
-            OutboundSa::new(cout, &c.encr_key_out, &c.integ_key_out, now)
-        } else {
-            let rng = rand::rngs::StdRng::from_rng(&mut self.rng)
-                .unwrap_or_else(|_| rand::rngs::StdRng::from_entropy());
-            OutboundSa::with_iv_source(
-                cout,
-                &c.encr_key_out,
-                &c.integ_key_out,
-                now,
-                Box::new(RandomIv(rng)),
-            )
-        };
-        match out {
-            Ok(sa) => {
-                self.out = Some(sa);
-                self.out_spi_in = c.spi_in;
-                self.udp_encap = c.udp_encap;
-                self.status.spi_in = c.spi_in;
-                self.status.spi_out = c.spi_out;
-            }
-            Err(e) => tracing::warn!("outbound SA {:08x}: {e}", c.spi_out),
+            Err(e) => tracing::warn!("{e}"),
         }
     }
 
@@ -796,9 +757,9 @@ impl State {
             s.ike_stats = format!("{:?}", ike.stats());
             s.child_sas = ike.child_sas().len();
         }
-        s.esp_drops = self.sad.drops().total();
-        s.inbound_sas = self.sad.len();
-        s.udp_encap = self.udp_encap;
+        s.esp_drops = self.sas.sad.drops().total();
+        s.inbound_sas = self.sas.sad.len();
+        s.udp_encap = self.sas.udp_encap();
         s.to_json()
     }
 }
@@ -817,18 +778,6 @@ async fn recv_raw(r: Option<&RawIp>, buf: &mut [u8]) -> std::io::Result<usize> {
         Some(r) => r.recv_from(buf).await.map(|(n, _)| n),
         None => std::future::pending().await,
     }
-}
-
-fn suite_of(c: &ChildSaInfo) -> Option<Suite> {
-    Some(match (c.encr, c.integ) {
-        (Encr::AesGcm16 { key: 16 }, None) => Suite::AesGcm128,
-        (Encr::AesGcm16 { key: 32 }, None) => Suite::AesGcm256,
-        (Encr::AesCbc { key: 16 }, Some(Integ::HmacSha1_96)) => Suite::AesCbc128HmacSha1,
-        (Encr::AesCbc { key: 32 }, Some(Integ::HmacSha1_96)) => Suite::AesCbc256HmacSha1,
-        (Encr::AesCbc { key: 16 }, Some(Integ::HmacSha256_128)) => Suite::AesCbc128HmacSha256,
-        (Encr::AesCbc { key: 32 }, Some(Integ::HmacSha256_128)) => Suite::AesCbc256HmacSha256,
-        _ => return None,
-    })
 }
 
 /// The smallest set of CIDR prefixes covering `start..=end`.

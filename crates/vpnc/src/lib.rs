@@ -10,6 +10,7 @@
 
 pub mod client;
 pub mod config;
+pub mod sas;
 pub mod status;
 
 pub use config::VpnConfig;
