@@ -547,12 +547,20 @@ fn signals_and_cleanup_leave_nothing_behind() {
     let (mut live, plive) = start_up();
     b.kill().unwrap();
     b.wait().unwrap();
-    assert_eq!(lab_namespaces(&pb), 5, "SIGKILL cannot clean up");
+    assert_eq!(
+        lab_namespaces(&pb),
+        lab::netns::ROLES.len(),
+        "SIGKILL cannot clean up"
+    );
     let out = Command::new(exe()).arg("cleanup").output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && text.contains(&pb), "{text}");
     assert_eq!(lab_namespaces(&pb), 0, "cleanup left namespaces of {pb}");
-    assert_eq!(lab_namespaces(&plive), 5, "cleanup removed a live lab");
+    assert_eq!(
+        lab_namespaces(&plive),
+        lab::netns::ROLES.len(),
+        "cleanup removed a live lab"
+    );
     assert!(!lab::netns::run_dir(&pb).exists());
     send_signal(&live, libc::SIGINT);
     live.wait().unwrap();

@@ -27,6 +27,11 @@ enum Cmd {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Run the IPsec VPN client (IKEv2 + ESP, RFC 7296/4303) against a gateway.
+    Vpn {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Run a mobile node.
     Mn {
         #[arg(long, short)]
@@ -73,6 +78,10 @@ where
         Cmd::Fa { config } => {
             init_logs();
             daemon(|| crate::fa::run(&config))
+        }
+        Cmd::Vpn { config } => {
+            init_logs();
+            daemon(|| vpnc::run(&config))
         }
         Cmd::Mn { config } => {
             init_logs();
