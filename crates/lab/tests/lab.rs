@@ -704,3 +704,46 @@ fn foreign_agent_and_nat_traversal_keep_tcp() {
         udp[0] - ipip[0]
     );
 }
+
+/// Issue 4, RFC 3024 section 5.2: through the foreign agent with the encapsulating
+/// delivery style, the node tunnels its packets to the agent (IP-in-IP), which
+/// re-tunnels them to the home agent; traffic flows both ways and the agent's
+/// visitor entry records the style.
+#[test]
+fn encapsulating_delivery_style_through_the_agent() {
+    let Some(_g) = lab_lock("encapsulating_delivery_style_through_the_agent") else {
+        return;
+    };
+    let mut ml = MipLab::start(&exe(), true, 300).unwrap();
+    // Restart the MN asking for the encapsulating style.
+    ml.lab.stop("mn", libc::SIGTERM);
+    let mut cfg = std::fs::read_to_string(&ml.mn_cfg).unwrap();
+    cfg.push_str("encapsulating_delivery = true\n");
+    std::fs::write(&ml.mn_cfg, cfg).unwrap();
+    ml.start_mn().unwrap();
+    ml.wait_mn(Duration::from_secs(10), MipLab::at_home)
+        .unwrap();
+    ml.lab.move_mn(Segment::IntC).unwrap();
+    let (st, _) = ml
+        .wait_mn(Duration::from_secs(10), |v| {
+            v["mode"] == "foreign" && v["registered"] == true
+        })
+        .unwrap();
+    assert_eq!(st["care_of"], lab::topo::FA_ADDR.to_string(), "{st}");
+    assert!(
+        ml.echo_ok(Some(MN_HOME), Duration::from_secs(5)),
+        "no echo through the agent\n{}\n{}",
+        ml.lab.log_tail("mn", 20),
+        ml.lab.log_tail("fa", 20)
+    );
+    let fa = ml.fa_status().unwrap();
+    let v = &fa["visitors"][0];
+    eprintln!("FA status: {fa}");
+    assert_eq!(v["delivery"], "encapsulating", "{fa}");
+    assert!(obj_u64(&fa, &["counters"], "reverse_packets") > 0, "{fa}");
+    assert!(obj_u64(&fa, &["counters"], "forwarded_packets") > 0, "{fa}");
+    // The node really encapsulated: its tunnel counters moved, the agent's
+    // direct-style path (the TUN) did not see the packets.
+    let mn = ml.mn_status().unwrap();
+    assert!(obj_u64(&mn, &["counters"], "tx_packets") > 0, "{mn}");
+}

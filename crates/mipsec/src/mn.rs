@@ -87,6 +87,8 @@ struct AgentInfo {
     care_of: Ipv4Addr,
     sequence: u16,
     expires: Instant,
+    /// The agent's network, from the Prefix-Lengths extension, if it sent one.
+    prefix: Option<mip4::Ipv4Net>,
 }
 
 impl Mode {
@@ -629,7 +631,25 @@ impl Daemon {
             care_of,
             sequence: adv.mobility.sequence,
             expires: Instant::now() + Duration::from_secs(u64::from(adv.lifetime.max(1))),
+            prefix: adv
+                .prefix_lengths
+                .as_ref()
+                .and_then(|p| p.first())
+                .and_then(|len| mip4::Ipv4Net::new(router.addr, *len)),
         };
+        // Movement detection (RFC 5944 section 2.4.2): a second agent on the same
+        // network prefix is not a move while the current one's advertisement is
+        // valid; a different prefix is (2.4.2.2), as is the current one expiring
+        // (2.4.2.1, in the timer).
+        if let Some(cur) = self
+            .agent
+            .filter(|c| c.addr != info.addr && c.expires > Instant::now())
+        {
+            let same_network = matches!((cur.prefix, info.prefix), (Some(a), Some(b)) if a == b);
+            if same_network {
+                return;
+            }
+        }
         let prev = self.agent.replace(info);
         let changed = prev.is_none_or(|p| p.addr != info.addr || p.care_of != info.care_of);
         // A sequence number that went back below 256 means the agent rebooted and
