@@ -603,7 +603,11 @@ fn foreign_agent_and_nat_traversal_keep_tcp() {
         capture: Some(cap.clone()),
         ..DemoOpts::default()
     };
+    // The visited link of the foreign agent too: its advertisements and relays.
+    let fa_cap = ml.lab.dir.join("int-c.pcap");
+    start_capture(&mut ml.lab, "fa", "eth0", &fa_cap, "").unwrap();
     let rep = demo_on(&mut ml, &o).unwrap();
+    ml.lab.stop("capture-fa", libc::SIGINT);
     let text = rep.render(&o);
     eprintln!("{text}");
     assert!(
@@ -612,6 +616,29 @@ fn foreign_agent_and_nat_traversal_keep_tcp() {
         rep.faults
     );
     assert!(rep.passed(), "{text}");
+    let adverts = count(&fa_cap, "icmp.type == 9 && icmp.mip.flags");
+    let relayed = count(&fa_cap, "mip.type == 1 && ip.src == 10.60.0.1");
+    let fa_bad = tshark(
+        &fa_cap,
+        &[
+            "-o",
+            "tcp.analyze_sequence_numbers:FALSE",
+            "--disable-protocol",
+            "daytime",
+            "-Y",
+            "(_ws.malformed || _ws.expert.severity >= \"Warning\") && !tcp.options.sack.dsack",
+            "-T",
+            "fields",
+            "-e",
+            "frame.number",
+            "-e",
+            "_ws.col.Info",
+        ],
+    );
+    assert_eq!(fa_bad.trim(), "", "tshark flags frames on int-c: {fa_bad}");
+    assert!(adverts >= 3, "agent advertisements on int-c: {adverts}");
+    assert!(relayed >= 1, "requests relayed by the FA: {relayed}");
+    eprintln!("int-c capture: {adverts} agent advertisements, {relayed} relayed requests, no malformed packet");
     let status = |seg: Segment| {
         rep.stays
             .iter()
