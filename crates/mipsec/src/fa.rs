@@ -12,13 +12,14 @@
 
 use crate::config::FaFile;
 use crate::control::{ControlServer, StatusRequest};
+use crate::shell::io_err;
 use futures::TryStreamExt;
 use mip4::auth::SecurityAssociation;
 use mip4::fa::{DeliveryStyle, FaConfig, FaEvent, FaTransmit, ForeignAgent, Visitor};
 use mip4::wire::MIP_PORT;
 use netio::netlink::{Netlink, Route, Rule};
 use netio::raw::{RawIp, RawIpOptions, IPPROTO_IPIP};
-use netio::tun::{Tun, TunOptions};
+use netio::tun::Tun;
 use netio::udp::{recv_with_meta, send_from, UdpOptions};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
@@ -33,11 +34,7 @@ use tracing::{debug, info, warn};
 /// Runs the foreign agent until SIGINT or SIGTERM.
 pub fn run(config: &Path) -> Result<(), String> {
     let file = FaFile::load(config).map_err(|e| e.to_string())?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("tokio runtime: {e}"))?;
-    rt.block_on(async move {
+    crate::shell::block_on(async move {
         let mut d = Daemon::start(file).await?;
         let r = d.run().await;
         d.cleanup().await;
@@ -81,10 +78,6 @@ struct Daemon {
     _ctl: Option<ControlServer>,
 }
 
-fn io_err(what: &str) -> impl Fn(netio::Error) -> String + '_ {
-    move |e| format!("{what}: {e}")
-}
-
 impl Daemon {
     async fn start(file: FaFile) -> Result<Daemon, String> {
         let f = &file.fa;
@@ -109,17 +102,7 @@ impl Daemon {
             .ifindex(&f.interface)
             .await
             .map_err(io_err("interface"))?;
-        let tun = Tun::open_with(
-            &f.tunnel_device,
-            &TunOptions {
-                mtu: Some(crate::ha::TUNNEL_MTU),
-                up: true,
-                ..TunOptions::default()
-            },
-        )
-        .map_err(io_err("tunnel device"))?;
-        let tun_ifindex = tun.ifindex().map_err(io_err("tunnel device"))?;
-        crate::ha::set_txqueuelen(&f.tunnel_device, crate::ha::TUN_QUEUE);
+        let (tun, tun_ifindex) = crate::shell::open_tunnel(&f.tunnel_device)?;
         for (path, v) in [
             ("/proc/sys/net/ipv4/ip_forward".to_string(), "1"),
             // Visitors send from home addresses that are not on this link: the
@@ -129,18 +112,8 @@ impl Daemon {
                 "0",
             ),
             ("/proc/sys/net/ipv4/conf/all/rp_filter".to_string(), "0"),
-            (
-                format!("/proc/sys/net/ipv4/conf/{}/rp_filter", f.tunnel_device),
-                "0",
-            ),
-            (
-                format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", f.tunnel_device),
-                "1",
-            ),
         ] {
-            if let Err(e) = std::fs::write(&path, v) {
-                warn!("cannot set {path} = {v}: {e}");
-            }
+            crate::shell::write_sysctl(&path, v);
         }
         let mut uopts = UdpOptions::new(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, MIP_PORT));
         uopts.pktinfo = true;
@@ -178,8 +151,8 @@ impl Daemon {
             },
         )
         .map_err(io_err("raw IP-in-IP socket"))?;
-        crate::ha::enlarge_buffers(std::os::fd::AsFd::as_fd(&raw));
-        crate::ha::allow_fragmentation(std::os::fd::AsFd::as_fd(&raw));
+        crate::shell::enlarge_buffers(std::os::fd::AsFd::as_fd(&raw));
+        crate::shell::allow_fragmentation(std::os::fd::AsFd::as_fd(&raw));
         // Reverse tunneling, direct delivery style: the table holds one route into the TUN.
         let default = Route::new(Ipv4Addr::UNSPECIFIED, 0)
             .dev(tun_ifindex)
@@ -247,7 +220,7 @@ impl Daemon {
                 r = self.raw.recv_from(&mut rbuf) => match r {
                     Ok((n, src)) => {
                         self.on_ipip(src, &rbuf[..n]).await;
-                        for _ in 0..crate::ha::BATCH {
+                        for _ in 0..crate::shell::BATCH {
                             let Ok((n, src)) = self.raw.try_recv_from(&mut rbuf) else { break };
                             self.on_ipip(src, &rbuf[..n]).await;
                         }
@@ -257,7 +230,7 @@ impl Daemon {
                 r = self.tun.recv(&mut tbuf) => match r {
                     Ok(n) => {
                         self.on_reverse(&tbuf[..n]).await;
-                        for _ in 0..crate::ha::BATCH {
+                        for _ in 0..crate::shell::BATCH {
                             let Ok(n) = self.tun.try_recv(&mut tbuf) else { break };
                             self.on_reverse(&tbuf[..n]).await;
                         }

@@ -14,13 +14,16 @@
 
 use crate::config::HaFile;
 use crate::control::{ControlServer, StatusRequest};
+use crate::shell::{
+    allow_fragmentation, enlarge_buffers, getrandom, io_err, open_tunnel, write_sysctl, BATCH,
+};
 use mip4::auth::SecurityAssociation;
 use mip4::ha::{Binding, HaConfig, HaEvent, HomeAgent, MobileNodeConfig, Tunnel, UdpTunneling};
 use mip4::wire::tunnel::TunnelData;
 use mip4::wire::{MessageType, MIP_PORT};
 use netio::netlink::{Netlink, Route};
 use netio::raw::{RawIp, RawIpOptions, IPPROTO_IPIP};
-use netio::tun::{Tun, TunOptions};
+use netio::tun::Tun;
 use netio::udp::{recv_with_meta, send_from, UdpOptions};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -33,104 +36,10 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-/// MTU of the tunnel devices: 1500 minus the largest encapsulation in use, the
-/// RFC 3519 UDP tunnel (outer IPv4 20, UDP 8, Tunnel Data header 4). IP-in-IP
-/// alone would allow 1480, but a node that moves behind a NAT would then send
-/// packets that need fragmenting on every hop of the tunnel.
-pub const TUNNEL_MTU: u32 = 1500 - 32;
-/// Transmit queue of the tunnel devices, packets.
-pub(crate) const TUN_QUEUE: i32 = 4000;
-/// Packets handled per wakeup before the event loop looks at other inputs.
-pub(crate) const BATCH: usize = 64;
-/// Socket buffer for the data-path sockets: absorbs bursts while the loop is busy.
-pub(crate) const SOCKET_BUFFER: i32 = 4 << 20;
-
-/// Sets a device's transmit queue length (`ip link set DEV txqueuelen N`). The
-/// tunnel device's queue is where packets wait for the daemon; the default 500
-/// overflows under a TCP burst and every overflow costs the sender a retransmission.
-pub(crate) fn set_txqueuelen(dev: &str, len: i32) {
-    #[repr(C)]
-    struct IfReqQlen {
-        name: [libc::c_char; libc::IFNAMSIZ],
-        qlen: libc::c_int,
-        _pad: [u8; 20],
-    }
-    let mut req = IfReqQlen {
-        name: [0; libc::IFNAMSIZ],
-        qlen: len,
-        _pad: [0; 20],
-    };
-    for (d, s) in req
-        .name
-        .iter_mut()
-        .zip(dev.bytes().take(libc::IFNAMSIZ - 1))
-    {
-        *d = s as libc::c_char;
-    }
-    // SAFETY: a throwaway datagram socket, closed below; `req` is a valid ifreq.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
-        if fd < 0 {
-            return;
-        }
-        if libc::ioctl(fd, libc::SIOCSIFTXQLEN as _, &mut req) != 0 {
-            debug!("txqueuelen of {dev}: {}", std::io::Error::last_os_error());
-        }
-        libc::close(fd);
-    }
-}
-
-/// Lets the kernel fragment the packets a tunnel socket sends (IP_PMTUDISC_DONT).
-/// A visitor of a foreign agent sends full 1500-octet packets on its link; the
-/// agent's IP-in-IP copy is 20 octets longer and would otherwise be refused with
-/// EMSGSIZE and lost. The tunnel exit's raw socket gets them reassembled.
-pub(crate) fn allow_fragmentation(fd: std::os::fd::BorrowedFd<'_>) {
-    use std::os::fd::AsRawFd;
-    let v: libc::c_int = libc::IP_PMTUDISC_DONT;
-    // SAFETY: a valid socket fd, and a pointer to a c_int with its size.
-    let r = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_MTU_DISCOVER,
-            (&v as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r != 0 {
-        debug!("IP_MTU_DISCOVER: {}", std::io::Error::last_os_error());
-    }
-}
-
-/// Enlarges a socket's buffers beyond `rmem_max`/`wmem_max` (needs CAP_NET_ADMIN).
-pub(crate) fn enlarge_buffers(fd: std::os::fd::BorrowedFd<'_>) {
-    use std::os::fd::AsRawFd;
-    for opt in [libc::SO_RCVBUFFORCE, libc::SO_SNDBUFFORCE] {
-        let v: libc::c_int = SOCKET_BUFFER;
-        // SAFETY: a valid socket fd, and a pointer to a c_int with its size.
-        let r = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                opt,
-                (&v as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if r != 0 {
-            debug!("socket buffer: {}", std::io::Error::last_os_error());
-        }
-    }
-}
-
 /// Runs the home agent until SIGINT or SIGTERM.
 pub fn run(config: &Path) -> Result<(), String> {
     let file = HaFile::load(config).map_err(|e| e.to_string())?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("tokio runtime: {e}"))?;
-    rt.block_on(async move {
+    crate::shell::block_on(async move {
         let mut d = Daemon::start(file).await?;
         let r = d.run().await;
         d.cleanup().await;
@@ -191,16 +100,6 @@ struct Daemon {
     started: Instant,
 }
 
-fn io_err(what: &str) -> impl Fn(netio::Error) -> String + '_ {
-    move |e| format!("{what}: {e}")
-}
-
-fn write_sysctl(path: &str, value: &str) {
-    if let Err(e) = std::fs::write(path, value) {
-        warn!("cannot set {path} = {value}: {e}");
-    }
-}
-
 impl Daemon {
     async fn start(file: HaFile) -> Result<Daemon, String> {
         let h = &file.ha;
@@ -240,26 +139,8 @@ impl Daemon {
             Some(name) => Some(nl.ifindex(name).await.map_err(io_err("home_interface"))?),
             None => None,
         };
-        let tun = Tun::open_with(
-            &h.tunnel_device,
-            &TunOptions {
-                mtu: Some(TUNNEL_MTU),
-                up: true,
-                ..TunOptions::default()
-            },
-        )
-        .map_err(io_err("tunnel device"))?;
-        let tun_ifindex = tun.ifindex().map_err(io_err("tunnel device"))?;
-        set_txqueuelen(&h.tunnel_device, TUN_QUEUE);
+        let (tun, tun_ifindex) = open_tunnel(&h.tunnel_device)?;
         write_sysctl("/proc/sys/net/ipv4/ip_forward", "1");
-        write_sysctl(
-            &format!("/proc/sys/net/ipv4/conf/{}/rp_filter", h.tunnel_device),
-            "0",
-        );
-        write_sysctl(
-            &format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", h.tunnel_device),
-            "1",
-        );
         if let Some(name) = &h.home_interface {
             // Answer ARP for away nodes at once, not after up to 0.8 s (proxy_delay).
             write_sysctl(&format!("/proc/sys/net/ipv4/neigh/{name}/proxy_delay"), "0");
@@ -761,22 +642,4 @@ fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-}
-
-/// Seeds for nonces: from the kernel's random source.
-pub(crate) fn getrandom(buf: &mut [u8]) {
-    use std::io::Read;
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        if f.read_exact(buf).is_ok() {
-            return;
-        }
-    }
-    // Fall back to time-derived bytes (nonces only need to be unpredictable enough).
-    let t = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    for (i, b) in buf.iter_mut().enumerate() {
-        *b = (t >> ((i % 16) * 8)) as u8;
-    }
 }

@@ -16,3 +16,4 @@ pub mod control;
 pub mod fa;
 pub mod ha;
 pub mod mn;
+mod shell;

@@ -20,12 +20,13 @@
 
 use crate::config::MnFile;
 use crate::control::{ControlServer, StatusRequest};
+use crate::shell::io_err;
 use mip4::auth::SecurityAssociation;
 use mip4::client::{Attachment, ClientConfig, ClientEvent, RegistrationClient};
 use mip4::wire::MIP_PORT;
 use netio::netlink::{NetEvent, Netlink, Route};
 use netio::raw::{RawIp, RawIpOptions, IPPROTO_IPIP};
-use netio::tun::{Tun, TunOptions};
+use netio::tun::Tun;
 use netio::udp::UdpOptions;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -46,11 +47,7 @@ const ROUTE_POLL: Duration = Duration::from_millis(5);
 /// Runs the mobile node until SIGINT or SIGTERM.
 pub fn run(config: &Path) -> Result<(), String> {
     let file = MnFile::load(config).map_err(|e| e.to_string())?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("tokio runtime: {e}"))?;
-    rt.block_on(async move {
+    crate::shell::block_on(async move {
         let mut d = Daemon::start(file).await?;
         let r = d.run().await;
         d.cleanup().await;
@@ -169,10 +166,6 @@ struct Daemon {
     _ctl: Option<ControlServer>,
 }
 
-fn io_err(what: &str) -> impl Fn(netio::Error) -> String + '_ {
-    move |e| format!("{what}: {e}")
-}
-
 impl Daemon {
     async fn start(file: MnFile) -> Result<Daemon, String> {
         let m = &file.mn;
@@ -189,7 +182,7 @@ impl Daemon {
             crate::config::UdpTunnelMode::Force => Some(true),
         };
         let mut seed = [0u8; 32];
-        crate::ha::getrandom(&mut seed);
+        crate::shell::getrandom(&mut seed);
         let client = RegistrationClient::new(cc, seed);
 
         let nl = Netlink::new().map_err(io_err("netlink"))?;
@@ -197,30 +190,10 @@ impl Daemon {
             .ifindex(&m.interface)
             .await
             .map_err(io_err("interface"))?;
-        let tun = Tun::open_with(
-            &m.tunnel_device,
-            &TunOptions {
-                mtu: Some(crate::ha::TUNNEL_MTU),
-                up: true,
-                ..TunOptions::default()
-            },
-        )
-        .map_err(io_err("tunnel device"))?;
-        let tun_ifindex = tun.ifindex().map_err(io_err("tunnel device"))?;
-        crate::ha::set_txqueuelen(&m.tunnel_device, crate::ha::TUN_QUEUE);
+        let (tun, tun_ifindex) = crate::shell::open_tunnel(&m.tunnel_device)?;
         if let Err(e) = nl.add_address(tun_ifindex, m.home_address, 32).await {
             debug!("home address on tunnel device: {e}");
         }
-        std::fs::write(
-            format!("/proc/sys/net/ipv4/conf/{}/rp_filter", m.tunnel_device),
-            "0",
-        )
-        .ok();
-        std::fs::write(
-            format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", m.tunnel_device),
-            "1",
-        )
-        .ok();
         let events = nl.events().await.map_err(io_err("netlink events"))?;
         let link = nl
             .link_by_index(phys_ifindex)
@@ -334,7 +307,7 @@ impl Daemon {
                         if ubuf.first() == Some(&mip4::wire::MessageType::TUNNEL_DATA.0) && n > 0 {
                             self.on_udp_tunnel(from, &ubuf[..n]).await;
                             // Tunnel data comes in bursts: drain what is queued.
-                            for _ in 0..crate::ha::BATCH {
+                            for _ in 0..crate::shell::BATCH {
                                 let Some(Ok((n, std::net::SocketAddr::V4(from)))) =
                                     self.socks.as_ref().map(|s| s.udp.try_recv_from(&mut ubuf))
                                 else {
@@ -356,7 +329,7 @@ impl Daemon {
                 r = recv_raw(self.socks.as_ref().and_then(|s| s.raw.as_ref()), &mut rbuf) => match r {
                     Ok((n, src)) => {
                         self.on_tunnel(src, &rbuf[..n]).await;
-                        for _ in 0..crate::ha::BATCH {
+                        for _ in 0..crate::shell::BATCH {
                             let Some(Ok((n, src))) = self.socks.as_ref().and_then(|s| s.raw.as_ref()).map(|r| r.try_recv_from(&mut rbuf)) else { break };
                             self.on_tunnel(src, &rbuf[..n]).await;
                         }
@@ -366,7 +339,7 @@ impl Daemon {
                 r = self.tun.recv(&mut tbuf) => match r {
                     Ok(n) => {
                         self.on_user_packet(&tbuf[..n]).await;
-                        for _ in 0..crate::ha::BATCH {
+                        for _ in 0..crate::shell::BATCH {
                             let Ok(n) = self.tun.try_recv(&mut tbuf) else { break };
                             self.on_user_packet(&tbuf[..n]).await;
                         }
@@ -720,8 +693,8 @@ impl Daemon {
                 .map_err(|e| format!("tunnel socket on {addr}: {e}"))?,
             )
             .inspect(|r| {
-                crate::ha::enlarge_buffers(std::os::fd::AsFd::as_fd(r));
-                crate::ha::allow_fragmentation(std::os::fd::AsFd::as_fd(r));
+                crate::shell::enlarge_buffers(std::os::fd::AsFd::as_fd(r));
+                crate::shell::allow_fragmentation(std::os::fd::AsFd::as_fd(r));
             })
         } else {
             None
