@@ -484,9 +484,17 @@ impl Daemon {
         self.resend_at = None;
         self.udp_tunnel = None;
         self.next_keepalive = None;
-        self.mode = want;
+        let left = std::mem::replace(&mut self.mode, want);
+        if let Mode::Foreign { agent, .. } = left {
+            self.leave_agent(agent, want).await;
+        }
         match want {
-            Mode::Detached => {}
+            Mode::Detached => {
+                // Fail closed until we know where we are: whatever link comes next
+                // gets no user data in the clear, neither through an agent that is
+                // not there nor through a default route we did not choose.
+                self.set_routes(Routes::Tunnel).await;
+            }
             Mode::Home => {
                 self.set_routes(Routes::None).await;
                 match self.open_sockets(m.home_address, m.encapsulating_delivery) {
@@ -530,6 +538,28 @@ impl Daemon {
                 let att = self.agent_attachment(agent, care_of);
                 self.client.register(Instant::now(), SystemTime::now(), att);
             }
+        }
+    }
+
+    /// Forgets the foreign agent we were registered through. User data is moved off
+    /// the routes through it first (into the TUN, fail closed), then its host route
+    /// and neighbour entry go. Deleting the neighbour entry also frees the packets the
+    /// kernel queued while resolving an agent that is no longer on the link; TCP
+    /// does not retransmit a segment still held there, so without this an upstream
+    /// flow stalls for the ARP failure time (3 s) after leaving mode f.
+    async fn leave_agent(&mut self, agent: Ipv4Addr, next: Mode) {
+        if matches!(next, Mode::Foreign { agent: a, .. } if a == agent) {
+            return;
+        }
+        if matches!(self.routes, Routes::Agent(_)) {
+            self.set_routes(Routes::Tunnel).await;
+        }
+        let r = Route::new(agent, 32).dev(self.phys_ifindex);
+        if let Err(e) = self.nl.del_route(&r).await {
+            debug!("remove route to the foreign agent {agent}: {e}");
+        }
+        if let Err(e) = self.nl.del_neighbour(self.phys_ifindex, agent).await {
+            debug!("remove neighbour entry of the foreign agent {agent}: {e}");
         }
     }
 
