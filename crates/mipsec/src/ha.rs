@@ -53,7 +53,6 @@ struct Counters {
     tx_bytes: u64,
     rx_packets: u64,
     rx_bytes: u64,
-    nat_rebinds: u64,
     drops: BTreeMap<&'static str, u64>,
 }
 
@@ -307,31 +306,17 @@ impl Daemon {
                 .counters
                 .drop("reverse tunnel from an unregistered source");
         };
-        let mut ok = false;
-        let mut rebound = false;
-        for b in bs.iter_mut().filter(|b| b.reverse_tunnel) {
-            if let Tunnel::Udp { peer, .. } = &mut b.tunnel {
-                if *peer == from {
-                    ok = true;
-                } else if peer.ip() == from.ip() {
-                    // The NAT gave the node a new port (its mapping expired or was
-                    // flushed). Same public address, the node's own home address
-                    // inside: follow it, or the forward tunnel would keep feeding
-                    // the dead mapping until the next registration.
-                    info!(home = %src, old = %peer, new = %from, "NAT mapping changed; following the new port");
-                    *peer = from;
-                    rebound = true;
-                    ok = true;
-                }
-            }
-        }
-        if rebound {
-            self.counters.nat_rebinds += 1;
-        }
-        if !ok {
+        // Only the address and port the node registered from: a binding moves to a new
+        // NAT mapping on an authenticated request alone, never on data, which anybody
+        // behind the same NAT could forge (RFC 3519 section 6.1). The node notices
+        // a lost mapping by its unanswered keepalive and re-registers.
+        let registered = bs.iter().any(|b| {
+            b.reverse_tunnel && matches!(b.tunnel, Tunnel::Udp { peer, .. } if peer == from)
+        });
+        if !registered {
             return self
                 .counters
-                .drop("reverse tunnel from an unregistered source");
+                .drop("tunnel data from an address or port the node did not register from");
         }
         self.deliver(td.packet).await;
     }
@@ -499,6 +484,7 @@ impl Daemon {
                     "lifetime": b.lifetime,
                     "remaining_s": b.expires.saturating_duration_since(now).as_secs(),
                     "tunnel": match b.tunnel { Tunnel::IpInIp => "ipip", Tunnel::Udp { .. } => "udp" },
+                    "udp_peer": match b.tunnel { Tunnel::Udp { peer, .. } => Some(peer.to_string()), Tunnel::IpInIp => None },
                     "reverse_tunnel": b.reverse_tunnel,
                 })
             })
@@ -532,7 +518,6 @@ impl Daemon {
                 "tx_bytes": self.counters.tx_bytes,
                 "rx_packets": self.counters.rx_packets,
                 "rx_bytes": self.counters.rx_bytes,
-                "nat_rebinds": self.counters.nat_rebinds,
             }
         })
     }

@@ -43,6 +43,14 @@ use tracing::{debug, info, warn};
 const ADDRESS_SETTLE: Duration = Duration::from_millis(500);
 /// How often a request waiting for a route to the home agent checks again.
 const ROUTE_POLL: Duration = Duration::from_millis(5);
+/// Behind a NAT (RFC 3519 UDP tunneling): when we keep sending user data but have
+/// heard nothing from the home agent for this long, the NAT may have dropped or
+/// changed our mapping (RFC 3519 section 4.10), and a keepalive is sent at once.
+const NAT_SILENCE: Duration = Duration::from_millis(500);
+/// How long that keepalive's echo reply may take before we re-register (at least; twice
+/// the registration round trip if longer): the home agent moves a binding to a new NAT
+/// port only on an authenticated request.
+const NAT_PROBE_WAIT: Duration = Duration::from_millis(300);
 
 /// Runs the mobile node until SIGINT or SIGTERM.
 pub fn run(config: &Path) -> Result<(), String> {
@@ -112,6 +120,8 @@ struct Counters {
     registrations_ok: u64,
     registrations_failed: u64,
     moves: u64,
+    /// Re-registrations because the home agent fell silent behind a NAT.
+    nat_reregistrations: u64,
     tx_packets: u64,
     tx_bytes: u64,
     rx_packets: u64,
@@ -156,6 +166,10 @@ struct Daemon {
     udp_tunnel: Option<u16>,
     next_keepalive: Option<Instant>,
     keepalive_seq: u16,
+    /// The last packet from the home agent through the UDP tunnel (or its reply).
+    ha_heard: Option<Instant>,
+    /// A liveness keepalive is out: (sent at, deadline for an answer).
+    nat_probe: Option<(Instant, Instant)>,
     register_started: Option<Instant>,
     last_rtt: Option<Duration>,
     retry_at: Option<Instant>,
@@ -259,6 +273,8 @@ impl Daemon {
             udp_tunnel: None,
             next_keepalive: None,
             keepalive_seq: 0,
+            ha_heard: None,
+            nat_probe: None,
             register_started: None,
             last_rtt: None,
             retry_at: None,
@@ -286,6 +302,7 @@ impl Daemon {
                 self.resend_at,
                 self.agent.map(|a| a.expires),
                 self.next_keepalive,
+                self.nat_probe.map(|p| p.1),
                 self.settle_until,
             ]
             .into_iter()
@@ -365,6 +382,14 @@ impl Daemon {
                         self.next_keepalive = Some(now + Duration::from_secs(u64::from(k)));
                         if self.open {
                             self.send_keepalive().await;
+                        }
+                    }
+                    if let Some((sent, _)) = self.nat_probe.filter(|p| p.1 <= now) {
+                        self.nat_probe = None;
+                        if self.open && self.ha_heard.is_none_or(|h| h < sent) {
+                            warn!("no answer from the home agent through the NAT: re-registering for a fresh mapping");
+                            self.counters.nat_reregistrations += 1;
+                            self.reregister().await;
                         }
                     }
                     if self.settle_until.is_some_and(|t| t <= now) {
@@ -484,6 +509,8 @@ impl Daemon {
         self.resend_at = None;
         self.udp_tunnel = None;
         self.next_keepalive = None;
+        self.ha_heard = None;
+        self.nat_probe = None;
         let left = std::mem::replace(&mut self.mode, want);
         if let Mode::Foreign { agent, .. } = left {
             self.leave_agent(agent, want).await;
@@ -788,7 +815,8 @@ impl Daemon {
             return self.counters.drop("source is not the home address");
         }
         if self.udp_tunnel.is_some() && matches!(self.mode, Mode::Colocated(_)) {
-            return self.send_udp_tunnel(packet).await;
+            self.send_udp_tunnel(packet).await;
+            return self.check_nat_liveness().await;
         }
         let Some(raw) = self.socks.as_ref().and_then(|s| s.raw.as_ref()) else {
             return self.counters.drop("not registered");
@@ -811,6 +839,28 @@ impl Daemon {
         }
     }
 
+    /// We are sending through the NAT: if the home agent has been silent for
+    /// NAT_SILENCE, ask it for an answer (a keepalive's echo). A NAT that lost or
+    /// changed our mapping shows as that answer not coming back, and the timer
+    /// then re-registers, which installs the new mapping at the home agent.
+    async fn check_nat_liveness(&mut self) {
+        if self.nat_probe.is_some() {
+            return;
+        }
+        let now = Instant::now();
+        if self
+            .ha_heard
+            .is_some_and(|h| now.duration_since(h) < NAT_SILENCE)
+        {
+            return;
+        }
+        self.send_keepalive().await;
+        // A slow path (satellite, congested LTE) gets longer than the floor: twice the
+        // last registration round trip, so a slow echo does not look like a lost mapping.
+        let wait = NAT_PROBE_WAIT.max(self.last_rtt.unwrap_or_default() * 2);
+        self.nat_probe = Some((now, now + wait));
+    }
+
     /// RFC 3519 Tunnel Data from the home agent (the node is behind a NAT).
     async fn on_udp_tunnel(&mut self, from: SocketAddrV4, payload: &[u8]) {
         if *from.ip() != self.file.mn.home_agent || self.udp_tunnel.is_none() {
@@ -827,6 +877,7 @@ impl Daemon {
                 .counters
                 .drop("inner destination is not the home address");
         }
+        self.ha_heard = Some(Instant::now());
         match self.tun.send(td.packet).await {
             Ok(_) => {
                 self.counters.rx_packets += 1;
@@ -949,6 +1000,7 @@ impl Daemon {
                 ..
             } => {
                 self.counters.registrations_ok += 1;
+                self.ha_heard = Some(Instant::now());
                 if self.udp_tunnel != udp_tunnel {
                     info!(keepalive_s = ?udp_tunnel, "RFC 3519 UDP tunneling {}", if udp_tunnel.is_some() { "on (NAT detected or forced)" } else { "off" });
                 }
@@ -1043,6 +1095,7 @@ impl Daemon {
                 "requests_sent": cs.requests,
                 "retransmissions": cs.retransmissions,
                 "attachment_changes": self.counters.moves,
+                "nat_reregistrations": self.counters.nat_reregistrations,
                 "tx_packets": self.counters.tx_packets,
                 "tx_bytes": self.counters.tx_bytes,
                 "rx_packets": self.counters.rx_packets,
