@@ -12,7 +12,8 @@ use crate::traffic::{Client, ClientOpts};
 
 #[derive(Debug, Clone)]
 pub struct BenchOpts {
-    /// How many times the move cycle home -> int-a -> int-b -> home is repeated.
+    /// How many times the move cycle home -> int-a -> int-c -> int-b -> nat -> home is
+    /// repeated (co-located, co-located, foreign agent, NAT with UDP tunneling, home).
     pub repeat: usize,
     /// Seconds per throughput measurement.
     pub secs: f64,
@@ -117,7 +118,13 @@ pub fn run(exe: &Path, o: &BenchOpts) -> Result<()> {
     std::thread::sleep(Duration::from_millis(500));
     let mut marks = Vec::new();
     for _ in 0..o.repeat {
-        for to in [Segment::IntA, Segment::IntB, Segment::Home] {
+        for to in [
+            Segment::IntA,
+            Segment::IntC,
+            Segment::IntB,
+            Segment::Nat,
+            Segment::Home,
+        ] {
             let from = ml.lab.mn_segment;
             let t = c.now_us();
             ml.lab.move_mn(to)?;
@@ -144,8 +151,22 @@ pub fn run(exe: &Path, o: &BenchOpts) -> Result<()> {
     );
     for (kind, from, to) in [
         ("home -> away (register)", Segment::Home, Segment::IntA),
-        ("away -> away (re-register)", Segment::IntA, Segment::IntB),
-        ("away -> home (deregister)", Segment::IntB, Segment::Home),
+        (
+            "away -> away (re-register, c -> c)",
+            Segment::IntA,
+            Segment::IntC,
+        ),
+        (
+            "c -> f (through the foreign agent)",
+            Segment::IntC,
+            Segment::IntB,
+        ),
+        (
+            "f -> c behind NAT (UDP tunnel)",
+            Segment::IntB,
+            Segment::Nat,
+        ),
+        ("away -> home (deregister)", Segment::Nat, Segment::Home),
     ] {
         let mut gaps = Vec::new();
         let mut regs = Vec::new();
@@ -159,7 +180,7 @@ pub fn run(exe: &Path, o: &BenchOpts) -> Result<()> {
             }
         }
         println!(
-            "  {kind:<28} interruption median {:>5.0} ms max {:>5.0} ms | MN status shows it after ~{:>4.0} ms (20 ms polling) | MN's registration RTT {:.2} ms",
+            "  {kind:<36} interruption median {:>5.0} ms max {:>5.0} ms | MN status shows it after ~{:>4.0} ms (20 ms polling) | MN's registration RTT {:.2} ms",
             pct(&mut gaps.clone(), 0.5),
             pct(&mut gaps, 1.0),
             pct(&mut regs, 0.5),

@@ -14,7 +14,7 @@ const USAGE: &str = "usage:
                   [--flush-nat] [--keep]
   mipsec-lab bench [--repeat N] [--secs SECS]
   mipsec-lab up [--plain]          build the lab (and daemons) and wait for Ctrl-C
-  mipsec-lab move PREFIX SEGMENT   move the MN of a running lab (home, int-a, int-b)
+  mipsec-lab move PREFIX SEGMENT   move the MN of a running lab (home, int-a, int-b, int-c, nat)
   mipsec-lab cleanup [--all]       remove leftovers of earlier runs (--all: also live ones)
   mipsec-lab mipsec <args...>      the mipsec CLI (daemons, status)
   mipsec-lab serve [--tcp PORT] [--udp PORT]   CN helper: TCP sink/source + UDP echo";

@@ -22,7 +22,7 @@ pub const PROBE_HOA: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 101);
 pub const PROBE_SPI: u32 = 257;
 pub const PROBE_KEY: &str = "0f0e0d0c0b0a09080706050403020100";
 
-/// Writes fa.toml (the foreign agent on int-c) into the lab directory.
+/// Writes fa.toml (the foreign agent on int-b) into the lab directory.
 pub fn write_fa_config(lab: &Lab) -> Result<String> {
     let d = lab.dir.display();
     let fa = format!(
@@ -146,8 +146,17 @@ pub fn mn_summary(v: &Value) -> String {
         .get("last_registration_rtt_ms")
         .and_then(Value::as_f64)
         .map_or(String::new(), |r| format!(" reg-rtt={r:.2}ms"));
+    // How user data travels: natively at home, through the agent (mode f), or in the
+    // node's own tunnel, IP-in-IP or RFC 3519 UDP.
+    let path = match mode {
+        "home" => "",
+        "foreign" => " via-fa",
+        _ if v.get("udp_tunnel").and_then(Value::as_bool) == Some(true) => " udp-tunnel",
+        _ if reg => " ip-in-ip",
+        _ => "",
+    };
     format!(
-        "{mode}{} coa={coa} ok={} failed={}{rtt}",
+        "{mode}{}{path} coa={coa} ok={} failed={}{rtt}",
         if reg { " registered" } else { "" },
         get_u64(v, &["counters", "registrations_ok"]),
         get_u64(v, &["counters", "registrations_failed"])

@@ -80,7 +80,7 @@ impl MipLab {
         self.wait_status("ha", &self.ha_sock.clone())
     }
 
-    /// Starts `mipsec fa` on int-c and waits until its status answers.
+    /// Starts `mipsec fa` on int-b and waits until its status answers.
     pub fn start_fa(&mut self) -> Result<()> {
         let cfg = self.fa_cfg.clone();
         self.lab
@@ -232,8 +232,9 @@ pub struct DemoOpts {
     /// tunnel packet) to this file.
     pub capture: Option<PathBuf>,
     pub keep: bool,
-    /// Halfway through a stay behind the NAT, flush its connection tracking
-    /// (`conntrack -F`): the mapping is rebuilt from the next packet.
+    /// Halfway through a stay behind the NAT, give the NAT a new port range and flush
+    /// its connection tracking (`conntrack -F`): the next packet gets a new mapping,
+    /// on a new port.
     pub flush_nat: bool,
 }
 
@@ -247,7 +248,7 @@ impl Default for DemoOpts {
             stall_ms: 5000.0,
             plain: false,
             lifetime: 300,
-            moves: vec![Segment::IntA, Segment::IntB, Segment::Home],
+            moves: vec![Segment::IntA, Segment::IntB, Segment::Nat, Segment::Home],
             capture: None,
             keep: false,
             flush_nat: false,
@@ -401,10 +402,7 @@ pub fn demo_on(ml: &mut MipLab, o: &DemoOpts) -> Result<DemoReport> {
         marks.push((from, to, t, m0.elapsed().as_secs_f64() * 1e3));
         if to == Segment::Nat && o.flush_nat {
             std::thread::sleep(o.stay / 2);
-            crate::netns::run(
-                "ip",
-                &["netns", "exec", &ml.lab.ns("rt"), "conntrack", "-F"],
-            )?;
+            ml.lab.renew_nat_mapping()?;
             std::thread::sleep(o.stay / 2);
         } else {
             std::thread::sleep(o.stay);

@@ -1,15 +1,16 @@
 //! The lab topology: six namespaces (switch, router, HA, MN, CN, FA), six bridged
 //! segments inside the switch namespace, and MN moves between segments.
 //!
-//! Besides the segments drawn below: int-c 10.60.0.0/24 is served by a foreign agent
-//! (FA namespace at 10.60.0.1) and has no "DHCP" (mode f only), and nat 192.168.1.0/24
-//! sits behind an nftables masquerade in the router (RFC 3519 UDP tunneling).
+//! int-b is served by a foreign agent (FA namespace at 10.30.0.1) and has no "DHCP", so
+//! the MN uses mode f there. Besides the segments drawn below: int-c 10.60.0.0/24 is a
+//! second co-located segment, and nat 192.168.1.0/24 sits behind an nftables
+//! masquerade in the router (RFC 3519 UDP tunneling).
 //!
 //! ```text
 //!   home 10.10.0.0/24        int-a 10.20.0.0/24   int-b 10.30.0.0/24   servers 10.40.0.0/24
 //!   [br-home]                [br-inta]            [br-intb]            [br-srv]
 //!    |  ha  |  mn(port moves)    |                    |                   |  cn
-//!   HA .1   MN .100 / .50 / .50  |                    |                  CN .10
+//!   HA .1   MN .100 / .50        |    FA .1 (CoA)     |                  CN .10
 //!    +--------- rt eth0 .254 --- rt eth1 .254 ------- rt eth2 .254 ------ rt eth3 .254
 //! ```
 
@@ -26,8 +27,8 @@ use crate::netns::{self, ip, other, Result};
 pub enum Segment {
     Home,
     IntA,
-    IntB,
     /// A foreign-agent-only network: no address is handed out.
+    IntB,
     IntC,
     /// Behind a masquerading NAT.
     Nat,
@@ -53,20 +54,20 @@ impl Segment {
         }
     }
     /// The address the lab's "DHCP" gives the MN on this segment, which is also the
-    /// care-of address it registers; on int-c (no DHCP), the foreign agent's.
+    /// care-of address it registers; on int-b (no DHCP), the foreign agent's.
     pub fn mn_addr(self) -> Ipv4Addr {
         match self {
             Segment::Home => MN_HOME,
             Segment::IntA => Ipv4Addr::new(10, 20, 0, 50),
-            Segment::IntB => Ipv4Addr::new(10, 30, 0, 50),
-            Segment::IntC => FA_ADDR,
+            Segment::IntB => FA_ADDR,
+            Segment::IntC => Ipv4Addr::new(10, 60, 0, 50),
             Segment::Nat => Ipv4Addr::new(192, 168, 1, 50),
         }
     }
 
     /// Whether the lab plays DHCP on this segment.
     pub fn has_dhcp(self) -> bool {
-        self != Segment::IntC
+        self != Segment::IntB
     }
     /// The segment's router (x.x.x.254).
     pub fn gateway(self) -> Ipv4Addr {
@@ -88,8 +89,8 @@ impl Segment {
 pub const HA_ADDR: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 1);
 pub const MN_HOME: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 100);
 pub const CN_ADDR: Ipv4Addr = Ipv4Addr::new(10, 40, 0, 10);
-/// The foreign agent on int-c (its address and the care-of address it offers).
-pub const FA_ADDR: Ipv4Addr = Ipv4Addr::new(10, 60, 0, 1);
+/// The foreign agent on int-b (its address and the care-of address it offers).
+pub const FA_ADDR: Ipv4Addr = Ipv4Addr::new(10, 30, 0, 1);
 /// The NAT's address towards the inside (what the HA sees behind it).
 pub const NAT_OUTSIDE: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 254);
 
@@ -196,7 +197,7 @@ impl Lab {
         let links: [(&str, &str, &str, &str, &str); 10] = [
             ("rt4", "rt", "eth4", "br-intc", "10.60.0.254/24"),
             ("rt5", "rt", "eth5", "br-nat", "192.168.1.254/24"),
-            ("fa", "fa", "eth0", "br-intc", "10.60.0.1/24"),
+            ("fa", "fa", "eth0", "br-intb", "10.30.0.1/24"),
             ("ha", "ha", "eth0", "br-home", "10.10.0.1/24"),
             ("cn", "cn", "eth0", "br-srv", "10.40.0.10/24"),
             ("rt0", "rt", "eth0", "br-home", "10.10.0.254/24"),
@@ -220,7 +221,7 @@ impl Lab {
             ("ha", "10.10.0.254"),
             ("cn", "10.40.0.254"),
             ("mn", "10.10.0.254"),
-            ("fa", "10.60.0.254"),
+            ("fa", "10.30.0.254"),
         ] {
             ip(&["-n", &self.ns(role), "route", "add", "default", "via", gw])?;
         }
@@ -244,6 +245,38 @@ impl Lab {
 
     /// Moves the MN: carrier flip of its switch port onto the other bridge, then "DHCP"
     /// (flush eth0, add the segment's address and default route). Returns when done.
+    /// The NAT changes its mapping, as a home router does after a reboot: masquerade
+    /// moves to ports 41000-41999 and connection tracking is flushed, so the next
+    /// packet from the NAT segment leaves from a new port.
+    pub fn renew_nat_mapping(&self) -> Result<()> {
+        let rt = self.ns("rt");
+        let nft = |args: &[&str]| {
+            let mut a = vec!["netns", "exec", rt.as_str(), "nft"];
+            a.extend_from_slice(args);
+            netns::run("ip", &a)
+        };
+        nft(&["flush", "chain", "ip", "nat", "post"])?;
+        let rule = "ip saddr 192.168.1.0/24 oifname != \"eth5\"";
+        nft(&[
+            "add",
+            "rule",
+            "ip",
+            "nat",
+            "post",
+            &format!("{rule} meta l4proto {{ tcp, udp }} masquerade to :41000-41999"),
+        ])?;
+        nft(&[
+            "add",
+            "rule",
+            "ip",
+            "nat",
+            "post",
+            &format!("{rule} masquerade"),
+        ])?;
+        netns::run("ip", &["netns", "exec", &rt, "conntrack", "-F"])?;
+        Ok(())
+    }
+
     pub fn move_mn(&mut self, to: Segment) -> Result<()> {
         move_mn(&self.prefix, to)?;
         self.mn_segment = to;

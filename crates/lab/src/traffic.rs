@@ -521,24 +521,26 @@ impl Record {
             .map_or((0, 0), |s| (s.1, s.2))
     }
 
-    /// Longest period (ms) within `[from_us, to_us]` in which neither direction moved
-    /// (for the directions that carried any data at all).
+    /// Longest period (ms) within `[from_us, to_us]` in which one direction made no
+    /// progress, over the directions that carried any data in the whole record (a
+    /// stalled upload is a stall even while the download runs).
     pub fn longest_stall_ms(&self, from_us: u64, to_us: u64) -> f64 {
         let mut best = 0u64;
-        let mut last_change: Option<(u64, u64, u64)> = None;
-        for &(t, u, d) in self
-            .samples
-            .iter()
-            .filter(|s| s.0 >= from_us && s.0 <= to_us)
-        {
-            match last_change {
-                None => last_change = Some((t, u, d)),
-                Some((t0, u0, d0)) => {
-                    if u != u0 || d != d0 {
-                        last_change = Some((t, u, d));
-                    } else {
-                        best = best.max(t - t0);
-                    }
+        // Direction 0 is up, 1 is down: (t, up, down) samples.
+        for dir in 0..2 {
+            let value = |s: &(u64, u64, u64)| if dir == 0 { s.1 } else { s.2 };
+            if self.samples.last().is_none_or(|s| value(s) == 0) {
+                continue;
+            }
+            let mut since: Option<(u64, u64)> = None;
+            for s in self
+                .samples
+                .iter()
+                .filter(|s| s.0 >= from_us && s.0 <= to_us)
+            {
+                match since {
+                    Some((t0, v0)) if value(s) == v0 => best = best.max(s.0 - t0),
+                    _ => since = Some((s.0, value(s))),
                 }
             }
         }
@@ -594,5 +596,26 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(r.longest_stall_ms(0, 1000), 0.1);
+    }
+
+    #[test]
+    fn upload_stall_counts_while_download_runs() {
+        let r = Record {
+            samples: vec![
+                (0, 0, 0),
+                (1000, 10, 10),
+                (2000, 10, 20),
+                (3000, 10, 30),
+                (4000, 20, 40),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(r.longest_stall_ms(0, 5000), 2.0);
+        // A direction that never carried data (a download-only run) is not a stall.
+        let down_only = Record {
+            samples: vec![(0, 0, 0), (1000, 0, 10), (2000, 0, 20)],
+            ..Default::default()
+        };
+        assert_eq!(down_only.longest_stall_ms(0, 5000), 0.0);
     }
 }
