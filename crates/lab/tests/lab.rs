@@ -896,3 +896,68 @@ fn nat_binding_moves_on_registrations_not_on_data() {
     );
     eprintln!("5 forged datagrams dropped; binding stays on {registered_peer}");
 }
+
+/// The foreign agent daemon under bad input on UDP 434 while it serves a visitor: from
+/// its link, a truncated message, an unknown message type and a malformed request; from
+/// off the link, a reply that answers no relayed request (forging the HA's fields) and a
+/// request. Each is dropped and counted by reason; the agent keeps running and the visitor stays
+/// registered with traffic flowing.
+#[test]
+fn foreign_agent_counts_bad_input_and_keeps_serving() {
+    let Some(_g) = lab_lock("foreign_agent_counts_bad_input_and_keeps_serving") else {
+        return;
+    };
+    let mut ml = MipLab::start(&exe(), true, 300).unwrap();
+    ml.lab.move_mn(Segment::IntB).unwrap();
+    ml.wait_mn(Duration::from_secs(10), |v| {
+        v["mode"] == "foreign" && v["registered"] == true
+    })
+    .unwrap();
+    let before = ml.fa_status().unwrap();
+    let mut reply = vec![3u8, 0, 0, 60];
+    reply.extend_from_slice(&MN_HOME.octets());
+    reply.extend_from_slice(&HA_ADDR.octets());
+    reply.extend_from_slice(&0x0123_4567_89ab_cdefu64.to_be_bytes());
+    let fa = SocketAddrV4::new(lab::topo::FA_ADDR, 434);
+    // From the visitor's own link (the MN namespace): the agent parses these.
+    let on_link = vec![
+        vec![1u8, 0, 0],                   // truncated request
+        vec![99u8; 24],                    // unknown message type
+        vec![1u8, 0x02, 0, 60, 10, 10, 0], // request cut inside its fixed part
+    ];
+    ml.udp_exchange("mn", fa, on_link, Duration::from_millis(100))
+        .unwrap();
+    // From off the link (the CN): a reply for no relayed request, and a request,
+    // which the agent refuses to serve for a sender that is not on its link.
+    let off_link = vec![reply, vec![1u8, 0, 0]];
+    ml.udp_exchange("cn", fa, off_link, Duration::from_millis(100))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(ml.lab.is_running("fa"), "{}", ml.lab.log_tail("fa", 20));
+    let after = ml.fa_status().unwrap();
+    let d = |v: &Value, k: &str| obj_u64(v, &["counters", "drops"], k);
+    for (k, n) in [
+        ("Truncated", 2),
+        ("UnexpectedMessage", 1),
+        ("UnsolicitedReply", 1),
+        ("no link-layer address for the sender", 1),
+    ] {
+        assert!(
+            d(&after, k) >= d(&before, k) + n,
+            "{k} not counted {n} more times:\nbefore {before}\nafter {after}"
+        );
+    }
+    assert_eq!(
+        obj_u64(&after, &["counters"], "replies_relayed"),
+        obj_u64(&before, &["counters"], "replies_relayed"),
+        "the forged reply was relayed: {after}"
+    );
+    let st = ml.mn_status().unwrap();
+    assert!(st["mode"] == "foreign" && st["registered"] == true, "{st}");
+    assert!(
+        ml.echo_ok(Some(MN_HOME), Duration::from_secs(5)),
+        "no echo through the agent after the bad input\n{}",
+        ml.lab.log_tail("fa", 20)
+    );
+    eprintln!("FA after bad input: {}", after["counters"]);
+}
