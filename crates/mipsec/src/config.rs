@@ -125,6 +125,10 @@ pub struct HaSection {
     pub trusted_networks: Vec<Net>,
     #[serde(default = "default_true")]
     pub udp_tunneling: bool,
+    /// RFC 3519 keepalive interval asked of nodes behind a NAT, seconds: shorter than
+    /// the NATs' UDP mapping timeout (RFC 3519 default 110).
+    #[serde(default = "default_udp_keepalive")]
+    pub udp_keepalive_s: u16,
     pub control_socket: Option<PathBuf>,
     /// Where bindings are saved so that a restarted home agent keeps them.
     pub state_file: Option<PathBuf>,
@@ -277,6 +281,9 @@ fn default_tolerance() -> u64 {
 fn default_true() -> bool {
     true
 }
+fn default_udp_keepalive() -> u16 {
+    110
+}
 fn default_lifetime() -> u16 {
     1800
 }
@@ -315,6 +322,12 @@ impl HaFile {
     }
 
     pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        if self.ha.udp_keepalive_s == 0 {
+            return Err(invalid(
+                path,
+                "[ha] udp_keepalive_s must be at least 1 (RFC 3519 default 110)".into(),
+            ));
+        }
         if !self.ha.home_network.0.contains(self.ha.address) {
             return Err(invalid(
                 path,
@@ -426,5 +439,18 @@ key = "00112233445566778899aabbccddeeff"
         let f: HaFile = parse(Path::new("ha.toml"), &bad).unwrap();
         let e = f.validate(Path::new("ha.toml")).unwrap_err().to_string();
         assert!(e.contains("not inside home_network"), "{e}");
+    }
+
+    #[test]
+    fn udp_keepalive_defaults_to_rfc3519_and_refuses_zero() {
+        let f: HaFile = parse(Path::new("ha.toml"), HA).unwrap();
+        assert_eq!(f.ha.udp_keepalive_s, 110);
+        let set = HA.replace("[ha]\n", "[ha]\nudp_keepalive_s = 20\n");
+        let f: HaFile = parse(Path::new("ha.toml"), &set).unwrap();
+        assert_eq!(f.ha.udp_keepalive_s, 20);
+        let zero = HA.replace("[ha]\n", "[ha]\nudp_keepalive_s = 0\n");
+        let f: HaFile = parse(Path::new("ha.toml"), &zero).unwrap();
+        let e = f.validate(Path::new("ha.toml")).unwrap_err().to_string();
+        assert!(e.contains("udp_keepalive_s must be at least 1"), "{e}");
     }
 }

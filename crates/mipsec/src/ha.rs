@@ -109,6 +109,7 @@ impl Daemon {
         cfg.trusted_networks = h.trusted_networks.iter().map(|n| n.0).collect();
         cfg.udp_tunneling = UdpTunneling {
             enabled: h.udp_tunneling,
+            keepalive: h.udp_keepalive_s,
             ..UdpTunneling::default()
         };
         let mut seed = [0u8; 32];
