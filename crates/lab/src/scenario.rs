@@ -232,7 +232,7 @@ pub struct DemoOpts {
     /// tunnel packet) to this file.
     pub capture: Option<PathBuf>,
     pub keep: bool,
-    /// Halfway through a stay behind the NAT, give the NAT a new port range and flush
+    /// A third of the way through a stay behind the NAT, give the NAT a new port range and flush
     /// its connection tracking (`conntrack -F`): the next packet gets a new mapping,
     /// on a new port.
     pub flush_nat: bool,
@@ -401,9 +401,10 @@ pub fn demo_on(ml: &mut MipLab, o: &DemoOpts) -> Result<DemoReport> {
         ml.lab.move_mn(to)?;
         marks.push((from, to, t, m0.elapsed().as_secs_f64() * 1e3));
         if to == Segment::Nat && o.flush_nat {
-            std::thread::sleep(o.stay / 2);
+            // A third of the way in, so that TCP has recovered well before the next move.
+            std::thread::sleep(o.stay / 3);
             ml.lab.renew_nat_mapping()?;
-            std::thread::sleep(o.stay / 2);
+            std::thread::sleep(o.stay - o.stay / 3);
         } else {
             std::thread::sleep(o.stay);
         }

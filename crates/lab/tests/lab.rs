@@ -598,8 +598,10 @@ fn foreign_agent_and_nat_traversal_keep_tcp() {
     };
     let mut ml = MipLab::start(&exe(), true, 300).unwrap();
     let cap = ml.lab.dir.join("fa-nat.pcap");
+    // 4 s stays: the NAT stay loses its mapping a third of the way in, and TCP should
+    // be back at full rate well before the next move.
     let o = DemoOpts {
-        stay: Duration::from_secs(3),
+        stay: Duration::from_secs(4),
         moves: vec![Segment::IntA, Segment::IntB, Segment::Nat, Segment::Home],
         flush_nat: true,
         capture: Some(cap.clone()),
@@ -665,7 +667,7 @@ fn foreign_agent_and_nat_traversal_keep_tcp() {
     // Both directions keep their paced rate in every stay: a move costs tens of
     // milliseconds, not seconds of TCP backoff (the upload once stalled for ~3 s after
     // the mode-f stay, its segments held in an ARP queue for the agent left behind).
-    // The NAT stay loses its mapping halfway: the node needs a silence, an unanswered
+    // The NAT stay loses its mapping a third of the way in: the node needs a silence, an unanswered
     // keepalive and a registration to recover, and TCP its next retransmission, so
     // that stay gets a looser bound.
     let due = o.rate as f64 * o.stay.as_secs_f64();
@@ -960,4 +962,99 @@ fn foreign_agent_counts_bad_input_and_keeps_serving() {
         ml.lab.log_tail("fa", 20)
     );
     eprintln!("FA after bad input: {}", after["counters"]);
+}
+
+/// Replies to `count` pings from the CN to the home address (downstream first: only a
+/// live NAT mapping lets the request reach the MN behind the NAT).
+fn ping_home_from_cn(ml: &MipLab, count: u32) -> usize {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ml.lab.ns("cn"),
+            "ping",
+            "-n",
+            "-q",
+            "-i",
+            "0.3",
+        ])
+        .args(["-W", "1", "-c", &count.to_string(), &MN_HOME.to_string()])
+        .output()
+        .expect("ping");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split(',')
+        .find(|f| f.contains("received"))
+        .and_then(|f| f.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// RFC 3519 keepalives at the interval the HA asks for. The NAT forgets an idle UDP
+/// mapping after 3 s. Control: with the default interval (110 s) the mapping is gone
+/// after 6 idle seconds and pings from the CN to the home address are lost. With
+/// `udp_keepalive_s = 1` the MN sends a keepalive every second, the HA echoes it, the
+/// mapping stays, and the pings arrive.
+#[test]
+fn nat_keepalives_hold_an_idle_mapping() {
+    let Some(_g) = lab_lock("nat_keepalives_hold_an_idle_mapping") else {
+        return;
+    };
+    let mut ml = MipLab::start(&exe(), true, 300).unwrap();
+    for (k, v) in [
+        ("net.netfilter.nf_conntrack_udp_timeout", "3"),
+        ("net.netfilter.nf_conntrack_udp_timeout_stream", "3"),
+    ] {
+        lab::netns::run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &ml.lab.ns("rt"),
+                "sysctl",
+                "-qw",
+                &format!("{k}={v}"),
+            ],
+        )
+        .unwrap();
+    }
+    let at_nat =
+        |v: &Value| MipLab::registered_at(v, Segment::Nat.mn_addr()) && v["udp_tunnel"] == true;
+    let rx = |ml: &MipLab| obj_u64(&ml.mn_status().unwrap(), &["counters"], "rx_packets");
+
+    // Control: the RFC 3519 default interval, far above the NAT's timeout.
+    ml.lab.move_mn(Segment::Nat).unwrap();
+    ml.wait_mn(Duration::from_secs(10), at_nat).unwrap();
+    std::thread::sleep(Duration::from_secs(6));
+    let lost = ping_home_from_cn(&ml, 3);
+    assert_eq!(
+        lost, 0,
+        "the mapping should have expired without keepalives"
+    );
+
+    // Keepalives every second.
+    ml.lab.stop("ha", libc::SIGTERM);
+    let cfg = std::fs::read_to_string(&ml.ha_cfg).unwrap();
+    std::fs::write(
+        &ml.ha_cfg,
+        cfg.replacen("[ha]\n", "[ha]\nudp_keepalive_s = 1\n", 1),
+    )
+    .unwrap();
+    ml.start_ha().unwrap();
+    ml.lab.move_mn(Segment::IntA).unwrap();
+    ml.wait_mn(Duration::from_secs(10), |v| {
+        MipLab::registered_at(v, Segment::IntA.mn_addr())
+    })
+    .unwrap();
+    ml.lab.move_mn(Segment::Nat).unwrap();
+    ml.wait_mn(Duration::from_secs(10), at_nat).unwrap();
+    let rx0 = rx(&ml);
+    std::thread::sleep(Duration::from_secs(6));
+    let echoes = rx(&ml) - rx0;
+    let got = ping_home_from_cn(&ml, 3);
+    eprintln!("idle 6 s behind a 3 s NAT timeout: {echoes} keepalive echoes, {got}/3 pings");
+    assert!(
+        (4..=8).contains(&echoes),
+        "expected about 6 keepalive echoes in 6 s, got {echoes}"
+    );
+    assert!(got >= 2, "pings lost although keepalives ran: {got}/3");
 }
