@@ -302,7 +302,7 @@ impl Daemon {
         let Some((src, _)) = wire::ipv4::addresses(td.packet) else {
             return self.counters.drop("malformed inner packet");
         };
-        let Some(bs) = self.tunnels.get_mut(&src) else {
+        let Some(bs) = self.tunnels.get(&src) else {
             return self
                 .counters
                 .drop("reverse tunnel from an unregistered source");
