@@ -9,6 +9,11 @@
 //! visitor's home address into the agent's TUN) and encapsulating (IP-in-IP from
 //! the visitor to the agent). A visitor's link-layer address is learned from the
 //! ARP request its node sent for the agent's address.
+//!
+//! Only a registered visitor (the home agent's acceptance came back, see
+//! [`mip4::fa`]) gets a neighbour entry, host route and rule; replies to nodes are
+//! sent as Ethernet frames to the link-layer address the core names, so a request
+//! from a stranger on the link leaves nothing behind.
 
 use crate::config::FaFile;
 use crate::control::{ControlServer, StatusRequest};
@@ -68,6 +73,8 @@ struct Daemon {
     tun: Tun,
     nl: Netlink,
     ifindex: u32,
+    /// The visited link's own hardware address (source of frames to nodes).
+    link_mac: [u8; 6],
     tun_ifindex: u32,
     /// Home addresses with a neighbour entry and host route on the visited link.
     delivered: BTreeSet<Ipv4Addr>,
@@ -102,6 +109,14 @@ impl Daemon {
             .ifindex(&f.interface)
             .await
             .map_err(io_err("interface"))?;
+        let link_mac: [u8; 6] = nl
+            .link_by_index(ifindex)
+            .await
+            .map_err(io_err("interface"))?
+            .mac
+            .as_slice()
+            .try_into()
+            .map_err(|_| format!("{}: not an Ethernet interface", f.interface))?;
         let (tun, tun_ifindex) = crate::shell::open_tunnel(&f.tunnel_device)?;
         for (path, v) in [
             ("/proc/sys/net/ipv4/ip_forward".to_string(), "1"),
@@ -179,6 +194,7 @@ impl Daemon {
             tun,
             nl,
             ifindex,
+            link_mac,
             tun_ifindex,
             delivered: BTreeSet::new(),
             ruled: BTreeSet::new(),
@@ -284,10 +300,9 @@ impl Daemon {
         } else {
             [0; 6]
         };
-        if from_visitor {
-            // So that whatever we answer reaches the node by its link-layer address.
-            self.deliver_to(*from.ip(), mac).await;
-        }
+        // Nothing is installed for the sender here: the core answers by link-layer
+        // address (see `send_to_node`), and only an accepted registration changes
+        // the neighbour table.
         self.core
             .handle_datagram(Instant::now(), from, mac, payload);
     }
@@ -408,18 +423,31 @@ impl Daemon {
                     port,
                     src,
                     payload,
-                } => {
-                    self.deliver_to(home_addr, mac).await;
-                    let dst = SocketAddrV4::new(home_addr, port);
-                    if let Err(e) = send_from(&self.udp, &payload, dst, *src.ip()).await {
-                        warn!("reply to {dst}: {e}");
-                    }
-                    if self.core.visitor_for(home_addr).is_none() {
-                        // A denial: nothing stays for a node we do not serve.
-                        self.undeliver(home_addr).await;
-                    }
-                }
+                } => self.send_to_node(mac, home_addr, port, src, &payload),
             }
+        }
+    }
+
+    /// A reply to a node, addressed to its home address (not on this link) and sent
+    /// as an Ethernet frame to `mac`: no neighbour entry or route is needed, so a
+    /// denial to a stranger cannot redirect a visitor's traffic.
+    fn send_to_node(
+        &mut self,
+        mac: [u8; 6],
+        home_addr: Ipv4Addr,
+        port: u16,
+        src: SocketAddrV4,
+        payload: &[u8],
+    ) {
+        let ip = wire::udp::build_ipv4(*src.ip(), home_addr, src.port(), port, payload);
+        let mut frame = Vec::with_capacity(14 + ip.len());
+        frame.extend_from_slice(&mac);
+        frame.extend_from_slice(&self.link_mac);
+        frame.extend_from_slice(&0x0800u16.to_be_bytes());
+        frame.extend_from_slice(&ip);
+        if let Err(e) = netio::netlink::arp::send_frame(self.ifindex, &frame, mac, 0x0800) {
+            warn!("reply to {home_addr}:{port}: {e}");
+            self.counters.drop("reply to a node could not be sent");
         }
     }
 
