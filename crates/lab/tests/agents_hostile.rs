@@ -1,0 +1,199 @@
+//! Foreign and home agents on hostile links and after crashes (issue 18): a stranger's
+//! host on the foreign agent's link (namespace `ev`, 10.30.0.66) forging requests and
+//! sending bad input, and `kill -9` of each daemon followed by a restart. Root only;
+//! like lab.rs, a mutex runs the labs one at a time.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use lab::mip::{self, Request, FLAG_T, PROBE_HOA};
+use lab::netns::ip;
+use lab::scenario::MipLab;
+use lab::topo::{Segment, FA_ADDR, HA_ADDR, MN_HOME, STRANGER_ADDR};
+use serde_json::Value;
+
+static LOCK: Mutex<()> = Mutex::new(());
+
+fn exe() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_mipsec-lab"))
+}
+
+fn lab_lock(test: &str) -> Option<MutexGuard<'static, ()>> {
+    let g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    lab::lab_available(test).then_some(g)
+}
+
+/// The link-layer address of `ifname` in the namespace of `role`.
+fn mac_of(ml: &MipLab, role: &str, ifname: &str) -> String {
+    let out = ip(&["-n", &ml.lab.ns(role), "-o", "link", "show", ifname]).unwrap();
+    let mut w = out.split_whitespace();
+    w.find(|t| *t == "link/ether").unwrap();
+    w.next().unwrap().to_string()
+}
+
+/// `ip neigh show <addr> dev eth0` in the FA namespace: (lladdr, state) if any.
+fn fa_neighbour(ml: &MipLab, addr: Ipv4Addr) -> Option<(String, String)> {
+    let out = ip(&[
+        "-n",
+        &ml.lab.ns("fa"),
+        "neigh",
+        "show",
+        &addr.to_string(),
+        "dev",
+        "eth0",
+    ])
+    .unwrap();
+    let line = out.lines().next()?;
+    let w: Vec<&str> = line.split_whitespace().collect();
+    let mac = w
+        .iter()
+        .position(|t| *t == "lladdr")
+        .and_then(|i| w.get(i + 1))?;
+    Some((mac.to_string(), w.last().unwrap_or(&"").to_string()))
+}
+
+/// Routes in the FA namespace to `addr`/32 (main table).
+fn fa_host_route(ml: &MipLab, addr: Ipv4Addr) -> String {
+    ip(&[
+        "-n",
+        &ml.lab.ns("fa"),
+        "route",
+        "show",
+        &format!("{addr}/32"),
+    ])
+    .unwrap()
+    .trim()
+    .to_string()
+}
+
+fn visitor_macs(fa: &Value) -> Vec<String> {
+    fa["visitors"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v["mac"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A registration request for `home` through the agent, authenticated with a key the
+/// home agent does not have.
+fn forged_request(home: Ipv4Addr) -> Vec<u8> {
+    let r = Request {
+        flags: FLAG_T,
+        lifetime: 300,
+        home_address: home,
+        home_agent: HA_ADDR,
+        care_of: FA_ADDR,
+        identification: mip::timestamp_id(),
+    };
+    mip::encode_request(&r, mip::MN_SPI, b"a guessed key!!!")
+}
+
+fn mn_in_foreign_mode() -> MipLab {
+    let mut ml = MipLab::start(&exe(), true, 300).unwrap();
+    ml.lab.move_mn(Segment::IntB).unwrap();
+    ml.wait_mn(Duration::from_secs(10), |v| {
+        v["mode"] == "foreign" && v["registered"] == true
+    })
+    .unwrap();
+    ml
+}
+
+/// One forged request from a stranger on the visited link does not take the visitor's
+/// traffic: the agent's permanent neighbour entry for the home address keeps the node's
+/// link-layer address, the visitor list is unchanged and the node's traffic still
+/// flows. (Before the fix the entry pointed at the stranger's MAC until the agent
+/// restarted.)
+#[test]
+fn forged_request_from_a_stranger_does_not_hijack_the_visitor() {
+    let Some(_g) = lab_lock("forged_request_from_a_stranger_does_not_hijack_the_visitor") else {
+        return;
+    };
+    let ml = mn_in_foreign_mode();
+    let mn_mac = mac_of(&ml, "mn", "eth0");
+    let ev_mac = mac_of(&ml, "ev", "eth0");
+    assert_eq!(
+        fa_neighbour(&ml, MN_HOME),
+        Some((mn_mac.clone(), "PERMANENT".to_string()))
+    );
+    let fa = SocketAddrV4::new(FA_ADDR, 434);
+    let replies = ml
+        .udp_exchange(
+            "ev",
+            fa,
+            vec![forged_request(MN_HOME)],
+            Duration::from_millis(1500),
+        )
+        .unwrap();
+    eprintln!(
+        "reply to the stranger: {:?}",
+        replies[0].as_deref().and_then(mip::reply_code)
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let st = ml.fa_status().unwrap();
+    assert_eq!(
+        fa_neighbour(&ml, MN_HOME).map(|n| n.0),
+        Some(mn_mac.clone()),
+        "the stranger ({ev_mac}) took the home address; FA status {st}"
+    );
+    assert_eq!(visitor_macs(&st), vec![mn_mac], "{st}");
+    assert!(
+        ml.echo_ok(Some(MN_HOME), Duration::from_secs(5)),
+        "no echo through the agent after the forged request\n{}",
+        ml.lab.log_tail("fa", 20)
+    );
+}
+
+/// Bad input from a host that is no visitor (the stranger on the link): truncated, an
+/// unknown type, a request cut short, and a well-formed request for another home
+/// address that the home agent denies. The agent counts them and installs nothing: no
+/// neighbour entry and no host route for the stranger's address or that home address.
+#[test]
+fn bad_input_from_a_non_visitor_leaves_no_neighbour_or_route() {
+    let Some(_g) = lab_lock("bad_input_from_a_non_visitor_leaves_no_neighbour_or_route") else {
+        return;
+    };
+    let ml = MipLab::start(&exe(), true, 300).unwrap();
+    let before = ml.fa_status().unwrap();
+    let fa = SocketAddrV4::new(FA_ADDR, 434);
+    let msgs = vec![
+        vec![1u8, 0, 0],
+        vec![99u8; 24],
+        vec![1u8, 0x02, 0, 60, 10, 10, 0],
+        forged_request(PROBE_HOA),
+    ];
+    let replies = ml
+        .udp_exchange("ev", fa, msgs, Duration::from_millis(1000))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let after = ml.fa_status().unwrap();
+    let drops = |v: &Value, k: &str| mip::get_u64(v, &["counters", "drops", k]);
+    assert!(
+        drops(&after, "Truncated") >= drops(&before, "Truncated") + 2,
+        "{after}"
+    );
+    assert!(
+        drops(&after, "UnexpectedMessage") > drops(&before, "UnexpectedMessage"),
+        "{after}"
+    );
+    // The forged request was relayed and the home agent's denial relayed back (to the
+    // home address by the stranger's link-layer address, so its socket never sees it).
+    let relayed = |v: &Value| mip::get_u64(v, &["counters", "replies_relayed"]);
+    assert_eq!(relayed(&after), relayed(&before) + 1, "{after}");
+    assert!(replies.iter().all(Option::is_none), "{replies:?}");
+    for addr in [STRANGER_ADDR, PROBE_HOA] {
+        let n = fa_neighbour(&ml, addr);
+        assert!(
+            n.as_ref().is_none_or(|(_, state)| state != "PERMANENT"),
+            "the agent installed a neighbour entry for {addr}: {n:?}"
+        );
+        assert_eq!(fa_host_route(&ml, addr), "", "host route for {addr}");
+    }
+    assert!(visitor_macs(&after).is_empty(), "{after}");
+}
