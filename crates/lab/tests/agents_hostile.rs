@@ -197,3 +197,74 @@ fn bad_input_from_a_non_visitor_leaves_no_neighbour_or_route() {
     }
     assert!(visitor_macs(&after).is_empty(), "{after}");
 }
+
+fn saved_binding(home: Ipv4Addr, coa: Ipv4Addr, lifetime: u16, expires_unix: u64) -> Value {
+    serde_json::json!({
+        "home_addr": home.to_string(),
+        "care_of": coa.to_string(),
+        "source": format!("{coa}:434"),
+        "local": format!("{HA_ADDR}:434"),
+        "lifetime": lifetime,
+        "expires_unix": expires_unix,
+        "reverse_tunnel": true,
+        "colocated": true,
+        "broadcast": false,
+        "udp_peer": null,
+        "keepalive": 0,
+        "last_ident": null,
+    })
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A state file is bounded input: a binding expiring in the year 2100, one a year
+/// ahead (both with a lifetime of 300 s) and one with a lifetime above the configured
+/// maximum are dropped with a warning naming the entry; the agent starts (it aborted
+/// on a 55 GB allocation before), and the one binding within bounds is restored with
+/// at most its lifetime left.
+#[test]
+fn far_future_state_file_is_bounded() {
+    let Some(_g) = lab_lock("far_future_state_file_is_bounded") else {
+        return;
+    };
+    let mut ml = MipLab::start(&exe(), false, 300).unwrap();
+    let state = ml.lab.dir.join("ha-state.json");
+    let now = unix_now();
+    let coa = Ipv4Addr::new(10, 20, 0, 50);
+    let saved = serde_json::json!([
+        saved_binding(MN_HOME, coa, 300, 4_102_444_800),
+        saved_binding(MN_HOME, Ipv4Addr::new(10, 20, 0, 51), 300, now + 31_536_000),
+        saved_binding(MN_HOME, Ipv4Addr::new(10, 20, 0, 52), 40_000, now + 100),
+        saved_binding(PROBE_HOA, coa, 300, now + 200),
+    ]);
+    std::fs::write(&state, serde_json::to_vec(&saved).unwrap()).unwrap();
+    let cfg = std::fs::read_to_string(&ml.ha_cfg).unwrap().replacen(
+        "[ha]\n",
+        &format!("[ha]\nstate_file = \"{}\"\n", state.display()),
+        1,
+    );
+    std::fs::write(&ml.ha_cfg, cfg).unwrap();
+    ml.start_ha().unwrap();
+    let st = ml.ha_status().unwrap();
+    let bindings = st["bindings"].as_array().unwrap();
+    assert_eq!(bindings.len(), 1, "{st}");
+    assert_eq!(bindings[0]["home_address"], PROBE_HOA.to_string(), "{st}");
+    assert!(bindings[0]["remaining_s"].as_u64().unwrap() <= 200, "{st}");
+    let log = std::fs::read_to_string(ml.lab.log_path("ha")).unwrap();
+    for (coa, why) in [
+        ("10.20.0.50", "beyond its lifetime of 300 s"),
+        ("10.20.0.51", "beyond its lifetime of 300 s"),
+        ("10.20.0.52", "lifetime 40000 s is outside 1..=1800 s"),
+    ] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains(&format!("binding of {MN_HOME} via {coa}")) && l.contains(why)),
+            "no warning naming {MN_HOME} via {coa} ({why}):\n{log}"
+        );
+    }
+}

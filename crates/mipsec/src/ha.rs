@@ -567,6 +567,16 @@ impl Daemon {
         let Some(path) = self.state_file.clone() else {
             return;
         };
+        // Bounded like any input: far more than any configuration could hold is not
+        // a state file this agent wrote.
+        const MAX_STATE_BYTES: u64 = 64 << 20;
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() > MAX_STATE_BYTES) {
+            warn!(
+                "ignoring state file {}: larger than {MAX_STATE_BYTES} bytes",
+                path.display()
+            );
+            return;
+        }
         let Ok(bytes) = std::fs::read(&path) else {
             return;
         };
@@ -584,13 +594,18 @@ impl Daemon {
             let Some(left) = s.expires_unix.checked_sub(wall).filter(|l| *l > 0) else {
                 continue;
             };
+            // Out-of-range expiries (the year 2100) are dropped below; never let them
+            // overflow the clock arithmetic first.
+            let expires = now
+                .checked_add(Duration::from_secs(left.min(u64::from(u32::MAX))))
+                .unwrap_or(now);
             let b = Binding {
                 home_addr: s.home_addr,
                 care_of: s.care_of,
                 source: s.source,
                 local: s.local,
                 lifetime: s.lifetime,
-                expires: now + Duration::from_secs(left),
+                expires,
                 reverse_tunnel: s.reverse_tunnel,
                 colocated: s.colocated,
                 broadcast: s.broadcast,
@@ -603,6 +618,16 @@ impl Daemon {
                 },
                 nai: None,
             };
+            if let Err(why) = self.core.check_restore(now, &b) {
+                warn!(
+                    "state file {}: dropping the binding of {} via {} (expires_unix {}): {why}",
+                    path.display(),
+                    s.home_addr,
+                    s.care_of,
+                    s.expires_unix
+                );
+                continue;
+            }
             if self.core.restore_binding(now, b, s.last_ident) {
                 n += 1;
             }
