@@ -53,7 +53,12 @@ fn fa_neighbour(ml: &MipLab, addr: Ipv4Addr) -> Option<(String, String)> {
         .iter()
         .position(|t| *t == "lladdr")
         .and_then(|i| w.get(i + 1))?;
-    Some((mac.to_string(), w.last().unwrap_or(&"").to_string()))
+    let state = if w.contains(&"PERMANENT") {
+        "PERMANENT"
+    } else {
+        "dynamic"
+    };
+    Some((mac.to_string(), state.to_string()))
 }
 
 /// Routes in the FA namespace to `addr`/32 (main table).
@@ -267,4 +272,119 @@ fn far_future_state_file_is_bounded() {
             "no warning naming {MN_HOME} via {coa} ({why}):\n{log}"
         );
     }
+}
+
+/// What an agent daemon can leave in its namespace: `ip rule`, `ip route show table
+/// all`, permanent neighbour entries and the proxy ARP table.
+fn net_state(ml: &MipLab, role: &str) -> String {
+    let ns = ml.lab.ns(role);
+    let mut out = String::new();
+    for args in [
+        vec!["rule", "show"],
+        vec!["route", "show", "table", "all"],
+        vec!["neigh", "show", "nud", "permanent"],
+        vec!["neigh", "show", "proxy"],
+    ] {
+        let mut a = vec!["-n", ns.as_str()];
+        a.extend(args.iter().copied());
+        let mut lines: Vec<String> = ip(&a).unwrap().lines().map(str::to_string).collect();
+        lines.sort();
+        out += &format!("## ip {}\n{}\n", args.join(" "), lines.join("\n"));
+    }
+    out
+}
+
+fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < timeout {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    f()
+}
+
+/// kill -9 of the foreign agent while it serves a visitor leaves its rule, permanent
+/// neighbour entry and host route; a restarted agent removes them (it logged "File
+/// exists" and kept them before), and after its clean stop the namespace is as it
+/// was before the first agent ran.
+#[test]
+fn foreign_agent_restart_after_kill_9_leaves_nothing_behind() {
+    let Some(_g) = lab_lock("foreign_agent_restart_after_kill_9_leaves_nothing_behind") else {
+        return;
+    };
+    let mut ml = MipLab::start(&exe(), true, 300).unwrap();
+    // Key-holding configurations are private to their owner.
+    for cfg in [&ml.ha_cfg, &ml.mn_cfg, &ml.fa_cfg] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(cfg).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{cfg}: {mode:o}");
+    }
+    ml.lab.stop("fa", libc::SIGTERM);
+    let clean = net_state(&ml, "fa");
+    ml.start_fa().unwrap();
+    ml.lab.move_mn(Segment::IntB).unwrap();
+    ml.wait_mn(Duration::from_secs(10), |v| {
+        v["mode"] == "foreign" && v["registered"] == true
+    })
+    .unwrap();
+    ml.lab.stop("fa", libc::SIGKILL);
+    let killed = net_state(&ml, "fa");
+    assert!(
+        killed.contains(&format!("from {MN_HOME} lookup")),
+        "the scenario should leave the visitor's rule:\n{killed}"
+    );
+    // The node leaves, so that nothing registers at the new agent.
+    ml.lab.move_mn(Segment::Home).unwrap();
+    ml.start_fa().unwrap();
+    let running = wait_until(Duration::from_secs(3), || {
+        !net_state(&ml, "fa").contains(&MN_HOME.to_string())
+    });
+    let after_start = net_state(&ml, "fa");
+    assert!(
+        running && !after_start.contains(&MN_HOME.to_string()),
+        "a restarted agent kept the dead one's entries:\n{after_start}"
+    );
+    let log = std::fs::read_to_string(ml.lab.log_path("fa")).unwrap();
+    assert!(!log.contains("File exists"), "{log}");
+    ml.lab.stop("fa", libc::SIGTERM);
+    assert_eq!(net_state(&ml, "fa"), clean);
+}
+
+/// kill -9 of the home agent while it holds a binding leaves the proxy ARP entry for
+/// the home address (which answers ARP for the node once it is back home) and the
+/// control socket file; a restarted agent removes the entry, replaces the stale
+/// socket, and after its clean stop the namespace is as before.
+#[test]
+fn home_agent_restart_after_kill_9_leaves_nothing_behind() {
+    let Some(_g) = lab_lock("home_agent_restart_after_kill_9_leaves_nothing_behind") else {
+        return;
+    };
+    let mut ml = MipLab::start(&exe(), true, 300).unwrap();
+    ml.lab.stop("ha", libc::SIGTERM);
+    let clean = net_state(&ml, "ha");
+    ml.start_ha().unwrap();
+    ml.lab.move_mn(Segment::IntA).unwrap();
+    ml.wait_mn(Duration::from_secs(10), |v| {
+        v["mode"] != "home" && v["registered"] == true
+    })
+    .unwrap();
+    ml.lab.stop("ha", libc::SIGKILL);
+    let killed = net_state(&ml, "ha");
+    assert!(
+        killed.contains(&format!("{MN_HOME} dev eth0 proxy")),
+        "the scenario should leave the proxy entry:\n{killed}"
+    );
+    assert!(ml.ha_sock.exists(), "the killed agent's socket file");
+    ml.lab.move_mn(Segment::Home).unwrap();
+    ml.start_ha().unwrap();
+    let running = net_state(&ml, "ha");
+    assert!(
+        !running.contains(&format!("{MN_HOME} dev eth0 proxy")),
+        "a restarted agent kept the dead one's proxy entry:\n{running}"
+    );
+    ml.lab.stop("ha", libc::SIGTERM);
+    assert_eq!(net_state(&ml, "ha"), clean);
+    assert!(!ml.ha_sock.exists());
 }

@@ -17,7 +17,7 @@
 
 use crate::config::FaFile;
 use crate::control::{ControlServer, StatusRequest};
-use crate::shell::io_err;
+use crate::shell::{io_err, PROTO_FA};
 use futures::TryStreamExt;
 use mip4::auth::SecurityAssociation;
 use mip4::fa::{DeliveryStyle, FaConfig, FaEvent, FaTransmit, ForeignAgent, Visitor};
@@ -117,6 +117,7 @@ impl Daemon {
             .as_slice()
             .try_into()
             .map_err(|_| format!("{}: not an Ethernet interface", f.interface))?;
+        take_over_leftovers(&nl, f.reverse_table).await;
         let (tun, tun_ifindex) = crate::shell::open_tunnel(&f.tunnel_device)?;
         for (path, v) in [
             ("/proc/sys/net/ipv4/ip_forward".to_string(), "1"),
@@ -454,11 +455,15 @@ impl Daemon {
     /// A permanent neighbour entry and a host route on the visited link for a
     /// visitor's home address (delivery by link-layer address, no ARP for it).
     async fn deliver_to(&mut self, home: Ipv4Addr, mac: [u8; 6]) {
-        if let Err(e) = self.nl.set_neighbour(self.ifindex, home, mac).await {
+        if let Err(e) = self
+            .nl
+            .set_neighbour_marked(self.ifindex, home, mac, PROTO_FA)
+            .await
+        {
             debug!("neighbour {home}: {e}");
         }
         let r = Route::new(home, 32).dev(self.ifindex);
-        if let Err(e) = self.nl.replace_route(&r).await {
+        if let Err(e) = self.nl.replace_route_marked(&r, PROTO_FA).await {
             debug!("route {home}/32: {e}");
         }
         self.delivered.insert(home);
@@ -470,7 +475,7 @@ impl Daemon {
         }
         let _ = self
             .nl
-            .del_route(&Route::new(home, 32).dev(self.ifindex))
+            .del_route_marked(&Route::new(home, 32).dev(self.ifindex), PROTO_FA)
             .await;
         let _ = self.nl.del_neighbour(self.ifindex, home).await;
     }
@@ -480,7 +485,7 @@ impl Daemon {
             from: Some((home, 32)),
             fwmark: None,
             table: self.file.fa.reverse_table,
-            priority: Some(1000),
+            priority: Some(RULE_PRIORITY),
         }
     }
 
@@ -567,5 +572,40 @@ impl Daemon {
         let _ = self.nl.del_route(&default).await;
         let _ = IpAddr::V4(self.file.fa.address);
         info!("foreign agent stopped; routes, rules and neighbour entries removed");
+    }
+}
+
+/// Priority of the reverse-tunnel rules; with `reverse_table` it marks them as ours.
+const RULE_PRIORITY: u32 = 1000;
+
+/// Removes what an earlier instance killed without cleanup left: its reverse-tunnel
+/// rules (priority 1000, the configured table) and the neighbour entries and host
+/// routes marked [`PROTO_FA`]. Visitors are not persisted: their nodes register again.
+async fn take_over_leftovers(nl: &Netlink, reverse_table: u32) {
+    let rules = nl
+        .del_rules_at(RULE_PRIORITY, reverse_table)
+        .await
+        .unwrap_or(0);
+    let mut neighbours = 0;
+    for (ifx, addr) in nl
+        .neighbours_marked(PROTO_FA, false)
+        .await
+        .unwrap_or_default()
+    {
+        if nl.del_neighbour(ifx, addr).await.is_ok() {
+            neighbours += 1;
+        }
+    }
+    let mut routes = 0;
+    for r in nl.routes_marked(PROTO_FA).await.unwrap_or_default() {
+        if nl.del_route_marked(&r, PROTO_FA).await.is_ok() {
+            routes += 1;
+        }
+    }
+    if rules + neighbours + routes > 0 {
+        warn!(
+            rules,
+            neighbours, routes, "removed what a previous foreign agent left behind"
+        );
     }
 }

@@ -187,6 +187,7 @@ impl Daemon {
             dirty: false,
             started: Instant::now(),
         };
+        d.take_over_leftovers().await;
         d.restore().await;
         Ok(d)
     }
@@ -447,11 +448,19 @@ impl Daemon {
     async fn intercept(&mut self, home: Ipv4Addr, on: bool) {
         let route = Route::new(home, 32).dev(self.tun_ifindex);
         if on {
-            if let Err(e) = self.nl.replace_route(&route).await {
+            if let Err(e) = self
+                .nl
+                .replace_route_marked(&route, crate::shell::PROTO_HA)
+                .await
+            {
                 warn!("route {home}/32 via tunnel: {e}");
             }
             if let Some(ifx) = self.home_ifindex {
-                if let Err(e) = self.nl.add_proxy_arp(ifx, home).await {
+                if let Err(e) = self
+                    .nl
+                    .add_proxy_arp_marked(ifx, home, crate::shell::PROTO_HA)
+                    .await
+                {
                     debug!("proxy ARP for {home}: {e}");
                 }
                 // RFC 5944 section 4.6: announce that the home address is now here.
@@ -460,7 +469,11 @@ impl Daemon {
                 }
             }
         } else {
-            if let Err(e) = self.nl.del_route(&route).await {
+            if let Err(e) = self
+                .nl
+                .del_route_marked(&route, crate::shell::PROTO_HA)
+                .await
+            {
                 debug!("remove route {home}/32: {e}");
             }
             if let Some(ifx) = self.home_ifindex {
@@ -634,6 +647,49 @@ impl Daemon {
         }
         info!("restored {n} bindings from {}", path.display());
         self.drain().await;
+    }
+
+    /// Removes what an earlier instance killed without cleanup left: proxy ARP
+    /// entries and routes marked [`crate::shell::PROTO_HA`], and unmarked proxy entries for the
+    /// configured home addresses on the home link (from versions that did not mark
+    /// them). Restored bindings then put back what they need.
+    async fn take_over_leftovers(&mut self) {
+        let mut proxies = self
+            .nl
+            .neighbours_marked(crate::shell::PROTO_HA, true)
+            .await
+            .unwrap_or_default();
+        if let Some(ifx) = self.home_ifindex {
+            let homes: Vec<Ipv4Addr> = self
+                .file
+                .mobile_nodes
+                .iter()
+                .filter_map(|m| m.home_address)
+                .collect();
+            for p in self.nl.proxy_arps(Some(ifx)).await.unwrap_or_default() {
+                if homes.contains(&p.1) && !proxies.contains(&p) {
+                    proxies.push(p);
+                }
+            }
+        }
+        let routes = self
+            .nl
+            .routes_marked(crate::shell::PROTO_HA)
+            .await
+            .unwrap_or_default();
+        for (ifx, addr) in &proxies {
+            let _ = self.nl.del_proxy_arp(*ifx, *addr).await;
+        }
+        for r in &routes {
+            let _ = self.nl.del_route_marked(r, crate::shell::PROTO_HA).await;
+        }
+        if !proxies.is_empty() || !routes.is_empty() {
+            warn!(
+                proxies = proxies.len(),
+                routes = routes.len(),
+                "removed what a previous home agent left behind"
+            );
+        }
     }
 
     async fn cleanup(&mut self) {
