@@ -388,3 +388,94 @@ fn home_agent_restart_after_kill_9_leaves_nothing_behind() {
     assert_eq!(net_state(&ml, "ha"), clean);
     assert!(!ml.ha_sock.exists());
 }
+
+/// A request for the lab's probe node, correctly authenticated, care-of the CN.
+fn probe_request() -> Vec<u8> {
+    let r = Request {
+        flags: FLAG_T,
+        lifetime: 300,
+        home_address: PROBE_HOA,
+        home_agent: HA_ADDR,
+        care_of: lab::topo::CN_ADDR,
+        identification: mip::timestamp_id(),
+    };
+    mip::encode_request(&r, mip::PROBE_SPI, &mip::key_bytes(mip::PROBE_KEY))
+}
+
+/// Rewrites ha.toml with `extra` lines in [ha] and restarts the home agent.
+fn restart_ha_with(ml: &mut MipLab, base: &str, extra: &str) {
+    if ml.lab.is_running("ha") {
+        ml.lab.stop("ha", libc::SIGTERM);
+    }
+    let cfg = base.replacen("[ha]\n", &format!("[ha]\n{extra}"), 1);
+    mip::write_private(std::path::Path::new(&ml.ha_cfg), &cfg).unwrap();
+    ml.start_ha().unwrap();
+}
+
+/// RFC 5265 HA-5 and HA-3 in `mipsec ha`. Control: a valid request from the CN is
+/// accepted. With `drop_requests_on_interface` naming the interface it arrives on
+/// (an external HA's internal side), it is dropped and counted. With trusted
+/// networks that exclude the CN (an internal HA), 20 requests are dropped silently,
+/// all counted, and logged in one rate-limited line.
+#[test]
+fn home_agent_internal_interface_and_untrusted_source_drops() {
+    let Some(_g) = lab_lock("home_agent_internal_interface_and_untrusted_source_drops") else {
+        return;
+    };
+    let mut ml = MipLab::start(&exe(), false, 300).unwrap();
+    let base = std::fs::read_to_string(&ml.ha_cfg).unwrap();
+    let ha = SocketAddrV4::new(HA_ADDR, 434);
+    let wait = Duration::from_millis(1000);
+    restart_ha_with(&mut ml, &base, "");
+    let r = ml
+        .udp_exchange("cn", ha, vec![probe_request()], wait)
+        .unwrap();
+    assert_eq!(r[0].as_deref().and_then(mip::reply_code), Some(0));
+
+    restart_ha_with(&mut ml, &base, "drop_requests_on_interface = \"eth0\"\n");
+    let r = ml
+        .udp_exchange("cn", ha, vec![probe_request()], wait)
+        .unwrap();
+    assert_eq!(
+        r[0], None,
+        "HA-5: the request on the internal interface was answered"
+    );
+    let st = ml.ha_status().unwrap();
+    assert_eq!(
+        mip::get_u64(
+            &st,
+            &[
+                "counters",
+                "drops",
+                "request on the internal interface (HA-5)"
+            ]
+        ),
+        1,
+        "{st}"
+    );
+
+    restart_ha_with(&mut ml, &base, "trusted_networks = [\"10.20.0.0/24\"]\n");
+    let msgs: Vec<Vec<u8>> = (0..20).map(|_| probe_request()).collect();
+    let r = ml
+        .udp_exchange("cn", ha, msgs, Duration::from_millis(50))
+        .unwrap();
+    assert!(
+        r.iter().all(Option::is_none),
+        "HA-3: an untrusted source was answered"
+    );
+    let st = ml.ha_status().unwrap();
+    assert_eq!(
+        mip::get_u64(&st, &["counters", "drops", "UntrustedSource"]),
+        20,
+        "{st}"
+    );
+    let log = std::fs::read_to_string(ml.lab.log_path("ha")).unwrap();
+    let lines = log
+        .lines()
+        .filter(|l| l.contains("HA-3") && l.contains("10.40.0.10"))
+        .count();
+    assert_eq!(
+        lines, 1,
+        "HA-3 log lines (rate-limited to one per 10 s):\n{log}"
+    );
+}

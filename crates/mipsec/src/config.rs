@@ -132,6 +132,9 @@ pub struct HaSection {
     pub control_socket: Option<PathBuf>,
     /// Where bindings are saved so that a restarted home agent keeps them.
     pub state_file: Option<PathBuf>,
+    /// RFC 5265 HA-5, for an external home agent: Registration Requests arriving on
+    /// this (internal) interface are dropped and counted.
+    pub drop_requests_on_interface: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -97,6 +97,7 @@ struct Daemon {
     state_file: Option<PathBuf>,
     dirty: bool,
     started: Instant,
+    guard: crate::ha_guard::Guard,
 }
 
 impl Daemon {
@@ -139,6 +140,18 @@ impl Daemon {
             Some(name) => Some(nl.ifindex(name).await.map_err(io_err("home_interface"))?),
             None => None,
         };
+        let internal_ifindex = match &h.drop_requests_on_interface {
+            Some(name) => Some(
+                nl.ifindex(name)
+                    .await
+                    .map_err(io_err("drop_requests_on_interface"))?,
+            ),
+            None => None,
+        };
+        let guard = crate::ha_guard::Guard::new(
+            internal_ifindex,
+            h.trusted_networks.iter().map(|n| n.0).collect(),
+        );
         let (tun, tun_ifindex) = open_tunnel(&h.tunnel_device)?;
         write_sysctl("/proc/sys/net/ipv4/ip_forward", "1");
         if let Some(name) = &h.home_interface {
@@ -186,6 +199,7 @@ impl Daemon {
             _ctl: ctl,
             dirty: false,
             started: Instant::now(),
+            guard,
         };
         d.take_over_leftovers().await;
         d.restore().await;
@@ -258,9 +272,15 @@ impl Daemon {
         if MessageType::of(payload) == Some(MessageType::TUNNEL_DATA) {
             return self.on_tunnel_data(m.src, payload).await;
         }
+        if self.guard.drops_internal(m.ifindex, payload) {
+            return self.counters.drop(crate::ha_guard::INTERNAL_DROP);
+        }
         let local = SocketAddrV4::new(m.dst.or(m.local).unwrap_or(self.file.ha.address), MIP_PORT);
+        let before = crate::ha_guard::Guard::untrusted_count(&self.core);
+        let now = Instant::now();
         self.core
-            .handle_datagram(Instant::now(), SystemTime::now(), m.src, local, payload);
+            .handle_datagram(now, SystemTime::now(), m.src, local, payload);
+        self.guard.after_core(now, before, &self.core, &[m.src]);
     }
 
     /// Takes whatever else is already queued on UDP 434 (up to a batch) and hands
@@ -276,6 +296,8 @@ impl Daemon {
             let payload = &buf[..m.len];
             if MessageType::of(payload) == Some(MessageType::TUNNEL_DATA) {
                 self.on_tunnel_data(m.src, payload).await;
+            } else if self.guard.drops_internal(m.ifindex, payload) {
+                self.counters.drop(crate::ha_guard::INTERNAL_DROP);
             } else {
                 let local =
                     SocketAddrV4::new(m.dst.or(m.local).unwrap_or(self.file.ha.address), MIP_PORT);
@@ -287,8 +309,11 @@ impl Daemon {
                 .iter()
                 .map(|(f, t, p)| (*f, *t, p.as_slice()))
                 .collect();
-            self.core
-                .handle_datagrams(Instant::now(), SystemTime::now(), &batch);
+            let before = crate::ha_guard::Guard::untrusted_count(&self.core);
+            let now = Instant::now();
+            self.core.handle_datagrams(now, SystemTime::now(), &batch);
+            let sources: Vec<SocketAddrV4> = regs.iter().map(|r| r.0).collect();
+            self.guard.after_core(now, before, &self.core, &sources);
         }
     }
 

@@ -15,5 +15,6 @@ pub mod config;
 pub mod control;
 pub mod fa;
 pub mod ha;
+mod ha_guard;
 pub mod mn;
 mod shell;
