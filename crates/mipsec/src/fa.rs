@@ -117,7 +117,7 @@ impl Daemon {
             .as_slice()
             .try_into()
             .map_err(|_| format!("{}: not an Ethernet interface", f.interface))?;
-        take_over_leftovers(&nl, f.reverse_table).await;
+        take_over_leftovers(&nl, ifindex, f.reverse_table).await;
         let (tun, tun_ifindex) = crate::shell::open_tunnel(&f.tunnel_device)?;
         for (path, v) in [
             ("/proc/sys/net/ipv4/ip_forward".to_string(), "1"),
@@ -580,8 +580,9 @@ const RULE_PRIORITY: u32 = 1000;
 
 /// Removes what an earlier instance killed without cleanup left: its reverse-tunnel
 /// rules (priority 1000, the configured table) and the neighbour entries and host
-/// routes marked [`PROTO_FA`]. Visitors are not persisted: their nodes register again.
-async fn take_over_leftovers(nl: &Netlink, reverse_table: u32) {
+/// routes on its interface marked [`PROTO_FA`]. Visitors are not persisted: their
+/// nodes register again.
+async fn take_over_leftovers(nl: &Netlink, ifindex: u32, reverse_table: u32) {
     let rules = nl
         .del_rules_at(RULE_PRIORITY, reverse_table)
         .await
@@ -591,13 +592,21 @@ async fn take_over_leftovers(nl: &Netlink, reverse_table: u32) {
         .neighbours_marked(PROTO_FA, false)
         .await
         .unwrap_or_default()
+        .into_iter()
+        .filter(|n| n.0 == ifindex)
     {
         if nl.del_neighbour(ifx, addr).await.is_ok() {
             neighbours += 1;
         }
     }
     let mut routes = 0;
-    for r in nl.routes_marked(PROTO_FA).await.unwrap_or_default() {
+    for r in nl
+        .routes_marked(PROTO_FA)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r.oif == Some(ifindex))
+    {
         if nl.del_route_marked(&r, PROTO_FA).await.is_ok() {
             routes += 1;
         }

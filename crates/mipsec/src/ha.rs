@@ -674,34 +674,37 @@ impl Daemon {
         self.drain().await;
     }
 
-    /// Removes what an earlier instance killed without cleanup left: proxy ARP
-    /// entries and routes marked [`crate::shell::PROTO_HA`], and unmarked proxy entries for the
-    /// configured home addresses on the home link (from versions that did not mark
-    /// them). Restored bindings then put back what they need.
+    /// Removes what an earlier instance killed without cleanup left, for its
+    /// configured home addresses only (another agent on the host keeps its own):
+    /// routes marked [`crate::shell::PROTO_HA`] and proxy ARP entries on the home
+    /// link, marked or not (versions before marking). Restored bindings then put
+    /// back what they need.
     async fn take_over_leftovers(&mut self) {
-        let mut proxies = self
-            .nl
-            .neighbours_marked(crate::shell::PROTO_HA, true)
-            .await
-            .unwrap_or_default();
-        if let Some(ifx) = self.home_ifindex {
-            let homes: Vec<Ipv4Addr> = self
-                .file
-                .mobile_nodes
-                .iter()
-                .filter_map(|m| m.home_address)
-                .collect();
-            for p in self.nl.proxy_arps(Some(ifx)).await.unwrap_or_default() {
-                if homes.contains(&p.1) && !proxies.contains(&p) {
-                    proxies.push(p);
-                }
-            }
-        }
-        let routes = self
+        let homes: Vec<Ipv4Addr> = self
+            .file
+            .mobile_nodes
+            .iter()
+            .filter_map(|m| m.home_address)
+            .collect();
+        let proxies: Vec<(u32, Ipv4Addr)> = match self.home_ifindex {
+            Some(ifx) => self
+                .nl
+                .proxy_arps(Some(ifx))
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|p| homes.contains(&p.1))
+                .collect(),
+            None => Vec::new(),
+        };
+        let routes: Vec<Route> = self
             .nl
             .routes_marked(crate::shell::PROTO_HA)
             .await
-            .unwrap_or_default();
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r.prefix == 32 && homes.contains(&r.dst))
+            .collect();
         for (ifx, addr) in &proxies {
             let _ = self.nl.del_proxy_arp(*ifx, *addr).await;
         }
