@@ -411,7 +411,7 @@ impl MobileNode {
         let i = self.iface(iface);
         if outside_now && i.phase == Phase::Detecting {
             // MN-14: the gateway's answer alone means outside.
-            self.go_outside(now, iface, "VPN gateway answered");
+            self.go_outside(now, wall, iface, "VPN gateway answered");
         }
         self.drain_clients(now, wall, iface);
         self.check_stuck(now, iface);
@@ -648,7 +648,7 @@ impl MobileNode {
 
     /// MN-6: tentatively outside; the i-HA is still asked for the detection
     /// period, IKE waits for it if configured.
-    fn go_outside(&mut self, now: Instant, id: IfaceId, reason: &'static str) {
+    fn go_outside(&mut self, now: Instant, wall: SystemTime, id: IfaceId, reason: &'static str) {
         let cfg = self.cfg.clone();
         let i = self.iface(id);
         if i.direct.is_pending() && !cfg.detection_period.is_zero() {
@@ -676,6 +676,16 @@ impl MobileNode {
                     }
                 }
                 VpnState::Starting | VpnState::Updating { .. } => {}
+            }
+        }
+        // The i-HA learns the TIA through the tunnel, unless it already knows it
+        // (MN-14: it is told only when the TIA changes).
+        let i = self.iface(id);
+        if let VpnState::Up { tia } = i.vpn {
+            let known = i.via_vpn.care_of() == Some(tia) && i.via_vpn.is_registered(now);
+            if !known && !i.via_vpn.is_pending() {
+                i.via_vpn
+                    .register(now, wall, Iface::vpn_attachment(&cfg, tia));
             }
         }
         self.set_phase(id, Phase::Outside, reason);
@@ -806,7 +816,7 @@ impl MobileNode {
                 i.xha_epoch = Some(i.epoch);
                 i.xha_failed = false;
                 if i.phase == Phase::Detecting {
-                    self.go_outside(now, id, "x-HA replied");
+                    self.go_outside(now, wall, id, "x-HA replied");
                 } else if let VpnState::Up { .. } = i.vpn {
                     // A renewal from the same care-of address keeps the path.
                     i.vpn_epoch = Some(i.epoch);

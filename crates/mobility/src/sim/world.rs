@@ -1,0 +1,929 @@
+//! The simulated world: event queue, links, home agents, gateway, adversary,
+//! and the shell that drives the core.
+
+use mip4::auth::{Algorithm, SecurityAssociation};
+use mip4::ha::{HaConfig, HomeAgent, MobileNodeConfig};
+use mip4::wire::extension::AuthKind;
+use mip4::wire::{Extension, RegistrationReply, RegistrationRequest, ReplyCode};
+use mip4::Ipv4Net;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::collections::hash_map::DefaultHasher;
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::gateway::{Gateway, Sa};
+use super::oracle::{Check, Truth, Violation};
+use super::scenario::{NetKind, Scenario, IKE_CRYPTO};
+use crate::{
+    Action, Advertisement, Config, Gate, LinkEvent, MobileNode, Outside, Transmit, Via, VpnEvent,
+};
+
+pub(crate) const I_HA: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 1);
+pub(crate) const X_HA: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+pub(crate) const X_HOME: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 50);
+pub(crate) const TRUSTED_AGENT: Ipv4Addr = Ipv4Addr::new(10, 1, 10, 1);
+pub(crate) const ROGUE_AGENT: Ipv4Addr = Ipv4Addr::new(10, 20, 0, 66);
+pub(crate) const INTERNAL_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
+const I_KEY: &[u8] = b"inner-key-0123456";
+const X_KEY: &[u8] = b"outer-key-0123456";
+
+#[derive(Debug, Clone)]
+enum Ev {
+    Move(super::scenario::Move),
+    Link(u32, u64, LinkEvent),
+    ToHa {
+        iface: u32,
+        gen: u64,
+        via: Via,
+        inner: bool,
+        src: SocketAddrV4,
+        payload: Vec<u8>,
+    },
+    ToMn {
+        iface: u32,
+        gen: u64,
+        via: Via,
+        from: SocketAddrV4,
+        payload: Vec<u8>,
+        /// A genuine plaintext i-HA reply with TNC (ground truth for the oracle).
+        genuine_tnc: bool,
+        genuine_xha: bool,
+    },
+    Ike(u32, u64),
+    Mobike(u32, u64, bool),
+    User(u32),
+    Adversary(u32, u64),
+}
+
+impl Ev {
+    fn tag(&self) -> u8 {
+        match self {
+            Ev::Move(_) => 0,
+            Ev::Link(..) => 1,
+            Ev::ToHa { .. } => 2,
+            Ev::ToMn { .. } => 3,
+            Ev::Ike(..) => 4,
+            Ev::Mobike(..) => 5,
+            Ev::User(_) => 6,
+            Ev::Adversary(..) => 7,
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+struct SimIface {
+    net: Option<usize>,
+    addr: Option<Ipv4Addr>,
+    /// Bumped at every move (silent ones too): packets of an older attachment are lost.
+    gen: u64,
+    ike_attempt: u64,
+    queue: usize,
+}
+
+/// What one run produced.
+#[derive(Debug, Clone)]
+pub(crate) struct RunResult {
+    pub(crate) violations: Vec<Violation>,
+    pub(crate) trace: u64,
+    /// Per interface: time from the first attachment to the first open gate.
+    pub(crate) first_open: Vec<Option<Duration>>,
+    pub(crate) events: u64,
+    pub(crate) packets_out: u64,
+}
+
+pub(crate) struct World {
+    sc: Scenario,
+    start: Instant,
+    now: Instant,
+    rng: StdRng,
+    node: MobileNode,
+    iha: HomeAgent,
+    xha: HomeAgent,
+    gw: Gateway,
+    ifs: BTreeMap<u32, SimIface>,
+    truth: BTreeMap<u32, Truth>,
+    queue: BTreeMap<(Instant, u64), Ev>,
+    seq: u64,
+    captured: Vec<Vec<u8>>,
+    violations: Vec<Violation>,
+    hasher: DefaultHasher,
+    events: u64,
+    packets_out: u64,
+    /// Print every core output (MOBILITY_TRACE=1 with replay_one_seed).
+    print: bool,
+}
+
+fn sa(key: &[u8]) -> SecurityAssociation {
+    SecurityAssociation::new(0x100, Algorithm::HmacMd5, key)
+}
+
+impl World {
+    pub(crate) fn node_config(sc: &Scenario) -> Config {
+        let outside = if sc.mobike {
+            Outside::Mobike
+        } else {
+            Outside::Xmip {
+                x_ha: X_HA,
+                x_home_addr: X_HOME,
+                x_sa: sa(X_KEY),
+            }
+        };
+        let mut c = Config::new(Scenario::home_addr(), I_HA, sa(I_KEY), outside);
+        c.t_monitor = sc.t_monitor;
+        c.grace = sc.grace;
+        c.detection_period = sc.detection_period;
+        c.ike_waits_for_detection = sc.ike_waits;
+        c.queue_limit = sc.queue_limit;
+        c.interface_order = vec![2, 1];
+        c.trusted_agents = vec![TRUSTED_AGENT];
+        c.internal_domains = vec!["corp.example".into()];
+        c.internal_gateway_macs = vec![INTERNAL_MAC];
+        c.fault = sc.fault;
+        c
+    }
+
+    pub(crate) fn new(sc: Scenario) -> World {
+        // The only clock read: the origin of simulated time.
+        #[allow(clippy::disallowed_methods)]
+        let start = Instant::now();
+        let mut iha_cfg = HaConfig::new(I_HA);
+        iha_cfg.max_lifetime = 600;
+        // HA-2: the internal networks and the VPN's inner address pool.
+        iha_cfg.trusted_networks = vec![
+            Ipv4Net::new(Ipv4Addr::new(10, 1, 0, 0), 16).unwrap(),
+            Ipv4Net::new(Ipv4Addr::new(10, 99, 0, 0), 16).unwrap(),
+        ];
+        let mut iha = HomeAgent::new(iha_cfg, [7; 32]);
+        iha.add_mobile_node(MobileNodeConfig {
+            home_addr: Some(Scenario::home_addr()),
+            nai: None,
+            sas: vec![sa(I_KEY)],
+            replay: mip4::replay::ReplayMethod::Timestamp,
+        })
+        .unwrap();
+        let mut xha = HomeAgent::new(HaConfig::new(X_HA), [8; 32]);
+        xha.add_mobile_node(MobileNodeConfig {
+            home_addr: Some(X_HOME),
+            nai: None,
+            sas: vec![sa(X_KEY)],
+            replay: mip4::replay::ReplayMethod::Timestamp,
+        })
+        .unwrap();
+        let mut seed = [0u8; 32];
+        seed[..8].copy_from_slice(&sc.seed.to_le_bytes());
+        let node = MobileNode::new(World::node_config(&sc), seed).unwrap();
+        let mut w = World {
+            rng: StdRng::seed_from_u64(sc.seed ^ 0x5eed),
+            start,
+            now: start,
+            node,
+            iha,
+            xha,
+            gw: Gateway::default(),
+            ifs: BTreeMap::new(),
+            truth: BTreeMap::new(),
+            queue: BTreeMap::new(),
+            seq: 0,
+            captured: Vec::new(),
+            violations: Vec::new(),
+            hasher: DefaultHasher::new(),
+            events: 0,
+            packets_out: 0,
+            print: std::env::var_os("MOBILITY_TRACE").is_some(),
+            sc,
+        };
+        for m in w.sc.moves.clone() {
+            w.at(Duration::from_millis(m.at_ms), Ev::Move(m));
+        }
+        for i in 1..=w.sc.ifaces {
+            w.ifs.insert(i, SimIface::default());
+            w.truth.insert(i, Truth::default());
+            let gap = w.sc.traffic_gap;
+            w.at(gap, Ev::User(i));
+        }
+        w
+    }
+
+    fn rel(&self) -> Duration {
+        self.now - self.start
+    }
+
+    fn wall(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_790_000_000) + self.rel()
+    }
+
+    fn at(&mut self, rel: Duration, ev: Ev) {
+        self.seq += 1;
+        self.queue.insert((self.start + rel, self.seq), ev);
+    }
+
+    fn after(&mut self, d: Duration, ev: Ev) {
+        let rel = self.rel() + d;
+        self.at(rel, ev);
+    }
+
+    /// Delivery delays over `net` now: empty when lost, two when duplicated.
+    fn link(&mut self, net: usize) -> Vec<Duration> {
+        let t = self.rel().as_secs_f64();
+        let imp = &self.sc.nets[net].imp;
+        if imp.blackholes.iter().any(|(a, b)| t >= *a && t < *b) {
+            return Vec::new();
+        }
+        let (loss, dup, lo, hi) = (imp.loss, imp.dup, imp.delay_min, imp.delay_max);
+        if self.rng.gen::<f64>() < loss {
+            return Vec::new();
+        }
+        let d = |r: &mut StdRng| {
+            if hi > lo {
+                lo + (hi - lo).mul_f64(r.gen::<f64>())
+            } else {
+                lo
+            }
+        };
+        let mut out = vec![d(&mut self.rng)];
+        if self.rng.gen::<f64>() < dup {
+            out.push(d(&mut self.rng));
+        }
+        out
+    }
+
+    fn nat_gen(&self, net: usize) -> usize {
+        let t = self.rel().as_secs_f64();
+        self.sc.nets[net]
+            .imp
+            .nat_rebinds
+            .iter()
+            .filter(|r| **r <= t)
+            .count()
+    }
+
+    /// The outer path from the interface to the VPN gateway works now.
+    fn vpn_path_ok(&self, iface: u32) -> bool {
+        let s = &self.ifs[&iface];
+        let (Some(net), Some(addr)) = (s.net, s.addr) else {
+            return false;
+        };
+        let kind = self.sc.nets[net].kind;
+        if self.sc.mobike {
+            matches!(
+                kind,
+                NetKind::Outside { .. } | NetKind::Inside { reach_gw: true, .. }
+            )
+        } else {
+            let reach = matches!(
+                kind,
+                NetKind::Outside { .. }
+                    | NetKind::Inside {
+                        reach_xha: true,
+                        ..
+                    }
+            );
+            reach
+                && self
+                    .xha
+                    .bindings_of(X_HOME)
+                    .iter()
+                    .any(|b| b.care_of == addr)
+        }
+    }
+
+    pub(crate) fn run(mut self) -> RunResult {
+        let end = self.start + self.sc.duration;
+        loop {
+            let next_ev = self.queue.keys().next().map(|(t, _)| *t);
+            let next_node = self.node.poll_timeout().map(|(t, _)| t);
+            let next_ha = [self.iha.poll_timeout(), self.xha.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min();
+            let Some(next) = [next_ev, next_node, next_ha].into_iter().flatten().min() else {
+                break;
+            };
+            if next > end {
+                break;
+            }
+            self.now = self.now.max(next);
+            let now = self.now;
+            if next_ha.is_some_and(|t| t <= now) {
+                self.iha.handle_timeout(now);
+                self.xha.handle_timeout(now);
+            }
+            if next_node.is_some_and(|t| t <= now) {
+                let w = self.wall();
+                self.node.handle_timeout(now, w);
+                self.step_done(0xff, 0);
+            }
+            while let Some((&(t, s), _)) = self.queue.iter().next() {
+                if t > now {
+                    break;
+                }
+                let Some(ev) = self.queue.remove(&(t, s)) else {
+                    break;
+                };
+                let (tag, iface) = (ev.tag(), ev_iface(&ev));
+                self.handle(ev);
+                self.step_done(tag, iface);
+            }
+        }
+        self.now = end;
+        let ids: Vec<u32> = self.ifs.keys().copied().collect();
+        for i in ids {
+            self.close_segment(i);
+        }
+        RunResult {
+            violations: self.violations,
+            trace: self.hasher.finish(),
+            first_open: self.truth.values().map(|t| t.first_open).collect(),
+            events: self.events,
+            packets_out: self.packets_out,
+        }
+    }
+
+    /// After every input: drain the core, follow the gates.
+    fn step_done(&mut self, tag: u8, iface: u32) {
+        self.events += 1;
+        (self.rel().as_micros(), tag, iface).hash(&mut self.hasher);
+        self.drain();
+        let now = self.now;
+        let ids: Vec<u32> = self.ifs.keys().copied().collect();
+        for i in ids {
+            let g = self.node.gate(i, now);
+            g.hash(&mut self.hasher);
+            if g.is_open() {
+                let rel = self.rel();
+                let t = self.truth.entry(i).or_default();
+                if let Some((start, opened)) = t.segment.as_mut() {
+                    if !*opened {
+                        *opened = true;
+                        let took = now - *start;
+                        if t.first_open.is_none() {
+                            t.first_open = Some(took);
+                        }
+                        let _ = rel;
+                        self.check_liveness(i, took);
+                    }
+                }
+                // Queued packets go out once the gate opens again.
+                let q = std::mem::take(&mut self.ifs.get_mut(&i).unwrap().queue);
+                for _ in 0..q {
+                    self.user_packet_out(i, g);
+                }
+            }
+        }
+    }
+
+    fn drain(&mut self) {
+        loop {
+            let mut any = false;
+            while let Some(t) = self.node.poll_transmit() {
+                any = true;
+                if self.print {
+                    println!(
+                        "{:10.3} tx if{} {:?} {} -> {}",
+                        self.rel().as_secs_f64(),
+                        t.iface,
+                        t.via,
+                        t.src,
+                        t.dst
+                    );
+                }
+                self.send_from_mn(t);
+            }
+            while let Some(a) = self.node.poll_action() {
+                any = true;
+                if self.print {
+                    println!("{:10.3} action {a:?}", self.rel().as_secs_f64());
+                }
+                self.action(a);
+            }
+            while let Some(e) = self.node.poll_event() {
+                if self.print {
+                    println!("{:10.3} event {e:?}", self.rel().as_secs_f64());
+                }
+            }
+            if !any {
+                break;
+            }
+        }
+    }
+
+    fn handle(&mut self, ev: Ev) {
+        let (now, wall) = (self.now, self.wall());
+        if self.print && !matches!(ev, Ev::User(_)) {
+            let mut d = format!("{ev:?}");
+            d.truncate(160);
+            println!("{:10.3} in {d}", self.rel().as_secs_f64());
+        }
+        match ev {
+            Ev::Move(m) => self.do_move(m),
+            Ev::Link(i, gen, le) => {
+                if self.ifs[&i].gen == gen {
+                    self.node.handle_link(now, wall, i, le);
+                }
+            }
+            Ev::ToHa {
+                iface,
+                gen,
+                via,
+                inner,
+                src,
+                payload,
+            } => self.at_ha(iface, gen, via, inner, src, payload),
+            Ev::ToMn {
+                iface,
+                gen,
+                via,
+                from,
+                payload,
+                genuine_tnc,
+                genuine_xha,
+            } => {
+                let s = &self.ifs[&iface];
+                let ok = match via {
+                    Via::Plain => s.gen == gen,
+                    Via::Vpn => self.gw.sas.contains_key(&iface) && self.vpn_path_ok(iface),
+                };
+                if !ok {
+                    return;
+                }
+                if genuine_tnc {
+                    self.truth.get_mut(&iface).unwrap().last_tnc = Some(now);
+                }
+                if genuine_xha && self.gw.sas.contains_key(&iface) {
+                    self.truth.get_mut(&iface).unwrap().vpn_ok = Some(now);
+                }
+                self.node
+                    .handle_datagram(now, wall, iface, via, from, &payload);
+            }
+            Ev::Ike(i, attempt) => {
+                if self.ifs[&i].ike_attempt != attempt {
+                    return;
+                }
+                if self.vpn_path_ok(i) {
+                    let tia = self.gw.new_tia();
+                    self.gw.sas.insert(i, Sa { tia });
+                    self.truth.get_mut(&i).unwrap().vpn_ok = Some(now);
+                    self.node.handle_vpn(now, wall, i, VpnEvent::Up { tia });
+                } else {
+                    self.gw.sas.remove(&i);
+                    self.node.handle_vpn(now, wall, i, VpnEvent::Down);
+                }
+            }
+            Ev::Mobike(i, attempt, ok) => {
+                if self.ifs[&i].ike_attempt != attempt {
+                    return;
+                }
+                let ok = ok && self.vpn_path_ok(i) && self.gw.sas.contains_key(&i);
+                if ok {
+                    self.truth.get_mut(&i).unwrap().vpn_ok = Some(now);
+                } else {
+                    self.gw.sas.remove(&i);
+                }
+                self.node
+                    .handle_vpn(now, wall, i, VpnEvent::MobikeAnswered { ok });
+            }
+            Ev::User(i) => {
+                let g = self.node.gate(i, now);
+                match g {
+                    Gate::OpenInside(_) | Gate::OpenViaVpn(_) => self.user_packet_out(i, g),
+                    Gate::Queued { limit } => {
+                        let s = self.ifs.get_mut(&i).unwrap();
+                        if s.queue < limit {
+                            s.queue += 1;
+                        }
+                    }
+                    Gate::Closed => {}
+                }
+                let gap = self.sc.traffic_gap.mul_f64(self.rng.gen_range(0.5..1.5));
+                self.after(gap, Ev::User(i));
+            }
+            Ev::Adversary(i, gen) => self.adversary(i, gen),
+        }
+    }
+
+    fn do_move(&mut self, m: super::scenario::Move) {
+        let i = m.iface;
+        let now = self.now;
+        self.close_segment(i);
+        let old = self.ifs[&i].clone();
+        let s = self.ifs.get_mut(&i).unwrap();
+        s.gen += 1;
+        s.net = m.net;
+        let gen = s.gen;
+        let t = self.truth.get_mut(&i).unwrap();
+        if m.silent {
+            // Upstream change: no link event; the old address stays.
+            t.silent_at = Some(now);
+            t.segment = Some((now, false));
+            self.schedule_adversary(i, gen);
+            return;
+        }
+        t.changed_at = Some(now);
+        let wall = self.wall();
+        if let Some(a) = old.addr {
+            self.node
+                .handle_link(now, wall, i, LinkEvent::AddressRemoved(a));
+        }
+        if old.net.is_some() {
+            self.node.handle_link(now, wall, i, LinkEvent::CarrierDown);
+        }
+        self.ifs.get_mut(&i).unwrap().addr = None;
+        let Some(net) = m.net else {
+            return;
+        };
+        self.node.handle_link(now, wall, i, LinkEvent::CarrierUp);
+        let addr = self.sc.addr_on(net, i);
+        self.ifs.get_mut(&i).unwrap().addr = Some(addr);
+        self.truth.get_mut(&i).unwrap().segment = Some((now, false));
+        let gw_ip = Ipv4Addr::new(addr.octets()[0], addr.octets()[1], addr.octets()[2], 1);
+        let mac = match self.sc.nets[net].kind {
+            NetKind::Inside { .. } => INTERNAL_MAC,
+            // The adversary fakes the internal gateway MAC; other networks differ.
+            NetKind::Outside {
+                adversary: true, ..
+            } => INTERNAL_MAC,
+            NetKind::Outside { .. } => [2, 0, 0, 0, 9, net as u8],
+        };
+        let dhcp = Duration::from_millis(5);
+        self.after(
+            dhcp,
+            Ev::Link(i, gen, LinkEvent::DefaultGateway(Some((gw_ip, mac)))),
+        );
+        self.after(
+            dhcp,
+            Ev::Link(
+                i,
+                gen,
+                LinkEvent::DhcpHints {
+                    domain: Some("corp.example".into()),
+                    gateway_mac: Some(mac),
+                },
+            ),
+        );
+        self.after(dhcp, Ev::Link(i, gen, LinkEvent::AddressAdded(addr)));
+        self.schedule_adversary(i, gen);
+    }
+
+    fn schedule_adversary(&mut self, i: u32, gen: u64) {
+        let net = self.ifs[&i].net;
+        if let Some(net) = net {
+            if matches!(
+                self.sc.nets[net].kind,
+                NetKind::Outside {
+                    adversary: true,
+                    ..
+                }
+            ) {
+                let d = Duration::from_millis(self.rng.gen_range(1..3000));
+                self.after(d, Ev::Adversary(i, gen));
+            }
+        }
+    }
+
+    /// The adversary on an outside link: replays captured i-HA replies with
+    /// TNC, advertises as a rogue agent and as the trusted agent's address.
+    fn adversary(&mut self, i: u32, gen: u64) {
+        if self.ifs[&i].gen != gen {
+            return;
+        }
+        let (now, wall) = (self.now, self.wall());
+        if !self.captured.is_empty() {
+            let k = self.rng.gen_range(0..self.captured.len());
+            let p = self.captured[k].clone();
+            let from = SocketAddrV4::new(I_HA, 434);
+            self.node
+                .handle_datagram(now, wall, i, Via::Plain, from, &p);
+        }
+        let agent = if self.rng.gen_bool(0.5) {
+            ROGUE_AGENT
+        } else {
+            TRUSTED_AGENT
+        };
+        self.node.handle_advertisement(
+            now,
+            wall,
+            i,
+            Advertisement {
+                agent,
+                care_of: agent,
+                lifetime: 9000,
+                nai: Some("fa@corp.example".into()),
+            },
+        );
+        self.node.handle_link(
+            now,
+            wall,
+            i,
+            LinkEvent::DhcpHints {
+                domain: Some("corp.example".into()),
+                gateway_mac: Some(INTERNAL_MAC),
+            },
+        );
+        let d = Duration::from_millis(self.rng.gen_range(500..5000));
+        self.after(d, Ev::Adversary(i, gen));
+    }
+
+    /// A forged reply to a request seen on an adversary's link: right
+    /// Identification, TNC, an authenticator made with the wrong key.
+    fn forge(&mut self, i: u32, gen: u64, req: &[u8], net: usize) {
+        let Ok(r) = RegistrationRequest::parse(req) else {
+            return;
+        };
+        let rep = RegistrationReply {
+            code: ReplyCode::ACCEPTED,
+            lifetime: r.lifetime,
+            home_addr: r.home_addr,
+            home_agent: r.home_agent,
+            ident: r.ident,
+            extensions: vec![Extension::TrustedNetworksConfigured],
+        };
+        let mut b = Vec::new();
+        rep.emit(&mut b);
+        sa(b"guessed-key").append(AuthKind::MnHa, &mut b);
+        let d = self.sc.nets[net].imp.delay_min / 2;
+        self.after(
+            d,
+            Ev::ToMn {
+                iface: i,
+                gen,
+                via: Via::Plain,
+                from: SocketAddrV4::new(r.home_agent, 434),
+                payload: b,
+                genuine_tnc: false,
+                genuine_xha: false,
+            },
+        );
+    }
+
+    fn send_from_mn(&mut self, t: Transmit) {
+        let i = t.iface;
+        let s = self.ifs[&i].clone();
+        let Some(net) = s.net else { return };
+        let kind = self.sc.nets[net].kind;
+        match t.via {
+            Via::Plain => {
+                if let NetKind::Outside {
+                    adversary: true, ..
+                } = kind
+                {
+                    self.forge(i, s.gen, &t.payload, net);
+                }
+                let inner = *t.dst.ip() == I_HA;
+                // The firewall blocks the i-HA from outside; HA-5 may block the x-HA
+                // from inside. Requests through a foreign agent go nowhere (none here).
+                let reach = match kind {
+                    NetKind::Inside { reach_xha, .. } => {
+                        inner || (reach_xha && *t.dst.ip() == X_HA)
+                    }
+                    NetKind::Outside { .. } => *t.dst.ip() == X_HA,
+                };
+                if !reach {
+                    return;
+                }
+                let src = match kind {
+                    NetKind::Outside { nat: true, .. } => SocketAddrV4::new(
+                        Ipv4Addr::new(203, 0, 113, 10 + net as u8),
+                        40_000 + self.nat_gen(net) as u16,
+                    ),
+                    _ => t.src,
+                };
+                for d in self.link(net) {
+                    let ev = Ev::ToHa {
+                        iface: i,
+                        gen: s.gen,
+                        via: Via::Plain,
+                        inner,
+                        src,
+                        payload: t.payload.clone(),
+                    };
+                    self.after(d, ev);
+                }
+            }
+            Via::Vpn => {
+                if !self.gw.sas.contains_key(&i) || !self.vpn_path_ok(i) {
+                    return;
+                }
+                for d in self.link(net) {
+                    let ev = Ev::ToHa {
+                        iface: i,
+                        gen: s.gen,
+                        via: Via::Vpn,
+                        inner: true,
+                        src: t.src,
+                        payload: t.payload.clone(),
+                    };
+                    self.after(d + Duration::from_millis(1), ev);
+                }
+            }
+        }
+    }
+
+    fn at_ha(&mut self, i: u32, gen: u64, via: Via, inner: bool, src: SocketAddrV4, p: Vec<u8>) {
+        let (now, wall) = (self.now, self.wall());
+        let (ha, addr) = if inner {
+            (&mut self.iha, I_HA)
+        } else {
+            (&mut self.xha, X_HA)
+        };
+        ha.handle_datagram(now, wall, src, SocketAddrV4::new(addr, 434), &p);
+        let mut replies = Vec::new();
+        while let Some(t) = ha.poll_transmit() {
+            replies.push(t);
+        }
+        while ha.poll_event().is_some() {}
+        let net = self.ifs[&i].net;
+        for r in replies {
+            let accepted_tnc = RegistrationReply::parse(&r.payload).is_ok_and(|rep| {
+                rep.code.is_accepted()
+                    && rep
+                        .extensions
+                        .contains(&Extension::TrustedNetworksConfigured)
+            });
+            let genuine_tnc = inner && via == Via::Plain && accepted_tnc;
+            if genuine_tnc {
+                self.captured.push(r.payload.clone());
+                if self.captured.len() > 64 {
+                    self.captured.remove(0);
+                }
+            }
+            let genuine_xha = !inner
+                && RegistrationReply::parse(&r.payload).is_ok_and(|rep| rep.code.is_accepted());
+            let Some(net) = net else { continue };
+            if via == Via::Plain && !inner {
+                if let NetKind::Outside { nat: true, .. } = self.sc.nets[net].kind {
+                    // The reply follows the mapping it was sent to.
+                    if r.dst.port() != 40_000 + self.nat_gen(net) as u16 {
+                        continue;
+                    }
+                }
+            }
+            for d in self.link(net) {
+                let ev = Ev::ToMn {
+                    iface: i,
+                    gen,
+                    via,
+                    from: r.src,
+                    payload: r.payload.clone(),
+                    genuine_tnc,
+                    genuine_xha,
+                };
+                self.after(d, ev);
+            }
+        }
+    }
+
+    fn action(&mut self, a: Action) {
+        match a {
+            Action::StartIke { iface, .. } => {
+                let s = self.ifs.get_mut(&iface).unwrap();
+                s.ike_attempt += 1;
+                let attempt = s.ike_attempt;
+                self.gw.sas.remove(&iface);
+                let Some(net) = self.ifs[&iface].net else {
+                    self.after(Duration::from_secs(4), Ev::Ike(iface, attempt));
+                    return;
+                };
+                // Two exchanges, each retried after 1 s up to four times.
+                let mut took = IKE_CRYPTO;
+                for _ in 0..2 {
+                    let mut done = false;
+                    for _ in 0..4 {
+                        let (a, b) = (self.link(net), self.link(net));
+                        if let (Some(x), Some(y)) = (a.first(), b.first()) {
+                            took += *x + *y;
+                            done = true;
+                            break;
+                        }
+                        took += Duration::from_secs(1);
+                    }
+                    if !done {
+                        break;
+                    }
+                }
+                self.after(took, Ev::Ike(iface, attempt));
+            }
+            Action::MobikeUpdate { iface, .. } => {
+                let s = self.ifs.get_mut(&iface).unwrap();
+                s.ike_attempt += 1;
+                let attempt = s.ike_attempt;
+                let Some(net) = self.ifs[&iface].net else {
+                    self.after(Duration::from_secs(4), Ev::Mobike(iface, attempt, false));
+                    return;
+                };
+                let mut took = Duration::ZERO;
+                for _ in 0..4 {
+                    let (a, b) = (self.link(net), self.link(net));
+                    if let (Some(x), Some(y)) = (a.first(), b.first()) {
+                        took += *x + *y;
+                        self.after(took, Ev::Mobike(iface, attempt, true));
+                        return;
+                    }
+                    took += Duration::from_secs(1);
+                }
+                self.after(took, Ev::Mobike(iface, attempt, false));
+            }
+            Action::StopVpn { iface } => {
+                self.gw.sas.remove(&iface);
+                self.ifs.get_mut(&iface).unwrap().ike_attempt += 1;
+            }
+            Action::FlushQueue { iface } => self.ifs.get_mut(&iface).unwrap().queue = 0,
+            Action::SetMode { .. } => {}
+        }
+    }
+
+    fn user_packet_out(&mut self, i: u32, g: Gate) {
+        self.packets_out += 1;
+        let s = &self.ifs[&i];
+        let on_inside = s
+            .net
+            .is_some_and(|n| matches!(self.sc.nets[n].kind, NetKind::Inside { .. }));
+        let t = &self.truth[&i];
+        let silent = t
+            .silent_at
+            .is_some_and(|s| t.changed_at.is_none_or(|c| s > c));
+        let c = Check {
+            now: self.now,
+            rel: self.rel(),
+            iface: i,
+            truth: t,
+            t_monitor: self.sc.t_monitor,
+        };
+        let v = match g {
+            Gate::OpenInside(_) => c.plain(on_inside, silent),
+            Gate::OpenViaVpn(_) => c.vpn(self.gw.sas.contains_key(&i)),
+            _ => None,
+        };
+        if let Some(v) = v {
+            self.violations.push(v);
+        }
+    }
+
+    /// P4 on a working network: the gate opened within the derived bound.
+    fn check_liveness(&mut self, i: u32, took: Duration) {
+        if !self.sc.working {
+            return;
+        }
+        let t = &self.truth[&i];
+        let silent = t
+            .silent_at
+            .is_some_and(|s| t.changed_at.is_none_or(|c| s > c));
+        let mut bound = self.sc.liveness_bound();
+        if silent {
+            // Undetected move: the re-registration at T_MONITOR - grace must fail first.
+            bound += self.sc.t_monitor + Duration::from_secs(12) + Duration::from_secs(3);
+        }
+        if took > bound {
+            self.violations.push(Violation {
+                property: "P4",
+                at: self.rel(),
+                iface: i,
+                detail: format!(
+                    "gate opened after {:.3}s, bound {:.3}s",
+                    took.as_secs_f64(),
+                    bound.as_secs_f64()
+                ),
+            });
+        }
+    }
+
+    /// Ends a connected segment: on a working network, a gate that never
+    /// opened although the segment outlasted the bound violates P4.
+    fn close_segment(&mut self, i: u32) {
+        let now = self.now;
+        let rel = self.rel();
+        let bound = self.sc.liveness_bound();
+        let working = self.sc.working;
+        let t = self.truth.entry(i).or_default();
+        let silent = t
+            .silent_at
+            .is_some_and(|s| t.changed_at.is_none_or(|c| s > c));
+        if let Some((start, opened)) = t.segment.take() {
+            let connected = self.ifs.get(&i).is_some_and(|s| s.net.is_some());
+            if working && connected && !opened && !silent && now - start > bound {
+                self.violations.push(Violation {
+                    property: "P4",
+                    at: rel,
+                    iface: i,
+                    detail: format!(
+                        "gate never opened in a {:.3}s segment, bound {:.3}s",
+                        (now - start).as_secs_f64(),
+                        bound.as_secs_f64()
+                    ),
+                });
+            }
+        }
+    }
+}
+
+fn ev_iface(ev: &Ev) -> u32 {
+    match ev {
+        Ev::Move(m) => m.iface,
+        Ev::Link(i, ..) | Ev::Ike(i, _) | Ev::Mobike(i, ..) | Ev::User(i) | Ev::Adversary(i, _) => {
+            *i
+        }
+        Ev::ToHa { iface, .. } | Ev::ToMn { iface, .. } => *iface,
+    }
+}
