@@ -71,6 +71,11 @@ pub struct Config {
     pub hint_xha_delay: Duration,
     /// Registration lifetime asked for, seconds.
     pub lifetime: u16,
+    /// Ask the home agents for simultaneous bindings (the S bit), so that two
+    /// connected interfaces both receive. Off by default: bindings of care-of
+    /// addresses left behind would pile up until they expire (code 135); the
+    /// latest registration then carries inbound traffic. Gates are unaffected.
+    pub simultaneous_bindings: bool,
     pub initial_rto: Duration,
     pub max_rto: Duration,
     pub max_attempts: u32,
@@ -134,6 +139,7 @@ impl Config {
             internal_gateway_macs: Vec::new(),
             hint_xha_delay: Duration::from_millis(500),
             lifetime: 600,
+            simultaneous_bindings: false,
             initial_rto: Duration::from_secs(1),
             max_rto: Duration::from_secs(4),
             max_attempts: 4,

@@ -166,8 +166,9 @@ impl MobileNode {
                 c.initial_rto = cfg.initial_rto;
                 c.max_rto = cfg.max_rto;
                 c.max_attempts = cfg.max_attempts;
-                // MN-2: one binding per interface at each home agent.
-                c.simultaneous = true;
+                // MN-2: each interface proves its own path; whether the home
+                // agents keep one binding per interface is configuration.
+                c.simultaneous = cfg.simultaneous_bindings;
                 // MN-14: reverse tunnel whenever MIP runs inside IPsec.
                 c.reverse_tunnel = true;
                 c
@@ -588,7 +589,15 @@ impl MobileNode {
             let ep = i.epoch;
             i.direct.probe(now, wall, ep, a.inside_mode, att);
         }
+        let held = self.xmip_held_by_other(id);
+        let i = self.iface(id);
         match cfg.outside {
+            Outside::Xmip { .. } if held => {
+                // MN-2: the x-home address, and the VPN run from it, exist once:
+                // one interface at a time holds the x-MIP layer. This one only
+                // checks for inside, and tries again later.
+                i.xha_failed = true;
+            }
             Outside::Xmip { .. } => {
                 // MN-8: an inside hint may postpone the x-HA request, never skip it.
                 if i.hint_inside == Some(true) && !cfg.same_home_agents() {
@@ -620,8 +629,25 @@ impl MobileNode {
         }
     }
 
+    /// Another interface holds the x-MIP layer (outside, or asking the x-HA).
+    fn xmip_held_by_other(&self, me: IfaceId) -> bool {
+        self.ifaces.values().any(|i| {
+            i.id != me
+                && match i.phase {
+                    Phase::Outside => true,
+                    Phase::Detecting => i.xha.as_ref().is_some_and(|x| x.is_pending()),
+                    Phase::Inside | Phase::Down => false,
+                }
+        })
+    }
+
     fn xha_register(&mut self, now: Instant, wall: SystemTime, id: IfaceId) {
         let cfg = self.cfg.clone();
+        if self.xmip_held_by_other(id) {
+            self.iface(id).xha_failed = true;
+            self.check_stuck(now, id);
+            return;
+        }
         let i = self.iface(id);
         let Some(a) = i.attach else { return };
         let Some(att) = Iface::xha_attachment(&cfg, a) else {

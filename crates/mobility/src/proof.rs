@@ -9,6 +9,8 @@
 //! carry (an i-HA that trusts the VPN pool adds TNC to those too).
 
 use mip4::client::{Attachment, ClientConfig, ClientEvent, RegistrationClient};
+use mip4::replay::{NtpTime, ReplayMethod, DEFAULT_TOLERANCE};
+use mip4::wire::RegistrationReply;
 use mip4::Transmit;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant, SystemTime};
@@ -77,6 +79,12 @@ pub(crate) struct DirectIha {
     client: RegistrationClient,
     /// Epoch and mode the outstanding request belongs to.
     pending: Option<(u64, Mode, bool)>,
+    /// Seconds our clock is off from the i-HA's (from code 133 replies).
+    clock_offset: i64,
+    /// The last datagram carried a home agent time outside the replay
+    /// tolerance: if the client took it, it is a replay and proves nothing.
+    last_stale: bool,
+    pub(crate) stale_replies: u64,
 }
 
 impl DirectIha {
@@ -85,6 +93,9 @@ impl DirectIha {
             iface,
             client: RegistrationClient::new(cfg, seed),
             pending: None,
+            clock_offset: 0,
+            last_stale: false,
+            stale_replies: 0,
         }
     }
 
@@ -128,6 +139,19 @@ impl DirectIha {
         from: SocketAddrV4,
         payload: &[u8],
     ) {
+        // MN-4, defence in depth: the client matches a reply on the low 32 bits
+        // of the Identification only; the high 32 bits are the i-HA's clock. A
+        // captured reply replayed later carries an old time.
+        self.last_stale = false;
+        if self.client.config().replay == ReplayMethod::Timestamp {
+            if let Ok(r) = RegistrationReply::parse(payload) {
+                let ha = (r.ident >> 32) as u32;
+                let ours = NtpTime::from_system_time(wall).seconds();
+                let ours = (i64::from(ours) + self.clock_offset) as u32;
+                let skew = i64::from(ha.wrapping_sub(ours) as i32).unsigned_abs();
+                self.last_stale = skew > DEFAULT_TOLERANCE.as_secs();
+            }
+        }
         self.client.handle_datagram(now, wall, from, payload);
     }
 
@@ -171,8 +195,18 @@ impl DirectIha {
                 ClientEvent::Denied { .. }
                 | ClientEvent::TimedOut { .. }
                 | ClientEvent::Expired => DirectOutcome::Failed,
-                ClientEvent::Resynchronized { .. } => continue,
+                ClientEvent::Resynchronized { clock_offset } => {
+                    self.clock_offset = clock_offset;
+                    continue;
+                }
                 ClientEvent::Registered { .. } | ClientEvent::Deregistered => continue,
+            };
+            let out = match out {
+                DirectOutcome::Inside(_) if self.last_stale => {
+                    self.stale_replies += 1;
+                    DirectOutcome::Failed
+                }
+                o => o,
             };
             if !matches!(out, DirectOutcome::Failed) || !self.client.is_pending() {
                 self.pending = None;

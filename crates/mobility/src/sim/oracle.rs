@@ -42,6 +42,8 @@ pub(crate) struct Truth {
     /// opened since.
     pub(crate) segment: Option<(Instant, bool)>,
     pub(crate) first_open: Option<Duration>,
+    /// x-MIP: during this segment another interface held the outside path.
+    pub(crate) excused: bool,
 }
 
 /// Checks for one user packet that the core let out.

@@ -10,7 +10,10 @@ use super::World;
 use crate::config::Fault;
 
 /// P5: seeds that once failed, replayed first on every run.
-const REGRESSION_SEEDS: &[u64] = &[];
+/// 1120: a captured i-HA reply with TNC, replayed by the adversary, matched a
+/// request on the low 32 bits of the Identification (the clock fraction
+/// repeated) and opened the gate in plaintext on an outside network.
+const REGRESSION_SEEDS: &[u64] = &[1120];
 
 fn run(sc: Scenario) -> RunResult {
     World::new(sc).run()

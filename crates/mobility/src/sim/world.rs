@@ -352,6 +352,14 @@ impl World {
         for i in ids {
             let g = self.node.gate(i, now);
             g.hash(&mut self.hasher);
+            if !self.sc.mobike
+                && self
+                    .ifs
+                    .keys()
+                    .any(|o| *o != i && matches!(self.node.gate(*o, now), Gate::OpenViaVpn(_)))
+            {
+                self.truth.get_mut(&i).unwrap().excused = true;
+            }
             if g.is_open() {
                 let rel = self.rel();
                 let t = self.truth.entry(i).or_default();
@@ -518,6 +526,7 @@ impl World {
             // Upstream change: no link event; the old address stays.
             t.silent_at = Some(now);
             t.segment = Some((now, false));
+            t.excused = false;
             self.schedule_adversary(i, gen);
             return;
         }
@@ -537,7 +546,9 @@ impl World {
         self.node.handle_link(now, wall, i, LinkEvent::CarrierUp);
         let addr = self.sc.addr_on(net, i);
         self.ifs.get_mut(&i).unwrap().addr = Some(addr);
-        self.truth.get_mut(&i).unwrap().segment = Some((now, false));
+        let t = self.truth.get_mut(&i).unwrap();
+        t.segment = Some((now, false));
+        t.excused = false;
         let gw_ip = Ipv4Addr::new(addr.octets()[0], addr.octets()[1], addr.octets()[2], 1);
         let mac = match self.sc.nets[net].kind {
             NetKind::Inside { .. } => INTERNAL_MAC,
@@ -863,10 +874,10 @@ impl World {
 
     /// P4 on a working network: the gate opened within the derived bound.
     fn check_liveness(&mut self, i: u32, took: Duration) {
-        if !self.sc.working {
+        let t = &self.truth[&i];
+        if !self.sc.working || t.excused {
             return;
         }
-        let t = &self.truth[&i];
         let silent = t
             .silent_at
             .is_some_and(|s| t.changed_at.is_none_or(|c| s > c));
@@ -902,6 +913,9 @@ impl World {
             .is_some_and(|s| t.changed_at.is_none_or(|c| s > c));
         if let Some((start, opened)) = t.segment.take() {
             let connected = self.ifs.get(&i).is_some_and(|s| s.net.is_some());
+            // x-MIP: one interface at a time holds the outside path (the x-home
+            // address exists once): another interface's open VPN gate excuses.
+            let connected = connected && !t.excused;
             if working && connected && !opened && !silent && now - start > bound {
                 self.violations.push(Violation {
                     property: "P4",
