@@ -208,6 +208,15 @@ impl Iface {
     /// The data gate at `now`. Fail closed: every branch that is not proven
     /// ends in `Closed`.
     pub(crate) fn gate(&self, cfg: &Config, now: Instant) -> Gate {
+        if cfg.faulty(FaultCheck::KeepProof) {
+            // Negative control only: MN-3 broken, a status change does not close
+            // the gate while the old proof is young.
+            if let Some(p) = &self.proof {
+                if p.iface() == self.id && now < p.at() + cfg.t_monitor {
+                    return Gate::OpenInside(p.mode());
+                }
+            }
+        }
         if self.phase == Phase::Inside {
             if let Some(p) = &self.proof {
                 let holds = if cfg.faulty(FaultCheck::IgnoreTMonitor) {
