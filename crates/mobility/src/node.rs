@@ -736,15 +736,14 @@ impl MobileNode {
                 continue;
             }
             if let Some(ev) = i.via_vpn.poll_event() {
-                match ev {
+                let failed = matches!(
+                    ev,
                     ClientEvent::Denied { .. }
-                    | ClientEvent::TimedOut { .. }
-                    | ClientEvent::Expired => {
-                        if i.phase == Phase::Outside {
-                            i.set(Timer::VpnRegRetry, now + cfg.retry_after);
-                        }
-                    }
-                    _ => {}
+                        | ClientEvent::TimedOut { .. }
+                        | ClientEvent::Expired
+                );
+                if failed && i.phase == Phase::Outside {
+                    i.set(Timer::VpnRegRetry, now + cfg.retry_after);
                 }
                 continue;
             }

@@ -558,6 +558,14 @@ impl World {
             } => INTERNAL_MAC,
             NetKind::Outside { .. } => [2, 0, 0, 0, 9, net as u8],
         };
+        let domain = match self.sc.nets[net].kind {
+            // The adversary fakes the internal domain too.
+            NetKind::Inside { .. }
+            | NetKind::Outside {
+                adversary: true, ..
+            } => "corp.example",
+            NetKind::Outside { .. } => "hotel.example",
+        };
         let dhcp = Duration::from_millis(5);
         self.after(
             dhcp,
@@ -569,7 +577,7 @@ impl World {
                 i,
                 gen,
                 LinkEvent::DhcpHints {
-                    domain: Some("corp.example".into()),
+                    domain: Some(domain.into()),
                     gateway_mac: Some(mac),
                 },
             ),
