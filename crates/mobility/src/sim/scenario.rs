@@ -85,6 +85,7 @@ pub(crate) struct Scenario {
     pub(crate) working: bool,
 }
 
+/// Margin for IKE in the liveness bound (the real cores take no simulated time).
 pub(crate) const IKE_CRYPTO: Duration = Duration::from_millis(30);
 
 impl Scenario {

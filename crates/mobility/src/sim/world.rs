@@ -14,9 +14,9 @@ use std::hash::{Hash, Hasher};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::gateway::{Gateway, Sa};
+use super::gateway::{Gateway, Report};
 use super::oracle::{Check, Truth, Violation};
-use super::scenario::{NetKind, Scenario, IKE_CRYPTO};
+use super::scenario::{NetKind, Scenario};
 use crate::{
     Action, Advertisement, Config, Gate, LinkEvent, MobileNode, Outside, Transmit, Via, VpnEvent,
 };
@@ -52,8 +52,8 @@ enum Ev {
         genuine_tnc: bool,
         genuine_xha: bool,
     },
-    Ike(u32, u64),
-    Mobike(u32, u64, bool),
+    /// An IKE datagram on the interface's outer path (to the gateway or back).
+    Ike(u32, bool, ikev2::Transmit),
     User(u32),
     Adversary(u32, u64),
 }
@@ -66,7 +66,6 @@ impl Ev {
             Ev::ToHa { .. } => 2,
             Ev::ToMn { .. } => 3,
             Ev::Ike(..) => 4,
-            Ev::Mobike(..) => 5,
             Ev::User(_) => 6,
             Ev::Adversary(..) => 7,
         }
@@ -79,7 +78,6 @@ struct SimIface {
     addr: Option<Ipv4Addr>,
     /// Bumped at every move (silent ones too): packets of an older attachment are lost.
     gen: u64,
-    ike_attempt: u64,
     queue: usize,
 }
 
@@ -92,6 +90,9 @@ pub(crate) struct RunResult {
     pub(crate) first_open: Vec<Option<Duration>>,
     pub(crate) events: u64,
     pub(crate) packets_out: u64,
+    /// IKE SAs started with the real ikev2 cores, and established.
+    pub(crate) ike_started: u64,
+    pub(crate) ike_up: u64,
 }
 
 pub(crate) struct World {
@@ -112,6 +113,7 @@ pub(crate) struct World {
     hasher: DefaultHasher,
     events: u64,
     packets_out: u64,
+    ike_up: u64,
     /// Print every core output (MOBILITY_TRACE=1 with replay_one_seed).
     print: bool,
 }
@@ -182,7 +184,7 @@ impl World {
             node,
             iha,
             xha,
-            gw: Gateway::default(),
+            gw: Gateway::new(sc.seed),
             ifs: BTreeMap::new(),
             truth: BTreeMap::new(),
             queue: BTreeMap::new(),
@@ -192,6 +194,7 @@ impl World {
             hasher: DefaultHasher::new(),
             events: 0,
             packets_out: 0,
+            ike_up: 0,
             print: std::env::var_os("MOBILITY_TRACE").is_some(),
             sc,
         };
@@ -262,7 +265,9 @@ impl World {
 
     /// The outer path from the interface to the VPN gateway works now.
     fn vpn_path_ok(&self, iface: u32) -> bool {
-        let s = &self.ifs[&iface];
+        let Some(s) = self.ifs.get(&iface) else {
+            return false;
+        };
         let (Some(net), Some(addr)) = (s.net, s.addr) else {
             return false;
         };
@@ -295,10 +300,14 @@ impl World {
         loop {
             let next_ev = self.queue.keys().next().map(|(t, _)| *t);
             let next_node = self.node.poll_timeout().map(|(t, _)| t);
-            let next_ha = [self.iha.poll_timeout(), self.xha.poll_timeout()]
-                .into_iter()
-                .flatten()
-                .min();
+            let next_ha = [
+                self.iha.poll_timeout(),
+                self.xha.poll_timeout(),
+                self.gw.poll_timeout(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let Some(next) = [next_ev, next_node, next_ha].into_iter().flatten().min() else {
                 break;
             };
@@ -310,6 +319,9 @@ impl World {
             if next_ha.is_some_and(|t| t <= now) {
                 self.iha.handle_timeout(now);
                 self.xha.handle_timeout(now);
+                self.gw.handle_timeout(now);
+                self.pump_ike();
+                self.step_done(0xfe, 0);
             }
             if next_node.is_some_and(|t| t <= now) {
                 let w = self.wall();
@@ -339,6 +351,8 @@ impl World {
             first_open: self.truth.values().map(|t| t.first_open).collect(),
             events: self.events,
             packets_out: self.packets_out,
+            ike_started: self.gw.handshakes,
+            ike_up: self.ike_up,
         }
     }
 
@@ -466,32 +480,16 @@ impl World {
                 self.node
                     .handle_datagram(now, wall, iface, via, from, &payload);
             }
-            Ev::Ike(i, attempt) => {
-                if self.ifs[&i].ike_attempt != attempt {
+            Ev::Ike(i, to_gw, t) => {
+                if !self.vpn_path_ok(i) {
                     return;
                 }
-                if self.vpn_path_ok(i) {
-                    let tia = self.gw.new_tia();
-                    self.gw.sas.insert(i, Sa { tia });
-                    self.truth.get_mut(&i).unwrap().vpn_ok = Some(now);
-                    self.node.handle_vpn(now, wall, i, VpnEvent::Up { tia });
+                if to_gw {
+                    self.gw.to_responder(now, &t);
                 } else {
-                    self.gw.sas.remove(&i);
-                    self.node.handle_vpn(now, wall, i, VpnEvent::Down);
+                    self.gw.to_initiator(now, i, &t);
                 }
-            }
-            Ev::Mobike(i, attempt, ok) => {
-                if self.ifs[&i].ike_attempt != attempt {
-                    return;
-                }
-                let ok = ok && self.vpn_path_ok(i) && self.gw.sas.contains_key(&i);
-                if ok {
-                    self.truth.get_mut(&i).unwrap().vpn_ok = Some(now);
-                } else {
-                    self.gw.sas.remove(&i);
-                }
-                self.node
-                    .handle_vpn(now, wall, i, VpnEvent::MobikeAnswered { ok });
+                self.pump_ike();
             }
             Ev::User(i) => {
                 let g = self.node.gate(i, now);
@@ -796,60 +794,57 @@ impl World {
 
     fn action(&mut self, a: Action) {
         match a {
-            Action::StartIke { iface, .. } => {
-                let s = self.ifs.get_mut(&iface).unwrap();
-                s.ike_attempt += 1;
-                let attempt = s.ike_attempt;
-                self.gw.sas.remove(&iface);
-                let Some(net) = self.ifs[&iface].net else {
-                    self.after(Duration::from_secs(4), Ev::Ike(iface, attempt));
-                    return;
-                };
-                // Two exchanges, each retried after 1 s up to four times.
-                let mut took = IKE_CRYPTO;
-                for _ in 0..2 {
-                    let mut done = false;
-                    for _ in 0..4 {
-                        let (a, b) = (self.link(net), self.link(net));
-                        if let (Some(x), Some(y)) = (a.first(), b.first()) {
-                            took += *x + *y;
-                            done = true;
-                            break;
-                        }
-                        took += Duration::from_secs(1);
-                    }
-                    if !done {
-                        break;
-                    }
+            Action::StartIke { iface, local } => {
+                let now = self.now;
+                self.gw.start(now, iface, local);
+                self.pump_ike();
+            }
+            Action::MobikeUpdate { iface, local } => {
+                let now = self.now;
+                if !self.gw.mobike(now, iface, local) {
+                    let w = self.wall();
+                    self.gw.stop(iface);
+                    self.node
+                        .handle_vpn(now, w, iface, VpnEvent::MobikeAnswered { ok: false });
                 }
-                self.after(took, Ev::Ike(iface, attempt));
+                self.pump_ike();
             }
-            Action::MobikeUpdate { iface, .. } => {
-                let s = self.ifs.get_mut(&iface).unwrap();
-                s.ike_attempt += 1;
-                let attempt = s.ike_attempt;
-                let Some(net) = self.ifs[&iface].net else {
-                    self.after(Duration::from_secs(4), Ev::Mobike(iface, attempt, false));
-                    return;
-                };
-                let mut took = Duration::ZERO;
-                for _ in 0..4 {
-                    let (a, b) = (self.link(net), self.link(net));
-                    if let (Some(x), Some(y)) = (a.first(), b.first()) {
-                        took += *x + *y;
-                        self.after(took, Ev::Mobike(iface, attempt, true));
-                        return;
-                    }
-                    took += Duration::from_secs(1);
-                }
-                self.after(took, Ev::Mobike(iface, attempt, false));
-            }
-            Action::StopVpn { iface } => {
-                self.gw.sas.remove(&iface);
-                self.ifs.get_mut(&iface).unwrap().ike_attempt += 1;
-            }
+            Action::StopVpn { iface } => self.gw.stop(iface),
             Action::FlushQueue { iface } => self.ifs.get_mut(&iface).unwrap().queue = 0,
             Action::SetMode { .. } => {}
+        }
+    }
+
+    /// Carries IKE datagrams over the outer paths and tells the core what the
+    /// shell's IKE side reports.
+    fn pump_ike(&mut self) {
+        for (i, to_gw, t) in self.gw.poll_transmits() {
+            if !self.vpn_path_ok(i) {
+                continue;
+            }
+            let Some(net) = self.ifs.get(&i).and_then(|s| s.net) else {
+                continue;
+            };
+            for d in self.link(net) {
+                self.after(d, Ev::Ike(i, to_gw, t.clone()));
+            }
+        }
+        let (now, wall) = (self.now, self.wall());
+        for (i, r) in self.gw.poll_reports() {
+            let ev = match r {
+                Report::Up(tia) => {
+                    self.ike_up += 1;
+                    self.truth.get_mut(&i).unwrap().vpn_ok = Some(now);
+                    VpnEvent::Up { tia }
+                }
+                Report::Down => VpnEvent::Down,
+                Report::MobikeOk => {
+                    self.truth.get_mut(&i).unwrap().vpn_ok = Some(now);
+                    VpnEvent::MobikeAnswered { ok: true }
+                }
+                Report::MobikeFailed => VpnEvent::MobikeAnswered { ok: false },
+            };
+            self.node.handle_vpn(now, wall, i, ev);
         }
     }
 
@@ -943,9 +938,7 @@ impl World {
 fn ev_iface(ev: &Ev) -> u32 {
     match ev {
         Ev::Move(m) => m.iface,
-        Ev::Link(i, ..) | Ev::Ike(i, _) | Ev::Mobike(i, ..) | Ev::User(i) | Ev::Adversary(i, _) => {
-            *i
-        }
+        Ev::Link(i, ..) | Ev::Ike(i, ..) | Ev::User(i) | Ev::Adversary(i, _) => *i,
         Ev::ToHa { iface, .. } | Ev::ToMn { iface, .. } => *iface,
     }
 }
