@@ -25,6 +25,7 @@
 //! fires late.
 
 mod config;
+mod detect;
 mod iface;
 mod node;
 mod proof;

@@ -155,12 +155,12 @@ impl Gateway {
         }
     }
 
-    pub(crate) fn to_responder(&mut self, now: Instant, t: &Transmit) {
+    pub(crate) fn deliver_to_responder(&mut self, now: Instant, t: &Transmit) {
         self.responder
             .handle_datagram(now, t.src, t.dst, &t.payload);
     }
 
-    pub(crate) fn to_initiator(&mut self, now: Instant, iface: u32, t: &Transmit) {
+    pub(crate) fn deliver_to_initiator(&mut self, now: Instant, iface: u32, t: &Transmit) {
         if let Some(i) = self.initiators.get_mut(&iface) {
             i.handle_datagram(now, t.src, t.dst, &t.payload);
         }
@@ -205,10 +205,8 @@ impl Gateway {
                             out.push((*id, Report::Up(tia)));
                         }
                     }
-                    Event::AddressesUpdated { .. } => {
-                        if self.mobike_pending.remove(id) {
-                            out.push((*id, Report::MobikeOk));
-                        }
+                    Event::AddressesUpdated { .. } if self.mobike_pending.remove(id) => {
+                        out.push((*id, Report::MobikeOk));
                     }
                     Event::IkeSaDown { .. } => {
                         self.sas.remove(id);

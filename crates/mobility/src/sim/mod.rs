@@ -15,8 +15,10 @@
 //! [`oracle`] checks each packet that leaves against ground truth that the
 //! simulator, not the core, keeps.
 
+mod adversary;
 pub(crate) mod gateway;
 pub(crate) mod oracle;
+mod props;
 pub(crate) mod scenario;
 mod tests;
 mod world;

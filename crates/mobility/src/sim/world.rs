@@ -3,8 +3,7 @@
 
 use mip4::auth::{Algorithm, SecurityAssociation};
 use mip4::ha::{HaConfig, HomeAgent, MobileNodeConfig};
-use mip4::wire::extension::AuthKind;
-use mip4::wire::{Extension, RegistrationReply, RegistrationRequest, ReplyCode};
+use mip4::wire::{Extension, RegistrationReply};
 use mip4::Ipv4Net;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -15,11 +14,9 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::gateway::{Gateway, Report};
-use super::oracle::{Check, Truth, Violation};
+use super::oracle::{Truth, Violation};
 use super::scenario::{NetKind, Scenario};
-use crate::{
-    Action, Advertisement, Config, Gate, LinkEvent, MobileNode, Outside, Transmit, Via, VpnEvent,
-};
+use crate::{Action, Config, Gate, LinkEvent, MobileNode, Outside, Transmit, Via, VpnEvent};
 
 pub(crate) const I_HA: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 1);
 pub(crate) const X_HA: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
@@ -31,7 +28,7 @@ const I_KEY: &[u8] = b"inner-key-0123456";
 const X_KEY: &[u8] = b"outer-key-0123456";
 
 #[derive(Debug, Clone)]
-enum Ev {
+pub(super) enum Ev {
     Move(super::scenario::Move),
     Link(u32, u64, LinkEvent),
     ToHa {
@@ -73,12 +70,12 @@ impl Ev {
 }
 
 #[derive(Debug, Default, Clone)]
-struct SimIface {
-    net: Option<usize>,
-    addr: Option<Ipv4Addr>,
+pub(super) struct SimIface {
+    pub(super) net: Option<usize>,
+    pub(super) addr: Option<Ipv4Addr>,
     /// Bumped at every move (silent ones too): packets of an older attachment are lost.
-    gen: u64,
-    queue: usize,
+    pub(super) gen: u64,
+    pub(super) queue: usize,
 }
 
 /// What one run produced.
@@ -96,29 +93,29 @@ pub(crate) struct RunResult {
 }
 
 pub(crate) struct World {
-    sc: Scenario,
-    start: Instant,
-    now: Instant,
-    rng: StdRng,
-    node: MobileNode,
-    iha: HomeAgent,
-    xha: HomeAgent,
-    gw: Gateway,
-    ifs: BTreeMap<u32, SimIface>,
-    truth: BTreeMap<u32, Truth>,
-    queue: BTreeMap<(Instant, u64), Ev>,
-    seq: u64,
-    captured: Vec<Vec<u8>>,
-    violations: Vec<Violation>,
-    hasher: DefaultHasher,
-    events: u64,
-    packets_out: u64,
-    ike_up: u64,
+    pub(super) sc: Scenario,
+    pub(super) start: Instant,
+    pub(super) now: Instant,
+    pub(super) rng: StdRng,
+    pub(super) node: MobileNode,
+    pub(super) iha: HomeAgent,
+    pub(super) xha: HomeAgent,
+    pub(super) gw: Gateway,
+    pub(super) ifs: BTreeMap<u32, SimIface>,
+    pub(super) truth: BTreeMap<u32, Truth>,
+    pub(super) queue: BTreeMap<(Instant, u64), Ev>,
+    pub(super) seq: u64,
+    pub(super) captured: Vec<Vec<u8>>,
+    pub(super) violations: Vec<Violation>,
+    pub(super) hasher: DefaultHasher,
+    pub(super) events: u64,
+    pub(super) packets_out: u64,
+    pub(super) ike_up: u64,
     /// Print every core output (MOBILITY_TRACE=1 with replay_one_seed).
-    print: bool,
+    pub(super) print: bool,
 }
 
-fn sa(key: &[u8]) -> SecurityAssociation {
+pub(super) fn sa(key: &[u8]) -> SecurityAssociation {
     SecurityAssociation::new(0x100, Algorithm::HmacMd5, key)
 }
 
@@ -210,26 +207,26 @@ impl World {
         w
     }
 
-    fn rel(&self) -> Duration {
+    pub(super) fn rel(&self) -> Duration {
         self.now - self.start
     }
 
-    fn wall(&self) -> SystemTime {
+    pub(super) fn wall(&self) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(1_790_000_000) + self.rel()
     }
 
-    fn at(&mut self, rel: Duration, ev: Ev) {
+    pub(super) fn at(&mut self, rel: Duration, ev: Ev) {
         self.seq += 1;
         self.queue.insert((self.start + rel, self.seq), ev);
     }
 
-    fn after(&mut self, d: Duration, ev: Ev) {
+    pub(super) fn after(&mut self, d: Duration, ev: Ev) {
         let rel = self.rel() + d;
         self.at(rel, ev);
     }
 
     /// Delivery delays over `net` now: empty when lost, two when duplicated.
-    fn link(&mut self, net: usize) -> Vec<Duration> {
+    pub(super) fn link(&mut self, net: usize) -> Vec<Duration> {
         let t = self.rel().as_secs_f64();
         let imp = &self.sc.nets[net].imp;
         if imp.blackholes.iter().any(|(a, b)| t >= *a && t < *b) {
@@ -253,7 +250,7 @@ impl World {
         out
     }
 
-    fn nat_gen(&self, net: usize) -> usize {
+    pub(super) fn nat_gen(&self, net: usize) -> usize {
         let t = self.rel().as_secs_f64();
         self.sc.nets[net]
             .imp
@@ -264,7 +261,7 @@ impl World {
     }
 
     /// The outer path from the interface to the VPN gateway works now.
-    fn vpn_path_ok(&self, iface: u32) -> bool {
+    pub(super) fn vpn_path_ok(&self, iface: u32) -> bool {
         let Some(s) = self.ifs.get(&iface) else {
             return false;
         };
@@ -485,9 +482,9 @@ impl World {
                     return;
                 }
                 if to_gw {
-                    self.gw.to_responder(now, &t);
+                    self.gw.deliver_to_responder(now, &t);
                 } else {
-                    self.gw.to_initiator(now, i, &t);
+                    self.gw.deliver_to_initiator(now, i, &t);
                 }
                 self.pump_ike();
             }
@@ -582,97 +579,6 @@ impl World {
         );
         self.after(dhcp, Ev::Link(i, gen, LinkEvent::AddressAdded(addr)));
         self.schedule_adversary(i, gen);
-    }
-
-    fn schedule_adversary(&mut self, i: u32, gen: u64) {
-        let net = self.ifs[&i].net;
-        if let Some(net) = net {
-            if matches!(
-                self.sc.nets[net].kind,
-                NetKind::Outside {
-                    adversary: true,
-                    ..
-                }
-            ) {
-                let d = Duration::from_millis(self.rng.gen_range(1..3000));
-                self.after(d, Ev::Adversary(i, gen));
-            }
-        }
-    }
-
-    /// The adversary on an outside link: replays captured i-HA replies with
-    /// TNC, advertises as a rogue agent and as the trusted agent's address.
-    fn adversary(&mut self, i: u32, gen: u64) {
-        if self.ifs[&i].gen != gen {
-            return;
-        }
-        let (now, wall) = (self.now, self.wall());
-        if !self.captured.is_empty() {
-            let k = self.rng.gen_range(0..self.captured.len());
-            let p = self.captured[k].clone();
-            let from = SocketAddrV4::new(I_HA, 434);
-            self.node
-                .handle_datagram(now, wall, i, Via::Plain, from, &p);
-        }
-        let agent = if self.rng.gen_bool(0.5) {
-            ROGUE_AGENT
-        } else {
-            TRUSTED_AGENT
-        };
-        self.node.handle_advertisement(
-            now,
-            wall,
-            i,
-            Advertisement {
-                agent,
-                care_of: agent,
-                lifetime: 9000,
-                nai: Some("fa@corp.example".into()),
-            },
-        );
-        self.node.handle_link(
-            now,
-            wall,
-            i,
-            LinkEvent::DhcpHints {
-                domain: Some("corp.example".into()),
-                gateway_mac: Some(INTERNAL_MAC),
-            },
-        );
-        let d = Duration::from_millis(self.rng.gen_range(500..5000));
-        self.after(d, Ev::Adversary(i, gen));
-    }
-
-    /// A forged reply to a request seen on an adversary's link: right
-    /// Identification, TNC, an authenticator made with the wrong key.
-    fn forge(&mut self, i: u32, gen: u64, req: &[u8], net: usize) {
-        let Ok(r) = RegistrationRequest::parse(req) else {
-            return;
-        };
-        let rep = RegistrationReply {
-            code: ReplyCode::ACCEPTED,
-            lifetime: r.lifetime,
-            home_addr: r.home_addr,
-            home_agent: r.home_agent,
-            ident: r.ident,
-            extensions: vec![Extension::TrustedNetworksConfigured],
-        };
-        let mut b = Vec::new();
-        rep.emit(&mut b);
-        sa(b"guessed-key").append(AuthKind::MnHa, &mut b);
-        let d = self.sc.nets[net].imp.delay_min / 2;
-        self.after(
-            d,
-            Ev::ToMn {
-                iface: i,
-                gen,
-                via: Via::Plain,
-                from: SocketAddrV4::new(r.home_agent, 434),
-                payload: b,
-                genuine_tnc: false,
-                genuine_xha: false,
-            },
-        );
     }
 
     fn send_from_mn(&mut self, t: Transmit) {
@@ -845,92 +751,6 @@ impl World {
                 Report::MobikeFailed => VpnEvent::MobikeAnswered { ok: false },
             };
             self.node.handle_vpn(now, wall, i, ev);
-        }
-    }
-
-    fn user_packet_out(&mut self, i: u32, g: Gate) {
-        self.packets_out += 1;
-        let s = &self.ifs[&i];
-        let on_inside = s
-            .net
-            .is_some_and(|n| matches!(self.sc.nets[n].kind, NetKind::Inside { .. }));
-        let t = &self.truth[&i];
-        let silent = t
-            .silent_at
-            .is_some_and(|s| t.changed_at.is_none_or(|c| s > c));
-        let c = Check {
-            now: self.now,
-            rel: self.rel(),
-            iface: i,
-            truth: t,
-            t_monitor: self.sc.t_monitor,
-        };
-        let v = match g {
-            Gate::OpenInside(_) => c.plain(on_inside, silent),
-            Gate::OpenViaVpn(_) => c.vpn(self.gw.sas.contains_key(&i)),
-            _ => None,
-        };
-        if let Some(v) = v {
-            self.violations.push(v);
-        }
-    }
-
-    /// P4 on a working network: the gate opened within the derived bound.
-    fn check_liveness(&mut self, i: u32, took: Duration) {
-        let t = &self.truth[&i];
-        if !self.sc.working || t.excused {
-            return;
-        }
-        let silent = t
-            .silent_at
-            .is_some_and(|s| t.changed_at.is_none_or(|c| s > c));
-        let mut bound = self.sc.liveness_bound();
-        if silent {
-            // Undetected move: the re-registration at T_MONITOR - grace must fail first.
-            bound += self.sc.t_monitor + Duration::from_secs(12) + Duration::from_secs(3);
-        }
-        if took > bound {
-            self.violations.push(Violation {
-                property: "P4",
-                at: self.rel(),
-                iface: i,
-                detail: format!(
-                    "gate opened after {:.3}s, bound {:.3}s",
-                    took.as_secs_f64(),
-                    bound.as_secs_f64()
-                ),
-            });
-        }
-    }
-
-    /// Ends a connected segment: on a working network, a gate that never
-    /// opened although the segment outlasted the bound violates P4.
-    fn close_segment(&mut self, i: u32) {
-        let now = self.now;
-        let rel = self.rel();
-        let bound = self.sc.liveness_bound();
-        let working = self.sc.working;
-        let t = self.truth.entry(i).or_default();
-        let silent = t
-            .silent_at
-            .is_some_and(|s| t.changed_at.is_none_or(|c| s > c));
-        if let Some((start, opened)) = t.segment.take() {
-            let connected = self.ifs.get(&i).is_some_and(|s| s.net.is_some());
-            // x-MIP: one interface at a time holds the outside path (the x-home
-            // address exists once): another interface's open VPN gate excuses.
-            let connected = connected && !t.excused;
-            if working && connected && !opened && !silent && now - start > bound {
-                self.violations.push(Violation {
-                    property: "P4",
-                    at: rel,
-                    iface: i,
-                    detail: format!(
-                        "gate never opened in a {:.3}s segment, bound {:.3}s",
-                        (now - start).as_secs_f64(),
-                        bound.as_secs_f64()
-                    ),
-                });
-            }
         }
     }
 }
