@@ -76,6 +76,9 @@ pub struct Config {
     /// addresses left behind would pile up until they expire (code 135); the
     /// latest registration then carries inbound traffic. Gates are unaffected.
     pub simultaneous_bindings: bool,
+    /// MN-12: ask both MIP layers for RFC 3519 UDP tunnelling (`Some(true)`
+    /// forces it); `None` leaves it to the home agent's NAT detection.
+    pub udp_tunnel: Option<bool>,
     pub initial_rto: Duration,
     pub max_rto: Duration,
     pub max_attempts: u32,
@@ -140,6 +143,7 @@ impl Config {
             hint_xha_delay: Duration::from_millis(500),
             lifetime: 600,
             simultaneous_bindings: false,
+            udp_tunnel: None,
             initial_rto: Duration::from_secs(1),
             max_rto: Duration::from_secs(4),
             max_attempts: 4,

@@ -171,6 +171,8 @@ impl MobileNode {
                 c.simultaneous = cfg.simultaneous_bindings;
                 // MN-14: reverse tunnel whenever MIP runs inside IPsec.
                 c.reverse_tunnel = true;
+                // MN-12: RFC 3519 on both MIP layers.
+                c.udp_tunnel = cfg.udp_tunnel;
                 c
             };
             let xha = match &cfg.outside {

@@ -500,6 +500,64 @@ fn mn8_hints_never_prove_and_only_delay_the_x_ha() {
 }
 
 #[test]
+fn mn11_a_move_between_external_networks_costs_one_x_ha_registration() {
+    let mut r = Rig::new(cfg());
+    outside_cvc(&mut r, 1);
+    assert_eq!(r.gate(1), Gate::OpenViaVpn(Mode::Cvc));
+    let iked = r
+        .actions
+        .iter()
+        .filter(|a| matches!(a, Action::StartIke { .. }))
+        .count();
+    let x = r.sent_to(1, X_HA);
+    let vpn = r.sent.iter().filter(|t| t.via == Via::Vpn).count();
+    r.link(1, LinkEvent::AddressRemoved(OUT_ADDR));
+    r.link(1, LinkEvent::AddressAdded(Ipv4Addr::new(192, 168, 2, 9)));
+    assert_eq!(
+        r.gate(1),
+        Gate::OpenViaVpn(Mode::Cvc),
+        "open again after the x-HA reply"
+    );
+    assert_eq!(r.sent_to(1, X_HA), x + 1, "one x-HA registration");
+    let iked_after = r
+        .actions
+        .iter()
+        .filter(|a| matches!(a, Action::StartIke { .. }))
+        .count();
+    assert_eq!(iked_after, iked, "no IKE exchange");
+    assert_eq!(
+        r.sent.iter().filter(|t| t.via == Via::Vpn).count(),
+        vpn,
+        "the i-HA is not told"
+    );
+}
+
+#[test]
+fn mn12_udp_tunnelling_is_asked_on_both_layers() {
+    let mut c = cfg();
+    c.udp_tunnel = Some(true);
+    let mut r = Rig::new(c);
+    r.attach(1, OUT_ADDR, false, true);
+    r.advance(Duration::from_secs(1));
+    r.vpn(1, VpnEvent::Up { tia: TIA });
+    for t in r
+        .sent
+        .iter()
+        .filter(|t| *t.dst.ip() == X_HA || t.via == Via::Vpn)
+    {
+        let q = mip4::wire::RegistrationRequest::parse(&t.payload).unwrap();
+        assert!(
+            q.extensions.iter().any(|e| matches!(
+                e,
+                mip4::wire::Extension::UdpTunnelRequest { force: true, .. }
+            )),
+            "{t:?}"
+        );
+    }
+    assert!(r.sent.iter().any(|t| t.via == Via::Vpn));
+}
+
+#[test]
 fn mn13_inside_uses_the_inner_layer_only() {
     let mut r = Rig::new(cfg());
     outside_cvc(&mut r, 1);

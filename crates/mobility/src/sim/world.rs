@@ -342,6 +342,18 @@ impl World {
         for i in ids {
             self.close_segment(i);
         }
+        // P3, the other half: on a working network without silent moves the
+        // re-registration at T_MONITOR - grace always lands in time.
+        let silent = self.sc.moves.iter().any(|m| m.silent);
+        let expiries = self.node.stats().t_monitor_expiries;
+        if self.sc.working && !silent && expiries > 0 {
+            self.violations.push(Violation {
+                property: "P3",
+                at: self.rel(),
+                iface: 0,
+                detail: format!("{expiries} T_MONITOR expiries on a working network"),
+            });
+        }
         RunResult {
             violations: self.violations,
             trace: self.hasher.finish(),
