@@ -500,6 +500,45 @@ fn mn8_hints_never_prove_and_only_delay_the_x_ha() {
 }
 
 #[test]
+fn mn9_mn10_outside_the_vpn_layer_is_never_skipped() {
+    let mut c = cfg();
+    c.detection_period = Duration::ZERO;
+    let mut r = Rig::new(c);
+    r.attach(1, OUT_ADDR, false, true);
+    assert_eq!(r.node.phase(1), Phase::Outside);
+    assert_eq!(r.gate(1), Gate::Closed, "x-HA alone is not a path");
+    // The VPN is up but the i-HA has not accepted the TIA yet.
+    let (n, w) = (r.now, r.wall());
+    r.node.handle_vpn(n, w, 1, VpnEvent::Up { tia: TIA });
+    assert_eq!(
+        r.gate(1),
+        Gate::Closed,
+        "no i-MIP registration through the VPN yet"
+    );
+    let t = r.node.poll_transmit().unwrap();
+    assert_eq!(t.via, Via::Vpn);
+    let q = mip4::wire::RegistrationRequest::parse(&t.payload).unwrap();
+    assert_eq!(
+        q.care_of, TIA,
+        "MN-9: the TIA is the co-located care-of address"
+    );
+    assert!(
+        q.flags.contains(mip4::wire::Flags::T),
+        "reverse tunnelling on"
+    );
+    // Delivered by hand: the i-HA accepts the TIA.
+    let (n, w) = (r.now, r.wall());
+    r.iha.handle_datagram(n, w, t.src, t.dst, &t.payload);
+    let rep = r.iha.poll_transmit().unwrap();
+    r.node
+        .handle_datagram(n, w, 1, Via::Vpn, rep.src, &rep.payload);
+    assert_eq!(r.gate(1), Gate::OpenViaVpn(Mode::Cvc));
+    // The VPN goes down: closed at once, whatever MIP says.
+    r.vpn(1, VpnEvent::Down);
+    assert_eq!(r.gate(1), Gate::Closed);
+}
+
+#[test]
 fn mn11_a_move_between_external_networks_costs_one_x_ha_registration() {
     let mut r = Rig::new(cfg());
     outside_cvc(&mut r, 1);
