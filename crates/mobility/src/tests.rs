@@ -17,6 +17,7 @@ const X_HOME: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 50);
 const IN_ADDR: Ipv4Addr = Ipv4Addr::new(10, 1, 7, 9);
 const OUT_ADDR: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 9);
 const TIA: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 5);
+const AGENT: Ipv4Addr = Ipv4Addr::new(10, 1, 7, 1);
 
 fn sa(k: &[u8]) -> SecurityAssociation {
     SecurityAssociation::new(0x100, Algorithm::HmacMd5, k)
@@ -125,7 +126,21 @@ impl Rig {
             self.sent.push(t.clone());
             let (iha_ok, xha_ok) = self.reach.get(&t.iface).copied().unwrap_or_default();
             let (n, w) = (self.now, self.wall());
-            let to_iha = *t.dst.ip() == I_HA;
+            // A foreign agent on the link relays to the home agent named inside.
+            let via_agent = *t.dst.ip() == AGENT;
+            let q = mip4::wire::RegistrationRequest::parse(&t.payload).ok();
+            let to_iha =
+                *t.dst.ip() == I_HA || (via_agent && q.is_some_and(|q| q.home_agent == I_HA));
+            let t = if via_agent {
+                let ha = if to_iha { I_HA } else { X_HA };
+                Transmit {
+                    src: SocketAddrV4::new(AGENT, 434),
+                    dst: SocketAddrV4::new(ha, 434),
+                    ..t
+                }
+            } else {
+                t
+            };
             let ok = match t.via {
                 Via::Plain => (to_iha && iha_ok) || (*t.dst.ip() == X_HA && xha_ok),
                 Via::Vpn => to_iha,
@@ -213,6 +228,42 @@ fn mn1_modes_follow_the_attachment() {
     assert!(r.took_action(|a| matches!(a, Action::StartIke { local, .. } if *local == OUT_ADDR)));
     r.vpn(1, VpnEvent::Up { tia: TIA });
     assert_eq!(r.gate(1), Gate::OpenViaVpn(Mode::Mc));
+}
+
+#[test]
+fn mn1_mode_f_through_a_trusted_agent_and_fvc_outside() {
+    let mut c = cfg();
+    c.trusted_agents = vec![AGENT];
+    let adv = Advertisement {
+        agent: AGENT,
+        care_of: AGENT,
+        lifetime: 30,
+        nai: None,
+    };
+    // Inside, no address of our own: the agent's care-of address, proven by TNC.
+    let mut r = Rig::new(c.clone());
+    r.reach.insert(1, (true, false));
+    r.link(1, LinkEvent::CarrierUp);
+    let (n, w) = (r.now, r.wall());
+    r.node.handle_advertisement(n, w, 1, adv.clone());
+    r.pump();
+    assert_eq!(r.gate(1), Gate::OpenInside(Mode::F));
+    assert_eq!(r.node.proof(1).map(TncProof::care_of), Some(AGENT));
+    // The agent stops advertising: a status change.
+    r.advance(Duration::from_secs(31));
+    assert_eq!(r.gate(1), Gate::Closed);
+    assert_eq!(r.node.phase(1), Phase::Down);
+    // Outside through the same kind of agent: x-MIP via the agent, then the VPN.
+    let mut r = Rig::new(c);
+    r.reach.insert(1, (false, true));
+    r.link(1, LinkEvent::CarrierUp);
+    let (n, w) = (r.now, r.wall());
+    r.node.handle_advertisement(n, w, 1, adv);
+    r.pump();
+    assert_eq!(r.node.phase(1), Phase::Outside);
+    r.advance(Duration::from_secs(3));
+    r.vpn(1, VpnEvent::Up { tia: TIA });
+    assert_eq!(r.gate(1), Gate::OpenViaVpn(Mode::Fvc));
 }
 
 #[test]
