@@ -771,3 +771,40 @@ fn malformed_and_unknown_datagrams_are_counted_drops() {
     assert!(r.node.stats().dropped_datagrams >= 4);
     assert_eq!(r.gate(1), Gate::OpenInside(Mode::C));
 }
+
+#[test]
+fn random_truncated_and_replayed_input_never_panics_nor_opens_a_gate() {
+    use rand::{rngs::StdRng, Rng, SeedableRng};
+    let mut c = cfg();
+    c.outside = Outside::Mobike;
+    let mut r = Rig::new(c);
+    r.advance(Duration::from_secs(100));
+    r.attach(1, OUT_ADDR, false, false);
+    let mut rng = StdRng::seed_from_u64(5);
+    // A genuine i-HA reply with TNC to the same node, 100 s older.
+    let genuine = {
+        let mut r2 = Rig::new(cfg());
+        r2.attach(1, IN_ADDR, true, false);
+        r2.iha_replies[0].clone()
+    };
+    let from = SocketAddrV4::new(I_HA, 434);
+    for k in 0..20_000 {
+        let (n, w) = (r.now, r.wall());
+        let p: Vec<u8> = if k % 2 == 0 {
+            let len = rng.gen_range(0..80);
+            (0..len).map(|_| rng.gen()).collect()
+        } else {
+            let mut p = genuine[..rng.gen_range(0..=genuine.len())].to_vec();
+            if !p.is_empty() {
+                let at = rng.gen_range(0..p.len());
+                p[at] ^= rng.gen::<u8>();
+            }
+            p
+        };
+        let via = if rng.gen() { Via::Plain } else { Via::Vpn };
+        r.node
+            .handle_datagram(n, w, rng.gen_range(0..3), via, from, &p);
+        r.pump();
+        assert!(!matches!(r.gate(1), Gate::OpenInside(_)));
+    }
+}
