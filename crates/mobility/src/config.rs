@@ -97,6 +97,8 @@ pub enum ConfigError {
     RetransmitLongerThanGrace,
     MaxAttemptsZero,
     LifetimeZero,
+    /// A duration longer than a day (timer arithmetic must never overflow).
+    DurationTooLong(&'static str),
 }
 
 impl std::fmt::Display for ConfigError {
@@ -108,6 +110,9 @@ impl std::fmt::Display for ConfigError {
             }
             ConfigError::MaxAttemptsZero => "max_attempts must be at least 1",
             ConfigError::LifetimeZero => "lifetime must be at least 1 second",
+            ConfigError::DurationTooLong(what) => {
+                return write!(f, "{what} must not exceed one day");
+            }
         })
     }
 }
@@ -165,6 +170,18 @@ impl Config {
         }
         if self.lifetime == 0 {
             return Err(ConfigError::LifetimeZero);
+        }
+        let day = Duration::from_secs(86_400);
+        for (what, d) in [
+            ("t_monitor", self.t_monitor),
+            ("detection_period", self.detection_period),
+            ("hint_xha_delay", self.hint_xha_delay),
+            ("max_rto", self.max_rto),
+            ("retry_after", self.retry_after),
+        ] {
+            if d > day {
+                return Err(ConfigError::DurationTooLong(what));
+            }
         }
         Ok(())
     }

@@ -756,6 +756,13 @@ fn bad_configurations_are_refused() {
         MobileNode::new(c, [0; 32]).err(),
         Some(ConfigError::RetransmitLongerThanGrace)
     );
+    let mut c = cfg();
+    c.detection_period = Duration::MAX;
+    assert_eq!(
+        MobileNode::new(c, [0; 32]).err(),
+        Some(ConfigError::DurationTooLong("detection_period"))
+    );
+    assert!(cfg().validate().is_ok());
 }
 
 #[test]
