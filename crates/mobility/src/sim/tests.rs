@@ -211,7 +211,7 @@ fn time_to_connected_per_starting_situation() {
     };
     let s3 = Duration::from_secs(3);
     let z = Duration::ZERO;
-    let cases: [(&str, NetKind, bool, bool, Duration, bool); 10] = [
+    let cases: [(&str, NetKind, bool, bool, Duration, bool); 11] = [
         (
             "inside c (x-HA blocked, HA-5)",
             inside,
@@ -238,8 +238,16 @@ fn time_to_connected_per_starting_situation() {
             false,
         ),
         (
-            "outside cvc (NAT, detection 3 s, IKE waits)",
+            "outside cvc (NAT, detection 3 s, IKE waits; foreign-domain hint starts IKE)",
             outside,
+            false,
+            false,
+            s3,
+            true,
+        ),
+        (
+            "outside cvc (fake inside hints, detection 3 s, IKE waits)",
+            hostile,
             false,
             false,
             s3,
