@@ -100,6 +100,14 @@ fn count(file: &Path, filter: &str) -> usize {
     tshark(file, &["-Y", filter]).lines().count()
 }
 
+/// Frames tshark flags as malformed or with an expert warning.
+fn flagged(f: &Path) -> String {
+    tshark(
+        f,
+        &["-Y", "_ws.malformed || _ws.expert.severity >= \"Warning\""],
+    )
+}
+
 fn agent_status(lab: &Lab, sock: &str) -> Value {
     mip::status(&lab.exe, &lab.dir.join(sock)).unwrap()
 }
@@ -121,8 +129,7 @@ fn vpn_carries_registration_to_iha_and_firewall_blocks_plaintext() {
     let mut lab = Lab::build_enterprise(&exe()).unwrap();
     let pcap = lab.dir.join("pcap");
     enterprise::start_captures(&mut lab, &pcap).unwrap();
-    let (c, s) = enterprise::write_iha_config(&lab).unwrap();
-    enterprise::start_daemon(&mut lab, "ha", "iha", "ha", &c, &s).unwrap();
+    enterprise::start_agents(&mut lab).unwrap();
     let gw_up = gateway::start_gateway(&mut lab, GwAuth::Psk).unwrap();
     lab.move_mn(Segment::ExtA).unwrap();
     let mn = lab.ns("mn");
@@ -214,12 +221,22 @@ fn vpn_carries_registration_to_iha_and_firewall_blocks_plaintext() {
     // ESP and exactly one Mobile IP request (the plaintext one), never a reply.
     for seg in enterprise::OUTSIDE {
         let f = pcap.join(format!("{seg}.pcap"));
-        let bad = tshark(
-            &f,
-            &["-Y", "_ws.malformed || _ws.expert.severity >= \"Warning\""],
+        // Nothing happens on ext-nat in this test; the others carry traffic.
+        assert!(
+            seg == "ext-nat" || count(&f, "frame") > 0,
+            "{seg}.pcap is empty"
         );
+        let bad = flagged(&f);
         assert!(bad.trim().is_empty(), "{seg}.pcap: {bad}");
     }
+    // The x-FA advertises on ext-b (ICMP router advertisements with the mobility
+    // agent extension), and tshark decoded them above.
+    assert!(
+        count(
+            &pcap.join("ext-b.pcap"),
+            "icmp.type == 9 && icmp.mip.f == 1"
+        ) >= 1
+    );
     let exta = pcap.join("ext-a.pcap");
     assert!(count(&exta, "isakmp") >= 2, "no IKE on ext-a");
     assert!(
@@ -246,6 +263,46 @@ fn vpn_carries_registration_to_iha_and_firewall_blocks_plaintext() {
     );
     assert!(count(&home, &format!("mip.type == 1 && ip.src == {tia}")) >= 1);
     assert!(count(&home, &format!("mip.type == 3 && ip.dst == {tia}")) >= 1);
+
+    // Negative control: the same check flags a truncated registration request sent
+    // from ext-a to the x-HA (captured on its own file), so it can see a bad packet.
+    let neg = pcap.join("negative-control.pcap");
+    let nf = neg.display().to_string();
+    lab.spawn_prog(
+        "sw",
+        "capture-neg",
+        "tcpdump".as_ref(),
+        &[
+            "-i",
+            "br-exta",
+            "-n",
+            "--immediate-mode",
+            "-U",
+            "-w",
+            &nf,
+            "udp port 434",
+        ],
+    )
+    .unwrap();
+    let t0 = Instant::now();
+    while !std::fs::read_to_string(lab.log_path("capture-neg"))
+        .is_ok_and(|s| s.contains("listening"))
+    {
+        assert!(t0.elapsed() < Duration::from_secs(5));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut cut = request(PROBE_XHOME, XHA_ADDR, ext_a, 30);
+    cut.truncate(10);
+    assert_eq!(
+        send_rrq(&mn, None, XHA_ADDR, cut, Duration::from_millis(300)),
+        None
+    );
+    lab.stop("capture-neg", libc::SIGINT);
+    assert_eq!(
+        flagged(&neg).lines().count(),
+        1,
+        "the check cannot see a bad packet"
+    );
     let dur = t_test.elapsed();
     eprintln!("test took {dur:?}");
 }
@@ -322,10 +379,47 @@ fn xha_accepts_outside_and_drops_intranet_side() {
     .unwrap();
     assert!(route.contains(&XHA_INNER.to_string()), "{route}");
 
+    // From ext-nat, behind the internet core's masquerade: the x-HA answers through
+    // the NAT (the request's source is the NAT's address, not the care-of address).
+    lab.move_mn(Segment::ExtNat).unwrap();
+    let nat_coa = Segment::ExtNat.mn_addr();
+    let code = send_rrq(
+        &lab.ns("mn"),
+        None,
+        XHA_ADDR,
+        request(PROBE_XHOME, XHA_ADDR, nat_coa, 30),
+        Duration::from_secs(3),
+    );
+    assert!(
+        code.is_some(),
+        "no reply through the NAT\n{}",
+        lab.log_tail("xha", 10)
+    );
+    let ct = netns::run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &lab.ns("inet"),
+            "conntrack",
+            "-L",
+            "-p",
+            "udp",
+        ],
+    )
+    .unwrap_or_default();
+    assert!(
+        ct.contains("dport=434") && ct.contains("src=192.168.100.50"),
+        "{ct}"
+    );
+
     let d = diff(&before, &fw_counters(&lab).unwrap());
-    assert_eq!(d["mip_to_xha"], 1, "{d:?}");
+    assert_eq!(d["mip_to_xha"], 2, "{d:?}");
     assert_eq!(d["denied"], 0, "{d:?}");
-    eprintln!("firewall {d:?}; test took {:?}", t_test.elapsed());
+    eprintln!(
+        "x-HA reply code through the NAT {code:?}; firewall {d:?}; test took {:?}",
+        t_test.elapsed()
+    );
 }
 
 /// The certificate variant of the gateway, as an administrator writes it: a lab CA and
