@@ -28,10 +28,6 @@ pub fn gw_dir(lab: &Lab) -> PathBuf {
     lab.dir.join("gw")
 }
 
-fn vici(lab: &Lab) -> String {
-    format!("unix://{}/charon.vici", gw_dir(lab).display())
-}
-
 /// The child SA: VPN-1. The TIA may send UDP to the i-HA's port 434 (registrations) and
 /// IP-in-IP (protocol 4, `ipencap`) to the i-HA; nothing else is in the policy.
 fn children() -> String {
@@ -266,8 +262,12 @@ pub fn write_gateway(dir: &Path, auth: GwAuth) -> Result<()> {
 
 /// `swanctl <args>` against the lab's gateway (its vici socket, its swanctl directory).
 pub fn swanctl(lab: &Lab, args: &[&str]) -> Result<String> {
-    let d = gw_dir(lab);
-    let uri = vici(lab);
+    swanctl_at(&gw_dir(lab), args)
+}
+
+/// `swanctl <args>` against the charon whose files are in `d`.
+pub fn swanctl_at(d: &Path, args: &[&str]) -> Result<String> {
+    let uri = format!("unix://{}/charon.vici", d.display());
     let o = Command::new("swanctl")
         .args(args)
         .args(["--uri", &uri])
@@ -291,38 +291,106 @@ pub fn swanctl(lab: &Lab, args: &[&str]) -> Result<String> {
 pub fn start_gateway(lab: &mut Lab, auth: GwAuth) -> Result<Duration> {
     let d = gw_dir(lab);
     write_gateway(&d, auth)?;
-    let ds = d.display().to_string();
-    // A private mount namespace with an empty /run for charon; the lab directory (under
-    // /run) is bound back in so the config, log and vici socket stay where they are.
-    let script = format!(
-        "mkdir -p /mnt/mipsec-gw && mount --bind {ds} /mnt/mipsec-gw && mount -t tmpfs tmpfs /run && \
-         mkdir -p {ds} && mount --bind /mnt/mipsec-gw {ds} && \
-         STRONGSWAN_CONF={ds}/strongswan.conf exec /usr/lib/ipsec/charon"
-    );
     let t0 = Instant::now();
+    spawn_charon(lab, "gw", "charon", &d)?;
+    load(lab, "charon", &d, t0)?;
+    Ok(t0.elapsed())
+}
+
+/// Runs charon with `dir/strongswan.conf` in namespace `role`, in a private mount
+/// namespace whose /run is an empty tmpfs; `dir` (under the lab's /run directory) is
+/// bound back in, so its config, log and vici socket stay where they are. /mnt is only
+/// the private namespace's stepping stone; nothing is mounted on the host.
+fn spawn_charon(lab: &mut Lab, role: &str, name: &str, dir: &Path) -> Result<()> {
+    let ds = dir.display().to_string();
+    let script = format!(
+        "mount --bind {ds} /mnt && mount -t tmpfs tmpfs /run && mkdir -p {ds} && \
+         mount --bind /mnt {ds} && STRONGSWAN_CONF={ds}/strongswan.conf exec /usr/lib/ipsec/charon"
+    );
     lab.spawn_prog(
-        "gw",
-        "charon",
+        role,
+        name,
         "unshare".as_ref(),
         &["-m", "--propagation", "private", "sh", "-c", &script],
     )?;
+    Ok(())
+}
+
+/// `swanctl --load-all` against the charon in `dir` until it answers (15 s at most).
+fn load(lab: &mut Lab, name: &str, dir: &Path, t0: Instant) -> Result<()> {
     loop {
         std::thread::sleep(Duration::from_millis(50));
-        if !lab.is_running("charon") {
+        if !lab.is_running(name) {
             return Err(other(format!(
-                "charon exited at start:\n{}\n{}",
-                lab.log_tail("charon", 20),
-                std::fs::read_to_string(d.join("charon.log")).unwrap_or_default()
+                "{name} exited at start:\n{}\n{}",
+                lab.log_tail(name, 20),
+                std::fs::read_to_string(dir.join("charon.log")).unwrap_or_default()
             )));
         }
-        match swanctl(lab, &["--load-all"]) {
-            Ok(_) => return Ok(t0.elapsed()),
+        match swanctl_at(dir, &["--load-all"]) {
+            Ok(_) => return Ok(()),
             Err(e) if t0.elapsed() > Duration::from_secs(15) => {
-                return Err(other(format!("gateway did not load: {e}")))
+                return Err(other(format!("{name} did not load: {e}")))
             }
             Err(_) => {}
         }
     }
+}
+
+/// strongSwan's own charon as the mobile node's client, certificate variant: the MN's
+/// DN identity, its PEM certificate and key and the lab CA in a swanctl directory,
+/// asking for a virtual IP and the VPN-1 selectors. Runs in the `mn` namespace
+/// (process `sw-client`); returns once `swanctl --initiate` has brought the CHILD_SA
+/// up, with the time that took.
+pub fn start_strongswan_client(lab: &mut Lab) -> Result<Duration> {
+    let d = lab.dir.join("swclient");
+    let sw = d.join("swanctl");
+    let pki_dir = gw_dir(lab).join("swanctl");
+    for sub in ["x509ca", "x509", "private"] {
+        std::fs::create_dir_all(sw.join(sub))?;
+    }
+    std::fs::copy(
+        pki_dir.join("x509ca/caCert.pem"),
+        sw.join("x509ca/caCert.pem"),
+    )?;
+    std::fs::copy(pki_dir.join("mn/mnCert.pem"), sw.join("x509/mnCert.pem"))?;
+    std::fs::copy(pki_dir.join("mn/mnKey.pem"), sw.join("private/mnKey.pem"))?;
+    let conf = format!(
+        "connections {{
+  enterprise {{
+    remote_addrs = {GW_OUTER}
+    vips = 0.0.0.0
+    proposals = aes256gcm16-prfsha256-x25519
+    local {{
+      auth = pubkey
+      certs = mnCert.pem
+      id = \"{MN_DN}\"
+    }}
+    remote {{
+      auth = pubkey
+      id = \"{GW_DN}\"
+    }}
+    children {{
+      mip {{
+        # Whatever the gateway allows (it narrows to VPN-1). Asking for exactly
+        # {HA_ADDR}/32 would narrow the gateway's selector to a range without a
+        # gateway address, which kernel-libipsec cannot route (see children()).
+        remote_ts = 0.0.0.0/0
+        esp_proposals = aes256gcm16
+      }}
+    }}
+  }}
+}}
+"
+    );
+    crate::mip::write_private(&sw.join("swanctl.conf"), &conf)?;
+    std::fs::write(d.join("strongswan.conf"), strongswan_conf(&d))?;
+    let t0 = Instant::now();
+    spawn_charon(lab, "mn", "sw-client", &d)?;
+    load(lab, "sw-client", &d, t0)?;
+    let t1 = Instant::now();
+    swanctl_at(&d, &["--initiate", "--child", "mip", "--timeout", "10"])?;
+    Ok(t1.elapsed())
 }
 
 /// The mobile node's `mipsec vpn` configuration (PSK variant) for an MN whose physical

@@ -426,15 +426,18 @@ fn xha_accepts_outside_and_drops_intranet_side() {
 /// the gateway's certificate made with strongSwan's `pki` (ECDSA P-256, PEM) in
 /// swanctl's `x509ca/`, `x509/` and `private/` directories, DN identities. charon loads
 /// it with `swanctl --load-all`: the connection shows the gateway's DN, the certificate
-/// is listed with its subject and has its private key.
+/// is listed with its subject and has its private key, and the CA key is not there.
 ///
-/// `mipsec vpn` does not speak DN identities or PEM files on this branch, so no client
-/// connects here (the PSK test above is the end-to-end proof).
+/// `mipsec vpn` speaks neither DN identities nor PEM files on this branch, so the
+/// client here is strongSwan's own charon in the MN namespace on ext-a, with the MN's
+/// DN and PEM files: the gateway authenticates it by certificate, hands it a TIA, and
+/// a registration request from that TIA reaches the i-HA through the tunnel (VPN-1).
 #[test]
-fn certificate_gateway_loads_as_admin_writes_it() {
-    let Some(_g) = lab_lock("certificate_gateway_loads_as_admin_writes_it") else {
+fn certificate_gateway_as_admin_writes_it() {
+    let Some(_g) = lab_lock("certificate_gateway_as_admin_writes_it") else {
         return;
     };
+    let t_test = Instant::now();
     let mut lab = Lab::build_enterprise(&exe()).unwrap();
     let up = gateway::start_gateway(&mut lab, GwAuth::Cert).unwrap();
     let conns = gateway::swanctl(&lab, &["--list-conns"]).unwrap();
@@ -448,5 +451,32 @@ fn certificate_gateway_loads_as_admin_writes_it() {
     assert!(certs.contains("CN=mipsec lab Root CA"), "{certs}");
     let sw = gateway::gw_dir(&lab).join("swanctl");
     assert!(!sw.join("caKey.pem").exists(), "CA key on the gateway");
-    eprintln!("certificate gateway up in {up:?}");
+
+    let (c, s) = enterprise::write_iha_config(&lab).unwrap();
+    enterprise::start_daemon(&mut lab, "ha", "iha", "ha", &c, &s).unwrap();
+    lab.move_mn(Segment::ExtA).unwrap();
+    let child_up = gateway::start_strongswan_client(&mut lab).unwrap();
+    let sas = gateway::swanctl(&lab, &["--list-sas"]).unwrap();
+    assert!(
+        sas.contains("ESTABLISHED") && sas.contains(enterprise::MN_DN),
+        "{sas}"
+    );
+    let tia: Ipv4Addr = sas
+        .split('[')
+        .filter_map(|p| p.split(']').next())
+        .filter_map(|a| a.parse().ok())
+        .find(|a| ipnet_contains("10.99.0.0/24", *a))
+        .unwrap_or_else(|| panic!("no TIA in {sas}"));
+    let code = send_rrq(
+        &lab.ns("mn"),
+        Some(tia),
+        HA_ADDR,
+        request(PROBE_HOA, HA_ADDR, tia, 30),
+        Duration::from_secs(3),
+    );
+    assert_eq!(code, Some(0), "{}", lab.log_tail("iha", 10));
+    eprintln!(
+        "certificate gateway loaded in {up:?}; strongSwan client CHILD_SA up in {child_up:?}, TIA {tia}; test took {:?}",
+        t_test.elapsed()
+    );
 }
