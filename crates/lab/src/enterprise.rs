@@ -1,18 +1,11 @@
 //! The enterprise lab of RFC 5265 Figure 1 (RFC 4093 deployment 2.1), built around the
-//! base lab of `topo.rs` (home, int-a, int-b, int-c, servers stay as they are):
+//! base lab of `topo.rs` (home, int-a, int-b, int-c, servers stay as they are). The
+//! drawing and address plan are in the crate README ("Enterprise lab").
 //!
-//! ```text
-//!  intranet (base lab)           gwin 10.50.0.0/24       DMZ 192.0.2.0/24          core 198.18.0.0/24
-//!  rt eth6 10.50.0.254 --------- gw eth0 .1  [strongSwan] gw eth1 .1
-//!                       \\------ xha eth1 .2 (HA-5 side)  xha eth0 .2 (x-HA)
-//!                                                          fw eth0 .254 [nftables] fw eth1 .1 --- inet eth0 .254
-//!  inet eth1 198.51.100.254 ext-a (MN .50)   inet eth2 203.0.113.254 ext-b (x-FA .1)
-//!  inet eth3 192.168.100.254 ext-nat (MN .50, masqueraded by inet)
-//! ```
-//!
-//! TIA pool 10.99.0.0/24 (routed by rt to the gateway), x-home network 100.64.0.0/24
-//! (virtual, at the x-HA 192.0.2.2). Every segment is a bridge in the switch namespace,
-//! so the MN's port moves onto ext-a/ext-b/ext-nat as onto any other segment.
+//! TIA pool 10.99.0.0/24 (routed by rt to the gateway's inner leg 10.10.0.2 on the home
+//! network), x-home network 100.64.0.0/24 (virtual, at the x-HA 100.64.0.1, reached via
+//! its DMZ address 192.0.2.2). Every segment is a bridge in the switch namespace, so
+//! the MN's port moves onto ext-a/ext-b/ext-nat as onto any other segment.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
