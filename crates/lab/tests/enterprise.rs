@@ -41,9 +41,14 @@ fn lab_lock(test: &str) -> Option<MutexGuard<'static, ()>> {
     Some(g)
 }
 
+/// A request signed with the lab's probe key, asking for reverse tunnelling.
 fn request(hoa: Ipv4Addr, ha: Ipv4Addr, coa: Ipv4Addr, lifetime: u16) -> Vec<u8> {
+    request_flags(FLAG_T, hoa, ha, coa, lifetime)
+}
+
+fn request_flags(flags: u8, hoa: Ipv4Addr, ha: Ipv4Addr, coa: Ipv4Addr, lifetime: u16) -> Vec<u8> {
     let r = Request {
-        flags: FLAG_T,
+        flags,
         lifetime,
         home_address: hoa,
         home_agent: ha,
@@ -413,8 +418,42 @@ fn xha_accepts_outside_and_drops_intranet_side() {
         "{ct}"
     );
 
+    // On ext-b, through the x-FA (no address for the MN there): the visitor sends from
+    // its x-home address to the agent; the agent relays the request to the x-HA and
+    // the reply back, and the x-HA binds the x-home address to the agent's care-of.
+    lab.move_mn(Segment::ExtB).unwrap();
+    let mn = lab.ns("mn");
+    let xfa = Segment::ExtB.mn_addr();
+    for args in [
+        vec!["addr", "add", "100.64.0.101/32", "dev", "eth0"],
+        vec!["route", "add", "203.0.113.1/32", "dev", "eth0"],
+    ] {
+        let mut a = vec!["-n", mn.as_str()];
+        a.extend(args);
+        netns::run("ip", &a).unwrap();
+    }
+    // No reverse tunnelling asked of the agent.
+    let via_fa = request_flags(0, PROBE_XHOME, XHA_ADDR, xfa, 30);
+    let code = send_rrq(&mn, Some(PROBE_XHOME), xfa, via_fa, Duration::from_secs(3));
+    assert_eq!(
+        code,
+        Some(0),
+        "{}\n{}",
+        lab.log_tail("xfa", 10),
+        lab.log_tail("xha", 10)
+    );
+    let xha = agent_status(&lab, "xha.sock");
+    let binding = xha["bindings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|b| b["home_address"] == PROBE_XHOME.to_string())
+        .cloned()
+        .unwrap_or(Value::Null);
+    assert_eq!(binding["care_of"], xfa.to_string(), "{xha}");
+
     let d = diff(&before, &fw_counters(&lab).unwrap());
-    assert_eq!(d["mip_to_xha"], 2, "{d:?}");
+    assert_eq!(d["mip_to_xha"], 3, "{d:?}");
     assert_eq!(d["denied"], 0, "{d:?}");
     eprintln!(
         "x-HA reply code through the NAT {code:?}; firewall {d:?}; test took {:?}",
