@@ -139,12 +139,14 @@ fn pki(args: &[&str], out: &Path) -> Result<()> {
 
 /// The lab CA, the gateway's and the MN's certificates and keys, in PEM, laid out as
 /// strongSwan's documentation does: `x509ca/caCert.pem`, `x509/vpnCert.pem`,
-/// `private/vpnKey.pem`; the MN's files go to `dir/mn/` (mnCert.pem, mnKey.pem).
-pub fn make_pki(dir: &Path) -> Result<()> {
-    for sub in ["x509ca", "x509", "private", "mn"] {
+/// `private/vpnKey.pem` under `dir`. The CA key and the MN's files (mnCert.pem,
+/// mnKey.pem, a copy of caCert.pem) go to `offline`, which is not the gateway's.
+pub fn make_pki(dir: &Path, offline: &Path) -> Result<()> {
+    for sub in ["x509ca", "x509", "private"] {
         std::fs::create_dir_all(dir.join(sub))?;
     }
-    let ca_key = dir.join("caKey.pem");
+    std::fs::create_dir_all(offline)?;
+    let ca_key = offline.join("caKey.pem");
     let ca = dir.join("x509ca/caCert.pem");
     let s = |p: &Path| p.display().to_string();
     pki(
@@ -187,8 +189,8 @@ pub fn make_pki(dir: &Path) -> Result<()> {
         (
             MN_DN,
             MN_ID,
-            dir.join("mn/mnKey.pem"),
-            dir.join("mn/mnCert.pem"),
+            offline.join("mnKey.pem"),
+            offline.join("mnCert.pem"),
             "clientAuth",
         ),
     ] {
@@ -244,8 +246,14 @@ pub fn make_pki(dir: &Path) -> Result<()> {
         let _ = std::fs::remove_file(req);
     }
     // The CA key has no business on the gateway.
-    std::fs::rename(&ca_key, dir.join("mn/caKey.pem"))?;
+    std::fs::copy(&ca, offline.join("caCert.pem"))?;
     Ok(())
+}
+
+/// Where the CA key and the MN's certificate and key are kept: next to the gateway's
+/// directory `gw`, not inside it.
+pub fn mn_pki_dir(gw: &Path) -> PathBuf {
+    gw.with_file_name("pki-offline")
 }
 
 /// Writes the gateway's files for `auth` into `dir` (strongswan.conf and swanctl/).
@@ -253,7 +261,7 @@ pub fn write_gateway(dir: &Path, auth: GwAuth) -> Result<()> {
     let sw = dir.join("swanctl");
     std::fs::create_dir_all(&sw)?;
     if auth == GwAuth::Cert {
-        make_pki(&sw)?;
+        make_pki(&sw, &mn_pki_dir(dir))?;
     }
     crate::mip::write_private(&sw.join("swanctl.conf"), &swanctl_conf(auth))?;
     std::fs::write(dir.join("strongswan.conf"), strongswan_conf(dir))?;
@@ -345,16 +353,13 @@ fn load(lab: &mut Lab, name: &str, dir: &Path, t0: Instant) -> Result<()> {
 pub fn start_strongswan_client(lab: &mut Lab) -> Result<Duration> {
     let d = lab.dir.join("swclient");
     let sw = d.join("swanctl");
-    let pki_dir = gw_dir(lab).join("swanctl");
+    let pki_dir = mn_pki_dir(&gw_dir(lab));
     for sub in ["x509ca", "x509", "private"] {
         std::fs::create_dir_all(sw.join(sub))?;
     }
-    std::fs::copy(
-        pki_dir.join("x509ca/caCert.pem"),
-        sw.join("x509ca/caCert.pem"),
-    )?;
-    std::fs::copy(pki_dir.join("mn/mnCert.pem"), sw.join("x509/mnCert.pem"))?;
-    std::fs::copy(pki_dir.join("mn/mnKey.pem"), sw.join("private/mnKey.pem"))?;
+    std::fs::copy(pki_dir.join("caCert.pem"), sw.join("x509ca/caCert.pem"))?;
+    std::fs::copy(pki_dir.join("mnCert.pem"), sw.join("x509/mnCert.pem"))?;
+    std::fs::copy(pki_dir.join("mnKey.pem"), sw.join("private/mnKey.pem"))?;
     let conf = format!(
         "connections {{
   enterprise {{

@@ -489,7 +489,20 @@ fn certificate_gateway_as_admin_writes_it() {
     );
     assert!(certs.contains("CN=mipsec lab Root CA"), "{certs}");
     let sw = gateway::gw_dir(&lab).join("swanctl");
-    assert!(!sw.join("caKey.pem").exists(), "CA key on the gateway");
+    let on_gw = netns::run(
+        "find",
+        &[
+            &gateway::gw_dir(&lab).display().to_string(),
+            "-name",
+            "*.pem",
+        ],
+    )
+    .unwrap();
+    assert!(
+        !on_gw.contains("caKey") && !on_gw.contains("mnKey"),
+        "{on_gw}"
+    );
+    assert!(sw.join("private/vpnKey.pem").exists() && sw.join("x509/vpnCert.pem").exists());
 
     let (c, s) = enterprise::write_iha_config(&lab).unwrap();
     enterprise::start_daemon(&mut lab, "ha", "iha", "ha", &c, &s).unwrap();
