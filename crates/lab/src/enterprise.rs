@@ -165,12 +165,11 @@ pub fn setup(lab: &mut Lab) -> Result<()> {
     ip(&["-n", &xfa, "addr", "add", "203.0.113.1/24", "dev", "eth0"])?;
     ip(&["-n", &xfa, "link", "set", "eth0", "up"])?;
     // (role, destination, via)
-    let routes: [(&str, &str, &str); 13] = [
+    let routes: [(&str, &str, &str); 12] = [
         ("gw", "default", "192.0.2.254"),
         ("gw", "10.0.0.0/8", "10.10.0.254"),
         ("gw", XHOME_NET, "192.0.2.2"),
         ("xha", "default", "192.0.2.254"),
-        ("xha", "10.0.0.0/8", "10.50.0.254"),
         ("fw", "default", "198.18.0.254"),
         // Outside packets for intranet addresses reach the firewall (and stop there).
         ("fw", "10.0.0.0/8", "192.0.2.1"),
@@ -207,6 +206,11 @@ pub fn setup(lab: &mut Lab) -> Result<()> {
     let nat = "table ip nat {\n chain post {\n  type nat hook postrouting priority 100;\n  ip saddr 192.168.100.0/24 oifname != \"eth3\" masquerade\n }\n}\n";
     load_nft(lab, "inet", "inet-nat.nft", nat)?;
     load_nft(lab, "fw", "border.nft", &border_rules())?;
+    // The x-HA's intranet leg only receives (and HA-5 drops) requests: it has no route
+    // into the intranet, and nothing is forwarded out of it, so a packet decapsulated
+    // from an outside tunnel cannot enter the intranet there.
+    let leg = "table inet xha_leg {\n chain forward {\n  type filter hook forward priority 0;\n  oifname \"eth1\" counter drop\n }\n}\n";
+    load_nft(lab, "xha", "xha-leg.nft", leg)?;
     Ok(())
 }
 

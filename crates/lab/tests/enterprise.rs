@@ -383,6 +383,12 @@ fn xha_accepts_outside_and_drops_intranet_side() {
     )
     .unwrap();
     assert!(route.contains(&XHA_INNER.to_string()), "{route}");
+    // ... and the x-HA has no way back into the intranet on that leg.
+    let back = netns::run("ip", &["-n", &lab.ns("xha"), "route", "get", "10.10.0.1"]).unwrap();
+    assert!(
+        back.contains("192.0.2.254") && !back.contains("eth1"),
+        "{back}"
+    );
 
     // From ext-nat, behind the internet core's masquerade: the x-HA answers through
     // the NAT (the request's source is the NAT's address, not the care-of address).
