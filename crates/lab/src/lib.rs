@@ -4,6 +4,8 @@
 //! shared helpers. See README.md.
 
 pub mod bench;
+pub mod enterprise;
+pub mod gateway;
 pub mod mip;
 pub mod netns;
 pub mod scenario;

@@ -14,7 +14,12 @@ const USAGE: &str = "usage:
                   [--flush-nat] [--keep]
   mipsec-lab bench [--repeat N] [--secs SECS]
   mipsec-lab up [--plain]          build the lab (and daemons) and wait for Ctrl-C
-  mipsec-lab move PREFIX SEGMENT   move the MN of a running lab (home, int-a, int-b, int-c, nat)
+  mipsec-lab up --enterprise [--cert] [--pcap DIR]
+                                   the enterprise lab of RFC 5265 Figure 1: strongSwan gateway
+                                   (PSK, or certificates with --cert), i-HA, x-HA, x-FA, border
+                                   firewall, ext-a/ext-b/ext-nat; one capture per segment in DIR
+  mipsec-lab move PREFIX SEGMENT   move the MN of a running lab (home, int-a, int-b, int-c, nat;
+                                   enterprise lab also ext-a, ext-b, ext-nat)
   mipsec-lab cleanup [--all]       remove leftovers of earlier runs (--all: also live ones)
   mipsec-lab mipsec <args...>      the mipsec CLI (daemons, status)
   mipsec-lab serve [--tcp PORT] [--udp PORT]   CN helper: TCP sink/source + UDP echo";
@@ -79,7 +84,7 @@ fn check_args(cmd: &str, args: &[String]) -> Result<(), String> {
             &["--plain", "--keep", "--flush-nat"],
         ),
         "bench" => (&["--repeat", "--secs"], &[]),
-        "up" => (&[], &["--plain"]),
+        "up" => (&["--pcap"], &["--plain", "--enterprise", "--cert"]),
         "cleanup" => (&[], &["--all"]),
         "serve" => (&["--tcp", "--udp"], &[]),
         _ => return Ok(()),
@@ -158,6 +163,10 @@ fn run(cmd: &str, args: &[String]) -> lab::Result<ExitCode> {
             lab::bench::run(&exe()?, &o)?;
             Ok(ExitCode::SUCCESS)
         }
+        "up" if flag(args, "--enterprise") => {
+            up_enterprise(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
         "up" => {
             let ml = scenario::MipLab::start(&exe()?, !flag(args, "--plain"), 300)?;
             println!(
@@ -179,5 +188,42 @@ fn run(cmd: &str, args: &[String]) -> lab::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         _ => Err(bad(format!("unknown command {cmd}\n{USAGE}"))),
+    }
+}
+
+/// `mipsec-lab up --enterprise`: builds the enterprise lab, starts the CN helper, the
+/// agents and the gateway (and captures), prints how to use it, waits for Ctrl-C.
+fn up_enterprise(args: &[String]) -> lab::Result<()> {
+    use lab::enterprise;
+    use lab::gateway::{self, GwAuth};
+    let auth = if flag(args, "--cert") {
+        GwAuth::Cert
+    } else {
+        GwAuth::Psk
+    };
+    let mut l = lab::topo::Lab::build_enterprise(&exe()?)?;
+    if let Some(dir) = opt(args, "--pcap") {
+        let files = enterprise::start_captures(&mut l, std::path::Path::new(dir))?;
+        println!("capturing {} segments into {dir}", files.len());
+    }
+    l.spawn("cn", "cn-serve", &["serve"])?;
+    enterprise::start_agents(&mut l)?;
+    let up = gateway::start_gateway(&mut l, auth)?;
+    let (vpn, _) = gateway::vpn_config(&l)?;
+    let p = l.prefix.clone();
+    println!(
+        "enterprise lab {p} is up (gateway {auth:?}, loaded in {} ms); files in {}
+  namespaces {p}{{sw,rt,ha,mn,cn,fa,ev,gw,fw,xha,inet,xfa}}
+  move the MN:      mipsec-lab move {p} ext-a     (ext-b, ext-nat, home, int-a, ...)
+  VPN from the MN:  ip netns exec {p}mn mipsec-lab mipsec vpn --config {vpn}   (PSK)
+  gateway SAs:      SWANCTL_DIR={d}/gw/swanctl swanctl --list-sas --uri unix://{d}/gw/charon.vici
+  firewall:         ip netns exec {p}fw nft list counters
+Ctrl-C removes it",
+        up.as_millis(),
+        l.dir.display(),
+        d = l.dir.display()
+    );
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
     }
 }

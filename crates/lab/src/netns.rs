@@ -35,6 +35,15 @@ pub const RUN_DIR: &str = "/run/mipsec-lab";
 /// foreign agent's link (int-b, 10.30.0.66), for the hostile-link tests.
 pub const ROLES: [&str; 7] = ["sw", "rt", "ha", "mn", "cn", "fa", "ev"];
 
+/// The extra roles of the enterprise lab (RFC 5265 Figure 1, see `enterprise.rs`): the
+/// VPN gateway, the border firewall, the external home agent in the DMZ, the internet
+/// core router (which also masquerades ext-nat) and the external foreign agent on ext-b.
+pub const ENTERPRISE_ROLES: [&str; 5] = ["gw", "fw", "xha", "inet", "xfa"];
+
+fn all_roles() -> impl Iterator<Item = &'static str> {
+    ROLES.iter().chain(ENTERPRISE_ROLES.iter()).copied()
+}
+
 /// Runs a command and returns its stdout; a non-zero exit becomes an error with stderr.
 pub fn run(prog: &str, args: &[&str]) -> Result<String> {
     let out = Command::new(prog)
@@ -85,7 +94,7 @@ pub fn lab_prefix_of(name: &str) -> Option<&str> {
     if !b[2..6].iter().all(|c| c.is_ascii_hexdigit()) {
         return None;
     }
-    ROLES.contains(&&name[7..]).then_some(&name[..7])
+    all_roles().any(|r| r == &name[7..]).then_some(&name[..7])
 }
 
 /// Sends `sig` to `pid`; errors (already gone) are ignored.
@@ -106,7 +115,7 @@ fn alive(pid: i32) -> bool {
 /// Kills every process in the lab's namespaces and deletes them and the run directory.
 /// Safe to call repeatedly and on partial labs.
 pub fn destroy_prefix(prefix: &str) {
-    let nss: Vec<String> = ROLES.iter().map(|r| format!("{prefix}{r}")).collect();
+    let nss: Vec<String> = all_roles().map(|r| format!("{prefix}{r}")).collect();
     let existing = list_netns();
     let present: Vec<&String> = nss.iter().filter(|n| existing.contains(n)).collect();
     for sig in [libc::SIGTERM, libc::SIGKILL] {
@@ -298,6 +307,7 @@ mod tests {
         assert_eq!(lab_prefix_of("ml1a2b-sw"), Some("ml1a2b-"));
         assert_eq!(lab_prefix_of("ml1A2b-mn"), Some("ml1A2b-"));
         assert_eq!(lab_prefix_of("ml1a2b-xx"), None);
+        assert_eq!(lab_prefix_of("ml1a2b-xha"), Some("ml1a2b-"));
         assert_eq!(lab_prefix_of("mlzz2b-sw"), None);
         assert_eq!(lab_prefix_of("ikss447cl"), None);
         assert_eq!(lab_prefix_of("ml1a2b"), None);

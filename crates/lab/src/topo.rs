@@ -33,6 +33,12 @@ pub enum Segment {
     IntC,
     /// Behind a masquerading NAT.
     Nat,
+    /// Enterprise lab only (see `enterprise.rs`): outside, co-located care-of addresses.
+    ExtA,
+    /// Enterprise lab only: outside, served by the x-HA's foreign agent, no addresses.
+    ExtB,
+    /// Enterprise lab only: outside, behind the internet core's masquerade (a hotel).
+    ExtNat,
 }
 
 impl Segment {
@@ -43,15 +49,21 @@ impl Segment {
             Segment::IntB => "int-b",
             Segment::IntC => "int-c",
             Segment::Nat => "nat",
+            Segment::ExtA => "ext-a",
+            Segment::ExtB => "ext-b",
+            Segment::ExtNat => "ext-nat",
         }
     }
-    fn bridge(self) -> &'static str {
+    pub fn bridge(self) -> &'static str {
         match self {
             Segment::Home => "br-home",
             Segment::IntA => "br-inta",
             Segment::IntB => "br-intb",
             Segment::IntC => "br-intc",
             Segment::Nat => "br-nat",
+            Segment::ExtA => "br-exta",
+            Segment::ExtB => "br-extb",
+            Segment::ExtNat => "br-extnat",
         }
     }
     /// The address the lab's "DHCP" gives the MN on this segment, which is also the
@@ -63,12 +75,15 @@ impl Segment {
             Segment::IntB => FA_ADDR,
             Segment::IntC => Ipv4Addr::new(10, 60, 0, 50),
             Segment::Nat => Ipv4Addr::new(192, 168, 1, 50),
+            Segment::ExtA => Ipv4Addr::new(198, 51, 100, 50),
+            Segment::ExtB => XFA_ADDR,
+            Segment::ExtNat => Ipv4Addr::new(192, 168, 100, 50),
         }
     }
 
     /// Whether the lab plays DHCP on this segment.
     pub fn has_dhcp(self) -> bool {
-        self != Segment::IntB
+        !matches!(self, Segment::IntB | Segment::ExtB)
     }
     /// The segment's router (x.x.x.254).
     pub fn gateway(self) -> Ipv4Addr {
@@ -82,6 +97,9 @@ impl Segment {
             "int-b" | "intb" => Some(Segment::IntB),
             "int-c" | "intc" => Some(Segment::IntC),
             "nat" => Some(Segment::Nat),
+            "ext-a" | "exta" => Some(Segment::ExtA),
+            "ext-b" | "extb" => Some(Segment::ExtB),
+            "ext-nat" | "extnat" => Some(Segment::ExtNat),
             _ => None,
         }
     }
@@ -92,6 +110,8 @@ pub const MN_HOME: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 100);
 pub const CN_ADDR: Ipv4Addr = Ipv4Addr::new(10, 40, 0, 10);
 /// The foreign agent on int-b (its address and the care-of address it offers).
 pub const FA_ADDR: Ipv4Addr = Ipv4Addr::new(10, 30, 0, 1);
+/// The x-HA's foreign agent on ext-b (enterprise lab).
+pub const XFA_ADDR: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
 /// A stranger's host on the foreign agent's link (namespace role `ev`).
 pub const STRANGER_ADDR: Ipv4Addr = Ipv4Addr::new(10, 30, 0, 66);
 /// The NAT's address towards the inside (what the HA sees behind it).
@@ -132,6 +152,15 @@ impl Lab {
             keep: false,
         };
         lab.setup()?; // on error, Drop removes whatever exists
+        Ok(lab)
+    }
+
+    /// Builds the lab of [`Lab::build`] plus the enterprise of RFC 5265 Figure 1 around
+    /// it (VPN gateway, DMZ with the x-HA, border firewall, internet core, ext-a, ext-b,
+    /// ext-nat; see `enterprise.rs`). No daemon is started. The MN starts at home.
+    pub fn build_enterprise(exe: &Path) -> Result<Lab> {
+        let mut lab = Lab::build(exe)?;
+        crate::enterprise::setup(&mut lab)?;
         Ok(lab)
     }
 
