@@ -226,6 +226,9 @@ struct Parsed {
     udp_request: Option<bool>,
     unknown_nonskippable: bool,
     malformed: bool,
+    /// Well-formed extensions after MN-HA that RFC 5944 does not allow there
+    /// (see [`crate::trailer`]).
+    bad_trailer: bool,
 }
 
 impl HomeAgent {
@@ -452,6 +455,7 @@ impl HomeAgent {
             udp_request: None,
             unknown_nonskippable: false,
             malformed: false,
+            bad_trailer: false,
         };
         for e in ExtensionIter::new(payload, REQUEST_FIXED_LEN) {
             let e = match e {
@@ -462,8 +466,15 @@ impl HomeAgent {
                 }
             };
             match e.ty {
-                // Extensions after MN-HA are the foreign agent's business.
-                ExtensionType::MN_HA_AUTH => break,
+                // After MN-HA: only what RFC 5944 allows there (crate::trailer).
+                ExtensionType::MN_HA_AUTH => {
+                    match crate::trailer::check_after_mn_ha(payload, e.offset + e.raw.len()) {
+                        Ok(()) => {}
+                        Err(crate::trailer::TrailerError::Malformed) => p.malformed = true,
+                        Err(crate::trailer::TrailerError::NotAllowed(_)) => p.bad_trailer = true,
+                    }
+                    break;
+                }
                 ExtensionType::ENCAP_DELIVERY_STYLE => {}
                 ExtensionType::NAI | ExtensionType::UDP_TUNNEL_REQUEST => {
                     match Extension::parse(&e) {
@@ -588,7 +599,7 @@ impl HomeAgent {
         }
 
         // 3. The rest of the request.
-        let deny = if parsed.unknown_nonskippable {
+        let deny = if parsed.unknown_nonskippable || parsed.bad_trailer {
             Some(ReplyCode::HA_POORLY_FORMED_REQUEST)
         } else if req.home_agent != self.cfg.address {
             Some(ReplyCode::HA_UNKNOWN_HA_ADDRESS)

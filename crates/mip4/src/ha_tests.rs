@@ -357,3 +357,67 @@ fn restored_binding_and_replay_state_survive_a_restart() {
     stranger.home_addr = Ipv4Addr::new(10, 1, 0, 99);
     assert!(!ha(&[]).restore_binding(now, stranger, None));
 }
+
+/// Issue 15: octets after MN-HA that are not extensions RFC 5944 allows there
+/// were accepted with code 0 (see `crate::trailer`).
+#[test]
+fn bytes_after_mn_ha_must_be_allowed_extensions() {
+    let sa = sa();
+    let base = RegistrationRequest::parse_fixed(&hex::decode(RRQ_D_T).unwrap()).unwrap();
+    let signed = |ident: u64| {
+        let mut b = RegistrationRequest {
+            ident,
+            ..base.clone()
+        }
+        .to_bytes();
+        sa.append(AuthKind::MnHa, &mut b);
+        b
+    };
+    let fa_ha = SecurityAssociation::new(9, Algorithm::HmacMd5, &[5; 16]);
+    let cases: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>, u8)> = vec![
+        ("nothing", Box::new(|_| {}), 0),
+        (
+            "7f ff and noise",
+            Box::new(|b| b.extend_from_slice(&[0x7f, 0xff, 0xde, 0xad, 0xbe, 0xef])),
+            134,
+        ),
+        (
+            "a second MN-HA",
+            Box::new(|b| sa.append(AuthKind::MnHa, b)),
+            134,
+        ),
+        (
+            "a non-skippable unknown",
+            Box::new(|b| b.extend_from_slice(&[0x7f, 0x00])),
+            134,
+        ),
+        ("a lone octet", Box::new(|b| b.push(0x90)), 134),
+        (
+            "a skippable extension and FA-HA",
+            Box::new(|b| {
+                b.extend_from_slice(&[200, 1, 7]);
+                fa_ha.append(AuthKind::FaHa, b)
+            }),
+            0,
+        ),
+        ("MN-FA", Box::new(|b| fa_ha.append(AuthKind::MnFa, b)), 0),
+        (
+            "an extension after FA-HA",
+            Box::new(|b| {
+                fa_ha.append(AuthKind::FaHa, b);
+                b.extend_from_slice(&[200, 0]);
+            }),
+            134,
+        ),
+    ];
+    for (i, (name, add, code)) in cases.into_iter().enumerate() {
+        let mut h = ha(&[]);
+        let mut b = signed(base.ident + i as u64);
+        add(&mut b);
+        h.handle_datagram(Instant::now(), wall(), coa_src(), local(), &b);
+        let r = RegistrationReply::parse(&h.poll_transmit().unwrap().payload).unwrap();
+        assert_eq!(r.code.0, code, "{name}");
+        assert_eq!(h.binding_count(), usize::from(code == 0), "{name}");
+        assert_eq!(h.stats().replies_by_code.get(&code), Some(&1), "{name}");
+    }
+}
