@@ -188,6 +188,9 @@ struct MnRecord {
     replay: ReplayState,
     /// Usually one binding: kept inline, another cache miss saved.
     bindings: SmallVec<[Binding; 1]>,
+    /// For each binding (by care-of address), the deadline of its one live entry
+    /// in the expiry wheel. See [`HomeAgent::schedule`].
+    scheduled: SmallVec<[(Ipv4Addr, Instant); 1]>,
 }
 
 /// The home agent core. See the module documentation.
@@ -196,7 +199,8 @@ pub struct HomeAgent {
     mns: Vec<MnRecord>,
     by_home: HashMap<Ipv4Addr, usize, BuildAddrHasher>,
     by_nai: HashMap<Vec<u8>, usize>,
-    /// Expiry of bindings: (home address, care-of address), stale entries skipped.
+    /// Expiry of bindings: (home address, care-of address); one live entry per
+    /// binding, stale entries skipped (see [`HomeAgent::schedule`]).
     expiry: ExpiryWheel<(Ipv4Addr, Ipv4Addr)>,
     binding_count: usize,
     pool_next: u32,
@@ -286,6 +290,7 @@ impl HomeAgent {
             cfg: mn,
             replay: ReplayState::default(),
             bindings: SmallVec::new(),
+            scheduled: SmallVec::new(),
         });
         Ok(())
     }
@@ -377,12 +382,25 @@ impl HomeAgent {
             let Some(mn) = self.by_home.get(&home).and_then(|i| self.mns.get_mut(*i)) else {
                 continue;
             };
-            // Entries of bindings renewed since are stale: the binding lives on.
-            if let Some(pos) = mn
-                .bindings
+            // Only the binding's live entry counts; any other is stale.
+            let Some(si) = mn
+                .scheduled
                 .iter()
-                .position(|b| b.care_of == coa && b.expires <= now)
-            {
+                .position(|(c, at)| *c == coa && *at <= now)
+            else {
+                continue;
+            };
+            mn.scheduled.swap_remove(si);
+            let Some(pos) = mn.bindings.iter().position(|b| b.care_of == coa) else {
+                continue;
+            };
+            let expires = mn.bindings[pos].expires;
+            if expires > now {
+                // Renewed since this entry was pushed: one new entry at the new
+                // deadline, once per lifetime rather than once per renewal.
+                self.expiry.push(now, expires, (home, coa));
+                mn.scheduled.push((coa, expires));
+            } else {
                 let b = mn.bindings.swap_remove(pos);
                 self.binding_count -= 1;
                 self.stats.bindings_expired += 1;
@@ -730,6 +748,7 @@ impl HomeAgent {
             while i < mn.bindings.len() {
                 if mn.bindings[i].care_of != b.care_of {
                     let old = mn.bindings.swap_remove(i);
+                    mn.scheduled.retain(|(c, _)| *c != old.care_of);
                     self.binding_count -= 1;
                     self.events.push_back(HaEvent::BindingRemoved {
                         home_addr: old.home_addr,
@@ -741,7 +760,7 @@ impl HomeAgent {
                 }
             }
         }
-        self.expiry.push(now, b.expires, (b.home_addr, b.care_of));
+        Self::schedule(&mut self.expiry, mn, now, &b);
         if let Some(slot) = mn.bindings.iter_mut().find(|x| x.care_of == b.care_of) {
             *slot = b.clone();
             self.events.push_back(HaEvent::BindingRenewed(b));
@@ -750,6 +769,43 @@ impl HomeAgent {
             self.binding_count += 1;
             self.events.push_back(HaEvent::BindingAdded(b));
         }
+    }
+
+    /// Makes sure the expiry wheel fires for binding `b` no later than `b.expires`.
+    ///
+    /// Memory bound (issue 15): each binding has exactly one live wheel entry
+    /// (8 octets) and one `scheduled` record. A renewal that extends the lifetime,
+    /// the usual case, pushes nothing: when the old entry fires, it finds the
+    /// binding renewed and pushes one entry at the new deadline, so a binding
+    /// costs one push per lifetime however often it is renewed. Only a renewal
+    /// that brings the deadline earlier pushes an entry (the old one turns stale
+    /// and is freed when its slot fires, at most `max_lifetime` later); likewise
+    /// a binding removed before its deadline leaves one stale entry until then.
+    /// So the wheel holds at most one entry per binding plus one per
+    /// deadline-shortening renewal or early removal of the last `max_lifetime`
+    /// seconds, never one per ordinary renewal.
+    fn schedule(
+        wheel: &mut ExpiryWheel<(Ipv4Addr, Ipv4Addr)>,
+        mn: &mut MnRecord,
+        now: Instant,
+        b: &Binding,
+    ) {
+        match mn.scheduled.iter_mut().find(|(c, _)| *c == b.care_of) {
+            Some((_, at)) if *at <= b.expires => {}
+            Some((_, at)) => {
+                *at = b.expires;
+                wheel.push(now, b.expires, (b.home_addr, b.care_of));
+            }
+            None => {
+                mn.scheduled.push((b.care_of, b.expires));
+                wheel.push(now, b.expires, (b.home_addr, b.care_of));
+            }
+        }
+    }
+
+    /// Entries in the expiry wheel, stale ones included (for memory tests).
+    pub fn timer_entries(&self) -> usize {
+        self.expiry.len()
     }
 
     /// Lifetime 0: remove the binding for `care_of`, or all of them when the
@@ -761,6 +817,7 @@ impl HomeAgent {
         while i < mn.bindings.len() {
             if all || mn.bindings[i].care_of == care_of {
                 let old = mn.bindings.swap_remove(i);
+                mn.scheduled.retain(|(c, _)| *c != old.care_of);
                 self.binding_count -= 1;
                 self.events.push_back(HaEvent::BindingRemoved {
                     home_addr: old.home_addr,
