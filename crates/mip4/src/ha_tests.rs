@@ -374,7 +374,8 @@ fn bytes_after_mn_ha_must_be_allowed_extensions() {
         b
     };
     let fa_ha = SecurityAssociation::new(9, Algorithm::HmacMd5, &[5; 16]);
-    let cases: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>, u8)> = vec![
+    type Trailer<'a> = Box<dyn Fn(&mut Vec<u8>) + 'a>;
+    let cases: Vec<(&str, Trailer, u8)> = vec![
         ("nothing", Box::new(|_| {}), 0),
         (
             "7f ff and noise",
