@@ -142,6 +142,8 @@ pub enum RemoveReason {
     Expired,
     /// A registration without the S flag replaced it.
     Replaced,
+    /// Its node was removed from the configuration (a key file reload).
+    Revoked,
 }
 
 /// What the I/O shell must apply.
@@ -728,17 +730,10 @@ impl HomeAgent {
     }
 
     fn allocate(&mut self, idx: usize) -> Option<Ipv4Addr> {
-        let (start, size) = self.cfg.dynamic_pool?;
-        while self.pool_next < size {
-            let a = Ipv4Addr::from(u32::from(start).wrapping_add(self.pool_next));
-            self.pool_next += 1;
-            if let std::collections::hash_map::Entry::Vacant(e) = self.by_home.entry(a) {
-                e.insert(idx);
-                self.mns[idx].home_addr = Some(a);
-                return Some(a);
-            }
-        }
-        None
+        let a = self.pool_free_address()?;
+        self.by_home.insert(a, idx);
+        self.mns[idx].home_addr = Some(a);
+        Some(a)
     }
 
     fn bind(&mut self, now: Instant, idx: usize, b: Binding, simultaneous: bool) {
@@ -935,6 +930,10 @@ impl std::hash::Hasher for AddrHasher {
         }
     }
 }
+
+#[path = "ha_provision.rs"]
+mod provision;
+pub use provision::ReloadSummary;
 
 #[cfg(test)]
 #[path = "ha_tests.rs"]
