@@ -132,6 +132,11 @@ pub struct HaSection {
     pub control_socket: Option<PathBuf>,
     /// Where bindings are saved so that a restarted home agent keeps them.
     pub state_file: Option<PathBuf>,
+    /// A key file, or a directory of `*.keys` files: one mobile node a line,
+    /// re-read on SIGHUP (see `crate::keyfile`).
+    pub key_file: Option<PathBuf>,
+    /// Home addresses for nodes known only by their NAI (RFC 2794).
+    pub dynamic_pool: Option<Net>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

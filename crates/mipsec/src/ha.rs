@@ -17,8 +17,7 @@ use crate::control::{ControlServer, StatusRequest};
 use crate::shell::{
     allow_fragmentation, enlarge_buffers, getrandom, io_err, open_tunnel, write_sysctl, BATCH,
 };
-use mip4::auth::SecurityAssociation;
-use mip4::ha::{Binding, HaConfig, HaEvent, HomeAgent, MobileNodeConfig, Tunnel, UdpTunneling};
+use mip4::ha::{Binding, HaConfig, HaEvent, HomeAgent, Tunnel, UdpTunneling};
 use mip4::wire::tunnel::TunnelData;
 use mip4::wire::{MessageType, MIP_PORT};
 use netio::netlink::{Netlink, Route};
@@ -38,9 +37,11 @@ use tracing::{debug, info, warn};
 
 /// Runs the home agent until SIGINT or SIGTERM.
 pub fn run(config: &Path) -> Result<(), String> {
-    let file = HaFile::load(config).map_err(|e| e.to_string())?;
+    let mut file = HaFile::load(config).map_err(|e| e.to_string())?;
+    crate::keyfile::resolve(&mut file, config);
+    let config = config.to_path_buf();
     crate::shell::block_on(async move {
-        let mut d = Daemon::start(file).await?;
+        let mut d = Daemon::start(file, config).await?;
         let r = d.run().await;
         d.cleanup().await;
         r
@@ -78,6 +79,10 @@ struct SavedBinding {
     udp_peer: Option<SocketAddrV4>,
     keepalive: u16,
     last_ident: Option<u64>,
+    /// The node's NAI: for a node without a static address, the binding's home
+    /// address is its pool assignment, given back to it on restore.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nai: Option<String>,
 }
 
 struct Daemon {
@@ -97,10 +102,12 @@ struct Daemon {
     state_file: Option<PathBuf>,
     dirty: bool,
     started: Instant,
+    /// `ha.toml`, for the key file reload's error messages.
+    config_path: PathBuf,
 }
 
 impl Daemon {
-    async fn start(file: HaFile) -> Result<Daemon, String> {
+    async fn start(file: HaFile, config_path: PathBuf) -> Result<Daemon, String> {
         let h = &file.ha;
         let mut cfg = HaConfig::new(h.address);
         cfg.max_lifetime = h.max_lifetime;
@@ -112,27 +119,14 @@ impl Daemon {
             keepalive: h.udp_keepalive_s,
             ..UdpTunneling::default()
         };
+        cfg.dynamic_pool = crate::keyfile::pool(&file);
         let mut seed = [0u8; 32];
         getrandom(&mut seed);
         let mut core = HomeAgent::new(cfg, seed);
-        for m in &file.mobile_nodes {
-            core.add_mobile_node(MobileNodeConfig {
-                home_addr: m.home_address,
-                nai: m.nai.clone(),
-                sas: vec![SecurityAssociation::new(
-                    m.spi,
-                    m.algorithm.into(),
-                    &m.key.0,
-                )],
-                replay: m.replay.into(),
-            })
-            .map_err(|e| {
-                format!(
-                    "mobile node {:?}: {e}",
-                    m.home_address.map(|a| a.to_string()).or(m.nai.clone())
-                )
-            })?;
-        }
+        let nodes = crate::keyfile::load_nodes(&file, &config_path)?;
+        let node_count = nodes.len();
+        core.replace_mobile_nodes(nodes)
+            .map_err(|e| format!("mobile nodes: {e}"))?;
 
         let nl = Netlink::new().map_err(io_err("netlink"))?;
         let home_ifindex = match &h.home_interface {
@@ -169,7 +163,7 @@ impl Daemon {
             ),
             None => None,
         };
-        info!(address = %h.address, home_network = %h.home_network.0, nodes = file.mobile_nodes.len(), "home agent started");
+        info!(address = %h.address, home_network = %h.home_network.0, nodes = node_count, "home agent started");
         let mut d = Daemon {
             state_file: h.state_file.clone(),
             file,
@@ -186,6 +180,7 @@ impl Daemon {
             _ctl: ctl,
             dirty: false,
             started: Instant::now(),
+            config_path,
         };
         d.restore().await;
         Ok(d)
@@ -194,6 +189,7 @@ impl Daemon {
     async fn run(&mut self) -> Result<(), String> {
         let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
         let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+        let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
         let mut ubuf = vec![0u8; 65536];
         let mut rbuf = vec![0u8; 65536];
         let mut tbuf = vec![0u8; 65536];
@@ -247,10 +243,37 @@ impl Daemon {
                 }
                 _ = term.recv() => { info!("SIGTERM: shutting down"); break }
                 _ = int.recv() => { info!("SIGINT: shutting down"); break }
+                _ = hup.recv() => self.reload_nodes(),
             }
             self.drain().await;
         }
         Ok(())
+    }
+
+    /// SIGHUP: re-reads the key file (and the inline nodes) and replaces the node
+    /// set; bindings of nodes that stay are untouched. A bad file changes nothing.
+    fn reload_nodes(&mut self) {
+        let fresh = match HaFile::load(&self.config_path) {
+            Ok(mut f) => {
+                crate::keyfile::resolve(&mut f, &self.config_path);
+                f
+            }
+            Err(e) => return warn!("SIGHUP: nodes kept: {e}"),
+        };
+        let r = crate::keyfile::load_nodes(&fresh, &self.config_path).and_then(|n| {
+            self.core
+                .replace_mobile_nodes(n)
+                .map_err(|e| format!("mobile nodes: {e}"))
+        });
+        match r {
+            Ok(s) => info!(
+                added = s.added,
+                kept = s.kept,
+                removed = s.removed,
+                "SIGHUP: mobile nodes reloaded"
+            ),
+            Err(e) => warn!("SIGHUP: nodes kept, reload refused:\n{e}"),
+        }
     }
 
     async fn on_udp(&mut self, m: netio::udp::RecvMeta, payload: &[u8]) {
@@ -551,6 +574,7 @@ impl Daemon {
                     Tunnel::IpInIp => 0,
                 },
                 last_ident: self.core.last_ident(b.home_addr),
+                nai: b.nai,
             })
             .collect();
         let tmp = path.with_extension("tmp");
@@ -601,8 +625,12 @@ impl Daemon {
                     },
                     None => Tunnel::IpInIp,
                 },
-                nai: None,
+                nai: s.nai.clone(),
             };
+            if let Some(n) = &s.nai {
+                // Pool assignment first (false, harmless, for a static address).
+                self.core.assign_pool_address(n, s.home_addr);
+            }
             if self.core.restore_binding(now, b, s.last_ident) {
                 n += 1;
             }

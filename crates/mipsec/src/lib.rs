@@ -9,11 +9,13 @@
 //!   registrations, forward-tunnel exit and reverse tunneling for visitors.
 //! * [`control`]: the control socket behind `mipsec status`.
 //! * [`config`]: TOML configuration with errors that name file, line and field.
+//! * [`keyfile`]: the home agent's key file (one mobile node a line, SIGHUP reload).
 
 pub mod cli;
 pub mod config;
 pub mod control;
 pub mod fa;
 pub mod ha;
+pub mod keyfile;
 pub mod mn;
 mod shell;

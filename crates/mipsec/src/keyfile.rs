@@ -1,0 +1,295 @@
+//! The home agent's key file: one mobile node a line, for fleets too large to
+//! list as `[[mobile_node]]` tables in `ha.toml`. `key_file` in `[ha]` names a
+//! file, or a directory whose `*.keys` files are read in name order. The daemon
+//! reads it at start and again on SIGHUP; a reload that fails keeps the nodes
+//! in force and logs every bad line.
+//!
+//! ```text
+//! # IDENTITY                       SPI  KEY (hex, >= 128 bits)            [ALGORITHM] [REPLAY]
+//! 10.10.0.100                      256  00112233445566778899aabbccddeeff
+//! laptop7@corp.example             256  00112233445566778899aabbccddeeff  hmac-md5 nonce
+//! 10.10.0.101,laptop8@corp.example 300  0f1e2d3c4b5a69788796a5b4c3d2e1f0  keyed-md5
+//! ```
+//!
+//! IDENTITY is a static home address, a NAI (the node gets a home address from
+//! `dynamic_pool`, RFC 2794), or both separated by a comma. ALGORITHM is
+//! `hmac-md5` (default) or `keyed-md5`; REPLAY is `timestamp` (default) or
+//! `nonce`. `#` starts a comment; blank lines are ignored.
+
+use crate::config::{AlgorithmName, HaFile, ReplayName};
+use mip4::auth::SecurityAssociation;
+use mip4::ha::MobileNodeConfig;
+use mip4::Ipv4Net;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+/// Errors are reported at most this many at a time (then a count of the rest).
+const MAX_ERRORS: usize = 20;
+
+/// A parsed key file line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyLine {
+    pub home_address: Option<Ipv4Addr>,
+    pub nai: Option<String>,
+    pub spi: u32,
+    pub key: Vec<u8>,
+    pub algorithm: AlgorithmName,
+    pub replay: ReplayName,
+}
+
+/// Where a node was defined, for error messages.
+#[derive(Debug, Clone)]
+struct Origin(String);
+
+/// Parses one line (without comment); `Ok(None)` for a blank line.
+pub fn parse_line(line: &str) -> Result<Option<KeyLine>, String> {
+    let line = line.split('#').next().unwrap_or("");
+    let mut words = line.split_whitespace();
+    let Some(id) = words.next() else {
+        return Ok(None);
+    };
+    let (mut home_address, mut nai) = (None, None);
+    for part in id.split(',') {
+        if let Ok(a) = part.parse::<Ipv4Addr>() {
+            if home_address.replace(a).is_some() {
+                return Err(format!("identity {id:?} has two home addresses"));
+            }
+        } else if part.contains('@') && !part.starts_with('@') && part.len() <= 255 {
+            if nai.replace(part.to_string()).is_some() {
+                return Err(format!("identity {id:?} has two NAIs"));
+            }
+        } else {
+            return Err(format!(
+                "identity {part:?} is neither an IPv4 home address nor a NAI (user@realm)"
+            ));
+        }
+    }
+    let spi = words.next().ok_or("missing SPI and key")?;
+    let spi: u32 = spi
+        .parse()
+        .map_err(|_| format!("SPI {spi:?} is not a number (0..4294967295)"))?;
+    if spi < 256 {
+        return Err(format!(
+            "SPI {spi} is reserved (RFC 5944 section 1.10: 0-255 are not for security associations)"
+        ));
+    }
+    let key = words.next().ok_or("missing key")?;
+    let key = hex::decode(key).map_err(|e| format!("key is not hexadecimal: {e}"))?;
+    if key.len() < 16 {
+        return Err(format!(
+            "key has {} octets; RFC 5944 requires at least 128 bits (32 hex digits)",
+            key.len()
+        ));
+    }
+    let (mut algorithm, mut replay) = (None, None);
+    for w in words {
+        let slot_taken = match w {
+            "hmac-md5" => algorithm.replace(AlgorithmName::HmacMd5).is_some(),
+            "keyed-md5" => algorithm.replace(AlgorithmName::KeyedMd5).is_some(),
+            "timestamp" => replay.replace(ReplayName::Timestamp).is_some(),
+            "nonce" => replay.replace(ReplayName::Nonce).is_some(),
+            other => {
+                return Err(format!(
+                    "unknown option {other:?} (hmac-md5, keyed-md5, timestamp or nonce)"
+                ))
+            }
+        };
+        if slot_taken {
+            return Err(format!("option {w:?} conflicts with an earlier one"));
+        }
+    }
+    Ok(Some(KeyLine {
+        home_address,
+        nai,
+        spi,
+        key,
+        algorithm: algorithm.unwrap_or_default(),
+        replay: replay.unwrap_or_default(),
+    }))
+}
+
+/// The files `path` names: itself, or a directory's `*.keys` in name order.
+fn files(path: &Path) -> Result<Vec<PathBuf>, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if !meta.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut v = Vec::new();
+    for e in std::fs::read_dir(path).map_err(|e| format!("{}: {e}", path.display()))? {
+        let p = e.map_err(|e| format!("{}: {e}", path.display()))?.path();
+        if p.extension().is_some_and(|x| x == "keys") && p.is_file() {
+            v.push(p);
+        }
+    }
+    v.sort();
+    Ok(v)
+}
+
+/// The home address pool: the usable addresses of `dynamic_pool` (without its
+/// network and broadcast addresses when it has more than two), as (first, count).
+pub fn pool(file: &HaFile) -> Option<(Ipv4Addr, u32)> {
+    let net = file.ha.dynamic_pool?.0;
+    let size = 1u64 << (32 - u32::from(net.prefix_len()));
+    let first = u32::from(net.addr());
+    Some(if size > 2 {
+        (Ipv4Addr::from(first + 1), (size - 2) as u32)
+    } else {
+        (Ipv4Addr::from(first), size as u32)
+    })
+}
+
+/// Resolves a relative `key_file` against the directory of `ha.toml`.
+pub fn resolve(file: &mut HaFile, config: &Path) {
+    if let Some(k) = &file.ha.key_file {
+        if k.is_relative() {
+            let dir = config.parent().unwrap_or(Path::new("."));
+            file.ha.key_file = Some(dir.join(k));
+        }
+    }
+}
+
+/// Every mobile node of the configuration: the `[[mobile_node]]` tables of
+/// `config` then the key file's lines, checked together. The error lists every
+/// bad line (up to 20), each with its file and line.
+pub fn load_nodes(file: &HaFile, config: &Path) -> Result<Vec<MobileNodeConfig>, String> {
+    let h = &file.ha;
+    let mut errors: Vec<String> = Vec::new();
+    if let Some(p) = h.dynamic_pool {
+        if !h.home_network.0.contains(p.0.addr())
+            || p.0.prefix_len() < h.home_network.0.prefix_len()
+        {
+            errors.push(format!(
+                "{}: [ha] dynamic_pool {} is not inside home_network {}",
+                config.display(),
+                p.0,
+                h.home_network.0
+            ));
+        }
+    }
+    let mut lines: Vec<(Origin, KeyLine)> = file
+        .mobile_nodes
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            (
+                Origin(format!("{}: [[mobile_node]] #{}", config.display(), i + 1)),
+                KeyLine {
+                    home_address: m.home_address,
+                    nai: m.nai.clone(),
+                    spi: m.spi,
+                    key: m.key.0.clone(),
+                    algorithm: m.algorithm,
+                    replay: m.replay,
+                },
+            )
+        })
+        .collect();
+    if let Some(path) = &h.key_file {
+        match files(path) {
+            Err(e) => errors.push(format!("key_file {e}")),
+            Ok(fs) => {
+                for f in fs {
+                    let text = match std::fs::read_to_string(&f) {
+                        Ok(t) => t,
+                        Err(e) => {
+                            errors.push(format!("{}: {e}", f.display()));
+                            continue;
+                        }
+                    };
+                    for (n, line) in text.lines().enumerate() {
+                        let at = format!("{}:{}", f.display(), n + 1);
+                        match parse_line(line) {
+                            Ok(Some(k)) => lines.push((Origin(at), k)),
+                            Ok(None) => {}
+                            Err(e) => errors.push(format!("{at}: {e}")),
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let nodes = check(
+        &lines,
+        h.address,
+        h.home_network.0,
+        pool(file).is_some(),
+        &mut errors,
+    );
+    if errors.is_empty() {
+        return Ok(nodes);
+    }
+    let mut msg = String::new();
+    for e in errors.iter().take(MAX_ERRORS) {
+        let _ = writeln!(msg, "{e}");
+    }
+    if errors.len() > MAX_ERRORS {
+        let _ = writeln!(msg, "... and {} more errors", errors.len() - MAX_ERRORS);
+    }
+    Err(msg.trim_end().to_string())
+}
+
+fn check(
+    lines: &[(Origin, KeyLine)],
+    ha: Ipv4Addr,
+    home_network: Ipv4Net,
+    have_pool: bool,
+    errors: &mut Vec<String>,
+) -> Vec<MobileNodeConfig> {
+    let mut homes: HashMap<Ipv4Addr, &str> = HashMap::new();
+    let mut nais: HashMap<&str, &str> = HashMap::new();
+    let mut out = Vec::with_capacity(lines.len());
+    for (Origin(at), k) in lines {
+        if let Some(a) = k.home_address {
+            if !home_network.contains(a) {
+                errors.push(format!(
+                    "{at}: home address {a} is not inside home_network {home_network}"
+                ));
+                continue;
+            }
+            if a == ha {
+                errors.push(format!(
+                    "{at}: home address {a} is the home agent's own address"
+                ));
+                continue;
+            }
+            if let Some(first) = homes.insert(a, at) {
+                errors.push(format!(
+                    "{at}: home address {a} is already defined at {first}"
+                ));
+                continue;
+            }
+        }
+        match &k.nai {
+            Some(n) => {
+                if let Some(first) = nais.insert(n, at) {
+                    errors.push(format!("{at}: NAI {n} is already defined at {first}"));
+                    continue;
+                }
+                if k.home_address.is_none() && !have_pool {
+                    errors.push(format!(
+                        "{at}: NAI {n} has no home address and [ha] dynamic_pool is not set"
+                    ));
+                    continue;
+                }
+            }
+            None if k.home_address.is_none() => {
+                errors.push(format!("{at}: needs a home address or a NAI"));
+                continue;
+            }
+            None => {}
+        }
+        out.push(MobileNodeConfig {
+            home_addr: k.home_address,
+            nai: k.nai.clone(),
+            sas: vec![SecurityAssociation::new(k.spi, k.algorithm.into(), &k.key)],
+            replay: k.replay.into(),
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+#[path = "keyfile_tests.rs"]
+mod tests;
