@@ -20,7 +20,8 @@ use crate::shell::{
 use mip4::ha::{Binding, HaConfig, HaEvent, HomeAgent, Tunnel, UdpTunneling};
 use mip4::wire::tunnel::TunnelData;
 use mip4::wire::{MessageType, MIP_PORT};
-use netio::netlink::{Netlink, Route};
+use netio::netlink::arp::ArpAnnouncer;
+use netio::netlink::{ArpOp, Netlink, Route};
 use netio::raw::{RawIp, RawIpOptions, IPPROTO_IPIP};
 use netio::tun::Tun;
 use netio::udp::{recv_with_meta, send_from, UdpOptions};
@@ -94,6 +95,9 @@ struct Daemon {
     nl: Netlink,
     tun_ifindex: u32,
     home_ifindex: Option<u32>,
+    /// One packet socket for every gratuitous ARP on the home link (issue 15: one
+    /// per announcement cost ~11 ms in close(), in the event loop).
+    arp: Option<ArpAnnouncer>,
     /// Home address -> its bindings, for the data path.
     tunnels: HashMap<Ipv4Addr, Vec<Binding>>,
     counters: Counters,
@@ -131,6 +135,14 @@ impl Daemon {
         let nl = Netlink::new().map_err(io_err("netlink"))?;
         let home_ifindex = match &h.home_interface {
             Some(name) => Some(nl.ifindex(name).await.map_err(io_err("home_interface"))?),
+            None => None,
+        };
+        let arp = match home_ifindex {
+            Some(ifx) => Some(
+                nl.arp_announcer(ifx)
+                    .await
+                    .map_err(io_err("gratuitous ARP socket"))?,
+            ),
             None => None,
         };
         let (tun, tun_ifindex) = open_tunnel(&h.tunnel_device)?;
@@ -174,6 +186,7 @@ impl Daemon {
             nl,
             tun_ifindex,
             home_ifindex,
+            arp,
             tunnels: HashMap::new(),
             counters: Counters::default(),
             ctl_rx,
@@ -478,7 +491,8 @@ impl Daemon {
                     debug!("proxy ARP for {home}: {e}");
                 }
                 // RFC 5944 section 4.6: announce that the home address is now here.
-                if let Err(e) = self.nl.gratuitous_arp(ifx, home).await {
+                let announced = self.arp.as_ref().map(|a| a.announce(home, ArpOp::Request));
+                if let Some(Err(e)) = announced {
                     warn!("gratuitous ARP for {home}: {e}");
                 }
             }
