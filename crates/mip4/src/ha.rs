@@ -933,6 +933,8 @@ impl std::hash::Hasher for AddrHasher {
 
 #[path = "ha_provision.rs"]
 mod provision;
+#[path = "ha_query.rs"]
+mod query;
 pub use provision::ReloadSummary;
 
 #[cfg(test)]

@@ -10,8 +10,33 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
 use tokio::sync::{mpsc, oneshot};
 
-/// A status request from a control connection to the daemon's event loop.
-pub type StatusRequest = oneshot::Sender<Value>;
+/// A status request from a control connection to the daemon's event loop:
+/// `status` alone, or `status {json}` with parameters (the home agent's paging,
+/// see `crate::ha_status`), in `query` (an empty object when there are none).
+#[derive(Debug)]
+pub struct StatusRequest {
+    pub query: Value,
+    reply: oneshot::Sender<Value>,
+}
+
+impl StatusRequest {
+    /// Answers the request; `Err` gives the document back if the client left.
+    pub fn send(self, v: Value) -> Result<(), Value> {
+        self.reply.send(v)
+    }
+}
+
+/// Splits a command line into the command word and its JSON parameters.
+fn split_command(line: &str) -> (&str, Result<Value, String>) {
+    match line.split_once(char::is_whitespace) {
+        None => (line, Ok(Value::Object(Default::default()))),
+        Some((cmd, rest)) => match serde_json::from_str::<Value>(rest.trim()) {
+            Ok(v @ Value::Object(_)) => (cmd, Ok(v)),
+            Ok(_) => (cmd, Err("parameters must be a JSON object".into())),
+            Err(e) => (cmd, Err(format!("parameters are not JSON: {e}"))),
+        },
+    }
+}
 
 /// Serves the control socket at `path`, forwarding each `status` request to the
 /// event loop through `tx`. Removes a stale socket file first.
@@ -39,10 +64,12 @@ impl ControlServer {
                     if r.read_line(&mut line).await.is_err() {
                         return;
                     }
-                    let reply = match line.trim() {
-                        "status" => {
+                    let (cmd, query) = split_command(line.trim());
+                    let reply = match (cmd, query) {
+                        ("status", Err(e)) => serde_json::json!({ "error": e }),
+                        ("status", Ok(query)) => {
                             let (otx, orx) = oneshot::channel();
-                            if tx.send(otx).await.is_err() {
+                            if tx.send(StatusRequest { query, reply: otx }).await.is_err() {
                                 return;
                             }
                             match orx.await {
@@ -50,7 +77,7 @@ impl ControlServer {
                                 Err(_) => return,
                             }
                         }
-                        other => {
+                        (other, _) => {
                             serde_json::json!({"error": format!("unknown command {other:?}; try \"status\"")})
                         }
                     };
@@ -74,6 +101,11 @@ impl Drop for ControlServer {
 
 /// Asks the daemon at `path` for its status.
 pub fn query(path: &Path) -> Result<Value, String> {
+    query_with(path, None)
+}
+
+/// Asks the daemon at `path` for its status with parameters (`status {json}`).
+pub fn query_with(path: &Path, params: Option<&Value>) -> Result<Value, String> {
     let mut s = UnixStream::connect(path).map_err(|e| {
         format!(
             "cannot connect to {}: {e} (is the daemon running?)",
@@ -82,7 +114,11 @@ pub fn query(path: &Path) -> Result<Value, String> {
     })?;
     s.set_read_timeout(Some(Duration::from_secs(5)))
         .map_err(|e| e.to_string())?;
-    s.write_all(b"status\n").map_err(|e| e.to_string())?;
+    let cmd = match params {
+        Some(p) => format!("status {p}\n"),
+        None => "status\n".to_string(),
+    };
+    s.write_all(cmd.as_bytes()).map_err(|e| e.to_string())?;
     let mut out = String::new();
     s.read_to_string(&mut out)
         .map_err(|e| format!("reading status: {e}"))?;
@@ -114,6 +150,13 @@ pub fn render(v: &Value) -> String {
                     s(&b["tunnel"]),
                     s(&b["reverse_tunnel"])
                 );
+            }
+            if let Some(total) = v["bindings_total"].as_u64() {
+                o += &format!("\n{total} bindings in all");
+                match v["page"]["next_after"].as_str() {
+                    Some(n) => o += &format!("; next page: --bindings --after {n}\n"),
+                    None => o += "\n",
+                }
             }
         }
         Some("mn") => {

@@ -12,6 +12,9 @@
 //! With `state_file`, bindings (and the last accepted Identification of each
 //! node) are saved and restored, so a restarted home agent carries on.
 
+#[path = "ha_status.rs"]
+pub mod status;
+
 use crate::config::HaFile;
 use crate::control::{ControlServer, StatusRequest};
 use crate::shell::{
@@ -246,7 +249,8 @@ impl Daemon {
                     Err(e) => warn!("tun receive: {e}"),
                 },
                 Some(req) = self.ctl_rx.recv() => {
-                    let _ = req.send(self.status());
+                    let v = self.status(&req.query);
+                    let _ = req.send(v);
                 }
                 _ = sleep => self.core.handle_timeout(Instant::now()),
                 _ = save_tick.tick() => {
@@ -508,11 +512,13 @@ impl Daemon {
         }
     }
 
-    fn status(&self) -> serde_json::Value {
+    fn status(&self, query: &serde_json::Value) -> serde_json::Value {
         let now = Instant::now();
-        let bindings: Vec<_> = self
-            .core
-            .bindings()
+        let (selected, paging) = match self.select_bindings(query) {
+            Ok(x) => x,
+            Err(e) => return json!({ "error": e }),
+        };
+        let bindings: Vec<_> = selected
             .iter()
             .map(|b| {
                 json!({
@@ -546,6 +552,9 @@ impl Daemon {
             "address": self.file.ha.address.to_string(),
             "uptime_s": self.started.elapsed().as_secs(),
             "bindings": bindings,
+            "bindings_total": paging["bindings_total"],
+            "page": paging.get("page"),
+            "node": paging.get("node"),
             "counters": {
                 "requests": s.requests,
                 "replies_by_code": s.replies_by_code.iter().map(|(k, v)| (k.to_string(), *v)).collect::<BTreeMap<_, _>>(),
