@@ -10,7 +10,7 @@ impl HomeAgent {
     /// (all addresses when `None`) that have bindings, in home-address order, and
     /// whether more follow. Costs one pass over the home-address index (16 octets
     /// an entry) and a heap of `limit` addresses, never a sort or a copy of the
-    /// whole table: about 5 ms at a million nodes, whatever the page.
+    /// whole table: a few tens of milliseconds at a million nodes, whatever the page.
     pub fn bindings_page(&self, after: Option<Ipv4Addr>, limit: usize) -> (Vec<Binding>, bool) {
         let limit = limit.max(1);
         // Max-heap of the `limit + 1` lowest candidates seen so far.
