@@ -27,7 +27,8 @@ use netio::netlink::arp::ArpAnnouncer;
 use netio::netlink::{ArpOp, Netlink, Route};
 use netio::raw::{RawIp, RawIpOptions, IPPROTO_IPIP};
 use netio::tun::Tun;
-use netio::udp::{recv_with_meta, send_from, UdpOptions};
+use netio::udp::{send_from, UdpOptions};
+use netio::udp_batch::{send_batch, Outgoing, RecvBatch};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
@@ -206,7 +207,8 @@ impl Daemon {
         let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
         let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
         let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
-        let mut ubuf = vec![0u8; 65536];
+        // Up to BATCH datagrams per recvmmsg; 64 KiB slots hold any RFC 3519 Tunnel Data.
+        let mut urb = RecvBatch::new(BATCH, 65536);
         let mut rbuf = vec![0u8; 65536];
         let mut tbuf = vec![0u8; 65536];
         let mut save_tick = tokio::time::interval(Duration::from_secs(1));
@@ -219,12 +221,8 @@ impl Daemon {
                 }
             };
             tokio::select! {
-                r = recv_with_meta(&self.udp, &mut ubuf) => match r {
-                    Ok(m) => {
-                        let n = m.len;
-                        self.on_udp(m, &ubuf[..n]).await;
-                        self.on_udp_backlog(&mut ubuf).await;
-                    }
+                r = urb.recv(&self.udp) => match r {
+                    Ok(n) => self.on_udp_batch(&urb, n).await,
                     Err(e) => warn!("udp receive: {e}"),
                 },
                 r = self.raw.recv_from(&mut rbuf) => match r {
@@ -293,41 +291,24 @@ impl Daemon {
         }
     }
 
-    async fn on_udp(&mut self, m: netio::udp::RecvMeta, payload: &[u8]) {
-        if MessageType::of(payload) == Some(MessageType::TUNNEL_DATA) {
-            return self.on_tunnel_data(m.src, payload).await;
-        }
-        let local = SocketAddrV4::new(m.dst.or(m.local).unwrap_or(self.file.ha.address), MIP_PORT);
-        self.core
-            .handle_datagram(Instant::now(), SystemTime::now(), m.src, local, payload);
-    }
-
-    /// Takes whatever else is already queued on UDP 434 (up to a batch) and hands
-    /// the registrations to the core in one call, which overlaps the memory
-    /// misses of looking up many nodes (see `HomeAgent::handle_datagrams`).
-    async fn on_udp_backlog(&mut self, buf: &mut [u8]) {
-        use futures::FutureExt;
-        let mut regs: Vec<(SocketAddrV4, SocketAddrV4, Vec<u8>)> = Vec::new();
-        for _ in 0..BATCH {
-            let Some(Ok(m)) = recv_with_meta(&self.udp, buf).now_or_never() else {
-                break;
-            };
-            let payload = &buf[..m.len];
+    /// A batch from UDP 434 (one recvmmsg): Tunnel Data goes to the data path,
+    /// registrations to the core in one call, which overlaps the memory misses of
+    /// looking up many nodes (see `HomeAgent::handle_datagrams`).
+    async fn on_udp_batch(&mut self, rb: &RecvBatch, n: usize) {
+        let mut regs: Vec<(SocketAddrV4, SocketAddrV4, &[u8])> = Vec::with_capacity(n);
+        for i in 0..n {
+            let (m, payload) = rb.get(i);
             if MessageType::of(payload) == Some(MessageType::TUNNEL_DATA) {
                 self.on_tunnel_data(m.src, payload).await;
             } else {
                 let local =
                     SocketAddrV4::new(m.dst.or(m.local).unwrap_or(self.file.ha.address), MIP_PORT);
-                regs.push((m.src, local, payload.to_vec()));
+                regs.push((m.src, local, payload));
             }
         }
         if !regs.is_empty() {
-            let batch: Vec<_> = regs
-                .iter()
-                .map(|(f, t, p)| (*f, *t, p.as_slice()))
-                .collect();
             self.core
-                .handle_datagrams(Instant::now(), SystemTime::now(), &batch);
+                .handle_datagrams(Instant::now(), SystemTime::now(), &regs);
         }
     }
 
@@ -442,10 +423,16 @@ impl Daemon {
         while let Some(e) = self.core.poll_event() {
             self.apply(e).await;
         }
+        let mut out = Vec::new();
         while let Some(t) = self.core.poll_transmit() {
-            if let Err(e) = send_from(&self.udp, &t.payload, t.dst, *t.src.ip()).await {
-                warn!("reply to {}: {e}", t.dst);
-            }
+            out.push(t);
+        }
+        if !out.is_empty() {
+            let msgs: Vec<Outgoing> = out
+                .iter()
+                .map(|t| (t.dst, *t.src.ip(), &t.payload[..]))
+                .collect();
+            send_batch(&self.udp, &msgs, |m, e| warn!("reply to {}: {e}", m.0)).await;
         }
     }
 
