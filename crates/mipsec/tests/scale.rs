@@ -29,8 +29,8 @@ fn root_or_skip(test: &str) -> bool {
 struct Netns(String);
 
 impl Netns {
-    fn new() -> Netns {
-        let name = format!("msc{:04x}", std::process::id() & 0xffff);
+    fn new(tag: &str) -> Netns {
+        let name = format!("ms{tag}{:04x}", std::process::id() & 0xffff);
         let _ = Command::new("ip")
             .args(["netns", "del", &name])
             .stderr(std::process::Stdio::null())
@@ -179,7 +179,7 @@ fn registrations_flow_while_status_is_read_and_keys_reload_on_sighup() {
         ),
     )
     .unwrap();
-    let ns = Netns::new();
+    let ns = Netns::new("c");
     let ha = Ha::start(&ns, &config, dir.path().join("ha.log"), &sock);
 
     // Registrations, and status read over and over at the same time.
@@ -261,4 +261,95 @@ fn registrations_flow_while_status_is_read_and_keys_reload_on_sighup() {
     }
     let (v, _, _) = status(&sock, Some(json!({"summary": true})));
     assert_eq!(v["bindings_total"], json!(n + 1));
+}
+
+/// Sends one signed request with home address 0.0.0.0 and the NAI (RFC 2794) from
+/// inside `ns`; returns the reply's code and home address.
+fn register_nai(ns: &Netns, nai: &'static str, seq: u32) -> (u8, Ipv4Addr) {
+    use mip4::auth::{Algorithm, SecurityAssociation};
+    use mip4::wire::extension::AuthKind;
+    use mip4::wire::{Extension, Flags, RegistrationReply, RegistrationRequest};
+    ns.spawn(move || {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 2_208_988_800;
+        let req = RegistrationRequest {
+            flags: Flags::D,
+            lifetime: 600,
+            home_addr: Ipv4Addr::UNSPECIFIED,
+            home_agent: HA,
+            care_of: Ipv4Addr::new(192, 0, 2, 1),
+            ident: (secs << 32) | u64::from(seq),
+            extensions: vec![Extension::Nai(nai.as_bytes().to_vec())],
+        };
+        let mut b = req.to_bytes();
+        SecurityAssociation::new(256, Algorithm::HmacMd5, &hex::decode(KEY).unwrap())
+            .append(AuthKind::MnHa, &mut b);
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        s.send_to(&b, SocketAddrV4::new(HA, 434)).unwrap();
+        let mut buf = [0u8; 1500];
+        let n = s.recv(&mut buf).unwrap();
+        let r = RegistrationReply::parse(&buf[..n]).unwrap();
+        (r.code.0, r.home_addr)
+    })
+    .join()
+    .unwrap()
+}
+
+#[test]
+fn nai_node_keeps_its_pool_address_across_a_restart() {
+    if !root_or_skip("nai_node_keeps_its_pool_address_across_a_restart") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("ha.sock");
+    let config = dir.path().join("ha.toml");
+    std::fs::write(
+        dir.path().join("nodes.keys"),
+        format!("a@corp.example 256 {KEY}\nb@corp.example 256 {KEY}\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "[ha]\naddress = \"{HA}\"\nhome_network = \"10.128.0.0/9\"\ntunnel_device = \"msn0\"\n\
+             control_socket = \"{}\"\nkey_file = \"nodes.keys\"\nstate_file = \"{}\"\n\
+             dynamic_pool = \"10.130.0.0/29\"\n",
+            sock.display(),
+            dir.path().join("ha.state").display()
+        ),
+    )
+    .unwrap();
+    let ns = Netns::new("n");
+    let ha = Ha::start(&ns, &config, dir.path().join("ha1.log"), &sock);
+    // b registers first: it gets the pool's first address, a the second.
+    let (code, b_addr) = register_nai(&ns, "b@corp.example", 1);
+    assert_eq!(
+        (code, b_addr),
+        (0, Ipv4Addr::new(10, 130, 0, 1)),
+        "{}",
+        ha.logs()
+    );
+    let (code, a_addr) = register_nai(&ns, "a@corp.example", 1);
+    assert_eq!((code, a_addr), (0, Ipv4Addr::new(10, 130, 0, 2)));
+    let (v, _, _) = status(&sock, Some(json!({"node": "a@corp.example"})));
+    assert_eq!(v["bindings"][0]["home_address"], json!("10.130.0.2"));
+    let t = Instant::now();
+    while !std::fs::read_to_string(dir.path().join("ha.state"))
+        .is_ok_and(|s| s.contains("a@corp.example"))
+    {
+        assert!(t.elapsed() < Duration::from_secs(5), "state not saved");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(ha);
+
+    // After a restart, a (first to ask now) still gets its own address back.
+    let ha = Ha::start(&ns, &config, dir.path().join("ha2.log"), &sock);
+    let (code, again) = register_nai(&ns, "a@corp.example", 2);
+    assert_eq!((code, again), (0, a_addr), "{}", ha.logs());
+    let (v, _, _) = status(&sock, Some(json!({"summary": true})));
+    assert_eq!(v["bindings_total"], json!(2), "both bindings restored");
 }
