@@ -12,6 +12,8 @@
 //! With `state_file`, bindings (and the last accepted Identification of each
 //! node) are saved and restored, so a restarted home agent carries on.
 
+#[path = "ha_routes.rs"]
+mod routes;
 #[path = "ha_status.rs"]
 pub mod status;
 
@@ -23,12 +25,12 @@ use crate::shell::{
 use mip4::ha::{Binding, HaConfig, HaEvent, HomeAgent, Tunnel, UdpTunneling};
 use mip4::wire::tunnel::TunnelData;
 use mip4::wire::{MessageType, MIP_PORT};
-use netio::netlink::arp::ArpAnnouncer;
-use netio::netlink::{ArpOp, Netlink, Route};
+use netio::netlink::Netlink;
 use netio::raw::{RawIp, RawIpOptions, IPPROTO_IPIP};
 use netio::tun::Tun;
 use netio::udp::{send_from, UdpOptions};
 use netio::udp_batch::{send_batch, Outgoing, RecvBatch};
+use routes::RouteWorker;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
@@ -96,12 +98,8 @@ struct Daemon {
     udp: UdpSocket,
     raw: RawIp,
     tun: Tun,
-    nl: Netlink,
-    tun_ifindex: u32,
-    home_ifindex: Option<u32>,
-    /// One packet socket for every gratuitous ARP on the home link (issue 15: one
-    /// per announcement cost ~11 ms in close(), in the event loop).
-    arp: Option<ArpAnnouncer>,
+    /// Routes, proxy ARP and gratuitous ARP, applied by a worker thread.
+    routes: RouteWorker,
     /// Home address -> its bindings, for the data path.
     tunnels: HashMap<Ipv4Addr, Vec<Binding>>,
     counters: Counters,
@@ -141,15 +139,19 @@ impl Daemon {
             Some(name) => Some(nl.ifindex(name).await.map_err(io_err("home_interface"))?),
             None => None,
         };
+        // One packet socket for every gratuitous ARP on the home link (issue 15: one
+        // per announcement cost ~11 ms in close(), in the event loop).
         let arp = match home_ifindex {
-            Some(ifx) => Some(
+            Some(ifx) => Some((
+                ifx,
                 nl.arp_announcer(ifx)
                     .await
                     .map_err(io_err("gratuitous ARP socket"))?,
-            ),
+            )),
             None => None,
         };
         let (tun, tun_ifindex) = open_tunnel(&h.tunnel_device)?;
+        let routes = RouteWorker::start(tun_ifindex, arp)?;
         write_sysctl("/proc/sys/net/ipv4/ip_forward", "1");
         if let Some(name) = &h.home_interface {
             // Answer ARP for away nodes at once, not after up to 0.8 s (proxy_delay).
@@ -187,10 +189,7 @@ impl Daemon {
             udp,
             raw,
             tun,
-            nl,
-            tun_ifindex,
-            home_ifindex,
-            arp,
+            routes,
             tunnels: HashMap::new(),
             counters: Counters::default(),
             ctl_rx,
@@ -423,6 +422,7 @@ impl Daemon {
         while let Some(e) = self.core.poll_event() {
             self.apply(e).await;
         }
+        self.routes.settle().await;
         let mut out = Vec::new();
         while let Some(t) = self.core.poll_transmit() {
             out.push(t);
@@ -470,33 +470,10 @@ impl Daemon {
         }
     }
 
-    /// Starts or stops pulling a home address's traffic into the tunnel device.
+    /// Starts or stops pulling a home address's traffic into the tunnel device
+    /// (queued to the route worker; see `ha_routes`).
     async fn intercept(&mut self, home: Ipv4Addr, on: bool) {
-        let route = Route::new(home, 32).dev(self.tun_ifindex);
-        if on {
-            if let Err(e) = self.nl.replace_route(&route).await {
-                warn!("route {home}/32 via tunnel: {e}");
-            }
-            if let Some(ifx) = self.home_ifindex {
-                if let Err(e) = self.nl.add_proxy_arp(ifx, home).await {
-                    debug!("proxy ARP for {home}: {e}");
-                }
-                // RFC 5944 section 4.6: announce that the home address is now here.
-                let announced = self.arp.as_ref().map(|a| a.announce(home, ArpOp::Request));
-                if let Some(Err(e)) = announced {
-                    warn!("gratuitous ARP for {home}: {e}");
-                }
-            }
-        } else {
-            if let Err(e) = self.nl.del_route(&route).await {
-                debug!("remove route {home}/32: {e}");
-            }
-            if let Some(ifx) = self.home_ifindex {
-                if let Err(e) = self.nl.del_proxy_arp(ifx, home).await {
-                    debug!("remove proxy ARP for {home}: {e}");
-                }
-            }
-        }
+        self.routes.intercept(home, on);
     }
 
     fn status(&self, query: &serde_json::Value) -> serde_json::Value {
@@ -657,6 +634,7 @@ impl Daemon {
         for h in homes {
             self.intercept(h, false).await;
         }
+        self.routes.flush().await;
         info!("home agent stopped; routes and proxy ARP entries removed");
     }
 }
