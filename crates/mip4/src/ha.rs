@@ -185,6 +185,7 @@ pub struct HaStats {
 struct MnRecord {
     /// The first security association, kept inline: one cache miss less per request.
     sa0: SecurityAssociation,
+    /// `cfg.sas` holds the node's other security associations (not `sa0` again).
     cfg: MobileNodeConfig,
     home_addr: Option<Ipv4Addr>,
     replay: ReplayState,
@@ -286,8 +287,13 @@ impl HomeAgent {
         if let Some(n) = &mn.nai {
             self.by_nai.insert(n.as_bytes().to_vec(), idx);
         }
+        // The first SA lives inline only; `cfg.sas` keeps the others (issue 15: a
+        // copy of every node's keyed HMAC state cost ~250 octets a node).
+        let mut mn = mn;
+        let sa0 = mn.sas.remove(0);
+        mn.sas.shrink_to_fit();
         self.mns.push(MnRecord {
-            sa0: mn.sas[0].clone(),
+            sa0,
             home_addr: mn.home_addr,
             cfg: mn,
             replay: ReplayState::default(),

@@ -77,12 +77,14 @@ impl HomeAgent {
             i -= 1;
             let id = identity(&self.mns[i].cfg);
             match wanted.remove(&id) {
-                Some(new) => {
+                Some(mut new) => {
                     let m = &mut self.mns[i];
                     if m.cfg.replay != new.replay {
                         m.replay = ReplayState::default();
                     }
-                    m.sa0 = new.sas[0].clone();
+                    // As in add_mobile_node: the first SA inline, the others in cfg.
+                    m.sa0 = new.sas.remove(0);
+                    new.sas.shrink_to_fit();
                     m.cfg = new;
                     summary.kept += 1;
                 }

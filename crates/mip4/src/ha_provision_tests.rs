@@ -166,3 +166,55 @@ fn nai_nodes_get_pool_addresses_that_survive_a_restart() {
     );
     assert_eq!(h.pool_address_of("b@corp.example"), Some(b));
 }
+
+#[test]
+fn every_security_association_of_a_node_is_usable() {
+    let mut h = ha(None);
+    let mut n = node(Some([10, 1, 0, 50]), None, 1);
+    n.sas
+        .push(SecurityAssociation::new(300, Algorithm::HmacMd5, &[2; 16]));
+    h.replace_mobile_nodes(vec![n]).unwrap();
+    let send = |h: &mut HomeAgent, i: u64, sa: &SecurityAssociation| {
+        let ident = (NtpTime::from_system_time(wall(i)).0 >> 32 << 32) | i;
+        let mut b = RegistrationRequest {
+            flags: Flags::D,
+            lifetime: 600,
+            home_addr: Ipv4Addr::new(10, 1, 0, 50),
+            home_agent: HA_ADDR,
+            care_of: Ipv4Addr::new(192, 0, 2, 10),
+            ident,
+            extensions: vec![],
+        }
+        .to_bytes();
+        sa.append(AuthKind::MnHa, &mut b);
+        let src = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 10), 434);
+        h.handle_datagram(
+            Instant::now(),
+            wall(i),
+            src,
+            SocketAddrV4::new(HA_ADDR, 434),
+            &b,
+        );
+        RegistrationReply::parse(&h.poll_transmit().unwrap().payload)
+            .unwrap()
+            .code
+            .0
+    };
+    assert_eq!(send(&mut h, 1, &key(1)), 0);
+    assert_eq!(
+        send(
+            &mut h,
+            2,
+            &SecurityAssociation::new(300, Algorithm::HmacMd5, &[2; 16])
+        ),
+        0
+    );
+    assert_eq!(
+        send(
+            &mut h,
+            3,
+            &SecurityAssociation::new(300, Algorithm::HmacMd5, &[1; 16])
+        ),
+        131
+    );
+}
