@@ -133,6 +133,7 @@ impl Daemon {
         let node_count = nodes.len();
         core.replace_mobile_nodes(nodes)
             .map_err(|e| format!("mobile nodes: {e}"))?;
+        crate::keyfile::release_parse_memory();
 
         let nl = Netlink::new().map_err(io_err("netlink"))?;
         let home_ifindex = match &h.home_interface {
@@ -288,6 +289,7 @@ impl Daemon {
             ),
             Err(e) => warn!("SIGHUP: nodes kept, reload refused:\n{e}"),
         }
+        crate::keyfile::release_parse_memory();
     }
 
     /// A batch from UDP 434 (one recvmmsg): Tunnel Data goes to the data path,
