@@ -221,7 +221,7 @@ fn registrations_flow_while_status_is_read_and_keys_reload_on_sighup() {
     assert_eq!(v["bindings_total"], json!(n));
 
     // SIGHUP: a new node in the key file is known, the others keep their bindings.
-    let extra = Ipv4Addr::new(10, 129, 255, 250);
+    let extra = Ipv4Addr::from(u32::from(FIRST) + n + 10);
     let one = move || {
         let mut c = load(extra, 1, Duration::ZERO);
         c.verify = false;
@@ -246,7 +246,10 @@ fn registrations_flow_while_status_is_read_and_keys_reload_on_sighup() {
 
     // A bad line: the reload is refused, naming file and line; the nodes stay.
     let bad_line = text.lines().count() + 1;
-    text.push_str("10.129.255.251 256 nothex\n");
+    text.push_str(&format!(
+        "{} 256 nothex\n",
+        Ipv4Addr::from(u32::from(extra) + 1)
+    ));
     std::fs::write(&keys, &text).unwrap();
     ha.signal(libc::SIGHUP);
     let want = format!("{}:{bad_line}: key is not hexadecimal", keys.display());
