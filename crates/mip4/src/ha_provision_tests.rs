@@ -218,3 +218,166 @@ fn every_security_association_of_a_node_is_usable() {
         131
     );
 }
+
+#[test]
+fn removing_nodes_in_the_middle_keeps_the_index_right() {
+    let mut h = ha(None);
+    let all: Vec<_> = (50..56u8)
+        .map(|i| node(Some([10, 1, 0, i]), None, i))
+        .collect();
+    h.replace_mobile_nodes(all).unwrap();
+    for i in 50..56u8 {
+        assert_eq!(register(&mut h, 1, [10, 1, 0, i], None, i).0, 0);
+    }
+    // Keep 50, 52, 55 (with its key changed); drop 51, 53, 54; add 60.
+    let s = h
+        .replace_mobile_nodes(vec![
+            node(Some([10, 1, 0, 55]), None, 99),
+            node(Some([10, 1, 0, 50]), None, 50),
+            node(Some([10, 1, 0, 60]), None, 60),
+            node(Some([10, 1, 0, 52]), None, 52),
+        ])
+        .unwrap();
+    assert_eq!((s.kept, s.removed, s.added), (3, 3, 1));
+    assert_eq!(h.binding_count(), 3);
+    for (i, k, code) in [
+        (50, 50, 0),
+        (52, 52, 0),
+        (55, 99, 0),
+        (60, 60, 0),
+        (51, 51, 131),
+        (54, 54, 131),
+    ] {
+        assert_eq!(
+            register(&mut h, 2, [10, 1, 0, i], None, k).0,
+            code,
+            "node {i}"
+        );
+    }
+    for i in [50u8, 52, 55] {
+        assert_eq!(
+            h.bindings_of(Ipv4Addr::new(10, 1, 0, i)).len(),
+            1,
+            "node {i}"
+        );
+    }
+}
+
+#[test]
+fn every_security_association_of_a_node_is_usable() {
+    let mut h = ha(None);
+    let mut n = node(Some([10, 1, 0, 50]), None, 1);
+    n.sas
+        .push(SecurityAssociation::new(300, Algorithm::HmacMd5, &[2; 16]));
+    h.replace_mobile_nodes(vec![n]).unwrap();
+    let send = |h: &mut HomeAgent, i: u64, sa: &SecurityAssociation| {
+        let ident = (NtpTime::from_system_time(wall(i)).0 >> 32 << 32) | i;
+        let mut b = RegistrationRequest {
+            flags: Flags::D,
+            lifetime: 600,
+            home_addr: Ipv4Addr::new(10, 1, 0, 50),
+            home_agent: HA_ADDR,
+            care_of: Ipv4Addr::new(192, 0, 2, 10),
+            ident,
+            extensions: vec![],
+        }
+        .to_bytes();
+        sa.append(AuthKind::MnHa, &mut b);
+        let src = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 10), 434);
+        h.handle_datagram(
+            Instant::now(),
+            wall(i),
+            src,
+            SocketAddrV4::new(HA_ADDR, 434),
+            &b,
+        );
+        RegistrationReply::parse(&h.poll_transmit().unwrap().payload)
+            .unwrap()
+            .code
+            .0
+    };
+    assert_eq!(send(&mut h, 1, &key(1)), 0);
+    assert_eq!(
+        send(
+            &mut h,
+            2,
+            &SecurityAssociation::new(300, Algorithm::HmacMd5, &[2; 16])
+        ),
+        0
+    );
+    assert_eq!(
+        send(
+            &mut h,
+            3,
+            &SecurityAssociation::new(300, Algorithm::HmacMd5, &[1; 16])
+        ),
+        131
+    );
+}
+
+#[test]
+fn removing_nodes_in_the_middle_keeps_the_index_right() {
+    let mut h = ha(None);
+    let all: Vec<_> = (50..56u8)
+        .map(|i| node(Some([10, 1, 0, i]), None, i))
+        .collect();
+    h.replace_mobile_nodes(all).unwrap();
+    for i in 50..56u8 {
+        assert_eq!(register(&mut h, 1, [10, 1, 0, i], None, i).0, 0);
+    }
+    // Keep 50, 52, 55 (with its key changed); drop 51, 53, 54; add 60.
+    let s = h
+        .replace_mobile_nodes(vec![
+            node(Some([10, 1, 0, 55]), None, 99),
+            node(Some([10, 1, 0, 50]), None, 50),
+            node(Some([10, 1, 0, 60]), None, 60),
+            node(Some([10, 1, 0, 52]), None, 52),
+        ])
+        .unwrap();
+    assert_eq!((s.kept, s.removed, s.added), (3, 3, 1));
+    assert_eq!(h.binding_count(), 3);
+    for (i, k, code) in [
+        (50, 50, 0),
+        (52, 52, 0),
+        (55, 99, 0),
+        (60, 60, 0),
+        (51, 51, 131),
+        (54, 54, 131),
+    ] {
+        assert_eq!(
+            register(&mut h, 2, [10, 1, 0, i], None, k).0,
+            code,
+            "node {i}"
+        );
+    }
+    for i in [50u8, 52, 55] {
+        assert_eq!(
+            h.bindings_of(Ipv4Addr::new(10, 1, 0, i)).len(),
+            1,
+            "node {i}"
+        );
+    }
+}
+
+#[test]
+#[ignore]
+fn time_replace_1m() {
+    let mk = || -> Vec<MobileNodeConfig> {
+        (0..1_000_000u32)
+            .map(|i| MobileNodeConfig {
+                home_addr: Some(Ipv4Addr::from(0x0a81_0000 + i)),
+                nai: None,
+                sas: vec![key(1)],
+                replay: ReplayMethod::Timestamp,
+            })
+            .collect()
+    };
+    let mut h = ha(None);
+    let t = Instant::now();
+    h.replace_mobile_nodes(mk()).unwrap();
+    eprintln!("first {:?}", t.elapsed());
+    let n = mk();
+    let t = Instant::now();
+    h.replace_mobile_nodes(n).unwrap();
+    eprintln!("again {:?}", t.elapsed());
+}

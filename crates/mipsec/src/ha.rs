@@ -22,7 +22,7 @@ use crate::control::{ControlServer, StatusRequest};
 use crate::shell::{
     allow_fragmentation, enlarge_buffers, getrandom, io_err, open_tunnel, write_sysctl, BATCH,
 };
-use mip4::ha::{Binding, HaConfig, HaEvent, HomeAgent, Tunnel, UdpTunneling};
+use mip4::ha::{Binding, HaConfig, HaEvent, HomeAgent, MobileNodeConfig, Tunnel, UdpTunneling};
 use mip4::wire::tunnel::TunnelData;
 use mip4::wire::{MessageType, MIP_PORT};
 use netio::netlink::Netlink;
@@ -108,8 +108,8 @@ struct Daemon {
     state_file: Option<PathBuf>,
     dirty: bool,
     started: Instant,
-    /// `ha.toml`, for the key file reload's error messages.
-    config_path: PathBuf,
+    /// Key file reloads (SIGHUP), parsed off the event loop.
+    reloader: crate::keyfile::Reloader,
 }
 
 impl Daemon {
@@ -197,7 +197,7 @@ impl Daemon {
             _ctl: ctl,
             dirty: false,
             started: Instant::now(),
-            config_path,
+            reloader: crate::keyfile::Reloader::new(config_path),
         };
         d.restore().await;
         Ok(d)
@@ -258,24 +258,18 @@ impl Daemon {
                 }
                 _ = term.recv() => { info!("SIGTERM: shutting down"); break }
                 _ = int.recv() => { info!("SIGINT: shutting down"); break }
-                _ = hup.recv() => self.reload_nodes(),
+                _ = hup.recv() => self.reloader.request(),
+                r = self.reloader.done() => self.reload_nodes(r),
             }
             self.drain().await;
         }
         Ok(())
     }
 
-    /// SIGHUP: re-reads the key file (and the inline nodes) and replaces the node
-    /// set; bindings of nodes that stay are untouched. A bad file changes nothing.
-    fn reload_nodes(&mut self) {
-        let fresh = match HaFile::load(&self.config_path) {
-            Ok(mut f) => {
-                crate::keyfile::resolve(&mut f, &self.config_path);
-                f
-            }
-            Err(e) => return warn!("SIGHUP: nodes kept: {e}"),
-        };
-        let r = crate::keyfile::load_nodes(&fresh, &self.config_path).and_then(|n| {
+    /// SIGHUP, once the key file is parsed (off the loop): replaces the node set;
+    /// bindings of nodes that stay are untouched. A bad file changes nothing.
+    fn reload_nodes(&mut self, parsed: Result<Vec<MobileNodeConfig>, String>) {
+        let r = parsed.and_then(|n| {
             self.core
                 .replace_mobile_nodes(n)
                 .map_err(|e| format!("mobile nodes: {e}"))

@@ -290,6 +290,50 @@ fn check(
     out
 }
 
+/// Re-reads `ha.toml` and its key file on a thread of its own, so that a
+/// million-line file (seconds of parsing and key setup) never stalls the event
+/// loop; the loop takes the result from [`Reloader::done`].
+pub struct Reloader {
+    config: PathBuf,
+    tx: tokio::sync::mpsc::UnboundedSender<Result<Vec<MobileNodeConfig>, String>>,
+    rx: tokio::sync::mpsc::UnboundedReceiver<Result<Vec<MobileNodeConfig>, String>>,
+}
+
+impl Reloader {
+    pub fn new(config: PathBuf) -> Reloader {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        Reloader { config, tx, rx }
+    }
+
+    /// Starts a reload in the background.
+    pub fn request(&self) {
+        let (config, tx) = (self.config.clone(), self.tx.clone());
+        let spawned = std::thread::Builder::new()
+            .name("key-reload".into())
+            .spawn(move || {
+                let r = HaFile::load(&config)
+                    .map_err(|e| e.to_string())
+                    .and_then(|mut f| {
+                        resolve(&mut f, &config);
+                        load_nodes(&f, &config)
+                    });
+                let _ = tx.send(r);
+            });
+        if let Err(e) = spawned {
+            let _ = self.tx.send(Err(format!("cannot start the reload: {e}")));
+        }
+    }
+
+    /// The next finished reload: the new node set, or every error found.
+    pub async fn done(&mut self) -> Result<Vec<MobileNodeConfig>, String> {
+        match self.rx.recv().await {
+            Some(r) => r,
+            // Unreachable while `self.tx` lives; wait forever rather than spin.
+            None => std::future::pending().await,
+        }
+    }
+}
+
 /// Gives the memory of a large key file's parse (its text, lines and indexes,
 /// a few hundred octets a node) back to the system instead of keeping it in the
 /// allocator's free lists for the life of the daemon.
