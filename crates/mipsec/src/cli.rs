@@ -37,6 +37,15 @@ enum Cmd {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Print the MN-HA key derived for a node from a fleet secret (key files'
+    /// `derived` keys), to put in that node's mn.toml.
+    DeriveKey {
+        /// The file named by `[ha] key_derivation_secret`.
+        #[arg(long)]
+        secret: PathBuf,
+        /// The node's NAI, or its home address when it has no NAI.
+        identity: String,
+    },
     /// Show a running daemon's state.
     Status {
         /// The daemon's control socket.
@@ -102,6 +111,16 @@ where
             init_logs();
             daemon(|| crate::mn::run(&config))
         }
+        Cmd::DeriveKey { secret, identity } => match crate::keyfile::read_secret(&secret) {
+            Ok(s) => {
+                println!("{}", hex::encode(crate::keyfile::derive_key(&s, &identity)));
+                0
+            }
+            Err(e) => {
+                eprintln!("mipsec derive-key: {e}");
+                1
+            }
+        },
         Cmd::Status {
             socket,
             json,

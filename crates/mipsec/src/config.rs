@@ -137,6 +137,9 @@ pub struct HaSection {
     pub key_file: Option<PathBuf>,
     /// Home addresses for nodes known only by their NAI (RFC 2794).
     pub dynamic_pool: Option<Net>,
+    /// A file holding the fleet secret (hex, at least 256 bits) from which key
+    /// file lines with the key `derived` get their keys (see `crate::keyfile`).
+    pub key_derivation_secret: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -12,7 +12,11 @@
 //! ```
 //!
 //! IDENTITY is a static home address, a NAI (the node gets a home address from
-//! `dynamic_pool`, RFC 2794), or both separated by a comma. ALGORITHM is
+//! `dynamic_pool`, RFC 2794), or both separated by a comma. KEY is hexadecimal,
+//! or `derived`: the first 16 octets of HMAC-SHA256(fleet secret,
+//! "mipsec mn-ha key v1:" + the node's NAI, or its home address when it has no
+//! NAI), the fleet secret coming from `[ha] key_derivation_secret`; `mipsec
+//! derive-key` prints such a key for the node's own configuration. ALGORITHM is
 //! `hmac-md5` (default) or `keyed-md5`; REPLAY is `timestamp` (default) or
 //! `nonce`. `#` starts a comment; blank lines are ignored.
 
@@ -34,9 +38,46 @@ pub struct KeyLine {
     pub home_address: Option<Ipv4Addr>,
     pub nai: Option<String>,
     pub spi: u32,
+    /// Empty when `derived`.
     pub key: Vec<u8>,
+    /// KEY was `derived`: the key comes from the fleet secret.
+    pub derived: bool,
     pub algorithm: AlgorithmName,
     pub replay: ReplayName,
+}
+
+/// The label that makes derived keys specific to this use.
+const DERIVATION_LABEL: &[u8] = b"mipsec mn-ha key v1:";
+
+/// The MN-HA key of the node `identity` (its NAI, or its home address when it
+/// has none) derived from the fleet `secret`.
+pub fn derive_key(secret: &[u8], identity: &str) -> [u8; 16] {
+    use hmac::{Hmac, Mac};
+    // HMAC takes a key of any length: new_from_slice cannot fail here.
+    let Ok(mut m) = <Hmac<sha2::Sha256> as Mac>::new_from_slice(secret) else {
+        return [0; 16];
+    };
+    m.update(DERIVATION_LABEL);
+    m.update(identity.as_bytes());
+    let full = m.finalize().into_bytes();
+    let mut k = [0u8; 16];
+    k.copy_from_slice(&full[..16]);
+    k
+}
+
+/// Reads a fleet secret file: hexadecimal, at least 32 octets.
+pub fn read_secret(path: &Path) -> Result<Vec<u8>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let s = hex::decode(text.trim())
+        .map_err(|e| format!("{}: the secret is not hexadecimal: {e}", path.display()))?;
+    if s.len() < 32 {
+        return Err(format!(
+            "{}: the secret has {} octets; at least 32 (64 hex digits) are needed",
+            path.display(),
+            s.len()
+        ));
+    }
+    Ok(s)
 }
 
 /// Where a node was defined, for error messages.
@@ -76,8 +117,13 @@ pub fn parse_line(line: &str) -> Result<Option<KeyLine>, String> {
         ));
     }
     let key = words.next().ok_or("missing key")?;
-    let key = hex::decode(key).map_err(|e| format!("key is not hexadecimal: {e}"))?;
-    if key.len() < 16 {
+    let derived = key == "derived";
+    let key = if derived {
+        Vec::new()
+    } else {
+        hex::decode(key).map_err(|e| format!("key is not hexadecimal (or `derived`): {e}"))?
+    };
+    if !derived && key.len() < 16 {
         return Err(format!(
             "key has {} octets; RFC 5944 requires at least 128 bits (32 hex digits)",
             key.len()
@@ -105,6 +151,7 @@ pub fn parse_line(line: &str) -> Result<Option<KeyLine>, String> {
         nai,
         spi,
         key,
+        derived,
         algorithm: algorithm.unwrap_or_default(),
         replay: replay.unwrap_or_default(),
     }))
@@ -140,12 +187,13 @@ pub fn pool(file: &HaFile) -> Option<(Ipv4Addr, u32)> {
     })
 }
 
-/// Resolves a relative `key_file` against the directory of `ha.toml`.
+/// Resolves a relative `key_file` and `key_derivation_secret` against the
+/// directory of `ha.toml`.
 pub fn resolve(file: &mut HaFile, config: &Path) {
-    if let Some(k) = &file.ha.key_file {
-        if k.is_relative() {
-            let dir = config.parent().unwrap_or(Path::new("."));
-            file.ha.key_file = Some(dir.join(k));
+    let dir = config.parent().unwrap_or(Path::new("."));
+    for p in [&mut file.ha.key_file, &mut file.ha.key_derivation_secret] {
+        if let Some(k) = p.as_ref().filter(|k| k.is_relative()) {
+            *p = Some(dir.join(k));
         }
     }
 }
@@ -180,6 +228,7 @@ pub fn load_nodes(file: &HaFile, config: &Path) -> Result<Vec<MobileNodeConfig>,
                     nai: m.nai.clone(),
                     spi: m.spi,
                     key: m.key.0.clone(),
+                    derived: false,
                     algorithm: m.algorithm,
                     replay: m.replay,
                 },
@@ -206,6 +255,29 @@ pub fn load_nodes(file: &HaFile, config: &Path) -> Result<Vec<MobileNodeConfig>,
                             Err(e) => errors.push(format!("{at}: {e}")),
                         }
                     }
+                }
+            }
+        }
+    }
+    if lines.iter().any(|(_, k)| k.derived) {
+        match h.key_derivation_secret.as_deref().map(read_secret) {
+            Some(Ok(secret)) => {
+                for (_, k) in lines.iter_mut().filter(|(_, k)| k.derived) {
+                    let id = match (&k.nai, k.home_address) {
+                        (Some(n), _) => n.clone(),
+                        (None, Some(a)) => a.to_string(),
+                        (None, None) => String::new(),
+                    };
+                    k.key = derive_key(&secret, &id).to_vec();
+                }
+            }
+            Some(Err(e)) => errors.push(format!("key_derivation_secret {e}")),
+            None => {
+                if let Some((Origin(at), _)) = lines.iter().find(|(_, k)| k.derived) {
+                    errors.push(format!(
+                        "{at}: key `derived` needs [ha] key_derivation_secret in {}",
+                        config.display()
+                    ));
                 }
             }
         }
