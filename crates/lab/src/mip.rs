@@ -22,6 +22,22 @@ pub const PROBE_HOA: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 101);
 pub const PROBE_SPI: u32 = 257;
 pub const PROBE_KEY: &str = "0f0e0d0c0b0a09080706050403020100";
 
+/// Writes a file only its owner can read (configurations hold keys), whatever the
+/// umask; an existing file is truncated and restricted too.
+pub fn write_private(path: &Path, contents: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    f.write_all(contents.as_bytes())?;
+    Ok(())
+}
+
 /// Writes fa.toml (the foreign agent on int-b) into the lab directory.
 pub fn write_fa_config(lab: &Lab) -> Result<String> {
     let d = lab.dir.display();
@@ -35,7 +51,7 @@ control_socket = "{d}/fa.sock"
 "#
     );
     let p = lab.dir.join("fa.toml");
-    std::fs::write(&p, fa)?;
+    write_private(&p, &fa)?;
     Ok(p.display().to_string())
 }
 
@@ -77,8 +93,8 @@ control_socket = "{d}/mn.sock"
     );
     let hp = lab.dir.join("ha.toml");
     let mp = lab.dir.join("mn.toml");
-    std::fs::write(&hp, ha)?;
-    std::fs::write(&mp, mn)?;
+    write_private(&hp, &ha)?;
+    write_private(&mp, &mn)?;
     Ok((hp.display().to_string(), mp.display().to_string()))
 }
 

@@ -31,8 +31,9 @@ pub fn other(msg: impl Into<String>) -> Error {
 /// Directory that holds one sub-directory per live lab (owner pid, configs, sockets, logs).
 pub const RUN_DIR: &str = "/run/mipsec-lab";
 
-/// Roles, i.e. namespace suffixes, of one lab.
-pub const ROLES: [&str; 6] = ["sw", "rt", "ha", "mn", "cn", "fa"];
+/// Roles, i.e. namespace suffixes, of one lab. `ev` is a stranger's host on the
+/// foreign agent's link (int-b, 10.30.0.66), for the hostile-link tests.
+pub const ROLES: [&str; 7] = ["sw", "rt", "ha", "mn", "cn", "fa", "ev"];
 
 /// Runs a command and returns its stdout; a non-zero exit becomes an error with stderr.
 pub fn run(prog: &str, args: &[&str]) -> Result<String> {

@@ -1,4 +1,5 @@
-//! The lab topology: six namespaces (switch, router, HA, MN, CN, FA), six bridged
+//! The lab topology: seven namespaces (switch, router, HA, MN, CN, FA, and EV, a
+//! stranger's host at 10.30.0.66 on the foreign agent's link), six bridged
 //! segments inside the switch namespace, and MN moves between segments.
 //!
 //! int-b is served by a foreign agent (FA namespace at 10.30.0.1) and has no "DHCP", so
@@ -91,6 +92,8 @@ pub const MN_HOME: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 100);
 pub const CN_ADDR: Ipv4Addr = Ipv4Addr::new(10, 40, 0, 10);
 /// The foreign agent on int-b (its address and the care-of address it offers).
 pub const FA_ADDR: Ipv4Addr = Ipv4Addr::new(10, 30, 0, 1);
+/// A stranger's host on the foreign agent's link (namespace role `ev`).
+pub const STRANGER_ADDR: Ipv4Addr = Ipv4Addr::new(10, 30, 0, 66);
 /// The NAT's address towards the inside (what the HA sees behind it).
 pub const NAT_OUTSIDE: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 254);
 
@@ -194,10 +197,11 @@ impl Lab {
             ip(&["-n", &sw, "link", "set", br, "up"])?;
         }
         // (switch port, namespace, interface, bridge, address/len)
-        let links: [(&str, &str, &str, &str, &str); 10] = [
+        let links: [(&str, &str, &str, &str, &str); 11] = [
             ("rt4", "rt", "eth4", "br-intc", "10.60.0.254/24"),
             ("rt5", "rt", "eth5", "br-nat", "192.168.1.254/24"),
             ("fa", "fa", "eth0", "br-intb", "10.30.0.1/24"),
+            ("ev", "ev", "eth0", "br-intb", "10.30.0.66/24"),
             ("ha", "ha", "eth0", "br-home", "10.10.0.1/24"),
             ("cn", "cn", "eth0", "br-srv", "10.40.0.10/24"),
             ("rt0", "rt", "eth0", "br-home", "10.10.0.254/24"),
@@ -222,6 +226,7 @@ impl Lab {
             ("cn", "10.40.0.254"),
             ("mn", "10.10.0.254"),
             ("fa", "10.30.0.254"),
+            ("ev", "10.30.0.254"),
         ] {
             ip(&["-n", &self.ns(role), "route", "add", "default", "via", gw])?;
         }

@@ -174,6 +174,7 @@ pub struct RegistrationClient {
     transmits: VecDeque<Transmit>,
     events: VecDeque<ClientEvent>,
     stats: ClientStats,
+    last_accepted_tnc: bool,
 }
 
 impl RegistrationClient {
@@ -188,7 +189,15 @@ impl RegistrationClient {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: ClientStats::default(),
+            last_accepted_tnc: false,
         }
+    }
+
+    /// Whether the last accepted, authenticated reply (a registration or a
+    /// deregistration) carried the Trusted Networks Configured extension. A node at
+    /// home deregisters, and [`ClientEvent::Deregistered`] has no field for it.
+    pub fn last_accepted_tnc(&self) -> bool {
+        self.last_accepted_tnc
     }
 
     pub fn config(&self) -> &ClientConfig {
@@ -447,6 +456,19 @@ impl RegistrationClient {
             return;
         }
         self.ids.accepted(reply.ident);
+        self.last_accepted_tnc = reply
+            .extensions
+            .iter()
+            .take_while(|e| {
+                !matches!(
+                    e,
+                    Extension::Auth {
+                        kind: AuthKind::MnHa,
+                        ..
+                    }
+                )
+            })
+            .any(|e| matches!(e, Extension::TrustedNetworksConfigured));
         if p.lifetime == 0 {
             self.registered = None;
             self.events.push_back(ClientEvent::Deregistered);

@@ -13,6 +13,17 @@
 //! Visitors are keyed by link-layer address, home address and home agent, so one
 //! node can hold registrations towards two home agents at once (RFC 5265 section
 //! 3.5: an internal and an external home agent through the same FA).
+//!
+//! A visited link is shared with strangers, so a request changes nothing by itself
+//! (RFC 5944 section 3.7.2.2 keeps it as a *pending* registration): the visitor list,
+//! and with it the shell's neighbour entry, host route and reverse-tunnel rule, moves
+//! only when the home agent's acceptance (which it sends only for a request whose
+//! MN-HA authenticator it verified) comes back through the agent. A pending request
+//! from one link-layer address never touches a visitor registered from another, and
+//! each sender may hold only a few pending requests and send at a bounded rate
+//! ([`FaConfig::pending_per_sender`], [`FaConfig::sender_burst`]). Replies to a node
+//! go out by its link-layer address ([`FaTransmit::ToMobileNode`]); the shell sends
+//! them as frames and installs nothing for them.
 
 use crate::auth::{self, SecurityAssociation};
 use crate::replay::low32;
@@ -52,6 +63,13 @@ pub struct FaConfig {
     /// Mobile nodes (by home address) with an MN-FA security association: their
     /// requests must carry a valid MN-FA authenticator.
     pub mn_fa_sas: Vec<(Ipv4Addr, SecurityAssociation)>,
+    /// Pending requests one link-layer address may hold at once (a node with an
+    /// internal and an external home agent needs two).
+    pub pending_per_sender: usize,
+    /// Requests one link-layer address may send in a burst; the allowance then
+    /// refills by one every [`FaConfig::sender_refill`].
+    pub sender_burst: u32,
+    pub sender_refill: Duration,
 }
 
 impl FaConfig {
@@ -68,6 +86,9 @@ impl FaConfig {
             pending_timeout: Duration::from_secs(7),
             fa_ha_sas: Vec::new(),
             mn_fa_sas: Vec::new(),
+            pending_per_sender: 4,
+            sender_burst: 8,
+            sender_refill: Duration::from_millis(500),
         }
     }
 }
@@ -134,6 +155,8 @@ pub enum FaDrop {
     UnsolicitedReply,
     /// A reply whose FA-HA authenticator failed.
     HomeAgentAuthFailed,
+    /// A request over its sender's pending or rate allowance.
+    RateLimited,
 }
 
 /// Counters.
@@ -161,6 +184,13 @@ struct Pending {
 
 type VisitorKey = ([u8; 6], Ipv4Addr, Ipv4Addr);
 
+/// A sender's request allowance (token bucket): tokens left as of `at`.
+#[derive(Debug, Clone, Copy)]
+struct Allowance {
+    tokens: u32,
+    at: Instant,
+}
+
 /// The foreign agent core. See the module documentation.
 pub struct ForeignAgent {
     cfg: FaConfig,
@@ -168,6 +198,8 @@ pub struct ForeignAgent {
     next_adv: Option<Instant>,
     pending: Vec<Pending>,
     visitors: BTreeMap<VisitorKey, Visitor>,
+    /// Request allowances by link-layer address (bounded, see `admit_sender`).
+    allowances: BTreeMap<[u8; 6], Allowance>,
     transmits: VecDeque<FaTransmit>,
     events: VecDeque<FaEvent>,
     stats: FaStats,
@@ -182,6 +214,7 @@ impl ForeignAgent {
             next_adv: Some(now),
             pending: Vec::new(),
             visitors: BTreeMap::new(),
+            allowances: BTreeMap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: FaStats::default(),
@@ -367,10 +400,55 @@ impl ForeignAgent {
         *self.stats.drops.entry(d).or_default() += 1;
     }
 
+    /// Whether `mac` may send another request now: under its pending limit and with
+    /// an allowance token left. The table of allowances is bounded; when it is full,
+    /// senders whose allowance has refilled are forgotten first, and a new sender is
+    /// refused while none can be.
+    fn admit_sender(&mut self, now: Instant, mac: [u8; 6]) -> bool {
+        if self.pending.iter().filter(|p| p.mac == mac).count() >= self.cfg.pending_per_sender {
+            return false;
+        }
+        let burst = self.cfg.sender_burst.max(1);
+        let refill = self.cfg.sender_refill.max(Duration::from_millis(1));
+        let refilled = |a: &Allowance| {
+            let gained = now.saturating_duration_since(a.at).as_nanos() / refill.as_nanos();
+            let gained = u32::try_from(gained).unwrap_or(u32::MAX);
+            a.tokens.saturating_add(gained).min(burst)
+        };
+        let limit = self.cfg.max_visitors.saturating_mul(4).max(64);
+        if !self.allowances.contains_key(&mac) && self.allowances.len() >= limit {
+            self.allowances.retain(|_, a| refilled(a) < burst);
+            if self.allowances.len() >= limit {
+                return false;
+            }
+        }
+        let a = self.allowances.entry(mac).or_insert(Allowance {
+            tokens: burst,
+            at: now,
+        });
+        let tokens = refilled(a);
+        if tokens == 0 {
+            return false;
+        }
+        // Keep the fractional refill: advance `at` only by whole refill periods.
+        if tokens != a.tokens {
+            a.at = if tokens == burst {
+                now
+            } else {
+                a.at + refill * (tokens - a.tokens)
+            };
+        }
+        a.tokens = tokens - 1;
+        true
+    }
+
     fn handle_request(&mut self, now: Instant, from: SocketAddrV4, mac: [u8; 6], payload: &[u8]) {
         let Ok(req) = RegistrationRequest::parse_fixed(payload) else {
             return self.drop(FaDrop::Truncated);
         };
+        if !self.admit_sender(now, mac) {
+            return self.drop(FaDrop::RateLimited);
+        }
         let deny = |code: ReplyCode, lifetime: u16| RegistrationReply {
             code,
             lifetime,
@@ -532,6 +610,23 @@ impl ForeignAgent {
                     });
                 }
             } else {
+                // The home agent authenticated this node: a registration of the same
+                // home address with the same home agent from another link-layer
+                // address (the node changed interface) ends.
+                let stale: Vec<VisitorKey> = self
+                    .visitors
+                    .keys()
+                    .filter(|k| k.1 == home_addr && k.2 == p.home_agent && k.0 != p.mac)
+                    .copied()
+                    .collect();
+                for k in stale {
+                    self.visitors.remove(&k);
+                    self.events.push_back(FaEvent::VisitorRemoved {
+                        mac: k.0,
+                        home_addr: k.1,
+                        home_agent: k.2,
+                    });
+                }
                 let v = Visitor {
                     mac: p.mac,
                     home_addr,

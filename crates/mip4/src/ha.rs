@@ -343,19 +343,20 @@ impl HomeAgent {
 
     /// Re-installs a binding saved before a restart, with the node's last accepted
     /// Identification. Emits `BindingAdded` so the shell re-creates routes. Returns
-    /// false (and changes nothing) for an unknown home address or an expired binding.
+    /// false (and changes nothing) for a binding that fails [`HomeAgent::check_restore`]
+    /// (unknown node, expired, or out of the configuration's bounds).
     pub fn restore_binding(
         &mut self,
         now: Instant,
         binding: Binding,
         last_ident: Option<u64>,
     ) -> bool {
+        if self.check_restore(now, &binding).is_err() {
+            return false;
+        }
         let Some(&idx) = self.by_home.get(&binding.home_addr) else {
             return false;
         };
-        if binding.expires <= now {
-            return false;
-        }
         if let Some(l) = last_ident {
             if self.mns[idx].replay.last_accepted().is_none_or(|x| x < l) {
                 self.mns[idx].replay = ReplayState::restored(Some(l));
@@ -907,6 +908,9 @@ mod query;
 #[path = "ha_timers.rs"]
 mod timers;
 pub use provision::ReloadSummary;
+#[path = "ha_restore.rs"]
+mod restore;
+pub use restore::RestoreRefused;
 
 #[cfg(test)]
 #[path = "ha_tests.rs"]

@@ -175,7 +175,13 @@ impl IdentGenerator {
         let id = match self.method {
             ReplayMethod::Timestamp => {
                 let secs = (i64::from(wall.seconds()) + self.offset) as u64 & 0xffff_ffff;
-                let id = (secs << 32) | (wall.0 & 0xffff_ffff);
+                // RFC 5944 5.7.1: bits a time source cannot provide come from a good
+                // source of randomness. The reply is matched on these 32 bits only,
+                // so a clock with coarse ticks (or a simulator on whole
+                // milliseconds) must not make them repeat: a captured reply to an
+                // older request with the same fraction would be taken as fresh.
+                let frac = (wall.0 & 0xffff_0000) | u64::from(mn_nonce & 0xffff);
+                let id = (secs << 32) | frac;
                 if id <= self.last {
                     self.last.wrapping_add(1)
                 } else {
@@ -286,6 +292,19 @@ mod tests {
         // Identifications never go backwards, even if the clock does.
         let id3 = g.next(ntp(5000), 0);
         assert!(id3 > id2);
+    }
+
+    #[test]
+    fn timestamp_low_bits_do_not_repeat_with_the_clock() {
+        // Same clock reading, different random draws: the reply-matching bits differ.
+        let mut a = IdentGenerator::new(ReplayMethod::Timestamp);
+        let mut b = IdentGenerator::new(ReplayMethod::Timestamp);
+        let t = ntp(5000);
+        assert_ne!(low32(a.next(t, 0x1234_5678)), low32(b.next(t, 0x1234_9abc)));
+        // The clock still dominates: later seconds give larger Identifications.
+        let x = a.next(ntp(5001), 0);
+        let y = a.next(ntp(5002), 0xffff_ffff);
+        assert!(y > x);
     }
 
     #[test]

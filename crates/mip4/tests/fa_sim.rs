@@ -51,6 +51,10 @@ struct Net {
     fa: ForeignAgent,
     has: Vec<HomeAgent>,
     mns: Vec<RegistrationClient>,
+    /// Link-layer address of each node's frames (MAC unless a test changes it).
+    macs: Vec<[u8; 6]>,
+    /// (destination link-layer address, reply) of every reply the agent sent.
+    to_nodes: Vec<([u8; 6], RegistrationReply)>,
     mn_events: Vec<(usize, ClientEvent)>,
     fa_events: Vec<FaEvent>,
     ha_events: Vec<HaEvent>,
@@ -71,6 +75,8 @@ impl Net {
             fa: ForeignAgent::new(fa, now),
             has,
             mns: Vec::new(),
+            macs: Vec::new(),
+            to_nodes: Vec::new(),
             mn_events: Vec::new(),
             fa_events: Vec::new(),
             ha_events: Vec::new(),
@@ -89,6 +95,7 @@ impl Net {
         c.encapsulating_delivery = encapsulating;
         self.mns
             .push(RegistrationClient::new(c, [self.mns.len() as u8; 32]));
+        self.macs.push(MAC);
         self.mns.len() - 1
     }
 
@@ -111,7 +118,8 @@ impl Net {
                 while let Some(t) = self.mns[i].poll_transmit() {
                     moved = true;
                     assert_eq!(*t.dst.ip(), FA, "a node in mode f talks to its agent");
-                    self.fa.handle_datagram(self.now, t.src, MAC, &t.payload);
+                    self.fa
+                        .handle_datagram(self.now, t.src, self.macs[i], &t.payload);
                 }
                 while let Some(e) = self.mns[i].poll_event() {
                     self.mn_events.push((i, e));
@@ -124,10 +132,17 @@ impl Net {
                         self.adverts.push((self.now - self.start, dst, icmp))
                     }
                     FaTransmit::ToHomeAgent(t) => self.deliver_to_ha(t),
-                    FaTransmit::ToMobileNode { payload, src, .. } => {
+                    FaTransmit::ToMobileNode {
+                        payload, src, mac, ..
+                    } => {
+                        if let Ok(r) = RegistrationReply::parse(&payload) {
+                            self.to_nodes.push((mac, r));
+                        }
                         let w = self.wall();
-                        for mn in &mut self.mns {
-                            mn.handle_datagram(self.now, w, src, &payload);
+                        for (mn, m) in self.mns.iter_mut().zip(&self.macs) {
+                            if *m == mac {
+                                mn.handle_datagram(self.now, w, src, &payload);
+                            }
                         }
                     }
                 }
@@ -538,4 +553,149 @@ fn garbage_never_panics() {
         Some(&(3 + 23 + 19))
     );
     assert!(fa.stats().drops.contains_key(&FaDrop::UnsolicitedReply));
+}
+
+const STRANGER: [u8; 6] = [2, 0, 0, 0, 0, 0x66];
+
+/// A request for HOME as a stranger on the link forges it: well formed, but with an
+/// authenticator made with a key the home agent does not know.
+fn forged_request(ident: u64) -> Vec<u8> {
+    forged_request_for(HOME, ident)
+}
+
+fn forged_request_for(home_addr: Ipv4Addr, ident: u64) -> Vec<u8> {
+    let req = RegistrationRequest {
+        flags: Flags::T,
+        lifetime: 600,
+        home_addr,
+        home_agent: HA1,
+        care_of: FA,
+        ident,
+        extensions: vec![],
+    };
+    let mut b = req.to_bytes();
+    SecurityAssociation::new(256, Algorithm::HmacMd5, b"guessed key 0123")
+        .append(AuthKind::MnHa, &mut b);
+    b
+}
+
+fn registered(n: &Net) -> Vec<([u8; 6], Ipv4Addr)> {
+    n.fa.visitors().map(|v| (v.mac, v.home_addr)).collect()
+}
+
+/// RFC 5944 pending registrations: a forged request for a registered visitor's home
+/// address, from another link-layer address, changes nothing for the visitor while
+/// it is pending, when the home agent denies it, and when it times out; the denials
+/// go to the stranger's address, never to the visitor's.
+#[test]
+fn forged_request_from_a_stranger_changes_nothing_for_the_visitor() {
+    let mut n = Net::new(FaConfig::new(FA, 24), vec![home_agent(HA1, None)]);
+    let i = n.add_mn(HA1, false);
+    n.register(i);
+    n.run_for(Duration::from_millis(10));
+    assert_eq!(registered(&n), vec![(MAC, HOME)]);
+    let events = n.fa_events.len();
+    let from = SocketAddrV4::new(Ipv4Addr::new(10, 30, 0, 66), 434);
+    // Denied by the home agent (131, authentication failed).
+    let now = n.now;
+    n.fa.handle_datagram(now, from, STRANGER, &forged_request(0xee00_0000_0000_0001));
+    n.settle();
+    assert_eq!(n.has[0].stats().replies_by_code.get(&131), Some(&1));
+    assert_eq!(registered(&n), vec![(MAC, HOME)]);
+    assert_eq!(n.fa_events.len(), events, "{:?}", &n.fa_events[events..]);
+    let last = n.to_nodes.last().unwrap();
+    assert_eq!((last.0, last.1.code.0), (STRANGER, 131));
+    // Pending while the home agent is silent, then timed out (78).
+    n.ha_alive = false;
+    let now = n.now;
+    n.fa.handle_datagram(now, from, STRANGER, &forged_request(0xee00_0000_0000_0002));
+    n.settle();
+    assert_eq!(n.fa.visitor_for(HOME).map(|v| v.mac), Some(MAC));
+    n.run_for(Duration::from_secs(8));
+    let last = n.to_nodes.last().unwrap();
+    assert_eq!((last.0, last.1.code.0), (STRANGER, 78));
+    assert_eq!(registered(&n), vec![(MAC, HOME)]);
+    assert_eq!(n.fa_events.len(), events, "{:?}", &n.fa_events[events..]);
+    assert!(n
+        .to_nodes
+        .iter()
+        .filter(|(m, _)| *m == MAC)
+        .all(|(_, r)| r.code.is_accepted()));
+}
+
+/// Only the home agent's acceptance moves a visitor: when the node re-registers from
+/// a new link-layer address (another interface), the old entry ends and the new one
+/// replaces it; the agent never keeps two for one home address and home agent.
+#[test]
+fn accepted_registration_from_a_new_link_layer_address_replaces_the_old() {
+    let mut n = Net::new(FaConfig::new(FA, 24), vec![home_agent(HA1, None)]);
+    let i = n.add_mn(HA1, false);
+    n.register(i);
+    n.run_for(Duration::from_millis(10));
+    n.run_for(Duration::from_secs(2));
+    let j = n.add_mn(HA1, false);
+    n.macs[j] = [2, 0, 0, 0, 0, 0x43];
+    n.register(j);
+    n.run_for(Duration::from_millis(10));
+    assert_eq!(registered(&n), vec![([2, 0, 0, 0, 0, 0x43], HOME)]);
+    assert!(n
+        .fa_events
+        .iter()
+        .any(|e| matches!(e, FaEvent::VisitorRemoved { mac: MAC, .. })));
+}
+
+/// Per-sender limits: a flood of requests from one link-layer address gets at most
+/// `pending_per_sender` relayed at once and the rest dropped as RateLimited; a burst
+/// spread over time is bounded by the allowance; another sender is not affected.
+#[test]
+fn pending_requests_are_limited_per_sender() {
+    let mut n = Net::new(FaConfig::new(FA, 24), vec![home_agent(HA1, None)]);
+    n.ha_alive = false;
+    let from = SocketAddrV4::new(Ipv4Addr::new(10, 30, 0, 66), 434);
+    let now = n.now;
+    // Each for another home address, so that none replaces another pending one.
+    for k in 0..50u8 {
+        let home = Ipv4Addr::new(10, 10, 1, k);
+        n.fa.handle_datagram(
+            now,
+            from,
+            STRANGER,
+            &forged_request_for(home, 0xee00_0000_0000_0100),
+        );
+    }
+    n.settle();
+    let cfg = FaConfig::new(FA, 24);
+    assert_eq!(n.at_ha.len(), cfg.pending_per_sender);
+    assert_eq!(
+        n.fa.stats().drops.get(&FaDrop::RateLimited),
+        Some(&(50 - cfg.pending_per_sender as u64))
+    );
+    // Answered (timed out) requests free the pending slots, but the allowance stays
+    // spent: over 10 s one sender gets at most the burst plus one per refill period.
+    n.ha_alive = true;
+    n.run_for(Duration::from_secs(8));
+    let start = n.at_ha.len();
+    for k in 0..1000u64 {
+        n.run_for(Duration::from_millis(10));
+        let now = n.now;
+        n.fa.handle_datagram(
+            now,
+            from,
+            STRANGER,
+            &forged_request(0xee00_0000_0001_0000 + k),
+        );
+        n.settle();
+    }
+    let relayed = n.at_ha.len() - start;
+    let bound = cfg.sender_burst as usize + (10_000 / cfg.sender_refill.as_millis() as usize) + 1;
+    assert!(relayed <= bound, "{relayed} relayed in 10 s, bound {bound}");
+    assert!(
+        relayed >= bound / 2,
+        "{relayed} relayed in 10 s, allowance {bound}"
+    );
+    // The genuine node on the same link registers at once.
+    let i = n.add_mn(HA1, false);
+    n.register(i);
+    n.run_for(Duration::from_millis(10));
+    assert_eq!(registered(&n), vec![(MAC, HOME)]);
 }

@@ -140,6 +140,9 @@ pub struct HaSection {
     /// A file holding the fleet secret (hex, at least 256 bits) from which key
     /// file lines with the key `derived` get their keys (see `crate::keyfile`).
     pub key_derivation_secret: Option<PathBuf>,
+    /// RFC 5265 HA-5, for an external home agent: Registration Requests arriving on
+    /// this (internal) interface are dropped and counted.
+    pub drop_requests_on_interface: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -211,18 +214,20 @@ fn default_fa_table() -> u32 {
 
 impl FaFile {
     pub fn load(path: &Path) -> Result<FaFile, ConfigError> {
-        let f: FaFile = load(path)?;
+        let text = read(path)?;
+        let f: FaFile = parse(path, &text)?;
+        let at = |key, msg: String| invalid_at(path, Some(&text), ("fa", None), key, msg);
         if f.fa.prefix_len > 32 {
-            return Err(invalid(
-                path,
-                format!("[fa] prefix_len {} is above 32", f.fa.prefix_len),
-            ));
+            return Err(at("prefix_len", format!("{} is above 32", f.fa.prefix_len)));
         }
         if f.fa.advertisement_interval_ms < 100 {
-            return Err(invalid(
-                path,
-                "[fa] advertisement_interval_ms must be at least 100".into(),
+            return Err(at(
+                "advertisement_interval_ms",
+                "must be at least 100".into(),
             ));
+        }
+        if f.fa.max_lifetime == 0 {
+            return Err(at("max_lifetime", "must be at least 1 s".into()));
         }
         Ok(f)
     }
@@ -299,12 +304,11 @@ fn default_rto() -> u64 {
     1000
 }
 
-fn load<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
-    })?;
-    parse(path, &text)
+    })
 }
 
 /// Parses `text` as if read from `path` (for error messages).
@@ -315,51 +319,131 @@ pub fn parse<T: for<'de> Deserialize<'de>>(path: &Path, text: &str) -> Result<T,
     })
 }
 
-fn invalid(path: &Path, message: String) -> ConfigError {
+/// The line (1-based) where `key` is written in table `table` (the `nth` of an
+/// array of tables, 0-based, when `nth` is Some), or the table's header line when the
+/// key is absent (a default applies). A plain line scanner: configuration files are
+/// key = value lines under table headers.
+fn line_of(text: &str, table: &str, nth: Option<usize>, key: &str) -> Option<usize> {
+    let mut seen = 0usize;
+    let mut inside = false;
+    let mut header = None;
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if let Some(rest) = t.strip_prefix("[[") {
+            let name = rest.split("]]").next().unwrap_or("").trim();
+            inside = false;
+            if name == table {
+                inside = nth == Some(seen);
+                seen += 1;
+            }
+        } else if let Some(rest) = t.strip_prefix('[') {
+            let name = rest.split(']').next().unwrap_or("").trim();
+            inside = nth.is_none() && name == table;
+        } else if inside && t.split('=').next().map(str::trim) == Some(key) {
+            return Some(i + 1);
+        } else {
+            continue;
+        }
+        if inside {
+            header = Some(i + 1);
+        }
+    }
+    header
+}
+
+/// An error naming the file, the line (when `text` is known) and the field.
+fn invalid_at(
+    path: &Path,
+    text: Option<&str>,
+    (table, nth): (&str, Option<usize>),
+    key: &str,
+    msg: String,
+) -> ConfigError {
+    let field = match nth {
+        Some(n) => format!("[[{table}]] #{} {key}", n + 1),
+        None => format!("[{table}] {key}"),
+    };
+    let line = text
+        .and_then(|t| line_of(t, table, nth, key))
+        .map_or(String::new(), |l| format!("line {l}: "));
     ConfigError::Invalid {
         path: path.to_path_buf(),
-        message,
+        message: format!("{line}{field}: {msg}"),
     }
 }
 
 impl HaFile {
     pub fn load(path: &Path) -> Result<HaFile, ConfigError> {
-        let f: HaFile = load(path)?;
-        f.validate(path)?;
+        let text = read(path)?;
+        let f: HaFile = parse(path, &text)?;
+        f.check(path, Some(&text))?;
         Ok(f)
     }
 
+    /// Semantic checks of a parsed file (errors without line numbers).
     pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        self.check(path, None)
+    }
+
+    fn check(&self, path: &Path, text: Option<&str>) -> Result<(), ConfigError> {
+        let ha = |key, msg: String| invalid_at(path, text, ("ha", None), key, msg);
         if self.ha.udp_keepalive_s == 0 {
-            return Err(invalid(
-                path,
-                "[ha] udp_keepalive_s must be at least 1 (RFC 3519 default 110)".into(),
+            return Err(ha(
+                "udp_keepalive_s",
+                "must be at least 1 (RFC 3519 default 110)".into(),
             ));
         }
+        if self.ha.max_lifetime == 0 {
+            return Err(ha("max_lifetime", "must be at least 1 s".into()));
+        }
+        if self.ha.max_bindings_per_mn == 0 {
+            return Err(ha("max_bindings_per_mn", "must be at least 1".into()));
+        }
         if !self.ha.home_network.0.contains(self.ha.address) {
-            return Err(invalid(
-                path,
+            return Err(ha(
+                "address",
                 format!(
-                    "[ha] address {} is not inside home_network {}",
+                    "{} is not inside home_network {}",
                     self.ha.address, self.ha.home_network.0
                 ),
             ));
         }
+        let node = |i, key, msg: String| invalid_at(path, text, ("mobile_node", Some(i)), key, msg);
         for (i, m) in self.mobile_nodes.iter().enumerate() {
             if m.home_address.is_none() && m.nai.is_none() {
-                return Err(invalid(
-                    path,
-                    format!("[[mobile_node]] #{}: needs home_address or nai", i + 1),
-                ));
+                return Err(node(i, "home_address", "needs home_address or nai".into()));
             }
             if let Some(h) = m.home_address {
                 if !self.ha.home_network.0.contains(h) {
-                    return Err(invalid(
-                        path,
-                        format!(
-                            "[[mobile_node]] #{}: home_address {h} is not inside home_network",
-                            i + 1
-                        ),
+                    return Err(node(
+                        i,
+                        "home_address",
+                        format!("{h} is not inside home_network"),
+                    ));
+                }
+                if let Some(j) = self.mobile_nodes[..i]
+                    .iter()
+                    .position(|o| o.home_address == Some(h))
+                {
+                    let first = text
+                        .and_then(|t| line_of(t, "mobile_node", Some(j), "home_address"))
+                        .map_or(String::new(), |l| format!(", line {l}"));
+                    return Err(node(
+                        i,
+                        "home_address",
+                        format!("{h} is already used by [[mobile_node]] #{}{first}", j + 1),
+                    ));
+                }
+            }
+            if let Some(n) = &m.nai {
+                if let Some(j) = self.mobile_nodes[..i]
+                    .iter()
+                    .position(|o| o.nai.as_deref() == Some(n))
+                {
+                    return Err(node(
+                        i,
+                        "nai",
+                        format!("{n:?} is already used by [[mobile_node]] #{}", j + 1),
                     ));
                 }
             }
@@ -370,17 +454,34 @@ impl HaFile {
 
 impl MnFile {
     pub fn load(path: &Path) -> Result<MnFile, ConfigError> {
-        let f: MnFile = load(path)?;
-        if !f.mn.home_network.0.contains(f.mn.home_address) {
-            return Err(invalid(
-                path,
+        let text = read(path)?;
+        let f: MnFile = parse(path, &text)?;
+        f.check(path, Some(&text))?;
+        Ok(f)
+    }
+
+    fn check(&self, path: &Path, text: Option<&str>) -> Result<(), ConfigError> {
+        let mn = |key, msg: String| invalid_at(path, text, ("mn", None), key, msg);
+        if !self.mn.home_network.0.contains(self.mn.home_address) {
+            return Err(mn(
+                "home_address",
                 format!(
-                    "[mn] home_address {} is not inside home_network {}",
-                    f.mn.home_address, f.mn.home_network.0
+                    "{} is not inside home_network {}",
+                    self.mn.home_address, self.mn.home_network.0
                 ),
             ));
         }
-        Ok(f)
+        if self.mn.lifetime == 0 {
+            // Lifetime 0 is a deregistration, not a registration to keep.
+            return Err(mn("lifetime", "must be at least 1 s".into()));
+        }
+        if self.mn.retransmit_ms == 0 {
+            return Err(mn(
+                "retransmit_ms",
+                "must be at least 1 (RFC 5944 suggests 1000 or more)".into(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -459,6 +560,95 @@ key = "00112233445566778899aabbccddeeff"
         let zero = HA.replace("[ha]\n", "[ha]\nudp_keepalive_s = 0\n");
         let f: HaFile = parse(Path::new("ha.toml"), &zero).unwrap();
         let e = f.validate(Path::new("ha.toml")).unwrap_err().to_string();
-        assert!(e.contains("udp_keepalive_s must be at least 1"), "{e}");
+        assert!(e.contains("udp_keepalive_s: must be at least 1"), "{e}");
+    }
+
+    /// Writes `text` to a file named `name` in a fresh directory and loads it.
+    fn load_as<T>(name: &str, text: &str, load: fn(&Path) -> Result<T, ConfigError>) -> String
+    where
+        T: std::fmt::Debug,
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        let e = load(&p).unwrap_err().to_string();
+        assert!(e.starts_with(&p.display().to_string()), "{e}");
+        e
+    }
+
+    #[test]
+    fn duplicate_mobile_nodes_are_refused_naming_both_lines() {
+        let dup = format!("{HA}\n[[mobile_node]]\nspi = 257\nhome_address = \"10.10.0.100\"\nkey = \"00112233445566778899aabbccddeeff\"\n");
+        let e = load_as("ha.toml", &dup, HaFile::load);
+        assert!(
+            e.contains("line 14: [[mobile_node]] #2 home_address: 10.10.0.100 is already used by [[mobile_node]] #1, line 8"),
+            "{e}"
+        );
+        let nai = HA.replace("home_address = \"10.10.0.100\"", "nai = \"a@example.org\"");
+        let dup = format!("{nai}\n[[mobile_node]]\nnai = \"a@example.org\"\nspi = 257\nkey = \"00112233445566778899aabbccddeeff\"\n");
+        let e = load_as("ha.toml", &dup, HaFile::load);
+        assert!(
+            e.contains("line 13: [[mobile_node]] #2 nai: \"a@example.org\" is already used"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn semantic_errors_name_line_and_field() {
+        let bad = HA.replace("address = \"10.10.0.1\"", "address = \"10.99.0.1\"");
+        let e = load_as("ha.toml", &bad, HaFile::load);
+        assert!(
+            e.contains("line 3: [ha] address: 10.99.0.1 is not inside"),
+            "{e}"
+        );
+        let bad = HA.replace("[ha]\n", "[ha]\nmax_lifetime = 0\n");
+        let e = load_as("ha.toml", &bad, HaFile::load);
+        assert!(
+            e.contains("line 3: [ha] max_lifetime: must be at least 1"),
+            "{e}"
+        );
+        let bad = HA.replace(
+            "home_address = \"10.10.0.100\"",
+            "home_address = \"10.99.0.100\"",
+        );
+        let e = load_as("ha.toml", &bad, HaFile::load);
+        assert!(e.contains("line 8: [[mobile_node]] #1 home_address"), "{e}");
+        let fa = "[fa]\ninterface = \"eth0\"\naddress = \"10.30.0.1\"\nprefix_len = 24\nmax_lifetime = 0\n";
+        let e = load_as("fa.toml", fa, FaFile::load);
+        assert!(
+            e.contains("line 5: [fa] max_lifetime: must be at least 1 s"),
+            "{e}"
+        );
+        let fa = fa.replace("prefix_len = 24", "prefix_len = 40");
+        let e = load_as("fa.toml", &fa, FaFile::load);
+        assert!(e.contains("line 4: [fa] prefix_len: 40 is above 32"), "{e}");
+    }
+
+    const MN: &str = r#"[mn]
+home_address = "10.10.0.100"
+home_agent = "10.10.0.1"
+home_network = "10.10.0.0/24"
+interface = "eth0"
+spi = 256
+key = "00112233445566778899aabbccddeeff"
+"#;
+
+    #[test]
+    fn mn_lifetime_and_retransmit_zero_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("mn.toml");
+        std::fs::write(&p, MN).unwrap();
+        let f = MnFile::load(&p).unwrap();
+        assert_eq!((f.mn.lifetime, f.mn.retransmit_ms), (1800, 1000));
+        let e = load_as("mn.toml", &format!("{MN}lifetime = 0\n"), MnFile::load);
+        assert!(
+            e.contains("line 8: [mn] lifetime: must be at least 1 s"),
+            "{e}"
+        );
+        let e = load_as("mn.toml", &format!("{MN}retransmit_ms = 0\n"), MnFile::load);
+        assert!(
+            e.contains("line 8: [mn] retransmit_ms: must be at least 1"),
+            "{e}"
+        );
     }
 }

@@ -5,10 +5,12 @@ use serde_json::Value;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tracing::debug;
 
 /// A status request from a control connection to the daemon's event loop:
 /// `status` alone, or `status {json}` with parameters (the home agent's paging,
@@ -38,52 +40,90 @@ fn split_command(line: &str) -> (&str, Result<Value, String>) {
     }
 }
 
+/// Limits on the control socket: it answers local clients only, but any local
+/// process that can reach it must not be able to grow the daemon or starve it.
+#[derive(Debug, Clone, Copy)]
+pub struct ControlLimits {
+    /// Longest request line, newline included; longer ones get an error and close.
+    pub max_request: usize,
+    /// A connection that has not sent its request (or not taken its answer) within
+    /// this time is closed.
+    pub idle_timeout: Duration,
+    /// Connections served at once; more are closed at once.
+    pub max_connections: usize,
+}
+
+impl Default for ControlLimits {
+    fn default() -> Self {
+        ControlLimits {
+            max_request: 256,
+            idle_timeout: Duration::from_secs(5),
+            max_connections: 16,
+        }
+    }
+}
+
 /// Serves the control socket at `path`, forwarding each `status` request to the
-/// event loop through `tx`. Removes a stale socket file first.
+/// event loop through `tx`. The socket file is mode 0600 whatever the umask. A
+/// stale socket file (no daemon answers on it) is removed first; a live one is an
+/// error, so two daemons cannot steal each other's socket.
 pub struct ControlServer {
     path: PathBuf,
 }
 
 impl ControlServer {
     pub fn start(path: &Path, tx: mpsc::Sender<StatusRequest>) -> std::io::Result<ControlServer> {
+        Self::start_with(path, tx, ControlLimits::default())
+    }
+
+    pub fn start_with(
+        path: &Path,
+        tx: mpsc::Sender<StatusRequest>,
+        limits: ControlLimits,
+    ) -> std::io::Result<ControlServer> {
+        use std::os::unix::fs::PermissionsExt;
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let _ = std::fs::remove_file(path);
-        let listener = UnixListener::bind(path)?;
+        if std::fs::symlink_metadata(path).is_ok() {
+            if UnixStream::connect(path).is_ok() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    "another daemon answers on this control socket",
+                ));
+            }
+            std::fs::remove_file(path)?;
+        }
+        // Bound under a temporary name, restricted, then renamed into place: the
+        // socket is never reachable at `path` with umask-derived permissions.
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(format!(".{}.tmp", std::process::id()));
+        let tmp = PathBuf::from(tmp);
+        let _ = std::fs::remove_file(&tmp);
+        let listener = UnixListener::bind(&tmp)?;
+        let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
+            .and_then(|()| std::fs::rename(&tmp, path));
+        if let Err(e) = placed {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
+                    // Out of descriptors or similar: do not spin.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                let Ok(permit) = slots.clone().try_acquire_owned() else {
+                    debug!("control socket: connection limit reached, closing a connection");
                     continue;
                 };
                 let tx = tx.clone();
                 tokio::spawn(async move {
-                    let (r, mut w) = stream.into_split();
-                    let mut line = String::new();
-                    let mut r = BufReader::new(r);
-                    if r.read_line(&mut line).await.is_err() {
-                        return;
-                    }
-                    let (cmd, query) = split_command(line.trim());
-                    let reply = match (cmd, query) {
-                        ("status", Err(e)) => serde_json::json!({ "error": e }),
-                        ("status", Ok(query)) => {
-                            let (otx, orx) = oneshot::channel();
-                            if tx.send(StatusRequest { query, reply: otx }).await.is_err() {
-                                return;
-                            }
-                            match orx.await {
-                                Ok(v) => v,
-                                Err(_) => return,
-                            }
-                        }
-                        (other, _) => {
-                            serde_json::json!({"error": format!("unknown command {other:?}; try \"status\"")})
-                        }
-                    };
-                    let mut s = reply.to_string();
-                    s.push('\n');
-                    let _ = w.write_all(s.as_bytes()).await;
+                    let _permit = permit;
+                    let t = limits.idle_timeout;
+                    let _ = tokio::time::timeout(t, serve(stream, tx, limits.max_request)).await;
                 });
             }
         });
@@ -91,6 +131,40 @@ impl ControlServer {
             path: path.to_path_buf(),
         })
     }
+}
+
+/// One connection: one request line of at most `max` bytes, one answer.
+async fn serve(stream: tokio::net::UnixStream, tx: mpsc::Sender<StatusRequest>, max: usize) {
+    let (r, mut w) = stream.into_split();
+    let mut line = Vec::new();
+    let mut r = BufReader::new(r).take(max as u64);
+    if r.read_until(b'\n', &mut line).await.is_err() {
+        return;
+    }
+    let reply = if line.last() != Some(&b'\n') {
+        serde_json::json!({"error": format!("request longer than {max} bytes or not ended by a newline")})
+    } else {
+        let line = String::from_utf8_lossy(&line);
+        match split_command(line.trim()) {
+            ("status", Err(e)) => serde_json::json!({ "error": e }),
+            ("status", Ok(query)) => {
+                let (otx, orx) = oneshot::channel();
+                if tx.send(StatusRequest { query, reply: otx }).await.is_err() {
+                    return;
+                }
+                match orx.await {
+                    Ok(v) => v,
+                    Err(_) => return,
+                }
+            }
+            (other, _) => {
+                serde_json::json!({"error": format!("unknown command {other:?}; try \"status\"")})
+            }
+        }
+    };
+    let mut s = reply.to_string();
+    s.push('\n');
+    let _ = w.write_all(s.as_bytes()).await;
 }
 
 impl Drop for ControlServer {
@@ -207,3 +281,7 @@ pub fn render(v: &Value) -> String {
     }
     o
 }
+
+#[cfg(test)]
+#[path = "control_tests.rs"]
+mod tests;

@@ -9,10 +9,15 @@
 //! visitor's home address into the agent's TUN) and encapsulating (IP-in-IP from
 //! the visitor to the agent). A visitor's link-layer address is learned from the
 //! ARP request its node sent for the agent's address.
+//!
+//! Only a registered visitor (the home agent's acceptance came back, see
+//! [`mip4::fa`]) gets a neighbour entry, host route and rule; replies to nodes are
+//! sent as Ethernet frames to the link-layer address the core names, so a request
+//! from a stranger on the link leaves nothing behind.
 
 use crate::config::FaFile;
 use crate::control::{ControlServer, StatusRequest};
-use crate::shell::io_err;
+use crate::shell::{io_err, PROTO_FA};
 use futures::TryStreamExt;
 use mip4::auth::SecurityAssociation;
 use mip4::fa::{DeliveryStyle, FaConfig, FaEvent, FaTransmit, ForeignAgent, Visitor};
@@ -68,6 +73,8 @@ struct Daemon {
     tun: Tun,
     nl: Netlink,
     ifindex: u32,
+    /// The visited link's own hardware address (source of frames to nodes).
+    link_mac: [u8; 6],
     tun_ifindex: u32,
     /// Home addresses with a neighbour entry and host route on the visited link.
     delivered: BTreeSet<Ipv4Addr>,
@@ -102,6 +109,15 @@ impl Daemon {
             .ifindex(&f.interface)
             .await
             .map_err(io_err("interface"))?;
+        let link_mac: [u8; 6] = nl
+            .link_by_index(ifindex)
+            .await
+            .map_err(io_err("interface"))?
+            .mac
+            .as_slice()
+            .try_into()
+            .map_err(|_| format!("{}: not an Ethernet interface", f.interface))?;
+        take_over_leftovers(&nl, ifindex, f.reverse_table).await;
         let (tun, tun_ifindex) = crate::shell::open_tunnel(&f.tunnel_device)?;
         for (path, v) in [
             ("/proc/sys/net/ipv4/ip_forward".to_string(), "1"),
@@ -179,6 +195,7 @@ impl Daemon {
             tun,
             nl,
             ifindex,
+            link_mac,
             tun_ifindex,
             delivered: BTreeSet::new(),
             ruled: BTreeSet::new(),
@@ -284,10 +301,9 @@ impl Daemon {
         } else {
             [0; 6]
         };
-        if from_visitor {
-            // So that whatever we answer reaches the node by its link-layer address.
-            self.deliver_to(*from.ip(), mac).await;
-        }
+        // Nothing is installed for the sender here: the core answers by link-layer
+        // address (see `send_to_node`), and only an accepted registration changes
+        // the neighbour table.
         self.core
             .handle_datagram(Instant::now(), from, mac, payload);
     }
@@ -408,29 +424,46 @@ impl Daemon {
                     port,
                     src,
                     payload,
-                } => {
-                    self.deliver_to(home_addr, mac).await;
-                    let dst = SocketAddrV4::new(home_addr, port);
-                    if let Err(e) = send_from(&self.udp, &payload, dst, *src.ip()).await {
-                        warn!("reply to {dst}: {e}");
-                    }
-                    if self.core.visitor_for(home_addr).is_none() {
-                        // A denial: nothing stays for a node we do not serve.
-                        self.undeliver(home_addr).await;
-                    }
-                }
+                } => self.send_to_node(mac, home_addr, port, src, &payload),
             }
+        }
+    }
+
+    /// A reply to a node, addressed to its home address (not on this link) and sent
+    /// as an Ethernet frame to `mac`: no neighbour entry or route is needed, so a
+    /// denial to a stranger cannot redirect a visitor's traffic.
+    fn send_to_node(
+        &mut self,
+        mac: [u8; 6],
+        home_addr: Ipv4Addr,
+        port: u16,
+        src: SocketAddrV4,
+        payload: &[u8],
+    ) {
+        let ip = wire::udp::build_ipv4(*src.ip(), home_addr, src.port(), port, payload);
+        let mut frame = Vec::with_capacity(14 + ip.len());
+        frame.extend_from_slice(&mac);
+        frame.extend_from_slice(&self.link_mac);
+        frame.extend_from_slice(&0x0800u16.to_be_bytes());
+        frame.extend_from_slice(&ip);
+        if let Err(e) = netio::netlink::arp::send_frame(self.ifindex, &frame, mac, 0x0800) {
+            warn!("reply to {home_addr}:{port}: {e}");
+            self.counters.drop("reply to a node could not be sent");
         }
     }
 
     /// A permanent neighbour entry and a host route on the visited link for a
     /// visitor's home address (delivery by link-layer address, no ARP for it).
     async fn deliver_to(&mut self, home: Ipv4Addr, mac: [u8; 6]) {
-        if let Err(e) = self.nl.set_neighbour(self.ifindex, home, mac).await {
+        if let Err(e) = self
+            .nl
+            .set_neighbour_marked(self.ifindex, home, mac, PROTO_FA)
+            .await
+        {
             debug!("neighbour {home}: {e}");
         }
         let r = Route::new(home, 32).dev(self.ifindex);
-        if let Err(e) = self.nl.replace_route(&r).await {
+        if let Err(e) = self.nl.replace_route_marked(&r, PROTO_FA).await {
             debug!("route {home}/32: {e}");
         }
         self.delivered.insert(home);
@@ -442,7 +475,7 @@ impl Daemon {
         }
         let _ = self
             .nl
-            .del_route(&Route::new(home, 32).dev(self.ifindex))
+            .del_route_marked(&Route::new(home, 32).dev(self.ifindex), PROTO_FA)
             .await;
         let _ = self.nl.del_neighbour(self.ifindex, home).await;
     }
@@ -452,7 +485,7 @@ impl Daemon {
             from: Some((home, 32)),
             fwmark: None,
             table: self.file.fa.reverse_table,
-            priority: Some(1000),
+            priority: Some(RULE_PRIORITY),
         }
     }
 
@@ -539,5 +572,49 @@ impl Daemon {
         let _ = self.nl.del_route(&default).await;
         let _ = IpAddr::V4(self.file.fa.address);
         info!("foreign agent stopped; routes, rules and neighbour entries removed");
+    }
+}
+
+/// Priority of the reverse-tunnel rules; with `reverse_table` it marks them as ours.
+const RULE_PRIORITY: u32 = 1000;
+
+/// Removes what an earlier instance killed without cleanup left: its reverse-tunnel
+/// rules (priority 1000, the configured table) and the neighbour entries and host
+/// routes on its interface marked [`PROTO_FA`]. Visitors are not persisted: their
+/// nodes register again.
+async fn take_over_leftovers(nl: &Netlink, ifindex: u32, reverse_table: u32) {
+    let rules = nl
+        .del_rules_at(RULE_PRIORITY, reverse_table)
+        .await
+        .unwrap_or(0);
+    let mut neighbours = 0;
+    for (ifx, addr) in nl
+        .neighbours_marked(PROTO_FA, false)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|n| n.0 == ifindex)
+    {
+        if nl.del_neighbour(ifx, addr).await.is_ok() {
+            neighbours += 1;
+        }
+    }
+    let mut routes = 0;
+    for r in nl
+        .routes_marked(PROTO_FA)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r.oif == Some(ifindex))
+    {
+        if nl.del_route_marked(&r, PROTO_FA).await.is_ok() {
+            routes += 1;
+        }
+    }
+    if rules + neighbours + routes > 0 {
+        warn!(
+            rules,
+            neighbours, routes, "removed what a previous foreign agent left behind"
+        );
     }
 }

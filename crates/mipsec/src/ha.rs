@@ -25,7 +25,7 @@ use crate::shell::{
 use mip4::ha::{Binding, HaConfig, HaEvent, HomeAgent, MobileNodeConfig, Tunnel, UdpTunneling};
 use mip4::wire::tunnel::TunnelData;
 use mip4::wire::{MessageType, MIP_PORT};
-use netio::netlink::Netlink;
+use netio::netlink::{Netlink, Route};
 use netio::raw::{RawIp, RawIpOptions, IPPROTO_IPIP};
 use netio::tun::Tun;
 use netio::udp::{send_from, UdpOptions};
@@ -100,6 +100,11 @@ struct Daemon {
     tun: Tun,
     /// Routes, proxy ARP and gratuitous ARP, applied by a worker thread.
     routes: RouteWorker,
+    /// For taking over a killed instance's leftovers at start.
+    nl: Netlink,
+    home_ifindex: Option<u32>,
+    /// Static home addresses (the pool comes from the config): what leftovers may be ours.
+    ours: std::collections::HashSet<Ipv4Addr>,
     /// Home address -> its bindings, for the data path.
     tunnels: HashMap<Ipv4Addr, Vec<Binding>>,
     counters: Counters,
@@ -110,6 +115,7 @@ struct Daemon {
     started: Instant,
     /// Key file reloads (SIGHUP), parsed off the event loop.
     reloader: crate::keyfile::Reloader,
+    guard: crate::ha_guard::Guard,
 }
 
 impl Daemon {
@@ -131,6 +137,7 @@ impl Daemon {
         let mut core = HomeAgent::new(cfg, seed);
         let nodes = crate::keyfile::load_nodes(&file, &config_path)?;
         let node_count = nodes.len();
+        let ours = nodes.iter().filter_map(|n| n.home_addr).collect();
         core.replace_mobile_nodes(nodes)
             .map_err(|e| format!("mobile nodes: {e}"))?;
         crate::keyfile::release_parse_memory();
@@ -151,6 +158,18 @@ impl Daemon {
             )),
             None => None,
         };
+        let internal_ifindex = match &h.drop_requests_on_interface {
+            Some(name) => Some(
+                nl.ifindex(name)
+                    .await
+                    .map_err(io_err("drop_requests_on_interface"))?,
+            ),
+            None => None,
+        };
+        let guard = crate::ha_guard::Guard::new(
+            internal_ifindex,
+            h.trusted_networks.iter().map(|n| n.0).collect(),
+        );
         let (tun, tun_ifindex) = open_tunnel(&h.tunnel_device)?;
         let routes = RouteWorker::start(tun_ifindex, arp)?;
         write_sysctl("/proc/sys/net/ipv4/ip_forward", "1");
@@ -191,6 +210,9 @@ impl Daemon {
             raw,
             tun,
             routes,
+            nl,
+            home_ifindex,
+            ours,
             tunnels: HashMap::new(),
             counters: Counters::default(),
             ctl_rx,
@@ -198,7 +220,9 @@ impl Daemon {
             dirty: false,
             started: Instant::now(),
             reloader: crate::keyfile::Reloader::new(config_path),
+            guard,
         };
+        d.take_over_leftovers().await;
         d.restore().await;
         Ok(d)
     }
@@ -295,6 +319,8 @@ impl Daemon {
             let (m, payload) = rb.get(i);
             if MessageType::of(payload) == Some(MessageType::TUNNEL_DATA) {
                 self.on_tunnel_data(m.src, payload).await;
+            } else if self.guard.drops_internal(m.ifindex, payload) {
+                self.counters.drop(crate::ha_guard::INTERNAL_DROP);
             } else {
                 let local =
                     SocketAddrV4::new(m.dst.or(m.local).unwrap_or(self.file.ha.address), MIP_PORT);
@@ -302,8 +328,11 @@ impl Daemon {
             }
         }
         if !regs.is_empty() {
-            self.core
-                .handle_datagrams(Instant::now(), SystemTime::now(), &regs);
+            let before = crate::ha_guard::Guard::untrusted_count(&self.core);
+            let now = Instant::now();
+            self.core.handle_datagrams(now, SystemTime::now(), &regs);
+            let sources: Vec<SocketAddrV4> = regs.iter().map(|r| r.0).collect();
+            self.guard.after_core(now, before, &self.core, &sources);
         }
     }
 
@@ -574,6 +603,16 @@ impl Daemon {
         let Some(path) = self.state_file.clone() else {
             return;
         };
+        // Bounded like any input: far more than any configuration could hold is not
+        // a state file this agent wrote.
+        const MAX_STATE_BYTES: u64 = 64 << 20;
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() > MAX_STATE_BYTES) {
+            warn!(
+                "ignoring state file {}: larger than {MAX_STATE_BYTES} bytes",
+                path.display()
+            );
+            return;
+        }
         let Ok(bytes) = std::fs::read(&path) else {
             return;
         };
@@ -591,13 +630,18 @@ impl Daemon {
             let Some(left) = s.expires_unix.checked_sub(wall).filter(|l| *l > 0) else {
                 continue;
             };
+            // Out-of-range expiries (the year 2100) are dropped below; never let them
+            // overflow the clock arithmetic first.
+            let expires = now
+                .checked_add(Duration::from_secs(left.min(u64::from(u32::MAX))))
+                .unwrap_or(now);
             let b = Binding {
                 home_addr: s.home_addr,
                 care_of: s.care_of,
                 source: s.source,
                 local: s.local,
                 lifetime: s.lifetime,
-                expires: now + Duration::from_secs(left),
+                expires,
                 reverse_tunnel: s.reverse_tunnel,
                 colocated: s.colocated,
                 broadcast: s.broadcast,
@@ -614,12 +658,69 @@ impl Daemon {
                 // Pool assignment first (false, harmless, for a static address).
                 self.core.assign_pool_address(n, s.home_addr);
             }
+            if let Err(why) = self.core.check_restore(now, &b) {
+                warn!(
+                    "state file {}: dropping the binding of {} via {} (expires_unix {}): {why}",
+                    path.display(),
+                    s.home_addr,
+                    s.care_of,
+                    s.expires_unix
+                );
+                continue;
+            }
             if self.core.restore_binding(now, b, s.last_ident) {
                 n += 1;
             }
         }
         info!("restored {n} bindings from {}", path.display());
         self.drain().await;
+    }
+
+    /// Removes what an earlier instance killed without cleanup left, for its
+    /// configured home addresses only (another agent on the host keeps its own):
+    /// routes marked [`crate::shell::PROTO_HA`] and proxy ARP entries on the home
+    /// link, marked or not (versions before marking). Restored bindings then put
+    /// back what they need.
+    async fn take_over_leftovers(&mut self) {
+        // Every configured static address (inline or key file) and the pool.
+        let statics = std::mem::take(&mut self.ours);
+        let pool = crate::keyfile::pool(&self.file);
+        let ours = |a: &Ipv4Addr| {
+            statics.contains(a)
+                || pool.is_some_and(|(first, n)| u32::from(*a).wrapping_sub(u32::from(first)) < n)
+        };
+        let proxies: Vec<(u32, Ipv4Addr)> = match self.home_ifindex {
+            Some(ifx) => self
+                .nl
+                .proxy_arps(Some(ifx))
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|p| ours(&p.1))
+                .collect(),
+            None => Vec::new(),
+        };
+        let routes: Vec<Route> = self
+            .nl
+            .routes_marked(crate::shell::PROTO_HA)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r.prefix == 32 && ours(&r.dst))
+            .collect();
+        for (ifx, addr) in &proxies {
+            let _ = self.nl.del_proxy_arp(*ifx, *addr).await;
+        }
+        for r in &routes {
+            let _ = self.nl.del_route_marked(r, crate::shell::PROTO_HA).await;
+        }
+        if !proxies.is_empty() || !routes.is_empty() {
+            warn!(
+                proxies = proxies.len(),
+                routes = routes.len(),
+                "removed what a previous home agent left behind"
+            );
+        }
     }
 
     async fn cleanup(&mut self) {

@@ -18,6 +18,10 @@ use std::net::Ipv4Addr;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
+/// Routes and proxy ARP entries carry the home agent's mark, so a later instance
+/// can take over what a killed one left (see `take_over_leftovers`).
+use crate::shell::PROTO_HA;
+
 /// Requests at most applied per batch.
 const BATCH: usize = 4096;
 /// Netlink requests in flight at once.
@@ -144,11 +148,11 @@ impl Ctx {
     async fn apply(&self, home: Ipv4Addr, on: bool) {
         let route = Route::new(home, 32).dev(self.tun_ifindex);
         if on {
-            if let Err(e) = self.nl.replace_route(&route).await {
+            if let Err(e) = self.nl.replace_route_marked(&route, PROTO_HA).await {
                 warn!("route {home}/32 via tunnel: {e}");
             }
             if let Some((ifx, arp)) = &self.home {
-                if let Err(e) = self.nl.add_proxy_arp(*ifx, home).await {
+                if let Err(e) = self.nl.add_proxy_arp_marked(*ifx, home, PROTO_HA).await {
                     debug!("proxy ARP for {home}: {e}");
                 }
                 // RFC 5944 section 4.6: announce that the home address is now here.
@@ -157,7 +161,7 @@ impl Ctx {
                 }
             }
         } else {
-            if let Err(e) = self.nl.del_route(&route).await {
+            if let Err(e) = self.nl.del_route_marked(&route, PROTO_HA).await {
                 debug!("remove route {home}/32: {e}");
             }
             if let Some((ifx, _)) = &self.home {

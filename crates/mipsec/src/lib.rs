@@ -16,6 +16,7 @@ pub mod config;
 pub mod control;
 pub mod fa;
 pub mod ha;
+mod ha_guard;
 pub mod keyfile;
 pub mod mn;
 mod shell;

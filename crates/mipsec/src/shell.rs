@@ -13,6 +13,12 @@ use tracing::{debug, warn};
 pub const TUNNEL_MTU: u32 = 1500 - 32;
 /// Transmit queue of the tunnel devices, packets.
 pub(crate) const TUN_QUEUE: i32 = 4000;
+
+/// Protocol ids marking the neighbour entries and routes each daemon installs
+/// (`ip neigh show proto 241`, `ip route show table all proto 242`), so that a new
+/// instance removes what one killed by SIGKILL left behind.
+pub(crate) const PROTO_FA: u8 = 241;
+pub(crate) const PROTO_HA: u8 = 242;
 /// Packets handled per wakeup before the event loop looks at other inputs.
 pub(crate) const BATCH: usize = 64;
 /// Socket buffer for the data-path sockets: absorbs bursts while the loop is busy.

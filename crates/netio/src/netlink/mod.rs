@@ -11,6 +11,7 @@
 
 pub mod arp;
 mod events;
+mod marked;
 
 use std::net::{IpAddr, Ipv4Addr};
 

@@ -1,0 +1,544 @@
+//! [`MobileNode`]: the interfaces, their detection (RFC 5265 section 3.3) and
+//! the composition of the registration clients.
+
+use mip4::client::{ClientConfig, RegistrationClient};
+use mip4::wire::RegistrationReply;
+use std::collections::{BTreeMap, VecDeque};
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use std::time::{Instant, SystemTime};
+
+use crate::config::{Config, ConfigError, Outside};
+use crate::iface::{Iface, Timer, VpnState, TIMERS};
+use crate::proof::DirectIha;
+use crate::{
+    Action, Advertisement, Deadline, Event, Gate, IfaceId, LinkEvent, Phase, Transmit, Via,
+    VpnEvent,
+};
+
+/// Counters, for status and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub status_changes: u64,
+    pub detections: u64,
+    pub inside_proofs: u64,
+    pub t_monitor_expiries: u64,
+    pub gate_closures: u64,
+    /// MN-4: i-HA accepted us without TNC: stayed outside.
+    pub accepted_without_tnc: u64,
+    /// Advertisements from agents not in `trusted_agents`, ignored.
+    pub untrusted_agent_ads: u64,
+    /// Registration datagrams no client wanted (malformed, unknown HA, no VPN).
+    pub dropped_datagrams: u64,
+}
+
+/// The mobile node's decision engine. See the crate documentation.
+///
+/// Inputs (`handle_*`) take `now`; outputs are drained in this order after
+/// every input: [`poll_transmit`](Self::poll_transmit),
+/// [`poll_action`](Self::poll_action), [`poll_event`](Self::poll_event), then
+/// one timer is armed at [`poll_timeout`](Self::poll_timeout). The shell asks
+/// [`gate`](Self::gate) for every user packet.
+pub struct MobileNode {
+    pub(crate) cfg: Config,
+    pub(crate) seed: [u8; 32],
+    pub(crate) ifaces: BTreeMap<IfaceId, Iface>,
+    pub(crate) transmits: VecDeque<Transmit>,
+    pub(crate) actions: VecDeque<Action>,
+    pub(crate) events: VecDeque<Event>,
+    pub(crate) stats: Stats,
+}
+
+impl MobileNode {
+    pub fn new(cfg: Config, seed: [u8; 32]) -> Result<Self, ConfigError> {
+        cfg.validate()?;
+        Ok(MobileNode {
+            cfg,
+            seed,
+            ifaces: BTreeMap::new(),
+            transmits: VecDeque::new(),
+            actions: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: Stats::default(),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The data gate of `iface` at `now` (closed for an unknown interface).
+    pub fn gate(&self, iface: IfaceId, now: Instant) -> Gate {
+        self.ifaces
+            .get(&iface)
+            .map_or(Gate::Closed, |i| i.gate(&self.cfg, now))
+    }
+
+    pub fn phase(&self, iface: IfaceId) -> Phase {
+        self.ifaces.get(&iface).map_or(Phase::Down, |i| i.phase)
+    }
+
+    /// The reason of the interface's last change.
+    pub fn reason(&self, iface: IfaceId) -> &'static str {
+        self.ifaces
+            .get(&iface)
+            .map_or("unknown interface", |i| i.reason)
+    }
+
+    /// The status epoch of the interface (bumped at every status change).
+    pub fn epoch(&self, iface: IfaceId) -> u64 {
+        self.ifaces.get(&iface).map_or(0, |i| i.epoch)
+    }
+
+    /// The current TNC proof of an interface, if any.
+    pub fn proof(&self, iface: IfaceId) -> Option<&crate::TncProof> {
+        self.ifaces.get(&iface).and_then(|i| i.proof.as_ref())
+    }
+
+    /// MN-2: the interface that carries user data: the first open-inside
+    /// interface in the configured order, else the first open-through-VPN one.
+    pub fn preferred(&self, now: Instant) -> Option<(IfaceId, Gate)> {
+        let mut order: Vec<IfaceId> = self
+            .cfg
+            .interface_order
+            .iter()
+            .copied()
+            .filter(|i| self.ifaces.contains_key(i))
+            .collect();
+        for id in self.ifaces.keys() {
+            if !order.contains(id) {
+                order.push(*id);
+            }
+        }
+        let gates: Vec<(IfaceId, Gate)> = order.iter().map(|i| (*i, self.gate(*i, now))).collect();
+        gates
+            .iter()
+            .find(|(_, g)| matches!(g, Gate::OpenInside(_)))
+            .or_else(|| gates.iter().find(|(_, g)| matches!(g, Gate::OpenViaVpn(_))))
+            .copied()
+    }
+
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    #[must_use]
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The next deadline over every interface, with its reason.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Deadline> {
+        self.ifaces
+            .values()
+            .filter_map(Iface::poll_timeout)
+            .min_by_key(|(t, _)| *t)
+    }
+
+    pub(crate) fn iface(&mut self, id: IfaceId) -> &mut Iface {
+        let cfg = &self.cfg;
+        let seed = self.seed;
+        self.ifaces.entry(id).or_insert_with(|| {
+            let sub = |kind: u8| {
+                let mut s = seed;
+                s[0] ^= kind;
+                for (k, b) in id.to_be_bytes().iter().enumerate() {
+                    s[1 + k] ^= b;
+                }
+                s
+            };
+            let client = |home: Ipv4Addr, ha: Ipv4Addr, sa: &mip4::auth::SecurityAssociation| {
+                let mut c = ClientConfig::new(home, ha, sa.clone());
+                c.nai = cfg.nai.clone();
+                c.replay = cfg.replay;
+                c.lifetime = cfg.lifetime;
+                c.initial_rto = cfg.initial_rto;
+                c.max_rto = cfg.max_rto;
+                c.max_attempts = cfg.max_attempts;
+                // MN-2: each interface proves its own path; whether the home
+                // agents keep one binding per interface is configuration.
+                c.simultaneous = cfg.simultaneous_bindings;
+                // MN-14: reverse tunnel whenever MIP runs inside IPsec.
+                c.reverse_tunnel = true;
+                // MN-12: RFC 3519 on both MIP layers.
+                c.udp_tunnel = cfg.udp_tunnel;
+                c
+            };
+            let xha = match &cfg.outside {
+                Outside::Xmip {
+                    x_ha,
+                    x_home_addr,
+                    x_sa,
+                } => Some(RegistrationClient::new(
+                    client(*x_home_addr, *x_ha, x_sa),
+                    sub(2),
+                )),
+                Outside::Mobike => None,
+            };
+            Iface {
+                id,
+                epoch: 0,
+                phase: Phase::Down,
+                reason: "new interface",
+                carrier: false,
+                addrs: Vec::new(),
+                gateway: None,
+                hint_inside: None,
+                agent: None,
+                attach: None,
+                direct: DirectIha::new(id, client(cfg.home_addr, cfg.i_ha, &cfg.i_sa), sub(1)),
+                direct_failed: false,
+                xha,
+                xha_epoch: None,
+                xha_failed: false,
+                via_vpn: RegistrationClient::new(
+                    client(cfg.home_addr, cfg.i_ha, &cfg.i_sa),
+                    sub(3),
+                ),
+                vpn: VpnState::None,
+                vpn_epoch: None,
+                vpn_failed: false,
+                proof: None,
+                timers: [None; 9],
+                last_gate: Gate::Closed,
+                mode: None,
+            }
+        })
+    }
+
+    // ---- inputs -------------------------------------------------------------
+
+    /// A link event on `iface`.
+    pub fn handle_link(&mut self, now: Instant, wall: SystemTime, iface: IfaceId, ev: LinkEvent) {
+        let internal_domain = |d: &Option<String>, cfg: &Config| {
+            d.as_ref().map(|d| {
+                cfg.internal_domains
+                    .iter()
+                    .any(|x| x.eq_ignore_ascii_case(d))
+            })
+        };
+        let macs = self.cfg.internal_gateway_macs.clone();
+        let dom = match &ev {
+            LinkEvent::DhcpHints { domain, .. } => internal_domain(domain, &self.cfg),
+            _ => None,
+        };
+        let i = self.iface(iface);
+        let change: Option<&'static str> = match ev {
+            LinkEvent::CarrierUp => {
+                i.carrier = true;
+                Some("carrier up")
+            }
+            LinkEvent::CarrierDown => {
+                i.carrier = false;
+                i.hint_inside = None;
+                i.agent = None;
+                Some("carrier down")
+            }
+            LinkEvent::AddressAdded(a) => {
+                if i.addrs.contains(&a) {
+                    None
+                } else {
+                    i.addrs.push(a);
+                    Some("address added")
+                }
+            }
+            LinkEvent::AddressRemoved(a) => {
+                let before = i.addrs.len();
+                i.addrs.retain(|x| *x != a);
+                (i.addrs.len() != before).then_some("address removed")
+            }
+            LinkEvent::DefaultGateway(g) => {
+                if i.gateway == g {
+                    None
+                } else {
+                    i.gateway = g;
+                    if let Some((_, mac)) = g {
+                        i.hint_inside = Some(macs.contains(&mac));
+                    }
+                    Some("default gateway changed")
+                }
+            }
+            LinkEvent::DhcpHints { gateway_mac, .. } => {
+                // MN-8: hints only speed detection up; they never open a gate
+                // and never count as a status change.
+                let by_mac = gateway_mac.map(|m| macs.contains(&m));
+                i.hint_inside = match (dom, by_mac) {
+                    (Some(true), _) | (_, Some(true)) => Some(true),
+                    (Some(false), _) | (_, Some(false)) => Some(false),
+                    (None, None) => i.hint_inside,
+                };
+                None
+            }
+        };
+        if let Some(reason) = change {
+            self.status_change(now, wall, iface, reason);
+        }
+        self.flush(now);
+    }
+
+    /// A foreign agent advertisement heard on `iface`.
+    pub fn handle_advertisement(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        iface: IfaceId,
+        adv: Advertisement,
+    ) {
+        if !self.cfg.trusted_agents.contains(&adv.agent) {
+            // MN-14 / make-before-break: an unknown agent never touches the
+            // interface's state, whatever it advertises (a rogue on the link).
+            self.stats.untrusted_agent_ads += 1;
+            return;
+        }
+        let prefer = self.cfg.prefer_foreign_agent;
+        let i = self.iface(iface);
+        let expires = now + std::time::Duration::from_secs(u64::from(adv.lifetime.max(1)));
+        let using = i.attach.and_then(|a| a.agent) == Some(adv.agent);
+        i.agent = Some(crate::iface::AgentSeen { adv, expires });
+        if using {
+            i.set(Timer::AgentExpiry, expires);
+        }
+        // Make-before-break: an interface with a working (or proving) path is
+        // not moved to the agent; only one without an attachment, or one still
+        // detecting when agents are preferred.
+        let take =
+            i.carrier && !using && (i.attach.is_none() || (prefer && i.phase == Phase::Detecting));
+        if take {
+            self.status_change(now, wall, iface, "trusted foreign agent heard");
+        }
+        self.flush(now);
+    }
+
+    /// A registration reply received on `iface`: plaintext on the socket bound
+    /// to it, or from inside its VPN tunnel.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        iface: IfaceId,
+        via: Via,
+        from: SocketAddrV4,
+        payload: &[u8],
+    ) {
+        let Ok(reply) = RegistrationReply::parse(payload) else {
+            self.stats.dropped_datagrams += 1;
+            return;
+        };
+        let same = self.cfg.same_home_agents();
+        let i_ha = self.cfg.i_ha;
+        let x_ha = match self.cfg.outside {
+            Outside::Xmip { x_ha, .. } => Some(x_ha),
+            Outside::Mobike => None,
+        };
+        let Some(i) = self.ifaces.get_mut(&iface) else {
+            self.stats.dropped_datagrams += 1;
+            return;
+        };
+        match via {
+            // MN-4: the VPN client can never produce a TncProof.
+            Via::Vpn if reply.home_agent == i_ha => {
+                i.via_vpn.handle_datagram(now, wall, from, payload)
+            }
+            // MN-7: with one address for both, plaintext replies are the x-HA's.
+            Via::Plain if reply.home_agent == i_ha && !same => {
+                i.direct.handle_datagram(now, wall, from, payload)
+            }
+            Via::Plain if Some(reply.home_agent) == x_ha => {
+                if let Some(x) = i.xha.as_mut() {
+                    x.handle_datagram(now, wall, from, payload);
+                }
+            }
+            _ => {
+                self.stats.dropped_datagrams += 1;
+                return;
+            }
+        }
+        self.drain_clients(now, wall, iface);
+        self.flush(now);
+    }
+
+    /// The VPN layer of `iface` changed.
+    pub fn handle_vpn(&mut self, now: Instant, wall: SystemTime, iface: IfaceId, ev: VpnEvent) {
+        let cfg = self.cfg.clone();
+        let i = self.iface(iface);
+        let mut outside_now = false;
+        match ev {
+            VpnEvent::Up { tia } => {
+                i.vpn = VpnState::Up { tia };
+                i.vpn_failed = false;
+                i.vpn_epoch = Some(i.epoch);
+                // MN-14: the i-HA hears only when the TIA changes.
+                let registered = i.via_vpn.is_registered(now) && i.via_vpn.care_of() == Some(tia);
+                if !registered && i.phase != Phase::Inside {
+                    i.via_vpn
+                        .register(now, wall, Iface::vpn_attachment(&cfg, tia));
+                }
+                outside_now = matches!(cfg.outside, Outside::Mobike);
+            }
+            VpnEvent::Down => {
+                i.vpn = VpnState::None;
+                i.vpn_epoch = None;
+                i.via_vpn.reset();
+                i.vpn_failed = true;
+                if i.phase == Phase::Outside {
+                    i.set(Timer::VpnRetry, now + cfg.retry_after);
+                }
+            }
+            VpnEvent::MobikeAnswered { ok } => match i.vpn {
+                VpnState::Updating { tia } if ok => {
+                    i.vpn = VpnState::Up { tia };
+                    i.vpn_epoch = Some(i.epoch);
+                    outside_now = true;
+                }
+                VpnState::Updating { .. } => {
+                    // The SA could not move: a fresh IKE from the new address.
+                    i.vpn = VpnState::None;
+                    i.vpn_epoch = None;
+                    i.via_vpn.reset();
+                    self.start_ike(now, iface);
+                }
+                _ => {}
+            },
+        }
+        let i = self.iface(iface);
+        if outside_now && i.phase == Phase::Detecting {
+            // MN-14: the gateway's answer alone means outside.
+            self.go_outside(now, wall, iface, "VPN gateway answered");
+        }
+        self.drain_clients(now, wall, iface);
+        self.check_stuck(now, iface);
+        self.flush(now);
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant, wall: SystemTime) {
+        let ids: Vec<IfaceId> = self.ifaces.keys().copied().collect();
+        for id in ids {
+            if let Some(i) = self.ifaces.get_mut(&id) {
+                i.direct.handle_timeout(now, wall);
+                if let Some(x) = i.xha.as_mut() {
+                    if x.poll_timeout().is_some_and(|t| t <= now) {
+                        x.handle_timeout(now, wall);
+                    }
+                }
+                if i.via_vpn.poll_timeout().is_some_and(|t| t <= now) {
+                    i.via_vpn.handle_timeout(now, wall);
+                }
+            }
+            self.drain_clients(now, wall, id);
+            self.run_timers(now, wall, id);
+        }
+        self.flush(now);
+    }
+
+    fn run_timers(&mut self, now: Instant, wall: SystemTime, id: IfaceId) {
+        let cfg = self.cfg.clone();
+        for t in TIMERS {
+            let Some(i) = self.ifaces.get_mut(&id) else {
+                return;
+            };
+            if !i.take_due(t, now) {
+                continue;
+            }
+            match t {
+                Timer::Rereg => {
+                    // MN-5: re-register even while data flows.
+                    if let (Phase::Inside, Some(a)) = (i.phase, i.attach) {
+                        let att = i.direct_attachment(&cfg, a);
+                        let ep = i.epoch;
+                        i.direct.probe(now, wall, ep, a.inside_mode, att);
+                    }
+                }
+                Timer::TMonitor => {
+                    if i.phase == Phase::Inside {
+                        self.stats.t_monitor_expiries += 1;
+                    }
+                }
+                Timer::DetectEnd => {
+                    // MN-6: plaintext re-registrations go to one HA only.
+                    if i.phase == Phase::Outside {
+                        i.direct.stop();
+                    }
+                }
+                Timer::Ike => {
+                    if i.phase == Phase::Outside && i.vpn == VpnState::None {
+                        self.start_ike(now, id);
+                    }
+                }
+                Timer::VpnRetry => {
+                    if i.phase == Phase::Outside && i.vpn == VpnState::None {
+                        self.start_ike(now, id);
+                    }
+                }
+                Timer::XhaDelay => self.xha_register(now, wall, id),
+                Timer::VpnRegRetry => {
+                    if let (Phase::Outside, VpnState::Up { tia }) = (i.phase, i.vpn) {
+                        i.via_vpn
+                            .register(now, wall, Iface::vpn_attachment(&cfg, tia));
+                    }
+                }
+                Timer::Retry => self.restart(now, wall, id, "detection retry"),
+                Timer::AgentExpiry => self.status_change(now, wall, id, "foreign agent gone"),
+            }
+        }
+    }
+
+    /// Moves the clients' datagrams into the node's queue, labelled.
+    pub(crate) fn collect(&mut self, id: IfaceId) {
+        let Some(i) = self.ifaces.get_mut(&id) else {
+            return;
+        };
+        let label = |t: mip4::Transmit, via: Via| Transmit {
+            iface: id,
+            via,
+            src: t.src,
+            dst: t.dst,
+            payload: t.payload,
+        };
+        while let Some(t) = i.direct.poll_transmit() {
+            self.transmits.push_back(label(t, Via::Plain));
+        }
+        if let Some(x) = i.xha.as_mut() {
+            while let Some(t) = x.poll_transmit() {
+                self.transmits.push_back(label(t, Via::Plain));
+            }
+        }
+        while let Some(t) = i.via_vpn.poll_transmit() {
+            self.transmits.push_back(label(t, Via::Vpn));
+        }
+    }
+
+    /// After every input: collect datagrams, report gate changes.
+    fn flush(&mut self, now: Instant) {
+        let ids: Vec<IfaceId> = self.ifaces.keys().copied().collect();
+        for id in ids {
+            self.collect(id);
+            let cfg = &self.cfg;
+            let Some(i) = self.ifaces.get_mut(&id) else {
+                continue;
+            };
+            let g = i.gate(cfg, now);
+            if g != i.last_gate {
+                if i.last_gate.is_open() && !g.is_open() {
+                    self.stats.gate_closures += 1;
+                }
+                i.last_gate = g;
+                self.events.push_back(Event::GateChanged {
+                    iface: id,
+                    gate: g,
+                    reason: i.reason,
+                });
+            }
+        }
+    }
+}
