@@ -4,8 +4,9 @@
 //! so entries are never searched for or removed early: a renewal appends a new
 //! entry to the slot of its new deadline (all renewals of one second share a
 //! slot, which stays in cache), and an entry whose binding was renewed meanwhile
-//! is recognised as stale and skipped when its slot fires. Memory is bounded by
-//! the renewals of one maximum lifetime. Deadlines are rounded up to the next
+//! is recognised as stale and skipped when its slot fires. The wheel itself
+//! holds whatever is pushed until its slot fires; the home agent pushes once per
+//! binding lifetime, not once per renewal (see `HomeAgent::schedule`). Deadlines are rounded up to the next
 //! second: nothing expires early, at most one second late.
 
 use std::collections::VecDeque;

@@ -142,6 +142,8 @@ pub enum RemoveReason {
     Expired,
     /// A registration without the S flag replaced it.
     Replaced,
+    /// Its node was removed from the configuration (a key file reload).
+    Revoked,
 }
 
 /// What the I/O shell must apply.
@@ -183,11 +185,15 @@ pub struct HaStats {
 struct MnRecord {
     /// The first security association, kept inline: one cache miss less per request.
     sa0: SecurityAssociation,
+    /// `cfg.sas` holds the node's other security associations (not `sa0` again).
     cfg: MobileNodeConfig,
     home_addr: Option<Ipv4Addr>,
     replay: ReplayState,
     /// Usually one binding: kept inline, another cache miss saved.
     bindings: SmallVec<[Binding; 1]>,
+    /// For each binding (by care-of address), the deadline of its one live entry
+    /// in the expiry wheel. See [`HomeAgent::schedule`].
+    scheduled: SmallVec<[(Ipv4Addr, Instant); 1]>,
 }
 
 /// The home agent core. See the module documentation.
@@ -196,7 +202,8 @@ pub struct HomeAgent {
     mns: Vec<MnRecord>,
     by_home: HashMap<Ipv4Addr, usize, BuildAddrHasher>,
     by_nai: HashMap<Vec<u8>, usize>,
-    /// Expiry of bindings: (home address, care-of address), stale entries skipped.
+    /// Expiry of bindings: (home address, care-of address); one live entry per
+    /// binding, stale entries skipped (see [`HomeAgent::schedule`]).
     expiry: ExpiryWheel<(Ipv4Addr, Ipv4Addr)>,
     binding_count: usize,
     pool_next: u32,
@@ -226,6 +233,9 @@ struct Parsed {
     udp_request: Option<bool>,
     unknown_nonskippable: bool,
     malformed: bool,
+    /// Well-formed extensions after MN-HA that RFC 5944 does not allow there
+    /// (see [`crate::trailer`]).
+    bad_trailer: bool,
 }
 
 impl HomeAgent {
@@ -277,12 +287,18 @@ impl HomeAgent {
         if let Some(n) = &mn.nai {
             self.by_nai.insert(n.as_bytes().to_vec(), idx);
         }
+        // The first SA lives inline only; `cfg.sas` keeps the others (issue 15: a
+        // copy of every node's keyed HMAC state cost ~250 octets a node).
+        let mut mn = mn;
+        let sa0 = mn.sas.remove(0);
+        mn.sas.shrink_to_fit();
         self.mns.push(MnRecord {
-            sa0: mn.sas[0].clone(),
+            sa0,
             home_addr: mn.home_addr,
             cfg: mn,
             replay: ReplayState::default(),
             bindings: SmallVec::new(),
+            scheduled: SmallVec::new(),
         });
         Ok(())
     }
@@ -375,12 +391,25 @@ impl HomeAgent {
             let Some(mn) = self.by_home.get(&home).and_then(|i| self.mns.get_mut(*i)) else {
                 continue;
             };
-            // Entries of bindings renewed since are stale: the binding lives on.
-            if let Some(pos) = mn
-                .bindings
+            // Only the binding's live entry counts; any other is stale.
+            let Some(si) = mn
+                .scheduled
                 .iter()
-                .position(|b| b.care_of == coa && b.expires <= now)
-            {
+                .position(|(c, at)| *c == coa && *at <= now)
+            else {
+                continue;
+            };
+            mn.scheduled.swap_remove(si);
+            let Some(pos) = mn.bindings.iter().position(|b| b.care_of == coa) else {
+                continue;
+            };
+            let expires = mn.bindings[pos].expires;
+            if expires > now {
+                // Renewed since this entry was pushed: one new entry at the new
+                // deadline, once per lifetime rather than once per renewal.
+                self.expiry.push(now, expires, (home, coa));
+                mn.scheduled.push((coa, expires));
+            } else {
                 let b = mn.bindings.swap_remove(pos);
                 self.binding_count -= 1;
                 self.stats.bindings_expired += 1;
@@ -453,6 +482,7 @@ impl HomeAgent {
             udp_request: None,
             unknown_nonskippable: false,
             malformed: false,
+            bad_trailer: false,
         };
         for e in ExtensionIter::new(payload, REQUEST_FIXED_LEN) {
             let e = match e {
@@ -463,8 +493,15 @@ impl HomeAgent {
                 }
             };
             match e.ty {
-                // Extensions after MN-HA are the foreign agent's business.
-                ExtensionType::MN_HA_AUTH => break,
+                // After MN-HA: only what RFC 5944 allows there (crate::trailer).
+                ExtensionType::MN_HA_AUTH => {
+                    match crate::trailer::check_after_mn_ha(payload, e.offset + e.raw.len()) {
+                        Ok(()) => {}
+                        Err(crate::trailer::TrailerError::Malformed) => p.malformed = true,
+                        Err(crate::trailer::TrailerError::NotAllowed(_)) => p.bad_trailer = true,
+                    }
+                    break;
+                }
                 ExtensionType::ENCAP_DELIVERY_STYLE => {}
                 ExtensionType::NAI | ExtensionType::UDP_TUNNEL_REQUEST => {
                     match Extension::parse(&e) {
@@ -589,7 +626,7 @@ impl HomeAgent {
         }
 
         // 3. The rest of the request.
-        let deny = if parsed.unknown_nonskippable {
+        let deny = if parsed.unknown_nonskippable || parsed.bad_trailer {
             Some(ReplyCode::HA_POORLY_FORMED_REQUEST)
         } else if req.home_agent != self.cfg.address {
             Some(ReplyCode::HA_UNKNOWN_HA_ADDRESS)
@@ -700,17 +737,10 @@ impl HomeAgent {
     }
 
     fn allocate(&mut self, idx: usize) -> Option<Ipv4Addr> {
-        let (start, size) = self.cfg.dynamic_pool?;
-        while self.pool_next < size {
-            let a = Ipv4Addr::from(u32::from(start).wrapping_add(self.pool_next));
-            self.pool_next += 1;
-            if let std::collections::hash_map::Entry::Vacant(e) = self.by_home.entry(a) {
-                e.insert(idx);
-                self.mns[idx].home_addr = Some(a);
-                return Some(a);
-            }
-        }
-        None
+        let a = self.pool_free_address()?;
+        self.by_home.insert(a, idx);
+        self.mns[idx].home_addr = Some(a);
+        Some(a)
     }
 
     fn bind(&mut self, now: Instant, idx: usize, b: Binding, simultaneous: bool) {
@@ -720,6 +750,7 @@ impl HomeAgent {
             while i < mn.bindings.len() {
                 if mn.bindings[i].care_of != b.care_of {
                     let old = mn.bindings.swap_remove(i);
+                    mn.scheduled.retain(|(c, _)| *c != old.care_of);
                     self.binding_count -= 1;
                     self.events.push_back(HaEvent::BindingRemoved {
                         home_addr: old.home_addr,
@@ -731,7 +762,7 @@ impl HomeAgent {
                 }
             }
         }
-        self.expiry.push(now, b.expires, (b.home_addr, b.care_of));
+        Self::schedule(&mut self.expiry, mn, now, &b);
         if let Some(slot) = mn.bindings.iter_mut().find(|x| x.care_of == b.care_of) {
             *slot = b.clone();
             self.events.push_back(HaEvent::BindingRenewed(b));
@@ -751,6 +782,7 @@ impl HomeAgent {
         while i < mn.bindings.len() {
             if all || mn.bindings[i].care_of == care_of {
                 let old = mn.bindings.swap_remove(i);
+                mn.scheduled.retain(|(c, _)| *c != old.care_of);
                 self.binding_count -= 1;
                 self.events.push_back(HaEvent::BindingRemoved {
                     home_addr: old.home_addr,
@@ -869,6 +901,13 @@ impl std::hash::Hasher for AddrHasher {
     }
 }
 
+#[path = "ha_provision.rs"]
+mod provision;
+#[path = "ha_query.rs"]
+mod query;
+#[path = "ha_timers.rs"]
+mod timers;
+pub use provision::ReloadSummary;
 #[path = "ha_restore.rs"]
 mod restore;
 pub use restore::RestoreRefused;

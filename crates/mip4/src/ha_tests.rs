@@ -357,3 +357,130 @@ fn restored_binding_and_replay_state_survive_a_restart() {
     stranger.home_addr = Ipv4Addr::new(10, 1, 0, 99);
     assert!(!ha(&[]).restore_binding(now, stranger, None));
 }
+
+/// Issue 15: octets after MN-HA that are not extensions RFC 5944 allows there
+/// were accepted with code 0 (see `crate::trailer`).
+#[test]
+fn bytes_after_mn_ha_must_be_allowed_extensions() {
+    let sa = sa();
+    let base = RegistrationRequest::parse_fixed(&hex::decode(RRQ_D_T).unwrap()).unwrap();
+    let signed = |ident: u64| {
+        let mut b = RegistrationRequest {
+            ident,
+            ..base.clone()
+        }
+        .to_bytes();
+        sa.append(AuthKind::MnHa, &mut b);
+        b
+    };
+    let fa_ha = SecurityAssociation::new(9, Algorithm::HmacMd5, &[5; 16]);
+    type Trailer<'a> = Box<dyn Fn(&mut Vec<u8>) + 'a>;
+    let cases: Vec<(&str, Trailer, u8)> = vec![
+        ("nothing", Box::new(|_| {}), 0),
+        (
+            "7f ff and noise",
+            Box::new(|b| b.extend_from_slice(&[0x7f, 0xff, 0xde, 0xad, 0xbe, 0xef])),
+            134,
+        ),
+        (
+            "a second MN-HA",
+            Box::new(|b| sa.append(AuthKind::MnHa, b)),
+            134,
+        ),
+        (
+            "a non-skippable unknown",
+            Box::new(|b| b.extend_from_slice(&[0x7f, 0x00])),
+            134,
+        ),
+        ("a lone octet", Box::new(|b| b.push(0x90)), 134),
+        (
+            "a skippable extension and FA-HA",
+            Box::new(|b| {
+                b.extend_from_slice(&[200, 1, 7]);
+                fa_ha.append(AuthKind::FaHa, b)
+            }),
+            0,
+        ),
+        ("MN-FA", Box::new(|b| fa_ha.append(AuthKind::MnFa, b)), 0),
+        (
+            "an extension after FA-HA",
+            Box::new(|b| {
+                fa_ha.append(AuthKind::FaHa, b);
+                b.extend_from_slice(&[200, 0]);
+            }),
+            134,
+        ),
+    ];
+    for (i, (name, add, code)) in cases.into_iter().enumerate() {
+        let mut h = ha(&[]);
+        let mut b = signed(base.ident + i as u64);
+        add(&mut b);
+        h.handle_datagram(Instant::now(), wall(), coa_src(), local(), &b);
+        let r = RegistrationReply::parse(&h.poll_transmit().unwrap().payload).unwrap();
+        assert_eq!(r.code.0, code, "{name}");
+        assert_eq!(h.binding_count(), usize::from(code == 0), "{name}");
+        assert_eq!(h.stats().replies_by_code.get(&code), Some(&1), "{name}");
+    }
+}
+
+/// Issue 15: every renewal left an 8-octet entry in the expiry wheel until the
+/// old lifetime passed (1800 entries per node renewing every second).
+#[test]
+fn long_renewal_run_keeps_one_timer_entry_per_binding() {
+    let sa = sa();
+    let base = RegistrationRequest::parse_fixed(&hex::decode(RRQ_D_T).unwrap()).unwrap();
+    let mut h = ha(&[]);
+    let t0 = Instant::now();
+    let renew = |h: &mut HomeAgent, i: u64, lifetime: u16| {
+        let mut b = RegistrationRequest {
+            ident: base.ident + (i << 32),
+            lifetime,
+            ..base.clone()
+        }
+        .to_bytes();
+        sa.append(AuthKind::MnHa, &mut b);
+        let now = t0 + Duration::from_secs(i);
+        h.handle_timeout(now);
+        h.handle_datagram(now, wall() + Duration::from_secs(i), coa_src(), local(), &b);
+        let r = RegistrationReply::parse(&h.poll_transmit().unwrap().payload).unwrap();
+        assert_eq!(r.code, ReplyCode::ACCEPTED, "renewal {i}");
+    };
+    let mut peak = 0;
+    for i in 0..10_000 {
+        renew(&mut h, i, 1800);
+        peak = peak.max(h.timer_entries());
+    }
+    assert_eq!(peak, 1, "one wheel entry per binding, none per renewal");
+    assert_eq!(h.binding_count(), 1);
+    while h.poll_event().is_some() {}
+    // The binding still expires on time: 1800 s after the last renewal, not before.
+    let last = t0 + Duration::from_secs(9_999);
+    h.handle_timeout(last + Duration::from_secs(1799));
+    assert_eq!(h.binding_count(), 1);
+    h.handle_timeout(last + Duration::from_secs(1801));
+    assert_eq!(h.binding_count(), 0);
+    assert_eq!(h.timer_entries(), 0);
+
+    // A renewal that shortens the lifetime is honoured: expiry at the new deadline.
+    let mut h = ha(&[]);
+    renew(&mut h, 0, 1800);
+    renew(&mut h, 1, 10);
+    assert!(h.timer_entries() <= 2);
+    h.handle_timeout(t0 + Duration::from_secs(12));
+    assert_eq!(h.binding_count(), 0);
+    h.handle_timeout(t0 + Duration::from_secs(2000));
+    assert_eq!(h.timer_entries(), 0);
+}
+
+#[test]
+fn per_node_memory_is_bounded() {
+    // Per node: one MnRecord (its first binding and SA inline, 376 octets on
+    // x86_64) plus its SA list and NAI on the heap and a 16-octet index entry;
+    // per binding: one expiry-wheel entry (see HomeAgent::schedule); per renewal: 0.
+    let node = std::mem::size_of::<MnRecord>();
+    eprintln!(
+        "MnRecord {node} B, Binding {} B",
+        std::mem::size_of::<Binding>()
+    );
+    assert!(node <= 512, "MnRecord grew to {node} octets");
+}

@@ -26,6 +26,7 @@ pub mod fa;
 pub mod ha;
 pub mod net;
 pub mod replay;
+pub mod trailer;
 pub mod wire;
 
 pub use net::Ipv4Net;

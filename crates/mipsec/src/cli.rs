@@ -37,6 +37,15 @@ enum Cmd {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Print the MN-HA key derived for a node from a fleet secret (key files'
+    /// `derived` keys), to put in that node's mn.toml.
+    DeriveKey {
+        /// The file named by `[ha] key_derivation_secret`.
+        #[arg(long)]
+        secret: PathBuf,
+        /// The node's NAI, or its home address when it has no NAI.
+        identity: String,
+    },
     /// Show a running daemon's state.
     Status {
         /// The daemon's control socket.
@@ -45,6 +54,21 @@ enum Cmd {
         /// Print JSON for scripts instead of a table.
         #[arg(long)]
         json: bool,
+        /// Home agent: counters only, no bindings.
+        #[arg(long, conflicts_with_all = ["bindings", "node"])]
+        summary: bool,
+        /// Home agent: a page of bindings (with --limit and --after).
+        #[arg(long)]
+        bindings: bool,
+        /// Home agent: nodes per page (1..=10000; default 100).
+        #[arg(long, requires = "bindings")]
+        limit: Option<u32>,
+        /// Home agent: the page after this home address (the previous page's `next_after`).
+        #[arg(long, requires = "bindings")]
+        after: Option<std::net::Ipv4Addr>,
+        /// Home agent: the bindings of one node, by home address or NAI.
+        #[arg(long, conflicts_with = "bindings")]
+        node: Option<String>,
     },
 }
 
@@ -87,7 +111,32 @@ where
             init_logs();
             daemon(|| crate::mn::run(&config))
         }
-        Cmd::Status { socket, json } => match crate::control::query(&socket) {
+        Cmd::DeriveKey { secret, identity } => match crate::keyfile::read_secret(&secret) {
+            Ok(s) => {
+                println!("{}", hex::encode(crate::keyfile::derive_key(&s, &identity)));
+                0
+            }
+            Err(e) => {
+                eprintln!("mipsec derive-key: {e}");
+                1
+            }
+        },
+        Cmd::Status {
+            socket,
+            json,
+            summary,
+            bindings,
+            limit,
+            after,
+            node,
+        } => match crate::control::query_with(
+            &socket,
+            status_params(summary, bindings, limit, after, node).as_ref(),
+        ) {
+            Ok(v) if v.get("error").is_some() => {
+                eprintln!("mipsec status: {}", v["error"]);
+                1
+            }
             Ok(v) => {
                 if json {
                     println!("{v}");
@@ -102,6 +151,32 @@ where
             }
         },
     }
+}
+
+/// The parameters of `status`, or None for a plain request (which every daemon answers).
+fn status_params(
+    summary: bool,
+    bindings: bool,
+    limit: Option<u32>,
+    after: Option<std::net::Ipv4Addr>,
+    node: Option<String>,
+) -> Option<serde_json::Value> {
+    let mut m = serde_json::Map::new();
+    if summary {
+        m.insert("summary".into(), true.into());
+    }
+    if let Some(n) = node {
+        m.insert("node".into(), n.into());
+    }
+    if bindings {
+        if let Some(l) = limit {
+            m.insert("limit".into(), l.into());
+        }
+        if let Some(a) = after {
+            m.insert("after".into(), a.to_string().into());
+        }
+    }
+    (!m.is_empty() || bindings).then_some(serde_json::Value::Object(m))
 }
 
 fn daemon(f: impl FnOnce() -> Result<(), String>) -> i32 {

@@ -132,6 +132,14 @@ pub struct HaSection {
     pub control_socket: Option<PathBuf>,
     /// Where bindings are saved so that a restarted home agent keeps them.
     pub state_file: Option<PathBuf>,
+    /// A key file, or a directory of `*.keys` files: one mobile node a line,
+    /// re-read on SIGHUP (see `crate::keyfile`).
+    pub key_file: Option<PathBuf>,
+    /// Home addresses for nodes known only by their NAI (RFC 2794).
+    pub dynamic_pool: Option<Net>,
+    /// A file holding the fleet secret (hex, at least 256 bits) from which key
+    /// file lines with the key `derived` get their keys (see `crate::keyfile`).
+    pub key_derivation_secret: Option<PathBuf>,
     /// RFC 5265 HA-5, for an external home agent: Registration Requests arriving on
     /// this (internal) interface are dropped and counted.
     pub drop_requests_on_interface: Option<String>,

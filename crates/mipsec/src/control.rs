@@ -12,8 +12,33 @@ use tokio::net::UnixListener;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tracing::debug;
 
-/// A status request from a control connection to the daemon's event loop.
-pub type StatusRequest = oneshot::Sender<Value>;
+/// A status request from a control connection to the daemon's event loop:
+/// `status` alone, or `status {json}` with parameters (the home agent's paging,
+/// see `crate::ha_status`), in `query` (an empty object when there are none).
+#[derive(Debug)]
+pub struct StatusRequest {
+    pub query: Value,
+    reply: oneshot::Sender<Value>,
+}
+
+impl StatusRequest {
+    /// Answers the request; `Err` gives the document back if the client left.
+    pub fn send(self, v: Value) -> Result<(), Value> {
+        self.reply.send(v)
+    }
+}
+
+/// Splits a command line into the command word and its JSON parameters.
+fn split_command(line: &str) -> (&str, Result<Value, String>) {
+    match line.split_once(char::is_whitespace) {
+        None => (line, Ok(Value::Object(Default::default()))),
+        Some((cmd, rest)) => match serde_json::from_str::<Value>(rest.trim()) {
+            Ok(v @ Value::Object(_)) => (cmd, Ok(v)),
+            Ok(_) => (cmd, Err("parameters must be a JSON object".into())),
+            Err(e) => (cmd, Err(format!("parameters are not JSON: {e}"))),
+        },
+    }
+}
 
 /// Limits on the control socket: it answers local clients only, but any local
 /// process that can reach it must not be able to grow the daemon or starve it.
@@ -119,10 +144,12 @@ async fn serve(stream: tokio::net::UnixStream, tx: mpsc::Sender<StatusRequest>, 
     let reply = if line.last() != Some(&b'\n') {
         serde_json::json!({"error": format!("request longer than {max} bytes or not ended by a newline")})
     } else {
-        match String::from_utf8_lossy(&line).trim() {
-            "status" => {
+        let line = String::from_utf8_lossy(&line);
+        match split_command(line.trim()) {
+            ("status", Err(e)) => serde_json::json!({ "error": e }),
+            ("status", Ok(query)) => {
                 let (otx, orx) = oneshot::channel();
-                if tx.send(otx).await.is_err() {
+                if tx.send(StatusRequest { query, reply: otx }).await.is_err() {
                     return;
                 }
                 match orx.await {
@@ -130,7 +157,7 @@ async fn serve(stream: tokio::net::UnixStream, tx: mpsc::Sender<StatusRequest>, 
                     Err(_) => return,
                 }
             }
-            other => {
+            (other, _) => {
                 serde_json::json!({"error": format!("unknown command {other:?}; try \"status\"")})
             }
         }
@@ -148,6 +175,11 @@ impl Drop for ControlServer {
 
 /// Asks the daemon at `path` for its status.
 pub fn query(path: &Path) -> Result<Value, String> {
+    query_with(path, None)
+}
+
+/// Asks the daemon at `path` for its status with parameters (`status {json}`).
+pub fn query_with(path: &Path, params: Option<&Value>) -> Result<Value, String> {
     let mut s = UnixStream::connect(path).map_err(|e| {
         format!(
             "cannot connect to {}: {e} (is the daemon running?)",
@@ -156,7 +188,11 @@ pub fn query(path: &Path) -> Result<Value, String> {
     })?;
     s.set_read_timeout(Some(Duration::from_secs(5)))
         .map_err(|e| e.to_string())?;
-    s.write_all(b"status\n").map_err(|e| e.to_string())?;
+    let cmd = match params {
+        Some(p) => format!("status {p}\n"),
+        None => "status\n".to_string(),
+    };
+    s.write_all(cmd.as_bytes()).map_err(|e| e.to_string())?;
     let mut out = String::new();
     s.read_to_string(&mut out)
         .map_err(|e| format!("reading status: {e}"))?;
@@ -188,6 +224,13 @@ pub fn render(v: &Value) -> String {
                     s(&b["tunnel"]),
                     s(&b["reverse_tunnel"])
                 );
+            }
+            if let Some(total) = v["bindings_total"].as_u64() {
+                o += &format!("\n{total} bindings in all");
+                match v["page"]["next_after"].as_str() {
+                    Some(n) => o += &format!("; next page: --bindings --after {n}\n"),
+                    None => o += "\n",
+                }
             }
         }
         Some("mn") => {

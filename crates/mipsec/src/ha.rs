@@ -12,19 +12,25 @@
 //! With `state_file`, bindings (and the last accepted Identification of each
 //! node) are saved and restored, so a restarted home agent carries on.
 
+#[path = "ha_routes.rs"]
+mod routes;
+#[path = "ha_status.rs"]
+pub mod status;
+
 use crate::config::HaFile;
 use crate::control::{ControlServer, StatusRequest};
 use crate::shell::{
     allow_fragmentation, enlarge_buffers, getrandom, io_err, open_tunnel, write_sysctl, BATCH,
 };
-use mip4::auth::SecurityAssociation;
 use mip4::ha::{Binding, HaConfig, HaEvent, HomeAgent, MobileNodeConfig, Tunnel, UdpTunneling};
 use mip4::wire::tunnel::TunnelData;
 use mip4::wire::{MessageType, MIP_PORT};
 use netio::netlink::{Netlink, Route};
 use netio::raw::{RawIp, RawIpOptions, IPPROTO_IPIP};
 use netio::tun::Tun;
-use netio::udp::{recv_with_meta, send_from, UdpOptions};
+use netio::udp::{send_from, UdpOptions};
+use netio::udp_batch::{send_batch, Outgoing, RecvBatch};
+use routes::RouteWorker;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
@@ -38,9 +44,11 @@ use tracing::{debug, info, warn};
 
 /// Runs the home agent until SIGINT or SIGTERM.
 pub fn run(config: &Path) -> Result<(), String> {
-    let file = HaFile::load(config).map_err(|e| e.to_string())?;
+    let mut file = HaFile::load(config).map_err(|e| e.to_string())?;
+    crate::keyfile::resolve(&mut file, config);
+    let config = config.to_path_buf();
     crate::shell::block_on(async move {
-        let mut d = Daemon::start(file).await?;
+        let mut d = Daemon::start(file, config).await?;
         let r = d.run().await;
         d.cleanup().await;
         r
@@ -78,6 +86,10 @@ struct SavedBinding {
     udp_peer: Option<SocketAddrV4>,
     keepalive: u16,
     last_ident: Option<u64>,
+    /// The node's NAI: for a node without a static address, the binding's home
+    /// address is its pool assignment, given back to it on restore.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nai: Option<String>,
 }
 
 struct Daemon {
@@ -86,9 +98,13 @@ struct Daemon {
     udp: UdpSocket,
     raw: RawIp,
     tun: Tun,
+    /// Routes, proxy ARP and gratuitous ARP, applied by a worker thread.
+    routes: RouteWorker,
+    /// For taking over a killed instance's leftovers at start.
     nl: Netlink,
-    tun_ifindex: u32,
     home_ifindex: Option<u32>,
+    /// Static home addresses (the pool comes from the config): what leftovers may be ours.
+    ours: std::collections::HashSet<Ipv4Addr>,
     /// Home address -> its bindings, for the data path.
     tunnels: HashMap<Ipv4Addr, Vec<Binding>>,
     counters: Counters,
@@ -97,11 +113,13 @@ struct Daemon {
     state_file: Option<PathBuf>,
     dirty: bool,
     started: Instant,
+    /// Key file reloads (SIGHUP), parsed off the event loop.
+    reloader: crate::keyfile::Reloader,
     guard: crate::ha_guard::Guard,
 }
 
 impl Daemon {
-    async fn start(file: HaFile) -> Result<Daemon, String> {
+    async fn start(file: HaFile, config_path: PathBuf) -> Result<Daemon, String> {
         let h = &file.ha;
         let mut cfg = HaConfig::new(h.address);
         cfg.max_lifetime = h.max_lifetime;
@@ -113,31 +131,31 @@ impl Daemon {
             keepalive: h.udp_keepalive_s,
             ..UdpTunneling::default()
         };
+        cfg.dynamic_pool = crate::keyfile::pool(&file);
         let mut seed = [0u8; 32];
         getrandom(&mut seed);
         let mut core = HomeAgent::new(cfg, seed);
-        for m in &file.mobile_nodes {
-            core.add_mobile_node(MobileNodeConfig {
-                home_addr: m.home_address,
-                nai: m.nai.clone(),
-                sas: vec![SecurityAssociation::new(
-                    m.spi,
-                    m.algorithm.into(),
-                    &m.key.0,
-                )],
-                replay: m.replay.into(),
-            })
-            .map_err(|e| {
-                format!(
-                    "mobile node {:?}: {e}",
-                    m.home_address.map(|a| a.to_string()).or(m.nai.clone())
-                )
-            })?;
-        }
+        let nodes = crate::keyfile::load_nodes(&file, &config_path)?;
+        let node_count = nodes.len();
+        let ours = nodes.iter().filter_map(|n| n.home_addr).collect();
+        core.replace_mobile_nodes(nodes)
+            .map_err(|e| format!("mobile nodes: {e}"))?;
+        crate::keyfile::release_parse_memory();
 
         let nl = Netlink::new().map_err(io_err("netlink"))?;
         let home_ifindex = match &h.home_interface {
             Some(name) => Some(nl.ifindex(name).await.map_err(io_err("home_interface"))?),
+            None => None,
+        };
+        // One packet socket for every gratuitous ARP on the home link (issue 15: one
+        // per announcement cost ~11 ms in close(), in the event loop).
+        let arp = match home_ifindex {
+            Some(ifx) => Some((
+                ifx,
+                nl.arp_announcer(ifx)
+                    .await
+                    .map_err(io_err("gratuitous ARP socket"))?,
+            )),
             None => None,
         };
         let internal_ifindex = match &h.drop_requests_on_interface {
@@ -153,6 +171,7 @@ impl Daemon {
             h.trusted_networks.iter().map(|n| n.0).collect(),
         );
         let (tun, tun_ifindex) = open_tunnel(&h.tunnel_device)?;
+        let routes = RouteWorker::start(tun_ifindex, arp)?;
         write_sysctl("/proc/sys/net/ipv4/ip_forward", "1");
         if let Some(name) = &h.home_interface {
             // Answer ARP for away nodes at once, not after up to 0.8 s (proxy_delay).
@@ -182,7 +201,7 @@ impl Daemon {
             ),
             None => None,
         };
-        info!(address = %h.address, home_network = %h.home_network.0, nodes = file.mobile_nodes.len(), "home agent started");
+        info!(address = %h.address, home_network = %h.home_network.0, nodes = node_count, "home agent started");
         let mut d = Daemon {
             state_file: h.state_file.clone(),
             file,
@@ -190,15 +209,17 @@ impl Daemon {
             udp,
             raw,
             tun,
+            routes,
             nl,
-            tun_ifindex,
             home_ifindex,
+            ours,
             tunnels: HashMap::new(),
             counters: Counters::default(),
             ctl_rx,
             _ctl: ctl,
             dirty: false,
             started: Instant::now(),
+            reloader: crate::keyfile::Reloader::new(config_path),
             guard,
         };
         d.take_over_leftovers().await;
@@ -209,7 +230,9 @@ impl Daemon {
     async fn run(&mut self) -> Result<(), String> {
         let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
         let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
-        let mut ubuf = vec![0u8; 65536];
+        let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+        // Up to BATCH datagrams per recvmmsg; 64 KiB slots hold any RFC 3519 Tunnel Data.
+        let mut urb = RecvBatch::new(BATCH, 65536);
         let mut rbuf = vec![0u8; 65536];
         let mut tbuf = vec![0u8; 65536];
         let mut save_tick = tokio::time::interval(Duration::from_secs(1));
@@ -222,12 +245,8 @@ impl Daemon {
                 }
             };
             tokio::select! {
-                r = recv_with_meta(&self.udp, &mut ubuf) => match r {
-                    Ok(m) => {
-                        let n = m.len;
-                        self.on_udp(m, &ubuf[..n]).await;
-                        self.on_udp_backlog(&mut ubuf).await;
-                    }
+                r = urb.recv(&self.udp) => match r {
+                    Ok(n) => self.on_udp_batch(&urb, n).await,
                     Err(e) => warn!("udp receive: {e}"),
                 },
                 r = self.raw.recv_from(&mut rbuf) => match r {
@@ -252,7 +271,8 @@ impl Daemon {
                     Err(e) => warn!("tun receive: {e}"),
                 },
                 Some(req) = self.ctl_rx.recv() => {
-                    let _ = req.send(self.status());
+                    let v = self.status(&req.query);
+                    let _ = req.send(v);
                 }
                 _ = sleep => self.core.handle_timeout(Instant::now()),
                 _ = save_tick.tick() => {
@@ -262,38 +282,41 @@ impl Daemon {
                 }
                 _ = term.recv() => { info!("SIGTERM: shutting down"); break }
                 _ = int.recv() => { info!("SIGINT: shutting down"); break }
+                _ = hup.recv() => self.reloader.request(),
+                r = self.reloader.done() => self.reload_nodes(r),
             }
             self.drain().await;
         }
         Ok(())
     }
 
-    async fn on_udp(&mut self, m: netio::udp::RecvMeta, payload: &[u8]) {
-        if MessageType::of(payload) == Some(MessageType::TUNNEL_DATA) {
-            return self.on_tunnel_data(m.src, payload).await;
+    /// SIGHUP, once the key file is parsed (off the loop): replaces the node set;
+    /// bindings of nodes that stay are untouched. A bad file changes nothing.
+    fn reload_nodes(&mut self, parsed: Result<Vec<MobileNodeConfig>, String>) {
+        let r = parsed.and_then(|n| {
+            self.core
+                .replace_mobile_nodes(n)
+                .map_err(|e| format!("mobile nodes: {e}"))
+        });
+        match r {
+            Ok(s) => info!(
+                added = s.added,
+                kept = s.kept,
+                removed = s.removed,
+                "SIGHUP: mobile nodes reloaded"
+            ),
+            Err(e) => warn!("SIGHUP: nodes kept, reload refused:\n{e}"),
         }
-        if self.guard.drops_internal(m.ifindex, payload) {
-            return self.counters.drop(crate::ha_guard::INTERNAL_DROP);
-        }
-        let local = SocketAddrV4::new(m.dst.or(m.local).unwrap_or(self.file.ha.address), MIP_PORT);
-        let before = crate::ha_guard::Guard::untrusted_count(&self.core);
-        let now = Instant::now();
-        self.core
-            .handle_datagram(now, SystemTime::now(), m.src, local, payload);
-        self.guard.after_core(now, before, &self.core, &[m.src]);
+        crate::keyfile::release_parse_memory();
     }
 
-    /// Takes whatever else is already queued on UDP 434 (up to a batch) and hands
-    /// the registrations to the core in one call, which overlaps the memory
-    /// misses of looking up many nodes (see `HomeAgent::handle_datagrams`).
-    async fn on_udp_backlog(&mut self, buf: &mut [u8]) {
-        use futures::FutureExt;
-        let mut regs: Vec<(SocketAddrV4, SocketAddrV4, Vec<u8>)> = Vec::new();
-        for _ in 0..BATCH {
-            let Some(Ok(m)) = recv_with_meta(&self.udp, buf).now_or_never() else {
-                break;
-            };
-            let payload = &buf[..m.len];
+    /// A batch from UDP 434 (one recvmmsg): Tunnel Data goes to the data path,
+    /// registrations to the core in one call, which overlaps the memory misses of
+    /// looking up many nodes (see `HomeAgent::handle_datagrams`).
+    async fn on_udp_batch(&mut self, rb: &RecvBatch, n: usize) {
+        let mut regs: Vec<(SocketAddrV4, SocketAddrV4, &[u8])> = Vec::with_capacity(n);
+        for i in 0..n {
+            let (m, payload) = rb.get(i);
             if MessageType::of(payload) == Some(MessageType::TUNNEL_DATA) {
                 self.on_tunnel_data(m.src, payload).await;
             } else if self.guard.drops_internal(m.ifindex, payload) {
@@ -301,17 +324,13 @@ impl Daemon {
             } else {
                 let local =
                     SocketAddrV4::new(m.dst.or(m.local).unwrap_or(self.file.ha.address), MIP_PORT);
-                regs.push((m.src, local, payload.to_vec()));
+                regs.push((m.src, local, payload));
             }
         }
         if !regs.is_empty() {
-            let batch: Vec<_> = regs
-                .iter()
-                .map(|(f, t, p)| (*f, *t, p.as_slice()))
-                .collect();
             let before = crate::ha_guard::Guard::untrusted_count(&self.core);
             let now = Instant::now();
-            self.core.handle_datagrams(now, SystemTime::now(), &batch);
+            self.core.handle_datagrams(now, SystemTime::now(), &regs);
             let sources: Vec<SocketAddrV4> = regs.iter().map(|r| r.0).collect();
             self.guard.after_core(now, before, &self.core, &sources);
         }
@@ -428,10 +447,17 @@ impl Daemon {
         while let Some(e) = self.core.poll_event() {
             self.apply(e).await;
         }
+        self.routes.settle().await;
+        let mut out = Vec::new();
         while let Some(t) = self.core.poll_transmit() {
-            if let Err(e) = send_from(&self.udp, &t.payload, t.dst, *t.src.ip()).await {
-                warn!("reply to {}: {e}", t.dst);
-            }
+            out.push(t);
+        }
+        if !out.is_empty() {
+            let msgs: Vec<Outgoing> = out
+                .iter()
+                .map(|t| (t.dst, *t.src.ip(), &t.payload[..]))
+                .collect();
+            send_batch(&self.udp, &msgs, |m, e| warn!("reply to {}: {e}", m.0)).await;
         }
     }
 
@@ -469,51 +495,19 @@ impl Daemon {
         }
     }
 
-    /// Starts or stops pulling a home address's traffic into the tunnel device.
+    /// Starts or stops pulling a home address's traffic into the tunnel device
+    /// (queued to the route worker; see `ha_routes`).
     async fn intercept(&mut self, home: Ipv4Addr, on: bool) {
-        let route = Route::new(home, 32).dev(self.tun_ifindex);
-        if on {
-            if let Err(e) = self
-                .nl
-                .replace_route_marked(&route, crate::shell::PROTO_HA)
-                .await
-            {
-                warn!("route {home}/32 via tunnel: {e}");
-            }
-            if let Some(ifx) = self.home_ifindex {
-                if let Err(e) = self
-                    .nl
-                    .add_proxy_arp_marked(ifx, home, crate::shell::PROTO_HA)
-                    .await
-                {
-                    debug!("proxy ARP for {home}: {e}");
-                }
-                // RFC 5944 section 4.6: announce that the home address is now here.
-                if let Err(e) = self.nl.gratuitous_arp(ifx, home).await {
-                    warn!("gratuitous ARP for {home}: {e}");
-                }
-            }
-        } else {
-            if let Err(e) = self
-                .nl
-                .del_route_marked(&route, crate::shell::PROTO_HA)
-                .await
-            {
-                debug!("remove route {home}/32: {e}");
-            }
-            if let Some(ifx) = self.home_ifindex {
-                if let Err(e) = self.nl.del_proxy_arp(ifx, home).await {
-                    debug!("remove proxy ARP for {home}: {e}");
-                }
-            }
-        }
+        self.routes.intercept(home, on);
     }
 
-    fn status(&self) -> serde_json::Value {
+    fn status(&self, query: &serde_json::Value) -> serde_json::Value {
         let now = Instant::now();
-        let bindings: Vec<_> = self
-            .core
-            .bindings()
+        let (selected, paging) = match self.select_bindings(query) {
+            Ok(x) => x,
+            Err(e) => return json!({ "error": e }),
+        };
+        let bindings: Vec<_> = selected
             .iter()
             .map(|b| {
                 json!({
@@ -547,6 +541,9 @@ impl Daemon {
             "address": self.file.ha.address.to_string(),
             "uptime_s": self.started.elapsed().as_secs(),
             "bindings": bindings,
+            "bindings_total": paging["bindings_total"],
+            "page": paging.get("page"),
+            "node": paging.get("node"),
             "counters": {
                 "requests": s.requests,
                 "replies_by_code": s.replies_by_code.iter().map(|(k, v)| (k.to_string(), *v)).collect::<BTreeMap<_, _>>(),
@@ -589,6 +586,7 @@ impl Daemon {
                     Tunnel::IpInIp => 0,
                 },
                 last_ident: self.core.last_ident(b.home_addr),
+                nai: b.nai,
             })
             .collect();
         let tmp = path.with_extension("tmp");
@@ -654,8 +652,12 @@ impl Daemon {
                     },
                     None => Tunnel::IpInIp,
                 },
-                nai: None,
+                nai: s.nai.clone(),
             };
+            if let Some(n) = &s.nai {
+                // Pool assignment first (false, harmless, for a static address).
+                self.core.assign_pool_address(n, s.home_addr);
+            }
             if let Err(why) = self.core.check_restore(now, &b) {
                 warn!(
                     "state file {}: dropping the binding of {} via {} (expires_unix {}): {why}",
@@ -680,12 +682,13 @@ impl Daemon {
     /// link, marked or not (versions before marking). Restored bindings then put
     /// back what they need.
     async fn take_over_leftovers(&mut self) {
-        let homes: Vec<Ipv4Addr> = self
-            .file
-            .mobile_nodes
-            .iter()
-            .filter_map(|m| m.home_address)
-            .collect();
+        // Every configured static address (inline or key file) and the pool.
+        let statics = std::mem::take(&mut self.ours);
+        let pool = crate::keyfile::pool(&self.file);
+        let ours = |a: &Ipv4Addr| {
+            statics.contains(a)
+                || pool.is_some_and(|(first, n)| u32::from(*a).wrapping_sub(u32::from(first)) < n)
+        };
         let proxies: Vec<(u32, Ipv4Addr)> = match self.home_ifindex {
             Some(ifx) => self
                 .nl
@@ -693,7 +696,7 @@ impl Daemon {
                 .await
                 .unwrap_or_default()
                 .into_iter()
-                .filter(|p| homes.contains(&p.1))
+                .filter(|p| ours(&p.1))
                 .collect(),
             None => Vec::new(),
         };
@@ -703,7 +706,7 @@ impl Daemon {
             .await
             .unwrap_or_default()
             .into_iter()
-            .filter(|r| r.prefix == 32 && homes.contains(&r.dst))
+            .filter(|r| r.prefix == 32 && ours(&r.dst))
             .collect();
         for (ifx, addr) in &proxies {
             let _ = self.nl.del_proxy_arp(*ifx, *addr).await;
@@ -728,6 +731,7 @@ impl Daemon {
         for h in homes {
             self.intercept(h, false).await;
         }
+        self.routes.flush().await;
         info!("home agent stopped; routes and proxy ARP entries removed");
     }
 }

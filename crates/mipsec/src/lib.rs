@@ -9,6 +9,7 @@
 //!   registrations, forward-tunnel exit and reverse tunneling for visitors.
 //! * [`control`]: the control socket behind `mipsec status`.
 //! * [`config`]: TOML configuration with errors that name file, line and field.
+//! * [`keyfile`]: the home agent's key file (one mobile node a line, SIGHUP reload).
 
 pub mod cli;
 pub mod config;
@@ -16,5 +17,6 @@ pub mod control;
 pub mod fa;
 pub mod ha;
 mod ha_guard;
+pub mod keyfile;
 pub mod mn;
 mod shell;

@@ -47,3 +47,22 @@ fn status_without_a_daemon_says_so() {
     assert_eq!(code, 1);
     assert!(msg.contains("is the daemon running?"), "{msg}");
 }
+
+#[test]
+fn derive_key_prints_the_fleet_key_of_a_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let sec = dir.path().join("fleet.secret");
+    let secret: Vec<u8> = (0..32).collect();
+    std::fs::write(&sec, hex::encode(secret)).unwrap();
+    let (code, out) = run(&[
+        "derive-key",
+        "--secret",
+        sec.to_str().unwrap(),
+        "laptop7@corp.example",
+    ]);
+    assert_eq!((code, out.trim()), (0, "8a3e336bcb7bd73202082e9bbd59c59a"));
+    std::fs::write(&sec, "zz").unwrap();
+    let (code, out) = run(&["derive-key", "--secret", sec.to_str().unwrap(), "x@y"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("not hexadecimal"), "{out}");
+}

@@ -21,6 +21,7 @@ pub mod raw;
 mod sys;
 pub mod tun;
 pub mod udp;
+pub mod udp_batch;
 
 pub use driver::{Core, Driver, Timer};
 pub use error::{Error, Result};

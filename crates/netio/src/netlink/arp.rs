@@ -57,19 +57,64 @@ pub fn send_gratuitous(ifindex: u32, mac: [u8; 6], addr: Ipv4Addr, op: ArpOp) ->
     send_frame(ifindex, &frame, BROADCAST, ETH_P_ARP)
 }
 
-/// Send one raw Ethernet frame (header included) on `ifindex` through an `AF_PACKET`
-/// socket. `dst` and `ethertype` fill the link-layer address the kernel wants.
-pub fn send_frame(ifindex: u32, frame: &[u8], dst: [u8; 6], ethertype: u16) -> Result<()> {
-    let ifindex =
-        libc::c_int::try_from(ifindex).map_err(|_| Error::InvalidArgument("ifindex too large"))?;
+/// A long-lived `AF_PACKET` socket announcing addresses on one interface.
+///
+/// Opening and closing a packet socket per announcement costs a `close()` that
+/// waits for an RCU grace period (about 10 ms): a home agent taking thousands of
+/// new bindings would spend its time there. This keeps one socket for the life
+/// of the daemon. It is non-blocking: a full transmit queue is an error (the
+/// announcement is lost and the caller logs it), never a stall.
+#[derive(Debug)]
+pub struct ArpAnnouncer {
+    fd: OwnedFd,
+    ifindex: u32,
+    mac: [u8; 6],
+}
+
+impl ArpAnnouncer {
+    /// Opens the socket for interface `ifindex`, whose Ethernet address is `mac`.
+    /// Needs `CAP_NET_RAW`.
+    pub fn open(ifindex: u32, mac: [u8; 6]) -> Result<ArpAnnouncer> {
+        Ok(ArpAnnouncer {
+            fd: packet_socket(libc::SOCK_NONBLOCK)?,
+            ifindex,
+            mac,
+        })
+    }
+
+    /// Broadcasts a gratuitous ARP for `addr` at this interface's address.
+    pub fn announce(&self, addr: Ipv4Addr, op: ArpOp) -> Result<()> {
+        let frame = gratuitous_frame(op, self.mac, addr);
+        send_on(&self.fd, self.ifindex, &frame, BROADCAST, ETH_P_ARP)
+    }
+}
+
+fn packet_socket(extra_flags: libc::c_int) -> Result<OwnedFd> {
     // Protocol 0: this socket only sends, it never receives a copy of the traffic.
     // SAFETY: plain syscall; the descriptor is checked, then owned.
-    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC | extra_flags,
+            0,
+        )
+    };
     if fd < 0 {
         return Err(Error::io("socket(AF_PACKET)")(io::Error::last_os_error()));
     }
     // SAFETY: `fd` is fresh and owned by nothing else.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Send one raw Ethernet frame (header included) on `ifindex` through an `AF_PACKET`
+/// socket. `dst` and `ethertype` fill the link-layer address the kernel wants.
+pub fn send_frame(ifindex: u32, frame: &[u8], dst: [u8; 6], ethertype: u16) -> Result<()> {
+    send_on(&packet_socket(0)?, ifindex, frame, dst, ethertype)
+}
+
+fn send_on(fd: &OwnedFd, ifindex: u32, frame: &[u8], dst: [u8; 6], ethertype: u16) -> Result<()> {
+    let ifindex =
+        libc::c_int::try_from(ifindex).map_err(|_| Error::InvalidArgument("ifindex too large"))?;
     // SAFETY: all-zero is a valid sockaddr_ll.
     let mut sll: libc::sockaddr_ll = unsafe { zeroed() };
     sll.sll_family = libc::AF_PACKET as u16;

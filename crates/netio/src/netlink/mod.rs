@@ -543,6 +543,17 @@ impl Netlink {
         arp::send_gratuitous(ifindex, mac, addr, ArpOp::Request)
     }
 
+    /// A long-lived gratuitous ARP sender for `ifindex` (see [`arp::ArpAnnouncer`]).
+    pub async fn arp_announcer(&self, ifindex: u32) -> Result<arp::ArpAnnouncer> {
+        let link = self.link_by_index(ifindex).await?;
+        let mac: [u8; 6] = link
+            .mac
+            .as_slice()
+            .try_into()
+            .map_err(|_| Error::InvalidArgument("link has no Ethernet address"))?;
+        arp::ArpAnnouncer::open(ifindex, mac)
+    }
+
     /// Subscribe to link and IPv4 address events, seeded with the current link states so
     /// the first carrier change is reported correctly.
     pub async fn events(&self) -> Result<NetEvents> {

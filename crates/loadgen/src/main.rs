@@ -1,0 +1,125 @@
+//! `mipsec-loadgen`: see the crate README.
+
+use clap::{Parser, Subcommand};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "mipsec-loadgen",
+    about = "Simulated mobile nodes against a home agent"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Write the HA key file for the simulated nodes.
+    Keys {
+        #[arg(long)]
+        first_home: Ipv4Addr,
+        #[arg(long)]
+        nodes: u32,
+        #[arg(long, default_value_t = 256)]
+        spi: u32,
+        #[arg(long, default_value = "00112233445566778899aabbccddeeff")]
+        key: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Register every node once, then renew round robin; print the figures.
+    Run {
+        /// The home agent address (UDP port 434 unless given).
+        #[arg(long)]
+        ha: String,
+        #[arg(long)]
+        first_home: Ipv4Addr,
+        #[arg(long)]
+        nodes: u32,
+        #[arg(long, default_value_t = 256)]
+        spi: u32,
+        #[arg(long, default_value = "00112233445566778899aabbccddeeff")]
+        key: String,
+        /// Requests in flight at most.
+        #[arg(long, default_value_t = 256)]
+        window: usize,
+        /// Seconds of renewals after the first registrations.
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        #[arg(long, default_value_t = 1800)]
+        lifetime: u16,
+        /// Care-of address in the requests (default: the bind address, or 192.0.2.1).
+        #[arg(long)]
+        care_of: Option<Ipv4Addr>,
+        #[arg(long, default_value = "0.0.0.0:0")]
+        bind: SocketAddrV4,
+        /// Check every reply's MN-HA authenticator.
+        #[arg(long)]
+        verify: bool,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Keys {
+            first_home,
+            nodes,
+            spi,
+            key,
+            out,
+        } => hex::decode(&key)
+            .map_err(|e| format!("key: {e}"))
+            .and_then(|k| {
+                std::fs::write(&out, loadgen::key_lines(first_home, nodes, spi, &k))
+                    .map_err(|e| format!("{}: {e}", out.display()))
+            }),
+        Cmd::Run {
+            ha,
+            first_home,
+            nodes,
+            spi,
+            key,
+            window,
+            duration,
+            lifetime,
+            care_of,
+            bind,
+            verify,
+        } => (|| {
+            let ha: SocketAddrV4 = match ha.parse() {
+                Ok(a) => a,
+                Err(_) => SocketAddrV4::new(ha.parse().map_err(|e| format!("--ha: {e}"))?, 434),
+            };
+            let cfg = loadgen::Config {
+                ha,
+                first_home,
+                nodes,
+                spi,
+                key: hex::decode(&key).map_err(|e| format!("key: {e}"))?,
+                window: window.max(1),
+                duration: Duration::from_secs_f64(duration.max(0.0)),
+                lifetime,
+                care_of: care_of.unwrap_or(if bind.ip().is_unspecified() {
+                    Ipv4Addr::new(192, 0, 2, 1)
+                } else {
+                    *bind.ip()
+                }),
+                bind,
+                timeout: Duration::from_secs(1),
+                verify,
+            };
+            let (first, renew) = loadgen::run(&cfg).map_err(|e| e.to_string())?;
+            println!("first registrations: {first}");
+            println!("renewals:            {renew}");
+            Ok(())
+        })(),
+    };
+    if let Err(e) = r {
+        eprintln!("mipsec-loadgen: {e}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,358 @@
+//! Issue 15, end to end (root: a network namespace of its own): `mipsec ha` with
+//! a key file of N nodes (MIPSEC_SCALE_NODES, default 20 000) under the load
+//! generator, while `status` is read over and over; then a SIGHUP reload.
+//! Without root it fails, unless MIPSEC_SKIP_LAB=1 (a loud SKIP).
+#![allow(clippy::unwrap_used)]
+
+use serde_json::{json, Value};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+const KEY: &str = "00112233445566778899aabbccddeeff";
+const HA: Ipv4Addr = Ipv4Addr::new(10, 128, 0, 1);
+const FIRST: Ipv4Addr = Ipv4Addr::new(10, 129, 0, 0);
+
+fn root_or_skip(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    if std::env::var("MIPSEC_SKIP_LAB").is_ok_and(|v| v == "1") {
+        eprintln!("\n!!!!!!!! SKIP [lab] {test} needs root (MIPSEC_SKIP_LAB=1) !!!!!!!!\n");
+        return false;
+    }
+    panic!("{test} needs root for a network namespace (MIPSEC_SKIP_LAB=1 to skip)");
+}
+
+struct Netns(String);
+
+impl Netns {
+    fn new(tag: &str) -> Netns {
+        let name = format!("ms{tag}{:04x}", std::process::id() & 0xffff);
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(std::process::Stdio::null())
+            .status();
+        let ok = |args: &[&str]| {
+            assert!(
+                Command::new("ip").args(args).status().unwrap().success(),
+                "{args:?}"
+            )
+        };
+        ok(&["netns", "add", &name]);
+        ok(&["-n", &name, "link", "set", "lo", "up"]);
+        ok(&["-n", &name, "addr", "add", &format!("{HA}/32"), "dev", "lo"]);
+        Netns(name)
+    }
+
+    /// Runs `f` on a thread inside the namespace.
+    fn spawn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<T> {
+        let path = format!("/var/run/netns/{}", self.0);
+        std::thread::spawn(move || {
+            let fd = std::fs::File::open(&path).unwrap();
+            // SAFETY: setns on a namespace file this thread owns; affects only this thread.
+            let r =
+                unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&fd), libc::CLONE_NEWNET) };
+            assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
+            f()
+        })
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+struct Ha {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Ha {
+    fn start(ns: &Netns, config: &Path, log: PathBuf, sock: &Path) -> Ha {
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns.0,
+                env!("CARGO_BIN_EXE_mipsec"),
+                "ha",
+                "--config",
+            ])
+            .arg(config)
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let ha = Ha { child, log };
+        let t = Instant::now();
+        while mipsec::control::query(sock).is_err() {
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "HA did not start: {}",
+                ha.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        ha
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        // `ip netns exec` execs the daemon: the child's pid is the daemon's.
+        // SAFETY: kill on our own child's pid.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
+    }
+}
+
+impl Drop for Ha {
+    fn drop(&mut self) {
+        self.signal(libc::SIGTERM);
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(30) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+    }
+}
+
+fn load(first: Ipv4Addr, nodes: u32, renew: Duration) -> loadgen::Config {
+    loadgen::Config {
+        ha: SocketAddrV4::new(HA, 434),
+        first_home: first,
+        nodes,
+        spi: 256,
+        key: hex::decode(KEY).unwrap(),
+        window: 128,
+        duration: renew,
+        lifetime: 1800,
+        care_of: Ipv4Addr::new(192, 0, 2, 1),
+        bind: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0),
+        timeout: Duration::from_secs(1),
+        verify: true,
+    }
+}
+
+/// Reads `status` with `params`: (reply, its size in octets, how long it took).
+fn status(sock: &Path, params: Option<Value>) -> (Value, usize, Duration) {
+    let t = Instant::now();
+    let v = mipsec::control::query_with(sock, params.as_ref()).unwrap();
+    (v.clone(), v.to_string().len(), t.elapsed())
+}
+
+#[test]
+fn registrations_flow_while_status_is_read_and_keys_reload_on_sighup() {
+    if !root_or_skip("registrations_flow_while_status_is_read_and_keys_reload_on_sighup") {
+        return;
+    }
+    let n: u32 = std::env::var("MIPSEC_SCALE_NODES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("ha.sock");
+    let keys = dir.path().join("nodes.keys");
+    let config = dir.path().join("ha.toml");
+    std::fs::write(
+        &keys,
+        loadgen::key_lines(FIRST, n, 256, &hex::decode(KEY).unwrap()),
+    )
+    .unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "[ha]\naddress = \"{HA}\"\nhome_network = \"10.128.0.0/9\"\ntunnel_device = \"msc0\"\n\
+             control_socket = \"{}\"\nkey_file = \"nodes.keys\"\n",
+            sock.display()
+        ),
+    )
+    .unwrap();
+    let ns = Netns::new("c");
+    let ha = Ha::start(&ns, &config, dir.path().join("ha.log"), &sock);
+
+    // Registrations, and status read over and over at the same time.
+    let cfg = load(FIRST, n, Duration::from_secs(4));
+    let gen = ns.spawn(move || loadgen::run(&cfg).unwrap());
+    let mut reads = Vec::new();
+    let mut after: Option<String> = None;
+    while !gen.is_finished() {
+        let params = match reads.len() % 4 {
+            0 => None,
+            1 => Some(json!({"summary": true})),
+            2 => Some(json!({"limit": 1000, "after": after})),
+            _ => Some(json!({"node": "10.129.0.7"})),
+        };
+        let (v, size, took) = status(&sock, params);
+        if let Some(next) = v["page"]["next_after"].as_str() {
+            after = Some(next.to_string());
+        }
+        reads.push((size, took, v["bindings"].as_array().map_or(0, Vec::len)));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (first, renew) = gen.join().unwrap();
+    eprintln!("{n} nodes\nfirst registrations: {first}\nrenewals: {renew}");
+    let biggest = reads.iter().map(|r| r.0).max().unwrap();
+    let slowest = reads.iter().map(|r| r.1).max().unwrap();
+    eprintln!(
+        "{} status reads, largest {biggest} octets, slowest {slowest:?}",
+        reads.len()
+    );
+    assert_eq!(first.accepted(), u64::from(n), "{first}\n{}", ha.logs());
+    assert!(renew.accepted() > 0 && renew.bad_replies == 0, "{renew}");
+    assert!(reads.len() >= 10, "only {} status reads", reads.len());
+    // Bounded replies: 1000 nodes a page at most (about 250 octets a binding).
+    assert!(biggest < 400_000, "a status reply of {biggest} octets");
+    assert!(reads.iter().all(|r| r.2 <= 1000));
+    // Nothing stalled the registrations for long (the old full status took seconds at 1 M).
+    assert!(renew.max_us < 1_000_000, "{renew}");
+    let (v, _, _) = status(&sock, Some(json!({"summary": true})));
+    assert_eq!(v["bindings_total"], json!(n));
+
+    // SIGHUP: a new node in the key file is known, the others keep their bindings.
+    let extra = Ipv4Addr::from(u32::from(FIRST) + n + 10);
+    let one = move || {
+        let mut c = load(extra, 1, Duration::ZERO);
+        c.verify = false;
+        c.timeout = Duration::from_millis(500);
+        loadgen::run(&c).unwrap().0
+    };
+    let before = ns.spawn(one).join().unwrap();
+    assert_eq!(before.codes.get(&131), Some(&1), "unknown node: {before}");
+    let mut text = std::fs::read_to_string(&keys).unwrap();
+    text.push_str(&format!("{extra} 256 {KEY}\n"));
+    std::fs::write(&keys, &text).unwrap();
+    ha.signal(libc::SIGHUP);
+    let t = Instant::now();
+    while !ha.logs().contains("mobile nodes reloaded") {
+        assert!(t.elapsed() < Duration::from_secs(20), "{}", ha.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let after_hup = ns.spawn(one).join().unwrap();
+    assert_eq!(after_hup.accepted(), 1, "{after_hup}");
+    let (v, _, _) = status(&sock, Some(json!({"summary": true})));
+    assert_eq!(v["bindings_total"], json!(n + 1), "live bindings kept");
+
+    // A bad line: the reload is refused, naming file and line; the nodes stay.
+    let bad_line = text.lines().count() + 1;
+    text.push_str(&format!(
+        "{} 256 nothex\n",
+        Ipv4Addr::from(u32::from(extra) + 1)
+    ));
+    std::fs::write(&keys, &text).unwrap();
+    ha.signal(libc::SIGHUP);
+    let want = format!("{}:{bad_line}: key is not hexadecimal", keys.display());
+    let t = Instant::now();
+    while !ha.logs().contains(&want) {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "no {want:?} in\n{}",
+            ha.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (v, _, _) = status(&sock, Some(json!({"summary": true})));
+    assert_eq!(v["bindings_total"], json!(n + 1));
+}
+
+/// Sends one signed request with home address 0.0.0.0 and the NAI (RFC 2794) from
+/// inside `ns`; returns the reply's code and home address.
+fn register_nai(ns: &Netns, nai: &'static str, seq: u32) -> (u8, Ipv4Addr) {
+    use mip4::auth::{Algorithm, SecurityAssociation};
+    use mip4::wire::extension::AuthKind;
+    use mip4::wire::{Extension, Flags, RegistrationReply, RegistrationRequest};
+    ns.spawn(move || {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 2_208_988_800;
+        let req = RegistrationRequest {
+            flags: Flags::D,
+            lifetime: 600,
+            home_addr: Ipv4Addr::UNSPECIFIED,
+            home_agent: HA,
+            care_of: Ipv4Addr::new(192, 0, 2, 1),
+            ident: (secs << 32) | u64::from(seq),
+            extensions: vec![Extension::Nai(nai.as_bytes().to_vec())],
+        };
+        let mut b = req.to_bytes();
+        SecurityAssociation::new(256, Algorithm::HmacMd5, &hex::decode(KEY).unwrap())
+            .append(AuthKind::MnHa, &mut b);
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        s.send_to(&b, SocketAddrV4::new(HA, 434)).unwrap();
+        let mut buf = [0u8; 1500];
+        let n = s.recv(&mut buf).unwrap();
+        let r = RegistrationReply::parse(&buf[..n]).unwrap();
+        (r.code.0, r.home_addr)
+    })
+    .join()
+    .unwrap()
+}
+
+#[test]
+fn nai_node_keeps_its_pool_address_across_a_restart() {
+    if !root_or_skip("nai_node_keeps_its_pool_address_across_a_restart") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("ha.sock");
+    let config = dir.path().join("ha.toml");
+    std::fs::write(
+        dir.path().join("nodes.keys"),
+        format!("a@corp.example 256 {KEY}\nb@corp.example 256 {KEY}\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "[ha]\naddress = \"{HA}\"\nhome_network = \"10.128.0.0/9\"\ntunnel_device = \"msn0\"\n\
+             control_socket = \"{}\"\nkey_file = \"nodes.keys\"\nstate_file = \"{}\"\n\
+             dynamic_pool = \"10.130.0.0/29\"\n",
+            sock.display(),
+            dir.path().join("ha.state").display()
+        ),
+    )
+    .unwrap();
+    let ns = Netns::new("n");
+    let ha = Ha::start(&ns, &config, dir.path().join("ha1.log"), &sock);
+    // b registers first: it gets the pool's first address, a the second.
+    let (code, b_addr) = register_nai(&ns, "b@corp.example", 1);
+    assert_eq!(
+        (code, b_addr),
+        (0, Ipv4Addr::new(10, 130, 0, 1)),
+        "{}",
+        ha.logs()
+    );
+    let (code, a_addr) = register_nai(&ns, "a@corp.example", 1);
+    assert_eq!((code, a_addr), (0, Ipv4Addr::new(10, 130, 0, 2)));
+    let (v, _, _) = status(&sock, Some(json!({"node": "a@corp.example"})));
+    assert_eq!(v["bindings"][0]["home_address"], json!("10.130.0.2"));
+    let t = Instant::now();
+    while !std::fs::read_to_string(dir.path().join("ha.state"))
+        .is_ok_and(|s| s.contains("a@corp.example"))
+    {
+        assert!(t.elapsed() < Duration::from_secs(5), "state not saved");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(ha);
+
+    // After a restart, a (first to ask now) still gets its own address back.
+    let ha = Ha::start(&ns, &config, dir.path().join("ha2.log"), &sock);
+    let (code, again) = register_nai(&ns, "a@corp.example", 2);
+    assert_eq!((code, again), (0, a_addr), "{}", ha.logs());
+    let (v, _, _) = status(&sock, Some(json!({"summary": true})));
+    assert_eq!(v["bindings_total"], json!(2), "both bindings restored");
+}
