@@ -710,7 +710,8 @@ fn foreign_agent_and_nat_traversal_keep_tcp() {
     // The capture: clean, with every kind of message, and the overheads. As in the
     // capture test above, TCP sequence analysis, D-SACK and ARP duplicate detection
     // judge the effects of moves, not packet formats, and are left out.
-    let kept = std::env::temp_dir().join("mipsec-lab-fa-nat.pcap");
+    // Kept for inspection after the lab is gone; the pid keeps concurrent runs apart.
+    let kept = std::env::temp_dir().join(format!("mipsec-lab-fa-nat-{}.pcap", std::process::id()));
     std::fs::copy(&cap, &kept).unwrap();
     let cap = kept;
     let bad = tshark(
