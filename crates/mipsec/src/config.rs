@@ -255,6 +255,11 @@ pub struct MnSection {
     /// falling back to a co-located address otherwise.
     #[serde(default = "default_true")]
     pub use_foreign_agents: bool,
+    /// Foreign agents that may be used (issue 16 item 5: a rogue agent on a visited
+    /// link must not take the node off a working registration). Advertisements
+    /// from others are counted and ignored. Empty: any agent (not recommended).
+    #[serde(default)]
+    pub trusted_agents: Vec<Ipv4Addr>,
     /// RFC 3519 UDP tunneling: "auto" asks for it and lets the home agent decide
     /// (it tunnels over UDP when it sees a NAT), "force" insists, "off" never asks.
     #[serde(default)]

@@ -52,6 +52,13 @@ const NAT_SILENCE: Duration = Duration::from_millis(500);
 /// port only on an authenticated request.
 const NAT_PROBE_WAIT: Duration = Duration::from_millis(300);
 
+/// IP-in-IP (no NAT): user data goes out but nothing came back from the home agent
+/// for this long: ask it (an echo through the tunnel).
+const BINDING_SILENCE: Duration = Duration::from_millis(1000);
+/// How long that echo may take before the binding is presumed lost and the node
+/// re-registers (at least; twice the registration round trip if longer).
+const BINDING_PROBE_WAIT: Duration = Duration::from_millis(1000);
+
 /// Runs the mobile node until SIGINT or SIGTERM.
 pub fn run(config: &Path) -> Result<(), String> {
     let file = MnFile::load(config).map_err(|e| e.to_string())?;
@@ -122,6 +129,9 @@ struct Counters {
     moves: u64,
     /// Re-registrations because the home agent fell silent behind a NAT.
     nat_reregistrations: u64,
+    /// Re-registrations because the home agent fell silent in the IP-in-IP tunnel
+    /// (e.g. it restarted without its bindings).
+    dead_binding_reregistrations: u64,
     tx_packets: u64,
     tx_bytes: u64,
     rx_packets: u64,
@@ -205,6 +215,12 @@ impl Daemon {
             .await
             .map_err(io_err("interface"))?;
         let (tun, tun_ifindex) = crate::shell::open_tunnel(&m.tunnel_device)?;
+        // Fail closed beyond the process: the routes for user data point into this
+        // device, and a persistent device keeps them after a crash (kill -9), where
+        // its packets are dropped unread instead of leaving in the clear through the
+        // default route. A restart attaches to the same device; a clean stop clears it.
+        tun.set_persistent(true)
+            .map_err(|e| format!("tunnel device {}: {e}", m.tunnel_device))?;
         if let Err(e) = nl.add_address(tun_ifindex, m.home_address, 32).await {
             debug!("home address on tunnel device: {e}");
         }
@@ -243,6 +259,15 @@ impl Daemon {
             "0",
         )
         .ok();
+        // Nothing but our registrations may edit the routes of a mobility interface:
+        // an ICMP redirect (e.g. from a foreign agent's host after a crash) would
+        // steer user data natively past the tunnel (issue 16 item 5).
+        for conf in [m.interface.as_str(), "all", "default"] {
+            crate::shell::write_sysctl(
+                &format!("/proc/sys/net/ipv4/conf/{conf}/accept_redirects"),
+                "0",
+            );
+        }
         let (ctl_tx, ctl_rx) = mpsc::channel(8);
         let ctl = match &m.control_socket {
             Some(p) => Some(
@@ -252,7 +277,7 @@ impl Daemon {
             None => None,
         };
         info!(home = %m.home_address, home_agent = %m.home_agent, interface = %m.interface, "mobile node started");
-        Ok(Daemon {
+        let mut d = Daemon {
             file,
             client,
             tun,
@@ -282,7 +307,11 @@ impl Daemon {
             counters: Counters::default(),
             ctl_rx,
             _ctl: ctl,
-        })
+        };
+        // Closed from the first instant, and a predecessor killed with its routes
+        // in place is taken over: they are replaced, or removed at home.
+        d.install_routes(Routes::Tunnel).await;
+        Ok(d)
     }
 
     async fn run(&mut self) -> Result<(), String> {
@@ -387,8 +416,13 @@ impl Daemon {
                     if let Some((sent, _)) = self.nat_probe.filter(|p| p.1 <= now) {
                         self.nat_probe = None;
                         if self.open && self.ha_heard.is_none_or(|h| h < sent) {
-                            warn!("no answer from the home agent through the NAT: re-registering for a fresh mapping");
-                            self.counters.nat_reregistrations += 1;
+                            if self.udp_tunnel.is_some() {
+                                warn!("no answer from the home agent through the NAT: re-registering for a fresh mapping");
+                                self.counters.nat_reregistrations += 1;
+                            } else {
+                                warn!("no answer from the home agent through the tunnel: binding presumed lost, re-registering");
+                                self.counters.dead_binding_reregistrations += 1;
+                            }
                             self.reregister().await;
                         }
                     }
@@ -650,6 +684,12 @@ impl Daemon {
         else {
             return;
         };
+        let trusted = &self.file.mn.trusted_agents;
+        if !trusted.is_empty() && !trusted.contains(&router.addr) {
+            // A rogue (or merely unknown) agent never moves the node: its
+            // advertisement is counted and otherwise ignored.
+            return self.counters.drop("advertisement from an untrusted agent");
+        }
         if !f.contains(AgentFlags::F)
             || f.contains(AgentFlags::B)
             || !self.file.mn.use_foreign_agents
@@ -765,6 +805,11 @@ impl Daemon {
         if self.routes == want {
             return;
         }
+        self.install_routes(want).await;
+    }
+
+    /// Installs `want` whatever the recorded state (replacing what is there).
+    async fn install_routes(&mut self, want: Routes) {
         let home = self.file.mn.home_address;
         if let Routes::Agent(a) = want {
             // The kernel drops routes through the agent when addresses on the
@@ -837,6 +882,9 @@ impl Daemon {
                 self.counters.drop("tunnel send failed");
             }
         }
+        if matches!(self.mode, Mode::Colocated(_)) {
+            self.check_nat_liveness().await;
+        }
     }
 
     /// We are sending through the NAT: if the home agent has been silent for
@@ -848,16 +896,24 @@ impl Daemon {
             return;
         }
         let now = Instant::now();
+        // Without a NAT there is no mapping to lose quickly, only a binding (a home
+        // agent restarted without its state): ask less eagerly, so that a loaded
+        // link does not look dead. Bound: silence + wait + one registration.
+        let (silence, floor) = if self.udp_tunnel.is_some() {
+            (NAT_SILENCE, NAT_PROBE_WAIT)
+        } else {
+            (BINDING_SILENCE, BINDING_PROBE_WAIT)
+        };
         if self
             .ha_heard
-            .is_some_and(|h| now.duration_since(h) < NAT_SILENCE)
+            .is_some_and(|h| now.duration_since(h) < silence)
         {
             return;
         }
         self.send_keepalive().await;
         // A slow path (satellite, congested LTE) gets longer than the floor: twice the
         // last registration round trip, so a slow echo does not look like a lost mapping.
-        let wait = NAT_PROBE_WAIT.max(self.last_rtt.unwrap_or_default() * 2);
+        let wait = floor.max(self.last_rtt.unwrap_or_default() * 2);
         self.nat_probe = Some((now, now + wait));
     }
 
@@ -893,6 +949,9 @@ impl Daemon {
     /// An RFC 3519 keepalive: an ICMP echo request to the home agent through the
     /// UDP tunnel, which keeps the NAT's mapping alive in both directions.
     async fn send_keepalive(&mut self) {
+        if self.udp_tunnel.is_none() {
+            return self.send_ipip_echo().await;
+        }
         let m = &self.file.mn;
         let mut icmp = vec![8u8, 0, 0, 0, 0x6d, 0x69, 0, 0];
         self.keepalive_seq = self.keepalive_seq.wrapping_add(1);
@@ -901,6 +960,27 @@ impl Daemon {
         icmp[2..4].copy_from_slice(&c.to_be_bytes());
         let inner = wire::ipv4::Ipv4Header::build(m.home_address, m.home_agent, 1, &icmp);
         self.send_udp_tunnel(&inner).await;
+    }
+
+    /// The same liveness question without a NAT: an ICMP echo to the home agent
+    /// inside the IP-in-IP tunnel. The home agent's answer comes back through its
+    /// tunnel only while it holds our binding; a home agent that restarted without
+    /// its state answers towards the home link, and the silence makes the timer
+    /// re-register (dead binding, issue 16 item 5).
+    async fn send_ipip_echo(&mut self) {
+        let m = &self.file.mn;
+        let mut icmp = vec![8u8, 0, 0, 0, 0x6d, 0x69, 0, 0];
+        self.keepalive_seq = self.keepalive_seq.wrapping_add(1);
+        icmp[6..8].copy_from_slice(&self.keepalive_seq.to_be_bytes());
+        let c = wire::checksum::checksum(&icmp);
+        icmp[2..4].copy_from_slice(&c.to_be_bytes());
+        let inner = wire::ipv4::Ipv4Header::build(m.home_address, m.home_agent, 1, &icmp);
+        let Some(raw) = self.socks.as_ref().and_then(|s| s.raw.as_ref()) else {
+            return;
+        };
+        if let Err(e) = raw.send_to(&inner, m.home_agent).await {
+            debug!("liveness echo: {e}");
+        }
     }
 
     async fn send_udp_tunnel(&mut self, packet: &[u8]) {
@@ -943,6 +1023,7 @@ impl Daemon {
                 .counters
                 .drop("inner destination is not the home address");
         }
+        self.ha_heard = Some(Instant::now());
         match self.tun.send(inner).await {
             Ok(_) => {
                 self.counters.rx_packets += 1;
@@ -1096,6 +1177,7 @@ impl Daemon {
                 "retransmissions": cs.retransmissions,
                 "attachment_changes": self.counters.moves,
                 "nat_reregistrations": self.counters.nat_reregistrations,
+                "dead_binding_reregistrations": self.counters.dead_binding_reregistrations,
                 "tx_packets": self.counters.tx_packets,
                 "tx_bytes": self.counters.tx_bytes,
                 "rx_packets": self.counters.rx_packets,
@@ -1108,6 +1190,9 @@ impl Daemon {
 
     async fn cleanup(&mut self) {
         self.set_routes(Routes::None).await;
+        if let Err(e) = self.tun.set_persistent(false) {
+            warn!("tunnel device: {e}");
+        }
         info!("mobile node stopped; routes removed");
     }
 }
