@@ -189,3 +189,63 @@ fn home_agent_restart_without_state_is_detected_quickly() {
         "{st}"
     );
 }
+
+/// `mipsec status` for the mobile node: per interface its state, mode, gate, the age
+/// of the last TNC proof and the reason of the last change; counters for detections
+/// and gate closures. With a home agent that trusts the lab's networks (RFC 5265
+/// TNC), the proof's age is shown, and a move closes the gate and says why.
+#[test]
+fn status_shows_interface_state_gate_proof_and_reasons() {
+    let Some(_g) = lab_lock("status_shows_interface_state_gate_proof_and_reasons") else {
+        return;
+    };
+    let mut ml = MipLab::start(&exe(), true, 300).unwrap();
+    let base = std::fs::read_to_string(&ml.ha_cfg).unwrap();
+    ml.lab.stop("ha", libc::SIGTERM);
+    let cfg = base.replacen("[ha]\n", "[ha]\ntrusted_networks = [\"10.0.0.0/8\"]\n", 1);
+    mip::write_private(std::path::Path::new(&ml.ha_cfg), &cfg).unwrap();
+    ml.start_ha().unwrap();
+    ml.lab.move_mn(Segment::IntA).unwrap();
+    let coa = Segment::IntA.mn_addr();
+    let (st, _) = ml
+        .wait_mn(Duration::from_secs(10), |v| {
+            MipLab::registered_at(v, coa) && v["interfaces"][0]["tnc_proof_age_s"].is_number()
+        })
+        .unwrap();
+    let i = &st["interfaces"][0];
+    assert_eq!(i["name"], "eth0", "{st}");
+    assert_eq!(i["state"], "registered", "{st}");
+    assert_eq!(i["mode"], "c", "{st}");
+    assert_eq!(i["gate"], "open-tunnel", "{st}");
+    assert_eq!(i["last_change"], "registration accepted", "{st}");
+    assert!(i["tnc_proof_age_s"].as_f64().unwrap() < 10.0, "{st}");
+    let det0 = mip::get_u64(&st, &["counters", "detections"]);
+    let clo0 = mip::get_u64(&st, &["counters", "gate_closures"]);
+    assert!(det0 >= 1, "{st}");
+    // A move: the gate closes (counted), a detection starts on the new link.
+    ml.lab.move_mn(Segment::IntC).unwrap();
+    let coa = Segment::IntC.mn_addr();
+    let (st, _) = ml
+        .wait_mn(Duration::from_secs(10), |v| MipLab::registered_at(v, coa))
+        .unwrap();
+    assert!(mip::get_u64(&st, &["counters", "detections"]) > det0, "{st}");
+    assert!(mip::get_u64(&st, &["counters", "gate_closures"]) > clo0, "{st}");
+    // The human-readable form has the interface table.
+    let out = Command::new(exe())
+        .args(["mipsec", "status", "--socket"])
+        .arg(&ml.mn_sock)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("INTERFACE") && text.contains("eth0"), "{text}");
+    assert!(text.contains("registered") && text.contains("open-tunnel"), "{text}");
+    // Home: state home, mode h, gate open on the link.
+    ml.lab.move_mn(Segment::Home).unwrap();
+    let (st, _) = ml
+        .wait_mn(Duration::from_secs(10), |v| {
+            MipLab::at_home(v) && v["interfaces"][0]["state"] == "home"
+        })
+        .unwrap();
+    let i = &st["interfaces"][0];
+    assert_eq!((i["state"].as_str(), i["mode"].as_str(), i["gate"].as_str()), (Some("home"), Some("h"), Some("open-home")), "{st}");
+}

@@ -28,7 +28,6 @@ use netio::netlink::{NetEvent, Netlink, Route};
 use netio::raw::{RawIp, RawIpOptions, IPPROTO_IPIP};
 use netio::tun::Tun;
 use netio::udp::UdpOptions;
-use serde_json::json;
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::Path;
@@ -58,6 +57,9 @@ const BINDING_SILENCE: Duration = Duration::from_millis(1000);
 /// How long that echo may take before the binding is presumed lost and the node
 /// re-registers (at least; twice the registration round trip if longer).
 const BINDING_PROBE_WAIT: Duration = Duration::from_millis(1000);
+
+#[path = "mn_status.rs"]
+mod status;
 
 /// Runs the mobile node until SIGINT or SIGTERM.
 pub fn run(config: &Path) -> Result<(), String> {
@@ -127,6 +129,10 @@ struct Counters {
     registrations_ok: u64,
     registrations_failed: u64,
     moves: u64,
+    /// Registrations started on a new attachment (status: detections).
+    detections: u64,
+    /// The gate went from open to closed.
+    gate_closures: u64,
     /// Re-registrations because the home agent fell silent behind a NAT.
     nat_reregistrations: u64,
     /// Re-registrations because the home agent fell silent in the IP-in-IP tunnel
@@ -186,6 +192,12 @@ struct Daemon {
     /// Resend the current request soon (it could not leave the host).
     resend_at: Option<Instant>,
     counters: Counters,
+    /// Why the interface's state or gate last changed, and when (status).
+    change_reason: &'static str,
+    changed_at: Instant,
+    /// The last registration whose reply carried the Trusted Networks Configured
+    /// extension (RFC 5265), on the current attachment.
+    tnc_at: Option<Instant>,
     ctl_rx: mpsc::Receiver<StatusRequest>,
     _ctl: Option<ControlServer>,
 }
@@ -305,6 +317,9 @@ impl Daemon {
             retry_at: None,
             resend_at: None,
             counters: Counters::default(),
+            change_reason: "started",
+            changed_at: Instant::now(),
+            tnc_at: None,
             ctl_rx,
             _ctl: ctl,
         };
@@ -535,8 +550,20 @@ impl Daemon {
         }
         info!(from = self.mode.name(), to = want.name(), care_of = ?want.care_of(), "attachment changed");
         self.counters.moves += 1;
+        if want != Mode::Detached {
+            self.counters.detections += 1;
+        }
         // MN-3: stop relaying user data at once on any change.
-        self.open = false;
+        self.set_open(
+            false,
+            match want {
+                Mode::Detached => "no carrier or no usable address",
+                Mode::Home => "home address on the link",
+                Mode::Colocated(_) => "new co-located care-of address",
+                Mode::Foreign { .. } => "foreign agent on the link",
+            },
+        );
+        self.tnc_at = None;
         self.socks = None;
         self.client.reset();
         self.retry_at = None;
@@ -1082,6 +1109,9 @@ impl Daemon {
             } => {
                 self.counters.registrations_ok += 1;
                 self.ha_heard = Some(Instant::now());
+                if tnc && self.mode.care_of() == Some(care_of) {
+                    self.tnc_at = Some(Instant::now());
+                }
                 if self.udp_tunnel != udp_tunnel {
                     info!(keepalive_s = ?udp_tunnel, "RFC 3519 UDP tunneling {}", if udp_tunnel.is_some() { "on (NAT detected or forced)" } else { "off" });
                 }
@@ -1101,20 +1131,23 @@ impl Daemon {
                         if !self.open {
                             info!(care_of = %care_of, agent = %agent, lifetime, rtt_ms = ?self.last_rtt.map(|d| d.as_secs_f64() * 1e3), "registered through a foreign agent");
                         }
-                        self.open = true;
+                        self.set_open(true, "registration accepted through the foreign agent");
                     }
                 }
                 if self.mode == Mode::Colocated(care_of) {
                     if !self.open {
                         info!(care_of = %care_of, lifetime, tnc, rtt_ms = ?self.last_rtt.map(|d| d.as_secs_f64() * 1e3), "registered");
                     }
-                    self.open = true;
+                    self.set_open(true, "registration accepted");
                 }
             }
             ClientEvent::Deregistered => {
                 self.counters.registrations_ok += 1;
                 if let Some(t) = self.register_started.take() {
                     self.last_rtt = Some(t.elapsed());
+                }
+                if self.client.last_accepted_tnc() {
+                    self.tnc_at = Some(Instant::now());
                 }
                 info!("deregistered at home");
                 self.announce_home().await;
@@ -1125,21 +1158,21 @@ impl Daemon {
             } => {
                 self.counters.registrations_failed += 1;
                 warn!(%code, authenticated, "registration denied; retrying in 5 s");
-                self.open = false;
+                self.set_open(false, "registration denied");
                 self.retry_at = Some(Instant::now() + Duration::from_secs(5));
             }
             ClientEvent::TimedOut { attempts } => {
                 self.counters.registrations_failed += 1;
                 warn!(attempts, "no reply from the home agent; retrying");
                 if !self.client.is_registered(Instant::now()) {
-                    self.open = false;
+                    self.set_open(false, "no reply from the home agent");
                 }
                 self.retry_at = Some(Instant::now() + Duration::from_secs(1));
             }
             ClientEvent::Expired => {
                 warn!("registration expired");
                 self.counters.registrations_failed += 1;
-                self.open = false;
+                self.set_open(false, "registration expired");
                 self.retry_at = Some(Instant::now());
             }
             ClientEvent::Resynchronized { clock_offset } => {
@@ -1149,43 +1182,6 @@ impl Daemon {
                 );
             }
         }
-    }
-
-    fn status(&self) -> serde_json::Value {
-        let m = &self.file.mn;
-        let drops: BTreeMap<String, u64> = self
-            .counters
-            .drops
-            .iter()
-            .map(|(k, v)| ((*k).to_string(), *v))
-            .collect();
-        let cs = self.client.stats();
-        json!({
-            "role": "mn",
-            "mode": self.mode.name(),
-            "registered": self.open || (self.mode == Mode::Home && !self.client.is_pending()),
-            "care_of": self.mode.care_of().map(|a| a.to_string()),
-            "foreign_agent": match self.mode { Mode::Foreign { agent, .. } => Some(agent.to_string()), _ => None },
-            "home_address": m.home_address.to_string(),
-            "home_agent": m.home_agent.to_string(),
-            "udp_tunnel": self.udp_tunnel.is_some(),
-            "last_registration_rtt_ms": self.last_rtt.map(|d| (d.as_secs_f64() * 1e3 * 1000.0).round() / 1000.0),
-            "counters": {
-                "registrations_ok": self.counters.registrations_ok,
-                "registrations_failed": self.counters.registrations_failed,
-                "requests_sent": cs.requests,
-                "retransmissions": cs.retransmissions,
-                "attachment_changes": self.counters.moves,
-                "nat_reregistrations": self.counters.nat_reregistrations,
-                "dead_binding_reregistrations": self.counters.dead_binding_reregistrations,
-                "tx_packets": self.counters.tx_packets,
-                "tx_bytes": self.counters.tx_bytes,
-                "rx_packets": self.counters.rx_packets,
-                "rx_bytes": self.counters.rx_bytes,
-                "drops": drops,
-                "reply_drops": cs.drops.iter().map(|(k, v)| (format!("{k:?}"), *v)).collect::<BTreeMap<_, _>>(),
-            }
-        })
     }
 
     async fn cleanup(&mut self) {
