@@ -249,3 +249,45 @@ fn status_shows_interface_state_gate_proof_and_reasons() {
     let i = &st["interfaces"][0];
     assert_eq!((i["state"].as_str(), i["mode"].as_str(), i["gate"].as_str()), (Some("home"), Some("h"), Some("open-home")), "{st}");
 }
+
+/// A clean restart of the foreign agent (SIGTERM, start again) while the node is
+/// registered through it: the new agent knows no visitor, and advertises from
+/// sequence number 0 (RFC 5944 3.6.1.2: a reboot). The node registers again
+/// through it within a few seconds, and the CN reaches it again. Before, the node
+/// had not re-registered 14 s later.
+#[test]
+fn foreign_agent_clean_restart_re_registers_promptly() {
+    let Some(_g) = lab_lock("foreign_agent_clean_restart_re_registers_promptly") else {
+        return;
+    };
+    let mut ml = MipLab::start(&exe(), true, 300).unwrap();
+    ml.lab.move_mn(Segment::IntB).unwrap();
+    ml.wait_mn(Duration::from_secs(10), |v| {
+        v["mode"] == "foreign" && v["registered"] == true
+    })
+    .unwrap();
+    // Down for a moment, and down for longer than the advertisement lifetime.
+    for down in [Duration::ZERO, Duration::from_secs(5)] {
+        std::thread::sleep(Duration::from_secs(2));
+        let ok0 = mip::get_u64(&ml.mn_status().unwrap(), &["counters", "registrations_ok"]);
+        ml.lab.stop("fa", libc::SIGTERM);
+        std::thread::sleep(down);
+        ml.start_fa().unwrap();
+        let t0 = Instant::now();
+        let (st, took) = ml
+            .wait_mn(Duration::from_secs(5), |v| {
+                v["mode"] == "foreign"
+                    && v["registered"] == true
+                    && mip::get_u64(v, &["counters", "registrations_ok"]) > ok0
+            })
+            .unwrap();
+        eprintln!(
+            "down {down:?}: re-registered {took:?} after the FA restart: {}",
+            mip::mn_summary(&st)
+        );
+        let fa = ml.fa_status().unwrap();
+        assert!(fa.to_string().contains(&MN_HOME.to_string()), "the new agent lists us: {fa}");
+        let got = ping_home_from_cn(&ml, 10);
+        assert!(got >= 8, "CN reaches the node after the FA restart: {got}/10 ({:?})", t0.elapsed());
+    }
+}
