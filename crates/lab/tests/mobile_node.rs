@@ -291,3 +291,42 @@ fn foreign_agent_clean_restart_re_registers_promptly() {
         assert!(got >= 8, "CN reaches the node after the FA restart: {got}/10 ({:?})", t0.elapsed());
     }
 }
+
+/// RFC 5265 MN-4 in the shell: with `require_tnc`, a registration whose reply has
+/// no Trusted Networks Configured extension leaves the gate closed both ways (this
+/// shell has no VPN data path yet), and status says why. After a move to a link the
+/// i-HA trusts (it now adds TNC), user data flows.
+#[test]
+fn without_tnc_the_gate_stays_closed_and_status_says_why() {
+    let Some(_g) = lab_lock("without_tnc_the_gate_stays_closed_and_status_says_why") else {
+        return;
+    };
+    let mut ml = MipLab::start(&exe(), true, 300).unwrap();
+    let mn = std::fs::read_to_string(&ml.mn_cfg).unwrap();
+    ml.lab.stop("mn", libc::SIGTERM);
+    let mn = mn.replacen("[mn]\n", "[mn]\nrequire_tnc = true\n", 1);
+    mip::write_private(std::path::Path::new(&ml.mn_cfg), &mn).unwrap();
+    ml.start_mn().unwrap();
+    ml.lab.move_mn(Segment::IntA).unwrap();
+    let (st, _) = ml
+        .wait_mn(Duration::from_secs(10), |v| v["interfaces"][0]["state"] == "outside")
+        .unwrap();
+    let i = &st["interfaces"][0];
+    assert_eq!(i["gate"], "closed", "{st}");
+    assert!(i["last_change"].as_str().unwrap().contains("without TNC"), "{st}");
+    assert!(!ml.echo_ok(Some(MN_HOME), Duration::from_secs(2)), "no user data outside");
+    assert_eq!(ping_home_from_cn(&ml, 5), 0, "nothing inbound either");
+    // The i-HA now trusts the lab's networks (TNC); a move proves the new link.
+    let ha = std::fs::read_to_string(&ml.ha_cfg).unwrap();
+    ml.lab.stop("ha", libc::SIGTERM);
+    let ha = ha.replacen("[ha]\n", "[ha]\ntrusted_networks = [\"10.0.0.0/8\"]\n", 1);
+    mip::write_private(std::path::Path::new(&ml.ha_cfg), &ha).unwrap();
+    ml.start_ha().unwrap();
+    ml.lab.move_mn(Segment::IntC).unwrap();
+    let coa = Segment::IntC.mn_addr();
+    let (st, _) = ml
+        .wait_mn(Duration::from_secs(10), |v| MipLab::registered_at(v, coa))
+        .unwrap();
+    assert!(st["interfaces"][0]["tnc_proof_age_s"].is_number(), "{st}");
+    assert!(ml.echo_ok(Some(MN_HOME), Duration::from_secs(3)));
+}

@@ -58,6 +58,10 @@ const BINDING_SILENCE: Duration = Duration::from_millis(1000);
 /// re-registers (at least; twice the registration round trip if longer).
 const BINDING_PROBE_WAIT: Duration = Duration::from_millis(1000);
 
+/// Why the gate stays closed on a link the i-HA did not prove inside.
+const OUTSIDE_NO_VPN: &str =
+    "registered without TNC: outside, and mipsec mn has no VPN data path yet (issue 12)";
+
 #[path = "mn_status.rs"]
 mod status;
 
@@ -198,6 +202,8 @@ struct Daemon {
     /// The last registration whose reply carried the Trusted Networks Configured
     /// extension (RFC 5265), on the current attachment.
     tnc_at: Option<Instant>,
+    /// Registered, but the reply carried no TNC while TNC is required: outside.
+    outside: bool,
     ctl_rx: mpsc::Receiver<StatusRequest>,
     _ctl: Option<ControlServer>,
 }
@@ -289,6 +295,9 @@ impl Daemon {
             None => None,
         };
         info!(home = %m.home_address, home_agent = %m.home_agent, interface = %m.interface, "mobile node started");
+        if !m.require_tnc && m.outside == crate::config::OutsideMode::None {
+            warn!("require_tnc is off and no outside mode is configured: user data is tunnelled in plaintext IP-in-IP wherever the home agent answers, inside or not");
+        }
         let mut d = Daemon {
             file,
             client,
@@ -320,6 +329,7 @@ impl Daemon {
             change_reason: "started",
             changed_at: Instant::now(),
             tnc_at: None,
+            outside: false,
             ctl_rx,
             _ctl: ctl,
         };
@@ -564,6 +574,7 @@ impl Daemon {
             },
         );
         self.tnc_at = None;
+        self.outside = false;
         self.socks = None;
         self.client.reset();
         self.retry_at = None;
@@ -949,6 +960,9 @@ impl Daemon {
         if *from.ip() != self.file.mn.home_agent || self.udp_tunnel.is_none() {
             return self.counters.drop("tunnel data not from the home agent");
         }
+        if self.require_tnc() && !self.open {
+            return self.counters.drop("gate closed");
+        }
         let Ok(td) = mip4::wire::tunnel::TunnelData::parse(payload) else {
             return self.counters.drop("malformed tunnel data");
         };
@@ -1033,10 +1047,19 @@ impl Daemon {
         }
     }
 
+    /// TNC required (or an outside mode configured): the gate is closed both ways
+    /// until the link is proven inside.
+    fn require_tnc(&self) -> bool {
+        self.file.mn.require_tnc || self.file.mn.outside != crate::config::OutsideMode::None
+    }
+
     /// IP-in-IP from the home agent.
     async fn on_tunnel(&mut self, outer_src: Ipv4Addr, packet: &[u8]) {
         if outer_src != self.file.mn.home_agent {
             return self.counters.drop("tunnel packet not from the home agent");
+        }
+        if self.require_tnc() && !self.open {
+            return self.counters.drop("gate closed");
         }
         let Ok(outer) = wire::ipv4::Ipv4Header::parse(packet) else {
             return self.counters.drop("malformed outer header");
@@ -1121,6 +1144,16 @@ impl Daemon {
                     .map(|k| Instant::now() + Duration::from_secs(u64::from(k)));
                 if let Some(t) = self.register_started.take() {
                     self.last_rtt = Some(t.elapsed());
+                }
+                // RFC 5265 MN-4: without TNC this link is not proven inside, and
+                // this shell has no VPN data path: the gate stays closed.
+                self.outside = self.require_tnc() && !tnc;
+                if self.outside {
+                    if self.open || self.change_reason != OUTSIDE_NO_VPN {
+                        warn!(care_of = %care_of, "{OUTSIDE_NO_VPN}");
+                    }
+                    self.set_open(false, OUTSIDE_NO_VPN);
+                    return;
                 }
                 if let Mode::Foreign { agent, care_of: c } = self.mode {
                     if c == care_of {

@@ -33,6 +33,7 @@ impl Daemon {
             Mode::Detached => "down",
             Mode::Home if home_done => "home",
             _ if self.open => "registered",
+            _ if self.outside => "outside",
             _ => "registering",
         };
         let mode = match self.mode {
@@ -86,6 +87,7 @@ impl Daemon {
             // This shell runs modes h, c and f only; T_MONITOR and the outside
             // modes come with the mobility core (issue 16 item 4).
             "t_monitor_s": Value::Null,
+            "require_tnc": self.require_tnc(),
             "counters": {
                 "registrations_ok": self.counters.registrations_ok,
                 "registrations_failed": self.counters.registrations_failed,
