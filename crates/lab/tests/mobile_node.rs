@@ -44,7 +44,16 @@ fn sysctl(ml: &MipLab, key: &str) -> String {
 /// Pings from the CN to the home address; returns how many came back.
 fn ping_home_from_cn(ml: &MipLab, count: u32) -> usize {
     let out = Command::new("ip")
-        .args(["netns", "exec", &ml.lab.ns("cn"), "ping", "-n", "-q", "-i", "0.2"])
+        .args([
+            "netns",
+            "exec",
+            &ml.lab.ns("cn"),
+            "ping",
+            "-n",
+            "-q",
+            "-i",
+            "0.2",
+        ])
         .args(["-W", "1", "-c", &count.to_string(), &MN_HOME.to_string()])
         .output()
         .expect("ping");
@@ -94,7 +103,8 @@ fn kill_9_leaves_no_plaintext_path_and_restart_takes_over() {
     assert!(ml.echo_ok(Some(MN_HOME), Duration::from_secs(3)));
     // Home: the leftover routes go, the link is used directly.
     ml.lab.move_mn(Segment::Home).unwrap();
-    ml.wait_mn(Duration::from_secs(10), MipLab::at_home).unwrap();
+    ml.wait_mn(Duration::from_secs(10), MipLab::at_home)
+        .unwrap();
     let r = route_get(&ml, CN_ADDR);
     assert!(!r.contains("mip0"), "at home no route into the tunnel: {r}");
     assert!(ml.echo_ok(Some(MN_HOME), Duration::from_secs(3)));
@@ -102,7 +112,10 @@ fn kill_9_leaves_no_plaintext_path_and_restart_takes_over() {
     ml.lab.stop("mn", libc::SIGTERM);
     std::thread::sleep(Duration::from_millis(300));
     let links = ip(&["-n", &ml.lab.ns("mn"), "link", "show"]).unwrap();
-    assert!(!links.contains("mip0"), "clean stop deletes the TUN: {links}");
+    assert!(
+        !links.contains("mip0"),
+        "clean stop deletes the TUN: {links}"
+    );
 }
 
 /// A rogue agent on a visited link (10.20.0.66 on int-a, a foreign agent nobody
@@ -122,7 +135,10 @@ fn rogue_agent_advertisement_keeps_the_working_registration() {
     // The stranger's host gets a second leg on int-a and runs an agent there.
     let sw = ml.lab.ns("sw");
     let ev = ml.lab.ns("ev");
-    ip(&["-n", &sw, "link", "add", "ev1", "type", "veth", "peer", "name", "eth1", "netns", &ev]).unwrap();
+    ip(&[
+        "-n", &sw, "link", "add", "ev1", "type", "veth", "peer", "name", "eth1", "netns", &ev,
+    ])
+    .unwrap();
     ip(&["-n", &sw, "link", "set", "ev1", "master", "br-inta"]).unwrap();
     ip(&["-n", &sw, "link", "set", "ev1", "up"]).unwrap();
     ip(&["-n", &ev, "addr", "add", "10.20.0.66/24", "dev", "eth1"]).unwrap();
@@ -144,12 +160,18 @@ fn rogue_agent_advertisement_keeps_the_working_registration() {
     let got = ping_home_from_cn(&ml, 25);
     let st = ml.mn_status().unwrap();
     eprintln!("rogue on int-a: {got}/25 pings; {}", mip::mn_summary(&st));
-    assert!(got >= 22, "pings lost with a rogue agent on the link: {got}/25\n{st}");
+    assert!(
+        got >= 22,
+        "pings lost with a rogue agent on the link: {got}/25\n{st}"
+    );
     assert!(MipLab::registered_at(&st, coa), "{st}");
     let ignored = st["counters"]["drops"]["advertisement from an untrusted agent"]
         .as_u64()
         .unwrap_or(0);
-    assert!(ignored >= 2, "the rogue's advertisements were heard and ignored: {st}");
+    assert!(
+        ignored >= 2,
+        "the rogue's advertisements were heard and ignored: {st}"
+    );
 }
 
 /// A home agent restarted without its state (kill -9, no state file) has no binding
@@ -182,8 +204,14 @@ fn home_agent_restart_without_state_is_detected_quickly() {
     }
     let st = ml.mn_status().unwrap();
     let back = back.unwrap_or_else(|| panic!("still cut off 6 s after the HA restart: {st}"));
-    eprintln!("user data back {back:?} after the HA restart: {}", mip::mn_summary(&st));
-    assert!(mip::get_u64(&st, &["counters", "registrations_ok"]) > ok0, "{st}");
+    eprintln!(
+        "user data back {back:?} after the HA restart: {}",
+        mip::mn_summary(&st)
+    );
+    assert!(
+        mip::get_u64(&st, &["counters", "registrations_ok"]) > ok0,
+        "{st}"
+    );
     assert!(
         mip::get_u64(&st, &["counters", "dead_binding_reregistrations"]) >= 1,
         "{st}"
@@ -228,8 +256,14 @@ fn status_shows_interface_state_gate_proof_and_reasons() {
     let (st, _) = ml
         .wait_mn(Duration::from_secs(10), |v| MipLab::registered_at(v, coa))
         .unwrap();
-    assert!(mip::get_u64(&st, &["counters", "detections"]) > det0, "{st}");
-    assert!(mip::get_u64(&st, &["counters", "gate_closures"]) > clo0, "{st}");
+    assert!(
+        mip::get_u64(&st, &["counters", "detections"]) > det0,
+        "{st}"
+    );
+    assert!(
+        mip::get_u64(&st, &["counters", "gate_closures"]) > clo0,
+        "{st}"
+    );
     // The human-readable form has the interface table.
     let out = Command::new(exe())
         .args(["mipsec", "status", "--socket"])
@@ -237,8 +271,14 @@ fn status_shows_interface_state_gate_proof_and_reasons() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("INTERFACE") && text.contains("eth0"), "{text}");
-    assert!(text.contains("registered") && text.contains("open-tunnel"), "{text}");
+    assert!(
+        text.contains("INTERFACE") && text.contains("eth0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("registered") && text.contains("open-tunnel"),
+        "{text}"
+    );
     // Home: state home, mode h, gate open on the link.
     ml.lab.move_mn(Segment::Home).unwrap();
     let (st, _) = ml
@@ -247,7 +287,11 @@ fn status_shows_interface_state_gate_proof_and_reasons() {
         })
         .unwrap();
     let i = &st["interfaces"][0];
-    assert_eq!((i["state"].as_str(), i["mode"].as_str(), i["gate"].as_str()), (Some("home"), Some("h"), Some("open-home")), "{st}");
+    assert_eq!(
+        (i["state"].as_str(), i["mode"].as_str(), i["gate"].as_str()),
+        (Some("home"), Some("h"), Some("open-home")),
+        "{st}"
+    );
 }
 
 /// A clean restart of the foreign agent (SIGTERM, start again) while the node is
@@ -286,9 +330,16 @@ fn foreign_agent_clean_restart_re_registers_promptly() {
             mip::mn_summary(&st)
         );
         let fa = ml.fa_status().unwrap();
-        assert!(fa.to_string().contains(&MN_HOME.to_string()), "the new agent lists us: {fa}");
+        assert!(
+            fa.to_string().contains(&MN_HOME.to_string()),
+            "the new agent lists us: {fa}"
+        );
         let got = ping_home_from_cn(&ml, 10);
-        assert!(got >= 8, "CN reaches the node after the FA restart: {got}/10 ({:?})", t0.elapsed());
+        assert!(
+            got >= 8,
+            "CN reaches the node after the FA restart: {got}/10 ({:?})",
+            t0.elapsed()
+        );
     }
 }
 
@@ -309,12 +360,20 @@ fn without_tnc_the_gate_stays_closed_and_status_says_why() {
     ml.start_mn().unwrap();
     ml.lab.move_mn(Segment::IntA).unwrap();
     let (st, _) = ml
-        .wait_mn(Duration::from_secs(10), |v| v["interfaces"][0]["state"] == "outside")
+        .wait_mn(Duration::from_secs(10), |v| {
+            v["interfaces"][0]["state"] == "outside"
+        })
         .unwrap();
     let i = &st["interfaces"][0];
     assert_eq!(i["gate"], "closed", "{st}");
-    assert!(i["last_change"].as_str().unwrap().contains("without TNC"), "{st}");
-    assert!(!ml.echo_ok(Some(MN_HOME), Duration::from_secs(2)), "no user data outside");
+    assert!(
+        i["last_change"].as_str().unwrap().contains("without TNC"),
+        "{st}"
+    );
+    assert!(
+        !ml.echo_ok(Some(MN_HOME), Duration::from_secs(2)),
+        "no user data outside"
+    );
     assert_eq!(ping_home_from_cn(&ml, 5), 0, "nothing inbound either");
     // The i-HA now trusts the lab's networks (TNC); a move proves the new link.
     let ha = std::fs::read_to_string(&ml.ha_cfg).unwrap();

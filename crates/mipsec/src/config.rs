@@ -696,14 +696,24 @@ key = "00112233445566778899aabbccddeeff"
 
     #[test]
     fn mn_outside_modes_without_a_vpn_gateway_are_refused() {
-        let e = load_as("mn.toml", &format!("{MN}outside = \"mobike\"\n"), MnFile::load);
-        assert!(e.contains("line 8: [mn] outside: an outside mode needs vpn_gateway"), "{e}");
+        let e = load_as(
+            "mn.toml",
+            &format!("{MN}outside = \"mobike\"\n"),
+            MnFile::load,
+        );
+        assert!(
+            e.contains("line 8: [mn] outside: an outside mode needs vpn_gateway"),
+            "{e}"
+        );
         let e = load_as(
             "mn.toml",
             &format!("{MN}outside = \"xmip\"\nvpn_gateway = \"192.0.2.1\"\n"),
             MnFile::load,
         );
-        assert!(e.contains("line 8: [mn] outside: outside = \"xmip\" needs external_home_agent"), "{e}");
+        assert!(
+            e.contains("line 8: [mn] outside: outside = \"xmip\" needs external_home_agent"),
+            "{e}"
+        );
         let e = load_as("mn.toml", &format!("{MN}t_monitor_s = 10\n"), MnFile::load);
         assert!(e.contains("line 8: [mn] t_monitor_s"), "{e}");
         let dir = tempfile::tempdir().unwrap();

@@ -58,7 +58,10 @@ fn a_rebooted_foreign_agent_is_a_status_change_and_the_node_registers_again() {
     r.pump();
     assert!(r.node.epoch(1) > epoch);
     assert_eq!(r.node.stats().agent_reboots, 1);
-    assert!(r.sent_to(1, AGENT) > sent, "registered again through the agent");
+    assert!(
+        r.sent_to(1, AGENT) > sent,
+        "registered again through the agent"
+    );
     assert_eq!(r.gate(1), Gate::OpenInside(Mode::F));
     assert!(r.node.stats().inside_proofs > proofs);
     assert_eq!(r.iha.bindings_of(HOME).len(), 1, "the HA binds us again");
