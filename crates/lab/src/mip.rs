@@ -88,6 +88,7 @@ tunnel_device = "mip0"
 spi = {MN_SPI}
 key = "{MN_KEY}"
 lifetime = {lifetime}
+trusted_agents = ["{FA_ADDR}"]
 control_socket = "{d}/mn.sock"
 "#
     );

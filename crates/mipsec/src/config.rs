@@ -80,6 +80,19 @@ pub enum UdpTunnelMode {
     Off,
 }
 
+/// How the mobile node reaches the enterprise from outside (RFC 5265).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum OutsideMode {
+    /// No outside path configured (plain Mobile IPv4, modes h, c, f).
+    #[default]
+    None,
+    /// x-MIP to the external home agent, then the VPN (cvc, fvc).
+    Xmip,
+    /// IKEv2 + MOBIKE to the VPN gateway (mc).
+    Mobike,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum ReplayName {
@@ -263,6 +276,30 @@ pub struct MnSection {
     /// falling back to a co-located address otherwise.
     #[serde(default = "default_true")]
     pub use_foreign_agents: bool,
+    /// Foreign agents that may be used (issue 16 item 5: a rogue agent on a visited
+    /// link must not take the node off a working registration). Advertisements
+    /// from others are counted and ignored. Empty: any agent (not recommended).
+    #[serde(default)]
+    pub trusted_agents: Vec<Ipv4Addr>,
+    /// RFC 5265 MN-4: user data only after a registration whose reply carried the
+    /// Trusted Networks Configured extension (the i-HA proved the link inside).
+    /// Without TNC the gate stays closed: this shell has no VPN data path yet.
+    /// Implied by any `outside` mode.
+    #[serde(default)]
+    pub require_tnc: bool,
+    /// The outside flavour: "none", "xmip" (cvc/fvc: needs external_home_agent and
+    /// vpn_gateway) or "mobike" (mc: needs vpn_gateway). Outside, user data only
+    /// ever goes through the VPN; a config asking for it without a VPN gateway is
+    /// refused.
+    #[serde(default)]
+    pub outside: OutsideMode,
+    /// The external home agent (x-HA) for `outside = "xmip"`.
+    pub external_home_agent: Option<Ipv4Addr>,
+    /// The VPN gateway for any outside mode.
+    pub vpn_gateway: Option<Ipv4Addr>,
+    /// MN-5 T_MONITOR, seconds (used by the mobility core; 60 by default).
+    #[serde(default = "default_t_monitor")]
+    pub t_monitor_s: u64,
     /// RFC 3519 UDP tunneling: "auto" asks for it and lets the home agent decide
     /// (it tunnels over UDP when it sees a NAT), "force" insists, "off" never asks.
     #[serde(default)]
@@ -299,6 +336,9 @@ fn default_udp_keepalive() -> u16 {
 }
 fn default_lifetime() -> u16 {
     1800
+}
+fn default_t_monitor() -> u64 {
+    60
 }
 fn default_rto() -> u64 {
     1000
@@ -481,6 +521,35 @@ impl MnFile {
                 "must be at least 1 (RFC 5944 suggests 1000 or more)".into(),
             ));
         }
+        let m = &self.mn;
+        if m.outside != OutsideMode::None && m.vpn_gateway.is_none() {
+            return Err(mn(
+                "outside",
+                "an outside mode needs vpn_gateway: outside the enterprise user data \
+                 only ever goes through the VPN (RFC 5265), never in plaintext"
+                    .into(),
+            ));
+        }
+        if m.outside == OutsideMode::Xmip && m.external_home_agent.is_none() {
+            return Err(mn(
+                "outside",
+                "outside = \"xmip\" needs external_home_agent (the x-HA)".into(),
+            ));
+        }
+        if m.external_home_agent == Some(m.home_agent) && m.outside != OutsideMode::Xmip {
+            return Err(mn(
+                "external_home_agent",
+                "equals home_agent (RFC 5265 MN-7: always outside) but outside is not \"xmip\""
+                    .into(),
+            ));
+        }
+        // MN-5: T_MONITOR above the 10 s re-registration grace, at most a day.
+        if !(11..=86_400).contains(&m.t_monitor_s) {
+            return Err(mn(
+                "t_monitor_s",
+                "must be between 11 and 86400 (re-registration runs 10 s before it)".into(),
+            ));
+        }
         Ok(())
     }
 }
@@ -632,6 +701,39 @@ interface = "eth0"
 spi = 256
 key = "00112233445566778899aabbccddeeff"
 "#;
+
+    #[test]
+    fn mn_outside_modes_without_a_vpn_gateway_are_refused() {
+        let e = load_as(
+            "mn.toml",
+            &format!("{MN}outside = \"mobike\"\n"),
+            MnFile::load,
+        );
+        assert!(
+            e.contains("line 8: [mn] outside: an outside mode needs vpn_gateway"),
+            "{e}"
+        );
+        let e = load_as(
+            "mn.toml",
+            &format!("{MN}outside = \"xmip\"\nvpn_gateway = \"192.0.2.1\"\n"),
+            MnFile::load,
+        );
+        assert!(
+            e.contains("line 8: [mn] outside: outside = \"xmip\" needs external_home_agent"),
+            "{e}"
+        );
+        let e = load_as("mn.toml", &format!("{MN}t_monitor_s = 10\n"), MnFile::load);
+        assert!(e.contains("line 8: [mn] t_monitor_s"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("mn.toml");
+        std::fs::write(
+            &p,
+            format!("{MN}outside = \"xmip\"\nvpn_gateway = \"192.0.2.1\"\nexternal_home_agent = \"192.0.2.2\"\n"),
+        )
+        .unwrap();
+        let f = MnFile::load(&p).unwrap();
+        assert_eq!((f.mn.outside, f.mn.t_monitor_s), (OutsideMode::Xmip, 60));
+    }
 
     #[test]
     fn mn_lifetime_and_retransmit_zero_are_refused() {

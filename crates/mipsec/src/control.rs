@@ -246,6 +246,22 @@ pub fn render(v: &Value) -> String {
                 s(&v["care_of"]),
                 s(&v["last_registration_rtt_ms"])
             );
+            o += &format!(
+                "\n{:<10} {:<12} {:<5} {:<12} {:>9}  {}\n",
+                "INTERFACE", "STATE", "MODE", "GATE", "TNC AGE", "LAST CHANGE"
+            );
+            for i in v["interfaces"].as_array().into_iter().flatten() {
+                o += &format!(
+                    "{:<10} {:<12} {:<5} {:<12} {:>9}  {} ({} s ago)\n",
+                    s(&i["name"]),
+                    s(&i["state"]),
+                    s(&i["mode"]),
+                    s(&i["gate"]),
+                    s(&i["tnc_proof_age_s"]),
+                    s(&i["last_change"]),
+                    s(&i["last_change_age_s"])
+                );
+            }
         }
         Some("fa") => {
             o += &format!("foreign agent {}\n\n", s(&v["address"]));

@@ -28,7 +28,6 @@ use netio::netlink::{NetEvent, Netlink, Route};
 use netio::raw::{RawIp, RawIpOptions, IPPROTO_IPIP};
 use netio::tun::Tun;
 use netio::udp::UdpOptions;
-use serde_json::json;
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::Path;
@@ -51,6 +50,20 @@ const NAT_SILENCE: Duration = Duration::from_millis(500);
 /// the registration round trip if longer): the home agent moves a binding to a new NAT
 /// port only on an authenticated request.
 const NAT_PROBE_WAIT: Duration = Duration::from_millis(300);
+
+/// IP-in-IP (no NAT): user data goes out but nothing came back from the home agent
+/// for this long: ask it (an echo through the tunnel).
+const BINDING_SILENCE: Duration = Duration::from_millis(1000);
+/// How long that echo may take before the binding is presumed lost and the node
+/// re-registers (at least; twice the registration round trip if longer).
+const BINDING_PROBE_WAIT: Duration = Duration::from_millis(1000);
+
+/// Why the gate stays closed on a link the i-HA did not prove inside.
+const OUTSIDE_NO_VPN: &str =
+    "registered without TNC: outside, and mipsec mn has no VPN data path yet (issue 12)";
+
+#[path = "mn_status.rs"]
+mod status;
 
 /// Runs the mobile node until SIGINT or SIGTERM.
 pub fn run(config: &Path) -> Result<(), String> {
@@ -120,8 +133,15 @@ struct Counters {
     registrations_ok: u64,
     registrations_failed: u64,
     moves: u64,
+    /// Registrations started on a new attachment (status: detections).
+    detections: u64,
+    /// The gate went from open to closed.
+    gate_closures: u64,
     /// Re-registrations because the home agent fell silent behind a NAT.
     nat_reregistrations: u64,
+    /// Re-registrations because the home agent fell silent in the IP-in-IP tunnel
+    /// (e.g. it restarted without its bindings).
+    dead_binding_reregistrations: u64,
     tx_packets: u64,
     tx_bytes: u64,
     rx_packets: u64,
@@ -176,6 +196,14 @@ struct Daemon {
     /// Resend the current request soon (it could not leave the host).
     resend_at: Option<Instant>,
     counters: Counters,
+    /// Why the interface's state or gate last changed, and when (status).
+    change_reason: &'static str,
+    changed_at: Instant,
+    /// The last registration whose reply carried the Trusted Networks Configured
+    /// extension (RFC 5265), on the current attachment.
+    tnc_at: Option<Instant>,
+    /// Registered, but the reply carried no TNC while TNC is required: outside.
+    outside: bool,
     ctl_rx: mpsc::Receiver<StatusRequest>,
     _ctl: Option<ControlServer>,
 }
@@ -205,6 +233,12 @@ impl Daemon {
             .await
             .map_err(io_err("interface"))?;
         let (tun, tun_ifindex) = crate::shell::open_tunnel(&m.tunnel_device)?;
+        // Fail closed beyond the process: the routes for user data point into this
+        // device, and a persistent device keeps them after a crash (kill -9), where
+        // its packets are dropped unread instead of leaving in the clear through the
+        // default route. A restart attaches to the same device; a clean stop clears it.
+        tun.set_persistent(true)
+            .map_err(|e| format!("tunnel device {}: {e}", m.tunnel_device))?;
         if let Err(e) = nl.add_address(tun_ifindex, m.home_address, 32).await {
             debug!("home address on tunnel device: {e}");
         }
@@ -243,6 +277,15 @@ impl Daemon {
             "0",
         )
         .ok();
+        // Nothing but our registrations may edit the routes of a mobility interface:
+        // an ICMP redirect (e.g. from a foreign agent's host after a crash) would
+        // steer user data natively past the tunnel (issue 16 item 5).
+        for conf in [m.interface.as_str(), "all", "default"] {
+            crate::shell::write_sysctl(
+                &format!("/proc/sys/net/ipv4/conf/{conf}/accept_redirects"),
+                "0",
+            );
+        }
         let (ctl_tx, ctl_rx) = mpsc::channel(8);
         let ctl = match &m.control_socket {
             Some(p) => Some(
@@ -252,7 +295,10 @@ impl Daemon {
             None => None,
         };
         info!(home = %m.home_address, home_agent = %m.home_agent, interface = %m.interface, "mobile node started");
-        Ok(Daemon {
+        if !m.require_tnc && m.outside == crate::config::OutsideMode::None {
+            warn!("require_tnc is off and no outside mode is configured: user data is tunnelled in plaintext IP-in-IP wherever the home agent answers, inside or not");
+        }
+        let mut d = Daemon {
             file,
             client,
             tun,
@@ -280,9 +326,17 @@ impl Daemon {
             retry_at: None,
             resend_at: None,
             counters: Counters::default(),
+            change_reason: "started",
+            changed_at: Instant::now(),
+            tnc_at: None,
+            outside: false,
             ctl_rx,
             _ctl: ctl,
-        })
+        };
+        // Closed from the first instant, and a predecessor killed with its routes
+        // in place is taken over: they are replaced, or removed at home.
+        d.install_routes(Routes::Tunnel).await;
+        Ok(d)
     }
 
     async fn run(&mut self) -> Result<(), String> {
@@ -387,8 +441,13 @@ impl Daemon {
                     if let Some((sent, _)) = self.nat_probe.filter(|p| p.1 <= now) {
                         self.nat_probe = None;
                         if self.open && self.ha_heard.is_none_or(|h| h < sent) {
-                            warn!("no answer from the home agent through the NAT: re-registering for a fresh mapping");
-                            self.counters.nat_reregistrations += 1;
+                            if self.udp_tunnel.is_some() {
+                                warn!("no answer from the home agent through the NAT: re-registering for a fresh mapping");
+                                self.counters.nat_reregistrations += 1;
+                            } else {
+                                warn!("no answer from the home agent through the tunnel: binding presumed lost, re-registering");
+                                self.counters.dead_binding_reregistrations += 1;
+                            }
                             self.reregister().await;
                         }
                     }
@@ -501,8 +560,21 @@ impl Daemon {
         }
         info!(from = self.mode.name(), to = want.name(), care_of = ?want.care_of(), "attachment changed");
         self.counters.moves += 1;
+        if want != Mode::Detached {
+            self.counters.detections += 1;
+        }
         // MN-3: stop relaying user data at once on any change.
-        self.open = false;
+        self.set_open(
+            false,
+            match want {
+                Mode::Detached => "no carrier or no usable address",
+                Mode::Home => "home address on the link",
+                Mode::Colocated(_) => "new co-located care-of address",
+                Mode::Foreign { .. } => "foreign agent on the link",
+            },
+        );
+        self.tnc_at = None;
+        self.outside = false;
         self.socks = None;
         self.client.reset();
         self.retry_at = None;
@@ -650,6 +722,12 @@ impl Daemon {
         else {
             return;
         };
+        let trusted = &self.file.mn.trusted_agents;
+        if !trusted.is_empty() && !trusted.contains(&router.addr) {
+            // A rogue (or merely unknown) agent never moves the node: its
+            // advertisement is counted and otherwise ignored.
+            return self.counters.drop("advertisement from an untrusted agent");
+        }
         if !f.contains(AgentFlags::F)
             || f.contains(AgentFlags::B)
             || !self.file.mn.use_foreign_agents
@@ -765,6 +843,11 @@ impl Daemon {
         if self.routes == want {
             return;
         }
+        self.install_routes(want).await;
+    }
+
+    /// Installs `want` whatever the recorded state (replacing what is there).
+    async fn install_routes(&mut self, want: Routes) {
         let home = self.file.mn.home_address;
         if let Routes::Agent(a) = want {
             // The kernel drops routes through the agent when addresses on the
@@ -837,6 +920,9 @@ impl Daemon {
                 self.counters.drop("tunnel send failed");
             }
         }
+        if matches!(self.mode, Mode::Colocated(_)) {
+            self.check_nat_liveness().await;
+        }
     }
 
     /// We are sending through the NAT: if the home agent has been silent for
@@ -848,16 +934,24 @@ impl Daemon {
             return;
         }
         let now = Instant::now();
+        // Without a NAT there is no mapping to lose quickly, only a binding (a home
+        // agent restarted without its state): ask less eagerly, so that a loaded
+        // link does not look dead. Bound: silence + wait + one registration.
+        let (silence, floor) = if self.udp_tunnel.is_some() {
+            (NAT_SILENCE, NAT_PROBE_WAIT)
+        } else {
+            (BINDING_SILENCE, BINDING_PROBE_WAIT)
+        };
         if self
             .ha_heard
-            .is_some_and(|h| now.duration_since(h) < NAT_SILENCE)
+            .is_some_and(|h| now.duration_since(h) < silence)
         {
             return;
         }
         self.send_keepalive().await;
         // A slow path (satellite, congested LTE) gets longer than the floor: twice the
         // last registration round trip, so a slow echo does not look like a lost mapping.
-        let wait = NAT_PROBE_WAIT.max(self.last_rtt.unwrap_or_default() * 2);
+        let wait = floor.max(self.last_rtt.unwrap_or_default() * 2);
         self.nat_probe = Some((now, now + wait));
     }
 
@@ -865,6 +959,9 @@ impl Daemon {
     async fn on_udp_tunnel(&mut self, from: SocketAddrV4, payload: &[u8]) {
         if *from.ip() != self.file.mn.home_agent || self.udp_tunnel.is_none() {
             return self.counters.drop("tunnel data not from the home agent");
+        }
+        if self.require_tnc() && !self.open {
+            return self.counters.drop("gate closed");
         }
         let Ok(td) = mip4::wire::tunnel::TunnelData::parse(payload) else {
             return self.counters.drop("malformed tunnel data");
@@ -893,6 +990,9 @@ impl Daemon {
     /// An RFC 3519 keepalive: an ICMP echo request to the home agent through the
     /// UDP tunnel, which keeps the NAT's mapping alive in both directions.
     async fn send_keepalive(&mut self) {
+        if self.udp_tunnel.is_none() {
+            return self.send_ipip_echo().await;
+        }
         let m = &self.file.mn;
         let mut icmp = vec![8u8, 0, 0, 0, 0x6d, 0x69, 0, 0];
         self.keepalive_seq = self.keepalive_seq.wrapping_add(1);
@@ -901,6 +1001,27 @@ impl Daemon {
         icmp[2..4].copy_from_slice(&c.to_be_bytes());
         let inner = wire::ipv4::Ipv4Header::build(m.home_address, m.home_agent, 1, &icmp);
         self.send_udp_tunnel(&inner).await;
+    }
+
+    /// The same liveness question without a NAT: an ICMP echo to the home agent
+    /// inside the IP-in-IP tunnel. The home agent's answer comes back through its
+    /// tunnel only while it holds our binding; a home agent that restarted without
+    /// its state answers towards the home link, and the silence makes the timer
+    /// re-register (dead binding, issue 16 item 5).
+    async fn send_ipip_echo(&mut self) {
+        let m = &self.file.mn;
+        let mut icmp = vec![8u8, 0, 0, 0, 0x6d, 0x69, 0, 0];
+        self.keepalive_seq = self.keepalive_seq.wrapping_add(1);
+        icmp[6..8].copy_from_slice(&self.keepalive_seq.to_be_bytes());
+        let c = wire::checksum::checksum(&icmp);
+        icmp[2..4].copy_from_slice(&c.to_be_bytes());
+        let inner = wire::ipv4::Ipv4Header::build(m.home_address, m.home_agent, 1, &icmp);
+        let Some(raw) = self.socks.as_ref().and_then(|s| s.raw.as_ref()) else {
+            return;
+        };
+        if let Err(e) = raw.send_to(&inner, m.home_agent).await {
+            debug!("liveness echo: {e}");
+        }
     }
 
     async fn send_udp_tunnel(&mut self, packet: &[u8]) {
@@ -926,10 +1047,19 @@ impl Daemon {
         }
     }
 
+    /// TNC required (or an outside mode configured): the gate is closed both ways
+    /// until the link is proven inside.
+    fn require_tnc(&self) -> bool {
+        self.file.mn.require_tnc || self.file.mn.outside != crate::config::OutsideMode::None
+    }
+
     /// IP-in-IP from the home agent.
     async fn on_tunnel(&mut self, outer_src: Ipv4Addr, packet: &[u8]) {
         if outer_src != self.file.mn.home_agent {
             return self.counters.drop("tunnel packet not from the home agent");
+        }
+        if self.require_tnc() && !self.open {
+            return self.counters.drop("gate closed");
         }
         let Ok(outer) = wire::ipv4::Ipv4Header::parse(packet) else {
             return self.counters.drop("malformed outer header");
@@ -943,6 +1073,7 @@ impl Daemon {
                 .counters
                 .drop("inner destination is not the home address");
         }
+        self.ha_heard = Some(Instant::now());
         match self.tun.send(inner).await {
             Ok(_) => {
                 self.counters.rx_packets += 1;
@@ -1001,6 +1132,9 @@ impl Daemon {
             } => {
                 self.counters.registrations_ok += 1;
                 self.ha_heard = Some(Instant::now());
+                if tnc && self.mode.care_of() == Some(care_of) {
+                    self.tnc_at = Some(Instant::now());
+                }
                 if self.udp_tunnel != udp_tunnel {
                     info!(keepalive_s = ?udp_tunnel, "RFC 3519 UDP tunneling {}", if udp_tunnel.is_some() { "on (NAT detected or forced)" } else { "off" });
                 }
@@ -1011,6 +1145,16 @@ impl Daemon {
                 if let Some(t) = self.register_started.take() {
                     self.last_rtt = Some(t.elapsed());
                 }
+                // RFC 5265 MN-4: without TNC this link is not proven inside, and
+                // this shell has no VPN data path: the gate stays closed.
+                self.outside = self.require_tnc() && !tnc;
+                if self.outside {
+                    if self.open || self.change_reason != OUTSIDE_NO_VPN {
+                        warn!(care_of = %care_of, "{OUTSIDE_NO_VPN}");
+                    }
+                    self.set_open(false, OUTSIDE_NO_VPN);
+                    return;
+                }
                 if let Mode::Foreign { agent, care_of: c } = self.mode {
                     if c == care_of {
                         if !self.file.mn.encapsulating_delivery {
@@ -1020,20 +1164,23 @@ impl Daemon {
                         if !self.open {
                             info!(care_of = %care_of, agent = %agent, lifetime, rtt_ms = ?self.last_rtt.map(|d| d.as_secs_f64() * 1e3), "registered through a foreign agent");
                         }
-                        self.open = true;
+                        self.set_open(true, "registration accepted through the foreign agent");
                     }
                 }
                 if self.mode == Mode::Colocated(care_of) {
                     if !self.open {
                         info!(care_of = %care_of, lifetime, tnc, rtt_ms = ?self.last_rtt.map(|d| d.as_secs_f64() * 1e3), "registered");
                     }
-                    self.open = true;
+                    self.set_open(true, "registration accepted");
                 }
             }
             ClientEvent::Deregistered => {
                 self.counters.registrations_ok += 1;
                 if let Some(t) = self.register_started.take() {
                     self.last_rtt = Some(t.elapsed());
+                }
+                if self.client.last_accepted_tnc() {
+                    self.tnc_at = Some(Instant::now());
                 }
                 info!("deregistered at home");
                 self.announce_home().await;
@@ -1044,21 +1191,21 @@ impl Daemon {
             } => {
                 self.counters.registrations_failed += 1;
                 warn!(%code, authenticated, "registration denied; retrying in 5 s");
-                self.open = false;
+                self.set_open(false, "registration denied");
                 self.retry_at = Some(Instant::now() + Duration::from_secs(5));
             }
             ClientEvent::TimedOut { attempts } => {
                 self.counters.registrations_failed += 1;
                 warn!(attempts, "no reply from the home agent; retrying");
                 if !self.client.is_registered(Instant::now()) {
-                    self.open = false;
+                    self.set_open(false, "no reply from the home agent");
                 }
                 self.retry_at = Some(Instant::now() + Duration::from_secs(1));
             }
             ClientEvent::Expired => {
                 warn!("registration expired");
                 self.counters.registrations_failed += 1;
-                self.open = false;
+                self.set_open(false, "registration expired");
                 self.retry_at = Some(Instant::now());
             }
             ClientEvent::Resynchronized { clock_offset } => {
@@ -1070,44 +1217,11 @@ impl Daemon {
         }
     }
 
-    fn status(&self) -> serde_json::Value {
-        let m = &self.file.mn;
-        let drops: BTreeMap<String, u64> = self
-            .counters
-            .drops
-            .iter()
-            .map(|(k, v)| ((*k).to_string(), *v))
-            .collect();
-        let cs = self.client.stats();
-        json!({
-            "role": "mn",
-            "mode": self.mode.name(),
-            "registered": self.open || (self.mode == Mode::Home && !self.client.is_pending()),
-            "care_of": self.mode.care_of().map(|a| a.to_string()),
-            "foreign_agent": match self.mode { Mode::Foreign { agent, .. } => Some(agent.to_string()), _ => None },
-            "home_address": m.home_address.to_string(),
-            "home_agent": m.home_agent.to_string(),
-            "udp_tunnel": self.udp_tunnel.is_some(),
-            "last_registration_rtt_ms": self.last_rtt.map(|d| (d.as_secs_f64() * 1e3 * 1000.0).round() / 1000.0),
-            "counters": {
-                "registrations_ok": self.counters.registrations_ok,
-                "registrations_failed": self.counters.registrations_failed,
-                "requests_sent": cs.requests,
-                "retransmissions": cs.retransmissions,
-                "attachment_changes": self.counters.moves,
-                "nat_reregistrations": self.counters.nat_reregistrations,
-                "tx_packets": self.counters.tx_packets,
-                "tx_bytes": self.counters.tx_bytes,
-                "rx_packets": self.counters.rx_packets,
-                "rx_bytes": self.counters.rx_bytes,
-                "drops": drops,
-                "reply_drops": cs.drops.iter().map(|(k, v)| (format!("{k:?}"), *v)).collect::<BTreeMap<_, _>>(),
-            }
-        })
-    }
-
     async fn cleanup(&mut self) {
         self.set_routes(Routes::None).await;
+        if let Err(e) = self.tun.set_persistent(false) {
+            warn!("tunnel device: {e}");
+        }
         info!("mobile node stopped; routes removed");
     }
 }

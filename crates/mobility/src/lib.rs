@@ -69,6 +69,10 @@ pub struct Advertisement {
     pub care_of: Ipv4Addr,
     /// Advertisement lifetime, seconds.
     pub lifetime: u16,
+    /// The agent's advertisement sequence number (RFC 5944 section 2.1.1): a
+    /// number below 256 after a higher one means the agent rebooted and lost its
+    /// visitor list (section 3.6.1.2).
+    pub sequence: u16,
     /// A foreign agent NAI, if present: a hint only (MN-8).
     pub nai: Option<String>,
 }

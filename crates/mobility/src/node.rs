@@ -30,6 +30,10 @@ pub struct Stats {
     pub untrusted_agent_ads: u64,
     /// Registration datagrams no client wanted (malformed, unknown HA, no VPN).
     pub dropped_datagrams: u64,
+    /// Re-registrations because the shell reported a silent binding.
+    pub silence_probes: u64,
+    /// Re-registrations because the foreign agent in use rebooted.
+    pub agent_reboots: u64,
 }
 
 /// The mobile node's decision engine. See the crate documentation.
@@ -305,7 +309,21 @@ impl MobileNode {
         let i = self.iface(iface);
         let expires = now + std::time::Duration::from_secs(u64::from(adv.lifetime.max(1)));
         let using = i.attach.and_then(|a| a.agent) == Some(adv.agent);
+        // RFC 5944 3.6.1.2: a sequence number below 256 after a higher one from
+        // the agent we use means it rebooted and forgot us: our binding through it
+        // is gone, so this is a status change (gate closed, registered again).
+        let rebooted = using
+            && i.agent.as_ref().is_some_and(|g| {
+                g.adv.agent == adv.agent && adv.sequence < g.adv.sequence && adv.sequence < 256
+            });
         i.agent = Some(crate::iface::AgentSeen { adv, expires });
+        if rebooted && i.carrier {
+            self.stats.agent_reboots += 1;
+            self.status_change(now, wall, iface, "foreign agent rebooted");
+            self.flush(now);
+            return;
+        }
+        let i = self.iface(iface);
         if using {
             i.set(Timer::AgentExpiry, expires);
         }
@@ -316,6 +334,27 @@ impl MobileNode {
             i.carrier && !using && (i.attach.is_none() || (prefer && i.phase == Phase::Detecting));
         if take {
             self.status_change(now, wall, iface, "trusted foreign agent heard");
+        }
+        self.flush(now);
+    }
+
+    /// The shell saw user data leave `iface` through the home agent's tunnel
+    /// while nothing came back, and a liveness echo inside the tunnel went
+    /// unanswered (or, behind a NAT, an RFC 3519 keepalive): the binding may be
+    /// gone (a home agent restarted without its state, a NAT that lost its
+    /// mapping). Inside, this re-registers at once, at most one request at a
+    /// time; the gate is unchanged (T_MONITOR still bounds it), and a failed
+    /// re-registration is a status change (MN-5). Elsewhere it does nothing.
+    pub fn handle_binding_silent(&mut self, now: Instant, wall: SystemTime, iface: IfaceId) {
+        let cfg = self.cfg.clone();
+        let Some(i) = self.ifaces.get_mut(&iface) else {
+            return;
+        };
+        if let (Phase::Inside, Some(a), false) = (i.phase, i.attach, i.direct.is_pending()) {
+            let att = i.direct_attachment(&cfg, a);
+            let ep = i.epoch;
+            i.direct.probe(now, wall, ep, a.inside_mode, att);
+            self.stats.silence_probes += 1;
         }
         self.flush(now);
     }

@@ -238,6 +238,7 @@ fn mn1_mode_f_through_a_trusted_agent_and_fvc_outside() {
         agent: AGENT,
         care_of: AGENT,
         lifetime: 30,
+        sequence: 0,
         nai: None,
     };
     // Inside, no address of our own: the agent's care-of address, proven by TNC.
@@ -708,6 +709,7 @@ fn mn14_no_foreign_agent_care_of_address_on_an_untrusted_network() {
         agent: Ipv4Addr::new(10, 1, 7, 1),
         care_of: Ipv4Addr::new(10, 1, 7, 1),
         lifetime: 60,
+        sequence: 0,
         nai: None,
     };
     r.node.handle_advertisement(n, w, 1, adv);
@@ -728,6 +730,7 @@ fn a_rogue_agent_never_takes_the_node_off_a_working_path() {
             agent,
             care_of: agent,
             lifetime: 9000,
+            sequence: 0,
             nai: Some("fa@corp.example".into()),
         };
         r.node.handle_advertisement(n, w, 1, adv);
@@ -815,3 +818,6 @@ fn random_truncated_and_replayed_input_never_panics_nor_opens_a_gate() {
         assert!(!matches!(r.gate(1), Gate::OpenInside(_)));
     }
 }
+
+#[path = "tests_hostile.rs"]
+mod hostile;

@@ -19,6 +19,8 @@ pub const TUN_PATH: &str = "/dev/net/tun";
 
 /// `_IOW('T', 202, int)`.
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+/// `_IOW('T', 203, int)`.
+const TUNSETPERSIST: libc::c_ulong = 0x4004_54cb;
 const IFF_TUN: libc::c_short = 0x0001;
 const IFF_NO_PI: libc::c_short = 0x1000;
 const IFF_MULTI_QUEUE: libc::c_short = 0x0100;
@@ -122,6 +124,28 @@ impl Tun {
     /// The current MTU (`SIOCGIFMTU`).
     pub fn mtu(&self) -> Result<u32> {
         sys::mtu(&self.name)
+    }
+
+    /// Keep the device (and the routes through it) after the last descriptor closes
+    /// (`TUNSETPERSIST`). A daemon that fails closed through its TUN sets this, so that
+    /// a crash leaves routes into a device nobody reads (packets dropped) instead of no
+    /// routes (packets sent in the clear); a clean stop clears it.
+    pub fn set_persistent(&self, on: bool) -> Result<()> {
+        // SAFETY: TUNSETPERSIST takes its argument by value; the descriptor is ours.
+        let rc = unsafe {
+            libc::ioctl(
+                self.fd.get_ref().as_raw_fd(),
+                TUNSETPERSIST as _,
+                libc::c_ulong::from(on),
+            )
+        };
+        if rc < 0 {
+            return Err(Error::Io {
+                op: "TUNSETPERSIST",
+                source: io::Error::last_os_error(),
+            });
+        }
+        Ok(())
     }
 
     /// Set or clear `IFF_UP`. [`crate::Netlink::set_link_up`] does the same over netlink.

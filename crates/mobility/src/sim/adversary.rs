@@ -55,6 +55,7 @@ impl World {
                 agent,
                 care_of: agent,
                 lifetime: 9000,
+                sequence: 0,
                 nai: Some("fa@corp.example".into()),
             },
         );

@@ -1,0 +1,391 @@
+//! The mobile node on hostile and failing networks (issue 16 items 5 and the MN's
+//! kill -9 behaviour): a rogue agent advertising on a visited link, a home agent
+//! restarted without its bindings, and `kill -9` of `mipsec mn` itself. Root only;
+//! like lab.rs, a mutex runs the labs one at a time.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use lab::mip;
+use lab::netns::ip;
+use lab::scenario::MipLab;
+use lab::topo::{Segment, CN_ADDR, MN_HOME};
+
+static LOCK: Mutex<()> = Mutex::new(());
+
+fn exe() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_mipsec-lab"))
+}
+
+fn lab_lock(test: &str) -> Option<MutexGuard<'static, ()>> {
+    let g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    lab::lab_available(test).then_some(g)
+}
+
+/// `ip route get <dst> from <src>` in the MN namespace.
+fn route_get(ml: &MipLab, dst: Ipv4Addr) -> String {
+    ip(&["-n", &ml.lab.ns("mn"), "route", "get", &dst.to_string()]).unwrap_or_default()
+}
+
+fn sysctl(ml: &MipLab, key: &str) -> String {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ml.lab.ns("mn"), "cat"])
+        .arg(format!("/proc/sys/net/ipv4/conf/{key}"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Pings from the CN to the home address; returns how many came back.
+fn ping_home_from_cn(ml: &MipLab, count: u32) -> usize {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ml.lab.ns("cn"),
+            "ping",
+            "-n",
+            "-q",
+            "-i",
+            "0.2",
+        ])
+        .args(["-W", "1", "-c", &count.to_string(), &MN_HOME.to_string()])
+        .output()
+        .expect("ping");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split(',')
+        .find(|f| f.contains("received"))
+        .and_then(|f| f.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// kill -9 of the mobile node while it is registered away from home leaves no
+/// plaintext path: the routes for user data still point into its (persistent) TUN,
+/// where packets are dropped unread, instead of vanishing with a TUN that died with
+/// the process (then the default route sent them in the clear). A restart takes the
+/// device and the routes over with no manual cleanup, and at home removes them.
+/// The node also refuses ICMP redirects on its mobility interface.
+#[test]
+fn kill_9_leaves_no_plaintext_path_and_restart_takes_over() {
+    let Some(_g) = lab_lock("kill_9_leaves_no_plaintext_path_and_restart_takes_over") else {
+        return;
+    };
+    let mut ml = MipLab::start(&exe(), true, 300).unwrap();
+    for key in ["eth0/accept_redirects", "all/accept_redirects"] {
+        assert_eq!(sysctl(&ml, key), "0", "{key}");
+    }
+    ml.lab.move_mn(Segment::IntA).unwrap();
+    let coa = Segment::IntA.mn_addr();
+    ml.wait_mn(Duration::from_secs(10), |v| MipLab::registered_at(v, coa))
+        .unwrap();
+    assert!(ml.echo_ok(Some(MN_HOME), Duration::from_secs(2)));
+    ml.lab.stop("mn", libc::SIGKILL);
+    std::thread::sleep(Duration::from_millis(300));
+    let r = route_get(&ml, CN_ADDR);
+    assert!(
+        r.contains("dev mip0"),
+        "after kill -9 user data must still go into the (dead) tunnel, not out of eth0: {r}"
+    );
+    assert!(
+        !ml.echo_ok(None, Duration::from_millis(1500)),
+        "no user data reaches the CN while the node is dead"
+    );
+    // Restart: takes the device and the routes over, registers again.
+    ml.start_mn().unwrap();
+    ml.wait_mn(Duration::from_secs(10), |v| MipLab::registered_at(v, coa))
+        .unwrap();
+    assert!(ml.echo_ok(Some(MN_HOME), Duration::from_secs(3)));
+    // Home: the leftover routes go, the link is used directly.
+    ml.lab.move_mn(Segment::Home).unwrap();
+    ml.wait_mn(Duration::from_secs(10), MipLab::at_home)
+        .unwrap();
+    let r = route_get(&ml, CN_ADDR);
+    assert!(!r.contains("mip0"), "at home no route into the tunnel: {r}");
+    assert!(ml.echo_ok(Some(MN_HOME), Duration::from_secs(3)));
+    // A clean stop removes the device (nothing left behind).
+    ml.lab.stop("mn", libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(300));
+    let links = ip(&["-n", &ml.lab.ns("mn"), "link", "show"]).unwrap();
+    assert!(
+        !links.contains("mip0"),
+        "clean stop deletes the TUN: {links}"
+    );
+}
+
+/// A rogue agent on a visited link (10.20.0.66 on int-a, a foreign agent nobody
+/// configured) advertises while the node has a working co-located registration
+/// there: the node stays on it (pings keep flowing) and counts the advertisements.
+/// Before, the first such advertisement moved the node to the rogue and cut it off.
+#[test]
+fn rogue_agent_advertisement_keeps_the_working_registration() {
+    let Some(_g) = lab_lock("rogue_agent_advertisement_keeps_the_working_registration") else {
+        return;
+    };
+    let mut ml = MipLab::start(&exe(), true, 300).unwrap();
+    ml.lab.move_mn(Segment::IntA).unwrap();
+    let coa = Segment::IntA.mn_addr();
+    ml.wait_mn(Duration::from_secs(10), |v| MipLab::registered_at(v, coa))
+        .unwrap();
+    // The stranger's host gets a second leg on int-a and runs an agent there.
+    let sw = ml.lab.ns("sw");
+    let ev = ml.lab.ns("ev");
+    ip(&[
+        "-n", &sw, "link", "add", "ev1", "type", "veth", "peer", "name", "eth1", "netns", &ev,
+    ])
+    .unwrap();
+    ip(&["-n", &sw, "link", "set", "ev1", "master", "br-inta"]).unwrap();
+    ip(&["-n", &sw, "link", "set", "ev1", "up"]).unwrap();
+    ip(&["-n", &ev, "addr", "add", "10.20.0.66/24", "dev", "eth1"]).unwrap();
+    ip(&["-n", &ev, "link", "set", "eth1", "up"]).unwrap();
+    let d = ml.lab.dir.display().to_string();
+    let cfg = ml.lab.dir.join("rogue.toml");
+    mip::write_private(
+        &cfg,
+        &format!(
+            "[fa]\ninterface = \"eth1\"\naddress = \"10.20.0.66\"\nprefix_len = 24\nadvertisement_interval_ms = 300\ncontrol_socket = \"{d}/rogue.sock\"\n"
+        ),
+    )
+    .unwrap();
+    let cfg = cfg.display().to_string();
+    ml.lab
+        .spawn("ev", "rogue", &["mipsec", "fa", "--config", &cfg])
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let got = ping_home_from_cn(&ml, 25);
+    let st = ml.mn_status().unwrap();
+    eprintln!("rogue on int-a: {got}/25 pings; {}", mip::mn_summary(&st));
+    assert!(
+        got >= 22,
+        "pings lost with a rogue agent on the link: {got}/25\n{st}"
+    );
+    assert!(MipLab::registered_at(&st, coa), "{st}");
+    let ignored = st["counters"]["drops"]["advertisement from an untrusted agent"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        ignored >= 2,
+        "the rogue's advertisements were heard and ignored: {st}"
+    );
+}
+
+/// A home agent restarted without its state (kill -9, no state file) has no binding
+/// for the node, whose registration is still valid for minutes. The node sends user
+/// data and hears nothing back through the tunnel: it asks the home agent (an echo
+/// inside the tunnel), and without an answer re-registers. Bound: 1 s of silence +
+/// 1 s for the echo + one registration; the test allows 6 s. Before, the node stayed
+/// cut off until its next renewal (229 s in the report).
+#[test]
+fn home_agent_restart_without_state_is_detected_quickly() {
+    let Some(_g) = lab_lock("home_agent_restart_without_state_is_detected_quickly") else {
+        return;
+    };
+    let mut ml = MipLab::start(&exe(), true, 300).unwrap();
+    ml.lab.move_mn(Segment::IntA).unwrap();
+    let coa = Segment::IntA.mn_addr();
+    ml.wait_mn(Duration::from_secs(10), |v| MipLab::registered_at(v, coa))
+        .unwrap();
+    let before = ml.mn_status().unwrap();
+    let ok0 = mip::get_u64(&before, &["counters", "registrations_ok"]);
+    ml.lab.stop("ha", libc::SIGKILL);
+    ml.start_ha().unwrap();
+    let t0 = Instant::now();
+    let mut back = None;
+    while t0.elapsed() < Duration::from_secs(6) {
+        if ml.echo_ok(Some(MN_HOME), Duration::from_millis(300)) {
+            back = Some(t0.elapsed());
+            break;
+        }
+    }
+    let st = ml.mn_status().unwrap();
+    let back = back.unwrap_or_else(|| panic!("still cut off 6 s after the HA restart: {st}"));
+    eprintln!(
+        "user data back {back:?} after the HA restart: {}",
+        mip::mn_summary(&st)
+    );
+    assert!(
+        mip::get_u64(&st, &["counters", "registrations_ok"]) > ok0,
+        "{st}"
+    );
+    assert!(
+        mip::get_u64(&st, &["counters", "dead_binding_reregistrations"]) >= 1,
+        "{st}"
+    );
+}
+
+/// `mipsec status` for the mobile node: per interface its state, mode, gate, the age
+/// of the last TNC proof and the reason of the last change; counters for detections
+/// and gate closures. With a home agent that trusts the lab's networks (RFC 5265
+/// TNC), the proof's age is shown, and a move closes the gate and says why.
+#[test]
+fn status_shows_interface_state_gate_proof_and_reasons() {
+    let Some(_g) = lab_lock("status_shows_interface_state_gate_proof_and_reasons") else {
+        return;
+    };
+    let mut ml = MipLab::start(&exe(), true, 300).unwrap();
+    let base = std::fs::read_to_string(&ml.ha_cfg).unwrap();
+    ml.lab.stop("ha", libc::SIGTERM);
+    let cfg = base.replacen("[ha]\n", "[ha]\ntrusted_networks = [\"10.0.0.0/8\"]\n", 1);
+    mip::write_private(std::path::Path::new(&ml.ha_cfg), &cfg).unwrap();
+    ml.start_ha().unwrap();
+    ml.lab.move_mn(Segment::IntA).unwrap();
+    let coa = Segment::IntA.mn_addr();
+    let (st, _) = ml
+        .wait_mn(Duration::from_secs(10), |v| {
+            MipLab::registered_at(v, coa) && v["interfaces"][0]["tnc_proof_age_s"].is_number()
+        })
+        .unwrap();
+    let i = &st["interfaces"][0];
+    assert_eq!(i["name"], "eth0", "{st}");
+    assert_eq!(i["state"], "registered", "{st}");
+    assert_eq!(i["mode"], "c", "{st}");
+    assert_eq!(i["gate"], "open-tunnel", "{st}");
+    assert_eq!(i["last_change"], "registration accepted", "{st}");
+    assert!(i["tnc_proof_age_s"].as_f64().unwrap() < 10.0, "{st}");
+    let det0 = mip::get_u64(&st, &["counters", "detections"]);
+    let clo0 = mip::get_u64(&st, &["counters", "gate_closures"]);
+    assert!(det0 >= 1, "{st}");
+    // A move: the gate closes (counted), a detection starts on the new link.
+    ml.lab.move_mn(Segment::IntC).unwrap();
+    let coa = Segment::IntC.mn_addr();
+    let (st, _) = ml
+        .wait_mn(Duration::from_secs(10), |v| MipLab::registered_at(v, coa))
+        .unwrap();
+    assert!(
+        mip::get_u64(&st, &["counters", "detections"]) > det0,
+        "{st}"
+    );
+    assert!(
+        mip::get_u64(&st, &["counters", "gate_closures"]) > clo0,
+        "{st}"
+    );
+    // The human-readable form has the interface table.
+    let out = Command::new(exe())
+        .args(["mipsec", "status", "--socket"])
+        .arg(&ml.mn_sock)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("INTERFACE") && text.contains("eth0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("registered") && text.contains("open-tunnel"),
+        "{text}"
+    );
+    // Home: state home, mode h, gate open on the link.
+    ml.lab.move_mn(Segment::Home).unwrap();
+    let (st, _) = ml
+        .wait_mn(Duration::from_secs(10), |v| {
+            MipLab::at_home(v) && v["interfaces"][0]["state"] == "home"
+        })
+        .unwrap();
+    let i = &st["interfaces"][0];
+    assert_eq!(
+        (i["state"].as_str(), i["mode"].as_str(), i["gate"].as_str()),
+        (Some("home"), Some("h"), Some("open-home")),
+        "{st}"
+    );
+}
+
+/// A clean restart of the foreign agent (SIGTERM, start again) while the node is
+/// registered through it: the new agent knows no visitor, and advertises from
+/// sequence number 0 (RFC 5944 3.6.1.2: a reboot). The node registers again
+/// through it within a few seconds, and the CN reaches it again. Before, the node
+/// had not re-registered 14 s later.
+#[test]
+fn foreign_agent_clean_restart_re_registers_promptly() {
+    let Some(_g) = lab_lock("foreign_agent_clean_restart_re_registers_promptly") else {
+        return;
+    };
+    let mut ml = MipLab::start(&exe(), true, 300).unwrap();
+    ml.lab.move_mn(Segment::IntB).unwrap();
+    ml.wait_mn(Duration::from_secs(10), |v| {
+        v["mode"] == "foreign" && v["registered"] == true
+    })
+    .unwrap();
+    // Down for a moment, and down for longer than the advertisement lifetime.
+    for down in [Duration::ZERO, Duration::from_secs(5)] {
+        std::thread::sleep(Duration::from_secs(2));
+        let ok0 = mip::get_u64(&ml.mn_status().unwrap(), &["counters", "registrations_ok"]);
+        ml.lab.stop("fa", libc::SIGTERM);
+        std::thread::sleep(down);
+        ml.start_fa().unwrap();
+        let t0 = Instant::now();
+        let (st, took) = ml
+            .wait_mn(Duration::from_secs(5), |v| {
+                v["mode"] == "foreign"
+                    && v["registered"] == true
+                    && mip::get_u64(v, &["counters", "registrations_ok"]) > ok0
+            })
+            .unwrap();
+        eprintln!(
+            "down {down:?}: re-registered {took:?} after the FA restart: {}",
+            mip::mn_summary(&st)
+        );
+        let fa = ml.fa_status().unwrap();
+        assert!(
+            fa.to_string().contains(&MN_HOME.to_string()),
+            "the new agent lists us: {fa}"
+        );
+        let got = ping_home_from_cn(&ml, 10);
+        assert!(
+            got >= 8,
+            "CN reaches the node after the FA restart: {got}/10 ({:?})",
+            t0.elapsed()
+        );
+    }
+}
+
+/// RFC 5265 MN-4 in the shell: with `require_tnc`, a registration whose reply has
+/// no Trusted Networks Configured extension leaves the gate closed both ways (this
+/// shell has no VPN data path yet), and status says why. After a move to a link the
+/// i-HA trusts (it now adds TNC), user data flows.
+#[test]
+fn without_tnc_the_gate_stays_closed_and_status_says_why() {
+    let Some(_g) = lab_lock("without_tnc_the_gate_stays_closed_and_status_says_why") else {
+        return;
+    };
+    let mut ml = MipLab::start(&exe(), true, 300).unwrap();
+    let mn = std::fs::read_to_string(&ml.mn_cfg).unwrap();
+    ml.lab.stop("mn", libc::SIGTERM);
+    let mn = mn.replacen("[mn]\n", "[mn]\nrequire_tnc = true\n", 1);
+    mip::write_private(std::path::Path::new(&ml.mn_cfg), &mn).unwrap();
+    ml.start_mn().unwrap();
+    ml.lab.move_mn(Segment::IntA).unwrap();
+    let (st, _) = ml
+        .wait_mn(Duration::from_secs(10), |v| {
+            v["interfaces"][0]["state"] == "outside"
+        })
+        .unwrap();
+    let i = &st["interfaces"][0];
+    assert_eq!(i["gate"], "closed", "{st}");
+    assert!(
+        i["last_change"].as_str().unwrap().contains("without TNC"),
+        "{st}"
+    );
+    assert!(
+        !ml.echo_ok(Some(MN_HOME), Duration::from_secs(2)),
+        "no user data outside"
+    );
+    assert_eq!(ping_home_from_cn(&ml, 5), 0, "nothing inbound either");
+    // The i-HA now trusts the lab's networks (TNC); a move proves the new link.
+    let ha = std::fs::read_to_string(&ml.ha_cfg).unwrap();
+    ml.lab.stop("ha", libc::SIGTERM);
+    let ha = ha.replacen("[ha]\n", "[ha]\ntrusted_networks = [\"10.0.0.0/8\"]\n", 1);
+    mip::write_private(std::path::Path::new(&ml.ha_cfg), &ha).unwrap();
+    ml.start_ha().unwrap();
+    ml.lab.move_mn(Segment::IntC).unwrap();
+    let coa = Segment::IntC.mn_addr();
+    let (st, _) = ml
+        .wait_mn(Duration::from_secs(10), |v| MipLab::registered_at(v, coa))
+        .unwrap();
+    assert!(st["interfaces"][0]["tnc_proof_age_s"].is_number(), "{st}");
+    assert!(ml.echo_ok(Some(MN_HOME), Duration::from_secs(3)));
+}

@@ -1,0 +1,137 @@
+//! Issue 16 item 5, the core's part: failing agents as the shell reports them.
+
+use super::*;
+
+fn agent_adv(sequence: u16) -> Advertisement {
+    Advertisement {
+        agent: AGENT,
+        care_of: AGENT,
+        lifetime: 30,
+        sequence,
+        nai: None,
+    }
+}
+
+/// RFC 5944 3.6.1.2: the foreign agent in use advertises a sequence number below
+/// 256 after a higher one: it rebooted and lost its visitor list. The node closes
+/// the gate at once and registers again through it (re-proving inside). Ordinary
+/// increments and wrap-arounds past 256 change nothing.
+#[test]
+fn a_rebooted_foreign_agent_is_a_status_change_and_the_node_registers_again() {
+    let mut c = cfg();
+    c.trusted_agents = vec![AGENT];
+    let mut r = Rig::new(c);
+    r.reach.insert(1, (true, false));
+    r.link(1, LinkEvent::CarrierUp);
+    let (n, w) = (r.now, r.wall());
+    r.node.handle_advertisement(n, w, 1, agent_adv(300));
+    r.pump();
+    assert_eq!(r.gate(1), Gate::OpenInside(Mode::F));
+    let epoch = r.node.epoch(1);
+    let proofs = r.node.stats().inside_proofs;
+    for seq in [301, 302, 256] {
+        r.advance(Duration::from_secs(1));
+        let (n, w) = (r.now, r.wall());
+        r.node.handle_advertisement(n, w, 1, agent_adv(seq));
+        r.pump();
+    }
+    assert_eq!(r.node.epoch(1), epoch, "no reboot seen: nothing changes");
+    // The agent reboots: the node's binding through it is gone.
+    r.iha = {
+        let mut hc = mip4::ha::HaConfig::new(I_HA);
+        hc.trusted_networks = vec![Ipv4Net::new(Ipv4Addr::new(10, 1, 0, 0), 16).unwrap()];
+        let mut h = HomeAgent::new(hc, [3; 32]);
+        h.add_mobile_node(MobileNodeConfig {
+            home_addr: Some(HOME),
+            nai: None,
+            sas: vec![sa(b"i-key")],
+            replay: ReplayMethod::Timestamp,
+        })
+        .unwrap();
+        h
+    };
+    r.advance(Duration::from_secs(1));
+    let (n, w) = (r.now, r.wall());
+    let sent = r.sent_to(1, AGENT);
+    r.node.handle_advertisement(n, w, 1, agent_adv(0));
+    assert_eq!(r.node.gate(1, n), Gate::Closed, "closed at once");
+    r.pump();
+    assert!(r.node.epoch(1) > epoch);
+    assert_eq!(r.node.stats().agent_reboots, 1);
+    assert!(
+        r.sent_to(1, AGENT) > sent,
+        "registered again through the agent"
+    );
+    assert_eq!(r.gate(1), Gate::OpenInside(Mode::F));
+    assert!(r.node.stats().inside_proofs > proofs);
+    assert_eq!(r.iha.bindings_of(HOME).len(), 1, "the HA binds us again");
+}
+
+/// A reboot seen from an agent the node does not use, or from an untrusted one,
+/// changes nothing.
+#[test]
+fn a_reboot_of_another_agent_changes_nothing() {
+    let mut c = cfg();
+    c.trusted_agents = vec![AGENT];
+    let mut r = Rig::new(c);
+    r.attach(1, IN_ADDR, true, false);
+    let (n, w) = (r.now, r.wall());
+    for seq in [500, 3] {
+        r.node.handle_advertisement(n, w, 1, agent_adv(seq));
+        r.pump();
+    }
+    assert_eq!(r.node.stats().agent_reboots, 0);
+    assert_eq!(r.gate(1), Gate::OpenInside(Mode::C));
+}
+
+/// The i-HA restarted without its state: the node is inside with a valid proof but
+/// no binding. When the shell reports a silent tunnel, the node re-registers at
+/// once (not at T_MONITOR - grace), one request at a time; outside or detecting the
+/// report does nothing. A failed probe is a status change (the gate closes).
+#[test]
+fn a_silent_binding_is_probed_with_a_re_registration() {
+    let mut r = Rig::new(cfg());
+    r.attach(1, IN_ADDR, true, false);
+    assert_eq!(r.gate(1), Gate::OpenInside(Mode::C));
+    // Restart without state.
+    let restarted = {
+        let mut hc = mip4::ha::HaConfig::new(I_HA);
+        hc.trusted_networks = vec![Ipv4Net::new(Ipv4Addr::new(10, 1, 0, 0), 16).unwrap()];
+        let mut h = HomeAgent::new(hc, [4; 32]);
+        h.add_mobile_node(MobileNodeConfig {
+            home_addr: Some(HOME),
+            nai: None,
+            sas: vec![sa(b"i-key")],
+            replay: ReplayMethod::Timestamp,
+        })
+        .unwrap();
+        h
+    };
+    r.iha = restarted;
+    assert_eq!(r.iha.bindings_of(HOME).len(), 0);
+    r.advance(Duration::from_secs(5));
+    let sent = r.sent_to(1, I_HA);
+    let (n, w) = (r.now, r.wall());
+    r.node.handle_binding_silent(n, w, 1);
+    r.pump();
+    assert_eq!(r.sent_to(1, I_HA), sent + 1, "one re-registration, at once");
+    assert_eq!(r.iha.bindings_of(HOME).len(), 1, "bound again");
+    assert_eq!(r.node.stats().silence_probes, 1);
+    assert_eq!(r.gate(1), Gate::OpenInside(Mode::C));
+    // Unreachable now: the probe fails and the gate closes (MN-5 via MN-3).
+    r.reach.insert(1, (false, false));
+    r.advance(Duration::from_secs(1));
+    let (n, w) = (r.now, r.wall());
+    r.node.handle_binding_silent(n, w, 1);
+    r.node.handle_binding_silent(n, w, 1);
+    assert_eq!(r.node.stats().silence_probes, 2, "one probe at a time");
+    r.pump();
+    r.advance(Duration::from_secs(20));
+    assert_eq!(r.gate(1), Gate::Closed);
+    assert_ne!(r.node.phase(1), Phase::Inside);
+    // Not inside: a report does nothing.
+    let n2 = r.node.stats().silence_probes;
+    let (n, w) = (r.now, r.wall());
+    r.node.handle_binding_silent(n, w, 1);
+    assert_eq!(r.node.stats().silence_probes, n2);
+}
