@@ -10,13 +10,13 @@ use std::time::{Duration, Instant};
 
 use esp::UdpInbound;
 use ikev2::{ChildSaInfo, Event, Initiator};
-use netio::netlink::{Route, Rule};
+use netio::netlink::Route;
 use netio::{NetEvent, Netlink, RawIp, RawIpOptions, Tun, TunOptions, UdpOptions};
 use rand::{RngCore, SeedableRng};
-use tokio::io::AsyncWriteExt;
 use tokio::net::{UdpSocket, UnixListener};
 
 use crate::config::VpnConfig;
+use crate::killswitch::KillSwitch;
 use crate::sas::EspSas;
 use crate::status::Status;
 
@@ -59,8 +59,11 @@ struct State {
     /// Last ESP sent / received, and the last NAT rebinding probe (see `check_nat_path`).
     last_esp_tx: Instant,
     last_esp_rx: Instant,
+    /// Last IKE datagram or authentic ESP packet from the gateway (dead-gateway detection).
+    last_heard: Instant,
+    /// The first ESP packet sent since the last one received (NAT path check).
+    unanswered_since: Option<Instant>,
     last_probe: Option<Instant>,
-    nat_tick_at: Option<Instant>,
 }
 
 /// Behind a NAT, ESP flowing out with nothing coming back for this long means the NAT
@@ -68,12 +71,80 @@ struct State {
 const NAT_SILENCE: Duration = Duration::from_millis(1000);
 /// At most one rebinding probe per this interval.
 const NAT_PROBE_EVERY: Duration = Duration::from_secs(5);
-const NAT_TICK: Duration = Duration::from_millis(250);
+
+/// How long the gateway may stay silent (no IKE, no ESP) before we call it dead, tear the
+/// IKE SA down and reconnect: `dpd_interval` (the Initiator's liveness check goes out then)
+/// plus the longer of `dpd_interval` and 2 s for its answer. So a dead gateway is noticed
+/// at most 2 x dpd_interval (at least dpd_interval + 2 s) after we last heard from it.
+pub fn dead_after(dpd_interval: Duration) -> Duration {
+    dpd_interval + dpd_interval.max(Duration::from_secs(2))
+}
 
 /// Run the client until SIGINT/SIGTERM.
+///
+/// Startup errors remove what was installed before them (control socket, kill switch);
+/// the kill switch otherwise stays until a clean stop (see `killswitch`).
 pub async fn run(cfg: VpnConfig) -> Result<(), String> {
     let ike_cfg = cfg.ike_config()?;
-    let nl = Netlink::new().map_err(|e| format!("netlink: {e}"))?;
+    // The control socket first: a bad path fails before anything is installed.
+    let listener = match &cfg.control {
+        Some(p) => {
+            let _ = std::fs::remove_file(p);
+            Some(
+                UnixListener::bind(p)
+                    .map_err(|e| format!("control socket {}: {e}", p.display()))?,
+            )
+        }
+        None => None,
+    };
+    let result = match Netlink::new() {
+        Ok(nl) => with_kill_switch(cfg.clone(), ike_cfg, nl, listener).await,
+        Err(e) => Err(format!("netlink: {e}")),
+    };
+    if let Some(p) = &cfg.control {
+        let _ = std::fs::remove_file(p);
+    }
+    result
+}
+
+/// Install the kill switch, run, and remove it on every way out of `serve` (a process
+/// that dies instead leaves it in place: that is the point).
+async fn with_kill_switch(
+    cfg: VpnConfig,
+    ike_cfg: ikev2::Config,
+    nl: Netlink,
+    listener: Option<UnixListener>,
+) -> Result<(), String> {
+    let ks = KillSwitch {
+        table: cfg.table,
+        rule_priority: cfg.rule_priority,
+        block: cfg.kill_switch.iter().map(|c| (c.0, c.1)).collect(),
+        gateway: *cfg.gateway.0.ip(),
+    };
+    let result = match ks.install(&nl).await {
+        Ok(()) => {
+            tracing::info!(
+                "kill switch: {:?} unreachable in table {} unless tunnelled",
+                cfg.kill_switch
+                    .iter()
+                    .map(|c| format!("{}/{}", c.0, c.1))
+                    .collect::<Vec<_>>(),
+                cfg.table
+            );
+            serve(cfg, ike_cfg, nl.clone(), listener).await
+        }
+        Err(e) => Err(e),
+    };
+    ks.remove(&nl).await;
+    result
+}
+
+async fn serve(
+    cfg: VpnConfig,
+    ike_cfg: ikev2::Config,
+    nl: Netlink,
+    listener: Option<UnixListener>,
+) -> Result<(), String> {
     let phys = nl
         .link_by_name(&cfg.interface)
         .await
@@ -106,21 +177,6 @@ pub async fn run(cfg: VpnConfig) -> Result<(), String> {
         .events()
         .await
         .map_err(|e| format!("netlink events: {e}"))?;
-    let rule = policy_rule(&cfg);
-    let _ = nl.del_rule(&rule).await; // a stale one from a crashed run
-    nl.add_rule(&rule)
-        .await
-        .map_err(|e| format!("policy rule for table {}: {e}", cfg.table))?;
-    let listener = match &cfg.control {
-        Some(p) => {
-            let _ = std::fs::remove_file(p);
-            Some(
-                UnixListener::bind(p)
-                    .map_err(|e| format!("control socket {}: {e}", p.display()))?,
-            )
-        }
-        None => None,
-    };
     let raw = match RawIp::open_with(
         netio::raw::IPPROTO_ESP,
         &RawIpOptions {
@@ -162,12 +218,14 @@ pub async fn run(cfg: VpnConfig) -> Result<(), String> {
         warned_raw_esp: false,
         last_esp_tx: now,
         last_esp_rx: now,
+        last_heard: now,
+        unanswered_since: None,
         last_probe: None,
-        nat_tick_at: None,
     };
     st.local_ip = first_address(&io.nl, io.phys_ifindex).await;
     let result = st.event_loop(&io, &mut events, listener.as_ref()).await;
-    // Orderly shutdown: Delete towards the gateway, then our routes and rule.
+    // Orderly shutdown: Delete towards the gateway, then our routes (the kill switch
+    // goes in `with_kill_switch`).
     if let Some(ike) = st.ike.as_mut() {
         if ike.is_established() {
             ike.close(Instant::now());
@@ -186,20 +244,7 @@ pub async fn run(cfg: VpnConfig) -> Result<(), String> {
         }
     }
     st.clear_routes(&io).await;
-    let _ = io.nl.del_rule(&rule).await;
-    if let Some(p) = &st.cfg.control {
-        let _ = std::fs::remove_file(p);
-    }
     result
-}
-
-fn policy_rule(cfg: &VpnConfig) -> Rule {
-    Rule {
-        from: Some((Ipv4Addr::UNSPECIFIED, 0)),
-        fwmark: None,
-        table: cfg.table,
-        priority: Some(cfg.rule_priority),
-    }
 }
 
 async fn first_address(nl: &Netlink, ifindex: u32) -> Option<Ipv4Addr> {
@@ -233,7 +278,6 @@ impl State {
         tokio::pin!(sleep);
         loop {
             let now = Instant::now();
-            self.update_nat_tick(now);
             let deadline = self.deadline().unwrap_or_else(|| {
                 if armed > now {
                     armed
@@ -293,9 +337,9 @@ impl State {
                     None => return Err("netlink event stream ended".into()),
                 },
                 c = accept(listener) => {
-                    if let Ok((mut s, _)) = c {
-                        let text = self.status_json();
-                        let _ = s.write_all(text.as_bytes()).await;
+                    if let Ok((s, _)) = c {
+                        // Answered on its own task: a slow client cannot stall the tunnel.
+                        tokio::spawn(crate::status::serve(s, self.status_json()));
                     }
                 }
                 _ = &mut sleep => self.on_timer(io),
@@ -306,26 +350,39 @@ impl State {
         }
     }
 
+    /// The earliest of the Initiator's timer, the next reconnection, the NAT path check
+    /// and the dead-gateway deadline: one timer, no polling tick.
     fn deadline(&self) -> Option<Instant> {
         [
             self.ike.as_ref().and_then(Initiator::poll_timeout),
             self.reconnect_at,
-            self.nat_tick_at,
+            self.nat_check_at(),
+            self.dead_at(),
         ]
         .into_iter()
         .flatten()
         .min()
     }
 
-    /// Behind a NAT with a CHILD_SA, check the path every `NAT_TICK`.
-    fn update_nat_tick(&mut self, now: Instant) {
-        if self.status.behind_nat && self.sas.has_out() {
-            if self.nat_tick_at.is_none_or(|t| t <= now) {
-                self.nat_tick_at = Some(now + NAT_TICK);
-            }
-        } else {
-            self.nat_tick_at = None;
+    /// When the gateway counts as dead if nothing arrives before (established IKE SA, DPD on).
+    fn dead_at(&self) -> Option<Instant> {
+        let iv = self.ike_cfg.dpd_interval?;
+        self.ike
+            .as_ref()
+            .filter(|i| i.is_established())
+            .map(|_| self.last_heard + dead_after(iv))
+    }
+
+    /// When to look at the NAT path: behind a NAT, ESP kept leaving after a first packet
+    /// that got nothing back; due `NAT_SILENCE` after that packet (and at most once every
+    /// `NAT_PROBE_EVERY`).
+    fn nat_check_at(&self) -> Option<Instant> {
+        if !self.status.behind_nat || !self.sas.has_out() {
+            return None;
         }
+        let first = self.unanswered_since.filter(|t| self.last_esp_tx > *t)?;
+        let at = first + NAT_SILENCE;
+        Some(self.last_probe.map_or(at, |p| at.max(p + NAT_PROBE_EVERY)))
     }
 
     fn on_timer(&mut self, io: &Io) {
@@ -334,6 +391,20 @@ impl State {
             if ike.poll_timeout().is_some_and(|t| t <= now) {
                 ike.handle_timeout(now);
             }
+        }
+        if self.dead_at().is_some_and(|t| t <= now) {
+            let silent = now.duration_since(self.last_heard);
+            tracing::warn!(
+                "gateway silent for {:.1} s (DPD bound {:?}): declaring it dead, reconnecting",
+                silent.as_secs_f64(),
+                self.ike_cfg.dpd_interval.map(dead_after)
+            );
+            self.teardown();
+            self.status.state = "reconnecting";
+            self.status.reconnects += 1;
+            self.status.dead_gateway += 1;
+            self.backoff = Duration::from_secs(1);
+            self.reconnect_at = Some(now);
         }
         if self.reconnect_at.is_some_and(|t| t <= now) {
             self.connect(io, now);
@@ -347,16 +418,11 @@ impl State {
     /// probably changed: an UPDATE_SA_ADDRESSES from the same local address tells the
     /// gateway where we are now.
     fn check_nat_path(&mut self, now: Instant) {
-        if !self.status.behind_nat || !self.sas.has_out() {
-            return;
-        }
-        let sending = now.duration_since(self.last_esp_tx) < NAT_SILENCE;
-        let silent = self.last_esp_rx < self.last_esp_tx
-            && now.duration_since(self.last_esp_rx) >= NAT_SILENCE;
-        let may = self
-            .last_probe
-            .is_none_or(|t| now.duration_since(t) >= NAT_PROBE_EVERY);
-        if !(sending && silent && may) {
+        // Idle time does not count: only ESP that left and got nothing back, over a whole
+        // NAT_SILENCE, while more kept leaving (a lone unanswered packet proves nothing).
+        if self.nat_check_at().is_none_or(|t| t > now)
+            || now.duration_since(self.last_esp_tx) >= NAT_SILENCE
+        {
             return;
         }
         if let Some(ike) = self.ike.as_mut() {
@@ -393,6 +459,8 @@ impl State {
             ike.set_unix_time(d.as_secs());
         }
         self.ike = Some(ike);
+        self.last_heard = now;
+        self.unanswered_since = None;
         self.attempt_started = now;
         self.reconnect_at = None;
         self.status.state = "connecting";
@@ -417,24 +485,18 @@ impl State {
         let to_ip = m.dst.or(self.local_ip).unwrap_or(Ipv4Addr::UNSPECIFIED);
         let to = SocketAddr::new(to_ip.into(), port);
         if !natt {
-            if let Some(ike) = self.ike.as_mut() {
-                ike.handle_datagram(now, from, to, data);
-            }
+            self.ike_datagram(now, from, to, data);
             return;
         }
         match self.sas.sad.open_udp(now, data) {
             Ok(UdpInbound::Keepalive) => {}
-            Ok(UdpInbound::Ike(_)) => {
-                if let Some(ike) = self.ike.as_mut() {
-                    ike.handle_datagram(now, from, to, data);
-                }
-            }
+            Ok(UdpInbound::Ike(_)) => self.ike_datagram(now, from, to, data),
             Ok(UdpInbound::Esp(o)) => {
                 if o.is_dummy() {
                     return;
                 }
                 if let Some(inner) = data.get(o.payload) {
-                    self.last_esp_rx = now;
+                    self.esp_heard(now);
                     self.status.esp_rx_packets += 1;
                     self.status.esp_rx_bytes += inner.len() as u64;
                     if let Err(e) = io.tun.send(inner).await {
@@ -444,6 +506,24 @@ impl State {
             }
             Err(e) => tracing::trace!("ESP drop: {e}"),
         }
+    }
+
+    /// An IKE datagram for the Initiator; one it accepts proves the gateway alive.
+    fn ike_datagram(&mut self, now: Instant, from: SocketAddr, to: SocketAddr, data: &[u8]) {
+        if let Some(ike) = self.ike.as_mut() {
+            let before = accepted(&ike.stats());
+            ike.handle_datagram(now, from, to, data);
+            if accepted(&ike.stats()) > before {
+                self.last_heard = now;
+            }
+        }
+    }
+
+    /// Authentic ESP from the gateway: the path works and the gateway is alive.
+    fn esp_heard(&mut self, now: Instant) {
+        self.last_esp_rx = now;
+        self.last_heard = now;
+        self.unanswered_since = None;
     }
 
     async fn on_tun(&mut self, io: &Io, pkt: &[u8]) {
@@ -483,6 +563,7 @@ impl State {
         match sent {
             Ok(_) => {
                 self.last_esp_tx = now;
+                self.unanswered_since.get_or_insert(now);
                 self.status.esp_tx_packets += 1;
                 self.status.esp_tx_bytes += pkt.len() as u64;
                 // A TCP sender whose ACKs are lost backs off exponentially, so check
@@ -507,7 +588,7 @@ impl State {
         match self.sas.sad.open(now, esp) {
             Ok(o) if !o.is_dummy() => {
                 if let Some(inner) = esp.get(o.payload) {
-                    self.last_esp_rx = now;
+                    self.esp_heard(now);
                     self.status.esp_rx_packets += 1;
                     self.status.esp_rx_bytes += inner.len() as u64;
                     if let Err(e) = io.tun.send(inner).await {
@@ -675,8 +756,7 @@ impl State {
                 self.status.state = "reconnecting";
                 self.status.reconnects += 1;
                 self.reconnect_at = Some(now + self.backoff);
-                self.backoff =
-                    (self.backoff * 2).min(Duration::from_secs(self.cfg.reconnect_max.max(1)));
+                self.backoff = (self.backoff * 2).min(self.cfg.reconnect_cap());
             }
         }
     }
@@ -748,6 +828,18 @@ impl State {
 
     fn status_json(&self) -> String {
         let mut s = self.status.clone();
+        s.role = "vpn";
+        if s.state.is_empty() {
+            s.state = "starting";
+        }
+        s.interface = self.cfg.interface.clone();
+        s.local_ip = self.local_ip;
+        s.kill_switch = self
+            .cfg
+            .kill_switch
+            .iter()
+            .map(|c| format!("{}/{}", c.0, c.1))
+            .collect();
         if let Some(ike) = &self.ike {
             let (i, r) = ike.spis();
             s.ike_spi_i = format!("{i:016x}");
@@ -762,6 +854,17 @@ impl State {
         s.udp_encap = self.sas.udp_encap();
         s.to_json()
     }
+}
+
+/// IKE datagrams the Initiator did not drop.
+fn accepted(s: &ikev2::Stats) -> u64 {
+    s.rx.saturating_sub(
+        s.dropped_malformed
+            + s.dropped_integrity
+            + s.dropped_unknown_spi
+            + s.dropped_unexpected
+            + s.dropped_esp_on_ike_port,
+    )
 }
 
 async fn accept(

@@ -80,6 +80,38 @@ pub struct VpnConfig {
     /// Longest pause (seconds) between reconnection attempts (backoff doubles from 1 s).
     #[serde(default = "default_reconnect_max")]
     pub reconnect_max: u64,
+    /// Networks that never leave in the clear, from start to clean stop (kill switch):
+    /// unreachable in our table unless the tunnel carries them. Default: everything
+    /// (`0.0.0.0/0`; traffic to the gateway itself excepted). `[]` turns it off.
+    #[serde(default = "default_kill_switch")]
+    pub kill_switch: Vec<Cidr>,
+}
+
+fn default_kill_switch() -> Vec<Cidr> {
+    vec![Cidr(Ipv4Addr::UNSPECIFIED, 0)]
+}
+
+/// An IPv4 network `a.b.c.d/len` (a bare address is a /32). Host bits must be zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Cidr(pub Ipv4Addr, pub u8);
+
+impl TryFrom<String> for Cidr {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let (a, l) = s.split_once('/').unwrap_or((&s, "32"));
+        let (Ok(a), Ok(l)) = (a.trim().parse::<Ipv4Addr>(), l.trim().parse::<u8>()) else {
+            return Err(format!("`{s}` is not an IPv4 network (a.b.c.d/len)"));
+        };
+        if l > 32 {
+            return Err(format!("`{s}`: prefix length above 32"));
+        }
+        let mask = if l == 0 { 0 } else { u32::MAX << (32 - l) };
+        if u32::from(a) & !mask != 0 {
+            return Err(format!("`{s}`: host bits set (did you mean {}/{l}?)", Ipv4Addr::from(u32::from(a) & mask)));
+        }
+        Ok(Cidr(a, l))
+    }
 }
 
 fn default_ike() -> Vec<Cipher> {
@@ -268,6 +300,16 @@ impl TryFrom<u16> for Group {
 }
 
 impl VpnConfig {
+    /// The longest pause between reconnection attempts: `reconnect_max`, and with DPD on
+    /// at most `dpd_interval` (so the tunnel is back within dpd_interval of the gateway).
+    pub fn reconnect_cap(&self) -> Duration {
+        let mut s = self.reconnect_max.max(1);
+        if self.dpd_interval > 0 {
+            s = s.min(self.dpd_interval);
+        }
+        Duration::from_secs(s)
+    }
+
     /// Read and check `path`.
     pub fn load(path: &Path) -> Result<VpnConfig, String> {
         let text = std::fs::read_to_string(path)
@@ -382,6 +424,13 @@ impl VpnConfig {
         cfg.child_lifetime = self.child_lifetime.map(Duration::from_secs);
         cfg.retransmit.base = Duration::from_millis(self.retransmit_ms);
         cfg.retransmit.max_tries = self.retransmit_tries;
+        // With DPD on, no IKE retransmission (liveness checks, IKE_SA_INIT while the
+        // gateway is away) waits longer than dpd_interval, so a returning gateway is
+        // found within dpd_interval.
+        if self.dpd_interval > 0 {
+            cfg.retransmit.max_timeout = Duration::from_secs(self.dpd_interval.clamp(1, 16))
+                .max(cfg.retransmit.base);
+        }
         cfg.mobike = true;
         Ok(cfg)
     }

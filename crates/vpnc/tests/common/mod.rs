@@ -462,7 +462,16 @@ secrets {{ ike-a {{ id-a = client.example
     /// Start `mipsec-vpn` in the client namespace.
     pub fn start_client(&mut self, extra: &str) {
         let cfg = self.client_config(extra);
-        let log = std::fs::File::create(self.dir.join("client.log")).unwrap();
+        self.spawn_client(&cfg);
+    }
+
+    /// Start `mipsec-vpn` with the configuration file `cfg` (its log is appended to).
+    pub fn spawn_client(&mut self, cfg: &std::path::Path) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("client.log"))
+            .unwrap();
         let child = Command::new("ip")
             .args(["netns", "exec", &self.cl()])
             .arg(env!("CARGO_BIN_EXE_mipsec-vpn"))
@@ -474,6 +483,22 @@ secrets {{ ike-a {{ id-a = client.example
             .spawn()
             .unwrap();
         self.client = Some(child);
+    }
+
+    /// SIGKILL our client: no cleanup at all (a crash).
+    pub fn kill9_client(&mut self) {
+        if let Some(mut c) = self.client.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Kill charon (no Delete sent) and leave it down.
+    pub fn kill_charon(&mut self) {
+        if let Some(mut c) = self.charon.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 
     /// Stop our client (SIGTERM: it deletes the IKE SA and removes its routes and rule).
@@ -569,9 +594,10 @@ secrets {{ ike-a {{ id-a = client.example
 
     /// The client's status (JSON from its control socket).
     pub fn status(&self) -> Option<serde_json::Value> {
-        use std::io::Read;
+        use std::io::{Read, Write};
         let mut s = std::os::unix::net::UnixStream::connect(self.dir.join("vpn.sock")).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        s.write_all(b"status\n").ok()?;
         let mut text = String::new();
         s.read_to_string(&mut text).ok()?;
         serde_json::from_str(&text).ok()
