@@ -746,7 +746,16 @@ impl State {
                 }
                 tracing::info!("MOBIKE: now {local} -> {remote} (UDP encap {udp_encap})");
             }
-            Event::ChildSaFailed(e) => tracing::warn!("CHILD_SA failed: {e}"),
+            Event::ChildSaFailed(e) => {
+                tracing::warn!("CHILD_SA failed: {e}");
+                // An IKE SA without any CHILD_SA carries nothing: delete it (the gateway
+                // frees it and its lease now) and start over after the backoff.
+                if let Some(ike) = self.ike.as_mut() {
+                    if ike.child_sas().is_empty() && ike.is_established() {
+                        ike.close(now);
+                    }
+                }
+            }
             Event::IkeSaDown { spi_i, error, .. } => {
                 tracing::warn!(
                     "IKE SA {spi_i:016x} down: {}",

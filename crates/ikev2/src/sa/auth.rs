@@ -10,8 +10,9 @@ use super::{IkeSa, Pending, Pool, Role, State};
 use crate::crypto::{cert, ct_eq, psk_auth, signed_octets};
 use crate::event::{Event, IkeError};
 use crate::wire::{
-    AuthMethod, CertEncoding, CfgAttrType, CfgAttribute, CfgType, Configuration, ExchangeType,
-    Header, Identification, Notify, NotifyType, Payload, TrafficSelector,
+    AuthMethod, CertEncoding, CfgAttrType, CfgAttribute, CfgType, Configuration, Delete,
+    ExchangeType, Header, Identification, Notify, NotifyType, Payload, ProtocolId,
+    TrafficSelector,
 };
 
 /// The payloads of an IKE_AUTH or CREATE_CHILD_SA message, sorted out.
@@ -391,7 +392,20 @@ impl IkeSa {
         }
         let ok = self.verify_peer(false, &parts);
         if !ok {
-            // We cannot trust the peer: tear down without further exchanges.
+            // We cannot trust the peer, but the gateway thinks the IKE SA is up and holds
+            // it (and any address lease) until its own DPD gives up. Tell it at once (RFC
+            // 7296 2.21.2): one INFORMATIONAL with AUTHENTICATION_FAILED and a Delete of
+            // the IKE SA, under the IKE_SA_INIT keys, which reveals nothing. We do not wait
+            // for, or retransmit, it.
+            let p = [
+                Payload::Notify(Notify::new(NotifyType::AUTHENTICATION_FAILED, vec![])),
+                Payload::Delete(Delete {
+                    protocol: ProtocolId::IKE,
+                    spi_size: 0,
+                    spis: vec![],
+                }),
+            ];
+            self.send_request(now, ExchangeType::INFORMATIONAL, &p, Pending::DeleteIke);
             return self.fail(IkeError::AuthenticationFailed);
         }
         self.mobike = cfg.mobike && parts.notify(NotifyType::MOBIKE_SUPPORTED).is_some();
