@@ -18,15 +18,19 @@ pub struct VpnConfig {
     /// Physical interface: the UDP sockets are bound to it (`SO_BINDTODEVICE`) so ESP
     /// never loops into the tunnel, and its IPv4 address is our IKE address.
     pub interface: String,
-    /// Our IKE identity: an IPv4 address or a FQDN.
-    pub local_id: Ident,
+    /// Our IKE identity, written as strongSwan's `id =` (see `Ident`). With `cert` it may be
+    /// left out: the certificate's subject DN is used.
+    #[serde(default)]
+    pub local_id: Option<Ident>,
     /// The gateway's expected identity; absent = whatever its certificate proves.
     #[serde(default)]
     pub remote_id: Option<Ident>,
     /// Pre-shared key: a string, or hex when written `0x...`.
     #[serde(default)]
     pub psk: Option<Psk>,
-    /// Our certificate (DER) and PKCS#8 key (DER), and the CA certificates (DER) we trust.
+    /// Our certificate, its private key and the CA certificates we trust: PEM or DER;
+    /// keys PKCS#8, PKCS#1 (RSA) or SEC1 (EC); RSA, ECDSA P-256/P-384 or Ed25519. A file
+    /// that cannot be loaded is a startup error naming it.
     #[serde(default)]
     pub cert: Option<PathBuf>,
     #[serde(default)]
@@ -108,7 +112,10 @@ impl TryFrom<String> for Cidr {
         }
         let mask = if l == 0 { 0 } else { u32::MAX << (32 - l) };
         if u32::from(a) & !mask != 0 {
-            return Err(format!("`{s}`: host bits set (did you mean {}/{l}?)", Ipv4Addr::from(u32::from(a) & mask)));
+            return Err(format!(
+                "`{s}`: host bits set (did you mean {}/{l}?)",
+                Ipv4Addr::from(u32::from(a) & mask)
+            ));
         }
         Ok(Cidr(a, l))
     }
@@ -158,6 +165,10 @@ fn default_reconnect_max() -> u64 {
     30
 }
 
+fn named(p: &Path, e: String) -> String {
+    format!("{}: {e}", p.display())
+}
+
 /// `a.b.c.d[:port]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
@@ -175,27 +186,24 @@ impl TryFrom<String> for GatewayAddr {
     }
 }
 
-/// An IKE identity: IPv4 address or FQDN.
+/// An IKE identity as strongSwan writes it: `192.0.2.1` (ID_IPV4_ADDR),
+/// `C=XX, O=Example, CN=laptop.example` (ID_DER_ASN1_DN), `user@example.com`
+/// (ID_RFC822_ADDR), `@#0a1b` (ID_KEY_ID, hex), `vpn.example` or `@vpn.example` (ID_FQDN).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
-pub struct Ident(pub String);
+pub struct Ident(pub String, pub Identification);
 
 impl TryFrom<String> for Ident {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
-        if s.is_empty() || s.len() > 253 || s.chars().any(|c| c.is_whitespace()) {
-            return Err(format!("`{s}` is not an IPv4 address or a FQDN"));
-        }
-        Ok(Ident(s))
+        let id = Identification::from_text(&s)?;
+        Ok(Ident(s, id))
     }
 }
 
 impl Ident {
     pub fn to_ike(&self) -> Identification {
-        match self.0.parse::<Ipv4Addr>() {
-            Ok(a) => Identification::ipv4(a),
-            Err(_) => Identification::fqdn(&self.0),
-        }
+        self.1.clone()
     }
 }
 
@@ -338,6 +346,9 @@ impl VpnConfig {
         if c.psk.is_none() && c.ca.is_empty() {
             return bad("cert", "certificate authentication needs `ca`");
         }
+        if c.psk.is_some() && c.local_id.is_none() {
+            return bad("local_id", "PSK authentication needs `local_id`");
+        }
         if c.ike_proposals.is_empty() {
             return bad("ike_proposals", "empty list");
         }
@@ -376,18 +387,38 @@ impl VpnConfig {
 
     /// The IKE configuration (certificates are read here).
     pub fn ike_config(&self) -> Result<ikev2::Config, String> {
+        use ikev2::crypto::keyfile;
         let psk = self.psk.as_ref().map(|p| p.0.clone()).unwrap_or_default();
-        let mut cfg = ikev2::Config::psk(&psk, self.local_id.to_ike());
+        let read = |p: &PathBuf| {
+            std::fs::read(p).map_err(|e| format!("{}: cannot read: {e}", p.display()))
+        };
+        let mut local_cert = None;
+        let mut anchors = Vec::new();
         if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
-            let read = |p: &PathBuf| {
-                std::fs::read(p).map_err(|e| format!("{}: cannot read: {e}", p.display()))
-            };
-            cfg.local_cert = Some(ikev2::crypto::cert::LocalCert {
-                cert_der: read(cert)?,
-                key_pkcs8: read(key)?,
+            let cert_der = keyfile::certificate(&read(cert)?).map_err(|e| named(cert, e))?;
+            let key_pkcs8 =
+                keyfile::private_key(&read(key)?, &cert_der).map_err(|e| named(key, e))?;
+            for ca in &self.ca {
+                anchors.extend(keyfile::certificates(&read(ca)?).map_err(|e| named(ca, e))?);
+            }
+            local_cert = Some(ikev2::crypto::cert::LocalCert {
+                cert_der,
+                key_pkcs8,
             });
-            cfg.trust_anchors = self.ca.iter().map(read).collect::<Result<_, _>>()?;
         }
+        let local_id = match (&self.local_id, &local_cert) {
+            (Some(id), _) => id.to_ike(),
+            (None, Some(c)) => ikev2::crypto::cert::subject_id(&c.cert_der).map_err(|e| {
+                format!(
+                    "{}: no subject DN for local_id: {e}",
+                    self.cert.as_deref().unwrap_or(Path::new("cert")).display()
+                )
+            })?,
+            (None, None) => return Err("`local_id` is required with a PSK".into()),
+        };
+        let mut cfg = ikev2::Config::psk(&psk, local_id);
+        cfg.local_cert = local_cert;
+        cfg.trust_anchors = anchors;
         cfg.remote_id = self.remote_id.as_ref().map(Ident::to_ike);
         cfg.request_vip = true;
         let groups: Vec<DhId> = self.groups.iter().map(|g| g.0).collect();
@@ -428,8 +459,8 @@ impl VpnConfig {
         // gateway is away) waits longer than dpd_interval, so a returning gateway is
         // found within dpd_interval.
         if self.dpd_interval > 0 {
-            cfg.retransmit.max_timeout = Duration::from_secs(self.dpd_interval.clamp(1, 16))
-                .max(cfg.retransmit.base);
+            cfg.retransmit.max_timeout =
+                Duration::from_secs(self.dpd_interval.clamp(1, 16)).max(cfg.retransmit.base);
         }
         cfg.mobike = true;
         Ok(cfg)
@@ -474,7 +505,7 @@ psk = "correct horse battery staple"
         let c = VpnConfig::parse(Path::new("vpn.toml"), &t).unwrap();
         assert_eq!(c.psk.unwrap().0, vec![0, 0xff, 0x10]);
         assert_eq!(
-            c.local_id.to_ike(),
+            c.local_id.unwrap().to_ike(),
             Identification::ipv4(Ipv4Addr::new(192, 0, 2, 1))
         );
     }

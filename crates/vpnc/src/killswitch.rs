@@ -73,13 +73,23 @@ impl KillSwitch {
             .replace()
             .execute()
             .await
-            .map_err(|e| format!("kill switch: throw route for the gateway {}: {e}", self.gateway))?;
+            .map_err(|e| {
+                format!(
+                    "kill switch: throw route for the gateway {}: {e}",
+                    self.gateway
+                )
+            })?;
         for &(net, len) in &self.block {
             h.add(self.block_route(net, len))
                 .replace()
                 .execute()
                 .await
-                .map_err(|e| format!("kill switch: unreachable {net}/{len} in table {}: {e}", self.table))?;
+                .map_err(|e| {
+                    format!(
+                        "kill switch: unreachable {net}/{len} in table {}: {e}",
+                        self.table
+                    )
+                })?;
         }
         let rule = self.rule();
         // A stale one (or several) from a killed run.

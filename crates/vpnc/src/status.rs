@@ -110,11 +110,7 @@ pub fn render(v: &Value) -> String {
         Value::Null | Value::String(_) => "-".into(),
         other => other.to_string(),
     };
-    let mut o = format!(
-        "vpn client {}  gateway {}\n",
-        s("state"),
-        s("remote")
-    );
+    let mut o = format!("vpn client {}  gateway {}\n", s("state"), s("remote"));
     o += &format!(
         "local {} on {}  tunnel address {}  behind NAT {}  UDP encap {}\n",
         s("local"),

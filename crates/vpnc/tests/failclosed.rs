@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -23,7 +23,16 @@ impl Capture {
         let file = lab.dir.join(format!("{name}.txt"));
         let err = lab.dir.join(format!("{name}.err"));
         let child = Command::new("ip")
-            .args(["netns", "exec", &lab.cl(), "tcpdump", "-Z", "root", "-i", &lab.cl_if()])
+            .args([
+                "netns",
+                "exec",
+                &lab.cl(),
+                "tcpdump",
+                "-Z",
+                "root",
+                "-i",
+                &lab.cl_if(),
+            ])
             .args(["-n", "-l", "icmp", "and", "host", INTERNAL])
             .stdout(std::fs::File::create(&file).unwrap())
             .stderr(std::fs::File::create(&err).unwrap())
@@ -63,7 +72,15 @@ fn ping_any(lab: &Lab, n: u32) -> bool {
     lab.ns(
         &lab.cl(),
         &[
-            "ping", "-c", &n.to_string(), "-i", "0.2", "-W", "1", "-q", INTERNAL,
+            "ping",
+            "-c",
+            &n.to_string(),
+            "-i",
+            "0.2",
+            "-W",
+            "1",
+            "-q",
+            INTERNAL,
         ],
     )
     .is_ok()
@@ -117,9 +134,17 @@ fn wrong_psk_then_kill9_then_restart_never_leaks() {
         s["attempts"].as_u64() >= Some(2) && s["state"] != "established"
     });
     assert_eq!(s["role"], "vpn", "{s}");
-    assert!(!early && !ping_any(&lab, 5), "ping answered with a wrong PSK");
+    assert!(
+        !early && !ping_any(&lab, 5),
+        "ping answered with a wrong PSK"
+    );
     let n = cap.packets();
-    assert_eq!(n, 0, "{n} plaintext ICMP packets with a wrong PSK\n{}", lab.logs());
+    assert_eq!(
+        n,
+        0,
+        "{n} plaintext ICMP packets with a wrong PSK\n{}",
+        lab.logs()
+    );
     assert!(lab.client_log().contains("down:"), "{}", lab.logs());
 
     // kill -9: no cleanup code runs.
@@ -145,7 +170,10 @@ fn wrong_psk_then_kill9_then_restart_never_leaks() {
     lab.stop_client();
     assert!(!rules(&lab).contains("lookup 1057"), "{}", rules(&lab));
     assert!(table(&lab).trim().is_empty(), "{}", table(&lab));
-    assert!(ping_any(&lab, 2), "after a clean stop the route is back to normal");
+    assert!(
+        ping_any(&lab, 2),
+        "after a clean stop the route is back to normal"
+    );
 }
 
 /// A startup error (control socket in a missing directory; an unknown interface) leaves
@@ -168,7 +196,10 @@ fn startup_errors_leave_nothing_behind() {
         ),
         (
             "unknown interface",
-            good.replace(&format!("interface = \"{}\"", lab.cl_if()), "interface = \"nosuch0\""),
+            good.replace(
+                &format!("interface = \"{}\"", lab.cl_if()),
+                "interface = \"nosuch0\"",
+            ),
         ),
     ] {
         let p = lab.dir.join("err.toml");
@@ -215,7 +246,10 @@ fn dead_gateway_bound_and_return() {
     assert_ne!(s["state"], "established", "{s}");
     assert!(!ping_any(&lab, 5), "ping answered with the gateway dead");
     let n = cap.packets();
-    assert_eq!(n, 0, "{n} plaintext ICMP packets while the gateway was dead");
+    assert_eq!(
+        n, 0,
+        "{n} plaintext ICMP packets while the gateway was dead"
+    );
     // Bound: silence of 2 x dpd_interval at most (+ the poll and load slack).
     assert!(
         detect <= Duration::from_secs(2 * dpd + 2),

@@ -25,7 +25,10 @@ fn idle_behind_nat_makes_no_address_update() {
             ..Default::default()
         },
     );
-    for t in ["nf_conntrack_udp_timeout=5", "nf_conntrack_udp_timeout_stream=5"] {
+    for t in [
+        "nf_conntrack_udp_timeout=5",
+        "nf_conntrack_udp_timeout_stream=5",
+    ] {
         lab.ns(&lab.rt(), &["sysctl", "-qw", &format!("net.netfilter.{t}")])
             .unwrap();
     }
@@ -49,5 +52,9 @@ fn idle_behind_nat_makes_no_address_update() {
             .find(|l| l.contains("remote") && l.contains("192.0.2.1["))
             .map(str::to_string)
     };
-    assert_eq!(port(&lab.list_sas()), port(&before), "charon's view of our mapping");
+    assert_eq!(
+        port(&lab.list_sas()),
+        port(&before),
+        "charon's view of our mapping"
+    );
 }

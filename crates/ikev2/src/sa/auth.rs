@@ -11,8 +11,7 @@ use crate::crypto::{cert, ct_eq, psk_auth, signed_octets};
 use crate::event::{Event, IkeError};
 use crate::wire::{
     AuthMethod, CertEncoding, CfgAttrType, CfgAttribute, CfgType, Configuration, Delete,
-    ExchangeType, Header, Identification, Notify, NotifyType, Payload, ProtocolId,
-    TrafficSelector,
+    ExchangeType, Header, Identification, Notify, NotifyType, Payload, ProtocolId, TrafficSelector,
 };
 
 /// The payloads of an IKE_AUTH or CREATE_CHILD_SA message, sorted out.
@@ -125,7 +124,7 @@ impl IkeSa {
         let (Some(id), Some((method, data))) = (id, parts.auth) else {
             return false;
         };
-        if !cfg.remote_id.as_ref().is_none_or(|r| r == id) {
+        if !cfg.remote_id.as_ref().is_none_or(|r| r.matches(id)) {
             return false;
         }
         let Some(signed) = self.signed(peer_is_initiator, id) else {

@@ -278,9 +278,18 @@ fn delete_count_is_bounded_by_the_bytes_left() {
     };
     let parse = |b: &[u8]| parse_chain(PayloadType::DELETE, b);
     // n x spi_size must equal what remains (RFC 7296 3.11).
-    assert!(parse(&body(3, 4, 2, &[1, 2, 3, 4])).is_err(), "too few octets");
-    assert!(parse(&body(3, 4, 1, &[1, 2, 3, 4, 5, 6, 7, 8])).is_err(), "too many");
-    assert!(parse(&body(3, 0, 1, &[])).is_err(), "SPI size 0 with a count");
+    assert!(
+        parse(&body(3, 4, 2, &[1, 2, 3, 4])).is_err(),
+        "too few octets"
+    );
+    assert!(
+        parse(&body(3, 4, 1, &[1, 2, 3, 4, 5, 6, 7, 8])).is_err(),
+        "too many"
+    );
+    assert!(
+        parse(&body(3, 0, 1, &[])).is_err(),
+        "SPI size 0 with a count"
+    );
     // The valid forms: the IKE SA (size 0, none) and two ESP SPIs.
     assert_eq!(
         parse(&body(1, 0, 0, &[])).unwrap(),
@@ -291,5 +300,7 @@ fn delete_count_is_bounded_by_the_bytes_left() {
         })]
     );
     let p = parse(&body(3, 4, 2, &[1, 2, 3, 4, 5, 6, 7, 8])).unwrap();
-    assert!(matches!(&p[0], Payload::Delete(d) if d.spis == vec![vec![1, 2, 3, 4], vec![5, 6, 7, 8]]));
+    assert!(
+        matches!(&p[0], Payload::Delete(d) if d.spis == vec![vec![1, 2, 3, 4], vec![5, 6, 7, 8]])
+    );
 }

@@ -75,6 +75,11 @@ pub struct GwOpts<'a> {
     pub no_charon: bool,
     /// Certificates both ways (ikev2's test PKI) instead of the PSK.
     pub certs: bool,
+    /// The `local {..} remote {..}` blocks of `connections.rw`, instead of PSK or `certs`.
+    pub auth: Option<String>,
+    /// Credentials (x509/, x509ca/, private/) copied next to swanctl.conf, where swanctl
+    /// looks for them.
+    pub swanctl_dir: Option<PathBuf>,
 }
 
 /// The ikev2 crate's test PKI: CA, gateway (ECDSA) and client (RSA) certificates.
@@ -323,7 +328,9 @@ impl Lab {
             sh(&cmd).unwrap();
         }
         let d = pki();
-        let auth = if opts.certs {
+        let auth = if let Some(a) = &opts.auth {
+            a.clone()
+        } else if opts.certs {
             std::fs::create_dir_all(lab.dir.join("pkcs8")).unwrap();
             std::fs::copy(format!("{d}/gw.key.p8"), lab.dir.join("pkcs8/gw.key.p8")).unwrap();
             format!(
@@ -375,6 +382,13 @@ secrets {{ ike-a {{ id-a = client.example
              syslog {{ daemon {{ default = -1 }} }}\n}}\n"
         );
         std::fs::write(lab.dir.join("strongswan.conf"), conf).unwrap();
+        if let Some(src) = &opts.swanctl_dir {
+            let (src, dst) = (
+                format!("{}/.", src.display()),
+                lab.dir.display().to_string(),
+            );
+            sh(&["cp", "-r", &src, &dst]).unwrap();
+        }
         if !opts.no_charon {
             lab.start_charon();
         }
@@ -476,7 +490,7 @@ secrets {{ ike-a {{ id-a = client.example
             .args(["netns", "exec", &self.cl()])
             .arg(env!("CARGO_BIN_EXE_mipsec-vpn"))
             .arg("--config")
-            .arg(&cfg)
+            .arg(cfg)
             .env("RUST_LOG", "info,vpnc=debug")
             .stdout(Stdio::null())
             .stderr(log)
