@@ -35,7 +35,6 @@ struct Io {
     tun: Tun,
     nl: Netlink,
     tun_ifindex: u32,
-    phys_ifindex: u32,
 }
 
 /// Protocol and bookkeeping state.
@@ -44,8 +43,9 @@ struct State {
     ike_cfg: ikev2::Config,
     ike: Option<Initiator>,
     sas: EspSas,
-    /// Our current IPv4 address on the physical interface.
+    /// Our current IPv4 address and the interface (index, name) that holds it.
     local_ip: Option<Ipv4Addr>,
+    local_if: Option<(u32, String)>,
     tia: Option<Ipv4Addr>,
     routes: Vec<Route>,
     reconnect_at: Option<Instant>,
@@ -145,14 +145,13 @@ async fn serve(
     nl: Netlink,
     listener: Option<UnixListener>,
 ) -> Result<(), String> {
-    let phys = nl
-        .link_by_name(&cfg.interface)
+    nl.link_by_name(&cfg.interface)
         .await
         .map_err(|e| format!("interface {}: {e}", cfg.interface))?;
-    let phys_ifindex = phys.ifindex;
+    // Not bound to one device: we may move between interfaces. ESP to the gateway cannot
+    // loop into the TUN: the kill switch's `throw` route for the gateway sends it to main.
     let bind = |port: u16| {
         let mut o = UdpOptions::new(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port));
-        o.device = Some(cfg.interface.clone());
         o.pktinfo = true;
         o.reuse_addr = true;
         let s = o.bind().map_err(|e| format!("UDP port {port}: {e}"))?;
@@ -177,13 +176,7 @@ async fn serve(
         .events()
         .await
         .map_err(|e| format!("netlink events: {e}"))?;
-    let raw = match RawIp::open_with(
-        netio::raw::IPPROTO_ESP,
-        &RawIpOptions {
-            device: Some(cfg.interface.clone()),
-            ..RawIpOptions::default()
-        },
-    ) {
+    let raw = match RawIp::open_with(netio::raw::IPPROTO_ESP, &RawIpOptions::default()) {
         Ok(r) => Some(r),
         Err(e) => {
             tracing::warn!("no raw ESP socket ({e}): only UDP-encapsulated ESP will work");
@@ -197,7 +190,6 @@ async fn serve(
         tun,
         nl,
         tun_ifindex,
-        phys_ifindex,
     };
     let now = Instant::now();
     let mut st = State {
@@ -206,6 +198,7 @@ async fn serve(
         ike: None,
         sas: EspSas::new(rand::rngs::StdRng::from_entropy()),
         local_ip: None,
+        local_if: None,
         tia: None,
         routes: Vec::new(),
         reconnect_at: Some(now),
@@ -222,7 +215,10 @@ async fn serve(
         unanswered_since: None,
         last_probe: None,
     };
-    st.local_ip = first_address(&io.nl, io.phys_ifindex).await;
+    if let Some((ip, ifindex, name)) = st.best_address(&io.nl).await {
+        st.local_ip = Some(ip);
+        st.local_if = Some((ifindex, name));
+    }
     let result = st.event_loop(&io, &mut events, listener.as_ref()).await;
     // Orderly shutdown: Delete towards the gateway, then our routes (the kill switch
     // goes in `with_kill_switch`).
@@ -247,13 +243,14 @@ async fn serve(
     result
 }
 
-async fn first_address(nl: &Netlink, ifindex: u32) -> Option<Ipv4Addr> {
+async fn first_addresses(nl: &Netlink, ifindex: u32) -> Vec<Ipv4Addr> {
     nl.addresses(Some(ifindex))
         .await
-        .ok()?
+        .unwrap_or_default()
         .into_iter()
         .map(|a| a.addr)
-        .find(|a| !a.is_loopback() && !a.is_link_local())
+        .filter(|a| !a.is_loopback() && !a.is_link_local())
+        .collect()
 }
 
 impl State {
@@ -440,7 +437,7 @@ impl State {
     /// Start a fresh IKE SA from our current address.
     fn connect(&mut self, _io: &Io, now: Instant) {
         let Some(ip) = self.local_ip else {
-            tracing::info!("no IPv4 address on {}; waiting", self.cfg.interface);
+            tracing::info!("no usable IPv4 address on {}; waiting", self.cfg.interface);
             self.reconnect_at = None;
             return;
         };
@@ -605,27 +602,78 @@ impl State {
         self.ike_cfg.natt_port
     }
 
+    /// The usable address on the most preferred interface: (address, ifindex, name).
+    async fn best_address(&self, nl: &Netlink) -> Option<(Ipv4Addr, u32, String)> {
+        let links = nl.links().await.ok()?;
+        let mut best: Option<(usize, Ipv4Addr, u32, String)> = None;
+        for l in links.into_iter().filter(|l| l.is_running()) {
+            let Some(rank) = self.cfg.interface_rank(&l.name) else {
+                continue;
+            };
+            if best.as_ref().is_some_and(|b| b.0 <= rank) {
+                continue;
+            }
+            // Keep our current address when it is still on this interface.
+            let addrs = first_addresses(nl, l.ifindex).await;
+            let pick = addrs
+                .iter()
+                .find(|a| Some(**a) == self.local_ip)
+                .or(addrs.first());
+            if let Some(a) = pick {
+                best = Some((rank, *a, l.ifindex, l.name));
+            }
+        }
+        best.map(|(_, a, i, n)| (a, i, n))
+    }
+
+    fn current_rank(&self) -> Option<usize> {
+        self.local_if
+            .as_ref()
+            .and_then(|(_, n)| self.cfg.interface_rank(n))
+    }
+
     async fn on_net(&mut self, io: &Io, ev: NetEvent) {
-        match ev {
-            NetEvent::AddrRemoved { ifindex, addr, .. } if ifindex == io.phys_ifindex => {
-                if Some(addr) != self.local_ip {
-                    return;
-                }
-                tracing::info!("our address {addr} went away");
-                self.local_ip = None;
-                if let Some(new) = first_address(&io.nl, io.phys_ifindex).await {
-                    self.move_to(io, new);
-                }
+        let lost = match &ev {
+            NetEvent::AddrRemoved { addr, .. } => Some(*addr) == self.local_ip,
+            NetEvent::LinkDown { ifindex, .. } | NetEvent::LinkRemoved { ifindex, .. } => {
+                self.local_if.as_ref().is_some_and(|(i, _)| i == ifindex)
             }
+            _ => false,
+        };
+        let gained = match &ev {
             NetEvent::AddrAdded { ifindex, addr, .. }
-                if ifindex == io.phys_ifindex
-                    && self.local_ip.is_none()
-                    && !addr.is_loopback()
-                    && !addr.is_link_local() =>
+                if !addr.is_loopback() && !addr.is_link_local() =>
             {
-                self.move_to(io, addr);
+                Some(*ifindex)
             }
-            _ => {}
+            NetEvent::LinkUp { ifindex, .. } => Some(*ifindex),
+            _ => None,
+        };
+        if lost {
+            tracing::info!(
+                "our address {:?} on {:?} went away",
+                self.local_ip,
+                self.local_if.as_ref().map(|(_, n)| n)
+            );
+            self.local_ip = None;
+            self.local_if = None;
+        } else if gained.is_none() || gained == Some(io.tun_ifindex) {
+            return;
+        }
+        let Some((new, ifindex, name)) = self.best_address(&io.nl).await else {
+            tracing::info!("no usable interface with an IPv4 address; waiting");
+            return;
+        };
+        // Move when we have nothing, or when a more preferred interface became usable
+        // (make-before-break back to it).
+        let better = self
+            .cfg
+            .interface_rank(&name)
+            .is_some_and(|r| self.current_rank().is_none_or(|c| r < c));
+        if self.local_ip.is_none() || (better && Some(new) != self.local_ip) {
+            tracing::info!("moving to {new} on {name}");
+            self.local_if = Some((ifindex, name));
+            self.move_to(io, new);
         }
     }
 
@@ -841,7 +889,10 @@ impl State {
         if s.state.is_empty() {
             s.state = "starting";
         }
-        s.interface = self.cfg.interface.clone();
+        s.interface = self
+            .local_if
+            .as_ref()
+            .map_or_else(String::new, |(_, n)| n.clone());
         s.local_ip = self.local_ip;
         s.kill_switch = self
             .cfg

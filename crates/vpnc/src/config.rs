@@ -15,9 +15,13 @@ use serde::Deserialize;
 pub struct VpnConfig {
     /// The gateway, `a.b.c.d` or `a.b.c.d:port` (IKE port, default 500).
     pub gateway: GatewayAddr,
-    /// Physical interface: the UDP sockets are bound to it (`SO_BINDTODEVICE`) so ESP
-    /// never loops into the tunnel, and its IPv4 address is our IKE address.
+    /// Preferred physical interface: its IPv4 address is our IKE and ESP source.
     pub interface: String,
+    /// Further interfaces to move to (MOBIKE) when `interface` has no usable address, in
+    /// order of preference; `"*"` = any interface but loopback and our TUN. A more
+    /// preferred interface that gets an address is moved back to.
+    #[serde(default)]
+    pub interfaces: Vec<String>,
     /// Our IKE identity, written as strongSwan's `id =` (see `Ident`). With `cert` it may be
     /// left out: the certificate's subject DN is used.
     #[serde(default)]
@@ -308,6 +312,18 @@ impl TryFrom<u16> for Group {
 }
 
 impl VpnConfig {
+    /// Rank of interface `name` (0 = most preferred), or None when we may not use it.
+    pub fn interface_rank(&self, name: &str) -> Option<usize> {
+        if name == self.interface {
+            return Some(0);
+        }
+        if let Some(i) = self.interfaces.iter().position(|n| n == name) {
+            return Some(i + 1);
+        }
+        let any = self.interfaces.iter().any(|n| n == "*");
+        (any && name != "lo" && name != self.tun).then_some(self.interfaces.len() + 1)
+    }
+
     /// The longest pause between reconnection attempts: `reconnect_max`, and with DPD on
     /// at most `dpd_interval` (so the tunnel is back within dpd_interval of the gateway).
     pub fn reconnect_cap(&self) -> Duration {

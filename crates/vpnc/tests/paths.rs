@@ -58,3 +58,142 @@ fn idle_behind_nat_makes_no_address_update() {
         "charon's view of our mapping"
     );
 }
+
+/// `ping -i 0.01` for `secs` in the client namespace, on a thread: (sent, received).
+fn ping_run(lab: &Lab, secs: u32) -> std::thread::JoinHandle<(u64, u64)> {
+    let cl = lab.cl();
+    std::thread::spawn(move || {
+        let n = (secs * 100).to_string();
+        let o = std::process::Command::new("ip")
+            .args(["netns", "exec", &cl, "ping", "-q", "-i", "0.01", "-W", "1"])
+            .args(["-c", &n, INTERNAL])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        let line = text
+            .lines()
+            .find(|l| l.contains("transmitted"))
+            .unwrap_or_default()
+            .to_string();
+        let num = |key: &str| -> u64 {
+            line.split(',')
+                .find(|p| p.contains(key))
+                .and_then(|p| p.split_whitespace().next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0)
+        };
+        (num("transmitted"), num("received"))
+    })
+}
+
+/// Wired to Wi-Fi and back: the address leaves interface A and appears on interface B a
+/// moment later (break-before-make), then A gets its address back before B loses its
+/// own (make-before-break, A is preferred). MOBIKE follows both moves on the same IKE SA
+/// under a TCP stream and a 100/s ping; status names the current address and interface.
+#[test]
+fn interface_moves_follow_with_mobike() {
+    if !need_lab("interface_moves_follow_with_mobike") {
+        return;
+    }
+    let mut lab = Lab::up("m", GwOpts::default());
+    let (cl, gw) = (lab.cl(), lab.gw());
+    let (a, x, y) = (
+        lab.cl_if(),
+        format!("{}x", lab.name),
+        format!("{}y", lab.name),
+    );
+    for cmd in [
+        vec!["ip", "link", "add", &x, "type", "veth", "peer", "name", &y],
+        vec!["ip", "link", "set", &x, "netns", &cl],
+        vec!["ip", "link", "set", &y, "netns", &gw],
+        vec!["ip", "-n", &gw, "addr", "add", "198.51.100.2/24", "dev", &y],
+        vec!["ip", "-n", &gw, "link", "set", &y, "up"],
+        vec!["ip", "-n", &cl, "link", "set", &x, "up"],
+        vec![
+            "ip",
+            "netns",
+            "exec",
+            &cl,
+            "sysctl",
+            "-qw",
+            "net.ipv4.conf.all.rp_filter=0",
+        ],
+    ] {
+        sh(&cmd).unwrap();
+    }
+    lab.start_client(&format!("interfaces = [\"{x}\"]"));
+    let s0 = lab.wait_up();
+    assert_eq!(s0["interface"], a.as_str(), "{s0}");
+    let tcp = lab.tcp_start(12, 8);
+    std::thread::sleep(Duration::from_secs(2));
+
+    // A -> B, break before make (the address is gone 200 ms before the new one appears).
+    let pings = ping_run(&lab, 3);
+    std::thread::sleep(Duration::from_millis(500));
+    sh(&["ip", "-n", &cl, "addr", "del", "192.0.2.1/24", "dev", &a]).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    // The route first (onlink), so the new address is usable the moment it appears, as
+    // when DHCP hands out both.
+    sh(&[
+        "ip",
+        "-n",
+        &cl,
+        "route",
+        "add",
+        "192.0.2.2/32",
+        "via",
+        "198.51.100.2",
+        "dev",
+        &x,
+        "onlink",
+    ])
+    .unwrap();
+    sh(&["ip", "-n", &cl, "addr", "add", "198.51.100.1/24", "dev", &x]).unwrap();
+    let s1 = lab.wait_status(Duration::from_secs(10), "move to B", |s| {
+        s["local"] == "198.51.100.1:4500" && s["mobike_moves"].as_u64() >= Some(1)
+    });
+    let (sent1, got1) = pings.join().unwrap();
+    assert_eq!(s1["interface"], x.as_str(), "{s1}");
+    assert_eq!(s1["ike_spi_i"], s0["ike_spi_i"], "{s1}");
+
+    // B -> A, make before break.
+    std::thread::sleep(Duration::from_secs(1));
+    let pings = ping_run(&lab, 3);
+    std::thread::sleep(Duration::from_millis(500));
+    sh(&["ip", "-n", &cl, "addr", "add", "192.0.2.1/24", "dev", &a]).unwrap();
+    sh(&["ip", "-n", &cl, "route", "del", "192.0.2.2/32", "dev", &x]).unwrap();
+    let s2 = lab.wait_status(Duration::from_secs(10), "move back to A", |s| {
+        s["local"] == "192.0.2.1:4500" && s["mobike_moves"].as_u64() >= Some(2)
+    });
+    sh(&["ip", "-n", &cl, "addr", "del", "198.51.100.1/24", "dev", &x]).unwrap();
+    let (sent2, got2) = pings.join().unwrap();
+    assert_eq!(s2["interface"], a.as_str(), "{s2}");
+    let (bytes, iv) = lab.tcp_finish(tcp);
+    let s = lab.status().unwrap();
+    assert_eq!(s["ike_spi_i"], s0["ike_spi_i"], "{s}");
+    assert_eq!(s["reconnects"], 0, "{s}");
+    let sas = lab.list_sas();
+    assert!(sas.contains("192.0.2.1[4500]"), "{sas}");
+    eprintln!(
+        "interface move A->B (break-before-make, 200 ms without an address): {} of {sent1} pings \
+         lost (10 ms apart), MOBIKE {} ms; B->A (make-before-break): {} of {sent2} lost, MOBIKE {} ms; \
+         TCP {bytes} bytes, per second {iv:?}",
+        sent1.saturating_sub(got1),
+        s1["last_move_ms"],
+        sent2.saturating_sub(got2),
+        s2["last_move_ms"]
+    );
+    // TCP survives both moves; the break-before-make gap may empty one second.
+    let empty = iv.iter().skip(1).filter(|b| **b == 0).count();
+    assert!(
+        bytes > 1_000_000 && empty <= 1,
+        "{bytes} {iv:?}\n{}",
+        lab.logs()
+    );
+    // 200 ms without any address is 20 pings; allow for the move and a loaded machine.
+    assert!(sent1 > 200 && sent2 > 200, "{sent1} {sent2}");
+    let (lost1, lost2) = (sent1 - got1.min(sent1), sent2 - got2.min(sent2));
+    assert!(lost1 <= 60, "A->B lost {lost1} of {sent1}\n{}", lab.logs());
+    assert!(lost2 <= 20, "B->A lost {lost2} of {sent2}\n{}", lab.logs());
+    assert!(lab.ping(2), "{}", lab.logs());
+}
