@@ -128,7 +128,9 @@ fn wrong_psk_then_kill9_then_restart_never_leaks() {
 
     let cap = Capture::start(&lab, "wrongpsk");
     lab.spawn_client(&bad);
-    // Pings from the first moment on, while the client starts and connects.
+    // From the moment the daemon answers (the kill switch goes in before its loop
+    // starts), while it connects and fails again and again.
+    lab.wait_status(Duration::from_secs(10), "daemon up", |_| true);
     let early = ping_any(&lab, 3);
     let s = lab.wait_status(Duration::from_secs(15), "auth failures", |s| {
         s["attempts"].as_u64() >= Some(2) && s["state"] != "established"
