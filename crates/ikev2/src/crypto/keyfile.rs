@@ -140,3 +140,88 @@ fn der(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     };
     Some((tag, b.get(..len)?, b.get(len..)?))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(name: &str) -> Vec<u8> {
+        std::fs::read(format!("{}/tests/data/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    }
+
+    fn pem(label: &str, der: &[u8]) -> Vec<u8> {
+        const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut b64 = String::new();
+        for c in der.chunks(3) {
+            let n = (u32::from(c[0]) << 16)
+                | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+                | u32::from(*c.get(2).unwrap_or(&0));
+            for i in 0..4 {
+                if i <= c.len() {
+                    b64.push(char::from(A[((n >> (18 - 6 * i)) & 63) as usize]));
+                } else {
+                    b64.push('=');
+                }
+            }
+        }
+        let mut out = format!("-----BEGIN {label}-----\n");
+        for line in b64.as_bytes().chunks(64) {
+            out.push_str(std::str::from_utf8(line).unwrap());
+            out.push('\n');
+        }
+        out.push_str(&format!("-----END {label}-----\n"));
+        out.into_bytes()
+    }
+
+    /// The PKCS#1 RSAPrivateKey inside a PKCS#8 RSA key.
+    fn inner(pkcs8: &[u8]) -> Vec<u8> {
+        let (_, body, _) = der(pkcs8).unwrap();
+        let (_, _, rest) = der(body).unwrap(); // version
+        let (_, _, rest) = der(rest).unwrap(); // algorithm
+        let (tag, key, _) = der(rest).unwrap();
+        assert_eq!(tag, 0x04);
+        key.to_vec()
+    }
+
+    #[test]
+    fn certificates_and_keys_in_every_form() {
+        let cert = data("client.der");
+        let p8 = data("client.key.p8");
+        assert_eq!(certificate(&cert).unwrap(), cert);
+        assert_eq!(certificate(&pem("CERTIFICATE", &cert)).unwrap(), cert);
+        let two = [
+            pem("CERTIFICATE", &data("ca.der")),
+            pem("CERTIFICATE", &data("other-ca.der")),
+        ]
+        .concat();
+        assert_eq!(certificates(&two).unwrap().len(), 2);
+        // RSA: PKCS#8 DER and PEM, PKCS#1 DER and PEM ("RSA PRIVATE KEY").
+        assert_eq!(private_key(&p8, &cert).unwrap(), p8);
+        assert_eq!(private_key(&pem("PRIVATE KEY", &p8), &cert).unwrap(), p8);
+        let p1 = inner(&p8);
+        assert!(private_key(&p1, &cert).is_ok());
+        assert!(private_key(&pem("RSA PRIVATE KEY", &p1), &cert).is_ok());
+        // ECDSA P-256 PKCS#8.
+        let gw = data("gw.key.p8");
+        assert_eq!(private_key(&gw, &data("gw.der")).unwrap(), gw);
+        // Garbage is an error, never a panic.
+        assert!(certificate(b"-----BEGIN CERTIFICATE-----\nAAAA\n").is_err());
+        assert!(certificate(&[0x30, 0x82, 0xff]).is_err());
+        assert!(private_key(&[0x30, 0x03, 0x02, 0x01, 0x00], &cert).is_err());
+        assert!(private_key(&pem("EC PRIVATE KEY", &[0x30, 0x00]), &cert).is_err());
+        assert!(certificates(b"").is_err());
+    }
+
+    #[test]
+    fn sec1_gets_the_curve_from_its_parameters() {
+        // SEC1 with parameters [0] = P-256: wrapped with id-ecPublicKey + the curve.
+        let p256 = [0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+        let mut body = vec![0x02, 0x01, 0x01, 0x04, 0x01, 0x00];
+        body.extend_from_slice(&tlv(0xa0, &tlv(0x06, &p256)));
+        let sec1 = tlv(0x30, &body);
+        let p8 = sec1_to_pkcs8(&sec1).unwrap();
+        assert!(p8.windows(p256.len()).filter(|w| *w == p256).count() == 2);
+        assert!(p8.windows(sec1.len()).any(|w| w == sec1.as_slice()));
+        assert!(sec1_to_pkcs8(&tlv(0x30, &[0x02, 0x01, 0x01])).is_err());
+    }
+}
