@@ -8,7 +8,11 @@ use std::time::{Duration, Instant};
 
 fn sh(args: &[&str]) {
     let o = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 #[test]
@@ -31,7 +35,9 @@ fn mipsec_status_talks_to_the_vpn_client() {
         }
     }
     let _ns = Ns(ns.clone());
-    sh(&["ip", "-n", &ns, "link", "add", "up0", "type", "veth", "peer", "name", "up1"]);
+    sh(&[
+        "ip", "-n", &ns, "link", "add", "up0", "type", "veth", "peer", "name", "up1",
+    ]);
     sh(&["ip", "-n", &ns, "link", "set", "up1", "up"]);
     sh(&["ip", "-n", &ns, "addr", "add", "192.0.2.1/24", "dev", "up0"]);
     sh(&["ip", "-n", &ns, "link", "set", "up0", "up"]);
@@ -47,7 +53,14 @@ fn mipsec_status_talks_to_the_vpn_client() {
     )
     .unwrap();
     let mut vpn = Command::new("ip")
-        .args(["netns", "exec", &ns, env!("CARGO_BIN_EXE_mipsec"), "vpn", "--config"])
+        .args([
+            "netns",
+            "exec",
+            &ns,
+            env!("CARGO_BIN_EXE_mipsec"),
+            "vpn",
+            "--config",
+        ])
         .arg(&cfg)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -81,7 +94,10 @@ fn mipsec_status_talks_to_the_vpn_client() {
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(text.starts_with("vpn client "), "{text}");
-    assert!(text.contains("on up0") && text.contains("kill switch"), "{text}");
+    assert!(
+        text.contains("on up0") && text.contains("kill switch"),
+        "{text}"
+    );
     if let Ok(pid) = i32::try_from(vpn.id()) {
         // SAFETY: signalling a child we spawned and have not reaped.
         unsafe { libc::kill(pid, libc::SIGTERM) };

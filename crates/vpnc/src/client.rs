@@ -46,6 +46,9 @@ struct State {
     /// Our current IPv4 address and the interface (index, name) that holds it.
     local_ip: Option<Ipv4Addr>,
     local_if: Option<(u32, String)>,
+    /// The kill switch as installed (its blocked networks follow the traffic selectors
+    /// when `kill_switch` is not configured).
+    kill: KillSwitch,
     tia: Option<Ipv4Addr>,
     routes: Vec<Route>,
     reconnect_at: Option<Instant>,
@@ -118,20 +121,20 @@ async fn with_kill_switch(
     let ks = KillSwitch {
         table: cfg.table,
         rule_priority: cfg.rule_priority,
-        block: cfg.kill_switch.iter().map(|c| (c.0, c.1)).collect(),
+        block: match &cfg.kill_switch {
+            Some(nets) => nets.iter().map(|c| (c.0, c.1)).collect(),
+            None => vec![(Ipv4Addr::UNSPECIFIED, 0)],
+        },
         gateway: *cfg.gateway.0.ip(),
     };
     let result = match ks.install(&nl).await {
         Ok(()) => {
             tracing::info!(
                 "kill switch: {:?} unreachable in table {} unless tunnelled",
-                cfg.kill_switch
-                    .iter()
-                    .map(|c| format!("{}/{}", c.0, c.1))
-                    .collect::<Vec<_>>(),
+                crate::killswitch::show(&ks.block),
                 cfg.table
             );
-            serve(cfg, ike_cfg, nl.clone(), listener).await
+            serve(cfg, ike_cfg, nl.clone(), listener, ks.clone()).await
         }
         Err(e) => Err(e),
     };
@@ -144,6 +147,7 @@ async fn serve(
     ike_cfg: ikev2::Config,
     nl: Netlink,
     listener: Option<UnixListener>,
+    kill: KillSwitch,
 ) -> Result<(), String> {
     nl.link_by_name(&cfg.interface)
         .await
@@ -199,6 +203,7 @@ async fn serve(
         sas: EspSas::new(rand::rngs::StdRng::from_entropy()),
         local_ip: None,
         local_if: None,
+        kill,
         tia: None,
         routes: Vec::new(),
         reconnect_at: Some(now),
@@ -874,6 +879,12 @@ impl State {
             want.len(),
             self.cfg.table
         );
+        // Default kill switch: from now on, block what the tunnel carries (it stays
+        // blocked while the tunnel is down, and after a kill -9).
+        if self.cfg.kill_switch.is_none() && !want.is_empty() {
+            let nets = want.iter().map(|r| (r.dst, r.prefix)).collect();
+            self.kill.replace_block(&io.nl, nets).await;
+        }
         self.routes = want;
     }
 
@@ -894,12 +905,7 @@ impl State {
             .as_ref()
             .map_or_else(String::new, |(_, n)| n.clone());
         s.local_ip = self.local_ip;
-        s.kill_switch = self
-            .cfg
-            .kill_switch
-            .iter()
-            .map(|c| format!("{}/{}", c.0, c.1))
-            .collect();
+        s.kill_switch = crate::killswitch::show(&self.kill.block);
         if let Some(ike) = &self.ike {
             let (i, r) = ike.spis();
             s.ike_spi_i = format!("{i:016x}");

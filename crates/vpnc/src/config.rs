@@ -89,14 +89,12 @@ pub struct VpnConfig {
     #[serde(default = "default_reconnect_max")]
     pub reconnect_max: u64,
     /// Networks that never leave in the clear, from start to clean stop (kill switch):
-    /// unreachable in our table unless the tunnel carries them. Default: everything
-    /// (`0.0.0.0/0`; traffic to the gateway itself excepted). `[]` turns it off.
-    #[serde(default = "default_kill_switch")]
-    pub kill_switch: Vec<Cidr>,
-}
-
-fn default_kill_switch() -> Vec<Cidr> {
-    vec![Cidr(Ipv4Addr::UNSPECIFIED, 0)]
+    /// unreachable in our table unless the tunnel carries them (traffic to the gateway
+    /// itself excepted). Absent: everything until the first CHILD_SA is up, then the
+    /// networks the gateway's traffic selectors cover (all of them for 0.0.0.0/0). A
+    /// list: exactly those networks. `[]` turns it off.
+    #[serde(default)]
+    pub kill_switch: Option<Vec<Cidr>>,
 }
 
 /// An IPv4 network `a.b.c.d/len` (a bare address is a /32). Host bits must be zero.

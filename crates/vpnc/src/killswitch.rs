@@ -4,7 +4,8 @@
 //! It lives in the client's own routing table (`table`, consulted through the policy rule
 //! `from all lookup table` at `rule_priority`, before main):
 //!
-//! - `unreachable <net> metric 4278190080` for each network in `kill_switch`: the tunnel's own
+//! - `unreachable <net> metric 4278190080` for each blocked network (`kill_switch`, or by
+//!   default everything until the first CHILD_SA, then its remote selectors): the tunnel's own
 //!   routes (`dev TUN`, metric 0) win while the TUN exists; when it does not (connecting,
 //!   authentication failed, gateway dead, reconnecting, or the daemon killed, which removes
 //!   the TUN with it), the lookup ends at `unreachable`, so nothing falls through to main.
@@ -99,6 +100,25 @@ impl KillSwitch {
             .map_err(|e| format!("kill switch: policy rule for table {}: {e}", self.table))
     }
 
+    /// Block `nets` instead of what is blocked now: the new routes go in before the old
+    /// ones go, so there is no moment with neither.
+    pub async fn replace_block(&mut self, nl: &Netlink, nets: Vec<(Ipv4Addr, u8)>) {
+        if nets == self.block {
+            return;
+        }
+        let h = nl.handle().route();
+        for &(net, len) in &nets {
+            if let Err(e) = h.add(self.block_route(net, len)).replace().execute().await {
+                tracing::warn!("kill switch: unreachable {net}/{len}: {e}");
+            }
+        }
+        for &(net, len) in self.block.iter().filter(|b| !nets.contains(b)) {
+            let _ = h.del(self.block_route(net, len)).execute().await;
+        }
+        tracing::info!("kill switch now blocks {:?} unless tunnelled", show(&nets));
+        self.block = nets;
+    }
+
     /// Clean stop: remove the rule and everything in our table.
     pub async fn remove(&self, nl: &Netlink) {
         while nl.del_rule(&self.rule()).await.is_ok() {}
@@ -106,6 +126,11 @@ impl KillSwitch {
             tracing::warn!("{e}");
         }
     }
+}
+
+/// `a.b.c.d/len` strings.
+pub fn show(nets: &[(Ipv4Addr, u8)]) -> Vec<String> {
+    nets.iter().map(|(a, l)| format!("{a}/{l}")).collect()
 }
 
 /// Delete every IPv4 route in `table`.

@@ -167,6 +167,26 @@ fn wrong_psk_then_kill9_then_restart_never_leaks() {
     assert_eq!(n, 0, "{n} plaintext ICMP packets through the tunnel");
     let one = rules(&lab).matches("lookup 1057").count();
     assert_eq!(one, 1, "one policy rule after restart: {}", rules(&lab));
+    // The default kill switch now blocks what the tunnel carries (10.1.0.0/16) ...
+    let t = table(&lab);
+    assert!(t.contains("unreachable 10.1.0.0/16"), "{t}");
+    assert!(!t.contains("unreachable default"), "{t}");
+
+    // ... and keeps blocking it after a kill -9 of an established client.
+    let cap = Capture::start(&lab, "kill9up");
+    lab.kill9_client();
+    assert!(
+        !ping_any(&lab, 5),
+        "ping answered after kill -9 of a live tunnel"
+    );
+    let n = cap.packets();
+    assert_eq!(
+        n, 0,
+        "{n} plaintext ICMP packets after kill -9 of a live tunnel"
+    );
+    lab.spawn_client(&good);
+    lab.wait_up();
+    assert!(lab.ping(2), "ping after the second restart\n{}", lab.logs());
 
     // Clean stop: rule and table gone, the namespace is as before (plaintext works again).
     lab.stop_client();
