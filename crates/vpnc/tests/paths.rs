@@ -86,10 +86,11 @@ fn ping_run(lab: &Lab, secs: u32) -> std::thread::JoinHandle<(u64, u64)> {
     })
 }
 
-/// Wired to Wi-Fi and back: the address leaves interface A and appears on interface B a
-/// moment later (break-before-make), then A gets its address back before B loses its
-/// own (make-before-break, A is preferred). MOBIKE follows both moves on the same IKE SA
-/// under a TCP stream and a 100/s ping; status names the current address and interface.
+/// Wired to Wi-Fi and back, twice: the address leaves interface A and appears on
+/// interface B a moment later (break-before-make), then A gets its address back before B
+/// loses its own (make-before-break, A is preferred); then A -> B make-before-break and
+/// B -> A break-before-make. MOBIKE follows all four moves on the same IKE SA under a TCP
+/// stream and a 100/s ping; status names the current address and interface.
 #[test]
 fn interface_moves_follow_with_mobike() {
     if !need_lab("interface_moves_follow_with_mobike") {
@@ -124,7 +125,7 @@ fn interface_moves_follow_with_mobike() {
     lab.start_client(&format!("interfaces = [\"{x}\"]"));
     let s0 = lab.wait_up();
     assert_eq!(s0["interface"], a.as_str(), "{s0}");
-    let tcp = lab.tcp_start(12, 8);
+    let tcp = lab.tcp_start(20, 8);
     std::thread::sleep(Duration::from_secs(2));
 
     // A -> B, break before make (the address is gone 200 ms before the new one appears).
@@ -168,6 +169,65 @@ fn interface_moves_follow_with_mobike() {
     sh(&["ip", "-n", &cl, "addr", "del", "198.51.100.1/24", "dev", &x]).unwrap();
     let (sent2, got2) = pings.join().unwrap();
     assert_eq!(s2["interface"], a.as_str(), "{s2}");
+
+    // Second round, the other way: A -> B make-before-break (B is up before A goes),
+    // B -> A break-before-make.
+    std::thread::sleep(Duration::from_secs(1));
+    let pings = ping_run(&lab, 3);
+    std::thread::sleep(Duration::from_millis(500));
+    sh(&[
+        "ip",
+        "-n",
+        &cl,
+        "route",
+        "add",
+        "192.0.2.2/32",
+        "via",
+        "198.51.100.2",
+        "dev",
+        &x,
+        "onlink",
+    ])
+    .unwrap();
+    sh(&["ip", "-n", &cl, "addr", "add", "198.51.100.1/24", "dev", &x]).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    sh(&["ip", "-n", &cl, "addr", "del", "192.0.2.1/24", "dev", &a]).unwrap();
+    let s3 = lab.wait_status(Duration::from_secs(10), "A -> B make-before-break", |s| {
+        s["local"] == "198.51.100.1:4500" && s["mobike_moves"].as_u64() >= Some(3)
+    });
+    let (sent3, got3) = pings.join().unwrap();
+    assert_eq!(s3["interface"], x.as_str(), "{s3}");
+    std::thread::sleep(Duration::from_secs(1));
+    let pings = ping_run(&lab, 3);
+    std::thread::sleep(Duration::from_millis(500));
+    sh(&["ip", "-n", &cl, "addr", "del", "198.51.100.1/24", "dev", &x]).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    sh(&["ip", "-n", &cl, "addr", "add", "192.0.2.1/24", "dev", &a]).unwrap();
+    let s4 = lab.wait_status(Duration::from_secs(10), "B -> A break-before-make", |s| {
+        s["local"] == "192.0.2.1:4500" && s["mobike_moves"].as_u64() >= Some(4)
+    });
+    let (sent4, got4) = pings.join().unwrap();
+    assert_eq!(s4["interface"], a.as_str(), "{s4}");
+    eprintln!(
+        "interface move A->B (make-before-break): {} of {sent3} pings lost, MOBIKE {} ms; \
+         B->A (break-before-make, 200 ms): {} of {sent4} lost, MOBIKE {} ms",
+        sent3.saturating_sub(got3),
+        s3["last_move_ms"],
+        sent4.saturating_sub(got4),
+        s4["last_move_ms"]
+    );
+    assert!(sent3 > 200 && sent4 > 200, "{sent3} {sent4}");
+    assert!(
+        sent3 - got3.min(sent3) <= 20,
+        "A->B mbb lost {}",
+        sent3 - got3.min(sent3)
+    );
+    assert!(
+        sent4 - got4.min(sent4) <= 60,
+        "B->A bbm lost {}",
+        sent4 - got4.min(sent4)
+    );
+
     let (bytes, iv) = lab.tcp_finish(tcp);
     let s = lab.status().unwrap();
     assert_eq!(s["ike_spi_i"], s0["ike_spi_i"], "{s}");
@@ -183,10 +243,10 @@ fn interface_moves_follow_with_mobike() {
         sent2.saturating_sub(got2),
         s2["last_move_ms"]
     );
-    // TCP survives both moves; the break-before-make gap may empty one second.
+    // TCP survives all four moves; each break-before-make gap may empty one second.
     let empty = iv.iter().skip(1).filter(|b| **b == 0).count();
     assert!(
-        bytes > 1_000_000 && empty <= 1,
+        bytes > 1_000_000 && empty <= 2,
         "{bytes} {iv:?}\n{}",
         lab.logs()
     );
