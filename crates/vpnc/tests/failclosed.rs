@@ -254,8 +254,10 @@ fn dead_gateway_bound_and_return() {
         return;
     }
     let mut lab = leaky_lab("g");
-    let dpd = 3u64;
-    lab.start_client(""); // the lab's config: dpd_interval = 3, reconnect_max = 4
+    // The setting (dpd_interval = 5) and the default reconnect_max (30 s): the
+    // tunnel used to come back 53-60 s after charon was killed and restarted.
+    let dpd = 5u64;
+    lab.start_client("dpd_interval = 5\nreconnect_max = 30");
     let s0 = lab.wait_up();
     assert!(lab.ping(2), "{}", lab.logs());
     let cap = Capture::start(&lab, "dead");

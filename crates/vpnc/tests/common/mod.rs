@@ -459,11 +459,21 @@ secrets {{ ike-a {{ id-a = client.example
         let text = format!(
             "gateway = \"192.0.2.2\"\ninterface = \"{}\"\nlocal_id = \"client.example\"\n\
              {auth}tun = \"{}t\"\ncontrol = \"{}/vpn.sock\"\ndpd_interval = 3\nretransmit_ms = 500\n\
-             retransmit_tries = 4\nreconnect_max = 4\n{extra}\n",
+             retransmit_tries = 4\nreconnect_max = 4\n",
             self.cl_if(),
             self.name,
             self.dir.display()
         );
+        // A key set in `extra` replaces the default line above.
+        let key = |l: &str| l.split('=').next().map(|k| k.trim().to_string());
+        let overridden: Vec<String> = extra.lines().filter_map(key).collect();
+        let mut text: String = text
+            .lines()
+            .filter(|l| !key(l).is_some_and(|k| !k.is_empty() && overridden.contains(&k)))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        text.push_str(extra);
+        text.push('\n');
         let p = self.dir.join("vpn.toml");
         std::fs::write(&p, text).unwrap();
         p
