@@ -85,8 +85,8 @@ const CLIENT_DN: &str = "C=XX, O=Example, CN=laptop.example";
 
 /// A PKI made with strongSwan's own `pki` tool, laid out as swanctl wants it: x509ca/ca.pem,
 /// x509/gw.pem, private/gw.key.pem (RSA, PKCS#1 PEM), and client certificates for the DN
-/// `C=XX, O=Example, CN=laptop.example` with ECDSA (SEC1 PEM), RSA (PKCS#1 PEM, and DER)
-/// and Ed25519 (PKCS#8 PEM) keys.
+/// `C=XX, O=Example, CN=laptop.example` with ECDSA (SEC1 PEM), RSA (PKCS#1 PEM)
+/// and Ed25519 (PKCS#8 PEM) keys, and an RSA client in DER files (PKCS#1 key).
 fn make_pki(dir: &std::path::Path) {
     for d in ["x509", "x509ca", "private", "client"] {
         std::fs::create_dir_all(dir.join(d)).unwrap();
@@ -123,12 +123,15 @@ fn make_pki(dir: &std::path::Path) {
             ),
         );
     }
-    // The RSA client also as DER files.
+    // An RSA client in DER files (PKCS#1 key, DER certificate).
     shell(
         dir,
-        "pki --print --in client/rsa.pem >/dev/null && \
-         openssl x509 -in client/rsa.pem -outform der -out client/rsa.der && \
-         openssl rsa -in client/rsa.key.pem -outform der -out client/rsa.key.der 2>/dev/null",
+        &format!(
+            "pki --gen --type rsa --size 2048 --outform der > client/rsa.key.der && \
+             pki --pub --in client/rsa.key.der --type priv | pki --issue --lifetime 30 \
+               --cacert x509ca/ca.pem --cakey ca.key.pem --dn '{CLIENT_DN}' \
+               --san laptop.example --flag clientAuth --outform der > client/rsa.der"
+        ),
     );
 }
 
