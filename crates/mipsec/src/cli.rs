@@ -140,6 +140,8 @@ where
             Ok(v) => {
                 if json {
                     println!("{v}");
+                } else if v["role"] == "vpn" {
+                    print!("{}", vpnc::status::render(&v));
                 } else {
                     print!("{}", crate::control::render(&v));
                 }

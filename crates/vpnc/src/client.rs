@@ -10,13 +10,13 @@ use std::time::{Duration, Instant};
 
 use esp::UdpInbound;
 use ikev2::{ChildSaInfo, Event, Initiator};
-use netio::netlink::{Route, Rule};
+use netio::netlink::Route;
 use netio::{NetEvent, Netlink, RawIp, RawIpOptions, Tun, TunOptions, UdpOptions};
 use rand::{RngCore, SeedableRng};
-use tokio::io::AsyncWriteExt;
 use tokio::net::{UdpSocket, UnixListener};
 
 use crate::config::VpnConfig;
+use crate::killswitch::KillSwitch;
 use crate::sas::EspSas;
 use crate::status::Status;
 
@@ -35,7 +35,6 @@ struct Io {
     tun: Tun,
     nl: Netlink,
     tun_ifindex: u32,
-    phys_ifindex: u32,
 }
 
 /// Protocol and bookkeeping state.
@@ -44,8 +43,12 @@ struct State {
     ike_cfg: ikev2::Config,
     ike: Option<Initiator>,
     sas: EspSas,
-    /// Our current IPv4 address on the physical interface.
+    /// Our current IPv4 address and the interface (index, name) that holds it.
     local_ip: Option<Ipv4Addr>,
+    local_if: Option<(u32, String)>,
+    /// The kill switch as installed (its blocked networks follow the traffic selectors
+    /// when `kill_switch` is not configured).
+    kill: KillSwitch,
     tia: Option<Ipv4Addr>,
     routes: Vec<Route>,
     reconnect_at: Option<Instant>,
@@ -59,8 +62,11 @@ struct State {
     /// Last ESP sent / received, and the last NAT rebinding probe (see `check_nat_path`).
     last_esp_tx: Instant,
     last_esp_rx: Instant,
+    /// Last IKE datagram or authentic ESP packet from the gateway (dead-gateway detection).
+    last_heard: Instant,
+    /// The first ESP packet sent since the last one received (NAT path check).
+    unanswered_since: Option<Instant>,
     last_probe: Option<Instant>,
-    nat_tick_at: Option<Instant>,
 }
 
 /// Behind a NAT, ESP flowing out with nothing coming back for this long means the NAT
@@ -68,20 +74,88 @@ struct State {
 const NAT_SILENCE: Duration = Duration::from_millis(1000);
 /// At most one rebinding probe per this interval.
 const NAT_PROBE_EVERY: Duration = Duration::from_secs(5);
-const NAT_TICK: Duration = Duration::from_millis(250);
+
+/// How long the gateway may stay silent (no IKE, no ESP) before we call it dead, tear the
+/// IKE SA down and reconnect: `dpd_interval` (the Initiator's liveness check goes out then)
+/// plus the longer of `dpd_interval` and 2 s for its answer. So a dead gateway is noticed
+/// at most 2 x dpd_interval (at least dpd_interval + 2 s) after we last heard from it.
+pub fn dead_after(dpd_interval: Duration) -> Duration {
+    dpd_interval + dpd_interval.max(Duration::from_secs(2))
+}
 
 /// Run the client until SIGINT/SIGTERM.
+///
+/// Startup errors remove what was installed before them (control socket, kill switch);
+/// the kill switch otherwise stays until a clean stop (see `killswitch`).
 pub async fn run(cfg: VpnConfig) -> Result<(), String> {
     let ike_cfg = cfg.ike_config()?;
-    let nl = Netlink::new().map_err(|e| format!("netlink: {e}"))?;
-    let phys = nl
-        .link_by_name(&cfg.interface)
+    // The control socket first: a bad path fails before anything is installed.
+    let listener = match &cfg.control {
+        Some(p) => {
+            let _ = std::fs::remove_file(p);
+            Some(
+                UnixListener::bind(p)
+                    .map_err(|e| format!("control socket {}: {e}", p.display()))?,
+            )
+        }
+        None => None,
+    };
+    let result = match Netlink::new() {
+        Ok(nl) => with_kill_switch(cfg.clone(), ike_cfg, nl, listener).await,
+        Err(e) => Err(format!("netlink: {e}")),
+    };
+    if let Some(p) = &cfg.control {
+        let _ = std::fs::remove_file(p);
+    }
+    result
+}
+
+/// Install the kill switch, run, and remove it on every way out of `serve` (a process
+/// that dies instead leaves it in place: that is the point).
+async fn with_kill_switch(
+    cfg: VpnConfig,
+    ike_cfg: ikev2::Config,
+    nl: Netlink,
+    listener: Option<UnixListener>,
+) -> Result<(), String> {
+    let ks = KillSwitch {
+        table: cfg.table,
+        rule_priority: cfg.rule_priority,
+        block: match &cfg.kill_switch {
+            Some(nets) => nets.iter().map(|c| (c.0, c.1)).collect(),
+            None => vec![(Ipv4Addr::UNSPECIFIED, 0)],
+        },
+        gateway: *cfg.gateway.0.ip(),
+    };
+    let result = match ks.install(&nl).await {
+        Ok(()) => {
+            tracing::info!(
+                "kill switch: {:?} unreachable in table {} unless tunnelled",
+                crate::killswitch::show(&ks.block),
+                cfg.table
+            );
+            serve(cfg, ike_cfg, nl.clone(), listener, ks.clone()).await
+        }
+        Err(e) => Err(e),
+    };
+    ks.remove(&nl).await;
+    result
+}
+
+async fn serve(
+    cfg: VpnConfig,
+    ike_cfg: ikev2::Config,
+    nl: Netlink,
+    listener: Option<UnixListener>,
+    kill: KillSwitch,
+) -> Result<(), String> {
+    nl.link_by_name(&cfg.interface)
         .await
         .map_err(|e| format!("interface {}: {e}", cfg.interface))?;
-    let phys_ifindex = phys.ifindex;
+    // Not bound to one device: we may move between interfaces. ESP to the gateway cannot
+    // loop into the TUN: the kill switch's `throw` route for the gateway sends it to main.
     let bind = |port: u16| {
         let mut o = UdpOptions::new(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port));
-        o.device = Some(cfg.interface.clone());
         o.pktinfo = true;
         o.reuse_addr = true;
         let s = o.bind().map_err(|e| format!("UDP port {port}: {e}"))?;
@@ -106,28 +180,7 @@ pub async fn run(cfg: VpnConfig) -> Result<(), String> {
         .events()
         .await
         .map_err(|e| format!("netlink events: {e}"))?;
-    let rule = policy_rule(&cfg);
-    let _ = nl.del_rule(&rule).await; // a stale one from a crashed run
-    nl.add_rule(&rule)
-        .await
-        .map_err(|e| format!("policy rule for table {}: {e}", cfg.table))?;
-    let listener = match &cfg.control {
-        Some(p) => {
-            let _ = std::fs::remove_file(p);
-            Some(
-                UnixListener::bind(p)
-                    .map_err(|e| format!("control socket {}: {e}", p.display()))?,
-            )
-        }
-        None => None,
-    };
-    let raw = match RawIp::open_with(
-        netio::raw::IPPROTO_ESP,
-        &RawIpOptions {
-            device: Some(cfg.interface.clone()),
-            ..RawIpOptions::default()
-        },
-    ) {
+    let raw = match RawIp::open_with(netio::raw::IPPROTO_ESP, &RawIpOptions::default()) {
         Ok(r) => Some(r),
         Err(e) => {
             tracing::warn!("no raw ESP socket ({e}): only UDP-encapsulated ESP will work");
@@ -141,7 +194,6 @@ pub async fn run(cfg: VpnConfig) -> Result<(), String> {
         tun,
         nl,
         tun_ifindex,
-        phys_ifindex,
     };
     let now = Instant::now();
     let mut st = State {
@@ -150,6 +202,8 @@ pub async fn run(cfg: VpnConfig) -> Result<(), String> {
         ike: None,
         sas: EspSas::new(rand::rngs::StdRng::from_entropy()),
         local_ip: None,
+        local_if: None,
+        kill,
         tia: None,
         routes: Vec::new(),
         reconnect_at: Some(now),
@@ -162,12 +216,17 @@ pub async fn run(cfg: VpnConfig) -> Result<(), String> {
         warned_raw_esp: false,
         last_esp_tx: now,
         last_esp_rx: now,
+        last_heard: now,
+        unanswered_since: None,
         last_probe: None,
-        nat_tick_at: None,
     };
-    st.local_ip = first_address(&io.nl, io.phys_ifindex).await;
+    if let Some((ip, ifindex, name)) = st.best_address(&io.nl).await {
+        st.local_ip = Some(ip);
+        st.local_if = Some((ifindex, name));
+    }
     let result = st.event_loop(&io, &mut events, listener.as_ref()).await;
-    // Orderly shutdown: Delete towards the gateway, then our routes and rule.
+    // Orderly shutdown: Delete towards the gateway, then our routes (the kill switch
+    // goes in `with_kill_switch`).
     if let Some(ike) = st.ike.as_mut() {
         if ike.is_established() {
             ike.close(Instant::now());
@@ -186,29 +245,17 @@ pub async fn run(cfg: VpnConfig) -> Result<(), String> {
         }
     }
     st.clear_routes(&io).await;
-    let _ = io.nl.del_rule(&rule).await;
-    if let Some(p) = &st.cfg.control {
-        let _ = std::fs::remove_file(p);
-    }
     result
 }
 
-fn policy_rule(cfg: &VpnConfig) -> Rule {
-    Rule {
-        from: Some((Ipv4Addr::UNSPECIFIED, 0)),
-        fwmark: None,
-        table: cfg.table,
-        priority: Some(cfg.rule_priority),
-    }
-}
-
-async fn first_address(nl: &Netlink, ifindex: u32) -> Option<Ipv4Addr> {
+async fn first_addresses(nl: &Netlink, ifindex: u32) -> Vec<Ipv4Addr> {
     nl.addresses(Some(ifindex))
         .await
-        .ok()?
+        .unwrap_or_default()
         .into_iter()
         .map(|a| a.addr)
-        .find(|a| !a.is_loopback() && !a.is_link_local())
+        .filter(|a| !a.is_loopback() && !a.is_link_local())
+        .collect()
 }
 
 impl State {
@@ -233,7 +280,6 @@ impl State {
         tokio::pin!(sleep);
         loop {
             let now = Instant::now();
-            self.update_nat_tick(now);
             let deadline = self.deadline().unwrap_or_else(|| {
                 if armed > now {
                     armed
@@ -293,9 +339,9 @@ impl State {
                     None => return Err("netlink event stream ended".into()),
                 },
                 c = accept(listener) => {
-                    if let Ok((mut s, _)) = c {
-                        let text = self.status_json();
-                        let _ = s.write_all(text.as_bytes()).await;
+                    if let Ok((s, _)) = c {
+                        // Answered on its own task: a slow client cannot stall the tunnel.
+                        tokio::spawn(crate::status::serve(s, self.status_json()));
                     }
                 }
                 _ = &mut sleep => self.on_timer(io),
@@ -306,26 +352,39 @@ impl State {
         }
     }
 
+    /// The earliest of the Initiator's timer, the next reconnection, the NAT path check
+    /// and the dead-gateway deadline: one timer, no polling tick.
     fn deadline(&self) -> Option<Instant> {
         [
             self.ike.as_ref().and_then(Initiator::poll_timeout),
             self.reconnect_at,
-            self.nat_tick_at,
+            self.nat_check_at(),
+            self.dead_at(),
         ]
         .into_iter()
         .flatten()
         .min()
     }
 
-    /// Behind a NAT with a CHILD_SA, check the path every `NAT_TICK`.
-    fn update_nat_tick(&mut self, now: Instant) {
-        if self.status.behind_nat && self.sas.has_out() {
-            if self.nat_tick_at.is_none_or(|t| t <= now) {
-                self.nat_tick_at = Some(now + NAT_TICK);
-            }
-        } else {
-            self.nat_tick_at = None;
+    /// When the gateway counts as dead if nothing arrives before (established IKE SA, DPD on).
+    fn dead_at(&self) -> Option<Instant> {
+        let iv = self.ike_cfg.dpd_interval?;
+        self.ike
+            .as_ref()
+            .filter(|i| i.is_established())
+            .map(|_| self.last_heard + dead_after(iv))
+    }
+
+    /// When to look at the NAT path: behind a NAT, ESP kept leaving after a first packet
+    /// that got nothing back; due `NAT_SILENCE` after that packet (and at most once every
+    /// `NAT_PROBE_EVERY`).
+    fn nat_check_at(&self) -> Option<Instant> {
+        if !self.status.behind_nat || !self.sas.has_out() {
+            return None;
         }
+        let first = self.unanswered_since.filter(|t| self.last_esp_tx > *t)?;
+        let at = first + NAT_SILENCE;
+        Some(self.last_probe.map_or(at, |p| at.max(p + NAT_PROBE_EVERY)))
     }
 
     fn on_timer(&mut self, io: &Io) {
@@ -334,6 +393,20 @@ impl State {
             if ike.poll_timeout().is_some_and(|t| t <= now) {
                 ike.handle_timeout(now);
             }
+        }
+        if self.dead_at().is_some_and(|t| t <= now) {
+            let silent = now.duration_since(self.last_heard);
+            tracing::warn!(
+                "gateway silent for {:.1} s (DPD bound {:?}): declaring it dead, reconnecting",
+                silent.as_secs_f64(),
+                self.ike_cfg.dpd_interval.map(dead_after)
+            );
+            self.teardown();
+            self.status.state = "reconnecting";
+            self.status.reconnects += 1;
+            self.status.dead_gateway += 1;
+            self.backoff = Duration::from_secs(1);
+            self.reconnect_at = Some(now);
         }
         if self.reconnect_at.is_some_and(|t| t <= now) {
             self.connect(io, now);
@@ -347,16 +420,11 @@ impl State {
     /// probably changed: an UPDATE_SA_ADDRESSES from the same local address tells the
     /// gateway where we are now.
     fn check_nat_path(&mut self, now: Instant) {
-        if !self.status.behind_nat || !self.sas.has_out() {
-            return;
-        }
-        let sending = now.duration_since(self.last_esp_tx) < NAT_SILENCE;
-        let silent = self.last_esp_rx < self.last_esp_tx
-            && now.duration_since(self.last_esp_rx) >= NAT_SILENCE;
-        let may = self
-            .last_probe
-            .is_none_or(|t| now.duration_since(t) >= NAT_PROBE_EVERY);
-        if !(sending && silent && may) {
+        // Idle time does not count: only ESP that left and got nothing back, over a whole
+        // NAT_SILENCE, while more kept leaving (a lone unanswered packet proves nothing).
+        if self.nat_check_at().is_none_or(|t| t > now)
+            || now.duration_since(self.last_esp_tx) >= NAT_SILENCE
+        {
             return;
         }
         if let Some(ike) = self.ike.as_mut() {
@@ -374,7 +442,7 @@ impl State {
     /// Start a fresh IKE SA from our current address.
     fn connect(&mut self, _io: &Io, now: Instant) {
         let Some(ip) = self.local_ip else {
-            tracing::info!("no IPv4 address on {}; waiting", self.cfg.interface);
+            tracing::info!("no usable IPv4 address on {}; waiting", self.cfg.interface);
             self.reconnect_at = None;
             return;
         };
@@ -393,6 +461,8 @@ impl State {
             ike.set_unix_time(d.as_secs());
         }
         self.ike = Some(ike);
+        self.last_heard = now;
+        self.unanswered_since = None;
         self.attempt_started = now;
         self.reconnect_at = None;
         self.status.state = "connecting";
@@ -417,24 +487,18 @@ impl State {
         let to_ip = m.dst.or(self.local_ip).unwrap_or(Ipv4Addr::UNSPECIFIED);
         let to = SocketAddr::new(to_ip.into(), port);
         if !natt {
-            if let Some(ike) = self.ike.as_mut() {
-                ike.handle_datagram(now, from, to, data);
-            }
+            self.ike_datagram(now, from, to, data);
             return;
         }
         match self.sas.sad.open_udp(now, data) {
             Ok(UdpInbound::Keepalive) => {}
-            Ok(UdpInbound::Ike(_)) => {
-                if let Some(ike) = self.ike.as_mut() {
-                    ike.handle_datagram(now, from, to, data);
-                }
-            }
+            Ok(UdpInbound::Ike(_)) => self.ike_datagram(now, from, to, data),
             Ok(UdpInbound::Esp(o)) => {
                 if o.is_dummy() {
                     return;
                 }
                 if let Some(inner) = data.get(o.payload) {
-                    self.last_esp_rx = now;
+                    self.esp_heard(now);
                     self.status.esp_rx_packets += 1;
                     self.status.esp_rx_bytes += inner.len() as u64;
                     if let Err(e) = io.tun.send(inner).await {
@@ -444,6 +508,24 @@ impl State {
             }
             Err(e) => tracing::trace!("ESP drop: {e}"),
         }
+    }
+
+    /// An IKE datagram for the Initiator; one it accepts proves the gateway alive.
+    fn ike_datagram(&mut self, now: Instant, from: SocketAddr, to: SocketAddr, data: &[u8]) {
+        if let Some(ike) = self.ike.as_mut() {
+            let before = accepted(&ike.stats());
+            ike.handle_datagram(now, from, to, data);
+            if accepted(&ike.stats()) > before {
+                self.last_heard = now;
+            }
+        }
+    }
+
+    /// Authentic ESP from the gateway: the path works and the gateway is alive.
+    fn esp_heard(&mut self, now: Instant) {
+        self.last_esp_rx = now;
+        self.last_heard = now;
+        self.unanswered_since = None;
     }
 
     async fn on_tun(&mut self, io: &Io, pkt: &[u8]) {
@@ -483,6 +565,7 @@ impl State {
         match sent {
             Ok(_) => {
                 self.last_esp_tx = now;
+                self.unanswered_since.get_or_insert(now);
                 self.status.esp_tx_packets += 1;
                 self.status.esp_tx_bytes += pkt.len() as u64;
                 // A TCP sender whose ACKs are lost backs off exponentially, so check
@@ -507,7 +590,7 @@ impl State {
         match self.sas.sad.open(now, esp) {
             Ok(o) if !o.is_dummy() => {
                 if let Some(inner) = esp.get(o.payload) {
-                    self.last_esp_rx = now;
+                    self.esp_heard(now);
                     self.status.esp_rx_packets += 1;
                     self.status.esp_rx_bytes += inner.len() as u64;
                     if let Err(e) = io.tun.send(inner).await {
@@ -524,27 +607,78 @@ impl State {
         self.ike_cfg.natt_port
     }
 
+    /// The usable address on the most preferred interface: (address, ifindex, name).
+    async fn best_address(&self, nl: &Netlink) -> Option<(Ipv4Addr, u32, String)> {
+        let links = nl.links().await.ok()?;
+        let mut best: Option<(usize, Ipv4Addr, u32, String)> = None;
+        for l in links.into_iter().filter(|l| l.is_running()) {
+            let Some(rank) = self.cfg.interface_rank(&l.name) else {
+                continue;
+            };
+            if best.as_ref().is_some_and(|b| b.0 <= rank) {
+                continue;
+            }
+            // Keep our current address when it is still on this interface.
+            let addrs = first_addresses(nl, l.ifindex).await;
+            let pick = addrs
+                .iter()
+                .find(|a| Some(**a) == self.local_ip)
+                .or(addrs.first());
+            if let Some(a) = pick {
+                best = Some((rank, *a, l.ifindex, l.name));
+            }
+        }
+        best.map(|(_, a, i, n)| (a, i, n))
+    }
+
+    fn current_rank(&self) -> Option<usize> {
+        self.local_if
+            .as_ref()
+            .and_then(|(_, n)| self.cfg.interface_rank(n))
+    }
+
     async fn on_net(&mut self, io: &Io, ev: NetEvent) {
-        match ev {
-            NetEvent::AddrRemoved { ifindex, addr, .. } if ifindex == io.phys_ifindex => {
-                if Some(addr) != self.local_ip {
-                    return;
-                }
-                tracing::info!("our address {addr} went away");
-                self.local_ip = None;
-                if let Some(new) = first_address(&io.nl, io.phys_ifindex).await {
-                    self.move_to(io, new);
-                }
+        let lost = match &ev {
+            NetEvent::AddrRemoved { addr, .. } => Some(*addr) == self.local_ip,
+            NetEvent::LinkDown { ifindex, .. } | NetEvent::LinkRemoved { ifindex, .. } => {
+                self.local_if.as_ref().is_some_and(|(i, _)| i == ifindex)
             }
+            _ => false,
+        };
+        let gained = match &ev {
             NetEvent::AddrAdded { ifindex, addr, .. }
-                if ifindex == io.phys_ifindex
-                    && self.local_ip.is_none()
-                    && !addr.is_loopback()
-                    && !addr.is_link_local() =>
+                if !addr.is_loopback() && !addr.is_link_local() =>
             {
-                self.move_to(io, addr);
+                Some(*ifindex)
             }
-            _ => {}
+            NetEvent::LinkUp { ifindex, .. } => Some(*ifindex),
+            _ => None,
+        };
+        if lost {
+            tracing::info!(
+                "our address {:?} on {:?} went away",
+                self.local_ip,
+                self.local_if.as_ref().map(|(_, n)| n)
+            );
+            self.local_ip = None;
+            self.local_if = None;
+        } else if gained.is_none() || gained == Some(io.tun_ifindex) {
+            return;
+        }
+        let Some((new, ifindex, name)) = self.best_address(&io.nl).await else {
+            tracing::info!("no usable interface with an IPv4 address; waiting");
+            return;
+        };
+        // Move when we have nothing, or when a more preferred interface became usable
+        // (make-before-break back to it).
+        let better = self
+            .cfg
+            .interface_rank(&name)
+            .is_some_and(|r| self.current_rank().is_none_or(|c| r < c));
+        if self.local_ip.is_none() || (better && Some(new) != self.local_ip) {
+            tracing::info!("moving to {new} on {name}");
+            self.local_if = Some((ifindex, name));
+            self.move_to(io, new);
         }
     }
 
@@ -665,7 +799,16 @@ impl State {
                 }
                 tracing::info!("MOBIKE: now {local} -> {remote} (UDP encap {udp_encap})");
             }
-            Event::ChildSaFailed(e) => tracing::warn!("CHILD_SA failed: {e}"),
+            Event::ChildSaFailed(e) => {
+                tracing::warn!("CHILD_SA failed: {e}");
+                // An IKE SA without any CHILD_SA carries nothing: delete it (the gateway
+                // frees it and its lease now) and start over after the backoff.
+                if let Some(ike) = self.ike.as_mut() {
+                    if ike.child_sas().is_empty() && ike.is_established() {
+                        ike.close(now);
+                    }
+                }
+            }
             Event::IkeSaDown { spi_i, error, .. } => {
                 tracing::warn!(
                     "IKE SA {spi_i:016x} down: {}",
@@ -675,8 +818,7 @@ impl State {
                 self.status.state = "reconnecting";
                 self.status.reconnects += 1;
                 self.reconnect_at = Some(now + self.backoff);
-                self.backoff =
-                    (self.backoff * 2).min(Duration::from_secs(self.cfg.reconnect_max.max(1)));
+                self.backoff = (self.backoff * 2).min(self.cfg.reconnect_cap());
             }
         }
     }
@@ -737,6 +879,12 @@ impl State {
             want.len(),
             self.cfg.table
         );
+        // Default kill switch: from now on, block what the tunnel carries (it stays
+        // blocked while the tunnel is down, and after a kill -9).
+        if self.cfg.kill_switch.is_none() && !want.is_empty() {
+            let nets = want.iter().map(|r| (r.dst, r.prefix)).collect();
+            self.kill.replace_block(&io.nl, nets).await;
+        }
         self.routes = want;
     }
 
@@ -748,6 +896,16 @@ impl State {
 
     fn status_json(&self) -> String {
         let mut s = self.status.clone();
+        s.role = "vpn";
+        if s.state.is_empty() {
+            s.state = "starting";
+        }
+        s.interface = self
+            .local_if
+            .as_ref()
+            .map_or_else(String::new, |(_, n)| n.clone());
+        s.local_ip = self.local_ip;
+        s.kill_switch = crate::killswitch::show(&self.kill.block);
         if let Some(ike) = &self.ike {
             let (i, r) = ike.spis();
             s.ike_spi_i = format!("{i:016x}");
@@ -762,6 +920,17 @@ impl State {
         s.udp_encap = self.sas.udp_encap();
         s.to_json()
     }
+}
+
+/// IKE datagrams the Initiator did not drop.
+fn accepted(s: &ikev2::Stats) -> u64 {
+    s.rx.saturating_sub(
+        s.dropped_malformed
+            + s.dropped_integrity
+            + s.dropped_unknown_spi
+            + s.dropped_unexpected
+            + s.dropped_esp_on_ike_port,
+    )
 }
 
 async fn accept(

@@ -15,18 +15,26 @@ use serde::Deserialize;
 pub struct VpnConfig {
     /// The gateway, `a.b.c.d` or `a.b.c.d:port` (IKE port, default 500).
     pub gateway: GatewayAddr,
-    /// Physical interface: the UDP sockets are bound to it (`SO_BINDTODEVICE`) so ESP
-    /// never loops into the tunnel, and its IPv4 address is our IKE address.
+    /// Preferred physical interface: its IPv4 address is our IKE and ESP source.
     pub interface: String,
-    /// Our IKE identity: an IPv4 address or a FQDN.
-    pub local_id: Ident,
+    /// Further interfaces to move to (MOBIKE) when `interface` has no usable address, in
+    /// order of preference; `"*"` = any interface but loopback and our TUN. A more
+    /// preferred interface that gets an address is moved back to.
+    #[serde(default)]
+    pub interfaces: Vec<String>,
+    /// Our IKE identity, written as strongSwan's `id =` (see `Ident`). With `cert` it may be
+    /// left out: the certificate's subject DN is used.
+    #[serde(default)]
+    pub local_id: Option<Ident>,
     /// The gateway's expected identity; absent = whatever its certificate proves.
     #[serde(default)]
     pub remote_id: Option<Ident>,
     /// Pre-shared key: a string, or hex when written `0x...`.
     #[serde(default)]
     pub psk: Option<Psk>,
-    /// Our certificate (DER) and PKCS#8 key (DER), and the CA certificates (DER) we trust.
+    /// Our certificate, its private key and the CA certificates we trust: PEM or DER;
+    /// keys PKCS#8, PKCS#1 (RSA) or SEC1 (EC); RSA, ECDSA P-256/P-384 or Ed25519. A file
+    /// that cannot be loaded is a startup error naming it.
     #[serde(default)]
     pub cert: Option<PathBuf>,
     #[serde(default)]
@@ -80,6 +88,39 @@ pub struct VpnConfig {
     /// Longest pause (seconds) between reconnection attempts (backoff doubles from 1 s).
     #[serde(default = "default_reconnect_max")]
     pub reconnect_max: u64,
+    /// Networks that never leave in the clear, from start to clean stop (kill switch):
+    /// unreachable in our table unless the tunnel carries them (traffic to the gateway
+    /// itself excepted). Absent: everything until the first CHILD_SA is up, then the
+    /// networks the gateway's traffic selectors cover (all of them for 0.0.0.0/0). A
+    /// list: exactly those networks. `[]` turns it off.
+    #[serde(default)]
+    pub kill_switch: Option<Vec<Cidr>>,
+}
+
+/// An IPv4 network `a.b.c.d/len` (a bare address is a /32). Host bits must be zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Cidr(pub Ipv4Addr, pub u8);
+
+impl TryFrom<String> for Cidr {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let (a, l) = s.split_once('/').unwrap_or((&s, "32"));
+        let (Ok(a), Ok(l)) = (a.trim().parse::<Ipv4Addr>(), l.trim().parse::<u8>()) else {
+            return Err(format!("`{s}` is not an IPv4 network (a.b.c.d/len)"));
+        };
+        if l > 32 {
+            return Err(format!("`{s}`: prefix length above 32"));
+        }
+        let mask = if l == 0 { 0 } else { u32::MAX << (32 - l) };
+        if u32::from(a) & !mask != 0 {
+            return Err(format!(
+                "`{s}`: host bits set (did you mean {}/{l}?)",
+                Ipv4Addr::from(u32::from(a) & mask)
+            ));
+        }
+        Ok(Cidr(a, l))
+    }
 }
 
 fn default_ike() -> Vec<Cipher> {
@@ -126,6 +167,10 @@ fn default_reconnect_max() -> u64 {
     30
 }
 
+fn named(p: &Path, e: String) -> String {
+    format!("{}: {e}", p.display())
+}
+
 /// `a.b.c.d[:port]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
@@ -143,27 +188,24 @@ impl TryFrom<String> for GatewayAddr {
     }
 }
 
-/// An IKE identity: IPv4 address or FQDN.
+/// An IKE identity as strongSwan writes it: `192.0.2.1` (ID_IPV4_ADDR),
+/// `C=XX, O=Example, CN=laptop.example` (ID_DER_ASN1_DN), `user@example.com`
+/// (ID_RFC822_ADDR), `@#0a1b` (ID_KEY_ID, hex), `vpn.example` or `@vpn.example` (ID_FQDN).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
-pub struct Ident(pub String);
+pub struct Ident(pub String, pub Identification);
 
 impl TryFrom<String> for Ident {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
-        if s.is_empty() || s.len() > 253 || s.chars().any(|c| c.is_whitespace()) {
-            return Err(format!("`{s}` is not an IPv4 address or a FQDN"));
-        }
-        Ok(Ident(s))
+        let id = Identification::from_text(&s)?;
+        Ok(Ident(s, id))
     }
 }
 
 impl Ident {
     pub fn to_ike(&self) -> Identification {
-        match self.0.parse::<Ipv4Addr>() {
-            Ok(a) => Identification::ipv4(a),
-            Err(_) => Identification::fqdn(&self.0),
-        }
+        self.1.clone()
     }
 }
 
@@ -268,6 +310,28 @@ impl TryFrom<u16> for Group {
 }
 
 impl VpnConfig {
+    /// Rank of interface `name` (0 = most preferred), or None when we may not use it.
+    pub fn interface_rank(&self, name: &str) -> Option<usize> {
+        if name == self.interface {
+            return Some(0);
+        }
+        if let Some(i) = self.interfaces.iter().position(|n| n == name) {
+            return Some(i + 1);
+        }
+        let any = self.interfaces.iter().any(|n| n == "*");
+        (any && name != "lo" && name != self.tun).then_some(self.interfaces.len() + 1)
+    }
+
+    /// The longest pause between reconnection attempts: `reconnect_max`, and with DPD on
+    /// at most `dpd_interval` (so the tunnel is back within dpd_interval of the gateway).
+    pub fn reconnect_cap(&self) -> Duration {
+        let mut s = self.reconnect_max.max(1);
+        if self.dpd_interval > 0 {
+            s = s.min(self.dpd_interval);
+        }
+        Duration::from_secs(s)
+    }
+
     /// Read and check `path`.
     pub fn load(path: &Path) -> Result<VpnConfig, String> {
         let text = std::fs::read_to_string(path)
@@ -295,6 +359,9 @@ impl VpnConfig {
         }
         if c.psk.is_none() && c.ca.is_empty() {
             return bad("cert", "certificate authentication needs `ca`");
+        }
+        if c.psk.is_some() && c.local_id.is_none() {
+            return bad("local_id", "PSK authentication needs `local_id`");
         }
         if c.ike_proposals.is_empty() {
             return bad("ike_proposals", "empty list");
@@ -334,18 +401,38 @@ impl VpnConfig {
 
     /// The IKE configuration (certificates are read here).
     pub fn ike_config(&self) -> Result<ikev2::Config, String> {
+        use ikev2::crypto::keyfile;
         let psk = self.psk.as_ref().map(|p| p.0.clone()).unwrap_or_default();
-        let mut cfg = ikev2::Config::psk(&psk, self.local_id.to_ike());
+        let read = |p: &PathBuf| {
+            std::fs::read(p).map_err(|e| format!("{}: cannot read: {e}", p.display()))
+        };
+        let mut local_cert = None;
+        let mut anchors = Vec::new();
         if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
-            let read = |p: &PathBuf| {
-                std::fs::read(p).map_err(|e| format!("{}: cannot read: {e}", p.display()))
-            };
-            cfg.local_cert = Some(ikev2::crypto::cert::LocalCert {
-                cert_der: read(cert)?,
-                key_pkcs8: read(key)?,
+            let cert_der = keyfile::certificate(&read(cert)?).map_err(|e| named(cert, e))?;
+            let key_pkcs8 =
+                keyfile::private_key(&read(key)?, &cert_der).map_err(|e| named(key, e))?;
+            for ca in &self.ca {
+                anchors.extend(keyfile::certificates(&read(ca)?).map_err(|e| named(ca, e))?);
+            }
+            local_cert = Some(ikev2::crypto::cert::LocalCert {
+                cert_der,
+                key_pkcs8,
             });
-            cfg.trust_anchors = self.ca.iter().map(read).collect::<Result<_, _>>()?;
         }
+        let local_id = match (&self.local_id, &local_cert) {
+            (Some(id), _) => id.to_ike(),
+            (None, Some(c)) => ikev2::crypto::cert::subject_id(&c.cert_der).map_err(|e| {
+                format!(
+                    "{}: no subject DN for local_id: {e}",
+                    self.cert.as_deref().unwrap_or(Path::new("cert")).display()
+                )
+            })?,
+            (None, None) => return Err("`local_id` is required with a PSK".into()),
+        };
+        let mut cfg = ikev2::Config::psk(&psk, local_id);
+        cfg.local_cert = local_cert;
+        cfg.trust_anchors = anchors;
         cfg.remote_id = self.remote_id.as_ref().map(Ident::to_ike);
         cfg.request_vip = true;
         let groups: Vec<DhId> = self.groups.iter().map(|g| g.0).collect();
@@ -382,6 +469,13 @@ impl VpnConfig {
         cfg.child_lifetime = self.child_lifetime.map(Duration::from_secs);
         cfg.retransmit.base = Duration::from_millis(self.retransmit_ms);
         cfg.retransmit.max_tries = self.retransmit_tries;
+        // With DPD on, no IKE retransmission (liveness checks, IKE_SA_INIT while the
+        // gateway is away) waits longer than dpd_interval, so a returning gateway is
+        // found within dpd_interval.
+        if self.dpd_interval > 0 {
+            cfg.retransmit.max_timeout =
+                Duration::from_secs(self.dpd_interval.clamp(1, 16)).max(cfg.retransmit.base);
+        }
         cfg.mobike = true;
         Ok(cfg)
     }
@@ -425,7 +519,7 @@ psk = "correct horse battery staple"
         let c = VpnConfig::parse(Path::new("vpn.toml"), &t).unwrap();
         assert_eq!(c.psk.unwrap().0, vec![0, 0xff, 0x10]);
         assert_eq!(
-            c.local_id.to_ike(),
+            c.local_id.unwrap().to_ike(),
             Identification::ipv4(Ipv4Addr::new(192, 0, 2, 1))
         );
     }

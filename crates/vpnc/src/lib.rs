@@ -10,6 +10,7 @@
 
 pub mod client;
 pub mod config;
+pub mod killswitch;
 pub mod sas;
 pub mod status;
 

@@ -1,13 +1,32 @@
-//! What the control socket reports (one JSON object per connection).
+//! What the control socket reports (one JSON object per connection), and its protocol.
+//!
+//! The protocol is the one every mipsec daemon speaks (`mipsec status --socket`): the
+//! client sends `status\n`, the daemon answers one JSON line and closes. A client that
+//! sends nothing (e.g. `socat - UNIX-CONNECT:vpn.sock`) gets the answer after
+//! `QUIET_CLIENT`.
 
 use std::net::Ipv4Addr;
+use std::time::Duration;
 
 use serde::Serialize;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+
+/// How long we wait for a request line before answering anyway.
+pub const QUIET_CLIENT: Duration = Duration::from_millis(200);
 
 /// Client state and counters.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Status {
+    /// Always "vpn" (`mipsec status` picks its rendering by role).
+    pub role: &'static str,
     pub state: &'static str,
+    /// The physical interface we use and our address on it (IKE and ESP source).
+    pub interface: String,
+    pub local_ip: Option<Ipv4Addr>,
+    /// Networks the kill switch blocks unless tunnelled.
+    pub kill_switch: Vec<String>,
     pub tia: Option<Ipv4Addr>,
     pub dns: Vec<Ipv4Addr>,
     pub ike_spi_i: String,
@@ -23,6 +42,8 @@ pub struct Status {
     /// Connection attempts and IKE SAs lost (each followed by a reconnect).
     pub attempts: u64,
     pub reconnects: u64,
+    /// Times the gateway stayed silent past the DPD bound (`client::dead_after`).
+    pub dead_gateway: u64,
     pub child_rekeys: u64,
     pub ike_rekeys: u64,
     pub mobike_moves: u64,
@@ -54,4 +75,76 @@ impl Status {
         s.push('\n');
         s
     }
+}
+
+/// Answer one control connection: read the request line (or wait `QUIET_CLIENT` for a
+/// client that sends none), reply, close. Reading before closing matters: closing a socket
+/// with an unread request makes the kernel reset the connection, and the client's read
+/// fails ("Connection reset by peer"); closing before the client has written makes its
+/// write fail ("Broken pipe").
+pub async fn serve(stream: UnixStream, status_json: String) {
+    let (r, mut w) = stream.into_split();
+    let mut line = String::new();
+    let mut r = BufReader::new(r);
+    let req = tokio::time::timeout(QUIET_CLIENT, r.read_line(&mut line)).await;
+    let reply = match (req, line.trim()) {
+        (Ok(Ok(_)), "status" | "") | (Err(_), _) => status_json,
+        (Ok(Err(_)), _) => return,
+        (Ok(Ok(_)), other) => {
+            let mut s = serde_json::json!({
+                "error": format!("unknown command {other:?}; try \"status\"")
+            })
+            .to_string();
+            s.push('\n');
+            s
+        }
+    };
+    let _ = w.write_all(reply.as_bytes()).await;
+    let _ = w.shutdown().await;
+}
+
+/// A status document as `mipsec status` prints it for people.
+pub fn render(v: &Value) -> String {
+    let s = |k: &str| match &v[k] {
+        Value::String(s) if !s.is_empty() => s.clone(),
+        Value::Null | Value::String(_) => "-".into(),
+        other => other.to_string(),
+    };
+    let mut o = format!("vpn client {}  gateway {}\n", s("state"), s("remote"));
+    o += &format!(
+        "local {} on {}  tunnel address {}  behind NAT {}  UDP encap {}\n",
+        s("local"),
+        s("interface"),
+        s("tia"),
+        s("behind_nat"),
+        s("udp_encap")
+    );
+    o += &format!(
+        "IKE SA {}/{}  CHILD_SA in {} out {}\n",
+        s("ike_spi_i"),
+        s("ike_spi_r"),
+        s("spi_in"),
+        s("spi_out")
+    );
+    o += &format!("kill switch {}\n\ncounters:\n", s("kill_switch"));
+    for k in [
+        "attempts",
+        "reconnects",
+        "dead_gateway",
+        "child_rekeys",
+        "ike_rekeys",
+        "mobike_moves",
+        "nat_probes",
+        "esp_tx_packets",
+        "esp_rx_packets",
+        "esp_drops",
+        "tun_dropped",
+        "rx_dropped",
+        "tx_errors",
+        "ike_setup_ms",
+        "last_move_ms",
+    ] {
+        o += &format!("  {k:<27} {}\n", s(k));
+    }
+    o
 }

@@ -99,7 +99,9 @@ fn mobike_address_change_keeps_tcp_stream() {
     let (bytes, iv) = lab.tcp_finish(ip);
     assert!(
         bytes > 1_000_000 && intervals_alive(&iv),
-        "{bytes} {iv:?}\n{}",
+        "{bytes} {iv:?} (UDP receive-buffer drops: gateway {}, client {})\n{}",
+        udp_rcvbuf_errors(&lab, &lab.gw()),
+        udp_rcvbuf_errors(&lab, &lab.cl()),
         lab.logs()
     );
     assert_eq!(s["ike_spi_i"], spi.as_str(), "{s}");

@@ -47,8 +47,9 @@ impl core::fmt::Debug for LocalCert {
     }
 }
 
-/// SIGNATURE_HASH_ALGORITHMS data: SHA2-256, SHA2-384, SHA2-512 (RFC 7427 / IANA 2, 3, 4).
-pub const SIGNATURE_HASHES: [u8; 6] = [0, 2, 0, 3, 0, 4];
+/// SIGNATURE_HASH_ALGORITHMS data: SHA2-256, SHA2-384, SHA2-512, Identity (RFC 7427, RFC
+/// 8420 for Ed25519; IANA 2, 3, 4, 5).
+pub const SIGNATURE_HASHES: [u8; 8] = [0, 2, 0, 3, 0, 4, 0, 5];
 
 // DER AlgorithmIdentifiers used in method-14 AUTH data (RFC 7427 appendix A).
 const ECDSA_SHA256: &[u8] = &[
@@ -79,33 +80,40 @@ fn algorithm(alg_id: &[u8]) -> Option<&'static dyn SignatureVerificationAlgorith
         RSA_SHA256 => a::RSA_PKCS1_2048_8192_SHA256,
         RSA_SHA384 => a::RSA_PKCS1_2048_8192_SHA384,
         RSA_SHA512 => a::RSA_PKCS1_2048_8192_SHA512,
+        ED25519 => a::ED25519,
         _ => return None,
     })
 }
 
+/// AlgorithmIdentifier of Ed25519 (RFC 8420).
+const ED25519: &[u8] = &[0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70];
+
 /// AUTH payload data for method 14: len(AlgorithmIdentifier) | AlgorithmIdentifier | signature.
+/// The key (PKCS#8) may be ECDSA P-256 (SHA-256), P-384 (SHA-384), Ed25519 or RSA (PKCS#1
+/// v1.5 with SHA-256).
 pub fn sign(local: &LocalCert, signed_octets: &[u8]) -> Result<Vec<u8>, CertError> {
-    use ring::signature::{EcdsaKeyPair, RsaKeyPair};
+    use ring::signature::{self as sig, EcdsaKeyPair, Ed25519KeyPair, KeyPair, RsaKeyPair};
     let rng = ring::rand::SystemRandom::new();
-    let (alg_id, sig) = if let Ok(k) = EcdsaKeyPair::from_pkcs8(
-        &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
-        &local.key_pkcs8,
-        &rng,
-    ) {
-        let s = k
-            .sign(&rng, signed_octets)
-            .map_err(|_| CertError::BadLocalKey)?;
-        (ECDSA_SHA256, s.as_ref().to_vec())
+    let k = &local.key_pkcs8;
+    let ecdsa = |alg, id| {
+        EcdsaKeyPair::from_pkcs8(alg, k, &rng).ok().map(|kp| {
+            kp.sign(&rng, signed_octets)
+                .map(|s| (id, s.as_ref().to_vec()))
+                .map_err(|_| CertError::BadLocalKey)
+        })
+    };
+    let (alg_id, sig) = if let Some(r) = ecdsa(&sig::ECDSA_P256_SHA256_ASN1_SIGNING, ECDSA_SHA256) {
+        r?
+    } else if let Some(r) = ecdsa(&sig::ECDSA_P384_SHA384_ASN1_SIGNING, ECDSA_SHA384) {
+        r?
+    } else if let Ok(kp) = Ed25519KeyPair::from_pkcs8_maybe_unchecked(k) {
+        let _ = kp.public_key();
+        (ED25519, kp.sign(signed_octets).as_ref().to_vec())
     } else {
-        let k = RsaKeyPair::from_pkcs8(&local.key_pkcs8).map_err(|_| CertError::BadLocalKey)?;
-        let mut s = vec![0u8; k.public().modulus_len()];
-        k.sign(
-            &ring::signature::RSA_PKCS1_SHA256,
-            &rng,
-            signed_octets,
-            &mut s,
-        )
-        .map_err(|_| CertError::BadLocalKey)?;
+        let kp = RsaKeyPair::from_pkcs8(k).map_err(|_| CertError::BadLocalKey)?;
+        let mut s = vec![0u8; kp.public().modulus_len()];
+        kp.sign(&sig::RSA_PKCS1_SHA256, &rng, signed_octets, &mut s)
+            .map_err(|_| CertError::BadLocalKey)?;
         (RSA_SHA256, s)
     };
     let mut out = Vec::with_capacity(1 + alg_id.len() + sig.len());
@@ -113,6 +121,17 @@ pub fn sign(local: &LocalCert, signed_octets: &[u8]) -> Result<Vec<u8>, CertErro
     out.extend_from_slice(alg_id);
     out.extend_from_slice(&sig);
     Ok(out)
+}
+
+/// The subject of a DER certificate as an ID_DER_ASN1_DN identity.
+pub fn subject_id(cert_der: &[u8]) -> Result<Identification, CertError> {
+    let der = CertificateDer::from(cert_der);
+    let ee = webpki::EndEntityCert::try_from(&der)
+        .map_err(|e| CertError::Untrusted(format!("{e:?}")))?;
+    Ok(Identification {
+        ty: IdType::DER_ASN1_DN,
+        data: crate::wire::ident::tlv(0x30, ee.subject()),
+    })
 }
 
 /// CERTREQ data: SHA-1 of each trust anchor's SubjectPublicKeyInfo (RFC 7296 3.7).
@@ -169,7 +188,13 @@ pub fn verify(
     .map_err(|e| CertError::Untrusted(format!("{e:?}")))?;
     if peer_id.ty == IdType::DER_ASN1_DN {
         // The ID is the DER Name (SEQUENCE); webpki gives the subject without that header.
-        if der_sequence_content(&peer_id.data) != Some(ee.subject()) {
+        // Compared attribute by attribute: the ID and the certificate may encode the same
+        // DN with different string types.
+        let subject = Identification {
+            ty: IdType::DER_ASN1_DN,
+            data: crate::wire::ident::tlv(0x30, ee.subject()),
+        };
+        if der_sequence_content(&peer_id.data) != Some(ee.subject()) && !peer_id.matches(&subject) {
             return Err(CertError::IdMismatch);
         }
     } else {

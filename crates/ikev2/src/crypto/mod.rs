@@ -4,6 +4,7 @@
 
 pub mod cert;
 pub mod dh;
+pub mod keyfile;
 pub mod sk;
 
 use hmac::{Hmac, Mac};

@@ -10,8 +10,8 @@ use super::{IkeSa, Pending, Pool, Role, State};
 use crate::crypto::{cert, ct_eq, psk_auth, signed_octets};
 use crate::event::{Event, IkeError};
 use crate::wire::{
-    AuthMethod, CertEncoding, CfgAttrType, CfgAttribute, CfgType, Configuration, ExchangeType,
-    Header, Identification, Notify, NotifyType, Payload, TrafficSelector,
+    AuthMethod, CertEncoding, CfgAttrType, CfgAttribute, CfgType, Configuration, Delete,
+    ExchangeType, Header, Identification, Notify, NotifyType, Payload, ProtocolId, TrafficSelector,
 };
 
 /// The payloads of an IKE_AUTH or CREATE_CHILD_SA message, sorted out.
@@ -124,7 +124,7 @@ impl IkeSa {
         let (Some(id), Some((method, data))) = (id, parts.auth) else {
             return false;
         };
-        if !cfg.remote_id.as_ref().is_none_or(|r| r == id) {
+        if !cfg.remote_id.as_ref().is_none_or(|r| r.matches(id)) {
             return false;
         }
         let Some(signed) = self.signed(peer_is_initiator, id) else {
@@ -391,7 +391,20 @@ impl IkeSa {
         }
         let ok = self.verify_peer(false, &parts);
         if !ok {
-            // We cannot trust the peer: tear down without further exchanges.
+            // We cannot trust the peer, but the gateway thinks the IKE SA is up and holds
+            // it (and any address lease) until its own DPD gives up. Tell it at once (RFC
+            // 7296 2.21.2): one INFORMATIONAL with AUTHENTICATION_FAILED and a Delete of
+            // the IKE SA, under the IKE_SA_INIT keys, which reveals nothing. We do not wait
+            // for, or retransmit, it.
+            let p = [
+                Payload::Notify(Notify::new(NotifyType::AUTHENTICATION_FAILED, vec![])),
+                Payload::Delete(Delete {
+                    protocol: ProtocolId::IKE,
+                    spi_size: 0,
+                    spis: vec![],
+                }),
+            ];
+            self.send_request(now, ExchangeType::INFORMATIONAL, &p, Pending::DeleteIke);
             return self.fail(IkeError::AuthenticationFailed);
         }
         self.mobike = cfg.mobike && parts.notify(NotifyType::MOBIKE_SUPPORTED).is_some();

@@ -6,6 +6,7 @@
 
 pub mod codec;
 pub mod codes;
+pub mod ident;
 pub mod payload;
 
 pub use codes::*;

@@ -320,13 +320,17 @@ impl Payload {
             PayloadType::DELETE => {
                 let protocol = ProtocolId(r.u8("D protocol")?);
                 let spi_size = r.u8("D SPI size")?;
-                let n = r.u16("D number of SPIs")?;
-                let mut spis = Vec::new();
-                for _ in 0..n {
-                    spis.push(r.take(usize::from(spi_size), "D SPI")?.to_vec());
+                let n = usize::from(r.u16("D number of SPIs")?);
+                let size = usize::from(spi_size);
+                // RFC 7296 3.11: the SPIs fill the rest of the payload exactly, so the
+                // count is bounded by the bytes left. SPI size 0 (the IKE SA) carries no
+                // SPIs; a count with size 0 would let 8 octets ask for 65,535 entries.
+                if (size == 0 && n != 0) || n.checked_mul(size) != Some(r.remaining()) {
+                    return Err(ParseError::BadLength { what: "delete" });
                 }
-                if !r.is_empty() {
-                    return Err(ParseError::TrailingData { what: "delete" });
+                let mut spis = Vec::with_capacity(n);
+                for _ in 0..n {
+                    spis.push(r.take(size, "D SPI")?.to_vec());
                 }
                 Payload::Delete(Delete {
                     protocol,

@@ -241,3 +241,66 @@ fn matches_scapy_built_message() {
         sample_init().payloads
     );
 }
+
+/// An INFORMATIONAL message whose Delete payload (SPI size 0) claims 65,535 SPIs in 4
+/// octets of body. The same bytes are the fuzz corpus entry
+/// `fuzz/corpus/message/delete-spi-size-0-count-65535`.
+pub(crate) const DELETE_COUNT_BOMB: [u8; 36] = [
+    0, 0, 0, 0, 0, 0, 0, 1, // SPIi
+    0, 0, 0, 0, 0, 0, 0, 0, // SPIr
+    42, 0x20, 37, 0x08, // next payload DELETE, version 2.0, INFORMATIONAL, initiator
+    0, 0, 0, 0, // message id
+    0, 0, 0, 36, // length
+    0, 0, 0, 8, // generic payload header: last, 8 octets
+    1, 0, 0xff, 0xff, // protocol IKE, SPI size 0, 65,535 SPIs
+];
+
+#[test]
+fn delete_count_is_bounded_by_the_bytes_left() {
+    // Regression (issue 10): the parser looped num_spis times without checking the bytes
+    // left, so SPI size 0 turned 8 octets into 65,535 vectors.
+    assert_eq!(
+        Message::parse(&DELETE_COUNT_BOMB).map(|m| m.payloads.len()),
+        Err(ParseError::BadLength { what: "delete" })
+    );
+    // The fuzz corpus keeps the same input, as a message and as a bare payload chain.
+    let corpus = include_bytes!("../../fuzz/corpus/message/delete-spi-size-0-count-65535");
+    assert_eq!(corpus, &DELETE_COUNT_BOMB);
+    let chain = include_bytes!("../../fuzz/corpus/message/delete-chain-spi-size-0-count-65535");
+    assert!(parse_chain(PayloadType(chain[0]), &chain[1..]).is_err());
+    let body = |proto: u8, size: u8, n: u16, spis: &[u8]| {
+        let mut b = vec![0, 0, 0, 0, proto, size];
+        b.extend_from_slice(&n.to_be_bytes());
+        b.extend_from_slice(spis);
+        let len = b.len() as u16;
+        b[2..4].copy_from_slice(&len.to_be_bytes());
+        b
+    };
+    let parse = |b: &[u8]| parse_chain(PayloadType::DELETE, b);
+    // n x spi_size must equal what remains (RFC 7296 3.11).
+    assert!(
+        parse(&body(3, 4, 2, &[1, 2, 3, 4])).is_err(),
+        "too few octets"
+    );
+    assert!(
+        parse(&body(3, 4, 1, &[1, 2, 3, 4, 5, 6, 7, 8])).is_err(),
+        "too many"
+    );
+    assert!(
+        parse(&body(3, 0, 1, &[])).is_err(),
+        "SPI size 0 with a count"
+    );
+    // The valid forms: the IKE SA (size 0, none) and two ESP SPIs.
+    assert_eq!(
+        parse(&body(1, 0, 0, &[])).unwrap(),
+        vec![Payload::Delete(Delete {
+            protocol: ProtocolId::IKE,
+            spi_size: 0,
+            spis: vec![]
+        })]
+    );
+    let p = parse(&body(3, 4, 2, &[1, 2, 3, 4, 5, 6, 7, 8])).unwrap();
+    assert!(
+        matches!(&p[0], Payload::Delete(d) if d.spis == vec![vec![1, 2, 3, 4], vec![5, 6, 7, 8]])
+    );
+}

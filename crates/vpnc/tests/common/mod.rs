@@ -75,6 +75,11 @@ pub struct GwOpts<'a> {
     pub no_charon: bool,
     /// Certificates both ways (ikev2's test PKI) instead of the PSK.
     pub certs: bool,
+    /// The `local {..} remote {..}` blocks of `connections.rw`, instead of PSK or `certs`.
+    pub auth: Option<String>,
+    /// Credentials (x509/, x509ca/, private/) copied next to swanctl.conf, where swanctl
+    /// looks for them.
+    pub swanctl_dir: Option<PathBuf>,
 }
 
 /// The ikev2 crate's test PKI: CA, gateway (ECDSA) and client (RSA) certificates.
@@ -323,7 +328,9 @@ impl Lab {
             sh(&cmd).unwrap();
         }
         let d = pki();
-        let auth = if opts.certs {
+        let auth = if let Some(a) = &opts.auth {
+            a.clone()
+        } else if opts.certs {
             std::fs::create_dir_all(lab.dir.join("pkcs8")).unwrap();
             std::fs::copy(format!("{d}/gw.key.p8"), lab.dir.join("pkcs8/gw.key.p8")).unwrap();
             format!(
@@ -375,6 +382,13 @@ secrets {{ ike-a {{ id-a = client.example
              syslog {{ daemon {{ default = -1 }} }}\n}}\n"
         );
         std::fs::write(lab.dir.join("strongswan.conf"), conf).unwrap();
+        if let Some(src) = &opts.swanctl_dir {
+            let (src, dst) = (
+                format!("{}/.", src.display()),
+                lab.dir.display().to_string(),
+            );
+            sh(&["cp", "-r", &src, &dst]).unwrap();
+        }
         if !opts.no_charon {
             lab.start_charon();
         }
@@ -445,11 +459,21 @@ secrets {{ ike-a {{ id-a = client.example
         let text = format!(
             "gateway = \"192.0.2.2\"\ninterface = \"{}\"\nlocal_id = \"client.example\"\n\
              {auth}tun = \"{}t\"\ncontrol = \"{}/vpn.sock\"\ndpd_interval = 3\nretransmit_ms = 500\n\
-             retransmit_tries = 4\nreconnect_max = 4\n{extra}\n",
+             retransmit_tries = 4\nreconnect_max = 4\n",
             self.cl_if(),
             self.name,
             self.dir.display()
         );
+        // A key set in `extra` replaces the default line above.
+        let key = |l: &str| l.split('=').next().map(|k| k.trim().to_string());
+        let overridden: Vec<String> = extra.lines().filter_map(key).collect();
+        let mut text: String = text
+            .lines()
+            .filter(|l| !key(l).is_some_and(|k| !k.is_empty() && overridden.contains(&k)))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        text.push_str(extra);
+        text.push('\n');
         let p = self.dir.join("vpn.toml");
         std::fs::write(&p, text).unwrap();
         p
@@ -462,18 +486,43 @@ secrets {{ ike-a {{ id-a = client.example
     /// Start `mipsec-vpn` in the client namespace.
     pub fn start_client(&mut self, extra: &str) {
         let cfg = self.client_config(extra);
-        let log = std::fs::File::create(self.dir.join("client.log")).unwrap();
+        self.spawn_client(&cfg);
+    }
+
+    /// Start `mipsec-vpn` with the configuration file `cfg` (its log is appended to).
+    pub fn spawn_client(&mut self, cfg: &std::path::Path) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("client.log"))
+            .unwrap();
         let child = Command::new("ip")
             .args(["netns", "exec", &self.cl()])
             .arg(env!("CARGO_BIN_EXE_mipsec-vpn"))
             .arg("--config")
-            .arg(&cfg)
+            .arg(cfg)
             .env("RUST_LOG", "info,vpnc=debug")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .unwrap();
         self.client = Some(child);
+    }
+
+    /// SIGKILL our client: no cleanup at all (a crash).
+    pub fn kill9_client(&mut self) {
+        if let Some(mut c) = self.client.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Kill charon (no Delete sent) and leave it down.
+    pub fn kill_charon(&mut self) {
+        if let Some(mut c) = self.charon.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 
     /// Stop our client (SIGTERM: it deletes the IKE SA and removes its routes and rule).
@@ -569,9 +618,10 @@ secrets {{ ike-a {{ id-a = client.example
 
     /// The client's status (JSON from its control socket).
     pub fn status(&self) -> Option<serde_json::Value> {
-        use std::io::Read;
+        use std::io::{Read, Write};
         let mut s = std::os::unix::net::UnixStream::connect(self.dir.join("vpn.sock")).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        s.write_all(b"status\n").ok()?;
         let mut text = String::new();
         s.read_to_string(&mut text).ok()?;
         serde_json::from_str(&text).ok()
