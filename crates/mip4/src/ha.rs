@@ -5,7 +5,9 @@
 //! section 3.8.2 (authentication first, then replay, then the rest), keeps the
 //! mobility bindings with their expiry, and produces replies ([`Transmit`]) and
 //! binding events ([`HaEvent`]) for the I/O shell, which installs tunnels and
-//! routes. Every input that is not answered is counted by [`DropReason`].
+//! routes. Every input that is not answered is counted by [`DropReason`]. The
+//! data path asks it too (`ha_admit`): [`HomeAgent::admit_reverse`],
+//! [`HomeAgent::admit_udp_tunnel`] and [`HomeAgent::forward`].
 //!
 //! When a list of trusted networks is configured (the internal home agent of
 //! RFC 5265), requests from other sources are silently dropped and counted, and
@@ -911,6 +913,9 @@ pub use provision::ReloadSummary;
 #[path = "ha_restore.rs"]
 mod restore;
 pub use restore::RestoreRefused;
+#[path = "ha_admit.rs"]
+mod admit;
+pub use admit::{ForwardTo, ReverseDrop};
 
 #[cfg(test)]
 #[path = "ha_tests.rs"]

@@ -3,8 +3,10 @@
 //! It drives the sans-IO [`mip4::ha::HomeAgent`] from real sockets:
 //! registrations on UDP 434; the forward tunnel (IP-in-IP on a raw socket, or
 //! RFC 3519 Tunnel Data on UDP 434 behind NATs) to each binding's care-of
-//! address; reverse-tunnel decapsulation (RFC 3024) with a check that the inner
-//! source is a home address bound to the outer source. Packets for away mobile
+//! address; reverse-tunnel decapsulation (RFC 3024). Which packets may enter and
+//! where packets for a home address go are the core's decisions, on its binding
+//! table ([`HomeAgent::admit_reverse`], [`HomeAgent::admit_udp_tunnel`],
+//! [`HomeAgent::forward`]); this daemon keeps no copy of it. Packets for away mobile
 //! nodes reach it through a TUN device: while a binding exists, a host route
 //! sends the home address into the TUN, and on a real home link a proxy ARP
 //! entry plus a gratuitous ARP (RFC 5944 section 4.6) pull the traffic to it.
@@ -22,7 +24,9 @@ use crate::control::{ControlServer, StatusRequest};
 use crate::shell::{
     allow_fragmentation, enlarge_buffers, getrandom, io_err, open_tunnel, write_sysctl, BATCH,
 };
-use mip4::ha::{Binding, HaConfig, HaEvent, HomeAgent, MobileNodeConfig, Tunnel, UdpTunneling};
+use mip4::ha::{
+    Binding, ForwardTo, HaConfig, HaEvent, HomeAgent, MobileNodeConfig, Tunnel, UdpTunneling,
+};
 use mip4::wire::tunnel::TunnelData;
 use mip4::wire::{MessageType, MIP_PORT};
 use netio::netlink::{Netlink, Route};
@@ -33,7 +37,7 @@ use netio::udp_batch::{send_batch, Outgoing, RecvBatch};
 use routes::RouteWorker;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -105,8 +109,8 @@ struct Daemon {
     home_ifindex: Option<u32>,
     /// Static home addresses (the pool comes from the config): what leftovers may be ours.
     ours: std::collections::HashSet<Ipv4Addr>,
-    /// Home address -> its bindings, for the data path.
-    tunnels: HashMap<Ipv4Addr, Vec<Binding>>,
+    /// Reused for each RFC 3519 Tunnel Data message sent.
+    udp_out: Vec<u8>,
     counters: Counters,
     ctl_rx: mpsc::Receiver<StatusRequest>,
     _ctl: Option<ControlServer>,
@@ -213,7 +217,7 @@ impl Daemon {
             nl,
             home_ifindex,
             ours,
-            tunnels: HashMap::new(),
+            udp_out: Vec::with_capacity(65536),
             counters: Counters::default(),
             ctl_rx,
             _ctl: ctl,
@@ -251,21 +255,23 @@ impl Daemon {
                 },
                 r = self.raw.recv_from(&mut rbuf) => match r {
                     Ok((n, src)) => {
-                        self.on_raw(src, &rbuf[..n]).await;
+                        let now = Instant::now();
+                        self.on_raw(now, src, &rbuf[..n]).await;
                         // Drain what else is queued before going back to select.
                         for _ in 0..BATCH {
                             let Ok((n, src)) = self.raw.try_recv_from(&mut rbuf) else { break };
-                            self.on_raw(src, &rbuf[..n]).await;
+                            self.on_raw(now, src, &rbuf[..n]).await;
                         }
                     }
                     Err(e) => warn!("raw receive: {e}"),
                 },
                 r = self.tun.recv(&mut tbuf) => match r {
                     Ok(n) => {
-                        self.on_tun(&tbuf[..n]).await;
+                        let now = Instant::now();
+                        self.on_tun(now, &tbuf[..n]).await;
                         for _ in 0..BATCH {
                             let Ok(n) = self.tun.try_recv(&mut tbuf) else { break };
-                            self.on_tun(&tbuf[..n]).await;
+                            self.on_tun(now, &tbuf[..n]).await;
                         }
                     }
                     Err(e) => warn!("tun receive: {e}"),
@@ -314,11 +320,12 @@ impl Daemon {
     /// registrations to the core in one call, which overlaps the memory misses of
     /// looking up many nodes (see `HomeAgent::handle_datagrams`).
     async fn on_udp_batch(&mut self, rb: &RecvBatch, n: usize) {
+        let now = Instant::now();
         let mut regs: Vec<(SocketAddrV4, SocketAddrV4, &[u8])> = Vec::with_capacity(n);
         for i in 0..n {
             let (m, payload) = rb.get(i);
             if MessageType::of(payload) == Some(MessageType::TUNNEL_DATA) {
-                self.on_tunnel_data(m.src, payload).await;
+                self.on_tunnel_data(now, m.src, payload).await;
             } else if self.guard.drops_internal(m.ifindex, payload) {
                 self.counters.drop(crate::ha_guard::INTERNAL_DROP);
             } else {
@@ -329,7 +336,6 @@ impl Daemon {
         }
         if !regs.is_empty() {
             let before = crate::ha_guard::Guard::untrusted_count(&self.core);
-            let now = Instant::now();
             self.core.handle_datagrams(now, SystemTime::now(), &regs);
             let sources: Vec<SocketAddrV4> = regs.iter().map(|r| r.0).collect();
             self.guard.after_core(now, before, &self.core, &sources);
@@ -337,7 +343,7 @@ impl Daemon {
     }
 
     /// RFC 3519 Tunnel Data from a mobile node behind a NAT.
-    async fn on_tunnel_data(&mut self, from: SocketAddrV4, payload: &[u8]) {
+    async fn on_tunnel_data(&mut self, now: Instant, from: SocketAddrV4, payload: &[u8]) {
         let Ok(td) = TunnelData::parse(payload) else {
             return self.counters.drop("malformed tunnel data");
         };
@@ -347,28 +353,15 @@ impl Daemon {
         let Some((src, _)) = wire::ipv4::addresses(td.packet) else {
             return self.counters.drop("malformed inner packet");
         };
-        let Some(bs) = self.tunnels.get(&src) else {
-            return self
-                .counters
-                .drop("reverse tunnel from an unregistered source");
-        };
-        // Only the address and port the node registered from: a binding moves to a new
-        // NAT mapping on an authenticated request alone, never on data, which anybody
-        // behind the same NAT could forge (RFC 3519 section 6.1). The node notices
-        // a lost mapping by its unanswered keepalive and re-registers.
-        let registered = bs.iter().any(|b| {
-            b.reverse_tunnel && matches!(b.tunnel, Tunnel::Udp { peer, .. } if peer == from)
-        });
-        if !registered {
-            return self
-                .counters
-                .drop("tunnel data from an address or port the node did not register from");
+        // Only from the address and port the node registered from (RFC 3519 section 6.1).
+        if let Err(why) = self.core.admit_udp_tunnel(now, from, src) {
+            return self.counters.drop(why.label());
         }
         self.deliver(td.packet).await;
     }
 
     /// IP-in-IP received on the raw socket (outer header included).
-    async fn on_raw(&mut self, outer_src: Ipv4Addr, packet: &[u8]) {
+    async fn on_raw(&mut self, now: Instant, outer_src: Ipv4Addr, packet: &[u8]) {
         let Ok(outer) = wire::ipv4::Ipv4Header::parse(packet) else {
             return self.counters.drop("malformed outer header");
         };
@@ -376,16 +369,9 @@ impl Daemon {
         let Some((src, _)) = wire::ipv4::addresses(inner) else {
             return self.counters.drop("malformed inner packet");
         };
-        // RFC 3024: accept only packets whose inner source is a home address bound
-        // to the care-of address they come from.
-        let ok = self.tunnels.get(&src).is_some_and(|bs| {
-            bs.iter()
-                .any(|b| b.reverse_tunnel && b.care_of == outer_src)
-        });
-        if !ok {
-            return self
-                .counters
-                .drop("reverse tunnel from an unregistered source");
+        // RFC 3024: only a home address from the care-of address it is bound to.
+        if let Err(why) = self.core.admit_reverse(now, outer_src, src) {
+            return self.counters.drop(why.label());
         }
         self.deliver(inner).await;
     }
@@ -408,24 +394,24 @@ impl Daemon {
     }
 
     /// A packet for an away mobile node: tunnel it to every care-of address.
-    async fn on_tun(&mut self, packet: &[u8]) {
+    async fn on_tun(&mut self, now: Instant, packet: &[u8]) {
         let Some((_, dst)) = wire::ipv4::addresses(packet) else {
             return self.counters.drop("not an IPv4 packet (from tun)");
         };
-        let Some(bs) = self.tunnels.get(&dst) else {
-            return self.counters.drop("no binding for destination");
-        };
-        for b in bs.clone() {
-            let r = match b.tunnel {
-                Tunnel::IpInIp => self.raw.send_to(packet, b.care_of).await,
-                Tunnel::Udp { peer, .. } => {
-                    let mut msg = Vec::with_capacity(packet.len() + 4);
+        let mut sent = 0;
+        // Borrows the core's bindings while sending: no copy per packet.
+        for to in self.core.forward(now, dst) {
+            sent += 1;
+            let r = match to {
+                ForwardTo::IpInIp { care_of, .. } => self.raw.send_to(packet, care_of).await,
+                ForwardTo::Udp { peer, local } => {
+                    self.udp_out.clear();
                     TunnelData {
                         next_header: 4,
                         packet,
                     }
-                    .emit(&mut msg);
-                    send_from(&self.udp, &msg, peer, *b.local.ip()).await
+                    .emit(&mut self.udp_out);
+                    send_from(&self.udp, &self.udp_out, peer, local).await
                 }
             };
             match r {
@@ -434,10 +420,13 @@ impl Daemon {
                     self.counters.tx_bytes += packet.len() as u64;
                 }
                 Err(e) => {
-                    debug!("tunnel send to {}: {e}", b.care_of);
+                    debug!("tunnel send to {to:?}: {e}");
                     self.counters.drop("tunnel send failed");
                 }
             }
+        }
+        if sent == 0 {
+            self.counters.drop("no binding for destination");
         }
     }
 
@@ -464,32 +453,23 @@ impl Daemon {
     async fn apply(&mut self, e: HaEvent) {
         self.dirty = true;
         match e {
-            HaEvent::BindingAdded(b) | HaEvent::BindingRenewed(b) => {
-                let home = b.home_addr;
-                let list = self.tunnels.entry(home).or_default();
-                let first = list.is_empty();
-                if let Some(slot) = list.iter_mut().find(|x| x.care_of == b.care_of) {
-                    *slot = b.clone();
-                } else {
-                    info!(home = %home, care_of = %b.care_of, lifetime = b.lifetime, tunnel = ?b.tunnel, "binding added");
-                    list.push(b);
-                }
-                if first {
-                    self.intercept(home, true).await;
-                }
+            // The core's table is the data path's: only routes follow the events.
+            // Events are applied after the core changed (a whole batch at once), so
+            // route on every new binding (idempotent: replace) and off only when the
+            // address has none left now; the route worker keeps the last request.
+            HaEvent::BindingAdded(b) => {
+                info!(home = %b.home_addr, care_of = %b.care_of, lifetime = b.lifetime, tunnel = ?b.tunnel, "binding added");
+                self.intercept(b.home_addr, true).await;
             }
+            HaEvent::BindingRenewed(_) => {}
             HaEvent::BindingRemoved {
                 home_addr,
                 care_of,
                 reason,
             } => {
                 info!(home = %home_addr, care_of = %care_of, ?reason, "binding removed");
-                if let Some(list) = self.tunnels.get_mut(&home_addr) {
-                    list.retain(|b| b.care_of != care_of);
-                    if list.is_empty() {
-                        self.tunnels.remove(&home_addr);
-                        self.intercept(home_addr, false).await;
-                    }
+                if self.core.bindings_of(home_addr).is_empty() {
+                    self.intercept(home_addr, false).await;
                 }
             }
         }
@@ -727,7 +707,7 @@ impl Daemon {
         if self.dirty {
             self.save();
         }
-        let homes: Vec<Ipv4Addr> = self.tunnels.keys().copied().collect();
+        let homes: Vec<Ipv4Addr> = self.core.bound_home_addrs().collect();
         for h in homes {
             self.intercept(h, false).await;
         }
