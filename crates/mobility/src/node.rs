@@ -46,10 +46,15 @@ pub struct Stats {
     pub requests_sent: u64,
     /// Of those, retransmissions after a timeout.
     pub retransmissions: u64,
-    /// MN-4: replies refused as a proof: a TNC reply carrying a stale home-agent
-    /// time (a replay). `accepted_without_tnc` counts the other refusals;
-    /// `inside_proofs` counts the accepted proofs.
-    pub proofs_refused_stale: u64,
+    /// MN-4: plaintext replies on the direct i-HA path refused as a proof:
+    /// forged (bad authenticator), unsolicited or replayed (Identification does
+    /// not match), malformed, or carrying a stale home-agent time. Accepted
+    /// proofs are `inside_proofs`; accepted replies without TNC are
+    /// `accepted_without_tnc`.
+    pub proofs_refused: u64,
+    /// Replies refused by any of the registration clients (the direct ones
+    /// included), for the same reasons.
+    pub replies_refused: u64,
     /// The shell reported a request it could not send (`handle_send_failed`).
     pub send_failures: u64,
     /// Requests sent again promptly after a failed send.
@@ -95,16 +100,19 @@ impl MobileNode {
     pub fn stats(&self) -> Stats {
         let mut s = self.stats.clone();
         for i in self.ifaces.values() {
+            let refused = |c: &mip4::client::ClientStats| c.drops.values().sum::<u64>();
             let mut add = |c: &mip4::client::ClientStats| {
                 s.requests_sent += c.requests;
                 s.retransmissions += c.retransmissions;
+                s.replies_refused += refused(c);
             };
             add(i.direct.client_stats());
             if let Some(x) = &i.xha {
                 add(x.stats());
             }
             add(i.via_vpn.stats());
-            s.proofs_refused_stale += i.direct.stale_replies;
+            s.proofs_refused += refused(i.direct.client_stats()) + i.direct.stale_replies;
+            s.replies_refused += i.direct.stale_replies;
         }
         s
     }
