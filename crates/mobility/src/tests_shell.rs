@@ -284,3 +284,14 @@ fn counters_for_status() {
     assert_eq!(s.proofs_refused, 1, "the replay is counted: {s:?}");
     assert_eq!(s.replies_refused, 1);
 }
+
+#[test]
+fn a_send_retry_that_is_zero_or_not_below_the_rto_is_refused() {
+    let mut c = plain_cfg();
+    c.send_retry = Duration::ZERO;
+    assert_eq!(c.validate(), Err(ConfigError::SendRetry));
+    c.send_retry = c.initial_rto;
+    assert_eq!(c.validate(), Err(ConfigError::SendRetry));
+    c.send_retry = Duration::from_millis(5);
+    assert_eq!(c.validate(), Ok(()));
+}
