@@ -63,9 +63,13 @@ impl MobileNode {
             Timer::XhaDelay,
             Timer::Retry,
             Timer::VpnRegRetry,
+            // The round's requests are sent afresh below; a retry of the old
+            // ones would only add a duplicate.
+            Timer::SendRetry,
         ] {
             i.stop(t);
         }
+        i.send_failed = [false; 2];
         i.direct.stop();
         i.direct_failed = false;
         i.xha_failed = false;

@@ -122,6 +122,16 @@ fn prompt_retries_cover_every_plain_request_and_are_bounded_per_epoch() {
     assert_eq!(r.node.stats().send_retries, 2);
     assert_eq!(r.gate(1), Gate::OpenInside(Mode::C));
 
+    // A status change before the retry is due: the new round sends afresh,
+    // the stale retry is dropped.
+    let mut r = Rig::new(plain_cfg());
+    r.fail_sends = 1;
+    r.attach(1, IN_ADDR, false, false);
+    r.link(1, LinkEvent::DefaultGateway(Some((AGENT, [2; 6]))));
+    r.advance(Duration::from_millis(50));
+    assert_eq!(r.node.stats().send_retries, 0);
+    assert_eq!(r.node.stats().requests_sent, 2);
+
     // No route for a long time: at most send_retry_max prompt retries, then the
     // ordinary schedule; a status change gives a new budget.
     let mut r = Rig::new(plain_cfg());
