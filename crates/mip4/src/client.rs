@@ -161,6 +161,8 @@ struct Registered {
     att: Attachment,
     expires: Instant,
     renew_at: Instant,
+    /// RFC 3519: the home agent will tunnel over UDP, with this keepalive interval.
+    udp_keepalive: Option<u16>,
 }
 
 /// The registration client. See the module documentation.
@@ -226,6 +228,32 @@ impl RegistrationClient {
     /// The current registration's care-of address.
     pub fn care_of(&self) -> Option<Ipv4Addr> {
         self.registered.as_ref().map(|r| r.att.care_of)
+    }
+
+    /// The tunnelling the home agent granted for the registration in force at
+    /// `now`: `None` when not registered, `Some(None)` for IP-in-IP, and
+    /// `Some(Some(keepalive))` when it tunnels over UDP (RFC 3519, keepalive
+    /// interval in seconds, from the reply's UDP Tunnel Reply extension).
+    pub fn udp_tunnel(&self, now: Instant) -> Option<Option<u16>> {
+        self.registered
+            .as_ref()
+            .filter(|r| r.expires > now)
+            .map(|r| r.udp_keepalive)
+    }
+
+    /// The caller could not send the outstanding request (for example the
+    /// interface has no route yet): send it again at once, as a fresh first
+    /// attempt with the same attachment and lifetime (new Identification,
+    /// retransmission timer back to `initial_rto`). Returns false when no request
+    /// is outstanding.
+    pub fn resend_now(&mut self, now: Instant, wall: SystemTime) -> bool {
+        let Some(p) = self.pending.as_mut() else {
+            return false;
+        };
+        p.attempts = 0;
+        p.rto = self.cfg.initial_rto;
+        self.send_pending(now, wall);
+        true
     }
 
     /// Starts registering `att` (a new attachment or a forced renewal). Any
@@ -484,11 +512,6 @@ impl RegistrationClient {
         if let Some(m) = self.cfg.max_renew_interval {
             renew = renew.min(m);
         }
-        self.registered = Some(Registered {
-            att: p.att,
-            expires: p.sent_at + life,
-            renew_at: p.sent_at + renew,
-        });
         let mut tnc = false;
         let mut udp_tunnel = None;
         for e in &reply.extensions {
@@ -505,6 +528,12 @@ impl RegistrationClient {
                 _ => {}
             }
         }
+        self.registered = Some(Registered {
+            att: p.att,
+            expires: p.sent_at + life,
+            renew_at: p.sent_at + renew,
+            udp_keepalive: udp_tunnel,
+        });
         self.events.push_back(ClientEvent::Registered {
             care_of: p.att.care_of,
             home_addr: self.home_addr,

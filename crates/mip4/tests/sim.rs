@@ -425,3 +425,58 @@ fn simultaneous_bindings_with_s_flag() {
         }
     )));
 }
+
+#[test]
+fn udp_tunnel_reports_the_granted_keepalive_of_the_registration_in_force() {
+    // Not asked: IP-in-IP.
+    let mut s = Sim::new(ha_cfg(), mn_cfg(), ReplayMethod::Timestamp);
+    assert_eq!(s.mn.udp_tunnel(s.now), None, "not registered");
+    s.attach(Ipv4Addr::new(192, 0, 2, 10));
+    s.run_for(Duration::from_secs(1));
+    assert_eq!(s.mn.udp_tunnel(s.now), Some(None));
+    // Asked (forced): the home agent's keepalive interval.
+    let mut ha = ha_cfg();
+    ha.udp_tunneling.keepalive = 25;
+    let mut cfg = mn_cfg();
+    cfg.udp_tunnel = Some(true);
+    let mut s = Sim::new(ha, cfg, ReplayMethod::Timestamp);
+    let att = s.attach(Ipv4Addr::new(192, 0, 2, 10));
+    s.run_for(Duration::from_secs(1));
+    assert_eq!(s.mn.udp_tunnel(s.now), Some(Some(25)));
+    // Gone with the registration: after a deregistration, and after expiry.
+    let w = s.mn_wall();
+    s.mn.deregister(s.now, w, att);
+    s.run_for(Duration::from_secs(1));
+    assert_eq!(s.mn.udp_tunnel(s.now), None);
+    s.attach(Ipv4Addr::new(192, 0, 2, 10));
+    s.run_for(Duration::from_secs(1));
+    s.loss = 1.0;
+    s.run_for(Duration::from_secs(700));
+    assert_eq!(s.mn.udp_tunnel(s.now), None, "expired");
+}
+
+#[test]
+fn resend_now_sends_the_outstanding_request_at_once_as_a_first_attempt() {
+    let mut s = Sim::new(ha_cfg(), mn_cfg(), ReplayMethod::Timestamp);
+    let w = s.mn_wall();
+    assert!(!s.mn.resend_now(s.now, w), "nothing outstanding");
+    // The first send is lost (as if the shell had no route).
+    s.loss = 1.0;
+    s.attach(Ipv4Addr::new(192, 0, 2, 10));
+    s.collect();
+    s.loss = 0.0;
+    s.run_for(Duration::from_millis(10));
+    let w = s.mn_wall();
+    assert!(s.mn.resend_now(s.now, w));
+    s.run_for(Duration::from_millis(100));
+    let (t, e) = &s.mn_events[0];
+    assert!(matches!(e, ClientEvent::Registered { .. }), "{e:?}");
+    assert_eq!(*t, Duration::from_millis(50), "10 ms + 2 x 20 ms latency");
+    assert_eq!(s.sent_requests.len(), 2);
+    assert_eq!(
+        s.mn.stats().retransmissions,
+        0,
+        "not a timeout retransmission"
+    );
+    assert_eq!(s.mn.stats().requests, 2);
+}

@@ -22,6 +22,15 @@ pub enum Outside {
     /// MOBIKE draft `mc`: IKEv2 + MOBIKE from the interface's own address; no
     /// x-MIP layer.
     Mobike,
+    /// No outside path at all (no VPN, no x-HA): plain i-MIP (h, c, f) wherever
+    /// the i-HA answers through the interface WITH the Trusted Networks
+    /// Configured extension (MN-4). Anywhere else the gate stays closed: a reply
+    /// without TNC, or no reply, leaves the interface detecting and retrying
+    /// (fail closed). Plaintext outside is impossible by construction: the only
+    /// way to open a gate in plaintext is a `TncProof`, and with this flavour no
+    /// other gate ever opens (`Gate::OpenViaVpn` needs a VPN, which is never
+    /// started).
+    None,
 }
 
 /// A deliberately broken rule, for the simulator's negative control only.
@@ -79,9 +88,24 @@ pub struct Config {
     /// MN-12: ask both MIP layers for RFC 3519 UDP tunnelling (`Some(true)`
     /// forces it); `None` leaves it to the home agent's NAT detection.
     pub udp_tunnel: Option<bool>,
+    /// Ask the i-HA for reverse tunnelling (the T bit, RFC 3024) on the direct
+    /// (inside) layer. The x-HA and the through-VPN registrations always ask for
+    /// it (MN-14: the x-home address and the TIA must be reverse-tunnelled).
+    pub reverse_tunnel: bool,
+    /// Through a foreign agent (mode f, fvc), ask it for the encapsulating
+    /// delivery style of reverse tunnelling (RFC 3024); passed to the i-HA and
+    /// x-HA clients (it only goes out with reverse tunnelling via an agent).
+    pub encapsulating_delivery: bool,
     pub initial_rto: Duration,
     pub max_rto: Duration,
     pub max_attempts: u32,
+    /// After the shell reports that a request could not be sent
+    /// (`MobileNode::handle_send_failed`, e.g. no route yet), send it again after
+    /// this short delay instead of waiting for `initial_rto`.
+    pub send_retry: Duration,
+    /// At most this many such prompt retries per interface and status epoch;
+    /// after that the ordinary retransmission schedule applies.
+    pub send_retry_max: u32,
     /// After a detection round in which nothing answered, start again after this.
     pub retry_after: Duration,
     #[cfg(test)]
@@ -99,6 +123,8 @@ pub enum ConfigError {
     LifetimeZero,
     /// A duration longer than a day (timer arithmetic must never overflow).
     DurationTooLong(&'static str),
+    /// `send_retry` must be non-zero and shorter than `initial_rto`.
+    SendRetry,
 }
 
 impl std::fmt::Display for ConfigError {
@@ -110,6 +136,7 @@ impl std::fmt::Display for ConfigError {
             }
             ConfigError::MaxAttemptsZero => "max_attempts must be at least 1",
             ConfigError::LifetimeZero => "lifetime must be at least 1 second",
+            ConfigError::SendRetry => "send_retry must be non-zero and shorter than initial_rto",
             ConfigError::DurationTooLong(what) => {
                 return write!(f, "{what} must not exceed one day");
             }
@@ -149,9 +176,13 @@ impl Config {
             lifetime: 600,
             simultaneous_bindings: false,
             udp_tunnel: None,
+            reverse_tunnel: true,
+            encapsulating_delivery: false,
             initial_rto: Duration::from_secs(1),
             max_rto: Duration::from_secs(4),
             max_attempts: 4,
+            send_retry: Duration::from_millis(10),
+            send_retry_max: 20,
             retry_after: Duration::from_secs(3),
             #[cfg(test)]
             fault: None,
@@ -170,6 +201,9 @@ impl Config {
         }
         if self.lifetime == 0 {
             return Err(ConfigError::LifetimeZero);
+        }
+        if self.send_retry.is_zero() || self.send_retry >= self.initial_rto {
+            return Err(ConfigError::SendRetry);
         }
         let day = Duration::from_secs(86_400);
         for (what, d) in [

@@ -26,6 +26,7 @@ impl MobileNode {
         let keep = self.cfg.faulty(FaultCheck::KeepProof);
         let i = self.iface(id);
         i.epoch += 1;
+        i.send_retries = 0;
         #[cfg(test)]
         if keep {
             let ep = i.epoch;
@@ -62,9 +63,13 @@ impl MobileNode {
             Timer::XhaDelay,
             Timer::Retry,
             Timer::VpnRegRetry,
+            // The round's requests are sent afresh below; a retry of the old
+            // ones would only add a duplicate.
+            Timer::SendRetry,
         ] {
             i.stop(t);
         }
+        i.send_failed = [false; 2];
         i.direct.stop();
         i.direct_failed = false;
         i.xha_failed = false;
@@ -137,6 +142,9 @@ impl MobileNode {
                     self.xha_register(now, wall, id);
                 }
             }
+            // Fail closed: only the direct i-HA request; without TNC the round
+            // fails and is retried, the gate never opens.
+            Outside::None => i.xha_failed = true,
             Outside::Mobike => {
                 if a.agent.is_some() {
                     // MN-14: no FA care-of address on an untrusted network: the
@@ -193,6 +201,7 @@ impl MobileNode {
         let local = match self.cfg.outside {
             Outside::Xmip { x_home_addr, .. } => Some(x_home_addr),
             Outside::Mobike => self.ifaces.get(&id).and_then(|i| i.address()),
+            Outside::None => None,
         };
         let i = self.iface(id);
         let Some(local) = local else { return };
@@ -401,12 +410,16 @@ impl MobileNode {
     /// Nothing can answer in this round: try again later, gate closed.
     pub(crate) fn check_stuck(&mut self, now: Instant, id: IfaceId) {
         let retry = self.cfg.retry_after;
-        let mobike = matches!(self.cfg.outside, Outside::Mobike);
+        let outside = self.cfg.outside.clone();
         let i = self.iface(id);
         if i.phase != Phase::Detecting || !i.direct_failed {
             return;
         }
-        let outside_failed = if mobike { i.vpn_failed } else { i.xha_failed };
+        let outside_failed = match outside {
+            Outside::Mobike => i.vpn_failed,
+            Outside::Xmip { .. } => i.xha_failed,
+            Outside::None => true,
+        };
         if outside_failed && i.timer(Timer::Retry).is_none() {
             i.set(Timer::Retry, now + retry);
         }
@@ -418,7 +431,7 @@ impl MobileNode {
         i.reason = reason;
         let mode = match phase {
             Phase::Inside => i.proof.as_ref().map(|p| p.mode()),
-            Phase::Outside => Some(i.outside_mode(&cfg)),
+            Phase::Outside => i.outside_mode(&cfg),
             Phase::Down | Phase::Detecting => None,
         };
         let changed = i.phase != phase;

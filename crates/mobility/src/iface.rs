@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use crate::config::{Config, FaultCheck, Outside};
 use crate::proof::{DirectIha, TncProof};
-use crate::{Advertisement, Gate, IfaceId, Mode, Phase};
+use crate::{Advertisement, Gate, IfaceId, Layer, Mode, Phase, Tunnel};
 
 const MIP_PORT: u16 = 434;
 
@@ -33,9 +33,11 @@ pub(crate) enum Timer {
     VpnRegRetry,
     /// The foreign agent we use stops advertising.
     AgentExpiry,
+    /// The shell could not send a request: send it again shortly.
+    SendRetry,
 }
 
-pub(crate) const TIMERS: [Timer; 9] = [
+pub(crate) const TIMERS: [Timer; 10] = [
     Timer::Rereg,
     Timer::TMonitor,
     Timer::DetectEnd,
@@ -45,6 +47,7 @@ pub(crate) const TIMERS: [Timer; 9] = [
     Timer::VpnRetry,
     Timer::VpnRegRetry,
     Timer::AgentExpiry,
+    Timer::SendRetry,
 ];
 
 impl Timer {
@@ -59,6 +62,7 @@ impl Timer {
             Timer::VpnRetry => "VPN retry",
             Timer::VpnRegRetry => "i-HA through VPN retry",
             Timer::AgentExpiry => "foreign agent advertisement lifetime",
+            Timer::SendRetry => "request again after a failed send",
         }
     }
 }
@@ -118,8 +122,14 @@ pub(crate) struct Iface {
     pub(crate) vpn_epoch: Option<u64>,
     pub(crate) vpn_failed: bool,
     pub(crate) proof: Option<TncProof>,
-    pub(crate) timers: [Option<Instant>; 9],
+    pub(crate) timers: [Option<Instant>; 10],
     pub(crate) last_gate: Gate,
+    /// Per `Via` (Plain, Vpn): a send failed and a prompt retry is due.
+    pub(crate) send_failed: [bool; 2],
+    /// Prompt retries used in this epoch (bounded by `Config::send_retry_max`).
+    pub(crate) send_retries: u32,
+    /// The tunnelling last reported per `Layer` (for `Event::TunnelChanged`).
+    pub(crate) last_tunnel: [Option<Tunnel>; 3],
     pub(crate) mode: Option<Mode>,
 }
 
@@ -169,17 +179,30 @@ impl Iface {
         self.addrs.iter().copied().find(|a| !a.is_unspecified())
     }
 
-    pub(crate) fn outside_mode(&self, cfg: &Config) -> Mode {
+    /// The outside mode; `None` for `Outside::None`, which has no outside path.
+    pub(crate) fn outside_mode(&self, cfg: &Config) -> Option<Mode> {
         match cfg.outside {
-            Outside::Mobike => Mode::Mc,
-            Outside::Xmip { .. } => {
-                if self.attach.is_some_and(|a| a.agent.is_some()) {
-                    Mode::Fvc
-                } else {
-                    Mode::Cvc
-                }
-            }
+            Outside::Mobike => Some(Mode::Mc),
+            Outside::Xmip { .. } => Some(if self.attach.is_some_and(|a| a.agent.is_some()) {
+                Mode::Fvc
+            } else {
+                Mode::Cvc
+            }),
+            Outside::None => None,
         }
+    }
+
+    /// The tunnelling granted on `layer` at `now` (`None`: not registered).
+    pub(crate) fn tunnel(&self, layer: Layer, now: Instant) -> Option<Tunnel> {
+        let granted = match layer {
+            Layer::IhaDirect => self.direct.udp_tunnel(now),
+            Layer::Xha => self.xha.as_ref().and_then(|x| x.udp_tunnel(now)),
+            Layer::IhaViaVpn => self.via_vpn.udp_tunnel(now),
+        }?;
+        Some(match granted {
+            Some(keepalive) => Tunnel::Udp { keepalive },
+            None => Tunnel::IpInIp,
+        })
     }
 
     /// MN-9, MN-10, MN-14: the path through the VPN is proven for this epoch:
@@ -202,6 +225,8 @@ impl Iface {
             }
             (Outside::Xmip { .. }, None) => false,
             (Outside::Mobike, _) => true,
+            // Fail closed: no outside path exists in this flavour.
+            (Outside::None, _) => false,
         }
     }
 
@@ -238,7 +263,9 @@ impl Iface {
             return Gate::Closed;
         }
         if self.phase == Phase::Outside && self.outside_proven(cfg, now) {
-            return Gate::OpenViaVpn(self.outside_mode(cfg));
+            if let Some(m) = self.outside_mode(cfg) {
+                return Gate::OpenViaVpn(m);
+            }
         }
         Gate::Closed
     }

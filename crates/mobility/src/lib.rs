@@ -37,6 +37,28 @@ mod tests;
 
 pub use config::{Config, ConfigError, Outside};
 pub use node::{MobileNode, Stats};
+
+/// One of an interface's three Mobile IP registration layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Layer {
+    /// The plaintext registration with the i-HA (inside: h, c, f).
+    IhaDirect,
+    /// The registration with the x-HA (outside, x-MIP flavour: the outer layer).
+    Xha,
+    /// The registration of the TIA with the i-HA through the VPN (outside: the
+    /// inner layer).
+    IhaViaVpn,
+}
+
+/// How a home agent tunnels to us, as granted in its registration reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Tunnel {
+    /// IP-in-IP (no UDP Tunnel Reply extension, or not "will tunnel").
+    IpInIp,
+    /// RFC 3519 UDP tunnelling on port 434; send keepalives every `keepalive`
+    /// seconds (the interval the home agent asked for).
+    Udp { keepalive: u16 },
+}
 pub use proof::TncProof;
 
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -199,6 +221,13 @@ pub enum Event {
         iface: IfaceId,
         phase: Phase,
         reason: &'static str,
+    },
+    /// The tunnelling granted on one registration layer changed; `None` when
+    /// that layer is no longer registered (or, at home, deregistered).
+    TunnelChanged {
+        iface: IfaceId,
+        layer: Layer,
+        tunnel: Option<Tunnel>,
     },
 }
 

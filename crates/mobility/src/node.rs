@@ -12,9 +12,16 @@ use crate::config::{Config, ConfigError, Outside};
 use crate::iface::{Iface, Timer, VpnState, TIMERS};
 use crate::proof::DirectIha;
 use crate::{
-    Action, Advertisement, Deadline, Event, Gate, IfaceId, LinkEvent, Phase, Transmit, Via,
-    VpnEvent,
+    Action, Advertisement, Deadline, Event, Gate, IfaceId, Layer, LinkEvent, Phase, Transmit,
+    Tunnel, Via, VpnEvent,
 };
+
+fn via_index(via: Via) -> usize {
+    match via {
+        Via::Plain => 0,
+        Via::Vpn => 1,
+    }
+}
 
 /// Counters, for status and tests.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -34,6 +41,24 @@ pub struct Stats {
     pub silence_probes: u64,
     /// Re-registrations because the foreign agent in use rebooted.
     pub agent_reboots: u64,
+    /// Registration requests handed to the shell (first sends and
+    /// retransmissions, every layer; summed over the clients).
+    pub requests_sent: u64,
+    /// Of those, retransmissions after a timeout.
+    pub retransmissions: u64,
+    /// MN-4: plaintext replies on the direct i-HA path refused as a proof:
+    /// forged (bad authenticator), unsolicited or replayed (Identification does
+    /// not match), malformed, or carrying a stale home-agent time. Accepted
+    /// proofs are `inside_proofs`; accepted replies without TNC are
+    /// `accepted_without_tnc`.
+    pub proofs_refused: u64,
+    /// Replies refused by any of the registration clients (the direct ones
+    /// included), for the same reasons.
+    pub replies_refused: u64,
+    /// The shell reported a request it could not send (`handle_send_failed`).
+    pub send_failures: u64,
+    /// Requests sent again promptly after a failed send.
+    pub send_retries: u64,
 }
 
 /// The mobile node's decision engine. See the crate documentation.
@@ -71,8 +96,36 @@ impl MobileNode {
         &self.cfg
     }
 
-    pub fn stats(&self) -> &Stats {
-        &self.stats
+    /// The counters (the per-client ones summed at the time of the call).
+    pub fn stats(&self) -> Stats {
+        let mut s = self.stats.clone();
+        for i in self.ifaces.values() {
+            let refused = |c: &mip4::client::ClientStats| c.drops.values().sum::<u64>();
+            let mut add = |c: &mip4::client::ClientStats| {
+                s.requests_sent += c.requests;
+                s.retransmissions += c.retransmissions;
+                s.replies_refused += refused(c);
+            };
+            add(i.direct.client_stats());
+            if let Some(x) = &i.xha {
+                add(x.stats());
+            }
+            add(i.via_vpn.stats());
+            s.proofs_refused += refused(i.direct.client_stats()) + i.direct.stale_replies;
+            s.replies_refused += i.direct.stale_replies;
+        }
+        s
+    }
+
+    /// The tunnelling the home agent granted on one layer of `iface` at `now`:
+    /// `None` when that layer is not registered (at home, mode h, the direct
+    /// layer is deregistered: no tunnel). Inside (h, c, f) user data uses
+    /// `Layer::IhaDirect`; outside, the VPN's outer path uses `Layer::Xha`
+    /// (cvc, fvc) and the traffic inside the VPN `Layer::IhaViaVpn`. With
+    /// `Tunnel::Udp { keepalive }` the shell sends RFC 3519 UDP-encapsulated
+    /// data to port 434 and a keepalive at least every `keepalive` seconds.
+    pub fn tunnel(&self, iface: IfaceId, layer: Layer, now: Instant) -> Option<Tunnel> {
+        self.ifaces.get(&iface).and_then(|i| i.tunnel(layer, now))
     }
 
     /// The data gate of `iface` at `now` (closed for an unknown interface).
@@ -162,7 +215,10 @@ impl MobileNode {
                 }
                 s
             };
-            let client = |home: Ipv4Addr, ha: Ipv4Addr, sa: &mip4::auth::SecurityAssociation| {
+            let client = |home: Ipv4Addr,
+                          ha: Ipv4Addr,
+                          sa: &mip4::auth::SecurityAssociation,
+                          reverse: bool| {
                 let mut c = ClientConfig::new(home, ha, sa.clone());
                 c.nai = cfg.nai.clone();
                 c.replay = cfg.replay;
@@ -173,8 +229,11 @@ impl MobileNode {
                 // MN-2: each interface proves its own path; whether the home
                 // agents keep one binding per interface is configuration.
                 c.simultaneous = cfg.simultaneous_bindings;
-                // MN-14: reverse tunnel whenever MIP runs inside IPsec.
-                c.reverse_tunnel = true;
+                // MN-14: reverse tunnel whenever MIP runs inside IPsec (forced
+                // for the x-HA and through-VPN layers); configurable inside.
+                c.reverse_tunnel = reverse;
+                // RFC 3024 encapsulating delivery, via a foreign agent only.
+                c.encapsulating_delivery = cfg.encapsulating_delivery;
                 // MN-12: RFC 3519 on both MIP layers.
                 c.udp_tunnel = cfg.udp_tunnel;
                 c
@@ -185,10 +244,10 @@ impl MobileNode {
                     x_home_addr,
                     x_sa,
                 } => Some(RegistrationClient::new(
-                    client(*x_home_addr, *x_ha, x_sa),
+                    client(*x_home_addr, *x_ha, x_sa, true),
                     sub(2),
                 )),
-                Outside::Mobike => None,
+                Outside::Mobike | Outside::None => None,
             };
             Iface {
                 id,
@@ -201,21 +260,28 @@ impl MobileNode {
                 hint_inside: None,
                 agent: None,
                 attach: None,
-                direct: DirectIha::new(id, client(cfg.home_addr, cfg.i_ha, &cfg.i_sa), sub(1)),
+                direct: DirectIha::new(
+                    id,
+                    client(cfg.home_addr, cfg.i_ha, &cfg.i_sa, cfg.reverse_tunnel),
+                    sub(1),
+                ),
                 direct_failed: false,
                 xha,
                 xha_epoch: None,
                 xha_failed: false,
                 via_vpn: RegistrationClient::new(
-                    client(cfg.home_addr, cfg.i_ha, &cfg.i_sa),
+                    client(cfg.home_addr, cfg.i_ha, &cfg.i_sa, true),
                     sub(3),
                 ),
                 vpn: VpnState::None,
                 vpn_epoch: None,
                 vpn_failed: false,
                 proof: None,
-                timers: [None; 9],
+                timers: [None; 10],
                 last_gate: Gate::Closed,
+                send_failed: [false; 2],
+                send_retries: 0,
+                last_tunnel: [None; 3],
                 mode: None,
             }
         })
@@ -378,7 +444,7 @@ impl MobileNode {
         let i_ha = self.cfg.i_ha;
         let x_ha = match self.cfg.outside {
             Outside::Xmip { x_ha, .. } => Some(x_ha),
-            Outside::Mobike => None,
+            Outside::Mobike | Outside::None => None,
         };
         let Some(i) = self.ifaces.get_mut(&iface) else {
             self.stats.dropped_datagrams += 1;
@@ -408,8 +474,12 @@ impl MobileNode {
     }
 
     /// The VPN layer of `iface` changed.
+    /// With `Outside::None` there is no VPN: the event is ignored.
     pub fn handle_vpn(&mut self, now: Instant, wall: SystemTime, iface: IfaceId, ev: VpnEvent) {
         let cfg = self.cfg.clone();
+        if matches!(cfg.outside, Outside::None) {
+            return;
+        }
         let i = self.iface(iface);
         let mut outside_now = false;
         match ev {
@@ -458,6 +528,40 @@ impl MobileNode {
         self.drain_clients(now, wall, iface);
         self.check_stuck(now, iface);
         self.flush(now);
+    }
+
+    /// The shell could not send a request `poll_transmit` gave it for `iface`
+    /// and `via` (for example: no route on the interface yet). The node sends
+    /// the outstanding requests of that path again after `Config::send_retry`
+    /// (at most `send_retry_max` times per interface and status epoch), instead
+    /// of waiting for the first retransmission (`initial_rto`). The gate is
+    /// unaffected (a request proves nothing until it is answered).
+    pub fn handle_send_failed(&mut self, now: Instant, iface: IfaceId, via: Via) {
+        let cfg = &self.cfg;
+        self.stats.send_failures += 1;
+        let Some(i) = self.ifaces.get_mut(&iface) else {
+            return;
+        };
+        if i.send_retries >= cfg.send_retry_max {
+            return; // the ordinary retransmission schedule takes over
+        }
+        i.send_failed[via_index(via)] = true;
+        if i.timer(Timer::SendRetry).is_none() {
+            i.set(Timer::SendRetry, now + cfg.send_retry);
+        }
+    }
+
+    /// The shell now has a route on `iface`: a prompt retry that is waiting
+    /// after `handle_send_failed` goes out at once.
+    pub fn handle_route_ready(&mut self, now: Instant, wall: SystemTime, iface: IfaceId) {
+        let Some(i) = self.ifaces.get_mut(&iface) else {
+            return;
+        };
+        if i.timer(Timer::SendRetry).is_some() {
+            i.set(Timer::SendRetry, now);
+            self.run_timers(now, wall, iface);
+            self.flush(now);
+        }
     }
 
     pub fn handle_timeout(&mut self, now: Instant, wall: SystemTime) {
@@ -528,6 +632,23 @@ impl MobileNode {
                 }
                 Timer::Retry => self.restart(now, wall, id, "detection retry"),
                 Timer::AgentExpiry => self.status_change(now, wall, id, "foreign agent gone"),
+                Timer::SendRetry => {
+                    let [plain, vpn] = std::mem::take(&mut i.send_failed);
+                    let mut sent = 0u64;
+                    if plain {
+                        sent += u64::from(i.direct.resend_now(now, wall));
+                        if let Some(x) = i.xha.as_mut() {
+                            sent += u64::from(x.resend_now(now, wall));
+                        }
+                    }
+                    if vpn {
+                        sent += u64::from(i.via_vpn.resend_now(now, wall));
+                    }
+                    if sent > 0 {
+                        i.send_retries += 1;
+                    }
+                    self.stats.send_retries += sent;
+                }
             }
         }
     }
@@ -557,7 +678,7 @@ impl MobileNode {
         }
     }
 
-    /// After every input: collect datagrams, report gate changes.
+    /// After every input: collect datagrams, report gate and tunnel changes.
     fn flush(&mut self, now: Instant) {
         let ids: Vec<IfaceId> = self.ifaces.keys().copied().collect();
         for id in ids {
@@ -566,6 +687,18 @@ impl MobileNode {
             let Some(i) = self.ifaces.get_mut(&id) else {
                 continue;
             };
+            for layer in [Layer::IhaDirect, Layer::Xha, Layer::IhaViaVpn] {
+                let t = i.tunnel(layer, now);
+                let last = &mut i.last_tunnel[layer as usize];
+                if *last != t {
+                    *last = t;
+                    self.events.push_back(Event::TunnelChanged {
+                        iface: id,
+                        layer,
+                        tunnel: t,
+                    });
+                }
+            }
             let g = i.gate(cfg, now);
             if g != i.last_gate {
                 if i.last_gate.is_open() && !g.is_open() {

@@ -132,6 +132,20 @@ impl DirectIha {
         self.client.is_pending()
     }
 
+    /// The shell could not send the outstanding request: send it again now.
+    pub(crate) fn resend_now(&mut self, now: Instant, wall: SystemTime) -> bool {
+        self.client.resend_now(now, wall)
+    }
+
+    /// See `RegistrationClient::udp_tunnel`.
+    pub(crate) fn udp_tunnel(&self, now: Instant) -> Option<Option<u16>> {
+        self.client.udp_tunnel(now)
+    }
+
+    pub(crate) fn client_stats(&self) -> &mip4::client::ClientStats {
+        self.client.stats()
+    }
+
     pub(crate) fn handle_datagram(
         &mut self,
         now: Instant,

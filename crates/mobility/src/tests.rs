@@ -44,6 +44,11 @@ struct Rig {
     actions: Vec<Action>,
     /// i-HA replies seen, for replay attacks.
     iha_replies: Vec<Vec<u8>>,
+    events: Vec<Event>,
+    /// The next this many transmits cannot be sent (no route): the rig reports
+    /// them with `handle_send_failed` when `report_send_failures`, else drops them.
+    fail_sends: u32,
+    report_send_failures: bool,
 }
 
 impl Rig {
@@ -87,6 +92,9 @@ impl Rig {
             sent: Vec::new(),
             actions: Vec::new(),
             iha_replies: Vec::new(),
+            events: Vec::new(),
+            fail_sends: 0,
+            report_send_failures: true,
         }
     }
 
@@ -119,10 +127,19 @@ impl Rig {
             while let Some(a) = self.node.poll_action() {
                 self.actions.push(a);
             }
-            while self.node.poll_event().is_some() {}
+            while let Some(e) = self.node.poll_event() {
+                self.events.push(e);
+            }
             let Some(t) = self.node.poll_transmit() else {
                 return;
             };
+            if self.fail_sends > 0 {
+                self.fail_sends -= 1;
+                if self.report_send_failures {
+                    self.node.handle_send_failed(self.now, t.iface, t.via);
+                }
+                continue;
+            }
             self.sent.push(t.clone());
             let (iha_ok, xha_ok) = self.reach.get(&t.iface).copied().unwrap_or_default();
             let (n, w) = (self.now, self.wall());
@@ -821,3 +838,5 @@ fn random_truncated_and_replayed_input_never_panics_nor_opens_a_gate() {
 
 #[path = "tests_hostile.rs"]
 mod hostile;
+#[path = "tests_shell.rs"]
+mod shell;

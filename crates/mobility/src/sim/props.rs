@@ -76,7 +76,11 @@ impl World {
             .silent_at
             .is_some_and(|s| t.changed_at.is_none_or(|c| s > c));
         if let Some((start, opened)) = t.segment.take() {
-            let connected = self.ifs.get(&i).is_some_and(|s| s.net.is_some());
+            let net = self.ifs.get(&i).and_then(|s| s.net);
+            // Outside::None: only an inside network can ever connect.
+            let connected = net.is_some_and(|n| {
+                !self.sc.plain_only || matches!(self.sc.nets[n].kind, NetKind::Inside { .. })
+            });
             // x-MIP: one interface at a time holds the outside path (the x-home
             // address exists once): another interface's open VPN gate excuses.
             let connected = connected && !t.excused;

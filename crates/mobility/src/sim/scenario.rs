@@ -69,6 +69,9 @@ pub(crate) struct Move {
 pub(crate) struct Scenario {
     pub(crate) seed: u64,
     pub(crate) mobike: bool,
+    /// `Outside::None`: plain i-MIP only (set by a dedicated test, never by
+    /// `random`, so that the seeds of the main run keep their meaning).
+    pub(crate) plain_only: bool,
     pub(crate) t_monitor: Duration,
     pub(crate) grace: Duration,
     pub(crate) detection_period: Duration,
@@ -159,6 +162,7 @@ impl Scenario {
         Scenario {
             seed,
             mobike: r.gen_bool(0.5),
+            plain_only: false,
             t_monitor,
             grace: Duration::from_secs(8),
             detection_period: Duration::from_millis([0, 1000, 3000][r.gen_range(0..3)]),

@@ -83,6 +83,39 @@ fn properties_hold_over_random_scenarios() {
     );
 }
 
+/// `Outside::None` (plain i-MIP, no VPN, no x-HA): the same properties hold,
+/// and no gate ever opens except inside, proven (the oracle's P1); on an
+/// outside network the gate stays closed. Liveness (P4) is asked of inside
+/// networks only.
+#[test]
+fn properties_hold_with_no_outside_path() {
+    let n = (seeds() / 5).max(1);
+    let mut failures = Vec::new();
+    let mut opened = 0u64;
+    for seed in 0..n {
+        let mut sc = Scenario::random(seed);
+        sc.plain_only = true;
+        let r = run(sc);
+        assert_eq!(r.ike_started, 0, "seed {seed}: no VPN in this flavour");
+        opened += r.first_open.iter().filter(|t| t.is_some()).count() as u64;
+        if !r.violations.is_empty() {
+            failures.push(report(seed, &r, None));
+        }
+    }
+    assert!(opened > n / 4, "inside gates must actually open: {opened}");
+    assert!(
+        failures.is_empty(),
+        "{} of {n} seeds failed (plain_only):\n{}",
+        failures.len(),
+        failures
+            .iter()
+            .take(10)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
 /// P5: the same seed replays exactly (same trace, same verdicts).
 #[test]
 fn a_seed_replays_exactly() {

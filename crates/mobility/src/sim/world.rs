@@ -121,7 +121,9 @@ pub(super) fn sa(key: &[u8]) -> SecurityAssociation {
 
 impl World {
     pub(crate) fn node_config(sc: &Scenario) -> Config {
-        let outside = if sc.mobike {
+        let outside = if sc.plain_only {
+            Outside::None
+        } else if sc.mobike {
             Outside::Mobike
         } else {
             Outside::Xmip {
