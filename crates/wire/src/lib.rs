@@ -1,13 +1,19 @@
 //! Shared packet formats for every mipsec layer: the Internet checksum, IPv4 and
-//! UDP headers, and a pcap writer used by tests and the lab to feed captures to
-//! independent dissectors (tshark).
+//! UDP headers (parsed into owned header structs, not zero-copy views), a bounded
+//! [`reader::Reader`] that every parser uses for untrusted bytes, and a pcap writer
+//! used by tests and the lab to feed captures to independent dissectors (tshark).
+//! There is no ICMP module here: the ICMP messages mipsec speaks (agent
+//! advertisements and solicitations) are parsed in `mip4::wire::agent`.
 //!
 //! Sans-IO: no sockets, no clock. Every parser checks every length and returns a
 //! [`Error`] instead of panicking, whatever the input.
 
+#![forbid(unsafe_code)]
+
 pub mod checksum;
 pub mod ipv4;
 pub mod pcap;
+pub mod reader;
 pub mod udp;
 
 /// Why a packet could not be parsed.
