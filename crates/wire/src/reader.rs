@@ -112,7 +112,9 @@ mod tests {
 
     #[test]
     fn reads_big_endian_in_order() {
-        let b = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 192, 0, 2, 1];
+        let b = [
+            1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 192, 0, 2, 1,
+        ];
         let mut r = Reader::new(&b);
         assert_eq!(r.u8("a"), Ok(1));
         assert_eq!(r.u16("b"), Ok(0x0203));

@@ -1,88 +1,22 @@
-//! Bounded, panic-free reader and a small writer with length back-patching.
+//! The bounded, panic-free reader (from the `wire` crate) and a small writer with
+//! length back-patching.
 
 use super::ParseError;
 
-/// A cursor over untrusted bytes; every read is bounds-checked.
-#[derive(Debug, Clone)]
-pub struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
+/// The bounded reader shared with every other parser (moved to the `wire` crate);
+/// its [`::wire::Error`] converts into [`ParseError`] with `?`.
+pub use ::wire::reader::Reader;
 
-impl<'a> Reader<'a> {
-    pub fn new(buf: &'a [u8]) -> Self {
-        Reader { buf, pos: 0 }
-    }
-
-    pub fn remaining(&self) -> usize {
-        self.buf.len().saturating_sub(self.pos)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.remaining() == 0
-    }
-
-    pub fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], ParseError> {
-        let end = self.pos.checked_add(n).ok_or(ParseError::Truncated {
-            what,
-            need: n,
-            have: self.remaining(),
-        })?;
-        match self.buf.get(self.pos..end) {
-            Some(s) => {
-                self.pos = end;
-                Ok(s)
-            }
-            None => Err(ParseError::Truncated {
-                what,
-                need: n,
-                have: self.remaining(),
-            }),
+impl From<::wire::Error> for ParseError {
+    fn from(e: ::wire::Error) -> Self {
+        match e {
+            ::wire::Error::Truncated { layer, need, have } => ParseError::Truncated {
+                what: layer,
+                need,
+                have,
+            },
+            ::wire::Error::Malformed { layer, .. } => ParseError::BadValue { what: layer },
         }
-    }
-
-    pub fn rest(&mut self) -> &'a [u8] {
-        let s = self.buf.get(self.pos..).unwrap_or(&[]);
-        self.pos = self.buf.len();
-        s
-    }
-
-    pub fn u8(&mut self, what: &'static str) -> Result<u8, ParseError> {
-        let s = self.take(1, what)?;
-        Ok(s.first().copied().unwrap_or(0))
-    }
-
-    pub fn u16(&mut self, what: &'static str) -> Result<u16, ParseError> {
-        let s = self.take(2, what)?;
-        let mut a = [0u8; 2];
-        a.copy_from_slice(s);
-        Ok(u16::from_be_bytes(a))
-    }
-
-    pub fn u32(&mut self, what: &'static str) -> Result<u32, ParseError> {
-        let s = self.take(4, what)?;
-        let mut a = [0u8; 4];
-        a.copy_from_slice(s);
-        Ok(u32::from_be_bytes(a))
-    }
-
-    pub fn u64(&mut self, what: &'static str) -> Result<u64, ParseError> {
-        let s = self.take(8, what)?;
-        let mut a = [0u8; 8];
-        a.copy_from_slice(s);
-        Ok(u64::from_be_bytes(a))
-    }
-
-    /// A sub-reader over the next `n` bytes.
-    pub fn sub(&mut self, n: usize, what: &'static str) -> Result<Reader<'a>, ParseError> {
-        Ok(Reader::new(self.take(n, what)?))
-    }
-
-    pub fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], ParseError> {
-        let s = self.take(N, what)?;
-        let mut a = [0u8; N];
-        a.copy_from_slice(s);
-        Ok(a)
     }
 }
 
