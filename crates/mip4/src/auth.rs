@@ -12,7 +12,8 @@
 //! Verification compares in constant time.
 
 use crate::wire::extension::{AuthKind, ExtensionIter, ExtensionType};
-use crate::wire::{be32, Error};
+use crate::wire::Error;
+use ::wire::reader::Reader;
 use hmac::{Hmac, Mac};
 use md5::{Digest, Md5};
 use subtle::ConstantTimeEq;
@@ -149,7 +150,7 @@ pub fn find(msg: &[u8], fixed_len: usize, kind: AuthKind) -> Result<Option<AuthR
             }
             let spi_end = e.offset + 2 + 4;
             return Ok(Some(AuthRef {
-                spi: be32(e.data, 0),
+                spi: Reader::new(e.data).u32("mip extension")?,
                 covered: &msg[..spi_end],
                 authenticator: &e.data[4..],
                 offset: e.offset,

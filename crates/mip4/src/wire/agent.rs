@@ -5,7 +5,8 @@
 //! These are ICMP messages: the functions here handle the ICMP part (from the ICMP
 //! type octet on), checksum included.
 
-use super::{be16, be32, ip, Error};
+use super::Error;
+use ::wire::reader::Reader;
 use std::net::Ipv4Addr;
 
 pub const ICMP_ROUTER_ADVERTISEMENT: u8 = 9;
@@ -97,55 +98,56 @@ impl AgentAdvertisement {
     /// Parses an ICMP message (from the type octet) and verifies its checksum.
     pub fn parse(icmp: &[u8]) -> Result<Self, Error> {
         ::wire::need(L, icmp, 8)?;
-        if icmp[0] != ICMP_ROUTER_ADVERTISEMENT {
+        let mut r = Reader::new(icmp);
+        if r.u8(L)? != ICMP_ROUTER_ADVERTISEMENT {
             return Err(malformed("ICMP type"));
         }
         if ::wire::checksum::checksum(icmp) != 0 {
             return Err(malformed("ICMP checksum"));
         }
-        let num = usize::from(icmp[4]);
-        let entry_size = usize::from(icmp[5]);
+        r.skip(3, L)?; // code, checksum
+        let num = usize::from(r.u8(L)?);
+        let entry_size = usize::from(r.u8(L)?);
         if entry_size < 2 {
             return Err(malformed("address entry size"));
         }
-        let lifetime = be16(icmp, 6);
-        let mut pos = 8;
+        let lifetime = r.u16(L)?;
         let mut routers = Vec::with_capacity(num);
         for _ in 0..num {
-            ::wire::need(L, icmp, pos + entry_size * 4)?;
+            // An entry is `entry_size` 32-bit words; only the first two are defined.
+            let mut e = r.sub(entry_size * 4, L)?;
             routers.push(RouterEntry {
-                addr: ip(icmp, pos),
-                preference: be32(icmp, pos + 4) as i32,
+                addr: e.ipv4(L)?,
+                preference: i32::from_be_bytes(e.array(L)?),
             });
-            pos += entry_size * 4;
         }
         let mut mobility = None;
         let mut prefix_lengths = None;
         let mut padding = 0;
-        while pos < icmp.len() {
-            let ty = icmp[pos];
+        while !r.is_empty() {
+            let ty = r.u8(L)?;
             if ty == EXT_PAD {
                 padding += 1;
-                pos += 1;
                 continue;
             }
-            ::wire::need(L, icmp, pos + 2)?;
-            let len = usize::from(icmp[pos + 1]);
-            ::wire::need(L, icmp, pos + 2 + len)?;
-            let d = &icmp[pos + 2..pos + 2 + len];
+            let len = usize::from(r.u8(L)?);
+            let mut d = r.sub(len, L)?;
             match ty {
                 EXT_MOBILITY_AGENT => {
                     if len < 6 || (len - 6) % 4 != 0 {
                         return Err(malformed("mobility agent extension length"));
                     }
                     mobility = Some(MobilityAgentExt {
-                        sequence: be16(d, 0),
-                        registration_lifetime: be16(d, 2),
-                        flags: AgentFlags(be16(d, 4)),
-                        care_of: d[6..].chunks_exact(4).map(|c| ip(c, 0)).collect(),
+                        sequence: d.u16(L)?,
+                        registration_lifetime: d.u16(L)?,
+                        flags: AgentFlags(d.u16(L)?),
+                        care_of: (0..(len - 6) / 4)
+                            .map(|_| d.ipv4(L))
+                            .collect::<Result<_, _>>()?,
                     });
                 }
                 EXT_PREFIX_LENGTHS => {
+                    let d = d.rest();
                     if d.iter().any(|&p| p > 32) {
                         return Err(malformed("prefix length"));
                     }
@@ -154,7 +156,6 @@ impl AgentAdvertisement {
                 // Other extensions (e.g. RFC 4721 challenge) are skipped.
                 _ => {}
             }
-            pos += 2 + len;
         }
         let mobility = mobility.ok_or(malformed("missing mobility agent extension"))?;
         Ok(AgentAdvertisement {

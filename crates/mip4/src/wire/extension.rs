@@ -10,7 +10,8 @@
 //! Types 0-127 must be understood by the receiver (a message with an unknown one is
 //! rejected); types 128-255 may be skipped (RFC 5944 section 1.9).
 
-use super::{be16, be32, Error};
+use super::Error;
+use ::wire::reader::Reader;
 
 /// An extension type: an open code point.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -156,47 +157,57 @@ impl<'a> Iterator for ExtensionIter<'a> {
         if self.failed || self.pos >= self.buf.len() {
             return None;
         }
-        let rest = &self.buf[self.pos..];
-        let ty = ExtensionType(rest[0]);
         let offset = self.pos;
-        let (hdr, len, sub_type) = if ty.is_long_format() {
-            if rest.len() < 4 {
-                self.failed = true;
-                return Some(Err(Error::Truncated {
-                    layer: "mip extension",
-                    need: 4,
-                    have: rest.len(),
-                }));
+        let rest = self.buf.get(offset..).unwrap_or_default();
+        match split_extension(rest) {
+            Ok((ty, sub_type, data, raw)) => {
+                self.pos += raw.len();
+                Some(Ok(ExtensionRef {
+                    ty,
+                    offset,
+                    data,
+                    raw,
+                    sub_type,
+                }))
             }
-            (4, usize::from(be16(rest, 2)), Some(rest[1]))
-        } else {
-            if rest.len() < 2 {
+            Err(e) => {
                 self.failed = true;
-                return Some(Err(Error::Truncated {
-                    layer: "mip extension",
-                    need: 2,
-                    have: rest.len(),
-                }));
+                Some(Err(e))
             }
-            (2, usize::from(rest[1]), None)
-        };
-        if rest.len() < hdr + len {
-            self.failed = true;
-            return Some(Err(Error::Truncated {
-                layer: "mip extension",
-                need: hdr + len,
-                have: rest.len(),
-            }));
         }
-        self.pos += hdr + len;
-        Some(Ok(ExtensionRef {
-            ty,
-            offset,
-            data: &rest[hdr..hdr + len],
-            raw: &rest[..hdr + len],
-            sub_type,
-        }))
     }
+}
+
+/// One extension at the start of `rest`: its type, long-format sub-type, data and
+/// raw octets (header included). Truncation is reported against the whole header
+/// (`need` 2 or 4) or the whole extension (`need` header + length), with `have` the
+/// octets left in the message.
+#[allow(clippy::type_complexity)]
+fn split_extension(rest: &[u8]) -> Result<(ExtensionType, Option<u8>, &[u8], &[u8]), Error> {
+    const L: &str = "mip extension";
+    let mut r = Reader::new(rest);
+    let ty = ExtensionType(r.u8(L)?);
+    let hdr = if ty.is_long_format() { 4 } else { 2 };
+    let truncated = |need| Error::Truncated {
+        layer: L,
+        need,
+        have: rest.len(),
+    };
+    let mut h = Reader::new(rest.get(1..hdr).ok_or(truncated(hdr))?);
+    let (sub_type, len) = if ty.is_long_format() {
+        (Some(h.u8(L)?), usize::from(h.u16(L)?))
+    } else {
+        (None, usize::from(h.u8(L)?))
+    };
+    r.skip(hdr - 1, L)?;
+    let data = r.take(len, L).map_err(|_| truncated(hdr + len))?;
+    let raw = rest.get(..r.position()).ok_or(truncated(hdr + len))?;
+    Ok((ty, sub_type, data, raw))
+}
+
+/// `d` as exactly `N` octets, or `None` if its length differs.
+fn fixed<const N: usize>(d: &[u8]) -> Option<[u8; N]> {
+    d.try_into().ok()
 }
 
 fn malformed(field: &'static str) -> Error {
@@ -215,10 +226,11 @@ impl Extension {
             if d.len() < 4 {
                 return Err(malformed("authentication extension length"));
             }
+            let mut r = Reader::new(d);
             Ok(Extension::Auth {
                 kind,
-                spi: be32(d, 0),
-                authenticator: d[4..].to_vec(),
+                spi: r.u32("mip extension")?,
+                authenticator: r.rest().to_vec(),
             })
         };
         match e.ty {
@@ -238,23 +250,27 @@ impl Extension {
                 Ok(Extension::EncapDeliveryStyle)
             }
             ExtensionType::UDP_TUNNEL_REQUEST => {
-                if d.len() != 6 || d[0] != 0 {
+                let [sub, _, flags, encapsulation, _, _] =
+                    fixed::<6>(d).ok_or(malformed("UDP tunnel request length or sub-type"))?;
+                if sub != 0 {
                     return Err(malformed("UDP tunnel request length or sub-type"));
                 }
                 Ok(Extension::UdpTunnelRequest {
-                    force: d[2] & 0x80 != 0,
-                    r: d[2] & 0x40 != 0,
-                    encapsulation: d[3],
+                    force: flags & 0x80 != 0,
+                    r: flags & 0x40 != 0,
+                    encapsulation,
                 })
             }
             ExtensionType::UDP_TUNNEL_REPLY => {
-                if d.len() != 6 || d[0] != 0 {
+                let [sub, code, flags, _, k0, k1] =
+                    fixed::<6>(d).ok_or(malformed("UDP tunnel reply length or sub-type"))?;
+                if sub != 0 {
                     return Err(malformed("UDP tunnel reply length or sub-type"));
                 }
                 Ok(Extension::UdpTunnelReply {
-                    code: UdpTunnelReplyCode(d[1]),
-                    force: d[2] & 0x80 != 0,
-                    keepalive: be16(d, 4),
+                    code: UdpTunnelReplyCode(code),
+                    force: flags & 0x80 != 0,
+                    keepalive: u16::from_be_bytes([k0, k1]),
                 })
             }
             ExtensionType::TNC if d.first() == Some(&0) => {

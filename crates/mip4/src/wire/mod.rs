@@ -38,15 +38,3 @@ impl MessageType {
         payload.first().map(|t| MessageType(*t))
     }
 }
-
-pub(crate) fn be16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
-}
-
-pub(crate) fn be32(b: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-pub(crate) fn ip(b: &[u8], at: usize) -> std::net::Ipv4Addr {
-    std::net::Ipv4Addr::new(b[at], b[at + 1], b[at + 2], b[at + 3])
-}

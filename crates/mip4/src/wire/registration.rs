@@ -1,7 +1,8 @@
 //! Registration Request and Reply (RFC 5944 sections 3.3 and 3.4).
 
 use super::extension::{self, Extension, ExtensionIter};
-use super::{be16, ip, Error, MessageType};
+use super::{Error, MessageType};
+use ::wire::reader::Reader;
 use std::fmt;
 use std::net::Ipv4Addr;
 
@@ -224,15 +225,16 @@ impl RegistrationRequest {
             REQUEST_FIXED_LEN,
             "registration request",
         )?;
+        const L: &str = "registration request";
+        let mut r = Reader::new(buf);
+        r.skip(1, L)?;
         Ok(RegistrationRequest {
-            flags: Flags(buf[1]),
-            lifetime: be16(buf, 2),
-            home_addr: ip(buf, 4),
-            home_agent: ip(buf, 8),
-            care_of: ip(buf, 12),
-            ident: u64::from_be_bytes([
-                buf[16], buf[17], buf[18], buf[19], buf[20], buf[21], buf[22], buf[23],
-            ]),
+            flags: Flags(r.u8(L)?),
+            lifetime: r.u16(L)?,
+            home_addr: r.ipv4(L)?,
+            home_agent: r.ipv4(L)?,
+            care_of: r.ipv4(L)?,
+            ident: r.u64(L)?,
             extensions: Vec::new(),
         })
     }
@@ -283,14 +285,15 @@ impl RegistrationReply {
             REPLY_FIXED_LEN,
             "registration reply",
         )?;
+        const L: &str = "registration reply";
+        let mut r = Reader::new(buf);
+        r.skip(1, L)?;
         Ok(RegistrationReply {
-            code: ReplyCode(buf[1]),
-            lifetime: be16(buf, 2),
-            home_addr: ip(buf, 4),
-            home_agent: ip(buf, 8),
-            ident: u64::from_be_bytes([
-                buf[12], buf[13], buf[14], buf[15], buf[16], buf[17], buf[18], buf[19],
-            ]),
+            code: ReplyCode(r.u8(L)?),
+            lifetime: r.u16(L)?,
+            home_addr: r.ipv4(L)?,
+            home_agent: r.ipv4(L)?,
+            ident: r.u64(L)?,
             extensions: Vec::new(),
         })
     }
