@@ -30,6 +30,7 @@
 //! assert_eq!(&pkt[opened.payload], &inner[..]);
 //! ```
 
+#![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::disallowed_methods))]
 
 mod error;

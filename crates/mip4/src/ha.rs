@@ -859,7 +859,10 @@ fn prefetch<T>(v: &T) {
         let p = (v as *const T).cast::<i8>();
         for off in (0..std::mem::size_of::<T>()).step_by(64) {
             // SAFETY: prefetch is a hint that never faults; the address lies within `v`.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(off)) };
+            #[allow(unsafe_code)]
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(off))
+            };
         }
     }
     #[cfg(not(target_arch = "x86_64"))]

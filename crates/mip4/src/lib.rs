@@ -19,6 +19,9 @@
 //! * [`fa`]: the foreign agent's advertisements, relay and visitor list.
 //! * [`client`]: the mobile node's registration client.
 
+// `deny`, not `forbid`: the one exception is the cache prefetch hint in `ha.rs`.
+#![deny(unsafe_code)]
+
 pub mod auth;
 pub mod client;
 pub mod expiry;

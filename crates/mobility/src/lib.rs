@@ -24,6 +24,8 @@
 //! asks per packet can never send on an expired T_MONITOR, even when its timer
 //! fires late.
 
+#![forbid(unsafe_code)]
+
 mod config;
 mod detect;
 mod iface;
