@@ -1,4 +1,4 @@
-//! The Mobile IP side of the lab: daemon configs (DAEMON-CONTRACT.md format), status
+//! The Mobile IP side of the lab: daemon configs (the TOML of docs/configuration.md), status
 //! queries, and a minimal independent Registration Request encoder (RFC 5944 §3.3,
 //! MN-HA authentication with HMAC-MD5, RFC 5944 §3.5.1) used for RTT measurement and
 //! bad-input tests.

@@ -1,4 +1,4 @@
-//! `mipsec mn`: the mobile node daemon (modes h and c of RFC 5265).
+//! `mipsec mn`: the mobile node daemon (modes h, c and f of RFC 5265).
 //!
 //! The home address lives on a TUN device, so applications keep using it
 //! wherever the node is. The daemon follows the physical interface through
