@@ -84,7 +84,21 @@ impl Ipv4Header {
         })
     }
 
+    /// Like [`new`](Self::new), but a datagram longer than 65535 octets is an
+    /// [`Error::TooLong`] instead of a capped `total_len`.
+    pub fn try_new(
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        protocol: u8,
+        payload_len: usize,
+    ) -> Result<Self, Error> {
+        let total = MIN_HEADER_LEN.saturating_add(payload_len);
+        crate::fits("ipv4", "total length", total, usize::from(u16::MAX))?;
+        Ok(Self::new(src, dst, protocol, payload_len))
+    }
+
     /// A 20-octet header for `payload_len` octets of `protocol` from `src` to `dst`.
+    /// `total_len` is capped at 65535; use [`try_new`](Self::try_new) to get an error.
     pub fn new(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, payload_len: usize) -> Self {
         Ipv4Header {
             tos: 0,
@@ -127,7 +141,19 @@ impl Ipv4Header {
         Ok(())
     }
 
-    /// Builds a whole datagram: a header followed by `payload`.
+    /// Like [`build`](Self::build), but an oversize payload is an error.
+    pub fn try_build(
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        protocol: u8,
+        payload: &[u8],
+    ) -> Result<Vec<u8>, Error> {
+        Self::try_new(src, dst, protocol, payload.len())?;
+        Ok(Self::build(src, dst, protocol, payload))
+    }
+
+    /// Builds a whole datagram: a header followed by `payload`. The length is capped
+    /// at 65535 (callers with bounded payloads); [`try_build`](Self::try_build) errs.
     pub fn build(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, payload: &[u8]) -> Vec<u8> {
         let mut out = vec![0u8; MIN_HEADER_LEN + payload.len()];
         let h = Self::new(src, dst, protocol, payload.len());

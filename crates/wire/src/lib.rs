@@ -32,6 +32,30 @@ pub enum Error {
         layer: &'static str,
         field: &'static str,
     },
+    /// On emit: `len` octets do not fit a length field whose maximum is `max`.
+    #[error("{layer}: {field} of {len} octets exceeds the maximum {max}")]
+    TooLong {
+        layer: &'static str,
+        field: &'static str,
+        len: usize,
+        max: usize,
+    },
+}
+
+/// Returns `Err(TooLong)` unless `len <= max` (checked emitters use it instead of
+/// capping a length field).
+#[inline]
+pub fn fits(layer: &'static str, field: &'static str, len: usize, max: usize) -> Result<(), Error> {
+    if len > max {
+        Err(Error::TooLong {
+            layer,
+            field,
+            len,
+            max,
+        })
+    } else {
+        Ok(())
+    }
 }
 
 /// Returns `Err(Truncated)` unless `buf` holds at least `need` octets.

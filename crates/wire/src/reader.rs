@@ -127,11 +127,13 @@ mod tests {
         assert_eq!(r.finish("msg"), Ok(()));
     }
 
+    type Read = fn(&mut Reader<'_>) -> Result<(), Error>;
+
     #[test]
     fn every_read_past_the_end_is_an_error_and_consumes_nothing() {
         // For each read kind and each shorter buffer, the read fails with the exact
         // need/have and leaves the cursor where it was.
-        let widths: [(usize, fn(&mut Reader<'_>) -> Result<(), Error>); 7] = [
+        let widths: [(usize, Read); 7] = [
             (1, |r| r.u8("x").map(drop)),
             (2, |r| r.u16("x").map(drop)),
             (4, |r| r.u32("x").map(drop)),

@@ -16,6 +16,7 @@ impl From<::wire::Error> for ParseError {
                 have,
             },
             ::wire::Error::Malformed { layer, .. } => ParseError::BadValue { what: layer },
+            ::wire::Error::TooLong { layer, .. } => ParseError::BadLength { what: layer },
         }
     }
 }
