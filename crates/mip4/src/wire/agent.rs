@@ -168,7 +168,25 @@ impl AgentAdvertisement {
         })
     }
 
-    /// Appends the ICMP message with its checksum.
+    /// `Err(TooLong)` if a list does not fit its count or length octet: at most
+    /// 255 router entries, 62 care-of addresses, 255 prefix lengths.
+    pub fn check_lengths(&self) -> Result<(), Error> {
+        ::wire::fits(L, "router entries", self.routers.len(), 255)?;
+        ::wire::fits(L, "care-of addresses", self.mobility.care_of.len(), 62)?;
+        let prefixes = self.prefix_lengths.as_ref().map_or(0, Vec::len);
+        ::wire::fits(L, "prefix lengths", prefixes, 255)
+    }
+
+    /// Like [`emit`](Self::emit), but returns `Err(TooLong)` and appends nothing
+    /// where `emit` would drop entries to fit a count or length octet.
+    pub fn try_emit(&self, out: &mut Vec<u8>) -> Result<(), Error> {
+        self.check_lengths()?;
+        self.emit(out);
+        Ok(())
+    }
+
+    /// Appends the ICMP message with its checksum. Lists longer than their count
+    /// or length octet allows are cut to fit; [`try_emit`](Self::try_emit) errs.
     pub fn emit(&self, out: &mut Vec<u8>) {
         let start = out.len();
         out.extend_from_slice(&[ICMP_ROUTER_ADVERTISEMENT, self.code, 0, 0]);
@@ -272,6 +290,43 @@ mod tests {
         let mut bad = b.clone();
         bad[9] ^= 1;
         assert!(AgentAdvertisement::parse(&bad).is_err());
+    }
+
+    #[test]
+    fn oversize_lists_are_an_error_on_try_emit() {
+        let mut a = sample();
+        a.mobility.care_of = vec![Ipv4Addr::new(10, 30, 0, 1); 62];
+        let mut b = Vec::new();
+        assert_eq!(a.try_emit(&mut b), Ok(()));
+        assert_eq!(
+            AgentAdvertisement::parse(&b).map(|p| p.mobility.care_of.len()),
+            Ok(62)
+        );
+        a.mobility.care_of.push(Ipv4Addr::new(10, 30, 0, 2));
+        let mut b = Vec::new();
+        assert!(matches!(
+            a.try_emit(&mut b),
+            Err(Error::TooLong {
+                len: 63,
+                max: 62,
+                ..
+            })
+        ));
+        assert!(b.is_empty());
+        let mut a = sample();
+        a.routers = vec![a.routers[0]; 256];
+        assert!(matches!(
+            a.try_emit(&mut b),
+            Err(Error::TooLong {
+                len: 256,
+                max: 255,
+                ..
+            })
+        ));
+        let mut a = sample();
+        a.prefix_lengths = Some(vec![24; 256]);
+        assert!(a.try_emit(&mut b).is_err());
+        assert!(b.is_empty());
     }
 
     #[test]

@@ -318,8 +318,36 @@ impl Extension {
         }
     }
 
+    /// `Err(TooLong)` if the data does not fit the extension's length field
+    /// (255 octets, 251 for an authenticator after its SPI, 65535 long format).
+    pub fn check_lengths(&self) -> Result<(), Error> {
+        const L: &str = "mip extension";
+        match self {
+            Extension::Auth { authenticator, .. } => {
+                ::wire::fits(L, "authenticator", authenticator.len(), 251)
+            }
+            Extension::Nai(d) | Extension::Unknown { data: d, .. } => {
+                ::wire::fits(L, "data", d.len(), 255)
+            }
+            Extension::Long { data, .. } => ::wire::fits(L, "long data", data.len(), 0xffff),
+            Extension::EncapDeliveryStyle
+            | Extension::UdpTunnelRequest { .. }
+            | Extension::UdpTunnelReply { .. }
+            | Extension::TrustedNetworksConfigured => Ok(()),
+        }
+    }
+
+    /// Appends the extension, or returns `Err(TooLong)` and appends nothing if its
+    /// data does not fit the length field.
+    pub fn try_emit(&self, out: &mut Vec<u8>) -> Result<(), Error> {
+        self.check_lengths()?;
+        self.emit(out);
+        Ok(())
+    }
+
     /// Appends the extension. Data longer than its length field can express is
-    /// truncated to the maximum (255 octets, 65535 for the long format).
+    /// truncated to the maximum (255 octets, 65535 for the long format); use
+    /// [`try_emit`](Self::try_emit) to get an error instead.
     pub fn emit(&self, out: &mut Vec<u8>) {
         let ty = self.ext_type().0;
         let short = |out: &mut Vec<u8>, data: &[u8]| {
@@ -372,6 +400,10 @@ impl Extension {
     }
 }
 
+pub(crate) fn check_all(exts: &[Extension]) -> Result<(), Error> {
+    exts.iter().try_for_each(Extension::check_lengths)
+}
+
 pub(crate) fn emit_all(exts: &[Extension], out: &mut Vec<u8>) {
     for e in exts {
         e.emit(out);
@@ -391,6 +423,59 @@ mod tests {
         assert_eq!(r.offset, 3);
         assert_eq!(Extension::parse(&r).unwrap(), e);
         assert!(it.next().is_none());
+    }
+
+    #[test]
+    fn oversize_data_is_an_error_on_try_emit_not_a_cap() {
+        let cases = [
+            (
+                Extension::Nai(vec![b'n'; 255]),
+                Extension::Nai(vec![b'n'; 256]),
+                256,
+                255,
+            ),
+            (
+                Extension::Auth {
+                    kind: AuthKind::MnHa,
+                    spi: 256,
+                    authenticator: vec![1; 251],
+                },
+                Extension::Auth {
+                    kind: AuthKind::MnHa,
+                    spi: 256,
+                    authenticator: vec![1; 252],
+                },
+                252,
+                251,
+            ),
+            (
+                Extension::Long {
+                    ty: ExtensionType::GENERALIZED_AUTH.0,
+                    sub_type: 1,
+                    data: vec![2; 0xffff],
+                },
+                Extension::Long {
+                    ty: ExtensionType::GENERALIZED_AUTH.0,
+                    sub_type: 1,
+                    data: vec![2; 0x10000],
+                },
+                0x10000,
+                0xffff,
+            ),
+        ];
+        for (fits, too_long, len, max) in cases {
+            let mut b = Vec::new();
+            assert_eq!(fits.try_emit(&mut b), Ok(()));
+            assert_eq!(b.len(), fits.buffer_len());
+            round_trip(fits);
+            let mut b = vec![7];
+            let e = too_long.try_emit(&mut b).expect_err("does not fit");
+            assert!(
+                matches!(e, Error::TooLong { len: l, max: m, .. } if l == len && m == max),
+                "{e:?}"
+            );
+            assert_eq!(b, [7], "nothing appended on error");
+        }
     }
 
     #[test]

@@ -267,6 +267,14 @@ impl RegistrationRequest {
         self.emit(&mut v);
         v
     }
+
+    /// Like [`emit`](Self::emit), but returns `Err(TooLong)` and appends nothing if
+    /// an extension's data does not fit its length field (instead of capping it).
+    pub fn try_emit(&self, out: &mut Vec<u8>) -> Result<(), Error> {
+        extension::check_all(&self.extensions)?;
+        self.emit(out);
+        Ok(())
+    }
 }
 
 impl RegistrationReply {
@@ -323,6 +331,14 @@ impl RegistrationReply {
         self.emit(&mut v);
         v
     }
+
+    /// Like [`emit`](Self::emit), but returns `Err(TooLong)` and appends nothing if
+    /// an extension's data does not fit its length field (instead of capping it).
+    pub fn try_emit(&self, out: &mut Vec<u8>) -> Result<(), Error> {
+        extension::check_all(&self.extensions)?;
+        self.emit(out);
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -333,6 +349,25 @@ mod tests {
     // rrq_colocated_D_T from TEST-VECTORS.md section 6 (independent implementation).
     const RRQ_D_T: &str = "012207080a0100320a010001c000020aeb1f040000000000201400000100fcb28c2962dfe84fdb5d559a350cda1c";
     const RRP_TNC: &str = "030007080a0100320a010001eb1f04000000000095020000201400000100347c6301c0839814397334bfd62188a1";
+
+    #[test]
+    fn try_emit_refuses_an_extension_that_does_not_fit() {
+        let mut req = RegistrationRequest::parse(&hex::decode(RRQ_D_T).unwrap()).unwrap();
+        let mut b = Vec::new();
+        assert_eq!(req.try_emit(&mut b), Ok(()));
+        assert_eq!(b, req.to_bytes());
+        req.extensions.insert(0, Extension::Nai(vec![b'a'; 256]));
+        let mut b = Vec::new();
+        assert!(matches!(
+            req.try_emit(&mut b),
+            Err(Error::TooLong {
+                len: 256,
+                max: 255,
+                ..
+            })
+        ));
+        assert!(b.is_empty());
+    }
 
     #[test]
     fn parse_reference_request() {
