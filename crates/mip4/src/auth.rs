@@ -148,11 +148,15 @@ pub fn find(msg: &[u8], fixed_len: usize, kind: AuthKind) -> Result<Option<AuthR
                     field: "authentication extension length",
                 });
             }
+            // The authenticator covers the message up to and including the SPI.
             let spi_end = e.offset + 2 + 4;
+            let mut d = Reader::new(e.data);
+            let spi = d.u32("mip extension")?;
+            let covered = Reader::new(msg).take(spi_end, "mip extension")?;
             return Ok(Some(AuthRef {
-                spi: Reader::new(e.data).u32("mip extension")?,
-                covered: &msg[..spi_end],
-                authenticator: &e.data[4..],
+                spi,
+                covered,
+                authenticator: d.rest(),
                 offset: e.offset,
                 end: e.offset + e.raw.len(),
             }));

@@ -105,7 +105,8 @@ impl AgentAdvertisement {
         if ::wire::checksum::checksum(icmp) != 0 {
             return Err(malformed("ICMP checksum"));
         }
-        r.skip(3, L)?; // code, checksum
+        let code = r.u8(L)?;
+        r.skip(2, L)?; // checksum
         let num = usize::from(r.u8(L)?);
         let entry_size = usize::from(r.u8(L)?);
         if entry_size < 2 {
@@ -159,7 +160,7 @@ impl AgentAdvertisement {
         }
         let mobility = mobility.ok_or(malformed("missing mobility agent extension"))?;
         Ok(AgentAdvertisement {
-            code: icmp[1],
+            code,
             lifetime,
             routers,
             mobility,
@@ -232,7 +233,7 @@ pub struct AgentSolicitation;
 impl AgentSolicitation {
     pub fn parse(icmp: &[u8]) -> Result<Self, Error> {
         ::wire::need("agent solicitation", icmp, 8)?;
-        if icmp[0] != ICMP_ROUTER_SOLICITATION || icmp[1] != 0 {
+        if icmp.get(..2) != Some(&[ICMP_ROUTER_SOLICITATION, 0][..]) {
             return Err(Error::Malformed {
                 layer: "agent solicitation",
                 field: "ICMP type or code",

@@ -193,7 +193,7 @@ fn check_type(
     layer: &'static str,
 ) -> Result<(), Error> {
     ::wire::need(layer, buf, fixed)?;
-    if buf[0] != want.0 {
+    if buf.first() != Some(&want.0) {
         return Err(Error::Malformed {
             layer,
             field: "type",

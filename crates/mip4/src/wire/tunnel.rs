@@ -1,6 +1,7 @@
 //! RFC 3519 Tunnel Data message: a tunneled packet carried in UDP port 434.
 
 use super::{Error, MessageType};
+use ::wire::reader::Reader;
 
 /// Octets before the tunneled packet.
 pub const HEADER_LEN: usize = 4;
@@ -15,16 +16,20 @@ pub struct TunnelData<'a> {
 
 impl<'a> TunnelData<'a> {
     pub fn parse(buf: &'a [u8]) -> Result<Self, Error> {
-        ::wire::need("tunnel data", buf, HEADER_LEN)?;
-        if buf[0] != MessageType::TUNNEL_DATA.0 {
+        const L: &str = "tunnel data";
+        ::wire::need(L, buf, HEADER_LEN)?;
+        let mut r = Reader::new(buf);
+        if r.u8(L)? != MessageType::TUNNEL_DATA.0 {
             return Err(Error::Malformed {
-                layer: "tunnel data",
+                layer: L,
                 field: "type",
             });
         }
+        let next_header = r.u8(L)?;
+        r.skip(HEADER_LEN - 2, L)?; // reserved
         Ok(TunnelData {
-            next_header: buf[1],
-            packet: &buf[HEADER_LEN..],
+            next_header,
+            packet: r.rest(),
         })
     }
 
