@@ -14,6 +14,15 @@
 //!   128.0.0.0/1 via the TUN carry user data, which is tunneled IP-in-IP to the
 //!   home agent from the care-of address. The registration client renews before
 //!   the lifetime ends.
+//! * an advertisement from a trusted foreign agent (`trusted_agents`):
+//!   **foreign agent care-of address** (mode f). It registers through the agent,
+//!   routes user data via the agent, and on leaving it moves user data back
+//!   into the TUN before deleting the agent's host route and neighbour entry.
+//!
+//! Behind a NAT the home agent may grant RFC 3519 UDP tunnelling, with
+//! keepalives. The outside modes (cvc, fvc, mc) are decided by
+//! `mobility::MobileNode`, which this daemon is not yet built on; configured
+//! without them it fails closed (`require_tnc`).
 //!
 //! The node notices a move by the carrier and address events themselves, so
 //! the time to notice is the time the interface takes to be reconfigured.
