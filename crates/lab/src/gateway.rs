@@ -398,17 +398,31 @@ pub fn start_strongswan_client(lab: &mut Lab) -> Result<Duration> {
     Ok(t1.elapsed())
 }
 
-/// The mobile node's `mipsec vpn` configuration (PSK variant) for an MN whose physical
-/// interface is `eth0`; control socket `<lab>/vpn.sock`.
-pub fn vpn_config(lab: &Lab) -> Result<(String, PathBuf)> {
+/// The mobile node's `mipsec vpn` configuration for an MN whose physical interface is
+/// `eth0`; control socket `<lab>/vpn.sock`. With [`GwAuth::Cert`] it is what the MN's
+/// user writes for the gateway admin's certificate config: the MN's DN as `local_id`,
+/// the gateway's DN as `remote_id`, and the PEM files the admin handed out
+/// (certificate, key, lab CA), read from [`mn_pki_dir`] where [`make_pki`] left them.
+pub fn vpn_config(lab: &Lab, auth: GwAuth) -> Result<(String, PathBuf)> {
     let d = lab.dir.display();
+    let creds = match auth {
+        GwAuth::Psk => {
+            format!("local_id = \"{MN_ID}\"\nremote_id = \"{GW_ID}\"\npsk = \"{PSK}\"\n")
+        }
+        GwAuth::Cert => {
+            let p = mn_pki_dir(&gw_dir(lab));
+            format!(
+                "local_id = \"{MN_DN}\"\nremote_id = \"{GW_DN}\"\ncert = \"{}\"\nkey = \"{}\"\nca = [\"{}\"]\n",
+                p.join("mnCert.pem").display(),
+                p.join("mnKey.pem").display(),
+                p.join("caCert.pem").display()
+            )
+        }
+    };
     let cfg = format!(
         r#"gateway = "{GW_OUTER}"
 interface = "eth0"
-local_id = "{MN_ID}"
-remote_id = "{GW_ID}"
-psk = "{PSK}"
-tun = "vpn0"
+{creds}tun = "vpn0"
 control = "{d}/vpn.sock"
 dpd_interval = 10
 retransmit_ms = 500
@@ -431,10 +445,15 @@ pub fn vpn_status(sock: &Path) -> Result<serde_json::Value> {
     serde_json::from_str(&out).map_err(|e| other(format!("vpn status: {e}: {out}")))
 }
 
-/// Starts `mipsec vpn` in the MN namespace and waits until it holds a TIA. Returns the
-/// TIA and the time from spawn.
+/// Starts `mipsec vpn` (PSK) in the MN namespace and waits until it holds a TIA.
+/// Returns the TIA and the time from spawn.
 pub fn start_vpn(lab: &mut Lab) -> Result<(std::net::Ipv4Addr, Duration)> {
-    let (cfg, sock) = vpn_config(lab)?;
+    start_vpn_auth(lab, GwAuth::Psk)
+}
+
+/// [`start_vpn`] with the credentials of `auth` (see [`vpn_config`]).
+pub fn start_vpn_auth(lab: &mut Lab, auth: GwAuth) -> Result<(std::net::Ipv4Addr, Duration)> {
+    let (cfg, sock) = vpn_config(lab, auth)?;
     let t0 = Instant::now();
     lab.spawn("mn", "vpn", &["mipsec", "vpn", "--config", &cfg])?;
     while t0.elapsed() < Duration::from_secs(15) {

@@ -209,13 +209,13 @@ fn up_enterprise(args: &[String]) -> lab::Result<()> {
     l.spawn("cn", "cn-serve", &["serve"])?;
     enterprise::start_agents(&mut l)?;
     let up = gateway::start_gateway(&mut l, auth)?;
-    let (vpn, _) = gateway::vpn_config(&l)?;
+    let (vpn, _) = gateway::vpn_config(&l, auth)?;
     let p = l.prefix.clone();
     println!(
         "enterprise lab {p} is up (gateway {auth:?}, loaded in {} ms); files in {}
   namespaces {p}{{sw,rt,ha,mn,cn,fa,ev,gw,fw,xha,inet,xfa}}
   move the MN:      mipsec-lab move {p} ext-a     (ext-b, ext-nat, home, int-a, ...)
-  VPN from the MN:  ip netns exec {p}mn mipsec-lab mipsec vpn --config {vpn}   (PSK)
+  VPN from the MN:  ip netns exec {p}mn mipsec-lab mipsec vpn --config {vpn}   ({auth:?})
   gateway SAs:      SWANCTL_DIR={d}/gw/swanctl swanctl --list-sas --uri unix://{d}/gw/charon.vici
   firewall:         ip netns exec {p}fw nft list counters
 Ctrl-C removes it",
