@@ -538,3 +538,201 @@ fn certificate_gateway_as_admin_writes_it() {
         t_test.elapsed()
     );
 }
+
+/// i-HA binding of `hoa` (JSON), or Null.
+fn iha_binding(lab: &Lab, hoa: Ipv4Addr) -> Value {
+    let iha = agent_status(lab, "iha.sock");
+    iha["bindings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|b| b["home_address"] == hoa.to_string())
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// The certificate variant with OUR client: `mipsec vpn` on ext-a, configured as the
+/// MN's user would for the gateway admin's config above (`local_id`/`remote_id` the DN
+/// strings, `cert`/`key`/`ca` the PEM files `pki` made). The gateway authenticates it by
+/// its ECDSA certificate (its log says so, for the MN's DN), lists the IKE SA with the
+/// MN's DN, hands out a TIA, and a registration request from the TIA through the tunnel
+/// is accepted by the i-HA, which binds the probe's home address to the TIA.
+#[test]
+fn certificate_gateway_accepts_mipsec_vpn_with_dn_and_pem() {
+    let Some(_g) = lab_lock("certificate_gateway_accepts_mipsec_vpn_with_dn_and_pem") else {
+        return;
+    };
+    let t_test = Instant::now();
+    let mut lab = Lab::build_enterprise(&exe()).unwrap();
+    let (c, s) = enterprise::write_iha_config(&lab).unwrap();
+    enterprise::start_daemon(&mut lab, "ha", "iha", "ha", &c, &s).unwrap();
+    let gw_up = gateway::start_gateway(&mut lab, GwAuth::Cert).unwrap();
+    lab.move_mn(Segment::ExtA).unwrap();
+
+    // The client's config holds DN identities and PEM file names, nothing else.
+    let (cfg, sock) = gateway::vpn_config(&lab, GwAuth::Cert).unwrap();
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    assert!(
+        text.contains(&format!("local_id = \"{}\"", enterprise::MN_DN))
+            && text.contains(&format!("remote_id = \"{}\"", enterprise::GW_DN))
+            && !text.contains("psk"),
+        "{text}"
+    );
+    for f in ["mnCert.pem", "mnKey.pem", "caCert.pem"] {
+        let p = gateway::mn_pki_dir(&gateway::gw_dir(&lab)).join(f);
+        let pem = std::fs::read_to_string(&p).unwrap();
+        assert!(pem.starts_with("-----BEGIN "), "{f} is not PEM");
+        assert!(text.contains(&p.display().to_string()), "{text}");
+    }
+
+    let (tia, vpn_up) = gateway::start_vpn_auth(&mut lab, GwAuth::Cert).unwrap();
+    assert!(
+        ipnet_contains(enterprise::TIA_POOL, tia),
+        "TIA {tia} not from the pool"
+    );
+    let st = gateway::vpn_status(&sock).unwrap();
+    assert_eq!(st["tia"], tia.to_string(), "{st}");
+    let sas = gateway::swanctl(&lab, &["--list-sas"]).unwrap();
+    assert!(
+        sas.contains("ESTABLISHED")
+            && sas.contains(&format!("'{}'", enterprise::MN_DN))
+            && sas.contains(&tia.to_string()),
+        "{sas}"
+    );
+    // Certificate authentication, as the gateway saw it.
+    let log = std::fs::read_to_string(gateway::gw_dir(&lab).join("charon.log")).unwrap();
+    let auth_line = log
+        .lines()
+        .find(|l| {
+            l.contains(&format!("authentication of '{}' with", enterprise::MN_DN))
+                && l.contains("ECDSA")
+                && l.contains("successful")
+        })
+        .unwrap_or_else(|| panic!("no certificate authentication of the MN in charon.log"));
+
+    let t0 = Instant::now();
+    let code = send_rrq(
+        &lab.ns("mn"),
+        Some(tia),
+        HA_ADDR,
+        request(PROBE_HOA, HA_ADDR, tia, 30),
+        Duration::from_secs(3),
+    );
+    let rrq_rtt = t0.elapsed();
+    assert_eq!(code, Some(0), "{}", lab.log_tail("iha", 10));
+    let b = iha_binding(&lab, PROBE_HOA);
+    assert_eq!(b["care_of"], tia.to_string(), "{b}");
+    let dur = t_test.elapsed();
+    eprintln!(
+        "certificate gateway loaded in {gw_up:?}; mipsec vpn (DN + PEM) TIA {tia} after {vpn_up:?}; \
+         gateway: {}; registration through the VPN {rrq_rtt:?}; test took {dur:?}",
+        auth_line.trim()
+    );
+    assert!(dur < Duration::from_secs(20), "test took {dur:?}");
+}
+
+/// `mipsec vpn` from ext-nat, behind the internet core's masquerade (a hotel network):
+/// the client sees the NAT and puts ESP in UDP 4500, gets a TIA, and a registration from
+/// the TIA through the tunnel is accepted by the i-HA. The ext-nat and core captures
+/// show ESP only inside UDP 4500 (no ESP as IP protocol 50; on the core, from the NAT's
+/// address), no Mobile IP and no packet to or from an intranet address (10.0.0.0/8);
+/// the gateway sees the client at the NAT's address on port 4500. Negative control: one
+/// plaintext packet to the i-HA sent before the client starts (a "leak canary") is seen
+/// by that same intranet-address filter on both segments, and is the only one.
+#[test]
+fn mipsec_vpn_behind_nat_rides_udp_4500() {
+    let Some(_g) = lab_lock("mipsec_vpn_behind_nat_rides_udp_4500") else {
+        return;
+    };
+    let t_test = Instant::now();
+    let mut lab = Lab::build_enterprise(&exe()).unwrap();
+    let pcap = lab.dir.join("pcap");
+    enterprise::start_captures(&mut lab, &pcap).unwrap();
+    let (c, s) = enterprise::write_iha_config(&lab).unwrap();
+    enterprise::start_daemon(&mut lab, "ha", "iha", "ha", &c, &s).unwrap();
+    gateway::start_gateway(&mut lab, GwAuth::Psk).unwrap();
+    lab.move_mn(Segment::ExtNat).unwrap();
+    let mn = lab.ns("mn");
+    let before = fw_counters(&lab).unwrap();
+
+    // The canary: plaintext to the i-HA, through the NAT, stopped at the firewall.
+    let h = netns::spawn_in(&mn, move || {
+        let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+        s.send_to(b"leak canary", SocketAddrV4::new(HA_ADDR, 9))?;
+        Ok(())
+    });
+    h.join().unwrap().unwrap();
+
+    let (tia, vpn_up) = gateway::start_vpn(&mut lab).unwrap();
+    assert!(ipnet_contains(enterprise::TIA_POOL, tia), "TIA {tia}");
+    let st = gateway::vpn_status(&lab.dir.join("vpn.sock")).unwrap();
+    assert_eq!(st["behind_nat"], true, "{st}");
+    assert_eq!(st["udp_encap"], true, "{st}");
+    let t0 = Instant::now();
+    let code = send_rrq(
+        &mn,
+        Some(tia),
+        HA_ADDR,
+        request(PROBE_HOA, HA_ADDR, tia, 30),
+        Duration::from_secs(3),
+    );
+    let rrq_rtt = t0.elapsed();
+    assert_eq!(code, Some(0), "{}", lab.log_tail("iha", 10));
+    let b = iha_binding(&lab, PROBE_HOA);
+    assert_eq!(b["care_of"], tia.to_string(), "{b}");
+    let sas = gateway::swanctl(&lab, &["--list-sas"]).unwrap();
+    // The NAT's core address (inet's eth0) is the client's address for the gateway.
+    assert!(
+        sas.contains("ESTABLISHED") && sas.contains("198.18.0.254[4500]"),
+        "{sas}"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let d = diff(&before, &fw_counters(&lab).unwrap());
+    enterprise::stop_captures(&mut lab);
+    assert_eq!(d["denied"], 1, "only the canary is denied: {d:?}");
+    assert_eq!(d["esp_to_gw"], 0, "raw ESP through the NAT: {d:?}");
+    assert!(d["natt_to_gw"] >= 2, "{d:?}");
+
+    let mut figures = Vec::new();
+    for seg in ["ext-nat", "core"] {
+        let f = pcap.join(format!("{seg}.pcap"));
+        let bad = flagged(&f);
+        assert!(bad.trim().is_empty(), "{seg}.pcap: {bad}");
+        let esp_udp = count(&f, "esp && udp.port == 4500");
+        assert!(esp_udp >= 2, "{seg}: {esp_udp} ESP-in-UDP frames");
+        assert_eq!(count(&f, "ip.proto == 50"), 0, "{seg}: raw ESP");
+        assert_eq!(count(&f, "esp && !(udp.port == 4500)"), 0, "{seg}");
+        assert_eq!(count(&f, "mip || udp.port == 434"), 0, "{seg}: Mobile IP");
+        let intranet = count(&f, "ip.addr == 10.0.0.0/8");
+        let canary = count(
+            &f,
+            "ip.addr == 10.0.0.0/8 && frame contains \"leak canary\"",
+        );
+        assert_eq!(
+            (intranet, canary),
+            (1, 1),
+            "{seg}: intranet-address frames (all, canary)"
+        );
+        figures.push(format!(
+            "{seg}: {} frames, {esp_udp} ESP in UDP 4500, {intranet} intranet (the canary)",
+            count(&f, "frame")
+        ));
+    }
+    let core = pcap.join("core.pcap");
+    assert_eq!(
+        count(&core, "ip.addr == 192.168.100.0/24"),
+        0,
+        "the hotel's private addresses got past the NAT"
+    );
+    // Upstream ESP on the core comes from the NAT's address.
+    assert!(
+        count(&core, "esp && udp.port == 4500 && ip.src == 198.18.0.254") >= 1,
+        "no ESP in UDP from the NAT on the core"
+    );
+    let dur = t_test.elapsed();
+    eprintln!(
+        "behind NAT: TIA {tia} after {vpn_up:?}, registration {rrq_rtt:?}; firewall {d:?}; {}; test took {dur:?}",
+        figures.join("; ")
+    );
+    assert!(dur < Duration::from_secs(20), "test took {dur:?}");
+}
