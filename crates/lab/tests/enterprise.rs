@@ -473,10 +473,11 @@ fn xha_accepts_outside_and_drops_intranet_side() {
 /// it with `swanctl --load-all`: the connection shows the gateway's DN, the certificate
 /// is listed with its subject and has its private key, and the CA key is not there.
 ///
-/// `mipsec vpn` speaks neither DN identities nor PEM files on this branch, so the
-/// client here is strongSwan's own charon in the MN namespace on ext-a, with the MN's
-/// DN and PEM files: the gateway authenticates it by certificate, hands it a TIA, and
-/// a registration request from that TIA reaches the i-HA through the tunnel (VPN-1).
+/// The client here is strongSwan's own charon in the MN namespace on ext-a, with the
+/// MN's DN and PEM files, as an independent reference for the admin's config (the test
+/// below runs `mipsec vpn` against the same gateway): the gateway authenticates it by
+/// certificate, hands it a TIA, and a registration request from that TIA reaches the
+/// i-HA through the tunnel (VPN-1).
 #[test]
 fn certificate_gateway_as_admin_writes_it() {
     let Some(_g) = lab_lock("certificate_gateway_as_admin_writes_it") else {
