@@ -91,13 +91,10 @@ pub async fn run(cfg: VpnConfig) -> Result<(), String> {
     let ike_cfg = cfg.ike_config()?;
     // The control socket first: a bad path fails before anything is installed.
     let listener = match &cfg.control {
-        Some(p) => {
-            let _ = std::fs::remove_file(p);
-            Some(
-                UnixListener::bind(p)
-                    .map_err(|e| format!("control socket {}: {e}", p.display()))?,
-            )
-        }
+        Some(p) => Some(
+            crate::status::bind_private(p)
+                .map_err(|e| format!("control socket {}: {e}", p.display()))?,
+        ),
         None => None,
     };
     let result = match Netlink::new() {

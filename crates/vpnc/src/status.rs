@@ -10,11 +10,38 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::UnixStream;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
 
 /// How long we wait for a request line before answering anyway.
 pub const QUIET_CLIENT: Duration = Duration::from_millis(200);
+/// The longest request line read; the rest of an oversize request is not read.
+pub const MAX_REQUEST: u64 = 256;
+/// Connections answered at once; more are closed at once.
+pub const MAX_CONNECTIONS: usize = 16;
+
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+/// Binds the control socket mode 0600 whatever the umask: bound under a temporary name,
+/// restricted, then renamed into place, so nobody else can connect in between.
+pub fn bind_private(path: &Path) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".{}.tmp", std::process::id()));
+    let tmp = std::path::PathBuf::from(tmp);
+    let _ = std::fs::remove_file(&tmp);
+    let listener = UnixListener::bind(&tmp)?;
+    let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok(listener)
+}
 
 /// Client state and counters.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -83,9 +110,20 @@ impl Status {
 /// fails ("Connection reset by peer"); closing before the client has written makes its
 /// write fail ("Broken pipe").
 pub async fn serve(stream: UnixStream, status_json: String) {
+    struct Slot;
+    impl Drop for Slot {
+        fn drop(&mut self) {
+            IN_FLIGHT.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    if IN_FLIGHT.fetch_add(1, Ordering::Relaxed) >= MAX_CONNECTIONS {
+        IN_FLIGHT.fetch_sub(1, Ordering::Relaxed);
+        return;
+    }
+    let _slot = Slot;
     let (r, mut w) = stream.into_split();
     let mut line = String::new();
-    let mut r = BufReader::new(r);
+    let mut r = BufReader::new(r.take(MAX_REQUEST));
     let req = tokio::time::timeout(QUIET_CLIENT, r.read_line(&mut line)).await;
     let reply = match (req, line.trim()) {
         (Ok(Ok(_)), "status" | "") | (Err(_), _) => status_json,
@@ -147,4 +185,69 @@ pub fn render(v: &Value) -> String {
         o += &format!("  {k:<27} {}\n", s(k));
     }
     o
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn dir() -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("vpnc-status-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[tokio::test]
+    async fn control_socket_is_0600() {
+        // A plain bind gives 0777 less the umask (0755 under the usual 022).
+        let p = dir().join("mode.sock");
+        let _l = bind_private(&p).unwrap();
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "mode {mode:o}");
+        let _ = std::fs::remove_file(&p);
+    }
+
+    /// One test for both, since they share the in-flight count.
+    #[tokio::test]
+    async fn requests_are_bounded_and_connections_limited() {
+        // 64 KB without a newline: the server reads MAX_REQUEST octets and answers.
+        let p = dir().join("big.sock");
+        let l = bind_private(&p).unwrap();
+        let server = tokio::spawn(async move {
+            let (s, _) = l.accept().await.unwrap();
+            serve(s, "{\"state\":\"up\"}\n".into()).await;
+        });
+        let mut c = UnixStream::connect(&p).await.unwrap();
+        let _ = c.write_all(&vec![b'x'; 64 * 1024]).await;
+        let mut out = Vec::new();
+        let _ = c.read_to_end(&mut out).await;
+        server.await.unwrap();
+        let out = String::from_utf8_lossy(&out);
+        // The reset of the unread rest may beat the answer; an answer is the error.
+        assert!(out.is_empty() || out.contains("unknown command"), "{out}");
+        assert!(out.len() < MAX_REQUEST as usize + 100, "{out}");
+        let _ = std::fs::remove_file(&p);
+
+        // MAX_CONNECTIONS + 4 clients that send nothing: the extra four are closed at
+        // once, the others wait QUIET_CLIENT for a request.
+        let p = dir().join("many.sock");
+        let l = bind_private(&p).unwrap();
+        let mut idle = Vec::new();
+        let mut served = Vec::new();
+        for _ in 0..MAX_CONNECTIONS + 4 {
+            idle.push(UnixStream::connect(&p).await.unwrap());
+            let (s, _) = l.accept().await.unwrap();
+            served.push(tokio::spawn(serve(s, "{}\n".into())));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let done = served.iter().filter(|h| h.is_finished()).count();
+        assert_eq!(done, 4, "{done} finished before QUIET_CLIENT");
+        for h in served {
+            h.await.unwrap();
+        }
+        assert_eq!(IN_FLIGHT.load(Ordering::Relaxed), 0);
+        let _ = std::fs::remove_file(&p);
+    }
 }
