@@ -451,7 +451,8 @@ secrets {{ ike-a {{ id-a = client.example
         })
     }
 
-    /// `ping -c n` from the client to the internal host; true if all answered.
+    /// `ping -c n` from the client to the internal host; true if any answer came back
+    /// (ping exits 0 on the first reply).
     pub fn ping(&self, n: u32) -> bool {
         self.ns(
             &self.cl(),
