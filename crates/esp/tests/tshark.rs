@@ -10,21 +10,11 @@ use std::time::Instant;
 
 use esp::{udp_encap, OutboundSa, RandomIv, SaConfig, Suite};
 use rand::SeedableRng;
+use wire::pcap::{LinkType, PcapWriter};
 
 const SRC: [u8; 4] = [192, 0, 2, 10];
 const DST: [u8; 4] = [192, 0, 2, 1];
 const INNER_DST: [u8; 4] = [10, 40, 0, 10];
-
-fn checksum(b: &[u8]) -> u16 {
-    let mut sum: u32 = b
-        .chunks(2)
-        .map(|c| u32::from(c[0]) << 8 | u32::from(*c.get(1).unwrap_or(&0)))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
 
 fn ipv4(proto: u8, src: [u8; 4], dst: [u8; 4], payload: &[u8]) -> Vec<u8> {
     let total = 20 + payload.len();
@@ -44,7 +34,7 @@ fn ipv4(proto: u8, src: [u8; 4], dst: [u8; 4], payload: &[u8]) -> Vec<u8> {
     ];
     h.extend(src);
     h.extend(dst);
-    let c = checksum(&h);
+    let c = wire::checksum::checksum(&h);
     h[10..12].copy_from_slice(&c.to_be_bytes());
     h.extend_from_slice(payload);
     h
@@ -58,28 +48,13 @@ fn inner(payload: &[u8]) -> Vec<u8> {
     ipv4(17, [10, 10, 0, 100], INNER_DST, &udp)
 }
 
-/// A pcap file with LINKTYPE_RAW (101): each record is one IPv4 packet.
+/// A pcap file with LINKTYPE_RAW: one IPv4 packet a record, record `i` at `i` seconds.
 fn pcap(packets: &[Vec<u8>]) -> Vec<u8> {
-    let mut f = Vec::new();
-    for v in [
-        0xa1b2_c3d4u32.to_le_bytes().as_slice(),
-        &2u16.to_le_bytes(),
-        &4u16.to_le_bytes(),
-    ] {
-        f.extend_from_slice(v);
+    let mut w = PcapWriter::new(LinkType::Raw);
+    for (i, p) in (0u64..).zip(packets) {
+        w.ipv4(i * 1_000_000, p);
     }
-    f.extend(0u32.to_le_bytes());
-    f.extend(0u32.to_le_bytes());
-    f.extend(65535u32.to_le_bytes());
-    f.extend(101u32.to_le_bytes());
-    for (i, p) in packets.iter().enumerate() {
-        f.extend((i as u32).to_le_bytes());
-        f.extend(0u32.to_le_bytes());
-        f.extend((p.len() as u32).to_le_bytes());
-        f.extend((p.len() as u32).to_le_bytes());
-        f.extend_from_slice(p);
-    }
-    f
+    w.into_bytes()
 }
 
 fn tshark_names(suite: Suite) -> Option<(&'static str, &'static str)> {

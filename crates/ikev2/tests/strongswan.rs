@@ -6,10 +6,7 @@
 //! SA up, CP address, CHILD_SA SPIs and keys equal to what charon installed in XFRM, rekeying
 //! from both sides, liveness, delete. Fails when it cannot run unless MIPSEC_SKIP_LAB=1.
 
-use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ikev2::wire::{DhId, Identification};
@@ -19,32 +16,19 @@ const CL: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 const GW: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
 const PSK: &str = "correct horse battery staple";
 
-fn sh(args: &[&str]) -> Result<String, String> {
-    let o = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .map_err(|e| format!("{args:?}: {e}"))?;
-    if !o.status.success() {
-        return Err(format!("{args:?}: {}", String::from_utf8_lossy(&o.stderr)));
-    }
-    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
-}
+use testsupport::{fresh_prefix, in_ns, sh, Charon, Inside, Topology};
 
+/// charon in `<prefix>gw`, our initiator in `<prefix>cl` (see `testsupport::Topology`).
 struct Lab {
-    name: String,
     dir: std::path::PathBuf,
-    charon: Option<Child>,
+    charon: Option<Charon>,
+    topo: Topology,
 }
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        if let Some(mut c) = self.charon.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = sh(&["ip", "netns", "del", &format!("{}gw", self.name)]);
-        let _ = sh(&["ip", "netns", "del", &format!("{}cl", self.name)]);
-        let _ = sh(&["ip", "netns", "del", &format!("{}rt", self.name)]);
+        // charon goes first, then the namespaces (`topo`, dropped after this).
+        drop(self.charon.take());
         // Keep charon's log when the test failed.
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
@@ -53,35 +37,19 @@ impl Drop for Lab {
 }
 
 impl Lab {
-    fn gw(&self) -> String {
-        format!("{}gw", self.name)
-    }
     fn cl(&self) -> String {
-        format!("{}cl", self.name)
+        self.topo.cl()
     }
-    fn rt(&self) -> String {
-        format!("{}rt", self.name)
-    }
-    fn uri(&self) -> String {
-        format!("unix://{}/charon.vici", self.dir.display())
+    fn charon(&self) -> &Charon {
+        self.charon.as_ref().expect("charon runs")
     }
     fn swanctl(&self, args: &[&str]) -> String {
-        let mut a = vec!["swanctl"];
-        a.extend_from_slice(args);
-        let uri = self.uri();
-        a.extend_from_slice(&["--uri", &uri]);
-        sh(&a).unwrap()
+        self.charon().swanctl(args).unwrap()
     }
     /// swanctl commands that wait for an exchange (terminate) run in the background while
     /// the client keeps answering.
-    fn swanctl_bg(&self, args: &[&str]) -> Child {
-        Command::new("swanctl")
-            .args(args)
-            .args(["--uri", &self.uri()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
+    fn swanctl_bg(&self, args: &[&str]) -> std::process::Child {
+        self.charon().swanctl_bg(args).unwrap()
     }
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("charon.log")).unwrap_or_default()
@@ -102,105 +70,16 @@ impl Lab {
         nat: bool,
         files: &[(&str, Vec<u8>)],
     ) -> Result<Lab, String> {
-        let name = format!("ik{tag}{}", std::process::id() % 100000);
         let dir =
             std::env::temp_dir().join(format!("ikev2-strongswan-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let topo = Topology::build(&fresh_prefix("ik", tag), nat, Inside::Loopback)?;
         let mut lab = Lab {
-            name: name.clone(),
             dir: dir.clone(),
             charon: None,
+            topo,
         };
-        let (gw, cl, rt) = (lab.gw(), lab.cl(), lab.rt());
-        let (a, b) = (format!("{name}a"), format!("{name}b"));
-        let (c, r) = (format!("{name}c"), format!("{name}r"));
-        let mut cmds: Vec<Vec<&str>> = vec![
-            vec!["ip", "netns", "add", &gw],
-            vec!["ip", "netns", "add", &cl],
-            vec!["ip", "link", "add", &a, "type", "veth", "peer", "name", &b],
-            vec!["ip", "link", "set", &b, "netns", &gw],
-            vec!["ip", "-n", &gw, "addr", "add", "192.0.2.2/24", "dev", &b],
-            vec!["ip", "-n", &gw, "link", "set", &b, "up"],
-            vec!["ip", "-n", &gw, "link", "set", "lo", "up"],
-            vec!["ip", "-n", &cl, "link", "set", "lo", "up"],
-            // the protected subnet behind the gateway (charon needs a source address in it)
-            vec!["ip", "-n", &gw, "addr", "add", "10.1.0.1/16", "dev", "lo"],
-        ];
-        if nat {
-            cmds.extend([
-                vec!["ip", "netns", "add", &rt],
-                vec!["ip", "link", "set", &a, "netns", &rt],
-                vec!["ip", "-n", &rt, "addr", "add", "192.0.2.1/24", "dev", &a],
-                vec!["ip", "-n", &rt, "link", "set", &a, "up"],
-                vec!["ip", "link", "add", &c, "type", "veth", "peer", "name", &r],
-                vec!["ip", "link", "set", &c, "netns", &cl],
-                vec!["ip", "link", "set", &r, "netns", &rt],
-                vec!["ip", "-n", &rt, "addr", "add", "192.168.1.1/24", "dev", &r],
-                vec!["ip", "-n", &rt, "link", "set", &r, "up"],
-                vec!["ip", "-n", &cl, "addr", "add", "192.168.1.2/24", "dev", &c],
-                vec!["ip", "-n", &cl, "link", "set", &c, "up"],
-                vec![
-                    "ip",
-                    "-n",
-                    &cl,
-                    "route",
-                    "add",
-                    "default",
-                    "via",
-                    "192.168.1.1",
-                ],
-                vec![
-                    "ip",
-                    "netns",
-                    "exec",
-                    &rt,
-                    "sysctl",
-                    "-qw",
-                    "net.ipv4.ip_forward=1",
-                ],
-                vec![
-                    "ip", "netns", "exec", &rt, "nft", "add", "table", "ip", "nat",
-                ],
-                vec![
-                    "ip",
-                    "netns",
-                    "exec",
-                    &rt,
-                    "nft",
-                    "add",
-                    "chain",
-                    "ip",
-                    "nat",
-                    "post",
-                    "{ type nat hook postrouting priority 100 ; }",
-                ],
-                vec![
-                    "ip",
-                    "netns",
-                    "exec",
-                    &rt,
-                    "nft",
-                    "add",
-                    "rule",
-                    "ip",
-                    "nat",
-                    "post",
-                    "oifname",
-                    &a,
-                    "masquerade",
-                ],
-            ]);
-        } else {
-            cmds.extend([
-                vec!["ip", "link", "set", &a, "netns", &cl],
-                vec!["ip", "-n", &cl, "addr", "add", "192.0.2.1/24", "dev", &a],
-                vec!["ip", "-n", &cl, "link", "set", &a, "up"],
-            ]);
-        }
-        for cmd in cmds {
-            sh(&cmd)?;
-        }
         let d = dir.display();
         let conf = format!(
             "charon {{\n install_routes = no\n retransmit_timeout = 1.0\n {charon_extra}\n plugins {{ vici {{ socket = unix://{d}/charon.vici }}\n forecast {{ load = no }}\n farp {{ load = no }}\n bypass-lan {{ load = no }}\n dhcp {{ load = no }}\n tpm {{ load = no }} }}\n \
@@ -215,51 +94,16 @@ impl Lab {
             }
             std::fs::write(path, data).map_err(|e| e.to_string())?;
         }
-        // Own mount namespace with a private /run so charon's pid file cannot clash.
-        let child = Command::new("ip")
-            .args(["netns", "exec", &gw, "unshare", "-m", "--propagation", "private", "sh", "-c"])
-            .arg(format!(
-                "mount -t tmpfs tmpfs /run && STRONGSWAN_CONF={d}/strongswan.conf exec /usr/lib/ipsec/charon"
-            ))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| e.to_string())?;
-        lab.charon = Some(child);
-        let conf = dir.join("swanctl.conf");
-        let uri = lab.uri();
-        let start = Instant::now();
-        loop {
-            std::thread::sleep(Duration::from_millis(200));
-            match sh(&[
-                "swanctl",
-                "--load-all",
-                "--file",
-                conf.to_str().unwrap(),
-                "--uri",
-                &uri,
-            ]) {
-                Ok(_) => break,
-                Err(e) if start.elapsed() > Duration::from_secs(10) => return Err(e),
-                Err(_) => {}
-            }
-        }
+        lab.charon = Some(Charon::start(&lab.topo.gw(), &dir)?);
         Ok(lab)
     }
 }
 
 /// Bind a UDP socket inside network namespace `ns` (a thread joins it for the bind).
 fn bind_in(ns: &str, addr: SocketAddr) -> UdpSocket {
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let f = File::open(path).unwrap();
-        // SAFETY: plain syscall on a valid fd; only this short-lived thread changes namespace.
-        let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns");
-        UdpSocket::bind(addr).unwrap()
-    })
-    .join()
-    .unwrap()
+    in_ns(ns, move || UdpSocket::bind(addr).unwrap())
+        .join()
+        .unwrap()
 }
 
 struct Client {
@@ -303,8 +147,7 @@ impl Client {
 }
 
 fn need_lab() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 && std::path::Path::new("/usr/lib/ipsec/charon").exists() {
+    if testsupport::is_root() && std::path::Path::new("/usr/lib/ipsec/charon").exists() {
         return true;
     }
     if std::env::var("MIPSEC_SKIP_LAB").as_deref() == Ok("1") {
@@ -396,7 +239,7 @@ secrets { ike-a { id-a = client.example
 
 #[test]
 fn strongswan_598_gateway_interop() {
-    if unsafe { libc::geteuid() } != 0 || !std::path::Path::new("/usr/lib/ipsec/charon").exists() {
+    if !testsupport::is_root() || !std::path::Path::new("/usr/lib/ipsec/charon").exists() {
         if std::env::var("MIPSEC_SKIP_LAB").as_deref() == Ok("1") {
             eprintln!(
                 "SKIP: strongSwan interop needs root and /usr/lib/ipsec/charon (MIPSEC_SKIP_LAB=1)"
@@ -745,7 +588,7 @@ fn strongswan_mobike_address_change() {
         "add",
         "192.0.2.3/24",
         "dev",
-        &format!("{}a", lab.name),
+        &format!("{}a", lab.topo.prefix),
     ])
     .unwrap();
     std::thread::sleep(Duration::from_millis(300)); // DAD-free for IPv4, but let the address settle

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use common::*;
 use ikev2::wire::DhId;
+use wire::pcap::{LinkType, PcapWriter};
 
 fn ipv4_udp(src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> Vec<u8> {
     let (IpAddr::V4(s), IpAddr::V4(d)) = (src.ip(), dst.ip()) else {
@@ -32,14 +33,7 @@ fn ipv4_udp(src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> Vec<u8> {
     ];
     p.extend_from_slice(&s.octets());
     p.extend_from_slice(&d.octets());
-    let mut sum: u32 = p
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    let ck = !(sum as u16);
+    let ck = wire::checksum::checksum(&p);
     p[10..12].copy_from_slice(&ck.to_be_bytes());
     let ulen = (8 + payload.len()) as u16;
     p.extend_from_slice(&src.port().to_be_bytes());
@@ -50,22 +44,13 @@ fn ipv4_udp(src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> Vec<u8> {
     p
 }
 
+/// A pcap file with LINKTYPE_RAW: one IPv4 packet a record, record `i` at `i` seconds.
 fn pcap(packets: &[Vec<u8>]) -> Vec<u8> {
-    let mut f = Vec::new();
-    f.extend_from_slice(&0xa1b2c3d4u32.to_le_bytes());
-    f.extend_from_slice(&2u16.to_le_bytes());
-    f.extend_from_slice(&4u16.to_le_bytes());
-    f.extend_from_slice(&[0; 8]);
-    f.extend_from_slice(&65535u32.to_le_bytes());
-    f.extend_from_slice(&101u32.to_le_bytes()); // LINKTYPE_RAW
-    for (i, p) in packets.iter().enumerate() {
-        f.extend_from_slice(&(i as u32).to_le_bytes());
-        f.extend_from_slice(&0u32.to_le_bytes());
-        f.extend_from_slice(&(p.len() as u32).to_le_bytes());
-        f.extend_from_slice(&(p.len() as u32).to_le_bytes());
-        f.extend_from_slice(p);
+    let mut w = PcapWriter::new(LinkType::Raw);
+    for (i, p) in (0u64..).zip(packets) {
+        w.ipv4(i * 1_000_000, p);
     }
-    f
+    w.into_bytes()
 }
 
 /// Returns tshark's complaints and the per-packet summary, or None when tshark is absent

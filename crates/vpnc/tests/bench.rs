@@ -141,7 +141,7 @@ fn lab_bench() {
         lab.start_strongswan_client("aes256gcm16");
         std::thread::sleep(Duration::from_millis(500));
         assert!(lab.ping(2), "strongSwan client tunnel");
-        let pid = lab.extra_last_pid().unwrap();
+        let pid = lab.sw_client_pid().unwrap();
         let c0 = cpu_secs(pid);
         let (gwns, clns) = (lab.gw(), lab.cl());
         let (e0, f0) = (
@@ -158,7 +158,7 @@ fn lab_bench() {
             udp_rcvbuf_errors(&lab, &clns) - f0
         );
         cpu_theirs.push((cpu_secs(pid) - c0) / 6.0 * 100.0);
-        lab.stop_extra_last();
+        lab.stop_sw_client();
         std::thread::sleep(Duration::from_millis(500));
     }
     let (o, t) = (median(&mut ours), median(&mut theirs));

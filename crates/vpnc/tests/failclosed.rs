@@ -67,25 +67,6 @@ impl Capture {
     }
 }
 
-/// `ping -c n` to the internal host; true if any answer came back.
-fn ping_any(lab: &Lab, n: u32) -> bool {
-    lab.ns(
-        &lab.cl(),
-        &[
-            "ping",
-            "-c",
-            &n.to_string(),
-            "-i",
-            "0.2",
-            "-W",
-            "1",
-            "-q",
-            INTERNAL,
-        ],
-    )
-    .is_ok()
-}
-
 fn rules(lab: &Lab) -> String {
     lab.ns(&lab.cl(), &["ip", "rule", "show"]).unwrap()
 }
@@ -107,7 +88,7 @@ fn leaky_lab(tag: &str) -> Lab {
     .unwrap();
     // Control: without our client, ping leaves in the clear and is answered.
     let cap = Capture::start(&lab, "control");
-    assert!(ping_any(&lab, 2), "control ping in the clear failed");
+    assert!(lab.ping(2), "control ping in the clear failed");
     assert!(cap.packets() >= 2, "the capture sees plaintext pings");
     lab
 }
@@ -131,15 +112,12 @@ fn wrong_psk_then_kill9_then_restart_never_leaks() {
     // From the moment the daemon answers (the kill switch goes in before its loop
     // starts), while it connects and fails again and again.
     lab.wait_status(Duration::from_secs(10), "daemon up", |_| true);
-    let early = ping_any(&lab, 3);
+    let early = lab.ping(3);
     let s = lab.wait_status(Duration::from_secs(15), "auth failures", |s| {
         s["attempts"].as_u64() >= Some(2) && s["state"] != "established"
     });
     assert_eq!(s["role"], "vpn", "{s}");
-    assert!(
-        !early && !ping_any(&lab, 5),
-        "ping answered with a wrong PSK"
-    );
+    assert!(!early && !lab.ping(5), "ping answered with a wrong PSK");
     let n = cap.packets();
     assert_eq!(
         n,
@@ -154,7 +132,7 @@ fn wrong_psk_then_kill9_then_restart_never_leaks() {
     lab.kill9_client();
     assert!(rules(&lab).contains("lookup 1057"), "{}", rules(&lab));
     assert!(table(&lab).contains("unreachable"), "{}", table(&lab));
-    assert!(!ping_any(&lab, 5), "ping answered after kill -9");
+    assert!(!lab.ping(5), "ping answered after kill -9");
     let n = cap.packets();
     assert_eq!(n, 0, "{n} plaintext ICMP packets after kill -9");
 
@@ -175,10 +153,7 @@ fn wrong_psk_then_kill9_then_restart_never_leaks() {
     // ... and keeps blocking it after a kill -9 of an established client.
     let cap = Capture::start(&lab, "kill9up");
     lab.kill9_client();
-    assert!(
-        !ping_any(&lab, 5),
-        "ping answered after kill -9 of a live tunnel"
-    );
+    assert!(!lab.ping(5), "ping answered after kill -9 of a live tunnel");
     let n = cap.packets();
     assert_eq!(
         n, 0,
@@ -193,7 +168,7 @@ fn wrong_psk_then_kill9_then_restart_never_leaks() {
     assert!(!rules(&lab).contains("lookup 1057"), "{}", rules(&lab));
     assert!(table(&lab).trim().is_empty(), "{}", table(&lab));
     assert!(
-        ping_any(&lab, 2),
+        lab.ping(2),
         "after a clean stop the route is back to normal"
     );
 }
@@ -268,7 +243,7 @@ fn dead_gateway_bound_and_return() {
     });
     let detect = killed.elapsed();
     assert_ne!(s["state"], "established", "{s}");
-    assert!(!ping_any(&lab, 5), "ping answered with the gateway dead");
+    assert!(!lab.ping(5), "ping answered with the gateway dead");
     let n = cap.packets();
     assert_eq!(
         n, 0,

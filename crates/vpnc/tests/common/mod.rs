@@ -23,25 +23,12 @@ use std::time::{Duration, Instant};
 pub const PSK: &str = "correct horse battery staple";
 pub const INTERNAL: &str = "10.1.0.2";
 
-pub fn sh(args: &[&str]) -> Result<String, String> {
-    let o = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .map_err(|e| format!("{args:?}: {e}"))?;
-    if !o.status.success() {
-        return Err(format!(
-            "{args:?}: {}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        ));
-    }
-    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
-}
+use testsupport::{fresh_prefix, Charon, Inside, Topology};
+pub use testsupport::{in_ns, ns_exec, sh, stop};
 
 /// True when the lab can run; a loud SKIP when MIPSEC_SKIP_LAB=1; a failure otherwise.
 pub fn need_lab(what: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
+    let root = testsupport::is_root();
     let tools = [
         "/usr/lib/ipsec/charon",
         "/usr/sbin/swanctl",
@@ -88,12 +75,17 @@ pub fn pki() -> String {
 }
 
 pub struct Lab {
+    /// The name prefix of its namespaces and interfaces (`testsupport::Topology`).
     pub name: String,
     pub dir: PathBuf,
-    charon: Option<Child>,
+    charon: Option<Charon>,
     client: Option<Child>,
+    /// strongSwan's own charon as the client (`start_strongswan_client`).
+    sw_client: Option<Charon>,
     extra: Vec<Child>,
     pub nat: bool,
+    /// Dropped after the processes above: deletes the namespaces.
+    topo: Topology,
 }
 
 impl Drop for Lab {
@@ -104,11 +96,9 @@ impl Drop for Lab {
         for c in self.extra.drain(..) {
             stop(c);
         }
-        if let Some(c) = self.charon.take() {
-            stop(c);
-        }
-        for ns in ["gw", "cl", "rt", "in"] {
-            let _ = sh(&["ip", "netns", "del", &format!("{}{ns}", self.name)]);
+        self.stop_sw_client();
+        if let Some(mut c) = self.charon.take() {
+            c.stop();
         }
         if std::thread::panicking() {
             eprintln!("lab files kept in {}", self.dir.display());
@@ -118,58 +108,30 @@ impl Drop for Lab {
     }
 }
 
-/// SIGTERM, then SIGKILL after 2 s; by process id only.
-fn stop(mut c: Child) {
-    if let Ok(pid) = i32::try_from(c.id()) {
-        // SAFETY: signalling a child we spawned and have not reaped.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-    }
-    let end = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < end {
-        if let Ok(Some(_)) = c.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = c.kill();
-    let _ = c.wait();
-}
-
 impl Lab {
     pub fn gw(&self) -> String {
-        format!("{}gw", self.name)
+        self.topo.gw()
     }
     pub fn cl(&self) -> String {
-        format!("{}cl", self.name)
+        self.topo.cl()
     }
     pub fn rt(&self) -> String {
-        format!("{}rt", self.name)
+        self.topo.rt()
     }
     pub fn inner(&self) -> String {
-        format!("{}in", self.name)
+        self.topo.inner()
     }
     /// The client's physical interface.
     pub fn cl_if(&self) -> String {
-        if self.nat {
-            format!("{}c", self.name)
-        } else {
-            format!("{}a", self.name)
-        }
+        self.topo.cl_if()
     }
     pub fn cl_ip(&self) -> &'static str {
-        if self.nat {
-            "192.168.1.2"
-        } else {
-            "192.0.2.1"
-        }
-    }
-    fn uri(&self) -> String {
-        format!("unix://{}/charon.vici", self.dir.display())
+        self.topo.cl_ip()
     }
     pub fn swanctl(&self, args: &[&str]) -> String {
         let mut a = vec!["swanctl"];
         a.extend_from_slice(args);
-        let uri = self.uri();
+        let uri = testsupport::vici_uri(&self.dir);
         a.extend_from_slice(&["--uri", &uri]);
         sh(&a).unwrap()
     }
@@ -187,145 +149,32 @@ impl Lab {
         )
     }
     pub fn ns(&self, ns: &str, args: &[&str]) -> Result<String, String> {
-        let mut a = vec!["ip", "netns", "exec", ns];
-        a.extend_from_slice(args);
-        sh(&a)
+        ns_exec(ns, args)
     }
 
     pub fn up(tag: &str, opts: GwOpts) -> Lab {
-        let name = format!("vp{tag}{}", std::process::id() % 100000);
+        let name = fresh_prefix("vp", tag);
         let dir = std::env::temp_dir().join(format!("vpnc-lab-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
+        let topo = Topology::build(&name, opts.nat, Inside::Host).unwrap();
         let mut lab = Lab {
             name: name.clone(),
             dir,
             charon: None,
             client: None,
+            sw_client: None,
             extra: Vec::new(),
             nat: opts.nat,
+            topo,
         };
-        let (gw, cl, rt, inn) = (lab.gw(), lab.cl(), lab.rt(), lab.inner());
-        let (a, b) = (format!("{name}a"), format!("{name}b"));
-        let (c, r) = (format!("{name}c"), format!("{name}r"));
-        let (i, j) = (format!("{name}i"), format!("{name}j"));
-        let promote = format!("net.ipv4.conf.{a}.promote_secondaries=1");
-        let mut cmds: Vec<Vec<&str>> = vec![
-            vec!["ip", "netns", "add", &gw],
-            vec!["ip", "netns", "add", &cl],
-            vec!["ip", "netns", "add", &inn],
-            vec!["ip", "link", "add", &a, "type", "veth", "peer", "name", &b],
-            vec!["ip", "link", "set", &b, "netns", &gw],
-            vec!["ip", "-n", &gw, "addr", "add", "192.0.2.2/24", "dev", &b],
-            vec!["ip", "-n", &gw, "link", "set", &b, "up"],
-            vec!["ip", "-n", &gw, "link", "set", "lo", "up"],
-            vec!["ip", "-n", &cl, "link", "set", "lo", "up"],
-            vec!["ip", "-n", &inn, "link", "set", "lo", "up"],
-            // the internal network behind the gateway
-            vec!["ip", "link", "add", &i, "type", "veth", "peer", "name", &j],
-            vec!["ip", "link", "set", &i, "netns", &gw],
-            vec!["ip", "link", "set", &j, "netns", &inn],
-            vec!["ip", "-n", &gw, "addr", "add", "10.1.0.1/16", "dev", &i],
-            vec!["ip", "-n", &gw, "link", "set", &i, "up"],
-            vec!["ip", "-n", &inn, "addr", "add", "10.1.0.2/16", "dev", &j],
-            vec!["ip", "-n", &inn, "link", "set", &j, "up"],
-            vec![
-                "ip", "-n", &inn, "route", "add", "default", "via", "10.1.0.1",
-            ],
-            vec![
-                "ip",
-                "netns",
-                "exec",
-                &gw,
-                "sysctl",
-                "-qw",
-                "net.ipv4.ip_forward=1",
-            ],
-        ];
-        if opts.nat {
-            cmds.extend([
-                vec!["ip", "netns", "add", &rt],
-                vec!["ip", "link", "set", &a, "netns", &rt],
-                vec!["ip", "-n", &rt, "addr", "add", "192.0.2.1/24", "dev", &a],
-                vec!["ip", "-n", &rt, "link", "set", &a, "up"],
-                vec!["ip", "link", "add", &c, "type", "veth", "peer", "name", &r],
-                vec!["ip", "link", "set", &c, "netns", &cl],
-                vec!["ip", "link", "set", &r, "netns", &rt],
-                vec!["ip", "-n", &rt, "addr", "add", "192.168.1.1/24", "dev", &r],
-                vec!["ip", "-n", &rt, "link", "set", &r, "up"],
-                vec!["ip", "-n", &cl, "addr", "add", "192.168.1.2/24", "dev", &c],
-                vec!["ip", "-n", &cl, "link", "set", &c, "up"],
-                vec![
-                    "ip",
-                    "-n",
-                    &cl,
-                    "route",
-                    "add",
-                    "default",
-                    "via",
-                    "192.168.1.1",
-                ],
-                vec![
-                    "ip",
-                    "netns",
-                    "exec",
-                    &rt,
-                    "sysctl",
-                    "-qw",
-                    "net.ipv4.ip_forward=1",
-                ],
-                vec![
-                    "ip", "netns", "exec", &rt, "nft", "add", "table", "ip", "nat",
-                ],
-                vec![
-                    "ip",
-                    "netns",
-                    "exec",
-                    &rt,
-                    "nft",
-                    "add",
-                    "chain",
-                    "ip",
-                    "nat",
-                    "post",
-                    "{ type nat hook postrouting priority 100 ; }",
-                ],
-                vec![
-                    "ip",
-                    "netns",
-                    "exec",
-                    &rt,
-                    "nft",
-                    "add",
-                    "rule",
-                    "ip",
-                    "nat",
-                    "post",
-                    "oifname",
-                    &a,
-                    "masquerade",
-                ],
-            ]);
-        } else {
-            cmds.extend([
-                vec!["ip", "link", "set", &a, "netns", &cl],
-                vec!["ip", "-n", &cl, "addr", "add", "192.0.2.1/24", "dev", &a],
-                vec!["ip", "-n", &cl, "link", "set", &a, "up"],
-                // a second address on the same link must survive the first one's removal
-                vec![
-                    "ip",
-                    "netns",
-                    "exec",
-                    &cl,
-                    "sysctl",
-                    "-qw",
-                    "net.ipv4.conf.all.promote_secondaries=1",
-                ],
-                vec!["ip", "netns", "exec", &cl, "sysctl", "-qw", &promote],
-            ]);
-        }
-        for cmd in cmds {
-            sh(&cmd).unwrap();
+        if !opts.nat {
+            // a second address on the same link must survive the first one's removal
+            let promote = format!("net.ipv4.conf.{name}a.promote_secondaries=1");
+            let cl = lab.cl();
+            for key in ["net.ipv4.conf.all.promote_secondaries=1", promote.as_str()] {
+                ns_exec(&cl, &["sysctl", "-qw", key]).unwrap();
+            }
         }
         let d = pki();
         let auth = if let Some(a) = &opts.auth {
@@ -397,7 +246,7 @@ secrets {{ ike-a {{ id-a = client.example
             return lab;
         }
         let srv = Command::new("ip")
-            .args(["netns", "exec", &inn, "iperf3", "-s", "-p", "5201"])
+            .args(["netns", "exec", &lab.inner(), "iperf3", "-s", "-p", "5201"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -407,42 +256,13 @@ secrets {{ ike-a {{ id-a = client.example
     }
 
     pub fn start_charon(&mut self) {
-        let d = self.dir.display().to_string();
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.gw(), "unshare", "-m", "--propagation", "private", "sh", "-c"])
-            .arg(format!(
-                "mount -t tmpfs tmpfs /run && STRONGSWAN_CONF={d}/strongswan.conf exec /usr/lib/ipsec/charon"
-            ))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.charon = Some(child);
-        let conf = self.dir.join("swanctl.conf");
-        let uri = self.uri();
-        let start = Instant::now();
-        loop {
-            std::thread::sleep(Duration::from_millis(100));
-            match sh(&[
-                "swanctl",
-                "--load-all",
-                "--file",
-                conf.to_str().unwrap(),
-                "--uri",
-                &uri,
-            ]) {
-                Ok(_) => break,
-                Err(e) if start.elapsed() > Duration::from_secs(10) => panic!("charon: {e}"),
-                Err(_) => {}
-            }
-        }
+        self.charon = Some(Charon::start(&self.gw(), &self.dir).unwrap_or_else(|e| panic!("{e}")));
     }
 
     /// Kill charon (no Delete sent: the gateway "crashes") and start a fresh one.
     pub fn restart_charon(&mut self) {
         if let Some(mut c) = self.charon.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+            c.kill();
         }
         // libipsec's TUN device goes with the process; give the kernel a moment.
         std::thread::sleep(Duration::from_millis(300));
@@ -520,8 +340,7 @@ secrets {{ ike-a {{ id-a = client.example
     /// Kill charon (no Delete sent) and leave it down.
     pub fn kill_charon(&mut self) {
         if let Some(mut c) = self.charon.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+            c.kill();
         }
     }
 
@@ -567,52 +386,26 @@ secrets {{ ike-a {{ id-a = client.example
 "#
         );
         std::fs::write(d.join("swanctl.conf"), swanctl).unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.cl(), "unshare", "-m", "--propagation", "private", "sh", "-c"])
-            .arg(format!(
-                "mount -t tmpfs tmpfs /run && STRONGSWAN_CONF={dd}/strongswan.conf exec /usr/lib/ipsec/charon"
-            ))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.extra.push(child);
-        let uri = format!("unix://{dd}/charon.vici");
-        let conf = d.join("swanctl.conf");
-        let start = Instant::now();
-        loop {
-            std::thread::sleep(Duration::from_millis(100));
-            match sh(&[
-                "swanctl",
-                "--load-all",
-                "--file",
-                conf.to_str().unwrap(),
-                "--uri",
-                &uri,
-            ]) {
-                Ok(_) => break,
-                Err(e) if start.elapsed() > Duration::from_secs(10) => panic!("client charon: {e}"),
-                Err(_) => {}
-            }
-        }
-        sh(&["swanctl", "--initiate", "--child", "home", "--uri", &uri]).unwrap();
+        let client = Charon::start(&self.cl(), &d).unwrap_or_else(|e| panic!("client {e}"));
+        client.swanctl(&["--initiate", "--child", "home"]).unwrap();
+        self.sw_client = Some(client);
     }
 
-    /// Process ids: our client, the gateway's charon, the most recent helper.
+    /// Process ids: our client, the gateway's charon, strongSwan's client.
     pub fn client_pid(&self) -> Option<u32> {
         self.client.as_ref().map(Child::id)
     }
     pub fn gw_pid(&self) -> Option<u32> {
-        self.charon.as_ref().map(Child::id)
+        self.charon.as_ref().and_then(Charon::pid)
     }
-    pub fn extra_last_pid(&self) -> Option<u32> {
-        self.extra.last().map(Child::id)
+    pub fn sw_client_pid(&self) -> Option<u32> {
+        self.sw_client.as_ref().and_then(Charon::pid)
     }
 
-    /// Stop the most recently started helper process (e.g. strongSwan's client).
-    pub fn stop_extra_last(&mut self) {
-        if let Some(c) = self.extra.pop() {
-            stop(c);
+    /// Stop strongSwan's client (`start_strongswan_client`).
+    pub fn stop_sw_client(&mut self) {
+        if let Some(mut c) = self.sw_client.take() {
+            c.stop();
         }
     }
 
@@ -658,7 +451,8 @@ secrets {{ ike-a {{ id-a = client.example
         })
     }
 
-    /// `ping -c n` from the client to the internal host; true if all answered.
+    /// `ping -c n` from the client to the internal host; true if any answer came back
+    /// (ping exits 0 on the first reply).
     pub fn ping(&self, n: u32) -> bool {
         self.ns(
             &self.cl(),
@@ -767,24 +561,6 @@ pub fn udp_rcvbuf_errors(lab: &Lab, ns: &str) -> u64 {
         .find(|(k, _)| *k == "RcvbufErrors")
         .and_then(|(_, v)| v.parse().ok())
         .unwrap_or(0)
-}
-
-/// Run `f` on a thread that has joined network namespace `ns`.
-pub fn in_ns<T: Send + 'static>(
-    ns: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> std::thread::JoinHandle<T> {
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        use std::os::fd::AsRawFd;
-        let file = std::fs::File::open(path).unwrap();
-        // SAFETY: plain syscall on a valid fd; only this thread changes namespace.
-        assert_eq!(
-            unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) },
-            0
-        );
-        f()
-    })
 }
 
 /// A TCP stream from the client namespace to the internal host, made by the test itself
