@@ -146,10 +146,9 @@ impl World {
         c
     }
 
-    pub(crate) fn new(sc: Scenario) -> World {
-        // The only clock read: the origin of simulated time.
-        #[allow(clippy::disallowed_methods)]
-        let start = Instant::now();
+    /// `start` is the origin of simulated time; the test that builds the world reads
+    /// it once, so nothing in the simulator reads the clock.
+    pub(crate) fn new(sc: Scenario, start: Instant) -> World {
         let mut iha_cfg = HaConfig::new(I_HA);
         iha_cfg.max_lifetime = 600;
         // HA-2: the internal networks and the VPN's inner address pool.
