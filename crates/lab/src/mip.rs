@@ -15,6 +15,11 @@ use serde_json::Value;
 use crate::netns::{other, Result};
 use crate::topo::{Lab, FA_ADDR, HA_ADDR, MN_HOME};
 
+/// The lab's HA line that makes it an i-HA (RFC 5265 HA-2): every lab subnet is
+/// internal, so its replies carry the Trusted Networks Configured extension and the
+/// mobile node may use them in plaintext (MN-4). Tests that want an HA that proves
+/// nothing remove this exact line.
+pub const HA_TRUSTED: &str = "trusted_networks = [\"10.0.0.0/8\"]";
 pub const MN_SPI: u32 = 256;
 pub const MN_KEY: &str = "00112233445566778899aabbccddeeff";
 /// A second MN entry used only by the lab's own request sender (RTT, bad input).
@@ -66,6 +71,7 @@ home_interface = "eth0"
 tunnel_device = "mipha0"
 max_lifetime = 1800
 control_socket = "{d}/ha.sock"
+{HA_TRUSTED}
 
 [[mobile_node]]
 home_address = "{MN_HOME}"

@@ -407,7 +407,10 @@ fn restart_ha_with(ml: &mut MipLab, base: &str, extra: &str) {
     if ml.lab.is_running("ha") {
         ml.lab.stop("ha", libc::SIGTERM);
     }
-    let cfg = base.replacen("[ha]\n", &format!("[ha]\n{extra}"), 1);
+    let mut cfg = base.replacen("[ha]\n", &format!("[ha]\n{extra}"), 1);
+    if extra.contains("trusted_networks") {
+        cfg = cfg.replacen(mip::HA_TRUSTED, "", 1);
+    }
     mip::write_private(std::path::Path::new(&ml.ha_cfg), &cfg).unwrap();
     ml.start_ha().unwrap();
 }

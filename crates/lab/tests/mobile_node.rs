@@ -228,11 +228,7 @@ fn status_shows_interface_state_gate_proof_and_reasons() {
         return;
     };
     let mut ml = MipLab::start(&exe(), true, 300).unwrap();
-    let base = std::fs::read_to_string(&ml.ha_cfg).unwrap();
-    ml.lab.stop("ha", libc::SIGTERM);
-    let cfg = base.replacen("[ha]\n", "[ha]\ntrusted_networks = [\"10.0.0.0/8\"]\n", 1);
-    mip::write_private(std::path::Path::new(&ml.ha_cfg), &cfg).unwrap();
-    ml.start_ha().unwrap();
+    // The lab's HA is an i-HA that trusts every lab subnet (mip::HA_TRUSTED).
     ml.lab.move_mn(Segment::IntA).unwrap();
     let coa = Segment::IntA.mn_addr();
     let (st, _) = ml
@@ -242,10 +238,10 @@ fn status_shows_interface_state_gate_proof_and_reasons() {
         .unwrap();
     let i = &st["interfaces"][0];
     assert_eq!(i["name"], "eth0", "{st}");
-    assert_eq!(i["state"], "registered", "{st}");
+    assert_eq!(i["state"], "inside", "{st}");
     assert_eq!(i["mode"], "c", "{st}");
-    assert_eq!(i["gate"], "open-tunnel", "{st}");
-    assert_eq!(i["last_change"], "registration accepted", "{st}");
+    assert_eq!(i["gate"], "open-inside", "{st}");
+    assert_eq!(i["last_change"], "i-HA reply with TNC", "{st}");
     assert!(i["tnc_proof_age_s"].as_f64().unwrap() < 10.0, "{st}");
     let det0 = mip::get_u64(&st, &["counters", "detections"]);
     let clo0 = mip::get_u64(&st, &["counters", "gate_closures"]);
@@ -276,7 +272,7 @@ fn status_shows_interface_state_gate_proof_and_reasons() {
         "{text}"
     );
     assert!(
-        text.contains("registered") && text.contains("open-tunnel"),
+        text.contains("inside") && text.contains("open-inside"),
         "{text}"
     );
     // Home: state home, mode h, gate open on the link.
@@ -318,13 +314,19 @@ fn foreign_agent_clean_restart_re_registers_promptly() {
         std::thread::sleep(down);
         ml.start_fa().unwrap();
         let t0 = Instant::now();
-        let (st, took) = ml
-            .wait_mn(Duration::from_secs(5), |v| {
-                v["mode"] == "foreign"
-                    && v["registered"] == true
-                    && mip::get_u64(v, &["counters", "registrations_ok"]) > ok0
-            })
-            .unwrap();
+        let r = ml.wait_mn(Duration::from_secs(5), |v| {
+            v["mode"] == "foreign"
+                && v["registered"] == true
+                && mip::get_u64(v, &["counters", "registrations_ok"]) > ok0
+        });
+        if r.is_err() {
+            eprintln!("FA status: {:?}", ml.fa_status());
+            eprintln!(
+                "FA log: {}",
+                std::fs::read_to_string(ml.lab.dir.join("fa.log")).unwrap_or_default()
+            );
+        }
+        let (st, took) = r.unwrap();
         eprintln!(
             "down {down:?}: re-registered {took:?} after the FA restart: {}",
             mip::mn_summary(&st)
@@ -343,31 +345,35 @@ fn foreign_agent_clean_restart_re_registers_promptly() {
     }
 }
 
-/// RFC 5265 MN-4 in the shell: with `require_tnc`, a registration whose reply has
-/// no Trusted Networks Configured extension leaves the gate closed both ways (this
-/// shell has no VPN data path yet), and status says why. After a move to a link the
-/// i-HA trusts (it now adds TNC), user data flows.
+/// RFC 5265 MN-4 in the shell: a registration whose reply has no Trusted Networks
+/// Configured extension (the HA is not an i-HA for this link) leaves the gate closed
+/// both ways, and status says why. After the HA trusts the lab's networks (it now
+/// adds TNC), a move proves the new link and user data flows.
 #[test]
 fn without_tnc_the_gate_stays_closed_and_status_says_why() {
     let Some(_g) = lab_lock("without_tnc_the_gate_stays_closed_and_status_says_why") else {
         return;
     };
     let mut ml = MipLab::start(&exe(), true, 300).unwrap();
-    let mn = std::fs::read_to_string(&ml.mn_cfg).unwrap();
-    ml.lab.stop("mn", libc::SIGTERM);
-    let mn = mn.replacen("[mn]\n", "[mn]\nrequire_tnc = true\n", 1);
-    mip::write_private(std::path::Path::new(&ml.mn_cfg), &mn).unwrap();
-    ml.start_mn().unwrap();
+    let trusting = std::fs::read_to_string(&ml.ha_cfg).unwrap();
+    ml.lab.stop("ha", libc::SIGTERM);
+    let plain = trusting.replacen(mip::HA_TRUSTED, "", 1);
+    assert_ne!(plain, trusting, "the lab's HA config has the trusted line");
+    mip::write_private(std::path::Path::new(&ml.ha_cfg), &plain).unwrap();
+    ml.start_ha().unwrap();
     ml.lab.move_mn(Segment::IntA).unwrap();
     let (st, _) = ml
         .wait_mn(Duration::from_secs(10), |v| {
-            v["interfaces"][0]["state"] == "outside"
+            v["interfaces"][0]["last_change"]
+                .as_str()
+                .is_some_and(|r| r.contains("without TNC"))
         })
         .unwrap();
     let i = &st["interfaces"][0];
     assert_eq!(i["gate"], "closed", "{st}");
+    assert_ne!(i["state"], "inside", "{st}");
     assert!(
-        i["last_change"].as_str().unwrap().contains("without TNC"),
+        mip::get_u64(&st, &["counters", "accepted_without_tnc"]) >= 1,
         "{st}"
     );
     assert!(
@@ -376,10 +382,8 @@ fn without_tnc_the_gate_stays_closed_and_status_says_why() {
     );
     assert_eq!(ping_home_from_cn(&ml, 5), 0, "nothing inbound either");
     // The i-HA now trusts the lab's networks (TNC); a move proves the new link.
-    let ha = std::fs::read_to_string(&ml.ha_cfg).unwrap();
     ml.lab.stop("ha", libc::SIGTERM);
-    let ha = ha.replacen("[ha]\n", "[ha]\ntrusted_networks = [\"10.0.0.0/8\"]\n", 1);
-    mip::write_private(std::path::Path::new(&ml.ha_cfg), &ha).unwrap();
+    mip::write_private(std::path::Path::new(&ml.ha_cfg), &trusting).unwrap();
     ml.start_ha().unwrap();
     ml.lab.move_mn(Segment::IntC).unwrap();
     let coa = Segment::IntC.mn_addr();

@@ -278,15 +278,21 @@ pub struct MnSection {
     pub use_foreign_agents: bool,
     /// Foreign agents that may be used (issue 16 item 5: a rogue agent on a visited
     /// link must not take the node off a working registration). Advertisements
-    /// from others are counted and ignored. Empty: any agent (not recommended).
+    /// from others are counted and ignored. Empty: no foreign agent is ever used
+    /// (co-located care-of addresses only).
     #[serde(default)]
     pub trusted_agents: Vec<Ipv4Addr>,
-    /// RFC 5265 MN-4: user data only after a registration whose reply carried the
-    /// Trusted Networks Configured extension (the i-HA proved the link inside).
-    /// Without TNC the gate stays closed: this shell has no VPN data path yet.
-    /// Implied by any `outside` mode.
+    /// RFC 5265 MN-4: user data in plaintext only after a registration whose reply
+    /// carried the Trusted Networks Configured extension (the i-HA proved the link
+    /// inside). Always on; `false` is refused (kept so that old files still load).
     #[serde(default)]
-    pub require_tnc: bool,
+    pub require_tnc: Option<bool>,
+    /// The x-home address: the node's address on the x-HA's home network
+    /// (`outside = "xmip"`).
+    pub external_home_address: Option<Ipv4Addr>,
+    /// The SPI and key (hex) shared with the x-HA (`outside = "xmip"`).
+    pub external_spi: Option<u32>,
+    pub external_key: Option<HexKey>,
     /// The outside flavour: "none", "xmip" (cvc/fvc: needs external_home_agent and
     /// vpn_gateway) or "mobike" (mc: needs vpn_gateway). Outside, user data only
     /// ever goes through the VPN; a config asking for it without a VPN gateway is
@@ -530,10 +536,34 @@ impl MnFile {
                     .into(),
             ));
         }
-        if m.outside == OutsideMode::Xmip && m.external_home_agent.is_none() {
+        if m.outside == OutsideMode::Xmip
+            && (m.external_home_agent.is_none()
+                || m.external_home_address.is_none()
+                || m.external_spi.is_none()
+                || m.external_key.is_none())
+        {
             return Err(mn(
                 "outside",
-                "outside = \"xmip\" needs external_home_agent (the x-HA)".into(),
+                "outside = \"xmip\" needs external_home_agent (the x-HA), \
+                 external_home_address (the x-home address), external_spi and external_key"
+                    .into(),
+            ));
+        }
+        if m.require_tnc == Some(false) {
+            return Err(mn(
+                "require_tnc",
+                "cannot be false: user data goes in plaintext only on a link the home agent \
+                 proved inside with the Trusted Networks Configured extension (RFC 5265 MN-4); \
+                 list the internal subnets in the home agent's trusted_networks"
+                    .into(),
+            ));
+        }
+        if m.retransmit_ms <= 10 || m.retransmit_ms >= 10_000 {
+            return Err(mn(
+                "retransmit_ms",
+                "must be between 11 and 9999 (above the 10 ms prompt retry, below the \
+                 10 s re-registration grace)"
+                    .into(),
             ));
         }
         if m.external_home_agent == Some(m.home_agent) && m.outside != OutsideMode::Xmip {
@@ -731,8 +761,42 @@ key = "00112233445566778899aabbccddeeff"
             format!("{MN}outside = \"xmip\"\nvpn_gateway = \"192.0.2.1\"\nexternal_home_agent = \"192.0.2.2\"\n"),
         )
         .unwrap();
+        let e = MnFile::load(&p).unwrap_err().to_string();
+        assert!(e.contains("external_home_address"), "{e}");
+        std::fs::write(
+            &p,
+            format!(
+                "{MN}outside = \"xmip\"\nvpn_gateway = \"192.0.2.1\"\nexternal_home_agent = \"192.0.2.2\"\n\
+                 external_home_address = \"100.64.0.10\"\nexternal_spi = 300\n\
+                 external_key = \"00112233445566778899aabbccddeeff\"\n"
+            ),
+        )
+        .unwrap();
         let f = MnFile::load(&p).unwrap();
         assert_eq!((f.mn.outside, f.mn.t_monitor_s), (OutsideMode::Xmip, 60));
+        // The mobility core accepts what the file check accepted.
+        crate::mn::core_config(&f).unwrap();
+    }
+
+    /// MN-4 is not optional: a file that would allow plaintext without the i-HA's
+    /// proof is refused, naming the home agent's trusted_networks.
+    #[test]
+    fn mn_require_tnc_false_is_refused() {
+        let e = load_as(
+            "mn.toml",
+            &format!("{MN}require_tnc = false\n"),
+            MnFile::load,
+        );
+        assert!(
+            e.contains("line 8: [mn] require_tnc: cannot be false")
+                && e.contains("trusted_networks"),
+            "{e}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("mn.toml");
+        std::fs::write(&p, format!("{MN}require_tnc = true\n")).unwrap();
+        let f = MnFile::load(&p).unwrap();
+        crate::mn::core_config(&f).unwrap();
     }
 
     #[test]
@@ -750,6 +814,15 @@ key = "00112233445566778899aabbccddeeff"
         let e = load_as("mn.toml", &format!("{MN}retransmit_ms = 0\n"), MnFile::load);
         assert!(
             e.contains("line 8: [mn] retransmit_ms: must be at least 1"),
+            "{e}"
+        );
+        let e = load_as(
+            "mn.toml",
+            &format!("{MN}retransmit_ms = 10\n"),
+            MnFile::load,
+        );
+        assert!(
+            e.contains("line 8: [mn] retransmit_ms: must be between 11"),
             "{e}"
         );
     }

@@ -1,109 +1,131 @@
 //! `mipsec status` for the mobile node (issue 16 item 7): the node's own fields,
 //! and per interface its state, mode, gate, the age of the last TNC proof and the
-//! reason of the last change, with counters for detections and gate closures.
+//! reason of the last change, with the core's counters (detections, T_MONITOR
+//! expiries, gate closures, proofs) and the shell's (packets, drops).
 
-use super::{Daemon, Mode};
+use super::Daemon;
+use mobility::{Gate, Layer, Mode, Phase};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-/// Milliseconds, rounded to 3 decimals.
-fn ms(d: std::time::Duration) -> f64 {
-    (d.as_secs_f64() * 1e3 * 1000.0).round() / 1000.0
+/// Seconds, rounded to milliseconds.
+fn secs(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0).round() / 1000.0
+}
+
+fn gate_name(g: Gate) -> &'static str {
+    match g {
+        Gate::Closed => "closed",
+        Gate::Queued { .. } => "queued",
+        Gate::OpenInside(Mode::H) => "open-home",
+        Gate::OpenInside(_) => "open-inside",
+        Gate::OpenViaVpn(_) => "open-vpn",
+    }
 }
 
 impl Daemon {
-    /// Opens or closes the gate for user data, recording why (status).
-    pub(super) fn set_open(&mut self, open: bool, reason: &'static str) {
-        if self.open && !open {
-            self.counters.gate_closures += 1;
-        }
-        if self.open != open || !open {
-            self.change_reason = reason;
-            self.changed_at = Instant::now();
-        }
-        self.open = open;
-    }
-
     /// One interface's state (this shell drives one physical interface).
     fn interface_status(&self, now: Instant) -> Value {
-        let home = self.mode == Mode::Home;
-        let home_done = home && !self.client.is_pending();
-        let state = match self.mode {
-            Mode::Detached => "down",
-            Mode::Home if home_done => "home",
-            _ if self.open => "registered",
-            _ if self.outside => "outside",
-            _ => "registering",
+        let id = self.phys;
+        let gate = self.node.gate(id, now);
+        let att = self.node.attachment(id);
+        let state = match (self.node.phase(id), gate) {
+            (Phase::Inside, Gate::OpenInside(Mode::H)) => "home",
+            (Phase::Inside, _) => "inside",
+            (Phase::Outside, _) => "outside",
+            (Phase::Detecting, _) => "detecting",
+            (Phase::Down, _) => "down",
         };
-        let mode = match self.mode {
-            Mode::Detached => None,
-            Mode::Home => Some("h"),
-            Mode::Colocated(_) => Some("c"),
-            Mode::Foreign { .. } => Some("f"),
-        };
-        // At home the link is used directly; elsewhere user data passes only while
-        // the registration holds (else it is dropped in the TUN).
-        let gate = if home_done {
-            "open-home"
-        } else if self.open {
-            "open-tunnel"
-        } else {
-            "closed"
+        let mode = match gate {
+            Gate::OpenInside(m) | Gate::OpenViaVpn(m) => Some(m.name()),
+            _ => None,
         };
         json!({
             "name": self.file.mn.interface,
             "state": state,
             "mode": mode,
-            "gate": gate,
-            "care_of": self.mode.care_of().map(|a| a.to_string()),
-            "tnc_proof_age_s": self.tnc_at.map(|t| (now.duration_since(t).as_secs_f64() * 1000.0).round() / 1000.0),
-            "last_change": self.change_reason,
-            "last_change_age_s": (now.duration_since(self.changed_at).as_secs_f64() * 1000.0).round() / 1000.0,
+            "gate": gate_name(gate),
+            "epoch": self.node.epoch(id),
+            "care_of": att.map(|a| a.care_of.to_string()),
+            "foreign_agent": att.and_then(|a| a.agent).map(|a| a.to_string()),
+            "tnc_proof_age_s": self.node.proof(id).map(|p| secs(now.duration_since(p.at()))),
+            "last_change": self.node.reason(id),
+            "last_change_age_s": secs(now.duration_since(self.changed_at)),
         })
     }
 
     pub(super) fn status(&self) -> Value {
         let m = &self.file.mn;
         let now = Instant::now();
-        let drops: BTreeMap<String, u64> = self
+        let id = self.phys;
+        let gate = self.node.gate(id, now);
+        let att = self.node.attachment(id);
+        let s = self.node.stats();
+        let mut drops: BTreeMap<String, u64> = self
             .counters
             .drops
             .iter()
             .map(|(k, v)| ((*k).to_string(), *v))
             .collect();
-        let cs = self.client.stats();
+        if s.untrusted_agent_ads > 0 {
+            drops.insert(
+                "advertisement from an untrusted agent".into(),
+                s.untrusted_agent_ads,
+            );
+        }
+        if s.dropped_datagrams > 0 {
+            drops.insert("unwanted registration datagram".into(), s.dropped_datagrams);
+        }
+        // The attachment, as the user knows it (the lab and older tools read it).
+        let mode = match att {
+            None => "detached",
+            Some(a) if a.care_of == m.home_address => "home",
+            Some(a) if a.agent.is_some() => "foreign",
+            Some(_) => "colocated",
+        };
         json!({
             "role": "mn",
-            "mode": self.mode.name(),
-            "registered": self.open || (self.mode == Mode::Home && !self.client.is_pending()),
-            "care_of": self.mode.care_of().map(|a| a.to_string()),
-            "foreign_agent": match self.mode { Mode::Foreign { agent, .. } => Some(agent.to_string()), _ => None },
+            "mode": mode,
+            "registered": gate.is_open(),
+            "care_of": att.map(|a| a.care_of.to_string()),
+            "foreign_agent": att.and_then(|a| a.agent).map(|a| a.to_string()),
             "home_address": m.home_address.to_string(),
             "home_agent": m.home_agent.to_string(),
-            "udp_tunnel": self.udp_tunnel.is_some(),
-            "last_registration_rtt_ms": self.last_rtt.map(ms),
+            "udp_tunnel": matches!(self.node.tunnel(id, Layer::IhaDirect, now), Some(mobility::Tunnel::Udp { .. })),
+            "last_registration_rtt_ms": self.last_rtt.map(|d| secs(d) * 1000.0),
             "interfaces": [self.interface_status(now)],
-            // This shell runs modes h, c and f only; T_MONITOR and the outside
-            // modes come with the mobility core (issue 16 item 4).
-            "t_monitor_s": Value::Null,
-            "require_tnc": self.require_tnc(),
+            "t_monitor_s": m.t_monitor_s,
+            "outside": format!("{:?}", m.outside).to_lowercase(),
             "counters": {
-                "registrations_ok": self.counters.registrations_ok,
-                "registrations_failed": self.counters.registrations_failed,
-                "requests_sent": cs.requests,
-                "retransmissions": cs.retransmissions,
-                "attachment_changes": self.counters.moves,
-                "detections": self.counters.detections,
-                "gate_closures": self.counters.gate_closures,
+                "registrations_ok": s.replies_accepted,
+                "registrations_failed": s.replies_denied + s.t_monitor_expiries,
+                "requests_sent": s.requests_sent,
+                "retransmissions": s.retransmissions,
+                "status_changes": s.status_changes,
+                "detections": s.detections,
+                "inside_proofs": s.inside_proofs,
+                "proofs_refused": s.proofs_refused,
+                "accepted_without_tnc": s.accepted_without_tnc,
+                "t_monitor_expiries": s.t_monitor_expiries,
+                "gate_closures": s.gate_closures,
+                "replies_refused": s.replies_refused,
+                "agent_reboots": s.agent_reboots,
+                "silence_probes": s.silence_probes,
+                "send_failures": s.send_failures,
+                "send_retries": s.send_retries,
                 "nat_reregistrations": self.counters.nat_reregistrations,
                 "dead_binding_reregistrations": self.counters.dead_binding_reregistrations,
+                "vpn_commands_ignored": self.counters.vpn_commands_ignored,
+                "queued": self.queue.len(),
                 "tx_packets": self.counters.tx_packets,
                 "tx_bytes": self.counters.tx_bytes,
                 "rx_packets": self.counters.rx_packets,
                 "rx_bytes": self.counters.rx_bytes,
                 "drops": drops,
-                "reply_drops": cs.drops.iter().map(|(k, v)| (format!("{k:?}"), *v)).collect::<BTreeMap<_, _>>(),
+                // Replies the registration clients refused (forged, replayed,
+                // unsolicited, malformed extensions, a stale home-agent time).
+                "reply_drops": { "refused": s.replies_refused },
             }
         })
     }

@@ -359,6 +359,14 @@ impl MobileNode {
                     i.direct.cleanup(now, wall, ep, att);
                 }
                 i.direct_failed = true;
+                if i.phase == Phase::Detecting {
+                    i.reason = match cfg.outside {
+                        Outside::None => {
+                            "i-HA reply without TNC: not inside, and no outside path is configured"
+                        }
+                        _ => "i-HA reply without TNC: not inside",
+                    };
+                }
                 self.check_stuck(now, id);
             }
             DirectOutcome::CleanedUp => {}

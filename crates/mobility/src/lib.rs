@@ -233,5 +233,17 @@ pub enum Event {
     },
 }
 
+/// An interface's attachment (see [`MobileNode::attachment`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attachment {
+    /// The care-of address: the interface's address (co-located), the foreign
+    /// agent's (through an agent), or the home address (at home).
+    pub care_of: Ipv4Addr,
+    /// The foreign agent that relays the registrations, if any.
+    pub agent: Option<Ipv4Addr>,
+    /// The mode this attachment gives once proven inside (h, c or f).
+    pub inside_mode: Mode,
+}
+
 /// A deadline with the reason it exists (for logs).
 pub type Deadline = (Instant, &'static str);

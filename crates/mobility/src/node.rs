@@ -12,8 +12,8 @@ use crate::config::{Config, ConfigError, Outside};
 use crate::iface::{Iface, Timer, VpnState, TIMERS};
 use crate::proof::DirectIha;
 use crate::{
-    Action, Advertisement, Deadline, Event, Gate, IfaceId, Layer, LinkEvent, Phase, Transmit,
-    Tunnel, Via, VpnEvent,
+    Action, Advertisement, Attachment, Deadline, Event, Gate, IfaceId, Layer, LinkEvent, Phase,
+    Transmit, Tunnel, Via, VpnEvent,
 };
 
 fn via_index(via: Via) -> usize {
@@ -59,6 +59,11 @@ pub struct Stats {
     pub send_failures: u64,
     /// Requests sent again promptly after a failed send.
     pub send_retries: u64,
+    /// Authentic replies that accepted a request (codes 0 and 1), every layer
+    /// (summed over the clients).
+    pub replies_accepted: u64,
+    /// Authentic replies that denied a request, every layer.
+    pub replies_denied: u64,
 }
 
 /// The mobile node's decision engine. See the crate documentation.
@@ -105,6 +110,13 @@ impl MobileNode {
                 s.requests_sent += c.requests;
                 s.retransmissions += c.retransmissions;
                 s.replies_refused += refused(c);
+                for (code, n) in &c.replies_by_code {
+                    if *code <= 1 {
+                        s.replies_accepted += n;
+                    } else {
+                        s.replies_denied += n;
+                    }
+                }
             };
             add(i.direct.client_stats());
             if let Some(x) = &i.xha {
@@ -149,6 +161,21 @@ impl MobileNode {
     /// The status epoch of the interface (bumped at every status change).
     pub fn epoch(&self, iface: IfaceId) -> u64 {
         self.ifaces.get(&iface).map_or(0, |i| i.epoch)
+    }
+
+    /// The attachment chosen for the interface's current epoch: the care-of
+    /// address (the home address at home, mode h), the foreign agent relaying
+    /// the requests (mode f, fvc) and the inside mode it would give. The shell
+    /// binds its sockets and agent routes to it; `None` while down.
+    pub fn attachment(&self, iface: IfaceId) -> Option<Attachment> {
+        self.ifaces
+            .get(&iface)
+            .and_then(|i| i.attach)
+            .map(|a| Attachment {
+                care_of: a.care_of,
+                agent: a.agent,
+                inside_mode: a.inside_mode,
+            })
     }
 
     /// The current TNC proof of an interface, if any.
@@ -630,7 +657,11 @@ impl MobileNode {
                             .register(now, wall, Iface::vpn_attachment(&cfg, tia));
                     }
                 }
-                Timer::Retry => self.restart(now, wall, id, "detection retry"),
+                Timer::Retry => {
+                    // A retry is not a change: the reason of the failed round stays.
+                    let why = i.reason;
+                    self.restart(now, wall, id, why)
+                }
                 Timer::AgentExpiry => self.status_change(now, wall, id, "foreign agent gone"),
                 Timer::SendRetry => {
                     let [plain, vpn] = std::mem::take(&mut i.send_failed);

@@ -1,0 +1,269 @@
+//! The mobile node's user data: the gate of the core decides for every packet,
+//! at the instant it is sent; this file only encapsulates, decapsulates and
+//! watches the home agent's tunnel for silence (a dead binding, a lost NAT
+//! mapping), which it reports to the core.
+
+use super::{Daemon, Via};
+use mip4::wire::MIP_PORT;
+use mobility::{Gate, Layer, Mode, Tunnel};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::{Duration, Instant, SystemTime};
+use tracing::{debug, warn};
+
+/// Behind a NAT (RFC 3519 UDP tunnelling): when we keep sending user data but have
+/// heard nothing from the home agent for this long, the NAT may have dropped or
+/// changed our mapping (RFC 3519 section 4.10), and a keepalive is sent at once.
+const NAT_SILENCE: Duration = Duration::from_millis(500);
+/// How long that keepalive's echo reply may take before the binding is reported
+/// silent (at least; twice the registration round trip if longer).
+const NAT_PROBE_WAIT: Duration = Duration::from_millis(300);
+/// IP-in-IP (no NAT): user data goes out but nothing came back from the home agent
+/// for this long: ask it (an echo through the tunnel).
+const BINDING_SILENCE: Duration = Duration::from_millis(1000);
+/// How long that echo may take before the binding is reported silent.
+const BINDING_PROBE_WAIT: Duration = Duration::from_millis(1000);
+
+impl Daemon {
+    /// A datagram on the registration socket: RFC 3519 tunnel data, or a reply.
+    pub(super) async fn on_udp(&mut self, from: SocketAddrV4, payload: &[u8]) {
+        if payload.first() == Some(&mip4::wire::MessageType::TUNNEL_DATA.0) {
+            return self.on_udp_tunnel(from, payload).await;
+        }
+        self.node.handle_datagram(
+            Instant::now(),
+            SystemTime::now(),
+            self.phys,
+            Via::Plain,
+            from,
+            payload,
+        );
+    }
+
+    /// A packet from an application (source: the home address), sent only if the
+    /// gate of the interface is open at this instant.
+    pub(super) async fn on_user_packet(&mut self, packet: &[u8]) {
+        let now = Instant::now();
+        let Some((src, _)) = wire::ipv4::addresses(packet) else {
+            return self.counters.drop("not an IPv4 packet (from tun)");
+        };
+        if src != self.file.mn.home_address {
+            return self.counters.drop("source is not the home address");
+        }
+        match self.node.gate(self.phys, now) {
+            Gate::Closed => self.counters.drop("gate closed"),
+            Gate::Queued { limit } => {
+                if self.queue.len() < limit {
+                    self.queue.push_back(packet.to_vec());
+                } else {
+                    self.counters.drop("gate queued: queue full");
+                }
+            }
+            Gate::OpenInside(Mode::C) => {
+                if let Some(Tunnel::Udp { .. }) = self.node.tunnel(self.phys, Layer::IhaDirect, now)
+                {
+                    self.send_udp_tunnel(packet).await;
+                } else {
+                    let ha = self.file.mn.home_agent;
+                    self.send_ipip(packet, ha).await;
+                }
+                self.check_liveness(now).await;
+            }
+            Gate::OpenInside(Mode::F) => match self.attached.and_then(|a| a.agent) {
+                // RFC 3024 encapsulating delivery: IP-in-IP to the agent.
+                Some(agent) if self.file.mn.encapsulating_delivery => {
+                    self.send_ipip(packet, agent).await
+                }
+                // Direct delivery: the routes point at the agent; a packet still in
+                // the TUN was routed before they moved.
+                _ => self
+                    .counters
+                    .drop("mode f: routed natively, not through the TUN"),
+            },
+            Gate::OpenInside(_) => self.counters.drop("at home: routed natively"),
+            Gate::OpenViaVpn(_) => self.counters.drop("outside: no VPN data path yet"),
+        }
+    }
+
+    async fn send_ipip(&mut self, packet: &[u8], dst: Ipv4Addr) {
+        let Some((_, raw)) = &self.raw else {
+            return self.counters.drop("no tunnel socket");
+        };
+        match raw.send_to(packet, dst).await {
+            Ok(_) => {
+                self.counters.tx_packets += 1;
+                self.counters.tx_bytes += packet.len() as u64;
+            }
+            Err(e) => {
+                debug!("tunnel send: {e}");
+                self.counters.drop("tunnel send failed");
+            }
+        }
+    }
+
+    async fn send_udp_tunnel(&mut self, packet: &[u8]) {
+        let Some((_, s)) = &self.udp else {
+            return self.counters.drop("no registration socket");
+        };
+        let mut msg = Vec::with_capacity(packet.len() + 4);
+        mip4::wire::tunnel::TunnelData {
+            next_header: 4,
+            packet,
+        }
+        .emit(&mut msg);
+        let dst = SocketAddrV4::new(self.file.mn.home_agent, MIP_PORT);
+        match s.send_to(&msg, dst).await {
+            Ok(_) => {
+                self.counters.tx_packets += 1;
+                self.counters.tx_bytes += packet.len() as u64;
+            }
+            Err(e) => {
+                debug!("udp tunnel send: {e}");
+                self.counters.drop("tunnel send failed");
+            }
+        }
+    }
+
+    /// Inbound: only while the gate is open inside in mode c (the tunnel ends
+    /// at our care-of address).
+    fn inbound_open(&self) -> bool {
+        matches!(
+            self.node.gate(self.phys, Instant::now()),
+            Gate::OpenInside(Mode::C)
+        )
+    }
+
+    /// IP-in-IP from the home agent.
+    pub(super) async fn on_tunnel(&mut self, outer_src: Ipv4Addr, packet: &[u8]) {
+        if outer_src != self.file.mn.home_agent {
+            return self.counters.drop("tunnel packet not from the home agent");
+        }
+        if !self.inbound_open() {
+            return self.counters.drop("gate closed");
+        }
+        let Ok(outer) = wire::ipv4::Ipv4Header::parse(packet) else {
+            return self.counters.drop("malformed outer header");
+        };
+        let Some(inner) = packet.get(outer.header_len..usize::from(outer.total_len)) else {
+            return self.counters.drop("malformed outer header");
+        };
+        self.deliver(inner).await;
+    }
+
+    /// RFC 3519 Tunnel Data from the home agent (the node is behind a NAT).
+    async fn on_udp_tunnel(&mut self, from: SocketAddrV4, payload: &[u8]) {
+        if *from.ip() != self.file.mn.home_agent || self.live.udp_tunnel.is_none() {
+            return self.counters.drop("tunnel data not from the home agent");
+        }
+        if !self.inbound_open() {
+            return self.counters.drop("gate closed");
+        }
+        let Ok(td) = mip4::wire::tunnel::TunnelData::parse(payload) else {
+            return self.counters.drop("malformed tunnel data");
+        };
+        if td.next_header != 4 {
+            return self.counters.drop("tunnel data is not IPv4");
+        }
+        self.deliver(td.packet).await;
+    }
+
+    async fn deliver(&mut self, inner: &[u8]) {
+        let Ok(h) = wire::ipv4::Ipv4Header::parse(inner) else {
+            return self.counters.drop("malformed inner packet");
+        };
+        if h.dst != self.file.mn.home_address {
+            return self
+                .counters
+                .drop("inner destination is not the home address");
+        }
+        self.live.ha_heard = Some(Instant::now());
+        match self.tun.send(inner).await {
+            Ok(_) => {
+                self.counters.rx_packets += 1;
+                self.counters.rx_bytes += inner.len() as u64;
+            }
+            Err(e) => {
+                warn!("tun send: {e}");
+                self.counters.drop("tun write failed");
+            }
+        }
+    }
+
+    /// We are sending through the tunnel: if the home agent has been silent for a
+    /// while, ask it for an answer (an echo inside the tunnel, or an RFC 3519
+    /// keepalive behind a NAT). A home agent that lost our binding (restarted
+    /// without its state) or a NAT that lost our mapping shows as that answer not
+    /// coming back; the timer then tells the core, which re-registers.
+    async fn check_liveness(&mut self, now: Instant) {
+        if self.live.probe.is_some() {
+            return;
+        }
+        // Without a NAT there is no mapping to lose quickly, only a binding: ask
+        // less eagerly, so that a loaded link does not look dead.
+        let (silence, floor) = if self.live.udp_tunnel.is_some() {
+            (NAT_SILENCE, NAT_PROBE_WAIT)
+        } else {
+            (BINDING_SILENCE, BINDING_PROBE_WAIT)
+        };
+        if self
+            .live
+            .ha_heard
+            .is_some_and(|h| now.duration_since(h) < silence)
+        {
+            return;
+        }
+        self.send_keepalive().await;
+        // A slow path (satellite, congested LTE) gets longer than the floor: twice the
+        // last registration round trip, so a slow echo does not look like a lost mapping.
+        let wait = floor.max(self.last_rtt.unwrap_or_default() * 2);
+        self.live.probe = Some((now, now + wait));
+    }
+
+    /// Keepalives (RFC 3519) and the liveness probe's deadline.
+    pub(super) async fn on_liveness_timer(&mut self, now: Instant, wall: SystemTime) {
+        let open = self.inbound_open();
+        if let Some(k) = self
+            .live
+            .udp_tunnel
+            .filter(|k| *k > 0 && self.live.next_keepalive.is_some_and(|t| t <= now))
+        {
+            self.live.next_keepalive = Some(now + Duration::from_secs(u64::from(k)));
+            if open {
+                self.send_keepalive().await;
+            }
+        }
+        if let Some((sent, _)) = self.live.probe.filter(|p| p.1 <= now) {
+            self.live.probe = None;
+            if open && self.live.ha_heard.is_none_or(|h| h < sent) {
+                if self.live.udp_tunnel.is_some() {
+                    warn!("no answer from the home agent through the NAT: re-registering for a fresh mapping");
+                    self.counters.nat_reregistrations += 1;
+                } else {
+                    warn!("no answer from the home agent through the tunnel: binding presumed lost, re-registering");
+                    self.counters.dead_binding_reregistrations += 1;
+                }
+                self.node.handle_binding_silent(now, wall, self.phys);
+            }
+        }
+    }
+
+    /// An ICMP echo request to the home agent inside the tunnel: an RFC 3519
+    /// keepalive through the UDP tunnel (it keeps the NAT's mapping alive), or,
+    /// without a NAT, inside IP-in-IP. The home agent's answer comes back through
+    /// its tunnel only while it holds our binding.
+    async fn send_keepalive(&mut self) {
+        let m = &self.file.mn;
+        let mut icmp = vec![8u8, 0, 0, 0, 0x6d, 0x69, 0, 0];
+        self.live.keepalive_seq = self.live.keepalive_seq.wrapping_add(1);
+        icmp[6..8].copy_from_slice(&self.live.keepalive_seq.to_be_bytes());
+        let c = wire::checksum::checksum(&icmp);
+        icmp[2..4].copy_from_slice(&c.to_be_bytes());
+        let inner = wire::ipv4::Ipv4Header::build(m.home_address, m.home_agent, 1, &icmp);
+        if self.live.udp_tunnel.is_some() {
+            return self.send_udp_tunnel(&inner).await;
+        }
+        let Some((_, raw)) = &self.raw else { return };
+        if let Err(e) = raw.send_to(&inner, m.home_agent).await {
+            debug!("liveness echo: {e}");
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! The mobile node's path on the physical interface: sockets bound to the
+//! attachment the core chose, the routes of user data, the foreign agent's host
+//! route, agent solicitations and advertisements.
+
+use super::{Daemon, Routes};
+use mip4::wire::MIP_PORT;
+use netio::netlink::Route;
+use netio::raw::{RawIp, RawIpOptions, IPPROTO_IPIP};
+use netio::udp::UdpOptions;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::{Instant, SystemTime};
+use tokio::net::UdpSocket;
+use tracing::{debug, info, warn};
+
+impl Daemon {
+    /// Follows the core's attachment: a new one gets its sockets and, through a
+    /// foreign agent, a host route to the agent; the old agent is forgotten
+    /// (user data moved off it first).
+    pub(super) async fn sync_attachment(&mut self) {
+        let now = self.node.attachment(self.phys);
+        if now == self.attached {
+            return;
+        }
+        let old = std::mem::replace(&mut self.attached, now);
+        info!(from = ?old, to = ?now, "attachment");
+        self.live = super::Liveness::default();
+        let new_agent = now.and_then(|a| a.agent);
+        if let Some(agent) = self.agent_route.filter(|a| Some(*a) != new_agent) {
+            self.agent_route = None;
+            self.forget_agent(agent).await;
+        }
+        if let Some(agent) = new_agent {
+            self.route_to_agent(agent).await;
+            self.agent_route = Some(agent);
+        }
+        let home = self.file.mn.home_address;
+        // IP-in-IP from the care-of address (mode c), or from the home address to
+        // the agent in the encapsulating delivery style (RFC 3024 section 5.2).
+        let raw_at = match now {
+            Some(a) if a.agent.is_none() && a.care_of != home => Some(a.care_of),
+            Some(a) if a.agent.is_some() && self.file.mn.encapsulating_delivery => Some(home),
+            _ => None,
+        };
+        if self.raw.as_ref().map(|r| r.0) != raw_at {
+            self.raw = raw_at.and_then(|addr| match self.open_raw(addr) {
+                Ok(r) => Some((addr, r)),
+                Err(e) => {
+                    warn!("{e}");
+                    None
+                }
+            });
+        }
+        // The registration socket follows the requests (see `udp_for`); one bound
+        // to an address the interface no longer has is useless.
+        if self
+            .udp
+            .as_ref()
+            .is_some_and(|u| now.is_none_or(|a| u.0 != a.care_of && u.0 != home))
+        {
+            self.udp = None;
+        }
+    }
+
+    /// The registration socket bound to `addr`:434 on the interface (opened on
+    /// first use; replies come back to it).
+    pub(super) fn udp_for(&mut self, addr: Ipv4Addr) -> Option<&UdpSocket> {
+        if self.udp.as_ref().is_none_or(|u| u.0 != addr) {
+            let mut o = UdpOptions::new(SocketAddrV4::new(addr, MIP_PORT));
+            o.device = Some(self.file.mn.interface.clone());
+            o.reuse_addr = true;
+            match o.bind() {
+                Ok(s) => self.udp = Some((addr, s)),
+                Err(e) => {
+                    warn!("registration socket on {addr}: {e}");
+                    self.counters
+                        .drop("registration socket could not be opened");
+                    return None;
+                }
+            }
+        }
+        self.udp.as_ref().map(|u| &u.1)
+    }
+
+    fn open_raw(&self, addr: Ipv4Addr) -> Result<RawIp, String> {
+        let r = RawIp::open_with(
+            IPPROTO_IPIP,
+            &RawIpOptions {
+                bind_addr: Some(addr),
+                device: Some(self.file.mn.interface.clone()),
+                header_included: false,
+            },
+        )
+        .map_err(|e| format!("tunnel socket on {addr}: {e}"))?;
+        crate::shell::enlarge_buffers(std::os::fd::AsFd::as_fd(&r));
+        crate::shell::allow_fragmentation(std::os::fd::AsFd::as_fd(&r));
+        Ok(r)
+    }
+
+    /// Forgets a foreign agent: user data is moved off the routes through it first
+    /// (into the TUN, fail closed), then its host route and neighbour entry go.
+    /// Deleting the neighbour entry also frees the packets the kernel queued while
+    /// resolving an agent that is no longer on the link; TCP does not retransmit a
+    /// segment still held there, so without this an upstream flow stalls for the
+    /// ARP failure time (3 s) after leaving mode f.
+    pub(super) async fn forget_agent(&mut self, agent: Ipv4Addr) {
+        if matches!(self.routes, Routes::Agent(_)) {
+            self.set_routes(Routes::Tunnel).await;
+        }
+        let r = Route::new(agent, 32).dev(self.phys);
+        if let Err(e) = self.nl.del_route(&r).await {
+            debug!("remove route to the foreign agent {agent}: {e}");
+        }
+        if let Err(e) = self.nl.del_neighbour(self.phys, agent).await {
+            debug!("remove neighbour entry of the foreign agent {agent}: {e}");
+        }
+    }
+
+    /// The agent is on the link, whatever addresses the interface has (none, on a
+    /// network that only offers a foreign agent).
+    async fn route_to_agent(&self, agent: Ipv4Addr) {
+        let r = Route::new(agent, 32).dev(self.phys);
+        if let Err(e) = self.nl.replace_route(&r).await {
+            warn!("route to the foreign agent {agent}: {e}");
+        }
+    }
+
+    /// Points the two halves of the address space (0.0.0.0/1, 128.0.0.0/1, more
+    /// specific than any default route) at the TUN, at the foreign agent, or nowhere.
+    pub(super) async fn set_routes(&mut self, want: Routes) {
+        if self.routes == want {
+            return;
+        }
+        self.install_routes(want).await;
+    }
+
+    /// Installs `want` whatever the recorded state (replacing what is there).
+    pub(super) async fn install_routes(&mut self, want: Routes) {
+        let home = self.file.mn.home_address;
+        if let Routes::Agent(a) = want {
+            // The kernel drops routes through the agent when addresses on the
+            // interface go (a DHCP client's flush): put the host route back first.
+            self.route_to_agent(a).await;
+        }
+        for half in [Ipv4Addr::new(0, 0, 0, 0), Ipv4Addr::new(128, 0, 0, 0)] {
+            let r = match want {
+                Routes::None => {
+                    let old = match self.routes {
+                        Routes::Agent(a) => Route::new(half, 1).via(a).dev(self.phys),
+                        _ => Route::new(half, 1).dev(self.tun_ifindex),
+                    };
+                    if let Err(e) = self.nl.del_route(&old).await {
+                        debug!("remove route {half}/1: {e}");
+                    }
+                    continue;
+                }
+                Routes::Tunnel => Route::new(half, 1).dev(self.tun_ifindex).src(home),
+                Routes::Agent(a) => Route::new(half, 1).via(a).dev(self.phys).src(home),
+            };
+            if let Err(e) = self.nl.replace_route(&r).await {
+                warn!("route {half}/1: {e}");
+            }
+        }
+        self.routes = want;
+    }
+
+    /// RFC 5944 section 4.6: at home, a gratuitous ARP takes the home address back
+    /// from the home agent's proxy.
+    pub(super) async fn announce_home(&self) {
+        if let Err(e) = self
+            .nl
+            .gratuitous_arp(self.phys, self.file.mn.home_address)
+            .await
+        {
+            warn!("gratuitous ARP at home: {e}");
+        }
+    }
+
+    /// Sends an Agent Solicitation on the link (RFC 5944 section 2.4).
+    pub(super) async fn solicit(&mut self) {
+        if !self.file.mn.use_foreign_agents || self.file.mn.trusted_agents.is_empty() {
+            return;
+        }
+        let mut icmp = Vec::new();
+        mip4::wire::agent::AgentSolicitation.emit(&mut icmp);
+        let mut h = wire::ipv4::Ipv4Header::new(
+            self.file.mn.home_address,
+            Ipv4Addr::new(224, 0, 0, 2),
+            1,
+            icmp.len(),
+        );
+        h.ttl = 1;
+        let mut pkt = vec![0u8; 20 + icmp.len()];
+        if h.emit(&mut pkt).is_ok() {
+            pkt[20..].copy_from_slice(&icmp);
+            if let Err(e) = self.icmp_tx.send_packet(&pkt).await {
+                debug!("agent solicitation: {e}");
+            }
+        }
+    }
+
+    /// An ICMP message on the link: agent advertisements go to the core, which
+    /// uses only trusted agents (and counts the others).
+    pub(super) fn on_icmp(&mut self, packet: &[u8]) {
+        let Ok(h) = wire::ipv4::Ipv4Header::parse(packet) else {
+            return;
+        };
+        let Some(icmp) = packet.get(h.header_len..usize::from(h.total_len)) else {
+            return;
+        };
+        if icmp.first() != Some(&mip4::wire::agent::ICMP_ROUTER_ADVERTISEMENT) {
+            return;
+        }
+        let Ok(adv) = mip4::wire::agent::AgentAdvertisement::parse(icmp) else {
+            return self.counters.drop("malformed agent advertisement");
+        };
+        use mip4::wire::agent::AgentFlags;
+        let f = adv.mobility.flags;
+        let (Some(care_of), Some(router)) =
+            (adv.mobility.care_of.first().copied(), adv.routers.first())
+        else {
+            return;
+        };
+        // Not a foreign agent, or busy (RFC 5944 2.1.1): nothing to register with.
+        if !f.contains(AgentFlags::F) || f.contains(AgentFlags::B) {
+            return;
+        }
+        self.node.handle_advertisement(
+            Instant::now(),
+            SystemTime::now(),
+            self.phys,
+            mobility::Advertisement {
+                agent: router.addr,
+                care_of,
+                lifetime: adv.lifetime,
+                sequence: adv.mobility.sequence,
+                nai: None,
+            },
+        );
+    }
+}
+
+/// True if the main routing table has a route through `iface` that covers `dst`
+/// (from /proc/net/route, which lists the main table).
+pub(super) fn has_route(iface: &str, dst: Ipv4Addr) -> bool {
+    let Ok(text) = std::fs::read_to_string("/proc/net/route") else {
+        return true;
+    };
+    let dst = u32::from_le_bytes(dst.octets());
+    text.lines().skip(1).any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f.len() < 8 || f[0] != iface {
+            return false;
+        }
+        let (Ok(d), Ok(m)) = (u32::from_str_radix(f[1], 16), u32::from_str_radix(f[7], 16)) else {
+            return false;
+        };
+        dst & m == d & m
+    })
+}
