@@ -370,6 +370,18 @@ impl Lab {
             .and_then(|p| p.child.try_wait().ok().flatten())
     }
 
+    /// Sends `sig` to the named process without waiting (e.g. SIGSTOP/SIGCONT to
+    /// make a daemon fall silent and come back). False if it is not running.
+    pub fn signal(&mut self, name: &str, sig: i32) -> bool {
+        match self.procs.iter().find(|p| p.name == name) {
+            Some(p) => {
+                netns::kill(p.child.id() as i32, sig);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Sends `sig` to the named process and waits (up to 5 s, then SIGKILL) for it to exit.
     pub fn stop(&mut self, name: &str, sig: i32) -> Option<std::process::ExitStatus> {
         let idx = self.procs.iter().position(|p| p.name == name)?;

@@ -393,3 +393,80 @@ fn without_tnc_the_gate_stays_closed_and_status_says_why() {
     assert!(st["interfaces"][0]["tnc_proof_age_s"].is_number(), "{st}");
     assert!(ml.echo_ok(Some(MN_HOME), Duration::from_secs(3)));
 }
+
+/// RFC 5265 MN-5 in the shell: with `t_monitor_s = 11` (grace 10 s) the node
+/// re-registers with the i-HA about every second while inside. When the i-HA
+/// falls silent (SIGSTOP), the gate closes no later than T_MONITOR after the last
+/// proof, user data stops both ways, and status counts it; when it answers again,
+/// detection finds it and the gate reopens.
+#[test]
+fn t_monitor_closes_the_gate_when_the_i_ha_falls_silent() {
+    let Some(_g) = lab_lock("t_monitor_closes_the_gate_when_the_i_ha_falls_silent") else {
+        return;
+    };
+    let mut ml = MipLab::start(&exe(), true, 300).unwrap();
+    let mn = std::fs::read_to_string(&ml.mn_cfg).unwrap();
+    ml.lab.stop("mn", libc::SIGTERM);
+    let mn = mn.replacen("[mn]\n", "[mn]\nt_monitor_s = 11\n", 1);
+    mip::write_private(std::path::Path::new(&ml.mn_cfg), &mn).unwrap();
+    ml.start_mn().unwrap();
+    ml.lab.move_mn(Segment::IntA).unwrap();
+    let coa = Segment::IntA.mn_addr();
+    let (st, _) = ml
+        .wait_mn(Duration::from_secs(10), |v| MipLab::registered_at(v, coa))
+        .unwrap();
+    assert_eq!(st["t_monitor_s"], 11, "{st}");
+    // Re-registration every T_MONITOR - grace = 1 s, while data may flow.
+    let ok0 = mip::get_u64(&st, &["counters", "registrations_ok"]);
+    std::thread::sleep(Duration::from_millis(3500));
+    let st = ml.mn_status().unwrap();
+    let ok1 = mip::get_u64(&st, &["counters", "registrations_ok"]);
+    assert!(ok1 >= ok0 + 2, "re-registrations {ok0} -> {ok1}: {st}");
+    assert!(ml.echo_ok(Some(MN_HOME), Duration::from_secs(2)));
+    let clo0 = mip::get_u64(&st, &["counters", "gate_closures"]);
+
+    // The i-HA falls silent: no more proofs.
+    assert!(ml.lab.signal("ha", libc::SIGSTOP));
+    let t0 = Instant::now();
+    let (st, took) = ml
+        .wait_mn(Duration::from_secs(14), |v| {
+            v["interfaces"][0]["gate"] == "closed"
+        })
+        .unwrap();
+    eprintln!(
+        "gate closed {took:?} after the i-HA stopped: {}",
+        st["interfaces"][0]
+    );
+    assert!(
+        took <= Duration::from_millis(11_500),
+        "T_MONITOR is 11 s, the gate closed after {took:?}: {st}"
+    );
+    assert!(
+        mip::get_u64(&st, &["counters", "gate_closures"]) > clo0,
+        "{st}"
+    );
+    assert!(
+        mip::get_u64(&st, &["counters", "t_monitor_expiries"]) >= 1,
+        "{st}"
+    );
+    // MN-5: nothing passes once it is closed (the HA is stopped, so an echo could
+    // not come back anyway: check that the node drops, not the network).
+    let drops = |v: &serde_json::Value| mip::get_u64(v, &["counters", "drops", "gate closed"]);
+    let d0 = drops(&st);
+    let _ = ml.echo_ok(Some(MN_HOME), Duration::from_millis(500));
+    let st = ml.mn_status().unwrap();
+    assert!(
+        drops(&st) > d0,
+        "user data was not stopped at the gate: {st}"
+    );
+
+    assert!(ml.lab.signal("ha", libc::SIGCONT));
+    let (_, back) = ml
+        .wait_mn(Duration::from_secs(15), |v| MipLab::registered_at(v, coa))
+        .unwrap();
+    eprintln!(
+        "gate open again {back:?} after the i-HA came back ({:?} in all)",
+        t0.elapsed()
+    );
+    assert!(ml.echo_ok(Some(MN_HOME), Duration::from_secs(3)));
+}
