@@ -303,6 +303,21 @@ pub struct MnSection {
     pub external_home_agent: Option<Ipv4Addr>,
     /// The VPN gateway for any outside mode.
     pub vpn_gateway: Option<Ipv4Addr>,
+    /// The `mipsec vpn` file for the outside modes (gateway, identities,
+    /// credentials, timers; see the VPN client's section). The mobile node runs
+    /// the client itself and sets where it runs from: the file must not set
+    /// interface, interfaces, local_address, bind_interface, kill_switch, tun,
+    /// table, rule_priority or auto_mobike.
+    pub vpn_config: Option<PathBuf>,
+    /// The device holding the x-home address (`outside = "xmip"`).
+    #[serde(default = "default_xhome_dev")]
+    pub xhome_device: String,
+    /// The VPN client's TUN (holding the TIA) and its routing table (also its rule
+    /// priority).
+    #[serde(default = "default_vpn_tun")]
+    pub vpn_tun: String,
+    #[serde(default = "default_vpn_table")]
+    pub vpn_table: u32,
     /// MN-5 T_MONITOR, seconds (used by the mobility core; 60 by default).
     #[serde(default = "default_t_monitor")]
     pub t_monitor_s: u64,
@@ -319,6 +334,15 @@ pub struct MnSection {
     pub control_socket: Option<PathBuf>,
 }
 
+fn default_xhome_dev() -> String {
+    "mipx0".into()
+}
+fn default_vpn_tun() -> String {
+    "mipv0".into()
+}
+fn default_vpn_table() -> u32 {
+    1058
+}
 fn default_ha_tun() -> String {
     "mipha0".into()
 }
@@ -533,6 +557,13 @@ impl MnFile {
                 "outside",
                 "an outside mode needs vpn_gateway: outside the enterprise user data \
                  only ever goes through the VPN (RFC 5265), never in plaintext"
+                    .into(),
+            ));
+        }
+        if m.outside != OutsideMode::None && m.vpn_config.is_none() {
+            return Err(mn(
+                "outside",
+                "an outside mode needs vpn_config (the mipsec vpn file the node runs the VPN with)"
                     .into(),
             ));
         }

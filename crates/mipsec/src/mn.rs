@@ -57,6 +57,8 @@ mod data;
 mod path;
 #[path = "mn_status.rs"]
 mod status;
+#[path = "mn_vpn.rs"]
+mod vpn;
 
 /// Runs the mobile node until SIGINT or SIGTERM.
 pub fn run(config: &Path) -> Result<(), String> {
@@ -131,8 +133,6 @@ struct Counters {
     tx_bytes: u64,
     rx_packets: u64,
     rx_bytes: u64,
-    /// VPN commands of the core that this shell cannot carry out yet.
-    vpn_commands_ignored: u64,
     drops: BTreeMap<&'static str, u64>,
 }
 
@@ -195,7 +195,9 @@ struct Daemon {
     counters: Counters,
     changed_at: Instant,
     last_gate: Gate,
-    warned_vpn: bool,
+    /// The VPN gateway (outside modes): the only destination of the x-MIP layer.
+    vpn_gateway: Option<Ipv4Addr>,
+    outer: vpn::Outer,
     ctl_rx: mpsc::Receiver<StatusRequest>,
     _ctl: Option<ControlServer>,
 }
@@ -256,7 +258,7 @@ impl Daemon {
         info!(home = %m.home_address, home_agent = %m.home_agent, interface = %m.interface,
               outside = ?m.outside, t_monitor_s = m.t_monitor_s, "mobile node started");
         if m.outside != OutsideMode::None {
-            warn!("outside modes: detection and the x-HA run, but this shell has no VPN data path yet (issue 12): outside, the gate stays closed");
+            vpn::check_vpn_config(&m)?;
         }
         let mut d = Daemon {
             file,
@@ -280,13 +282,15 @@ impl Daemon {
             counters: Counters::default(),
             changed_at: Instant::now(),
             last_gate: Gate::Closed,
-            warned_vpn: false,
+            vpn_gateway: m.vpn_gateway,
+            outer: vpn::Outer::default(),
             ctl_rx,
             _ctl: ctl,
         };
         // Closed from the first instant, and a predecessor killed with its routes
         // in place is taken over: they are replaced.
         d.install_routes(Routes::Tunnel).await;
+        d.open_outer().await?;
         // The interface as it is now.
         let link =
             d.nl.link_by_index(phys)
@@ -314,6 +318,9 @@ impl Daemon {
         let mut ubuf = vec![0u8; 65536];
         let mut rbuf = vec![0u8; 65536];
         let mut ibuf = vec![0u8; 65536];
+        let mut xbuf = vec![0u8; 65536];
+        let mut vbuf = vec![0u8; 65536];
+        let mut wbuf = vec![0u8; 65536];
         self.solicit().await;
         self.drive().await;
         loop {
@@ -375,6 +382,20 @@ impl Daemon {
                 r = self.icmp_rx.recv_from(&mut ibuf) => match r {
                     Ok((n, _src)) => self.on_icmp(&ibuf[..n]),
                     Err(e) => debug!("icmp receive: {e}"),
+                },
+                r = recv_tun(self.outer.xdev.as_ref(), &mut xbuf) => match r {
+                    Ok(n) => self.on_xhome_packet(&xbuf[..n]).await,
+                    Err(e) => debug!("x-home device: {e}"),
+                },
+                l = next_line(self.outer.child.as_mut()) => self.on_vpn_line(l).await,
+                r = recv_udp(self.outer.tia.as_ref().map(|p| &p.udp), &mut vbuf) => match r {
+                    Ok((n, std::net::SocketAddr::V4(from))) => self.on_tia_udp(from, &vbuf[..n]),
+                    Ok(_) => {}
+                    Err(e) => debug!("TIA registration socket: {e}"),
+                },
+                r = recv_raw(self.outer.tia.as_ref().map(|p| &p.raw), &mut wbuf) => match r {
+                    Ok((n, src)) => self.on_tia_tunnel(src, &wbuf[..n]).await,
+                    Err(e) => debug!("TIA tunnel socket: {e}"),
                 },
                 Some(req) = self.ctl_rx.recv() => { let _ = req.send(self.status()); }
                 _ = sleep => self.on_timer().await,
@@ -454,9 +475,7 @@ impl Daemon {
     async fn send_transmit(&mut self, t: Transmit) {
         let now = Instant::now();
         if t.via == Via::Vpn {
-            self.counters
-                .drop("request through the VPN: no VPN data path yet");
-            return;
+            return self.send_via_vpn(t).await;
         }
         let agent = self.attached.and_then(|a| a.agent);
         if Some(*t.dst.ip()) != agent && !path::has_route(&self.file.mn.interface, *t.dst.ip()) {
@@ -499,14 +518,9 @@ impl Daemon {
                     }
                 }
             }
-            Action::StartIke { local, .. } | Action::MobikeUpdate { local, .. } => {
-                self.counters.vpn_commands_ignored += 1;
-                if !self.warned_vpn {
-                    self.warned_vpn = true;
-                    warn!(%local, "outside: the core asks for IKE, which this shell does not run yet (issue 12); the gate stays closed");
-                }
+            a @ (Action::StartIke { .. } | Action::MobikeUpdate { .. } | Action::StopVpn { .. }) => {
+                self.on_vpn_action(a).await
             }
-            Action::StopVpn { .. } => {}
         }
     }
 
@@ -580,6 +594,7 @@ impl Daemon {
     }
 
     async fn cleanup(&mut self) {
+        self.stop_vpn("shutting down").await;
         self.set_routes(Routes::None).await;
         if let Some(agent) = self.agent_route.take() {
             self.forget_agent(agent).await;
@@ -597,6 +612,21 @@ async fn recv_udp(
 ) -> std::io::Result<(usize, std::net::SocketAddr)> {
     match sock {
         Some(s) => s.recv_from(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn recv_tun(dev: Option<&Tun>, buf: &mut [u8]) -> std::io::Result<usize> {
+    match dev {
+        Some(d) => d.recv(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next line of the VPN client's events; `None` at its end.
+async fn next_line(c: Option<&mut vpn::VpnChild>) -> Option<String> {
+    match c {
+        Some(c) => c.lines.next_line().await.ok().flatten(),
         None => std::future::pending().await,
     }
 }

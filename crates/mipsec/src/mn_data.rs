@@ -80,11 +80,11 @@ impl Daemon {
                     .drop("mode f: routed natively, not through the TUN"),
             },
             Gate::OpenInside(_) => self.counters.drop("at home: routed natively"),
-            Gate::OpenViaVpn(_) => self.counters.drop("outside: no VPN data path yet"),
+            Gate::OpenViaVpn(_) => self.send_via_vpn_data(packet).await,
         }
     }
 
-    async fn send_ipip(&mut self, packet: &[u8], dst: Ipv4Addr) {
+    pub(super) async fn send_ipip(&mut self, packet: &[u8], dst: Ipv4Addr) {
         let Some((_, raw)) = &self.raw else {
             return self.counters.drop("no tunnel socket");
         };
@@ -101,6 +101,12 @@ impl Daemon {
     }
 
     async fn send_udp_tunnel(&mut self, packet: &[u8]) {
+        let ha = self.file.mn.home_agent;
+        self.send_udp_tunnel_to(packet, ha).await
+    }
+
+    /// RFC 3519 Tunnel Data to a home agent (the i-HA inside, the x-HA outside).
+    pub(super) async fn send_udp_tunnel_to(&mut self, packet: &[u8], ha: Ipv4Addr) {
         let Some((_, s)) = &self.udp else {
             return self.counters.drop("no registration socket");
         };
@@ -110,7 +116,7 @@ impl Daemon {
             packet,
         }
         .emit(&mut msg);
-        let dst = SocketAddrV4::new(self.file.mn.home_agent, MIP_PORT);
+        let dst = SocketAddrV4::new(ha, MIP_PORT);
         match s.send_to(&msg, dst).await {
             Ok(_) => {
                 self.counters.tx_packets += 1;
@@ -134,11 +140,9 @@ impl Daemon {
 
     /// IP-in-IP from the home agent.
     pub(super) async fn on_tunnel(&mut self, outer_src: Ipv4Addr, packet: &[u8]) {
-        if outer_src != self.file.mn.home_agent {
+        let from_xha = self.x_ha() == Some(outer_src);
+        if outer_src != self.file.mn.home_agent && !from_xha {
             return self.counters.drop("tunnel packet not from the home agent");
-        }
-        if !self.inbound_open() {
-            return self.counters.drop("gate closed");
         }
         let Ok(outer) = wire::ipv4::Ipv4Header::parse(packet) else {
             return self.counters.drop("malformed outer header");
@@ -146,11 +150,26 @@ impl Daemon {
         let Some(inner) = packet.get(outer.header_len..usize::from(outer.total_len)) else {
             return self.counters.drop("malformed outer header");
         };
+        if from_xha {
+            return self.deliver_xhome(inner).await;
+        }
+        if !self.inbound_open() {
+            return self.counters.drop("gate closed");
+        }
         self.deliver(inner).await;
     }
 
     /// RFC 3519 Tunnel Data from the home agent (the node is behind a NAT).
     async fn on_udp_tunnel(&mut self, from: SocketAddrV4, payload: &[u8]) {
+        if Some(*from.ip()) == self.x_ha() {
+            let Ok(td) = mip4::wire::tunnel::TunnelData::parse(payload) else {
+                return self.counters.drop("malformed tunnel data");
+            };
+            if td.next_header != 4 {
+                return self.counters.drop("tunnel data is not IPv4");
+            }
+            return self.deliver_xhome(td.packet).await;
+        }
         if *from.ip() != self.file.mn.home_agent || self.live.udp_tunnel.is_none() {
             return self.counters.drop("tunnel data not from the home agent");
         }
@@ -166,7 +185,7 @@ impl Daemon {
         self.deliver(td.packet).await;
     }
 
-    async fn deliver(&mut self, inner: &[u8]) {
+    pub(super) async fn deliver(&mut self, inner: &[u8]) {
         let Ok(h) = wire::ipv4::Ipv4Header::parse(inner) else {
             return self.counters.drop("malformed inner packet");
         };

@@ -1,0 +1,468 @@
+//! The outside path of the mobile node (RFC 5265 cvc/fvc, RFC 5266 mc): the VPN
+//! client runs as a child process (`mipsec vpn --events`), commanded by the core's
+//! `StartIke`, `MobikeUpdate` and `StopVpn` actions, and the three layers meet here:
+//!
+//! * x-MIP (cvc): the x-home address lives on a TUN device of ours (`mipx0`); the
+//!   VPN client is pinned to it, so IKE and ESP to the gateway come out of that
+//!   device. Only IKE (UDP 500/4500) and ESP to the gateway are let through, and
+//!   only while the x-HA holds our binding; they are tunnelled to the x-HA from the
+//!   care-of address (IP-in-IP, or RFC 3519 UDP behind a NAT). The x-HA's tunnel
+//!   back is written into the device.
+//! * the VPN: the child's TUN holds the TIA; its routes (its own table) carry the
+//!   i-HA's address through the tunnel.
+//! * i-MIP through the VPN: the registration of the TIA goes from a socket bound to
+//!   the TIA (on the child's TUN), and user data is tunnelled IP-in-IP from the TIA
+//!   to the i-HA, only while the core's gate says `OpenViaVpn`.
+//!
+//! In mc the child runs from the physical interface's address and moves with
+//! MOBIKE; there is no x-MIP layer.
+
+use super::Daemon;
+use crate::config::OutsideMode;
+use mip4::wire::MIP_PORT;
+use mobility::{Gate, IfaceId, Layer, Tunnel, Via, VpnEvent};
+use netio::raw::{RawIp, RawIpOptions, IPPROTO_IPIP};
+use netio::tun::Tun;
+use netio::udp::UdpOptions;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Instant, SystemTime};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::net::UdpSocket;
+use tokio::process::{Child, ChildStdin, ChildStdout};
+use tracing::{debug, info, warn};
+
+/// Keys of the VPN client's file that the mobile node sets itself.
+pub const OWNED_KEYS: [&str; 9] = [
+    "interface",
+    "interfaces",
+    "local_address",
+    "bind_interface",
+    "kill_switch",
+    "tun",
+    "table",
+    "rule_priority",
+    "auto_mobike",
+];
+
+/// The running VPN client and what it gave us.
+pub(super) struct VpnChild {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    pub(super) lines: Lines<BufReader<ChildStdout>>,
+    /// The derived configuration file (deleted once the child has read it).
+    cfg_path: Option<PathBuf>,
+    iface: IfaceId,
+}
+
+/// The sockets on the TIA, once the VPN is up.
+pub(super) struct TiaPath {
+    pub(super) tia: Ipv4Addr,
+    pub(super) udp: UdpSocket,
+    pub(super) raw: RawIp,
+}
+
+/// The outside path's state.
+#[derive(Default)]
+pub(super) struct Outer {
+    /// The x-home device (x-MIP flavour only).
+    pub(super) xdev: Option<Tun>,
+    pub(super) child: Option<VpnChild>,
+    pub(super) tia: Option<TiaPath>,
+    pub(super) starts: u64,
+}
+
+impl Daemon {
+    /// The x-home address of the x-MIP flavour.
+    pub(super) fn x_home(&self) -> Option<Ipv4Addr> {
+        match self.node.config().outside {
+            mobility::Outside::Xmip { x_home_addr, .. } => Some(x_home_addr),
+            _ => None,
+        }
+    }
+
+    pub(super) fn x_ha(&self) -> Option<Ipv4Addr> {
+        match self.node.config().outside {
+            mobility::Outside::Xmip { x_ha, .. } => Some(x_ha),
+            _ => None,
+        }
+    }
+
+    /// Opens the x-home device (x-MIP): the x-home address on it, and the gateway
+    /// routed through it, so that the VPN client's IKE and ESP come out here.
+    pub(super) async fn open_outer(&mut self) -> Result<(), String> {
+        let m = &self.file.mn;
+        if m.outside != OutsideMode::Xmip {
+            return Ok(());
+        }
+        let (Some(xh), Some(gw)) = (self.x_home(), self.vpn_gateway) else {
+            return Ok(());
+        };
+        let (tun, idx) = crate::shell::open_tunnel(&m.xhome_device)?;
+        if let Err(e) = self.nl.add_address(idx, xh, 32).await {
+            debug!("x-home address on {}: {e}", m.xhome_device);
+        }
+        let r = netio::netlink::Route::new(gw, 32).dev(idx).src(xh);
+        self.nl
+            .replace_route(&r)
+            .await
+            .map_err(|e| format!("route to the VPN gateway via {}: {e}", m.xhome_device))?;
+        self.outer.xdev = Some(tun);
+        Ok(())
+    }
+
+    /// A packet from the x-home device: the VPN client's IKE or ESP to the gateway.
+    /// It leaves only as x-MIP, to the x-HA, while the x-HA holds our binding.
+    pub(super) async fn on_xhome_packet(&mut self, packet: &[u8]) {
+        let now = Instant::now();
+        let (Some(xh), Some(gw), Some(x_ha)) = (self.x_home(), self.vpn_gateway, self.x_ha())
+        else {
+            return self.counters.drop("x-home packet without x-MIP");
+        };
+        let Ok(h) = wire::ipv4::Ipv4Header::parse(packet) else {
+            return self.counters.drop("x-home: malformed packet");
+        };
+        // Only the VPN rides x-MIP: IKE (UDP 500/4500, ESP in UDP) and ESP, from the
+        // x-home address to the gateway. Anything else would be plaintext outside.
+        let ports = packet
+            .get(h.header_len..h.header_len + 4)
+            .map(|p| (u16::from_be_bytes([p[0], p[1]]), u16::from_be_bytes([p[2], p[3]])));
+        let vpn = match h.protocol {
+            50 => true,
+            17 => ports.is_some_and(|(s, d)| matches!(s, 500 | 4500) && matches!(d, 500 | 4500)),
+            _ => false,
+        };
+        if h.src != xh || h.dst != gw || !vpn {
+            return self.counters.drop("x-home: not IKE/ESP to the VPN gateway");
+        }
+        match self.node.tunnel(self.phys, Layer::Xha, now) {
+            Some(Tunnel::IpInIp) if self.attached.is_some_and(|a| a.agent.is_none()) => {
+                self.send_ipip(packet, x_ha).await;
+            }
+            Some(Tunnel::Udp { .. }) if self.attached.is_some_and(|a| a.agent.is_none()) => {
+                self.send_udp_tunnel_to(packet, x_ha).await;
+            }
+            Some(_) => self.counters.drop("x-home: fvc data path not built yet"),
+            None => self.counters.drop("x-home: no x-HA binding"),
+        }
+    }
+
+    /// Inbound x-MIP: the inner packet must be for the x-home address.
+    pub(super) async fn deliver_xhome(&mut self, inner: &[u8]) {
+        let Some(xh) = self.x_home() else {
+            return self.counters.drop("x-MIP packet without x-MIP");
+        };
+        if self.node.tunnel(self.phys, Layer::Xha, Instant::now()).is_none() {
+            return self.counters.drop("x-MIP packet without an x-HA binding");
+        }
+        let Ok(h) = wire::ipv4::Ipv4Header::parse(inner) else {
+            return self.counters.drop("x-MIP: malformed inner packet");
+        };
+        if h.dst != xh {
+            return self.counters.drop("x-MIP: inner destination is not the x-home address");
+        }
+        let Some(x) = &self.outer.xdev else { return };
+        if let Err(e) = x.send(inner).await {
+            debug!("x-home device write: {e}");
+            self.counters.drop("x-home device write failed");
+        }
+    }
+
+    /// Runs the core's VPN commands.
+    pub(super) async fn on_vpn_action(&mut self, a: mobility::Action) {
+        match a {
+            mobility::Action::StartIke { iface, local } => {
+                self.stop_vpn("a fresh IKE was commanded").await;
+                match self.spawn_vpn(iface, local) {
+                    Ok(c) => {
+                        self.outer.starts += 1;
+                        info!(%local, "VPN client started");
+                        self.outer.child = Some(c);
+                    }
+                    Err(e) => {
+                        warn!("VPN client: {e}");
+                        self.counters.drop("VPN client could not start");
+                        let (now, wall) = (Instant::now(), SystemTime::now());
+                        self.node.handle_vpn(now, wall, iface, VpnEvent::Down);
+                    }
+                }
+            }
+            mobility::Action::MobikeUpdate { iface, local } => {
+                let sent = match self.outer.child.as_mut().and_then(|c| c.stdin.as_mut()) {
+                    Some(s) => s
+                        .write_all(format!("mobike {local}\n").as_bytes())
+                        .await
+                        .is_ok(),
+                    None => false,
+                };
+                if !sent {
+                    let (now, wall) = (Instant::now(), SystemTime::now());
+                    self.node
+                        .handle_vpn(now, wall, iface, VpnEvent::MobikeAnswered { ok: false });
+                }
+            }
+            mobility::Action::StopVpn { .. } => self.stop_vpn("inside").await,
+            _ => {}
+        }
+    }
+
+    fn spawn_vpn(&mut self, iface: IfaceId, local: Ipv4Addr) -> Result<VpnChild, String> {
+        let m = &self.file.mn;
+        let Some(user) = &m.vpn_config else {
+            return Err("no vpn_config".into());
+        };
+        let text = std::fs::read_to_string(user)
+            .map_err(|e| format!("{}: cannot read: {e}", user.display()))?;
+        let interface = match m.outside {
+            OutsideMode::Xmip => m.xhome_device.clone(),
+            _ => m.interface.clone(),
+        };
+        let derived = derived_config(&text, &interface, Some(local), m);
+        let dir = PathBuf::from("/run/mipsec");
+        crate::shell::create_private_dir(&dir)?;
+        let path = dir.join(format!("mn-{}-vpn.toml", std::process::id()));
+        crate::shell::write_private(&path, &derived)?;
+        let (prog, mut args) = self_command();
+        args.extend(
+            ["vpn", "--config"]
+                .iter()
+                .map(|s| s.to_string())
+                .chain([path.display().to_string(), "--events".into()]),
+        );
+        let mut child = tokio::process::Command::new(prog)
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("spawn mipsec vpn: {e}"))?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let stdin = child.stdin.take();
+        Ok(VpnChild {
+            child,
+            stdin,
+            lines: BufReader::new(stdout).lines(),
+            cfg_path: Some(path),
+            iface,
+        })
+    }
+
+    /// Stops the VPN client (Delete to the gateway) and forgets the TIA.
+    pub(super) async fn stop_vpn(&mut self, why: &str) {
+        self.outer.tia = None;
+        let Some(mut c) = self.outer.child.take() else {
+            return;
+        };
+        info!(why, "stopping the VPN client");
+        if let Some(mut s) = c.stdin.take() {
+            let _ = s.write_all(b"stop\n").await;
+        }
+        if let Some(p) = c.cfg_path.take() {
+            let _ = std::fs::remove_file(p);
+        }
+        // It exits after its Delete; reap it without blocking the loop.
+        tokio::spawn(async move {
+            let t = tokio::time::timeout(std::time::Duration::from_secs(3), c.child.wait()).await;
+            if t.is_err() {
+                let _ = c.child.kill().await;
+            }
+        });
+    }
+
+    /// One line from the VPN client (or its end).
+    pub(super) async fn on_vpn_line(&mut self, line: Option<String>) {
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        let Some(iface) = self.outer.child.as_ref().map(|c| c.iface) else {
+            return;
+        };
+        if let Some(p) = self.outer.child.as_mut().and_then(|c| c.cfg_path.take()) {
+            // It has read its configuration (it holds credentials): remove it.
+            let _ = std::fs::remove_file(p);
+        }
+        let Some(line) = line else {
+            warn!("the VPN client exited");
+            self.outer.child = None;
+            self.outer.tia = None;
+            self.node.handle_vpn(now, wall, iface, VpnEvent::Down);
+            return;
+        };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+            return self.counters.drop("VPN client: unreadable event");
+        };
+        match v["event"].as_str() {
+            Some("up") => {
+                let tia = v["tia"].as_str().and_then(|t| t.parse::<Ipv4Addr>().ok());
+                let tun = v["tun"].as_str().unwrap_or(&self.file.mn.vpn_tun).to_string();
+                let Some(tia) = tia else {
+                    return self.counters.drop("VPN client: up without a TIA");
+                };
+                info!(%tia, %tun, natt = ?v["natt"], setup_ms = ?v["setup_ms"], "VPN up");
+                match open_tia(tia, &tun) {
+                    Ok(p) => self.outer.tia = Some(p),
+                    Err(e) => {
+                        warn!("{e}");
+                        self.outer.tia = None;
+                    }
+                }
+                self.node.handle_vpn(now, wall, iface, VpnEvent::Up { tia });
+            }
+            Some("down") => {
+                info!(reason = ?v["reason"], "VPN down");
+                self.outer.tia = None;
+                self.node.handle_vpn(now, wall, iface, VpnEvent::Down);
+            }
+            Some("mobike") => {
+                let ok = v["ok"].as_bool() == Some(true);
+                info!(ok, ms = ?v["ms"], "MOBIKE answered");
+                self.node
+                    .handle_vpn(now, wall, iface, VpnEvent::MobikeAnswered { ok });
+            }
+            Some(other) => debug!(event = other, "VPN client"),
+            None => self.counters.drop("VPN client: event without a name"),
+        }
+    }
+
+    /// A registration request through the VPN (from the TIA to the i-HA).
+    pub(super) async fn send_via_vpn(&mut self, t: mobility::Transmit) {
+        let now = Instant::now();
+        let Some(p) = self.outer.tia.as_ref().filter(|p| p.tia == *t.src.ip()) else {
+            self.counters.drop("request through the VPN: no tunnel");
+            self.node.handle_send_failed(now, self.phys, Via::Vpn);
+            return;
+        };
+        if let Err(e) = p.udp.send_to(&t.payload, t.dst).await {
+            debug!("request through the VPN: {e}");
+            self.node.handle_send_failed(now, self.phys, Via::Vpn);
+        }
+    }
+
+    /// User data through the VPN: IP-in-IP from the TIA to the i-HA.
+    pub(super) async fn send_via_vpn_data(&mut self, packet: &[u8]) {
+        let ha = self.file.mn.home_agent;
+        let Some(p) = &self.outer.tia else {
+            return self.counters.drop("outside: no tunnel");
+        };
+        match p.raw.send_to(packet, ha).await {
+            Ok(_) => {
+                self.counters.tx_packets += 1;
+                self.counters.tx_bytes += packet.len() as u64;
+            }
+            Err(e) => {
+                debug!("send through the VPN: {e}");
+                self.counters.drop("send through the VPN failed");
+            }
+        }
+    }
+
+    /// A reply of the i-HA through the VPN.
+    pub(super) fn on_tia_udp(&mut self, from: SocketAddrV4, payload: &[u8]) {
+        self.node.handle_datagram(
+            Instant::now(),
+            SystemTime::now(),
+            self.phys,
+            Via::Vpn,
+            from,
+            payload,
+        );
+    }
+
+    /// IP-in-IP from the i-HA through the VPN.
+    pub(super) async fn on_tia_tunnel(&mut self, outer_src: Ipv4Addr, packet: &[u8]) {
+        if outer_src != self.file.mn.home_agent {
+            return self.counters.drop("VPN tunnel packet not from the i-HA");
+        }
+        if !matches!(
+            self.node.gate(self.phys, Instant::now()),
+            Gate::OpenViaVpn(_)
+        ) {
+            return self.counters.drop("gate closed");
+        }
+        let Ok(outer) = wire::ipv4::Ipv4Header::parse(packet) else {
+            return self.counters.drop("malformed outer header");
+        };
+        let Some(inner) = packet.get(outer.header_len..usize::from(outer.total_len)) else {
+            return self.counters.drop("malformed outer header");
+        };
+        self.deliver(inner).await;
+    }
+}
+
+/// Checks the VPN client's file at start: readable, free of the keys the mobile
+/// node sets, and valid once they are added.
+pub(super) fn check_vpn_config(m: &crate::config::MnSection) -> Result<(), String> {
+    let Some(path) = &m.vpn_config else {
+        return Err("mn: an outside mode needs vpn_config".into());
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("vpn_config {}: cannot read: {e}", path.display()))?;
+    let table: toml::Table = toml::from_str(&text)
+        .map_err(|e| format!("vpn_config {}: {}", path.display(), e.to_string().trim_end()))?;
+    if let Some(k) = OWNED_KEYS.iter().find(|k| table.contains_key(**k)) {
+        return Err(format!(
+            "vpn_config {}: `{k}` is set by mipsec mn (it runs the VPN client from the \
+             x-home address or the interface, with its own device and table); remove it",
+            path.display()
+        ));
+    }
+    let interface = match m.outside {
+        OutsideMode::Xmip => m.xhome_device.as_str(),
+        _ => m.interface.as_str(),
+    };
+    let derived = derived_config(&text, interface, m.external_home_address, m);
+    vpnc::VpnConfig::parse(path, &derived).map(|_| ())
+}
+
+/// The user's file plus what the mobile node decides: where IKE runs from, and no
+/// kill switch of the client's own (the node's routes and gate fail closed).
+fn derived_config(
+    text: &str,
+    interface: &str,
+    local: Option<Ipv4Addr>,
+    m: &crate::config::MnSection,
+) -> String {
+    let local = local
+        .map(|l| format!("local_address = \"{l}\"\n"))
+        .unwrap_or_default();
+    format!(
+        "{text}\n# set by mipsec mn\ninterface = \"{interface}\"\n{local}\
+         bind_interface = true\nkill_switch = \"off\"\ntun = \"{}\"\ntable = {}\nrule_priority = {}\n",
+        m.vpn_tun, m.vpn_table, m.vpn_table
+    )
+}
+
+/// The sockets on the TIA: registrations (port 434) and IP-in-IP with the i-HA,
+/// bound to the VPN client's TUN.
+fn open_tia(tia: Ipv4Addr, tun: &str) -> Result<TiaPath, String> {
+    let mut o = UdpOptions::new(SocketAddrV4::new(tia, MIP_PORT));
+    o.device = Some(tun.to_string());
+    o.reuse_addr = true;
+    let udp = o
+        .bind()
+        .map_err(|e| format!("registration socket on the TIA {tia}: {e}"))?;
+    let raw = RawIp::open_with(
+        IPPROTO_IPIP,
+        &RawIpOptions {
+            bind_addr: Some(tia),
+            device: Some(tun.to_string()),
+            header_included: false,
+        },
+    )
+    .map_err(|e| format!("tunnel socket on the TIA {tia}: {e}"))?;
+    crate::shell::allow_fragmentation(std::os::fd::AsFd::as_fd(&raw));
+    Ok(TiaPath { tia, udp, raw })
+}
+
+/// How to run this program's `vpn` subcommand: the executable, and the words
+/// before our own subcommand (`mipsec-lab mipsec mn ...` gives `["mipsec"]`).
+fn self_command() -> (PathBuf, Vec<String>) {
+    let args: Vec<String> = std::env::args().collect();
+    let idx = args.iter().position(|a| a == "mn").unwrap_or(1);
+    let prefix = args.get(1..idx).map(<[String]>::to_vec).unwrap_or_default();
+    let prog = std::env::current_exe()
+        .ok()
+        .or_else(|| args.first().map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("mipsec"));
+    (prog, prefix)
+}
