@@ -297,7 +297,8 @@ async fn serve(
         .event_loop(&io, &mut events, listener.as_ref(), commands.as_mut())
         .await;
     // Orderly shutdown: Delete towards the gateway, then our routes (the kill switch
-    // goes in `with_kill_switch`).
+    // goes in `with_kill_switch`). The supervisor gets one last `down` (from `run`).
+    st.events = None;
     if let Some(ike) = st.ike.as_mut() {
         if ike.is_established() {
             ike.close(Instant::now());
@@ -305,7 +306,8 @@ async fn serve(
             let end = Instant::now() + Duration::from_millis(500);
             let mut buf = vec![0u8; MAX_PACKET];
             let mut buf2 = vec![0u8; MAX_PACKET];
-            while Instant::now() < end && !st.ike.as_ref().is_some_and(Initiator::is_closed) {
+            // Until the Delete is answered (the IKE SA then goes, `teardown`) or 500 ms.
+            while Instant::now() < end && st.ike.as_ref().is_some_and(|i| !i.is_closed()) {
                 tokio::select! {
                     r = netio::udp::recv_with_meta(&io.s4500, &mut buf) => if let Ok(m) = r { st.on_udp(&io, &mut buf, m, true).await },
                     r = netio::udp::recv_with_meta(&io.s500, &mut buf2) => if let Ok(m) = r { st.on_udp(&io, &mut buf2, m, false).await },

@@ -158,7 +158,10 @@ impl Supervisor {
             .spawn(move || {
                 let mut stdout = std::io::stdout().lock();
                 for l in lines.iter().map_while(|l| l) {
-                    if writeln!(stdout, "{l}").and_then(|()| stdout.flush()).is_err() {
+                    if writeln!(stdout, "{l}")
+                        .and_then(|()| stdout.flush())
+                        .is_err()
+                    {
                         // Nobody reads our events any more: the supervisor is gone.
                         let _ = stop_tx.send(Command::Stop("stdout closed"));
                         break;

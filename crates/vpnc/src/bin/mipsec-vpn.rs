@@ -24,7 +24,12 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    match vpnc::run_with(&args.config, vpnc::RunOptions { events: args.events }) {
+    match vpnc::run_with(
+        &args.config,
+        vpnc::RunOptions {
+            events: args.events,
+        },
+    ) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("mipsec-vpn: {e}");

@@ -176,7 +176,11 @@ impl State {
             return refuse(self, format!("{new} is on none of our interfaces"));
         };
         let links = io.nl.links().await.unwrap_or_default();
-        let Some(name) = links.into_iter().find(|l| l.ifindex == ifindex).map(|l| l.name) else {
+        let Some(name) = links
+            .into_iter()
+            .find(|l| l.ifindex == ifindex)
+            .map(|l| l.name)
+        else {
             return refuse(self, format!("interface {ifindex} of {new} is gone"));
         };
         if ifindex == io.tun_ifindex {
