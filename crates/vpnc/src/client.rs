@@ -22,6 +22,9 @@ use crate::status::Status;
 use crate::supervise::{Commands, Emitter, Event as SupEvent, Supervisor};
 
 mod addresses;
+mod prefixes;
+
+pub use prefixes::range_to_prefixes;
 
 const MAX_PACKET: usize = 65536;
 /// Packets handled per wakeup beyond the first (TUN reads, ESP datagrams).
@@ -949,58 +952,5 @@ async fn recv_raw(r: Option<&RawIp>, buf: &mut [u8]) -> std::io::Result<usize> {
     match r {
         Some(r) => r.recv_from(buf).await.map(|(n, _)| n),
         None => std::future::pending().await,
-    }
-}
-
-/// The smallest set of CIDR prefixes covering `start..=end`.
-pub fn range_to_prefixes(start: Ipv4Addr, end: Ipv4Addr) -> Vec<(Ipv4Addr, u8)> {
-    let (mut a, b) = (u64::from(u32::from(start)), u64::from(u32::from(end)));
-    let mut out = Vec::new();
-    while a <= b {
-        // Largest block aligned at `a` that does not pass `b`.
-        let mut size: u64 = if a == 0 {
-            1 << 32
-        } else {
-            1 << a.trailing_zeros().min(32)
-        };
-        while a + size - 1 > b {
-            size >>= 1;
-        }
-        let len = 32 - size.trailing_zeros();
-        out.push((Ipv4Addr::from(a as u32), len as u8));
-        a += size;
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn prefixes() {
-        let p = |a: &str, b: &str| range_to_prefixes(a.parse().unwrap(), b.parse().unwrap());
-        assert_eq!(
-            p("10.1.0.0", "10.1.255.255"),
-            vec![(Ipv4Addr::new(10, 1, 0, 0), 16)]
-        );
-        assert_eq!(
-            p("0.0.0.0", "255.255.255.255"),
-            vec![(Ipv4Addr::UNSPECIFIED, 0)]
-        );
-        assert_eq!(
-            p("10.0.0.1", "10.0.0.1"),
-            vec![(Ipv4Addr::new(10, 0, 0, 1), 32)]
-        );
-        assert_eq!(
-            p("10.0.0.1", "10.0.0.6"),
-            vec![
-                (Ipv4Addr::new(10, 0, 0, 1), 32),
-                (Ipv4Addr::new(10, 0, 0, 2), 31),
-                (Ipv4Addr::new(10, 0, 0, 4), 31),
-                (Ipv4Addr::new(10, 0, 0, 6), 32)
-            ]
-        );
-        assert!(p("10.0.0.9", "10.0.0.1").is_empty());
     }
 }

@@ -626,4 +626,49 @@ psk = "correct horse battery staple"
             VpnConfig::parse(Path::new("v.toml"), &GOOD.replace("192.0.2.2", "gw")).unwrap_err();
         assert!(e.contains("line 2") && e.contains("gateway"), "{e}");
     }
+
+    #[test]
+    fn kill_switch_words_and_lists() {
+        let ks = |v: &str| {
+            VpnConfig::parse(Path::new("v.toml"), &format!("{GOOD}kill_switch = {v}\n"))
+                .map(|c| c.kill_switch)
+        };
+        assert_eq!(ks("\"on\""), Ok(KillSwitchSetting::Auto));
+        assert_eq!(ks("\"off\""), Ok(KillSwitchSetting::Nets(vec![])));
+        assert_eq!(ks("[]"), Ok(KillSwitchSetting::Nets(vec![])));
+        assert_eq!(
+            ks("[\"10.1.0.0/16\"]"),
+            Ok(KillSwitchSetting::Nets(vec![Cidr(
+                Ipv4Addr::new(10, 1, 0, 0),
+                16
+            )]))
+        );
+        let c = VpnConfig::parse(Path::new("v.toml"), GOOD).unwrap();
+        assert_eq!(c.kill_switch, KillSwitchSetting::Auto);
+        assert_eq!(c.kill_switch.initial(), vec![(Ipv4Addr::UNSPECIFIED, 0)]);
+        assert!(ks("\"off\"").unwrap().initial().is_empty());
+        let e = ks("\"sometimes\"").unwrap_err();
+        assert!(e.contains("line 7") && e.contains("sometimes"), "{e}");
+        let e = ks("[\"10.1.0.1/16\"]").unwrap_err();
+        assert!(e.contains("host bits"), "{e}");
+    }
+
+    #[test]
+    fn supervised_defaults() {
+        let c = VpnConfig::parse(Path::new("v.toml"), GOOD).unwrap();
+        assert!(c.follows_addresses(false) && !c.follows_addresses(true));
+        assert!(!c.bind_interface && c.local_address.is_none());
+        let t = format!(
+            "{GOOD}local_address = \"10.0.0.5\"\nbind_interface = true\nauto_mobike = true\n"
+        );
+        let c = VpnConfig::parse(Path::new("v.toml"), &t).unwrap();
+        assert!(c.follows_addresses(true) && c.bind_interface);
+        assert_eq!(c.local_address, Some(Ipv4Addr::new(10, 0, 0, 5)));
+        let e = VpnConfig::parse(
+            Path::new("v.toml"),
+            &format!("{GOOD}local_address = \"10.0.0\"\n"),
+        )
+        .unwrap_err();
+        assert!(e.contains("line 7") && e.contains("local_address"), "{e}");
+    }
 }
