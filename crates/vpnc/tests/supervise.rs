@@ -480,3 +480,145 @@ fn bound_interface_is_the_only_path() {
         on_x.len()
     );
 }
+
+/// A user-space tunnel like the mobile node's: TUN `tun` in namespace `ns`, its packets
+/// carried in UDP from `local` to `peer` and back (as RFC 3519 carries the x-home
+/// address's traffic to the external home agent). Runs until `stop` is set.
+fn tun_pipe(
+    ns: &str,
+    tun: &str,
+    local: &str,
+    peer: &str,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    let (tun, local, peer) = (tun.to_string(), local.to_string(), peer.to_string());
+    let (ready_tx, ready) = mpsc::channel();
+    let h = in_ns(ns, move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let opts = netio::TunOptions {
+                multi_queue: false,
+                mtu: Some(1400),
+                up: true,
+            };
+            let t = netio::Tun::open_with(&tun, &opts).unwrap();
+            let u = tokio::net::UdpSocket::bind(&local).await.unwrap();
+            let peer: std::net::SocketAddr = peer.parse().unwrap();
+            ready_tx.send(()).unwrap();
+            let (mut a, mut b) = (vec![0u8; 65536], vec![0u8; 65536]);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                tokio::select! {
+                    r = t.recv(&mut a) => if let Ok(n) = r {
+                        let _ = u.send_to(&a[..n], peer).await;
+                    },
+                    r = u.recv_from(&mut b) => if let Ok((n, _)) = r {
+                        let _ = t.send(&b[..n]).await;
+                    },
+                    () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+            }
+        });
+    });
+    ready.recv_timeout(Duration::from_secs(5)).unwrap();
+    h
+}
+
+/// The cvc/fvc case: our address (an x-home address) is on a TUN owned by another
+/// process (here a UDP tunnel to a TUN in the gateway's namespace, as `mipsec mn` tunnels
+/// to its external home agent), not on the interface the gateway is routed through.
+/// With `bind_interface`, IKE and ESP go into that TUN only: the capture on the routed
+/// interface sees none of them (the pipe's own UDP, port 7777, does not count), the TUN
+/// sees them all, and the tunnel carries traffic.
+#[test]
+fn bound_to_a_tun_like_mipx0() {
+    if !need_lab("bound_to_a_tun_like_mipx0") {
+        return;
+    }
+    let lab = Lab::up("st", GwOpts::default());
+    let (cl, gw, a) = (lab.cl(), lab.gw(), lab.cl_if());
+    let (mx, gx) = (format!("{}m", lab.name), format!("{}g", lab.name));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let p1 = tun_pipe(&cl, &mx, "192.0.2.1:7777", "192.0.2.2:7777", stop.clone());
+    let p2 = tun_pipe(&gw, &gx, "192.0.2.2:7777", "192.0.2.1:7777", stop.clone());
+    struct Stop(std::sync::Arc<std::sync::atomic::AtomicBool>);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    let _stop = Stop(stop);
+    for cmd in [
+        vec![
+            "ip",
+            "-n",
+            &cl,
+            "addr",
+            "add",
+            "198.51.100.1/32",
+            "dev",
+            &mx,
+        ],
+        vec![
+            "ip",
+            "-n",
+            &gw,
+            "route",
+            "add",
+            "198.51.100.1/32",
+            "dev",
+            &gx,
+        ],
+    ] {
+        sh(&cmd).unwrap();
+    }
+    for key in [
+        "net.ipv4.conf.all.rp_filter=0".to_string(),
+        format!("net.ipv4.conf.{mx}.rp_filter=0"),
+    ] {
+        lab.ns(&cl, &["sysctl", "-qw", &key]).unwrap();
+    }
+    let route = lab.ns(&cl, &["ip", "route", "get", "192.0.2.2"]).unwrap();
+    assert!(route.contains(&format!("dev {a}")), "{route}");
+    let cap_a = Capture::start(&lab, &cl, &a);
+    let cap_m = Capture::start(&lab, &cl, &mx);
+    let cfg = lab.client_config(&format!(
+        "interface = \"{mx}\"\nlocal_address = \"198.51.100.1\"\nbind_interface = true\n\
+         kill_switch = \"off\"\ntable = 1058\nrule_priority = 1058"
+    ));
+    let mut c = Supervised::client(&lab, &cfg);
+    let (t_up, up) = c.next(&lab, "up", Duration::from_secs(15));
+    assert_eq!(up["local"], "198.51.100.1", "{up}");
+    assert_eq!(up["interface"], mx.as_str(), "{up}");
+    assert!(lab.ping(3), "{}", lab.logs());
+    let sas = lab.list_sas();
+    assert!(sas.contains("198.51.100.1[4500]"), "{sas}");
+    // Our own table and rule priority.
+    let rules = lab.ns(&cl, &["ip", "rule", "show"]).unwrap();
+    assert!(
+        rules.contains("1058:") && !rules.contains("1057"),
+        "{rules}"
+    );
+    c.send("stop");
+    c.next(&lab, "down", Duration::from_secs(3));
+    assert!(c
+        .wait_exit(Duration::from_secs(3))
+        .is_some_and(|s| s.success()));
+    assert!(sa_gone(&lab, Duration::from_secs(1)), "{}", lab.list_sas());
+    let (on_a, on_m) = (cap_a.lines(), cap_m.lines());
+    drop(_stop);
+    let _ = (p1.join(), p2.join());
+    assert!(
+        on_a.is_empty(),
+        "IKE/ESP on {a}, not in the TUN:\n{}",
+        on_a.join("\n")
+    );
+    assert!(on_m.len() >= 4, "{}", on_m.join("\n"));
+    eprintln!(
+        "bound to TUN {mx}: spawn -> up {:.1} ms; {} IKE/ESP packets in the TUN, 0 on {a}",
+        ms(t_up - c.spawned),
+        on_m.len()
+    );
+}
