@@ -904,6 +904,9 @@ impl State {
             .as_ref()
             .map_or_else(String::new, |(_, n)| n.clone());
         s.local_ip = self.local_ip;
+        s.bound_interface = self.bound_if.clone();
+        s.supervised = self.events.is_some();
+        s.auto_mobike = self.follow;
         s.kill_switch = crate::killswitch::show(&self.kill.block);
         if let Some(ike) = &self.ike {
             let (i, r) = ike.spis();

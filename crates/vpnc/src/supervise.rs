@@ -239,26 +239,18 @@ fn read_commands(
 }
 
 /// `PR_SET_PDEATHSIG(SIGTERM)`: the kernel signals us when the thread that forked us exits,
-/// so the supervisor must spawn us from a thread that lives as long as it does. If it is
-/// already gone (we were re-parented before the call), refuse to start.
+/// so the supervisor must spawn us from a thread that lives as long as it does. A parent
+/// that died before this call is caught by the end of stdin instead (its end of the pipe
+/// closed). No `getppid() == 1` check: the supervisor may itself be PID 1 in a container.
 #[allow(unsafe_code)]
 fn die_with_parent() -> Result<(), String> {
-    // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number and touches no memory of ours;
-    // getppid has no preconditions.
-    let (rc, ppid) = unsafe {
-        (
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong),
-            libc::getppid(),
-        )
-    };
+    // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number and touches no memory of ours.
+    let rc = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong) };
     if rc != 0 {
         return Err(format!(
             "prctl(PR_SET_PDEATHSIG): {}",
             std::io::Error::last_os_error()
         ));
-    }
-    if ppid == 1 {
-        return Err("the supervising process is already gone".into());
     }
     Ok(())
 }

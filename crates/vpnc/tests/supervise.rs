@@ -595,6 +595,10 @@ fn bound_to_a_tun_like_mipx0() {
     assert!(lab.ping(3), "{}", lab.logs());
     let sas = lab.list_sas();
     assert!(sas.contains("198.51.100.1[4500]"), "{sas}");
+    let s = lab.status().unwrap();
+    assert_eq!(s["bound_interface"], mx.as_str(), "{s}");
+    assert_eq!(s["supervised"], true, "{s}");
+    assert_eq!(s["auto_mobike"], false, "{s}");
     // Our own table and rule priority.
     let rules = lab.ns(&cl, &["ip", "rule", "show"]).unwrap();
     assert!(
