@@ -31,6 +31,11 @@ enum Cmd {
     Vpn {
         #[arg(long, short)]
         config: PathBuf,
+        /// Run under a supervising process (`mipsec mn`): one JSON event per line on
+        /// stdout, commands (`mobike <ipv4>`, `stop`) on stdin; stops at the end of stdin
+        /// or when the parent dies.
+        #[arg(long)]
+        events: bool,
     },
     /// Run a mobile node.
     Mn {
@@ -103,9 +108,9 @@ where
             init_logs();
             daemon(|| crate::fa::run(&config))
         }
-        Cmd::Vpn { config } => {
+        Cmd::Vpn { config, events } => {
             init_logs();
-            daemon(|| vpnc::run(&config))
+            daemon(|| vpnc::run_with(&config, vpnc::RunOptions { events }))
         }
         Cmd::Mn { config } => {
             init_logs();

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use esp::UdpInbound;
 use ikev2::{ChildSaInfo, Event, Initiator};
 use netio::netlink::Route;
-use netio::{NetEvent, Netlink, RawIp, RawIpOptions, Tun, TunOptions, UdpOptions};
+use netio::{Netlink, RawIp, RawIpOptions, Tun, TunOptions, UdpOptions};
 use rand::{RngCore, SeedableRng};
 use tokio::net::{UdpSocket, UnixListener};
 
@@ -19,6 +19,12 @@ use crate::config::VpnConfig;
 use crate::killswitch::KillSwitch;
 use crate::sas::EspSas;
 use crate::status::Status;
+use crate::supervise::{Commands, Emitter, Event as SupEvent, Supervisor};
+
+mod addresses;
+mod prefixes;
+
+pub use prefixes::range_to_prefixes;
 
 const MAX_PACKET: usize = 65536;
 /// Packets handled per wakeup beyond the first (TUN reads, ESP datagrams).
@@ -67,6 +73,18 @@ struct State {
     /// The first ESP packet sent since the last one received (NAT path check).
     unanswered_since: Option<Instant>,
     last_probe: Option<Instant>,
+    /// The supervisor's event stream (`--events`).
+    events: Option<Emitter>,
+    /// Follow address changes with MOBIKE on our own (`auto_mobike`).
+    follow: bool,
+    /// The only address we may use (`local_address`, then the last `mobike` command).
+    pinned: Option<Ipv4Addr>,
+    /// The interface the sockets are bound to (`bind_interface`).
+    bound_if: Option<String>,
+    /// `up` was sent for the current IKE SA.
+    up_sent: bool,
+    /// A `mobike` command waiting for the gateway's answer: (sent at, address).
+    pending_mobike: Option<(Instant, Ipv4Addr)>,
 }
 
 /// Behind a NAT, ESP flowing out with nothing coming back for this long means the NAT
@@ -83,11 +101,44 @@ pub fn dead_after(dpd_interval: Duration) -> Duration {
     dpd_interval + dpd_interval.max(Duration::from_secs(2))
 }
 
-/// Run the client until SIGINT/SIGTERM.
+/// How the client is run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Under a supervising process: events on stdout, commands on stdin (`supervise`).
+    pub events: bool,
+}
+
+/// Run the client until SIGINT/SIGTERM (or, supervised, `stop` or the end of stdin).
 ///
 /// Startup errors remove what was installed before them (control socket, kill switch);
 /// the kill switch otherwise stays until a clean stop (see `killswitch`).
-pub async fn run(cfg: VpnConfig) -> Result<(), String> {
+pub async fn run(cfg: VpnConfig, opts: RunOptions) -> Result<(), String> {
+    let (sup, commands) = if opts.events {
+        let (s, c) = Supervisor::start()?;
+        (Some(s), Some(c))
+    } else {
+        (None, None)
+    };
+    let events = sup.as_ref().map(|s| s.events.clone());
+    let result = run_with(cfg, opts, events.clone(), commands).await;
+    if let (Some(sup), Some(ev)) = (sup, events) {
+        ev.emit(&SupEvent::Down {
+            reason: match &result {
+                Ok(r) => (*r).to_string(),
+                Err(e) => e.clone(),
+            },
+        });
+        sup.finish(Duration::from_secs(1));
+    }
+    result.map(|_| ())
+}
+
+async fn run_with(
+    cfg: VpnConfig,
+    opts: RunOptions,
+    events: Option<Emitter>,
+    commands: Option<Commands>,
+) -> Result<&'static str, String> {
     let ike_cfg = cfg.ike_config()?;
     // The control socket first: a bad path fails before anything is installed.
     let listener = match &cfg.control {
@@ -97,14 +148,26 @@ pub async fn run(cfg: VpnConfig) -> Result<(), String> {
         ),
         None => None,
     };
+    let sup = Sup {
+        follow: cfg.follows_addresses(opts.events),
+        events,
+        commands,
+    };
     let result = match Netlink::new() {
-        Ok(nl) => with_kill_switch(cfg.clone(), ike_cfg, nl, listener).await,
+        Ok(nl) => with_kill_switch(cfg.clone(), ike_cfg, nl, listener, sup).await,
         Err(e) => Err(format!("netlink: {e}")),
     };
     if let Some(p) = &cfg.control {
         let _ = std::fs::remove_file(p);
     }
     result
+}
+
+/// The supervisor's side of a run.
+struct Sup {
+    follow: bool,
+    events: Option<Emitter>,
+    commands: Option<Commands>,
 }
 
 /// Install the kill switch, run, and remove it on every way out of `serve` (a process
@@ -114,14 +177,12 @@ async fn with_kill_switch(
     ike_cfg: ikev2::Config,
     nl: Netlink,
     listener: Option<UnixListener>,
-) -> Result<(), String> {
+    sup: Sup,
+) -> Result<&'static str, String> {
     let ks = KillSwitch {
         table: cfg.table,
         rule_priority: cfg.rule_priority,
-        block: match &cfg.kill_switch {
-            Some(nets) => nets.iter().map(|c| (c.0, c.1)).collect(),
-            None => vec![(Ipv4Addr::UNSPECIFIED, 0)],
-        },
+        block: cfg.kill_switch.initial(),
         gateway: *cfg.gateway.0.ip(),
     };
     let result = match ks.install(&nl).await {
@@ -131,7 +192,7 @@ async fn with_kill_switch(
                 crate::killswitch::show(&ks.block),
                 cfg.table
             );
-            serve(cfg, ike_cfg, nl.clone(), listener, ks.clone()).await
+            serve(cfg, ike_cfg, nl.clone(), listener, ks.clone(), sup).await
         }
         Err(e) => Err(e),
     };
@@ -145,12 +206,14 @@ async fn serve(
     nl: Netlink,
     listener: Option<UnixListener>,
     kill: KillSwitch,
-) -> Result<(), String> {
+    sup: Sup,
+) -> Result<&'static str, String> {
     nl.link_by_name(&cfg.interface)
         .await
         .map_err(|e| format!("interface {}: {e}", cfg.interface))?;
-    // Not bound to one device: we may move between interfaces. ESP to the gateway cannot
-    // loop into the TUN: the kill switch's `throw` route for the gateway sends it to main.
+    // Wildcard-bound: we may move between addresses. With `bind_interface` the sockets are
+    // bound to our interface below (and rebound when we move); otherwise ESP to the gateway
+    // cannot loop into the TUN because the kill switch's `throw` route sends it to main.
     let bind = |port: u16| {
         let mut o = UdpOptions::new(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port));
         o.pktinfo = true;
@@ -216,14 +279,29 @@ async fn serve(
         last_heard: now,
         unanswered_since: None,
         last_probe: None,
+        events: sup.events,
+        follow: sup.follow,
+        pinned: None,
+        bound_if: None,
+        up_sent: false,
+        pending_mobike: None,
     };
+    st.pinned = st.cfg.local_address;
+    // Until we know our interface, the preferred one.
+    let first_if = st.cfg.interface.clone();
+    st.bind_to(&io, &first_if);
     if let Some((ip, ifindex, name)) = st.best_address(&io.nl).await {
         st.local_ip = Some(ip);
+        st.bind_to(&io, &name);
         st.local_if = Some((ifindex, name));
     }
-    let result = st.event_loop(&io, &mut events, listener.as_ref()).await;
+    let mut commands = sup.commands;
+    let result = st
+        .event_loop(&io, &mut events, listener.as_ref(), commands.as_mut())
+        .await;
     // Orderly shutdown: Delete towards the gateway, then our routes (the kill switch
-    // goes in `with_kill_switch`).
+    // goes in `with_kill_switch`). The supervisor gets one last `down` (from `run`).
+    st.events = None;
     if let Some(ike) = st.ike.as_mut() {
         if ike.is_established() {
             ike.close(Instant::now());
@@ -231,7 +309,8 @@ async fn serve(
             let end = Instant::now() + Duration::from_millis(500);
             let mut buf = vec![0u8; MAX_PACKET];
             let mut buf2 = vec![0u8; MAX_PACKET];
-            while Instant::now() < end && !st.ike.as_ref().is_some_and(Initiator::is_closed) {
+            // Until the Delete is answered (the IKE SA then goes, `teardown`) or 500 ms.
+            while Instant::now() < end && st.ike.as_ref().is_some_and(|i| !i.is_closed()) {
                 tokio::select! {
                     r = netio::udp::recv_with_meta(&io.s4500, &mut buf) => if let Ok(m) = r { st.on_udp(&io, &mut buf, m, true).await },
                     r = netio::udp::recv_with_meta(&io.s500, &mut buf2) => if let Ok(m) = r { st.on_udp(&io, &mut buf2, m, false).await },
@@ -261,7 +340,8 @@ impl State {
         io: &Io,
         events: &mut netio::NetEvents,
         listener: Option<&UnixListener>,
-    ) -> Result<(), String> {
+        mut commands: Option<&mut Commands>,
+    ) -> Result<&'static str, String> {
         let mut b500 = vec![0u8; MAX_PACKET];
         let mut b4500 = vec![0u8; MAX_PACKET];
         let mut btun = vec![0u8; MAX_PACKET];
@@ -341,9 +421,17 @@ impl State {
                         tokio::spawn(crate::status::serve(s, self.status_json()));
                     }
                 }
+                c = next_command(commands.as_deref_mut()) => {
+                    // A closed channel cannot happen (the reader sends a last `Stop`), but
+                    // would mean the same.
+                    let c = c.unwrap_or(crate::supervise::Command::Stop("stdin closed"));
+                    if let Some(reason) = self.on_command(io, c).await {
+                        return Ok(reason);
+                    }
+                }
                 _ = &mut sleep => self.on_timer(io),
-                _ = sigint.recv() => return Ok(()),
-                _ = sigterm.recv() => return Ok(()),
+                _ = sigint.recv() => return Ok("signal"),
+                _ = sigterm.recv() => return Ok("signal"),
             }
             self.flush(io).await;
         }
@@ -398,6 +486,7 @@ impl State {
                 silent.as_secs_f64(),
                 self.ike_cfg.dpd_interval.map(dead_after)
             );
+            self.tunnel_lost("gateway dead".into());
             self.teardown();
             self.status.state = "reconnecting";
             self.status.reconnects += 1;
@@ -604,102 +693,6 @@ impl State {
         self.ike_cfg.natt_port
     }
 
-    /// The usable address on the most preferred interface: (address, ifindex, name).
-    async fn best_address(&self, nl: &Netlink) -> Option<(Ipv4Addr, u32, String)> {
-        let links = nl.links().await.ok()?;
-        let mut best: Option<(usize, Ipv4Addr, u32, String)> = None;
-        for l in links.into_iter().filter(|l| l.is_running()) {
-            let Some(rank) = self.cfg.interface_rank(&l.name) else {
-                continue;
-            };
-            if best.as_ref().is_some_and(|b| b.0 <= rank) {
-                continue;
-            }
-            // Keep our current address when it is still on this interface.
-            let addrs = first_addresses(nl, l.ifindex).await;
-            let pick = addrs
-                .iter()
-                .find(|a| Some(**a) == self.local_ip)
-                .or(addrs.first());
-            if let Some(a) = pick {
-                best = Some((rank, *a, l.ifindex, l.name));
-            }
-        }
-        best.map(|(_, a, i, n)| (a, i, n))
-    }
-
-    fn current_rank(&self) -> Option<usize> {
-        self.local_if
-            .as_ref()
-            .and_then(|(_, n)| self.cfg.interface_rank(n))
-    }
-
-    async fn on_net(&mut self, io: &Io, ev: NetEvent) {
-        let lost = match &ev {
-            NetEvent::AddrRemoved { addr, .. } => Some(*addr) == self.local_ip,
-            NetEvent::LinkDown { ifindex, .. } | NetEvent::LinkRemoved { ifindex, .. } => {
-                self.local_if.as_ref().is_some_and(|(i, _)| i == ifindex)
-            }
-            _ => false,
-        };
-        let gained = match &ev {
-            NetEvent::AddrAdded { ifindex, addr, .. }
-                if !addr.is_loopback() && !addr.is_link_local() =>
-            {
-                Some(*ifindex)
-            }
-            NetEvent::LinkUp { ifindex, .. } => Some(*ifindex),
-            _ => None,
-        };
-        if lost {
-            tracing::info!(
-                "our address {:?} on {:?} went away",
-                self.local_ip,
-                self.local_if.as_ref().map(|(_, n)| n)
-            );
-            self.local_ip = None;
-            self.local_if = None;
-        } else if gained.is_none() || gained == Some(io.tun_ifindex) {
-            return;
-        }
-        let Some((new, ifindex, name)) = self.best_address(&io.nl).await else {
-            tracing::info!("no usable interface with an IPv4 address; waiting");
-            return;
-        };
-        // Move when we have nothing, or when a more preferred interface became usable
-        // (make-before-break back to it).
-        let better = self
-            .cfg
-            .interface_rank(&name)
-            .is_some_and(|r| self.current_rank().is_none_or(|c| r < c));
-        if self.local_ip.is_none() || (better && Some(new) != self.local_ip) {
-            tracing::info!("moving to {new} on {name}");
-            self.local_if = Some((ifindex, name));
-            self.move_to(io, new);
-        }
-    }
-
-    /// Our address changed to `new`: MOBIKE when the IKE SA is up, else start over from it.
-    fn move_to(&mut self, io: &Io, new: Ipv4Addr) {
-        let now = Instant::now();
-        self.local_ip = Some(new);
-        let established = self.ike.as_ref().is_some_and(Initiator::is_established);
-        if established {
-            if let Some(ike) = self.ike.as_mut() {
-                let port = ike.local().port();
-                let st = ike.stats();
-                if ike.update_addresses(now, SocketAddr::new(new.into(), port), None) {
-                    tracing::info!("MOBIKE: moving to {new}");
-                    self.move_started = Some((now, st.tx, st.rx));
-                    return;
-                }
-            }
-        }
-        tracing::info!("address now {new}: reconnecting from it");
-        self.teardown();
-        self.connect(io, now);
-    }
-
     /// Forget the IKE SA and every ESP SA.
     fn teardown(&mut self) {
         self.ike = None;
@@ -757,12 +750,17 @@ impl State {
                 self.configure(io, &c).await;
                 self.status.child_setup_ms =
                     Some(now.duration_since(self.attempt_started).as_secs_f64() * 1e3);
+                self.announce_up();
             }
             Event::ChildSaRekeyed { old_spi_in, new } => {
                 tracing::info!("CHILD_SA {old_spi_in:08x} rekeyed to {:08x}", new.spi_in);
                 self.status.child_rekeys += 1;
                 self.install(now, &new, true);
                 self.configure(io, &new).await;
+                self.emit(&SupEvent::Rekeyed {
+                    what: "child",
+                    spi: format!("{:08x}", new.spi_in),
+                });
             }
             Event::ChildSaDown { spi_in, spi_out } => {
                 tracing::info!("CHILD_SA {spi_in:08x}/{spi_out:08x} deleted");
@@ -780,6 +778,10 @@ impl State {
             Event::IkeSaRekeyed { spi_i, .. } => {
                 tracing::info!("IKE SA rekeyed to {spi_i:016x}");
                 self.status.ike_rekeys += 1;
+                self.emit(&SupEvent::Rekeyed {
+                    what: "ike",
+                    spi: format!("{spi_i:016x}"),
+                });
             }
             Event::AddressesUpdated {
                 local,
@@ -795,6 +797,7 @@ impl State {
                     self.status.last_move_ike_rx = st.rx.saturating_sub(rx);
                 }
                 tracing::info!("MOBIKE: now {local} -> {remote} (UDP encap {udp_encap})");
+                self.mobike_done(now, local);
             }
             Event::ChildSaFailed(e) => {
                 tracing::warn!("CHILD_SA failed: {e}");
@@ -807,10 +810,9 @@ impl State {
                 }
             }
             Event::IkeSaDown { spi_i, error, .. } => {
-                tracing::warn!(
-                    "IKE SA {spi_i:016x} down: {}",
-                    error.map_or_else(|| "deleted".to_string(), |e| e.to_string())
-                );
+                let why = error.map_or_else(|| "deleted".to_string(), |e| e.to_string());
+                tracing::warn!("IKE SA {spi_i:016x} down: {why}");
+                self.tunnel_lost(why);
                 self.teardown();
                 self.status.state = "reconnecting";
                 self.status.reconnects += 1;
@@ -878,7 +880,7 @@ impl State {
         );
         // Default kill switch: from now on, block what the tunnel carries (it stays
         // blocked while the tunnel is down, and after a kill -9).
-        if self.cfg.kill_switch.is_none() && !want.is_empty() {
+        if self.cfg.kill_switch == crate::config::KillSwitchSetting::Auto && !want.is_empty() {
             let nets = want.iter().map(|r| (r.dst, r.prefix)).collect();
             self.kill.replace_block(&io.nl, nets).await;
         }
@@ -902,6 +904,9 @@ impl State {
             .as_ref()
             .map_or_else(String::new, |(_, n)| n.clone());
         s.local_ip = self.local_ip;
+        s.bound_interface = self.bound_if.clone();
+        s.supervised = self.events.is_some();
+        s.auto_mobike = self.follow;
         s.kill_switch = crate::killswitch::show(&self.kill.block);
         if let Some(ike) = &self.ike {
             let (i, r) = ike.spis();
@@ -939,62 +944,16 @@ async fn accept(
     }
 }
 
-async fn recv_raw(r: Option<&RawIp>, buf: &mut [u8]) -> std::io::Result<usize> {
-    match r {
-        Some(r) => r.recv_from(buf).await.map(|(n, _)| n),
+async fn next_command(c: Option<&mut Commands>) -> Option<crate::supervise::Command> {
+    match c {
+        Some(c) => c.recv().await,
         None => std::future::pending().await,
     }
 }
 
-/// The smallest set of CIDR prefixes covering `start..=end`.
-pub fn range_to_prefixes(start: Ipv4Addr, end: Ipv4Addr) -> Vec<(Ipv4Addr, u8)> {
-    let (mut a, b) = (u64::from(u32::from(start)), u64::from(u32::from(end)));
-    let mut out = Vec::new();
-    while a <= b {
-        // Largest block aligned at `a` that does not pass `b`.
-        let mut size: u64 = if a == 0 {
-            1 << 32
-        } else {
-            1 << a.trailing_zeros().min(32)
-        };
-        while a + size - 1 > b {
-            size >>= 1;
-        }
-        let len = 32 - size.trailing_zeros();
-        out.push((Ipv4Addr::from(a as u32), len as u8));
-        a += size;
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn prefixes() {
-        let p = |a: &str, b: &str| range_to_prefixes(a.parse().unwrap(), b.parse().unwrap());
-        assert_eq!(
-            p("10.1.0.0", "10.1.255.255"),
-            vec![(Ipv4Addr::new(10, 1, 0, 0), 16)]
-        );
-        assert_eq!(
-            p("0.0.0.0", "255.255.255.255"),
-            vec![(Ipv4Addr::UNSPECIFIED, 0)]
-        );
-        assert_eq!(
-            p("10.0.0.1", "10.0.0.1"),
-            vec![(Ipv4Addr::new(10, 0, 0, 1), 32)]
-        );
-        assert_eq!(
-            p("10.0.0.1", "10.0.0.6"),
-            vec![
-                (Ipv4Addr::new(10, 0, 0, 1), 32),
-                (Ipv4Addr::new(10, 0, 0, 2), 31),
-                (Ipv4Addr::new(10, 0, 0, 4), 31),
-                (Ipv4Addr::new(10, 0, 0, 6), 32)
-            ]
-        );
-        assert!(p("10.0.0.9", "10.0.0.1").is_empty());
+async fn recv_raw(r: Option<&RawIp>, buf: &mut [u8]) -> std::io::Result<usize> {
+    match r {
+        Some(r) => r.recv_from(buf).await.map(|(n, _)| n),
+        None => std::future::pending().await,
     }
 }

@@ -90,11 +90,80 @@ pub struct VpnConfig {
     pub reconnect_max: u64,
     /// Networks that never leave in the clear, from start to clean stop (kill switch):
     /// unreachable in our table unless the tunnel carries them (traffic to the gateway
-    /// itself excepted). Absent: everything until the first CHILD_SA is up, then the
-    /// networks the gateway's traffic selectors cover (all of them for 0.0.0.0/0). A
-    /// list: exactly those networks. `[]` turns it off.
+    /// itself excepted). Absent or `"on"`: everything until the first CHILD_SA is up, then
+    /// the networks the gateway's traffic selectors cover (all of them for 0.0.0.0/0). A
+    /// list: exactly those networks. `"off"` (or `[]`): nothing is blocked, for a
+    /// supervisor (`mipsec mn`) that keeps its own traffic fail-closed.
     #[serde(default)]
-    pub kill_switch: Option<Vec<Cidr>>,
+    pub kill_switch: KillSwitchSetting,
+    /// Use exactly this IPv4 address as our IKE and ESP source (it must be on `interface`
+    /// or one of `interfaces`; until it is, the client waits). Absent: the first usable
+    /// address of the most preferred interface.
+    #[serde(default)]
+    pub local_address: Option<Ipv4Addr>,
+    /// Bind the IKE, NAT-T and raw ESP sockets to the interface holding our address
+    /// (`SO_BINDTODEVICE`), so IKE and ESP can leave and arrive through that interface
+    /// only, whatever the routing tables say (a gateway with no route through it is taken
+    /// to be on-link). Rebound when we move. Lets two clients on different interfaces
+    /// share the ports.
+    #[serde(default)]
+    pub bind_interface: bool,
+    /// Follow address changes with MOBIKE on our own (netlink events). Absent: yes when
+    /// standalone, no under a supervisor (`--events`), which says `mobike <address>`.
+    #[serde(default)]
+    pub auto_mobike: Option<bool>,
+}
+
+/// `kill_switch`: `"on"` (the default), `"off"`, or a list of networks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum KillSwitchSetting {
+    /// Everything until the first CHILD_SA, then what its selectors cover.
+    #[default]
+    Auto,
+    /// Exactly these networks (empty: nothing).
+    Nets(Vec<Cidr>),
+}
+
+impl<'de> Deserialize<'de> for KillSwitchSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = KillSwitchSetting;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("\"on\", \"off\" or a list of IPv4 networks")
+            }
+            fn visit_str<E: serde::de::Error>(self, w: &str) -> Result<Self::Value, E> {
+                match w {
+                    "on" | "auto" => Ok(KillSwitchSetting::Auto),
+                    "off" => Ok(KillSwitchSetting::Nets(Vec::new())),
+                    _ => Err(E::custom(format!(
+                        "`{w}`: kill_switch is \"on\", \"off\" or a list of networks"
+                    ))),
+                }
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut nets = Vec::new();
+                while let Some(c) = seq.next_element::<Cidr>()? {
+                    nets.push(c);
+                }
+                Ok(KillSwitchSetting::Nets(nets))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl KillSwitchSetting {
+    /// The networks blocked from the start.
+    pub fn initial(&self) -> Vec<(Ipv4Addr, u8)> {
+        match self {
+            KillSwitchSetting::Auto => vec![(Ipv4Addr::UNSPECIFIED, 0)],
+            KillSwitchSetting::Nets(n) => n.iter().map(|c| (c.0, c.1)).collect(),
+        }
+    }
 }
 
 /// An IPv4 network `a.b.c.d/len` (a bare address is a /32). Host bits must be zero.
@@ -310,6 +379,11 @@ impl TryFrom<u16> for Group {
 }
 
 impl VpnConfig {
+    /// Whether address changes are followed with MOBIKE without being told.
+    pub fn follows_addresses(&self, supervised: bool) -> bool {
+        self.auto_mobike.unwrap_or(!supervised)
+    }
+
     /// Rank of interface `name` (0 = most preferred), or None when we may not use it.
     pub fn interface_rank(&self, name: &str) -> Option<usize> {
         if name == self.interface {
@@ -551,5 +625,50 @@ psk = "correct horse battery staple"
         let e =
             VpnConfig::parse(Path::new("v.toml"), &GOOD.replace("192.0.2.2", "gw")).unwrap_err();
         assert!(e.contains("line 2") && e.contains("gateway"), "{e}");
+    }
+
+    #[test]
+    fn kill_switch_words_and_lists() {
+        let ks = |v: &str| {
+            VpnConfig::parse(Path::new("v.toml"), &format!("{GOOD}kill_switch = {v}\n"))
+                .map(|c| c.kill_switch)
+        };
+        assert_eq!(ks("\"on\""), Ok(KillSwitchSetting::Auto));
+        assert_eq!(ks("\"off\""), Ok(KillSwitchSetting::Nets(vec![])));
+        assert_eq!(ks("[]"), Ok(KillSwitchSetting::Nets(vec![])));
+        assert_eq!(
+            ks("[\"10.1.0.0/16\"]"),
+            Ok(KillSwitchSetting::Nets(vec![Cidr(
+                Ipv4Addr::new(10, 1, 0, 0),
+                16
+            )]))
+        );
+        let c = VpnConfig::parse(Path::new("v.toml"), GOOD).unwrap();
+        assert_eq!(c.kill_switch, KillSwitchSetting::Auto);
+        assert_eq!(c.kill_switch.initial(), vec![(Ipv4Addr::UNSPECIFIED, 0)]);
+        assert!(ks("\"off\"").unwrap().initial().is_empty());
+        let e = ks("\"sometimes\"").unwrap_err();
+        assert!(e.contains("line 7") && e.contains("sometimes"), "{e}");
+        let e = ks("[\"10.1.0.1/16\"]").unwrap_err();
+        assert!(e.contains("host bits"), "{e}");
+    }
+
+    #[test]
+    fn supervised_defaults() {
+        let c = VpnConfig::parse(Path::new("v.toml"), GOOD).unwrap();
+        assert!(c.follows_addresses(false) && !c.follows_addresses(true));
+        assert!(!c.bind_interface && c.local_address.is_none());
+        let t = format!(
+            "{GOOD}local_address = \"10.0.0.5\"\nbind_interface = true\nauto_mobike = true\n"
+        );
+        let c = VpnConfig::parse(Path::new("v.toml"), &t).unwrap();
+        assert!(c.follows_addresses(true) && c.bind_interface);
+        assert_eq!(c.local_address, Some(Ipv4Addr::new(10, 0, 0, 5)));
+        let e = VpnConfig::parse(
+            Path::new("v.toml"),
+            &format!("{GOOD}local_address = \"10.0.0\"\n"),
+        )
+        .unwrap_err();
+        assert!(e.contains("line 7") && e.contains("local_address"), "{e}");
     }
 }

@@ -5,7 +5,8 @@
 //! traffic selectors through it from a routing table of its own, and keeps it up: rekeys,
 //! DPD, NAT keepalives, MOBIKE on address changes, reconnection with backoff.
 
-#![forbid(unsafe_code)]
+// One `unsafe` call, prctl(PR_SET_PDEATHSIG) in `supervise`.
+#![deny(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod client;
@@ -13,15 +14,24 @@ pub mod config;
 pub mod killswitch;
 pub mod sas;
 pub mod status;
+pub mod supervise;
 
 pub use config::VpnConfig;
 
+pub use client::RunOptions;
+
 /// Run the client with the configuration at `config` until SIGINT or SIGTERM.
 pub fn run(config: &std::path::Path) -> Result<(), String> {
+    run_with(config, RunOptions::default())
+}
+
+/// Run the client with the configuration at `config`; with `opts.events` under a
+/// supervising process (see `supervise`).
+pub fn run_with(config: &std::path::Path, opts: RunOptions) -> Result<(), String> {
     let cfg = VpnConfig::load(config)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("tokio runtime: {e}"))?;
-    rt.block_on(client::run(cfg))
+    rt.block_on(client::run(cfg, opts))
 }

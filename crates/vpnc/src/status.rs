@@ -52,6 +52,11 @@ pub struct Status {
     /// The physical interface we use and our address on it (IKE and ESP source).
     pub interface: String,
     pub local_ip: Option<Ipv4Addr>,
+    /// The interface the IKE and ESP sockets are bound to (`bind_interface`).
+    pub bound_interface: Option<String>,
+    /// Run under a supervisor (`--events`); following address changes on our own.
+    pub supervised: bool,
+    pub auto_mobike: bool,
     /// Networks the kill switch blocks unless tunnelled.
     pub kill_switch: Vec<String>,
     pub tia: Option<Ipv4Addr>,
@@ -164,7 +169,13 @@ pub fn render(v: &Value) -> String {
         s("spi_in"),
         s("spi_out")
     );
-    o += &format!("kill switch {}\n\ncounters:\n", s("kill_switch"));
+    o += &format!(
+        "kill switch {}  sockets bound to {}  supervised {}  auto MOBIKE {}\n\ncounters:\n",
+        s("kill_switch"),
+        s("bound_interface"),
+        s("supervised"),
+        s("auto_mobike")
+    );
     for k in [
         "attempts",
         "reconnects",

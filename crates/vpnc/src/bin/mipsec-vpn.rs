@@ -1,4 +1,4 @@
-//! `mipsec-vpn --config <file>`: run the VPN client in the foreground.
+//! `mipsec-vpn --config <file> [--events]`: run the VPN client in the foreground.
 
 use clap::Parser;
 
@@ -9,6 +9,10 @@ struct Args {
     /// TOML configuration file.
     #[arg(long)]
     config: std::path::PathBuf,
+    /// Run under a supervising process: one JSON event per line on stdout, commands
+    /// (`mobike <ipv4>`, `stop`) on stdin, stop at the end of stdin or when the parent dies.
+    #[arg(long)]
+    events: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -20,7 +24,12 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    match vpnc::run(&args.config) {
+    match vpnc::run_with(
+        &args.config,
+        vpnc::RunOptions {
+            events: args.events,
+        },
+    ) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("mipsec-vpn: {e}");
