@@ -8,6 +8,7 @@ pub mod enterprise;
 pub mod gateway;
 pub mod mip;
 pub mod netns;
+pub mod roam;
 pub mod scenario;
 pub mod topo;
 pub mod traffic;

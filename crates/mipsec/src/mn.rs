@@ -60,6 +60,10 @@ mod status;
 #[path = "mn_vpn.rs"]
 mod vpn;
 
+/// How long addresses left on an interface whose carrier came back are
+/// distrusted, absent any address change.
+const ADDRESS_SETTLE: Duration = Duration::from_millis(500);
+
 /// Runs the mobile node until SIGINT or SIGTERM.
 pub fn run(config: &Path) -> Result<(), String> {
     let file = MnFile::load(config).map_err(|e| e.to_string())?;
@@ -185,7 +189,6 @@ struct Daemon {
     /// The attachment the sockets and routes were set up for.
     attached: Option<mobility::Attachment>,
     icmp_rx: RawIp,
-    icmp_tx: RawIp,
     live: Liveness,
     /// MN-5: user packets held while the gate is `Queued`.
     queue: VecDeque<Vec<u8>>,
@@ -195,6 +198,9 @@ struct Daemon {
     counters: Counters,
     changed_at: Instant,
     last_gate: Gate,
+    /// The carrier came back: the core is told after the first address change or
+    /// at this time (see `on_net_event`).
+    settle_until: Option<Instant>,
     /// The VPN gateway (outside modes): the only destination of the x-MIP layer.
     vpn_gateway: Option<Ipv4Addr>,
     outer: vpn::Outer,
@@ -226,13 +232,14 @@ impl Daemon {
             debug!("home address on tunnel device: {e}");
         }
         let events = nl.events().await.map_err(io_err("netlink events"))?;
-        let icmp_opts = |header_included| RawIpOptions {
-            device: Some(m.interface.clone()),
-            header_included,
-            ..RawIpOptions::default()
-        };
-        let icmp_rx = RawIp::open_with(1, &icmp_opts(false)).map_err(io_err("ICMP socket"))?;
-        let icmp_tx = RawIp::open_with(1, &icmp_opts(true)).map_err(io_err("ICMP send socket"))?;
+        let icmp_rx = RawIp::open_with(
+            1,
+            &RawIpOptions {
+                device: Some(m.interface.clone()),
+                ..RawIpOptions::default()
+            },
+        )
+        .map_err(io_err("ICMP socket"))?;
         // Packets from a foreign agent arrive for the home address, which lives on the TUN.
         crate::shell::write_sysctl(
             &format!("/proc/sys/net/ipv4/conf/{}/rp_filter", m.interface),
@@ -274,7 +281,6 @@ impl Daemon {
             agent_route: None,
             attached: None,
             icmp_rx,
-            icmp_tx,
             live: Liveness::default(),
             queue: VecDeque::new(),
             request_sent: None,
@@ -282,6 +288,7 @@ impl Daemon {
             counters: Counters::default(),
             changed_at: Instant::now(),
             last_gate: Gate::Closed,
+            settle_until: None,
             vpn_gateway: m.vpn_gateway,
             outer: vpn::Outer::default(),
             ctl_rx,
@@ -328,6 +335,7 @@ impl Daemon {
                 self.node.poll_timeout().map(|(t, _)| t),
                 self.live.next_keepalive,
                 self.live.probe.map(|p| p.1),
+                self.settle_until,
             ]
             .into_iter()
             .flatten()
@@ -409,6 +417,11 @@ impl Daemon {
 
     async fn on_timer(&mut self) {
         let (now, wall) = (Instant::now(), SystemTime::now());
+        if self.settle_until.is_some_and(|t| t <= now) {
+            self.settle_until = None;
+            self.node
+                .handle_link(now, wall, self.phys, LinkEvent::CarrierUp);
+        }
         if self.node.poll_timeout().is_some_and(|(t, _)| t <= now) {
             self.node.handle_timeout(now, wall);
         }
@@ -416,15 +429,23 @@ impl Daemon {
     }
 
     async fn on_net_event(&mut self, ev: NetEvent) {
+        let (now, wall) = (Instant::now(), SystemTime::now());
         let ev = match ev {
             NetEvent::LinkUp { ifindex, .. } if ifindex == self.phys => {
+                // The addresses still on the interface may belong to the link we
+                // left (a DHCP client replaces them a moment later), and using one
+                // would put the old link's address on the new one. The core hears
+                // of the carrier after the first address change, or after
+                // ADDRESS_SETTLE without one (the same link came back).
+                self.settle_until = Some(now + ADDRESS_SETTLE);
                 // A new link may have an agent: ask at once (RFC 5944 2.4).
                 self.solicit().await;
-                LinkEvent::CarrierUp
+                return;
             }
             NetEvent::LinkDown { ifindex, .. } | NetEvent::LinkRemoved { ifindex, .. }
                 if ifindex == self.phys =>
             {
+                self.settle_until = None;
                 LinkEvent::CarrierDown
             }
             NetEvent::AddrAdded { ifindex, addr, .. } if ifindex == self.phys => {
@@ -435,8 +456,11 @@ impl Daemon {
             }
             _ => return,
         };
-        self.node
-            .handle_link(Instant::now(), SystemTime::now(), self.phys, ev);
+        self.node.handle_link(now, wall, self.phys, ev);
+        if self.settle_until.take().is_some() {
+            self.node
+                .handle_link(now, wall, self.phys, LinkEvent::CarrierUp);
+        }
     }
 
     /// Drains the core's outputs after every input: the attachment's sockets and
@@ -518,7 +542,8 @@ impl Daemon {
                     }
                 }
             }
-            a @ (Action::StartIke { .. } | Action::MobikeUpdate { .. } | Action::StopVpn { .. }) => {
+            a
+            @ (Action::StartIke { .. } | Action::MobikeUpdate { .. } | Action::StopVpn { .. }) => {
                 self.on_vpn_action(a).await
             }
         }

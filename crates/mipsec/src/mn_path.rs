@@ -175,26 +175,40 @@ impl Daemon {
         }
     }
 
-    /// Sends an Agent Solicitation on the link (RFC 5944 section 2.4).
+    /// Sends an Agent Solicitation on the link (RFC 5944 section 2.4), from
+    /// 0.0.0.0 (RFC 1256 3.1): the link may be outside, and the home address must not
+    /// show there. It goes as a link-layer frame, because a raw IP socket would fill
+    /// in a source address of its own choosing; agents answer an unspecified source
+    /// by multicast.
     pub(super) async fn solicit(&mut self) {
         if !self.file.mn.use_foreign_agents || self.file.mn.trusted_agents.is_empty() {
             return;
         }
+        let mac = match self.nl.link_by_index(self.phys).await {
+            Ok(l) => match <[u8; 6]>::try_from(l.mac.as_slice()) {
+                Ok(m) => m,
+                Err(_) => return,
+            },
+            Err(e) => return debug!("agent solicitation: {e}"),
+        };
         let mut icmp = Vec::new();
         mip4::wire::agent::AgentSolicitation.emit(&mut icmp);
-        let mut h = wire::ipv4::Ipv4Header::new(
-            self.file.mn.home_address,
-            Ipv4Addr::new(224, 0, 0, 2),
-            1,
-            icmp.len(),
-        );
+        let all_routers = Ipv4Addr::new(224, 0, 0, 2);
+        let mut h = wire::ipv4::Ipv4Header::new(Ipv4Addr::UNSPECIFIED, all_routers, 1, icmp.len());
         h.ttl = 1;
-        let mut pkt = vec![0u8; 20 + icmp.len()];
-        if h.emit(&mut pkt).is_ok() {
-            pkt[20..].copy_from_slice(&icmp);
-            if let Err(e) = self.icmp_tx.send_packet(&pkt).await {
-                debug!("agent solicitation: {e}");
-            }
+        let mut ip = vec![0u8; 20 + icmp.len()];
+        if h.emit(&mut ip).is_err() {
+            return;
+        }
+        ip[20..].copy_from_slice(&icmp);
+        let dst = [0x01, 0x00, 0x5e, 0x00, 0x00, 0x02];
+        let mut frame = Vec::with_capacity(14 + ip.len());
+        frame.extend_from_slice(&dst);
+        frame.extend_from_slice(&mac);
+        frame.extend_from_slice(&0x0800u16.to_be_bytes());
+        frame.extend_from_slice(&ip);
+        if let Err(e) = netio::netlink::arp::send_frame(self.phys, &frame, dst, 0x0800) {
+            debug!("agent solicitation: {e}");
         }
     }
 

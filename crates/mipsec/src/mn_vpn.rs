@@ -125,9 +125,12 @@ impl Daemon {
         };
         // Only the VPN rides x-MIP: IKE (UDP 500/4500, ESP in UDP) and ESP, from the
         // x-home address to the gateway. Anything else would be plaintext outside.
-        let ports = packet
-            .get(h.header_len..h.header_len + 4)
-            .map(|p| (u16::from_be_bytes([p[0], p[1]]), u16::from_be_bytes([p[2], p[3]])));
+        let ports = packet.get(h.header_len..h.header_len + 4).map(|p| {
+            (
+                u16::from_be_bytes([p[0], p[1]]),
+                u16::from_be_bytes([p[2], p[3]]),
+            )
+        });
         let vpn = match h.protocol {
             50 => true,
             17 => ports.is_some_and(|(s, d)| matches!(s, 500 | 4500) && matches!(d, 500 | 4500)),
@@ -153,14 +156,20 @@ impl Daemon {
         let Some(xh) = self.x_home() else {
             return self.counters.drop("x-MIP packet without x-MIP");
         };
-        if self.node.tunnel(self.phys, Layer::Xha, Instant::now()).is_none() {
+        if self
+            .node
+            .tunnel(self.phys, Layer::Xha, Instant::now())
+            .is_none()
+        {
             return self.counters.drop("x-MIP packet without an x-HA binding");
         }
         let Ok(h) = wire::ipv4::Ipv4Header::parse(inner) else {
             return self.counters.drop("x-MIP: malformed inner packet");
         };
         if h.dst != xh {
-            return self.counters.drop("x-MIP: inner destination is not the x-home address");
+            return self
+                .counters
+                .drop("x-MIP: inner destination is not the x-home address");
         }
         let Some(x) = &self.outer.xdev else { return };
         if let Err(e) = x.send(inner).await {
@@ -294,7 +303,10 @@ impl Daemon {
         match v["event"].as_str() {
             Some("up") => {
                 let tia = v["tia"].as_str().and_then(|t| t.parse::<Ipv4Addr>().ok());
-                let tun = v["tun"].as_str().unwrap_or(&self.file.mn.vpn_tun).to_string();
+                let tun = v["tun"]
+                    .as_str()
+                    .unwrap_or(&self.file.mn.vpn_tun)
+                    .to_string();
                 let Some(tia) = tia else {
                     return self.counters.drop("VPN client: up without a TIA");
                 };
@@ -397,8 +409,13 @@ pub(super) fn check_vpn_config(m: &crate::config::MnSection) -> Result<(), Strin
     };
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("vpn_config {}: cannot read: {e}", path.display()))?;
-    let table: toml::Table = toml::from_str(&text)
-        .map_err(|e| format!("vpn_config {}: {}", path.display(), e.to_string().trim_end()))?;
+    let table: toml::Table = toml::from_str(&text).map_err(|e| {
+        format!(
+            "vpn_config {}: {}",
+            path.display(),
+            e.to_string().trim_end()
+        )
+    })?;
     if let Some(k) = OWNED_KEYS.iter().find(|k| table.contains_key(**k)) {
         return Err(format!(
             "vpn_config {}: `{k}` is set by mipsec mn (it runs the VPN client from the \

@@ -174,9 +174,15 @@ impl Iface {
         best
     }
 
-    /// The first usable co-located address.
+    /// The usable co-located address added last: a DHCP client may add the new
+    /// link's address before it removes the old link's, and the old one must not
+    /// be used on the new link.
     pub(crate) fn address(&self) -> Option<Ipv4Addr> {
-        self.addrs.iter().copied().find(|a| !a.is_unspecified())
+        self.addrs
+            .iter()
+            .rev()
+            .copied()
+            .find(|a| !a.is_unspecified())
     }
 
     /// The outside mode; `None` for `Outside::None`, which has no outside path.

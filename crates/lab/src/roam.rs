@@ -1,0 +1,115 @@
+//! The mobile node roaming through the enterprise lab of RFC 5265 Figure 1: a
+//! [`MipLab`] whose home agent is the i-HA of `enterprise.rs`, with the x-HA, the
+//! foreign agents and the unmodified strongSwan gateway running, and `mipsec mn`
+//! configured for an outside mode (cvc/fvc through the x-HA, or mc with MOBIKE).
+
+use std::path::Path;
+
+use crate::enterprise::{self, GW_OUTER, MN_XHOME, XHA_ADDR};
+use crate::gateway::{self, GwAuth};
+use crate::mip::{self, write_private, MN_KEY, MN_SPI};
+use crate::netns::Result;
+use crate::scenario::MipLab;
+use crate::topo::{Lab, FA_ADDR, HA_ADDR, MN_HOME, XFA_ADDR};
+
+/// The outside flavour of the mobile node under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outside {
+    /// x-MIP with the x-HA, then the VPN from the x-home address (cvc, fvc).
+    Xmip,
+    /// IKEv2 with MOBIKE from the interface's address (mc).
+    Mobike,
+}
+
+/// The user's `mipsec vpn` file for the mobile node: the lab's client file without
+/// the keys `mipsec mn` sets itself (where the client runs from).
+pub fn write_mn_vpn_config(lab: &Lab, auth: GwAuth) -> Result<String> {
+    let (p, _) = gateway::vpn_config(lab, auth)?;
+    let text = std::fs::read_to_string(&p)?;
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            let k = l.split('=').next().unwrap_or("").trim();
+            !matches!(k, "interface" | "tun" | "control")
+        })
+        .collect();
+    let out = lab.dir.join("mn-vpn.toml");
+    write_private(&out, &(kept.join("\n") + "\n"))?;
+    Ok(out.display().to_string())
+}
+
+/// mn.toml for an outside mode; returns its path.
+pub fn write_mn_config(lab: &Lab, auth: GwAuth, outside: Outside) -> Result<String> {
+    let d = lab.dir.display();
+    let vpn = write_mn_vpn_config(lab, auth)?;
+    let outside = match outside {
+        Outside::Xmip => format!(
+            "outside = \"xmip\"\nexternal_home_agent = \"{XHA_ADDR}\"\n\
+             external_home_address = \"{MN_XHOME}\"\nexternal_spi = {MN_SPI}\nexternal_key = \"{MN_KEY}\"\n"
+        ),
+        Outside::Mobike => "outside = \"mobike\"\n".to_string(),
+    };
+    let mn = format!(
+        r#"[mn]
+home_address = "{MN_HOME}"
+home_agent = "{HA_ADDR}"
+home_network = "10.10.0.0/24"
+interface = "eth0"
+tunnel_device = "mip0"
+spi = {MN_SPI}
+key = "{MN_KEY}"
+lifetime = 300
+trusted_agents = ["{FA_ADDR}", "{XFA_ADDR}"]
+control_socket = "{d}/mn.sock"
+vpn_gateway = "{GW_OUTER}"
+vpn_config = "{vpn}"
+{outside}"#
+    );
+    let p = lab.dir.join("mn.toml");
+    write_private(&p, &mn)?;
+    Ok(p.display().to_string())
+}
+
+impl MipLab {
+    /// The enterprise lab with every daemon running: the i-HA (as this MipLab's HA),
+    /// the x-HA, both foreign agents, the strongSwan gateway (`auth`), the CN server,
+    /// and `mipsec mn` in the `outside` flavour, at home. Returns once the MN reaches
+    /// the CN from home.
+    pub fn start_enterprise(exe: &Path, auth: GwAuth, outside: Outside) -> Result<MipLab> {
+        let mut lab = Lab::build_enterprise(exe)?;
+        lab.spawn("cn", "cn-serve", &["serve"])?;
+        let (ha_cfg, ha_sock) = enterprise::write_iha_config(&lab)?;
+        let fa_cfg = mip::write_fa_config(&lab)?;
+        let mn_cfg = write_mn_config(&lab, auth, outside)?;
+        let mut ml = MipLab {
+            mn_sock: lab.dir.join("mn.sock"),
+            fa_sock: lab.dir.join("fa.sock"),
+            lab,
+            daemons: true,
+            ha_cfg,
+            mn_cfg,
+            ha_sock,
+            fa_cfg,
+        };
+        ml.start_fa()?;
+        ml.start_ha()?;
+        let (c, s) = enterprise::write_xha_config(&ml.lab)?;
+        enterprise::start_daemon(&mut ml.lab, "xha", "xha", "ha", &c, &s)?;
+        let (c, s) = enterprise::write_xfa_config(&ml.lab)?;
+        enterprise::start_daemon(&mut ml.lab, "xfa", "xfa", "fa", &c, &s)?;
+        gateway::start_gateway(&mut ml.lab, auth)?;
+        ml.start_mn()?;
+        if !ml.echo_ok(Some(MN_HOME), std::time::Duration::from_secs(10)) {
+            return Err(crate::netns::other(format!(
+                "MN cannot reach the CN at home after 10 s:\n{}",
+                ml.lab.log_tail("mn", 30)
+            )));
+        }
+        Ok(ml)
+    }
+
+    /// The x-HA's status.
+    pub fn xha_status(&self) -> Result<serde_json::Value> {
+        mip::status(&self.lab.exe, &self.lab.dir.join("xha.sock"))
+    }
+}

@@ -1,0 +1,220 @@
+//! The RFC 5265 mobile node outside the enterprise, end to end in the enterprise lab
+//! (issue 12): `mipsec mn` with x-MIP to the x-HA, the VPN to the unmodified strongSwan
+//! gateway from the x-home address, and the i-HA registration of the TIA through it.
+//! Root; each test builds its own lab with a fresh prefix.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use lab::enterprise::{self, MN_XHOME};
+use lab::gateway::GwAuth;
+use lab::mip;
+use lab::roam::Outside;
+use lab::scenario::MipLab;
+use lab::topo::{Segment, MN_HOME};
+
+static LOCK: Mutex<()> = Mutex::new(());
+
+fn exe() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_mipsec-lab"))
+}
+
+fn lab_lock(test: &str) -> Option<MutexGuard<'static, ()>> {
+    let g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    if !lab::lab_available(test) {
+        return None;
+    }
+    for p in ["/usr/lib/ipsec/charon", "/usr/sbin/swanctl"] {
+        assert!(
+            Path::new(p).exists(),
+            "{test} needs strongSwan ({p}; scripts/install-deps.sh)"
+        );
+    }
+    Some(g)
+}
+
+fn tshark(file: &Path, extra: &[&str]) -> String {
+    let out = std::process::Command::new("tshark")
+        .arg("-n")
+        .arg("-r")
+        .arg(file)
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tshark {extra:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn count(file: &Path, filter: &str) -> usize {
+    tshark(file, &["-Y", filter]).lines().count()
+}
+
+fn gate(v: &serde_json::Value) -> &str {
+    v["interfaces"][0]["gate"].as_str().unwrap_or("")
+}
+
+/// Mode cvc: on ext-a the node registers its co-located care-of address with the
+/// x-HA, runs IKE to the gateway from its x-home address through that x-MIP tunnel,
+/// registers the TIA with the i-HA through the VPN, and user data flows both ways
+/// through all three layers. Back inside (int-a) the i-HA's TNC reply drops the VPN
+/// and user data goes directly.
+#[test]
+fn cvc_on_ext_a_then_back_inside() {
+    let Some(_g) = lab_lock("cvc_on_ext_a_then_back_inside") else {
+        return;
+    };
+    let mut ml = MipLab::start_enterprise(&exe(), GwAuth::Psk, Outside::Xmip).unwrap();
+    let pcaps = ml.lab.dir.join("pcap");
+    enterprise::start_captures(&mut ml.lab, &pcaps).unwrap();
+    ml.lab.move_mn(Segment::ExtA).unwrap();
+    let (st, took) = ml
+        .wait_mn(Duration::from_secs(20), |v| gate(v) == "open-vpn")
+        .unwrap();
+    eprintln!(
+        "ext-a: open through the VPN after {took:?}: {}",
+        st["interfaces"][0]
+    );
+    assert_eq!(st["interfaces"][0]["mode"], "cvc", "{st}");
+    let tia = st["tia"].as_str().unwrap().to_string();
+    assert!(tia.starts_with("10.99.0."), "TIA from the pool: {st}");
+    // Both home agents hold the right care-of address.
+    let x = ml.xha_status().unwrap();
+    assert!(
+        x.to_string().contains(&Segment::ExtA.mn_addr().to_string())
+            && x.to_string().contains(&MN_XHOME.to_string()),
+        "x-HA binding: {x}"
+    );
+    let i = ml.ha_status().unwrap();
+    assert!(i.to_string().contains(&tia), "i-HA binding to the TIA: {i}");
+    assert!(
+        ml.echo_ok(Some(MN_HOME), Duration::from_secs(5)),
+        "user data through x-MIP + ESP + i-MIP:\n{}",
+        ml.lab.log_tail("mn", 30)
+    );
+    let st = ml.mn_status().unwrap();
+    assert!(mip::get_u64(&st, &["counters", "tx_packets"]) > 0, "{st}");
+    assert!(mip::get_u64(&st, &["counters", "rx_packets"]) > 0, "{st}");
+    // On the wire outside: x-MIP to the x-HA carrying ESP, and not one packet with an
+    // intranet address in the clear at any layer (tshark decodes IP-in-IP).
+    std::thread::sleep(Duration::from_millis(300));
+    enterprise::stop_captures(&mut ml.lab);
+    let ext_a = pcaps.join("ext-a.pcap");
+    let esp_in_xmip = count(&ext_a, "ip.proto == 4 && esp");
+    // MN-6: the one plaintext message that names the intranet is the detection
+    // request to the i-HA itself (authenticated; the border firewall drops it).
+    let leak =
+        "ip.addr == 10.0.0.0/8 && !(ip.dst == 10.10.0.1 && udp.dstport == 434 && mip.type == 1)";
+    let clear = count(&ext_a, leak);
+    let bad = tshark(
+        &ext_a,
+        &["-Y", "_ws.malformed || _ws.expert.severity >= \"Warning\""],
+    );
+    eprintln!("ext-a capture: {esp_in_xmip} ESP frames inside x-MIP, {clear} with an intranet address in the clear");
+    assert!(esp_in_xmip > 0, "no ESP inside x-MIP on ext-a");
+    assert_eq!(
+        clear,
+        0,
+        "intranet addresses in the clear on ext-a:\n{}",
+        tshark(&ext_a, &["-Y", leak, "-V"])
+    );
+    assert!(bad.trim().is_empty(), "tshark flags frames:\n{bad}");
+
+    // Back inside: the i-HA proves int-a, the VPN goes, data flows directly.
+    ml.lab.move_mn(Segment::IntA).unwrap();
+    let (st, took) = ml
+        .wait_mn(Duration::from_secs(10), |v| {
+            gate(v) == "open-inside" && v["vpn_running"] == false
+        })
+        .unwrap();
+    eprintln!("int-a: inside after {took:?}");
+    assert_eq!(st["interfaces"][0]["mode"], "c", "{st}");
+    assert!(ml.echo_ok(Some(MN_HOME), Duration::from_secs(5)));
+}
+
+/// MN-11 and RFC 3519 on the outer layer: from ext-a to ext-nat (a hotel NAT) and
+/// back, the VPN keeps its IKE SA (one x-HA re-registration per move, no IKE), x-MIP
+/// goes over UDP behind the NAT, and user data flows after each move.
+#[test]
+fn cvc_moves_between_outside_networks_without_ike() {
+    let Some(_g) = lab_lock("cvc_moves_between_outside_networks_without_ike") else {
+        return;
+    };
+    let mut ml = MipLab::start_enterprise(&exe(), GwAuth::Psk, Outside::Xmip).unwrap();
+    ml.lab.move_mn(Segment::ExtA).unwrap();
+    let (st, _) = ml
+        .wait_mn(Duration::from_secs(20), |v| gate(v) == "open-vpn")
+        .unwrap();
+    let tia = st["tia"].clone();
+    assert!(ml.echo_ok(Some(MN_HOME), Duration::from_secs(5)));
+    for seg in [Segment::ExtNat, Segment::ExtA, Segment::ExtNat] {
+        ml.lab.move_mn(seg).unwrap();
+        let (st, took) = ml
+            .wait_mn(Duration::from_secs(20), |v| {
+                gate(v) == "open-vpn" && v["care_of"] == seg.mn_addr().to_string()
+            })
+            .unwrap();
+        eprintln!(
+            "{}: open through the VPN {took:?} after the move: x-MIP over {}",
+            seg.name(),
+            if st["interfaces"][0]["last_change"].is_string() { "the new care-of address" } else { "?" }
+        );
+        assert_eq!(st["vpn_starts"], 1, "no new IKE after a move outside: {st}");
+        assert_eq!(st["tia"], tia, "the TIA is kept: {st}");
+        assert!(
+            ml.echo_ok(Some(MN_HOME), Duration::from_secs(5)),
+            "user data after the move to {}:\n{}",
+            seg.name(),
+            ml.lab.log_tail("mn", 30)
+        );
+    }
+    let x = ml.xha_status().unwrap();
+    assert!(
+        x.to_string().contains("\"tunnel\":\"udp\""),
+        "behind the NAT the x-HA tunnels over UDP: {x}"
+    );
+}
+
+/// Mode mc (RFC 5266): no x-HA; IKE from the care-of address, the TIA registered
+/// with the i-HA through the tunnel, and on a move between outside networks one
+/// MOBIKE update (no new IKE) with user data flowing after it.
+#[test]
+fn mc_with_mobike_across_outside_networks() {
+    let Some(_g) = lab_lock("mc_with_mobike_across_outside_networks") else {
+        return;
+    };
+    let mut ml = MipLab::start_enterprise(&exe(), GwAuth::Psk, Outside::Mobike).unwrap();
+    ml.lab.move_mn(Segment::ExtA).unwrap();
+    let (st, took) = ml
+        .wait_mn(Duration::from_secs(20), |v| gate(v) == "open-vpn")
+        .unwrap();
+    eprintln!("ext-a: mc open after {took:?}");
+    assert_eq!(st["interfaces"][0]["mode"], "mc", "{st}");
+    let tia = st["tia"].clone();
+    assert!(ml.echo_ok(Some(MN_HOME), Duration::from_secs(5)));
+    ml.lab.move_mn(Segment::ExtNat).unwrap();
+    let (st, took) = ml
+        .wait_mn(Duration::from_secs(20), |v| {
+            gate(v) == "open-vpn" && v["care_of"] == Segment::ExtNat.mn_addr().to_string()
+        })
+        .unwrap();
+    eprintln!("ext-nat: mc open after {took:?} (MOBIKE)");
+    assert_eq!(st["vpn_starts"], 1, "MOBIKE, not a new IKE: {st}");
+    assert_eq!(st["tia"], tia, "{st}");
+    assert!(
+        ml.echo_ok(Some(MN_HOME), Duration::from_secs(5)),
+        "{}",
+        ml.lab.log_tail("mn", 30)
+    );
+    // Back inside: the i-HA proves int-a and user data goes directly.
+    ml.lab.move_mn(Segment::IntA).unwrap();
+    ml.wait_mn(Duration::from_secs(10), |v| gate(v) == "open-inside")
+        .unwrap();
+    assert!(ml.echo_ok(Some(MN_HOME), Duration::from_secs(5)));
+}
