@@ -626,3 +626,98 @@ fn bound_to_a_tun_like_mipx0() {
         on_m.len()
     );
 }
+
+/// The mc case (RFC 5266): the client runs from a physical interface with
+/// `bind_interface`, and the supervisor moves it to another interface and back. The
+/// sockets follow (`bound_interface`), nothing leaves through the interface we left
+/// although both keep their addresses and the routes still point there, and traffic
+/// flows after each move on the same IKE SA.
+#[test]
+fn commanded_mobike_across_interfaces_rebinds() {
+    if !need_lab("commanded_mobike_across_interfaces_rebinds") {
+        return;
+    }
+    let lab = Lab::up("sx", GwOpts::default());
+    let (cl, gw) = (lab.cl(), lab.gw());
+    let (a, x, y) = (
+        lab.cl_if(),
+        format!("{}x", lab.name),
+        format!("{}y", lab.name),
+    );
+    for cmd in [
+        vec!["ip", "link", "add", &x, "type", "veth", "peer", "name", &y],
+        vec!["ip", "link", "set", &x, "netns", &cl],
+        vec!["ip", "link", "set", &y, "netns", &gw],
+        vec!["ip", "-n", &gw, "addr", "add", "198.51.100.2/24", "dev", &y],
+        vec!["ip", "-n", &gw, "link", "set", &y, "up"],
+        vec!["ip", "-n", &cl, "addr", "add", "198.51.100.1/24", "dev", &x],
+        vec!["ip", "-n", &cl, "link", "set", &x, "up"],
+    ] {
+        sh(&cmd).unwrap();
+    }
+    for key in [
+        "net.ipv4.conf.all.rp_filter=0".to_string(),
+        format!("net.ipv4.conf.{x}.rp_filter=0"),
+    ] {
+        lab.ns(&cl, &["sysctl", "-qw", &key]).unwrap();
+    }
+    let cfg = lab.client_config(&format!(
+        "bind_interface = true\ninterfaces = [\"{x}\"]\ndpd_interval = 10"
+    ));
+    let mut c = Supervised::client(&lab, &cfg);
+    let (_, up) = c.next(&lab, "up", Duration::from_secs(15));
+    assert_eq!(up["interface"], a.as_str(), "{up}");
+    let spi = up["ike_spi"].as_str().unwrap().to_string();
+    assert_eq!(lab.status().unwrap()["bound_interface"], a.as_str());
+
+    let t0 = c.send(&"mobike 198.51.100.1".to_string());
+    let (t1, ev) = c.next(&lab, "mobike", Duration::from_secs(5));
+    assert_eq!(ev["ok"], true, "{ev}\n{}", lab.logs());
+    let rtt1 = ms(t1 - t0);
+    let s = lab.status().unwrap();
+    assert_eq!(s["bound_interface"], x.as_str(), "{s}");
+    assert_eq!(s["interface"], x.as_str(), "{s}");
+    let cap_a = Capture::start(&lab, &cl, &a);
+    let end = Instant::now() + Duration::from_secs(6);
+    while !lab.ping(1) {
+        assert!(
+            Instant::now() < end,
+            "no traffic after the move\n{}",
+            lab.logs()
+        );
+    }
+    assert!(lab.ping(3), "{}", lab.logs());
+    let on_a = cap_a.lines();
+    assert!(
+        on_a.is_empty(),
+        "IKE/ESP on {a} after moving to {x}:\n{}",
+        on_a.join("\n")
+    );
+    let sas = lab.list_sas();
+    assert!(
+        sas.contains(&spi) && sas.contains("198.51.100.1[4500]"),
+        "{sas}"
+    );
+
+    let t0 = c.send("mobike 192.0.2.1");
+    let (t1, ev) = c.next(&lab, "mobike", Duration::from_secs(5));
+    assert_eq!(ev["ok"], true, "{ev}\n{}", lab.logs());
+    let rtt2 = ms(t1 - t0);
+    assert_eq!(lab.status().unwrap()["bound_interface"], a.as_str());
+    let end = Instant::now() + Duration::from_secs(6);
+    while !lab.ping(1) {
+        assert!(
+            Instant::now() < end,
+            "no traffic after moving back\n{}",
+            lab.logs()
+        );
+    }
+    let sas = lab.list_sas();
+    assert!(
+        sas.contains(&spi) && sas.contains("192.0.2.1[4500]"),
+        "{sas}"
+    );
+    eprintln!("mobike across interfaces: command -> ok event {rtt1:.1} ms, back {rtt2:.1} ms");
+    c.send("stop");
+    c.next(&lab, "down", Duration::from_secs(3));
+}
