@@ -541,7 +541,8 @@ fn bound_to_a_tun_like_mipx0() {
     let (cl, gw, a) = (lab.cl(), lab.gw(), lab.cl_if());
     let (mx, gx) = (format!("{}m", lab.name), format!("{}g", lab.name));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let p1 = tun_pipe(&cl, &mx, "192.0.2.1:7777", "192.0.2.2:7777", stop.clone());
+    let stop1 = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let p1 = tun_pipe(&cl, &mx, "192.0.2.1:7777", "192.0.2.2:7777", stop1.clone());
     let p2 = tun_pipe(&gw, &gx, "192.0.2.2:7777", "192.0.2.1:7777", stop.clone());
     struct Stop(std::sync::Arc<std::sync::atomic::AtomicBool>);
     impl Drop for Stop {
@@ -605,6 +606,38 @@ fn bound_to_a_tun_like_mipx0() {
         rules.contains("1058:") && !rules.contains("1057"),
         "{rules}"
     );
+
+    // The mn restarts its tunnel: the TUN goes and comes back under the same name (a new
+    // interface index), the address with it, and the mn says `mobike` from it again.
+    stop1.store(true, std::sync::atomic::Ordering::Relaxed);
+    p1.join().unwrap();
+    let gone = lab.ns(&cl, &["ip", "link", "show", &mx]);
+    assert!(gone.is_err(), "{gone:?}");
+    let stop1 = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let _stop1 = Stop(stop1.clone());
+    let p1 = tun_pipe(&cl, &mx, "192.0.2.1:7777", "192.0.2.2:7777", stop1);
+    sh(&[
+        "ip",
+        "-n",
+        &cl,
+        "addr",
+        "add",
+        "198.51.100.1/32",
+        "dev",
+        &mx,
+    ])
+    .unwrap();
+    c.send("mobike 198.51.100.1");
+    let (_, ev) = c.next(&lab, "mobike", Duration::from_secs(10));
+    assert_eq!(ev["ok"], true, "{ev}\n{}", lab.logs());
+    let end = Instant::now() + Duration::from_secs(6);
+    while !lab.ping(1) {
+        assert!(
+            Instant::now() < end,
+            "no traffic through the new TUN\n{}",
+            lab.logs()
+        );
+    }
     c.send("stop");
     c.next(&lab, "down", Duration::from_secs(3));
     assert!(c
@@ -613,6 +646,7 @@ fn bound_to_a_tun_like_mipx0() {
     assert!(sa_gone(&lab, Duration::from_secs(1)), "{}", lab.list_sas());
     let (on_a, on_m) = (cap_a.lines(), cap_m.lines());
     drop(_stop);
+    drop(_stop1);
     let _ = (p1.join(), p2.join());
     assert!(
         on_a.is_empty(),
