@@ -704,7 +704,7 @@ fn commanded_mobike_across_interfaces_rebinds() {
     let spi = up["ike_spi"].as_str().unwrap().to_string();
     assert_eq!(lab.status().unwrap()["bound_interface"], a.as_str());
 
-    let t0 = c.send(&"mobike 198.51.100.1".to_string());
+    let t0 = c.send("mobike 198.51.100.1");
     let (t1, ev) = c.next(&lab, "mobike", Duration::from_secs(5));
     assert_eq!(ev["ok"], true, "{ev}\n{}", lab.logs());
     let rtt1 = ms(t1 - t0);
