@@ -104,8 +104,7 @@ pub struct VpnConfig {
     /// Bind the IKE, NAT-T and raw ESP sockets to the interface holding our address
     /// (`SO_BINDTODEVICE`), so IKE and ESP can leave and arrive through that interface
     /// only, whatever the routing tables say (a gateway with no route through it is taken
-    /// to be on-link). Rebound when we move. Lets two clients on different interfaces
-    /// share the ports.
+    /// to be on-link). Rebound when we move.
     #[serde(default)]
     pub bind_interface: bool,
     /// Follow address changes with MOBIKE on our own (netlink events). Absent: yes when

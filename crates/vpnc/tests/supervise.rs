@@ -541,7 +541,8 @@ fn bound_to_a_tun_like_mipx0() {
     let (cl, gw, a) = (lab.cl(), lab.gw(), lab.cl_if());
     let (mx, gx) = (format!("{}m", lab.name), format!("{}g", lab.name));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let p1 = tun_pipe(&cl, &mx, "192.0.2.1:7777", "192.0.2.2:7777", stop.clone());
+    let stop1 = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let p1 = tun_pipe(&cl, &mx, "192.0.2.1:7777", "192.0.2.2:7777", stop1.clone());
     let p2 = tun_pipe(&gw, &gx, "192.0.2.2:7777", "192.0.2.1:7777", stop.clone());
     struct Stop(std::sync::Arc<std::sync::atomic::AtomicBool>);
     impl Drop for Stop {
@@ -605,6 +606,38 @@ fn bound_to_a_tun_like_mipx0() {
         rules.contains("1058:") && !rules.contains("1057"),
         "{rules}"
     );
+
+    // The mn restarts its tunnel: the TUN goes and comes back under the same name (a new
+    // interface index), the address with it, and the mn says `mobike` from it again.
+    stop1.store(true, std::sync::atomic::Ordering::Relaxed);
+    p1.join().unwrap();
+    let gone = lab.ns(&cl, &["ip", "link", "show", &mx]);
+    assert!(gone.is_err(), "{gone:?}");
+    let stop1 = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let _stop1 = Stop(stop1.clone());
+    let p1 = tun_pipe(&cl, &mx, "192.0.2.1:7777", "192.0.2.2:7777", stop1);
+    sh(&[
+        "ip",
+        "-n",
+        &cl,
+        "addr",
+        "add",
+        "198.51.100.1/32",
+        "dev",
+        &mx,
+    ])
+    .unwrap();
+    c.send("mobike 198.51.100.1");
+    let (_, ev) = c.next(&lab, "mobike", Duration::from_secs(10));
+    assert_eq!(ev["ok"], true, "{ev}\n{}", lab.logs());
+    let end = Instant::now() + Duration::from_secs(6);
+    while !lab.ping(1) {
+        assert!(
+            Instant::now() < end,
+            "no traffic through the new TUN\n{}",
+            lab.logs()
+        );
+    }
     c.send("stop");
     c.next(&lab, "down", Duration::from_secs(3));
     assert!(c
@@ -613,6 +646,7 @@ fn bound_to_a_tun_like_mipx0() {
     assert!(sa_gone(&lab, Duration::from_secs(1)), "{}", lab.list_sas());
     let (on_a, on_m) = (cap_a.lines(), cap_m.lines());
     drop(_stop);
+    drop(_stop1);
     let _ = (p1.join(), p2.join());
     assert!(
         on_a.is_empty(),
@@ -625,4 +659,99 @@ fn bound_to_a_tun_like_mipx0() {
         ms(t_up - c.spawned),
         on_m.len()
     );
+}
+
+/// The mc case (RFC 5266): the client runs from a physical interface with
+/// `bind_interface`, and the supervisor moves it to another interface and back. The
+/// sockets follow (`bound_interface`), nothing leaves through the interface we left
+/// although both keep their addresses and the routes still point there, and traffic
+/// flows after each move on the same IKE SA.
+#[test]
+fn commanded_mobike_across_interfaces_rebinds() {
+    if !need_lab("commanded_mobike_across_interfaces_rebinds") {
+        return;
+    }
+    let lab = Lab::up("sx", GwOpts::default());
+    let (cl, gw) = (lab.cl(), lab.gw());
+    let (a, x, y) = (
+        lab.cl_if(),
+        format!("{}x", lab.name),
+        format!("{}y", lab.name),
+    );
+    for cmd in [
+        vec!["ip", "link", "add", &x, "type", "veth", "peer", "name", &y],
+        vec!["ip", "link", "set", &x, "netns", &cl],
+        vec!["ip", "link", "set", &y, "netns", &gw],
+        vec!["ip", "-n", &gw, "addr", "add", "198.51.100.2/24", "dev", &y],
+        vec!["ip", "-n", &gw, "link", "set", &y, "up"],
+        vec!["ip", "-n", &cl, "addr", "add", "198.51.100.1/24", "dev", &x],
+        vec!["ip", "-n", &cl, "link", "set", &x, "up"],
+    ] {
+        sh(&cmd).unwrap();
+    }
+    for key in [
+        "net.ipv4.conf.all.rp_filter=0".to_string(),
+        format!("net.ipv4.conf.{x}.rp_filter=0"),
+    ] {
+        lab.ns(&cl, &["sysctl", "-qw", &key]).unwrap();
+    }
+    let cfg = lab.client_config(&format!(
+        "bind_interface = true\ninterfaces = [\"{x}\"]\ndpd_interval = 10"
+    ));
+    let mut c = Supervised::client(&lab, &cfg);
+    let (_, up) = c.next(&lab, "up", Duration::from_secs(15));
+    assert_eq!(up["interface"], a.as_str(), "{up}");
+    let spi = up["ike_spi"].as_str().unwrap().to_string();
+    assert_eq!(lab.status().unwrap()["bound_interface"], a.as_str());
+
+    let t0 = c.send("mobike 198.51.100.1");
+    let (t1, ev) = c.next(&lab, "mobike", Duration::from_secs(5));
+    assert_eq!(ev["ok"], true, "{ev}\n{}", lab.logs());
+    let rtt1 = ms(t1 - t0);
+    let s = lab.status().unwrap();
+    assert_eq!(s["bound_interface"], x.as_str(), "{s}");
+    assert_eq!(s["interface"], x.as_str(), "{s}");
+    let cap_a = Capture::start(&lab, &cl, &a);
+    let end = Instant::now() + Duration::from_secs(6);
+    while !lab.ping(1) {
+        assert!(
+            Instant::now() < end,
+            "no traffic after the move\n{}",
+            lab.logs()
+        );
+    }
+    assert!(lab.ping(3), "{}", lab.logs());
+    let on_a = cap_a.lines();
+    assert!(
+        on_a.is_empty(),
+        "IKE/ESP on {a} after moving to {x}:\n{}",
+        on_a.join("\n")
+    );
+    let sas = lab.list_sas();
+    assert!(
+        sas.contains(&spi) && sas.contains("198.51.100.1[4500]"),
+        "{sas}"
+    );
+
+    let t0 = c.send("mobike 192.0.2.1");
+    let (t1, ev) = c.next(&lab, "mobike", Duration::from_secs(5));
+    assert_eq!(ev["ok"], true, "{ev}\n{}", lab.logs());
+    let rtt2 = ms(t1 - t0);
+    assert_eq!(lab.status().unwrap()["bound_interface"], a.as_str());
+    let end = Instant::now() + Duration::from_secs(6);
+    while !lab.ping(1) {
+        assert!(
+            Instant::now() < end,
+            "no traffic after moving back\n{}",
+            lab.logs()
+        );
+    }
+    let sas = lab.list_sas();
+    assert!(
+        sas.contains(&spi) && sas.contains("192.0.2.1[4500]"),
+        "{sas}"
+    );
+    eprintln!("mobike across interfaces: command -> ok event {rtt1:.1} ms, back {rtt2:.1} ms");
+    c.send("stop");
+    c.next(&lab, "down", Duration::from_secs(3));
 }

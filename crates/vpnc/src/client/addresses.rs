@@ -128,9 +128,11 @@ impl State {
         false
     }
 
-    /// `bind_interface`: IKE and ESP leave and arrive through `name` only.
+    /// `bind_interface`: IKE and ESP leave and arrive through `name` only. Applied again
+    /// even when the name is unchanged: the kernel binds to the interface index, and an
+    /// interface of that name may have been deleted and created again (a TUN of the mn's).
     pub(super) fn bind_to(&mut self, io: &Io, name: &str) {
-        if !self.cfg.bind_interface || self.bound_if.as_deref() == Some(name) {
+        if !self.cfg.bind_interface {
             return;
         }
         let socks = [
@@ -141,13 +143,15 @@ impl State {
         for s in socks.iter().flatten() {
             if let Err(e) = s.bind_device(Some(name.as_bytes())) {
                 // Better silent than out through another interface: the sockets stay
-                // bound to the old one.
+                // bound where they were (the interface vanished again since we saw it).
                 tracing::warn!("SO_BINDTODEVICE {name}: {e}");
                 return;
             }
         }
-        tracing::info!("IKE and ESP sockets bound to {name}");
-        self.bound_if = Some(name.to_string());
+        if self.bound_if.as_deref() != Some(name) {
+            tracing::info!("IKE and ESP sockets bound to {name}");
+            self.bound_if = Some(name.to_string());
+        }
     }
 
     /// A command from the supervisor. `Some(reason)` = stop.
