@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod enterprise;
 pub mod gateway;
+pub mod leak;
 pub mod mip;
 pub mod netns;
 pub mod scenario;
