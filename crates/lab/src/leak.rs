@@ -228,8 +228,10 @@ pub fn classify_frames(plan: &Plan, name: &str, frames: &[Frame]) -> SegmentRepo
         name: name.to_string(),
         ..Default::default()
     };
-    for (i, f) in frames.iter().enumerate() {
-        let vd = classify_frame(plan, &mut seg, f);
+    for (i, vd) in classify_each_in(plan, &mut seg, frames)
+        .into_iter()
+        .enumerate()
+    {
         r.frames += 1;
         *r.by_class.entry(vd.class).or_default() += 1;
         *r.by_kind.entry((vd.class, vd.what.clone())).or_default() += 1;
@@ -239,6 +241,18 @@ pub fn classify_frames(plan: &Plan, name: &str, frames: &[Frame]) -> SegmentRepo
     }
     r.local = seg.local;
     r
+}
+
+/// The verdict on each frame of one segment, in order.
+pub fn classify_each(plan: &Plan, frames: &[Frame]) -> Vec<Verdict> {
+    classify_each_in(plan, &mut Seg::default(), frames)
+}
+
+fn classify_each_in(plan: &Plan, seg: &mut Seg, frames: &[Frame]) -> Vec<Verdict> {
+    frames
+        .iter()
+        .map(|f| classify_frame(plan, seg, f))
+        .collect()
 }
 
 fn classify_frame(plan: &Plan, seg: &mut Seg, f: &Frame) -> Verdict {

@@ -7,6 +7,7 @@ pub mod bench;
 pub mod enterprise;
 pub mod gateway;
 pub mod leak;
+pub mod leak_xcheck;
 pub mod mip;
 pub mod netns;
 pub mod scenario;
