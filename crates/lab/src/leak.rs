@@ -3,7 +3,7 @@
 //!
 //! * **control**: IKE (UDP 500, and 4500 with the non-ESP marker) and NAT keepalives
 //!   with a VPN gateway; Mobile IP registrations (UDP 434) whose home agent is an
-//!   x-HA; ICMP; ARP; DHCP;
+//!   x-HA; ICMP; IGMP; ARP; DHCP;
 //! * **encrypted**: ESP (IP protocol 50), ESP in UDP 4500 (RFC 3948), and an outer
 //!   layer with an x-HA (IP-in-IP, or RFC 3519 tunnel data on UDP 434) whose inner
 //!   packet is itself ESP (an outer layer whose inner packet is control is control);
@@ -418,6 +418,8 @@ fn transport(plan: &Plan, seg: &mut Seg, ip: &Ip, depth: usize) -> Verdict {
             ip.src, ip.dst
         )),
         1 => icmp(plan, seg, p),
+        // Group membership on the link (the kernel reports joins when an address comes).
+        2 => v(Class::Control, "igmp"),
         17 => udp(plan, seg, ip, depth),
         6 => {
             let port = be16(p, 2).unwrap_or(0);
