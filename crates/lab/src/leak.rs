@@ -20,7 +20,8 @@
 //! one, say) hands out an address inside the intranet's range, the addresses that
 //! server names in its replies (the lease, its server identifier and routers) are that
 //! network's local addresses, not the intranet's, and are not flagged on that segment
-//! (never the home address or a TIA). Payload rules still apply to them.
+//! (never the home address or a TIA), anywhere in that segment's capture (a server
+//! checks an address by ARP or ping before it offers it). Payload rules still apply.
 //!
 //! The decoder is our own strict parser (pcap with Ethernet, raw IPv4 or Linux cooked
 //! link types; Ethernet/VLAN, ARP, IPv4, UDP, ICMP, BOOTP/DHCP, Mobile IP), cross-checked
@@ -249,10 +250,28 @@ pub fn classify_each(plan: &Plan, frames: &[Frame]) -> Vec<Verdict> {
 }
 
 fn classify_each_in(plan: &Plan, seg: &mut Seg, frames: &[Frame]) -> Vec<Verdict> {
+    // First the addresses the segment's DHCP servers name anywhere in the capture (a
+    // server checks an address, by ARP or ping from its own, before it offers it).
+    for f in frames {
+        learn_frame(plan, seg, f);
+    }
     frames
         .iter()
         .map(|f| classify_frame(plan, seg, f))
         .collect()
+}
+
+fn learn_frame(plan: &Plan, seg: &mut Seg, f: &Frame) {
+    let ip = match f.linktype {
+        1 if be16(&f.data, 12) == Some(0x0800) => f.data.get(14..),
+        101 | 228 => Some(&f.data[..]),
+        _ => None,
+    };
+    if let Some(Ok(ip)) = ip.map(parse_ip) {
+        if ip.proto == 17 && ip.frag_off == 0 && be16(ip.payload, 0) == Some(67) {
+            learn_dhcp(plan, seg, ip.payload.get(8..).unwrap_or(&[]));
+        }
+    }
 }
 
 fn classify_frame(plan: &Plan, seg: &mut Seg, f: &Frame) -> Verdict {
@@ -365,10 +384,6 @@ fn ipv4(plan: &Plan, seg: &mut Seg, p: &[u8], depth: usize) -> Verdict {
         Ok(ip) => ip,
         Err(e) => return leak(e),
     };
-    // A DHCP server names this network's local addresses before they are checked.
-    if depth == 0 && ip.proto == 17 && ip.frag_off == 0 && be16(ip.payload, 0) == Some(67) {
-        learn_dhcp(plan, seg, ip.payload.get(8..).unwrap_or(&[]));
-    }
     for (a, role) in [(ip.src, "source"), (ip.dst, "destination")] {
         if let Some(l) = check_addr(plan, seg, a, role) {
             return l;
