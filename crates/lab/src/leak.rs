@@ -632,6 +632,11 @@ pub fn leaks(reports: &[SegmentReport]) -> u64 {
     reports.iter().map(|r| r.count(Class::Leak)).sum()
 }
 
+/// [`render`] of one segment.
+pub fn render_one(r: &SegmentReport) -> String {
+    render(std::slice::from_ref(r))
+}
+
 /// The summary: one block per segment, then `frames: N` and `leaks: N`.
 pub fn render(reports: &[SegmentReport]) -> String {
     let mut o = String::new();

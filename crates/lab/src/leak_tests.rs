@@ -353,10 +353,10 @@ fn dhcp_named_addresses_are_local_to_their_segment() {
     ];
     let r = classify_frames(&Plan::lab(), "ext-a", &frames);
     let classes: Vec<usize> = r.leaks.iter().map(|(i, _)| *i).collect();
-    assert_eq!(classes, vec![5, 6, 7], "{}", render(&[r.clone()]));
+    assert_eq!(classes, vec![5, 6, 7], "{}", render_one(&r));
     assert_eq!(r.count(Class::Control), 3);
     assert_eq!(r.count(Class::Encrypted), 1);
-    assert!(render(&[r]).ends_with("leaks: 3\n"));
+    assert!(render_one(&r).ends_with("leaks: 3\n"));
     // On another segment the same lease is an intranet address.
     let r = classify_frames(&Plan::lab(), "ext-b", &frames[3..4]);
     assert_eq!(r.count(Class::Leak), 1);

@@ -193,12 +193,12 @@ fn tunnelvision_routes_leak_without_the_client_and_not_with_it() {
     );
     inject::stop_capture(&mut lab, "cap-on");
     let with_client = classify(&on, &[]);
-    eprintln!("with mipsec vpn:\n{}", leak::render(&[with_client.clone()]));
+    eprintln!("with mipsec vpn:\n{}", leak::render_one(&with_client));
     assert_eq!(
         with_client.count(Class::Leak),
         0,
         "{}",
-        leak::render(&[with_client.clone()])
+        leak::render_one(&with_client)
     );
     assert!(
         with_client.count(Class::Encrypted) >= 2,
@@ -218,7 +218,7 @@ fn tunnelvision_routes_leak_without_the_client_and_not_with_it() {
     let without = classify(&off, &[]);
     eprintln!(
         "negative control, no client:\n{}",
-        leak::render(&[without.clone()])
+        leak::render_one(&without)
     );
     let cn_leaks = without
         .by_kind
@@ -233,7 +233,7 @@ fn tunnelvision_routes_leak_without_the_client_and_not_with_it() {
     assert!(
         without.count(Class::Leak) >= 10,
         "{}",
-        leak::render(&[without])
+        leak::render_one(&without)
     );
     eprintln!(
         "TIA {tia} after {vpn_up:?}; test took {:?}",
@@ -271,12 +271,12 @@ fn intranet_lookalike_dhcp_leaks_nothing() {
     assert_eq!(register_through_tunnel(&lab, tia), Some(0));
     inject::stop_capture(&mut lab, "cap-on");
     let with_client = classify(&on, &[]);
-    eprintln!("with mipsec vpn:\n{}", leak::render(&[with_client.clone()]));
+    eprintln!("with mipsec vpn:\n{}", leak::render_one(&with_client));
     assert_eq!(
         with_client.count(Class::Leak),
         0,
         "{}",
-        leak::render(&[with_client.clone()])
+        leak::render_one(&with_client)
     );
     assert!(with_client.count(Class::Encrypted) >= 2);
     let lease_ip: Ipv4Addr = "10.20.0.50".parse().unwrap();
@@ -295,7 +295,7 @@ fn intranet_lookalike_dhcp_leaks_nothing() {
     let without = classify(&off, &[]);
     eprintln!(
         "negative control, no client:\n{}",
-        leak::render(&[without.clone()])
+        leak::render_one(&without)
     );
     assert!(
         without
@@ -303,12 +303,12 @@ fn intranet_lookalike_dhcp_leaks_nothing() {
             .keys()
             .any(|(c, w)| *c == Class::Leak && w.contains("ARP target 10.20.0.77")),
         "{}",
-        leak::render(&[without.clone()])
+        leak::render_one(&without)
     );
     assert!(
         without.count(Class::Leak) >= 6,
         "{}",
-        leak::render(&[without])
+        leak::render_one(&without)
     );
     eprintln!("test took {:?}", t_test.elapsed());
 }
@@ -426,8 +426,8 @@ fn replayed_and_forged_packets_change_nothing() {
 
     let evil = inject::mac_of(&lab, "ev", "eth0").unwrap();
     let r = classify(&exta, &[evil]);
-    eprintln!("under attack:\n{}", leak::render(&[r.clone()]));
-    assert_eq!(r.count(Class::Leak), 0, "{}", leak::render(&[r.clone()]));
+    eprintln!("under attack:\n{}", leak::render_one(&r));
+    assert_eq!(r.count(Class::Leak), 0, "{}", leak::render_one(&r));
     let injected_ip = r
         .by_kind
         .get(&(Class::Injected, "from an injector".to_string()))
@@ -442,7 +442,7 @@ fn replayed_and_forged_packets_change_nothing() {
     assert!(
         plain.count(Class::Leak) >= n_mip as u64,
         "{}",
-        leak::render(&[plain])
+        leak::render_one(&plain)
     );
     eprintln!(
         "sent {sent} ({n_mip} Mobile IP, {n_esp} ESP); esp_drops +{}; test took {:?}",
