@@ -214,12 +214,25 @@ impl SegmentReport {
     }
 }
 
+/// What the classifier decoded of one frame, for the cross-check against tshark
+/// (`leak_xcheck.rs`): the addresses of every IP header it walked (outer, IP-in-IP and
+/// RFC 3519 inner packets, headers quoted by ICMP errors), the ESP SPI and the ARP
+/// protocol addresses. A frame judged a leak may stop being walked at the leak.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Trace {
+    pub ip_addrs: BTreeSet<Ipv4Addr>,
+    pub esp_spi: Option<u32>,
+    pub arp: Option<(Ipv4Addr, Ipv4Addr)>,
+}
+
 /// Per-segment state while classifying.
 #[derive(Default)]
 struct Seg {
     local: BTreeSet<Ipv4Addr>,
     /// First fragments: (src, dst, id, proto) -> class.
     frags: HashMap<(Ipv4Addr, Ipv4Addr, u16, u8), Verdict>,
+    /// The frame being classified.
+    trace: Trace,
 }
 
 /// Classifies the frames of one segment, in order.
@@ -247,6 +260,22 @@ pub fn classify_frames(plan: &Plan, name: &str, frames: &[Frame]) -> SegmentRepo
 /// The verdict on each frame of one segment, in order.
 pub fn classify_each(plan: &Plan, frames: &[Frame]) -> Vec<Verdict> {
     classify_each_in(plan, &mut Seg::default(), frames)
+}
+
+/// [`classify_each`] with what the classifier decoded of each frame.
+pub fn classify_traced(plan: &Plan, frames: &[Frame]) -> Vec<(Verdict, Trace)> {
+    let mut seg = Seg::default();
+    for f in frames {
+        learn_frame(plan, &mut seg, f);
+    }
+    frames
+        .iter()
+        .map(|f| {
+            seg.trace = Trace::default();
+            let vd = classify_frame(plan, &mut seg, f);
+            (vd, std::mem::take(&mut seg.trace))
+        })
+        .collect()
 }
 
 fn classify_each_in(plan: &Plan, seg: &mut Seg, frames: &[Frame]) -> Vec<Verdict> {
@@ -326,7 +355,7 @@ fn check_addr(plan: &Plan, seg: &Seg, a: Ipv4Addr, role: &str) -> Option<Verdict
     (plan.secret(a) && !exempt).then(|| leak(format!("{role} {a} in the clear")))
 }
 
-fn arp(plan: &Plan, seg: &Seg, p: &[u8]) -> Verdict {
+fn arp(plan: &Plan, seg: &mut Seg, p: &[u8]) -> Verdict {
     // htype 1, ptype IPv4, hlen 6, plen 4
     if be16(p, 0) != Some(1) || be16(p, 2) != Some(0x0800) || p.get(4..6) != Some(&[6, 4]) {
         return leak("ARP not Ethernet/IPv4");
@@ -334,6 +363,7 @@ fn arp(plan: &Plan, seg: &Seg, p: &[u8]) -> Verdict {
     let (Some(sip), Some(tip)) = (addr(p, 14), addr(p, 24)) else {
         return leak("truncated ARP");
     };
+    seg.trace.arp = Some((sip, tip));
     for (a, role) in [(sip, "ARP sender"), (tip, "ARP target")] {
         if let Some(l) = check_addr(plan, seg, a, role) {
             return l;
@@ -384,6 +414,7 @@ fn ipv4(plan: &Plan, seg: &mut Seg, p: &[u8], depth: usize) -> Verdict {
         Ok(ip) => ip,
         Err(e) => return leak(e),
     };
+    seg.trace.ip_addrs.extend([ip.src, ip.dst]);
     for (a, role) in [(ip.src, "source"), (ip.dst, "destination")] {
         if let Some(l) = check_addr(plan, seg, a, role) {
             return l;
@@ -424,7 +455,10 @@ fn transport(plan: &Plan, seg: &mut Seg, ip: &Ip, depth: usize) -> Verdict {
     let p = ip.payload;
     match ip.proto {
         50 => match be32(p, 0) {
-            Some(spi) if spi != 0 => v(Class::Encrypted, "esp"),
+            Some(spi) if spi != 0 => {
+                seg.trace.esp_spi = Some(spi);
+                v(Class::Encrypted, "esp")
+            }
             _ => leak("ESP without an SPI"),
         },
         4 if with_xha(plan, ip) => inner(plan, seg, p, depth, "ipip"),
@@ -444,7 +478,7 @@ fn transport(plan: &Plan, seg: &mut Seg, ip: &Ip, depth: usize) -> Verdict {
     }
 }
 
-fn icmp(plan: &Plan, seg: &Seg, p: &[u8]) -> Verdict {
+fn icmp(plan: &Plan, seg: &mut Seg, p: &[u8]) -> Verdict {
     let Some(&t) = p.first() else {
         return leak("empty ICMP");
     };
@@ -460,6 +494,9 @@ fn icmp(plan: &Plan, seg: &Seg, p: &[u8]) -> Verdict {
         }
         let q = &p[8..];
         if q.len() >= 20 {
+            seg.trace
+                .ip_addrs
+                .extend([12, 16].iter().filter_map(|&o| addr(q, o)));
             for (o, role) in [(12, "quoted source"), (16, "quoted destination")] {
                 if let Some(l) = addr(q, o).and_then(|a| check_addr(plan, seg, a, role)) {
                     return l;
@@ -492,7 +529,10 @@ fn udp(plan: &Plan, seg: &mut Seg, ip: &Ip, depth: usize) -> Verdict {
         return match data {
             [0xff] => v(Class::Control, "nat-keepalive"),
             [0, 0, 0, 0, ..] if data.len() >= 4 + 28 => v(Class::Control, "ike"),
-            d if d.len() >= 8 && be32(d, 0) != Some(0) => v(Class::Encrypted, "esp-in-udp"),
+            d if d.len() >= 8 && be32(d, 0) != Some(0) => {
+                seg.trace.esp_spi = be32(d, 0);
+                v(Class::Encrypted, "esp-in-udp")
+            }
             _ => leak("malformed UDP 4500"),
         };
     }

@@ -128,7 +128,8 @@ fn user_traffic(lab: &Lab, extra: &[Ipv4Addr]) -> usize {
 /// The classifier's verdict on a capture of ext-a, after checking that its decoder and
 /// tshark's agree on every frame of it.
 fn classify(pcap: &Path, injectors: &[[u8; 6]]) -> SegmentReport {
-    lab::leak_xcheck::crosscheck(pcap).unwrap();
+    let n = lab::leak_xcheck::crosscheck(pcap).unwrap();
+    eprintln!("{}: {n} frames, decoder agrees with tshark", pcap.display());
     let mut plan = Plan::lab();
     plan.injectors.extend_from_slice(injectors);
     let frames = leak::read_pcap(pcap).unwrap();

@@ -112,13 +112,26 @@ fn decoder_agrees_with_tshark() {
     craft(&dir);
     let n = leak_xcheck::crosscheck(&dir.join("crafted.pcap")).unwrap();
     assert_eq!(n, 29);
-    // And the cross-check can fail: a frame our decoder would read differently.
+    // And the comparison can fail: a frame whose inner header we would not have
+    // walked, or whose SPI we read differently.
     let frames = leak::read_pcap(&dir.join("crafted.pcap")).unwrap();
-    let mut f = frames[15].clone(); // IP-in-IP carrying ESP in UDP
-    let ours = leak_xcheck::ours(&f);
-    assert!(ours.ip_addrs.contains(&"100.64.0.100".parse().unwrap()));
-    f.data[14 + 9] = 99; // outer protocol no longer 4: the inner header is not walked
-    assert_ne!(leak_xcheck::ours(&f), ours);
+    let traced = leak::classify_traced(&Plan::lab(), &frames);
+    let theirs = leak_xcheck::tshark(&dir.join("crafted.pcap")).unwrap();
+    let (vd, ours) = &traced[15]; // IP-in-IP with the x-HA carrying ESP in UDP
+    assert_eq!(vd.class, Class::Encrypted);
+    assert!(leak_xcheck::compare(vd, ours, &theirs[15]).is_none());
+    let mut shallow = ours.clone();
+    shallow.ip_addrs.remove(&"100.64.0.100".parse().unwrap());
+    assert!(leak_xcheck::compare(vd, &shallow, &theirs[15]).is_some());
+    let mut spi = ours.clone();
+    spi.esp_spi = Some(1);
+    assert!(leak_xcheck::compare(vd, &spi, &theirs[15]).is_some());
+    // A leak walked only partly must still not claim what tshark did not see.
+    let (lvd, lours) = &traced[17]; // IP-in-IP hiding plaintext to the CN
+    assert_eq!(lvd.class, Class::Leak);
+    let mut extra = lours.clone();
+    extra.ip_addrs.insert("192.0.2.99".parse().unwrap());
+    assert!(leak_xcheck::compare(lvd, &extra, &theirs[17]).is_some());
 }
 
 /// Exit codes: 0 for a capture with no leak, 2 when there is nothing to classify.
