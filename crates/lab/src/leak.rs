@@ -4,9 +4,10 @@
 //! * **control**: IKE (UDP 500, and 4500 with the non-ESP marker) and NAT keepalives
 //!   with a VPN gateway; Mobile IP registrations (UDP 434) whose home agent is an
 //!   x-HA; ICMP; IGMP; ARP; DHCP;
-//! * **encrypted**: ESP (IP protocol 50), ESP in UDP 4500 (RFC 3948), and an outer
-//!   layer with an x-HA (IP-in-IP, or RFC 3519 tunnel data on UDP 434) whose inner
-//!   packet is itself ESP (an outer layer whose inner packet is control is control);
+//! * **encrypted**: ESP (IP protocol 50) and ESP in UDP 4500 (RFC 3948) with a VPN
+//!   gateway, and an outer layer with an x-HA (IP-in-IP, or RFC 3519 tunnel data on
+//!   UDP 434) whose inner packet is itself ESP with the gateway (an outer layer whose
+//!   inner packet is control is control; DHCP inside one is a leak);
 //! * **leak**: any frame that carries an intranet address, the mobile node's home
 //!   address or a TIA in the clear at any layer (IP headers, inner headers of a tunnel,
 //!   headers quoted in ICMP errors, ARP, DHCP address fields and options 50/54), or
@@ -454,6 +455,9 @@ fn inner(plan: &Plan, seg: &mut Seg, p: &[u8], depth: usize, outer: &str) -> Ver
 fn transport(plan: &Plan, seg: &mut Seg, ip: &Ip, depth: usize) -> Verdict {
     let p = ip.payload;
     match ip.proto {
+        50 if !with_gw(plan, ip) => {
+            leak(format!("ESP between {} and {}, no gateway", ip.src, ip.dst))
+        }
         50 => match be32(p, 0) {
             Some(spi) if spi != 0 => {
                 seg.trace.esp_spi = Some(spi);
@@ -546,7 +550,7 @@ fn udp(plan: &Plan, seg: &mut Seg, ip: &Ip, depth: usize) -> Verdict {
     if port(434) {
         return mip(plan, seg, ip, data, depth);
     }
-    if (sp == 67 && dp == 68) || (sp == 68 && dp == 67) {
+    if depth == 0 && ((sp == 67 && dp == 68) || (sp == 68 && dp == 67)) {
         return dhcp(plan, seg, data);
     }
     leak(format!("udp {sp} -> {dp} outside ESP"))

@@ -105,6 +105,26 @@ fn each_class() {
             Class::Encrypted,
         ),
         (
+            "esp not with the gateway",
+            ipf(ip(COA, Ipv4Addr::new(203, 0, 113, 9), 50, &esp_payload())),
+            Class::Leak,
+        ),
+        (
+            "ipip esp not with the gateway",
+            ipf(ip(
+                COA,
+                XHA,
+                4,
+                &ip(XHOME, Ipv4Addr::new(203, 0, 113, 9), 50, &esp_payload()),
+            )),
+            Class::Leak,
+        ),
+        (
+            "ipip dhcp",
+            ipf(ip(COA, XHA, 4, &ip(XHOME, GW, 17, &udp(68, 67, &[0; 300])))),
+            Class::Leak,
+        ),
+        (
             "rrq to x-HA",
             ipf(ip(COA, XHA, 17, &udp(434, 434, &rrq(XHOME, XHA, COA)))),
             Class::Control,
