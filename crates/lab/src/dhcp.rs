@@ -16,7 +16,7 @@
 //! would start a DNS server in the root namespace).
 
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::netns::{self, ip, other, Result};
@@ -137,8 +137,12 @@ pub fn stranger_to_ext_a(lab: &Lab) -> Result<()> {
 }
 
 /// Starts dnsmasq (DHCP only, no DNS) in the stranger's namespace on ext-a as process
-/// `rogue-dhcp`, and waits until it serves. Call [`stranger_to_ext_a`] first.
+/// `rogue-dhcp`, and waits until it serves. Call [`stranger_to_ext_a`] first. A running
+/// `rogue-dhcp` is stopped first (its leases stay), so the attacker can change what it
+/// hands out between two leases of one client.
 pub fn start_rogue(lab: &mut Lab, r: &RogueDhcp) -> Result<()> {
+    lab.stop("rogue-dhcp", libc::SIGTERM);
+    let _ = std::fs::remove_file(lab.log_path("rogue-dhcp"));
     let ev = lab.ns("ev");
     if let Some((a, l)) = r.server_addr {
         ip(&["-n", &ev, "addr", "add", &format!("{a}/{l}"), "dev", "eth0"])?;
@@ -258,20 +262,87 @@ impl Lease {
     }
 }
 
-/// Runs busybox udhcpc once in the MN's namespace on eth0 (asking for option 121, as
-/// common clients do) until it holds a lease, and returns the lease.
-pub fn run_client(lab: &Lab) -> Result<Lease> {
+fn write_script(lab: &Lab) -> Result<(String, PathBuf)> {
     let lease_file: PathBuf = lab.dir.join("udhcpc-lease");
     let sp = lab.dir.join("udhcpc.script");
     crate::mip::write_private(&sp, &script(&lease_file.display().to_string()))?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&sp, std::fs::Permissions::from_mode(0o700))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&sp, std::fs::Permissions::from_mode(0o700))?;
+    Ok((sp.display().to_string(), lease_file))
+}
+
+fn read_event(lease_file: &Path, event: &str) -> Option<Lease> {
+    let text = std::fs::read_to_string(format!("{}.{event}", lease_file.display())).ok()?;
+    let vars = text
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Some(Lease {
+        vars,
+        took: Duration::ZERO,
+    })
+}
+
+fn wait_event(lab: &Lab, lease_file: &Path, event: &str, t0: Instant) -> Result<Lease> {
+    while t0.elapsed() < Duration::from_secs(10) {
+        if let Some(mut l) = read_event(lease_file, event) {
+            l.took = t0.elapsed();
+            return Ok(l);
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
-    let bound = PathBuf::from(format!("{}.bound", lease_file.display()));
-    let _ = std::fs::remove_file(&bound);
+    Err(other(format!(
+        "udhcpc: no {event} event in 10 s:\n{}",
+        lab.log_tail("udhcpc", 20)
+    )))
+}
+
+/// Starts busybox udhcpc in the MN's namespace on eth0 as process `udhcpc` (it stays,
+/// as a laptop's client does, and renews on SIGUSR1) and waits for its first lease.
+/// Returns its pid and the lease.
+pub fn start_client(lab: &mut Lab) -> Result<(u32, Lease)> {
+    let (sp, lease_file) = write_script(lab)?;
+    let _ = std::fs::remove_file(format!("{}.bound", lease_file.display()));
     let t0 = Instant::now();
-    let spath = sp.display().to_string();
+    let pid = lab.spawn_prog(
+        "mn",
+        "udhcpc",
+        "busybox".as_ref(),
+        &[
+            "udhcpc",
+            "-f",
+            "-i",
+            "eth0",
+            "-s",
+            &sp,
+            "-O",
+            "staticroutes",
+            "-t",
+            "5",
+            "-T",
+            "1",
+        ],
+    )?;
+    Ok((pid, wait_event(lab, &lease_file, "bound", t0)?))
+}
+
+/// Makes the client started by [`start_client`] renew its lease now (SIGUSR1) and
+/// returns what the renewal carried.
+pub fn renew_client(lab: &Lab, pid: u32) -> Result<Lease> {
+    let lease_file: PathBuf = lab.dir.join("udhcpc-lease");
+    let _ = std::fs::remove_file(format!("{}.renew", lease_file.display()));
+    let t0 = Instant::now();
+    netns::kill(pid as i32, libc::SIGUSR1);
+    wait_event(lab, &lease_file, "renew", t0)
+}
+
+/// Runs busybox udhcpc once in the MN's namespace on eth0 (asking for option 121, as
+/// common clients do) until it holds a lease, and returns the lease.
+pub fn run_client(lab: &Lab) -> Result<Lease> {
+    let (sp, lease_file) = write_script(lab)?;
+    let _ = std::fs::remove_file(format!("{}.bound", lease_file.display()));
+    let t0 = Instant::now();
     let out = netns::run(
         "ip",
         &[
@@ -286,7 +357,7 @@ pub fn run_client(lab: &Lab) -> Result<Lease> {
             "-i",
             "eth0",
             "-s",
-            &spath,
+            &sp,
             "-O",
             "staticroutes",
             "-t",
@@ -296,13 +367,8 @@ pub fn run_client(lab: &Lab) -> Result<Lease> {
         ],
     )
     .map_err(|e| other(format!("udhcpc: {e}")))?;
-    let took = t0.elapsed();
-    let text = std::fs::read_to_string(&bound)
-        .map_err(|e| other(format!("udhcpc bound no lease ({e}):\n{out}")))?;
-    let vars = text
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    Ok(Lease { vars, took })
+    let mut l = read_event(&lease_file, "bound")
+        .ok_or_else(|| other(format!("udhcpc bound no lease:\n{out}")))?;
+    l.took = t0.elapsed();
+    Ok(l)
 }

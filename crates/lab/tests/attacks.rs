@@ -144,13 +144,16 @@ fn routes(lab: &Lab) -> String {
     .unwrap()
 }
 
-/// TunnelVision. The rogue DHCP server's option-121 routes land in the MN's main table
-/// (put there by udhcpc from the server's packets). With `mipsec vpn` up and its kill
-/// switch on the intranet, pings, a TCP connect and UDP to the CN and the i-HA never
-/// appear in the clear on ext-a (leaks 0), while the tunnel itself, now routed through
-/// the attacker, still carries a registration to the i-HA. Negative control: the
-/// client stopped, DHCP again, the same traffic follows the rogue routes and the
-/// classifier counts it.
+/// TunnelVision. The hotspot's DHCP server (dnsmasq, run by the attacker) first hands
+/// out a plain lease; `mipsec vpn` connects with its kill switch on the intranet. Then
+/// the attacker strikes: the client's next renewal (udhcpc, SIGUSR1) brings option-121
+/// routes through the attacker for 10.0.0.0/8, 0.0.0.0/1 and 128.0.0.0/1, which land in
+/// the MN's main table (from the server's packets, decoded by udhcpc). Pings, a TCP
+/// connect and UDP to the CN and the i-HA never appear in the clear on ext-a, while
+/// the tunnel itself, now routed through the attacker, still carries a registration to
+/// the i-HA; the same holds for a client (re)started after the routes are in. Leaks 0.
+/// Negative control: the client stopped, the same traffic follows the rogue routes and
+/// the classifier counts it.
 #[test]
 fn tunnelvision_routes_leak_without_the_client_and_not_with_it() {
     let Some(_g) = lab_lock("tunnelvision_routes_leak_without_the_client_and_not_with_it") else {
@@ -158,11 +161,23 @@ fn tunnelvision_routes_leak_without_the_client_and_not_with_it() {
     };
     let t_test = Instant::now();
     let mut lab = lab_on_ext_a();
-    dhcp::start_rogue(&mut lab, &RogueDhcp::tunnelvision()).unwrap();
+    let mut benign = RogueDhcp::tunnelvision();
+    benign.classless.clear();
+    benign.router = Some(Ipv4Addr::new(198, 51, 100, 254));
+    dhcp::start_rogue(&mut lab, &benign).unwrap();
     let on = lab.dir.join("tv-client.pcap");
     inject::capture(&mut lab, "cap-on", "br-exta", &on).unwrap();
-    let lease = dhcp::run_client(&lab).unwrap();
+    let (udhcpc, lease) = dhcp::start_client(&mut lab).unwrap();
     assert_eq!(lease.get("ip"), "198.51.100.50", "{lease:?}");
+    assert_eq!(lease.get("staticroutes"), "", "{lease:?}");
+    let (cfg, sock) = inject::vpn_config_with_kill_switch(&lab, Some(INTRANET)).unwrap();
+    let (tia, vpn_up) = inject::start_vpn_with(&mut lab, &cfg, &sock).unwrap();
+    let st = gateway::vpn_status(&sock).unwrap();
+    assert_eq!(st["kill_switch"][0], "10.0.0.0/8", "{st}");
+
+    // The attack, while the tunnel is up: option 121 on the next renewal.
+    dhcp::start_rogue(&mut lab, &RogueDhcp::tunnelvision()).unwrap();
+    let lease = dhcp::renew_client(&lab, udhcpc).unwrap();
     let sr = lease.get("staticroutes");
     for r in [
         "10.0.0.0/8 198.51.100.66",
@@ -179,19 +194,26 @@ fn tunnelvision_routes_leak_without_the_client_and_not_with_it() {
     ] {
         assert!(rt.contains(r), "{rt}");
     }
-
-    let (cfg, sock) = inject::vpn_config_with_kill_switch(&lab, Some(INTRANET)).unwrap();
-    let (tia, vpn_up) = inject::start_vpn_with(&mut lab, &cfg, &sock).unwrap();
-    let st = gateway::vpn_status(&sock).unwrap();
-    assert_eq!(st["kill_switch"][0], "10.0.0.0/8", "{st}");
-    let answered = user_traffic(&lab, &[HA_ADDR]);
-    assert_eq!(answered, 0, "user traffic got through");
+    assert_eq!(
+        user_traffic(&lab, &[HA_ADDR]),
+        0,
+        "user traffic got through"
+    );
     assert_eq!(
         register_through_tunnel(&lab, tia),
         Some(0),
         "{}",
         lab.log_tail("iha", 10)
     );
+    // A client started with the rogue routes already in place.
+    lab.stop("vpn", libc::SIGTERM);
+    let (tia, _) = inject::start_vpn_with(&mut lab, &cfg, &sock).unwrap();
+    assert_eq!(
+        user_traffic(&lab, &[HA_ADDR]),
+        0,
+        "user traffic got through"
+    );
+    assert_eq!(register_through_tunnel(&lab, tia), Some(0));
     inject::stop_capture(&mut lab, "cap-on");
     let with_client = classify(&on, &[]);
     eprintln!("with mipsec vpn:\n{}", leak::render_one(&with_client));
@@ -202,17 +224,16 @@ fn tunnelvision_routes_leak_without_the_client_and_not_with_it() {
         leak::render_one(&with_client)
     );
     assert!(
-        with_client.count(Class::Encrypted) >= 2,
+        with_client.count(Class::Encrypted) >= 4,
         "the tunnel carried nothing"
     );
     assert!(with_client.count(Class::Control) >= 4, "no IKE/DHCP seen");
 
-    // Negative control: the client stopped (SIGTERM removes its kill switch), DHCP
-    // again, the same traffic.
+    // Negative control: the client stopped (SIGTERM removes its kill switch); the
+    // rogue routes stay; the same traffic.
     lab.stop("vpn", libc::SIGTERM);
     let off = lab.dir.join("tv-no-client.pcap");
     inject::capture(&mut lab, "cap-off", "br-exta", &off).unwrap();
-    dhcp::run_client(&lab).unwrap();
     assert!(routes(&lab).contains("10.0.0.0/8 via 198.51.100.66"));
     user_traffic(&lab, &[HA_ADDR]);
     inject::stop_capture(&mut lab, "cap-off");
@@ -237,7 +258,8 @@ fn tunnelvision_routes_leak_without_the_client_and_not_with_it() {
         leak::render_one(&without)
     );
     eprintln!(
-        "TIA {tia} after {vpn_up:?}; test took {:?}",
+        "TIA {tia} after {vpn_up:?}; renewal with option 121 took {:?}; test took {:?}",
+        lease.took,
         t_test.elapsed()
     );
 }
