@@ -30,7 +30,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::netns::{other, Result};
 
@@ -153,7 +153,37 @@ pub fn read_pcap(path: &Path) -> Result<Vec<Frame>> {
 }
 
 pub fn parse_pcap(b: &[u8]) -> std::result::Result<Vec<Frame>, String> {
-    let head = b.get(..24).ok_or("shorter than a pcap header")?;
+    let mut frames = Vec::new();
+    each_frame(b, |f| frames.push(f.clone()))?;
+    Ok(frames)
+}
+
+/// Reads until `buf` is full or the input ends; the number of octets read.
+fn read_full(r: &mut impl std::io::Read, buf: &mut [u8]) -> std::result::Result<usize, String> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Ok(n)
+}
+
+/// Streams the frames of a classic pcap (either byte order, micro- or nanosecond
+/// stamps) to `f`, one at a time, so a soak's captures need no more memory than a
+/// frame. A cut record at the end (tcpdump killed mid-write) ends the stream; a record
+/// longer than 256 KiB is an error. Returns the number of frames.
+pub fn each_frame(
+    mut r: impl std::io::Read,
+    mut f: impl FnMut(&Frame),
+) -> std::result::Result<usize, String> {
+    let mut head = [0u8; 24];
+    if read_full(&mut r, &mut head)? < 24 {
+        return Err("shorter than a pcap header".into());
+    }
     let magic = [head[0], head[1], head[2], head[3]];
     let le = match magic {
         [0xd4, 0xc3, 0xb2, 0xa1] | [0x4d, 0x3c, 0xb2, 0xa1] => true,
@@ -164,35 +194,35 @@ pub fn parse_pcap(b: &[u8]) -> std::result::Result<Vec<Frame>, String> {
             ))
         }
     };
-    let u32_at = |s: &[u8], o: usize| -> Option<u32> {
-        let x: [u8; 4] = s.get(o..o + 4)?.try_into().ok()?;
-        Some(if le {
+    let u32_at = |s: &[u8], o: usize| -> u32 {
+        let x = [s[o], s[o + 1], s[o + 2], s[o + 3]];
+        if le {
             u32::from_le_bytes(x)
         } else {
             u32::from_be_bytes(x)
-        })
-    };
-    let linktype = u32_at(head, 20).ok_or("header")? & 0x0fff_ffff;
-    let mut frames = Vec::new();
-    let mut off = 24;
-    while off < b.len() {
-        let Some(rec) = b.get(off..off + 16) else {
-            break; // a cut record header at the end
-        };
-        let incl = u32_at(rec, 8).ok_or("record")? as usize;
-        if incl > 262_144 {
-            return Err(format!("record at {off}: length {incl} out of bounds"));
         }
-        let Some(data) = b.get(off + 16..off + 16 + incl) else {
-            break; // a cut record at the end
-        };
-        frames.push(Frame {
-            linktype,
-            data: data.to_vec(),
-        });
-        off += 16 + incl;
+    };
+    let mut frame = Frame {
+        linktype: u32_at(&head, 20) & 0x0fff_ffff,
+        data: Vec::new(),
+    };
+    let mut n = 0;
+    loop {
+        let mut rec = [0u8; 16];
+        if read_full(&mut r, &mut rec)? < 16 {
+            return Ok(n); // the end, or a cut record header
+        }
+        let incl = u32_at(&rec, 8) as usize;
+        if incl > 262_144 {
+            return Err(format!("record {}: length {incl} out of bounds", n + 1));
+        }
+        frame.data.resize(incl, 0);
+        if read_full(&mut r, &mut frame.data)? < incl {
+            return Ok(n); // a cut record at the end
+        }
+        f(&frame);
+        n += 1;
     }
-    Ok(frames)
 }
 
 /// What one segment's frames came to.
@@ -243,16 +273,8 @@ pub fn classify_frames(plan: &Plan, name: &str, frames: &[Frame]) -> SegmentRepo
         name: name.to_string(),
         ..Default::default()
     };
-    for (i, vd) in classify_each_in(plan, &mut seg, frames)
-        .into_iter()
-        .enumerate()
-    {
-        r.frames += 1;
-        *r.by_class.entry(vd.class).or_default() += 1;
-        *r.by_kind.entry((vd.class, vd.what.clone())).or_default() += 1;
-        if vd.class == Class::Leak && r.leaks.len() < 20 {
-            r.leaks.push((i + 1, vd.what));
-        }
+    for vd in classify_each_in(plan, &mut seg, frames) {
+        tally(&mut r, vd);
     }
     r.local = seg.local;
     r
@@ -660,15 +682,46 @@ fn dhcp(plan: &Plan, seg: &Seg, b: &[u8]) -> Verdict {
     v(Class::Control, "dhcp")
 }
 
+/// Classifies one capture file as segment `name`, streaming it twice (first the
+/// addresses its DHCP servers name, then the verdicts), in constant memory.
+pub fn classify_file(plan: &Plan, name: &str, path: &Path) -> Result<SegmentReport> {
+    let open = || -> Result<std::io::BufReader<std::fs::File>> {
+        Ok(std::io::BufReader::with_capacity(
+            1 << 20,
+            std::fs::File::open(path)?,
+        ))
+    };
+    let at = |e: String| other(format!("{}: {e}", path.display()));
+    let mut seg = Seg::default();
+    each_frame(open()?, |f| learn_frame(plan, &mut seg, f)).map_err(at)?;
+    let mut r = SegmentReport {
+        name: name.to_string(),
+        ..Default::default()
+    };
+    each_frame(open()?, |f| {
+        let vd = classify_frame(plan, &mut seg, f);
+        tally(&mut r, vd);
+    })
+    .map_err(at)?;
+    r.local = std::mem::take(&mut seg.local);
+    Ok(r)
+}
+
+fn tally(r: &mut SegmentReport, vd: Verdict) {
+    r.frames += 1;
+    *r.by_class.entry(vd.class).or_default() += 1;
+    if vd.class == Class::Leak && r.leaks.len() < 20 {
+        r.leaks.push((r.frames as usize, vd.what.clone()));
+    }
+    *r.by_kind.entry((vd.class, vd.what)).or_default() += 1;
+}
+
 /// Classifies `DIR/<segment>.pcap` for each of `segments` (each file must exist).
 pub fn classify_dir(plan: &Plan, dir: &Path, segments: &[&str]) -> Result<Vec<SegmentReport>> {
-    let mut out = Vec::new();
-    for s in segments {
-        let f: PathBuf = dir.join(format!("{s}.pcap"));
-        let frames = read_pcap(&f)?;
-        out.push(classify_frames(plan, s, &frames));
-    }
-    Ok(out)
+    segments
+        .iter()
+        .map(|s| classify_file(plan, s, &dir.join(format!("{s}.pcap"))))
+        .collect()
 }
 
 /// Total leaks over `reports`.

@@ -85,6 +85,11 @@ fn crafted_frames_get_their_class() {
         assert!(got.iter().any(|v| v.class == c), "no case of {c:?}");
     }
     let n_leaks = expected.iter().filter(|(c, _)| *c == "LEAK").count();
+    // The streaming reader (the CLI's and the soak's) comes to the same report.
+    let streamed = leak::classify_file(&plan(), "crafted", &dir.join("crafted.pcap")).unwrap();
+    let in_memory = leak::classify_frames(&plan(), "crafted", &frames);
+    assert_eq!(leak::render_one(&streamed), leak::render_one(&in_memory));
+    assert_eq!(streamed.count(Class::Leak), n_leaks as u64);
 
     // The command line: exit 1, the count, the reasons.
     let (code, out) = classify_cli(&dir, &["--segments", "crafted", "--injector", EVIL]);
