@@ -96,6 +96,32 @@ pub fn registration_reply(code: u8, hoa: Ipv4Addr, ha: Ipv4Addr, id: u64, ext: &
     m
 }
 
+/// An ICMP Router Advertisement with the Mobility Agent Advertisement Extension
+/// (RFC 5944 2.1): a foreign agent (F flag, and R: registration required) at `src`
+/// offering `coa`, sequence number `seq`, in an IPv4 packet with TTL 1 to `dst`.
+pub fn agent_advertisement(src: Ipv4Addr, dst: Ipv4Addr, coa: Ipv4Addr, seq: u16) -> Vec<u8> {
+    // type 9, code 16 (does not route common traffic), checksum, 1 address of 2 words,
+    // lifetime 9000 s, the agent's address with preference 0.
+    let mut m = vec![9, 16, 0, 0, 1, 2];
+    m.extend_from_slice(&9000u16.to_be_bytes());
+    m.extend_from_slice(&src.octets());
+    m.extend_from_slice(&[0; 4]);
+    // Extension 16: length 10, sequence, registration lifetime, flags R|F, reserved, CoA.
+    m.extend_from_slice(&[16, 10]);
+    m.extend_from_slice(&seq.to_be_bytes());
+    m.extend_from_slice(&1800u16.to_be_bytes());
+    m.extend_from_slice(&[0x80 | 0x10, 0]);
+    m.extend_from_slice(&coa.octets());
+    let c = fold(sum16(&m));
+    m[2..4].copy_from_slice(&c.to_be_bytes());
+    let mut p = ipv4(src, dst, 1, &m);
+    p[8] = 1; // TTL 1 (RFC 5944 2.1)
+    p[10..12].copy_from_slice(&[0, 0]);
+    let c = fold(sum16(&p[..20]));
+    p[10..12].copy_from_slice(&c.to_be_bytes());
+    p
+}
+
 /// Sends each IPv4 packet as it is (source address included) from namespace `ns`
 /// through a raw socket (IPPROTO_RAW: the kernel adds no header and routes by the
 /// destination). Returns the number sent.
@@ -106,6 +132,7 @@ pub fn send_raw(ns: &str, packets: Vec<Vec<u8>>) -> Result<usize> {
             Type::RAW,
             Some(Protocol::from(libc::IPPROTO_RAW)),
         )?;
+        s.set_broadcast(true)?;
         let mut n = 0;
         for p in &packets {
             let dst = p

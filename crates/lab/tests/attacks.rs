@@ -339,7 +339,8 @@ fn intranet_lookalike_dhcp_leaks_nothing() {
 /// Replayed and forged packets at the client, from the attacker on ext-a: the i-HA's
 /// real reply (with TNC) to a registration through the tunnel, captured on the home
 /// network, replayed to the TIA (routed at the MN's MAC) and to the care-of address;
-/// forged registration replies (code 0, TNC, garbage authenticator); forged ESP in UDP
+/// forged registration replies (code 0, TNC, garbage authenticator); a rogue foreign
+/// agent's advertisements (broadcast, decoded by tshark as valid); forged ESP in UDP
 /// 4500 "from the gateway" with random SPIs and with the client's own inbound SPI and
 /// garbage. Nothing changes: same IKE SA, TIA, inbound SPI, no reconnect, every forged
 /// ESP packet counted in `esp_drops`, no ESP accepted from them, the tunnel still
@@ -402,6 +403,15 @@ fn replayed_and_forged_packets_change_nothing() {
         ));
     }
     let n_mip = pkts.len();
+    // A rogue foreign agent on ext-a: the attacker advertises itself (broadcast).
+    for seq in 0..3 {
+        pkts.push(inject::agent_advertisement(
+            dhcp::ROGUE_ADDR,
+            Ipv4Addr::BROADCAST,
+            dhcp::ROGUE_ADDR,
+            seq,
+        ));
+    }
     // Forged ESP in UDP 4500 from the gateway: random SPIs, then the live inbound SPI.
     let gw = SocketAddrV4::new(enterprise::GW_OUTER, 4500);
     let to = SocketAddrV4::new(coa, 4500);
@@ -414,7 +424,7 @@ fn replayed_and_forged_packets_change_nothing() {
     for seq in [1u32, 2, 100, 1000, 0x7fff_ffff, 3, 4, 5, 6, 7] {
         pkts.push(inject::udp(gw, to, &inject::forged_esp(spi_in, seq, 64)));
     }
-    let n_esp = pkts.len() - n_mip;
+    let n_esp = pkts.len() - n_mip - 3;
     let sent = inject::send_raw(&ev, pkts).unwrap();
     std::thread::sleep(Duration::from_millis(300));
 
@@ -460,6 +470,31 @@ fn replayed_and_forged_packets_change_nothing() {
         injected_ip >= sent as u64,
         "only {injected_ip} of {sent} injected frames on ext-a"
     );
+    // tshark reads the rogue agent's advertisements as valid ones from a foreign agent.
+    let adverts = Command::new("tshark")
+        .args(["-n", "-r"])
+        .arg(&exta)
+        .args([
+            "-Y",
+            "icmp.type == 9 && icmp.mip.f == 1 && !_ws.malformed && !(_ws.expert.severity >= \"Warning\")",
+        ])
+        .output()
+        .unwrap();
+    let detail = || {
+        let o = Command::new("tshark")
+            .args(["-n", "-V", "-r"])
+            .arg(&exta)
+            .args(["-Y", "icmp.type == 9"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    assert_eq!(
+        String::from_utf8_lossy(&adverts.stdout).lines().count(),
+        3,
+        "{}",
+        detail()
+    );
     // The classifier sees the attack frames themselves (the replay names the i-HA).
     let plain = classify(&exta, &[]);
     assert!(
@@ -468,7 +503,7 @@ fn replayed_and_forged_packets_change_nothing() {
         leak::render_one(&plain)
     );
     eprintln!(
-        "sent {sent} ({n_mip} Mobile IP, {n_esp} ESP); esp_drops +{}; test took {:?}",
+        "sent {sent} ({n_mip} Mobile IP, 3 agent advertisements, {n_esp} ESP); esp_drops +{}; test took {:?}",
         d("esp_drops"),
         t_test.elapsed()
     );
