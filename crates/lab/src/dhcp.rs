@@ -166,7 +166,7 @@ pub fn start_rogue(lab: &mut Lab, r: &RogueDhcp) -> Result<()> {
     }
     let d = lab.dir.display();
     let mut conf = format!(
-        "port=0\ninterface=eth0\nbind-interfaces\nuser=root\nno-resolv\nno-hosts\nlog-dhcp\n\
+        "port=0\ninterface=eth0\nbind-interfaces\nuser=root\nno-resolv\nno-hosts\nlog-dhcp\nno-ping\n\
          dhcp-leasefile={d}/rogue.leases\npid-file={d}/rogue-dhcp.pid\ndhcp-authoritative\n\
          dhcp-range={l},{l},{m},10m\n",
         l = r.lease,
@@ -215,13 +215,16 @@ pub fn start_rogue(lab: &mut Lab, r: &RogueDhcp) -> Result<()> {
 }
 
 /// The udhcpc event script (see the module comment). It records each event's
-/// variables in `<lease file>.<event>`.
+/// variables in `<lease file>.<event>`, renamed into place after the lease is applied
+/// (so a waiter that sees the file sees the routes).
 fn script(lease_file: &str) -> String {
     format!(
         r#"#!/bin/sh
 # udhcpc event script of the mipsec lab: applies a lease as a typical client does.
+# The event's record appears (atomically) only once the lease is applied.
 env | grep -E '^(interface|ip|mask|subnet|router|staticroutes|domain|dns|serverid|lease)=' \
-    > "{lease_file}.$1"
+    > "{lease_file}.$1.tmp"
+event="$1"
 case "$1" in
 deconfig)
     ip -4 addr flush dev "$interface"
@@ -244,6 +247,7 @@ bound|renew)
     fi
     ;;
 esac
+mv "{lease_file}.$event.tmp" "{lease_file}.$event"
 exit 0
 "#
     )
