@@ -345,7 +345,9 @@ fn intranet_lookalike_dhcp_leaks_nothing() {
 /// garbage. Nothing changes: same IKE SA, TIA, inbound SPI, no reconnect, every forged
 /// ESP packet counted in `esp_drops`, no ESP accepted from them, the tunnel still
 /// carries a registration, and ext-a shows no leak (the injected frames are classed
-/// `injected`; without that the classifier counts them, so it sees them).
+/// `injected`; without that the classifier counts them, so it sees them). Negative
+/// control: with the client stopped, the MN answers the replay with an ICMP error to
+/// the i-HA in the clear, which the classifier counts.
 #[test]
 fn replayed_and_forged_packets_change_nothing() {
     let Some(_g) = lab_lock("replayed_and_forged_packets_change_nothing") else {
@@ -502,9 +504,32 @@ fn replayed_and_forged_packets_change_nothing() {
         "{}",
         leak::render_one(&plain)
     );
+    // Negative control: without the client (SIGTERM removes its kill switch) the MN's
+    // own answer to the replay, an ICMP error to the i-HA, leaves in the clear.
+    lab.stop("vpn", libc::SIGTERM);
+    let ctl = lab.dir.join("replay-no-client.pcap");
+    inject::capture(&mut lab, "cap-ctl", "br-exta", &ctl).unwrap();
+    let to_coa = inject::udp(
+        SocketAddrV4::new(HA_ADDR, 434),
+        SocketAddrV4::new(coa, 434),
+        &body,
+    );
+    inject::send_raw(&ev, vec![to_coa; 3]).unwrap();
+    inject::stop_capture(&mut lab, "cap-ctl");
+    let ctl = classify(&ctl, &[evil]);
+    eprintln!("replay without the client:\n{}", leak::render_one(&ctl));
+    assert!(
+        ctl.by_kind
+            .keys()
+            .any(|(c, w)| *c == Class::Leak && w.contains("destination 10.10.0.1")),
+        "{}",
+        leak::render_one(&ctl)
+    );
     eprintln!(
-        "sent {sent} ({n_mip} Mobile IP, 3 agent advertisements, {n_esp} ESP); esp_drops +{}; test took {:?}",
+        "sent {sent} ({n_mip} Mobile IP, 3 agent advertisements, {n_esp} ESP); esp_drops +{}; \
+         without the client the replay drew {} leaking frames; test took {:?}",
         d("esp_drops"),
+        ctl.count(Class::Leak),
         t_test.elapsed()
     );
 }
