@@ -4,8 +4,12 @@
 //! shared helpers. See README.md.
 
 pub mod bench;
+pub mod dhcp;
 pub mod enterprise;
 pub mod gateway;
+pub mod inject;
+pub mod leak;
+pub mod leak_xcheck;
 pub mod mip;
 pub mod netns;
 pub mod roam;

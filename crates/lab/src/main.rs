@@ -20,6 +20,10 @@ const USAGE: &str = "usage:
                                    firewall, ext-a/ext-b/ext-nat; one capture per segment in DIR
   mipsec-lab move PREFIX SEGMENT   move the MN of a running lab (home, int-a, int-b, int-c, nat;
                                    enterprise lab also ext-a, ext-b, ext-nat)
+  mipsec-lab classify --pcap DIR [--segments core,ext-a,...] [--home ADDR]... [--injector MAC]...
+                                   leak check of DIR/<segment>.pcap (default: the outside
+                                   segments core, ext-a, ext-b, ext-nat that exist): counts by
+                                   class per segment, `leaks: N`; exit 1 on any leak
   mipsec-lab cleanup [--all]       remove leftovers of earlier runs (--all: also live ones)
   mipsec-lab mipsec <args...>      the mipsec CLI (daemons, status)
   mipsec-lab serve [--tcp PORT] [--udp PORT]   CN helper: TCP sink/source + UDP echo";
@@ -86,6 +90,7 @@ fn check_args(cmd: &str, args: &[String]) -> Result<(), String> {
         "bench" => (&["--repeat", "--secs"], &[]),
         "up" => (&["--pcap"], &["--plain", "--enterprise", "--cert"]),
         "cleanup" => (&[], &["--all"]),
+        "classify" => (&["--pcap", "--segments", "--home", "--injector"], &[]),
         "serve" => (&["--tcp", "--udp"], &[]),
         _ => return Ok(()),
     };
@@ -113,6 +118,7 @@ fn run(cmd: &str, args: &[String]) -> lab::Result<ExitCode> {
             )?;
             Ok(ExitCode::SUCCESS)
         }
+        "classify" => classify(args),
         "cleanup" => {
             let removed = netns::cleanup_leftovers(flag(args, "--all"));
             if removed.is_empty() {
@@ -189,6 +195,53 @@ fn run(cmd: &str, args: &[String]) -> lab::Result<ExitCode> {
         }
         _ => Err(bad(format!("unknown command {cmd}\n{USAGE}"))),
     }
+}
+
+/// Every value of a repeatable option.
+fn opts<'a>(args: &'a [String], name: &str) -> Vec<&'a str> {
+    args.windows(2)
+        .filter(|w| w[0] == name)
+        .map(|w| w[1].as_str())
+        .collect()
+}
+
+/// `mipsec-lab classify`: the leak check of a capture directory. Exit 0 without leaks,
+/// 1 with any, 2 when nothing could be classified (an empty check must not pass).
+fn classify(args: &[String]) -> lab::Result<ExitCode> {
+    use lab::leak;
+    let bad = |e: String| lab::Error::Other(e);
+    let dir =
+        PathBuf::from(opt(args, "--pcap").ok_or_else(|| bad("--pcap DIR is required".into()))?);
+    let mut plan = leak::Plan::lab();
+    for h in opts(args, "--home") {
+        plan.home_addresses
+            .push(h.parse().map_err(|_| bad(format!("bad --home {h}")))?);
+    }
+    for m in opts(args, "--injector") {
+        plan.injectors
+            .push(leak::parse_mac(m).ok_or_else(|| bad(format!("bad --injector {m}")))?);
+    }
+    let segments: Vec<&str> = match opt(args, "--segments") {
+        Some(s) => s.split(',').collect(),
+        None => lab::enterprise::OUTSIDE
+            .into_iter()
+            .filter(|s| dir.join(format!("{s}.pcap")).exists())
+            .collect(),
+    };
+    if segments.is_empty() {
+        eprintln!(
+            "mipsec-lab classify: no outside segment's capture in {}",
+            dir.display()
+        );
+        return Ok(ExitCode::from(2));
+    }
+    let reports = leak::classify_dir(&plan, &dir, &segments)?;
+    print!("{}", leak::render(&reports));
+    Ok(if leak::leaks(&reports) == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// `mipsec-lab up --enterprise`: builds the enterprise lab, starts the CN helper, the
