@@ -233,3 +233,43 @@ fn mc_with_mobike_across_outside_networks() {
         .unwrap();
     assert!(ml.echo_ok(Some(MN_HOME), Duration::from_secs(5)));
 }
+
+/// Mode fvc: on ext-b (no addresses, only the x-FA) the node registers with the
+/// x-HA through the x-FA, which reverse-tunnels the VPN's packets from the x-home
+/// address; user data flows through the VPN, and moving from ext-a (cvc) to ext-b
+/// and back costs no IKE.
+#[test]
+fn fvc_through_the_external_foreign_agent() {
+    let Some(_g) = lab_lock("fvc_through_the_external_foreign_agent") else {
+        return;
+    };
+    let mut ml = MipLab::start_enterprise(&exe(), GwAuth::Psk, Outside::Xmip).unwrap();
+    ml.lab.move_mn(Segment::ExtA).unwrap();
+    let (st, _) = ml
+        .wait_mn(Duration::from_secs(20), |v| gate(v) == "open-vpn")
+        .unwrap();
+    let starts = st["counters"]["vpn_starts"].clone();
+    for (seg, mode) in [(Segment::ExtB, "fvc"), (Segment::ExtA, "cvc")] {
+        ml.lab.move_mn(seg).unwrap();
+        let (st, took) = ml
+            .wait_mn(Duration::from_secs(20), |v| {
+                gate(v) == "open-vpn" && v["interfaces"][0]["mode"] == mode
+            })
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{e}\n{}\nx-FA: {:?}\nx-HA: {:?}\n{}",
+                    ml.lab.log_tail("mn", 40),
+                    mip::status(&ml.lab.exe, &ml.lab.dir.join("xfa.sock")),
+                    ml.xha_status(),
+                    ml.lab.log_tail("xfa", 20)
+                )
+            });
+        eprintln!("{}: {mode} open {took:?} after the move", seg.name());
+        assert_eq!(st["counters"]["vpn_starts"], starts, "no new IKE: {st}");
+        assert!(
+            ml.echo_ok(Some(MN_HOME), Duration::from_secs(5)),
+            "user data in {mode}:\n{}",
+            ml.lab.log_tail("mn", 40)
+        );
+    }
+}

@@ -180,7 +180,10 @@ struct Daemon {
     nl: Netlink,
     events: netio::netlink::NetEvents,
     /// The registration socket, bound to (address, port 434) on the interface.
-    udp: Option<(Ipv4Addr, UdpSocket)>,
+    /// One per source address in use: the care-of address (mode c, cvc), the home
+    /// address (mode h, through an agent), the x-home address (fvc, through the
+    /// x-FA).
+    udp: Vec<(Ipv4Addr, UdpSocket)>,
     /// IP-in-IP to and from the home agent (or the agent, encapsulating delivery).
     raw: Option<(Ipv4Addr, RawIp)>,
     routes: Routes,
@@ -275,7 +278,7 @@ impl Daemon {
             tun_ifindex,
             nl,
             events,
-            udp: None,
+            udp: Vec::new(),
             raw: None,
             routes: Routes::None,
             agent_route: None,
@@ -351,13 +354,13 @@ impl Daemon {
                     Some(ev) => self.on_net_event(ev).await,
                     None => return Err("netlink event stream ended".into()),
                 },
-                r = recv_udp(self.udp.as_ref().map(|s| &s.1), &mut ubuf) => match r {
-                    Ok((n, std::net::SocketAddr::V4(from))) => {
+                r = recv_any(&self.udp, &mut ubuf) => match r {
+                    Ok((n, std::net::SocketAddr::V4(from), i)) => {
                         self.on_udp(from, &ubuf[..n]).await;
                         // Tunnel data comes in bursts: drain what is queued.
                         for _ in 0..crate::shell::BATCH {
                             let Some(Ok((n, std::net::SocketAddr::V4(from)))) =
-                                self.udp.as_ref().map(|s| s.1.try_recv_from(&mut ubuf))
+                                self.udp.get(i).map(|s| s.1.try_recv_from(&mut ubuf))
                             else {
                                 break;
                             };
@@ -540,6 +543,7 @@ impl Daemon {
                     if let Err(e) = self.nl.del_neighbour(self.phys, agent).await {
                         debug!("neighbour entry of the foreign agent {agent}: {e}");
                     }
+                    self.introduce_to_agent(agent).await;
                 }
             }
             a
@@ -639,6 +643,27 @@ async fn recv_udp(
         Some(s) => s.recv_from(buf).await,
         None => std::future::pending().await,
     }
+}
+
+/// A datagram from whichever registration socket has one (and its index).
+async fn recv_any(
+    socks: &[(Ipv4Addr, UdpSocket)],
+    buf: &mut [u8],
+) -> std::io::Result<(usize, std::net::SocketAddr, usize)> {
+    if socks.is_empty() {
+        return std::future::pending().await;
+    }
+    std::future::poll_fn(|cx| {
+        for (i, (_, s)) in socks.iter().enumerate() {
+            let mut rb = tokio::io::ReadBuf::new(buf);
+            if let std::task::Poll::Ready(r) = s.poll_recv_from(cx, &mut rb) {
+                let n = rb.filled().len();
+                return std::task::Poll::Ready(r.map(|a| (n, a, i)));
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
 }
 
 async fn recv_tun(dev: Option<&Tun>, buf: &mut [u8]) -> std::io::Result<usize> {

@@ -107,7 +107,7 @@ impl Daemon {
 
     /// RFC 3519 Tunnel Data to a home agent (the i-HA inside, the x-HA outside).
     pub(super) async fn send_udp_tunnel_to(&mut self, packet: &[u8], ha: Ipv4Addr) {
-        let Some((_, s)) = &self.udp else {
+        let Some(s) = self.udp_at_care_of() else {
             return self.counters.drop("no registration socket");
         };
         let mut msg = Vec::with_capacity(packet.len() + 4);

@@ -32,6 +32,12 @@ impl Daemon {
         if let Some(agent) = new_agent {
             self.route_to_agent(agent).await;
             self.agent_route = Some(agent);
+            self.introduce_to_agent(agent).await;
+            if let Some(r) = self.gateway_via_agent(agent) {
+                if let Err(e) = self.nl.replace_route(&r).await {
+                    warn!("route to the VPN gateway via the agent {agent}: {e}");
+                }
+            }
         }
         let home = self.file.mn.home_address;
         // IP-in-IP from the care-of address (mode c), or from the home address to
@@ -50,26 +56,23 @@ impl Daemon {
                 }
             });
         }
-        // The registration socket follows the requests (see `udp_for`); one bound
-        // to an address the interface no longer has is useless.
-        if self
-            .udp
-            .as_ref()
-            .is_some_and(|u| now.is_none_or(|a| u.0 != a.care_of && u.0 != home))
-        {
-            self.udp = None;
-        }
+        // The registration sockets follow the requests (see `udp_for`); one bound
+        // to an address of an attachment we left is useless.
+        let x_home = self.x_home();
+        self.udp.retain(|u| {
+            now.is_some_and(|a| u.0 == a.care_of || u.0 == home || Some(u.0) == x_home)
+        });
     }
 
     /// The registration socket bound to `addr`:434 on the interface (opened on
     /// first use; replies come back to it).
     pub(super) fn udp_for(&mut self, addr: Ipv4Addr) -> Option<&UdpSocket> {
-        if self.udp.as_ref().is_none_or(|u| u.0 != addr) {
+        if !self.udp.iter().any(|u| u.0 == addr) {
             let mut o = UdpOptions::new(SocketAddrV4::new(addr, MIP_PORT));
             o.device = Some(self.file.mn.interface.clone());
             o.reuse_addr = true;
             match o.bind() {
-                Ok(s) => self.udp = Some((addr, s)),
+                Ok(s) => self.udp.push((addr, s)),
                 Err(e) => {
                     warn!("registration socket on {addr}: {e}");
                     self.counters
@@ -78,7 +81,13 @@ impl Daemon {
                 }
             }
         }
-        self.udp.as_ref().map(|u| &u.1)
+        self.udp.iter().find(|u| u.0 == addr).map(|u| &u.1)
+    }
+
+    /// The registration socket of the care-of address (RFC 3519 tunnel data).
+    pub(super) fn udp_at_care_of(&self) -> Option<&UdpSocket> {
+        let coa = self.attached?.care_of;
+        self.udp.iter().find(|u| u.0 == coa).map(|u| &u.1)
     }
 
     fn open_raw(&self, addr: Ipv4Addr) -> Result<RawIp, String> {
@@ -106,12 +115,46 @@ impl Daemon {
         if matches!(self.routes, Routes::Agent(_)) {
             self.set_routes(Routes::Tunnel).await;
         }
+        if let Some(r) = self.gateway_via_agent(agent) {
+            if let Err(e) = self.nl.del_route(&r).await {
+                debug!("remove route to the VPN gateway via {agent}: {e}");
+            }
+        }
         let r = Route::new(agent, 32).dev(self.phys);
         if let Err(e) = self.nl.del_route(&r).await {
             debug!("remove route to the foreign agent {agent}: {e}");
         }
         if let Err(e) = self.nl.del_neighbour(self.phys, agent).await {
             debug!("remove neighbour entry of the foreign agent {agent}: {e}");
+        }
+    }
+
+    /// Tells a foreign agent our link-layer address for each address it will
+    /// relay for (the home address; the x-home address in fvc): an ARP request
+    /// for the agent from each of them. An agent that learns visitors from its
+    /// neighbour table (as `mipsec fa` does) would otherwise know only the address
+    /// of whichever packet first made us resolve it.
+    pub(super) async fn introduce_to_agent(&self, agent: Ipv4Addr) {
+        let Ok(link) = self.nl.link_by_index(self.phys).await else {
+            return;
+        };
+        let Ok(mac) = <[u8; 6]>::try_from(link.mac.as_slice()) else {
+            return;
+        };
+        let mut ours = vec![self.file.mn.home_address];
+        ours.extend(self.x_home());
+        for a in ours {
+            let mut f = Vec::with_capacity(42);
+            f.extend_from_slice(&[0xff; 6]);
+            f.extend_from_slice(&mac);
+            f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+            f.extend_from_slice(&mac);
+            f.extend_from_slice(&a.octets());
+            f.extend_from_slice(&[0; 6]);
+            f.extend_from_slice(&agent.octets());
+            if let Err(e) = netio::netlink::arp::send_frame(self.phys, &f, [0xff; 6], 0x0806) {
+                debug!("ARP to the agent {agent}: {e}");
+            }
         }
     }
 

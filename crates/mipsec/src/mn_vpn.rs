@@ -71,6 +71,9 @@ pub(super) struct Outer {
     pub(super) child: Option<VpnChild>,
     pub(super) tia: Option<TiaPath>,
     pub(super) starts: u64,
+    /// fvc: IKE/ESP handed natively to the x-FA (which reverse-tunnels it to the
+    /// x-HA), through a header-included raw socket bound to the interface.
+    native: Option<RawIp>,
 }
 
 impl Daemon {
@@ -146,9 +149,57 @@ impl Daemon {
             Some(Tunnel::Udp { .. }) if self.attached.is_some_and(|a| a.agent.is_none()) => {
                 self.send_udp_tunnel_to(packet, x_ha).await;
             }
-            Some(_) => self.counters.drop("x-home: fvc data path not built yet"),
+            // fvc: through the x-FA, natively (RFC 3024 direct delivery): the agent
+            // reverse-tunnels what comes from its visitor's x-home address.
+            Some(_) => self.send_native(packet).await,
             None => self.counters.drop("x-home: no x-HA binding"),
         }
+    }
+
+    async fn send_native(&mut self, packet: &[u8]) {
+        if self.outer.native.is_none() {
+            match RawIp::open_with(
+                255,
+                &RawIpOptions {
+                    device: Some(self.file.mn.interface.clone()),
+                    header_included: true,
+                    ..RawIpOptions::default()
+                },
+            ) {
+                Ok(r) => self.outer.native = Some(r),
+                Err(e) => {
+                    warn!("fvc send socket: {e}");
+                    return self.counters.drop("x-home: no send socket");
+                }
+            }
+        }
+        let Some(r) = &self.outer.native else { return };
+        match r.send_packet(packet).await {
+            Ok(_) => {
+                self.counters.tx_packets += 1;
+                self.counters.tx_bytes += packet.len() as u64;
+            }
+            Err(e) => {
+                debug!("fvc send: {e}");
+                self.counters.drop("x-home: send to the agent failed");
+            }
+        }
+    }
+
+    /// fvc: the VPN gateway through the agent, for the native sends (a second
+    /// route next to the one through the x-home device, found only by sockets
+    /// bound to the interface).
+    pub(super) fn gateway_via_agent(&self, agent: Ipv4Addr) -> Option<netio::netlink::Route> {
+        if self.file.mn.outside != OutsideMode::Xmip {
+            return None;
+        }
+        let gw = self.vpn_gateway?;
+        Some(
+            netio::netlink::Route::new(gw, 32)
+                .via(agent)
+                .dev(self.phys)
+                .metric(100),
+        )
     }
 
     /// Inbound x-MIP: the inner packet must be for the x-home address.
@@ -442,9 +493,14 @@ fn derived_config(
     let local = local
         .map(|l| format!("local_address = \"{l}\"\n"))
         .unwrap_or_default();
+    // x-MIP: the client's packets leave through the x-home device (its route), but
+    // through a foreign agent (fvc) the answers arrive natively on the physical
+    // interface: its sockets must not be bound to the device. mc: bound to the
+    // physical interface.
+    let bind = m.outside != OutsideMode::Xmip;
     format!(
         "{text}\n# set by mipsec mn\ninterface = \"{interface}\"\n{local}\
-         bind_interface = true\nkill_switch = \"off\"\ntun = \"{}\"\ntable = {}\nrule_priority = {}\n",
+         bind_interface = {bind}\nkill_switch = \"off\"\ntun = \"{}\"\ntable = {}\nrule_priority = {}\n",
         m.vpn_tun, m.vpn_table, m.vpn_table
     )
 }
