@@ -56,6 +56,24 @@ fn count(file: &Path, filter: &str) -> usize {
     tshark(file, &["-Y", filter]).lines().count()
 }
 
+/// A UDP echo of `len` payload octets from the home address to the CN's echo port.
+fn big_echo_ok(ml: &MipLab, len: usize) -> bool {
+    let h = lab::netns::spawn_in(&ml.lab.ns("mn"), move || {
+        let s = std::net::UdpSocket::bind((MN_HOME, 0))?;
+        s.set_read_timeout(Some(Duration::from_millis(200)))?;
+        let to = std::net::SocketAddrV4::new(lab::topo::CN_ADDR, lab::traffic::UDP_PORT);
+        let mut buf = vec![0u8; 4096];
+        for _ in 0..15 {
+            let _ = s.send_to(&vec![0x5a; len], to);
+            if let Ok(n) = s.recv(&mut buf) {
+                return Ok(n == len);
+            }
+        }
+        Ok(false)
+    });
+    matches!(h.join(), Ok(Ok(true)))
+}
+
 fn gate(v: &serde_json::Value) -> &str {
     v["interfaces"][0]["gate"].as_str().unwrap_or("")
 }
@@ -101,6 +119,12 @@ fn cvc_on_ext_a_then_back_inside() {
     let st = ml.mn_status().unwrap();
     assert!(mip::get_u64(&st, &["counters", "tx_packets"]) > 0, "{st}");
     assert!(mip::get_u64(&st, &["counters", "rx_packets"]) > 0, "{st}");
+    // A full-size datagram (1380 octets at the home address's MTU) crosses all three
+    // layers without a fragment anywhere (the MTU arithmetic in mn_vpn.rs).
+    assert!(
+        big_echo_ok(&ml, 1380 - 28),
+        "a 1380-octet datagram through cvc"
+    );
     // On the wire outside: x-MIP to the x-HA carrying ESP, and not one packet with an
     // intranet address in the clear at any layer (tshark decodes IP-in-IP).
     std::thread::sleep(Duration::from_millis(300));
@@ -125,6 +149,15 @@ fn cvc_on_ext_a_then_back_inside() {
         tshark(&ext_a, &["-Y", leak, "-V"])
     );
     assert!(bad.trim().is_empty(), "tshark flags frames:\n{bad}");
+    let frags = count(&ext_a, "ip.flags.mf == 1 || ip.frag_offset > 0");
+    assert_eq!(frags, 0, "fragments on ext-a");
+    let biggest = tshark(&ext_a, &["-T", "fields", "-e", "frame.len"])
+        .lines()
+        .filter_map(|l| l.trim().parse::<usize>().ok())
+        .max()
+        .unwrap_or(0);
+    eprintln!("ext-a: largest frame {biggest} octets (Ethernet header included)");
+    assert!(biggest > 1400 && biggest <= 1514, "largest frame {biggest}");
 
     // Back inside: the i-HA proves int-a, the VPN goes, data flows directly.
     ml.lab.move_mn(Segment::IntA).unwrap();

@@ -33,8 +33,26 @@ use tokio::net::UdpSocket;
 use tokio::process::{Child, ChildStdin, ChildStdout};
 use tracing::{debug, info, warn};
 
+/// The MTUs of the stacked path, so that nothing fragments at any layer on a
+/// 1500-octet outside link (RFC 5265 section 5.2 lists the same layers):
+///
+/// ```text
+///   1500  outside link
+///   - 32  x-MIP, worst case RFC 3519 UDP (IP 20 + UDP 8 + Tunnel Data 4; IP-in-IP: 20)
+///   = 1468  the x-home device (TUNNEL_MTU): IKE/ESP packets from the x-home address
+///   - 20  IP (x-home -> gateway)   - 8 UDP 4500 (ESP in UDP)
+///   - 8   ESP header (SPI, sequence)   - 8 IV (AES-GCM)   - 16 ICV
+///   - 2   pad length + next header, and up to 2 octets of padding (to 4 octets)
+///   = 1400 + 4 spare  the VPN client's TUN (VPN_MTU): i-MIP packets from the TIA
+///   - 20  i-MIP IP-in-IP (TIA -> i-HA)
+///   = 1380  the home address's TUN in the outside modes (HOME_MTU_OUTSIDE)
+/// ```
+pub const VPN_MTU: u32 = 1400;
+pub const HOME_MTU_OUTSIDE: u32 = VPN_MTU - 20;
+
 /// Keys of the VPN client's file that the mobile node sets itself.
-pub const OWNED_KEYS: [&str; 9] = [
+pub const OWNED_KEYS: [&str; 10] = [
+    "mtu",
     "interface",
     "interfaces",
     "local_address",
@@ -96,6 +114,18 @@ impl Daemon {
     /// routed through it, so that the VPN client's IKE and ESP come out here.
     pub(super) async fn open_outer(&mut self) -> Result<(), String> {
         let m = &self.file.mn;
+        if m.outside == OutsideMode::None {
+            return Ok(());
+        }
+        // The same MTU inside and outside: a connection keeps its segment size
+        // when the node moves out.
+        if let Err(e) = self
+            .nl
+            .set_link_mtu(self.tun_ifindex, HOME_MTU_OUTSIDE)
+            .await
+        {
+            warn!("MTU of the home address's device: {e}");
+        }
         if m.outside != OutsideMode::Xmip {
             return Ok(());
         }
@@ -500,7 +530,7 @@ fn derived_config(
     let bind = m.outside != OutsideMode::Xmip;
     format!(
         "{text}\n# set by mipsec mn\ninterface = \"{interface}\"\n{local}\
-         bind_interface = {bind}\nkill_switch = \"off\"\ntun = \"{}\"\ntable = {}\nrule_priority = {}\n",
+         bind_interface = {bind}\nkill_switch = \"off\"\ntun = \"{}\"\ntable = {}\nrule_priority = {}\nmtu = {VPN_MTU}\n",
         m.vpn_tun, m.vpn_table, m.vpn_table
     )
 }
