@@ -56,7 +56,8 @@ pub fn registration_rtts(ml: &MipLab, n: usize) -> Result<(Vec<f64>, Vec<u8>)> {
     h.join().map_err(|_| other("rtt thread panicked"))?
 }
 
-fn throughput(ml: &MipLab, up: bool, secs: f64) -> Result<f64> {
+/// TCP throughput (Mbit/s) from the MN's home address to the CN (`up`) or back, over `secs`.
+pub fn throughput(ml: &MipLab, up: bool, secs: f64) -> Result<f64> {
     let mut c = Client::start(
         &ml.lab.ns("mn"),
         &ClientOpts {

@@ -13,6 +13,7 @@ const USAGE: &str = "usage:
                   [--lifetime SECS] [--moves int-a,int-b,int-c,nat,home] [--plain] [--capture FILE]
                   [--flush-nat] [--keep]
   mipsec-lab bench [--repeat N] [--secs SECS]
+  mipsec-lab roam-bench [--secs SECS]   gate-open time and TCP up/down per mode (c, cvc, fvc, cvc+NAT)
   mipsec-lab up [--plain]          build the lab (and daemons) and wait for Ctrl-C
   mipsec-lab up --enterprise [--cert] [--pcap DIR]
                                    the enterprise lab of RFC 5265 Figure 1: strongSwan gateway
@@ -88,6 +89,7 @@ fn check_args(cmd: &str, args: &[String]) -> Result<(), String> {
             &["--plain", "--keep", "--flush-nat"],
         ),
         "bench" => (&["--repeat", "--secs"], &[]),
+        "roam-bench" => (&["--secs"], &[]),
         "up" => (&["--pcap"], &["--plain", "--enterprise", "--cert"]),
         "cleanup" => (&[], &["--all"]),
         "classify" => (&["--pcap", "--segments", "--home", "--injector"], &[]),
@@ -167,6 +169,11 @@ fn run(cmd: &str, args: &[String]) -> lab::Result<ExitCode> {
                 secs: num(args, "--secs", 3.0f64).map_err(bad)?,
             };
             lab::bench::run(&exe()?, &o)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        "roam-bench" => {
+            let secs = num(args, "--secs", 3.0f64).map_err(bad)?;
+            print!("{}", lab::roam::bench(&exe()?, secs)?);
             Ok(ExitCode::SUCCESS)
         }
         "up" if flag(args, "--enterprise") => {

@@ -113,3 +113,43 @@ impl MipLab {
         mip::status(&self.lab.exe, &self.lab.dir.join("xha.sock"))
     }
 }
+
+/// `mipsec-lab roam-bench`: in one enterprise lab, for each access mode, the time
+/// from a move to an open gate and TCP throughput up and down through it (mode c on
+/// int-a, cvc on ext-a, fvc on ext-b, cvc behind the hotel NAT), as a table.
+pub fn bench(exe: &Path, secs: f64) -> Result<String> {
+    use crate::topo::Segment;
+    use std::fmt::Write;
+    use std::time::Duration;
+    let mut ml = MipLab::start_enterprise(exe, GwAuth::Psk, Outside::Xmip)?;
+    let mut out =
+        String::from("segment   mode  gate open after move   TCP up Mbit/s   TCP down Mbit/s\n");
+    for (seg, gate) in [
+        (Segment::IntA, "open-inside"),
+        (Segment::ExtA, "open-vpn"),
+        (Segment::ExtB, "open-vpn"),
+        (Segment::ExtNat, "open-vpn"),
+    ] {
+        ml.lab.move_mn(seg)?;
+        let (st, took) = ml.wait_mn(Duration::from_secs(20), |v| {
+            v["interfaces"][0]["gate"] == gate
+        })?;
+        let mode = st["interfaces"][0]["mode"]
+            .as_str()
+            .unwrap_or("?")
+            .to_string();
+        std::thread::sleep(Duration::from_millis(300));
+        let up = crate::bench::throughput(&ml, true, secs)?;
+        let down = crate::bench::throughput(&ml, false, secs)?;
+        let _ = writeln!(
+            out,
+            "{:<9} {:<5} {:>10.1} ms {:>20.0} {:>17.0}",
+            seg.name(),
+            mode,
+            took.as_secs_f64() * 1e3,
+            up,
+            down
+        );
+    }
+    Ok(out)
+}
