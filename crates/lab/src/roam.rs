@@ -34,8 +34,32 @@ pub fn write_mn_vpn_config(lab: &Lab, auth: GwAuth) -> Result<String> {
         })
         .collect();
     let out = lab.dir.join("mn-vpn.toml");
-    write_private(&out, &(kept.join("\n") + "\n"))?;
+    // The lab writes the ESP keys so that tshark can decrypt the captures.
+    let keylog = format!("esp_keylog = \"{}\"", esp_keylog(lab).display());
+    write_private(&out, &(kept.join("\n") + "\n" + &keylog + "\n"))?;
     Ok(out.display().to_string())
+}
+
+/// Where the MN's VPN client writes its ESP keys (Wireshark's esp_sa format).
+pub fn esp_keylog(lab: &Lab) -> std::path::PathBuf {
+    lab.dir.join("esp-keys.uat")
+}
+
+/// tshark options that decrypt the ESP of the MN's VPN with the key log.
+pub fn tshark_esp_opts(lab: &Lab) -> Vec<String> {
+    let mut o = vec![
+        "-o".to_string(),
+        "esp.enable_encryption_decode:TRUE".to_string(),
+    ];
+    for l in std::fs::read_to_string(esp_keylog(lab))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+    {
+        o.push("-o".into());
+        o.push(format!("uat:esp_sa:{l}"));
+    }
+    o
 }
 
 /// mn.toml for an outside mode; returns its path.

@@ -149,6 +149,20 @@ fn cvc_on_ext_a_then_back_inside() {
         tshark(&ext_a, &["-Y", leak, "-V"])
     );
     assert!(bad.trim().is_empty(), "tshark flags frames:\n{bad}");
+    // With the key log of the VPN client, tshark decrypts the ESP inside x-MIP and
+    // finds the i-MIP IP-in-IP from the TIA to the i-HA with the user's datagrams
+    // (home address to the CN) inside: the three layers, as an independent decoder
+    // sees them.
+    let mut opts = lab::roam::tshark_esp_opts(&ml.lab);
+    assert!(opts.len() > 2, "no ESP keys logged");
+    opts.extend(["-Y".to_string(), format!("esp && ip.src == {tia} && ip.dst == 10.10.0.1 && ip.addr == 10.10.0.100 && ip.addr == 10.40.0.10")]);
+    let args: Vec<&str> = opts.iter().map(String::as_str).collect();
+    let decrypted = tshark(&ext_a, &args).lines().count();
+    eprintln!("ext-a: {decrypted} user frames found inside ESP inside x-MIP after decryption");
+    assert!(
+        decrypted > 0,
+        "tshark found no i-MIP/user packet inside the ESP"
+    );
     let frags = count(&ext_a, "ip.flags.mf == 1 || ip.frag_offset > 0");
     assert_eq!(frags, 0, "fragments on ext-a");
     let biggest = tshark(&ext_a, &["-T", "fields", "-e", "frame.len"])

@@ -22,6 +22,7 @@ use crate::status::Status;
 use crate::supervise::{Commands, Emitter, Event as SupEvent, Supervisor};
 
 mod addresses;
+mod keylog;
 mod prefixes;
 
 pub use prefixes::range_to_prefixes;
@@ -826,6 +827,9 @@ impl State {
     fn install(&mut self, now: Instant, c: &ChildSaInfo, make_current: bool) {
         match self.sas.install(now, c, make_current) {
             Ok(()) => {
+                if let Some(p) = &self.cfg.esp_keylog {
+                    keylog::append(p, c);
+                }
                 if let Some(spi) = self.sas.out_spi() {
                     self.status.spi_out = spi;
                 }

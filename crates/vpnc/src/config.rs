@@ -111,6 +111,11 @@ pub struct VpnConfig {
     /// standalone, no under a supervisor (`--events`), which says `mobike <address>`.
     #[serde(default)]
     pub auto_mobike: Option<bool>,
+    /// Lab and debugging only: append the keys of every CHILD_SA to this file, one
+    /// line per direction in Wireshark's `esp_sa` table format, so that tshark can
+    /// decrypt a capture. Anyone who reads the file can decrypt the traffic.
+    #[serde(default)]
+    pub esp_keylog: Option<PathBuf>,
 }
 
 /// `kill_switch`: `"on"` (the default), `"off"`, or a list of networks.
