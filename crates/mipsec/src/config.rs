@@ -156,6 +156,11 @@ pub struct HaSection {
     /// RFC 5265 HA-5, for an external home agent: Registration Requests arriving on
     /// this (internal) interface are dropped and counted.
     pub drop_requests_on_interface: Option<String>,
+    /// TUN offloads on the tunnel device (TCP super-packets cut in userspace before
+    /// IP-in-IP, segments merged before they enter the TUN); `false` moves packets one
+    /// at a time. Falls back to that, with a warning, when the kernel refuses.
+    #[serde(default = "default_true")]
+    pub offload: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

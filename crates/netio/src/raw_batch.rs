@@ -61,14 +61,16 @@ impl RawSendBatch {
 
     /// Sends everything queued, waiting for room in the socket when it is full, and
     /// empties the batch. A packet the kernel refuses is skipped and passed to
-    /// `on_error`; the others still go. Returns how many were sent.
+    /// `on_error`; the others still go. Returns how many packets, and octets of
+    /// payload, were sent.
     pub async fn flush(
         &mut self,
         sock: &RawIp,
         mut on_error: impl FnMut(Ipv4Addr, io::Error),
-    ) -> usize {
+    ) -> (usize, usize) {
         let mut done = 0;
         let mut sent = 0;
+        let mut bytes = 0;
         while done < self.msgs.len() {
             let end = self.msgs.len().min(done + MAX_BATCH);
             let r = sock
@@ -80,6 +82,7 @@ impl RawSendBatch {
             match r {
                 Ok(n) => {
                     let n = n.clamp(1, end - done);
+                    bytes += self.msgs[done..done + n].iter().map(|m| m.1).sum::<usize>();
                     done += n;
                     sent += n;
                 }
@@ -91,7 +94,7 @@ impl RawSendBatch {
         }
         self.data.clear();
         self.msgs.clear();
-        sent
+        (sent, bytes)
     }
 
     fn sendmmsg(&mut self, fd: i32, from: usize, to: usize) -> io::Result<usize> {

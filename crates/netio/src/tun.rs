@@ -43,11 +43,6 @@ pub struct TunOptions {
     pub mtu: Option<u32>,
     /// Bring the interface up (`IFF_UP`) right after creation.
     pub up: bool,
-    /// `IFF_VNET_HDR`: every packet read or written is prefixed with a 10-octet
-    /// `virtio_net_hdr` ([`crate::offload`]), and the kernel is asked
-    /// (`TUNSETOFFLOAD`) for these `TUN_F_*` offloads, e.g. `TUN_F_CSUM | TUN_F_TSO4`
-    /// for TCP super-packets. `None`: plain packets, no offload.
-    pub offload: Option<libc::c_uint>,
 }
 
 /// An attached TUN device; dropping it detaches (and, unless persistent, deletes) it.
@@ -67,10 +62,23 @@ impl Tun {
 
     /// [`Tun::open`] with options.
     pub fn open_with(name: &str, opts: &TunOptions) -> Result<Tun> {
-        Tun::open_at(Path::new(TUN_PATH), name, opts)
+        Tun::open_at(Path::new(TUN_PATH), name, opts, None)
     }
 
-    pub(crate) fn open_at(path: &Path, name: &str, opts: &TunOptions) -> Result<Tun> {
+    /// [`Tun::open_with`] and `IFF_VNET_HDR`: every packet read or written is prefixed
+    /// with a 10-octet `virtio_net_hdr` ([`crate::offload`]), and the kernel is asked
+    /// (`TUNSETOFFLOAD`) for the `TUN_F_*` offloads in `offload`, e.g.
+    /// `TUN_F_CSUM | TUN_F_TSO4` for TCP super-packets. An error if it refuses.
+    pub fn open_with_offload(name: &str, opts: &TunOptions, offload: libc::c_uint) -> Result<Tun> {
+        Tun::open_at(Path::new(TUN_PATH), name, opts, Some(offload))
+    }
+
+    pub(crate) fn open_at(
+        path: &Path,
+        name: &str,
+        opts: &TunOptions,
+        offload: Option<libc::c_uint>,
+    ) -> Result<Tun> {
         let mut ifr = IfReq::new(name)?;
         let file = std::fs::OpenOptions::new()
             .read(true)
@@ -90,12 +98,12 @@ impl Tun {
         if opts.multi_queue {
             flags |= IFF_MULTI_QUEUE;
         }
-        if opts.offload.is_some() {
+        if offload.is_some() {
             flags |= IFF_VNET_HDR;
         }
         ifr.set_short(flags);
         sys::ioctl_ifreq(fd.as_raw_fd(), TUNSETIFF, &mut ifr).map_err(Error::io("TUNSETIFF"))?;
-        if let Some(off) = opts.offload {
+        if let Some(off) = offload {
             let sz = crate::offload::VNET_HDR_LEN as libc::c_int;
             // SAFETY: TUNSETVNETHDRSZ reads an int through the pointer, which is valid.
             let rc = unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETVNETHDRSZ as _, &sz) };
@@ -120,11 +128,11 @@ impl Tun {
         }
         let fd = sys::async_fd(fd, Interest::READABLE | Interest::WRITABLE)
             .map_err(Error::io("register tun with tokio"))?;
-        tracing::debug!(%name, offload = ?opts.offload, "tun attached");
+        tracing::debug!(%name, ?offload, "tun attached");
         Ok(Tun {
             fd,
             name,
-            vnet_hdr: opts.offload.is_some(),
+            vnet_hdr: offload.is_some(),
         })
     }
 
@@ -146,7 +154,7 @@ impl Tun {
         })
     }
 
-    /// Whether packets carry a `virtio_net_hdr` (opened with [`TunOptions::offload`]).
+    /// Whether packets carry a `virtio_net_hdr` (opened with [`Tun::open_with_offload`]).
     pub fn vnet_hdr(&self) -> bool {
         self.vnet_hdr
     }
@@ -278,6 +286,7 @@ mod tests {
             Path::new("/nonexistent/net/tun"),
             "mtun0",
             &TunOptions::default(),
+            None,
         )
         .unwrap_err();
         assert!(matches!(err, Error::TunMissing { .. }), "{err:?}");
