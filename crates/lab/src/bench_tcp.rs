@@ -92,7 +92,9 @@ fn throughput(ml: &MipLab, up: bool, conns: usize, secs: f64) -> Result<Tput> {
         faults.extend(c.stop().faults);
     }
     if !faults.is_empty() {
-        return Err(other(format!("TCP fault during throughput run: {faults:?}")));
+        return Err(other(format!(
+            "TCP fault during throughput run: {faults:?}"
+        )));
     }
     let pct = |a: u64, b: u64| (b.saturating_sub(a)) as f64 / ticks_per_sec() / el * 100.0;
     Ok(Tput {
@@ -125,10 +127,20 @@ fn idle_rtt(ml: &MipLab) -> Result<f64> {
     // "64 bytes from 10.40.0.10: icmp_seq=3 ttl=62 time=0.376 ms"
     let mut t: Vec<f64> = out
         .lines()
-        .filter_map(|l| l.split_once("time=")?.1.split_whitespace().next()?.parse().ok())
+        .filter_map(|l| {
+            l.split_once("time=")?
+                .1
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
         .collect();
     if t.len() < 50 {
-        return Err(other(format!("only {} of 100 pings answered: {out}", t.len())));
+        return Err(other(format!(
+            "only {} of 100 pings answered: {out}",
+            t.len()
+        )));
     }
     t.sort_by(f64::total_cmp);
     Ok(t[t.len() / 2])
@@ -162,23 +174,6 @@ fn go(ml: &mut MipLab, to: Segment) -> Result<()> {
     Ok(())
 }
 
-/// Restarts the HA with `offload = on` in its configuration (the MN must be at home:
-/// the new instance starts with no binding).
-fn restart_ha(ml: &mut MipLab, on: bool) -> Result<()> {
-    ml.lab.stop("ha", libc::SIGTERM);
-    let text = std::fs::read_to_string(&ml.ha_cfg)?;
-    let mut lines: Vec<String> = text
-        .lines()
-        .filter(|l| !l.starts_with("offload ="))
-        .map(str::to_string)
-        .collect();
-    if let Some(i) = lines.iter().position(|l| l.trim() == "[ha]") {
-        lines.insert(i + 1, format!("offload = {on}"));
-    }
-    std::fs::write(&ml.ha_cfg, lines.join("\n") + "\n")?;
-    ml.start_ha()
-}
-
 pub(super) fn tcp_section(ml: &mut MipLab, o: &BenchOpts) -> Result<()> {
     let mut rows = Vec::new();
     go(ml, Segment::Home)?;
@@ -199,11 +194,11 @@ pub(super) fn tcp_section(ml: &mut MipLab, o: &BenchOpts) -> Result<()> {
         o.secs,
     )?);
     go(ml, Segment::Home)?;
-    restart_ha(ml, false)?;
+    ml.restart_ha_offload(false)?;
     go(ml, Segment::IntA)?;
     rows.push(measure(ml, "mode c via HA, no offload", o.secs)?);
     go(ml, Segment::Home)?;
-    restart_ha(ml, true)?;
+    ml.restart_ha_offload(true)?;
     print_rows(&rows, o.secs);
     Ok(())
 }

@@ -80,6 +80,23 @@ impl MipLab {
         self.wait_status("ha", &self.ha_sock.clone())
     }
 
+    /// Restarts the HA with `offload = on` in its configuration. The new instance
+    /// starts with no binding, so the MN should be at home (or move afterwards).
+    pub fn restart_ha_offload(&mut self, on: bool) -> Result<()> {
+        self.lab.stop("ha", libc::SIGTERM);
+        let text = std::fs::read_to_string(&self.ha_cfg)?;
+        let mut lines: Vec<String> = text
+            .lines()
+            .filter(|l| !l.starts_with("offload ="))
+            .map(str::to_string)
+            .collect();
+        if let Some(i) = lines.iter().position(|l| l.trim() == "[ha]") {
+            lines.insert(i + 1, format!("offload = {on}"));
+        }
+        std::fs::write(&self.ha_cfg, lines.join("\n") + "\n")?;
+        self.start_ha()
+    }
+
     /// Starts `mipsec fa` on int-b and waits until its status answers.
     pub fn start_fa(&mut self) -> Result<()> {
         let cfg = self.fa_cfg.clone();

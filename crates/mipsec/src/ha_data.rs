@@ -46,7 +46,9 @@ pub(super) fn open(name: &str, offload: bool) -> Result<(Tun, u32, DataPath), St
         match open_tunnel_with(name, Some(TUN_F_CSUM | TUN_F_TSO4)) {
             Ok(t) => Some(t),
             Err(e) => {
-                warn!("{name}: the kernel refused TUN offloads ({e}); moving packets one at a time");
+                warn!(
+                    "{name}: the kernel refused TUN offloads ({e}); moving packets one at a time"
+                );
                 None
             }
         }
@@ -101,7 +103,12 @@ impl Daemon {
     }
 
     /// RFC 3519 Tunnel Data from a mobile node behind a NAT.
-    pub(super) async fn on_tunnel_data(&mut self, now: Instant, from: SocketAddrV4, payload: &[u8]) {
+    pub(super) async fn on_tunnel_data(
+        &mut self,
+        now: Instant,
+        from: SocketAddrV4,
+        payload: &[u8],
+    ) {
         let Ok(td) = TunnelData::parse(payload) else {
             return self.counters.drop("malformed tunnel data");
         };
