@@ -151,6 +151,43 @@ impl PacketList {
     }
 }
 
+/// [`wire::checksum::sum`], eight octets at a time: the one's-complement sum does not
+/// depend on the word size or byte order it is computed in (RFC 1071 section 2), so
+/// the data is summed as native 64-bit words and folded back to a big-endian 16-bit
+/// value at the end. Same result as `wire::checksum::sum(data, acc)` after folding.
+pub fn csum_add(data: &[u8], acc: u32) -> u32 {
+    let mut s: u64 = 0;
+    let mut chunks = data.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        let (n, carry) = s.overflowing_add(u64::from_ne_bytes(w));
+        s = n + u64::from(carry);
+    }
+    let mut rest = chunks.remainder().chunks_exact(2);
+    for c in &mut rest {
+        let (n, carry) = s.overflowing_add(u64::from(u16::from_ne_bytes([c[0], c[1]])));
+        s = n + u64::from(carry);
+    }
+    if let [b] = rest.remainder() {
+        let (n, carry) = s.overflowing_add(u64::from(u16::from_ne_bytes([*b, 0])));
+        s = n + u64::from(carry);
+    }
+    // Fold 64 -> 16 bits with end-around carries.
+    let mut f = (s >> 32) + (s & 0xffff_ffff);
+    f = (f >> 32) + (f & 0xffff_ffff);
+    f = (f >> 16) + (f & 0xffff);
+    f = (f >> 16) + (f & 0xffff);
+    f = (f >> 16) + (f & 0xffff);
+    let native = f as u16;
+    let be = u16::from_be(native);
+    let mut a = u64::from(acc) + u64::from(be);
+    while a >> 32 != 0 {
+        a = (a & 0xffff_ffff) + (a >> 32);
+    }
+    a as u32
+}
+
 fn be16(b: &[u8], i: usize) -> u16 {
     u16::from_be_bytes([b[i], b[i + 1]])
 }
@@ -220,7 +257,7 @@ pub fn complete_checksum(hdr: &VnetHdr, pkt: &mut [u8]) -> Result<(), OffloadErr
     if field + 2 > pkt.len() {
         return Err(OffloadError::CsumRange);
     }
-    let c = checksum::finish(checksum::sum(&pkt[start..], 0));
+    let c = checksum::finish(csum_add(&pkt[start..], 0));
     // As the kernel's skb_checksum_help: a computed 0 goes out as 0xffff.
     put16(pkt, field, if c == 0 { 0xffff } else { c });
     Ok(())
