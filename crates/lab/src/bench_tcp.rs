@@ -1,9 +1,10 @@
 //! The throughput part of `mipsec-lab bench`: TCP with one and four connections in
-//! both directions, and the idle round trip, for plain routing (MN at home) and mode c
-//! (co-located care-of address on int-a, IP-in-IP through the HA) with the HA's TUN
-//! offloads on and off, all in the same lab and run. CPU of the HA and MN daemons is
-//! sampled during each measurement, because on a shared 2-core machine a tunnel's
-//! throughput is capped by whichever daemon saturates its core first.
+//! both directions, and the idle round trip, for plain routing (MN at home), mode c
+//! (co-located care-of address on int-a, IP-in-IP between the MN and the HA) and mode f
+//! (int-b, IP-in-IP between the FA and the HA), with the agents' TUN offloads on and
+//! off, all in the same lab and run. CPU of the HA, FA and MN daemons is sampled during
+//! each measurement: on a shared 2-core machine it shows which daemon (or the kernel)
+//! limits a tunnel.
 
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,7 @@ use crate::traffic::{Client, ClientOpts};
 struct Tput {
     mbps: f64,
     ha_cpu: f64,
+    fa_cpu: f64,
     mn_cpu: f64,
 }
 
@@ -81,11 +83,11 @@ fn throughput(ml: &MipLab, up: bool, conns: usize, secs: f64) -> Result<Tput> {
             })
             .sum()
     };
-    let (ha, mn) = (ml.lab.pid("ha"), ml.lab.pid("mn"));
-    let (b0, h0, m0) = (bytes(&clients), cpu_ticks(ha), cpu_ticks(mn));
+    let (ha, fa, mn) = (ml.lab.pid("ha"), ml.lab.pid("fa"), ml.lab.pid("mn"));
+    let (b0, h0, f0, m0) = (bytes(&clients), cpu_ticks(ha), cpu_ticks(fa), cpu_ticks(mn));
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_secs_f64(secs));
-    let (b1, h1, m1) = (bytes(&clients), cpu_ticks(ha), cpu_ticks(mn));
+    let (b1, h1, f1, m1) = (bytes(&clients), cpu_ticks(ha), cpu_ticks(fa), cpu_ticks(mn));
     let el = t0.elapsed().as_secs_f64();
     let mut faults = Vec::new();
     for mut c in clients {
@@ -100,6 +102,7 @@ fn throughput(ml: &MipLab, up: bool, conns: usize, secs: f64) -> Result<Tput> {
     Ok(Tput {
         mbps: (b1 - b0) as f64 * 8.0 / el / 1e6,
         ha_cpu: pct(h0, h1),
+        fa_cpu: pct(f0, f1),
         mn_cpu: pct(m0, m1),
     })
 }
@@ -174,33 +177,44 @@ fn go(ml: &mut MipLab, to: Segment) -> Result<()> {
     Ok(())
 }
 
+fn offload_of(v: Result<serde_json::Value>) -> bool {
+    v.ok()
+        .and_then(|v| v["data_path"]["offload"].as_bool())
+        .unwrap_or(false)
+}
+
 pub(super) fn tcp_section(ml: &mut MipLab, o: &BenchOpts) -> Result<()> {
     let mut rows = Vec::new();
     go(ml, Segment::Home)?;
     rows.push(measure(ml, "plain routing (MN at home)", o.secs)?);
-    go(ml, Segment::IntA)?;
-    let offload = ml
-        .ha_status()
-        .ok()
-        .and_then(|v| v["data_path"]["offload"].as_bool())
-        .unwrap_or(false);
-    rows.push(measure(
-        ml,
-        if offload {
-            "mode c via HA, TUN offload"
-        } else {
-            "mode c via HA (offload REFUSED)"
-        },
-        o.secs,
-    )?);
+    for on in [true, false] {
+        if !on {
+            go(ml, Segment::Home)?;
+            ml.restart_agent_offload("ha", false)?;
+            ml.restart_agent_offload("fa", false)?;
+        }
+        go(ml, Segment::IntA)?;
+        let ok = offload_of(ml.ha_status()) == on;
+        rows.push(measure(ml, name("c", on, ok), o.secs)?);
+        go(ml, Segment::IntB)?;
+        let ok = ok && offload_of(ml.fa_status()) == on;
+        rows.push(measure(ml, name("f", on, ok), o.secs)?);
+    }
     go(ml, Segment::Home)?;
-    ml.restart_ha_offload(false)?;
-    go(ml, Segment::IntA)?;
-    rows.push(measure(ml, "mode c via HA, no offload", o.secs)?);
-    go(ml, Segment::Home)?;
-    ml.restart_ha_offload(true)?;
+    ml.restart_agent_offload("ha", true)?;
+    ml.restart_agent_offload("fa", true)?;
     print_rows(&rows, o.secs);
     Ok(())
+}
+
+fn name(mode: &str, on: bool, as_configured: bool) -> &'static str {
+    match (mode, on, as_configured) {
+        (_, _, false) => "(offload not as configured!)",
+        ("c", true, _) => "mode c via HA, offload",
+        ("c", false, _) => "mode c via HA, no offload",
+        (_, true, _) => "mode f via FA+HA, offload",
+        _ => "mode f via FA+HA, no offload",
+    }
 }
 
 fn print_rows(rows: &[Row], secs: f64) {
@@ -229,9 +243,12 @@ fn print_rows(rows: &[Row], secs: f64) {
             r.rtt_ms - base.rtt_ms
         );
     }
-    println!("CPU of the daemons during each measurement, % of one core (HA / MN):");
+    println!("CPU of the daemons during each measurement, % of one core (HA / FA / MN):");
     for r in rows.iter().skip(1) {
-        let c = |i: usize| format!("{:>3.0} / {:<3.0}", r.cells[i].ha_cpu, r.cells[i].mn_cpu);
+        let c = |i: usize| {
+            let t = r.cells[i];
+            format!("{:>3.0} /{:>3.0} /{:>3.0}", t.ha_cpu, t.fa_cpu, t.mn_cpu)
+        };
         println!(
             "  {:<32} {:>16} {:>16} {:>16} {:>16}",
             r.name,

@@ -207,6 +207,9 @@ pub struct FaSection {
     #[serde(default = "default_fa_table")]
     pub reverse_table: u32,
     pub control_socket: Option<PathBuf>,
+    /// TUN offloads on the tunnel device, as the home agent's `offload`.
+    #[serde(default = "default_true")]
+    pub offload: bool,
 }
 
 /// An FA-HA security association.

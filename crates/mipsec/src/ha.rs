@@ -100,7 +100,7 @@ struct Daemon {
     raw: RawIp,
     tun: Tun,
     /// Buffers and counters of the tunnel data path (`ha_data`).
-    dp: data::DataPath,
+    dp: crate::datapath::DataPath,
     /// Routes, proxy ARP and gratuitous ARP, applied by a worker thread.
     routes: RouteWorker,
     /// For taking over a killed instance's leftovers at start.
@@ -173,7 +173,7 @@ impl Daemon {
             internal_ifindex,
             h.trusted_networks.iter().map(|n| n.0).collect(),
         );
-        let (tun, tun_ifindex, dp) = data::open(&h.tunnel_device, h.offload)?;
+        let (tun, tun_ifindex, dp) = crate::datapath::open(&h.tunnel_device, h.offload)?;
         let routes = RouteWorker::start(tun_ifindex, arp)?;
         write_sysctl("/proc/sys/net/ipv4/ip_forward", "1");
         if let Some(name) = &h.home_interface {
@@ -237,7 +237,7 @@ impl Daemon {
         let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
         // Up to BATCH datagrams per recvmmsg; 64 KiB slots hold any RFC 3519 Tunnel Data.
         let mut urb = RecvBatch::new(BATCH, 65536);
-        let (mut rrb, mut tbuf) = data::buffers();
+        let (mut rrb, mut tbuf) = crate::datapath::buffers();
         let mut save_tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             let deadline = self.core.poll_timeout();
@@ -449,12 +449,7 @@ impl Daemon {
                 "rx_packets": self.counters.rx_packets,
                 "rx_bytes": self.counters.rx_bytes,
             },
-            "data_path": {
-                "offload": self.dp.offload,
-                "tun_super_packets": self.dp.super_packets,
-                "tun_segments": self.dp.segments,
-                "coalesced_segments": self.dp.co_merged(),
-            }
+            "data_path": self.dp.status()
         })
     }
 
