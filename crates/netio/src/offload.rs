@@ -224,7 +224,7 @@ fn l4_checksum(ip: &[u8], proto: u8, l4: &[u8]) -> u16 {
     let dst = [ip[16], ip[17], ip[18], ip[19]];
     // l4.len() <= 65535 - 20: the callers only pass slices of a 16-bit-long packet.
     let len = u16::try_from(l4.len()).unwrap_or(u16::MAX);
-    checksum::finish(checksum::sum(
+    checksum::finish(csum_add(
         l4,
         checksum::pseudo_header(src, dst, proto, len),
     ))
@@ -243,7 +243,7 @@ pub fn l4_checksum_ok(pkt: &[u8], ihl: usize) -> bool {
     let Ok(len) = u16::try_from(l4.len()) else {
         return false;
     };
-    checksum::finish(checksum::sum(
+    checksum::finish(csum_add(
         l4,
         checksum::pseudo_header(src, dst, *proto, len),
     )) == 0
