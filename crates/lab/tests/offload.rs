@@ -197,7 +197,7 @@ fn data_frame_sizes(cap: &Path) -> Vec<(usize, usize)> {
             .or_insert(0usize) += 1;
     }
     let mut v: Vec<(usize, usize)> = m.into_iter().collect();
-    v.sort_by(|a, b| b.1.cmp(&a.1));
+    v.sort_by_key(|x| std::cmp::Reverse(x.1));
     v
 }
 

@@ -77,7 +77,7 @@ pub(crate) fn buffers() -> (RawRecvBatch, Vec<u8>) {
 impl DataPath {
     /// Takes one TUN read (`buf`, with its virtio header when offloading) apart into
     /// wire-ready packets ([`DataPath::packets`]). The error is a drop reason.
-    pub fn from_tun(&mut self, buf: &[u8]) -> Result<(), &'static str> {
+    pub fn take_tun_read(&mut self, buf: &[u8]) -> Result<(), &'static str> {
         self.segs.clear();
         if !self.offload {
             self.segs.push(buf);
@@ -99,7 +99,7 @@ impl DataPath {
         }
     }
 
-    /// The packets of the last [`DataPath::from_tun`].
+    /// The packets of the last [`DataPath::take_tun_read`].
     pub fn packets(&self) -> &PacketList {
         &self.segs
     }
@@ -136,7 +136,7 @@ impl DataPath {
 
     /// A packet for the TUN: written at once, or (offload) queued for
     /// [`DataPath::flush_tun`].
-    pub async fn to_tun(&mut self, tun: &Tun, pkt: &[u8]) -> std::io::Result<()> {
+    pub async fn write_tun(&mut self, tun: &Tun, pkt: &[u8]) -> std::io::Result<()> {
         if self.offload {
             self.co.push(pkt);
             return Ok(());
@@ -144,7 +144,7 @@ impl DataPath {
         tun.send(pkt).await.map(|_| ())
     }
 
-    /// Writes what [`DataPath::to_tun`] queued (merged TCP segments, one write each);
+    /// Writes what [`DataPath::write_tun`] queued (merged TCP segments, one write each);
     /// returns how many writes failed.
     pub async fn flush_tun(&mut self, tun: &Tun) -> u64 {
         if self.co.is_empty() {

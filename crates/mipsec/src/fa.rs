@@ -349,7 +349,7 @@ impl Daemon {
             .filter(|v| v.home_agent == outer_src)
             .is_some();
         if from_ha {
-            match self.dp.to_tun(&self.tun, inner).await {
+            match self.dp.write_tun(&self.tun, inner).await {
                 Ok(_) => {
                     self.counters.forwarded_packets += 1;
                     self.counters.forwarded_bytes += inner.len() as u64;
@@ -382,7 +382,7 @@ impl Daemon {
     /// visitor, routed there by its policy rule (direct delivery style): its segments
     /// are queued for the reverse tunnel to the visitor's home agent.
     async fn on_reverse(&mut self, buf: &[u8]) {
-        if let Err(why) = self.dp.from_tun(buf) {
+        if let Err(why) = self.dp.take_tun_read(buf) {
             return self.counters.drop(why);
         }
         let Some((src, _)) = self.dp.packets().get(0).and_then(wire::ipv4::addresses) else {

@@ -74,7 +74,7 @@ impl Daemon {
         if wire::ipv4::Ipv4Header::parse(inner).is_err() {
             return self.counters.drop("malformed inner packet");
         }
-        match self.dp.to_tun(&self.tun, inner).await {
+        match self.dp.write_tun(&self.tun, inner).await {
             Ok(()) => {
                 self.counters.rx_packets += 1;
                 self.counters.rx_bytes += inner.len() as u64;
@@ -96,7 +96,7 @@ impl Daemon {
     /// One read from the tunnel device: a packet, or a super-packet, for away mobile
     /// nodes; its segments are queued for every care-of address.
     pub(super) async fn on_tun(&mut self, now: Instant, buf: &[u8]) {
-        if let Err(why) = self.dp.from_tun(buf) {
+        if let Err(why) = self.dp.take_tun_read(buf) {
             return self.counters.drop(why);
         }
         let Some((_, dst)) = self.dp.packets().get(0).and_then(wire::ipv4::addresses) else {

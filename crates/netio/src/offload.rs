@@ -224,10 +224,7 @@ fn l4_checksum(ip: &[u8], proto: u8, l4: &[u8]) -> u16 {
     let dst = [ip[16], ip[17], ip[18], ip[19]];
     // l4.len() <= 65535 - 20: the callers only pass slices of a 16-bit-long packet.
     let len = u16::try_from(l4.len()).unwrap_or(u16::MAX);
-    checksum::finish(csum_add(
-        l4,
-        checksum::pseudo_header(src, dst, proto, len),
-    ))
+    checksum::finish(csum_add(l4, checksum::pseudo_header(src, dst, proto, len)))
 }
 
 /// Whether the TCP or UDP checksum of IPv4 packet `pkt` (header length `ihl`) verifies.
@@ -243,10 +240,7 @@ pub fn l4_checksum_ok(pkt: &[u8], ihl: usize) -> bool {
     let Ok(len) = u16::try_from(l4.len()) else {
         return false;
     };
-    checksum::finish(csum_add(
-        l4,
-        checksum::pseudo_header(src, dst, *proto, len),
-    )) == 0
+    checksum::finish(csum_add(l4, checksum::pseudo_header(src, dst, *proto, len))) == 0
 }
 
 /// Completes a `CHECKSUM_PARTIAL` packet in place: the field at `csum_start +
