@@ -294,3 +294,38 @@ fn ha_offload_puts_clean_mtu_sized_segments_on_the_wire() {
     let max = |v: &[(usize, usize)]| v.iter().map(|x| x.0).max().unwrap();
     assert_eq!(max(&with), max(&without), "largest data frame");
 }
+
+/// Mode f: the foreign agent cuts the visitor's super-packets before the reverse
+/// tunnel and merges the home agent's segments before its TUN; the HA does the same
+/// on its side. Both tunnel directions on the HA's link are tshark-clean, within the
+/// path MTU, and the data arrives intact.
+#[test]
+fn fa_offload_puts_clean_mtu_sized_segments_on_the_wire() {
+    let Some(_g) = lab_lock("fa_offload_puts_clean_mtu_sized_segments_on_the_wire") else {
+        return;
+    };
+    let mut ml = MipLab::start(&exe(), true, 300).unwrap();
+    ml.lab.move_mn(Segment::IntB).unwrap();
+    ml.wait_mn(Duration::from_secs(10), |v| {
+        MipLab::registered_at(v, Segment::IntB.mn_addr())
+    })
+    .unwrap();
+    assert_eq!(ml.fa_status().unwrap()["data_path"]["offload"], true);
+    let cap = capture_transfer(&mut ml, "fa-offload.pcap", true);
+    ml.lab.stop("capture-ha", libc::SIGINT);
+    let fa = ml.fa_status().unwrap();
+    let dp = &fa["data_path"];
+    assert!(dp["tun_super_packets"].as_u64().unwrap() > 100, "{fa}");
+    assert!(dp["coalesced_segments"].as_u64().unwrap() > 1000, "{fa}");
+    let all = tshark(&cap, "ip.proto == 4", &["frame.len"]);
+    assert!(all.len() > 30_000, "{} tunnelled packets", all.len());
+    let bad = tshark(
+        &cap,
+        "_ws.malformed || ip.checksum.status == \"Bad\" || tcp.checksum.status == \"Bad\" \
+         || _ws.expert.severity >= \"Error\"",
+        &["ip.src", "ip.dst", "_ws.expert.message"],
+    );
+    assert!(bad.is_empty(), "flagged:\n{}", bad.join("\n"));
+    let big = tshark(&cap, "frame.len > 1502", &["frame.len", "ip.src"]);
+    assert!(big.is_empty(), "oversized: {:?}", &big[..big.len().min(5)]);
+}
