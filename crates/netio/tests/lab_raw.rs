@@ -188,6 +188,19 @@ fn raw_batches_send_and_receive_in_order() {
             },
         )
         .unwrap();
+        // Room for all 300 at once (the sender does not wait), even on a busy machine.
+        let v: libc::c_int = 4 << 20;
+        // SAFETY: a valid socket and a pointer to a c_int with its size.
+        let rc = unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&std::os::fd::AsFd::as_fd(&sock)),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                (&v as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0, "SO_RCVBUFFORCE");
         ready_tx.send(()).unwrap();
         let mut rb = RawRecvBatch::new(64, 2048);
         let mut got = Vec::new();
