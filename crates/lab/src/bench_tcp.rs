@@ -1,7 +1,8 @@
 //! The throughput part of `mipsec-lab bench`: TCP with one and four connections in
 //! both directions, and the idle round trip, for plain routing (MN at home), mode c
 //! (co-located care-of address on int-a, IP-in-IP between the MN and the HA) and mode f
-//! (int-b, IP-in-IP between the FA and the HA), with the agents' TUN offloads on and
+//! (int-b, IP-in-IP between the FA and the HA) and the RFC 3519 UDP tunnel (MN behind
+//! the NAT, co-located), with the agents' TUN offloads on and
 //! off, all in the same lab and run. CPU of the HA, FA and MN daemons is sampled during
 //! each measurement: on a shared 2-core machine it shows which daemon (or the kernel)
 //! limits a tunnel.
@@ -199,6 +200,8 @@ pub(super) fn tcp_section(ml: &mut MipLab, o: &BenchOpts) -> Result<()> {
         go(ml, Segment::IntB)?;
         let ok = ok && offload_of(ml.fa_status()) == on;
         rows.push(measure(ml, name("f", on, ok), o.secs)?);
+        go(ml, Segment::Nat)?;
+        rows.push(measure(ml, name("u", on, ok), o.secs)?);
     }
     go(ml, Segment::Home)?;
     ml.restart_agent_offload("ha", true)?;
@@ -212,8 +215,10 @@ fn name(mode: &str, on: bool, as_configured: bool) -> &'static str {
         (_, _, false) => "(offload not as configured!)",
         ("c", true, _) => "mode c via HA, offload",
         ("c", false, _) => "mode c via HA, no offload",
-        (_, true, _) => "mode f via FA+HA, offload",
-        _ => "mode f via FA+HA, no offload",
+        ("f", true, _) => "mode f via FA+HA, offload",
+        ("f", false, _) => "mode f via FA+HA, no offload",
+        (_, true, _) => "UDP tunnel (NAT), offload",
+        _ => "UDP tunnel (NAT), no offload",
     }
 }
 
