@@ -146,7 +146,8 @@ impl Coalescer {
     /// A new output packet; open for appending when `t` is given and has no PSH.
     fn start(&mut self, pkt: &[u8], t: Option<&Tcp>) {
         if self.used == self.bufs.len() {
-            self.bufs.push(Vec::with_capacity(VNET_HDR_LEN + 65535));
+            // Grown on demand: a batch of small packets stays small.
+            self.bufs.push(Vec::with_capacity(2048));
             self.metas.push(Meta::default());
         }
         let i = self.used;
