@@ -8,6 +8,10 @@ use crate::mip::{self, Request, FLAG_D, FLAG_T, PROBE_HOA, PROBE_KEY, PROBE_SPI}
 use crate::netns::{self, other, Result};
 use crate::scenario::MipLab;
 use crate::topo::{Segment, CN_ADDR, HA_ADDR, MN_HOME};
+#[path = "bench_tcp.rs"]
+mod tcp;
+use tcp::tcp_section;
+
 use crate::traffic::{Client, ClientOpts};
 
 #[derive(Debug, Clone)]
@@ -17,6 +21,8 @@ pub struct BenchOpts {
     pub repeat: usize,
     /// Seconds per throughput measurement.
     pub secs: f64,
+    /// Only the throughput and RTT part (no registration and move figures).
+    pub tcp_only: bool,
 }
 
 fn pct(v: &mut [f64], p: f64) -> f64 {
@@ -91,6 +97,9 @@ pub fn throughput(ml: &MipLab, up: bool, secs: f64) -> Result<f64> {
 pub fn run(exe: &Path, o: &BenchOpts) -> Result<()> {
     let mut ml = MipLab::start(exe, true, 300)?;
     println!("mipsec-lab bench: lab {}", ml.lab.prefix);
+    if o.tcp_only {
+        return tcp_section(&mut ml, o);
+    }
 
     // 1. Registration round trip.
     let (mut rtts, codes) = registration_rtts(&ml, 50)?;
@@ -189,38 +198,6 @@ pub fn run(exe: &Path, o: &BenchOpts) -> Result<()> {
         );
     }
 
-    // 3. Throughput: plain routing (MN at home, the daemon does not tunnel) vs tunnel.
-    if ml.lab.mn_segment != Segment::Home {
-        ml.lab.move_mn(Segment::Home)?;
-    }
-    ml.wait_mn(Duration::from_secs(10), MipLab::at_home)?;
-    std::thread::sleep(Duration::from_millis(500));
-    let plain_up = throughput(&ml, true, o.secs)?;
-    let plain_down = throughput(&ml, false, o.secs)?;
-    ml.lab.move_mn(Segment::IntA)?;
-    ml.wait_mn(Duration::from_secs(10), |v| {
-        MipLab::registered_at(v, Segment::IntA.mn_addr())
-    })?;
-    std::thread::sleep(Duration::from_millis(500));
-    let tun_up = throughput(&ml, true, o.secs)?;
-    let tun_down = throughput(&ml, false, o.secs)?;
-    println!(
-        "TCP throughput MN <-> CN ({:.0} s each, one connection):",
-        o.secs
-    );
-    println!(
-        "  plain routing (MN at home):        up {plain_up:>8.0} Mbit/s  down {plain_down:>8.0} Mbit/s"
-    );
-    println!(
-        "  HA tunnel (MN at int-a, IP-in-IP):  up {tun_up:>8.0} Mbit/s  down {tun_down:>8.0} Mbit/s"
-    );
-    println!(
-        "  ratio tunnel/plain:                 up {:>8.2}         down {:>8.2}",
-        tun_up / plain_up,
-        tun_down / plain_down
-    );
-    if let Ok(h) = ml.ha_status() {
-        println!("HA status: {h}");
-    }
-    Ok(())
+    // 3. Throughput and RTT: plain routing, then mode c with and without offload.
+    tcp_section(&mut ml, o)
 }

@@ -12,7 +12,11 @@ const USAGE: &str = "usage:
   mipsec-lab demo [--stay SECS] [--rate MBPS] [--bound MS] [--stall MS] [--probe-ms MS]
                   [--lifetime SECS] [--moves int-a,int-b,int-c,nat,home] [--plain] [--capture FILE]
                   [--flush-nat] [--keep]
-  mipsec-lab bench [--repeat N] [--secs SECS]
+  mipsec-lab bench [--repeat N] [--secs SECS] [--tcp-only]
+                                   registration RTT, interruption per move, then TCP
+                                   (1 and 4 connections, up and down) and idle RTT for plain
+                                   routing and mode c through the HA with and without TUN
+                                   offload (--tcp-only: that last part alone)
   mipsec-lab roam-bench [--secs SECS]   gate-open time and TCP up/down per mode (c, cvc, fvc, cvc+NAT)
   mipsec-lab up [--plain]          build the lab (and daemons) and wait for Ctrl-C
   mipsec-lab up --enterprise [--cert] [--pcap DIR]
@@ -88,7 +92,7 @@ fn check_args(cmd: &str, args: &[String]) -> Result<(), String> {
             ],
             &["--plain", "--keep", "--flush-nat"],
         ),
-        "bench" => (&["--repeat", "--secs"], &[]),
+        "bench" => (&["--repeat", "--secs"], &["--tcp-only"]),
         "roam-bench" => (&["--secs"], &[]),
         "up" => (&["--pcap"], &["--plain", "--enterprise", "--cert"]),
         "cleanup" => (&[], &["--all"]),
@@ -167,6 +171,7 @@ fn run(cmd: &str, args: &[String]) -> lab::Result<ExitCode> {
             let o = lab::bench::BenchOpts {
                 repeat: num(args, "--repeat", 3usize).map_err(bad)?,
                 secs: num(args, "--secs", 3.0f64).map_err(bad)?,
+                tcp_only: flag(args, "--tcp-only"),
             };
             lab::bench::run(&exe()?, &o)?;
             Ok(ExitCode::SUCCESS)

@@ -80,6 +80,38 @@ impl MipLab {
         self.wait_status("ha", &self.ha_sock.clone())
     }
 
+    /// Restarts the HA with `offload = on` in its configuration. The new instance
+    /// starts with no binding, so the MN should be at home (or move afterwards).
+    pub fn restart_ha_offload(&mut self, on: bool) -> Result<()> {
+        self.restart_agent_offload("ha", on)
+    }
+
+    /// Restarts agent `role` ("ha" or "fa") with `offload = on` in its configuration.
+    pub fn restart_agent_offload(&mut self, role: &str, on: bool) -> Result<()> {
+        self.lab.stop(role, libc::SIGTERM);
+        let cfg = if role == "fa" {
+            &self.fa_cfg
+        } else {
+            &self.ha_cfg
+        };
+        let text = std::fs::read_to_string(cfg)?;
+        let mut lines: Vec<String> = text
+            .lines()
+            .filter(|l| !l.starts_with("offload ="))
+            .map(str::to_string)
+            .collect();
+        let section = format!("[{role}]");
+        if let Some(i) = lines.iter().position(|l| l.trim() == section) {
+            lines.insert(i + 1, format!("offload = {on}"));
+        }
+        std::fs::write(cfg, lines.join("\n") + "\n")?;
+        if role == "fa" {
+            self.start_fa()
+        } else {
+            self.start_ha()
+        }
+    }
+
     /// Starts `mipsec fa` on int-b and waits until its status answers.
     pub fn start_fa(&mut self) -> Result<()> {
         let cfg = self.fa_cfg.clone();

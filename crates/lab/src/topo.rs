@@ -354,6 +354,14 @@ impl Lab {
         Ok(pid)
     }
 
+    /// Process id of the named process (the program itself: `ip netns exec` execs it).
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.procs
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.child.id())
+    }
+
     /// Whether the named process is still running.
     pub fn is_running(&mut self, name: &str) -> bool {
         self.procs

@@ -156,6 +156,11 @@ pub struct HaSection {
     /// RFC 5265 HA-5, for an external home agent: Registration Requests arriving on
     /// this (internal) interface are dropped and counted.
     pub drop_requests_on_interface: Option<String>,
+    /// TUN offloads on the tunnel device (TCP super-packets cut in userspace before
+    /// IP-in-IP, segments merged before they enter the TUN); `false` moves packets one
+    /// at a time. Falls back to that, with a warning, when the kernel refuses.
+    #[serde(default = "default_true")]
+    pub offload: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -202,6 +207,9 @@ pub struct FaSection {
     #[serde(default = "default_fa_table")]
     pub reverse_table: u32,
     pub control_socket: Option<PathBuf>,
+    /// TUN offloads on the tunnel device, as the home agent's `offload`.
+    #[serde(default = "default_true")]
+    pub offload: bool,
 }
 
 /// An FA-HA security association.

@@ -71,6 +71,8 @@ struct Daemon {
     icmp_tx: RawIp,
     raw: RawIp,
     tun: Tun,
+    /// TUN offloads, segmentation, raw-socket batches (`crate::datapath`).
+    dp: crate::datapath::DataPath,
     nl: Netlink,
     ifindex: u32,
     /// The visited link's own hardware address (source of frames to nodes).
@@ -118,7 +120,7 @@ impl Daemon {
             .try_into()
             .map_err(|_| format!("{}: not an Ethernet interface", f.interface))?;
         take_over_leftovers(&nl, ifindex, f.reverse_table).await;
-        let (tun, tun_ifindex) = crate::shell::open_tunnel(&f.tunnel_device)?;
+        let (tun, tun_ifindex, dp) = crate::datapath::open(&f.tunnel_device, f.offload)?;
         for (path, v) in [
             ("/proc/sys/net/ipv4/ip_forward".to_string(), "1"),
             // Visitors send from home addresses that are not on this link: the
@@ -193,6 +195,7 @@ impl Daemon {
             icmp_tx,
             raw,
             tun,
+            dp,
             nl,
             ifindex,
             link_mac,
@@ -210,8 +213,7 @@ impl Daemon {
         let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
         let mut ubuf = vec![0u8; 65536];
         let mut ibuf = vec![0u8; 65536];
-        let mut rbuf = vec![0u8; 65536];
-        let mut tbuf = vec![0u8; 65536];
+        let (mut rrb, mut tbuf) = crate::datapath::buffers();
         self.core.handle_timeout(Instant::now());
         self.drain().await;
         loop {
@@ -234,13 +236,25 @@ impl Daemon {
                     Ok((n, src)) => self.on_icmp(src, &ibuf[..n]),
                     Err(e) => warn!("icmp receive: {e}"),
                 },
-                r = self.raw.recv_from(&mut rbuf) => match r {
-                    Ok((n, src)) => {
-                        self.on_ipip(src, &rbuf[..n]).await;
-                        for _ in 0..crate::shell::BATCH {
-                            let Ok((n, src)) = self.raw.try_recv_from(&mut rbuf) else { break };
-                            self.on_ipip(src, &rbuf[..n]).await;
+                r = rrb.recv(&self.raw) => match r {
+                    // One recvmmsg (and one more if it was full), then the TUN writes
+                    // and reverse-tunnel sends it caused.
+                    Ok(n) => {
+                        for i in 0..n {
+                            if let Some((p, src)) = rrb.get(i) {
+                                self.on_ipip(src, p).await;
+                            }
                         }
+                        if n == crate::shell::BATCH {
+                            if let Ok(n) = rrb.try_recv(&self.raw) {
+                                for i in 0..n {
+                                    if let Some((p, src)) = rrb.get(i) {
+                                        self.on_ipip(src, p).await;
+                                    }
+                                }
+                            }
+                        }
+                        self.flush_data().await;
                     }
                     Err(e) => warn!("raw receive: {e}"),
                 },
@@ -251,6 +265,7 @@ impl Daemon {
                             let Ok(n) = self.tun.try_recv(&mut tbuf) else { break };
                             self.on_reverse(&tbuf[..n]).await;
                         }
+                        self.flush_data().await;
                     }
                     Err(e) => warn!("tun receive: {e}"),
                 },
@@ -334,7 +349,7 @@ impl Daemon {
             .filter(|v| v.home_agent == outer_src)
             .is_some();
         if from_ha {
-            match self.tun.send(inner).await {
+            match self.dp.write_tun(&self.tun, inner).await {
                 Ok(_) => {
                     self.counters.forwarded_packets += 1;
                     self.counters.forwarded_bytes += inner.len() as u64;
@@ -363,35 +378,48 @@ impl Daemon {
         }
     }
 
-    /// A packet from a visitor, routed into the TUN by its policy rule (direct
-    /// delivery style): reverse-tunnel it to the visitor's home agent.
-    async fn on_reverse(&mut self, packet: &[u8]) {
-        let Some((src, _)) = wire::ipv4::addresses(packet) else {
+    /// A read from the TUN (a packet, or with offloads a super-packet) from a
+    /// visitor, routed there by its policy rule (direct delivery style): its segments
+    /// are queued for the reverse tunnel to the visitor's home agent.
+    async fn on_reverse(&mut self, buf: &[u8]) {
+        if let Err(why) = self.dp.take_tun_read(buf) {
+            return self.counters.drop(why);
+        }
+        let Some((src, _)) = self.dp.packets().get(0).and_then(wire::ipv4::addresses) else {
             return self.counters.drop("not an IPv4 packet (from tun)");
         };
-        match self
-            .core
-            .visitor_for(src)
-            .filter(|v| v.reverse_tunnel)
-            .cloned()
-        {
-            Some(v) => self.reverse_to(&v, packet).await,
-            None => self
-                .counters
-                .drop("packet from a home address with no reverse-tunneled visitor"),
+        match self.core.visitor_for(src).filter(|v| v.reverse_tunnel) {
+            Some(v) => self.dp.queue_packets(v.home_agent),
+            None => {
+                return self
+                    .counters
+                    .drop("packet from a home address with no reverse-tunneled visitor")
+            }
+        }
+        if self.dp.out_full() {
+            self.flush_data().await;
         }
     }
 
     async fn reverse_to(&mut self, v: &Visitor, inner: &[u8]) {
-        match self.raw.send_to(inner, v.home_agent).await {
-            Ok(_) => {
-                self.counters.reverse_packets += 1;
-                self.counters.reverse_bytes += inner.len() as u64;
-            }
-            Err(e) => {
-                debug!("reverse tunnel to {}: {e}", v.home_agent);
-                self.counters.drop("reverse tunnel send failed");
-            }
+        self.dp.queue(inner, v.home_agent);
+    }
+
+    /// Sends the queued reverse-tunnel packets (`sendmmsg`) and writes the queued
+    /// packets for visitors into the TUN.
+    async fn flush_data(&mut self) {
+        let c = &mut self.counters;
+        let (n, bytes) = self
+            .dp
+            .flush_out(&self.raw, |ha, e| {
+                debug!("reverse tunnel to {ha}: {e}");
+                c.drop("reverse tunnel send failed");
+            })
+            .await;
+        c.reverse_packets += n as u64;
+        c.reverse_bytes += bytes as u64;
+        for _ in 0..self.dp.flush_tun(&self.tun).await {
+            self.counters.drop("tun write failed");
         }
     }
 
@@ -553,7 +581,8 @@ impl Daemon {
                 "reverse_packets": self.counters.reverse_packets,
                 "reverse_bytes": self.counters.reverse_bytes,
                 "drops": drops,
-            }
+            },
+            "data_path": self.dp.status(),
         })
     }
 

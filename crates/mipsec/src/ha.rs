@@ -14,6 +14,8 @@
 //! With `state_file`, bindings (and the last accepted Identification of each
 //! node) are saved and restored, so a restarted home agent carries on.
 
+#[path = "ha_data.rs"]
+mod data;
 #[path = "ha_routes.rs"]
 mod routes;
 #[path = "ha_status.rs"]
@@ -21,18 +23,13 @@ pub mod status;
 
 use crate::config::HaFile;
 use crate::control::{ControlServer, StatusRequest};
-use crate::shell::{
-    allow_fragmentation, enlarge_buffers, getrandom, io_err, open_tunnel, write_sysctl, BATCH,
-};
-use mip4::ha::{
-    Binding, ForwardTo, HaConfig, HaEvent, HomeAgent, MobileNodeConfig, Tunnel, UdpTunneling,
-};
-use mip4::wire::tunnel::TunnelData;
+use crate::shell::{allow_fragmentation, enlarge_buffers, getrandom, io_err, write_sysctl, BATCH};
+use mip4::ha::{Binding, HaConfig, HaEvent, HomeAgent, MobileNodeConfig, Tunnel, UdpTunneling};
 use mip4::wire::{MessageType, MIP_PORT};
 use netio::netlink::{Netlink, Route};
 use netio::raw::{RawIp, RawIpOptions, IPPROTO_IPIP};
 use netio::tun::Tun;
-use netio::udp::{send_from, UdpOptions};
+use netio::udp::UdpOptions;
 use netio::udp_batch::{send_batch, Outgoing, RecvBatch};
 use routes::RouteWorker;
 use serde::{Deserialize, Serialize};
@@ -102,6 +99,8 @@ struct Daemon {
     udp: UdpSocket,
     raw: RawIp,
     tun: Tun,
+    /// Buffers and counters of the tunnel data path (`ha_data`).
+    dp: crate::datapath::DataPath,
     /// Routes, proxy ARP and gratuitous ARP, applied by a worker thread.
     routes: RouteWorker,
     /// For taking over a killed instance's leftovers at start.
@@ -174,7 +173,7 @@ impl Daemon {
             internal_ifindex,
             h.trusted_networks.iter().map(|n| n.0).collect(),
         );
-        let (tun, tun_ifindex) = open_tunnel(&h.tunnel_device)?;
+        let (tun, tun_ifindex, dp) = crate::datapath::open(&h.tunnel_device, h.offload)?;
         let routes = RouteWorker::start(tun_ifindex, arp)?;
         write_sysctl("/proc/sys/net/ipv4/ip_forward", "1");
         if let Some(name) = &h.home_interface {
@@ -213,6 +212,7 @@ impl Daemon {
             udp,
             raw,
             tun,
+            dp,
             routes,
             nl,
             home_ifindex,
@@ -237,8 +237,7 @@ impl Daemon {
         let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
         // Up to BATCH datagrams per recvmmsg; 64 KiB slots hold any RFC 3519 Tunnel Data.
         let mut urb = RecvBatch::new(BATCH, 65536);
-        let mut rbuf = vec![0u8; 65536];
-        let mut tbuf = vec![0u8; 65536];
+        let (mut rrb, mut tbuf) = crate::datapath::buffers();
         let mut save_tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             let deadline = self.core.poll_timeout();
@@ -253,14 +252,14 @@ impl Daemon {
                     Ok(n) => self.on_udp_batch(&urb, n).await,
                     Err(e) => warn!("udp receive: {e}"),
                 },
-                r = self.raw.recv_from(&mut rbuf) => match r {
-                    Ok((n, src)) => {
-                        let now = Instant::now();
-                        self.on_raw(now, src, &rbuf[..n]).await;
-                        // Drain what else is queued before going back to select.
-                        for _ in 0..BATCH {
-                            let Ok((n, src)) = self.raw.try_recv_from(&mut rbuf) else { break };
-                            self.on_raw(now, src, &rbuf[..n]).await;
+                r = rrb.recv(&self.raw) => match r {
+                    // One recvmmsg, then one more if the first was full.
+                    Ok(n) => {
+                        self.on_raw_batch(&rrb, n).await;
+                        if n == BATCH {
+                            if let Ok(n) = rrb.try_recv(&self.raw) {
+                                self.on_raw_batch(&rrb, n).await;
+                            }
                         }
                     }
                     Err(e) => warn!("raw receive: {e}"),
@@ -269,10 +268,12 @@ impl Daemon {
                     Ok(n) => {
                         let now = Instant::now();
                         self.on_tun(now, &tbuf[..n]).await;
+                        // Drain what else is queued, then send it all (sendmmsg).
                         for _ in 0..BATCH {
                             let Ok(n) = self.tun.try_recv(&mut tbuf) else { break };
                             self.on_tun(now, &tbuf[..n]).await;
                         }
+                        self.flush_tunnel().await;
                     }
                     Err(e) => warn!("tun receive: {e}"),
                 },
@@ -334,99 +335,12 @@ impl Daemon {
                 regs.push((m.src, local, payload));
             }
         }
+        self.flush_delivered().await;
         if !regs.is_empty() {
             let before = crate::ha_guard::Guard::untrusted_count(&self.core);
             self.core.handle_datagrams(now, SystemTime::now(), &regs);
             let sources: Vec<SocketAddrV4> = regs.iter().map(|r| r.0).collect();
             self.guard.after_core(now, before, &self.core, &sources);
-        }
-    }
-
-    /// RFC 3519 Tunnel Data from a mobile node behind a NAT.
-    async fn on_tunnel_data(&mut self, now: Instant, from: SocketAddrV4, payload: &[u8]) {
-        let Ok(td) = TunnelData::parse(payload) else {
-            return self.counters.drop("malformed tunnel data");
-        };
-        if td.next_header != 4 {
-            return self.counters.drop("tunnel data not IPv4");
-        }
-        let Some((src, _)) = wire::ipv4::addresses(td.packet) else {
-            return self.counters.drop("malformed inner packet");
-        };
-        // Only from the address and port the node registered from (RFC 3519 section 6.1).
-        if let Err(why) = self.core.admit_udp_tunnel(now, from, src) {
-            return self.counters.drop(why.label());
-        }
-        self.deliver(td.packet).await;
-    }
-
-    /// IP-in-IP received on the raw socket (outer header included).
-    async fn on_raw(&mut self, now: Instant, outer_src: Ipv4Addr, packet: &[u8]) {
-        let Ok(outer) = wire::ipv4::Ipv4Header::parse(packet) else {
-            return self.counters.drop("malformed outer header");
-        };
-        let inner = &packet[outer.header_len..usize::from(outer.total_len)];
-        let Some((src, _)) = wire::ipv4::addresses(inner) else {
-            return self.counters.drop("malformed inner packet");
-        };
-        // RFC 3024: only a home address from the care-of address it is bound to.
-        if let Err(why) = self.core.admit_reverse(now, outer_src, src) {
-            return self.counters.drop(why.label());
-        }
-        self.deliver(inner).await;
-    }
-
-    /// A decapsulated packet from a mobile node into the home network.
-    async fn deliver(&mut self, inner: &[u8]) {
-        if wire::ipv4::Ipv4Header::parse(inner).is_err() {
-            return self.counters.drop("malformed inner packet");
-        }
-        match self.tun.send(inner).await {
-            Ok(_) => {
-                self.counters.rx_packets += 1;
-                self.counters.rx_bytes += inner.len() as u64;
-            }
-            Err(e) => {
-                warn!("tun send: {e}");
-                self.counters.drop("tun write failed");
-            }
-        }
-    }
-
-    /// A packet for an away mobile node: tunnel it to every care-of address.
-    async fn on_tun(&mut self, now: Instant, packet: &[u8]) {
-        let Some((_, dst)) = wire::ipv4::addresses(packet) else {
-            return self.counters.drop("not an IPv4 packet (from tun)");
-        };
-        let mut sent = 0;
-        // Borrows the core's bindings while sending: no copy per packet.
-        for to in self.core.forward(now, dst) {
-            sent += 1;
-            let r = match to {
-                ForwardTo::IpInIp { care_of, .. } => self.raw.send_to(packet, care_of).await,
-                ForwardTo::Udp { peer, local } => {
-                    self.udp_out.clear();
-                    TunnelData {
-                        next_header: 4,
-                        packet,
-                    }
-                    .emit(&mut self.udp_out);
-                    send_from(&self.udp, &self.udp_out, peer, local).await
-                }
-            };
-            match r {
-                Ok(_) => {
-                    self.counters.tx_packets += 1;
-                    self.counters.tx_bytes += packet.len() as u64;
-                }
-                Err(e) => {
-                    debug!("tunnel send to {to:?}: {e}");
-                    self.counters.drop("tunnel send failed");
-                }
-            }
-        }
-        if sent == 0 {
-            self.counters.drop("no binding for destination");
         }
     }
 
@@ -534,7 +448,8 @@ impl Daemon {
                 "tx_bytes": self.counters.tx_bytes,
                 "rx_packets": self.counters.rx_packets,
                 "rx_bytes": self.counters.rx_bytes,
-            }
+            },
+            "data_path": self.dp.status()
         })
     }
 

@@ -14,6 +14,7 @@
 pub mod cli;
 pub mod config;
 pub mod control;
+mod datapath;
 pub mod fa;
 pub mod ha;
 mod ha_guard;

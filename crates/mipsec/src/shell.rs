@@ -118,14 +118,24 @@ pub(crate) fn write_sysctl(path: &str, value: &str) {
 /// [`TUN_QUEUE`] packets, no reverse-path filter (it carries other hosts'
 /// addresses) and no IPv6. Returns the device and its interface index.
 pub(crate) fn open_tunnel(name: &str) -> Result<(Tun, u32), String> {
-    let tun = Tun::open_with(
-        name,
-        &TunOptions {
-            mtu: Some(TUNNEL_MTU),
-            up: true,
-            ..TunOptions::default()
-        },
-    )
+    open_tunnel_with(name, None)
+}
+
+/// [`open_tunnel`] with TUN offloads (`IFF_VNET_HDR` and these `TUN_F_*` flags, see
+/// `netio::offload`); an error when the kernel refuses them.
+pub(crate) fn open_tunnel_with(
+    name: &str,
+    offload: Option<libc::c_uint>,
+) -> Result<(Tun, u32), String> {
+    let opts = TunOptions {
+        mtu: Some(TUNNEL_MTU),
+        up: true,
+        ..TunOptions::default()
+    };
+    let tun = match offload {
+        Some(o) => Tun::open_with_offload(name, &opts, o),
+        None => Tun::open_with(name, &opts),
+    }
     .map_err(io_err("tunnel device"))?;
     let ifindex = tun.ifindex().map_err(io_err("tunnel device"))?;
     set_txqueuelen(name, TUN_QUEUE);

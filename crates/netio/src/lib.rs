@@ -4,6 +4,9 @@
 //! * [`tun`]: TUN devices (`IFF_TUN | IFF_NO_PI`), whole IP packets in and out.
 //! * [`raw`]: raw IPv4 sockets for one protocol number (4 = IP-in-IP, 50 = ESP),
 //!   because this kernel has neither the `ipip` module nor kernel ESP.
+//! * [`offload`], [`coalesce`]: `IFF_VNET_HDR` TUN offloads: segmenting TCP/UDP
+//!   super-packets in userspace, completing partial checksums, merging TCP segments.
+//! * [`raw_batch`]: `sendmmsg`/`recvmmsg` on raw sockets.
 //! * [`udp`]: UDP sockets with `SO_REUSEADDR`, `SO_BINDTODEVICE` and `IP_PKTINFO`,
 //!   so a home agent learns which of its addresses a request was sent to.
 //! * [`netlink`]: rtnetlink operations (links, addresses, routes, rules, proxy ARP,
@@ -14,10 +17,13 @@
 //! A socket, TUN device or netlink socket belongs to the network namespace of the
 //! thread that created it; tests exploit that by calling `setns` on a dedicated thread.
 
+pub mod coalesce;
 pub mod driver;
 mod error;
 pub mod netlink;
+pub mod offload;
 pub mod raw;
+pub mod raw_batch;
 mod sys;
 pub mod tun;
 pub mod udp;

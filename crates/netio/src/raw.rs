@@ -91,6 +91,10 @@ impl RawIp {
         })
     }
 
+    pub(crate) fn async_fd(&self) -> &AsyncFd<Socket> {
+        &self.sock
+    }
+
     /// The IP protocol number this socket carries.
     pub fn protocol(&self) -> u8 {
         self.protocol

@@ -24,6 +24,14 @@ const TUNSETPERSIST: libc::c_ulong = 0x4004_54cb;
 const IFF_TUN: libc::c_short = 0x0001;
 const IFF_NO_PI: libc::c_short = 0x1000;
 const IFF_MULTI_QUEUE: libc::c_short = 0x0100;
+const IFF_VNET_HDR: libc::c_short = 0x4000;
+/// `_IOW('T', 208, unsigned int)`.
+const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
+/// `_IOW('T', 216, int)`.
+const TUNSETVNETHDRSZ: libc::c_ulong = 0x4004_54d8;
+/// `TUN_F_*` offload flags for `TUNSETOFFLOAD`.
+pub const TUN_F_CSUM: libc::c_uint = 0x01;
+pub const TUN_F_TSO4: libc::c_uint = 0x02;
 
 /// How to open a TUN device.
 #[derive(Debug, Clone, Default)]
@@ -42,6 +50,7 @@ pub struct TunOptions {
 pub struct Tun {
     fd: AsyncFd<OwnedFd>,
     name: String,
+    vnet_hdr: bool,
 }
 
 impl Tun {
@@ -53,10 +62,23 @@ impl Tun {
 
     /// [`Tun::open`] with options.
     pub fn open_with(name: &str, opts: &TunOptions) -> Result<Tun> {
-        Tun::open_at(Path::new(TUN_PATH), name, opts)
+        Tun::open_at(Path::new(TUN_PATH), name, opts, None)
     }
 
-    pub(crate) fn open_at(path: &Path, name: &str, opts: &TunOptions) -> Result<Tun> {
+    /// [`Tun::open_with`] and `IFF_VNET_HDR`: every packet read or written is prefixed
+    /// with a 10-octet `virtio_net_hdr` ([`crate::offload`]), and the kernel is asked
+    /// (`TUNSETOFFLOAD`) for the `TUN_F_*` offloads in `offload`, e.g.
+    /// `TUN_F_CSUM | TUN_F_TSO4` for TCP super-packets. An error if it refuses.
+    pub fn open_with_offload(name: &str, opts: &TunOptions, offload: libc::c_uint) -> Result<Tun> {
+        Tun::open_at(Path::new(TUN_PATH), name, opts, Some(offload))
+    }
+
+    pub(crate) fn open_at(
+        path: &Path,
+        name: &str,
+        opts: &TunOptions,
+        offload: Option<libc::c_uint>,
+    ) -> Result<Tun> {
         let mut ifr = IfReq::new(name)?;
         let file = std::fs::OpenOptions::new()
             .read(true)
@@ -76,8 +98,26 @@ impl Tun {
         if opts.multi_queue {
             flags |= IFF_MULTI_QUEUE;
         }
+        if offload.is_some() {
+            flags |= IFF_VNET_HDR;
+        }
         ifr.set_short(flags);
         sys::ioctl_ifreq(fd.as_raw_fd(), TUNSETIFF, &mut ifr).map_err(Error::io("TUNSETIFF"))?;
+        if let Some(off) = offload {
+            let sz = crate::offload::VNET_HDR_LEN as libc::c_int;
+            // SAFETY: TUNSETVNETHDRSZ reads an int through the pointer, which is valid.
+            let rc = unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETVNETHDRSZ as _, &sz) };
+            if rc < 0 {
+                return Err(Error::io("TUNSETVNETHDRSZ")(io::Error::last_os_error()));
+            }
+            // SAFETY: TUNSETOFFLOAD takes its argument by value; the descriptor is ours.
+            let rc = unsafe {
+                libc::ioctl(fd.as_raw_fd(), TUNSETOFFLOAD as _, libc::c_ulong::from(off))
+            };
+            if rc < 0 {
+                return Err(Error::io("TUNSETOFFLOAD")(io::Error::last_os_error()));
+            }
+        }
         sys::set_nonblocking(fd.as_raw_fd()).map_err(Error::io("O_NONBLOCK on tun"))?;
         let name = ifr.name();
         if let Some(mtu) = opts.mtu {
@@ -88,8 +128,12 @@ impl Tun {
         }
         let fd = sys::async_fd(fd, Interest::READABLE | Interest::WRITABLE)
             .map_err(Error::io("register tun with tokio"))?;
-        tracing::debug!(%name, "tun attached");
-        Ok(Tun { fd, name })
+        tracing::debug!(%name, ?offload, "tun attached");
+        Ok(Tun {
+            fd,
+            name,
+            vnet_hdr: offload.is_some(),
+        })
     }
 
     /// Wrap an already configured TUN descriptor (for example one passed in by a parent).
@@ -103,7 +147,16 @@ impl Tun {
         sys::set_nonblocking(fd.as_raw_fd()).map_err(Error::io("O_NONBLOCK on tun"))?;
         let fd = sys::async_fd(fd, Interest::READABLE | Interest::WRITABLE)
             .map_err(Error::io("register tun with tokio"))?;
-        Ok(Tun { fd, name })
+        Ok(Tun {
+            fd,
+            name,
+            vnet_hdr: false,
+        })
+    }
+
+    /// Whether packets carry a `virtio_net_hdr` (opened with [`Tun::open_with_offload`]).
+    pub fn vnet_hdr(&self) -> bool {
+        self.vnet_hdr
     }
 
     /// The interface name the kernel assigned.
@@ -154,7 +207,8 @@ impl Tun {
     }
 
     /// Read one IP packet into `buf` and return its length. A packet longer than `buf` is
-    /// truncated by the kernel, so size `buf` to the MTU.
+    /// truncated by the kernel, so size `buf` to the MTU. With [`Tun::vnet_hdr`], `buf`
+    /// starts with the 10-octet header, and a TCP super-packet can be 64 KiB long.
     pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         self.fd
             .async_io(Interest::READABLE, |fd| {
@@ -166,7 +220,36 @@ impl Tun {
     }
 
     /// Write one whole IP packet. Returns the number of bytes written (all of them).
+    /// With [`Tun::vnet_hdr`] an all-zero header (no offload) is written before it.
     pub async fn send(&self, packet: &[u8]) -> io::Result<usize> {
+        if self.vnet_hdr {
+            let hdr = [0u8; crate::offload::VNET_HDR_LEN];
+            return self
+                .fd
+                .async_io(Interest::WRITABLE, |fd| {
+                    let iov = [
+                        libc::iovec {
+                            iov_base: hdr.as_ptr() as *mut libc::c_void,
+                            iov_len: hdr.len(),
+                        },
+                        libc::iovec {
+                            iov_base: packet.as_ptr() as *mut libc::c_void,
+                            iov_len: packet.len(),
+                        },
+                    ];
+                    // SAFETY: both iovecs point at live buffers of the stated lengths.
+                    let n = unsafe { libc::writev(fd.as_raw_fd(), iov.as_ptr(), 2) };
+                    sys::cvt_len(n).map(|n| n.saturating_sub(hdr.len()))
+                })
+                .await;
+        }
+        self.send_raw(packet).await
+    }
+
+    /// Write `buf` as it is: with [`Tun::vnet_hdr`], a header followed by the packet
+    /// (what [`crate::coalesce::Coalescer::finish`] yields).
+    pub async fn send_raw(&self, buf: &[u8]) -> io::Result<usize> {
+        let packet = buf;
         self.fd
             .async_io(Interest::WRITABLE, |fd| {
                 // SAFETY: `packet` is valid for reads of `packet.len()` bytes.
@@ -203,6 +286,7 @@ mod tests {
             Path::new("/nonexistent/net/tun"),
             "mtun0",
             &TunOptions::default(),
+            None,
         )
         .unwrap_err();
         assert!(matches!(err, Error::TunMissing { .. }), "{err:?}");

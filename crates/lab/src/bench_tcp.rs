@@ -1,0 +1,282 @@
+//! The throughput part of `mipsec-lab bench`: TCP with one and four connections in
+//! both directions, and the idle round trip, for plain routing (MN at home), mode c
+//! (co-located care-of address on int-a, IP-in-IP between the MN and the HA) and mode f
+//! (int-b, IP-in-IP between the FA and the HA) and the RFC 3519 UDP tunnel (MN behind
+//! the NAT, co-located), with the agents' TUN offloads on and
+//! off, all in the same lab and run. CPU of the HA, FA and MN daemons is sampled during
+//! each measurement: on a shared 2-core machine it shows which daemon (or the kernel)
+//! limits a tunnel.
+
+use std::time::{Duration, Instant};
+
+use super::BenchOpts;
+use crate::netns::{self, other, Result};
+use crate::scenario::MipLab;
+use crate::topo::{Segment, CN_ADDR, MN_HOME};
+use crate::traffic::{Client, ClientOpts};
+
+/// One measurement: Mbit/s, and the HA's and MN's CPU (% of one core) meanwhile.
+#[derive(Debug, Clone, Copy)]
+struct Tput {
+    mbps: f64,
+    ha_cpu: f64,
+    fa_cpu: f64,
+    mn_cpu: f64,
+}
+
+/// A row of the table: up/down with 1 and 4 connections, and the idle RTT.
+struct Row {
+    name: &'static str,
+    cells: [Tput; 4],
+    rtt_ms: f64,
+}
+
+/// utime + stime of a process, in clock ticks.
+fn cpu_ticks(pid: Option<u32>) -> u64 {
+    let Some(pid) = pid else { return 0 };
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    // The command may contain spaces: fields count from after the last ')'.
+    let rest = s.rsplit_once(')').map_or("", |r| r.1);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // Fields 14 and 15 of stat(5); index 0 here is field 3.
+    n(11) + n(12)
+}
+
+fn ticks_per_sec() -> f64 {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
+}
+
+fn throughput(ml: &MipLab, up: bool, conns: usize, secs: f64) -> Result<Tput> {
+    let mut clients = Vec::new();
+    for _ in 0..conns {
+        clients.push(Client::start(
+            &ml.lab.ns("mn"),
+            &ClientOpts {
+                bind: Some(MN_HOME),
+                cn: CN_ADDR,
+                rate: 0,
+                up,
+                down: !up,
+                probe_interval: None,
+            },
+        )?);
+    }
+    // Skip slow start.
+    std::thread::sleep(Duration::from_millis(300));
+    let bytes = |cs: &[Client]| -> u64 {
+        cs.iter()
+            .map(|c| {
+                let (u, d) = c.bytes();
+                if up {
+                    u
+                } else {
+                    d
+                }
+            })
+            .sum()
+    };
+    let (ha, fa, mn) = (ml.lab.pid("ha"), ml.lab.pid("fa"), ml.lab.pid("mn"));
+    let (b0, h0, f0, m0) = (bytes(&clients), cpu_ticks(ha), cpu_ticks(fa), cpu_ticks(mn));
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    let (b1, h1, f1, m1) = (bytes(&clients), cpu_ticks(ha), cpu_ticks(fa), cpu_ticks(mn));
+    let el = t0.elapsed().as_secs_f64();
+    let mut faults = Vec::new();
+    for mut c in clients {
+        faults.extend(c.stop().faults);
+    }
+    if !faults.is_empty() {
+        return Err(other(format!(
+            "TCP fault during throughput run: {faults:?}"
+        )));
+    }
+    let pct = |a: u64, b: u64| (b.saturating_sub(a)) as f64 / ticks_per_sec() / el * 100.0;
+    Ok(Tput {
+        mbps: (b1 - b0) as f64 * 8.0 / el / 1e6,
+        ha_cpu: pct(h0, h1),
+        fa_cpu: pct(f0, f1),
+        mn_cpu: pct(m0, m1),
+    })
+}
+
+/// Median idle round trip MN -> CN (ms) of 100 pings 10 ms apart (the median, as a
+/// busy shared machine adds outliers).
+fn idle_rtt(ml: &MipLab) -> Result<f64> {
+    std::thread::sleep(Duration::from_millis(500));
+    let out = netns::run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &ml.lab.ns("mn"),
+            "ping",
+            "-c",
+            "100",
+            "-i",
+            "0.01",
+            "-I",
+            &MN_HOME.to_string(),
+            &CN_ADDR.to_string(),
+        ],
+    )?;
+    // "64 bytes from 10.40.0.10: icmp_seq=3 ttl=62 time=0.376 ms"
+    let mut t: Vec<f64> = out
+        .lines()
+        .filter_map(|l| {
+            l.split_once("time=")?
+                .1
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    if t.len() < 50 {
+        return Err(other(format!(
+            "only {} of 100 pings answered: {out}",
+            t.len()
+        )));
+    }
+    t.sort_by(f64::total_cmp);
+    Ok(t[t.len() / 2])
+}
+
+fn measure(ml: &MipLab, name: &'static str, secs: f64) -> Result<Row> {
+    let rtt_ms = idle_rtt(ml)?;
+    let mut cells = Vec::new();
+    for (up, conns) in [(true, 1), (false, 1), (true, 4), (false, 4)] {
+        cells.push(throughput(ml, up, conns, secs)?);
+    }
+    let cells = [cells[0], cells[1], cells[2], cells[3]];
+    Ok(Row {
+        name,
+        cells,
+        rtt_ms,
+    })
+}
+
+fn go(ml: &mut MipLab, to: Segment) -> Result<()> {
+    if ml.lab.mn_segment != to {
+        ml.lab.move_mn(to)?;
+    }
+    match to {
+        Segment::Home => ml.wait_mn(Duration::from_secs(10), MipLab::at_home)?,
+        s => ml.wait_mn(Duration::from_secs(10), |v| {
+            MipLab::registered_at(v, s.mn_addr())
+        })?,
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    Ok(())
+}
+
+fn offload_of(v: Result<serde_json::Value>) -> bool {
+    v.ok()
+        .and_then(|v| v["data_path"]["offload"].as_bool())
+        .unwrap_or(false)
+}
+
+pub(super) fn tcp_section(ml: &mut MipLab, o: &BenchOpts) -> Result<()> {
+    let mut rows = Vec::new();
+    go(ml, Segment::Home)?;
+    rows.push(measure(ml, "plain routing (MN at home)", o.secs)?);
+    for on in [true, false] {
+        if !on {
+            go(ml, Segment::Home)?;
+            ml.restart_agent_offload("ha", false)?;
+            ml.restart_agent_offload("fa", false)?;
+        }
+        go(ml, Segment::IntA)?;
+        let ok = offload_of(ml.ha_status()) == on;
+        rows.push(measure(ml, name("c", on, ok), o.secs)?);
+        go(ml, Segment::IntB)?;
+        let ok = ok && offload_of(ml.fa_status()) == on;
+        rows.push(measure(ml, name("f", on, ok), o.secs)?);
+        go(ml, Segment::Nat)?;
+        rows.push(measure(ml, name("u", on, ok), o.secs)?);
+    }
+    go(ml, Segment::Home)?;
+    ml.restart_agent_offload("ha", true)?;
+    ml.restart_agent_offload("fa", true)?;
+    print_rows(&rows, o.secs);
+    Ok(())
+}
+
+fn name(mode: &str, on: bool, as_configured: bool) -> &'static str {
+    match (mode, on, as_configured) {
+        (_, _, false) => "(offload not as configured!)",
+        ("c", true, _) => "mode c via HA, offload",
+        ("c", false, _) => "mode c via HA, no offload",
+        ("f", true, _) => "mode f via FA+HA, offload",
+        ("f", false, _) => "mode f via FA+HA, no offload",
+        (_, true, _) => "UDP tunnel (NAT), offload",
+        _ => "UDP tunnel (NAT), no offload",
+    }
+}
+
+fn print_rows(rows: &[Row], secs: f64) {
+    println!(
+        "TCP MN <-> CN, Mbit/s ({secs:.0} s each after 0.3 s of slow start; ratio to plain routing in brackets;\n\
+         the machine is shared, so repeat runs and compare within one run):"
+    );
+    println!(
+        "  {:<32} {:>16} {:>16} {:>16} {:>16}   {:>9} {:>9}",
+        "", "1 conn up", "1 conn down", "4 conn up", "4 conn down", "RTT ms", "added"
+    );
+    let base = &rows[0];
+    for r in rows {
+        let cell = |i: usize| {
+            let ratio = r.cells[i].mbps / base.cells[i].mbps;
+            format!("{:>7.0} [{:>4.2}]", r.cells[i].mbps, ratio)
+        };
+        println!(
+            "  {:<32} {:>16} {:>16} {:>16} {:>16}   {:>9.3} {:>9.3}",
+            r.name,
+            cell(0),
+            cell(1),
+            cell(2),
+            cell(3),
+            r.rtt_ms,
+            r.rtt_ms - base.rtt_ms
+        );
+    }
+    println!("CPU of the daemons during each measurement, % of one core (HA / FA / MN):");
+    for r in rows.iter().skip(1) {
+        let c = |i: usize| {
+            let t = r.cells[i];
+            format!("{:>3.0} /{:>3.0} /{:>3.0}", t.ha_cpu, t.fa_cpu, t.mn_cpu)
+        };
+        println!(
+            "  {:<32} {:>16} {:>16} {:>16} {:>16}",
+            r.name,
+            c(0),
+            c(1),
+            c(2),
+            c(3)
+        );
+    }
+    println!("HA CPU per gigabit moved, ms of CPU (lower is better):");
+    for r in rows.iter().skip(1) {
+        let c = |i: usize| {
+            let t = r.cells[i];
+            // (ha_cpu / 100) core-seconds per second over (mbps / 1000) Gbit per second.
+            format!("{:>7.0}", t.ha_cpu * 10.0 / t.mbps.max(1.0) * 1000.0)
+        };
+        println!(
+            "  {:<32} {:>16} {:>16} {:>16} {:>16}",
+            r.name,
+            c(0),
+            c(1),
+            c(2),
+            c(3)
+        );
+    }
+}

@@ -1,0 +1,333 @@
+//! The home agent's TUN offloads on the wire (root; network namespaces). A bulk TCP
+//! transfer in each direction goes through the HA's IP-in-IP tunnel (MN co-located on
+//! int-a) with offloads on, while the HA's link is captured: every tunnelled packet
+//! must pass tshark's IP and TCP checksum checks, none may be malformed, none may be
+//! longer than the path MTU allows, and the data must arrive intact (a pattern checked
+//! octet by octet, since a merged super-packet is never checksummed again on a veth).
+//! The same transfer with `offload = false`, where the kernel cuts the segments
+//! before they enter the TUN, must give the same segment sizes.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::io::{Read, Write};
+use std::net::{SocketAddrV4, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use lab::netns::spawn_in;
+use lab::scenario::{start_capture, MipLab};
+use lab::topo::{Segment, CN_ADDR, HA_ADDR, MN_HOME};
+
+static LOCK: Mutex<()> = Mutex::new(());
+
+fn exe() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_mipsec-lab"))
+}
+
+fn lab_lock(test: &str) -> Option<MutexGuard<'static, ()>> {
+    let g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    lab::lab_available(test).then_some(g)
+}
+
+/// Octet `i` of the test stream: not periodic on any segment size.
+fn pattern(i: u64) -> u8 {
+    (i ^ (i >> 9) ^ (i >> 17)).wrapping_mul(31) as u8
+}
+
+fn send_pattern(s: &mut TcpStream, total: u64) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut off = 0u64;
+    while off < total {
+        let n = (total - off).min(buf.len() as u64) as usize;
+        for (k, b) in buf[..n].iter_mut().enumerate() {
+            *b = pattern(off + k as u64);
+        }
+        s.write_all(&buf[..n])?;
+        off += n as u64;
+    }
+    Ok(())
+}
+
+/// Reads to the end; returns the length, or the offset of the first wrong octet.
+fn check_pattern(s: &mut TcpStream) -> Result<u64, String> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut off = 0u64;
+    loop {
+        let n = s
+            .read(&mut buf)
+            .map_err(|e| format!("read at {off}: {e}"))?;
+        if n == 0 {
+            return Ok(off);
+        }
+        for (k, b) in buf[..n].iter().enumerate() {
+            if *b != pattern(off + k as u64) {
+                return Err(format!("octet {} is wrong", off + k as u64));
+            }
+        }
+        off += n as u64;
+    }
+}
+
+/// `total` octets MN -> CN (`up`) or CN -> MN over one TCP connection, checked at the
+/// receiver.
+fn transfer(ml: &MipLab, up: bool, total: u64) {
+    let port = 5999;
+    let listener = spawn_in(&ml.lab.ns("cn"), move || {
+        let l = TcpListener::bind(SocketAddrV4::new(CN_ADDR, port))?;
+        Ok(l)
+    })
+    .join()
+    .unwrap()
+    .unwrap();
+    let cn = std::thread::spawn(move || -> Result<u64, String> {
+        let (mut s, _) = listener.accept().map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        if up {
+            check_pattern(&mut s)
+        } else {
+            send_pattern(&mut s, total).map_err(|e| e.to_string())?;
+            Ok(total)
+        }
+    });
+    let mn = spawn_in(&ml.lab.ns("mn"), move || {
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+        sock.bind(&SocketAddrV4::new(MN_HOME, 0).into())?;
+        sock.connect_timeout(
+            &SocketAddrV4::new(CN_ADDR, port).into(),
+            Duration::from_secs(5),
+        )?;
+        let mut s: TcpStream = sock.into();
+        s.set_read_timeout(Some(Duration::from_secs(20)))?;
+        if up {
+            send_pattern(&mut s, total)?;
+            Ok(Ok(total))
+        } else {
+            Ok(check_pattern(&mut s))
+        }
+    });
+    let got_mn = mn.join().unwrap().unwrap();
+    let got_cn = cn.join().unwrap();
+    assert_eq!(got_mn, Ok(total), "MN side (up = {up})");
+    assert_eq!(got_cn, Ok(total), "CN side (up = {up})");
+}
+
+fn tshark(file: &Path, filter: &str, fields: &[&str]) -> Vec<String> {
+    let mut c = Command::new("tshark");
+    c.args(["-n", "-r"]).arg(file).args([
+        "-o",
+        "ip.check_checksum:TRUE",
+        "-o",
+        "tcp.check_checksum:TRUE",
+        "-o",
+        "udp.check_checksum:TRUE",
+        "-o",
+        "tcp.analyze_sequence_numbers:FALSE",
+        "-Y",
+        filter,
+        "-T",
+        "fields",
+    ]);
+    for f in fields {
+        c.args(["-e", f]);
+    }
+    let out = c.output().expect("tshark");
+    assert!(
+        out.status.success(),
+        "tshark {filter}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// An IP-in-IP packet to the HA whose inner TCP checksum is wrong: the negative
+/// control that shows the checksum check can fail (the HA drops it: no binding).
+fn inject_bad_checksum(ml: &MipLab) {
+    spawn_in(&ml.lab.ns("cn"), || {
+        let s = socket2::Socket::new(
+            socket2::Domain::IPV4,
+            socket2::Type::RAW,
+            Some(socket2::Protocol::from(4)),
+        )?;
+        let mut inner = vec![0u8; 40 + 8];
+        inner[0] = 0x45;
+        inner[3] = 48;
+        inner[8] = 64;
+        inner[9] = 6;
+        inner[12..16].copy_from_slice(&[10, 99, 0, 1]);
+        inner[16..20].copy_from_slice(&[10, 10, 0, 100]);
+        let c = ip_checksum(&inner[..20]);
+        inner[10..12].copy_from_slice(&c.to_be_bytes());
+        inner[32] = 0x50;
+        inner[33] = 0x10;
+        inner[36..38].copy_from_slice(&[0xde, 0xad]);
+        s.send_to(&inner, &SocketAddrV4::new(HA_ADDR, 0).into())?;
+        Ok(())
+    })
+    .join()
+    .unwrap()
+    .unwrap();
+}
+
+fn ip_checksum(h: &[u8]) -> u16 {
+    let mut acc: u32 = h
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+        .sum();
+    while acc >> 16 != 0 {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    !(acc as u16)
+}
+
+/// Frame lengths of the HA's tunnelled TCP data to the MN, as (length, count), most
+/// frequent first.
+fn data_frame_sizes(cap: &Path) -> Vec<(usize, usize)> {
+    let mut m = std::collections::BTreeMap::new();
+    for l in tshark(
+        cap,
+        &format!("ip.src == {HA_ADDR} && ip.proto == 4 && tcp.len > 0"),
+        &["frame.len"],
+    ) {
+        *m.entry(l.trim().parse::<usize>().unwrap())
+            .or_insert(0usize) += 1;
+    }
+    let mut v: Vec<(usize, usize)> = m.into_iter().collect();
+    v.sort_by_key(|x| std::cmp::Reverse(x.1));
+    v
+}
+
+fn to_int_a(ml: &mut MipLab) {
+    ml.lab.move_mn(Segment::IntA).unwrap();
+    ml.wait_mn(Duration::from_secs(10), |v| {
+        MipLab::registered_at(v, Segment::IntA.mn_addr())
+    })
+    .unwrap();
+}
+
+fn capture_transfer(ml: &mut MipLab, name: &str, up_too: bool) -> PathBuf {
+    let cap = ml.lab.dir.join(name);
+    start_capture(&mut ml.lab, "ha", "eth0", &cap, "ip proto 4").unwrap();
+    transfer(ml, false, 30 << 20);
+    if up_too {
+        transfer(ml, true, 30 << 20);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    cap
+}
+
+#[test]
+fn ha_offload_puts_clean_mtu_sized_segments_on_the_wire() {
+    let Some(_g) = lab_lock("ha_offload_puts_clean_mtu_sized_segments_on_the_wire") else {
+        return;
+    };
+    let mut ml = MipLab::start(&exe(), true, 300).unwrap();
+    to_int_a(&mut ml);
+    let ha = ml.ha_status().unwrap();
+    assert_eq!(ha["data_path"]["offload"], true, "{ha}");
+
+    let cap = capture_transfer(&mut ml, "offload.pcap", true);
+    inject_bad_checksum(&ml);
+    std::thread::sleep(Duration::from_millis(200));
+    ml.lab.stop("capture-ha", libc::SIGINT);
+    let kept = std::env::temp_dir().join("mipsec-lab-offload.pcap");
+    std::fs::copy(&cap, &kept).unwrap();
+    eprintln!("capture kept in {}", kept.display());
+
+    // The offload paths were taken, in both directions.
+    let dp = &ml.ha_status().unwrap()["data_path"];
+    assert!(dp["tun_super_packets"].as_u64().unwrap() > 100, "{dp}");
+    assert!(dp["coalesced_segments"].as_u64().unwrap() > 1000, "{dp}");
+
+    let all = tshark(&kept, "ip.proto == 4", &["frame.len"]);
+    // A sample large enough to mean something (tcpdump drops some under load).
+    assert!(all.len() > 5_000, "{} tunnelled packets", all.len());
+    // Only the injected packet is flagged.
+    let bad = tshark(
+        &kept,
+        "_ws.malformed || ip.checksum.status == \"Bad\" || tcp.checksum.status == \"Bad\" \
+         || udp.checksum.status == \"Bad\" || _ws.expert.severity >= \"Error\"",
+        &["ip.src", "ip.dst", "_ws.expert.message"],
+    );
+    assert_eq!(
+        bad.len(),
+        1,
+        "only the injected packet:\n{}",
+        bad.join("\n")
+    );
+    assert!(bad[0].contains("10.99.0.1"), "{}", bad[0]);
+    // Nothing above the path MTU: outer 20 + inner <= the tunnel MTU (1468), plus the
+    // 14-octet Ethernet header; the link MTU (1500) would allow 1514.
+    let big = tshark(&kept, "frame.len > 1502", &["frame.len", "ip.src"]);
+    assert!(big.is_empty(), "oversized: {:?}", &big[..big.len().min(5)]);
+
+    // The kernel's own segmentation (no offload: it cuts before the TUN) gives the same
+    // full-size segments.
+    let with = data_frame_sizes(&kept);
+    ml.lab.move_mn(Segment::Home).unwrap();
+    ml.wait_mn(Duration::from_secs(10), MipLab::at_home)
+        .unwrap();
+    ml.restart_ha_offload(false).unwrap();
+    to_int_a(&mut ml);
+    assert_eq!(ml.ha_status().unwrap()["data_path"]["offload"], false);
+    let cap = capture_transfer(&mut ml, "plain.pcap", false);
+    ml.lab.stop("capture-ha", libc::SIGINT);
+    let without = data_frame_sizes(&cap);
+    assert!(tshark(
+        &cap,
+        "ip.checksum.status == \"Bad\" || tcp.checksum.status == \"Bad\"",
+        &["ip.src"]
+    )
+    .is_empty());
+    eprintln!(
+        "data frame sizes with offload {:?}",
+        &with[..with.len().min(4)]
+    );
+    eprintln!(
+        "data frame sizes without      {:?}",
+        &without[..without.len().min(4)]
+    );
+    assert_eq!(with[0].0, without[0].0, "most frequent data frame size");
+    let max = |v: &[(usize, usize)]| v.iter().map(|x| x.0).max().unwrap();
+    assert_eq!(max(&with), max(&without), "largest data frame");
+}
+
+/// Mode f: the foreign agent cuts the visitor's super-packets before the reverse
+/// tunnel and merges the home agent's segments before its TUN; the HA does the same
+/// on its side. Both tunnel directions on the HA's link are tshark-clean, within the
+/// path MTU, and the data arrives intact.
+#[test]
+fn fa_offload_puts_clean_mtu_sized_segments_on_the_wire() {
+    let Some(_g) = lab_lock("fa_offload_puts_clean_mtu_sized_segments_on_the_wire") else {
+        return;
+    };
+    let mut ml = MipLab::start(&exe(), true, 300).unwrap();
+    ml.lab.move_mn(Segment::IntB).unwrap();
+    ml.wait_mn(Duration::from_secs(10), |v| {
+        MipLab::registered_at(v, Segment::IntB.mn_addr())
+    })
+    .unwrap();
+    assert_eq!(ml.fa_status().unwrap()["data_path"]["offload"], true);
+    let cap = capture_transfer(&mut ml, "fa-offload.pcap", true);
+    ml.lab.stop("capture-ha", libc::SIGINT);
+    let fa = ml.fa_status().unwrap();
+    let dp = &fa["data_path"];
+    assert!(dp["tun_super_packets"].as_u64().unwrap() > 100, "{fa}");
+    assert!(dp["coalesced_segments"].as_u64().unwrap() > 1000, "{fa}");
+    let all = tshark(&cap, "ip.proto == 4", &["frame.len"]);
+    // A sample large enough to mean something (tcpdump drops some under load).
+    assert!(all.len() > 5_000, "{} tunnelled packets", all.len());
+    let bad = tshark(
+        &cap,
+        "_ws.malformed || ip.checksum.status == \"Bad\" || tcp.checksum.status == \"Bad\" \
+         || _ws.expert.severity >= \"Error\"",
+        &["ip.src", "ip.dst", "_ws.expert.message"],
+    );
+    assert!(bad.is_empty(), "flagged:\n{}", bad.join("\n"));
+    let big = tshark(&cap, "frame.len > 1502", &["frame.len", "ip.src"]);
+    assert!(big.is_empty(), "oversized: {:?}", &big[..big.len().min(5)]);
+}

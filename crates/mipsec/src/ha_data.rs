@@ -1,0 +1,154 @@
+//! The home agent's data path: packets between the tunnel device and the tunnels,
+//! on the shared [`crate::datapath::DataPath`].
+//!
+//! With `offload` (the default) the kernel hands the HA TCP super-packets for away
+//! nodes; each is cut into the segments the kernel would have sent, and a wake-up's
+//! worth goes to the raw IP-in-IP socket in `sendmmsg` batches (RFC 3519 UDP tunnels
+//! send each segment as its own Tunnel Data message). The other way, IP-in-IP packets
+//! are taken with `recvmmsg`, checked (RFC 3024), and consecutive TCP segments of a
+//! flow are merged so that the kernel takes them in one TUN write.
+
+use super::Daemon;
+use mip4::ha::ForwardTo;
+use mip4::wire::tunnel::TunnelData;
+use netio::raw_batch::RawRecvBatch;
+use netio::udp::send_from;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::Instant;
+use tracing::debug;
+
+impl Daemon {
+    /// A batch of IP-in-IP packets (outer header included) from the raw socket.
+    pub(super) async fn on_raw_batch(&mut self, rb: &RawRecvBatch, n: usize) {
+        let now = Instant::now();
+        for i in 0..n {
+            if let Some((pkt, src)) = rb.get(i) {
+                self.on_raw(now, src, pkt).await;
+            }
+        }
+        self.flush_delivered().await;
+    }
+
+    /// RFC 3519 Tunnel Data from a mobile node behind a NAT.
+    pub(super) async fn on_tunnel_data(
+        &mut self,
+        now: Instant,
+        from: SocketAddrV4,
+        payload: &[u8],
+    ) {
+        let Ok(td) = TunnelData::parse(payload) else {
+            return self.counters.drop("malformed tunnel data");
+        };
+        if td.next_header != 4 {
+            return self.counters.drop("tunnel data not IPv4");
+        }
+        let Some((src, _)) = wire::ipv4::addresses(td.packet) else {
+            return self.counters.drop("malformed inner packet");
+        };
+        // Only from the address and port the node registered from (RFC 3519 section 6.1).
+        if let Err(why) = self.core.admit_udp_tunnel(now, from, src) {
+            return self.counters.drop(why.label());
+        }
+        self.deliver(td.packet).await;
+    }
+
+    /// IP-in-IP received on the raw socket (outer header included).
+    async fn on_raw(&mut self, now: Instant, outer_src: Ipv4Addr, packet: &[u8]) {
+        let Ok(outer) = wire::ipv4::Ipv4Header::parse(packet) else {
+            return self.counters.drop("malformed outer header");
+        };
+        let inner = &packet[outer.header_len..usize::from(outer.total_len)];
+        let Some((src, _)) = wire::ipv4::addresses(inner) else {
+            return self.counters.drop("malformed inner packet");
+        };
+        // RFC 3024: only a home address from the care-of address it is bound to.
+        if let Err(why) = self.core.admit_reverse(now, outer_src, src) {
+            return self.counters.drop(why.label());
+        }
+        self.deliver(inner).await;
+    }
+
+    /// A decapsulated packet from a mobile node into the home network (queued when
+    /// offloading: [`Daemon::flush_delivered`] writes it).
+    async fn deliver(&mut self, inner: &[u8]) {
+        if wire::ipv4::Ipv4Header::parse(inner).is_err() {
+            return self.counters.drop("malformed inner packet");
+        }
+        match self.dp.write_tun(&self.tun, inner).await {
+            Ok(()) => {
+                self.counters.rx_packets += 1;
+                self.counters.rx_bytes += inner.len() as u64;
+            }
+            Err(e) => {
+                debug!("tun send: {e}");
+                self.counters.drop("tun write failed");
+            }
+        }
+    }
+
+    /// Writes what [`Daemon::deliver`] queued.
+    pub(super) async fn flush_delivered(&mut self) {
+        for _ in 0..self.dp.flush_tun(&self.tun).await {
+            self.counters.drop("tun write failed");
+        }
+    }
+
+    /// One read from the tunnel device: a packet, or a super-packet, for away mobile
+    /// nodes; its segments are queued for every care-of address.
+    pub(super) async fn on_tun(&mut self, now: Instant, buf: &[u8]) {
+        if let Err(why) = self.dp.take_tun_read(buf) {
+            return self.counters.drop(why);
+        }
+        let Some((_, dst)) = self.dp.packets().get(0).and_then(wire::ipv4::addresses) else {
+            return self.counters.drop("not an IPv4 packet (from tun)");
+        };
+        let mut sent = 0;
+        // Borrows the core's bindings while queueing: no copy of them per packet.
+        for to in self.core.forward(now, dst) {
+            sent += 1;
+            match to {
+                ForwardTo::IpInIp { care_of, .. } => self.dp.queue_packets(care_of),
+                ForwardTo::Udp { peer, local } => {
+                    for s in self.dp.packets().iter() {
+                        self.udp_out.clear();
+                        TunnelData {
+                            next_header: 4,
+                            packet: s,
+                        }
+                        .emit(&mut self.udp_out);
+                        match send_from(&self.udp, &self.udp_out, peer, local).await {
+                            Ok(_) => {
+                                self.counters.tx_packets += 1;
+                                self.counters.tx_bytes += s.len() as u64;
+                            }
+                            Err(e) => {
+                                debug!("tunnel send to {peer}: {e}");
+                                self.counters.drop("tunnel send failed");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if sent == 0 {
+            return self.counters.drop("no binding for destination");
+        }
+        if self.dp.out_full() {
+            self.flush_tunnel().await;
+        }
+    }
+
+    /// Sends the queued IP-in-IP packets (`sendmmsg`).
+    pub(super) async fn flush_tunnel(&mut self) {
+        let c = &mut self.counters;
+        let (n, bytes) = self
+            .dp
+            .flush_out(&self.raw, |dst, e| {
+                debug!("tunnel send to {dst}: {e}");
+                c.drop("tunnel send failed");
+            })
+            .await;
+        c.tx_packets += n as u64;
+        c.tx_bytes += bytes as u64;
+    }
+}
