@@ -11,14 +11,12 @@
 //!   so a home agent learns which of its addresses a request was sent to.
 //! * [`netlink`]: rtnetlink operations (links, addresses, routes, rules, proxy ARP,
 //!   neighbours), a typed event stream, and gratuitous ARP over `AF_PACKET`.
-//! * [`driver`]: the glue that drives a sans-IO core's single timer from tokio.
 //!
 //! Everything async here runs on tokio and works on a current-thread runtime.
 //! A socket, TUN device or netlink socket belongs to the network namespace of the
 //! thread that created it; tests exploit that by calling `setns` on a dedicated thread.
 
 pub mod coalesce;
-pub mod driver;
 mod error;
 pub mod netlink;
 pub mod offload;
@@ -29,7 +27,6 @@ pub mod tun;
 pub mod udp;
 pub mod udp_batch;
 
-pub use driver::{Core, Driver, Timer};
 pub use error::{Error, Result};
 pub use netlink::{NetEvent, NetEvents, Netlink};
 pub use raw::{RawIp, RawIpOptions};
