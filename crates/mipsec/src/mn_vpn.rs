@@ -117,6 +117,7 @@ impl Daemon {
         if m.outside == OutsideMode::None {
             return Ok(());
         }
+        remove_stale_configs(std::path::Path::new(RUN_DIR));
         // The same MTU inside and outside: a connection keeps its segment size
         // when the node moves out.
         if let Err(e) = self
@@ -309,7 +310,7 @@ impl Daemon {
             _ => m.interface.clone(),
         };
         let derived = derived_config(&text, &interface, Some(local), m);
-        let dir = PathBuf::from("/run/mipsec");
+        let dir = PathBuf::from(RUN_DIR);
         crate::shell::create_private_dir(&dir)?;
         let path = dir.join(format!("mn-{}-vpn.toml", std::process::id()));
         crate::shell::write_private(&path, &derived)?;
@@ -533,6 +534,32 @@ fn derived_config(
          bind_interface = {bind}\nkill_switch = \"off\"\ntun = \"{}\"\ntable = {}\nrule_priority = {}\nmtu = {VPN_MTU}\n",
         m.vpn_tun, m.vpn_table, m.vpn_table
     )
+}
+
+/// Where the derived VPN client files go (0700; each 0600, removed once read).
+const RUN_DIR: &str = "/run/mipsec";
+
+/// Removes derived VPN client files (they hold credentials) left by a mobile node
+/// that was killed before its client read them: `mn-<pid>-vpn.toml` of a pid that
+/// no longer runs.
+fn remove_stale_configs(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("mn-")
+            .and_then(|r| r.strip_suffix("-vpn.toml"))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            debug!("removing {name}, left by a mobile node that is gone");
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 /// The sockets on the TIA: registrations (port 434) and IP-in-IP with the i-HA,
