@@ -788,6 +788,17 @@ key = "00112233445566778899aabbccddeeff"
             MnFile::load,
         );
         assert!(
+            e.contains("line 8: [mn] outside: an outside mode needs vpn_config"),
+            "{e}"
+        );
+        let e = load_as(
+            "mn.toml",
+            &format!(
+                "{MN}outside = \"xmip\"\nvpn_gateway = \"192.0.2.1\"\nvpn_config = \"/etc/vpn.toml\"\n"
+            ),
+            MnFile::load,
+        );
+        assert!(
             e.contains("line 8: [mn] outside: outside = \"xmip\" needs external_home_agent"),
             "{e}"
         );
@@ -797,7 +808,7 @@ key = "00112233445566778899aabbccddeeff"
         let p = dir.path().join("mn.toml");
         std::fs::write(
             &p,
-            format!("{MN}outside = \"xmip\"\nvpn_gateway = \"192.0.2.1\"\nexternal_home_agent = \"192.0.2.2\"\n"),
+            format!("{MN}outside = \"xmip\"\nvpn_gateway = \"192.0.2.1\"\nvpn_config = \"/etc/vpn.toml\"\nexternal_home_agent = \"192.0.2.2\"\n"),
         )
         .unwrap();
         let e = MnFile::load(&p).unwrap_err().to_string();
@@ -805,7 +816,7 @@ key = "00112233445566778899aabbccddeeff"
         std::fs::write(
             &p,
             format!(
-                "{MN}outside = \"xmip\"\nvpn_gateway = \"192.0.2.1\"\nexternal_home_agent = \"192.0.2.2\"\n\
+                "{MN}outside = \"xmip\"\nvpn_gateway = \"192.0.2.1\"\nvpn_config = \"/etc/vpn.toml\"\nexternal_home_agent = \"192.0.2.2\"\n\
                  external_home_address = \"100.64.0.10\"\nexternal_spi = 300\n\
                  external_key = \"00112233445566778899aabbccddeeff\"\n"
             ),
