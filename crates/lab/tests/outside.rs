@@ -329,3 +329,26 @@ fn fvc_through_the_external_foreign_agent() {
         );
     }
 }
+
+/// Inside through a foreign agent (int-b, mode f) with an outside flavour configured:
+/// the i-HA's reply relayed by the agent proves the link, and user data flows
+/// natively through the agent; then back out (ext-a, cvc).
+#[test]
+fn mode_f_inside_with_xmip_configured() {
+    let Some(_g) = lab_lock("mode_f_inside_with_xmip_configured") else {
+        return;
+    };
+    let mut ml = MipLab::start_enterprise(&exe(), GwAuth::Psk, Outside::Xmip).unwrap();
+    ml.lab.move_mn(Segment::IntB).unwrap();
+    let (_, took) = ml
+        .wait_mn(Duration::from_secs(10), |v| {
+            gate(v) == "open-inside" && v["interfaces"][0]["mode"] == "f"
+        })
+        .unwrap_or_else(|e| panic!("{e}\n{}", ml.lab.log_tail("mn", 40)));
+    eprintln!("int-b: mode f open {took:?} after the move");
+    assert!(ml.echo_ok(Some(MN_HOME), Duration::from_secs(5)));
+    ml.lab.move_mn(Segment::ExtA).unwrap();
+    ml.wait_mn(Duration::from_secs(20), |v| gate(v) == "open-vpn")
+        .unwrap();
+    assert!(ml.echo_ok(Some(MN_HOME), Duration::from_secs(5)));
+}

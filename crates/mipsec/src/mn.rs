@@ -339,6 +339,7 @@ impl Daemon {
                 self.live.next_keepalive,
                 self.live.probe.map(|p| p.1),
                 self.settle_until,
+                self.outer.stop_deadline,
             ]
             .into_iter()
             .flatten()
@@ -399,6 +400,7 @@ impl Daemon {
                     Err(e) => debug!("x-home device: {e}"),
                 },
                 l = next_line(self.outer.child.as_mut()) => self.on_vpn_line(l).await,
+                _ = wait_child(self.outer.stopping.as_mut()) => self.on_vpn_exited(),
                 r = recv_udp(self.outer.tia.as_ref().map(|p| &p.udp), &mut vbuf) => match r {
                     Ok((n, std::net::SocketAddr::V4(from))) => self.on_tia_udp(from, &vbuf[..n]),
                     Ok(_) => {}
@@ -420,6 +422,7 @@ impl Daemon {
 
     async fn on_timer(&mut self) {
         let (now, wall) = (Instant::now(), SystemTime::now());
+        self.on_stop_deadline(now);
         if self.settle_until.is_some_and(|t| t <= now) {
             self.settle_until = None;
             self.node
@@ -624,6 +627,16 @@ impl Daemon {
 
     async fn cleanup(&mut self) {
         self.stop_vpn("shutting down").await;
+        // Let the client send its Delete and remove its device and routes (it is
+        // killed when dropped).
+        if let Some(c) = self.outer.stopping.as_mut() {
+            if tokio::time::timeout(Duration::from_secs(2), c.wait())
+                .await
+                .is_err()
+            {
+                warn!("the VPN client did not stop within 2 s");
+            }
+        }
         self.set_routes(Routes::None).await;
         if let Some(agent) = self.agent_route.take() {
             self.forget_agent(agent).await;
@@ -669,6 +682,16 @@ async fn recv_any(
 async fn recv_tun(dev: Option<&Tun>, buf: &mut [u8]) -> std::io::Result<usize> {
     match dev {
         Some(d) => d.recv(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The exit of a VPN client that was told to stop.
+async fn wait_child(c: Option<&mut tokio::process::Child>) {
+    match c {
+        Some(c) => {
+            let _ = c.wait().await;
+        }
         None => std::future::pending().await,
     }
 }

@@ -92,6 +92,12 @@ pub(super) struct Outer {
     /// fvc: IKE/ESP handed natively to the x-FA (which reverse-tunnels it to the
     /// x-HA), through a header-included raw socket bound to the interface.
     native: Option<RawIp>,
+    /// A client told to stop, until it has exited (it holds the TUN and the table
+    /// a new one needs), and when it gets killed if it has not.
+    pub(super) stopping: Option<Child>,
+    pub(super) stop_deadline: Option<Instant>,
+    /// A start commanded while the old client was still stopping.
+    pending_start: Option<(IfaceId, Ipv4Addr)>,
 }
 
 impl Daemon {
@@ -265,19 +271,13 @@ impl Daemon {
         match a {
             mobility::Action::StartIke { iface, local } => {
                 self.stop_vpn("a fresh IKE was commanded").await;
-                match self.spawn_vpn(iface, local) {
-                    Ok(c) => {
-                        self.outer.starts += 1;
-                        info!(%local, "VPN client started");
-                        self.outer.child = Some(c);
-                    }
-                    Err(e) => {
-                        warn!("VPN client: {e}");
-                        self.counters.drop("VPN client could not start");
-                        let (now, wall) = (Instant::now(), SystemTime::now());
-                        self.node.handle_vpn(now, wall, iface, VpnEvent::Down);
-                    }
+                if self.outer.stopping.is_some() {
+                    // The old client still holds the TUN and the routing table:
+                    // start when it has gone (see `on_vpn_exited`).
+                    self.outer.pending_start = Some((iface, local));
+                    return;
                 }
+                self.start_vpn(iface, local);
             }
             mobility::Action::MobikeUpdate { iface, local } => {
                 let sent = match self.outer.child.as_mut().and_then(|c| c.stdin.as_mut()) {
@@ -295,6 +295,42 @@ impl Daemon {
             }
             mobility::Action::StopVpn { .. } => self.stop_vpn("inside").await,
             _ => {}
+        }
+    }
+
+    fn start_vpn(&mut self, iface: IfaceId, local: Ipv4Addr) {
+        match self.spawn_vpn(iface, local) {
+            Ok(c) => {
+                self.outer.starts += 1;
+                info!(%local, "VPN client started");
+                self.outer.child = Some(c);
+            }
+            Err(e) => {
+                warn!("VPN client: {e}");
+                self.counters.drop("VPN client could not start");
+                let (now, wall) = (Instant::now(), SystemTime::now());
+                self.node.handle_vpn(now, wall, iface, VpnEvent::Down);
+            }
+        }
+    }
+
+    /// The stopping client exited (or was killed): a start that waited for it runs.
+    pub(super) fn on_vpn_exited(&mut self) {
+        self.outer.stopping = None;
+        self.outer.stop_deadline = None;
+        if let Some((iface, local)) = self.outer.pending_start.take() {
+            self.start_vpn(iface, local);
+        }
+    }
+
+    /// A stopping client that overran its time is killed.
+    pub(super) fn on_stop_deadline(&mut self, now: Instant) {
+        if self.outer.stop_deadline.is_some_and(|t| t <= now) {
+            self.outer.stop_deadline = None;
+            if let Some(c) = self.outer.stopping.as_mut() {
+                warn!("the VPN client did not stop within 3 s: killed");
+                let _ = c.start_kill();
+            }
         }
     }
 
@@ -353,13 +389,12 @@ impl Daemon {
         if let Some(p) = c.cfg_path.take() {
             let _ = std::fs::remove_file(p);
         }
-        // It exits after its Delete; reap it without blocking the loop.
-        tokio::spawn(async move {
-            let t = tokio::time::timeout(std::time::Duration::from_secs(3), c.child.wait()).await;
-            if t.is_err() {
-                let _ = c.child.kill().await;
-            }
-        });
+        // It exits after its Delete: the loop waits for that without blocking
+        // (see `on_vpn_exited`), and kills it after 3 s.
+        if let Some(mut old) = self.outer.stopping.replace(c.child) {
+            let _ = old.start_kill();
+        }
+        self.outer.stop_deadline = Some(Instant::now() + std::time::Duration::from_secs(3));
     }
 
     /// One line from the VPN client (or its end).

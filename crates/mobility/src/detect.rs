@@ -55,6 +55,7 @@ impl MobileNode {
         if !keep_proof {
             i.proof = None;
         }
+        i.binding_silent = false;
         for t in [
             Timer::Rereg,
             Timer::TMonitor,
@@ -316,6 +317,7 @@ impl MobileNode {
                 i.stop(Timer::VpnRetry);
                 i.stop(Timer::VpnRegRetry);
                 i.proof = Some(p);
+                i.binding_silent = false;
                 self.stats.inside_proofs += 1;
                 let was = i.phase;
                 // MN-6: stop asking the x-HA; deregister if it accepted us.

@@ -122,6 +122,11 @@ pub(crate) struct Iface {
     pub(crate) vpn_epoch: Option<u64>,
     pub(crate) vpn_failed: bool,
     pub(crate) proof: Option<TncProof>,
+    /// The shell reported the home agent's tunnel silent and a re-registration
+    /// probes the binding: the gate is closed until a new proof arrives (a silent
+    /// move onto a network that only looks inside stops plaintext within the
+    /// shell's silence bound, not T_MONITOR).
+    pub(crate) binding_silent: bool,
     pub(crate) timers: [Option<Instant>; 10],
     pub(crate) last_gate: Gate,
     /// Per `Via` (Plain, Vpn): a send failed and a prompt retry is due.
@@ -247,6 +252,12 @@ impl Iface {
                     return Gate::OpenInside(p.mode());
                 }
             }
+        }
+        if self.phase == Phase::Inside && self.binding_silent {
+            return match cfg.queue_limit {
+                0 => Gate::Closed,
+                limit => Gate::Queued { limit },
+            };
         }
         if self.phase == Phase::Inside {
             if let Some(p) = &self.proof {

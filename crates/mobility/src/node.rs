@@ -304,6 +304,7 @@ impl MobileNode {
                 vpn_epoch: None,
                 vpn_failed: false,
                 proof: None,
+                binding_silent: false,
                 timers: [None; 10],
                 last_gate: Gate::Closed,
                 send_failed: [false; 2],
@@ -436,8 +437,11 @@ impl MobileNode {
     /// unanswered (or, behind a NAT, an RFC 3519 keepalive): the binding may be
     /// gone (a home agent restarted without its state, a NAT that lost its
     /// mapping). Inside, this re-registers at once, at most one request at a
-    /// time; the gate is unchanged (T_MONITOR still bounds it), and a failed
-    /// re-registration is a status change (MN-5). Elsewhere it does nothing.
+    /// time, and closes the gate (or queues) until that re-registration proves
+    /// the link again: after a silent move onto a network that only looks like
+    /// the inside, plaintext stops within the shell's silence bound instead of
+    /// T_MONITOR. A failed re-registration is a status change (MN-5). Elsewhere
+    /// it does nothing.
     pub fn handle_binding_silent(&mut self, now: Instant, wall: SystemTime, iface: IfaceId) {
         let cfg = self.cfg.clone();
         let Some(i) = self.ifaces.get_mut(&iface) else {
@@ -447,6 +451,7 @@ impl MobileNode {
             let att = i.direct_attachment(&cfg, a);
             let ep = i.epoch;
             i.direct.probe(now, wall, ep, a.inside_mode, att);
+            i.binding_silent = true;
             self.stats.silence_probes += 1;
         }
         self.flush(now);

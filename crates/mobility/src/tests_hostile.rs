@@ -113,6 +113,9 @@ fn a_silent_binding_is_probed_with_a_re_registration() {
     let sent = r.sent_to(1, I_HA);
     let (n, w) = (r.now, r.wall());
     r.node.handle_binding_silent(n, w, 1);
+    // Closed while the binding is in doubt (a silent move must not keep plaintext
+    // flowing until T_MONITOR).
+    assert_eq!(r.gate(1), Gate::Closed);
     r.pump();
     assert_eq!(r.sent_to(1, I_HA), sent + 1, "one re-registration, at once");
     assert_eq!(r.iha.bindings_of(HOME).len(), 1, "bound again");
@@ -125,6 +128,7 @@ fn a_silent_binding_is_probed_with_a_re_registration() {
     r.node.handle_binding_silent(n, w, 1);
     r.node.handle_binding_silent(n, w, 1);
     assert_eq!(r.node.stats().silence_probes, 2, "one probe at a time");
+    assert_eq!(r.gate(1), Gate::Closed, "closed from the report on");
     r.pump();
     r.advance(Duration::from_secs(20));
     assert_eq!(r.gate(1), Gate::Closed);
