@@ -16,6 +16,7 @@ pub mod roam;
 pub mod scenario;
 pub mod topo;
 pub mod traffic;
+pub mod transit;
 
 pub use netns::{Error, Result};
 
