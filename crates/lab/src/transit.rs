@@ -416,6 +416,9 @@ pub fn clear_user_frames(pcap: &Path) -> Result<Vec<f64>> {
 
 /// Starts a tcpdump on `bridge` (switch namespace) as process `name` into `file`.
 pub fn capture(lab: &mut Lab, name: &str, bridge: &str, file: &Path) -> Result<PathBuf> {
+    if let Some(d) = file.parent() {
+        std::fs::create_dir_all(d)?;
+    }
     crate::inject::capture(lab, name, bridge, file)?;
     Ok(file.to_path_buf())
 }
