@@ -33,6 +33,19 @@ pub enum Start {
 /// `at`, its mn.toml extended by `extra` lines (e.g. `t_monitor_s = 11`). Returns once
 /// the MN's status answers; it does not wait for a gate.
 pub fn start(exe: &Path, auth: GwAuth, outside: Outside, at: Start, extra: &str) -> Result<MipLab> {
+    let mut ml = start_lab(exe, auth, outside, at, extra)?;
+    ml.start_mn()?;
+    Ok(ml)
+}
+
+/// [`start`] without starting `mipsec mn` (`ml.start_mn()` does).
+pub fn start_lab(
+    exe: &Path,
+    auth: GwAuth,
+    outside: Outside,
+    at: Start,
+    extra: &str,
+) -> Result<MipLab> {
     let mut lab = Lab::build_enterprise(exe)?;
     lab.spawn("cn", "cn-serve", &["serve"])?;
     let (ha_cfg, ha_sock) = enterprise::write_iha_config(&lab)?;
@@ -64,7 +77,6 @@ pub fn start(exe: &Path, auth: GwAuth, outside: Outside, at: Start, extra: &str)
         Start::On(seg) => ml.lab.move_mn(seg)?,
         Start::NoNetwork => carrier_down(&ml.lab)?,
     }
-    ml.start_mn()?;
     Ok(ml)
 }
 
@@ -457,7 +469,7 @@ pub fn parse_sas(text: &str) -> GwSas {
             if let (Some(i), Some(r)) = (spi("_i"), spi("_r")) {
                 sas.ike.push((i, r));
             }
-        } else if t.starts_with("remote ") {
+        } else if t.starts_with("remote ") && words.contains(&"@") {
             let at = words.iter().position(|w| *w == "@").map_or(0, |i| i + 1);
             sas.remote
                 .push(words.get(at).copied().unwrap_or("").to_string());
