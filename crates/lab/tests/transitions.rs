@@ -101,12 +101,25 @@ fn leaks(pcap: &Path, plan: &Plan) -> (u64, String) {
     let p = pcap.display().to_string();
     let not_rrq = lab::netns::run(
         "tshark",
-        &["-n", "-r", &p, "-Y", "ip.dst == 10.10.0.1 && !(mip.type == 1)"],
+        &[
+            "-n",
+            "-r",
+            &p,
+            "-Y",
+            "ip.dst == 10.10.0.1 && !(mip.type == 1)",
+        ],
     )
     .unwrap();
-    assert!(not_rrq.trim().is_empty(), "to the i-HA, not a request:\n{not_rrq}");
+    assert!(
+        not_rrq.trim().is_empty(),
+        "to the i-HA, not a request:\n{not_rrq}"
+    );
     let user = transit::clear_user_frames(pcap).unwrap();
-    assert!(user.is_empty(), "{} user frames in the clear in {p}", user.len());
+    assert!(
+        user.is_empty(),
+        "{} user frames in the clear in {p}",
+        user.len()
+    );
     (n, leak::render_one(&r))
 }
 
@@ -143,7 +156,11 @@ fn outside_to_inside_cvc() {
     let x1 = ml.xha_status().unwrap();
     eprintln!("x-HA after the move inside: {x1}");
     let rx = |x: &serde_json::Value| lab::mip::get_u64(x, &["counters", "rx_packets"]);
-    assert_eq!(rx(&x1), rx(&x0), "x-MIP traffic after the move inside: {x1}");
+    assert_eq!(
+        rx(&x1),
+        rx(&x0),
+        "x-MIP traffic after the move inside: {x1}"
+    );
     std::thread::sleep(STAY);
     finish(&ml, tl, "outside_to_inside_cvc");
 }
@@ -224,7 +241,13 @@ fn inside_to_outside(outside: Outside, want_mode: &str) {
         let p = dir.join(format!("{n}.pcap"));
         let shown = lab::netns::run(
             "tshark",
-            &["-n", "-r", &p.display().to_string(), "-Y", "ip.addr == 10.0.0.0/8"],
+            &[
+                "-n",
+                "-r",
+                &p.display().to_string(),
+                "-Y",
+                "ip.addr == 10.0.0.0/8",
+            ],
         )
         .unwrap_or_default();
         assert_eq!(bad, 0, "{test}: leaks on {n}:\n{report}\n{shown}");
