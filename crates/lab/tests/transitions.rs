@@ -552,3 +552,67 @@ fn gateway_keeps_the_ike_sa_across_mobike_moves() {
     );
     finish(&ml, tl, "gateway_keeps_the_ike_sa_mc");
 }
+
+/// Issue 12 item 5: the ESP keys the client writes in lab mode (`esp_key_log` in the
+/// user's VPN file, Wireshark's esp_sa format) let tshark decrypt the ESP on ext-a
+/// (cvc: inside the x-MIP layer) and find the i-MIP IP-in-IP from the TIA to the i-HA
+/// with the user's TCP inside, both ways. Negative control: without the keys the same
+/// filter finds nothing.
+#[test]
+fn esp_key_log_decrypts_the_outside_capture() {
+    let Some(_g) = lab_lock("esp_key_log_decrypts_the_outside_capture") else {
+        return;
+    };
+    let mut ml = transit::start_lab(&exe(), GwAuth::Psk, Outside::Xmip, Start::Home, "").unwrap();
+    let keylog = ml.lab.dir.join("esp_sa");
+    let vpn = ml.lab.dir.join("mn-vpn.toml");
+    let text = std::fs::read_to_string(&vpn).unwrap();
+    lab::mip::write_private(
+        &vpn,
+        &format!("{text}esp_key_log = \"{}\"\n", keylog.display()),
+    )
+    .unwrap();
+    ml.start_mn().unwrap();
+    transit::wait_gate(&ml, "open-home", OPEN).unwrap();
+    let pcap = ml.lab.dir.join("ext-a.pcap");
+    transit::capture(&mut ml.lab, "cap-ext-a", "br-exta", &pcap).unwrap();
+    let mut tl = Timeline::start(&ml, "start home").unwrap();
+    let st = transit::move_and_wait(&mut ml, &mut tl, Segment::ExtA, OPEN).unwrap();
+    let tia = st["tia"].as_str().unwrap().to_string();
+    std::thread::sleep(STAY);
+    finish(&ml, tl, "esp_key_log");
+    ml.lab.stop("cap-ext-a", libc::SIGINT);
+    let keys = std::fs::read_to_string(&keylog).unwrap();
+    let mode = std::fs::metadata(&keylog).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+        0o600
+    );
+    let mut args: Vec<String> = vec!["-o".into(), "esp.enable_encryption_decode:TRUE".into()];
+    for l in keys.lines() {
+        args.push("-o".into());
+        args.push(format!("uat:esp_sa:{l}"));
+    }
+    let p = pcap.display().to_string();
+    let count = |extra: &[String], filter: &str| {
+        let mut a: Vec<String> = vec!["-n".into(), "-r".into(), p.clone()];
+        a.extend_from_slice(extra);
+        a.push("-Y".into());
+        a.push(filter.into());
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        lab::netns::run("tshark", &a).unwrap().lines().count()
+    };
+    let up = format!("esp && ip.src == {tia} && ip.dst == 10.10.0.1 && tcp.dstport == 5001");
+    let down = format!("esp && ip.src == 10.10.0.1 && ip.dst == {tia} && tcp.srcport == 5001");
+    let (n_up, n_down) = (count(&args, &up), count(&args, &down));
+    let plain = count(&[], &format!("{up} || {down}"));
+    eprintln!(
+        "key log: {} lines; ext-a decrypted: {n_up} frames TIA -> i-HA with TCP to the CN inside, {n_down} back; without the keys {plain}",
+        keys.lines().count()
+    );
+    assert!(
+        n_up > 100 && n_down > 100,
+        "decrypted: {n_up} up, {n_down} down\n{keys}"
+    );
+    assert_eq!(plain, 0, "the filter matches without the keys");
+}
