@@ -4,6 +4,7 @@
 //! shared helpers. See README.md.
 
 pub mod bench;
+pub mod bench_ent;
 pub mod demo_ent;
 pub mod dhcp;
 pub mod enterprise;

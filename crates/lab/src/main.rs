@@ -18,6 +18,9 @@ const USAGE: &str = "usage:
                                    strongSwan gateway, x-HA) under TCP both ways and 5 ms probes;
                                    one capture per segment in DIR
   mipsec-lab bench [--repeat N] [--secs SECS]
+  mipsec-lab bench --enterprise [--secs SECS]
+                                   setup outside and its parts (cvc, mc), TCP throughput per
+                                   mode against plain routing
   mipsec-lab up [--plain]          build the lab (and daemons) and wait for Ctrl-C
   mipsec-lab up --enterprise [--cert] [--pcap DIR]
                                    the enterprise lab of RFC 5265 Figure 1: strongSwan gateway
@@ -94,7 +97,7 @@ fn check_args(cmd: &str, args: &[String]) -> Result<(), String> {
             ],
             &["--plain", "--keep", "--flush-nat", "--enterprise", "--cert"],
         ),
-        "bench" => (&["--repeat", "--secs"], &[]),
+        "bench" => (&["--repeat", "--secs"], &["--enterprise"]),
         "up" => (&["--pcap"], &["--plain", "--enterprise", "--cert"]),
         "cleanup" => (&[], &["--all"]),
         "classify" => (&["--pcap", "--segments", "--home", "--injector"], &[]),
@@ -168,6 +171,11 @@ fn run(cmd: &str, args: &[String]) -> lab::Result<ExitCode> {
             } else {
                 ExitCode::from(1)
             })
+        }
+        "bench" if flag(args, "--enterprise") => {
+            let secs = num(args, "--secs", 3.0f64).map_err(bad)?;
+            print!("{}", lab::bench_ent::run(&exe()?, secs)?);
+            Ok(ExitCode::SUCCESS)
         }
         "bench" => {
             let o = lab::bench::BenchOpts {
