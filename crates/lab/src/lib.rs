@@ -4,6 +4,8 @@
 //! shared helpers. See README.md.
 
 pub mod bench;
+pub mod bench_ent;
+pub mod demo_ent;
 pub mod dhcp;
 pub mod enterprise;
 pub mod gateway;
@@ -16,6 +18,7 @@ pub mod roam;
 pub mod scenario;
 pub mod topo;
 pub mod traffic;
+pub mod transit;
 
 pub use netns::{Error, Result};
 

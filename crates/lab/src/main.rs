@@ -18,6 +18,14 @@ const USAGE: &str = "usage:
                                    routing and mode c through the HA with and without TUN
                                    offload (--tcp-only: that last part alone)
   mipsec-lab roam-bench [--secs SECS]   gate-open time and TCP up/down per mode (c, cvc, fvc, cvc+NAT)
+  mipsec-lab demo --enterprise [--mode cvc|mc] [--cert] [--stay SECS] [--pcap DIR]
+                  [--moves int-a,ext-a,ext-nat,int-b,home] [--keep]
+                                   the enterprise route through RFC 5265 Figure 1 (mipsec mn,
+                                   strongSwan gateway, x-HA) under TCP both ways and 5 ms probes;
+                                   one capture per segment in DIR
+  mipsec-lab bench --enterprise [--secs SECS]
+                                   setup outside and its parts (cvc, mc), TCP throughput per
+                                   mode against plain routing
   mipsec-lab up [--plain]          build the lab (and daemons) and wait for Ctrl-C
   mipsec-lab up --enterprise [--cert] [--pcap DIR]
                                    the enterprise lab of RFC 5265 Figure 1: strongSwan gateway
@@ -89,10 +97,12 @@ fn check_args(cmd: &str, args: &[String]) -> Result<(), String> {
                 "--lifetime",
                 "--moves",
                 "--capture",
+                "--mode",
+                "--pcap",
             ],
-            &["--plain", "--keep", "--flush-nat"],
+            &["--plain", "--keep", "--flush-nat", "--enterprise", "--cert"],
         ),
-        "bench" => (&["--repeat", "--secs"], &["--tcp-only"]),
+        "bench" => (&["--repeat", "--secs"], &["--tcp-only", "--enterprise"]),
         "roam-bench" => (&["--secs"], &[]),
         "up" => (&["--pcap"], &["--plain", "--enterprise", "--cert"]),
         "cleanup" => (&[], &["--all"]),
@@ -135,6 +145,7 @@ fn run(cmd: &str, args: &[String]) -> lab::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        "demo" if flag(args, "--enterprise") => demo_enterprise(args),
         "demo" => {
             let d = DemoOpts::default();
             let moves = match opt(args, "--moves") {
@@ -166,6 +177,11 @@ fn run(cmd: &str, args: &[String]) -> lab::Result<ExitCode> {
             } else {
                 ExitCode::from(1)
             })
+        }
+        "bench" if flag(args, "--enterprise") => {
+            let secs = num(args, "--secs", 3.0f64).map_err(bad)?;
+            print!("{}", lab::bench_ent::run(&exe()?, secs)?);
+            Ok(ExitCode::SUCCESS)
         }
         "bench" => {
             let o = lab::bench::BenchOpts {
@@ -207,6 +223,45 @@ fn run(cmd: &str, args: &[String]) -> lab::Result<ExitCode> {
         }
         _ => Err(bad(format!("unknown command {cmd}\n{USAGE}"))),
     }
+}
+
+/// `mipsec-lab demo --enterprise`: the route through the enterprise lab.
+fn demo_enterprise(args: &[String]) -> lab::Result<ExitCode> {
+    use lab::demo_ent::{self, EntDemoOpts};
+    let bad = |e: String| lab::Error::Other(e);
+    let d = EntDemoOpts::default();
+    let outside = match opt(args, "--mode").unwrap_or("cvc") {
+        "cvc" | "xmip" => lab::roam::Outside::Xmip,
+        "mc" | "mobike" => lab::roam::Outside::Mobike,
+        m => return Err(bad(format!("bad --mode {m} (cvc or mc)"))),
+    };
+    let route = match opt(args, "--moves") {
+        None => d.route.clone(),
+        Some(m) => m
+            .split(',')
+            .map(|s| Segment::parse(s).ok_or_else(|| bad(format!("bad segment {s}"))))
+            .collect::<lab::Result<Vec<_>>>()?,
+    };
+    let o = EntDemoOpts {
+        outside,
+        auth: if flag(args, "--cert") {
+            lab::gateway::GwAuth::Cert
+        } else {
+            lab::gateway::GwAuth::Psk
+        },
+        stay: Duration::from_secs_f64(num(args, "--stay", d.stay.as_secs_f64()).map_err(bad)?),
+        route,
+        pcap: opt(args, "--pcap").map(PathBuf::from),
+        keep: flag(args, "--keep"),
+        ..d
+    };
+    let rep = demo_ent::run(&exe()?, &o)?;
+    print!("{}", rep.render(&o));
+    Ok(if rep.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// Every value of a repeatable option.

@@ -35,7 +35,7 @@ pub fn write_mn_vpn_config(lab: &Lab, auth: GwAuth) -> Result<String> {
         .collect();
     let out = lab.dir.join("mn-vpn.toml");
     // The lab writes the ESP keys so that tshark can decrypt the captures.
-    let keylog = format!("esp_keylog = \"{}\"", esp_keylog(lab).display());
+    let keylog = format!("esp_key_log = \"{}\"", esp_keylog(lab).display());
     write_private(&out, &(kept.join("\n") + "\n" + &keylog + "\n"))?;
     Ok(out.display().to_string())
 }

@@ -22,7 +22,6 @@ use crate::status::Status;
 use crate::supervise::{Commands, Emitter, Event as SupEvent, Supervisor};
 
 mod addresses;
-mod keylog;
 mod prefixes;
 
 pub use prefixes::range_to_prefixes;
@@ -825,11 +824,13 @@ impl State {
 
     /// Install both directions of a CHILD_SA (see `EspSas::install`).
     fn install(&mut self, now: Instant, c: &ChildSaInfo, make_current: bool) {
+        if let Some(path) = &self.cfg.esp_key_log {
+            if let Err(e) = append_key_log(path, c) {
+                tracing::warn!("esp_key_log {}: {e}", path.display());
+            }
+        }
         match self.sas.install(now, c, make_current) {
             Ok(()) => {
-                if let Some(p) = &self.cfg.esp_keylog {
-                    keylog::append(p, c);
-                }
                 if let Some(spi) = self.sas.out_spi() {
                     self.status.spi_out = spi;
                 }
@@ -960,4 +961,21 @@ async fn recv_raw(r: Option<&RawIp>, buf: &mut [u8]) -> std::io::Result<usize> {
         Some(r) => r.recv_from(buf).await.map(|(n, _)| n),
         None => std::future::pending().await,
     }
+}
+
+/// Appends the CHILD_SA's `esp_sa` lines to the key log (`esp_key_log`), mode 0600.
+fn append_key_log(path: &std::path::Path, c: &ChildSaInfo) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let Some(lines) = crate::sas::esp_sa_lines(c) else {
+        return Err(std::io::Error::other(
+            "no Wireshark name for this ESP suite",
+        ));
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)?;
+    writeln!(f, "{}\n{}", lines[0], lines[1])
 }

@@ -111,11 +111,12 @@ pub struct VpnConfig {
     /// standalone, no under a supervisor (`--events`), which says `mobike <address>`.
     #[serde(default)]
     pub auto_mobike: Option<bool>,
-    /// Lab and debugging only: append the keys of every CHILD_SA to this file, one
-    /// line per direction in Wireshark's `esp_sa` table format, so that tshark can
-    /// decrypt a capture. Anyone who reads the file can decrypt the traffic.
+    /// Lab and debugging only: append every CHILD_SA's keys to this file (created
+    /// with mode 0600) in Wireshark's `esp_sa` table format, so that captures can be
+    /// decrypted (`tshark -o esp.enable_encryption_decode:TRUE -o uat:esp_sa:LINE`).
+    /// Anyone who reads the file reads the traffic: never set it in production.
     #[serde(default)]
-    pub esp_keylog: Option<PathBuf>,
+    pub esp_key_log: Option<PathBuf>,
 }
 
 /// `kill_switch`: `"on"` (the default), `"off"`, or a list of networks.

@@ -1,0 +1,84 @@
+//! The enterprise demo route in CI (issue 12 item 4, issue 13 item 1): `mipsec-lab demo
+//! --enterprise` with short stays, in modes cvc and mc, run as a user runs it (the
+//! binary), with per-segment captures; every TCP session survives and the captures
+//! exist for every segment the route crossed. Root and strongSwan are required.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Mutex;
+
+static LOCK: Mutex<()> = Mutex::new(());
+
+fn demo(mode: &str) {
+    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let test = format!("demo_enterprise_{mode}");
+    if !lab::lab_available(&test) {
+        return;
+    }
+    assert!(
+        Path::new("/usr/lib/ipsec/charon").exists(),
+        "{test} needs strongSwan (scripts/install-deps.sh)"
+    );
+    let dir = std::env::temp_dir().join(format!("mipsec-demo-{mode}-{}", std::process::id()));
+    let out = Command::new(env!("CARGO_BIN_EXE_mipsec-lab"))
+        .args([
+            "demo",
+            "--enterprise",
+            "--mode",
+            mode,
+            "--stay",
+            "1.5",
+            "--pcap",
+        ])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!(
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .rev()
+            .take(5)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(out.status.success(), "{test} failed:\n{text}");
+    assert!(text.contains("TCP resets/unexpected closes: 0"), "{text}");
+    assert!(text.contains("verdict: PASS"), "{text}");
+    for want in ["int-a", "ext-a", "ext-nat", "int-b", "home"] {
+        assert!(
+            text.contains(&format!("-> {want}")),
+            "no move to {want}:\n{text}"
+        );
+    }
+    let outside = if mode == "mc" { "mc" } else { "cvc" };
+    assert!(
+        text.lines()
+            .any(|l| l.contains("-> ext-a") && l.contains(outside)),
+        "ext-a not in {outside}:\n{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains("-> int-b") && l.split_whitespace().nth(4) == Some("f")),
+        "int-b not in f:\n{text}"
+    );
+    for seg in ["home", "int-a", "int-b", "ext-a", "ext-nat", "core", "dmz"] {
+        let p = dir.join(format!("{seg}.pcap"));
+        let n = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+        assert!(n > 24, "no capture of {seg} ({})", p.display());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn demo_enterprise_cvc() {
+    demo("cvc");
+}
+
+#[test]
+fn demo_enterprise_mc() {
+    demo("mc");
+}
