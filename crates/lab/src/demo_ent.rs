@@ -41,18 +41,33 @@ impl Default for EntDemoOpts {
             outside: Outside::Xmip,
             auth: GwAuth::Psk,
             stay: Duration::from_secs(4),
-            route: vec![
-                Segment::IntA,
-                Segment::ExtA,
-                Segment::ExtNat,
-                Segment::IntB,
-                Segment::Home,
-            ],
+            route: default_route(Outside::Xmip),
             pcap: None,
             open_timeout: Duration::from_secs(20),
             keep: false,
         }
     }
+}
+
+/// The route after the start at home. cvc: the route of issue 12, home -> int-a (c)
+/// -> int-b (f) -> ext-a (cvc) -> ext-b (fvc) -> ext-nat (cvc behind the NAT) -> ext-a
+/// -> int-a -> home. mc has no foreign agent outside (RFC 5266: no FA care-of address
+/// on an untrusted network), so it skips ext-b.
+pub fn default_route(outside: Outside) -> Vec<Segment> {
+    let mut r = vec![
+        Segment::IntA,
+        Segment::IntB,
+        Segment::ExtA,
+        Segment::ExtB,
+        Segment::ExtNat,
+        Segment::ExtA,
+        Segment::IntA,
+        Segment::Home,
+    ];
+    if outside == Outside::Mobike {
+        r.retain(|s| *s != Segment::ExtB);
+    }
+    r
 }
 
 /// What the demo saw.

@@ -236,7 +236,7 @@ fn demo_enterprise(args: &[String]) -> lab::Result<ExitCode> {
         m => return Err(bad(format!("bad --mode {m} (cvc or mc)"))),
     };
     let route = match opt(args, "--moves") {
-        None => d.route.clone(),
+        None => demo_ent::default_route(outside),
         Some(m) => m
             .split(',')
             .map(|s| Segment::parse(s).ok_or_else(|| bad(format!("bad segment {s}"))))

@@ -42,7 +42,7 @@ pub fn write_mn_vpn_config(lab: &Lab, auth: GwAuth) -> Result<String> {
 
 /// Where the MN's VPN client writes its ESP keys (Wireshark's esp_sa format).
 pub fn esp_keylog(lab: &Lab) -> std::path::PathBuf {
-    lab.dir.join("esp-keys.uat")
+    lab.dir.join("esp_sa")
 }
 
 /// tshark options that decrypt the ESP of the MN's VPN with the key log.

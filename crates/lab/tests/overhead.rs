@@ -82,14 +82,8 @@ fn expected(imip: bool, esp: Option<bool>, xmip: Option<bool>) -> u32 {
 
 fn run(outside: Outside, route: &[(Segment, &str)]) {
     let mut ml = transit::start_lab(&exe(), GwAuth::Psk, outside, Start::Home, "").unwrap();
-    let keylog = ml.lab.dir.join("esp_sa");
-    let vpn = ml.lab.dir.join("mn-vpn.toml");
-    let text = std::fs::read_to_string(&vpn).unwrap();
-    lab::mip::write_private(
-        &vpn,
-        &format!("{text}esp_key_log = \"{}\"\n", keylog.display()),
-    )
-    .unwrap();
+    // The lab's MN VPN file already logs the ESP keys (lab::roam::esp_keylog).
+    let keylog = lab::roam::esp_keylog(&ml.lab);
     ml.start_mn().unwrap();
     transit::wait_gate(&ml, "open-home", Duration::from_secs(20)).unwrap();
     let dir = ml.lab.dir.join("pcap");

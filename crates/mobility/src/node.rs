@@ -447,11 +447,15 @@ impl MobileNode {
         let Some(i) = self.ifaces.get_mut(&iface) else {
             return;
         };
+        if i.phase == Phase::Inside && i.attach.is_some() {
+            // Closed at once, whether or not a request is already out (a periodic
+            // re-registration may be): the answer to it reopens the gate.
+            i.binding_silent = true;
+        }
         if let (Phase::Inside, Some(a), false) = (i.phase, i.attach, i.direct.is_pending()) {
             let att = i.direct_attachment(&cfg, a);
             let ep = i.epoch;
             i.direct.probe(now, wall, ep, a.inside_mode, att);
-            i.binding_silent = true;
             self.stats.silence_probes += 1;
         }
         self.flush(now);
