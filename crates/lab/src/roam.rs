@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use crate::enterprise::{self, GW_OUTER, MN_XHOME, XHA_ADDR};
+use crate::enterprise::{GW_OUTER, MN_XHOME, XHA_ADDR};
 use crate::gateway::{self, GwAuth};
 use crate::mip::{self, write_private, MN_KEY, MN_SPI};
 use crate::netns::Result;
@@ -100,28 +100,8 @@ impl MipLab {
     /// and `mipsec mn` in the `outside` flavour, at home. Returns once the MN reaches
     /// the CN from home.
     pub fn start_enterprise(exe: &Path, auth: GwAuth, outside: Outside) -> Result<MipLab> {
-        let mut lab = Lab::build_enterprise(exe)?;
-        lab.spawn("cn", "cn-serve", &["serve"])?;
-        let (ha_cfg, ha_sock) = enterprise::write_iha_config(&lab)?;
-        let fa_cfg = mip::write_fa_config(&lab)?;
-        let mn_cfg = write_mn_config(&lab, auth, outside)?;
-        let mut ml = MipLab {
-            mn_sock: lab.dir.join("mn.sock"),
-            fa_sock: lab.dir.join("fa.sock"),
-            lab,
-            daemons: true,
-            ha_cfg,
-            mn_cfg,
-            ha_sock,
-            fa_cfg,
-        };
-        ml.start_fa()?;
-        ml.start_ha()?;
-        let (c, s) = enterprise::write_xha_config(&ml.lab)?;
-        enterprise::start_daemon(&mut ml.lab, "xha", "xha", "ha", &c, &s)?;
-        let (c, s) = enterprise::write_xfa_config(&ml.lab)?;
-        enterprise::start_daemon(&mut ml.lab, "xfa", "xfa", "fa", &c, &s)?;
-        gateway::start_gateway(&mut ml.lab, auth)?;
+        let mut ml =
+            crate::transit::start_lab(exe, auth, outside, crate::transit::Start::Home, "")?;
         ml.start_mn()?;
         if !ml.echo_ok(Some(MN_HOME), std::time::Duration::from_secs(10)) {
             return Err(crate::netns::other(format!(
