@@ -80,7 +80,10 @@ impl Daemon {
                     .drop("mode f: routed natively, not through the TUN"),
             },
             Gate::OpenInside(_) => self.counters.drop("at home: routed natively"),
-            Gate::OpenViaVpn(_) => self.send_via_vpn_data(packet).await,
+            Gate::OpenViaVpn(_) => {
+                self.send_via_vpn_data(packet).await;
+                self.check_liveness(now).await;
+            }
         }
     }
 
@@ -127,6 +130,14 @@ impl Daemon {
                 self.counters.drop("tunnel send failed");
             }
         }
+    }
+
+    /// Outside, open through the VPN.
+    pub(super) fn via_vpn_open(&self) -> bool {
+        matches!(
+            self.node.gate(self.phys, Instant::now()),
+            Gate::OpenViaVpn(_)
+        )
     }
 
     /// Inbound: only while the gate is open inside in mode c (the tunnel ends
@@ -239,7 +250,7 @@ impl Daemon {
 
     /// Keepalives (RFC 3519) and the liveness probe's deadline.
     pub(super) async fn on_liveness_timer(&mut self, now: Instant, wall: SystemTime) {
-        let open = self.inbound_open();
+        let open = self.inbound_open() || self.via_vpn_open();
         if let Some(k) = self
             .live
             .udp_tunnel
@@ -277,6 +288,11 @@ impl Daemon {
         let c = wire::checksum::checksum(&icmp);
         icmp[2..4].copy_from_slice(&c.to_be_bytes());
         let inner = wire::ipv4::Ipv4Header::build(m.home_address, m.home_agent, 1, &icmp);
+        if self.via_vpn_open() {
+            // Outside: the echo goes the way user data does (IP-in-IP from the TIA,
+            // through the VPN), so its answer shows the whole stack holds.
+            return self.send_via_vpn_data(&inner).await;
+        }
         if self.live.udp_tunnel.is_some() {
             return self.send_udp_tunnel(&inner).await;
         }

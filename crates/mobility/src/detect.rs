@@ -332,8 +332,11 @@ impl MobileNode {
                 }
                 i.xha_epoch = None;
                 i.via_vpn.reset();
-                // MN-13: inside, only the inner MIP layer. mc may keep its IKE SA.
-                if matches!(cfg.outside, Outside::Xmip { .. }) && i.vpn != VpnState::None {
+                // MN-13: inside, only the inner MIP layer. mc could keep its IKE SA,
+                // but a client left running inside keeps the inside address and
+                // sends from it on the next network before its MOBIKE update (the
+                // kernel's ARP then names an intranet address outside): stopped too.
+                if !matches!(cfg.outside, Outside::None) && i.vpn != VpnState::None {
                     i.vpn = VpnState::None;
                     i.vpn_epoch = None;
                     self.actions.push_back(Action::StopVpn { iface: id });

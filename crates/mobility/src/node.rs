@@ -458,6 +458,28 @@ impl MobileNode {
             i.direct.probe(now, wall, ep, a.inside_mode, att);
             self.stats.silence_probes += 1;
         }
+        if i.phase == Phase::Outside {
+            // Outside, the layers under the user data may have lost their state (an
+            // x-HA or i-HA restarted without it): register again with the x-HA and,
+            // through the VPN, with the i-HA. The gate stays: everything is
+            // encrypted, and a failure is a status change.
+            let mut probed = false;
+            if let VpnState::Up { tia } = i.vpn {
+                if !i.via_vpn.is_pending() {
+                    i.via_vpn
+                        .register(now, wall, Iface::vpn_attachment(&cfg, tia));
+                    probed = true;
+                }
+            }
+            let xha_idle = i.xha.as_ref().is_some_and(|x| !x.is_pending());
+            if xha_idle {
+                self.xha_register(now, wall, iface);
+                probed = true;
+            }
+            if probed {
+                self.stats.silence_probes += 1;
+            }
+        }
         self.flush(now);
     }
 
@@ -537,7 +559,13 @@ impl MobileNode {
                 i.via_vpn.reset();
                 i.vpn_failed = true;
                 if i.phase == Phase::Outside {
-                    i.set(Timer::VpnRetry, now + cfg.retry_after);
+                    // The path under the VPN may be what failed (an x-HA that lost
+                    // our binding, a NAT that changed): detect again from scratch,
+                    // which registers with the x-HA before IKE starts over.
+                    self.status_change(now, wall, iface, "VPN down");
+                    self.drain_clients(now, wall, iface);
+                    self.flush(now);
+                    return;
                 }
             }
             VpnEvent::MobikeAnswered { ok } => match i.vpn {
