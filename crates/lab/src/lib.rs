@@ -14,6 +14,7 @@ pub mod mip;
 pub mod netns;
 pub mod roam;
 pub mod scenario;
+pub mod soak;
 pub mod topo;
 pub mod traffic;
 

@@ -24,6 +24,13 @@ const USAGE: &str = "usage:
                                    leak check of DIR/<segment>.pcap (default: the outside
                                    segments core, ext-a, ext-b, ext-nat that exist): counts by
                                    class per segment, `leaks: N`; exit 1 on any leak
+  mipsec-lab soak [--moves N] [--seed S] [--pcap DIR] [--outside xmip|mobike] [--int-b] [--ext-b]
+                  [--max-minutes M] [--rate KBPS] [--negative-control]
+                                   seeded random walk of the MN over the enterprise lab with TCP
+                                   and probes, NAT changes and daemon restarts; leak check of the
+                                   outside captures; summary ending in `verdict:`; exit 1 on a leak
+                                   or an unrecovered fault (--negative-control: the i-HA trusts
+                                   0.0.0.0/0, so leaks must appear)
   mipsec-lab cleanup [--all]       remove leftovers of earlier runs (--all: also live ones)
   mipsec-lab mipsec <args...>      the mipsec CLI (daemons, status)
   mipsec-lab serve [--tcp PORT] [--udp PORT]   CN helper: TCP sink/source + UDP echo";
@@ -90,6 +97,17 @@ fn check_args(cmd: &str, args: &[String]) -> Result<(), String> {
         "bench" => (&["--repeat", "--secs"], &[]),
         "up" => (&["--pcap"], &["--plain", "--enterprise", "--cert"]),
         "cleanup" => (&[], &["--all"]),
+        "soak" => (
+            &[
+                "--moves",
+                "--seed",
+                "--pcap",
+                "--outside",
+                "--max-minutes",
+                "--rate",
+            ],
+            &["--negative-control", "--ext-b", "--int-b"],
+        ),
         "classify" => (&["--pcap", "--segments", "--home", "--injector"], &[]),
         "serve" => (&["--tcp", "--udp"], &[]),
         _ => return Ok(()),
@@ -119,6 +137,7 @@ fn run(cmd: &str, args: &[String]) -> lab::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         "classify" => classify(args),
+        "soak" => soak(args),
         "cleanup" => {
             let removed = netns::cleanup_leftovers(flag(args, "--all"));
             if removed.is_empty() {
@@ -195,6 +214,47 @@ fn run(cmd: &str, args: &[String]) -> lab::Result<ExitCode> {
         }
         _ => Err(bad(format!("unknown command {cmd}\n{USAGE}"))),
     }
+}
+
+/// `mipsec-lab soak`: see `lab::soak`. Without --seed, one from the clock (printed).
+fn soak(args: &[String]) -> lab::Result<ExitCode> {
+    use lab::soak::{self, SoakOpts};
+    let bad = |e: String| lab::Error::Other(e);
+    let d = SoakOpts::default();
+    let clock = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |t| t.as_secs());
+    let outside = match opt(args, "--outside").unwrap_or("xmip") {
+        "xmip" => lab::roam::Outside::Xmip,
+        "mobike" => lab::roam::Outside::Mobike,
+        o => return Err(bad(format!("bad --outside {o} (xmip or mobike)"))),
+    };
+    let o = SoakOpts {
+        moves: num(args, "--moves", d.moves).map_err(bad)?,
+        seed: num(args, "--seed", clock).map_err(bad)?,
+        pcap: opt(args, "--pcap").map(PathBuf::from),
+        outside,
+        negative_control: flag(args, "--negative-control"),
+        ext_b: flag(args, "--ext-b"),
+        int_b: flag(args, "--int-b"),
+        rate: num(args, "--rate", d.rate / 1000).map_err(bad)? * 1000,
+        max_time: opt(args, "--max-minutes")
+            .map(|m| {
+                m.parse::<f64>()
+                    .map_err(|_| bad(format!("bad --max-minutes {m}")))
+            })
+            .transpose()?
+            .map(|m| Duration::from_secs_f64(m * 60.0)),
+        ..d
+    };
+    println!("mipsec-lab soak: seed {}", o.seed);
+    let sum = soak::run(&exe()?, &o)?;
+    print!("{}", sum.render(&o));
+    Ok(if sum.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// Every value of a repeatable option.

@@ -362,6 +362,15 @@ impl Lab {
             .is_some_and(|p| matches!(p.child.try_wait(), Ok(None)))
     }
 
+    /// Process id of the named process (the last one started under that name).
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.procs
+            .iter()
+            .rev()
+            .find(|p| p.name == name)
+            .map(|p| p.child.id())
+    }
+
     /// Exit status of the named process, if it has exited.
     pub fn exit_status(&mut self, name: &str) -> Option<std::process::ExitStatus> {
         self.procs

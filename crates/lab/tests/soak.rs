@@ -1,0 +1,171 @@
+//! The soak of issue 17 in CI (root, strongSwan): a short seeded walk that must leak
+//! nothing and recover from every move and restart, and its negative control (an i-HA
+//! that trusts every network) that must leak. Plus two regressions the soak found in the
+//! mobile node, ignored until fixed (they fail today; see the crate README).
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use lab::gateway::GwAuth;
+use lab::roam::Outside;
+use lab::scenario::MipLab;
+use lab::soak::{self, SoakOpts, Step};
+use lab::topo::{Segment, MN_HOME};
+
+static LOCK: Mutex<()> = Mutex::new(());
+
+fn exe() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_mipsec-lab"))
+}
+
+fn lab_lock(test: &str) -> Option<MutexGuard<'static, ()>> {
+    let g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    if !lab::lab_available(test) {
+        return None;
+    }
+    for p in ["/usr/lib/ipsec/charon", "/usr/sbin/swanctl"] {
+        assert!(
+            Path::new(p).exists(),
+            "{test} needs strongSwan ({p}; scripts/install-deps.sh)"
+        );
+    }
+    Some(g)
+}
+
+/// The plan is a function of the seed alone: the same seed gives the same steps, another
+/// seed other steps; every kind of step appears in a long plan.
+#[test]
+fn plan_replays_from_its_seed() {
+    let segs = soak::segments(false, false);
+    let a = soak::plan(7, 300, &segs, false);
+    assert_eq!(a, soak::plan(7, 300, &segs, false));
+    assert_ne!(a, soak::plan(8, 300, &segs, false));
+    let moves = a.iter().filter(|s| matches!(s, Step::Move { .. })).count();
+    assert_eq!(moves, 300);
+    assert!(a.iter().any(|s| matches!(s, Step::NatFlush { .. })));
+    for who in [
+        soak::Daemon::Iha,
+        soak::Daemon::Xha,
+        soak::Daemon::Fa,
+        soak::Daemon::Gateway,
+        soak::Daemon::Mn,
+    ] {
+        assert!(
+            a.iter()
+                .any(|s| matches!(s, Step::Restart { who: w, .. } if *w == who)),
+            "no restart of {who:?} in 300 moves"
+        );
+    }
+    // Never the same segment twice in a row; the negative control starts on ext-a.
+    let mut cur = Segment::Home;
+    for s in &a {
+        if let Step::Move { to, .. } = s {
+            assert_ne!(*to, cur);
+            cur = *to;
+        }
+    }
+    assert!(matches!(
+        soak::plan(7, 5, &segs, true)[0],
+        Step::Move {
+            to: Segment::ExtA,
+            ..
+        }
+    ));
+}
+
+/// CI's soak: 80 moves over home, int-a, int-c, ext-a and the hotel NAT in mode cvc,
+/// stays shortened to 40 %, with NAT changes and restarts: no leak on any outside
+/// segment, user data back after every step, no daemon dead.
+#[test]
+fn short_soak_leaks_nothing_and_recovers() {
+    let Some(_g) = lab_lock("short_soak_leaks_nothing_and_recovers") else {
+        return;
+    };
+    let o = SoakOpts {
+        moves: 80,
+        seed: 17,
+        stay_factor: 0.4,
+        ..SoakOpts::default()
+    };
+    let sum = soak::run(&exe(), &o).unwrap();
+    let text = sum.render(&o);
+    eprintln!("{text}");
+    assert_eq!(sum.moves, 80, "{text}");
+    assert!(sum.unrecovered.is_empty() && sum.died.is_empty(), "{text}");
+    assert_eq!(sum.leaks, 0, "{text}");
+    assert!(
+        sum.moves_by_kind.keys().any(|k| k.contains("->outside"))
+            && sum.moves_by_kind.keys().any(|k| k.contains("->hotel")),
+        "{text}"
+    );
+    assert!(!sum.faults_by_kind.is_empty(), "no fault injected: {text}");
+    assert!(sum.up_bytes > 0 && sum.down_bytes > 0, "{text}");
+    assert!(text.contains("\nleaks: 0\n") && text.contains("verdict: PASS"));
+}
+
+/// The negative control: the same soak with an i-HA that trusts 0.0.0.0/0 (and a border
+/// that lets it be reached) makes ext-a look inside, the node sends user data in the
+/// clear there, and the classifier counts it: leaks > 0, verdict FAIL.
+#[test]
+fn negative_control_soak_sees_leaks() {
+    let Some(_g) = lab_lock("negative_control_soak_sees_leaks") else {
+        return;
+    };
+    let o = SoakOpts {
+        moves: 5,
+        seed: 5,
+        negative_control: true,
+        give_up: Duration::from_secs(30),
+        ..SoakOpts::default()
+    };
+    let sum = soak::run(&exe(), &o).unwrap();
+    let text = sum.render(&o);
+    eprintln!("{text}");
+    assert!(sum.leaks > 0, "the negative control must leak: {text}");
+    assert!(!sum.passed(), "{text}");
+}
+
+/// Found by the soak: after a stay on int-a, the node moved to int-b (the FA) never gets
+/// user data through: the FA relays the i-HA's reply to the home address and the node
+/// answers ICMP port unreachable (no socket for it), retransmitting for ever.
+#[test]
+#[ignore = "mobile node bug found by the soak (issue 17 report); un-ignore once fixed"]
+fn fa_after_a_visited_network() {
+    let Some(_g) = lab_lock("fa_after_a_visited_network") else {
+        return;
+    };
+    let mut ml = MipLab::start_enterprise(&exe(), GwAuth::Psk, Outside::Xmip).unwrap();
+    ml.lab.move_mn(Segment::IntA).unwrap();
+    assert!(ml.echo_ok(Some(MN_HOME), Duration::from_secs(10)));
+    std::thread::sleep(Duration::from_secs(2));
+    ml.lab.move_mn(Segment::IntB).unwrap();
+    assert!(
+        ml.echo_ok(Some(MN_HOME), Duration::from_secs(15)),
+        "no user data via the FA 15 s after int-a -> int-b:\n{}\n{}",
+        ml.mn_status().map(|v| v.to_string()).unwrap_or_default(),
+        ml.lab.log_tail("mn", 20)
+    );
+}
+
+/// Found by the soak: the hotel NAT changes its mapping while the node is still setting
+/// up x-MIP and the VPN behind it: the node stays `outside` with its gate closed.
+#[test]
+#[ignore = "mobile node bug found by the soak (issue 17 report); un-ignore once fixed"]
+fn nat_change_during_outside_setup() {
+    let Some(_g) = lab_lock("nat_change_during_outside_setup") else {
+        return;
+    };
+    let mut ml = MipLab::start_enterprise(&exe(), GwAuth::Psk, Outside::Xmip).unwrap();
+    ml.lab.move_mn(Segment::ExtNat).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    soak::flush_hotel_nat(&ml, 1).unwrap();
+    assert!(
+        ml.echo_ok(Some(MN_HOME), Duration::from_secs(30)),
+        "no user data 30 s after a NAT change during set-up:\n{}\n{}",
+        ml.mn_status().map(|v| v.to_string()).unwrap_or_default(),
+        ml.lab.log_tail("mn", 20)
+    );
+}
