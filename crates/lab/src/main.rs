@@ -24,7 +24,8 @@ const USAGE: &str = "usage:
                                    leak check of DIR/<segment>.pcap (default: the outside
                                    segments core, ext-a, ext-b, ext-nat that exist): counts by
                                    class per segment, `leaks: N`; exit 1 on any leak
-  mipsec-lab soak [--moves N] [--seed S] [--pcap DIR] [--outside xmip|mobike] [--int-b] [--ext-b]
+  mipsec-lab soak [--moves N] [--seed S] [--pcap DIR] [--outside xmip|mobike] [--int-b] [--ext-b] [--nat-changes]
+                  [--iha-restart-outside]
                   [--max-minutes M] [--rate KBPS] [--negative-control]
                                    seeded random walk of the MN over the enterprise lab with TCP
                                    and probes, NAT changes and daemon restarts; leak check of the
@@ -106,7 +107,13 @@ fn check_args(cmd: &str, args: &[String]) -> Result<(), String> {
                 "--max-minutes",
                 "--rate",
             ],
-            &["--negative-control", "--ext-b", "--int-b"],
+            &[
+                "--negative-control",
+                "--ext-b",
+                "--int-b",
+                "--nat-changes",
+                "--iha-restart-outside",
+            ],
         ),
         "classify" => (&["--pcap", "--segments", "--home", "--injector"], &[]),
         "serve" => (&["--tcp", "--udp"], &[]),
@@ -237,6 +244,8 @@ fn soak(args: &[String]) -> lab::Result<ExitCode> {
         negative_control: flag(args, "--negative-control"),
         ext_b: flag(args, "--ext-b"),
         int_b: flag(args, "--int-b"),
+        nat_changes: flag(args, "--nat-changes"),
+        iha_restart_outside: flag(args, "--iha-restart-outside"),
         rate: num(args, "--rate", d.rate / 1000).map_err(bad)? * 1000,
         max_time: opt(args, "--max-minutes")
             .map(|m| {

@@ -46,6 +46,12 @@ pub struct SoakOpts {
     pub give_up: Duration,
     /// TCP rate per direction, bytes/s.
     pub rate: u64,
+    /// Carry out the plan's NAT mapping changes (off by default: the node does not
+    /// recover from one, tests/soak.rs `nat_mapping_change_behind_the_hotel_nat`).
+    pub nat_changes: bool,
+    /// Carry out the plan's i-HA restarts while the node is outside too (off by default:
+    /// it does not recover from one, tests/soak.rs `i_ha_restart_while_outside`).
+    pub iha_restart_outside: bool,
     /// Stop walking after this long and report what was done.
     pub max_time: Option<Duration>,
     /// Every stay of the plan is multiplied by this (CI: shorter stays, same walk).
@@ -67,6 +73,8 @@ impl Default for SoakOpts {
             give_up: Duration::from_secs(90),
             rate: 100_000,
             max_time: None,
+            nat_changes: false,
+            iha_restart_outside: false,
             stay_factor: 1.0,
         }
     }
@@ -192,8 +200,7 @@ pub fn plan(seed: u64, moves: usize, segs: &[Segment], negative: bool) -> Vec<St
             wait: !quick,
         });
         cur = to;
-        // (Only once the node is through: a NAT change during the x-MIP/IKE set-up
-        // leaves it stuck, see the report of issue 17.)
+        // (Only after a waited move: the node is through before its NAT changes.)
         if to == Segment::ExtNat && !quick && r.percent(30) {
             out.push(Step::NatFlush {
                 stay_ms: r.range(500, 3000),
@@ -298,6 +305,10 @@ pub struct Summary {
     pub moves_by_kind: BTreeMap<String, KindStat>,
     pub faults_by_kind: BTreeMap<String, KindStat>,
     pub nat_flushes: KindStat,
+    /// NAT changes of the plan left out (without `nat_changes`).
+    pub nat_skipped: usize,
+    /// i-HA restarts of the plan left out (outside, without `iha_restart_outside`).
+    pub iha_skipped: usize,
     pub leaks: u64,
     pub leak_report: String,
     pub tcp_resets: usize,
@@ -366,6 +377,20 @@ impl Summary {
             f.insert("nat mapping change".into(), self.nat_flushes.clone());
         }
         table(&mut s, "faults injected", &f);
+        if self.nat_skipped > 0 {
+            let _ = writeln!(
+                s,
+                "  ({} NAT mapping changes of the plan skipped: without --nat-changes)",
+                self.nat_skipped
+            );
+        }
+        if self.iha_skipped > 0 {
+            let _ = writeln!(
+                s,
+                "  ({} i-HA restarts of the plan skipped: the node was outside, without --iha-restart-outside)",
+                self.iha_skipped
+            );
+        }
         let _ = writeln!(
             s,
             "TCP: {:.1} MB up, {:.1} MB down; resets/unexpected closes: {} (reconnected {} times)",
@@ -638,6 +663,26 @@ pub fn run(exe: &Path, o: &SoakOpts) -> Result<Summary> {
         if o.max_time.is_some_and(|m| t_start.elapsed() > m) {
             sum.stopped_early = true;
             break;
+        }
+        if matches!(step, Step::NatFlush { .. }) && !o.nat_changes {
+            sum.nat_skipped += 1;
+            continue;
+        }
+        let outside = matches!(
+            ml.lab.mn_segment,
+            Segment::ExtA | Segment::ExtB | Segment::ExtNat
+        );
+        if matches!(
+            step,
+            Step::Restart {
+                who: Daemon::Iha,
+                ..
+            }
+        ) && outside
+            && !o.iha_restart_outside
+        {
+            sum.iha_skipped += 1;
+            continue;
         }
         let from = ml.lab.mn_segment;
         let pos = traffic.position();
