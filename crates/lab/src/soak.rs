@@ -9,7 +9,6 @@
 //! and the border lets Mobile IP reach it from the internet, so an outside link passes
 //! for inside and the node sends user data in the clear: the classifier must see leaks.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -22,6 +21,10 @@ use crate::roam::Outside;
 use crate::scenario::MipLab;
 use crate::topo::{Segment, CN_ADDR, HA_ADDR, MN_HOME};
 use crate::traffic::{Client, ClientOpts, Record};
+
+#[path = "soak_summary.rs"]
+mod summary;
+pub use summary::{usage_of, DaemonUsage, KindStat, Summary, Usage};
 
 /// What the soak does.
 #[derive(Debug, Clone)]
@@ -237,35 +240,6 @@ fn zone(s: Segment) -> &'static str {
     }
 }
 
-/// Figures of one kind of step.
-#[derive(Debug, Default, Clone)]
-pub struct KindStat {
-    pub count: usize,
-    /// Largest time from the step to the first echo from the home address (waited steps).
-    pub max_recovery_ms: f64,
-    /// Largest gap between echoed probes in the step's window.
-    pub max_gap_ms: f64,
-    pub slow: usize,
-}
-
-/// RSS (kB) and open file descriptors of a process.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Usage {
-    pub rss_kb: u64,
-    pub fds: usize,
-}
-
-pub fn usage_of(pid: u32) -> Option<Usage> {
-    let st = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let rss_kb = st
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())?;
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count();
-    Some(Usage { rss_kb, fds })
-}
-
 /// Children of `pid` (every thread's).
 fn children(pid: u32) -> Vec<u32> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
@@ -295,143 +269,9 @@ fn daemon_pids(ml: &MipLab) -> Vec<(&'static str, Option<u32>)> {
     ]
 }
 
-/// What a soak found.
-#[derive(Debug, Default, Clone)]
-pub struct Summary {
-    pub seed: u64,
-    pub planned_moves: usize,
-    pub moves: usize,
-    pub steps: usize,
-    pub moves_by_kind: BTreeMap<String, KindStat>,
-    pub faults_by_kind: BTreeMap<String, KindStat>,
-    pub nat_flushes: KindStat,
-    /// NAT changes of the plan left out (without `nat_changes`).
-    pub nat_skipped: usize,
-    /// i-HA restarts of the plan left out (outside, without `iha_restart_outside`).
-    pub iha_skipped: usize,
-    pub leaks: u64,
-    pub leak_report: String,
-    pub tcp_resets: usize,
-    pub tcp_reconnects: usize,
-    pub up_bytes: u64,
-    pub down_bytes: u64,
-    /// Steps whose recovery exceeded the bound (step number, what, ms).
-    pub slow: Vec<String>,
-    pub unrecovered: Vec<String>,
-    pub died: Vec<String>,
-    /// (daemon, at start, at end, largest seen, pid changes)
-    pub usage: Vec<(String, Option<Usage>, Option<Usage>, Usage, usize)>,
-    pub elapsed: Duration,
-    pub stopped_early: bool,
-}
-
-impl Summary {
-    pub fn passed(&self) -> bool {
-        self.leaks == 0 && self.unrecovered.is_empty() && self.died.is_empty()
-    }
-
-    pub fn render(&self, o: &SoakOpts) -> String {
-        let mut s = String::new();
-        let _ = writeln!(
-            s,
-            "soak summary: seed {} ({}), {} of {} moves, {} steps in {:.0} s{}",
-            self.seed,
-            if o.negative_control {
-                "NEGATIVE CONTROL: i-HA trusts 0.0.0.0/0"
-            } else {
-                "normal"
-            },
-            self.moves,
-            self.planned_moves,
-            self.steps,
-            self.elapsed.as_secs_f64(),
-            if self.stopped_early {
-                " (stopped early)"
-            } else {
-                ""
-            }
-        );
-        let _ = writeln!(
-            s,
-            "bounds: user data back within {} s of a move or NAT change, {} s of a restart",
-            o.move_bound.as_secs(),
-            o.fault_bound.as_secs()
-        );
-        let table = |s: &mut String, title: &str, m: &BTreeMap<String, KindStat>| {
-            let _ = writeln!(
-                s,
-                "{title}:\n  {:<26} {:>6} {:>13} {:>11} {:>5}",
-                "kind", "count", "max back(ms)", "max gap(ms)", "slow"
-            );
-            for (k, v) in m {
-                let _ = writeln!(
-                    s,
-                    "  {k:<26} {:>6} {:>13.0} {:>11.0} {:>5}",
-                    v.count, v.max_recovery_ms, v.max_gap_ms, v.slow
-                );
-            }
-        };
-        table(&mut s, "moves by kind", &self.moves_by_kind);
-        let mut f = self.faults_by_kind.clone();
-        if self.nat_flushes.count > 0 {
-            f.insert("nat mapping change".into(), self.nat_flushes.clone());
-        }
-        table(&mut s, "faults injected", &f);
-        if self.nat_skipped > 0 {
-            let _ = writeln!(
-                s,
-                "  ({} NAT mapping changes of the plan skipped: without --nat-changes)",
-                self.nat_skipped
-            );
-        }
-        if self.iha_skipped > 0 {
-            let _ = writeln!(
-                s,
-                "  ({} i-HA restarts of the plan skipped: the node was outside, without --iha-restart-outside)",
-                self.iha_skipped
-            );
-        }
-        let _ = writeln!(
-            s,
-            "TCP: {:.1} MB up, {:.1} MB down; resets/unexpected closes: {} (reconnected {} times)",
-            self.up_bytes as f64 / 1e6,
-            self.down_bytes as f64 / 1e6,
-            self.tcp_resets,
-            self.tcp_reconnects
-        );
-        let _ = writeln!(s, "recoveries over the bound: {}", self.slow.len());
-        for x in &self.slow {
-            let _ = writeln!(s, "  {x}");
-        }
-        let _ = writeln!(s, "unrecovered: {}", self.unrecovered.len());
-        for x in self.unrecovered.iter().chain(&self.died) {
-            let _ = writeln!(s, "  {x}");
-        }
-        let _ = writeln!(
-            s,
-            "daemons: RSS kB and open fds at start -> end (largest seen; restarts)"
-        );
-        let u =
-            |x: &Option<Usage>| x.map_or("-".into(), |u| format!("{} kB/{} fds", u.rss_kb, u.fds));
-        for (n, a, b, m, r) in &self.usage {
-            let _ = writeln!(
-                s,
-                "  {n:<18} {:>18} -> {:<18} (max {} kB/{} fds; {r} restarts)",
-                u(a),
-                u(b),
-                m.rss_kb,
-                m.fds
-            );
-        }
-        s += &self.leak_report;
-        let _ = writeln!(
-            s,
-            "verdict: {}",
-            if self.passed() { "PASS" } else { "FAIL" }
-        );
-        s
-    }
-}
+/// A step's place in the traffic record: (kind key, 0 move / 1 NAT / 2 restart,
+/// (epoch, start µs) of its window).
+type Window = (String, u8, Option<(usize, u64)>);
 
 /// The traffic of the soak, reconnected after a TCP failure (each connection an epoch).
 struct Traffic {
@@ -628,18 +468,17 @@ pub fn run(exe: &Path, o: &SoakOpts) -> Result<Summary> {
         ..Default::default()
     };
     let start_pids = daemon_pids(&ml);
-    let mut usage: Vec<(
-        String,
-        Option<Usage>,
-        Option<Usage>,
-        Usage,
-        usize,
-        Option<u32>,
-    )> = start_pids
+    let mut usage: Vec<DaemonUsage> = start_pids
         .iter()
         .map(|(n, p)| {
             let u = p.and_then(usage_of);
-            (n.to_string(), u, None, u.unwrap_or_default(), 0, *p)
+            DaemonUsage {
+                name: n.to_string(),
+                start: u,
+                max: u.unwrap_or_default(),
+                pid: *p,
+                ..Default::default()
+            }
         })
         .collect();
     let copts = ClientOpts {
@@ -657,7 +496,7 @@ pub fn run(exe: &Path, o: &SoakOpts) -> Result<Summary> {
         records: Vec::new(),
     };
     // (kind key, is fault, epoch+start of the window)
-    let mut windows: Vec<(String, u8, Option<(usize, u64)>)> = Vec::new();
+    let mut windows: Vec<Window> = Vec::new();
     let mut nat_round = 0;
     for (i, step) in steps.iter().enumerate() {
         if o.max_time.is_some_and(|m| t_start.elapsed() > m) {
@@ -767,28 +606,25 @@ pub fn run(exe: &Path, o: &SoakOpts) -> Result<Summary> {
         std::thread::sleep(Duration::from_millis(stay).mul_f64(o.stay_factor.max(0.0)));
         traffic.renew_if_broken(&mut sum.tcp_resets, &mut sum.tcp_reconnects);
         for (n, p) in daemon_pids(&ml) {
-            if let Some(u) = usage.iter_mut().find(|u| u.0 == n) {
-                if p != u.5 {
-                    u.4 += 1;
-                    u.5 = p;
+            if let Some(u) = usage.iter_mut().find(|u| u.name == n) {
+                if p != u.pid {
+                    u.restarts += 1;
+                    u.pid = p;
                 }
                 if let Some(x) = p.and_then(usage_of) {
-                    u.3.rss_kb = u.3.rss_kb.max(x.rss_kb);
-                    u.3.fds = u.3.fds.max(x.fds);
+                    u.max.rss_kb = u.max.rss_kb.max(x.rss_kb);
+                    u.max.fds = u.max.fds.max(x.fds);
                 }
             }
         }
     }
     sum.tcp_resets += traffic.finish();
     for (n, p) in daemon_pids(&ml) {
-        if let Some(u) = usage.iter_mut().find(|u| u.0 == n) {
-            u.2 = p.and_then(usage_of);
+        if let Some(u) = usage.iter_mut().find(|u| u.name == n) {
+            u.end = p.and_then(usage_of);
         }
     }
-    sum.usage = usage
-        .into_iter()
-        .map(|(n, a, b, m, r, _)| (n, a, b, m, r))
-        .collect();
+    sum.usage = usage;
     for (n, p) in [
         ("ha", "i-HA"),
         ("xha", "x-HA"),
