@@ -25,7 +25,7 @@ const USAGE: &str = "usage:
                                    segments core, ext-a, ext-b, ext-nat that exist): counts by
                                    class per segment, `leaks: N`; exit 1 on any leak
   mipsec-lab soak [--moves N] [--seed S] [--pcap DIR] [--outside xmip|mobike] [--int-b] [--ext-b] [--nat-changes]
-                  [--iha-restart-outside]
+                  [--ha-restart-outside]
                   [--max-minutes M] [--rate KBPS] [--negative-control]
                                    seeded random walk of the MN over the enterprise lab with TCP
                                    and probes, NAT changes and daemon restarts; leak check of the
@@ -112,7 +112,7 @@ fn check_args(cmd: &str, args: &[String]) -> Result<(), String> {
                 "--ext-b",
                 "--int-b",
                 "--nat-changes",
-                "--iha-restart-outside",
+                "--ha-restart-outside",
             ],
         ),
         "classify" => (&["--pcap", "--segments", "--home", "--injector"], &[]),
@@ -245,7 +245,7 @@ fn soak(args: &[String]) -> lab::Result<ExitCode> {
         ext_b: flag(args, "--ext-b"),
         int_b: flag(args, "--int-b"),
         nat_changes: flag(args, "--nat-changes"),
-        iha_restart_outside: flag(args, "--iha-restart-outside"),
+        ha_restart_outside: flag(args, "--ha-restart-outside"),
         rate: num(args, "--rate", d.rate / 1000).map_err(bad)? * 1000,
         max_time: opt(args, "--max-minutes")
             .map(|m| {

@@ -52,9 +52,9 @@ pub struct SoakOpts {
     /// Carry out the plan's NAT mapping changes (off by default: the node does not
     /// recover from one, tests/soak.rs `nat_mapping_change_behind_the_hotel_nat`).
     pub nat_changes: bool,
-    /// Carry out the plan's i-HA restarts while the node is outside too (off by default:
-    /// it does not recover from one, tests/soak.rs `i_ha_restart_while_outside`).
-    pub iha_restart_outside: bool,
+    /// Carry out the plan's i-HA and x-HA restarts while the node is outside too (off by
+    /// default: it does not recover from one, tests/soak.rs `*_ha_restart_while_outside`).
+    pub ha_restart_outside: bool,
     /// Stop walking after this long and report what was done.
     pub max_time: Option<Duration>,
     /// Every stay of the plan is multiplied by this (CI: shorter stays, same walk).
@@ -77,7 +77,7 @@ impl Default for SoakOpts {
             rate: 100_000,
             max_time: None,
             nat_changes: false,
-            iha_restart_outside: false,
+            ha_restart_outside: false,
             stay_factor: 1.0,
         }
     }
@@ -514,13 +514,13 @@ pub fn run(exe: &Path, o: &SoakOpts) -> Result<Summary> {
         if matches!(
             step,
             Step::Restart {
-                who: Daemon::Iha,
+                who: Daemon::Iha | Daemon::Xha,
                 ..
             }
         ) && outside
-            && !o.iha_restart_outside
+            && !o.ha_restart_outside
         {
-            sum.iha_skipped += 1;
+            sum.ha_skipped += 1;
             continue;
         }
         let from = ml.lab.mn_segment;

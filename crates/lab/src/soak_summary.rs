@@ -60,8 +60,8 @@ pub struct Summary {
     pub nat_flushes: KindStat,
     /// NAT changes of the plan left out (without `nat_changes`).
     pub nat_skipped: usize,
-    /// i-HA restarts of the plan left out (outside, without `iha_restart_outside`).
-    pub iha_skipped: usize,
+    /// i-HA and x-HA restarts of the plan left out (outside, without `ha_restart_outside`).
+    pub ha_skipped: usize,
     pub leaks: u64,
     pub leak_report: String,
     pub tcp_resets: usize,
@@ -136,11 +136,11 @@ impl Summary {
                 self.nat_skipped
             );
         }
-        if self.iha_skipped > 0 {
+        if self.ha_skipped > 0 {
             let _ = writeln!(
                 s,
-                "  ({} i-HA restarts of the plan skipped: the node was outside, without --iha-restart-outside)",
-                self.iha_skipped
+                "  ({} i-HA/x-HA restarts of the plan skipped: the node was outside, without --ha-restart-outside)",
+                self.ha_skipped
             );
         }
         let _ = writeln!(
