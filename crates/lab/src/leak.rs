@@ -49,6 +49,14 @@ pub struct Plan {
     pub xhas: Vec<Ipv4Addr>,
     /// Source MACs of the lab's own attack tools.
     pub injectors: Vec<[u8; 6]>,
+    /// Internal home agents whose detection requests are expected on outside links
+    /// (RFC 5265 MN-6: on every attachment the node sends an authenticated request to
+    /// the i-HA in parallel with the x-HA; the border drops it). With an i-HA here, a
+    /// Registration Request (type 1, outermost layer) to it on UDP 434 whose home agent
+    /// field is that i-HA and whose home address is one of `home_addresses` is control
+    /// (`mn-6 detection request`); every other packet naming it, replies included, is
+    /// still a leak. Empty by default: the strict check flags even these.
+    pub detection_to: Vec<Ipv4Addr>,
 }
 
 impl Plan {
@@ -61,6 +69,7 @@ impl Plan {
             gateways: vec![Ipv4Addr::new(192, 0, 2, 1)],
             xhas: vec![Ipv4Addr::new(192, 0, 2, 2), Ipv4Addr::new(100, 64, 0, 1)],
             injectors: Vec::new(),
+            detection_to: Vec::new(),
         }
     }
 
@@ -438,6 +447,9 @@ fn ipv4(plan: &Plan, seg: &mut Seg, p: &[u8], depth: usize) -> Verdict {
         Err(e) => return leak(e),
     };
     seg.trace.ip_addrs.extend([ip.src, ip.dst]);
+    if depth == 0 && detection_request(plan, &ip) {
+        return v(Class::Control, "mn-6 detection request to the i-HA");
+    }
     for (a, role) in [(ip.src, "source"), (ip.dst, "destination")] {
         if let Some(l) = check_addr(plan, seg, a, role) {
             return l;
@@ -455,6 +467,23 @@ fn ipv4(plan: &Plan, seg: &mut Seg, p: &[u8], depth: usize) -> Verdict {
         seg.frags.insert(key, vd.clone());
     }
     vd
+}
+
+/// A whole (unfragmented) Registration Request on UDP 434 to an i-HA of
+/// `plan.detection_to`, naming that i-HA as its home agent and one of the home addresses,
+/// from a source that is not secret (see [`Plan::detection_to`]).
+fn detection_request(plan: &Plan, ip: &Ip) -> bool {
+    let p = ip.payload;
+    let m = p.get(8..).unwrap_or(&[]);
+    plan.detection_to.contains(&ip.dst)
+        && ip.proto == 17
+        && ip.frag_off == 0
+        && !ip.more
+        && !plan.secret(ip.src)
+        && be16(p, 2) == Some(434)
+        && m.first() == Some(&1)
+        && addr(m, 8) == Some(ip.dst)
+        && addr(m, 4).is_some_and(|h| plan.home_addresses.contains(&h))
 }
 
 fn with_xha(plan: &Plan, ip: &Ip) -> bool {

@@ -450,3 +450,43 @@ fn helpers() {
         8
     ));
 }
+
+/// MN-6: a detection request to the i-HA on an outside link is control only when the
+/// plan names that i-HA, and only the request itself: the i-HA's reply, a request for
+/// another home address, one naming another home agent, one from an intranet source,
+/// one inside a tunnel, and user data to the i-HA stay leaks.
+#[test]
+fn detection_requests_to_the_i_ha() {
+    let iha = crate::topo::HA_ADDR;
+    let home = crate::topo::MN_HOME;
+    let mut plan = Plan::lab();
+    let req = ipf(ip(COA, iha, 17, &udp(434, 434, &rrq(home, iha, COA))));
+    let mut seg = Seg::default();
+    assert_eq!(classify_frame(&plan, &mut seg, &req).class, Class::Leak);
+    plan.detection_to.push(iha);
+    let vd = classify_frame(&plan, &mut seg, &req);
+    assert_eq!(
+        (vd.class, vd.what.as_str()),
+        (Class::Control, "mn-6 detection request to the i-HA")
+    );
+    let mut reply = rrq(home, iha, COA);
+    reply[0] = 3;
+    let still_leaks = [
+        ipf(ip(iha, COA, 17, &udp(434, 434, &reply))),
+        ipf(ip(COA, iha, 17, &udp(434, 434, &rrq(CN, iha, COA)))),
+        ipf(ip(COA, iha, 17, &udp(434, 434, &rrq(home, XHA, COA)))),
+        ipf(ip(CN, iha, 17, &udp(434, 434, &rrq(home, iha, COA)))),
+        ipf(ip(COA, iha, 17, &udp(434, 435, &rrq(home, iha, COA)))),
+        ipf(ip(COA, iha, 17, &udp(434, 5002, b"user data"))),
+        ipf(ip(
+            COA,
+            XHA,
+            4,
+            &ip(XHOME, iha, 17, &udp(434, 434, &rrq(home, iha, COA))),
+        )),
+    ];
+    for (i, f) in still_leaks.iter().enumerate() {
+        let vd = classify_frame(&plan, &mut seg, f);
+        assert_eq!(vd.class, Class::Leak, "case {i}: {vd:?}");
+    }
+}

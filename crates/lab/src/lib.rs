@@ -16,6 +16,7 @@ pub mod mip;
 pub mod netns;
 pub mod roam;
 pub mod scenario;
+pub mod soak;
 pub mod topo;
 pub mod traffic;
 pub mod transit;

@@ -37,6 +37,14 @@ const USAGE: &str = "usage:
                                    leak check of DIR/<segment>.pcap (default: the outside
                                    segments core, ext-a, ext-b, ext-nat that exist): counts by
                                    class per segment, `leaks: N`; exit 1 on any leak
+  mipsec-lab soak [--moves N] [--seed S] [--pcap DIR] [--outside xmip|mobike] [--int-b] [--ext-b] [--nat-changes]
+                  [--ha-restart-outside]
+                  [--max-minutes M] [--rate KBPS] [--negative-control]
+                                   seeded random walk of the MN over the enterprise lab with TCP
+                                   and probes, NAT changes and daemon restarts; leak check of the
+                                   outside captures; summary ending in `verdict:`; exit 1 on a leak
+                                   or an unrecovered fault (--negative-control: the i-HA trusts
+                                   0.0.0.0/0, so leaks must appear)
   mipsec-lab cleanup [--all]       remove leftovers of earlier runs (--all: also live ones)
   mipsec-lab mipsec <args...>      the mipsec CLI (daemons, status)
   mipsec-lab serve [--tcp PORT] [--udp PORT]   CN helper: TCP sink/source + UDP echo";
@@ -106,6 +114,23 @@ fn check_args(cmd: &str, args: &[String]) -> Result<(), String> {
         "roam-bench" => (&["--secs"], &[]),
         "up" => (&["--pcap"], &["--plain", "--enterprise", "--cert"]),
         "cleanup" => (&[], &["--all"]),
+        "soak" => (
+            &[
+                "--moves",
+                "--seed",
+                "--pcap",
+                "--outside",
+                "--max-minutes",
+                "--rate",
+            ],
+            &[
+                "--negative-control",
+                "--ext-b",
+                "--int-b",
+                "--nat-changes",
+                "--ha-restart-outside",
+            ],
+        ),
         "classify" => (&["--pcap", "--segments", "--home", "--injector"], &[]),
         "serve" => (&["--tcp", "--udp"], &[]),
         _ => return Ok(()),
@@ -135,6 +160,7 @@ fn run(cmd: &str, args: &[String]) -> lab::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         "classify" => classify(args),
+        "soak" => soak(args),
         "cleanup" => {
             let removed = netns::cleanup_leftovers(flag(args, "--all"));
             if removed.is_empty() {
@@ -258,6 +284,49 @@ fn demo_enterprise(args: &[String]) -> lab::Result<ExitCode> {
     let rep = demo_ent::run(&exe()?, &o)?;
     print!("{}", rep.render(&o));
     Ok(if rep.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// `mipsec-lab soak`: see `lab::soak`. Without --seed, one from the clock (printed).
+fn soak(args: &[String]) -> lab::Result<ExitCode> {
+    use lab::soak::{self, SoakOpts};
+    let bad = |e: String| lab::Error::Other(e);
+    let d = SoakOpts::default();
+    let clock = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |t| t.as_secs());
+    let outside = match opt(args, "--outside").unwrap_or("xmip") {
+        "xmip" => lab::roam::Outside::Xmip,
+        "mobike" => lab::roam::Outside::Mobike,
+        o => return Err(bad(format!("bad --outside {o} (xmip or mobike)"))),
+    };
+    let o = SoakOpts {
+        moves: num(args, "--moves", d.moves).map_err(bad)?,
+        seed: num(args, "--seed", clock).map_err(bad)?,
+        pcap: opt(args, "--pcap").map(PathBuf::from),
+        outside,
+        negative_control: flag(args, "--negative-control"),
+        ext_b: flag(args, "--ext-b"),
+        int_b: flag(args, "--int-b"),
+        nat_changes: flag(args, "--nat-changes"),
+        ha_restart_outside: flag(args, "--ha-restart-outside"),
+        rate: num(args, "--rate", d.rate / 1000).map_err(bad)? * 1000,
+        max_time: opt(args, "--max-minutes")
+            .map(|m| {
+                m.parse::<f64>()
+                    .map_err(|_| bad(format!("bad --max-minutes {m}")))
+            })
+            .transpose()?
+            .map(|m| Duration::from_secs_f64(m * 60.0)),
+        ..d
+    };
+    println!("mipsec-lab soak: seed {}", o.seed);
+    let sum = soak::run(&exe()?, &o)?;
+    print!("{}", sum.render(&o));
+    Ok(if sum.passed() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

@@ -354,20 +354,21 @@ impl Lab {
         Ok(pid)
     }
 
-    /// Process id of the named process (the program itself: `ip netns exec` execs it).
-    pub fn pid(&self, name: &str) -> Option<u32> {
-        self.procs
-            .iter()
-            .find(|p| p.name == name)
-            .map(|p| p.child.id())
-    }
-
     /// Whether the named process is still running.
     pub fn is_running(&mut self, name: &str) -> bool {
         self.procs
             .iter_mut()
             .find(|p| p.name == name)
             .is_some_and(|p| matches!(p.child.try_wait(), Ok(None)))
+    }
+
+    /// Process id of the named process (the last one started under that name).
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.procs
+            .iter()
+            .rev()
+            .find(|p| p.name == name)
+            .map(|p| p.child.id())
     }
 
     /// Exit status of the named process, if it has exited.
