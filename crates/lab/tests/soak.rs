@@ -144,7 +144,6 @@ fn negative_control_soak_sees_leaks() {
 /// user data through: the FA relays the i-HA's reply to the home address and the node
 /// answers ICMP port unreachable (no socket for it), retransmitting for ever.
 #[test]
-#[ignore = "mobile node bug found by the soak (issue 17 report); un-ignore once fixed"]
 fn fa_after_a_visited_network() {
     let Some(_g) = lab_lock("fa_after_a_visited_network") else {
         return;
@@ -168,7 +167,6 @@ fn fa_after_a_visited_network() {
 /// (`nat_reregistrations` stays 0), its IKE SA dies and it stays `outside` with the gate
 /// closed.
 #[test]
-#[ignore = "mobile node bug found by the soak (issue 17 report); un-ignore once fixed"]
 fn nat_mapping_change_behind_the_hotel_nat() {
     let Some(_g) = lab_lock("nat_mapping_change_behind_the_hotel_nat") else {
         return;
@@ -215,13 +213,11 @@ fn ha_restart_while_outside(test: &str, proc_name: &str, seg: Segment) {
 }
 
 #[test]
-#[ignore = "mobile node / home agent bug found by the soak (issue 17 report); un-ignore once fixed"]
 fn i_ha_restart_while_outside() {
     ha_restart_while_outside("i_ha_restart_while_outside", "ha", Segment::ExtNat);
 }
 
 #[test]
-#[ignore = "mobile node / home agent bug found by the soak (issue 17 report); un-ignore once fixed"]
 fn x_ha_restart_while_outside() {
     ha_restart_while_outside("x_ha_restart_while_outside", "xha", Segment::ExtA);
 }
@@ -232,7 +228,6 @@ fn x_ha_restart_while_outside() {
 /// Tell 10.60.0.50", also 10.10.0.100 and 10.20.0.50) on the outside link. The same
 /// moves in cvc show none.
 #[test]
-#[ignore = "mobile node bug (mode mc) found by the soak (issue 17 report); un-ignore once fixed"]
 fn mc_moves_out_without_arp_for_the_old_router() {
     let Some(_g) = lab_lock("mc_moves_out_without_arp_for_the_old_router") else {
         return;
