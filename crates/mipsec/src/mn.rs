@@ -186,6 +186,8 @@ struct Daemon {
     udp: Vec<(Ipv4Addr, UdpSocket)>,
     /// IP-in-IP to and from the home agent (or the agent, encapsulating delivery).
     raw: Option<(Ipv4Addr, RawIp)>,
+    /// The address the tunnel socket should be bound to (see `ensure_raw`).
+    raw_want: Option<Ipv4Addr>,
     routes: Routes,
     /// The foreign agent we hold a host route to.
     agent_route: Option<Ipv4Addr>,
@@ -280,6 +282,7 @@ impl Daemon {
             events,
             udp: Vec::new(),
             raw: None,
+            raw_want: None,
             routes: Routes::None,
             agent_route: None,
             attached: None,

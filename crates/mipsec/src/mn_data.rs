@@ -88,6 +88,7 @@ impl Daemon {
     }
 
     pub(super) async fn send_ipip(&mut self, packet: &[u8], dst: Ipv4Addr) {
+        self.ensure_raw();
         let Some((_, raw)) = &self.raw else {
             return self.counters.drop("no tunnel socket");
         };

@@ -47,14 +47,10 @@ impl Daemon {
             Some(a) if a.agent.is_some() && self.file.mn.encapsulating_delivery => Some(home),
             _ => None,
         };
+        self.raw_want = raw_at;
         if self.raw.as_ref().map(|r| r.0) != raw_at {
-            self.raw = raw_at.and_then(|addr| match self.open_raw(addr) {
-                Ok(r) => Some((addr, r)),
-                Err(e) => {
-                    warn!("{e}");
-                    None
-                }
-            });
+            self.raw = None;
+            self.ensure_raw();
         }
         // The registration sockets follow the requests (see `udp_for`); one bound
         // to an address of an attachment we left is useless.
@@ -88,6 +84,22 @@ impl Daemon {
     pub(super) fn udp_at_care_of(&self) -> Option<&UdpSocket> {
         let coa = self.attached?.care_of;
         self.udp.iter().find(|u| u.0 == coa).map(|u| &u.1)
+    }
+
+    /// Opens the tunnel socket the attachment wants if it is not open. It can
+    /// fail for a moment (the address went away and came back): the next packet
+    /// tries again, instead of dropping everything until the next move.
+    pub(super) fn ensure_raw(&mut self) {
+        let Some(addr) = self.raw_want.filter(|_| self.raw.is_none()) else {
+            return;
+        };
+        match self.open_raw(addr) {
+            Ok(r) => self.raw = Some((addr, r)),
+            Err(e) => {
+                debug!("{e}");
+                self.counters.drop("tunnel socket could not be opened");
+            }
+        }
     }
 
     fn open_raw(&self, addr: Ipv4Addr) -> Result<RawIp, String> {
