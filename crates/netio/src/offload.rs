@@ -252,8 +252,11 @@ pub fn complete_checksum(hdr: &VnetHdr, pkt: &mut [u8]) -> Result<(), OffloadErr
         return Err(OffloadError::CsumRange);
     }
     let c = checksum::finish(csum_add(&pkt[start..], 0));
-    // As the kernel's skb_checksum_help: a computed 0 goes out as 0xffff.
-    put16(pkt, field, if c == 0 { 0xffff } else { c });
+    // A computed 0 goes out as 0xffff only for UDP, where 0 means "no checksum"
+    // (RFC 768); TCP sends the 0 it computed (RFC 1624 section 3: 0xffff would be a
+    // different bit pattern for the same sum, which checkers flag).
+    let udp = ipv4_header(pkt).is_ok() && pkt[9] == 17;
+    put16(pkt, field, if udp && c == 0 { 0xffff } else { c });
     Ok(())
 }
 

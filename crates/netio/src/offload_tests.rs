@@ -153,6 +153,31 @@ fn a_partial_checksum_without_gso_is_completed() {
 }
 
 #[test]
+fn a_tcp_checksum_that_computes_to_zero_is_sent_as_zero() {
+    // Choose the last payload word so that the sum becomes 0xffff: the checksum is 0.
+    let probe = tcp_packet(1, 2, 3, 0x18, &[], b"hello, world\0\0", false);
+    let c = u16::from_be_bytes([probe[36], probe[37]]);
+    let payload = [&b"hello, world"[..], &c.to_be_bytes()].concat();
+    let whole = tcp_packet(1, 2, 3, 0x18, &[], &payload, false);
+    assert_eq!(
+        &whole[36..38],
+        &[0, 0],
+        "the chosen payload makes a zero checksum"
+    );
+    let p = tcp_packet(1, 2, 3, 0x18, &[], &payload, true);
+    let h = VnetHdr {
+        flags: F_NEEDS_CSUM,
+        csum_start: 20,
+        csum_offset: 16,
+        ..VnetHdr::default()
+    };
+    let mut out = PacketList::new();
+    assert_eq!(segment(&h, &p, &mut out), Ok(1));
+    // 0x0000, not 0xffff: tshark flags the latter ("see RFC 1624").
+    assert_eq!(out.get(0).unwrap(), &whole[..]);
+}
+
+#[test]
 fn udp_gso_gives_datagrams_with_their_own_length_and_checksum() {
     let payload: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
     let mut p = wire::udp::build_ipv4(
