@@ -21,9 +21,12 @@ mod routes;
 #[path = "ha_status.rs"]
 pub mod status;
 
-use crate::config::HaFile;
+use crate::config::{ConfigError, HaFile};
 use crate::control::{ControlServer, StatusRequest};
-use crate::shell::{allow_fragmentation, enlarge_buffers, getrandom, io_err, write_sysctl, BATCH};
+use crate::drops::{DropCounts, DropReason};
+use crate::shell::{
+    allow_fragmentation, enlarge_buffers, getrandom, io_err, os_err, write_sysctl, SetupError, BATCH,
+};
 use mip4::ha::{Binding, HaConfig, HaEvent, HomeAgent, MobileNodeConfig, Tunnel, UdpTunneling};
 use mip4::wire::{MessageType, MIP_PORT};
 use netio::netlink::{Netlink, Route};
@@ -41,11 +44,40 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::net::UdpSocket;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
+
+/// Why the home agent could not start, or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration file (the message names file, line and field).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The key file or the mobile nodes in the configuration (file and line named).
+    #[error("{0}")]
+    Keys(String),
+    /// The home agent core refused the set of mobile nodes.
+    #[error("mobile nodes: {0}")]
+    Nodes(#[source] mip4::ha::ConfigError),
+    /// A socket, device or system setting could not be set up.
+    #[error(transparent)]
+    Setup(#[from] SetupError),
+    /// The thread that applies routes and proxy ARP did not start.
+    #[error("{0}")]
+    RouteWorker(String),
+    /// The control socket (`control_socket`) could not be created.
+    #[error("control socket {}: {source}", path.display())]
+    ControlSocket {
+        /// The configured path.
+        path: PathBuf,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+}
 
 /// Runs the home agent until SIGINT or SIGTERM.
-pub fn run(config: &Path) -> Result<(), String> {
-    let mut file = HaFile::load(config).map_err(|e| e.to_string())?;
+pub fn run(config: &Path) -> Result<(), Error> {
+    let mut file = HaFile::load(config)?;
     crate::keyfile::resolve(&mut file, config);
     let config = config.to_path_buf();
     crate::shell::block_on(async move {
@@ -62,13 +94,12 @@ struct Counters {
     tx_bytes: u64,
     rx_packets: u64,
     rx_bytes: u64,
-    drops: BTreeMap<&'static str, u64>,
+    drops: DropCounts,
 }
 
 impl Counters {
-    fn drop(&mut self, why: &'static str) {
-        *self.drops.entry(why).or_default() += 1;
-        debug!(reason = why, "data packet dropped");
+    fn drop(&mut self, why: DropReason) {
+        self.drops.count(why);
     }
 }
 
@@ -122,7 +153,7 @@ struct Daemon {
 }
 
 impl Daemon {
-    async fn start(file: HaFile, config_path: PathBuf) -> Result<Daemon, String> {
+    async fn start(file: HaFile, config_path: PathBuf) -> Result<Daemon, Error> {
         let h = &file.ha;
         let mut cfg = HaConfig::new(h.address);
         cfg.max_lifetime = h.max_lifetime;
@@ -138,11 +169,10 @@ impl Daemon {
         let mut seed = [0u8; 32];
         getrandom(&mut seed);
         let mut core = HomeAgent::new(cfg, seed);
-        let nodes = crate::keyfile::load_nodes(&file, &config_path)?;
+        let nodes = crate::keyfile::load_nodes(&file, &config_path).map_err(Error::Keys)?;
         let node_count = nodes.len();
         let ours = nodes.iter().filter_map(|n| n.home_addr).collect();
-        core.replace_mobile_nodes(nodes)
-            .map_err(|e| format!("mobile nodes: {e}"))?;
+        core.replace_mobile_nodes(nodes).map_err(Error::Nodes)?;
         crate::keyfile::release_parse_memory();
 
         let nl = Netlink::new().map_err(io_err("netlink"))?;
@@ -174,7 +204,7 @@ impl Daemon {
             h.trusted_networks.iter().map(|n| n.0).collect(),
         );
         let (tun, tun_ifindex, dp) = crate::datapath::open(&h.tunnel_device, h.offload)?;
-        let routes = RouteWorker::start(tun_ifindex, arp)?;
+        let routes = RouteWorker::start(tun_ifindex, arp).map_err(Error::RouteWorker)?;
         write_sysctl("/proc/sys/net/ipv4/ip_forward", "1");
         if let Some(name) = &h.home_interface {
             // Answer ARP for away nodes at once, not after up to 0.8 s (proxy_delay).
@@ -199,8 +229,10 @@ impl Daemon {
         let (ctl_tx, ctl_rx) = mpsc::channel(8);
         let ctl = match &h.control_socket {
             Some(p) => Some(
-                ControlServer::start(p, ctl_tx)
-                    .map_err(|e| format!("control socket {}: {e}", p.display()))?,
+                ControlServer::start(p, ctl_tx).map_err(|source| Error::ControlSocket {
+                    path: p.clone(),
+                    source,
+                })?,
             ),
             None => None,
         };
@@ -231,10 +263,10 @@ impl Daemon {
         Ok(d)
     }
 
-    async fn run(&mut self) -> Result<(), String> {
-        let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
-        let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
-        let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+    async fn run(&mut self) -> Result<(), Error> {
+        let mut term = signal(SignalKind::terminate()).map_err(os_err("signal handler"))?;
+        let mut int = signal(SignalKind::interrupt()).map_err(os_err("signal handler"))?;
+        let mut hup = signal(SignalKind::hangup()).map_err(os_err("signal handler"))?;
         // Up to BATCH datagrams per recvmmsg; 64 KiB slots hold any RFC 3519 Tunnel Data.
         let mut urb = RecvBatch::new(BATCH, 65536);
         let (mut rrb, mut tbuf) = crate::datapath::buffers();
@@ -328,7 +360,7 @@ impl Daemon {
             if MessageType::of(payload) == Some(MessageType::TUNNEL_DATA) {
                 self.on_tunnel_data(now, m.src, payload).await;
             } else if self.guard.drops_internal(m.ifindex, payload) {
-                self.counters.drop(crate::ha_guard::INTERNAL_DROP);
+                self.counters.drop(DropReason::InternalInterface);
             } else {
                 let local =
                     SocketAddrV4::new(m.dst.or(m.local).unwrap_or(self.file.ha.address), MIP_PORT);
@@ -417,14 +449,10 @@ impl Daemon {
             })
             .collect();
         let s = self.core.stats();
-        let mut drops: BTreeMap<String, u64> = s
+        let drops = self
+            .counters
             .drops
-            .iter()
-            .map(|(k, v)| (format!("{k:?}"), *v))
-            .collect();
-        for (k, v) in &self.counters.drops {
-            drops.insert((*k).to_string(), *v);
-        }
+            .merged_with(s.drops.iter().map(|(k, v)| (k, *v)));
         let auth: BTreeMap<String, u64> = s
             .auth_failures
             .iter()
