@@ -68,11 +68,19 @@ fn foreign_agent_and_nat_traversal_keep_tcp() {
     let relayed = count(&fa_cap, "mip.type == 1 && ip.src == 10.30.0.1");
     let fa_bad = fields(
         &fa_cap,
-        &["-o", "tcp.analyze_sequence_numbers:FALSE", "--disable-protocol", "daytime"],
+        &[
+            "-o",
+            "tcp.analyze_sequence_numbers:FALSE",
+            "--disable-protocol",
+            "daytime",
+        ],
         FLAGGED_BUT_DSACK,
         &["frame.number", "_ws.col.Info"],
     );
-    assert!(fa_bad.is_empty(), "tshark flags frames on int-b: {fa_bad:#?}");
+    assert!(
+        fa_bad.is_empty(),
+        "tshark flags frames on int-b: {fa_bad:#?}"
+    );
     assert!(adverts >= 3, "agent advertisements on int-b: {adverts}");
     assert!(relayed >= 1, "requests relayed by the FA: {relayed}");
     eprintln!("int-b capture: {adverts} agent advertisements, {relayed} relayed requests, no malformed packet");

@@ -241,13 +241,8 @@ fn nat_binding_moves_on_registrations_not_on_data() {
     let inner = ipv4_udp(MN_HOME, CN_ADDR, 40000, lab::traffic::UDP_PORT, b"forged");
     let mut forged = vec![4u8, 4, 0, 0];
     forged.extend_from_slice(&inner);
-    ml.udp_exchange(
-        "mn",
-        HA_434,
-        vec![forged; 5],
-        Duration::from_millis(100),
-    )
-    .unwrap();
+    ml.udp_exchange("mn", HA_434, vec![forged; 5], Duration::from_millis(100))
+        .unwrap();
     std::thread::sleep(Duration::from_millis(200));
     let after = ml.ha_status().unwrap();
     assert_eq!(

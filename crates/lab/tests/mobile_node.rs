@@ -344,7 +344,11 @@ fn without_tnc_the_gate_stays_closed_and_status_says_why() {
         !ml.echo_ok(Some(MN_HOME), Duration::from_secs(2)),
         "no user data outside"
     );
-    assert_eq!(ping_home_from_cn(&ml, 5, "0.2"), 0, "nothing inbound either");
+    assert_eq!(
+        ping_home_from_cn(&ml, 5, "0.2"),
+        0,
+        "nothing inbound either"
+    );
     // The i-HA now trusts the lab's networks (TNC); a move proves the new link.
     ml.lab.stop("ha", libc::SIGTERM);
     mip::write_private(std::path::Path::new(&ml.ha_cfg), &trusting).unwrap();

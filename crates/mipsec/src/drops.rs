@@ -100,8 +100,10 @@ impl DropCounts {
         &self,
         core: impl IntoIterator<Item = (K, u64)>,
     ) -> BTreeMap<String, u64> {
-        let mut all: BTreeMap<String, u64> =
-            core.into_iter().map(|(k, v)| (format!("{k:?}"), v)).collect();
+        let mut all: BTreeMap<String, u64> = core
+            .into_iter()
+            .map(|(k, v)| (format!("{k:?}"), v))
+            .collect();
         for (k, v) in &self.0 {
             all.insert((*k).to_string(), *v);
         }

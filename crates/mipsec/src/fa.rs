@@ -202,16 +202,16 @@ impl Daemon {
             warn!("reverse-tunnel table {}: {e}", f.reverse_table);
         }
         let (ctl_tx, ctl_rx) = mpsc::channel(8);
-        let ctl = match &f.control_socket {
-            Some(p) => Some(
-                ControlServer::start(p, ctl_tx)
-                    .map_err(|source| Error::ControlSocket {
+        let ctl =
+            match &f.control_socket {
+                Some(p) => Some(ControlServer::start(p, ctl_tx).map_err(|source| {
+                    Error::ControlSocket {
                         path: p.clone(),
                         source,
-                    })?,
-            ),
-            None => None,
-        };
+                    }
+                })?),
+                None => None,
+            };
         info!(address = %f.address, interface = %f.interface, "foreign agent started");
         Ok(Daemon {
             file,
@@ -398,9 +398,7 @@ impl Daemon {
             .cloned();
         match visitor {
             Some(v) => self.reverse_to(&v, inner).await,
-            None => self
-                .counters
-                .drop(DropReason::UnknownTunnelSource),
+            None => self.counters.drop(DropReason::UnknownTunnelSource),
         }
     }
 
@@ -416,11 +414,7 @@ impl Daemon {
         };
         match self.core.visitor_for(src).filter(|v| v.reverse_tunnel) {
             Some(v) => self.dp.queue_packets(v.home_agent),
-            None => {
-                return self
-                    .counters
-                    .drop(DropReason::NoReverseVisitor)
-            }
+            None => return self.counters.drop(DropReason::NoReverseVisitor),
         }
         if self.dp.out_full() {
             self.flush_data().await;

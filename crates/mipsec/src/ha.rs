@@ -25,7 +25,8 @@ use crate::config::{ConfigError, HaFile};
 use crate::control::{ControlServer, StatusRequest};
 use crate::drops::{DropCounts, DropReason};
 use crate::shell::{
-    allow_fragmentation, enlarge_buffers, getrandom, io_err, os_err, write_sysctl, SetupError, BATCH,
+    allow_fragmentation, enlarge_buffers, getrandom, io_err, os_err, write_sysctl, SetupError,
+    BATCH,
 };
 use mip4::ha::{Binding, HaConfig, HaEvent, HomeAgent, MobileNodeConfig, Tunnel, UdpTunneling};
 use mip4::wire::{MessageType, MIP_PORT};
@@ -227,15 +228,16 @@ impl Daemon {
         enlarge_buffers(std::os::fd::AsFd::as_fd(&raw));
         allow_fragmentation(std::os::fd::AsFd::as_fd(&raw));
         let (ctl_tx, ctl_rx) = mpsc::channel(8);
-        let ctl = match &h.control_socket {
-            Some(p) => Some(
-                ControlServer::start(p, ctl_tx).map_err(|source| Error::ControlSocket {
-                    path: p.clone(),
-                    source,
-                })?,
-            ),
-            None => None,
-        };
+        let ctl =
+            match &h.control_socket {
+                Some(p) => Some(ControlServer::start(p, ctl_tx).map_err(|source| {
+                    Error::ControlSocket {
+                        path: p.clone(),
+                        source,
+                    }
+                })?),
+                None => None,
+            };
         info!(address = %h.address, home_network = %h.home_network.0, nodes = node_count, "home agent started");
         let mut d = Daemon {
             state_file: h.state_file.clone(),
