@@ -350,10 +350,9 @@ impl Daemon {
     }
 
     fn on_icmp(&mut self, src: Ipv4Addr, packet: &[u8]) {
-        let Ok(h) = wire::ipv4::Ipv4Header::parse(packet) else {
+        let Ok((_, icmp)) = wire::ipv4::Ipv4Header::split(packet) else {
             return;
         };
-        let icmp = &packet[h.header_len..usize::from(h.total_len)];
         if mip4::wire::agent::AgentSolicitation::parse(icmp).is_ok() {
             self.core.handle_solicitation(Instant::now(), src);
         }
@@ -362,10 +361,9 @@ impl Daemon {
     /// IP-in-IP to the agent: from a visitor's home agent (forward tunnel exit) or
     /// from a visitor (encapsulating delivery style).
     async fn on_ipip(&mut self, outer_src: Ipv4Addr, packet: &[u8]) {
-        let Ok(outer) = wire::ipv4::Ipv4Header::parse(packet) else {
+        let Ok((_, inner)) = wire::ipv4::Ipv4Header::split(packet) else {
             return self.counters.drop(DropReason::MalformedOuter);
         };
-        let inner = &packet[outer.header_len..usize::from(outer.total_len)];
         let Ok(ih) = wire::ipv4::Ipv4Header::parse(inner) else {
             return self.counters.drop(DropReason::MalformedInner);
         };

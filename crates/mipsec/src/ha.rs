@@ -76,6 +76,18 @@ pub enum Error {
     },
 }
 
+/// How long after a binding changes the state file is written: changes within it
+/// (a burst of registrations) are saved together.
+const SAVE_DELAY: Duration = Duration::from_secs(1);
+
+/// Sleeps until `at`; never wakes when there is no deadline.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Runs the home agent until SIGINT or SIGTERM.
 pub fn run(config: &Path) -> Result<(), Error> {
     let mut file = HaFile::load(config)?;
@@ -147,6 +159,8 @@ struct Daemon {
     _ctl: Option<ControlServer>,
     state_file: Option<PathBuf>,
     dirty: bool,
+    /// When the changed bindings are saved: [`SAVE_DELAY`] after the first change.
+    save_at: Option<tokio::time::Instant>,
     started: Instant,
     /// Key file reloads (SIGHUP), parsed off the event loop.
     reloader: crate::keyfile::Reloader,
@@ -256,6 +270,7 @@ impl Daemon {
             ctl_rx,
             _ctl: ctl,
             dirty: false,
+            save_at: None,
             started: Instant::now(),
             reloader: crate::keyfile::Reloader::new(config_path),
             guard,
@@ -272,15 +287,9 @@ impl Daemon {
         // Up to BATCH datagrams per recvmmsg; 64 KiB slots hold any RFC 3519 Tunnel Data.
         let mut urb = RecvBatch::new(BATCH, 65536);
         let (mut rrb, mut tbuf) = crate::datapath::buffers();
-        let mut save_tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             let deadline = self.core.poll_timeout();
-            let sleep = async move {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
-                    None => std::future::pending().await,
-                }
-            };
+            let sleep = sleep_until(deadline.map(tokio::time::Instant::from_std));
             tokio::select! {
                 r = urb.recv(&self.udp) => match r {
                     Ok(n) => self.on_udp_batch(&urb, n).await,
@@ -316,11 +325,7 @@ impl Daemon {
                     let _ = req.send(v);
                 }
                 _ = sleep => self.core.handle_timeout(Instant::now()),
-                _ = save_tick.tick() => {
-                    if self.dirty {
-                        self.save();
-                    }
-                }
+                _ = sleep_until(self.save_at) => self.save(),
                 _ = term.recv() => { info!("SIGTERM: shutting down"); break }
                 _ = int.recv() => { info!("SIGINT: shutting down"); break }
                 _ = hup.recv() => self.reloader.request(),
@@ -400,6 +405,8 @@ impl Daemon {
 
     async fn apply(&mut self, e: HaEvent) {
         self.dirty = true;
+        self.save_at
+            .get_or_insert_with(|| tokio::time::Instant::now() + SAVE_DELAY);
         match e {
             // The core's table is the data path's: only routes follow the events.
             // Events are applied after the core changed (a whole batch at once), so
@@ -485,6 +492,7 @@ impl Daemon {
 
     fn save(&mut self) {
         self.dirty = false;
+        self.save_at = None;
         let Some(path) = &self.state_file else { return };
         let now = Instant::now();
         let wall = unix_now();

@@ -55,10 +55,9 @@ impl Daemon {
 
     /// IP-in-IP received on the raw socket (outer header included).
     async fn on_raw(&mut self, now: Instant, outer_src: Ipv4Addr, packet: &[u8]) {
-        let Ok(outer) = wire::ipv4::Ipv4Header::parse(packet) else {
+        let Ok((_, inner)) = wire::ipv4::Ipv4Header::split(packet) else {
             return self.counters.drop(DropReason::MalformedOuter);
         };
-        let inner = &packet[outer.header_len..usize::from(outer.total_len)];
         let Some((src, _)) = wire::ipv4::addresses(inner) else {
             return self.counters.drop(DropReason::MalformedInner);
         };
