@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::scenario::MipLab;
-use crate::topo::MN_HOME;
+use crate::topo::{Segment, MN_HOME};
 
 static LOCK: Mutex<()> = Mutex::new(());
 
@@ -160,6 +160,21 @@ pub fn ping_home_from_cn(ml: &MipLab, count: u32, interval: &str) -> usize {
         .and_then(|f| f.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
+}
+
+/// Whether a mobile node's status says it is registered through a foreign agent.
+pub fn in_foreign_mode(v: &Value) -> bool {
+    v["mode"] == "foreign" && v["registered"] == true
+}
+
+/// A lab with its daemons (bindings of 300 s) and the node moved to int-b, registered
+/// through the foreign agent there (mode f).
+pub fn lab_in_foreign_mode() -> MipLab {
+    let mut ml = MipLab::start(&exe(), true, 300).expect("lab");
+    ml.lab.move_mn(Segment::IntB).expect("move to int-b");
+    ml.wait_mn(Duration::from_secs(10), in_foreign_mode)
+        .expect("registered through the agent on int-b");
+    ml
 }
 
 /// Calls `f` every 100 ms until it is true or `timeout` has passed; its last answer.

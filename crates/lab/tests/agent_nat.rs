@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use lab::scenario::{demo_on, start_capture, DemoOpts, MipLab};
 use lab::testing::{
-    count, counter, exe, fields, keep_capture, lab_lock, ping_home_from_cn, FLAGGED_BUT_DSACK,
-    PATTERN_PREFS,
+    count, counter, exe, fields, in_foreign_mode, keep_capture, lab_lock, ping_home_from_cn,
+    FLAGGED_BUT_DSACK, PATTERN_PREFS,
 };
 use lab::topo::{Segment, MN_HOME};
 use serde_json::Value;
@@ -218,9 +218,7 @@ fn encapsulating_delivery_style_through_the_agent() {
         .unwrap();
     ml.lab.move_mn(Segment::IntB).unwrap();
     let (st, _) = ml
-        .wait_mn(Duration::from_secs(10), |v| {
-            v["mode"] == "foreign" && v["registered"] == true
-        })
+        .wait_mn(Duration::from_secs(10), in_foreign_mode)
         .unwrap();
     assert_eq!(st["care_of"], lab::topo::FA_ADDR.to_string(), "{st}");
     assert!(

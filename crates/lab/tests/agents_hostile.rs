@@ -11,7 +11,7 @@ use std::time::Duration;
 use lab::mip::{self, Request, FLAG_T, PROBE_HOA};
 use lab::netns::ip;
 use lab::scenario::MipLab;
-use lab::testing::{exe, lab_lock, wait_until};
+use lab::testing::{exe, lab_in_foreign_mode, lab_lock, wait_until};
 use lab::topo::{Segment, FA_ADDR, HA_ADDR, MN_HOME, STRANGER_ADDR};
 use serde_json::Value;
 
@@ -88,16 +88,6 @@ fn forged_request(home: Ipv4Addr) -> Vec<u8> {
     mip::encode_request(&r, mip::MN_SPI, b"a guessed key!!!")
 }
 
-fn mn_in_foreign_mode() -> MipLab {
-    let mut ml = MipLab::start(&exe(), true, 300).unwrap();
-    ml.lab.move_mn(Segment::IntB).unwrap();
-    ml.wait_mn(Duration::from_secs(10), |v| {
-        v["mode"] == "foreign" && v["registered"] == true
-    })
-    .unwrap();
-    ml
-}
-
 /// One forged request from a stranger on the visited link does not take the visitor's
 /// traffic: the agent's permanent neighbour entry for the home address keeps the node's
 /// link-layer address, the visitor list is unchanged and the node's traffic still
@@ -108,7 +98,7 @@ fn forged_request_from_a_stranger_does_not_hijack_the_visitor() {
     let Some(_g) = lab_lock("forged_request_from_a_stranger_does_not_hijack_the_visitor") else {
         return;
     };
-    let ml = mn_in_foreign_mode();
+    let ml = lab_in_foreign_mode();
     let mn_mac = mac_of(&ml, "mn", "eth0");
     let ev_mac = mac_of(&ml, "ev", "eth0");
     assert_eq!(

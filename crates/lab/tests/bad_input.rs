@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use lab::mip::{self, Request, FLAG_D, FLAG_T, MN_KEY, MN_SPI};
 use lab::scenario::{start_capture, MipLab};
-use lab::testing::{binding_coa, counter, exe, fields, lab_lock};
+use lab::testing::{binding_coa, counter, exe, fields, lab_in_foreign_mode, lab_lock};
 use lab::topo::{Segment, CN_ADDR, HA_ADDR, MN_HOME};
 use serde_json::Value;
 
@@ -269,12 +269,7 @@ fn foreign_agent_counts_bad_input_and_keeps_serving() {
     let Some(_g) = lab_lock("foreign_agent_counts_bad_input_and_keeps_serving") else {
         return;
     };
-    let mut ml = MipLab::start(&exe(), true, 300).unwrap();
-    ml.lab.move_mn(Segment::IntB).unwrap();
-    ml.wait_mn(Duration::from_secs(10), |v| {
-        v["mode"] == "foreign" && v["registered"] == true
-    })
-    .unwrap();
+    let mut ml = lab_in_foreign_mode();
     let before = ml.fa_status().unwrap();
     let mut reply = vec![3u8, 0, 0, 60];
     reply.extend_from_slice(&MN_HOME.octets());

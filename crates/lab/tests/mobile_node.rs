@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use lab::mip;
 use lab::netns::ip;
 use lab::scenario::MipLab;
-use lab::testing::{exe, lab_lock, ping_home_from_cn};
+use lab::testing::{exe, lab_in_foreign_mode, lab_lock, ping_home_from_cn};
 use lab::topo::{Segment, CN_ADDR, MN_HOME};
 
 /// `ip route get <dst> from <src>` in the MN namespace.
@@ -264,12 +264,7 @@ fn foreign_agent_clean_restart_re_registers_promptly() {
     let Some(_g) = lab_lock("foreign_agent_clean_restart_re_registers_promptly") else {
         return;
     };
-    let mut ml = MipLab::start(&exe(), true, 300).unwrap();
-    ml.lab.move_mn(Segment::IntB).unwrap();
-    ml.wait_mn(Duration::from_secs(10), |v| {
-        v["mode"] == "foreign" && v["registered"] == true
-    })
-    .unwrap();
+    let mut ml = lab_in_foreign_mode();
     // Down for a moment, and down for longer than the advertisement lifetime.
     for down in [Duration::ZERO, Duration::from_secs(5)] {
         std::thread::sleep(Duration::from_secs(2));
