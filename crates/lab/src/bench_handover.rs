@@ -32,12 +32,7 @@ use crate::traffic::{Client, ClientOpts, Record};
 use crate::transit::{self, GwSas, Start};
 
 /// The route of every round after the start on ext-a.
-pub const ROUTE: [Segment; 4] = [
-    Segment::ExtNat,
-    Segment::ExtA,
-    Segment::IntA,
-    Segment::ExtA,
-];
+pub const ROUTE: [Segment; 4] = [Segment::ExtNat, Segment::ExtA, Segment::IntA, Segment::ExtA];
 /// The identity of strongSwan's client (a second roadwarrior at the gateway).
 pub const RW_ID: &str = "roadwarrior.example.com";
 /// How long the bench waits for strongSwan's client to carry probes again after a move
@@ -246,8 +241,12 @@ pub fn count_ike(log: &str) -> (usize, usize) {
 
 /// Registration requests so far at the x-HA and the i-HA.
 fn mip_requests(ml: &MipLab) -> u64 {
-    let x = ml.xha_status().map_or(0, |v| mip::get_u64(&v, &["counters", "requests"]));
-    let i = ml.ha_status().map_or(0, |v| mip::get_u64(&v, &["counters", "requests"]));
+    let x = ml
+        .xha_status()
+        .map_or(0, |v| mip::get_u64(&v, &["counters", "requests"]));
+    let i = ml
+        .ha_status()
+        .map_or(0, |v| mip::get_u64(&v, &["counters", "requests"]));
     x + i
 }
 
@@ -290,7 +289,10 @@ pub fn interruption(rec: &Record, start: u64, end: u64, clip: bool) -> (f64, boo
 fn keep_logs(lab: &Lab, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir)?;
     for (from, to) in [
-        (gateway::gw_dir(lab).join("charon.log"), "gateway-charon.log"),
+        (
+            gateway::gw_dir(lab).join("charon.log"),
+            "gateway-charon.log",
+        ),
         (sw_dir(lab).join("charon.log"), "client-charon.log"),
         (lab.log_path("mn"), "mn.log"),
         (lab.log_path("vpn"), "vpn.log"),
@@ -426,9 +428,9 @@ fn moves(
     let mut figs = Vec::new();
     let mut clip = false;
     for (i, m) in marks.iter().enumerate() {
-        let (stop_us, log_to, mip_to) = marks
-            .get(i + 1)
-            .map_or((end_us, end_log, end_mip), |n| (n.at_us, n.log_at, n.mip_at));
+        let (stop_us, log_to, mip_to) = marks.get(i + 1).map_or((end_us, end_log, end_mip), |n| {
+            (n.at_us, n.log_at, n.mip_at)
+        });
         let sw_to = marks.get(i + 1).map_or(client_log.len(), |n| n.sw_log_at);
         let client_send_errors = client_log
             .get(m.sw_log_at..sw_to.min(client_log.len()))
@@ -438,7 +440,9 @@ fn moves(
             .count();
         let (ms, recovered) = interruption(&rec, m.at_us, stop_us, clip);
         clip = !recovered;
-        let slice = full_log.get(m.log_at..log_to.min(full_log.len())).unwrap_or("");
+        let slice = full_log
+            .get(m.log_at..log_to.min(full_log.len()))
+            .unwrap_or("");
         let (ike, mobike_updates) = count_ike(slice);
         figs.push(MoveFig {
             label: m.label.clone(),
@@ -488,7 +492,13 @@ pub fn render(rounds: &[Round]) -> String {
     );
     s += &format!(
         "{:<18} | {:>22} | {:>22} | {:>22} | {:>6} {:>6} {:>6}\n",
-        "move", "strongSwan int/IKE/MIP", "mc int/IKE/MIP", "cvc int/IKE/MIP", "mc/sw", "cvc/sw", "cvc/mc"
+        "move",
+        "strongSwan int/IKE/MIP",
+        "mc int/IKE/MIP",
+        "cvc int/IKE/MIP",
+        "mc/sw",
+        "cvc/sw",
+        "cvc/mc"
     );
     for (i, seg) in ROUTE.iter().enumerate() {
         let label = rounds
@@ -609,7 +619,10 @@ mod tests {
         assert_eq!(interruption(&r, 9_000, 2_000_000, false), (1988.0, false));
         // The next window after one that never recovered starts its gap at its start.
         assert_eq!(interruption(&r, 2_000_000, 2_106_000, true), (100.0, true));
-        assert_eq!(interruption(&r, 2_000_000, 2_106_000, false), (2088.0, true));
+        assert_eq!(
+            interruption(&r, 2_000_000, 2_106_000, false),
+            (2088.0, true)
+        );
     }
 
     #[test]

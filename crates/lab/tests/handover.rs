@@ -67,7 +67,10 @@ fn handover_against_strongswans_client() {
     let [sw, mc, cvc] = [&rounds[0], &rounds[1], &rounds[2]];
 
     // strongSwan's client: one MOBIKE update moved the same IKE SA behind the NAT.
-    let (b, a) = (sw.gw_before.as_ref().unwrap(), sw.gw_after.as_ref().unwrap());
+    let (b, a) = (
+        sw.gw_before.as_ref().unwrap(),
+        sw.gw_after.as_ref().unwrap(),
+    );
     assert_eq!(b.ike.len(), 1, "one IKE SA at the gateway: {b:?}");
     assert_eq!(a.ike, b.ike, "same IKE SPIs after the move: {b:?} -> {a:?}");
     assert_ne!(a.remote, b.remote, "the peer address moved: {b:?} -> {a:?}");
@@ -83,7 +86,10 @@ fn handover_against_strongswans_client() {
     let m = leg(mc, "ext-a -> ext-nat");
     assert!(m.mobike_updates >= 1, "{m:?}");
     assert_eq!(m.settled, "mc");
-    let (b, a) = (mc.gw_before.as_ref().unwrap(), mc.gw_after.as_ref().unwrap());
+    let (b, a) = (
+        mc.gw_before.as_ref().unwrap(),
+        mc.gw_after.as_ref().unwrap(),
+    );
     assert_eq!(a.ike, b.ike, "mc keeps the IKE SA: {b:?} -> {a:?}");
     // Inside: mc drops to mode c.
     assert_eq!(leg(mc, "ext-a -> int-a").settled, "c");
