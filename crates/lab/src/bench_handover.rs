@@ -190,7 +190,12 @@ secrets {{
 "
     );
     mip::write_private(&d.join("swanctl/swanctl.conf"), &conf)?;
-    std::fs::write(d.join("strongswan.conf"), gateway::strongswan_conf(&d))?;
+    // The gateway's settings, with times in the log (when it noticed a move).
+    let conf = gateway::strongswan_conf(&d).replace(
+        "flush_line = yes",
+        "flush_line = yes\n  time_format = %T\n  time_add_ms = yes",
+    );
+    std::fs::write(d.join("strongswan.conf"), conf)?;
     let t0 = Instant::now();
     gateway::spawn_charon(lab, "mn", "sw-rw", &d)?;
     gateway::load(lab, "sw-rw", &d, t0)?;
