@@ -91,7 +91,7 @@ pools {{
 
 /// Debian's plugin configuration plus kernel-libipsec at load priority 2 (loaded before
 /// kernel-netlink, so it handles the IPsec SAs), a private vici socket and a log file.
-fn strongswan_conf(d: &Path) -> String {
+pub(crate) fn strongswan_conf(d: &Path) -> String {
     let d = d.display();
     format!(
         "charon {{
@@ -309,7 +309,7 @@ pub fn start_gateway(lab: &mut Lab, auth: GwAuth) -> Result<Duration> {
 /// namespace whose /run is an empty tmpfs; `dir` (under the lab's /run directory) is
 /// bound back in, so its config, log and vici socket stay where they are. /mnt is only
 /// the private namespace's stepping stone; nothing is mounted on the host.
-fn spawn_charon(lab: &mut Lab, role: &str, name: &str, dir: &Path) -> Result<()> {
+pub(crate) fn spawn_charon(lab: &mut Lab, role: &str, name: &str, dir: &Path) -> Result<()> {
     let ds = dir.display().to_string();
     let script = format!(
         "mount --bind {ds} /mnt && mount -t tmpfs tmpfs /run && mkdir -p {ds} && \
@@ -325,7 +325,7 @@ fn spawn_charon(lab: &mut Lab, role: &str, name: &str, dir: &Path) -> Result<()>
 }
 
 /// `swanctl --load-all` against the charon in `dir` until it answers (15 s at most).
-fn load(lab: &mut Lab, name: &str, dir: &Path, t0: Instant) -> Result<()> {
+pub(crate) fn load(lab: &mut Lab, name: &str, dir: &Path, t0: Instant) -> Result<()> {
     loop {
         std::thread::sleep(Duration::from_millis(50));
         if !lab.is_running(name) {

@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod bench_ent;
+pub mod bench_handover;
 pub mod demo_ent;
 pub mod dhcp;
 pub mod enterprise;

@@ -26,6 +26,11 @@ const USAGE: &str = "usage:
   mipsec-lab bench --enterprise [--secs SECS]
                                    setup outside and its parts (cvc, mc), TCP throughput per
                                    mode against plain routing
+  mipsec-lab bench --handover [--stay SECS] [--repeat N] [--logs DIR]
+                                   handover figures against strongSwan's own client (MOBIKE)
+                                   in the enterprise lab: per move ext-a/ext-nat/int-a, the
+                                   interruption and IKE datagrams for strongSwan, mc and cvc,
+                                   and the ratios
   mipsec-lab up [--plain]          build the lab (and daemons) and wait for Ctrl-C
   mipsec-lab up --enterprise [--cert] [--pcap DIR]
                                    the enterprise lab of RFC 5265 Figure 1: strongSwan gateway
@@ -110,7 +115,10 @@ fn check_args(cmd: &str, args: &[String]) -> Result<(), String> {
             ],
             &["--plain", "--keep", "--flush-nat", "--enterprise", "--cert"],
         ),
-        "bench" => (&["--repeat", "--secs"], &["--tcp-only", "--enterprise"]),
+        "bench" => (
+            &["--repeat", "--secs", "--stay", "--logs"],
+            &["--tcp-only", "--enterprise", "--handover"],
+        ),
         "roam-bench" => (&["--secs"], &[]),
         "up" => (&["--pcap"], &["--plain", "--enterprise", "--cert"]),
         "cleanup" => (&[], &["--all"]),
@@ -203,6 +211,17 @@ fn run(cmd: &str, args: &[String]) -> lab::Result<ExitCode> {
             } else {
                 ExitCode::from(1)
             })
+        }
+        "bench" if flag(args, "--handover") => {
+            let stay = num(args, "--stay", 3.0f64).map_err(bad)?;
+            let repeat = num(args, "--repeat", 1usize).map_err(bad)?;
+            let d = Duration::from_secs_f64(stay);
+            let logs = opt(args, "--logs").map(PathBuf::from);
+            print!(
+                "{}",
+                lab::bench_handover::run(&exe()?, d, repeat, logs.as_deref())?
+            );
+            Ok(ExitCode::SUCCESS)
         }
         "bench" if flag(args, "--enterprise") => {
             let secs = num(args, "--secs", 3.0f64).map_err(bad)?;

@@ -295,6 +295,14 @@ impl Client {
         )
     }
 
+    /// When the probe of the last echo to arrive was sent (µs since start), if any
+    /// came back.
+    pub fn last_echoed_sent_us(&self) -> Option<u64> {
+        let seq = self.shared.echoed.lock().ok()?.last()?.0;
+        let sent = self.shared.sent.lock().ok()?;
+        sent.get(usize::try_from(seq).ok()?).copied()
+    }
+
     /// Number of TCP faults so far.
     pub fn faults(&self) -> usize {
         self.shared.faults.lock().map(|v| v.len()).unwrap_or(0)

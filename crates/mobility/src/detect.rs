@@ -331,6 +331,10 @@ impl MobileNode {
                     }
                 }
                 i.xha_epoch = None;
+                // MN-6: if the TIA was (being) registered through the tunnel, the
+                // i-HA may process that request after the direct one (both waited
+                // in its socket while it was silent) and end bound to the TIA.
+                let told_via_vpn = i.via_vpn.is_pending() || i.via_vpn.is_registered(now);
                 i.via_vpn.reset();
                 // MN-13: inside, only the inner MIP layer. mc could keep its IKE SA,
                 // but a client left running inside keeps the inside address and
@@ -348,6 +352,11 @@ impl MobileNode {
                         "i-HA reply with TNC"
                     };
                     self.set_phase(id, Phase::Inside, reason);
+                }
+                if was == Phase::Outside && told_via_vpn {
+                    // One direct re-registration now, processed after anything
+                    // that still waits there, leaves the binding on this link.
+                    self.iface(id).set(Timer::Rereg, now);
                 }
             }
             DirectOutcome::AcceptedWithoutTnc => {

@@ -49,6 +49,9 @@ struct Rig {
     /// them with `handle_send_failed` when `report_send_failures`, else drops them.
     fail_sends: u32,
     report_send_failures: bool,
+    /// While Some, the i-HA is silent (SIGSTOP): what reaches it waits here, in
+    /// order, as in its socket (see `tests_late.rs`).
+    iha_held: Option<Vec<Transmit>>,
 }
 
 impl Rig {
@@ -95,6 +98,7 @@ impl Rig {
             events: Vec::new(),
             fail_sends: 0,
             report_send_failures: true,
+            iha_held: None,
         }
     }
 
@@ -142,7 +146,6 @@ impl Rig {
             }
             self.sent.push(t.clone());
             let (iha_ok, xha_ok) = self.reach.get(&t.iface).copied().unwrap_or_default();
-            let (n, w) = (self.now, self.wall());
             // A foreign agent on the link relays to the home agent named inside.
             let via_agent = *t.dst.ip() == AGENT;
             let q = mip4::wire::RegistrationRequest::parse(&t.payload).ok();
@@ -165,20 +168,30 @@ impl Rig {
             if !ok {
                 continue;
             }
-            let ha = if to_iha { &mut self.iha } else { &mut self.xha };
-            ha.handle_datagram(n, w, t.src, t.dst, &t.payload);
-            while ha.poll_event().is_some() {}
-            let mut replies = Vec::new();
-            while let Some(r) = ha.poll_transmit() {
-                replies.push(r);
+            if let (true, Some(q)) = (to_iha, self.iha_held.as_mut()) {
+                q.push(t);
+                continue;
             }
-            for r in replies {
-                if to_iha {
-                    self.iha_replies.push(r.payload.clone());
-                }
-                self.node
-                    .handle_datagram(n, w, t.iface, t.via, r.src, &r.payload);
+            self.deliver(t, to_iha);
+        }
+    }
+
+    /// Hands `t` to the home agent it reached and its replies to the node.
+    fn deliver(&mut self, t: Transmit, to_iha: bool) {
+        let (n, w) = (self.now, self.wall());
+        let ha = if to_iha { &mut self.iha } else { &mut self.xha };
+        ha.handle_datagram(n, w, t.src, t.dst, &t.payload);
+        while ha.poll_event().is_some() {}
+        let mut replies = Vec::new();
+        while let Some(r) = ha.poll_transmit() {
+            replies.push(r);
+        }
+        for r in replies {
+            if to_iha {
+                self.iha_replies.push(r.payload.clone());
             }
+            self.node
+                .handle_datagram(n, w, t.iface, t.via, r.src, &r.payload);
         }
     }
 
@@ -838,5 +851,7 @@ fn random_truncated_and_replayed_input_never_panics_nor_opens_a_gate() {
 
 #[path = "tests_hostile.rs"]
 mod hostile;
+#[path = "tests_late.rs"]
+mod late;
 #[path = "tests_shell.rs"]
 mod shell;

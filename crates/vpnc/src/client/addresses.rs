@@ -95,6 +95,23 @@ impl State {
             .interface_rank(&name)
             .is_some_and(|r| self.current_rank().is_none_or(|c| r < c));
         if self.local_ip.is_none() || (better && Some(new) != self.local_ip) {
+            let in_use = established
+                && self
+                    .ike
+                    .as_ref()
+                    .is_some_and(|i| i.local().ip() == std::net::IpAddr::V4(new));
+            if !self.follow && in_use {
+                // Supervised, the carrier came back with the address the IKE SA still
+                // uses: nothing to update (the supervisor commands a move when the
+                // address changes). An UPDATE_SA_ADDRESSES from it here went out just
+                // before the address was replaced, and the supervisor's update from
+                // the new one then waited for its retransmission (about 1 s).
+                tracing::info!("{new} on {name} again: the IKE SA uses it already");
+                self.local_ip = Some(new);
+                self.bind_to(io, &name);
+                self.local_if = Some((ifindex, name));
+                return;
+            }
             tracing::info!("moving to {new} on {name}");
             self.move_to(io, new, ifindex, name);
         }
