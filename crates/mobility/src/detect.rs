@@ -252,13 +252,19 @@ impl MobileNode {
             }
         }
         // The i-HA learns the TIA through the tunnel, unless it already knows it
-        // (MN-14: it is told only when the TIA changes).
+        // (MN-14: it is told only when the TIA changes), or another interface
+        // holds the i-HA's binding inside (MN-2, see `vpn_standby`).
+        let standby = self.vpn_standby(id, now);
         let i = self.iface(id);
+        i.standby = standby;
         if let VpnState::Up { tia } = i.vpn {
             let known = i.via_vpn.care_of() == Some(tia) && i.via_vpn.is_registered(now);
-            if !known && !i.via_vpn.is_pending() {
-                i.via_vpn
-                    .register(now, wall, Iface::vpn_attachment(&cfg, tia));
+            if !known && !standby {
+                // A request still out went by the old path: again, at once.
+                if !i.via_vpn.resend_now(now, wall) {
+                    i.via_vpn
+                        .register(now, wall, Iface::vpn_attachment(&cfg, tia));
+                }
             }
         }
         self.set_phase(id, Phase::Outside, reason);

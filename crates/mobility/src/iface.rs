@@ -136,6 +136,9 @@ pub(crate) struct Iface {
     /// The tunnelling last reported per `Layer` (for `Event::TunnelChanged`).
     pub(crate) last_tunnel: [Option<Tunnel>; 3],
     pub(crate) mode: Option<Mode>,
+    /// MN-2: outside with the VPN up while another interface is open inside:
+    /// the TIA is not registered with the i-HA (see `MobileNode::vpn_standby`).
+    pub(crate) standby: bool,
 }
 
 impl Iface {

@@ -380,7 +380,17 @@ impl World {
                 && self
                     .ifs
                     .keys()
-                    .any(|o| *o != i && matches!(self.node.gate(*o, now), Gate::OpenViaVpn(_)))
+                    .any(|o| *o != i && self.node.phase(*o) == crate::Phase::Outside)
+            {
+                self.truth.get_mut(&i).unwrap().excused = true;
+            }
+            // MN-2: one binding at the i-HA: while another interface is open
+            // inside, an outside one stands by (its gate stays closed).
+            if !g.is_open()
+                && self
+                    .ifs
+                    .keys()
+                    .any(|o| *o != i && matches!(self.node.gate(*o, now), Gate::OpenInside(_)))
             {
                 self.truth.get_mut(&i).unwrap().excused = true;
             }
