@@ -20,6 +20,7 @@ pub mod soak;
 pub mod topo;
 pub mod traffic;
 pub mod transit;
+pub mod twoif;
 
 pub use netns::{Error, Result};
 

@@ -256,7 +256,6 @@ impl MobileNode {
         // holds the i-HA's binding inside (MN-2, see `vpn_standby`).
         let standby = self.vpn_standby(id, now);
         let i = self.iface(id);
-        i.standby = standby;
         if let VpnState::Up { tia } = i.vpn {
             let known = i.via_vpn.care_of() == Some(tia) && i.via_vpn.is_registered(now);
             if !known && !standby {

@@ -1,0 +1,236 @@
+//! Two interfaces at once (MN-2, issue 13 item 3), in the enterprise lab with
+//! `mipsec mn` (`interfaces = ["eth0", "eth1"]`, outside = x-MIP) under TCP both
+//! ways and 5 ms UDP probes: one link inside (mode c) and the other outside (cvc),
+//! each with its own layering; user data takes the proven-inside one; losing it
+//! moves the traffic through the VPN on the other without a TCP reset; its return
+//! brings the traffic back inside. Each test prints its timeline (per step: the
+//! time to the new data path and the longest probe gap). Root and strongSwan are
+//! required.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use lab::gateway::GwAuth;
+use lab::leak::{self, Class, Plan};
+use lab::roam::Outside;
+use lab::scenario::MipLab;
+use lab::topo::Segment;
+use lab::transit::{self, Start, Timeline};
+use lab::twoif::{self, MnLink, ETH0, ETH1};
+
+static LOCK: Mutex<()> = Mutex::new(());
+const OPEN: Duration = Duration::from_secs(20);
+/// Time with the traffic running on a data path.
+const STAY: Duration = Duration::from_secs(2);
+/// The largest probe gap accepted for a change of data path (the figures are
+/// printed; this catches a node that takes far longer than the lab's milliseconds).
+const BOUND_MS: f64 = 3000.0;
+
+fn exe() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_mipsec-lab"))
+}
+
+fn lab_lock(test: &str) -> Option<MutexGuard<'static, ()>> {
+    let g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    if !lab::lab_available(test) {
+        return None;
+    }
+    for p in ["/usr/lib/ipsec/charon", "/usr/sbin/swanctl"] {
+        assert!(
+            Path::new(p).exists(),
+            "{test} needs {p} (scripts/install-deps.sh)"
+        );
+    }
+    Some(g)
+}
+
+/// The enterprise lab with the MN's second link, `mipsec mn` on both, `first` on
+/// `seg` (the other link detached). Returns once `first` carries user data.
+fn start(first: MnLink, seg: Segment) -> MipLab {
+    let mut ml = transit::start_lab(
+        &exe(),
+        GwAuth::Psk,
+        Outside::Xmip,
+        Start::NoNetwork,
+        twoif::INTERFACES,
+    )
+    .unwrap();
+    twoif::add_second_link(&ml.lab).unwrap();
+    twoif::attach(&ml.lab, first, seg).unwrap();
+    ml.start_mn().unwrap();
+    let want = transit::settled_gate(seg);
+    twoif::wait_carrier(&ml, first.ifname, want, OPEN)
+        .unwrap_or_else(|e| panic!("{e}\n{}", ml.lab.log_tail("mn", 40)));
+    ml
+}
+
+/// Octets sent on each link while `f` runs.
+fn sent_during(ml: &MipLab, f: impl FnOnce()) -> (u64, u64) {
+    let b = |n| twoif::tx_bytes(&ml.lab, n).unwrap();
+    let (a0, b0) = (b("eth0"), b("eth1"));
+    f();
+    (b("eth0") - a0, b("eth1") - b0)
+}
+
+/// Asserts that the traffic of the last `STAY` went out on `busy` (megabytes) and
+/// that the other link carried at most control traffic.
+fn assert_carried(test: &str, step: &str, (e0, e1): (u64, u64), busy: &str) {
+    eprintln!("{test}: {step}: sent on eth0 {e0} octets, on eth1 {e1} octets");
+    let (on, off) = if busy == "eth0" { (e0, e1) } else { (e1, e0) };
+    assert!(on > 1_000_000, "{test}: {step}: {busy} carried {on} octets");
+    assert!(
+        off < 100_000,
+        "{test}: {step}: the other link carried {off} octets"
+    );
+}
+
+/// Frames on an outside segment that would be leaks: user data in the clear, any
+/// intranet address except the registration requests to the i-HA (MN-6 detection).
+fn leaks(pcap: &Path) -> (u64, String) {
+    let r = leak::classify_file(&Plan::lab(), "seg", pcap).unwrap();
+    let n = r
+        .by_kind
+        .iter()
+        .filter(|((c, w), _)| {
+            *c == Class::Leak
+                && w != "destination 10.10.0.1 in the clear"
+                && !w.starts_with("ARP sender 10.")
+        })
+        .map(|(_, n)| *n)
+        .sum();
+    let user = transit::clear_user_frames(pcap).unwrap();
+    assert!(
+        user.is_empty(),
+        "{} user frames in the clear in {}",
+        user.len(),
+        pcap.display()
+    );
+    (n, leak::render_one(&r))
+}
+
+/// `inside_link` on int-a (mode c), `outside_link` on ext-a (cvc, the VPN up on
+/// standby): data inside in plaintext; the inside link goes (detached): data
+/// through the VPN on the other; it comes back: data inside again. `inside_first`
+/// says which link is attached first.
+fn inside_plus_outside(test: &str, inside_link: MnLink, outside_link: MnLink, inside_first: bool) {
+    let (i, o) = (inside_link.ifname, outside_link.ifname);
+    let mut ml = if inside_first {
+        let ml = start(inside_link, Segment::IntA);
+        twoif::attach(&ml.lab, outside_link, Segment::ExtA).unwrap();
+        ml
+    } else {
+        let ml = start(outside_link, Segment::ExtA);
+        twoif::attach(&ml.lab, inside_link, Segment::IntA).unwrap();
+        twoif::wait_carrier(&ml, i, "open-inside", OPEN).unwrap();
+        ml
+    };
+    // The outside link: outside, its VPN up, standing by (gate closed: the i-HA's
+    // binding is on the inside link).
+    let (st, _) = ml
+        .wait_mn(OPEN, |v| {
+            twoif::iface(v, o)["state"] == "outside" && v["tia"].is_string()
+        })
+        .unwrap_or_else(|e| panic!("{e}\n{}", ml.lab.log_tail("mn", 40)));
+    eprintln!("{test}: both links up: {st}");
+    assert!(twoif::carries(&st, i), "{st}");
+    assert_eq!(twoif::gate(&st, i), "open-inside", "{st}");
+    assert_eq!(twoif::iface(&st, i)["mode"], "c", "{st}");
+    assert_eq!(twoif::gate(&st, o), "closed", "{st}");
+    assert!(
+        twoif::iface(&st, o)["last_change"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("standby"),
+        "{st}"
+    );
+    assert_eq!(twoif::iface(&st, o)["vpn"], true, "{st}");
+    let starts = lab::mip::get_u64(&st, &["counters", "vpn_starts"]);
+
+    let dir = ml.lab.dir.join("pcap");
+    let ext_pcap = dir.join("ext-a.pcap");
+    transit::capture(&mut ml.lab, "cap-ext-a", "br-exta", &ext_pcap).unwrap();
+    let mut tl = Timeline::start(&ml, &format!("{i} int-a + {o} ext-a")).unwrap();
+    let sent = sent_during(&ml, || std::thread::sleep(STAY));
+    assert_carried(test, "both up", sent, i);
+
+    // The inside link goes: through the VPN on the other, at once.
+    tl.mark(format!("{i} away"));
+    let t0 = Instant::now();
+    twoif::detach(&ml.lab, inside_link).unwrap();
+    let (st, _) = twoif::wait_carrier(&ml, o, "open-vpn", OPEN)
+        .unwrap_or_else(|e| panic!("{e}\n{}", ml.lab.log_tail("mn", 40)));
+    tl.opened(t0.elapsed(), "cvc");
+    eprintln!(
+        "{test}: {i} away: {o} open-vpn after {:?}: {st}",
+        t0.elapsed()
+    );
+    assert_eq!(twoif::iface(&st, o)["mode"], "cvc", "{st}");
+    assert_ne!(twoif::gate(&st, i), "open-inside", "{st}");
+    let sent = sent_during(&ml, || std::thread::sleep(STAY));
+    assert_carried(test, &format!("{i} away"), sent, o);
+
+    // It comes back: inside again, the VPN stays up on standby.
+    tl.mark(format!("{i} back"));
+    let t0 = Instant::now();
+    twoif::attach(&ml.lab, inside_link, Segment::IntA).unwrap();
+    let (st, _) = twoif::wait_carrier(&ml, i, "open-inside", OPEN)
+        .unwrap_or_else(|e| panic!("{e}\n{}", ml.lab.log_tail("mn", 40)));
+    tl.opened(t0.elapsed(), "c");
+    eprintln!(
+        "{test}: {i} back: open-inside after {:?}: {st}",
+        t0.elapsed()
+    );
+    assert_eq!(twoif::gate(&st, o), "closed", "{st}");
+    let sent = sent_during(&ml, || std::thread::sleep(STAY));
+    assert_carried(test, &format!("{i} back"), sent, i);
+
+    let (rec, legs) = tl.finish();
+    eprintln!("{test}:\n{}", transit::render_legs(&legs));
+    assert!(
+        rec.faults.is_empty(),
+        "{test}: TCP broke: {:?}\n{}",
+        rec.faults,
+        ml.lab.log_tail("mn", 40)
+    );
+    for l in legs.iter().skip(1) {
+        assert!(
+            l.interruption_ms < BOUND_MS && l.up_bytes > 0 && l.down_bytes > 0,
+            "{test}: {}: {l:?}\n{}",
+            l.label,
+            ml.lab.log_tail("mn", 40)
+        );
+    }
+    // One IKE for the whole test: the VPN waited on standby.
+    let st = ml.mn_status().unwrap();
+    assert_eq!(
+        lab::mip::get_u64(&st, &["counters", "vpn_starts"]),
+        starts,
+        "{st}"
+    );
+    ml.lab.stop("cap-ext-a", libc::SIGINT);
+    let (bad, report) = leaks(&ext_pcap);
+    eprintln!("{test}: ext-a: {report}");
+    assert_eq!(bad, 0, "{test}: leaks on ext-a:\n{report}");
+}
+
+/// eth0 on int-a (inside, c) first, then eth1 on ext-a (outside, cvc).
+#[test]
+fn eth0_inside_eth1_outside() {
+    let Some(_g) = lab_lock("eth0_inside_eth1_outside") else {
+        return;
+    };
+    inside_plus_outside("eth0_inside_eth1_outside", ETH0, ETH1, true);
+}
+
+/// The reverse: eth0 on ext-a (cvc, carrying data through the VPN) first, then eth1
+/// comes up on int-a and takes the data inside.
+#[test]
+fn eth0_outside_then_eth1_inside() {
+    let Some(_g) = lab_lock("eth0_outside_then_eth1_inside") else {
+        return;
+    };
+    inside_plus_outside("eth0_outside_then_eth1_inside", ETH1, ETH0, false);
+}
