@@ -101,6 +101,22 @@ fn leaks(pcap: &Path) -> (u64, String) {
         })
         .map(|(_, n)| *n)
         .sum();
+    let p = pcap.display().to_string();
+    let not_rrq = lab::netns::run(
+        "tshark",
+        &[
+            "-n",
+            "-r",
+            &p,
+            "-Y",
+            "ip.dst == 10.10.0.1 && !(mip.type == 1)",
+        ],
+    )
+    .unwrap();
+    assert!(
+        not_rrq.trim().is_empty(),
+        "to the i-HA, not a request:\n{not_rrq}"
+    );
     let user = transit::clear_user_frames(pcap).unwrap();
     assert!(
         user.is_empty(),
@@ -117,16 +133,23 @@ fn leaks(pcap: &Path) -> (u64, String) {
 /// says which link is attached first.
 fn inside_plus_outside(test: &str, inside_link: MnLink, outside_link: MnLink, inside_first: bool) {
     let (i, o) = (inside_link.ifname, outside_link.ifname);
-    let mut ml = if inside_first {
-        let ml = start(inside_link, Segment::IntA);
-        twoif::attach(&ml.lab, outside_link, Segment::ExtA).unwrap();
-        ml
+    let (first, first_seg, second, second_seg) = if inside_first {
+        (inside_link, Segment::IntA, outside_link, Segment::ExtA)
     } else {
-        let ml = start(outside_link, Segment::ExtA);
-        twoif::attach(&ml.lab, inside_link, Segment::IntA).unwrap();
-        twoif::wait_carrier(&ml, i, "open-inside", OPEN).unwrap();
-        ml
+        (outside_link, Segment::ExtA, inside_link, Segment::IntA)
     };
+    let mut ml = start(first, first_seg);
+    let dir = ml.lab.dir.join("pcap");
+    let ext_pcap = dir.join("ext-a.pcap");
+    transit::capture(&mut ml.lab, "cap-ext-a", "br-exta", &ext_pcap).unwrap();
+    let mut tl = Timeline::start(&ml, &format!("{} {}", first.ifname, first_seg.name())).unwrap();
+    std::thread::sleep(STAY);
+
+    // The second link comes up: the data stays inside, or moves there.
+    tl.mark(format!("+ {} {}", second.ifname, second_seg.name()));
+    let t0 = Instant::now();
+    twoif::attach(&ml.lab, second, second_seg).unwrap();
+    twoif::wait_carrier(&ml, i, "open-inside", OPEN).unwrap();
     // The outside link: outside, its VPN up, standing by (gate closed: the i-HA's
     // binding is on the inside link).
     let (st, _) = ml
@@ -134,7 +157,8 @@ fn inside_plus_outside(test: &str, inside_link: MnLink, outside_link: MnLink, in
             twoif::iface(v, o)["state"] == "outside" && v["tia"].is_string()
         })
         .unwrap_or_else(|e| panic!("{e}\n{}", ml.lab.log_tail("mn", 40)));
-    eprintln!("{test}: both links up: {st}");
+    tl.opened(t0.elapsed(), "c");
+    eprintln!("{test}: both links up after {:?}: {st}", t0.elapsed());
     assert!(twoif::carries(&st, i), "{st}");
     assert_eq!(twoif::gate(&st, i), "open-inside", "{st}");
     assert_eq!(twoif::iface(&st, i)["mode"], "c", "{st}");
@@ -148,11 +172,6 @@ fn inside_plus_outside(test: &str, inside_link: MnLink, outside_link: MnLink, in
     );
     assert_eq!(twoif::iface(&st, o)["vpn"], true, "{st}");
     let starts = lab::mip::get_u64(&st, &["counters", "vpn_starts"]);
-
-    let dir = ml.lab.dir.join("pcap");
-    let ext_pcap = dir.join("ext-a.pcap");
-    transit::capture(&mut ml.lab, "cap-ext-a", "br-exta", &ext_pcap).unwrap();
-    let mut tl = Timeline::start(&ml, &format!("{i} int-a + {o} ext-a")).unwrap();
     let sent = sent_during(&ml, || std::thread::sleep(STAY));
     assert_carried(test, "both up", sent, i);
 
@@ -233,4 +252,58 @@ fn eth0_outside_then_eth1_inside() {
         return;
     };
     inside_plus_outside("eth0_outside_then_eth1_inside", ETH1, ETH0, false);
+}
+
+/// Both links outside: eth0 on ext-a, eth1 on ext-nat. The x-MIP layer (and the
+/// VPN run over it) exists once: eth0 holds it and carries the data, eth1 waits
+/// (detecting, gate closed). eth0 goes: eth1 registers with the x-HA and the VPN
+/// starts over from it (a new IKE); TCP survives.
+#[test]
+fn both_outside_the_second_takes_over() {
+    let test = "both_outside_the_second_takes_over";
+    let Some(_g) = lab_lock(test) else {
+        return;
+    };
+    let mut ml = start(ETH0, Segment::ExtA);
+    let mut tl = Timeline::start(&ml, "eth0 ext-a").unwrap();
+    std::thread::sleep(STAY);
+    tl.mark("+ eth1 ext-nat");
+    twoif::attach(&ml.lab, ETH1, Segment::ExtNat).unwrap();
+    let (st, _) = ml
+        .wait_mn(OPEN, |v| twoif::iface(v, "eth1")["state"] == "detecting")
+        .unwrap();
+    std::thread::sleep(STAY);
+    let st2 = ml.mn_status().unwrap();
+    eprintln!("{test}: both links up: {st2}");
+    assert!(twoif::carries(&st2, "eth0"), "{st2}");
+    assert_eq!(twoif::gate(&st2, "eth1"), "closed", "{st} {st2}");
+    let sent = sent_during(&ml, || std::thread::sleep(STAY));
+    assert_carried(test, "both up", sent, "eth0");
+
+    tl.mark("eth0 away");
+    let t0 = Instant::now();
+    twoif::detach(&ml.lab, ETH0).unwrap();
+    let (st, _) = twoif::wait_carrier(&ml, "eth1", "open-vpn", OPEN)
+        .unwrap_or_else(|e| panic!("{e}\n{}", ml.lab.log_tail("mn", 40)));
+    tl.opened(t0.elapsed(), "cvc");
+    eprintln!(
+        "{test}: eth0 away: eth1 open-vpn after {:?}: {st}",
+        t0.elapsed()
+    );
+    let sent = sent_during(&ml, || std::thread::sleep(STAY));
+    assert_carried(test, "eth0 away", sent, "eth1");
+
+    let (rec, legs) = tl.finish();
+    eprintln!("{test}:\n{}", transit::render_legs(&legs));
+    assert!(
+        rec.faults.is_empty(),
+        "{test}: TCP broke: {:?}\n{}",
+        rec.faults,
+        ml.lab.log_tail("mn", 40)
+    );
+    let last = legs.last().unwrap();
+    assert!(
+        last.interruption_ms < 6000.0 && last.up_bytes > 0 && last.down_bytes > 0,
+        "{test}: {last:?}"
+    );
 }

@@ -303,10 +303,8 @@ impl Daemon {
                 }
             }
             // MN-2: only the interface the client runs for can stop it.
-            mobility::Action::StopVpn { iface } => {
-                if self.vpn_iface().is_none_or(|v| v == iface) {
-                    self.stop_vpn("inside").await
-                }
+            mobility::Action::StopVpn { iface } if self.vpn_iface().is_none_or(|v| v == iface) => {
+                self.stop_vpn("inside").await
             }
             _ => {}
         }

@@ -312,6 +312,7 @@ impl MobileNode {
                 last_tunnel: [None; 3],
                 mode: None,
                 standby: false,
+                xmip_waiting: false,
             }
         })
     }
@@ -803,8 +804,28 @@ impl MobileNode {
         }
     }
 
+    /// MN-2: the x-MIP layer (the x-home address) exists once. An interface
+    /// that found it held by another while detecting asks the x-HA the moment
+    /// that one lets go (went down, or inside), instead of after its own round of
+    /// i-HA retransmissions.
+    fn release_xmip(&mut self, now: Instant, wall: SystemTime) {
+        let ids: Vec<IfaceId> = self.ifaces.keys().copied().collect();
+        for id in ids {
+            let free = !self.xmip_held_by_other(id);
+            let Some(i) = self.ifaces.get_mut(&id) else {
+                continue;
+            };
+            if i.xmip_waiting && free && i.phase == Phase::Detecting {
+                i.xmip_waiting = false;
+                i.xha_failed = false;
+                self.xha_register(now, wall, id);
+            }
+        }
+    }
+
     /// After every input: collect datagrams, report gate and tunnel changes.
     fn flush(&mut self, now: Instant, wall: SystemTime) {
+        self.release_xmip(now, wall);
         self.reconcile_bindings(now, wall);
         let ids: Vec<IfaceId> = self.ifaces.keys().copied().collect();
         for id in ids {

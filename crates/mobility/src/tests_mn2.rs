@@ -76,3 +76,24 @@ fn mn2_the_i_ha_binding_follows_the_interface_inside_and_the_vpn_waits_on_standb
         Some((1, Gate::OpenInside(Mode::C)))
     );
 }
+
+#[test]
+fn mn2_with_two_interfaces_outside_the_waiting_one_takes_over_at_once() {
+    let mut c = cfg();
+    c.interface_order = vec![2, 1];
+    let mut r = Rig::new(c);
+    outside_cvc(&mut r, 2);
+    // Interface 1 on another outside network: the x-home address exists once, so
+    // it waits (detecting, gate closed) while interface 2 holds the x-MIP layer.
+    r.attach(1, Ipv4Addr::new(192, 168, 2, 9), false, true);
+    r.advance(Duration::from_secs(10));
+    assert_eq!(r.node.phase(1), Phase::Detecting);
+    assert_eq!(r.gate(1), Gate::Closed);
+    assert_eq!(r.sent_to(1, X_HA), 0);
+    // Interface 2 goes: interface 1 registers with the x-HA at once, not after its
+    // round of i-HA retransmissions.
+    r.link(2, LinkEvent::CarrierDown);
+    assert_eq!(r.sent_to(1, X_HA), 1);
+    assert_eq!(r.node.phase(1), Phase::Outside);
+    assert!(r.took_action(|a| matches!(a, Action::StartIke { iface: 1, .. })));
+}

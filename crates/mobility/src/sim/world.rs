@@ -376,12 +376,7 @@ impl World {
         for i in ids {
             let g = self.node.gate(i, now);
             g.hash(&mut self.hasher);
-            if !self.sc.mobike
-                && self
-                    .ifs
-                    .keys()
-                    .any(|o| *o != i && self.node.phase(*o) == crate::Phase::Outside)
-            {
+            if !self.sc.mobike && self.ifs.keys().any(|o| *o != i && self.node.holds_xmip(*o)) {
                 self.truth.get_mut(&i).unwrap().excused = true;
             }
             // MN-2: one binding at the i-HA: while another interface is open
