@@ -264,7 +264,7 @@ fn both_outside_the_second_takes_over() {
     let Some(_g) = lab_lock(test) else {
         return;
     };
-    let mut ml = start(ETH0, Segment::ExtA);
+    let ml = start(ETH0, Segment::ExtA);
     let mut tl = Timeline::start(&ml, "eth0 ext-a").unwrap();
     std::thread::sleep(STAY);
     tl.mark("+ eth1 ext-nat");
