@@ -354,9 +354,12 @@ impl Daemon {
                     Err(e) => warn!("tun receive: {e}"),
                 },
                 li = any_readable(&self.links, |l| Some(&l.icmp_rx)) => {
-                    while let Some(Ok((n, _))) =
-                        self.links.get(li).map(|l| l.icmp_rx.try_recv_from(&mut ibuf))
-                    {
+                    for _ in 0..=crate::shell::BATCH {
+                        let Some(Ok((n, _))) =
+                            self.links.get(li).map(|l| l.icmp_rx.try_recv_from(&mut ibuf))
+                        else {
+                            break;
+                        };
                         self.on_icmp(li, &ibuf[..n]);
                     }
                 },
