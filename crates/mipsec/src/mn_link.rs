@@ -63,7 +63,7 @@ impl Link {
         let ifindex = nl
             .ifindex(name)
             .await
-            .map_err(io_err(&format!("interface {name}")))?;
+            .map_err(|e| format!("interface {name}: {e}"))?;
         let icmp_rx = RawIp::open_with(
             1,
             &RawIpOptions {
