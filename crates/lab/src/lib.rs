@@ -17,6 +17,7 @@ pub mod netns;
 pub mod roam;
 pub mod scenario;
 pub mod soak;
+pub mod testing;
 pub mod topo;
 pub mod traffic;
 pub mod transit;

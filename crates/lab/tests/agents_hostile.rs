@@ -1,31 +1,19 @@
 //! Foreign and home agents on hostile links and after crashes (issue 18): a stranger's
 //! host on the foreign agent's link (namespace `ev`, 10.30.0.66) forging requests and
 //! sending bad input, and `kill -9` of each daemon followed by a restart. Root only;
-//! like lab.rs, a mutex runs the labs one at a time.
+//! `lab::testing::lab_lock` runs the labs one at a time.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::path::PathBuf;
-use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use lab::mip::{self, Request, FLAG_T, PROBE_HOA};
 use lab::netns::ip;
 use lab::scenario::MipLab;
+use lab::testing::{exe, lab_in_foreign_mode, lab_lock, wait_until};
 use lab::topo::{Segment, FA_ADDR, HA_ADDR, MN_HOME, STRANGER_ADDR};
 use serde_json::Value;
-
-static LOCK: Mutex<()> = Mutex::new(());
-
-fn exe() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_mipsec-lab"))
-}
-
-fn lab_lock(test: &str) -> Option<MutexGuard<'static, ()>> {
-    let g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    lab::lab_available(test).then_some(g)
-}
 
 /// The link-layer address of `ifname` in the namespace of `role`.
 fn mac_of(ml: &MipLab, role: &str, ifname: &str) -> String {
@@ -100,16 +88,6 @@ fn forged_request(home: Ipv4Addr) -> Vec<u8> {
     mip::encode_request(&r, mip::MN_SPI, b"a guessed key!!!")
 }
 
-fn mn_in_foreign_mode() -> MipLab {
-    let mut ml = MipLab::start(&exe(), true, 300).unwrap();
-    ml.lab.move_mn(Segment::IntB).unwrap();
-    ml.wait_mn(Duration::from_secs(10), |v| {
-        v["mode"] == "foreign" && v["registered"] == true
-    })
-    .unwrap();
-    ml
-}
-
 /// One forged request from a stranger on the visited link does not take the visitor's
 /// traffic: the agent's permanent neighbour entry for the home address keeps the node's
 /// link-layer address, the visitor list is unchanged and the node's traffic still
@@ -120,7 +98,7 @@ fn forged_request_from_a_stranger_does_not_hijack_the_visitor() {
     let Some(_g) = lab_lock("forged_request_from_a_stranger_does_not_hijack_the_visitor") else {
         return;
     };
-    let ml = mn_in_foreign_mode();
+    let ml = lab_in_foreign_mode();
     let mn_mac = mac_of(&ml, "mn", "eth0");
     let ev_mac = mac_of(&ml, "ev", "eth0");
     assert_eq!(
@@ -292,17 +270,6 @@ fn net_state(ml: &MipLab, role: &str) -> String {
         out += &format!("## ip {}\n{}\n", args.join(" "), lines.join("\n"));
     }
     out
-}
-
-fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let t0 = std::time::Instant::now();
-    while t0.elapsed() < timeout {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    f()
 }
 
 /// kill -9 of the foreign agent while it serves a visitor leaves its rule, permanent

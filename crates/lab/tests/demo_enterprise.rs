@@ -5,24 +5,17 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use std::path::Path;
 use std::process::Command;
-use std::sync::Mutex;
 
-static LOCK: Mutex<()> = Mutex::new(());
+use lab::testing::{exe, lab_lock_needing};
 
 fn demo(mode: &str) {
-    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let test = format!("demo_enterprise_{mode}");
-    if !lab::lab_available(&test) {
+    let Some(_g) = lab_lock_needing(&test, &["/usr/lib/ipsec/charon"]) else {
         return;
-    }
-    assert!(
-        Path::new("/usr/lib/ipsec/charon").exists(),
-        "{test} needs strongSwan (scripts/install-deps.sh)"
-    );
+    };
     let dir = std::env::temp_dir().join(format!("mipsec-demo-{mode}-{}", std::process::id()));
-    let out = Command::new(env!("CARGO_BIN_EXE_mipsec-lab"))
+    let out = Command::new(exe())
         .args([
             "demo",
             "--enterprise",

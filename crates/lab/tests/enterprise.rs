@@ -7,38 +7,24 @@
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::{Mutex, MutexGuard};
+use std::path::Path;
+use std::sync::MutexGuard;
 use std::time::{Duration, Instant};
 
 use lab::enterprise::{self, fw_counters, GwAuth, MN_XHOME, PROBE_XHOME, XHA_ADDR, XHA_INNER};
 use lab::gateway;
 use lab::mip::{self, Request, FLAG_T, PROBE_HOA, PROBE_KEY, PROBE_SPI};
 use lab::netns;
+use lab::testing::{count, exe, lab_lock_needing, tshark, FLAGGED, PKI, STRONGSWAN};
 use lab::topo::{Lab, Segment, HA_ADDR};
 use serde_json::Value;
-
-static LOCK: Mutex<()> = Mutex::new(());
-
-fn exe() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_mipsec-lab"))
-}
 
 /// One test at a time (charon and the daemons are heavy on 2 cores); None after a loud
 /// SKIP when the lab cannot run. strongSwan is required, not optional.
 fn lab_lock(test: &str) -> Option<MutexGuard<'static, ()>> {
-    let g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    if !lab::lab_available(test) {
-        return None;
-    }
-    for p in ["/usr/lib/ipsec/charon", "/usr/sbin/swanctl", "/usr/bin/pki"] {
-        assert!(
-            Path::new(p).exists(),
-            "{test} needs strongSwan ({p}; scripts/install-deps.sh)"
-        );
-    }
-    Some(g)
+    let mut needs = STRONGSWAN.to_vec();
+    needs.push(PKI);
+    lab_lock_needing(test, &needs)
 }
 
 /// A request signed with the lab's probe key, asking for reverse tunnelling.
@@ -85,32 +71,9 @@ fn diff(a: &BTreeMap<String, u64>, b: &BTreeMap<String, u64>) -> BTreeMap<String
         .collect()
 }
 
-fn tshark(file: &Path, extra: &[&str]) -> String {
-    let out = Command::new("tshark")
-        .arg("-n")
-        .arg("-r")
-        .arg(file)
-        .args(extra)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "tshark {extra:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn count(file: &Path, filter: &str) -> usize {
-    tshark(file, &["-Y", filter]).lines().count()
-}
-
 /// Frames tshark flags as malformed or with an expert warning.
 fn flagged(f: &Path) -> String {
-    tshark(
-        f,
-        &["-Y", "_ws.malformed || _ws.expert.severity >= \"Warning\""],
-    )
+    tshark(f, &["-Y", FLAGGED])
 }
 
 fn agent_status(lab: &Lab, sock: &str) -> Value {

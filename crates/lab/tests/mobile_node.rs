@@ -1,31 +1,19 @@
 //! The mobile node on hostile and failing networks (issue 16 items 5 and the MN's
 //! kill -9 behaviour): a rogue agent advertising on a visited link, a home agent
 //! restarted without its bindings, and `kill -9` of `mipsec mn` itself. Root only;
-//! like lab.rs, a mutex runs the labs one at a time.
+//! `lab::testing::lab_lock` runs the labs one at a time.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
 use std::process::Command;
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use lab::mip;
 use lab::netns::ip;
 use lab::scenario::MipLab;
+use lab::testing::{exe, lab_in_foreign_mode, lab_lock, ping_home_from_cn};
 use lab::topo::{Segment, CN_ADDR, MN_HOME};
-
-static LOCK: Mutex<()> = Mutex::new(());
-
-fn exe() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_mipsec-lab"))
-}
-
-fn lab_lock(test: &str) -> Option<MutexGuard<'static, ()>> {
-    let g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    lab::lab_available(test).then_some(g)
-}
 
 /// `ip route get <dst> from <src>` in the MN namespace.
 fn route_get(ml: &MipLab, dst: Ipv4Addr) -> String {
@@ -39,30 +27,6 @@ fn sysctl(ml: &MipLab, key: &str) -> String {
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// Pings from the CN to the home address; returns how many came back.
-fn ping_home_from_cn(ml: &MipLab, count: u32) -> usize {
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ml.lab.ns("cn"),
-            "ping",
-            "-n",
-            "-q",
-            "-i",
-            "0.2",
-        ])
-        .args(["-W", "1", "-c", &count.to_string(), &MN_HOME.to_string()])
-        .output()
-        .expect("ping");
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.split(',')
-        .find(|f| f.contains("received"))
-        .and_then(|f| f.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
 }
 
 /// kill -9 of the mobile node while it is registered away from home leaves no
@@ -157,7 +121,7 @@ fn rogue_agent_advertisement_keeps_the_working_registration() {
         .spawn("ev", "rogue", &["mipsec", "fa", "--config", &cfg])
         .unwrap();
     std::thread::sleep(Duration::from_secs(1));
-    let got = ping_home_from_cn(&ml, 25);
+    let got = ping_home_from_cn(&ml, 25, "0.2");
     let st = ml.mn_status().unwrap();
     eprintln!("rogue on int-a: {got}/25 pings; {}", mip::mn_summary(&st));
     assert!(
@@ -300,12 +264,7 @@ fn foreign_agent_clean_restart_re_registers_promptly() {
     let Some(_g) = lab_lock("foreign_agent_clean_restart_re_registers_promptly") else {
         return;
     };
-    let mut ml = MipLab::start(&exe(), true, 300).unwrap();
-    ml.lab.move_mn(Segment::IntB).unwrap();
-    ml.wait_mn(Duration::from_secs(10), |v| {
-        v["mode"] == "foreign" && v["registered"] == true
-    })
-    .unwrap();
+    let mut ml = lab_in_foreign_mode();
     // Down for a moment, and down for longer than the advertisement lifetime.
     for down in [Duration::ZERO, Duration::from_secs(5)] {
         std::thread::sleep(Duration::from_secs(2));
@@ -336,7 +295,7 @@ fn foreign_agent_clean_restart_re_registers_promptly() {
             fa.to_string().contains(&MN_HOME.to_string()),
             "the new agent lists us: {fa}"
         );
-        let got = ping_home_from_cn(&ml, 10);
+        let got = ping_home_from_cn(&ml, 10, "0.2");
         assert!(
             got >= 8,
             "CN reaches the node after the FA restart: {got}/10 ({:?})",
@@ -380,7 +339,11 @@ fn without_tnc_the_gate_stays_closed_and_status_says_why() {
         !ml.echo_ok(Some(MN_HOME), Duration::from_secs(2)),
         "no user data outside"
     );
-    assert_eq!(ping_home_from_cn(&ml, 5), 0, "nothing inbound either");
+    assert_eq!(
+        ping_home_from_cn(&ml, 5, "0.2"),
+        0,
+        "nothing inbound either"
+    );
     // The i-HA now trusts the lab's networks (TNC); a move proves the new link.
     ml.lab.stop("ha", libc::SIGTERM);
     mip::write_private(std::path::Path::new(&ml.ha_cfg), &trusting).unwrap();

@@ -9,20 +9,17 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use lab::enterprise;
 use lab::gateway::GwAuth;
 use lab::roam::Outside;
+use lab::testing::{exe, lab_lock_needing, STRONGSWAN};
 use lab::topo::Segment;
 use lab::transit::{self, Start, Timeline};
 
 const USER: u32 = 60;
-
-fn exe() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_mipsec-lab"))
-}
 
 /// (IPv4 lengths outermost first, UDP destination ports) of each probe frame.
 fn probe_frames(pcap: &Path, keys: &str) -> Vec<(Vec<u32>, Vec<u32>)> {
@@ -157,13 +154,9 @@ fn run(outside: Outside, route: &[(Segment, &str)]) {
 
 #[test]
 fn per_packet_overhead_per_mode() {
-    if !lab::lab_available("per_packet_overhead_per_mode") {
+    let Some(_g) = lab_lock_needing("per_packet_overhead_per_mode", STRONGSWAN) else {
         return;
-    }
-    assert!(
-        Path::new("/usr/lib/ipsec/charon").exists(),
-        "strongSwan needed"
-    );
+    };
     run(
         Outside::Xmip,
         &[

@@ -186,7 +186,7 @@ fn status_params(
     (!m.is_empty() || bindings).then_some(serde_json::Value::Object(m))
 }
 
-fn daemon(f: impl FnOnce() -> Result<(), String>) -> i32 {
+fn daemon<E: std::fmt::Display>(f: impl FnOnce() -> Result<(), E>) -> i32 {
     match f() {
         Ok(()) => 0,
         Err(e) => {

@@ -7,7 +7,8 @@
 //! the TUN moves one plain packet per read and write, as before; the raw socket is
 //! still batched.
 
-use crate::shell::{open_tunnel, open_tunnel_with};
+use crate::drops::DropReason;
+use crate::shell::{open_tunnel, open_tunnel_with, SetupError};
 use netio::coalesce::Coalescer;
 use netio::offload::{segment, PacketList, VnetHdr};
 use netio::raw::RawIp;
@@ -32,7 +33,7 @@ pub(crate) struct DataPath {
 }
 
 /// Opens a tunnel device, with offloads when `offload` and the kernel agrees.
-pub(crate) fn open(name: &str, offload: bool) -> Result<(Tun, u32, DataPath), String> {
+pub(crate) fn open(name: &str, offload: bool) -> Result<(Tun, u32, DataPath), SetupError> {
     let opened = if offload {
         match open_tunnel_with(name, Some(TUN_F_CSUM | TUN_F_TSO4)) {
             Ok(t) => Some(t),
@@ -76,14 +77,14 @@ pub(crate) fn buffers() -> (RawRecvBatch, Vec<u8>) {
 
 impl DataPath {
     /// Takes one TUN read (`buf`, with its virtio header when offloading) apart into
-    /// wire-ready packets ([`DataPath::packets`]). The error is a drop reason.
-    pub fn take_tun_read(&mut self, buf: &[u8]) -> Result<(), &'static str> {
+    /// wire-ready packets ([`DataPath::packets`]). The error is why the read is dropped.
+    pub fn take_tun_read(&mut self, buf: &[u8]) -> Result<(), DropReason> {
         self.segs.clear();
         if !self.offload {
             self.segs.push(buf);
             return Ok(());
         }
-        let (h, p) = VnetHdr::parse(buf).map_err(|_| "bad offload packet from tun")?;
+        let (h, p) = VnetHdr::parse(buf).map_err(|_| DropReason::BadOffloadPacket)?;
         match segment(&h, p, &mut self.segs) {
             Ok(n) => {
                 if n > 1 {
@@ -94,7 +95,7 @@ impl DataPath {
             }
             Err(e) => {
                 debug!("tun packet: {e}");
-                Err("bad offload packet from tun")
+                Err(DropReason::BadOffloadPacket)
             }
         }
     }

@@ -15,9 +15,10 @@
 //! sent as Ethernet frames to the link-layer address the core names, so a request
 //! from a stranger on the link leaves nothing behind.
 
-use crate::config::FaFile;
+use crate::config::{ConfigError, FaFile};
 use crate::control::{ControlServer, StatusRequest};
-use crate::shell::{io_err, PROTO_FA};
+use crate::drops::{DropCounts, DropReason};
+use crate::shell::{io_err, os_err, SetupError, PROTO_FA};
 use futures::TryStreamExt;
 use mip4::auth::SecurityAssociation;
 use mip4::fa::{DeliveryStyle, FaConfig, FaEvent, FaTransmit, ForeignAgent, Visitor};
@@ -36,9 +37,32 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+/// Why the foreign agent could not start, or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration file (the message names file, line and field).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A socket, device or system setting could not be set up.
+    #[error(transparent)]
+    Setup(#[from] SetupError),
+    /// The visited link's interface has no 6-octet hardware address.
+    #[error("{0}: not an Ethernet interface")]
+    NotEthernet(String),
+    /// The control socket (`control_socket`) could not be created.
+    #[error("control socket {}: {source}", path.display())]
+    ControlSocket {
+        /// The configured path.
+        path: std::path::PathBuf,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// Runs the foreign agent until SIGINT or SIGTERM.
-pub fn run(config: &Path) -> Result<(), String> {
-    let file = FaFile::load(config).map_err(|e| e.to_string())?;
+pub fn run(config: &Path) -> Result<(), Error> {
+    let file = FaFile::load(config)?;
     crate::shell::block_on(async move {
         let mut d = Daemon::start(file).await?;
         let r = d.run().await;
@@ -53,13 +77,12 @@ struct Counters {
     forwarded_bytes: u64,
     reverse_packets: u64,
     reverse_bytes: u64,
-    drops: BTreeMap<&'static str, u64>,
+    drops: DropCounts,
 }
 
 impl Counters {
-    fn drop(&mut self, why: &'static str) {
-        *self.drops.entry(why).or_default() += 1;
-        debug!(reason = why, "packet dropped");
+    fn drop(&mut self, why: DropReason) {
+        self.drops.count(why);
     }
 }
 
@@ -88,7 +111,7 @@ struct Daemon {
 }
 
 impl Daemon {
-    async fn start(file: FaFile) -> Result<Daemon, String> {
+    async fn start(file: FaFile) -> Result<Daemon, Error> {
         let f = &file.fa;
         let mut cfg = FaConfig::new(f.address, f.prefix_len);
         cfg.adv_interval = Duration::from_millis(f.advertisement_interval_ms);
@@ -118,7 +141,7 @@ impl Daemon {
             .mac
             .as_slice()
             .try_into()
-            .map_err(|_| format!("{}: not an Ethernet interface", f.interface))?;
+            .map_err(|_| Error::NotEthernet(f.interface.clone()))?;
         take_over_leftovers(&nl, ifindex, f.reverse_table).await;
         let (tun, tun_ifindex, dp) = crate::datapath::open(&f.tunnel_device, f.offload)?;
         for (path, v) in [
@@ -179,13 +202,16 @@ impl Daemon {
             warn!("reverse-tunnel table {}: {e}", f.reverse_table);
         }
         let (ctl_tx, ctl_rx) = mpsc::channel(8);
-        let ctl = match &f.control_socket {
-            Some(p) => Some(
-                ControlServer::start(p, ctl_tx)
-                    .map_err(|e| format!("control socket {}: {e}", p.display()))?,
-            ),
-            None => None,
-        };
+        let ctl =
+            match &f.control_socket {
+                Some(p) => Some(ControlServer::start(p, ctl_tx).map_err(|source| {
+                    Error::ControlSocket {
+                        path: p.clone(),
+                        source,
+                    }
+                })?),
+                None => None,
+            };
         info!(address = %f.address, interface = %f.interface, "foreign agent started");
         Ok(Daemon {
             file,
@@ -208,9 +234,9 @@ impl Daemon {
         })
     }
 
-    async fn run(&mut self) -> Result<(), String> {
-        let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
-        let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    async fn run(&mut self) -> Result<(), Error> {
+        let mut term = signal(SignalKind::terminate()).map_err(os_err("signal handler"))?;
+        let mut int = signal(SignalKind::interrupt()).map_err(os_err("signal handler"))?;
         let mut ubuf = vec![0u8; 65536];
         let mut ibuf = vec![0u8; 65536];
         let (mut rrb, mut tbuf) = crate::datapath::buffers();
@@ -311,7 +337,7 @@ impl Daemon {
             // From a visiting node on our link.
             match self.mac_of(*from.ip()).await {
                 Some(mac) => mac,
-                None => return self.counters.drop("no link-layer address for the sender"),
+                None => return self.counters.drop(DropReason::NoLinkLayerAddress),
             }
         } else {
             [0; 6]
@@ -324,10 +350,9 @@ impl Daemon {
     }
 
     fn on_icmp(&mut self, src: Ipv4Addr, packet: &[u8]) {
-        let Ok(h) = wire::ipv4::Ipv4Header::parse(packet) else {
+        let Ok((_, icmp)) = wire::ipv4::Ipv4Header::split(packet) else {
             return;
         };
-        let icmp = &packet[h.header_len..usize::from(h.total_len)];
         if mip4::wire::agent::AgentSolicitation::parse(icmp).is_ok() {
             self.core.handle_solicitation(Instant::now(), src);
         }
@@ -336,12 +361,11 @@ impl Daemon {
     /// IP-in-IP to the agent: from a visitor's home agent (forward tunnel exit) or
     /// from a visitor (encapsulating delivery style).
     async fn on_ipip(&mut self, outer_src: Ipv4Addr, packet: &[u8]) {
-        let Ok(outer) = wire::ipv4::Ipv4Header::parse(packet) else {
-            return self.counters.drop("malformed outer header");
+        let Ok((_, inner)) = wire::ipv4::Ipv4Header::split(packet) else {
+            return self.counters.drop(DropReason::MalformedOuter);
         };
-        let inner = &packet[outer.header_len..usize::from(outer.total_len)];
         let Ok(ih) = wire::ipv4::Ipv4Header::parse(inner) else {
-            return self.counters.drop("malformed inner packet");
+            return self.counters.drop(DropReason::MalformedInner);
         };
         let from_ha = self
             .core
@@ -356,7 +380,7 @@ impl Daemon {
                 }
                 Err(e) => {
                     debug!("tun send: {e}");
-                    self.counters.drop("tun write failed");
+                    self.counters.drop(DropReason::TunWriteFailed);
                 }
             }
             return;
@@ -372,9 +396,7 @@ impl Daemon {
             .cloned();
         match visitor {
             Some(v) => self.reverse_to(&v, inner).await,
-            None => self
-                .counters
-                .drop("tunnel packet from neither a visitor's home agent nor a visitor"),
+            None => self.counters.drop(DropReason::UnknownTunnelSource),
         }
     }
 
@@ -386,15 +408,11 @@ impl Daemon {
             return self.counters.drop(why);
         }
         let Some((src, _)) = self.dp.packets().get(0).and_then(wire::ipv4::addresses) else {
-            return self.counters.drop("not an IPv4 packet (from tun)");
+            return self.counters.drop(DropReason::NotIpv4FromTun);
         };
         match self.core.visitor_for(src).filter(|v| v.reverse_tunnel) {
             Some(v) => self.dp.queue_packets(v.home_agent),
-            None => {
-                return self
-                    .counters
-                    .drop("packet from a home address with no reverse-tunneled visitor")
-            }
+            None => return self.counters.drop(DropReason::NoReverseVisitor),
         }
         if self.dp.out_full() {
             self.flush_data().await;
@@ -413,13 +431,13 @@ impl Daemon {
             .dp
             .flush_out(&self.raw, |ha, e| {
                 debug!("reverse tunnel to {ha}: {e}");
-                c.drop("reverse tunnel send failed");
+                c.drop(DropReason::ReverseSendFailed);
             })
             .await;
         c.reverse_packets += n as u64;
         c.reverse_bytes += bytes as u64;
         for _ in 0..self.dp.flush_tun(&self.tun).await {
-            self.counters.drop("tun write failed");
+            self.counters.drop(DropReason::TunWriteFailed);
         }
     }
 
@@ -476,7 +494,7 @@ impl Daemon {
         frame.extend_from_slice(&ip);
         if let Err(e) = netio::netlink::arp::send_frame(self.ifindex, &frame, mac, 0x0800) {
             warn!("reply to {home_addr}:{port}: {e}");
-            self.counters.drop("reply to a node could not be sent");
+            self.counters.drop(DropReason::ReplyNotSent);
         }
     }
 
@@ -559,14 +577,10 @@ impl Daemon {
             })
             .collect();
         let s = self.core.stats();
-        let mut drops: BTreeMap<String, u64> = s
+        let drops = self
+            .counters
             .drops
-            .iter()
-            .map(|(k, v)| (format!("{k:?}"), *v))
-            .collect();
-        for (k, v) in &self.counters.drops {
-            drops.insert((*k).to_string(), *v);
-        }
+            .merged_with(s.drops.iter().map(|(k, v)| (k, *v)));
         json!({
             "role": "fa",
             "address": self.file.fa.address.to_string(),

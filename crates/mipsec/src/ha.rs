@@ -21,9 +21,13 @@ mod routes;
 #[path = "ha_status.rs"]
 pub mod status;
 
-use crate::config::HaFile;
+use crate::config::{ConfigError, HaFile};
 use crate::control::{ControlServer, StatusRequest};
-use crate::shell::{allow_fragmentation, enlarge_buffers, getrandom, io_err, write_sysctl, BATCH};
+use crate::drops::{DropCounts, DropReason};
+use crate::shell::{
+    allow_fragmentation, enlarge_buffers, getrandom, io_err, os_err, write_sysctl, SetupError,
+    BATCH,
+};
 use mip4::ha::{Binding, HaConfig, HaEvent, HomeAgent, MobileNodeConfig, Tunnel, UdpTunneling};
 use mip4::wire::{MessageType, MIP_PORT};
 use netio::netlink::{Netlink, Route};
@@ -41,11 +45,52 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::net::UdpSocket;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
+
+/// Why the home agent could not start, or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration file (the message names file, line and field).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The key file or the mobile nodes in the configuration (file and line named).
+    #[error("{0}")]
+    Keys(String),
+    /// The home agent core refused the set of mobile nodes.
+    #[error("mobile nodes: {0}")]
+    Nodes(#[source] mip4::ha::ConfigError),
+    /// A socket, device or system setting could not be set up.
+    #[error(transparent)]
+    Setup(#[from] SetupError),
+    /// The thread that applies routes and proxy ARP did not start.
+    #[error("{0}")]
+    RouteWorker(String),
+    /// The control socket (`control_socket`) could not be created.
+    #[error("control socket {}: {source}", path.display())]
+    ControlSocket {
+        /// The configured path.
+        path: PathBuf,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// How long after a binding changes the state file is written: changes within it
+/// (a burst of registrations) are saved together.
+const SAVE_DELAY: Duration = Duration::from_secs(1);
+
+/// Sleeps until `at`; never wakes when there is no deadline.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
 
 /// Runs the home agent until SIGINT or SIGTERM.
-pub fn run(config: &Path) -> Result<(), String> {
-    let mut file = HaFile::load(config).map_err(|e| e.to_string())?;
+pub fn run(config: &Path) -> Result<(), Error> {
+    let mut file = HaFile::load(config)?;
     crate::keyfile::resolve(&mut file, config);
     let config = config.to_path_buf();
     crate::shell::block_on(async move {
@@ -62,13 +107,12 @@ struct Counters {
     tx_bytes: u64,
     rx_packets: u64,
     rx_bytes: u64,
-    drops: BTreeMap<&'static str, u64>,
+    drops: DropCounts,
 }
 
 impl Counters {
-    fn drop(&mut self, why: &'static str) {
-        *self.drops.entry(why).or_default() += 1;
-        debug!(reason = why, "data packet dropped");
+    fn drop(&mut self, why: DropReason) {
+        self.drops.count(why);
     }
 }
 
@@ -115,6 +159,8 @@ struct Daemon {
     _ctl: Option<ControlServer>,
     state_file: Option<PathBuf>,
     dirty: bool,
+    /// When the changed bindings are saved: [`SAVE_DELAY`] after the first change.
+    save_at: Option<tokio::time::Instant>,
     started: Instant,
     /// Key file reloads (SIGHUP), parsed off the event loop.
     reloader: crate::keyfile::Reloader,
@@ -122,7 +168,7 @@ struct Daemon {
 }
 
 impl Daemon {
-    async fn start(file: HaFile, config_path: PathBuf) -> Result<Daemon, String> {
+    async fn start(file: HaFile, config_path: PathBuf) -> Result<Daemon, Error> {
         let h = &file.ha;
         let mut cfg = HaConfig::new(h.address);
         cfg.max_lifetime = h.max_lifetime;
@@ -138,11 +184,10 @@ impl Daemon {
         let mut seed = [0u8; 32];
         getrandom(&mut seed);
         let mut core = HomeAgent::new(cfg, seed);
-        let nodes = crate::keyfile::load_nodes(&file, &config_path)?;
+        let nodes = crate::keyfile::load_nodes(&file, &config_path).map_err(Error::Keys)?;
         let node_count = nodes.len();
         let ours = nodes.iter().filter_map(|n| n.home_addr).collect();
-        core.replace_mobile_nodes(nodes)
-            .map_err(|e| format!("mobile nodes: {e}"))?;
+        core.replace_mobile_nodes(nodes).map_err(Error::Nodes)?;
         crate::keyfile::release_parse_memory();
 
         let nl = Netlink::new().map_err(io_err("netlink"))?;
@@ -174,7 +219,7 @@ impl Daemon {
             h.trusted_networks.iter().map(|n| n.0).collect(),
         );
         let (tun, tun_ifindex, dp) = crate::datapath::open(&h.tunnel_device, h.offload)?;
-        let routes = RouteWorker::start(tun_ifindex, arp)?;
+        let routes = RouteWorker::start(tun_ifindex, arp).map_err(Error::RouteWorker)?;
         write_sysctl("/proc/sys/net/ipv4/ip_forward", "1");
         if let Some(name) = &h.home_interface {
             // Answer ARP for away nodes at once, not after up to 0.8 s (proxy_delay).
@@ -197,13 +242,16 @@ impl Daemon {
         enlarge_buffers(std::os::fd::AsFd::as_fd(&raw));
         allow_fragmentation(std::os::fd::AsFd::as_fd(&raw));
         let (ctl_tx, ctl_rx) = mpsc::channel(8);
-        let ctl = match &h.control_socket {
-            Some(p) => Some(
-                ControlServer::start(p, ctl_tx)
-                    .map_err(|e| format!("control socket {}: {e}", p.display()))?,
-            ),
-            None => None,
-        };
+        let ctl =
+            match &h.control_socket {
+                Some(p) => Some(ControlServer::start(p, ctl_tx).map_err(|source| {
+                    Error::ControlSocket {
+                        path: p.clone(),
+                        source,
+                    }
+                })?),
+                None => None,
+            };
         info!(address = %h.address, home_network = %h.home_network.0, nodes = node_count, "home agent started");
         let mut d = Daemon {
             state_file: h.state_file.clone(),
@@ -222,6 +270,7 @@ impl Daemon {
             ctl_rx,
             _ctl: ctl,
             dirty: false,
+            save_at: None,
             started: Instant::now(),
             reloader: crate::keyfile::Reloader::new(config_path),
             guard,
@@ -231,22 +280,16 @@ impl Daemon {
         Ok(d)
     }
 
-    async fn run(&mut self) -> Result<(), String> {
-        let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
-        let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
-        let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+    async fn run(&mut self) -> Result<(), Error> {
+        let mut term = signal(SignalKind::terminate()).map_err(os_err("signal handler"))?;
+        let mut int = signal(SignalKind::interrupt()).map_err(os_err("signal handler"))?;
+        let mut hup = signal(SignalKind::hangup()).map_err(os_err("signal handler"))?;
         // Up to BATCH datagrams per recvmmsg; 64 KiB slots hold any RFC 3519 Tunnel Data.
         let mut urb = RecvBatch::new(BATCH, 65536);
         let (mut rrb, mut tbuf) = crate::datapath::buffers();
-        let mut save_tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             let deadline = self.core.poll_timeout();
-            let sleep = async move {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
-                    None => std::future::pending().await,
-                }
-            };
+            let sleep = sleep_until(deadline.map(tokio::time::Instant::from_std));
             tokio::select! {
                 r = urb.recv(&self.udp) => match r {
                     Ok(n) => self.on_udp_batch(&urb, n).await,
@@ -282,11 +325,7 @@ impl Daemon {
                     let _ = req.send(v);
                 }
                 _ = sleep => self.core.handle_timeout(Instant::now()),
-                _ = save_tick.tick() => {
-                    if self.dirty {
-                        self.save();
-                    }
-                }
+                _ = sleep_until(self.save_at) => self.save(),
                 _ = term.recv() => { info!("SIGTERM: shutting down"); break }
                 _ = int.recv() => { info!("SIGINT: shutting down"); break }
                 _ = hup.recv() => self.reloader.request(),
@@ -328,7 +367,7 @@ impl Daemon {
             if MessageType::of(payload) == Some(MessageType::TUNNEL_DATA) {
                 self.on_tunnel_data(now, m.src, payload).await;
             } else if self.guard.drops_internal(m.ifindex, payload) {
-                self.counters.drop(crate::ha_guard::INTERNAL_DROP);
+                self.counters.drop(DropReason::InternalInterface);
             } else {
                 let local =
                     SocketAddrV4::new(m.dst.or(m.local).unwrap_or(self.file.ha.address), MIP_PORT);
@@ -366,6 +405,8 @@ impl Daemon {
 
     async fn apply(&mut self, e: HaEvent) {
         self.dirty = true;
+        self.save_at
+            .get_or_insert_with(|| tokio::time::Instant::now() + SAVE_DELAY);
         match e {
             // The core's table is the data path's: only routes follow the events.
             // Events are applied after the core changed (a whole batch at once), so
@@ -417,14 +458,10 @@ impl Daemon {
             })
             .collect();
         let s = self.core.stats();
-        let mut drops: BTreeMap<String, u64> = s
+        let drops = self
+            .counters
             .drops
-            .iter()
-            .map(|(k, v)| (format!("{k:?}"), *v))
-            .collect();
-        for (k, v) in &self.counters.drops {
-            drops.insert((*k).to_string(), *v);
-        }
+            .merged_with(s.drops.iter().map(|(k, v)| (k, *v)));
         let auth: BTreeMap<String, u64> = s
             .auth_failures
             .iter()
@@ -455,6 +492,7 @@ impl Daemon {
 
     fn save(&mut self) {
         self.dirty = false;
+        self.save_at = None;
         let Some(path) = &self.state_file else { return };
         let now = Instant::now();
         let wall = unix_now();

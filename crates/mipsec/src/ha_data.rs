@@ -9,6 +9,7 @@
 //! flow are merged so that the kernel takes them in one TUN write.
 
 use super::Daemon;
+use crate::drops::DropReason;
 use mip4::ha::ForwardTo;
 use mip4::wire::tunnel::TunnelData;
 use netio::raw_batch::RawRecvBatch;
@@ -37,33 +38,32 @@ impl Daemon {
         payload: &[u8],
     ) {
         let Ok(td) = TunnelData::parse(payload) else {
-            return self.counters.drop("malformed tunnel data");
+            return self.counters.drop(DropReason::MalformedTunnelData);
         };
         if td.next_header != 4 {
-            return self.counters.drop("tunnel data not IPv4");
+            return self.counters.drop(DropReason::TunnelDataNotIpv4);
         }
         let Some((src, _)) = wire::ipv4::addresses(td.packet) else {
-            return self.counters.drop("malformed inner packet");
+            return self.counters.drop(DropReason::MalformedInner);
         };
         // Only from the address and port the node registered from (RFC 3519 section 6.1).
         if let Err(why) = self.core.admit_udp_tunnel(now, from, src) {
-            return self.counters.drop(why.label());
+            return self.counters.drop(DropReason::Refused(why));
         }
         self.deliver(td.packet).await;
     }
 
     /// IP-in-IP received on the raw socket (outer header included).
     async fn on_raw(&mut self, now: Instant, outer_src: Ipv4Addr, packet: &[u8]) {
-        let Ok(outer) = wire::ipv4::Ipv4Header::parse(packet) else {
-            return self.counters.drop("malformed outer header");
+        let Ok((_, inner)) = wire::ipv4::Ipv4Header::split(packet) else {
+            return self.counters.drop(DropReason::MalformedOuter);
         };
-        let inner = &packet[outer.header_len..usize::from(outer.total_len)];
         let Some((src, _)) = wire::ipv4::addresses(inner) else {
-            return self.counters.drop("malformed inner packet");
+            return self.counters.drop(DropReason::MalformedInner);
         };
         // RFC 3024: only a home address from the care-of address it is bound to.
         if let Err(why) = self.core.admit_reverse(now, outer_src, src) {
-            return self.counters.drop(why.label());
+            return self.counters.drop(DropReason::Refused(why));
         }
         self.deliver(inner).await;
     }
@@ -72,7 +72,7 @@ impl Daemon {
     /// offloading: [`Daemon::flush_delivered`] writes it).
     async fn deliver(&mut self, inner: &[u8]) {
         if wire::ipv4::Ipv4Header::parse(inner).is_err() {
-            return self.counters.drop("malformed inner packet");
+            return self.counters.drop(DropReason::MalformedInner);
         }
         match self.dp.write_tun(&self.tun, inner).await {
             Ok(()) => {
@@ -81,7 +81,7 @@ impl Daemon {
             }
             Err(e) => {
                 debug!("tun send: {e}");
-                self.counters.drop("tun write failed");
+                self.counters.drop(DropReason::TunWriteFailed);
             }
         }
     }
@@ -89,7 +89,7 @@ impl Daemon {
     /// Writes what [`Daemon::deliver`] queued.
     pub(super) async fn flush_delivered(&mut self) {
         for _ in 0..self.dp.flush_tun(&self.tun).await {
-            self.counters.drop("tun write failed");
+            self.counters.drop(DropReason::TunWriteFailed);
         }
     }
 
@@ -100,7 +100,7 @@ impl Daemon {
             return self.counters.drop(why);
         }
         let Some((_, dst)) = self.dp.packets().get(0).and_then(wire::ipv4::addresses) else {
-            return self.counters.drop("not an IPv4 packet (from tun)");
+            return self.counters.drop(DropReason::NotIpv4FromTun);
         };
         let mut sent = 0;
         // Borrows the core's bindings while queueing: no copy of them per packet.
@@ -123,7 +123,7 @@ impl Daemon {
                             }
                             Err(e) => {
                                 debug!("tunnel send to {peer}: {e}");
-                                self.counters.drop("tunnel send failed");
+                                self.counters.drop(DropReason::TunnelSendFailed);
                             }
                         }
                     }
@@ -131,7 +131,7 @@ impl Daemon {
             }
         }
         if sent == 0 {
-            return self.counters.drop("no binding for destination");
+            return self.counters.drop(DropReason::NoBinding);
         }
         if self.dp.out_full() {
             self.flush_tunnel().await;
@@ -145,7 +145,7 @@ impl Daemon {
             .dp
             .flush_out(&self.raw, |dst, e| {
                 debug!("tunnel send to {dst}: {e}");
-                c.drop("tunnel send failed");
+                c.drop(DropReason::TunnelSendFailed);
             })
             .await;
         c.tx_packets += n as u64;

@@ -13,9 +13,6 @@ use tracing::warn;
 /// Shortest time between two log lines about untrusted sources.
 pub(crate) const LOG_EVERY: Duration = Duration::from_secs(10);
 
-/// Counter name of the HA-5 drop in the status document.
-pub(crate) const INTERNAL_DROP: &str = "request on the internal interface (HA-5)";
-
 pub(crate) struct Guard {
     /// HA-5: the internal interface, when requests arriving on it are dropped.
     internal_ifindex: Option<u32>,

@@ -15,9 +15,12 @@ pub mod cli;
 pub mod config;
 pub mod control;
 mod datapath;
+mod drops;
 pub mod fa;
 pub mod ha;
 mod ha_guard;
 pub mod keyfile;
 pub mod mn;
 mod shell;
+
+pub use shell::SetupError;

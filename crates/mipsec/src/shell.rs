@@ -102,9 +102,44 @@ pub(crate) fn enlarge_buffers(fd: std::os::fd::BorrowedFd<'_>) {
     }
 }
 
-/// Maps a netio error to a message naming what failed.
-pub(crate) fn io_err(what: &str) -> impl Fn(netio::Error) -> String + '_ {
-    move |e| format!("{what}: {e}")
+/// A system resource a daemon could not set up: what it was for, and why.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// A socket, device, netlink or interface query of `netio` failed.
+    #[error("{what}: {source}")]
+    Net {
+        /// What the resource was for ("UDP port 434", "tunnel device", ...).
+        what: &'static str,
+        /// What `netio` reported.
+        #[source]
+        source: netio::Error,
+    },
+    /// Any other system call failed.
+    #[error("{what}: {source}")]
+    Os {
+        /// What the resource was for ("tokio runtime", "signal handler", ...).
+        what: &'static str,
+        /// What the system reported.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// For the daemons whose errors are still messages (the mobile node's shell).
+impl From<SetupError> for String {
+    fn from(e: SetupError) -> String {
+        e.to_string()
+    }
+}
+
+/// Maps a netio error to a [`SetupError`] naming what failed.
+pub(crate) fn io_err(what: &'static str) -> impl Fn(netio::Error) -> SetupError {
+    move |source| SetupError::Net { what, source }
+}
+
+/// Maps an I/O error to a [`SetupError`] naming what failed.
+pub(crate) fn os_err(what: &'static str) -> impl Fn(std::io::Error) -> SetupError {
+    move |source| SetupError::Os { what, source }
 }
 
 /// Writes a sysctl, warning (not failing) when it cannot.
@@ -117,7 +152,7 @@ pub(crate) fn write_sysctl(path: &str, value: &str) {
 /// Creates a daemon's tunnel device: up, MTU [`TUNNEL_MTU`], a queue of
 /// [`TUN_QUEUE`] packets, no reverse-path filter (it carries other hosts'
 /// addresses) and no IPv6. Returns the device and its interface index.
-pub(crate) fn open_tunnel(name: &str) -> Result<(Tun, u32), String> {
+pub(crate) fn open_tunnel(name: &str) -> Result<(Tun, u32), SetupError> {
     open_tunnel_with(name, None)
 }
 
@@ -126,7 +161,7 @@ pub(crate) fn open_tunnel(name: &str) -> Result<(Tun, u32), String> {
 pub(crate) fn open_tunnel_with(
     name: &str,
     offload: Option<libc::c_uint>,
-) -> Result<(Tun, u32), String> {
+) -> Result<(Tun, u32), SetupError> {
     let opts = TunOptions {
         mtu: Some(TUNNEL_MTU),
         up: true,
@@ -145,11 +180,13 @@ pub(crate) fn open_tunnel_with(
 }
 
 /// Runs a daemon on a single-threaded tokio runtime.
-pub(crate) fn block_on(f: impl Future<Output = Result<(), String>>) -> Result<(), String> {
+pub(crate) fn block_on<E: From<SetupError>>(
+    f: impl Future<Output = Result<(), E>>,
+) -> Result<(), E> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("tokio runtime: {e}"))?
+        .map_err(os_err("tokio runtime"))?
         .block_on(f)
 }
 

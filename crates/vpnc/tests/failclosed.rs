@@ -6,64 +6,26 @@
 
 mod common;
 
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
 
 /// A capture of ICMP to the internal host on the client's physical interface: what would
 /// leave in the clear (tunnelled pings leave as UDP 4500).
-struct Capture {
-    child: Child,
-    file: std::path::PathBuf,
-}
+struct Capture(TextCapture);
 
 impl Capture {
     fn start(lab: &Lab, name: &str) -> Capture {
-        let file = lab.dir.join(format!("{name}.txt"));
-        let err = lab.dir.join(format!("{name}.err"));
-        let child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &lab.cl(),
-                "tcpdump",
-                "-Z",
-                "root",
-                "-i",
-                &lab.cl_if(),
-            ])
-            .args(["-n", "-l", "icmp", "and", "host", INTERNAL])
-            .stdout(std::fs::File::create(&file).unwrap())
-            .stderr(std::fs::File::create(&err).unwrap())
-            .spawn()
-            .unwrap();
-        // tcpdump says "listening on" once its filter is attached.
-        let end = Instant::now() + Duration::from_secs(10);
-        while !std::fs::read_to_string(&err)
-            .unwrap_or_default()
-            .contains("listening on")
-        {
-            assert!(Instant::now() < end, "tcpdump did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let filter = format!("icmp and host {INTERNAL}");
+        let c = TextCapture::start(lab, name, &lab.cl(), &lab.cl_if(), &filter);
         std::thread::sleep(Duration::from_millis(200));
-        Capture { child, file }
+        Capture(c)
     }
 
     /// Stop and count the captured packets.
-    fn packets(mut self) -> usize {
-        std::thread::sleep(Duration::from_millis(300));
-        if let Ok(pid) = i32::try_from(self.child.id()) {
-            // SAFETY: signalling a child we spawned and have not reaped.
-            unsafe { libc::kill(pid, libc::SIGINT) };
-        }
-        let _ = self.child.wait();
-        std::fs::read_to_string(&self.file)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains("ICMP"))
-            .count()
+    fn packets(self) -> usize {
+        self.0.lines().iter().filter(|l| l.contains("ICMP")).count()
     }
 }
 

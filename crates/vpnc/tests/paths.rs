@@ -97,31 +97,8 @@ fn interface_moves_follow_with_mobike() {
         return;
     }
     let mut lab = Lab::up("m", GwOpts::default());
-    let (cl, gw) = (lab.cl(), lab.gw());
-    let (a, x, y) = (
-        lab.cl_if(),
-        format!("{}x", lab.name),
-        format!("{}y", lab.name),
-    );
-    for cmd in [
-        vec!["ip", "link", "add", &x, "type", "veth", "peer", "name", &y],
-        vec!["ip", "link", "set", &x, "netns", &cl],
-        vec!["ip", "link", "set", &y, "netns", &gw],
-        vec!["ip", "-n", &gw, "addr", "add", "198.51.100.2/24", "dev", &y],
-        vec!["ip", "-n", &gw, "link", "set", &y, "up"],
-        vec!["ip", "-n", &cl, "link", "set", &x, "up"],
-        vec![
-            "ip",
-            "netns",
-            "exec",
-            &cl,
-            "sysctl",
-            "-qw",
-            "net.ipv4.conf.all.rp_filter=0",
-        ],
-    ] {
-        sh(&cmd).unwrap();
-    }
+    let (cl, a) = (lab.cl(), lab.cl_if());
+    let (x, _) = lab.add_second_link(None);
     lab.start_client(&format!("interfaces = [\"{x}\"]"));
     let s0 = lab.wait_up();
     assert_eq!(s0["interface"], a.as_str(), "{s0}");

@@ -366,49 +366,8 @@ fn commanded_mobike_moves_the_tunnel() {
     c.next(&lab, "down", Duration::from_secs(3));
 }
 
-/// tcpdump on `dev` for IKE and ESP (UDP 500/4500, IP protocol 50) in namespace `ns`.
-struct Capture {
-    child: Child,
-    file: std::path::PathBuf,
-}
-
-impl Capture {
-    fn start(lab: &Lab, ns: &str, dev: &str) -> Capture {
-        let file = lab.dir.join(format!("cap-{dev}.txt"));
-        let err = lab.dir.join(format!("cap-{dev}.err"));
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns, "tcpdump", "-Z", "root", "-i", dev])
-            .args(["-n", "-l", "udp port 500 or udp port 4500 or ip proto 50"])
-            .stdout(std::fs::File::create(&file).unwrap())
-            .stderr(std::fs::File::create(&err).unwrap())
-            .spawn()
-            .unwrap();
-        let end = Instant::now() + Duration::from_secs(10);
-        while !std::fs::read_to_string(&err)
-            .unwrap_or_default()
-            .contains("listening on")
-        {
-            assert!(Instant::now() < end, "tcpdump did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Capture { child, file }
-    }
-
-    /// Stop and return the captured lines.
-    fn lines(mut self) -> Vec<String> {
-        std::thread::sleep(Duration::from_millis(300));
-        let _ = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-        std::fs::read_to_string(&self.file)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(str::to_string)
-            .collect()
-    }
-}
+/// The capture filter for IKE and ESP (UDP 500/4500, IP protocol 50).
+const IKE_ESP: &str = "udp port 500 or udp port 4500 or ip proto 50";
 
 /// `local_address` on a second interface that the routing tables do not use for the
 /// gateway (the client's route to 192.0.2.2 is via its first interface), with
@@ -420,34 +379,13 @@ fn bound_interface_is_the_only_path() {
         return;
     }
     let lab = Lab::up("sb", GwOpts::default());
-    let (cl, gw) = (lab.cl(), lab.gw());
-    let (a, x, y) = (
-        lab.cl_if(),
-        format!("{}x", lab.name),
-        format!("{}y", lab.name),
-    );
-    for cmd in [
-        vec!["ip", "link", "add", &x, "type", "veth", "peer", "name", &y],
-        vec!["ip", "link", "set", &x, "netns", &cl],
-        vec!["ip", "link", "set", &y, "netns", &gw],
-        vec!["ip", "-n", &gw, "addr", "add", "198.51.100.2/24", "dev", &y],
-        vec!["ip", "-n", &gw, "link", "set", &y, "up"],
-        vec!["ip", "-n", &cl, "addr", "add", "198.51.100.1/24", "dev", &x],
-        vec!["ip", "-n", &cl, "link", "set", &x, "up"],
-    ] {
-        sh(&cmd).unwrap();
-    }
+    let (cl, a) = (lab.cl(), lab.cl_if());
     // The gateway answers through x, which is not the client's route back to it.
-    for key in [
-        "net.ipv4.conf.all.rp_filter=0".to_string(),
-        format!("net.ipv4.conf.{x}.rp_filter=0"),
-    ] {
-        lab.ns(&cl, &["sysctl", "-qw", &key]).unwrap();
-    }
+    let (x, _) = lab.add_second_link(Some("198.51.100.1/24"));
     let route = lab.ns(&cl, &["ip", "route", "get", "192.0.2.2"]).unwrap();
     assert!(route.contains(&format!("dev {a}")), "{route}");
-    let cap_a = Capture::start(&lab, &cl, &a);
-    let cap_x = Capture::start(&lab, &cl, &x);
+    let cap_a = TextCapture::start(&lab, &format!("cap-{a}"), &cl, &a, IKE_ESP);
+    let cap_x = TextCapture::start(&lab, &format!("cap-{x}"), &cl, &x, IKE_ESP);
     let cfg = lab.client_config(&format!(
         "interface = \"{x}\"\nlocal_address = \"198.51.100.1\"\nbind_interface = true\nkill_switch = \"off\""
     ));
@@ -583,8 +521,8 @@ fn bound_to_a_tun_like_mipx0() {
     }
     let route = lab.ns(&cl, &["ip", "route", "get", "192.0.2.2"]).unwrap();
     assert!(route.contains(&format!("dev {a}")), "{route}");
-    let cap_a = Capture::start(&lab, &cl, &a);
-    let cap_m = Capture::start(&lab, &cl, &mx);
+    let cap_a = TextCapture::start(&lab, &format!("cap-{a}"), &cl, &a, IKE_ESP);
+    let cap_m = TextCapture::start(&lab, &format!("cap-{mx}"), &cl, &mx, IKE_ESP);
     let cfg = lab.client_config(&format!(
         "interface = \"{mx}\"\nlocal_address = \"198.51.100.1\"\nbind_interface = true\n\
          kill_switch = \"off\"\ntable = 1058\nrule_priority = 1058"
@@ -672,29 +610,8 @@ fn commanded_mobike_across_interfaces_rebinds() {
         return;
     }
     let lab = Lab::up("sx", GwOpts::default());
-    let (cl, gw) = (lab.cl(), lab.gw());
-    let (a, x, y) = (
-        lab.cl_if(),
-        format!("{}x", lab.name),
-        format!("{}y", lab.name),
-    );
-    for cmd in [
-        vec!["ip", "link", "add", &x, "type", "veth", "peer", "name", &y],
-        vec!["ip", "link", "set", &x, "netns", &cl],
-        vec!["ip", "link", "set", &y, "netns", &gw],
-        vec!["ip", "-n", &gw, "addr", "add", "198.51.100.2/24", "dev", &y],
-        vec!["ip", "-n", &gw, "link", "set", &y, "up"],
-        vec!["ip", "-n", &cl, "addr", "add", "198.51.100.1/24", "dev", &x],
-        vec!["ip", "-n", &cl, "link", "set", &x, "up"],
-    ] {
-        sh(&cmd).unwrap();
-    }
-    for key in [
-        "net.ipv4.conf.all.rp_filter=0".to_string(),
-        format!("net.ipv4.conf.{x}.rp_filter=0"),
-    ] {
-        lab.ns(&cl, &["sysctl", "-qw", &key]).unwrap();
-    }
+    let (cl, a) = (lab.cl(), lab.cl_if());
+    let (x, _) = lab.add_second_link(Some("198.51.100.1/24"));
     let cfg = lab.client_config(&format!(
         "bind_interface = true\ninterfaces = [\"{x}\"]\ndpd_interval = 10"
     ));
@@ -711,7 +628,7 @@ fn commanded_mobike_across_interfaces_rebinds() {
     let s = lab.status().unwrap();
     assert_eq!(s["bound_interface"], x.as_str(), "{s}");
     assert_eq!(s["interface"], x.as_str(), "{s}");
-    let cap_a = Capture::start(&lab, &cl, &a);
+    let cap_a = TextCapture::start(&lab, &format!("cap-{a}"), &cl, &a, IKE_ESP);
     let end = Instant::now() + Duration::from_secs(6);
     while !lab.ping(1) {
         assert!(

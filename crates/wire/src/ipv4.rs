@@ -84,6 +84,20 @@ impl Ipv4Header {
         })
     }
 
+    /// Parses the header at the start of `buf` (as [`parse`](Self::parse)) and returns
+    /// it with its payload, `buf[header_len..total_len]`: octets past `total_len` (link
+    /// padding) are left out, so no caller slices by hand.
+    pub fn split(buf: &[u8]) -> Result<(Self, &[u8]), Error> {
+        let h = Self::parse(buf)?;
+        let payload = buf
+            .get(h.header_len..usize::from(h.total_len))
+            .ok_or(Error::Malformed {
+                layer: "ipv4",
+                field: "total length",
+            })?;
+        Ok((h, payload))
+    }
+
     /// Like [`new`](Self::new), but a datagram longer than 65535 octets is an
     /// [`Error::TooLong`] instead of a capped `total_len`.
     pub fn try_new(
@@ -192,6 +206,23 @@ mod tests {
         assert_eq!(h.protocol, 4);
         assert_eq!(h.src, Ipv4Addr::new(10, 0, 0, 1));
         assert_eq!(&p[h.header_len..], &[1, 2, 3]);
+    }
+
+    #[test]
+    fn split_leaves_out_link_padding() {
+        let mut p = Ipv4Header::build(
+            Ipv4Addr::new(10, 0, 0, 1),
+            Ipv4Addr::new(10, 0, 0, 2),
+            proto::IPIP,
+            &[1, 2, 3],
+        );
+        p.extend_from_slice(&[0; 20]); // an Ethernet minimum frame's padding
+        let (h, payload) = Ipv4Header::split(&p).unwrap();
+        assert_eq!(h.total_len, 23);
+        assert_eq!(payload, &[1, 2, 3]);
+        for n in 0..23 {
+            assert!(Ipv4Header::split(&p[..n]).is_err());
+        }
     }
 
     #[test]

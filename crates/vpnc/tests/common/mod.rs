@@ -650,3 +650,84 @@ impl Lab {
         (got, iv)
     }
 }
+
+impl Lab {
+    /// A second link between the client and the gateway, 198.51.100.0/24: the veth
+    /// `<name>x` in the client's namespace (with `client_addr`, e.g. "198.51.100.1/24",
+    /// if given) and `<name>y` (198.51.100.2/24) in the gateway's, both up, with the
+    /// client's reverse-path filter off (the gateway may answer through the link that is
+    /// not the client's route back to it). Returns (x, y).
+    pub fn add_second_link(&self, client_addr: Option<&str>) -> (String, String) {
+        let (cl, gw) = (self.cl(), self.gw());
+        let (x, y) = (format!("{}x", self.name), format!("{}y", self.name));
+        let mut cmds = vec![
+            vec!["ip", "link", "add", &x, "type", "veth", "peer", "name", &y],
+            vec!["ip", "link", "set", &x, "netns", &cl],
+            vec!["ip", "link", "set", &y, "netns", &gw],
+            vec!["ip", "-n", &gw, "addr", "add", "198.51.100.2/24", "dev", &y],
+            vec!["ip", "-n", &gw, "link", "set", &y, "up"],
+        ];
+        if let Some(a) = client_addr {
+            cmds.push(vec!["ip", "-n", &cl, "addr", "add", a, "dev", &x]);
+        }
+        cmds.push(vec!["ip", "-n", &cl, "link", "set", &x, "up"]);
+        for cmd in cmds {
+            sh(&cmd).unwrap();
+        }
+        for key in [
+            "net.ipv4.conf.all.rp_filter=0".to_string(),
+            format!("net.ipv4.conf.{x}.rp_filter=0"),
+        ] {
+            self.ns(&cl, &["sysctl", "-qw", &key]).unwrap();
+        }
+        (x, y)
+    }
+}
+
+/// A text capture (`tcpdump -n -l FILTER`) on `dev` in namespace `ns`, returned once
+/// tcpdump's filter is attached (it says "listening on").
+pub struct TextCapture {
+    child: Child,
+    file: PathBuf,
+}
+
+impl TextCapture {
+    /// Starts it; `name` names its files in the lab's directory.
+    pub fn start(lab: &Lab, name: &str, ns: &str, dev: &str, filter: &str) -> TextCapture {
+        let file = lab.dir.join(format!("{name}.txt"));
+        let err = lab.dir.join(format!("{name}.err"));
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, "tcpdump", "-Z", "root", "-i", dev])
+            .args(["-n", "-l", filter])
+            .stdout(std::fs::File::create(&file).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .spawn()
+            .unwrap();
+        let end = Instant::now() + Duration::from_secs(10);
+        while !std::fs::read_to_string(&err)
+            .unwrap_or_default()
+            .contains("listening on")
+        {
+            assert!(Instant::now() < end, "tcpdump did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        TextCapture { child, file }
+    }
+
+    /// Stops it (SIGINT, after 300 ms for the last packets) and returns the non-empty
+    /// lines it printed.
+    pub fn lines(mut self) -> Vec<String> {
+        std::thread::sleep(Duration::from_millis(300));
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            // SAFETY: signalling a child we spawned and have not reaped.
+            unsafe { libc::kill(pid, libc::SIGINT) };
+        }
+        let _ = self.child.wait();
+        std::fs::read_to_string(&self.file)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+}
