@@ -9,19 +9,18 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use lab::gateway::GwAuth;
 use lab::leak::{self, Class, Plan};
 use lab::roam::Outside;
 use lab::scenario::MipLab;
+use lab::testing::{self, exe};
 use lab::topo::Segment;
 use lab::transit::{self, Start, Timeline};
 use lab::twoif::{self, MnLink, ETH0, ETH1};
 
-static LOCK: Mutex<()> = Mutex::new(());
 const OPEN: Duration = Duration::from_secs(20);
 /// Time with the traffic running on a data path.
 const STAY: Duration = Duration::from_secs(2);
@@ -29,22 +28,8 @@ const STAY: Duration = Duration::from_secs(2);
 /// printed; this catches a node that takes far longer than the lab's milliseconds).
 const BOUND_MS: f64 = 3000.0;
 
-fn exe() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_mipsec-lab"))
-}
-
-fn lab_lock(test: &str) -> Option<MutexGuard<'static, ()>> {
-    let g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    if !lab::lab_available(test) {
-        return None;
-    }
-    for p in ["/usr/lib/ipsec/charon", "/usr/sbin/swanctl"] {
-        assert!(
-            Path::new(p).exists(),
-            "{test} needs {p} (scripts/install-deps.sh)"
-        );
-    }
-    Some(g)
+fn lab_lock(test: &str) -> Option<std::sync::MutexGuard<'static, ()>> {
+    testing::lab_lock_needing(test, testing::STRONGSWAN)
 }
 
 /// The enterprise lab with the MN's second link, `mipsec mn` on both, `first` on
