@@ -22,6 +22,7 @@ pub mod testing;
 pub mod topo;
 pub mod traffic;
 pub mod transit;
+pub mod twoif;
 
 pub use netns::{Error, Result};
 

@@ -267,7 +267,13 @@ pub struct MnSection {
     pub home_address: Ipv4Addr,
     pub home_agent: Ipv4Addr,
     pub home_network: Net,
+    /// The physical interface (one), or `interfaces` (several, MN-2).
+    #[serde(default)]
     pub interface: String,
+    /// MN-2: several physical interfaces, in order of preference (an interface
+    /// proven inside is preferred over any outside one whatever the order).
+    #[serde(default)]
+    pub interfaces: Vec<String>,
     #[serde(default = "default_mn_tun")]
     pub tunnel_device: String,
     pub spi: u32,
@@ -341,6 +347,9 @@ pub struct MnSection {
     pub retransmit_ms: u64,
     pub control_socket: Option<PathBuf>,
 }
+
+#[path = "config_mn.rs"]
+mod mn_interfaces;
 
 fn default_xhome_dev() -> String {
     "mipx0".into()
@@ -588,6 +597,14 @@ impl MnFile {
                     .into(),
             ));
         }
+        if let Err(msg) = m.check_interfaces() {
+            let key = if m.interfaces.is_empty() {
+                "interface"
+            } else {
+                "interfaces"
+            };
+            return Err(mn(key, msg));
+        }
         if m.require_tnc == Some(false) {
             return Err(mn(
                 "require_tnc",
@@ -622,6 +639,10 @@ impl MnFile {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[path = "config_mn_tests.rs"]
+mod mn_tests;
 
 #[cfg(test)]
 mod tests {

@@ -31,16 +31,20 @@
 //! everything (fail closed past the process); a restart takes them over.
 //!
 //! The outside modes (cvc, fvc, mc): the core runs detection with the x-HA and
-//! commands IKE; this shell does not run the VPN yet (issue 12), so outside the
-//! gate stays closed (nothing leaves in plaintext) and the commands are logged.
+//! commands IKE; `mn_vpn.rs` runs the VPN client.
+//!
+//! MN-2: with `interfaces = [...]` every physical interface is a `Link`
+//! (`mn_link.rs`) with its own sockets, agent route, liveness and attachment; the
+//! core decides per interface, and user data follows `MobileNode::preferred`.
 
 use crate::config::{MnFile, OutsideMode, UdpTunnelMode};
 use crate::control::{ControlServer, StatusRequest};
 use crate::shell::io_err;
+use link::{any_readable, recv_any_udp, Link, Liveness};
 use mip4::auth::SecurityAssociation;
 use mobility::{Action, Event, Gate, LinkEvent, MobileNode, Mode, Outside, Transmit, Via};
 use netio::netlink::{NetEvent, Netlink};
-use netio::raw::{RawIp, RawIpOptions};
+use netio::raw::RawIp;
 use netio::tun::Tun;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::Ipv4Addr;
@@ -53,6 +57,8 @@ use tracing::{debug, info, warn};
 
 #[path = "mn_data.rs"]
 mod data;
+#[path = "mn_link.rs"]
+mod link;
 #[path = "mn_path.rs"]
 mod path;
 #[path = "mn_status.rs"]
@@ -152,60 +158,27 @@ enum Routes {
     None,
     /// Into the TUN: sent when the gate is open, dropped otherwise (fail closed).
     Tunnel,
-    /// Natively through the foreign agent (RFC 3024 direct delivery style).
-    Agent(Ipv4Addr),
-}
-
-/// Liveness of the home agent's tunnel (dead binding, NAT mapping) and RFC 3519
-/// keepalives.
-#[derive(Default)]
-struct Liveness {
-    /// RFC 3519: the home agent tunnels over UDP; keepalive interval (s).
-    udp_tunnel: Option<u16>,
-    next_keepalive: Option<Instant>,
-    keepalive_seq: u16,
-    /// The last packet from the home agent through the tunnel.
-    ha_heard: Option<Instant>,
-    /// A liveness echo is out: (sent at, deadline for an answer).
-    probe: Option<(Instant, Instant)>,
+    /// Natively through the foreign agent (RFC 3024 direct delivery style), on
+    /// the interface with this ifindex.
+    Agent(Ipv4Addr, u32),
 }
 
 struct Daemon {
     file: MnFile,
     node: MobileNode,
-    /// The physical interface (its ifindex is the core's `IfaceId`).
-    phys: u32,
+    /// MN-2: the physical interfaces, in the configured order (each one's ifindex
+    /// is the core's `IfaceId`).
+    links: Vec<Link>,
     tun: Tun,
     tun_ifindex: u32,
     nl: Netlink,
     events: netio::netlink::NetEvents,
-    /// The registration socket, bound to (address, port 434) on the interface.
-    /// One per source address in use: the care-of address (mode c, cvc), the home
-    /// address (mode h, through an agent), the x-home address (fvc, through the
-    /// x-FA).
-    udp: Vec<(Ipv4Addr, UdpSocket)>,
-    /// IP-in-IP to and from the home agent (or the agent, encapsulating delivery).
-    raw: Option<(Ipv4Addr, RawIp)>,
-    /// The address the tunnel socket should be bound to (see `ensure_raw`).
-    raw_want: Option<Ipv4Addr>,
     routes: Routes,
-    /// The foreign agent we hold a host route to.
-    agent_route: Option<Ipv4Addr>,
-    /// The attachment the sockets and routes were set up for.
-    attached: Option<mobility::Attachment>,
-    icmp_rx: RawIp,
-    live: Liveness,
     /// MN-5: user packets held while the gate is `Queued`.
     queue: VecDeque<Vec<u8>>,
-    /// When the request in flight left, for the round trip in status.
-    request_sent: Option<Instant>,
-    last_rtt: Option<Duration>,
     counters: Counters,
-    changed_at: Instant,
-    last_gate: Gate,
-    /// The carrier came back: the core is told after the first address change or
-    /// at this time (see `on_net_event`).
-    settle_until: Option<Instant>,
+    /// The data path the routes were set for: (link, its gate).
+    last_gate: (usize, Gate),
     /// The VPN gateway (outside modes): the only destination of the x-MIP layer.
     vpn_gateway: Option<Ipv4Addr>,
     outer: vpn::Outer,
@@ -215,17 +188,18 @@ struct Daemon {
 
 impl Daemon {
     async fn start(file: MnFile) -> Result<Daemon, String> {
-        let cfg = core_config(&file)?;
+        let mut cfg = core_config(&file)?;
         let m = file.mn.clone();
+        let nl = Netlink::new().map_err(io_err("netlink"))?;
+        let mut links = Vec::new();
+        for name in m.interface_names() {
+            links.push(Link::open(&nl, &name).await?);
+        }
+        // MN-2: inside beats outside; among equals, the configured order.
+        cfg.interface_order = links.iter().map(|l| l.ifindex).collect();
         let mut seed = [0u8; 32];
         crate::shell::getrandom(&mut seed);
         let node = MobileNode::new(cfg, seed).map_err(|e| format!("mn: {e}"))?;
-
-        let nl = Netlink::new().map_err(io_err("netlink"))?;
-        let phys = nl
-            .ifindex(&m.interface)
-            .await
-            .map_err(io_err("interface"))?;
         let (tun, tun_ifindex) = crate::shell::open_tunnel(&m.tunnel_device)?;
         // Fail closed beyond the process: the routes for user data point into this
         // device, and a persistent device keeps them after a crash (kill -9), where
@@ -237,28 +211,8 @@ impl Daemon {
             debug!("home address on tunnel device: {e}");
         }
         let events = nl.events().await.map_err(io_err("netlink events"))?;
-        let icmp_rx = RawIp::open_with(
-            1,
-            &RawIpOptions {
-                device: Some(m.interface.clone()),
-                ..RawIpOptions::default()
-            },
-        )
-        .map_err(io_err("ICMP socket"))?;
-        // Packets from a foreign agent arrive for the home address, which lives on the TUN.
-        crate::shell::write_sysctl(
-            &format!("/proc/sys/net/ipv4/conf/{}/rp_filter", m.interface),
-            "0",
-        );
-        // Nothing but our registrations may edit the routes of a mobility interface:
-        // an ICMP redirect (e.g. from a foreign agent's host after a crash) would
-        // steer user data natively past the tunnel (issue 16 item 5).
-        for conf in [m.interface.as_str(), "all", "default"] {
-            crate::shell::write_sysctl(
-                &format!("/proc/sys/net/ipv4/conf/{conf}/accept_redirects"),
-                "0",
-            );
-        }
+        crate::shell::write_sysctl("/proc/sys/net/ipv4/conf/all/accept_redirects", "0");
+        crate::shell::write_sysctl("/proc/sys/net/ipv4/conf/default/accept_redirects", "0");
         let (ctl_tx, ctl_rx) = mpsc::channel(8);
         let ctl = match &m.control_socket {
             Some(p) => Some(
@@ -267,7 +221,7 @@ impl Daemon {
             ),
             None => None,
         };
-        info!(home = %m.home_address, home_agent = %m.home_agent, interface = %m.interface,
+        info!(home = %m.home_address, home_agent = %m.home_agent, interfaces = ?m.interface_names(),
               outside = ?m.outside, t_monitor_s = m.t_monitor_s, "mobile node started");
         if m.outside != OutsideMode::None {
             vpn::check_vpn_config(&m)?;
@@ -275,26 +229,15 @@ impl Daemon {
         let mut d = Daemon {
             file,
             node,
-            phys,
+            links,
             tun,
             tun_ifindex,
             nl,
             events,
-            udp: Vec::new(),
-            raw: None,
-            raw_want: None,
             routes: Routes::None,
-            agent_route: None,
-            attached: None,
-            icmp_rx,
-            live: Liveness::default(),
             queue: VecDeque::new(),
-            request_sent: None,
-            last_rtt: None,
             counters: Counters::default(),
-            changed_at: Instant::now(),
-            last_gate: Gate::Closed,
-            settle_until: None,
+            last_gate: (0, Gate::Closed),
             vpn_gateway: m.vpn_gateway,
             outer: vpn::Outer::default(),
             ctl_rx,
@@ -304,22 +247,24 @@ impl Daemon {
         // in place is taken over: they are replaced.
         d.install_routes(Routes::Tunnel).await;
         d.open_outer().await?;
-        // The interface as it is now.
-        let link =
-            d.nl.link_by_index(phys)
-                .await
-                .map_err(io_err("interface"))?;
-        let addrs =
-            d.nl.addresses(Some(phys))
-                .await
-                .map_err(io_err("addresses"))?;
-        let (now, wall) = (Instant::now(), SystemTime::now());
-        if link.is_running() {
-            d.node.handle_link(now, wall, phys, LinkEvent::CarrierUp);
-        }
-        for a in addrs {
-            d.node
-                .handle_link(now, wall, phys, LinkEvent::AddressAdded(a.addr));
+        // The interfaces as they are now.
+        for phys in d.links.iter().map(|l| l.ifindex).collect::<Vec<_>>() {
+            let link =
+                d.nl.link_by_index(phys)
+                    .await
+                    .map_err(io_err("interface"))?;
+            let addrs =
+                d.nl.addresses(Some(phys))
+                    .await
+                    .map_err(io_err("addresses"))?;
+            let (now, wall) = (Instant::now(), SystemTime::now());
+            if link.is_running() {
+                d.node.handle_link(now, wall, phys, LinkEvent::CarrierUp);
+            }
+            for a in addrs {
+                d.node
+                    .handle_link(now, wall, phys, LinkEvent::AddressAdded(a.addr));
+            }
         }
         Ok(d)
     }
@@ -334,19 +279,27 @@ impl Daemon {
         let mut xbuf = vec![0u8; 65536];
         let mut vbuf = vec![0u8; 65536];
         let mut wbuf = vec![0u8; 65536];
-        self.solicit().await;
+        for li in 0..self.links.len() {
+            self.solicit(li).await;
+        }
         self.drive().await;
         loop {
-            let deadline = [
-                self.node.poll_timeout().map(|(t, _)| t),
-                self.live.next_keepalive,
-                self.live.probe.map(|p| p.1),
-                self.settle_until,
-                self.outer.stop_deadline,
-            ]
-            .into_iter()
-            .flatten()
-            .min();
+            let deadline = self
+                .links
+                .iter()
+                .flat_map(|l| {
+                    [
+                        l.live.next_keepalive,
+                        l.live.probe.map(|p| p.1),
+                        l.settle_until,
+                    ]
+                })
+                .chain([
+                    self.node.poll_timeout().map(|(t, _)| t),
+                    self.outer.stop_deadline,
+                ])
+                .flatten()
+                .min();
             let sleep = async move {
                 match deadline {
                     Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
@@ -358,31 +311,37 @@ impl Daemon {
                     Some(ev) => self.on_net_event(ev).await,
                     None => return Err("netlink event stream ended".into()),
                 },
-                r = recv_any(&self.udp, &mut ubuf) => match r {
-                    Ok((n, std::net::SocketAddr::V4(from), i)) => {
-                        self.on_udp(from, &ubuf[..n]).await;
+                r = recv_any_udp(&self.links, &mut ubuf) => match r {
+                    Ok((n, std::net::SocketAddr::V4(from), li, i)) => {
+                        self.on_udp(li, from, &ubuf[..n]).await;
                         // Tunnel data comes in bursts: drain what is queued.
                         for _ in 0..crate::shell::BATCH {
-                            let Some(Ok((n, std::net::SocketAddr::V4(from)))) =
-                                self.udp.get(i).map(|s| s.1.try_recv_from(&mut ubuf))
+                            let Some(Ok((n, std::net::SocketAddr::V4(from)))) = self
+                                .links
+                                .get(li)
+                                .and_then(|l| l.udp.get(i))
+                                .map(|s| s.1.try_recv_from(&mut ubuf))
                             else {
                                 break;
                             };
-                            self.on_udp(from, &ubuf[..n]).await;
+                            self.on_udp(li, from, &ubuf[..n]).await;
                         }
                     }
                     Ok(_) => {}
                     Err(e) => debug!("registration socket: {e}"),
                 },
-                r = recv_raw(self.raw.as_ref().map(|s| &s.1), &mut rbuf) => match r {
-                    Ok((n, src)) => {
-                        self.on_tunnel(src, &rbuf[..n]).await;
-                        for _ in 0..crate::shell::BATCH {
-                            let Some(Ok((n, src))) = self.raw.as_ref().map(|r| r.1.try_recv_from(&mut rbuf)) else { break };
-                            self.on_tunnel(src, &rbuf[..n]).await;
-                        }
+                li = any_readable(&self.links, |l| l.raw.as_ref().map(|r| &r.1)) => {
+                    for _ in 0..=crate::shell::BATCH {
+                        let Some(Ok((n, src))) = self
+                            .links
+                            .get(li)
+                            .and_then(|l| l.raw.as_ref())
+                            .map(|r| r.1.try_recv_from(&mut rbuf))
+                        else {
+                            break;
+                        };
+                        self.on_tunnel(li, src, &rbuf[..n]).await;
                     }
-                    Err(e) => debug!("raw receive: {e}"),
                 },
                 r = self.tun.recv(&mut tbuf) => match r {
                     Ok(n) => {
@@ -394,9 +353,15 @@ impl Daemon {
                     }
                     Err(e) => warn!("tun receive: {e}"),
                 },
-                r = self.icmp_rx.recv_from(&mut ibuf) => match r {
-                    Ok((n, _src)) => self.on_icmp(&ibuf[..n]),
-                    Err(e) => debug!("icmp receive: {e}"),
+                li = any_readable(&self.links, |l| Some(&l.icmp_rx)) => {
+                    for _ in 0..=crate::shell::BATCH {
+                        let Some(Ok((n, _))) =
+                            self.links.get(li).map(|l| l.icmp_rx.try_recv_from(&mut ibuf))
+                        else {
+                            break;
+                        };
+                        self.on_icmp(li, &ibuf[..n]);
+                    }
                 },
                 r = recv_tun(self.outer.xdev.as_ref(), &mut xbuf) => match r {
                     Ok(n) => self.on_xhome_packet(&xbuf[..n]).await,
@@ -426,10 +391,12 @@ impl Daemon {
     async fn on_timer(&mut self) {
         let (now, wall) = (Instant::now(), SystemTime::now());
         self.on_stop_deadline(now);
-        if self.settle_until.is_some_and(|t| t <= now) {
-            self.settle_until = None;
-            self.node
-                .handle_link(now, wall, self.phys, LinkEvent::CarrierUp);
+        for l in &mut self.links {
+            if l.settle_until.is_some_and(|t| t <= now) {
+                l.settle_until = None;
+                self.node
+                    .handle_link(now, wall, l.ifindex, LinkEvent::CarrierUp);
+            }
         }
         if self.node.poll_timeout().is_some_and(|(t, _)| t <= now) {
             self.node.handle_timeout(now, wall);
@@ -439,36 +406,41 @@ impl Daemon {
 
     async fn on_net_event(&mut self, ev: NetEvent) {
         let (now, wall) = (Instant::now(), SystemTime::now());
+        let ifindex = match &ev {
+            NetEvent::LinkUp { ifindex, .. }
+            | NetEvent::LinkDown { ifindex, .. }
+            | NetEvent::LinkRemoved { ifindex, .. }
+            | NetEvent::AddrAdded { ifindex, .. }
+            | NetEvent::AddrRemoved { ifindex, .. } => *ifindex,
+            _ => return,
+        };
+        let Some(li) = self.link_of(ifindex) else {
+            return;
+        };
         let ev = match ev {
-            NetEvent::LinkUp { ifindex, .. } if ifindex == self.phys => {
+            NetEvent::LinkUp { .. } => {
                 // The addresses still on the interface may belong to the link we
                 // left (a DHCP client replaces them a moment later), and using one
                 // would put the old link's address on the new one. The core hears
                 // of the carrier after the first address change, or after
                 // ADDRESS_SETTLE without one (the same link came back).
-                self.settle_until = Some(now + ADDRESS_SETTLE);
+                self.links[li].settle_until = Some(now + ADDRESS_SETTLE);
                 // A new link may have an agent: ask at once (RFC 5944 2.4).
-                self.solicit().await;
+                self.solicit(li).await;
                 return;
             }
-            NetEvent::LinkDown { ifindex, .. } | NetEvent::LinkRemoved { ifindex, .. }
-                if ifindex == self.phys =>
-            {
-                self.settle_until = None;
+            NetEvent::LinkDown { .. } | NetEvent::LinkRemoved { .. } => {
+                self.links[li].settle_until = None;
                 LinkEvent::CarrierDown
             }
-            NetEvent::AddrAdded { ifindex, addr, .. } if ifindex == self.phys => {
-                LinkEvent::AddressAdded(addr)
-            }
-            NetEvent::AddrRemoved { ifindex, addr, .. } if ifindex == self.phys => {
-                LinkEvent::AddressRemoved(addr)
-            }
+            NetEvent::AddrAdded { addr, .. } => LinkEvent::AddressAdded(addr),
+            NetEvent::AddrRemoved { addr, .. } => LinkEvent::AddressRemoved(addr),
             _ => return,
         };
-        self.node.handle_link(now, wall, self.phys, ev);
-        if self.settle_until.take().is_some() {
+        self.node.handle_link(now, wall, ifindex, ev);
+        if self.links[li].settle_until.take().is_some() {
             self.node
-                .handle_link(now, wall, self.phys, LinkEvent::CarrierUp);
+                .handle_link(now, wall, ifindex, LinkEvent::CarrierUp);
         }
     }
 
@@ -477,7 +449,9 @@ impl Daemon {
     /// events, until the core has nothing more to say.
     async fn drive(&mut self) {
         for _ in 0..64 {
-            self.sync_attachment().await;
+            for li in 0..self.links.len() {
+                self.sync_attachment(li).await;
+            }
             let mut any = false;
             // Actions and events before datagrams: a status change may have to
             // reset the link (see `FlushQueue`) before the new request leaves.
@@ -499,9 +473,9 @@ impl Daemon {
         }
         // The gate is worked out from `now`: a T_MONITOR that passed without an
         // event still moves the routes back into the TUN.
-        let g = self.node.gate(self.phys, Instant::now());
-        if g != self.last_gate {
-            self.apply_gate(g, "gate changed").await;
+        let (li, g) = self.data_path(Instant::now());
+        if (li, g) != self.last_gate {
+            self.apply_gate(li, g, "gate changed").await;
         }
     }
 
@@ -510,46 +484,55 @@ impl Daemon {
         if t.via == Via::Vpn {
             return self.send_via_vpn(t).await;
         }
-        let agent = self.attached.and_then(|a| a.agent);
-        if Some(*t.dst.ip()) != agent && !path::has_route(&self.file.mn.interface, *t.dst.ip()) {
+        let Some(li) = self.link_of(t.iface) else {
+            return;
+        };
+        let agent = self.links[li].attached.and_then(|a| a.agent);
+        if Some(*t.dst.ip()) != agent && !path::has_route(&self.links[li].name, *t.dst.ip()) {
             // Linux sends from a device-bound socket even without a route, as if the
             // destination were on the link, and the request dies in ARP. Until the
             // interface has its route (a DHCP client adds it a moment after the
             // address), the core retries promptly.
             self.counters.drop("no route to the home agent yet");
-            self.node.handle_send_failed(now, self.phys, Via::Plain);
+            self.node.handle_send_failed(now, t.iface, Via::Plain);
             return;
         }
-        let Some(sock) = self.udp_for(*t.src.ip()) else {
-            self.node.handle_send_failed(now, self.phys, Via::Plain);
+        let Some(sock) = self.udp_for(li, *t.src.ip()) else {
+            self.node.handle_send_failed(now, t.iface, Via::Plain);
             return;
         };
         match sock.send_to(&t.payload, t.dst).await {
-            Ok(_) => self.request_sent = Some(now),
+            Ok(_) => self.links[li].request_sent = Some(now),
             Err(e) => {
                 debug!("registration send to {}: {e}", t.dst);
                 self.counters.drop("registration send failed");
-                self.node.handle_send_failed(now, self.phys, Via::Plain);
+                self.node.handle_send_failed(now, t.iface, Via::Plain);
             }
         }
     }
 
     async fn on_action(&mut self, a: Action) {
         match a {
-            Action::SetMode { mode, .. } => {
-                info!(mode = mode.map(Mode::name), "mode");
+            Action::SetMode { iface, mode } => {
+                let name = self.link_of(iface).map(|li| self.links[li].name.as_str());
+                info!(interface = name, mode = mode.map(Mode::name), "mode");
             }
-            Action::FlushQueue { .. } => {
+            Action::FlushQueue { iface } => {
+                let Some(li) = self.link_of(iface) else {
+                    return;
+                };
                 // MN-3: a status change; what was queued for the old state goes.
-                self.queue.clear();
+                if self.last_gate.0 == li {
+                    self.queue.clear();
+                }
                 // Through an agent: resolve it afresh. A rebooted agent lost our
                 // link-layer address (it learns it from our ARP), and a new link
                 // may have a different host behind the same address.
-                if let Some(agent) = self.attached.and_then(|a| a.agent) {
-                    if let Err(e) = self.nl.del_neighbour(self.phys, agent).await {
+                if let Some(agent) = self.links[li].attached.and_then(|a| a.agent) {
+                    if let Err(e) = self.nl.del_neighbour(iface, agent).await {
                         debug!("neighbour entry of the foreign agent {agent}: {e}");
                     }
-                    self.introduce_to_agent(agent).await;
+                    self.introduce_to_agent(li, agent).await;
                 }
             }
             a
@@ -561,31 +544,55 @@ impl Daemon {
 
     async fn on_event(&mut self, e: Event) {
         match e {
-            Event::GateChanged { gate, reason, .. } => self.apply_gate(gate, reason).await,
-            Event::PhaseChanged { phase, reason, .. } => {
-                info!(?phase, reason, "interface state");
-                self.changed_at = Instant::now();
+            Event::GateChanged {
+                iface,
+                gate,
+                reason,
+            } => {
+                if let Some(li) = self.link_of(iface) {
+                    info!(interface = %self.links[li].name, ?gate, reason, "interface gate");
+                    self.links[li].changed_at = Instant::now();
+                }
+                let (li, g) = self.data_path(Instant::now());
+                if (li, g) != self.last_gate {
+                    self.apply_gate(li, g, reason).await;
+                }
+            }
+            Event::PhaseChanged {
+                iface,
+                phase,
+                reason,
+            } => {
+                let Some(li) = self.link_of(iface) else {
+                    return;
+                };
+                info!(interface = %self.links[li].name, ?phase, reason, "interface state");
+                self.links[li].changed_at = Instant::now();
             }
             Event::TunnelChanged {
+                iface,
                 layer: mobility::Layer::IhaDirect,
                 tunnel,
-                ..
             } => {
+                let Some(li) = self.link_of(iface) else {
+                    return;
+                };
+                let l = &mut self.links[li];
                 let udp = match tunnel {
                     Some(mobility::Tunnel::Udp { keepalive }) => Some(keepalive),
                     _ => None,
                 };
-                if udp != self.live.udp_tunnel {
-                    info!(keepalive_s = ?udp, "RFC 3519 UDP tunnelling {}", if udp.is_some() { "on (NAT detected or forced)" } else { "off" });
+                if udp != l.live.udp_tunnel {
+                    info!(interface = %l.name, keepalive_s = ?udp, "RFC 3519 UDP tunnelling {}", if udp.is_some() { "on (NAT detected or forced)" } else { "off" });
                 }
-                self.live.udp_tunnel = udp;
-                self.live.next_keepalive = udp
+                l.live.udp_tunnel = udp;
+                l.live.next_keepalive = udp
                     .filter(|k| *k > 0)
                     .map(|k| Instant::now() + Duration::from_secs(u64::from(k)));
                 if tunnel.is_some() {
-                    self.live.ha_heard = Some(Instant::now());
-                    if let Some(t) = self.request_sent.take() {
-                        self.last_rtt = Some(t.elapsed());
+                    l.live.ha_heard = Some(Instant::now());
+                    if let Some(t) = l.request_sent.take() {
+                        l.last_rtt = Some(t.elapsed());
                     }
                 }
             }
@@ -593,20 +600,19 @@ impl Daemon {
         }
     }
 
-    /// Points the routes of user data where the gate says, and releases what
-    /// was queued once it opens.
-    async fn apply_gate(&mut self, gate: Gate, reason: &'static str) {
-        if gate == self.last_gate {
+    /// Points the routes of user data where the data path (link `li`, its gate)
+    /// says, and releases what was queued once it opens.
+    async fn apply_gate(&mut self, li: usize, gate: Gate, reason: &'static str) {
+        if (li, gate) == self.last_gate {
             return;
         }
-        info!(?gate, reason, "gate");
-        self.changed_at = Instant::now();
-        self.last_gate = gate;
+        info!(interface = %self.links[li].name, ?gate, reason, "data path");
+        self.last_gate = (li, gate);
         let want = match gate {
             Gate::OpenInside(Mode::H) => Routes::None,
             Gate::OpenInside(Mode::F) if !self.file.mn.encapsulating_delivery => {
-                match self.attached.and_then(|a| a.agent) {
-                    Some(agent) => Routes::Agent(agent),
+                match self.links[li].attached.and_then(|a| a.agent) {
+                    Some(agent) => Routes::Agent(agent, self.links[li].ifindex),
                     None => Routes::Tunnel,
                 }
             }
@@ -614,13 +620,14 @@ impl Daemon {
         };
         self.set_routes(want).await;
         if gate == Gate::OpenInside(Mode::H) {
-            self.announce_home().await;
+            self.announce_home(li).await;
         }
         if gate.is_open() {
-            if let Some(t) = self.request_sent.take() {
-                self.last_rtt = Some(t.elapsed());
+            let l = &mut self.links[li];
+            if let Some(t) = l.request_sent.take() {
+                l.last_rtt = Some(t.elapsed());
             }
-            self.live.ha_heard = Some(Instant::now());
+            l.live.ha_heard = Some(Instant::now());
             let q = std::mem::take(&mut self.queue);
             for p in q {
                 self.on_user_packet(&p).await;
@@ -641,8 +648,10 @@ impl Daemon {
             }
         }
         self.set_routes(Routes::None).await;
-        if let Some(agent) = self.agent_route.take() {
-            self.forget_agent(agent).await;
+        for li in 0..self.links.len() {
+            if let Some(agent) = self.links[li].agent_route.take() {
+                self.forget_agent(li, agent).await;
+            }
         }
         if let Err(e) = self.tun.set_persistent(false) {
             warn!("tunnel device: {e}");
@@ -659,27 +668,6 @@ async fn recv_udp(
         Some(s) => s.recv_from(buf).await,
         None => std::future::pending().await,
     }
-}
-
-/// A datagram from whichever registration socket has one (and its index).
-async fn recv_any(
-    socks: &[(Ipv4Addr, UdpSocket)],
-    buf: &mut [u8],
-) -> std::io::Result<(usize, std::net::SocketAddr, usize)> {
-    if socks.is_empty() {
-        return std::future::pending().await;
-    }
-    std::future::poll_fn(|cx| {
-        for (i, (_, s)) in socks.iter().enumerate() {
-            let mut rb = tokio::io::ReadBuf::new(buf);
-            if let std::task::Poll::Ready(r) = s.poll_recv_from(cx, &mut rb) {
-                let n = rb.filled().len();
-                return std::task::Poll::Ready(r.map(|a| (n, a, i)));
-            }
-        }
-        std::task::Poll::Pending
-    })
-    .await
 }
 
 async fn recv_tun(dev: Option<&Tun>, buf: &mut [u8]) -> std::io::Result<usize> {

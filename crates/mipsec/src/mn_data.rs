@@ -25,14 +25,14 @@ const BINDING_PROBE_WAIT: Duration = Duration::from_millis(1000);
 
 impl Daemon {
     /// A datagram on the registration socket: RFC 3519 tunnel data, or a reply.
-    pub(super) async fn on_udp(&mut self, from: SocketAddrV4, payload: &[u8]) {
+    pub(super) async fn on_udp(&mut self, li: usize, from: SocketAddrV4, payload: &[u8]) {
         if payload.first() == Some(&mip4::wire::MessageType::TUNNEL_DATA.0) {
-            return self.on_udp_tunnel(from, payload).await;
+            return self.on_udp_tunnel(li, from, payload).await;
         }
         self.node.handle_datagram(
             Instant::now(),
             SystemTime::now(),
-            self.phys,
+            self.links[li].ifindex,
             Via::Plain,
             from,
             payload,
@@ -40,7 +40,8 @@ impl Daemon {
     }
 
     /// A packet from an application (source: the home address), sent only if the
-    /// gate of the interface is open at this instant.
+    /// gate of the interface that carries user data (MN-2: `data_path`) is open
+    /// at this instant.
     pub(super) async fn on_user_packet(&mut self, packet: &[u8]) {
         let now = Instant::now();
         let Some((src, _)) = wire::ipv4::addresses(packet) else {
@@ -49,7 +50,9 @@ impl Daemon {
         if src != self.file.mn.home_address {
             return self.counters.drop("source is not the home address");
         }
-        match self.node.gate(self.phys, now) {
+        let (li, gate) = self.data_path(now);
+        let phys = self.links[li].ifindex;
+        match gate {
             Gate::Closed => self.counters.drop("gate closed"),
             Gate::Queued { limit } => {
                 if self.queue.len() < limit {
@@ -59,19 +62,18 @@ impl Daemon {
                 }
             }
             Gate::OpenInside(Mode::C) => {
-                if let Some(Tunnel::Udp { .. }) = self.node.tunnel(self.phys, Layer::IhaDirect, now)
-                {
-                    self.send_udp_tunnel(packet).await;
+                if let Some(Tunnel::Udp { .. }) = self.node.tunnel(phys, Layer::IhaDirect, now) {
+                    self.send_udp_tunnel(li, packet).await;
                 } else {
                     let ha = self.file.mn.home_agent;
-                    self.send_ipip(packet, ha).await;
+                    self.send_ipip(li, packet, ha).await;
                 }
-                self.check_liveness(now).await;
+                self.check_liveness(li, now).await;
             }
-            Gate::OpenInside(Mode::F) => match self.attached.and_then(|a| a.agent) {
+            Gate::OpenInside(Mode::F) => match self.links[li].attached.and_then(|a| a.agent) {
                 // RFC 3024 encapsulating delivery: IP-in-IP to the agent.
                 Some(agent) if self.file.mn.encapsulating_delivery => {
-                    self.send_ipip(packet, agent).await
+                    self.send_ipip(li, packet, agent).await
                 }
                 // Direct delivery: the routes point at the agent; a packet still in
                 // the TUN was routed before they moved.
@@ -82,14 +84,14 @@ impl Daemon {
             Gate::OpenInside(_) => self.counters.drop("at home: routed natively"),
             Gate::OpenViaVpn(_) => {
                 self.send_via_vpn_data(packet).await;
-                self.check_liveness(now).await;
+                self.check_liveness(li, now).await;
             }
         }
     }
 
-    pub(super) async fn send_ipip(&mut self, packet: &[u8], dst: Ipv4Addr) {
-        self.ensure_raw();
-        let Some((_, raw)) = &self.raw else {
+    pub(super) async fn send_ipip(&mut self, li: usize, packet: &[u8], dst: Ipv4Addr) {
+        self.ensure_raw(li);
+        let Some((_, raw)) = &self.links[li].raw else {
             return self.counters.drop("no tunnel socket");
         };
         match raw.send_to(packet, dst).await {
@@ -104,14 +106,14 @@ impl Daemon {
         }
     }
 
-    async fn send_udp_tunnel(&mut self, packet: &[u8]) {
+    async fn send_udp_tunnel(&mut self, li: usize, packet: &[u8]) {
         let ha = self.file.mn.home_agent;
-        self.send_udp_tunnel_to(packet, ha).await
+        self.send_udp_tunnel_to(li, packet, ha).await
     }
 
     /// RFC 3519 Tunnel Data to a home agent (the i-HA inside, the x-HA outside).
-    pub(super) async fn send_udp_tunnel_to(&mut self, packet: &[u8], ha: Ipv4Addr) {
-        let Some(s) = self.udp_at_care_of() else {
+    pub(super) async fn send_udp_tunnel_to(&mut self, li: usize, packet: &[u8], ha: Ipv4Addr) {
+        let Some(s) = self.udp_at_care_of(li) else {
             return self.counters.drop("no registration socket");
         };
         let mut msg = Vec::with_capacity(packet.len() + 4);
@@ -134,24 +136,24 @@ impl Daemon {
     }
 
     /// Outside, open through the VPN.
-    pub(super) fn via_vpn_open(&self) -> bool {
+    pub(super) fn via_vpn_open(&self, li: usize) -> bool {
         matches!(
-            self.node.gate(self.phys, Instant::now()),
+            self.node.gate(self.links[li].ifindex, Instant::now()),
             Gate::OpenViaVpn(_)
         )
     }
 
-    /// Inbound: only while the gate is open inside in mode c (the tunnel ends
-    /// at our care-of address).
-    fn inbound_open(&self) -> bool {
+    /// Inbound: only while the interface's gate is open inside in mode c (the
+    /// tunnel ends at its care-of address).
+    fn inbound_open(&self, li: usize) -> bool {
         matches!(
-            self.node.gate(self.phys, Instant::now()),
+            self.node.gate(self.links[li].ifindex, Instant::now()),
             Gate::OpenInside(Mode::C)
         )
     }
 
-    /// IP-in-IP from the home agent.
-    pub(super) async fn on_tunnel(&mut self, outer_src: Ipv4Addr, packet: &[u8]) {
+    /// IP-in-IP from the home agent, on link `li`.
+    pub(super) async fn on_tunnel(&mut self, li: usize, outer_src: Ipv4Addr, packet: &[u8]) {
         let from_xha = self.x_ha() == Some(outer_src);
         if outer_src != self.file.mn.home_agent && !from_xha {
             return self.counters.drop("tunnel packet not from the home agent");
@@ -165,14 +167,14 @@ impl Daemon {
         if from_xha {
             return self.deliver_xhome(inner).await;
         }
-        if !self.inbound_open() {
+        if !self.inbound_open(li) {
             return self.counters.drop("gate closed");
         }
-        self.deliver(inner).await;
+        self.deliver(li, inner).await;
     }
 
     /// RFC 3519 Tunnel Data from the home agent (the node is behind a NAT).
-    async fn on_udp_tunnel(&mut self, from: SocketAddrV4, payload: &[u8]) {
+    async fn on_udp_tunnel(&mut self, li: usize, from: SocketAddrV4, payload: &[u8]) {
         if Some(*from.ip()) == self.x_ha() {
             let Ok(td) = mip4::wire::tunnel::TunnelData::parse(payload) else {
                 return self.counters.drop("malformed tunnel data");
@@ -182,10 +184,10 @@ impl Daemon {
             }
             return self.deliver_xhome(td.packet).await;
         }
-        if *from.ip() != self.file.mn.home_agent || self.live.udp_tunnel.is_none() {
+        if *from.ip() != self.file.mn.home_agent || self.links[li].live.udp_tunnel.is_none() {
             return self.counters.drop("tunnel data not from the home agent");
         }
-        if !self.inbound_open() {
+        if !self.inbound_open(li) {
             return self.counters.drop("gate closed");
         }
         let Ok(td) = mip4::wire::tunnel::TunnelData::parse(payload) else {
@@ -194,10 +196,12 @@ impl Daemon {
         if td.next_header != 4 {
             return self.counters.drop("tunnel data is not IPv4");
         }
-        self.deliver(td.packet).await;
+        self.deliver(li, td.packet).await;
     }
 
-    pub(super) async fn deliver(&mut self, inner: &[u8]) {
+    /// An inner packet for the home address, from the home agent's tunnel on
+    /// link `li` (or through the VPN run over it).
+    pub(super) async fn deliver(&mut self, li: usize, inner: &[u8]) {
         let Ok(h) = wire::ipv4::Ipv4Header::parse(inner) else {
             return self.counters.drop("malformed inner packet");
         };
@@ -206,7 +210,9 @@ impl Daemon {
                 .counters
                 .drop("inner destination is not the home address");
         }
-        self.live.ha_heard = Some(Instant::now());
+        if let Some(l) = self.links.get_mut(li) {
+            l.live.ha_heard = Some(Instant::now());
+        }
         match self.tun.send(inner).await {
             Ok(_) => {
                 self.counters.rx_packets += 1;
@@ -224,55 +230,64 @@ impl Daemon {
     /// keepalive behind a NAT). A home agent that lost our binding (restarted
     /// without its state) or a NAT that lost our mapping shows as that answer not
     /// coming back; the timer then tells the core, which re-registers.
-    async fn check_liveness(&mut self, now: Instant) {
-        if self.live.probe.is_some() {
+    async fn check_liveness(&mut self, li: usize, now: Instant) {
+        let live = &self.links[li].live;
+        if live.probe.is_some() {
             return;
         }
         // Without a NAT there is no mapping to lose quickly, only a binding: ask
         // less eagerly, so that a loaded link does not look dead.
-        let (silence, floor) = if self.live.udp_tunnel.is_some() {
+        let (silence, floor) = if live.udp_tunnel.is_some() {
             (NAT_SILENCE, NAT_PROBE_WAIT)
         } else {
             (BINDING_SILENCE, BINDING_PROBE_WAIT)
         };
-        if self
-            .live
+        if live
             .ha_heard
             .is_some_and(|h| now.duration_since(h) < silence)
         {
             return;
         }
-        self.send_keepalive().await;
+        self.send_keepalive(li).await;
         // A slow path (satellite, congested LTE) gets longer than the floor: twice the
         // last registration round trip, so a slow echo does not look like a lost mapping.
-        let wait = floor.max(self.last_rtt.unwrap_or_default() * 2);
-        self.live.probe = Some((now, now + wait));
+        let l = &mut self.links[li];
+        let wait = floor.max(l.last_rtt.unwrap_or_default() * 2);
+        l.live.probe = Some((now, now + wait));
     }
 
-    /// Keepalives (RFC 3519) and the liveness probe's deadline.
+    /// Keepalives (RFC 3519) and the liveness probes' deadlines, per link.
     pub(super) async fn on_liveness_timer(&mut self, now: Instant, wall: SystemTime) {
-        let open = self.inbound_open() || self.via_vpn_open();
-        if let Some(k) = self
-            .live
+        for li in 0..self.links.len() {
+            self.link_liveness_timer(li, now, wall).await;
+        }
+    }
+
+    async fn link_liveness_timer(&mut self, li: usize, now: Instant, wall: SystemTime) {
+        let open = self.inbound_open(li) || self.via_vpn_open(li);
+        let live = &self.links[li].live;
+        if let Some(k) = live
             .udp_tunnel
-            .filter(|k| *k > 0 && self.live.next_keepalive.is_some_and(|t| t <= now))
+            .filter(|k| *k > 0 && live.next_keepalive.is_some_and(|t| t <= now))
         {
-            self.live.next_keepalive = Some(now + Duration::from_secs(u64::from(k)));
+            self.links[li].live.next_keepalive = Some(now + Duration::from_secs(u64::from(k)));
             if open {
-                self.send_keepalive().await;
+                self.send_keepalive(li).await;
             }
         }
-        if let Some((sent, _)) = self.live.probe.filter(|p| p.1 <= now) {
-            self.live.probe = None;
-            if open && self.live.ha_heard.is_none_or(|h| h < sent) {
-                if self.live.udp_tunnel.is_some() {
+        let l = &mut self.links[li];
+        if let Some((sent, _)) = l.live.probe.filter(|p| p.1 <= now) {
+            l.live.probe = None;
+            if open && l.live.ha_heard.is_none_or(|h| h < sent) {
+                if l.live.udp_tunnel.is_some() {
                     warn!("no answer from the home agent through the NAT: re-registering for a fresh mapping");
                     self.counters.nat_reregistrations += 1;
                 } else {
                     warn!("no answer from the home agent through the tunnel: binding presumed lost, re-registering");
                     self.counters.dead_binding_reregistrations += 1;
                 }
-                self.node.handle_binding_silent(now, wall, self.phys);
+                let phys = self.links[li].ifindex;
+                self.node.handle_binding_silent(now, wall, phys);
             }
         }
     }
@@ -281,23 +296,26 @@ impl Daemon {
     /// keepalive through the UDP tunnel (it keeps the NAT's mapping alive), or,
     /// without a NAT, inside IP-in-IP. The home agent's answer comes back through
     /// its tunnel only while it holds our binding.
-    async fn send_keepalive(&mut self) {
+    async fn send_keepalive(&mut self, li: usize) {
         let m = &self.file.mn;
         let mut icmp = vec![8u8, 0, 0, 0, 0x6d, 0x69, 0, 0];
-        self.live.keepalive_seq = self.live.keepalive_seq.wrapping_add(1);
-        icmp[6..8].copy_from_slice(&self.live.keepalive_seq.to_be_bytes());
+        let live = &mut self.links[li].live;
+        live.keepalive_seq = live.keepalive_seq.wrapping_add(1);
+        icmp[6..8].copy_from_slice(&live.keepalive_seq.to_be_bytes());
         let c = wire::checksum::checksum(&icmp);
         icmp[2..4].copy_from_slice(&c.to_be_bytes());
         let inner = wire::ipv4::Ipv4Header::build(m.home_address, m.home_agent, 1, &icmp);
-        if self.via_vpn_open() {
+        if self.via_vpn_open(li) {
             // Outside: the echo goes the way user data does (IP-in-IP from the TIA,
             // through the VPN), so its answer shows the whole stack holds.
             return self.send_via_vpn_data(&inner).await;
         }
-        if self.live.udp_tunnel.is_some() {
-            return self.send_udp_tunnel(&inner).await;
+        if self.links[li].live.udp_tunnel.is_some() {
+            return self.send_udp_tunnel(li, &inner).await;
         }
-        let Some((_, raw)) = &self.raw else { return };
+        let Some((_, raw)) = &self.links[li].raw else {
+            return;
+        };
         if let Err(e) = raw.send_to(&inner, m.home_agent).await {
             debug!("liveness echo: {e}");
         }

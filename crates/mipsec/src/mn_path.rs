@@ -16,24 +16,25 @@ impl Daemon {
     /// Follows the core's attachment: a new one gets its sockets and, through a
     /// foreign agent, a host route to the agent; the old agent is forgotten
     /// (user data moved off it first).
-    pub(super) async fn sync_attachment(&mut self) {
-        let now = self.node.attachment(self.phys);
-        if now == self.attached {
+    pub(super) async fn sync_attachment(&mut self, li: usize) {
+        let phys = self.links[li].ifindex;
+        let now = self.node.attachment(phys);
+        if now == self.links[li].attached {
             return;
         }
-        let old = std::mem::replace(&mut self.attached, now);
-        info!(from = ?old, to = ?now, "attachment");
-        self.live = super::Liveness::default();
+        let old = std::mem::replace(&mut self.links[li].attached, now);
+        info!(interface = %self.links[li].name, from = ?old, to = ?now, "attachment");
+        self.links[li].live = super::Liveness::default();
         let new_agent = now.and_then(|a| a.agent);
-        if let Some(agent) = self.agent_route.filter(|a| Some(*a) != new_agent) {
-            self.agent_route = None;
-            self.forget_agent(agent).await;
+        if let Some(agent) = self.links[li].agent_route.filter(|a| Some(*a) != new_agent) {
+            self.links[li].agent_route = None;
+            self.forget_agent(li, agent).await;
         }
         if let Some(agent) = new_agent {
-            self.route_to_agent(agent).await;
-            self.agent_route = Some(agent);
-            self.introduce_to_agent(agent).await;
-            if let Some(r) = self.gateway_via_agent(agent) {
+            self.route_to_agent(phys, agent).await;
+            self.links[li].agent_route = Some(agent);
+            self.introduce_to_agent(li, agent).await;
+            if let Some(r) = self.gateway_via_agent(phys, agent) {
                 if let Err(e) = self.nl.replace_route(&r).await {
                     warn!("route to the VPN gateway via the agent {agent}: {e}");
                 }
@@ -47,28 +48,29 @@ impl Daemon {
             Some(a) if a.agent.is_some() && self.file.mn.encapsulating_delivery => Some(home),
             _ => None,
         };
-        self.raw_want = raw_at;
-        if self.raw.as_ref().map(|r| r.0) != raw_at {
-            self.raw = None;
-            self.ensure_raw();
+        let l = &mut self.links[li];
+        l.raw_want = raw_at;
+        if l.raw.as_ref().map(|r| r.0) != raw_at {
+            l.raw = None;
+            self.ensure_raw(li);
         }
         // The registration sockets follow the requests (see `udp_for`); one bound
         // to an address of an attachment we left is useless.
         let x_home = self.x_home();
-        self.udp.retain(|u| {
+        self.links[li].udp.retain(|u| {
             now.is_some_and(|a| u.0 == a.care_of || u.0 == home || Some(u.0) == x_home)
         });
     }
 
     /// The registration socket bound to `addr`:434 on the interface (opened on
     /// first use; replies come back to it).
-    pub(super) fn udp_for(&mut self, addr: Ipv4Addr) -> Option<&UdpSocket> {
-        if !self.udp.iter().any(|u| u.0 == addr) {
+    pub(super) fn udp_for(&mut self, li: usize, addr: Ipv4Addr) -> Option<&UdpSocket> {
+        if !self.links[li].udp.iter().any(|u| u.0 == addr) {
             let mut o = UdpOptions::new(SocketAddrV4::new(addr, MIP_PORT));
-            o.device = Some(self.file.mn.interface.clone());
+            o.device = Some(self.links[li].name.clone());
             o.reuse_addr = true;
             match o.bind() {
-                Ok(s) => self.udp.push((addr, s)),
+                Ok(s) => self.links[li].udp.push((addr, s)),
                 Err(e) => {
                     warn!("registration socket on {addr}: {e}");
                     self.counters
@@ -77,44 +79,35 @@ impl Daemon {
                 }
             }
         }
-        self.udp.iter().find(|u| u.0 == addr).map(|u| &u.1)
+        self.links[li]
+            .udp
+            .iter()
+            .find(|u| u.0 == addr)
+            .map(|u| &u.1)
     }
 
     /// The registration socket of the care-of address (RFC 3519 tunnel data).
-    pub(super) fn udp_at_care_of(&self) -> Option<&UdpSocket> {
-        let coa = self.attached?.care_of;
-        self.udp.iter().find(|u| u.0 == coa).map(|u| &u.1)
+    pub(super) fn udp_at_care_of(&self, li: usize) -> Option<&UdpSocket> {
+        let l = &self.links[li];
+        let coa = l.attached?.care_of;
+        l.udp.iter().find(|u| u.0 == coa).map(|u| &u.1)
     }
 
     /// Opens the tunnel socket the attachment wants if it is not open. It can
     /// fail for a moment (the address went away and came back): the next packet
     /// tries again, instead of dropping everything until the next move.
-    pub(super) fn ensure_raw(&mut self) {
-        let Some(addr) = self.raw_want.filter(|_| self.raw.is_none()) else {
+    pub(super) fn ensure_raw(&mut self, li: usize) {
+        let l = &self.links[li];
+        let Some(addr) = l.raw_want.filter(|_| l.raw.is_none()) else {
             return;
         };
-        match self.open_raw(addr) {
-            Ok(r) => self.raw = Some((addr, r)),
+        match open_raw(&l.name, addr) {
+            Ok(r) => self.links[li].raw = Some((addr, r)),
             Err(e) => {
                 debug!("{e}");
                 self.counters.drop("tunnel socket could not be opened");
             }
         }
-    }
-
-    fn open_raw(&self, addr: Ipv4Addr) -> Result<RawIp, String> {
-        let r = RawIp::open_with(
-            IPPROTO_IPIP,
-            &RawIpOptions {
-                bind_addr: Some(addr),
-                device: Some(self.file.mn.interface.clone()),
-                header_included: false,
-            },
-        )
-        .map_err(|e| format!("tunnel socket on {addr}: {e}"))?;
-        crate::shell::enlarge_buffers(std::os::fd::AsFd::as_fd(&r));
-        crate::shell::allow_fragmentation(std::os::fd::AsFd::as_fd(&r));
-        Ok(r)
     }
 
     /// Forgets a foreign agent: user data is moved off the routes through it first
@@ -123,20 +116,21 @@ impl Daemon {
     /// resolving an agent that is no longer on the link; TCP does not retransmit a
     /// segment still held there, so without this an upstream flow stalls for the
     /// ARP failure time (3 s) after leaving mode f.
-    pub(super) async fn forget_agent(&mut self, agent: Ipv4Addr) {
-        if matches!(self.routes, Routes::Agent(_)) {
+    pub(super) async fn forget_agent(&mut self, li: usize, agent: Ipv4Addr) {
+        let phys = self.links[li].ifindex;
+        if matches!(self.routes, Routes::Agent(_, dev) if dev == phys) {
             self.set_routes(Routes::Tunnel).await;
         }
-        if let Some(r) = self.gateway_via_agent(agent) {
+        if let Some(r) = self.gateway_via_agent(phys, agent) {
             if let Err(e) = self.nl.del_route(&r).await {
                 debug!("remove route to the VPN gateway via {agent}: {e}");
             }
         }
-        let r = Route::new(agent, 32).dev(self.phys);
+        let r = Route::new(agent, 32).dev(phys);
         if let Err(e) = self.nl.del_route(&r).await {
             debug!("remove route to the foreign agent {agent}: {e}");
         }
-        if let Err(e) = self.nl.del_neighbour(self.phys, agent).await {
+        if let Err(e) = self.nl.del_neighbour(phys, agent).await {
             debug!("remove neighbour entry of the foreign agent {agent}: {e}");
         }
     }
@@ -146,8 +140,9 @@ impl Daemon {
     /// for the agent from each of them. An agent that learns visitors from its
     /// neighbour table (as `mipsec fa` does) would otherwise know only the address
     /// of whichever packet first made us resolve it.
-    pub(super) async fn introduce_to_agent(&self, agent: Ipv4Addr) {
-        let Ok(link) = self.nl.link_by_index(self.phys).await else {
+    pub(super) async fn introduce_to_agent(&self, li: usize, agent: Ipv4Addr) {
+        let phys = self.links[li].ifindex;
+        let Ok(link) = self.nl.link_by_index(phys).await else {
             return;
         };
         let Ok(mac) = <[u8; 6]>::try_from(link.mac.as_slice()) else {
@@ -164,7 +159,7 @@ impl Daemon {
             f.extend_from_slice(&a.octets());
             f.extend_from_slice(&[0; 6]);
             f.extend_from_slice(&agent.octets());
-            if let Err(e) = netio::netlink::arp::send_frame(self.phys, &f, [0xff; 6], 0x0806) {
+            if let Err(e) = netio::netlink::arp::send_frame(phys, &f, [0xff; 6], 0x0806) {
                 debug!("ARP to the agent {agent}: {e}");
             }
         }
@@ -172,8 +167,8 @@ impl Daemon {
 
     /// The agent is on the link, whatever addresses the interface has (none, on a
     /// network that only offers a foreign agent).
-    async fn route_to_agent(&self, agent: Ipv4Addr) {
-        let r = Route::new(agent, 32).dev(self.phys);
+    async fn route_to_agent(&self, phys: u32, agent: Ipv4Addr) {
+        let r = Route::new(agent, 32).dev(phys);
         if let Err(e) = self.nl.replace_route(&r).await {
             warn!("route to the foreign agent {agent}: {e}");
         }
@@ -191,16 +186,16 @@ impl Daemon {
     /// Installs `want` whatever the recorded state (replacing what is there).
     pub(super) async fn install_routes(&mut self, want: Routes) {
         let home = self.file.mn.home_address;
-        if let Routes::Agent(a) = want {
+        if let Routes::Agent(a, dev) = want {
             // The kernel drops routes through the agent when addresses on the
             // interface go (a DHCP client's flush): put the host route back first.
-            self.route_to_agent(a).await;
+            self.route_to_agent(dev, a).await;
         }
         for half in [Ipv4Addr::new(0, 0, 0, 0), Ipv4Addr::new(128, 0, 0, 0)] {
             let r = match want {
                 Routes::None => {
                     let old = match self.routes {
-                        Routes::Agent(a) => Route::new(half, 1).via(a).dev(self.phys),
+                        Routes::Agent(a, dev) => Route::new(half, 1).via(a).dev(dev),
                         _ => Route::new(half, 1).dev(self.tun_ifindex),
                     };
                     if let Err(e) = self.nl.del_route(&old).await {
@@ -209,7 +204,7 @@ impl Daemon {
                     continue;
                 }
                 Routes::Tunnel => Route::new(half, 1).dev(self.tun_ifindex).src(home),
-                Routes::Agent(a) => Route::new(half, 1).via(a).dev(self.phys).src(home),
+                Routes::Agent(a, dev) => Route::new(half, 1).via(a).dev(dev).src(home),
             };
             if let Err(e) = self.nl.replace_route(&r).await {
                 warn!("route {half}/1: {e}");
@@ -220,10 +215,10 @@ impl Daemon {
 
     /// RFC 5944 section 4.6: at home, a gratuitous ARP takes the home address back
     /// from the home agent's proxy.
-    pub(super) async fn announce_home(&self) {
+    pub(super) async fn announce_home(&self, li: usize) {
         if let Err(e) = self
             .nl
-            .gratuitous_arp(self.phys, self.file.mn.home_address)
+            .gratuitous_arp(self.links[li].ifindex, self.file.mn.home_address)
             .await
         {
             warn!("gratuitous ARP at home: {e}");
@@ -235,11 +230,12 @@ impl Daemon {
     /// show there. It goes as a link-layer frame, because a raw IP socket would fill
     /// in a source address of its own choosing; agents answer an unspecified source
     /// by multicast.
-    pub(super) async fn solicit(&mut self) {
+    pub(super) async fn solicit(&mut self, li: usize) {
         if !self.file.mn.use_foreign_agents || self.file.mn.trusted_agents.is_empty() {
             return;
         }
-        let mac = match self.nl.link_by_index(self.phys).await {
+        let phys = self.links[li].ifindex;
+        let mac = match self.nl.link_by_index(phys).await {
             Ok(l) => match <[u8; 6]>::try_from(l.mac.as_slice()) {
                 Ok(m) => m,
                 Err(_) => return,
@@ -262,14 +258,14 @@ impl Daemon {
         frame.extend_from_slice(&mac);
         frame.extend_from_slice(&0x0800u16.to_be_bytes());
         frame.extend_from_slice(&ip);
-        if let Err(e) = netio::netlink::arp::send_frame(self.phys, &frame, dst, 0x0800) {
+        if let Err(e) = netio::netlink::arp::send_frame(phys, &frame, dst, 0x0800) {
             debug!("agent solicitation: {e}");
         }
     }
 
     /// An ICMP message on the link: agent advertisements go to the core, which
     /// uses only trusted agents (and counts the others).
-    pub(super) fn on_icmp(&mut self, packet: &[u8]) {
+    pub(super) fn on_icmp(&mut self, li: usize, packet: &[u8]) {
         let Ok(h) = wire::ipv4::Ipv4Header::parse(packet) else {
             return;
         };
@@ -296,7 +292,7 @@ impl Daemon {
         self.node.handle_advertisement(
             Instant::now(),
             SystemTime::now(),
-            self.phys,
+            self.links[li].ifindex,
             mobility::Advertisement {
                 agent: router.addr,
                 care_of,
@@ -306,6 +302,22 @@ impl Daemon {
             },
         );
     }
+}
+
+/// The IP-in-IP socket of an interface, bound to `addr` on it.
+fn open_raw(dev: &str, addr: Ipv4Addr) -> Result<RawIp, String> {
+    let r = RawIp::open_with(
+        IPPROTO_IPIP,
+        &RawIpOptions {
+            bind_addr: Some(addr),
+            device: Some(dev.to_string()),
+            header_included: false,
+        },
+    )
+    .map_err(|e| format!("tunnel socket on {addr}: {e}"))?;
+    crate::shell::enlarge_buffers(std::os::fd::AsFd::as_fd(&r));
+    crate::shell::allow_fragmentation(std::os::fd::AsFd::as_fd(&r));
+    Ok(r)
 }
 
 /// True if the main routing table has a route through `iface` that covers `dst`

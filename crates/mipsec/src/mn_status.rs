@@ -25,9 +25,10 @@ fn gate_name(g: Gate) -> &'static str {
 }
 
 impl Daemon {
-    /// One interface's state (this shell drives one physical interface).
-    fn interface_status(&self, now: Instant) -> Value {
-        let id = self.phys;
+    /// One interface's state (MN-2: each has its own).
+    fn interface_status(&self, li: usize, now: Instant) -> Value {
+        let l = &self.links[li];
+        let id = l.ifindex;
         let gate = self.node.gate(id, now);
         let att = self.node.attachment(id);
         let state = match (self.node.phase(id), gate) {
@@ -42,8 +43,9 @@ impl Daemon {
             _ => None,
         };
         json!({
-            "name": self.file.mn.interface,
+            "name": l.name,
             "state": state,
+            "carries_user_data": self.last_gate.0 == li && gate.is_open(),
             "mode": mode,
             "gate": gate_name(gate),
             "epoch": self.node.epoch(id),
@@ -51,15 +53,19 @@ impl Daemon {
             "foreign_agent": att.and_then(|a| a.agent).map(|a| a.to_string()),
             "tnc_proof_age_s": self.node.proof(id).map(|p| secs(now.duration_since(p.at()))),
             "last_change": self.node.reason(id),
-            "last_change_age_s": secs(now.duration_since(self.changed_at)),
+            "last_change_age_s": secs(now.duration_since(l.changed_at)),
+            "udp_tunnel": matches!(self.node.tunnel(id, Layer::IhaDirect, now), Some(mobility::Tunnel::Udp { .. })),
+            "last_registration_rtt_ms": l.last_rtt.map(|d| secs(d) * 1000.0),
+            "vpn": self.vpn_iface() == Some(id),
         })
     }
 
     pub(super) fn status(&self) -> Value {
         let m = &self.file.mn;
         let now = Instant::now();
-        let id = self.phys;
-        let gate = self.node.gate(id, now);
+        // The top-level fields describe the interface that carries user data.
+        let (li, gate) = self.data_path(now);
+        let id = self.links[li].ifindex;
         let att = self.node.attachment(id);
         let s = self.node.stats();
         let mut drops: BTreeMap<String, u64> = self
@@ -123,8 +129,9 @@ impl Daemon {
             "home_address": m.home_address.to_string(),
             "home_agent": m.home_agent.to_string(),
             "udp_tunnel": matches!(self.node.tunnel(id, Layer::IhaDirect, now), Some(mobility::Tunnel::Udp { .. })),
-            "last_registration_rtt_ms": self.last_rtt.map(|d| secs(d) * 1000.0),
-            "interfaces": [self.interface_status(now)],
+            "last_registration_rtt_ms": self.links[li].last_rtt.map(|d| secs(d) * 1000.0),
+            "interface": self.links[li].name,
+            "interfaces": (0..self.links.len()).map(|i| self.interface_status(i, now)).collect::<Vec<_>>(),
             "t_monitor_s": m.t_monitor_s,
             "outside": format!("{:?}", m.outside).to_lowercase(),
             "tia": self.outer.tia.as_ref().map(|p| p.tia.to_string()),

@@ -20,7 +20,7 @@
 use super::Daemon;
 use crate::config::OutsideMode;
 use mip4::wire::MIP_PORT;
-use mobility::{Gate, IfaceId, Layer, Tunnel, Via, VpnEvent};
+use mobility::{IfaceId, Layer, Tunnel, Via, VpnEvent};
 use netio::raw::{RawIp, RawIpOptions, IPPROTO_IPIP};
 use netio::tun::Tun;
 use netio::udp::UdpOptions;
@@ -90,8 +90,9 @@ pub(super) struct Outer {
     pub(super) tia: Option<TiaPath>,
     pub(super) starts: u64,
     /// fvc: IKE/ESP handed natively to the x-FA (which reverse-tunnels it to the
-    /// x-HA), through a header-included raw socket bound to the interface.
-    native: Option<RawIp>,
+    /// x-HA), through a header-included raw socket bound to the interface (its
+    /// ifindex).
+    native: Option<(u32, RawIp)>,
     /// A client told to stop, until it has exited (it holds the TUN and the table
     /// a new one needs), and when it gets killed if it has not.
     pub(super) stopping: Option<Child>,
@@ -179,38 +180,46 @@ impl Daemon {
         if h.src != xh || h.dst != gw || !vpn {
             return self.counters.drop("x-home: not IKE/ESP to the VPN gateway");
         }
-        match self.node.tunnel(self.phys, Layer::Xha, now) {
-            Some(Tunnel::IpInIp) if self.attached.is_some_and(|a| a.agent.is_none()) => {
-                self.send_ipip(packet, x_ha).await;
-            }
-            Some(Tunnel::Udp { .. }) if self.attached.is_some_and(|a| a.agent.is_none()) => {
-                self.send_udp_tunnel_to(packet, x_ha).await;
+        // MN-2: the x-MIP layer exists once, on the interface holding the x-HA's
+        // binding.
+        let Some(li) = self.xmip_link(now) else {
+            return self.counters.drop("x-home: no x-HA binding");
+        };
+        let l = &self.links[li];
+        let colocated = l.attached.is_some_and(|a| a.agent.is_none());
+        match self.node.tunnel(l.ifindex, Layer::Xha, now) {
+            Some(Tunnel::IpInIp) if colocated => self.send_ipip(li, packet, x_ha).await,
+            Some(Tunnel::Udp { .. }) if colocated => {
+                self.send_udp_tunnel_to(li, packet, x_ha).await;
             }
             // fvc: through the x-FA, natively (RFC 3024 direct delivery): the agent
             // reverse-tunnels what comes from its visitor's x-home address.
-            Some(_) => self.send_native(packet).await,
+            Some(_) => self.send_native(li, packet).await,
             None => self.counters.drop("x-home: no x-HA binding"),
         }
     }
 
-    async fn send_native(&mut self, packet: &[u8]) {
-        if self.outer.native.is_none() {
+    async fn send_native(&mut self, li: usize, packet: &[u8]) {
+        let phys = self.links[li].ifindex;
+        if self.outer.native.as_ref().is_none_or(|n| n.0 != phys) {
             match RawIp::open_with(
                 255,
                 &RawIpOptions {
-                    device: Some(self.file.mn.interface.clone()),
+                    device: Some(self.links[li].name.clone()),
                     header_included: true,
                     ..RawIpOptions::default()
                 },
             ) {
-                Ok(r) => self.outer.native = Some(r),
+                Ok(r) => self.outer.native = Some((phys, r)),
                 Err(e) => {
                     warn!("fvc send socket: {e}");
                     return self.counters.drop("x-home: no send socket");
                 }
             }
         }
-        let Some(r) = &self.outer.native else { return };
+        let Some((_, r)) = &self.outer.native else {
+            return;
+        };
         match r.send_packet(packet).await {
             Ok(_) => {
                 self.counters.tx_packets += 1;
@@ -226,7 +235,11 @@ impl Daemon {
     /// fvc: the VPN gateway through the agent, for the native sends (a second
     /// route next to the one through the x-home device, found only by sockets
     /// bound to the interface).
-    pub(super) fn gateway_via_agent(&self, agent: Ipv4Addr) -> Option<netio::netlink::Route> {
+    pub(super) fn gateway_via_agent(
+        &self,
+        phys: u32,
+        agent: Ipv4Addr,
+    ) -> Option<netio::netlink::Route> {
         if self.file.mn.outside != OutsideMode::Xmip {
             return None;
         }
@@ -234,7 +247,7 @@ impl Daemon {
         Some(
             netio::netlink::Route::new(gw, 32)
                 .via(agent)
-                .dev(self.phys)
+                .dev(phys)
                 .metric(100),
         )
     }
@@ -244,11 +257,7 @@ impl Daemon {
         let Some(xh) = self.x_home() else {
             return self.counters.drop("x-MIP packet without x-MIP");
         };
-        if self
-            .node
-            .tunnel(self.phys, Layer::Xha, Instant::now())
-            .is_none()
-        {
+        if self.xmip_link(Instant::now()).is_none() {
             return self.counters.drop("x-MIP packet without an x-HA binding");
         }
         let Ok(h) = wire::ipv4::Ipv4Header::parse(inner) else {
@@ -293,7 +302,10 @@ impl Daemon {
                         .handle_vpn(now, wall, iface, VpnEvent::MobikeAnswered { ok: false });
                 }
             }
-            mobility::Action::StopVpn { .. } => self.stop_vpn("inside").await,
+            // MN-2: only the interface the client runs for can stop it.
+            mobility::Action::StopVpn { iface } if self.vpn_iface().is_none_or(|v| v == iface) => {
+                self.stop_vpn("inside").await
+            }
             _ => {}
         }
     }
@@ -343,7 +355,9 @@ impl Daemon {
             .map_err(|e| format!("{}: cannot read: {e}", user.display()))?;
         let interface = match m.outside {
             OutsideMode::Xmip => m.xhome_device.clone(),
-            _ => m.interface.clone(),
+            _ => self
+                .link_of(iface)
+                .map_or_else(|| m.interface.clone(), |li| self.links[li].name.clone()),
         };
         let derived = derived_config(&text, &interface, Some(local), m);
         let dir = PathBuf::from(RUN_DIR);
@@ -458,12 +472,12 @@ impl Daemon {
         let now = Instant::now();
         let Some(p) = self.outer.tia.as_ref().filter(|p| p.tia == *t.src.ip()) else {
             self.counters.drop("request through the VPN: no tunnel");
-            self.node.handle_send_failed(now, self.phys, Via::Vpn);
+            self.node.handle_send_failed(now, t.iface, Via::Vpn);
             return;
         };
         if let Err(e) = p.udp.send_to(&t.payload, t.dst).await {
             debug!("request through the VPN: {e}");
-            self.node.handle_send_failed(now, self.phys, Via::Vpn);
+            self.node.handle_send_failed(now, t.iface, Via::Vpn);
         }
     }
 
@@ -485,12 +499,20 @@ impl Daemon {
         }
     }
 
+    /// The interface the VPN client runs for (MN-2: one client at a time).
+    pub(super) fn vpn_iface(&self) -> Option<IfaceId> {
+        self.outer.child.as_ref().map(|c| c.iface)
+    }
+
     /// A reply of the i-HA through the VPN.
     pub(super) fn on_tia_udp(&mut self, from: SocketAddrV4, payload: &[u8]) {
+        let Some(iface) = self.vpn_iface() else {
+            return self.counters.drop("reply through the VPN: no client");
+        };
         self.node.handle_datagram(
             Instant::now(),
             SystemTime::now(),
-            self.phys,
+            iface,
             Via::Vpn,
             from,
             payload,
@@ -502,10 +524,10 @@ impl Daemon {
         if outer_src != self.file.mn.home_agent {
             return self.counters.drop("VPN tunnel packet not from the i-HA");
         }
-        if !matches!(
-            self.node.gate(self.phys, Instant::now()),
-            Gate::OpenViaVpn(_)
-        ) {
+        let Some(li) = self.vpn_iface().and_then(|i| self.link_of(i)) else {
+            return self.counters.drop("VPN tunnel packet without a client");
+        };
+        if !self.via_vpn_open(li) {
             return self.counters.drop("gate closed");
         }
         let Ok(outer) = wire::ipv4::Ipv4Header::parse(packet) else {
@@ -514,7 +536,7 @@ impl Daemon {
         let Some(inner) = packet.get(outer.header_len..usize::from(outer.total_len)) else {
             return self.counters.drop("malformed outer header");
         };
-        self.deliver(inner).await;
+        self.deliver(li, inner).await;
     }
 }
 
@@ -540,9 +562,10 @@ pub(super) fn check_vpn_config(m: &crate::config::MnSection) -> Result<(), Strin
             path.display()
         ));
     }
+    let names = m.interface_names();
     let interface = match m.outside {
         OutsideMode::Xmip => m.xhome_device.as_str(),
-        _ => m.interface.as_str(),
+        _ => names.first().map_or("", String::as_str),
     };
     let derived = derived_config(&text, interface, m.external_home_address, m);
     vpnc::VpnConfig::parse(path, &derived).map(|_| ())

@@ -71,6 +71,7 @@ impl MobileNode {
             i.stop(t);
         }
         i.send_failed = [false; 2];
+        i.xmip_waiting = false;
         i.direct.stop();
         i.direct_failed = false;
         i.xha_failed = false;
@@ -132,8 +133,10 @@ impl MobileNode {
             Outside::Xmip { .. } if held => {
                 // MN-2: the x-home address, and the VPN run from it, exist once:
                 // one interface at a time holds the x-MIP layer. This one only
-                // checks for inside, and tries again later.
+                // checks for inside, and asks the x-HA as soon as the holder
+                // lets go (see `MobileNode::release_xmip`).
                 i.xha_failed = true;
+                i.xmip_waiting = true;
             }
             Outside::Xmip { .. } => {
                 // MN-8: an inside hint may postpone the x-HA request, never skip it.
@@ -169,22 +172,27 @@ impl MobileNode {
         }
     }
 
-    /// Another interface holds the x-MIP layer (outside, or asking the x-HA).
-    fn xmip_held_by_other(&self, me: IfaceId) -> bool {
-        self.ifaces.values().any(|i| {
-            i.id != me
-                && match i.phase {
-                    Phase::Outside => true,
-                    Phase::Detecting => i.xha.as_ref().is_some_and(|x| x.is_pending()),
-                    Phase::Inside | Phase::Down => false,
-                }
+    /// Whether interface `id` holds the x-MIP layer: outside, or asking the x-HA.
+    pub(crate) fn holds_xmip(&self, id: IfaceId) -> bool {
+        self.ifaces.get(&id).is_some_and(|i| match i.phase {
+            Phase::Outside => true,
+            Phase::Detecting => i.xha.as_ref().is_some_and(|x| x.is_pending()),
+            Phase::Inside | Phase::Down => false,
         })
+    }
+
+    /// Another interface holds the x-MIP layer (outside, or asking the x-HA).
+    pub(crate) fn xmip_held_by_other(&self, me: IfaceId) -> bool {
+        self.ifaces
+            .keys()
+            .any(|id| *id != me && self.holds_xmip(*id))
     }
 
     pub(crate) fn xha_register(&mut self, now: Instant, wall: SystemTime, id: IfaceId) {
         let cfg = self.cfg.clone();
         if self.xmip_held_by_other(id) {
             self.iface(id).xha_failed = true;
+            self.iface(id).xmip_waiting = true;
             self.check_stuck(now, id);
             return;
         }
@@ -252,13 +260,18 @@ impl MobileNode {
             }
         }
         // The i-HA learns the TIA through the tunnel, unless it already knows it
-        // (MN-14: it is told only when the TIA changes).
+        // (MN-14: it is told only when the TIA changes), or another interface
+        // holds the i-HA's binding inside (MN-2, see `vpn_standby`).
+        let standby = self.vpn_standby(id, now);
         let i = self.iface(id);
         if let VpnState::Up { tia } = i.vpn {
             let known = i.via_vpn.care_of() == Some(tia) && i.via_vpn.is_registered(now);
-            if !known && !i.via_vpn.is_pending() {
-                i.via_vpn
-                    .register(now, wall, Iface::vpn_attachment(&cfg, tia));
+            if !known && !standby {
+                // A request still out went by the old path: again, at once.
+                if !i.via_vpn.resend_now(now, wall) {
+                    i.via_vpn
+                        .register(now, wall, Iface::vpn_attachment(&cfg, tia));
+                }
             }
         }
         self.set_phase(id, Phase::Outside, reason);

@@ -136,6 +136,12 @@ pub(crate) struct Iface {
     /// The tunnelling last reported per `Layer` (for `Event::TunnelChanged`).
     pub(crate) last_tunnel: [Option<Tunnel>; 3],
     pub(crate) mode: Option<Mode>,
+    /// MN-2: outside with the VPN up while another interface is open inside:
+    /// the TIA is not registered with the i-HA (see `MobileNode::vpn_standby`).
+    pub(crate) standby: bool,
+    /// MN-2: detecting while another interface held the x-MIP layer: the x-HA
+    /// is asked as soon as that one lets go.
+    pub(crate) xmip_waiting: bool,
 }
 
 impl Iface {

@@ -311,6 +311,8 @@ impl MobileNode {
                 send_retries: 0,
                 last_tunnel: [None; 3],
                 mode: None,
+                standby: false,
+                xmip_waiting: false,
             }
         })
     }
@@ -382,7 +384,7 @@ impl MobileNode {
         if let Some(reason) = change {
             self.status_change(now, wall, iface, reason);
         }
-        self.flush(now);
+        self.flush(now, wall);
     }
 
     /// A foreign agent advertisement heard on `iface`.
@@ -414,7 +416,7 @@ impl MobileNode {
         if rebooted && i.carrier {
             self.stats.agent_reboots += 1;
             self.status_change(now, wall, iface, "foreign agent rebooted");
-            self.flush(now);
+            self.flush(now, wall);
             return;
         }
         let i = self.iface(iface);
@@ -429,7 +431,7 @@ impl MobileNode {
         if take {
             self.status_change(now, wall, iface, "trusted foreign agent heard");
         }
-        self.flush(now);
+        self.flush(now, wall);
     }
 
     /// The shell saw user data leave `iface` through the home agent's tunnel
@@ -444,6 +446,7 @@ impl MobileNode {
     /// it does nothing.
     pub fn handle_binding_silent(&mut self, now: Instant, wall: SystemTime, iface: IfaceId) {
         let cfg = self.cfg.clone();
+        let standby = self.vpn_standby(iface, now);
         let Some(i) = self.ifaces.get_mut(&iface) else {
             return;
         };
@@ -465,7 +468,7 @@ impl MobileNode {
             // encrypted, and a failure is a status change.
             let mut probed = false;
             if let VpnState::Up { tia } = i.vpn {
-                if !i.via_vpn.is_pending() {
+                if !i.via_vpn.is_pending() && !standby {
                     i.via_vpn
                         .register(now, wall, Iface::vpn_attachment(&cfg, tia));
                     probed = true;
@@ -480,7 +483,7 @@ impl MobileNode {
                 self.stats.silence_probes += 1;
             }
         }
-        self.flush(now);
+        self.flush(now, wall);
     }
 
     /// A registration reply received on `iface`: plaintext on the socket bound
@@ -528,7 +531,7 @@ impl MobileNode {
             }
         }
         self.drain_clients(now, wall, iface);
-        self.flush(now);
+        self.flush(now, wall);
     }
 
     /// The VPN layer of `iface` changed.
@@ -538,6 +541,7 @@ impl MobileNode {
         if matches!(cfg.outside, Outside::None) {
             return;
         }
+        let standby = self.vpn_standby(iface, now);
         let i = self.iface(iface);
         let mut outside_now = false;
         match ev {
@@ -547,7 +551,7 @@ impl MobileNode {
                 i.vpn_epoch = Some(i.epoch);
                 // MN-14: the i-HA hears only when the TIA changes.
                 let registered = i.via_vpn.is_registered(now) && i.via_vpn.care_of() == Some(tia);
-                if !registered && i.phase != Phase::Inside {
+                if !registered && i.phase != Phase::Inside && !standby {
                     i.via_vpn
                         .register(now, wall, Iface::vpn_attachment(&cfg, tia));
                 }
@@ -564,7 +568,7 @@ impl MobileNode {
                     // which registers with the x-HA before IKE starts over.
                     self.status_change(now, wall, iface, "VPN down");
                     self.drain_clients(now, wall, iface);
-                    self.flush(now);
+                    self.flush(now, wall);
                     return;
                 }
             }
@@ -591,7 +595,7 @@ impl MobileNode {
         }
         self.drain_clients(now, wall, iface);
         self.check_stuck(now, iface);
-        self.flush(now);
+        self.flush(now, wall);
     }
 
     /// The shell could not send a request `poll_transmit` gave it for `iface`
@@ -624,7 +628,7 @@ impl MobileNode {
         if i.timer(Timer::SendRetry).is_some() {
             i.set(Timer::SendRetry, now);
             self.run_timers(now, wall, iface);
-            self.flush(now);
+            self.flush(now, wall);
         }
     }
 
@@ -645,12 +649,13 @@ impl MobileNode {
             self.drain_clients(now, wall, id);
             self.run_timers(now, wall, id);
         }
-        self.flush(now);
+        self.flush(now, wall);
     }
 
     fn run_timers(&mut self, now: Instant, wall: SystemTime, id: IfaceId) {
         let cfg = self.cfg.clone();
         for t in TIMERS {
+            let standby = self.vpn_standby(id, now);
             let Some(i) = self.ifaces.get_mut(&id) else {
                 return;
             };
@@ -689,7 +694,8 @@ impl MobileNode {
                 }
                 Timer::XhaDelay => self.xha_register(now, wall, id),
                 Timer::VpnRegRetry => {
-                    if let (Phase::Outside, VpnState::Up { tia }) = (i.phase, i.vpn) {
+                    if let (Phase::Outside, VpnState::Up { tia }, false) = (i.phase, i.vpn, standby)
+                    {
                         i.via_vpn
                             .register(now, wall, Iface::vpn_attachment(&cfg, tia));
                     }
@@ -746,8 +752,81 @@ impl MobileNode {
         }
     }
 
+    /// MN-2: the i-HA holds one binding for the home address (unless
+    /// `simultaneous_bindings`), and inbound user data follows it. An interface
+    /// outside with its VPN up is on standby while another interface is open
+    /// inside: it does not register its TIA with the i-HA (that would take the
+    /// binding off the inside interface), and its gate stays closed.
+    pub(crate) fn vpn_standby(&self, me: IfaceId, now: Instant) -> bool {
+        !self.cfg.simultaneous_bindings
+            && self
+                .ifaces
+                .values()
+                .any(|i| i.id != me && matches!(i.gate(&self.cfg, now), crate::Gate::OpenInside(_)))
+    }
+
+    /// MN-2: the i-HA's binding follows the preferred interface. While one is
+    /// open inside, an outside interface forgets its TIA registration (the
+    /// inside registration replaced it at the i-HA); once none is, an outside
+    /// interface with its VPN up registers its TIA through the tunnel again.
+    fn reconcile_bindings(&mut self, now: Instant, wall: SystemTime) {
+        let cfg = self.cfg.clone();
+        let ids: Vec<IfaceId> = self.ifaces.keys().copied().collect();
+        for id in ids {
+            let standby = self.vpn_standby(id, now);
+            let Some(i) = self.ifaces.get_mut(&id) else {
+                continue;
+            };
+            let VpnState::Up { tia } = i.vpn else {
+                continue;
+            };
+            if i.phase != Phase::Outside {
+                continue;
+            }
+            let held = i.via_vpn.is_pending()
+                || (i.via_vpn.is_registered(now) && i.via_vpn.care_of() == Some(tia));
+            if standby {
+                if held || i.via_vpn.care_of().is_some() {
+                    i.via_vpn.reset();
+                    i.stop(Timer::VpnRegRetry);
+                    while i.via_vpn.poll_transmit().is_some() {}
+                }
+                if !i.standby {
+                    i.standby = true;
+                    i.reason = "standby: the i-HA binding is on an interface inside";
+                }
+            } else if i.standby && !held {
+                i.standby = false;
+                i.via_vpn
+                    .register(now, wall, Iface::vpn_attachment(&cfg, tia));
+                i.reason = "no interface inside any more: TIA registered through the VPN";
+            }
+        }
+    }
+
+    /// MN-2: the x-MIP layer (the x-home address) exists once. An interface
+    /// that found it held by another while detecting asks the x-HA the moment
+    /// that one lets go (went down, or inside), instead of after its own round of
+    /// i-HA retransmissions.
+    fn release_xmip(&mut self, now: Instant, wall: SystemTime) {
+        let ids: Vec<IfaceId> = self.ifaces.keys().copied().collect();
+        for id in ids {
+            let free = !self.xmip_held_by_other(id);
+            let Some(i) = self.ifaces.get_mut(&id) else {
+                continue;
+            };
+            if i.xmip_waiting && free && i.phase == Phase::Detecting {
+                i.xmip_waiting = false;
+                i.xha_failed = false;
+                self.xha_register(now, wall, id);
+            }
+        }
+    }
+
     /// After every input: collect datagrams, report gate and tunnel changes.
-    fn flush(&mut self, now: Instant) {
+    fn flush(&mut self, now: Instant, wall: SystemTime) {
+        self.release_xmip(now, wall);
+        self.reconcile_bindings(now, wall);
         let ids: Vec<IfaceId> = self.ifaces.keys().copied().collect();
         for id in ids {
             self.collect(id);

@@ -301,6 +301,8 @@ fn mn1_mode_f_through_a_trusted_agent_and_fvc_outside() {
 fn mn2_interfaces_are_tracked_separately_and_inside_is_preferred() {
     let mut c = cfg();
     c.interface_order = vec![2, 1];
+    // The home agents keep one binding per care-of address: each path keeps its own.
+    c.simultaneous_bindings = true;
     let mut r = Rig::new(c);
     outside_cvc(&mut r, 2);
     r.attach(1, IN_ADDR, true, false);
@@ -320,6 +322,9 @@ fn mn2_interfaces_are_tracked_separately_and_inside_is_preferred() {
         Some((2, Gate::OpenViaVpn(Mode::Cvc)))
     );
 }
+
+#[path = "tests_mn2.rs"]
+mod mn2;
 
 #[test]
 fn mn3_a_status_change_closes_the_gate_at_once() {

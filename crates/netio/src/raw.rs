@@ -108,6 +108,13 @@ impl RawIp {
             .await
     }
 
+    /// Waits until a packet may be queued, without reading it: for a caller that
+    /// waits on several sockets at once and then reads with
+    /// [`RawIp::try_recv_from`] (which clears the readiness when nothing is there).
+    pub async fn readable(&self) -> io::Result<()> {
+        self.sock.readable().await.map(|_| ())
+    }
+
     /// Non-blocking [`RawIp::recv_from`]: `Err(WouldBlock)` when nothing is queued.
     pub fn try_recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, Ipv4Addr)> {
         self.sock

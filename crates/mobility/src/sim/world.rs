@@ -376,11 +376,16 @@ impl World {
         for i in ids {
             let g = self.node.gate(i, now);
             g.hash(&mut self.hasher);
-            if !self.sc.mobike
+            if !self.sc.mobike && self.ifs.keys().any(|o| *o != i && self.node.holds_xmip(*o)) {
+                self.truth.get_mut(&i).unwrap().excused = true;
+            }
+            // MN-2: one binding at the i-HA: while another interface is open
+            // inside, an outside one stands by (its gate stays closed).
+            if !g.is_open()
                 && self
                     .ifs
                     .keys()
-                    .any(|o| *o != i && matches!(self.node.gate(*o, now), Gate::OpenViaVpn(_)))
+                    .any(|o| *o != i && matches!(self.node.gate(*o, now), Gate::OpenInside(_)))
             {
                 self.truth.get_mut(&i).unwrap().excused = true;
             }
