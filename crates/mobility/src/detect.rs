@@ -206,7 +206,7 @@ impl MobileNode {
         }
     }
 
-    pub(crate) fn start_ike(&mut self, _now: Instant, id: IfaceId) {
+    pub(crate) fn start_ike(&mut self, now: Instant, id: IfaceId) {
         let local = match self.cfg.outside {
             Outside::Xmip { x_home_addr, .. } => Some(x_home_addr),
             Outside::Mobike => self.ifaces.get(&id).and_then(|i| i.address()),
@@ -214,6 +214,15 @@ impl MobileNode {
         };
         let i = self.iface(id);
         let Some(local) = local else { return };
+        if let Some(t) = i.ike_started {
+            let at = t + crate::iface::ike_backoff(i.ike_failures);
+            if now < at {
+                i.vpn = VpnState::None;
+                i.set(Timer::VpnRetry, at);
+                return;
+            }
+        }
+        i.ike_started = Some(now);
         i.vpn = VpnState::Starting;
         i.vpn_epoch = None;
         i.vpn_failed = false;

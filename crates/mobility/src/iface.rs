@@ -3,7 +3,7 @@
 
 use mip4::client::{Attachment, RegistrationClient};
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::config::{Config, FaultCheck, Outside};
 use crate::proof::{DirectIha, TncProof};
@@ -121,6 +121,11 @@ pub(crate) struct Iface {
     /// answered, or the x-HA re-registered under a running VPN).
     pub(crate) vpn_epoch: Option<u64>,
     pub(crate) vpn_failed: bool,
+    /// VPN clients that went down (or never came up) since the last one that
+    /// came up: the next IKE waits [`ike_backoff`] after the previous start.
+    pub(crate) ike_failures: u32,
+    /// When the last IKE was commanded.
+    pub(crate) ike_started: Option<Instant>,
     pub(crate) proof: Option<TncProof>,
     /// The shell reported the home agent's tunnel silent and a re-registration
     /// probes the binding: the gate is closed until a new proof arrives (a silent
@@ -349,5 +354,17 @@ impl Iface {
             dest: SocketAddrV4::new(cfg.i_ha, MIP_PORT),
             colocated: true,
         }
+    }
+}
+
+/// How long after the previous start a new IKE waits, after `failures` clients in a
+/// row went down without coming up: none for the first (an x-HA or NAT that lost
+/// our path is repaired at once), then 250 ms doubling up to 4 s, so a client that
+/// cannot start (a missing binary, a config the client refuses, a gateway that is
+/// down) is retried a few times a minute, not thousands of times a second.
+pub(crate) fn ike_backoff(failures: u32) -> Duration {
+    match failures {
+        0 | 1 => Duration::ZERO,
+        n => Duration::from_millis(250u64 << (n - 2).min(4)),
     }
 }

@@ -303,6 +303,8 @@ impl MobileNode {
                 vpn: VpnState::None,
                 vpn_epoch: None,
                 vpn_failed: false,
+                ike_failures: 0,
+                ike_started: None,
                 proof: None,
                 binding_silent: false,
                 timers: [None; 10],
@@ -548,6 +550,7 @@ impl MobileNode {
             VpnEvent::Up { tia } => {
                 i.vpn = VpnState::Up { tia };
                 i.vpn_failed = false;
+                i.ike_failures = 0;
                 i.vpn_epoch = Some(i.epoch);
                 // MN-14: the i-HA hears only when the TIA changes.
                 let registered = i.via_vpn.is_registered(now) && i.via_vpn.care_of() == Some(tia);
@@ -558,6 +561,7 @@ impl MobileNode {
                 outside_now = matches!(cfg.outside, Outside::Mobike);
             }
             VpnEvent::Down => {
+                i.ike_failures = i.ike_failures.saturating_add(1);
                 i.vpn = VpnState::None;
                 i.vpn_epoch = None;
                 i.via_vpn.reset();
@@ -688,7 +692,11 @@ impl MobileNode {
                     }
                 }
                 Timer::VpnRetry => {
-                    if i.phase == Phase::Outside && i.vpn == VpnState::None {
+                    // A start held back by `ike_backoff`; a status change since
+                    // then stopped this timer and decided again.
+                    if matches!(i.phase, Phase::Outside | Phase::Detecting)
+                        && i.vpn == VpnState::None
+                    {
                         self.start_ike(now, id);
                     }
                 }

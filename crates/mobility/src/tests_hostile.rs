@@ -139,3 +139,62 @@ fn a_silent_binding_is_probed_with_a_re_registration() {
     r.node.handle_binding_silent(n, w, 1);
     assert_eq!(r.node.stats().silence_probes, n2);
 }
+
+/// A VPN client that cannot come up (the binary is missing, the gateway refuses
+/// it): each failure is a status change that asks the x-HA again and commands a
+/// fresh IKE. Without a backoff that loop ran as fast as the x-HA answered
+/// (10,900 client spawns in 20 s in the lab); now the starts thin out to one
+/// every 4 s, the first retry still at once, and a client that comes up resets it.
+#[test]
+fn a_vpn_client_that_keeps_failing_is_retried_with_a_backoff() {
+    let mut c = cfg();
+    c.detection_period = Duration::ZERO;
+    let mut r = Rig::new(c);
+    r.attach(1, OUT_ADDR, false, true);
+    let starts = |r: &Rig| {
+        r.actions
+            .iter()
+            .filter(|a| matches!(a, Action::StartIke { .. }))
+            .count()
+    };
+    assert_eq!(starts(&r), 1);
+    // Every client started fails at once, for 20 simulated seconds.
+    r.vpn(1, VpnEvent::Down);
+    let mut seen = 1;
+    let mut at = Vec::new();
+    for _ in 0..2000 {
+        while starts(&r) > seen && seen < 100 {
+            seen += 1;
+            at.push(r.now - r.t0);
+            r.vpn(1, VpnEvent::Down);
+        }
+        r.advance(Duration::from_millis(10));
+    }
+    let n = starts(&r);
+    assert!((6..=12).contains(&n), "{n} starts in 20 s: {at:?}");
+    assert!(
+        at[0] < Duration::from_millis(50),
+        "first retry at once: {at:?}"
+    );
+    let gaps: Vec<_> = at.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(
+        gaps.iter()
+            .rev()
+            .take(2)
+            .all(|g| *g >= Duration::from_millis(3900)),
+        "the last retries are 4 s apart: {gaps:?}"
+    );
+    // The gate never opened, and a client that comes up clears the backoff.
+    assert_eq!(r.gate(1), Gate::Closed);
+    r.advance(Duration::from_secs(5));
+    r.vpn(1, VpnEvent::Up { tia: TIA });
+    assert_eq!(r.gate(1), Gate::OpenViaVpn(Mode::Cvc));
+    let before = starts(&r);
+    r.vpn(1, VpnEvent::Down);
+    r.advance(Duration::from_millis(20));
+    assert_eq!(
+        starts(&r),
+        before + 1,
+        "a working client's first failure restarts at once"
+    );
+}
