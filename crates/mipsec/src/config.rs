@@ -332,6 +332,13 @@ pub struct MnSection {
     pub vpn_tun: String,
     #[serde(default = "default_vpn_table")]
     pub vpn_table: u32,
+    /// The routing table for user data, looked up by a policy rule (at this
+    /// priority) before the main table, so that no route a visited network pushes
+    /// into the main table (DHCP option 121: TunnelVision) can pull user data out
+    /// of the tunnel device. The node's own sockets are bound to their devices and
+    /// pass on to the main table.
+    #[serde(default = "default_user_table")]
+    pub user_table: u32,
     /// MN-5 T_MONITOR, seconds (used by the mobility core; 60 by default).
     #[serde(default = "default_t_monitor")]
     pub t_monitor_s: u64,
@@ -359,6 +366,9 @@ fn default_vpn_tun() -> String {
 }
 fn default_vpn_table() -> u32 {
     1058
+}
+fn default_user_table() -> u32 {
+    1057
 }
 fn default_ha_tun() -> String {
     "mipha0".into()

@@ -245,6 +245,7 @@ impl Daemon {
         };
         // Closed from the first instant, and a predecessor killed with its routes
         // in place is taken over: they are replaced.
+        d.install_user_rule().await?;
         d.install_routes(Routes::Tunnel).await;
         d.open_outer().await?;
         // The interfaces as they are now.
@@ -648,6 +649,7 @@ impl Daemon {
             }
         }
         self.set_routes(Routes::None).await;
+        self.remove_user_rule().await;
         for li in 0..self.links.len() {
             if let Some(agent) = self.links[li].agent_route.take() {
                 self.forget_agent(li, agent).await;

@@ -130,6 +130,10 @@ impl Daemon {
         if let Err(e) = self.nl.del_route(&r).await {
             debug!("remove route to the foreign agent {agent}: {e}");
         }
+        let r = r.table(self.file.mn.user_table);
+        if let Err(e) = self.nl.del_route(&r).await {
+            debug!("remove route to the foreign agent {agent} (user table): {e}");
+        }
         if let Err(e) = self.nl.del_neighbour(phys, agent).await {
             debug!("remove neighbour entry of the foreign agent {agent}: {e}");
         }
@@ -174,8 +178,11 @@ impl Daemon {
         }
     }
 
-    /// Points the two halves of the address space (0.0.0.0/1, 128.0.0.0/1, more
-    /// specific than any default route) at the TUN, at the foreign agent, or nowhere.
+    /// Points the two halves of the address space (0.0.0.0/1, 128.0.0.0/1) of the
+    /// user table at the TUN, at the foreign agent, or nowhere (then the main table
+    /// decides: mode h at home). The user table is looked up before main (see
+    /// [`Daemon::install_user_rule`]), so no route a visited network adds to main
+    /// (DHCP option 121, TunnelVision) can take user data past the gate.
     pub(super) async fn set_routes(&mut self, want: Routes) {
         if self.routes == want {
             return;
@@ -186,10 +193,15 @@ impl Daemon {
     /// Installs `want` whatever the recorded state (replacing what is there).
     pub(super) async fn install_routes(&mut self, want: Routes) {
         let home = self.file.mn.home_address;
+        let table = self.file.mn.user_table;
         if let Routes::Agent(a, dev) = want {
             // The kernel drops routes through the agent when addresses on the
             // interface go (a DHCP client's flush): put the host route back first.
             self.route_to_agent(dev, a).await;
+            let r = Route::new(a, 32).dev(dev).table(table);
+            if let Err(e) = self.nl.replace_route(&r).await {
+                warn!("route to the foreign agent {a} (user table): {e}");
+            }
         }
         for half in [Ipv4Addr::new(0, 0, 0, 0), Ipv4Addr::new(128, 0, 0, 0)] {
             let r = match want {
@@ -197,7 +209,8 @@ impl Daemon {
                     let old = match self.routes {
                         Routes::Agent(a, dev) => Route::new(half, 1).via(a).dev(dev),
                         _ => Route::new(half, 1).dev(self.tun_ifindex),
-                    };
+                    }
+                    .table(table);
                     if let Err(e) = self.nl.del_route(&old).await {
                         debug!("remove route {half}/1: {e}");
                     }
@@ -205,12 +218,47 @@ impl Daemon {
                 }
                 Routes::Tunnel => Route::new(half, 1).dev(self.tun_ifindex).src(home),
                 Routes::Agent(a, dev) => Route::new(half, 1).via(a).dev(dev).src(home),
-            };
+            }
+            .table(table);
             if let Err(e) = self.nl.replace_route(&r).await {
                 warn!("route {half}/1: {e}");
             }
         }
         self.routes = want;
+    }
+
+    /// The policy rule `from all lookup user_table` at priority `user_table`, before
+    /// main, after a flush of whatever a killed predecessor left in the table (its
+    /// rule is reused). It outlives the process, with the routes into the persistent
+    /// TUN: after a kill -9 user data still goes nowhere but the TUN.
+    pub(super) async fn install_user_rule(&mut self) -> Result<(), String> {
+        let table = self.file.mn.user_table;
+        vpnc::killswitch::flush_table(&self.nl, table).await?;
+        self.routes = Routes::None;
+        let rule = self.user_rule();
+        while self.nl.del_rule(&rule).await.is_ok() {}
+        self.nl
+            .add_rule(&rule)
+            .await
+            .map_err(|e| format!("policy rule for the user table {table}: {e}"))
+    }
+
+    /// Clean stop: the rule and the table go.
+    pub(super) async fn remove_user_rule(&mut self) {
+        while self.nl.del_rule(&self.user_rule()).await.is_ok() {}
+        if let Err(e) = vpnc::killswitch::flush_table(&self.nl, self.file.mn.user_table).await {
+            warn!("{e}");
+        }
+        self.routes = Routes::None;
+    }
+
+    fn user_rule(&self) -> netio::netlink::Rule {
+        netio::netlink::Rule {
+            from: Some((Ipv4Addr::UNSPECIFIED, 0)),
+            fwmark: None,
+            table: self.file.mn.user_table,
+            priority: Some(self.file.mn.user_table),
+        }
     }
 
     /// RFC 5944 section 4.6: at home, a gratuitous ARP takes the home address back

@@ -149,6 +149,15 @@ impl Daemon {
             .replace_route(&r)
             .await
             .map_err(|e| format!("route to the VPN gateway via {}: {e}", m.xhome_device))?;
+        // The client's sockets are not bound to a device here (see `derived_config`):
+        // its IKE and ESP meet the user table first, which sends them the same way.
+        let r = r.table(m.user_table);
+        self.nl.replace_route(&r).await.map_err(|e| {
+            format!(
+                "route to the VPN gateway via {} (user table): {e}",
+                m.xhome_device
+            )
+        })?;
         self.outer.xdev = Some(tun);
         Ok(())
     }
