@@ -632,6 +632,15 @@ impl MnFile {
                     .into(),
             ));
         }
+        // 0 (unspec) and 253-255 (default, main, local) belong to the kernel; the
+        // VPN client's table is its own.
+        if m.user_table == 0 || (253..=255).contains(&m.user_table) || m.user_table == m.vpn_table {
+            return Err(mn(
+                "user_table",
+                "must be a table of its own: not 0, 253, 254 (main), 255 (local) or vpn_table"
+                    .into(),
+            ));
+        }
         if m.external_home_agent == Some(m.home_agent) && m.outside != OutsideMode::Xmip {
             return Err(mn(
                 "external_home_agent",
@@ -906,5 +915,12 @@ key = "00112233445566778899aabbccddeeff"
             e.contains("line 8: [mn] retransmit_ms: must be between 11"),
             "{e}"
         );
+        for t in ["254", "1058", "0"] {
+            let e = load_as("mn.toml", &format!("{MN}user_table = {t}\n"), MnFile::load);
+            assert!(
+                e.contains("line 8: [mn] user_table: must be a table of its own"),
+                "{t}: {e}"
+            );
+        }
     }
 }
