@@ -19,7 +19,7 @@ use crate::leak;
 use crate::netns::{self, other, Result};
 use crate::roam::Outside;
 use crate::scenario::MipLab;
-use crate::topo::{Segment, CN_ADDR, HA_ADDR, MN_HOME};
+use crate::topo::{Segment, CN_ADDR, HA_ADDR, MN_HOME, XFA_ADDR};
 use crate::traffic::{Client, ClientOpts, Record};
 
 #[path = "soak_summary.rs"]
@@ -677,6 +677,7 @@ pub fn run(exe: &Path, o: &SoakOpts) -> Result<Summary> {
     }
     let mut plan = leak::Plan::lab();
     plan.detection_to.push(HA_ADDR);
+    plan.agents.push(XFA_ADDR);
     let segs: Vec<&str> = enterprise::OUTSIDE.to_vec();
     let reports =
         leak::classify_dir(&plan, &pcap, &segs).map_err(|e| other(format!("leak check: {e}")))?;
