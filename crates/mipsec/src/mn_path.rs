@@ -141,11 +141,11 @@ impl Daemon {
         }
     }
 
-    /// Tells a foreign agent our link-layer address for each address it will
-    /// relay for (the home address; the x-home address in fvc): an ARP request
-    /// for the agent from each of them. An agent that learns visitors from its
-    /// neighbour table (as `mipsec fa` does) would otherwise know only the address
-    /// of whichever packet first made us resolve it.
+    /// An ARP request for the agent from the x-home address (fvc), never from the
+    /// home address: that would name the home address on a visited, maybe outside,
+    /// link. The agent learns our link-layer address from the frame of each
+    /// registration request (RFC 5944 3.7.2; `mipsec fa` does), so this only
+    /// helps an agent that reads its neighbour table.
     pub(super) async fn introduce_to_agent(&self, agent: Ipv4Addr) {
         let Ok(link) = self.nl.link_by_index(self.phys).await else {
             return;
@@ -153,9 +153,7 @@ impl Daemon {
         let Ok(mac) = <[u8; 6]>::try_from(link.mac.as_slice()) else {
             return;
         };
-        let mut ours = vec![self.file.mn.home_address];
-        ours.extend(self.x_home());
-        for a in ours {
+        if let Some(a) = self.x_home() {
             let mut f = Vec::with_capacity(42);
             f.extend_from_slice(&[0xff; 6]);
             f.extend_from_slice(&mac);
