@@ -458,7 +458,7 @@ fn ipv4(plan: &Plan, seg: &mut Seg, p: &[u8], depth: usize) -> Verdict {
         Err(e) => return leak(e),
     };
     seg.trace.ip_addrs.extend([ip.src, ip.dst]);
-    if depth == 0 && detection_request(plan, &ip) {
+    if depth == 0 && detection_request(plan, seg, &ip) {
         return v(Class::Control, "mn-6 detection request to the i-HA");
     }
     if depth == 0 {
@@ -487,15 +487,16 @@ fn ipv4(plan: &Plan, seg: &mut Seg, p: &[u8], depth: usize) -> Verdict {
 
 /// A whole (unfragmented) Registration Request on UDP 434 to an i-HA of
 /// `plan.detection_to`, naming that i-HA as its home agent and one of the home addresses,
-/// from a source that is not secret (see [`Plan::detection_to`]).
-fn detection_request(plan: &Plan, ip: &Ip) -> bool {
+/// from a source that is not secret on this segment (see [`Plan::detection_to`]; a
+/// look-alike's DHCP lease in the intranet's range is that segment's own address).
+fn detection_request(plan: &Plan, seg: &Seg, ip: &Ip) -> bool {
     let p = ip.payload;
     let m = p.get(8..).unwrap_or(&[]);
     plan.detection_to.contains(&ip.dst)
         && ip.proto == 17
         && ip.frag_off == 0
         && !ip.more
-        && !plan.secret(ip.src)
+        && check_addr(plan, seg, ip.src, "source").is_none()
         && be16(p, 2) == Some(434)
         && m.first() == Some(&1)
         && addr(m, 8) == Some(ip.dst)
@@ -693,6 +694,16 @@ fn dhcp(plan: &Plan, seg: &Seg, b: &[u8]) -> Verdict {
 /// Classifies one capture file as segment `name`, streaming it twice (first the
 /// addresses its DHCP servers name, then the verdicts), in constant memory.
 pub fn classify_file(plan: &Plan, name: &str, path: &Path) -> Result<SegmentReport> {
+    classify_file_with(plan, name, path, &BTreeSet::new())
+}
+
+/// [`classify_file`] with addresses other segments' DHCP servers named also local.
+fn classify_file_with(
+    plan: &Plan,
+    name: &str,
+    path: &Path,
+    local: &BTreeSet<Ipv4Addr>,
+) -> Result<SegmentReport> {
     let open = || -> Result<std::io::BufReader<std::fs::File>> {
         Ok(std::io::BufReader::with_capacity(
             1 << 20,
@@ -700,7 +711,10 @@ pub fn classify_file(plan: &Plan, name: &str, path: &Path) -> Result<SegmentRepo
         ))
     };
     let at = |e: String| other(format!("{}: {e}", path.display()));
-    let mut seg = Seg::default();
+    let mut seg = Seg {
+        local: local.clone(),
+        ..Seg::default()
+    };
     each_frame(open()?, |f| learn_frame(plan, &mut seg, f)).map_err(at)?;
     let mut r = SegmentReport {
         name: name.to_string(),
@@ -725,10 +739,17 @@ fn tally(r: &mut SegmentReport, vd: Verdict) {
 }
 
 /// Classifies `DIR/<segment>.pcap` for each of `segments` (each file must exist).
+/// The addresses a DHCP server on one outside segment named are local on all of them:
+/// the node's lease there travels as a care-of address (through that network's NAT)
+/// to the x-HA across the others. Never the home address or a TIA.
 pub fn classify_dir(plan: &Plan, dir: &Path, segments: &[&str]) -> Result<Vec<SegmentReport>> {
+    let mut local = BTreeSet::new();
+    for s in segments {
+        local.extend(classify_file(plan, s, &dir.join(format!("{s}.pcap")))?.local);
+    }
     segments
         .iter()
-        .map(|s| classify_file(plan, s, &dir.join(format!("{s}.pcap"))))
+        .map(|s| classify_file_with(plan, s, &dir.join(format!("{s}.pcap")), &local))
         .collect()
 }
 

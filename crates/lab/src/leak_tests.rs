@@ -489,6 +489,19 @@ fn detection_requests_to_the_i_ha() {
         let vd = classify_frame(&plan, &mut seg, f);
         assert_eq!(vd.class, Class::Leak, "case {i}: {vd:?}");
     }
+    // On a look-alike network whose DHCP server leased an intranet-looking address, the
+    // request from that lease is the node's detection request there (the soak's
+    // look-alike attack); from the same address elsewhere it is a leak.
+    let lease = Ipv4Addr::new(10, 20, 0, 50);
+    let from_lease = ipf(ip(lease, iha, 17, &udp(434, 434, &rrq(home, iha, lease))));
+    assert_eq!(
+        classify_frame(&plan, &mut seg, &from_lease).class,
+        Class::Leak
+    );
+    let mut lookalike = Seg::default();
+    lookalike.local.insert(lease);
+    let vd = classify_frame(&plan, &mut lookalike, &from_lease);
+    assert_eq!(vd.class, Class::Control, "{vd:?}");
 }
 
 /// A Registration Request with the extensions `mipsec mn` sends (RFC 3519 UDP tunnel
