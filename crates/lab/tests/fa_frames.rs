@@ -146,3 +146,67 @@ fn foreign_agent_learns_the_visitor_from_the_request_frame() {
     .unwrap();
     eprintln!("FA neighbour entry for the stranger's address: {theirs:?}");
 }
+
+/// ARP packets on `pcap` whose sender or target protocol address is `a`.
+fn arp_naming(pcap: &std::path::Path, a: Ipv4Addr) -> usize {
+    lab::leak::read_pcap(pcap)
+        .unwrap()
+        .iter()
+        .filter(|f| f.data.get(12..14) == Some(&[8, 6][..]))
+        .filter(|f| {
+            f.data.get(28..32) == Some(&a.octets()[..])
+                || f.data.get(38..42) == Some(&a.octets()[..])
+        })
+        .count()
+}
+
+/// RFC 5944 4.6: away from home the node broadcasts no ARP naming its home address. It
+/// resolves the agent with an ARP probe (sender 0.0.0.0) and pins the agent's MAC, so
+/// neither the node nor its kernel ARPs from the home address, through a registration,
+/// a restart of the agent (the node resolves it again) and user data. Before, the node
+/// sent an ARP request for the agent from its home address on every status change, and
+/// its kernel resolved the agent from whatever address the first packet had.
+#[test]
+fn the_node_never_arps_from_its_home_address_on_a_visited_link() {
+    let Some(_g) = lab_lock("the_node_never_arps_from_its_home_address_on_a_visited_link") else {
+        return;
+    };
+    let mut ml = MipLab::start(&exe(), true, 300).unwrap();
+    let cap = ml.lab.dir.join("intb.pcap");
+    inject::capture(
+        &mut ml.lab,
+        "cap-intb",
+        lab::topo::Segment::IntB.bridge(),
+        &cap,
+    )
+    .unwrap();
+    ml.lab.move_mn(lab::topo::Segment::IntB).unwrap();
+    ml.wait_mn(Duration::from_secs(10), |v| {
+        v["mode"] == "foreign" && v["registered"] == true
+    })
+    .unwrap();
+    assert!(ml.echo_ok(Some(MN_HOME), Duration::from_secs(5)));
+    let ok0 = mip::get_u64(&ml.mn_status().unwrap(), &["counters", "registrations_ok"]);
+    ml.lab.stop("fa", libc::SIGTERM);
+    ml.start_fa().unwrap();
+    ml.wait_mn(Duration::from_secs(10), |v| {
+        v["registered"] == true && mip::get_u64(v, &["counters", "registrations_ok"]) > ok0
+    })
+    .unwrap();
+    assert!(ml.echo_ok(Some(MN_HOME), Duration::from_secs(5)));
+    std::thread::sleep(Duration::from_millis(500));
+    inject::stop_capture(&mut ml.lab, "cap-intb");
+    let probes = lab::leak::read_pcap(&cap)
+        .unwrap()
+        .iter()
+        .filter(|f| f.data.get(12..14) == Some(&[8, 6][..]))
+        .filter(|f| f.data.get(28..32) == Some(&[0, 0, 0, 0][..]))
+        .count();
+    let naming_home = arp_naming(&cap, MN_HOME);
+    eprintln!("int-b: {probes} ARP probes, {naming_home} ARP packets naming the home address");
+    assert!(
+        probes >= 2,
+        "the node resolved the agent by probe twice: {probes}"
+    );
+    assert_eq!(naming_home, 0, "ARP naming the home address on int-b");
+}
