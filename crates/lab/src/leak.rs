@@ -57,6 +57,16 @@ pub struct Plan {
     /// (`mn-6 detection request`); every other packet naming it, replies included, is
     /// still a leak. Empty by default: the strict check flags even these.
     pub detection_to: Vec<Ipv4Addr>,
+    /// Foreign agents on outside links (the x-FA). A node registers through an agent
+    /// from its home address (RFC 5944 3.6.1.1; RFC 5265 MN-6 sends the i-HA's
+    /// detection request through it too), so a Registration Request from a home address
+    /// to the agent, and the agent's Registration Reply to it, are control when strictly
+    /// well-formed (`leak_mip.rs`): outermost, unfragmented, UDP 434, the home address
+    /// in the message equal to the one in the IP header, the agent as care-of address,
+    /// an i-HA of `detection_to` or an x-HA as home agent, and only registration
+    /// extensions of their sizes to the last octet. Anything else with the home
+    /// address stays a leak. Empty by default.
+    pub agents: Vec<Ipv4Addr>,
 }
 
 impl Plan {
@@ -70,6 +80,7 @@ impl Plan {
             xhas: vec![Ipv4Addr::new(192, 0, 2, 2), Ipv4Addr::new(100, 64, 0, 1)],
             injectors: Vec::new(),
             detection_to: Vec::new(),
+            agents: Vec::new(),
         }
     }
 
@@ -447,8 +458,13 @@ fn ipv4(plan: &Plan, seg: &mut Seg, p: &[u8], depth: usize) -> Verdict {
         Err(e) => return leak(e),
     };
     seg.trace.ip_addrs.extend([ip.src, ip.dst]);
-    if depth == 0 && detection_request(plan, &ip) {
+    if depth == 0 && detection_request(plan, seg, &ip) {
         return v(Class::Control, "mn-6 detection request to the i-HA");
+    }
+    if depth == 0 {
+        if let Some(what) = mip::via_agent(plan, &ip) {
+            return v(Class::Control, what);
+        }
     }
     for (a, role) in [(ip.src, "source"), (ip.dst, "destination")] {
         if let Some(l) = check_addr(plan, seg, a, role) {
@@ -471,15 +487,16 @@ fn ipv4(plan: &Plan, seg: &mut Seg, p: &[u8], depth: usize) -> Verdict {
 
 /// A whole (unfragmented) Registration Request on UDP 434 to an i-HA of
 /// `plan.detection_to`, naming that i-HA as its home agent and one of the home addresses,
-/// from a source that is not secret (see [`Plan::detection_to`]).
-fn detection_request(plan: &Plan, ip: &Ip) -> bool {
+/// from a source that is not secret on this segment (see [`Plan::detection_to`]; a
+/// look-alike's DHCP lease in the intranet's range is that segment's own address).
+fn detection_request(plan: &Plan, seg: &Seg, ip: &Ip) -> bool {
     let p = ip.payload;
     let m = p.get(8..).unwrap_or(&[]);
     plan.detection_to.contains(&ip.dst)
         && ip.proto == 17
         && ip.frag_off == 0
         && !ip.more
-        && !plan.secret(ip.src)
+        && check_addr(plan, seg, ip.src, "source").is_none()
         && be16(p, 2) == Some(434)
         && m.first() == Some(&1)
         && addr(m, 8) == Some(ip.dst)
@@ -599,49 +616,12 @@ fn udp(plan: &Plan, seg: &mut Seg, ip: &Ip, depth: usize) -> Verdict {
         };
     }
     if port(434) {
-        return mip(plan, seg, ip, data, depth);
+        return mip::mip(plan, seg, ip, data, depth);
     }
     if depth == 0 && ((sp == 67 && dp == 68) || (sp == 68 && dp == 67)) {
         return dhcp(plan, seg, data);
     }
     leak(format!("udp {sp} -> {dp} outside ESP"))
-}
-
-/// Mobile IP on UDP 434: registrations whose home agent is an x-HA, and RFC 3519 tunnel
-/// data with an x-HA whose inner packet is control or ESP.
-fn mip(plan: &Plan, seg: &mut Seg, ip: &Ip, m: &[u8], depth: usize) -> Verdict {
-    match m.first() {
-        // Request: type flags lifetime(2) HoA HA CoA id(8); reply: type code
-        // lifetime(2) HoA HA id(8).
-        Some(&t @ (1 | 3)) => {
-            let (Some(hoa), Some(ha)) = (addr(m, 4), addr(m, 8)) else {
-                return leak("truncated registration");
-            };
-            let coa = if t == 1 { addr(m, 12) } else { None };
-            for (a, role) in [
-                (Some(hoa), "home address"),
-                (Some(ha), "home agent"),
-                (coa, "care-of"),
-            ] {
-                if let Some(l) = a.and_then(|a| check_addr(plan, seg, a, role)) {
-                    return l;
-                }
-            }
-            if !plan.xhas.contains(&ha) {
-                return leak(format!("registration with home agent {ha}, not an x-HA"));
-            }
-            v(Class::Control, "mip registration")
-        }
-        Some(4) if with_xha(plan, ip) => match m.get(1) {
-            Some(4) => inner(plan, seg, &m[4.min(m.len())..], depth, "mip-udp-tunnel"),
-            nh => leak(format!("tunnel data with next header {nh:?}")),
-        },
-        Some(4) => leak(format!(
-            "UDP tunnel data between {} and {}, no x-HA",
-            ip.src, ip.dst
-        )),
-        t => leak(format!("Mobile IP type {t:?} not decoded")),
-    }
 }
 
 /// BOOTP fixed fields: ciaddr 12, yiaddr 16, siaddr 20, giaddr 24; magic at 236.
@@ -714,6 +694,16 @@ fn dhcp(plan: &Plan, seg: &Seg, b: &[u8]) -> Verdict {
 /// Classifies one capture file as segment `name`, streaming it twice (first the
 /// addresses its DHCP servers name, then the verdicts), in constant memory.
 pub fn classify_file(plan: &Plan, name: &str, path: &Path) -> Result<SegmentReport> {
+    classify_file_with(plan, name, path, &BTreeSet::new())
+}
+
+/// [`classify_file`] with addresses other segments' DHCP servers named also local.
+fn classify_file_with(
+    plan: &Plan,
+    name: &str,
+    path: &Path,
+    local: &BTreeSet<Ipv4Addr>,
+) -> Result<SegmentReport> {
     let open = || -> Result<std::io::BufReader<std::fs::File>> {
         Ok(std::io::BufReader::with_capacity(
             1 << 20,
@@ -721,7 +711,10 @@ pub fn classify_file(plan: &Plan, name: &str, path: &Path) -> Result<SegmentRepo
         ))
     };
     let at = |e: String| other(format!("{}: {e}", path.display()));
-    let mut seg = Seg::default();
+    let mut seg = Seg {
+        local: local.clone(),
+        ..Seg::default()
+    };
     each_frame(open()?, |f| learn_frame(plan, &mut seg, f)).map_err(at)?;
     let mut r = SegmentReport {
         name: name.to_string(),
@@ -746,10 +739,17 @@ fn tally(r: &mut SegmentReport, vd: Verdict) {
 }
 
 /// Classifies `DIR/<segment>.pcap` for each of `segments` (each file must exist).
+/// The addresses a DHCP server on one outside segment named are local on all of them:
+/// the node's lease there travels as a care-of address (through that network's NAT)
+/// to the x-HA across the others. Never the home address or a TIA.
 pub fn classify_dir(plan: &Plan, dir: &Path, segments: &[&str]) -> Result<Vec<SegmentReport>> {
+    let mut local = BTreeSet::new();
+    for s in segments {
+        local.extend(classify_file(plan, s, &dir.join(format!("{s}.pcap")))?.local);
+    }
     segments
         .iter()
-        .map(|s| classify_file(plan, s, &dir.join(format!("{s}.pcap"))))
+        .map(|s| classify_file_with(plan, s, &dir.join(format!("{s}.pcap")), &local))
         .collect()
 }
 
@@ -794,6 +794,9 @@ pub fn render(reports: &[SegmentReport]) -> String {
     o += &format!("frames: {frames}\nleaks: {}\n", leaks(reports));
     o
 }
+
+#[path = "leak_mip.rs"]
+mod mip;
 
 #[cfg(test)]
 #[path = "leak_tests.rs"]

@@ -489,4 +489,107 @@ fn detection_requests_to_the_i_ha() {
         let vd = classify_frame(&plan, &mut seg, f);
         assert_eq!(vd.class, Class::Leak, "case {i}: {vd:?}");
     }
+    // On a look-alike network whose DHCP server leased an intranet-looking address, the
+    // request from that lease is the node's detection request there (the soak's
+    // look-alike attack); from the same address elsewhere it is a leak.
+    let lease = Ipv4Addr::new(10, 20, 0, 50);
+    let from_lease = ipf(ip(lease, iha, 17, &udp(434, 434, &rrq(home, iha, lease))));
+    assert_eq!(
+        classify_frame(&plan, &mut seg, &from_lease).class,
+        Class::Leak
+    );
+    let mut lookalike = Seg::default();
+    lookalike.local.insert(lease);
+    let vd = classify_frame(&plan, &mut lookalike, &from_lease);
+    assert_eq!(vd.class, Class::Control, "{vd:?}");
+}
+
+/// A Registration Request with the extensions `mipsec mn` sends (RFC 3519 UDP tunnel
+/// request, MN-HA authentication), as captured on ext-b through the x-FA.
+fn rrq_ext(hoa: Ipv4Addr, ha: Ipv4Addr, coa: Ipv4Addr) -> Vec<u8> {
+    let mut m = rrq(hoa, ha, coa);
+    m.extend_from_slice(&[144, 6, 0, 4, 0, 0, 0, 0]);
+    m.extend_from_slice(&[32, 20, 0, 0, 1, 0]);
+    m.extend_from_slice(&[0x8e; 16]);
+    m
+}
+
+/// RFC 5944 3.6.1.1 / RFC 5265 MN-6 through an agent: a node registers through a
+/// foreign agent from its home address, so with the agent in `Plan::agents` the request
+/// from the home address to it and the agent's reply to the home address are control,
+/// when strictly well-formed; every variation carrying the home address is still a leak.
+#[test]
+fn registrations_between_the_home_address_and_an_agent() {
+    let iha = crate::topo::HA_ADDR;
+    let home = crate::topo::MN_HOME;
+    let xfa = crate::topo::XFA_ADDR;
+    let mut plan = Plan::lab();
+    plan.detection_to.push(iha);
+    let req = ipf(ip(home, xfa, 17, &udp(434, 434, &rrq_ext(home, iha, xfa))));
+    let mut reply = rrq(home, iha, xfa)[..20].to_vec();
+    reply[0] = 3;
+    reply[1] = 78; // registration timeout, from the agent
+    let rep = ipf(ip(xfa, home, 17, &udp(434, 434, &reply)));
+    let mut seg = Seg::default();
+    assert_eq!(classify_frame(&plan, &mut seg, &req).class, Class::Leak);
+    assert_eq!(classify_frame(&plan, &mut seg, &rep).class, Class::Leak);
+    plan.agents.push(xfa);
+    let vd = classify_frame(&plan, &mut seg, &req);
+    assert_eq!(
+        (vd.class, vd.what.as_str()),
+        (Class::Control, "registration request to the agent")
+    );
+    let vd = classify_frame(&plan, &mut seg, &rep);
+    assert_eq!(
+        (vd.class, vd.what.as_str()),
+        (Class::Control, "registration reply from the agent")
+    );
+    // The x-HA's registration through the agent, from the home address, too.
+    let xreq = ipf(ip(home, xfa, 17, &udp(434, 434, &rrq_ext(home, XHA, xfa))));
+    assert_eq!(classify_frame(&plan, &mut seg, &xreq).class, Class::Control);
+    let no_auth = rrq(home, iha, xfa);
+    let mut unknown_ext = rrq_ext(home, iha, xfa);
+    unknown_ext.extend_from_slice(&[200, 9]);
+    unknown_ext.extend_from_slice(b"user data");
+    let mut cut = rrq_ext(home, iha, xfa);
+    cut.pop();
+    let mut short_auth = rrq(home, iha, xfa);
+    short_auth.extend_from_slice(&[32, 4, 0, 0, 1, 0]);
+    let mut reply_trailer = reply.clone();
+    reply_trailer.extend_from_slice(b"x");
+    let mut fragment = ip(home, xfa, 17, &udp(434, 434, &rrq_ext(home, iha, xfa)));
+    fragment[6] = 0x20; // more fragments
+    let still_leaks = [
+        ipf(ip(home, xfa, 17, &udp(434, 434, &no_auth))),
+        ipf(ip(home, xfa, 17, &udp(434, 434, &unknown_ext))),
+        ipf(ip(home, xfa, 17, &udp(434, 434, &cut))),
+        ipf(ip(home, xfa, 17, &udp(434, 434, &short_auth))),
+        ipf(ip(xfa, home, 17, &udp(434, 434, &reply_trailer))),
+        // The home address in the message is not the sender's.
+        ipf(ip(home, xfa, 17, &udp(434, 434, &rrq_ext(CN, iha, xfa)))),
+        // Care-of address other than the agent; home agent neither i-HA nor x-HA.
+        ipf(ip(home, xfa, 17, &udp(434, 434, &rrq_ext(home, iha, COA)))),
+        ipf(ip(home, xfa, 17, &udp(434, 434, &rrq_ext(home, CN, xfa)))),
+        // Not to the agent; not port 434; a reply from the node; user data.
+        ipf(ip(home, COA, 17, &udp(434, 434, &rrq_ext(home, iha, COA)))),
+        ipf(ip(home, xfa, 17, &udp(434, 5001, &rrq_ext(home, iha, xfa)))),
+        ipf(ip(xfa, home, 17, &udp(5001, 434, &reply))),
+        ipf(ip(home, xfa, 17, &udp(434, 434, &reply))),
+        ipf(ip(home, xfa, 17, &udp(5001, 5001, b"user data"))),
+        ipf(ip(home, xfa, 6, &[0; 20])),
+        ipf(fragment),
+        // Inside a tunnel it is not the node talking to the agent on the link.
+        ipf(ip(
+            COA,
+            XHA,
+            4,
+            &ip(home, xfa, 17, &udp(434, 434, &rrq_ext(home, iha, xfa))),
+        )),
+        // And the ARP with the home address the node used to send the agent.
+        eth(MN_MAC, 0x0806, &arp_pkt(home, xfa)),
+    ];
+    for (i, f) in still_leaks.iter().enumerate() {
+        let vd = classify_frame(&plan, &mut seg, f);
+        assert_eq!(vd.class, Class::Leak, "case {i}: {vd:?}");
+    }
 }

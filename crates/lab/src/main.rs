@@ -43,10 +43,12 @@ const USAGE: &str = "usage:
                                    segments core, ext-a, ext-b, ext-nat that exist): counts by
                                    class per segment, `leaks: N`; exit 1 on any leak
   mipsec-lab soak [--moves N] [--seed S] [--pcap DIR] [--outside xmip|mobike] [--int-b] [--ext-b] [--nat-changes]
-                  [--ha-restart-outside]
+                  [--ha-restart-outside] [--loss] [--silent] [--attacks [--tunnelvision]]
                   [--max-minutes M] [--rate KBPS] [--negative-control]
                                    seeded random walk of the MN over the enterprise lab with TCP
-                                   and probes, NAT changes and daemon restarts; leak check of the
+                                   and probes, NAT changes and daemon restarts (--loss: 30 %
+                                   loss bursts; --silent: silent moves; --attacks: rogue DHCP
+                                   and injected packets on ext-a); leak check of the
                                    outside captures; summary ending in `verdict:`; exit 1 on a leak
                                    or an unrecovered fault (--negative-control: the i-HA trusts
                                    0.0.0.0/0, so leaks must appear)
@@ -137,6 +139,10 @@ fn check_args(cmd: &str, args: &[String]) -> Result<(), String> {
                 "--int-b",
                 "--nat-changes",
                 "--ha-restart-outside",
+                "--loss",
+                "--silent",
+                "--attacks",
+                "--tunnelvision",
             ],
         ),
         "classify" => (&["--pcap", "--segments", "--home", "--injector"], &[]),
@@ -332,6 +338,12 @@ fn soak(args: &[String]) -> lab::Result<ExitCode> {
         int_b: flag(args, "--int-b"),
         nat_changes: flag(args, "--nat-changes"),
         ha_restart_outside: flag(args, "--ha-restart-outside"),
+        extras: lab::soak::Extras {
+            loss: flag(args, "--loss"),
+            silent: flag(args, "--silent"),
+            attacks: flag(args, "--attacks"),
+            tunnelvision: flag(args, "--tunnelvision"),
+        },
         rate: num(args, "--rate", d.rate / 1000).map_err(bad)? * 1000,
         max_time: opt(args, "--max-minutes")
             .map(|m| {

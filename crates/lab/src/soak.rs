@@ -19,11 +19,14 @@ use crate::leak;
 use crate::netns::{self, other, Result};
 use crate::roam::Outside;
 use crate::scenario::MipLab;
-use crate::topo::{Segment, CN_ADDR, HA_ADDR, MN_HOME};
+use crate::topo::{Segment, CN_ADDR, HA_ADDR, MN_HOME, XFA_ADDR};
 use crate::traffic::{Client, ClientOpts, Record};
 
+#[path = "soak_extra.rs"]
+pub mod extra;
 #[path = "soak_summary.rs"]
 mod summary;
+pub use extra::{Attack, Extras};
 pub use summary::{usage_of, DaemonUsage, KindStat, Summary, Usage};
 
 /// What the soak does.
@@ -59,6 +62,8 @@ pub struct SoakOpts {
     pub max_time: Option<Duration>,
     /// Every stay of the plan is multiplied by this (CI: shorter stays, same walk).
     pub stay_factor: f64,
+    /// Loss bursts, silent moves, attacks on ext-a (`soak_extra.rs`).
+    pub extras: Extras,
 }
 
 impl Default for SoakOpts {
@@ -79,6 +84,7 @@ impl Default for SoakOpts {
             nat_changes: false,
             ha_restart_outside: false,
             stay_factor: 1.0,
+            extras: Extras::default(),
         }
     }
 }
@@ -156,6 +162,13 @@ pub enum Step {
         kill: bool,
         down_ms: u64,
     },
+    /// 30 % loss both ways on the node's switch port for `ms`.
+    Loss { ms: u64 },
+    /// The node's port re-plugged into `to` without a carrier event; the move to `to`
+    /// that follows plugs it in properly.
+    Silent { to: Segment, stay_ms: u64 },
+    /// An attack on ext-a.
+    Attack { kind: Attack },
 }
 
 /// The segments the walk visits.
@@ -444,7 +457,11 @@ fn restart(ml: &mut MipLab, who: Daemon, kill: bool, down: Duration) -> Result<(
 pub fn run(exe: &Path, o: &SoakOpts) -> Result<Summary> {
     let t_start = Instant::now();
     let segs = segments(o.int_b, o.ext_b);
-    let steps = plan(o.seed, o.moves, &segs, o.negative_control);
+    let steps = extra::add(
+        o.seed,
+        plan(o.seed, o.moves, &segs, o.negative_control),
+        o.extras,
+    );
     eprintln!(
         "soak: seed {} ({} steps for {} moves over {}); replay with --seed {}",
         o.seed,
@@ -462,6 +479,11 @@ pub fn run(exe: &Path, o: &SoakOpts) -> Result<Summary> {
         .clone()
         .unwrap_or_else(|| ml.lab.dir.join("soak-pcap"));
     enterprise::start_captures(&mut ml.lab, &pcap)?;
+    let injector = if o.extras.attacks {
+        Some(extra::attacker(&ml.lab)?)
+    } else {
+        None
+    };
     let mut sum = Summary {
         seed: o.seed,
         planned_moves: o.moves,
@@ -551,6 +573,37 @@ pub fn run(exe: &Path, o: &SoakOpts) -> Result<Summary> {
                     if kill { "kill -9" } else { "SIGTERM" }
                 );
                 (k, 2, o.fault_bound, 1000, true)
+            }
+            Step::Loss { ms } => {
+                if let Err(e) = extra::loss_on(&ml.lab) {
+                    eprintln!("soak: loss burst not set up: {e}");
+                }
+                std::thread::sleep(Duration::from_millis(ms));
+                if let Err(e) = extra::loss_off(&ml.lab) {
+                    eprintln!("soak: loss burst not removed: {e}");
+                }
+                let k = format!("loss burst 30 % on {}", zone(ml.lab.mn_segment));
+                (k, 2, o.move_bound, 500, true)
+            }
+            Step::Silent { to, stay_ms } => {
+                if let Err(e) = extra::silent(&ml.lab, to) {
+                    eprintln!("soak: silent move not made: {e}");
+                }
+                let k = format!("silent {}~>{}", zone(from), zone(to));
+                (k, 0, o.move_bound, stay_ms, false)
+            }
+            Step::Attack {
+                kind: Attack::TunnelVision,
+            } if !o.extras.tunnelvision => {
+                sum.tunnelvision_skipped += 1;
+                continue;
+            }
+            Step::Attack { kind } => {
+                match extra::attack(&mut ml.lab, kind, &pcap) {
+                    Ok(what) => eprintln!("soak: {}: {what}", kind.name()),
+                    Err(e) => eprintln!("soak: {} failed to run: {e}", kind.name()),
+                }
+                (kind.name().to_string(), 2, o.fault_bound, 1000, true)
             }
         };
         let mut line = format!(
@@ -677,6 +730,8 @@ pub fn run(exe: &Path, o: &SoakOpts) -> Result<Summary> {
     }
     let mut plan = leak::Plan::lab();
     plan.detection_to.push(HA_ADDR);
+    plan.agents.push(XFA_ADDR);
+    plan.injectors.extend(injector);
     let segs: Vec<&str> = enterprise::OUTSIDE.to_vec();
     let reports =
         leak::classify_dir(&plan, &pcap, &segs).map_err(|e| other(format!("leak check: {e}")))?;

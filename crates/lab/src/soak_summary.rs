@@ -62,6 +62,8 @@ pub struct Summary {
     pub nat_skipped: usize,
     /// i-HA and x-HA restarts of the plan left out (outside, without `ha_restart_outside`).
     pub ha_skipped: usize,
+    /// TunnelVision attacks of the plan left out (without `--tunnelvision`).
+    pub tunnelvision_skipped: usize,
     pub leaks: u64,
     pub leak_report: String,
     pub tcp_resets: usize,
@@ -141,6 +143,13 @@ impl Summary {
                 s,
                 "  ({} i-HA/x-HA restarts of the plan skipped: the node was outside, without --ha-restart-outside)",
                 self.ha_skipped
+            );
+        }
+        if self.tunnelvision_skipped > 0 {
+            let _ = writeln!(
+                s,
+                "  ({} TunnelVision attacks of the plan skipped: without --tunnelvision)",
+                self.tunnelvision_skipped
             );
         }
         let _ = writeln!(

@@ -8,7 +8,10 @@
 //! in both RFC 3024 delivery styles: direct (a policy rule sends packets from a
 //! visitor's home address into the agent's TUN) and encapsulating (IP-in-IP from
 //! the visitor to the agent). A visitor's link-layer address is learned from the
-//! ARP request its node sent for the agent's address.
+//! frame that carried its Registration Request (RFC 5944 section 3.7.2), through an
+//! `AF_PACKET` tap for UDP 434 on the visited link (`netio::udp_tap`), so an agent
+//! restarted without its state relearns it from the node's next request; the kernel's
+//! neighbour table is only the fallback when the tap cannot be opened.
 //!
 //! Only a registered visitor (the home agent's acceptance came back, see
 //! [`mip4::fa`]) gets a neighbour entry, host route and rule; replies to nodes are
@@ -98,6 +101,11 @@ struct Daemon {
     dp: crate::datapath::DataPath,
     nl: Netlink,
     ifindex: u32,
+    /// UDP 434 on the visited link with each frame's source MAC (None: the kernel
+    /// refused the tap; the neighbour table is asked instead).
+    tap: Option<netio::udp_tap::UdpTap>,
+    /// Requests the tap saw that the UDP socket has not delivered yet (bounded).
+    tapped: std::collections::VecDeque<netio::udp_tap::Tapped>,
     /// The visited link's own hardware address (source of frames to nodes).
     link_mac: [u8; 6],
     tun_ifindex: u32,
@@ -143,6 +151,15 @@ impl Daemon {
             .try_into()
             .map_err(|_| Error::NotEthernet(f.interface.clone()))?;
         take_over_leftovers(&nl, ifindex, f.reverse_table).await;
+        // Before the UDP socket: a request the socket delivers has its frame here.
+        let tap = netio::udp_tap::UdpTap::open(ifindex, MIP_PORT)
+            .map_err(|e| {
+                warn!(
+                    "UDP 434 tap on {} (visitors' MACs from the neighbour table instead): {e}",
+                    f.interface
+                )
+            })
+            .ok();
         let (tun, tun_ifindex, dp) = crate::datapath::open(&f.tunnel_device, f.offload)?;
         for (path, v) in [
             ("/proc/sys/net/ipv4/ip_forward".to_string(), "1"),
@@ -224,6 +241,8 @@ impl Daemon {
             dp,
             nl,
             ifindex,
+            tap,
+            tapped: std::collections::VecDeque::new(),
             link_mac,
             tun_ifindex,
             delivered: BTreeSet::new(),
@@ -329,13 +348,34 @@ impl Daemon {
         None
     }
 
+    /// The link-layer source of the frame that carried this request from `from`: the
+    /// tap saw the frame before the socket delivered the datagram.
+    fn mac_from_frame(&mut self, from: SocketAddrV4, payload: &[u8]) -> Option<[u8; 6]> {
+        let tap = self.tap.as_ref()?;
+        let mut buf = [0u8; 2048];
+        self.tapped.extend(tap.drain(&mut buf));
+        while self.tapped.len() > 64 {
+            self.tapped.pop_front();
+        }
+        let i = self.tapped.iter().position(|t| {
+            t.src == *from.ip() && t.src_port == from.port() && t.payload == payload
+        })?;
+        self.tapped.remove(i).map(|t| t.mac)
+    }
+
     async fn on_udp(&mut self, m: netio::RecvMeta, payload: &[u8]) {
         let from = m.src;
         // Requests come from visiting nodes on our link; replies from home agents.
         let from_visitor = m.ifindex == self.ifindex && payload.first() == Some(&1);
         let mac = if from_visitor {
-            // From a visiting node on our link.
-            match self.mac_of(*from.ip()).await {
+            // From a visiting node on our link: the frame's source, else (no tap) the
+            // neighbour table.
+            let mac = match self.mac_from_frame(from, payload) {
+                Some(mac) => Some(mac),
+                None if self.tap.is_none() => self.mac_of(*from.ip()).await,
+                None => None,
+            };
+            match mac {
                 Some(mac) => mac,
                 None => return self.counters.drop(DropReason::NoLinkLayerAddress),
             }

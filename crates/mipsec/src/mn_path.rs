@@ -139,11 +139,12 @@ impl Daemon {
         }
     }
 
-    /// Tells a foreign agent our link-layer address for each address it will
-    /// relay for (the home address; the x-home address in fvc): an ARP request
-    /// for the agent from each of them. An agent that learns visitors from its
-    /// neighbour table (as `mipsec fa` does) would otherwise know only the address
-    /// of whichever packet first made us resolve it.
+    /// Resolves the agent with an ARP probe (sender address 0.0.0.0) and pins its
+    /// MAC in a permanent neighbour entry, so the kernel never ARPs for it: its
+    /// request would name the address of whichever packet needed the agent, the home
+    /// address included, on a visited, maybe outside, link (RFC 5944 4.6). The agent
+    /// learns our MAC from the frame of each registration request (RFC 5944 3.7.2;
+    /// `mipsec fa` does).
     pub(super) async fn introduce_to_agent(&self, li: usize, agent: Ipv4Addr) {
         let phys = self.links[li].ifindex;
         let Ok(link) = self.nl.link_by_index(phys).await else {
@@ -152,20 +153,15 @@ impl Daemon {
         let Ok(mac) = <[u8; 6]>::try_from(link.mac.as_slice()) else {
             return;
         };
-        let mut ours = vec![self.file.mn.home_address];
-        ours.extend(self.x_home());
-        for a in ours {
-            let mut f = Vec::with_capacity(42);
-            f.extend_from_slice(&[0xff; 6]);
-            f.extend_from_slice(&mac);
-            f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
-            f.extend_from_slice(&mac);
-            f.extend_from_slice(&a.octets());
-            f.extend_from_slice(&[0; 6]);
-            f.extend_from_slice(&agent.octets());
-            if let Err(e) = netio::netlink::arp::send_frame(phys, &f, [0xff; 6], 0x0806) {
-                debug!("ARP to the agent {agent}: {e}");
+        let wait = std::time::Duration::from_millis(100);
+        match netio::netlink::arp_probe::resolve(phys, mac, agent, wait).await {
+            Ok(Some(agent_mac)) => {
+                if let Err(e) = self.nl.set_neighbour(phys, agent, agent_mac).await {
+                    debug!("neighbour entry of the foreign agent {agent}: {e}");
+                }
             }
+            Ok(None) => debug!("the foreign agent {agent} did not answer an ARP probe"),
+            Err(e) => debug!("ARP probe for the foreign agent {agent}: {e}"),
         }
     }
 

@@ -401,6 +401,11 @@ impl Daemon {
 
     /// Stops the VPN client (Delete to the gateway) and forgets the TIA.
     pub(super) async fn stop_vpn(&mut self, why: &str) {
+        // A start still waiting for the previous client to exit is cancelled too:
+        // otherwise it ran after the node had gone inside (mc soak: a client started
+        // on int-a after the gate opened there reconnected from the int-a address on
+        // the next link, ARPing for int-a's router on ext-a).
+        self.outer.pending_start = None;
         self.outer.tia = None;
         let Some(mut c) = self.outer.child.take() else {
             return;

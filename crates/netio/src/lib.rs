@@ -9,6 +9,7 @@
 //! * [`raw_batch`]: `sendmmsg`/`recvmmsg` on raw sockets.
 //! * [`udp`]: UDP sockets with `SO_REUSEADDR`, `SO_BINDTODEVICE` and `IP_PKTINFO`,
 //!   so a home agent learns which of its addresses a request was sent to.
+//! * [`udp_tap`]: an `AF_PACKET` tap for UDP to one port, with each frame's source MAC.
 //! * [`netlink`]: rtnetlink operations (links, addresses, routes, rules, proxy ARP,
 //!   neighbours), a typed event stream, and gratuitous ARP over `AF_PACKET`.
 //!
@@ -26,6 +27,7 @@ mod sys;
 pub mod tun;
 pub mod udp;
 pub mod udp_batch;
+pub mod udp_tap;
 
 pub use error::{Error, Result};
 pub use netlink::{NetEvent, NetEvents, Netlink};

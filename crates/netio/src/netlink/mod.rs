@@ -10,6 +10,7 @@
 //! A netlink socket talks to the network namespace it was created in.
 
 pub mod arp;
+pub mod arp_probe;
 mod events;
 mod marked;
 

@@ -1,0 +1,241 @@
+//! A tap on one interface for the IPv4 UDP datagrams to one destination port, with the
+//! link-layer source address of the frame that carried each.
+//!
+//! A foreign agent learns a visitor's link-layer address from the frame that carried its
+//! Registration Request (RFC 5944 section 3.7.2: the agent may not ARP for a home
+//! address; it answers the node by the source address of the request's frame). A UDP
+//! socket does not say who sent the frame, so the agent keeps this `AF_PACKET` tap (a
+//! `SOCK_DGRAM` packet socket: the IP packet without the Ethernet header, the source in
+//! `sockaddr_ll`), filtered in the kernel to unfragmented UDP to the port, next to its
+//! UDP socket. The kernel hands a frame to packet taps before IP delivers it to the UDP
+//! socket (the tap is bound to every protocol, and those taps are served first), so when a
+//! datagram is read from the socket its frame is already queued here.
+
+use std::io;
+use std::mem::{size_of, zeroed};
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use crate::{Error, Result};
+
+const ETH_P_IP: u16 = 0x0800;
+/// Bound to every protocol, the tap sits on the list the kernel serves before the
+/// per-protocol handlers (IP among them): the frame is queued here before the datagram
+/// reaches the UDP socket.
+const ETH_P_ALL: u16 = 0x0003;
+/// Classic BPF's ancillary load of `skb->protocol`.
+const SKF_AD_PROTOCOL: u32 = 0xffff_f000;
+
+/// One datagram seen by the tap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tapped {
+    /// The frame's link-layer source address.
+    pub mac: [u8; 6],
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub src_port: u16,
+    /// The UDP payload.
+    pub payload: Vec<u8>,
+}
+
+/// An `AF_PACKET` tap for UDP to `port` arriving on one interface. Read with
+/// [`UdpTap::drain`] when the UDP socket delivered something (it never blocks).
+pub struct UdpTap {
+    fd: OwnedFd,
+}
+
+/// The classic BPF program: accept unfragmented IPv4 UDP whose destination port is
+/// `port` (the socket sees packets from the IP header on), drop everything else.
+fn filter(port: u16) -> [libc::sock_filter; 11] {
+    let s = |code: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code, jt, jf, k };
+    const LD_W_ABS: u16 = 0x20;
+    const LD_B_ABS: u16 = 0x30;
+    const LD_H_ABS: u16 = 0x28;
+    const LDX_MSH: u16 = 0xb1;
+    const LD_H_IND: u16 = 0x48;
+    const JEQ_K: u16 = 0x15;
+    const JSET_K: u16 = 0x45;
+    const RET_K: u16 = 0x06;
+    [
+        s(LD_W_ABS, 0, 0, SKF_AD_PROTOCOL),  // 0: ethertype
+        s(JEQ_K, 0, 8, u32::from(ETH_P_IP)), // 1: IPv4, else 10
+        s(LD_B_ABS, 0, 0, 9),                // 2: protocol
+        s(JEQ_K, 0, 6, 17),                  // 3: UDP, else 10
+        s(LD_H_ABS, 0, 0, 6),                // 4: flags + fragment offset
+        s(JSET_K, 4, 0, 0x3fff),             // 5: MF or an offset: 10
+        s(LDX_MSH, 0, 0, 0),                 // 6: X = header length
+        s(LD_H_IND, 0, 0, 2),                // 7: destination port
+        s(JEQ_K, 0, 1, u32::from(port)),     // 8: our port, else 10
+        s(RET_K, 0, 0, 0xffff),              // 9: accept
+        s(RET_K, 0, 0, 0),                   // 10: drop
+    ]
+}
+
+impl UdpTap {
+    /// Opens the tap on `ifindex` for UDP datagrams to `port`.
+    pub fn open(ifindex: u32, port: u16) -> Result<UdpTap> {
+        let ifx = libc::c_int::try_from(ifindex)
+            .map_err(|_| Error::InvalidArgument("ifindex too large"))?;
+        // Protocol 0 first (receives nothing), so nothing arrives before the filter is on.
+        // SAFETY: plain syscall; the descriptor is checked, then owned.
+        let raw = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+                0,
+            )
+        };
+        if raw < 0 {
+            return Err(Error::io("socket(AF_PACKET)")(io::Error::last_os_error()));
+        }
+        // SAFETY: `raw` is fresh and owned by nothing else.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let mut prog = filter(port);
+        let fprog = libc::sock_fprog {
+            len: prog.len() as u16,
+            filter: prog.as_mut_ptr(),
+        };
+        // SAFETY: `fprog` points at `prog`, alive for the call.
+        let r = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ATTACH_FILTER,
+                (&fprog as *const libc::sock_fprog).cast(),
+                size_of::<libc::sock_fprog>() as libc::socklen_t,
+            )
+        };
+        if r < 0 {
+            return Err(Error::io("SO_ATTACH_FILTER")(io::Error::last_os_error()));
+        }
+        // SAFETY: all-zero is a valid sockaddr_ll.
+        let mut sll: libc::sockaddr_ll = unsafe { zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = ETH_P_ALL.to_be();
+        sll.sll_ifindex = ifx;
+        // SAFETY: `sll` is a valid sockaddr_ll.
+        let r = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&sll as *const libc::sockaddr_ll).cast(),
+                size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if r < 0 {
+            return Err(Error::io("bind(AF_PACKET)")(io::Error::last_os_error()));
+        }
+        Ok(UdpTap { fd })
+    }
+
+    /// Reads every datagram queued now (never blocks); frames this host sent, frames
+    /// to other hosts and packets that do not parse are skipped.
+    pub fn drain(&self, buf: &mut [u8]) -> Vec<Tapped> {
+        let mut out = Vec::new();
+        // Bounded: a flood cannot keep the caller here.
+        for _ in 0..256 {
+            // SAFETY: all-zero is a valid sockaddr_ll.
+            let mut sll: libc::sockaddr_ll = unsafe { zeroed() };
+            let mut len = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+            // SAFETY: `buf` is writable for its length; `sll`/`len` describe a valid buffer.
+            let n = unsafe {
+                libc::recvfrom(
+                    self.fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                    (&mut sll as *mut libc::sockaddr_ll).cast(),
+                    &mut len,
+                )
+            };
+            if n < 0 {
+                break; // EAGAIN (or an error: nothing more to read now)
+            }
+            let n = usize::try_from(n).unwrap_or(0).min(buf.len());
+            let incoming = matches!(
+                sll.sll_pkttype,
+                libc::PACKET_HOST | libc::PACKET_BROADCAST | libc::PACKET_MULTICAST
+            );
+            if !incoming || sll.sll_halen != 6 {
+                continue;
+            }
+            let mut mac = [0u8; 6];
+            mac.copy_from_slice(&sll.sll_addr[..6]);
+            if let Some(t) = parse(&buf[..n], mac) {
+                out.push(t);
+            }
+        }
+        out
+    }
+}
+
+/// Parses an IPv4 packet holding a whole UDP datagram (strictly: lengths bounded by
+/// the octets present).
+pub fn parse(p: &[u8], mac: [u8; 6]) -> Option<Tapped> {
+    let b0 = *p.first()?;
+    let ihl = usize::from(b0 & 0xf) * 4;
+    if b0 >> 4 != 4 || ihl < 20 || p.get(9) != Some(&17) {
+        return None;
+    }
+    let total = usize::from(u16::from_be_bytes([*p.get(2)?, *p.get(3)?]));
+    if total < ihl + 8 || total > p.len() {
+        return None;
+    }
+    let frag = u16::from_be_bytes([p[6], p[7]]);
+    if frag & 0x3fff != 0 {
+        return None;
+    }
+    let src = Ipv4Addr::new(p[12], p[13], p[14], p[15]);
+    let dst = Ipv4Addr::new(p[16], p[17], p[18], p[19]);
+    let u = &p[ihl..total];
+    let ulen = usize::from(u16::from_be_bytes([u[4], u[5]]));
+    if ulen < 8 || ulen > u.len() {
+        return None;
+    }
+    Some(Tapped {
+        mac,
+        src,
+        dst,
+        src_port: u16::from_be_bytes([u[0], u[1]]),
+        payload: u[8..ulen].to_vec(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn packet(frag: u16, ulen: u16) -> Vec<u8> {
+        let mut p = vec![
+            0x45, 0, 0, 0, 0, 1, 0, 0, 64, 17, 0, 0, 10, 0, 0, 7, 10, 0, 0, 1,
+        ];
+        p[6..8].copy_from_slice(&frag.to_be_bytes());
+        p.extend_from_slice(&[0x01, 0xb2, 0x01, 0xb2]); // 434 -> 434
+        p.extend_from_slice(&ulen.to_be_bytes());
+        p.extend_from_slice(&[0, 0, 1, 2, 3, 4]);
+        let total = p.len() as u16;
+        p[2..4].copy_from_slice(&total.to_be_bytes());
+        p
+    }
+
+    #[test]
+    fn parses_a_whole_datagram() {
+        let t = parse(&packet(0, 12), [2, 0, 0, 0, 0, 9]).expect("parses");
+        assert_eq!(t.src, Ipv4Addr::new(10, 0, 0, 7));
+        assert_eq!(t.dst, Ipv4Addr::new(10, 0, 0, 1));
+        assert_eq!(t.src_port, 434);
+        assert_eq!(t.payload, vec![1, 2, 3, 4]);
+        assert_eq!(t.mac, [2, 0, 0, 0, 0, 9]);
+    }
+
+    #[test]
+    fn refuses_fragments_and_bad_lengths() {
+        assert!(parse(&packet(0x2000, 12), [0; 6]).is_none());
+        assert!(parse(&packet(0x0001, 12), [0; 6]).is_none());
+        assert!(parse(&packet(0, 13), [0; 6]).is_none());
+        assert!(parse(&packet(0, 7), [0; 6]).is_none());
+        let p = packet(0, 12);
+        for cut in 0..p.len() {
+            assert!(parse(&p[..cut], [0; 6]).is_none(), "cut at {cut}");
+        }
+    }
+}
