@@ -526,13 +526,11 @@ impl Daemon {
                 if self.last_gate.0 == li {
                     self.queue.clear();
                 }
-                // Through an agent: resolve it afresh. A rebooted agent lost our
-                // link-layer address (it learns it from our ARP), and a new link
-                // may have a different host behind the same address.
+                // Through an agent: resolve it afresh (a new link may have another
+                // host behind the same address). The pinned entry is replaced, not
+                // deleted first: without it the kernel would ARP for the agent from
+                // the home address meanwhile (long soak: 2 such frames on ext-b).
                 if let Some(agent) = self.links[li].attached.and_then(|a| a.agent) {
-                    if let Err(e) = self.nl.del_neighbour(iface, agent).await {
-                        debug!("neighbour entry of the foreign agent {agent}: {e}");
-                    }
                     self.introduce_to_agent(li, agent).await;
                 }
             }
