@@ -16,9 +16,8 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::net::{Ipv4Addr, SocketAddrV4, TcpStream, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use lab::dhcp::{self, RogueDhcp};
@@ -28,35 +27,11 @@ use lab::inject;
 use lab::leak::{self, Class, Plan, SegmentReport};
 use lab::mip::{self, Request, FLAG_T, PROBE_HOA, PROBE_KEY, PROBE_SPI};
 use lab::netns;
+use lab::testing::{exe, lab_lock_needing, DHCP, STRONGSWAN};
 use lab::topo::{Lab, Segment, CN_ADDR, HA_ADDR, MN_HOME};
-
-static LOCK: Mutex<()> = Mutex::new(());
 
 /// The kill switch an administrator sets for this enterprise: the whole intranet.
 const INTRANET: &[&str] = &["10.0.0.0/8"];
-
-fn exe() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_mipsec-lab"))
-}
-
-fn lab_lock(test: &str) -> Option<MutexGuard<'static, ()>> {
-    let g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    if !lab::lab_available(test) {
-        return None;
-    }
-    for p in [
-        "/usr/lib/ipsec/charon",
-        "/usr/sbin/swanctl",
-        "/usr/sbin/dnsmasq",
-        "/usr/bin/busybox",
-    ] {
-        assert!(
-            Path::new(p).exists(),
-            "{test} needs {p} (strongSwan, dnsmasq-base, busybox; scripts/install-deps.sh)"
-        );
-    }
-    Some(g)
-}
 
 /// The enterprise lab with the i-HA and the gateway up, the MN on ext-a (the lab's
 /// address 198.51.100.50/24 and default route, which a DHCP client run replaces) and
@@ -156,7 +131,10 @@ fn routes(lab: &Lab) -> String {
 /// the classifier counts it.
 #[test]
 fn tunnelvision_routes_leak_without_the_client_and_not_with_it() {
-    let Some(_g) = lab_lock("tunnelvision_routes_leak_without_the_client_and_not_with_it") else {
+    let Some(_g) = lab_lock_needing(
+        "tunnelvision_routes_leak_without_the_client_and_not_with_it",
+        &[STRONGSWAN, DHCP].concat(),
+    ) else {
         return;
     };
     let t_test = Instant::now();
@@ -273,7 +251,10 @@ fn tunnelvision_routes_leak_without_the_client_and_not_with_it() {
 /// without the client the same traffic is counted (the ARP for 10.20.0.77 included).
 #[test]
 fn intranet_lookalike_dhcp_leaks_nothing() {
-    let Some(_g) = lab_lock("intranet_lookalike_dhcp_leaks_nothing") else {
+    let Some(_g) = lab_lock_needing(
+        "intranet_lookalike_dhcp_leaks_nothing",
+        &[STRONGSWAN, DHCP].concat(),
+    ) else {
         return;
     };
     let t_test = Instant::now();
@@ -350,7 +331,10 @@ fn intranet_lookalike_dhcp_leaks_nothing() {
 /// the i-HA in the clear, which the classifier counts.
 #[test]
 fn replayed_and_forged_packets_change_nothing() {
-    let Some(_g) = lab_lock("replayed_and_forged_packets_change_nothing") else {
+    let Some(_g) = lab_lock_needing(
+        "replayed_and_forged_packets_change_nothing",
+        &[STRONGSWAN, DHCP].concat(),
+    ) else {
         return;
     };
     let t_test = Instant::now();

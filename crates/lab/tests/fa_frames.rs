@@ -8,26 +8,14 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::path::PathBuf;
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use lab::inject;
 use lab::mip;
 use lab::netns::ip;
 use lab::scenario::MipLab;
+use lab::testing::{exe, lab_lock};
 use lab::topo::{FA_ADDR, HA_ADDR, MN_HOME, STRANGER_ADDR};
-
-static LOCK: Mutex<()> = Mutex::new(());
-
-fn exe() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_mipsec-lab"))
-}
-
-fn lab_lock(test: &str) -> Option<MutexGuard<'static, ()>> {
-    let g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    lab::lab_available(test).then_some(g)
-}
 
 /// A Registration Request (RFC 5944 3.3) for `hoa` via the FA with reverse tunneling,
 /// and an MN-HA authentication extension (type 32, SPI 256) whose authenticator no key

@@ -5,8 +5,7 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::path::Path;
 use std::time::Duration;
 
 use lab::enterprise::{self, MN_XHOME};
@@ -14,27 +13,8 @@ use lab::gateway::GwAuth;
 use lab::mip;
 use lab::roam::Outside;
 use lab::scenario::MipLab;
+use lab::testing::{exe, lab_lock_needing, STRONGSWAN};
 use lab::topo::{Segment, MN_HOME};
-
-static LOCK: Mutex<()> = Mutex::new(());
-
-fn exe() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_mipsec-lab"))
-}
-
-fn lab_lock(test: &str) -> Option<MutexGuard<'static, ()>> {
-    let g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    if !lab::lab_available(test) {
-        return None;
-    }
-    for p in ["/usr/lib/ipsec/charon", "/usr/sbin/swanctl"] {
-        assert!(
-            Path::new(p).exists(),
-            "{test} needs strongSwan ({p}; scripts/install-deps.sh)"
-        );
-    }
-    Some(g)
-}
 
 fn tshark(file: &Path, extra: &[&str]) -> String {
     let out = std::process::Command::new("tshark")
@@ -85,7 +65,7 @@ fn gate(v: &serde_json::Value) -> &str {
 /// and user data goes directly.
 #[test]
 fn cvc_on_ext_a_then_back_inside() {
-    let Some(_g) = lab_lock("cvc_on_ext_a_then_back_inside") else {
+    let Some(_g) = lab_lock_needing("cvc_on_ext_a_then_back_inside", STRONGSWAN) else {
         return;
     };
     let mut ml = MipLab::start_enterprise(&exe(), GwAuth::Psk, Outside::Xmip).unwrap();
@@ -199,7 +179,8 @@ fn cvc_on_ext_a_then_back_inside() {
 /// goes over UDP behind the NAT, and user data flows after each move.
 #[test]
 fn cvc_moves_between_outside_networks_without_ike() {
-    let Some(_g) = lab_lock("cvc_moves_between_outside_networks_without_ike") else {
+    let Some(_g) = lab_lock_needing("cvc_moves_between_outside_networks_without_ike", STRONGSWAN)
+    else {
         return;
     };
     let mut ml = MipLab::start_enterprise(&exe(), GwAuth::Psk, Outside::Xmip).unwrap();
@@ -249,7 +230,7 @@ fn cvc_moves_between_outside_networks_without_ike() {
 /// MOBIKE update (no new IKE) with user data flowing after it.
 #[test]
 fn mc_with_mobike_across_outside_networks() {
-    let Some(_g) = lab_lock("mc_with_mobike_across_outside_networks") else {
+    let Some(_g) = lab_lock_needing("mc_with_mobike_across_outside_networks", STRONGSWAN) else {
         return;
     };
     let mut ml = MipLab::start_enterprise(&exe(), GwAuth::Psk, Outside::Mobike).unwrap();
@@ -296,7 +277,7 @@ fn mc_with_mobike_across_outside_networks() {
 /// and back costs no IKE.
 #[test]
 fn fvc_through_the_external_foreign_agent() {
-    let Some(_g) = lab_lock("fvc_through_the_external_foreign_agent") else {
+    let Some(_g) = lab_lock_needing("fvc_through_the_external_foreign_agent", STRONGSWAN) else {
         return;
     };
     let mut ml = MipLab::start_enterprise(&exe(), GwAuth::Psk, Outside::Xmip).unwrap();
@@ -335,7 +316,7 @@ fn fvc_through_the_external_foreign_agent() {
 /// natively through the agent; then back out (ext-a, cvc).
 #[test]
 fn mode_f_inside_with_xmip_configured() {
-    let Some(_g) = lab_lock("mode_f_inside_with_xmip_configured") else {
+    let Some(_g) = lab_lock_needing("mode_f_inside_with_xmip_configured", STRONGSWAN) else {
         return;
     };
     let mut ml = MipLab::start_enterprise(&exe(), GwAuth::Psk, Outside::Xmip).unwrap();

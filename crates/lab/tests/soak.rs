@@ -5,35 +5,14 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use lab::gateway::GwAuth;
 use lab::roam::Outside;
 use lab::scenario::MipLab;
 use lab::soak::{self, SoakOpts, Step};
+use lab::testing::{exe, lab_lock_needing, STRONGSWAN};
 use lab::topo::{Segment, MN_HOME};
-
-static LOCK: Mutex<()> = Mutex::new(());
-
-fn exe() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_mipsec-lab"))
-}
-
-fn lab_lock(test: &str) -> Option<MutexGuard<'static, ()>> {
-    let g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    if !lab::lab_available(test) {
-        return None;
-    }
-    for p in ["/usr/lib/ipsec/charon", "/usr/sbin/swanctl"] {
-        assert!(
-            Path::new(p).exists(),
-            "{test} needs strongSwan ({p}; scripts/install-deps.sh)"
-        );
-    }
-    Some(g)
-}
 
 /// The plan is a function of the seed alone: the same seed gives the same steps, another
 /// seed other steps; every kind of step appears in a long plan.
@@ -85,7 +64,7 @@ fn plan_replays_from_its_seed() {
 /// any outside segment, user data back after every step, no daemon dead.
 #[test]
 fn short_soak_leaks_nothing_and_recovers() {
-    let Some(_g) = lab_lock("short_soak_leaks_nothing_and_recovers") else {
+    let Some(_g) = lab_lock_needing("short_soak_leaks_nothing_and_recovers", STRONGSWAN) else {
         return;
     };
     let o = SoakOpts {
@@ -145,7 +124,7 @@ fn short_soak_leaks_nothing_and_recovers() {
 /// clear there, and the classifier counts it: leaks > 0, verdict FAIL.
 #[test]
 fn negative_control_soak_sees_leaks() {
-    let Some(_g) = lab_lock("negative_control_soak_sees_leaks") else {
+    let Some(_g) = lab_lock_needing("negative_control_soak_sees_leaks", STRONGSWAN) else {
         return;
     };
     let o = SoakOpts {
@@ -167,7 +146,7 @@ fn negative_control_soak_sees_leaks() {
 /// answers ICMP port unreachable (no socket for it), retransmitting for ever.
 #[test]
 fn fa_after_a_visited_network() {
-    let Some(_g) = lab_lock("fa_after_a_visited_network") else {
+    let Some(_g) = lab_lock_needing("fa_after_a_visited_network", STRONGSWAN) else {
         return;
     };
     let mut ml = MipLab::start_enterprise(&exe(), GwAuth::Psk, Outside::Xmip).unwrap();
@@ -190,7 +169,7 @@ fn fa_after_a_visited_network() {
 /// closed.
 #[test]
 fn nat_mapping_change_behind_the_hotel_nat() {
-    let Some(_g) = lab_lock("nat_mapping_change_behind_the_hotel_nat") else {
+    let Some(_g) = lab_lock_needing("nat_mapping_change_behind_the_hotel_nat", STRONGSWAN) else {
         return;
     };
     let mut ml = MipLab::start_enterprise(&exe(), GwAuth::Psk, Outside::Xmip).unwrap();
@@ -212,7 +191,7 @@ fn nat_mapping_change_behind_the_hotel_nat() {
 /// node stays `open-vpn` and registered; the x-HA's loss kills the IKE SA and the node
 /// restarts IKE through x-MIP for ever without registering again. No user data in 30 s.
 fn ha_restart_while_outside(test: &str, proc_name: &str, seg: Segment) {
-    let Some(_g) = lab_lock(test) else {
+    let Some(_g) = lab_lock_needing(test, STRONGSWAN) else {
         return;
     };
     let mut ml = MipLab::start_enterprise(&exe(), GwAuth::Psk, Outside::Xmip).unwrap();
@@ -251,7 +230,8 @@ fn x_ha_restart_while_outside() {
 /// moves in cvc show none.
 #[test]
 fn mc_moves_out_without_arp_for_the_old_router() {
-    let Some(_g) = lab_lock("mc_moves_out_without_arp_for_the_old_router") else {
+    let Some(_g) = lab_lock_needing("mc_moves_out_without_arp_for_the_old_router", STRONGSWAN)
+    else {
         return;
     };
     let mut ml = MipLab::start_enterprise(&exe(), GwAuth::Psk, Outside::Mobike).unwrap();
@@ -294,7 +274,7 @@ fn mc_moves_out_without_arp_for_the_old_router() {
 /// their devices and fall through to main): leaks 0, data back 177 ms after the attack.
 #[test]
 fn tunnelvision_against_the_mobile_node() {
-    let Some(_g) = lab_lock("tunnelvision_against_the_mobile_node") else {
+    let Some(_g) = lab_lock_needing("tunnelvision_against_the_mobile_node", STRONGSWAN) else {
         return;
     };
     let o = SoakOpts {

@@ -6,47 +6,23 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use lab::gateway::GwAuth;
 use lab::leak::{self, Class, Plan};
 use lab::roam::Outside;
 use lab::scenario::MipLab;
+use lab::testing::{exe, lab_lock_needing, DHCP, STRONGSWAN};
 use lab::topo::Segment;
 use lab::transit::{self, gate, mode, Start, Timeline};
 
-static LOCK: Mutex<()> = Mutex::new(());
 const OPEN: Duration = Duration::from_secs(20);
 /// Time on a network with the traffic running, after its gate opened.
 const STAY: Duration = Duration::from_secs(2);
 /// The largest probe gap accepted for a move (the figures are printed; this only
 /// catches a node that takes far longer than the lab's few hundred milliseconds).
 const BOUND_MS: f64 = 6000.0;
-
-fn exe() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_mipsec-lab"))
-}
-
-fn lab_lock(test: &str) -> Option<MutexGuard<'static, ()>> {
-    let g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    if !lab::lab_available(test) {
-        return None;
-    }
-    for p in [
-        "/usr/lib/ipsec/charon",
-        "/usr/sbin/swanctl",
-        "/usr/sbin/dnsmasq",
-        "/usr/bin/busybox",
-    ] {
-        assert!(
-            Path::new(p).exists(),
-            "{test} needs {p} (scripts/install-deps.sh)"
-        );
-    }
-    Some(g)
-}
 
 /// Ends a timeline: prints it, asserts no TCP fault, both directions moving in the
 /// last leg and every move's interruption under the bound. Returns the legs.
@@ -129,7 +105,7 @@ fn leaks(pcap: &Path, plan: &Plan) -> (u64, String) {
 /// inside, HA-5), and TCP survives.
 #[test]
 fn outside_to_inside_cvc() {
-    let Some(_g) = lab_lock("outside_to_inside_cvc") else {
+    let Some(_g) = lab_lock_needing("outside_to_inside_cvc", &[STRONGSWAN, DHCP].concat()) else {
         return;
     };
     let mut ml = transit::start(&exe(), GwAuth::Psk, Outside::Xmip, Start::Home, "").unwrap();
@@ -171,7 +147,7 @@ fn outside_to_inside_cvc() {
 /// packet in the clear.
 #[test]
 fn inside_to_outside_cvc() {
-    let Some(_g) = lab_lock("inside_to_outside_cvc") else {
+    let Some(_g) = lab_lock_needing("inside_to_outside_cvc", &[STRONGSWAN, DHCP].concat()) else {
         return;
     };
     inside_to_outside(Outside::Xmip, "cvc");
@@ -180,7 +156,7 @@ fn inside_to_outside_cvc() {
 /// The same in mode mc (MOBIKE, no x-HA).
 #[test]
 fn inside_to_outside_mc() {
-    let Some(_g) = lab_lock("inside_to_outside_mc") else {
+    let Some(_g) = lab_lock_needing("inside_to_outside_mc", &[STRONGSWAN, DHCP].concat()) else {
         return;
     };
     inside_to_outside(Outside::Mobike, "mc");
@@ -261,7 +237,10 @@ fn inside_to_outside(outside: Outside, want_mode: &str) {
 /// user packet in the clear on the imitation's segment.
 #[test]
 fn imitation_of_inside_is_not_trusted() {
-    let Some(_g) = lab_lock("imitation_of_inside_is_not_trusted") else {
+    let Some(_g) = lab_lock_needing(
+        "imitation_of_inside_is_not_trusted",
+        &[STRONGSWAN, DHCP].concat(),
+    ) else {
         return;
     };
     let mut ml = transit::start(
@@ -341,7 +320,10 @@ fn imitation_of_inside_is_not_trusted() {
 /// outside through the VPN with TCP surviving.
 #[test]
 fn silent_move_stops_plaintext_within_t_monitor() {
-    let Some(_g) = lab_lock("silent_move_stops_plaintext_within_t_monitor") else {
+    let Some(_g) = lab_lock_needing(
+        "silent_move_stops_plaintext_within_t_monitor",
+        &[STRONGSWAN, DHCP].concat(),
+    ) else {
         return;
     };
     let mut ml = transit::start(
@@ -416,7 +398,10 @@ fn silent_move_stops_plaintext_within_t_monitor() {
 /// gate, and TCP then runs through one more move.
 #[test]
 fn starts_outside_inside_and_without_network() {
-    let Some(_g) = lab_lock("starts_outside_inside_and_without_network") else {
+    let Some(_g) = lab_lock_needing(
+        "starts_outside_inside_and_without_network",
+        &[STRONGSWAN, DHCP].concat(),
+    ) else {
         return;
     };
     for (at, want, next) in [
@@ -459,7 +444,10 @@ fn starts_outside_inside_and_without_network() {
 /// moved.
 #[test]
 fn gateway_keeps_the_ike_sa_across_outside_moves() {
-    let Some(_g) = lab_lock("gateway_keeps_the_ike_sa_across_outside_moves") else {
+    let Some(_g) = lab_lock_needing(
+        "gateway_keeps_the_ike_sa_across_outside_moves",
+        &[STRONGSWAN, DHCP].concat(),
+    ) else {
         return;
     };
     let mut ml = transit::start(
@@ -524,7 +512,10 @@ fn gateway_keeps_the_ike_sa_across_outside_moves() {
 /// keeps the same IKE SPIs (its remote endpoint changes) and parses no new IKE_SA_INIT.
 #[test]
 fn gateway_keeps_the_ike_sa_across_mobike_moves() {
-    let Some(_g) = lab_lock("gateway_keeps_the_ike_sa_across_mobike_moves") else {
+    let Some(_g) = lab_lock_needing(
+        "gateway_keeps_the_ike_sa_across_mobike_moves",
+        &[STRONGSWAN, DHCP].concat(),
+    ) else {
         return;
     };
     let mut ml = transit::start(
@@ -569,7 +560,10 @@ fn gateway_keeps_the_ike_sa_across_mobike_moves() {
 /// filter finds nothing.
 #[test]
 fn esp_key_log_decrypts_the_outside_capture() {
-    let Some(_g) = lab_lock("esp_key_log_decrypts_the_outside_capture") else {
+    let Some(_g) = lab_lock_needing(
+        "esp_key_log_decrypts_the_outside_capture",
+        &[STRONGSWAN, DHCP].concat(),
+    ) else {
         return;
     };
     let mut ml = transit::start_lab(&exe(), GwAuth::Psk, Outside::Xmip, Start::Home, "").unwrap();
