@@ -246,7 +246,6 @@ impl Daemon {
         // Closed from the first instant, and a predecessor killed with its routes
         // in place is taken over: they are replaced.
         d.install_user_rule().await?;
-        d.install_routes(Routes::Tunnel).await;
         d.open_outer().await?;
         // The interfaces as they are now.
         for phys in d.links.iter().map(|l| l.ifindex).collect::<Vec<_>>() {

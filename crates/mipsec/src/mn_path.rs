@@ -224,19 +224,24 @@ impl Daemon {
     }
 
     /// The policy rule `from all lookup user_table` at priority `user_table`, before
-    /// main, after a flush of whatever a killed predecessor left in the table (its
-    /// rule is reused). It outlives the process, with the routes into the persistent
-    /// TUN: after a kill -9 user data still goes nowhere but the TUN.
+    /// main, over a table whose two halves point into the TUN. A killed predecessor's
+    /// table and rule are taken over without a moment where user data could fall
+    /// through to main: the halves are replaced in place first, then every other route
+    /// it left (agent host routes, the x-MIP gateway route) goes, and its rule stays.
+    /// The rule outlives the process, with the routes into the persistent TUN: after a
+    /// kill -9 user data still goes nowhere but the TUN.
     pub(super) async fn install_user_rule(&mut self) -> Result<(), String> {
         let table = self.file.mn.user_table;
-        vpnc::killswitch::flush_table(&self.nl, table).await?;
-        self.routes = Routes::None;
-        let rule = self.user_rule();
-        while self.nl.del_rule(&rule).await.is_ok() {}
-        self.nl
-            .add_rule(&rule)
-            .await
-            .map_err(|e| format!("policy rule for the user table {table}: {e}"))
+        self.install_routes(Routes::Tunnel).await;
+        vpnc::killswitch::flush_table_where(&self.nl, table, |m| {
+            m.header.destination_prefix_length != 1
+        })
+        .await?;
+        match self.nl.add_rule(&self.user_rule()).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+            Err(e) => Err(format!("policy rule for the user table {table}: {e}")),
+        }
     }
 
     /// Clean stop: the rule and the table go.

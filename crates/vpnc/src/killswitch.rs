@@ -135,6 +135,16 @@ pub fn show(nets: &[(Ipv4Addr, u8)]) -> Vec<String> {
 
 /// Delete every IPv4 route in `table`.
 pub async fn flush_table(nl: &Netlink, table: u32) -> Result<(), String> {
+    flush_table_where(nl, table, |_| true).await
+}
+
+/// Delete the IPv4 routes in `table` for which `doomed` is true (the others stay in
+/// place, with no moment where they are missing).
+pub async fn flush_table_where(
+    nl: &Netlink,
+    table: u32,
+    doomed: impl Fn(&RouteMessage) -> bool,
+) -> Result<(), String> {
     let all: Vec<RouteMessage> = nl
         .handle()
         .route()
@@ -152,7 +162,7 @@ pub async fn flush_table(nl: &Netlink, table: u32) -> Result<(), String> {
                 _ => None,
             })
             .unwrap_or(u32::from(m.header.table));
-        if t == table {
+        if t == table && doomed(&m) {
             let _ = nl.handle().route().del(m).execute().await;
         }
     }
