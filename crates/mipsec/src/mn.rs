@@ -291,6 +291,7 @@ impl Daemon {
                     [
                         l.live.next_keepalive,
                         l.live.probe.map(|p| p.1),
+                        l.live.next_direct_check,
                         l.settle_until,
                     ]
                 })
@@ -626,6 +627,9 @@ impl Daemon {
                 l.last_rtt = Some(t.elapsed());
             }
             l.live.ha_heard = Some(Instant::now());
+            if matches!(want, Routes::Agent(..)) && l.live.next_direct_check.is_none() {
+                l.live.next_direct_check = Some(Instant::now() + data::DIRECT_SILENCE);
+            }
             let q = std::mem::take(&mut self.queue);
             for p in q {
                 self.on_user_packet(&p).await;

@@ -22,6 +22,15 @@ const NAT_PROBE_WAIT: Duration = Duration::from_millis(300);
 const BINDING_SILENCE: Duration = Duration::from_millis(1000);
 /// How long that echo may take before the binding is reported silent.
 const BINDING_PROBE_WAIT: Duration = Duration::from_millis(1000);
+/// Mode f with direct delivery (RFC 5944 3.6.1.1): the foreign agent hands user
+/// data to the node natively both ways, so it never shows whether the home agent
+/// still tunnels to us. Every this often (unless the home agent was heard within
+/// [`BINDING_SILENCE`], a registration reply), an echo from the home address to it
+/// goes out through the agent; its answer comes back only through a binding the
+/// home agent holds. One echo per 2 s while attached through an agent.
+pub(super) const DIRECT_SILENCE: Duration = Duration::from_millis(2000);
+/// The identifier of the node's liveness echoes ("mi").
+pub(super) const ECHO_ID: u16 = 0x6d69;
 
 impl Daemon {
     /// A datagram on the registration socket: RFC 3519 tunnel data, or a reply.
@@ -264,7 +273,8 @@ impl Daemon {
     }
 
     async fn link_liveness_timer(&mut self, li: usize, now: Instant, wall: SystemTime) {
-        let open = self.inbound_open(li) || self.via_vpn_open(li);
+        self.check_direct_delivery(li, now).await;
+        let open = self.inbound_open(li) || self.via_vpn_open(li) || self.direct_open(li);
         let live = &self.links[li].live;
         if let Some(k) = live
             .udp_tunnel
@@ -292,18 +302,68 @@ impl Daemon {
         }
     }
 
-    /// An ICMP echo request to the home agent inside the tunnel: an RFC 3519
-    /// keepalive through the UDP tunnel (it keeps the NAT's mapping alive), or,
-    /// without a NAT, inside IP-in-IP. The home agent's answer comes back through
-    /// its tunnel only while it holds our binding.
-    async fn send_keepalive(&mut self, li: usize) {
-        let m = &self.file.mn;
-        let mut icmp = vec![8u8, 0, 0, 0, 0x6d, 0x69, 0, 0];
+    /// Mode f with direct delivery on link `li`: user data goes to and comes from the
+    /// agent natively.
+    fn direct_open(&self, li: usize) -> bool {
+        let phys = self.links[li].ifindex;
+        matches!(self.routes, super::Routes::Agent(_, dev) if dev == phys)
+            && matches!(
+                self.node.gate(phys, Instant::now()),
+                Gate::OpenInside(Mode::F)
+            )
+    }
+
+    /// At the direct-delivery deadline: unless the home agent was heard within
+    /// [`BINDING_SILENCE`], an echo from the home address to it, through the agent
+    /// (the user table's routes pick the agent and the home address as source). Its
+    /// answer arrives on the link's ICMP socket (`on_icmp`). A home agent that
+    /// restarted without our binding sends it to the home network instead, and the
+    /// probe's deadline tells the core, which re-registers through the agent.
+    async fn check_direct_delivery(&mut self, li: usize, now: Instant) {
+        if !self.direct_open(li) {
+            self.links[li].live.next_direct_check = None;
+            return;
+        }
+        let live = &mut self.links[li].live;
+        if live.next_direct_check.is_some_and(|t| t > now) {
+            return;
+        }
+        live.next_direct_check = Some(now + DIRECT_SILENCE);
+        if live.probe.is_some()
+            || live
+                .ha_heard
+                .is_some_and(|h| now.duration_since(h) < BINDING_SILENCE)
+        {
+            return;
+        }
+        let icmp = self.next_echo(li);
+        let l = &mut self.links[li];
+        if let Err(e) = l.icmp_rx.send_to(&icmp, self.file.mn.home_agent).await {
+            debug!("liveness echo through the agent: {e}");
+        }
+        let wait = BINDING_PROBE_WAIT.max(l.last_rtt.unwrap_or_default() * 2);
+        l.live.probe = Some((now, now + wait));
+    }
+
+    /// The next liveness echo request of link `li` (ICMP, checksummed).
+    fn next_echo(&mut self, li: usize) -> Vec<u8> {
+        let mut icmp = vec![8u8, 0, 0, 0, 0, 0, 0, 0];
+        icmp[4..6].copy_from_slice(&ECHO_ID.to_be_bytes());
         let live = &mut self.links[li].live;
         live.keepalive_seq = live.keepalive_seq.wrapping_add(1);
         icmp[6..8].copy_from_slice(&live.keepalive_seq.to_be_bytes());
         let c = wire::checksum::checksum(&icmp);
         icmp[2..4].copy_from_slice(&c.to_be_bytes());
+        icmp
+    }
+
+    /// An ICMP echo request to the home agent inside the tunnel: an RFC 3519
+    /// keepalive through the UDP tunnel (it keeps the NAT's mapping alive), or,
+    /// without a NAT, inside IP-in-IP. The home agent's answer comes back through
+    /// its tunnel only while it holds our binding.
+    async fn send_keepalive(&mut self, li: usize) {
+        let icmp = self.next_echo(li);
+        let m = &self.file.mn;
         let inner = wire::ipv4::Ipv4Header::build(m.home_address, m.home_agent, 1, &icmp);
         if self.via_vpn_open(li) {
             // Outside: the echo goes the way user data does (IP-in-IP from the TIA,

@@ -26,6 +26,10 @@ pub(super) struct Liveness {
     pub(super) ha_heard: Option<Instant>,
     /// A liveness echo is out: (sent at, deadline for an answer).
     pub(super) probe: Option<(Instant, Instant)>,
+    /// Mode f with direct delivery: user data never passes the node in either
+    /// direction, so the home agent is asked at this time whether it still holds the
+    /// binding (see `Daemon::check_direct_delivery`).
+    pub(super) next_direct_check: Option<Instant>,
 }
 
 /// One physical interface.

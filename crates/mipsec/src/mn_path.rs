@@ -321,6 +321,18 @@ impl Daemon {
         let Some(icmp) = packet.get(h.header_len..usize::from(h.total_len)) else {
             return;
         };
+        // The home agent's answer to a liveness echo that went out through the
+        // agent (mode f, direct delivery): it still tunnels to us.
+        if icmp.first() == Some(&0)
+            && icmp.get(4..6) == Some(&super::data::ECHO_ID.to_be_bytes()[..])
+            && h.src == self.file.mn.home_agent
+            && h.dst == self.file.mn.home_address
+        {
+            if let Some(l) = self.links.get_mut(li) {
+                l.live.ha_heard = Some(Instant::now());
+            }
+            return;
+        }
         if icmp.first() != Some(&mip4::wire::agent::ICMP_ROUTER_ADVERTISEMENT) {
             return;
         }
