@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use rand::SeedableRng;
 
-use super::auth::Parts;
+use super::parts::Parts;
 use super::proposal::{self, EspSuite, SelectError, Suite};
 use super::{nonce, nonzero_u64, Child, IkeSa, Pending, Role, State, Work};
 use crate::crypto::dh::KeyShare;

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use rand::RngCore;
 
-use super::auth::Parts;
+use super::parts::Parts;
 use super::{IkeSa, Pending, Pool, State, Work};
 use crate::crypto::{ct_eq, nat_detection_hash};
 use crate::event::{Event, IkeError};

@@ -5,6 +5,7 @@ mod auth;
 mod child;
 mod info;
 mod init;
+mod parts;
 mod proposal;
 mod protect;
 
