@@ -80,6 +80,15 @@ fn nsexec(ns: &str, args: &[&str]) -> Result<String> {
     netns::run("ip", &a)
 }
 
+/// Builds the lab of [`Lab::build`] plus the enterprise of RFC 5265 Figure 1 around
+/// it (VPN gateway, DMZ with the x-HA, border firewall, internet core, ext-a, ext-b,
+/// ext-nat). No daemon is started. The MN starts at home.
+pub fn build(exe: &Path) -> Result<Lab> {
+    let mut lab = Lab::build(exe)?;
+    setup(&mut lab)?;
+    Ok(lab)
+}
+
 /// Adds the enterprise's namespaces, segments, routes and nftables rules to a base lab.
 pub fn setup(lab: &mut Lab) -> Result<()> {
     for r in netns::ENTERPRISE_ROLES {

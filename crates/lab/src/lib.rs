@@ -16,6 +16,7 @@ pub mod leak_xcheck;
 pub mod mip;
 pub mod netns;
 pub mod roam;
+pub mod roam_bench;
 pub mod scenario;
 pub mod soak;
 pub mod testing;

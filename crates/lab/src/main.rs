@@ -245,7 +245,7 @@ fn run(cmd: &str, args: &[String]) -> lab::Result<ExitCode> {
         }
         "roam-bench" => {
             let secs = num(args, "--secs", 3.0f64).map_err(bad)?;
-            print!("{}", lab::roam::bench(&exe()?, secs)?);
+            print!("{}", lab::roam_bench::bench(&exe()?, secs)?);
             Ok(ExitCode::SUCCESS)
         }
         "up" if flag(args, "--enterprise") => {
@@ -421,7 +421,7 @@ fn up_enterprise(args: &[String]) -> lab::Result<()> {
     } else {
         GwAuth::Psk
     };
-    let mut l = lab::topo::Lab::build_enterprise(&exe()?)?;
+    let mut l = lab::enterprise::build(&exe()?)?;
     if let Some(dir) = opt(args, "--pcap") {
         let files = enterprise::start_captures(&mut l, std::path::Path::new(dir))?;
         println!("capturing {} segments into {dir}", files.len());

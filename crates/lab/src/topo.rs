@@ -155,15 +155,6 @@ impl Lab {
         Ok(lab)
     }
 
-    /// Builds the lab of [`Lab::build`] plus the enterprise of RFC 5265 Figure 1 around
-    /// it (VPN gateway, DMZ with the x-HA, border firewall, internet core, ext-a, ext-b,
-    /// ext-nat; see `enterprise.rs`). No daemon is started. The MN starts at home.
-    pub fn build_enterprise(exe: &Path) -> Result<Lab> {
-        let mut lab = Lab::build(exe)?;
-        crate::enterprise::setup(&mut lab)?;
-        Ok(lab)
-    }
-
     /// Namespace name of a role: `sw`, `rt`, `ha`, `mn`, `cn`.
     pub fn ns(&self, role: &str) -> String {
         format!("{}{role}", self.prefix)

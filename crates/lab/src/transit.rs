@@ -46,7 +46,7 @@ pub fn start_lab(
     at: Start,
     extra: &str,
 ) -> Result<MipLab> {
-    let mut lab = Lab::build_enterprise(exe)?;
+    let mut lab = crate::enterprise::build(exe)?;
     lab.spawn("cn", "cn-serve", &["serve"])?;
     let (ha_cfg, ha_sock) = enterprise::write_iha_config(&lab)?;
     let fa_cfg = mip::write_fa_config(&lab)?;

@@ -37,7 +37,7 @@ const INTRANET: &[&str] = &["10.0.0.0/8"];
 /// address 198.51.100.50/24 and default route, which a DHCP client run replaces) and
 /// the stranger on ext-a as the attacker.
 fn lab_on_ext_a() -> Lab {
-    let mut lab = Lab::build_enterprise(&exe()).unwrap();
+    let mut lab = lab::enterprise::build(&exe()).unwrap();
     let (c, s) = enterprise::write_iha_config(&lab).unwrap();
     enterprise::start_daemon(&mut lab, "ha", "iha", "ha", &c, &s).unwrap();
     gateway::start_gateway(&mut lab, GwAuth::Psk).unwrap();

@@ -94,7 +94,7 @@ fn vpn_carries_registration_to_iha_and_firewall_blocks_plaintext() {
         return;
     };
     let t_test = Instant::now();
-    let mut lab = Lab::build_enterprise(&exe()).unwrap();
+    let mut lab = lab::enterprise::build(&exe()).unwrap();
     let pcap = lab.dir.join("pcap");
     enterprise::start_captures(&mut lab, &pcap).unwrap();
     enterprise::start_agents(&mut lab).unwrap();
@@ -294,7 +294,7 @@ fn xha_accepts_outside_and_drops_intranet_side() {
         return;
     };
     let t_test = Instant::now();
-    let mut lab = Lab::build_enterprise(&exe()).unwrap();
+    let mut lab = lab::enterprise::build(&exe()).unwrap();
     enterprise::start_agents(&mut lab).unwrap();
     lab.move_mn(Segment::ExtA).unwrap();
     let before = fw_counters(&lab).unwrap();
@@ -447,7 +447,7 @@ fn certificate_gateway_as_admin_writes_it() {
         return;
     };
     let t_test = Instant::now();
-    let mut lab = Lab::build_enterprise(&exe()).unwrap();
+    let mut lab = lab::enterprise::build(&exe()).unwrap();
     let up = gateway::start_gateway(&mut lab, GwAuth::Cert).unwrap();
     let conns = gateway::swanctl(&lab, &["--list-conns"]).unwrap();
     assert!(conns.contains(enterprise::GW_DN), "{conns}");
@@ -527,7 +527,7 @@ fn certificate_gateway_accepts_mipsec_vpn_with_dn_and_pem() {
         return;
     };
     let t_test = Instant::now();
-    let mut lab = Lab::build_enterprise(&exe()).unwrap();
+    let mut lab = lab::enterprise::build(&exe()).unwrap();
     let (c, s) = enterprise::write_iha_config(&lab).unwrap();
     enterprise::start_daemon(&mut lab, "ha", "iha", "ha", &c, &s).unwrap();
     let gw_up = gateway::start_gateway(&mut lab, GwAuth::Cert).unwrap();
@@ -609,7 +609,7 @@ fn mipsec_vpn_behind_nat_rides_udp_4500() {
         return;
     };
     let t_test = Instant::now();
-    let mut lab = Lab::build_enterprise(&exe()).unwrap();
+    let mut lab = lab::enterprise::build(&exe()).unwrap();
     let pcap = lab.dir.join("pcap");
     enterprise::start_captures(&mut lab, &pcap).unwrap();
     let (c, s) = enterprise::write_iha_config(&lab).unwrap();
