@@ -50,3 +50,11 @@ fn mn_bad_interface_lists_are_refused() {
     .unwrap_err();
     assert!(e.contains("mobike"), "{e}");
 }
+
+#[test]
+fn mn_start_errors_are_typed() {
+    let e = crate::mn::run(std::path::Path::new("/nonexistent/mn.toml")).unwrap_err();
+    assert!(matches!(e, crate::mn::Error::Config(_)), "{e:?}");
+    let e = load("interface = \"eth0\"\nt_monitor_s = 0\n").unwrap_err();
+    assert!(e.contains("t_monitor"), "{e}");
+}

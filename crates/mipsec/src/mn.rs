@@ -70,9 +70,66 @@ mod vpn;
 /// distrusted, absent any address change.
 const ADDRESS_SETTLE: Duration = Duration::from_millis(500);
 
+/// Why the mobile node could not start, or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration file (the message names file, line and field).
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// `outside = "xmip"` without every x-HA setting.
+    #[error("outside = \"xmip\": the x-HA settings are incomplete")]
+    XhaIncomplete,
+    /// The mobility core refused the settings.
+    #[error("mn: {0}")]
+    Core(#[from] mobility::ConfigError),
+    /// The VPN client's file (`vpn_config`): missing, unreadable, with a key the node
+    /// sets itself, or invalid.
+    #[error("{0}")]
+    VpnConfig(String),
+    /// A socket, device or system setting could not be set up.
+    #[error(transparent)]
+    Setup(#[from] crate::shell::SetupError),
+    /// An interface, route, rule or socket the node needs.
+    #[error("{what}: {source}")]
+    Net {
+        /// What it was for (names the device, address or table).
+        what: String,
+        /// What `netio` reported.
+        #[source]
+        source: netio::Error,
+    },
+    /// The routes of a table could not be listed.
+    #[error("{0}")]
+    Routes(String),
+    /// The control socket (`control_socket`) could not be created.
+    #[error("control socket {}: {source}", path.display())]
+    ControlSocket {
+        /// The configured path.
+        path: std::path::PathBuf,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The SIGTERM or SIGINT handler.
+    #[error("signal handler: {0}")]
+    Signal(#[source] std::io::Error),
+    /// The kernel's netlink notifications stopped: the node can no longer see moves.
+    #[error("netlink event stream ended")]
+    EventsEnded,
+    /// The VPN client could not be started.
+    #[error("VPN client: {0}")]
+    VpnClient(String),
+}
+
+/// `Error::Net` naming what failed.
+fn net_err(what: impl Into<String>) -> impl FnOnce(netio::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Net { what, source }
+}
+
 /// Runs the mobile node until SIGINT or SIGTERM.
-pub fn run(config: &Path) -> Result<(), String> {
-    let file = MnFile::load(config).map_err(|e| e.to_string())?;
+pub fn run(config: &Path) -> Result<(), Error> {
+    let file = MnFile::load(config)?;
     crate::shell::block_on(async move {
         let mut d = Daemon::start(file).await?;
         let r = d.run().await;
@@ -82,7 +139,7 @@ pub fn run(config: &Path) -> Result<(), String> {
 }
 
 /// The mobility core's configuration from the file (validated there too).
-pub fn core_config(file: &MnFile) -> Result<mobility::Config, String> {
+pub fn core_config(file: &MnFile) -> Result<mobility::Config, Error> {
     let m = &file.mn;
     let sa = SecurityAssociation::new(m.spi, m.algorithm.into(), &m.key.0);
     let outside = match m.outside {
@@ -95,7 +152,7 @@ pub fn core_config(file: &MnFile) -> Result<mobility::Config, String> {
                 m.external_spi,
                 m.external_key.as_ref(),
             ) else {
-                return Err("outside = \"xmip\": the x-HA settings are incomplete".into());
+                return Err(Error::XhaIncomplete);
             };
             Outside::Xmip {
                 x_ha,
@@ -128,7 +185,7 @@ pub fn core_config(file: &MnFile) -> Result<mobility::Config, String> {
     // A failed detection round (e.g. the i-HA answered without TNC) is tried again
     // after this; short enough that a fixed i-HA is noticed soon.
     c.retry_after = Duration::from_secs(2);
-    c.validate().map_err(|e| format!("mn: {e}"))?;
+    c.validate()?;
     Ok(c)
 }
 
@@ -187,7 +244,7 @@ struct Daemon {
 }
 
 impl Daemon {
-    async fn start(file: MnFile) -> Result<Daemon, String> {
+    async fn start(file: MnFile) -> Result<Daemon, Error> {
         let mut cfg = core_config(&file)?;
         let m = file.mn.clone();
         let nl = Netlink::new().map_err(io_err("netlink"))?;
@@ -199,14 +256,14 @@ impl Daemon {
         cfg.interface_order = links.iter().map(|l| l.ifindex).collect();
         let mut seed = [0u8; 32];
         crate::shell::getrandom(&mut seed);
-        let node = MobileNode::new(cfg, seed).map_err(|e| format!("mn: {e}"))?;
+        let node = MobileNode::new(cfg, seed)?;
         let (tun, tun_ifindex) = crate::shell::open_tunnel(&m.tunnel_device)?;
         // Fail closed beyond the process: the routes for user data point into this
         // device, and a persistent device keeps them after a crash (kill -9), where
         // its packets are dropped unread instead of leaving in the clear through the
         // default route. A restart attaches to the same device; a clean stop clears it.
         tun.set_persistent(true)
-            .map_err(|e| format!("tunnel device {}: {e}", m.tunnel_device))?;
+            .map_err(net_err(format!("tunnel device {}", m.tunnel_device)))?;
         if let Err(e) = nl.add_address(tun_ifindex, m.home_address, 32).await {
             debug!("home address on tunnel device: {e}");
         }
@@ -214,13 +271,16 @@ impl Daemon {
         crate::shell::write_sysctl("/proc/sys/net/ipv4/conf/all/accept_redirects", "0");
         crate::shell::write_sysctl("/proc/sys/net/ipv4/conf/default/accept_redirects", "0");
         let (ctl_tx, ctl_rx) = mpsc::channel(8);
-        let ctl = match &m.control_socket {
-            Some(p) => Some(
-                ControlServer::start(p, ctl_tx)
-                    .map_err(|e| format!("control socket {}: {e}", p.display()))?,
-            ),
-            None => None,
-        };
+        let ctl =
+            match &m.control_socket {
+                Some(p) => Some(ControlServer::start(p, ctl_tx).map_err(|source| {
+                    Error::ControlSocket {
+                        path: p.clone(),
+                        source,
+                    }
+                })?),
+                None => None,
+            };
         info!(home = %m.home_address, home_agent = %m.home_agent, interfaces = ?m.interface_names(),
               outside = ?m.outside, t_monitor_s = m.t_monitor_s, "mobile node started");
         if m.outside != OutsideMode::None {
@@ -269,9 +329,9 @@ impl Daemon {
         Ok(d)
     }
 
-    async fn run(&mut self) -> Result<(), String> {
-        let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
-        let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    async fn run(&mut self) -> Result<(), Error> {
+        let mut term = signal(SignalKind::terminate()).map_err(Error::Signal)?;
+        let mut int = signal(SignalKind::interrupt()).map_err(Error::Signal)?;
         let mut tbuf = vec![0u8; 65536];
         let mut ubuf = vec![0u8; 65536];
         let mut rbuf = vec![0u8; 65536];
@@ -310,7 +370,7 @@ impl Daemon {
             tokio::select! {
                 ev = self.events.next() => match ev {
                     Some(ev) => self.on_net_event(ev).await,
-                    None => return Err("netlink event stream ended".into()),
+                    None => return Err(Error::EventsEnded),
                 },
                 r = recv_any_udp(&self.links, &mut ubuf) => match r {
                     Ok((n, std::net::SocketAddr::V4(from), li, i)) => {

@@ -11,7 +11,7 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 
-use super::Daemon;
+use super::{net_err, Daemon, Error};
 use crate::shell::io_err;
 
 /// Liveness of the home agent's tunnel (dead binding, NAT mapping) and RFC 3519
@@ -63,11 +63,11 @@ pub(super) struct Link {
 
 impl Link {
     /// Resolves `name` and opens what does not depend on an attachment.
-    pub(super) async fn open(nl: &Netlink, name: &str) -> Result<Link, String> {
+    pub(super) async fn open(nl: &Netlink, name: &str) -> Result<Link, Error> {
         let ifindex = nl
             .ifindex(name)
             .await
-            .map_err(|e| format!("interface {name}: {e}"))?;
+            .map_err(net_err(format!("interface {name}")))?;
         let icmp_rx = RawIp::open_with(
             1,
             &RawIpOptions {

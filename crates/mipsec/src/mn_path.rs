@@ -2,7 +2,7 @@
 //! attachment the core chose, the routes of user data, the foreign agent's host
 //! route, agent solicitations and advertisements.
 
-use super::{Daemon, Routes};
+use super::{net_err, Daemon, Error, Routes};
 use mip4::wire::MIP_PORT;
 use netio::netlink::Route;
 use netio::raw::{RawIp, RawIpOptions, IPPROTO_IPIP};
@@ -230,17 +230,21 @@ impl Daemon {
     /// it left (agent host routes, the x-MIP gateway route) goes, and its rule stays.
     /// The rule outlives the process, with the routes into the persistent TUN: after a
     /// kill -9 user data still goes nowhere but the TUN.
-    pub(super) async fn install_user_rule(&mut self) -> Result<(), String> {
+    pub(super) async fn install_user_rule(&mut self) -> Result<(), Error> {
         let table = self.file.mn.user_table;
         self.install_routes(Routes::Tunnel).await;
         vpnc::killswitch::flush_table_where(&self.nl, table, |m| {
             m.header.destination_prefix_length != 1
         })
-        .await?;
+        .await
+        .map_err(Error::Routes)?;
         match self.nl.add_rule(&self.user_rule()).await {
             Ok(()) => Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
-            Err(e) => Err(format!("policy rule for the user table {table}: {e}")),
+            Err(source) => Err(Error::Net {
+                what: format!("policy rule for the user table {table}"),
+                source,
+            }),
         }
     }
 
@@ -366,7 +370,7 @@ impl Daemon {
 }
 
 /// The IP-in-IP socket of an interface, bound to `addr` on it.
-fn open_raw(dev: &str, addr: Ipv4Addr) -> Result<RawIp, String> {
+fn open_raw(dev: &str, addr: Ipv4Addr) -> Result<RawIp, Error> {
     let r = RawIp::open_with(
         IPPROTO_IPIP,
         &RawIpOptions {
@@ -375,7 +379,7 @@ fn open_raw(dev: &str, addr: Ipv4Addr) -> Result<RawIp, String> {
             header_included: false,
         },
     )
-    .map_err(|e| format!("tunnel socket on {addr}: {e}"))?;
+    .map_err(net_err(format!("tunnel socket on {addr}")))?;
     crate::shell::enlarge_buffers(std::os::fd::AsFd::as_fd(&r));
     crate::shell::allow_fragmentation(std::os::fd::AsFd::as_fd(&r));
     Ok(r)

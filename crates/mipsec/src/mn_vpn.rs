@@ -17,7 +17,7 @@
 //! In mc the child runs from the physical interface's address and moves with
 //! MOBIKE; there is no x-MIP layer.
 
-use super::Daemon;
+use super::{net_err, Daemon, Error};
 use crate::config::OutsideMode;
 use mip4::wire::MIP_PORT;
 use mobility::{IfaceId, Layer, Tunnel, Via, VpnEvent};
@@ -119,7 +119,7 @@ impl Daemon {
 
     /// Opens the x-home device (x-MIP): the x-home address on it, and the gateway
     /// routed through it, so that the VPN client's IKE and ESP come out here.
-    pub(super) async fn open_outer(&mut self) -> Result<(), String> {
+    pub(super) async fn open_outer(&mut self) -> Result<(), Error> {
         let m = &self.file.mn;
         if m.outside == OutsideMode::None {
             return Ok(());
@@ -145,19 +145,17 @@ impl Daemon {
             debug!("x-home address on {}: {e}", m.xhome_device);
         }
         let r = netio::netlink::Route::new(gw, 32).dev(idx).src(xh);
-        self.nl
-            .replace_route(&r)
-            .await
-            .map_err(|e| format!("route to the VPN gateway via {}: {e}", m.xhome_device))?;
+        self.nl.replace_route(&r).await.map_err(net_err(format!(
+            "route to the VPN gateway via {}",
+            m.xhome_device
+        )))?;
         // The client's sockets are not bound to a device here (see `derived_config`):
         // its IKE and ESP meet the user table first, which sends them the same way.
         let r = r.table(m.user_table);
-        self.nl.replace_route(&r).await.map_err(|e| {
-            format!(
-                "route to the VPN gateway via {} (user table): {e}",
-                m.xhome_device
-            )
-        })?;
+        self.nl.replace_route(&r).await.map_err(net_err(format!(
+            "route to the VPN gateway via {} (user table)",
+            m.xhome_device
+        )))?;
         self.outer.xdev = Some(tun);
         Ok(())
     }
@@ -355,13 +353,13 @@ impl Daemon {
         }
     }
 
-    fn spawn_vpn(&mut self, iface: IfaceId, local: Ipv4Addr) -> Result<VpnChild, String> {
+    fn spawn_vpn(&mut self, iface: IfaceId, local: Ipv4Addr) -> Result<VpnChild, Error> {
         let m = &self.file.mn;
         let Some(user) = &m.vpn_config else {
-            return Err("no vpn_config".into());
+            return Err(Error::VpnConfig("no vpn_config".into()));
         };
         let text = std::fs::read_to_string(user)
-            .map_err(|e| format!("{}: cannot read: {e}", user.display()))?;
+            .map_err(|e| Error::VpnConfig(format!("{}: cannot read: {e}", user.display())))?;
         let interface = match m.outside {
             OutsideMode::Xmip => m.xhome_device.clone(),
             _ => self
@@ -370,9 +368,9 @@ impl Daemon {
         };
         let derived = derived_config(&text, &interface, Some(local), m);
         let dir = PathBuf::from(RUN_DIR);
-        crate::shell::create_private_dir(&dir)?;
+        crate::shell::create_private_dir(&dir).map_err(Error::VpnClient)?;
         let path = dir.join(format!("mn-{}-vpn.toml", std::process::id()));
-        crate::shell::write_private(&path, &derived)?;
+        crate::shell::write_private(&path, &derived).map_err(Error::VpnClient)?;
         let (prog, mut args) = self_command();
         args.extend(
             ["vpn", "--config"]
@@ -387,8 +385,11 @@ impl Daemon {
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| format!("spawn mipsec vpn: {e}"))?;
-        let stdout = child.stdout.take().ok_or("no stdout")?;
+            .map_err(|e| Error::VpnClient(format!("spawn mipsec vpn: {e}")))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| Error::VpnClient("no stdout".into()))?;
         let stdin = child.stdin.take();
         Ok(VpnChild {
             child,
@@ -556,7 +557,11 @@ impl Daemon {
 
 /// Checks the VPN client's file at start: readable, free of the keys the mobile
 /// node sets, and valid once they are added.
-pub(super) fn check_vpn_config(m: &crate::config::MnSection) -> Result<(), String> {
+pub(super) fn check_vpn_config(m: &crate::config::MnSection) -> Result<(), Error> {
+    vpn_config_problem(m).map_err(Error::VpnConfig)
+}
+
+fn vpn_config_problem(m: &crate::config::MnSection) -> Result<(), String> {
     let Some(path) = &m.vpn_config else {
         return Err("mn: an outside mode needs vpn_config".into());
     };
@@ -636,13 +641,13 @@ fn remove_stale_configs(dir: &std::path::Path) {
 
 /// The sockets on the TIA: registrations (port 434) and IP-in-IP with the i-HA,
 /// bound to the VPN client's TUN.
-fn open_tia(tia: Ipv4Addr, tun: &str) -> Result<TiaPath, String> {
+fn open_tia(tia: Ipv4Addr, tun: &str) -> Result<TiaPath, Error> {
     let mut o = UdpOptions::new(SocketAddrV4::new(tia, MIP_PORT));
     o.device = Some(tun.to_string());
     o.reuse_addr = true;
     let udp = o
         .bind()
-        .map_err(|e| format!("registration socket on the TIA {tia}: {e}"))?;
+        .map_err(net_err(format!("registration socket on the TIA {tia}")))?;
     let raw = RawIp::open_with(
         IPPROTO_IPIP,
         &RawIpOptions {
@@ -651,7 +656,7 @@ fn open_tia(tia: Ipv4Addr, tun: &str) -> Result<TiaPath, String> {
             header_included: false,
         },
     )
-    .map_err(|e| format!("tunnel socket on the TIA {tia}: {e}"))?;
+    .map_err(net_err(format!("tunnel socket on the TIA {tia}")))?;
     crate::shell::allow_fragmentation(std::os::fd::AsFd::as_fd(&raw));
     Ok(TiaPath { tia, udp, raw })
 }

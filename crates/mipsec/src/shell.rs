@@ -125,13 +125,6 @@ pub enum SetupError {
     },
 }
 
-/// For the daemons whose errors are still messages (the mobile node's shell).
-impl From<SetupError> for String {
-    fn from(e: SetupError) -> String {
-        e.to_string()
-    }
-}
-
 /// Maps a netio error to a [`SetupError`] naming what failed.
 pub(crate) fn io_err(what: &'static str) -> impl Fn(netio::Error) -> SetupError {
     move |source| SetupError::Net { what, source }
