@@ -333,3 +333,43 @@ fn mode_f_inside_with_xmip_configured() {
         .unwrap();
     assert!(ml.echo_ok(Some(MN_HOME), Duration::from_secs(5)));
 }
+
+/// The node's executable is replaced while it runs (a package upgrade: the old file
+/// is unlinked, a new one put in its place). Its VPN client is the same program, so
+/// the node must start it from its own running image: before, it spawned the path,
+/// which then named a deleted file, and every start outside failed with ENOENT (the
+/// gate stayed closed: 27 failed starts and an unrecovered move in a soak whose
+/// binary was rebuilt under it).
+#[test]
+fn vpn_client_starts_after_the_executable_was_replaced() {
+    let Some(_g) = lab_lock_needing(
+        "vpn_client_starts_after_the_executable_was_replaced",
+        STRONGSWAN,
+    ) else {
+        return;
+    };
+    let mut ml = lab::transit::start_lab(
+        &exe(),
+        GwAuth::Psk,
+        Outside::Xmip,
+        lab::transit::Start::Home,
+        "",
+    )
+    .unwrap();
+    let copy = ml.lab.dir.join("mipsec-lab-old");
+    std::fs::copy(exe(), &copy).unwrap();
+    ml.lab.exe = copy.clone();
+    ml.start_mn().unwrap();
+    ml.lab.exe = exe();
+    std::fs::remove_file(&copy).unwrap();
+    assert!(ml.echo_ok(Some(MN_HOME), Duration::from_secs(10)));
+    ml.lab.move_mn(Segment::ExtA).unwrap();
+    let (st, took) = ml
+        .wait_mn(Duration::from_secs(20), |v| gate(v) == "open-vpn")
+        .unwrap_or_else(|e| panic!("no VPN after the upgrade: {e}"));
+    eprintln!(
+        "open through the VPN after {took:?}: {}",
+        st["interfaces"][0]
+    );
+    assert!(ml.echo_ok(Some(MN_HOME), Duration::from_secs(5)));
+}

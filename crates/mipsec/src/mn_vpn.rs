@@ -371,7 +371,7 @@ impl Daemon {
         crate::shell::create_private_dir(&dir).map_err(Error::VpnClient)?;
         let path = dir.join(format!("mn-{}-vpn.toml", std::process::id()));
         crate::shell::write_private(&path, &derived).map_err(Error::VpnClient)?;
-        let (prog, mut args) = self_command();
+        let (prog, name, mut args) = self_command();
         args.extend(
             ["vpn", "--config"]
                 .iter()
@@ -379,6 +379,7 @@ impl Daemon {
                 .chain([path.display().to_string(), "--events".into()]),
         );
         let mut child = tokio::process::Command::new(prog)
+            .arg0(name)
             .args(&args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -661,15 +662,22 @@ fn open_tia(tia: Ipv4Addr, tun: &str) -> Result<TiaPath, Error> {
     Ok(TiaPath { tia, udp, raw })
 }
 
-/// How to run this program's `vpn` subcommand: the executable, and the words
-/// before our own subcommand (`mipsec-lab mipsec mn ...` gives `["mipsec"]`).
-fn self_command() -> (PathBuf, Vec<String>) {
+/// How to run this program's `vpn` subcommand: the executable, the name it goes by
+/// (argv[0]), and the words before our own subcommand (`mipsec-lab mipsec mn ...`
+/// gives `["mipsec"]`). The executable is this process's own image
+/// (`/proc/self/exe`), not its path: a package upgrade that replaced or removed the
+/// file while the node runs must not leave it unable to start its VPN client (the
+/// path then names a deleted file, and every start outside failed with ENOENT).
+fn self_command() -> (PathBuf, String, Vec<String>) {
     let args: Vec<String> = std::env::args().collect();
     let idx = args.iter().position(|a| a == "mn").unwrap_or(1);
     let prefix = args.get(1..idx).map(<[String]>::to_vec).unwrap_or_default();
-    let prog = std::env::current_exe()
-        .ok()
-        .or_else(|| args.first().map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("mipsec"));
-    (prog, prefix)
+    let name = args.first().cloned().unwrap_or_else(|| "mipsec".into());
+    let own = PathBuf::from("/proc/self/exe");
+    let prog = if own.exists() {
+        own
+    } else {
+        std::env::current_exe().unwrap_or_else(|_| PathBuf::from(&name))
+    };
+    (prog, name, prefix)
 }
