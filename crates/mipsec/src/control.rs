@@ -71,7 +71,33 @@ pub struct ControlServer {
     path: PathBuf,
 }
 
+/// The control socket at `path` could not be created.
+#[derive(Debug, thiserror::Error)]
+#[error("control socket {}: {source}", path.display())]
+pub struct ControlSocketError {
+    /// The configured path.
+    pub path: PathBuf,
+    /// Why it failed.
+    #[source]
+    pub source: std::io::Error,
+}
+
 impl ControlServer {
+    /// [`ControlServer::start`] when a daemon's `control_socket` is set; none when
+    /// it is not.
+    pub fn start_optional(
+        path: Option<&Path>,
+        tx: mpsc::Sender<StatusRequest>,
+    ) -> Result<Option<ControlServer>, ControlSocketError> {
+        path.map(|p| {
+            Self::start(p, tx).map_err(|source| ControlSocketError {
+                path: p.to_path_buf(),
+                source,
+            })
+        })
+        .transpose()
+    }
+
     pub fn start(path: &Path, tx: mpsc::Sender<StatusRequest>) -> std::io::Result<ControlServer> {
         Self::start_with(path, tx, ControlLimits::default())
     }

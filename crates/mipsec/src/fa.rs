@@ -53,14 +53,8 @@ pub enum Error {
     #[error("{0}: not an Ethernet interface")]
     NotEthernet(String),
     /// The control socket (`control_socket`) could not be created.
-    #[error("control socket {}: {source}", path.display())]
-    ControlSocket {
-        /// The configured path.
-        path: std::path::PathBuf,
-        /// Why it failed.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    ControlSocket(#[from] crate::control::ControlSocketError),
 }
 
 /// Runs the foreign agent until SIGINT or SIGTERM.
@@ -219,16 +213,7 @@ impl Daemon {
             warn!("reverse-tunnel table {}: {e}", f.reverse_table);
         }
         let (ctl_tx, ctl_rx) = mpsc::channel(8);
-        let ctl =
-            match &f.control_socket {
-                Some(p) => Some(ControlServer::start(p, ctl_tx).map_err(|source| {
-                    Error::ControlSocket {
-                        path: p.clone(),
-                        source,
-                    }
-                })?),
-                None => None,
-            };
+        let ctl = ControlServer::start_optional(f.control_socket.as_deref(), ctl_tx)?;
         info!(address = %f.address, interface = %f.interface, "foreign agent started");
         Ok(Daemon {
             file,

@@ -66,14 +66,8 @@ pub enum Error {
     #[error("{0}")]
     RouteWorker(String),
     /// The control socket (`control_socket`) could not be created.
-    #[error("control socket {}: {source}", path.display())]
-    ControlSocket {
-        /// The configured path.
-        path: PathBuf,
-        /// Why it failed.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    ControlSocket(#[from] crate::control::ControlSocketError),
 }
 
 /// How long after a binding changes the state file is written: changes within it
@@ -242,16 +236,7 @@ impl Daemon {
         enlarge_buffers(std::os::fd::AsFd::as_fd(&raw));
         allow_fragmentation(std::os::fd::AsFd::as_fd(&raw));
         let (ctl_tx, ctl_rx) = mpsc::channel(8);
-        let ctl =
-            match &h.control_socket {
-                Some(p) => Some(ControlServer::start(p, ctl_tx).map_err(|source| {
-                    Error::ControlSocket {
-                        path: p.clone(),
-                        source,
-                    }
-                })?),
-                None => None,
-            };
+        let ctl = ControlServer::start_optional(h.control_socket.as_deref(), ctl_tx)?;
         info!(address = %h.address, home_network = %h.home_network.0, nodes = node_count, "home agent started");
         let mut d = Daemon {
             state_file: h.state_file.clone(),

@@ -102,14 +102,8 @@ pub enum Error {
     #[error("{0}")]
     Routes(String),
     /// The control socket (`control_socket`) could not be created.
-    #[error("control socket {}: {source}", path.display())]
-    ControlSocket {
-        /// The configured path.
-        path: std::path::PathBuf,
-        /// Why it failed.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    ControlSocket(#[from] crate::control::ControlSocketError),
     /// The SIGTERM or SIGINT handler.
     #[error("signal handler: {0}")]
     Signal(#[source] std::io::Error),
@@ -271,16 +265,7 @@ impl Daemon {
         crate::shell::write_sysctl("/proc/sys/net/ipv4/conf/all/accept_redirects", "0");
         crate::shell::write_sysctl("/proc/sys/net/ipv4/conf/default/accept_redirects", "0");
         let (ctl_tx, ctl_rx) = mpsc::channel(8);
-        let ctl =
-            match &m.control_socket {
-                Some(p) => Some(ControlServer::start(p, ctl_tx).map_err(|source| {
-                    Error::ControlSocket {
-                        path: p.clone(),
-                        source,
-                    }
-                })?),
-                None => None,
-            };
+        let ctl = ControlServer::start_optional(m.control_socket.as_deref(), ctl_tx)?;
         info!(home = %m.home_address, home_agent = %m.home_agent, interfaces = ?m.interface_names(),
               outside = ?m.outside, t_monitor_s = m.t_monitor_s, "mobile node started");
         if m.outside != OutsideMode::None {
