@@ -1,4 +1,5 @@
-//! IPv4 header (RFC 791): a checked parse into [`Ipv4Header`] and an emitter.
+//! IPv4 header (RFC 791): a checked zero-copy view ([`Ipv4Packet`], read and written
+//! in place), its owned form ([`Ipv4Header`]) and an emitter.
 
 use crate::{checksum, need, Error};
 use std::net::Ipv4Addr;
@@ -38,50 +39,7 @@ impl Ipv4Header {
     /// Parses the header at the start of `buf`, checking version, lengths and
     /// checksum. The payload is `buf[header_len..total_len]`.
     pub fn parse(buf: &[u8]) -> Result<Self, Error> {
-        const L: &str = "ipv4";
-        need(L, buf, MIN_HEADER_LEN)?;
-        if buf[0] >> 4 != 4 {
-            return Err(Error::Malformed {
-                layer: L,
-                field: "version",
-            });
-        }
-        let header_len = usize::from(buf[0] & 0x0f) * 4;
-        if header_len < MIN_HEADER_LEN {
-            return Err(Error::Malformed {
-                layer: L,
-                field: "IHL",
-            });
-        }
-        need(L, buf, header_len)?;
-        let total_len = u16::from_be_bytes([buf[2], buf[3]]);
-        if usize::from(total_len) < header_len {
-            return Err(Error::Malformed {
-                layer: L,
-                field: "total length",
-            });
-        }
-        need(L, buf, usize::from(total_len))?;
-        if checksum::checksum(&buf[..header_len]) != 0 {
-            return Err(Error::Malformed {
-                layer: L,
-                field: "header checksum",
-            });
-        }
-        let frag = u16::from_be_bytes([buf[6], buf[7]]);
-        Ok(Ipv4Header {
-            tos: buf[1],
-            total_len,
-            ident: u16::from_be_bytes([buf[4], buf[5]]),
-            dont_fragment: frag & 0x4000 != 0,
-            more_fragments: frag & 0x2000 != 0,
-            frag_offset: frag & 0x1fff,
-            ttl: buf[8],
-            protocol: buf[9],
-            src: Ipv4Addr::new(buf[12], buf[13], buf[14], buf[15]),
-            dst: Ipv4Addr::new(buf[16], buf[17], buf[18], buf[19]),
-            header_len,
-        })
+        Ok(Ipv4Packet::new_checked(buf)?.header())
     }
 
     /// Parses the header at the start of `buf` (as [`parse`](Self::parse)) and returns
@@ -178,6 +136,208 @@ impl Ipv4Header {
     }
 }
 
+/// A checked, zero-copy view of an IPv4 datagram at the start of a buffer, in the
+/// style of smoltcp's `Packet`: [`new_checked`](Self::new_checked) validates the
+/// version, the header and total lengths against the buffer, and the header
+/// checksum once; the accessors then read fields in place and cannot go out of
+/// bounds. On a mutable buffer the setters write fields in place, and
+/// [`fill_checksum`](Self::fill_checksum) makes the header checksum right again.
+/// [`Ipv4Header`] is the owned form of the same fields ([`header`](Self::header)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Packet<T> {
+    buf: T,
+}
+
+impl<T: AsRef<[u8]>> Ipv4Packet<T> {
+    /// The view of `buf`, with every check, the header checksum included.
+    pub fn new_checked(buf: T) -> Result<Self, Error> {
+        let p = Self::new_lengths_checked(buf)?;
+        if checksum::checksum(p.header_bytes()) != 0 {
+            return Err(Error::Malformed {
+                layer: "ipv4",
+                field: "header checksum",
+            });
+        }
+        Ok(p)
+    }
+
+    /// The view of `buf` with the version and lengths checked but not the header
+    /// checksum: for a datagram whose checksum is about to be rewritten (a
+    /// packet being rebuilt in place, or one the local kernel handed over with
+    /// its checksum left to offload).
+    pub fn new_lengths_checked(buf: T) -> Result<Self, Error> {
+        const L: &str = "ipv4";
+        let b = buf.as_ref();
+        need(L, b, MIN_HEADER_LEN)?;
+        if b[0] >> 4 != 4 {
+            return Err(Error::Malformed {
+                layer: L,
+                field: "version",
+            });
+        }
+        let header_len = usize::from(b[0] & 0x0f) * 4;
+        if header_len < MIN_HEADER_LEN {
+            return Err(Error::Malformed {
+                layer: L,
+                field: "IHL",
+            });
+        }
+        need(L, b, header_len)?;
+        let total_len = usize::from(u16::from_be_bytes([b[2], b[3]]));
+        if total_len < header_len {
+            return Err(Error::Malformed {
+                layer: L,
+                field: "total length",
+            });
+        }
+        need(L, b, total_len)?;
+        Ok(Ipv4Packet { buf })
+    }
+
+    /// The buffer back.
+    pub fn into_inner(self) -> T {
+        self.buf
+    }
+
+    fn b(&self) -> &[u8] {
+        self.buf.as_ref()
+    }
+
+    fn be16(&self, at: usize) -> u16 {
+        // In bounds: the constructors checked at least 20 octets.
+        u16::from_be_bytes([self.b()[at], self.b()[at + 1]])
+    }
+
+    /// Header length in octets, options included.
+    pub fn header_len(&self) -> usize {
+        usize::from(self.b()[0] & 0x0f) * 4
+    }
+
+    /// Total length of the datagram (header and payload).
+    pub fn total_len(&self) -> u16 {
+        self.be16(2)
+    }
+
+    pub fn tos(&self) -> u8 {
+        self.b()[1]
+    }
+
+    pub fn ident(&self) -> u16 {
+        self.be16(4)
+    }
+
+    pub fn dont_fragment(&self) -> bool {
+        self.be16(6) & 0x4000 != 0
+    }
+
+    pub fn more_fragments(&self) -> bool {
+        self.be16(6) & 0x2000 != 0
+    }
+
+    /// Fragment offset, in units of 8 octets.
+    pub fn frag_offset(&self) -> u16 {
+        self.be16(6) & 0x1fff
+    }
+
+    pub fn ttl(&self) -> u8 {
+        self.b()[8]
+    }
+
+    pub fn protocol(&self) -> u8 {
+        self.b()[9]
+    }
+
+    pub fn src(&self) -> Ipv4Addr {
+        let b = self.b();
+        Ipv4Addr::new(b[12], b[13], b[14], b[15])
+    }
+
+    pub fn dst(&self) -> Ipv4Addr {
+        let b = self.b();
+        Ipv4Addr::new(b[16], b[17], b[18], b[19])
+    }
+
+    /// The header's octets, options included.
+    pub fn header_bytes(&self) -> &[u8] {
+        let hl = self.header_len();
+        self.b().get(..hl).unwrap_or_default()
+    }
+
+    /// The payload, `[header_len..total_len]`: octets past the total length (link
+    /// padding) are left out. Empty if a setter made the total length inconsistent.
+    pub fn payload(&self) -> &[u8] {
+        let (hl, tl) = (self.header_len(), usize::from(self.total_len()));
+        self.b().get(hl..tl).unwrap_or_default()
+    }
+
+    /// The owned form of the header's fields.
+    pub fn header(&self) -> Ipv4Header {
+        Ipv4Header {
+            tos: self.tos(),
+            total_len: self.total_len(),
+            ident: self.ident(),
+            dont_fragment: self.dont_fragment(),
+            more_fragments: self.more_fragments(),
+            frag_offset: self.frag_offset(),
+            ttl: self.ttl(),
+            protocol: self.protocol(),
+            src: self.src(),
+            dst: self.dst(),
+            header_len: self.header_len(),
+        }
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
+    fn put16(&mut self, at: usize, v: u16) {
+        self.buf.as_mut()[at..at + 2].copy_from_slice(&v.to_be_bytes());
+    }
+
+    /// Sets the total length; refused (`TooLong`) beyond the buffer, so the view
+    /// stays consistent.
+    pub fn set_total_len(&mut self, v: u16) -> Result<(), Error> {
+        let max = self.buf.as_ref().len();
+        crate::fits("ipv4", "total length", usize::from(v), max)?;
+        if usize::from(v) < self.header_len() {
+            return Err(Error::Malformed {
+                layer: "ipv4",
+                field: "total length",
+            });
+        }
+        self.put16(2, v);
+        Ok(())
+    }
+
+    pub fn set_ident(&mut self, v: u16) {
+        self.put16(4, v);
+    }
+
+    pub fn set_ttl(&mut self, v: u8) {
+        self.buf.as_mut()[8] = v;
+    }
+
+    pub fn set_src(&mut self, a: Ipv4Addr) {
+        self.buf.as_mut()[12..16].copy_from_slice(&a.octets());
+    }
+
+    pub fn set_dst(&mut self, a: Ipv4Addr) {
+        self.buf.as_mut()[16..20].copy_from_slice(&a.octets());
+    }
+
+    /// Recomputes the header checksum over the header as it is now.
+    pub fn fill_checksum(&mut self) {
+        self.put16(10, 0);
+        let c = checksum::checksum(self.header_bytes());
+        self.put16(10, c);
+    }
+
+    /// The payload, writable (see [`payload`](Self::payload)).
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        let (hl, tl) = (self.header_len(), usize::from(self.total_len()));
+        self.buf.as_mut().get_mut(hl..tl).unwrap_or_default()
+    }
+}
+
 /// The source and destination addresses of an IPv4 packet, without validating the rest.
 pub fn addresses(buf: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr)> {
     if buf.len() < MIN_HEADER_LEN || buf[0] >> 4 != 4 {
@@ -248,5 +408,73 @@ mod tests {
         for n in 0..p.len() {
             let _ = Ipv4Header::parse(&p[..n]);
         }
+    }
+
+    #[test]
+    fn the_view_reads_what_parse_reads_and_writes_in_place() {
+        let mut p = Ipv4Header::build(
+            Ipv4Addr::new(10, 0, 0, 1),
+            Ipv4Addr::new(10, 0, 0, 2),
+            proto::UDP,
+            &[9; 8],
+        );
+        p.extend_from_slice(&[0; 6]); // link padding
+        let v = Ipv4Packet::new_checked(&p[..]).unwrap();
+        assert_eq!(v.header(), Ipv4Header::parse(&p).unwrap());
+        assert_eq!(v.payload(), &[9; 8]);
+        assert_eq!(v.header_bytes().len(), 20);
+        let mut v = Ipv4Packet::new_checked(&mut p[..]).unwrap();
+        v.set_ttl(1);
+        v.set_src(Ipv4Addr::new(192, 0, 2, 1));
+        v.set_dst(Ipv4Addr::new(192, 0, 2, 2));
+        v.set_ident(0x1234);
+        v.payload_mut()[0] = 7;
+        assert!(
+            v.set_total_len(20 + 8 + 6 + 1).is_err(),
+            "beyond the buffer"
+        );
+        assert!(v.set_total_len(19).is_err(), "shorter than the header");
+        v.set_total_len(20 + 4).unwrap();
+        // Not yet: the checksum is stale until filled.
+        assert!(Ipv4Packet::new_checked(v.into_inner()).is_err());
+        let mut v = Ipv4Packet::new_lengths_checked(&mut p[..]).unwrap();
+        v.fill_checksum();
+        let h = Ipv4Header::parse(&p).unwrap();
+        assert_eq!(
+            (h.ttl, h.src, h.dst, h.ident, h.total_len),
+            (
+                1,
+                Ipv4Addr::new(192, 0, 2, 1),
+                Ipv4Addr::new(192, 0, 2, 2),
+                0x1234,
+                24
+            )
+        );
+        assert_eq!(Ipv4Header::split(&p).unwrap().1, &[7, 9, 9, 9]);
+    }
+
+    #[test]
+    fn the_view_refuses_what_parse_refuses() {
+        let p = Ipv4Header::build(
+            Ipv4Addr::new(10, 0, 0, 1),
+            Ipv4Addr::new(10, 0, 0, 2),
+            proto::UDP,
+            &[0; 8],
+        );
+        for n in 0..p.len() {
+            assert!(Ipv4Packet::new_checked(&p[..n]).is_err(), "{n} octets");
+            assert!(Ipv4Packet::new_lengths_checked(&p[..n]).is_err(), "{n}");
+        }
+        let mut bad = p.clone();
+        bad[0] = 0x46; // IHL 24 with no option
+        bad[2..4].copy_from_slice(&22u16.to_be_bytes());
+        assert!(Ipv4Packet::new_lengths_checked(&bad[..]).is_err());
+        let mut bad = p.clone();
+        bad[2..4].copy_from_slice(&19u16.to_be_bytes());
+        assert!(Ipv4Packet::new_lengths_checked(&bad[..]).is_err());
+        let mut bad = p;
+        bad[11] ^= 1;
+        assert!(Ipv4Packet::new_checked(&bad[..]).is_err());
+        assert!(Ipv4Packet::new_lengths_checked(&bad[..]).is_ok());
     }
 }
