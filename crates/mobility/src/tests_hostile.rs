@@ -1,4 +1,6 @@
-//! Issue 16 item 5, the core's part: failing agents as the shell reports them.
+//! Hostile and failing surroundings, the core's part: failing agents as the shell
+//! reports them (issue 16 item 5), rogue agents, bad configurations, and malformed,
+//! truncated and replayed input.
 
 use super::*;
 
@@ -197,4 +199,106 @@ fn a_vpn_client_that_keeps_failing_is_retried_with_a_backoff() {
         before + 1,
         "a working client's first failure restarts at once"
     );
+}
+
+#[test]
+fn a_rogue_agent_never_takes_the_node_off_a_working_path() {
+    let mut c = cfg();
+    c.trusted_agents = vec![Ipv4Addr::new(10, 1, 7, 1)];
+    let mut r = Rig::new(c);
+    r.attach(1, IN_ADDR, true, false);
+    let epoch = r.node.epoch(1);
+    let (n, w) = (r.now, r.wall());
+    for agent in [Ipv4Addr::new(10, 20, 0, 66), Ipv4Addr::new(10, 1, 7, 1)] {
+        let adv = Advertisement {
+            agent,
+            care_of: agent,
+            lifetime: 9000,
+            sequence: 0,
+            nai: Some("fa@corp.example".into()),
+        };
+        r.node.handle_advertisement(n, w, 1, adv);
+        r.pump();
+    }
+    assert_eq!(r.node.stats().untrusted_agent_ads, 1);
+    assert_eq!(
+        r.node.epoch(1),
+        epoch,
+        "make-before-break: no status change"
+    );
+    assert_eq!(r.gate(1), Gate::OpenInside(Mode::C));
+}
+
+#[test]
+fn bad_configurations_are_refused() {
+    let mut c = cfg();
+    c.grace = c.t_monitor;
+    assert_eq!(
+        MobileNode::new(c, [0; 32]).err(),
+        Some(ConfigError::TMonitor)
+    );
+    let mut c = cfg();
+    c.initial_rto = c.grace;
+    assert_eq!(
+        MobileNode::new(c, [0; 32]).err(),
+        Some(ConfigError::RetransmitLongerThanGrace)
+    );
+    let mut c = cfg();
+    c.detection_period = Duration::MAX;
+    assert_eq!(
+        MobileNode::new(c, [0; 32]).err(),
+        Some(ConfigError::DurationTooLong("detection_period"))
+    );
+    assert!(cfg().validate().is_ok());
+}
+
+#[test]
+fn malformed_and_unknown_datagrams_are_counted_drops() {
+    let mut r = Rig::new(cfg());
+    r.attach(1, IN_ADDR, true, false);
+    let (n, w) = (r.now, r.wall());
+    let from = SocketAddrV4::new(I_HA, 434);
+    for p in [&[][..], &[3u8, 0, 1][..], &[3u8; 24][..]] {
+        r.node.handle_datagram(n, w, 1, Via::Plain, from, p);
+        r.node.handle_datagram(n, w, 77, Via::Vpn, from, p);
+    }
+    assert!(r.node.stats().dropped_datagrams >= 4);
+    assert_eq!(r.gate(1), Gate::OpenInside(Mode::C));
+}
+
+#[test]
+fn random_truncated_and_replayed_input_never_panics_nor_opens_a_gate() {
+    use rand::{rngs::StdRng, Rng, SeedableRng};
+    let mut c = cfg();
+    c.outside = Outside::Mobike;
+    let mut r = Rig::new(c);
+    r.advance(Duration::from_secs(100));
+    r.attach(1, OUT_ADDR, false, false);
+    let mut rng = StdRng::seed_from_u64(5);
+    // A genuine i-HA reply with TNC to the same node, 100 s older.
+    let genuine = {
+        let mut r2 = Rig::new(cfg());
+        r2.attach(1, IN_ADDR, true, false);
+        r2.iha_replies[0].clone()
+    };
+    let from = SocketAddrV4::new(I_HA, 434);
+    for k in 0..20_000 {
+        let (n, w) = (r.now, r.wall());
+        let p: Vec<u8> = if k % 2 == 0 {
+            let len = rng.gen_range(0..80);
+            (0..len).map(|_| rng.gen()).collect()
+        } else {
+            let mut p = genuine[..rng.gen_range(0..=genuine.len())].to_vec();
+            if !p.is_empty() {
+                let at = rng.gen_range(0..p.len());
+                p[at] ^= rng.gen::<u8>();
+            }
+            p
+        };
+        let via = if rng.gen() { Via::Plain } else { Via::Vpn };
+        r.node
+            .handle_datagram(n, w, rng.gen_range(0..3), via, from, &p);
+        r.pump();
+        assert!(!matches!(r.gate(1), Gate::OpenInside(_)));
+    }
 }
