@@ -254,6 +254,17 @@ fn zone(s: Segment) -> &'static str {
 }
 
 /// Children of `pid` (every thread's).
+/// Whether process `pid` exists and has not exited: a zombie (exited, not yet
+/// reaped by whoever inherited it) does not count.
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        // "pid (comm) S ...": the state follows the last ')'.
+        s.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X")
+    })
+}
+
 fn children(pid: u32) -> Vec<u32> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return Vec::new();
@@ -435,10 +446,8 @@ fn restart(ml: &mut MipLab, who: Daemon, kill: bool, down: Duration) -> Result<(
     ml.lab.stop(who.proc(), sig);
     std::thread::sleep(down);
     if let Some(kids) = vpn_child {
-        for k in kids {
-            if Path::new(&format!("/proc/{k}")).exists() {
-                eprintln!("soak: the killed MN's VPN client {k} is still running");
-            }
+        for k in kids.into_iter().filter(|k| running(*k)) {
+            eprintln!("soak: the killed MN's VPN client {k} is still running");
         }
     }
     match who {
