@@ -347,14 +347,15 @@ impl Daemon {
 
     /// The next liveness echo request of link `li` (ICMP, checksummed).
     fn next_echo(&mut self, li: usize) -> Vec<u8> {
-        let mut icmp = vec![8u8, 0, 0, 0, 0, 0, 0, 0];
-        icmp[4..6].copy_from_slice(&ECHO_ID.to_be_bytes());
         let live = &mut self.links[li].live;
         live.keepalive_seq = live.keepalive_seq.wrapping_add(1);
-        icmp[6..8].copy_from_slice(&live.keepalive_seq.to_be_bytes());
-        let c = wire::checksum::checksum(&icmp);
-        icmp[2..4].copy_from_slice(&c.to_be_bytes());
-        icmp
+        wire::icmp::Echo {
+            request: true,
+            ident: ECHO_ID,
+            seq: live.keepalive_seq,
+            data: &[],
+        }
+        .emit()
     }
 
     /// An ICMP echo request to the home agent inside the tunnel: an RFC 3519

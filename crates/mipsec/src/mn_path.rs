@@ -327,8 +327,8 @@ impl Daemon {
         };
         // The home agent's answer to a liveness echo that went out through the
         // agent (mode f, direct delivery): it still tunnels to us.
-        if icmp.first() == Some(&0)
-            && icmp.get(4..6) == Some(&super::data::ECHO_ID.to_be_bytes()[..])
+        let echo = wire::icmp::Echo::parse(icmp);
+        if echo.is_ok_and(|e| !e.request && e.ident == super::data::ECHO_ID)
             && h.src == self.file.mn.home_agent
             && h.dst == self.file.mn.home_address
         {

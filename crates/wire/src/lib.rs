@@ -3,8 +3,8 @@
 //! owned header struct), a bounded
 //! [`reader::Reader`] that every parser uses for untrusted bytes, and a pcap writer
 //! used by tests and the lab to feed captures to independent dissectors (tshark).
-//! There is no ICMP module here: the ICMP messages mipsec speaks (agent
-//! advertisements and solicitations) are parsed in `mip4::wire::agent`.
+//! ICMP echo ([`icmp::Echo`]) is here; the agent advertisements and solicitations
+//! (ICMP too) are parsed in `mip4::wire::agent`.
 //!
 //! Sans-IO: no sockets, no clock. Every parser checks every length and returns a
 //! [`Error`] instead of panicking, whatever the input.
@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod checksum;
+pub mod icmp;
 pub mod ipv4;
 pub mod pcap;
 pub mod reader;
