@@ -168,35 +168,20 @@ impl UdpTap {
     }
 }
 
-/// Parses an IPv4 packet holding a whole UDP datagram (strictly: lengths bounded by
-/// the octets present).
+/// Parses an IPv4 packet holding a whole UDP datagram (strictly, through `wire`'s
+/// views: version, lengths bounded by the octets present, header checksum).
 pub fn parse(p: &[u8], mac: [u8; 6]) -> Option<Tapped> {
-    let b0 = *p.first()?;
-    let ihl = usize::from(b0 & 0xf) * 4;
-    if b0 >> 4 != 4 || ihl < 20 || p.get(9) != Some(&17) {
+    let ip = wire::ipv4::Ipv4Packet::new_checked(p).ok()?;
+    if ip.protocol() != wire::ipv4::proto::UDP || ip.more_fragments() || ip.frag_offset() != 0 {
         return None;
     }
-    let total = usize::from(u16::from_be_bytes([*p.get(2)?, *p.get(3)?]));
-    if total < ihl + 8 || total > p.len() {
-        return None;
-    }
-    let frag = u16::from_be_bytes([p[6], p[7]]);
-    if frag & 0x3fff != 0 {
-        return None;
-    }
-    let src = Ipv4Addr::new(p[12], p[13], p[14], p[15]);
-    let dst = Ipv4Addr::new(p[16], p[17], p[18], p[19]);
-    let u = &p[ihl..total];
-    let ulen = usize::from(u16::from_be_bytes([u[4], u[5]]));
-    if ulen < 8 || ulen > u.len() {
-        return None;
-    }
+    let u = wire::udp::UdpPacket::new_checked(ip.payload()).ok()?;
     Some(Tapped {
         mac,
-        src,
-        dst,
-        src_port: u16::from_be_bytes([u[0], u[1]]),
-        payload: u[8..ulen].to_vec(),
+        src: ip.src(),
+        dst: ip.dst(),
+        src_port: u.src_port(),
+        payload: u.payload().to_vec(),
     })
 }
 
@@ -214,6 +199,8 @@ mod tests {
         p.extend_from_slice(&[0, 0, 1, 2, 3, 4]);
         let total = p.len() as u16;
         p[2..4].copy_from_slice(&total.to_be_bytes());
+        let mut ip = wire::ipv4::Ipv4Packet::new_lengths_checked(&mut p[..]).unwrap();
+        ip.fill_checksum();
         p
     }
 
@@ -233,6 +220,10 @@ mod tests {
         assert!(parse(&packet(0x0001, 12), [0; 6]).is_none());
         assert!(parse(&packet(0, 13), [0; 6]).is_none());
         assert!(parse(&packet(0, 7), [0; 6]).is_none());
+        assert!(parse(&packet(0x4000, 12), [0; 6]).is_some(), "DF alone");
+        let mut bad = packet(0, 12);
+        bad[10] ^= 1;
+        assert!(parse(&bad, [0; 6]).is_none(), "IPv4 header checksum");
         let p = packet(0, 12);
         for cut in 0..p.len() {
             assert!(parse(&p[..cut], [0; 6]).is_none(), "cut at {cut}");

@@ -1,4 +1,5 @@
-//! UDP header (RFC 768).
+//! UDP (RFC 768): a checked zero-copy view ([`UdpPacket`]), its owned header
+//! ([`UdpHeader`]) and builders.
 
 use crate::{checksum, ipv4, need, Error};
 use std::net::Ipv4Addr;
@@ -17,21 +18,124 @@ pub struct UdpHeader {
 impl UdpHeader {
     /// Parses the header and checks that the length field fits `buf`.
     pub fn parse(buf: &[u8]) -> Result<Self, Error> {
-        need("udp", buf, HEADER_LEN)?;
-        let len = u16::from_be_bytes([buf[4], buf[5]]);
-        if usize::from(len) < HEADER_LEN {
+        Ok(UdpPacket::new_checked(buf)?.header())
+    }
+}
+
+/// A checked, zero-copy view of a UDP datagram at the start of a buffer (the IPv4
+/// payload), like [`ipv4::Ipv4Packet`]: [`new_checked`](Self::new_checked) checks the
+/// length field against the buffer once; accessors read in place, setters write in
+/// place, and [`fill_checksum`](Self::fill_checksum) recomputes the checksum under
+/// the IPv4 pseudo-header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UdpPacket<T> {
+    buf: T,
+}
+
+impl<T: AsRef<[u8]>> UdpPacket<T> {
+    pub fn new_checked(buf: T) -> Result<Self, Error> {
+        let b = buf.as_ref();
+        need("udp", b, HEADER_LEN)?;
+        let len = usize::from(u16::from_be_bytes([b[4], b[5]]));
+        if len < HEADER_LEN {
             return Err(Error::Malformed {
                 layer: "udp",
                 field: "length",
             });
         }
-        need("udp", buf, usize::from(len))?;
-        Ok(UdpHeader {
-            src_port: u16::from_be_bytes([buf[0], buf[1]]),
-            dst_port: u16::from_be_bytes([buf[2], buf[3]]),
-            len,
-            checksum: u16::from_be_bytes([buf[6], buf[7]]),
-        })
+        need("udp", b, len)?;
+        Ok(UdpPacket { buf })
+    }
+
+    pub fn into_inner(self) -> T {
+        self.buf
+    }
+
+    fn be16(&self, at: usize) -> u16 {
+        // In bounds: `new_checked` saw at least 8 octets.
+        let b = self.buf.as_ref();
+        u16::from_be_bytes([b[at], b[at + 1]])
+    }
+
+    pub fn src_port(&self) -> u16 {
+        self.be16(0)
+    }
+
+    pub fn dst_port(&self) -> u16 {
+        self.be16(2)
+    }
+
+    /// Header plus payload, in octets.
+    pub fn len(&self) -> u16 {
+        self.be16(4)
+    }
+
+    /// Never true: the header alone is 8 octets.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    pub fn checksum(&self) -> u16 {
+        self.be16(6)
+    }
+
+    /// The payload, up to the length field (octets after it are left out).
+    pub fn payload(&self) -> &[u8] {
+        self.buf
+            .as_ref()
+            .get(HEADER_LEN..usize::from(self.len()))
+            .unwrap_or_default()
+    }
+
+    /// Whether the checksum is right under the pseudo-header of `src` and `dst` (a
+    /// zero checksum means none was computed: RFC 768).
+    pub fn checksum_ok(&self, src: Ipv4Addr, dst: Ipv4Addr) -> bool {
+        if self.checksum() == 0 {
+            return true;
+        }
+        let len = self.len();
+        let b = self
+            .buf
+            .as_ref()
+            .get(..usize::from(len))
+            .unwrap_or_default();
+        let acc = checksum::pseudo_header(src.octets(), dst.octets(), ipv4::proto::UDP, len);
+        checksum::finish(checksum::sum(b, acc)) == 0
+    }
+
+    /// The owned form of the header's fields.
+    pub fn header(&self) -> UdpHeader {
+        UdpHeader {
+            src_port: self.src_port(),
+            dst_port: self.dst_port(),
+            len: self.len(),
+            checksum: self.checksum(),
+        }
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
+    pub fn set_src_port(&mut self, v: u16) {
+        self.buf.as_mut()[0..2].copy_from_slice(&v.to_be_bytes());
+    }
+
+    pub fn set_dst_port(&mut self, v: u16) {
+        self.buf.as_mut()[2..4].copy_from_slice(&v.to_be_bytes());
+    }
+
+    /// Recomputes the checksum under the pseudo-header of `src` and `dst` (a result
+    /// of 0 is sent as 0xffff: RFC 768).
+    pub fn fill_checksum(&mut self, src: Ipv4Addr, dst: Ipv4Addr) {
+        let len = self.len();
+        let b = self.buf.as_mut();
+        b[6..8].fill(0);
+        let body = b.get(..usize::from(len)).unwrap_or_default();
+        let acc = checksum::pseudo_header(src.octets(), dst.octets(), ipv4::proto::UDP, len);
+        let mut c = checksum::finish(checksum::sum(body, acc));
+        if c == 0 {
+            c = 0xffff;
+        }
+        b[6..8].copy_from_slice(&c.to_be_bytes());
     }
 }
 
@@ -134,5 +238,31 @@ mod tests {
         let h = UdpHeader::parse(&u).unwrap();
         assert_eq!((h.src_port, h.dst_port, h.len), (434, 434, 13));
         assert!(UdpHeader::parse(&u[..12]).is_err());
+    }
+
+    #[test]
+    fn the_view_reads_writes_and_rechecksums_in_place() {
+        let s = Ipv4Addr::new(192, 0, 2, 1);
+        let d = Ipv4Addr::new(192, 0, 2, 2);
+        let mut u = build(s, d, 434, 434, b"hello");
+        u.extend_from_slice(&[0; 3]); // octets after the datagram
+        let v = UdpPacket::new_checked(&u[..]).unwrap();
+        assert_eq!(v.header(), UdpHeader::parse(&u).unwrap());
+        assert_eq!(v.payload(), b"hello");
+        assert!(v.checksum_ok(s, d));
+        assert!(!v.checksum_ok(s, Ipv4Addr::new(192, 0, 2, 3)));
+        let mut v = UdpPacket::new_checked(&mut u[..]).unwrap();
+        v.set_src_port(4500);
+        v.set_dst_port(4501);
+        assert!(!v.checksum_ok(s, d), "stale until refilled");
+        v.fill_checksum(s, d);
+        assert!(v.checksum_ok(s, d));
+        assert_eq!((v.src_port(), v.dst_port(), v.len()), (4500, 4501, 13));
+        for n in 0..13 {
+            assert!(UdpPacket::new_checked(&u[..n]).is_err(), "{n} octets");
+        }
+        let mut bad = u.clone();
+        bad[4..6].copy_from_slice(&7u16.to_be_bytes());
+        assert!(UdpPacket::new_checked(&bad[..]).is_err(), "length below 8");
     }
 }
