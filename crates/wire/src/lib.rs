@@ -1,6 +1,6 @@
-//! Shared packet formats for every mipsec layer: the Internet checksum, IPv4 (a checked
-//! zero-copy view, read and written in place, and an owned header struct), UDP (an
-//! owned header struct), a bounded
+//! Shared packet formats for every mipsec layer: the Internet checksum, IPv4 and UDP
+//! (each a checked zero-copy view, read and written in place, and an owned header
+//! struct), a bounded
 //! [`reader::Reader`] that every parser uses for untrusted bytes, and a pcap writer
 //! used by tests and the lab to feed captures to independent dissectors (tshark).
 //! ICMP echo ([`icmp::Echo`]) is here; the agent advertisements and solicitations
