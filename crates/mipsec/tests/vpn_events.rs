@@ -8,41 +8,17 @@ use std::io::{BufRead, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn sh(args: &[&str]) {
-    let o = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    assert!(
-        o.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
+mod common;
+use common::Ns;
 
 #[test]
 fn mipsec_vpn_events_answers_commands_and_stops() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        if std::env::var("MIPSEC_SKIP_LAB").as_deref() == Ok("1") {
-            eprintln!("\n*** SKIP mipsec_vpn_events_answers_commands_and_stops: needs root ***");
-            return;
-        }
-        panic!("needs root (network namespaces); MIPSEC_SKIP_LAB=1 skips");
+    if !common::root("mipsec_vpn_events_answers_commands_and_stops") {
+        return;
     }
-    let ns = format!("vev{}", std::process::id() % 100000);
     let dir = tempfile::tempdir().unwrap();
-    sh(&["ip", "netns", "add", &ns]);
-    struct Ns(String);
-    impl Drop for Ns {
-        fn drop(&mut self) {
-            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-        }
-    }
-    let _ns = Ns(ns.clone());
-    sh(&[
-        "ip", "-n", &ns, "link", "add", "ev0", "type", "veth", "peer", "name", "ev1",
-    ]);
-    sh(&["ip", "-n", &ns, "link", "set", "ev1", "up"]);
-    sh(&["ip", "-n", &ns, "addr", "add", "192.0.2.1/24", "dev", "ev0"]);
-    sh(&["ip", "-n", &ns, "link", "set", "ev0", "up"]);
+    let ns_guard = Ns::with_veth("vev", "ev");
+    let ns = ns_guard.0.clone();
     let cfg = dir.path().join("vpn.toml");
     std::fs::write(
         &cfg,

@@ -6,41 +6,17 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn sh(args: &[&str]) {
-    let o = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    assert!(
-        o.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
+mod common;
+use common::Ns;
 
 #[test]
 fn mipsec_status_talks_to_the_vpn_client() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        if std::env::var("MIPSEC_SKIP_LAB").as_deref() == Ok("1") {
-            eprintln!("\n*** SKIP mipsec_status_talks_to_the_vpn_client: needs root ***");
-            return;
-        }
-        panic!("needs root (network namespaces); MIPSEC_SKIP_LAB=1 skips");
+    if !common::root("mipsec_status_talks_to_the_vpn_client") {
+        return;
     }
-    let ns = format!("vst{}", std::process::id() % 100000);
     let dir = tempfile::tempdir().unwrap();
-    sh(&["ip", "netns", "add", &ns]);
-    struct Ns(String);
-    impl Drop for Ns {
-        fn drop(&mut self) {
-            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-        }
-    }
-    let _ns = Ns(ns.clone());
-    sh(&[
-        "ip", "-n", &ns, "link", "add", "up0", "type", "veth", "peer", "name", "up1",
-    ]);
-    sh(&["ip", "-n", &ns, "link", "set", "up1", "up"]);
-    sh(&["ip", "-n", &ns, "addr", "add", "192.0.2.1/24", "dev", "up0"]);
-    sh(&["ip", "-n", &ns, "link", "set", "up0", "up"]);
+    let ns_guard = Ns::with_veth("vst", "up");
+    let ns = ns_guard.0.clone();
     let sock = dir.path().join("vpn.sock");
     let cfg = dir.path().join("vpn.toml");
     std::fs::write(
