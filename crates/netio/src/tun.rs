@@ -117,6 +117,13 @@ impl Tun {
             if rc < 0 {
                 return Err(Error::io("TUNSETOFFLOAD")(io::Error::last_os_error()));
             }
+        } else {
+            // A persistent device keeps the offloads an earlier owner asked for: with
+            // them the kernel would hand this reader, which has no virtio header to
+            // describe them, unsegmented super-packets. Best effort: a kernel without
+            // TUNSETOFFLOAD never offered them.
+            // SAFETY: TUNSETOFFLOAD takes its argument by value; the descriptor is ours.
+            let _ = unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETOFFLOAD as _, 0 as libc::c_ulong) };
         }
         sys::set_nonblocking(fd.as_raw_fd()).map_err(Error::io("O_NONBLOCK on tun"))?;
         let name = ifr.name();

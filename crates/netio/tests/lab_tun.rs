@@ -180,3 +180,71 @@ fn tun_answers_a_ping_from_the_peer_namespace() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// ETHTOOL_GTSO through SIOCETHTOOL: whether `dev` offers TCP segmentation offload.
+fn tso_on(dev: &str) -> bool {
+    #[repr(C)]
+    struct EthtoolValue {
+        cmd: u32,
+        data: u32,
+    }
+    #[repr(C)]
+    struct IfReq {
+        name: [u8; 16],
+        data: *mut EthtoolValue,
+        _pad: [u8; 16],
+    }
+    const SIOCETHTOOL: libc::c_ulong = 0x8946;
+    const ETHTOOL_GTSO: u32 = 0x1e;
+    let mut v = EthtoolValue {
+        cmd: ETHTOOL_GTSO,
+        data: 0,
+    };
+    let mut r = IfReq {
+        name: [0; 16],
+        data: &mut v,
+        _pad: [0; 16],
+    };
+    r.name[..dev.len()].copy_from_slice(dev.as_bytes());
+    // SAFETY: a datagram socket for the ioctl; the request points at live locals.
+    unsafe {
+        let s = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+        assert!(s >= 0);
+        let rc = libc::ioctl(s, SIOCETHTOOL as _, &mut r);
+        libc::close(s);
+        assert_eq!(rc, 0, "SIOCETHTOOL on {dev}");
+    }
+    v.data != 0
+}
+
+/// A persistent TUN keeps the offloads its earlier owner asked for; a new owner that
+/// reads it without a virtio header must turn them off, or the kernel would hand it
+/// unsegmented TCP super-packets.
+#[test]
+fn reattaching_without_offload_turns_the_offloads_off() {
+    if !lab("reattaching_without_offload_turns_the_offloads_off") {
+        return;
+    }
+    let ns = Netns::new("tofl");
+    ns.run(|| async {
+        let opts = TunOptions {
+            up: true,
+            ..TunOptions::default()
+        };
+        let t = Tun::open_with_offload(
+            "otun0",
+            &opts,
+            netio::tun::TUN_F_CSUM | netio::tun::TUN_F_TSO4,
+        )
+        .unwrap();
+        t.set_persistent(true).unwrap();
+        assert!(tso_on("otun0"), "TSO is on with TUN_F_TSO4");
+        drop(t);
+        let t = Tun::open_with("otun0", &opts).unwrap();
+        assert!(
+            !tso_on("otun0"),
+            "TSO must be off for a reader without a virtio header"
+        );
+        t.set_persistent(false).unwrap();
+    });
+}
