@@ -119,6 +119,20 @@ impl Initiator {
         self.sa.handle_timeout(now);
     }
 
+    /// Queues the request that waits for an answer again, now, with no effect on its
+    /// retransmission count or deadline: call it when sending it failed locally (for
+    /// example ENETUNREACH right after an address change, before the default route
+    /// is back), so the request does not wait for the retransmission timer.
+    pub fn resend_outstanding(&mut self, now: Instant) {
+        self.sa.resend_outstanding(now);
+    }
+
+    /// Whether a request waits for the peer's answer.
+    #[must_use]
+    pub fn has_outstanding(&self) -> bool {
+        self.sa.has_outstanding()
+    }
+
     /// Delete the IKE SA (and its CHILD_SAs) with an INFORMATIONAL exchange.
     pub fn close(&mut self, now: Instant) {
         self.sa.close(now);

@@ -230,3 +230,52 @@ fn ipv6_outer_addresses() {
     assert!(!c.udp_encap, "no NAT between v6 peers");
     assert_eq!(c.tia, Some(Ipv4Addr::new(10, 99, 0, 10)));
 }
+
+/// A request whose send failed locally (no route yet after an address change) is
+/// queued again at once, byte for byte, without counting a retransmission or moving
+/// its deadline; the handshake then completes as usual.
+#[test]
+fn a_request_that_could_not_leave_is_resent_without_a_retransmission() {
+    use std::net::SocketAddr;
+    let (ci, cr) = configs(DhId::CURVE25519);
+    #[allow(clippy::disallowed_methods)]
+    let now = std::time::Instant::now();
+    let li = SocketAddr::new(Ipv4Addr::new(192, 0, 2, 2).into(), 500);
+    let lr = SocketAddr::new(Ipv4Addr::new(192, 0, 2, 1).into(), 500);
+    let mut i = ikev2::Initiator::new(ci, li, lr, [5; 32], now);
+    assert!(i.has_outstanding());
+    let first = i.poll_transmit().expect("IKE_SA_INIT");
+    assert!(i.poll_transmit().is_none());
+    let deadline = i.poll_timeout();
+    let later = now + Duration::from_millis(20);
+    i.resend_outstanding(later);
+    let again = i.poll_transmit().expect("the same request again");
+    assert_eq!(again.payload, first.payload);
+    assert_eq!((again.src, again.dst), (first.src, first.dst));
+    assert_eq!(
+        i.poll_timeout(),
+        deadline,
+        "the retransmission deadline stays"
+    );
+    assert_eq!(i.stats().retransmits, 0);
+    // The answer to the resent copy completes the exchange.
+    let mut r = ikev2::Responder::new(cr, [6; 32]);
+    r.handle_datagram(later, again.src, again.dst, &again.payload);
+    let mut ev = Vec::new();
+    for _ in 0..6 {
+        while let Some(t) = r.poll_transmit() {
+            i.handle_datagram(later, t.src, t.dst, &t.payload);
+        }
+        while let Some(t) = i.poll_transmit() {
+            r.handle_datagram(later, t.src, t.dst, &t.payload);
+        }
+        ev.extend(std::iter::from_fn(|| i.poll_event()));
+    }
+    assert!(Pair::child(&ev).is_some(), "handshake completes: {ev:?}");
+    assert!(!i.has_outstanding());
+    i.resend_outstanding(later);
+    assert!(
+        i.poll_transmit().is_none(),
+        "nothing outstanding, nothing sent"
+    );
+}

@@ -85,7 +85,15 @@ struct State {
     up_sent: bool,
     /// A `mobike` command waiting for the gateway's answer: (sent at, address).
     pending_mobike: Option<(Instant, Ipv4Addr)>,
+    /// An IKE request could not leave the host (no route: an address change the
+    /// routes have not followed yet): it is sent again at this time instead of at
+    /// its retransmission deadline.
+    resend_at: Option<Instant>,
 }
+
+/// How soon a request that could not leave the host is tried again (the default route
+/// usually follows a new address within milliseconds).
+const RESEND_UNREACHABLE: Duration = Duration::from_millis(20);
 
 /// Behind a NAT, ESP flowing out with nothing coming back for this long means the NAT
 /// mapping probably changed: tell the gateway our (new) public address.
@@ -285,6 +293,7 @@ async fn serve(
         bound_if: None,
         up_sent: false,
         pending_mobike: None,
+        resend_at: None,
     };
     st.pinned = st.cfg.local_address;
     // Until we know our interface, the preferred one.
@@ -443,6 +452,7 @@ impl State {
         [
             self.ike.as_ref().and_then(Initiator::poll_timeout),
             self.reconnect_at,
+            self.resend_at,
             self.nat_check_at(),
             self.dead_at(),
         ]
@@ -474,6 +484,13 @@ impl State {
 
     fn on_timer(&mut self, io: &Io) {
         let now = Instant::now();
+        if self.resend_at.is_some_and(|t| t <= now) {
+            self.resend_at = None;
+            if let Some(ike) = self.ike.as_mut().filter(|i| i.has_outstanding()) {
+                tracing::debug!("IKE request could not leave: sending it again");
+                ike.resend_outstanding(now);
+            }
+        }
         if let Some(ike) = self.ike.as_mut() {
             if ike.poll_timeout().is_some_and(|t| t <= now) {
                 ike.handle_timeout(now);
@@ -717,6 +734,13 @@ impl State {
                 if let Err(e) = netio::udp::send_from(sock, &t.payload, dst, *src.ip()).await {
                     self.status.tx_errors += 1;
                     tracing::debug!("send IKE to {dst}: {e}");
+                    let local = matches!(
+                        e.raw_os_error(),
+                        Some(libc::ENETUNREACH | libc::EHOSTUNREACH | libc::EADDRNOTAVAIL)
+                    );
+                    if local && self.resend_at.is_none() {
+                        self.resend_at = Some(Instant::now() + RESEND_UNREACHABLE);
+                    }
                 }
                 continue;
             }

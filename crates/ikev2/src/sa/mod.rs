@@ -698,6 +698,27 @@ impl IkeSa {
         t
     }
 
+    /// Queues the outstanding request's packets again now, without counting a
+    /// retransmission or moving its deadline: for a shell whose send never left the
+    /// host (no route yet right after an address change), so the peer cannot have
+    /// seen it. Nothing happens without an outstanding request.
+    pub fn resend_outstanding(&mut self, now: Instant) {
+        self.clock = self.clock.max(now);
+        let Some(o) = &self.outstanding else {
+            return;
+        };
+        let packets = o.packets.clone();
+        let (l, r) = (self.local, self.remote);
+        for p in &packets {
+            self.push_tx(p, l, r);
+        }
+    }
+
+    /// Whether a request of ours waits for its answer.
+    pub fn has_outstanding(&self) -> bool {
+        self.outstanding.is_some()
+    }
+
     pub fn handle_timeout(&mut self, now: Instant) {
         self.clock = self.clock.max(now);
         if self.keepalive_due().is_some_and(|t| now >= t) {
