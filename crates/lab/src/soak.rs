@@ -443,11 +443,21 @@ fn restart(ml: &mut MipLab, who: Daemon, kill: bool, down: Duration) -> Result<(
     let vpn_child = (who == Daemon::Mn)
         .then(|| ml.lab.pid("mn").map(children))
         .flatten();
+    let t0 = Instant::now();
     ml.lab.stop(who.proc(), sig);
     std::thread::sleep(down);
     if let Some(kids) = vpn_child {
+        // The client's own clean stop (SIGTERM from PDEATHSIG) waits up to 500 ms for
+        // the gateway to answer its Delete, which cannot come when the node's outer
+        // path died with it: only a client alive 2 s after the kill is reported.
+        while kids.iter().any(|k| running(*k)) && t0.elapsed() < Duration::from_secs(2) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         for k in kids.into_iter().filter(|k| running(*k)) {
-            eprintln!("soak: the killed MN's VPN client {k} is still running");
+            eprintln!(
+                "soak: the killed MN's VPN client {k} is still running {:?} after the kill",
+                t0.elapsed()
+            );
         }
     }
     match who {
