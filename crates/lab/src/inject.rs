@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use rand::RngCore;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use crate::leak::{read_pcap, Frame};
+use crate::leak::Frame;
 use crate::netns::{self, other, Result};
 use crate::topo::Lab;
 
@@ -160,24 +160,36 @@ pub fn ip_of(f: &Frame) -> Option<&[u8]> {
 /// The first captured IPv4 packet (whole, as on the wire) carrying a Mobile IP
 /// Registration Reply (UDP source port 434, type 3) from `from`.
 pub fn captured_reply(pcap: &Path, from: Ipv4Addr) -> Result<Vec<u8>> {
-    for f in read_pcap(pcap)? {
-        let Some(p) = ip_of(&f) else { continue };
-        let ihl = usize::from(p.first().copied().unwrap_or(0) & 0xf) * 4;
-        let total = p
-            .get(2..4)
-            .map_or(0, |b| usize::from(u16::from_be_bytes([b[0], b[1]])));
-        if p.len() < 20 || p[9] != 17 || p.get(12..16) != Some(&from.octets()) || total > p.len() {
-            continue;
-        }
-        let u = p.get(ihl..total).unwrap_or(&[]);
-        if u.get(0..2) == Some(&434u16.to_be_bytes()) && u.get(8) == Some(&3) {
-            return Ok(p[..total].to_vec());
-        }
+    // Streamed, and only up to the first reply: a soak's captures reach gigabytes,
+    // and reading one whole took the injector attack 7-15 s before it sent anything.
+    let file = std::io::BufReader::new(std::fs::File::open(pcap)?);
+    let mut found = None;
+    crate::leak::each_frame_while(file, |f| {
+        found = reply_in(f, from);
+        found.is_none()
+    })
+    .map_err(|e| other(format!("{}: {e}", pcap.display())))?;
+    found.ok_or_else(|| {
+        other(format!(
+            "no registration reply from {from} in {}",
+            pcap.display()
+        ))
+    })
+}
+
+/// The IPv4 packet of a registration reply from `from` in this frame, if it is one.
+fn reply_in(f: &Frame, from: Ipv4Addr) -> Option<Vec<u8>> {
+    let p = ip_of(f)?;
+    let ihl = usize::from(p.first().copied().unwrap_or(0) & 0xf) * 4;
+    let total = p
+        .get(2..4)
+        .map_or(0, |b| usize::from(u16::from_be_bytes([b[0], b[1]])));
+    if p.len() < 20 || p[9] != 17 || p.get(12..16) != Some(&from.octets()) || total > p.len() {
+        return None;
     }
-    Err(other(format!(
-        "no registration reply from {from} in {}",
-        pcap.display()
-    )))
+    let u = p.get(ihl..total).unwrap_or(&[]);
+    (u.get(0..2) == Some(&434u16.to_be_bytes()) && u.get(8) == Some(&3))
+        .then(|| p[..total].to_vec())
 }
 
 /// Does the Registration Reply in this IPv4/UDP packet carry the Trusted Networks

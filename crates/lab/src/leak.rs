@@ -197,8 +197,21 @@ fn read_full(r: &mut impl std::io::Read, buf: &mut [u8]) -> std::result::Result<
 /// frame. A cut record at the end (tcpdump killed mid-write) ends the stream; a record
 /// longer than 256 KiB is an error. Returns the number of frames.
 pub fn each_frame(
-    mut r: impl std::io::Read,
+    r: impl std::io::Read,
     mut f: impl FnMut(&Frame),
+) -> std::result::Result<usize, String> {
+    each_frame_while(r, |fr| {
+        f(fr);
+        true
+    })
+}
+
+/// [`each_frame`] that stops reading as soon as `f` returns false (a search that has
+/// found what it looked for in a capture of gigabytes); the frames seen, that one
+/// included.
+pub fn each_frame_while(
+    mut r: impl std::io::Read,
+    mut f: impl FnMut(&Frame) -> bool,
 ) -> std::result::Result<usize, String> {
     let mut head = [0u8; 24];
     if read_full(&mut r, &mut head)? < 24 {
@@ -240,8 +253,10 @@ pub fn each_frame(
         if read_full(&mut r, &mut frame.data)? < incl {
             return Ok(n); // a cut record at the end
         }
-        f(&frame);
         n += 1;
+        if !f(&frame) {
+            return Ok(n);
+        }
     }
 }
 
