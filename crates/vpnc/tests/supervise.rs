@@ -366,6 +366,64 @@ fn commanded_mobike_moves_the_tunnel() {
     c.next(&lab, "down", Duration::from_secs(3));
 }
 
+/// `mobike <address>` the instant the address appears, before any route to the
+/// gateway follows it (a DHCP client adds the address, then the routes): the
+/// UPDATE_SA_ADDRESSES cannot leave (ENETUNREACH). It is sent again every 20 ms
+/// until the route is there, not at the 500 ms retransmission: the move completes
+/// about when the route appears. Before, it waited for the retransmission.
+#[test]
+fn commanded_mobike_before_the_route_goes_out_when_the_route_comes() {
+    if !need_lab("commanded_mobike_before_the_route_goes_out_when_the_route_comes") {
+        return;
+    }
+    let lab = Lab::up("sr", GwOpts::default());
+    let cfg = lab.client_config("dpd_interval = 10");
+    let mut c = Supervised::client(&lab, &cfg);
+    c.next(&lab, "up", Duration::from_secs(15));
+    let (cl, dev) = (lab.cl(), lab.cl_if());
+    // The new address without its subnet route, the old one gone: no route to the
+    // gateway at all.
+    sh(&[
+        "ip",
+        "-n",
+        &cl,
+        "addr",
+        "add",
+        "192.0.2.3/24",
+        "dev",
+        &dev,
+        "noprefixroute",
+    ])
+    .unwrap();
+    sh(&["ip", "-n", &cl, "addr", "del", "192.0.2.1/24", "dev", &dev]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = c.send("mobike 192.0.2.3");
+    std::thread::sleep(Duration::from_millis(150));
+    sh(&[
+        "ip",
+        "-n",
+        &cl,
+        "route",
+        "add",
+        "192.0.2.0/24",
+        "dev",
+        &dev,
+        "src",
+        "192.0.2.3",
+    ])
+    .unwrap();
+    let (t1, ev) = c.next(&lab, "mobike", Duration::from_secs(5));
+    assert_eq!(ev["ok"], true, "{ev}\n{}", lab.logs());
+    let took = ms(t1 - t0);
+    eprintln!("mobike with the route 150 ms late: ok after {took:.0} ms");
+    assert!(
+        took < 400.0,
+        "the update waited for its retransmission (500 ms) instead of the route: {took:.0} ms"
+    );
+    c.send("stop");
+    c.next(&lab, "down", Duration::from_secs(3));
+}
+
 /// The capture filter for IKE and ESP (UDP 500/4500, IP protocol 50).
 const IKE_ESP: &str = "udp port 500 or udp port 4500 or ip proto 50";
 
