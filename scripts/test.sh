@@ -19,13 +19,13 @@ step "cargo clippy"
 cargo clippy --workspace --all-targets --release -q -- -D warnings
 
 step "sans-IO crates depend on no I/O runtime"
-for crate in wire mip4 esp ikev2 mobility; do
+for crate in cachehint wire mip4 esp ikev2 mobility; do
   if cargo tree -p "$crate" -e normal --prefix none | grep -E '^(tokio|mio|socket2|nix|rtnetlink|netlink-sys) ' ; then
     echo "FAIL: $crate must stay sans-IO but depends on the crates above" >&2
     exit 1
   fi
 done
-echo "ok: wire, mip4, esp, ikev2, mobility have no I/O dependencies"
+echo "ok: cachehint, wire, mip4, esp, ikev2, mobility have no I/O dependencies"
 
 step "fuzz targets (${FUZZ_SECONDS}s each)"
 if cargo +nightly --version >/dev/null 2>&1; then FUZZ=(cargo +nightly fuzz); else

@@ -442,7 +442,7 @@ impl HomeAgent {
             {
                 let home = Ipv4Addr::new(payload[4], payload[5], payload[6], payload[7]);
                 if let Some(mn) = self.by_home.get(&home).and_then(|i| self.mns.get(*i)) {
-                    prefetch(mn);
+                    cachehint::prefetch(mn);
                 }
             }
         }
@@ -847,26 +847,6 @@ struct Reply {
     udp: Option<(UdpTunnelReplyCode, bool, u16)>,
     /// Sign with this node's SA of this SPI.
     sa: Option<(usize, u32)>,
-}
-
-/// Asks the CPU to start loading `v` into the cache; never faults, no effect on
-/// other targets.
-#[inline]
-fn prefetch<T>(v: &T) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let p = (v as *const T).cast::<i8>();
-        for off in (0..std::mem::size_of::<T>()).step_by(64) {
-            // SAFETY: prefetch is a hint that never faults; the address lies within `v`.
-            #[allow(unsafe_code)]
-            unsafe {
-                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(off))
-            };
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = v;
 }
 
 impl MnRecord {

@@ -19,8 +19,7 @@
 //! * [`fa`]: the foreign agent's advertisements, relay and visitor list.
 //! * [`client`]: the mobile node's registration client.
 
-// `deny`, not `forbid`: the one exception is the cache prefetch hint in `ha.rs`.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 pub mod auth;
 pub mod client;
