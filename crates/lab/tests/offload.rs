@@ -213,16 +213,23 @@ fn ha_offload_puts_clean_mtu_sized_segments_on_the_wire() {
     let dp = &ml.ha_status().unwrap()["data_path"];
     assert!(dp["tun_super_packets"].as_u64().unwrap() > 100, "{dp}");
     assert!(dp["coalesced_segments"].as_u64().unwrap() > 1000, "{dp}");
+    // The node's TUN too (`offload`, on by default): its applications' super-packets
+    // were cut by the node before IP-in-IP, and the HA's segments merged before its
+    // TUN.
+    let mn = &ml.mn_status().unwrap()["data_path"];
+    assert_eq!(mn["offload"], true, "{mn}");
+    assert!(mn["tun_super_packets"].as_u64().unwrap() > 100, "{mn}");
+    assert!(mn["coalesced_segments"].as_u64().unwrap() > 1000, "{mn}");
 
     let all = tshark(&kept, "ip.proto == 4", &["frame.len"]);
     // A sample large enough to mean something (tcpdump drops some under load).
     assert!(all.len() > 5_000, "{} tunnelled packets", all.len());
     // Only the injected packet is flagged. A TCP checksum of 0xffff where 0x0000 was
-    // computed is allowed only on what the node's own kernel checksummed (its TUN has no
-    // offload, and Linux's software checksum writes a zero result as 0xffff for every
-    // protocol): about one segment in 65,536 both ways. What the home agent's offload
-    // path completes must be 0x0000 (netio's unit test pins that; this run checks it on
-    // the down direction).
+    // computed is allowed only from the node's address: a packet its kernel
+    // checksummed itself (Linux's software checksum writes a zero result as 0xffff for
+    // every protocol; about one segment in 65,536) when it did not leave the checksum
+    // to the offload. What the home agent's offload path completes must be 0x0000
+    // (netio's unit test pins that; this run checks it on the down direction).
     let filter = format!(
         "(_ws.malformed || ip.checksum.status == \"Bad\" || tcp.checksum.status == \"Bad\" \
          || udp.checksum.status == \"Bad\" || _ws.expert.severity >= \"Error\") \

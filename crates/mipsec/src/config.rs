@@ -276,6 +276,11 @@ pub struct MnSection {
     pub interfaces: Vec<String>,
     #[serde(default = "default_mn_tun")]
     pub tunnel_device: String,
+    /// TUN offloads on the home address's device, as the home agent's `offload`:
+    /// the kernel hands over TCP super-packets, cut into segments right before
+    /// encapsulation, and segments from the tunnel are merged before the TUN.
+    #[serde(default = "default_true")]
+    pub offload: bool,
     pub spi: u32,
     pub key: HexKey,
     #[serde(default)]

@@ -105,6 +105,17 @@ impl DataPath {
         &self.segs
     }
 
+    /// Lends the packets of the last read to a caller that handles them one at a
+    /// time with the daemon borrowed; [`DataPath::restore_packets`] gives the
+    /// buffer back for the next read.
+    pub fn lend_packets(&mut self) -> PacketList {
+        std::mem::take(&mut self.segs)
+    }
+
+    pub fn restore_packets(&mut self, p: PacketList) {
+        self.segs = p;
+    }
+
     /// Queues every packet of the last TUN read for `dst` (IP-in-IP, kernel header).
     pub fn queue_packets(&mut self, dst: Ipv4Addr) {
         for s in self.segs.iter() {

@@ -222,6 +222,8 @@ struct Daemon {
     links: Vec<Link>,
     tun: Tun,
     tun_ifindex: u32,
+    /// The home address's TUN: offloads, segmentation, merging (as the agents').
+    dp: crate::datapath::DataPath,
     nl: Netlink,
     events: netio::netlink::NetEvents,
     routes: Routes,
@@ -233,6 +235,8 @@ struct Daemon {
     /// The VPN gateway (outside modes): the only destination of the x-MIP layer.
     vpn_gateway: Option<Ipv4Addr>,
     outer: vpn::Outer,
+    /// The raw sends of one burst of user packets (see `data::TxBatch`).
+    tx: data::TxBatch,
     ctl_rx: mpsc::Receiver<StatusRequest>,
     _ctl: Option<ControlServer>,
 }
@@ -251,7 +255,7 @@ impl Daemon {
         let mut seed = [0u8; 32];
         crate::shell::getrandom(&mut seed);
         let node = MobileNode::new(cfg, seed)?;
-        let (tun, tun_ifindex) = crate::shell::open_tunnel(&m.tunnel_device)?;
+        let (tun, tun_ifindex, dp) = crate::datapath::open(&m.tunnel_device, m.offload)?;
         // Fail closed beyond the process: the routes for user data point into this
         // device, and a persistent device keeps them after a crash (kill -9), where
         // its packets are dropped unread instead of leaving in the clear through the
@@ -277,10 +281,12 @@ impl Daemon {
             links,
             tun,
             tun_ifindex,
+            dp,
             nl,
             events,
             routes: Routes::None,
             queue: VecDeque::new(),
+            tx: data::TxBatch::default(),
             counters: Counters::default(),
             last_gate: (0, Gate::Closed),
             vpn_gateway: m.vpn_gateway,
@@ -317,7 +323,7 @@ impl Daemon {
     async fn run(&mut self) -> Result<(), Error> {
         let mut term = signal(SignalKind::terminate()).map_err(Error::Signal)?;
         let mut int = signal(SignalKind::interrupt()).map_err(Error::Signal)?;
-        let mut tbuf = vec![0u8; 65536];
+        let mut tbuf = vec![0u8; netio::offload::VNET_HDR_LEN + 65536];
         let mut ubuf = vec![0u8; 65536];
         let mut rbuf = vec![0u8; 65536];
         let mut ibuf = vec![0u8; 65536];
@@ -391,11 +397,14 @@ impl Daemon {
                 },
                 r = self.tun.recv(&mut tbuf) => match r {
                     Ok(n) => {
-                        self.on_user_packet(&tbuf[..n]).await;
+                        // One burst: the tunnel sends go out together (sendmmsg).
+                        self.tx.start();
+                        self.on_tun_read(&tbuf[..n]).await;
                         for _ in 0..crate::shell::BATCH {
                             let Ok(n) = self.tun.try_recv(&mut tbuf) else { break };
-                            self.on_user_packet(&tbuf[..n]).await;
+                            self.on_tun_read(&tbuf[..n]).await;
                         }
+                        self.flush_tx().await;
                     }
                     Err(e) => warn!("tun receive: {e}"),
                 },
@@ -410,7 +419,19 @@ impl Daemon {
                     }
                 },
                 r = recv_tun(self.outer.xdev.as_ref(), &mut xbuf) => match r {
-                    Ok(n) => self.on_xhome_packet(&xbuf[..n]).await,
+                    Ok(n) => {
+                        self.tx.start();
+                        self.on_xhome_packet(&xbuf[..n]).await;
+                        for _ in 0..crate::shell::BATCH {
+                            let Some(Ok(n)) =
+                                self.outer.xdev.as_ref().map(|d| d.try_recv(&mut xbuf))
+                            else {
+                                break;
+                            };
+                            self.on_xhome_packet(&xbuf[..n]).await;
+                        }
+                        self.flush_tx().await;
+                    }
                     Err(e) => debug!("x-home device: {e}"),
                 },
                 l = next_line(self.outer.child.as_mut()) => self.on_vpn_line(l).await,
@@ -429,6 +450,8 @@ impl Daemon {
                 _ = term.recv() => { info!("SIGTERM: shutting down"); break }
                 _ = int.recv() => { info!("SIGINT: shutting down"); break }
             }
+            // Packets for the TUN that the wake-up queued (merged when offloading).
+            self.flush_delivered().await;
             self.drive().await;
         }
         Ok(())

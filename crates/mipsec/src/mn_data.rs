@@ -32,7 +32,93 @@ pub(super) const DIRECT_SILENCE: Duration = Duration::from_millis(2000);
 /// The identifier of the node's liveness echoes ("mi").
 pub(super) const ECHO_ID: u16 = 0x6d69;
 
+/// Where a burst's raw sends go: one link's IP-in-IP socket, or the TIA's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum TxTarget {
+    Link(usize),
+    Tia,
+}
+
+/// The IP-in-IP sends of one burst of user packets (a wake-up of the TUN or of the
+/// x-home device and what else it had queued), sent together with `sendmmsg` at the
+/// burst's end instead of one system call each. Every packet was let through by the
+/// gate when it was read, as before; the burst is handled without awaiting anything
+/// else, so nothing can change the gate before it leaves. Outside a burst (a
+/// released queue, keepalives) sends go at once.
+#[derive(Default)]
+pub(super) struct TxBatch {
+    on: bool,
+    target: Option<TxTarget>,
+    batch: netio::raw_batch::RawSendBatch,
+}
+
+impl TxBatch {
+    pub(super) fn start(&mut self) {
+        self.on = true;
+    }
+}
+
 impl Daemon {
+    /// Queues `packet` for `target` when a burst is being read (sending what was
+    /// queued for another socket first); false when it must go at once.
+    pub(super) async fn batch_tx(
+        &mut self,
+        target: TxTarget,
+        packet: &[u8],
+        dst: Ipv4Addr,
+    ) -> bool {
+        if !self.tx.on {
+            return false;
+        }
+        if self.tx.target != Some(target) {
+            self.send_tx_batch().await;
+            self.tx.target = Some(target);
+        }
+        self.tx.batch.push(packet, dst);
+        true
+    }
+
+    /// Ends a burst: sends what it queued.
+    pub(super) async fn flush_tx(&mut self) {
+        self.send_tx_batch().await;
+        self.tx.on = false;
+    }
+
+    async fn send_tx_batch(&mut self) {
+        let Some(target) = self.tx.target.take() else {
+            return;
+        };
+        if self.tx.batch.is_empty() {
+            return;
+        }
+        let sock = match target {
+            TxTarget::Link(li) => self
+                .links
+                .get(li)
+                .and_then(|l| l.raw.as_ref())
+                .map(|r| &r.1),
+            TxTarget::Tia => self.outer.tia.as_ref().map(|p| &p.raw),
+        };
+        let Some(sock) = sock else {
+            for _ in 0..self.tx.batch.len() {
+                self.counters.drop("no tunnel socket");
+            }
+            self.tx.batch = netio::raw_batch::RawSendBatch::new();
+            return;
+        };
+        let counters = &mut self.counters;
+        let (sent, bytes) = self
+            .tx
+            .batch
+            .flush(sock, |dst, e| {
+                debug!("tunnel send to {dst}: {e}");
+                counters.drop("tunnel send failed");
+            })
+            .await;
+        self.counters.tx_packets += sent as u64;
+        self.counters.tx_bytes += bytes as u64;
+    }
+
     /// A datagram on the registration socket: RFC 3519 tunnel data, or a reply.
     pub(super) async fn on_udp(&mut self, li: usize, from: SocketAddrV4, payload: &[u8]) {
         if payload.first() == Some(&mip4::wire::MessageType::TUNNEL_DATA.0) {
@@ -46,6 +132,26 @@ impl Daemon {
             from,
             payload,
         );
+    }
+
+    /// One read from the TUN: a packet, or (offloading) a TCP super-packet cut into
+    /// the segments the kernel would have sent; each goes through the gate.
+    pub(super) async fn on_tun_read(&mut self, buf: &[u8]) {
+        if let Err(why) = self.dp.take_tun_read(buf) {
+            return self.counters.drop(why.name());
+        }
+        let segs = self.dp.lend_packets();
+        for p in segs.iter() {
+            self.on_user_packet(p).await;
+        }
+        self.dp.restore_packets(segs);
+    }
+
+    /// Writes the packets `deliver` queued for the TUN (merged TCP segments).
+    pub(super) async fn flush_delivered(&mut self) {
+        for _ in 0..self.dp.flush_tun(&self.tun).await {
+            self.counters.drop("tun write failed");
+        }
     }
 
     /// A packet from an application (source: the home address), sent only if the
@@ -100,6 +206,12 @@ impl Daemon {
 
     pub(super) async fn send_ipip(&mut self, li: usize, packet: &[u8], dst: Ipv4Addr) {
         self.ensure_raw(li);
+        if self.links[li].raw.is_none() {
+            return self.counters.drop("no tunnel socket");
+        }
+        if self.batch_tx(TxTarget::Link(li), packet, dst).await {
+            return;
+        }
         let Some((_, raw)) = &self.links[li].raw else {
             return self.counters.drop("no tunnel socket");
         };
@@ -222,7 +334,7 @@ impl Daemon {
         if let Some(l) = self.links.get_mut(li) {
             l.live.ha_heard = Some(Instant::now());
         }
-        match self.tun.send(inner).await {
+        match self.dp.write_tun(&self.tun, inner).await {
             Ok(_) => {
                 self.counters.rx_packets += 1;
                 self.counters.rx_bytes += inner.len() as u64;

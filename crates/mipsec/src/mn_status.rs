@@ -136,6 +136,7 @@ impl Daemon {
             "outside": format!("{:?}", m.outside).to_lowercase(),
             "tia": self.outer.tia.as_ref().map(|p| p.tia.to_string()),
             "vpn_running": self.outer.child.is_some(),
+            "data_path": self.dp.status(),
             "counters": counters,
         })
     }

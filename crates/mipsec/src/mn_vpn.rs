@@ -500,6 +500,12 @@ impl Daemon {
     /// User data through the VPN: IP-in-IP from the TIA to the i-HA.
     pub(super) async fn send_via_vpn_data(&mut self, packet: &[u8]) {
         let ha = self.file.mn.home_agent;
+        if self.outer.tia.is_none() {
+            return self.counters.drop("outside: no tunnel");
+        }
+        if self.batch_tx(super::data::TxTarget::Tia, packet, ha).await {
+            return;
+        }
         let Some(p) = &self.outer.tia else {
             return self.counters.drop("outside: no tunnel");
         };
