@@ -89,6 +89,8 @@ struct State {
     /// routes have not followed yet): it is sent again at this time instead of at
     /// its retransmission deadline.
     resend_at: Option<Instant>,
+    /// When a new route last made us send an outstanding IKE request again.
+    route_resent: Option<Instant>,
 }
 
 /// How soon a request that could not leave the host is tried again (the default route
@@ -245,7 +247,7 @@ async fn serve(
     .map_err(|e| format!("TUN {}: {e}", cfg.tun))?;
     let tun_ifindex = tun.ifindex().map_err(|e| format!("TUN {}: {e}", cfg.tun))?;
     let mut events = nl
-        .events()
+        .events_with_routes()
         .await
         .map_err(|e| format!("netlink events: {e}"))?;
     let raw = match RawIp::open_with(netio::raw::IPPROTO_ESP, &RawIpOptions::default()) {
@@ -294,6 +296,7 @@ async fn serve(
         up_sent: false,
         pending_mobike: None,
         resend_at: None,
+        route_resent: None,
     };
     st.pinned = st.cfg.local_address;
     // Until we know our interface, the preferred one.

@@ -1,11 +1,13 @@
-//! Typed link and IPv4 address events from rtnetlink multicast groups.
+//! Typed link, IPv4 address and (on request) IPv4 route events from rtnetlink
+//! multicast groups.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use futures::channel::mpsc::UnboundedReceiver;
 use futures::StreamExt;
-use netlink_packet_route::RouteNetlinkMessage;
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteType};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
 use rtnetlink::sys::SocketAddr;
 use rtnetlink::MulticastGroup;
@@ -57,6 +59,18 @@ pub enum NetEvent {
         addr: Ipv4Addr,
         /// Prefix length.
         prefix: u8,
+    },
+    /// An IPv4 unicast route was added or replaced (only on a stream from
+    /// [`Netlink::events_with_routes`]): a destination that had no path may have one now.
+    RouteAdded {
+        /// Routing table.
+        table: u32,
+        /// Destination prefix.
+        dst: Ipv4Addr,
+        /// Its length.
+        prefix: u8,
+        /// Output interface, when the route names one.
+        oif: Option<u32>,
     },
 }
 
@@ -127,9 +141,33 @@ impl LinkState {
                     prefix: a.prefix,
                 })
             }
+            RouteNetlinkMessage::NewRoute(m) => route_added(m),
             _ => None,
         }
     }
+}
+
+/// A new IPv4 unicast route as an event.
+fn route_added(m: &RouteMessage) -> Option<NetEvent> {
+    if m.header.address_family != AddressFamily::Inet || m.header.kind != RouteType::Unicast {
+        return None;
+    }
+    let mut table = u32::from(m.header.table);
+    let (mut dst, mut oif) = (Ipv4Addr::UNSPECIFIED, None);
+    for a in &m.attributes {
+        match a {
+            RouteAttribute::Table(t) => table = *t,
+            RouteAttribute::Destination(RouteAddress::Inet(d)) => dst = *d,
+            RouteAttribute::Oif(i) => oif = Some(*i),
+            _ => {}
+        }
+    }
+    Some(NetEvent::RouteAdded {
+        table,
+        dst,
+        prefix: m.header.destination_prefix_length,
+        oif,
+    })
 }
 
 type Messages = UnboundedReceiver<(NetlinkMessage<RouteNetlinkMessage>, SocketAddr)>;
@@ -142,14 +180,15 @@ pub struct NetEvents {
 }
 
 impl NetEvents {
-    pub(super) async fn subscribe(nl: &Netlink) -> Result<NetEvents> {
+    pub(super) async fn subscribe(nl: &Netlink, routes: bool) -> Result<NetEvents> {
         // Join the groups first, then dump: a change racing with the dump is either in
         // the dump or queued on this socket, and the state filter drops the duplicate.
-        let (conn, _handle, messages) = rtnetlink::new_multicast_connection(&[
-            MulticastGroup::Link,
-            MulticastGroup::Ipv4Ifaddr,
-        ])
-        .map_err(Error::io("open rtnetlink multicast socket"))?;
+        let mut groups = vec![MulticastGroup::Link, MulticastGroup::Ipv4Ifaddr];
+        if routes {
+            groups.push(MulticastGroup::Ipv4Route);
+        }
+        let (conn, _handle, messages) = rtnetlink::new_multicast_connection(&groups)
+            .map_err(Error::io("open rtnetlink multicast socket"))?;
         tokio::spawn(conn);
         let mut state = LinkState::default();
         for link in nl.links().await? {
@@ -205,6 +244,51 @@ mod tests {
         m.attributes.push(AddressAttribute::Local(IpAddr::V4(a)));
         m.attributes.push(AddressAttribute::Address(IpAddr::V4(a)));
         m
+    }
+
+    #[test]
+    fn unicast_ipv4_routes_only() {
+        use netlink_packet_route::route::RouteHeader;
+        let mut m = RouteMessage::default();
+        m.header.address_family = AddressFamily::Inet;
+        m.header.kind = RouteType::Unicast;
+        m.header.table = RouteHeader::RT_TABLE_MAIN;
+        m.header.destination_prefix_length = 0;
+        m.attributes.push(RouteAttribute::Oif(7));
+        let mut st = LinkState::default();
+        assert_eq!(
+            st.apply(&RouteNetlinkMessage::NewRoute(m.clone())),
+            Some(NetEvent::RouteAdded {
+                table: 254,
+                dst: Ipv4Addr::UNSPECIFIED,
+                prefix: 0,
+                oif: Some(7)
+            })
+        );
+        // A table above 255 comes as an attribute.
+        let mut t = m.clone();
+        t.header.destination_prefix_length = 24;
+        t.attributes.push(RouteAttribute::Table(1057));
+        t.attributes
+            .push(RouteAttribute::Destination(RouteAddress::Inet(
+                Ipv4Addr::new(10, 1, 2, 0),
+            )));
+        assert_eq!(
+            st.apply(&RouteNetlinkMessage::NewRoute(t)),
+            Some(NetEvent::RouteAdded {
+                table: 1057,
+                dst: Ipv4Addr::new(10, 1, 2, 0),
+                prefix: 24,
+                oif: Some(7)
+            })
+        );
+        // Unreachable, throw, IPv6: nothing.
+        let mut u = m.clone();
+        u.header.kind = RouteType::Unreachable;
+        assert_eq!(st.apply(&RouteNetlinkMessage::NewRoute(u)), None);
+        let mut v6 = m;
+        v6.header.address_family = AddressFamily::Inet6;
+        assert_eq!(st.apply(&RouteNetlinkMessage::NewRoute(v6)), None);
     }
 
     #[test]

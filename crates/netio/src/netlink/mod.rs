@@ -558,6 +558,12 @@ impl Netlink {
     /// Subscribe to link and IPv4 address events, seeded with the current link states so
     /// the first carrier change is reported correctly.
     pub async fn events(&self) -> Result<NetEvents> {
-        NetEvents::subscribe(self).await
+        NetEvents::subscribe(self, false).await
+    }
+
+    /// As [`Netlink::events`], plus [`NetEvent::RouteAdded`] for every IPv4 unicast
+    /// route added in any table (a daemon waiting for a path to appear).
+    pub async fn events_with_routes(&self) -> Result<NetEvents> {
+        NetEvents::subscribe(self, true).await
     }
 }

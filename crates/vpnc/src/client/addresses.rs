@@ -3,13 +3,16 @@
 //! events the supervisor gets about the tunnel.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ikev2::Initiator;
 use netio::{NetEvent, Netlink};
 
 use super::{first_addresses, Io, State};
 use crate::supervise::{Command, Event};
+
+/// At most one resend for new routes per this interval (a burst of routes is one).
+const ROUTE_RESEND_GAP: Duration = Duration::from_millis(20);
 
 impl State {
     /// The usable address on the most preferred interface: (address, ifindex, name). With
@@ -47,6 +50,10 @@ impl State {
     }
 
     pub(super) async fn on_net(&mut self, io: &Io, ev: NetEvent) {
+        if let NetEvent::RouteAdded { table, oif, .. } = ev {
+            self.on_route_added(table, oif);
+            return;
+        }
         let lost = match &ev {
             NetEvent::AddrRemoved { addr, .. } => Some(*addr) == self.local_ip,
             NetEvent::LinkDown { ifindex, .. } | NetEvent::LinkRemoved { ifindex, .. } => {
@@ -114,6 +121,34 @@ impl State {
             }
             tracing::info!("moving to {new} on {name}");
             self.move_to(io, new, ifindex, name);
+        }
+    }
+
+    /// A route appeared. A request sent just before it (a MOBIKE update the moment the
+    /// new address came, before the DHCP client added the default route) may have left
+    /// without an error and been lost: a socket bound to its interface with no route
+    /// makes the kernel take the gateway for on-link and ARP for it in vain. The
+    /// outstanding request goes again now instead of at its retransmission (500 ms),
+    /// without counting a retry. Routes in our own table, or through other interfaces,
+    /// say nothing about our path.
+    fn on_route_added(&mut self, table: u32, oif: Option<u32>) {
+        let ours = self.local_if.as_ref().map(|(i, _)| *i);
+        if table == self.cfg.table || (oif.is_some() && oif != ours) {
+            return;
+        }
+        let now = Instant::now();
+        if self
+            .route_resent
+            .is_some_and(|t| now.duration_since(t) < ROUTE_RESEND_GAP)
+        {
+            return;
+        }
+        if let Some(ike) = self.ike.as_mut().filter(|i| i.has_outstanding()) {
+            tracing::debug!(
+                "a route appeared while an IKE request was outstanding: sending it again"
+            );
+            ike.resend_outstanding(now);
+            self.route_resent = Some(now);
         }
     }
 
