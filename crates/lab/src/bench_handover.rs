@@ -216,16 +216,6 @@ pub fn sw_vip(lab: &Lab) -> Result<Option<Ipv4Addr>> {
         }))
 }
 
-/// The gateway's charon.log from byte `from` on.
-fn gw_log_from(lab: &Lab, from: usize) -> String {
-    let s = std::fs::read(gateway::gw_dir(lab).join("charon.log")).unwrap_or_default();
-    String::from_utf8_lossy(s.get(from..).unwrap_or(&[])).into_owned()
-}
-
-fn gw_log_len(lab: &Lab) -> usize {
-    std::fs::metadata(gateway::gw_dir(lab).join("charon.log")).map_or(0, |m| m.len() as usize)
-}
-
 fn sw_log(lab: &Lab) -> String {
     String::from_utf8_lossy(&std::fs::read(sw_dir(lab).join("charon.log")).unwrap_or_default())
         .into_owned()
@@ -387,7 +377,7 @@ fn moves(
         let mut m = Mark {
             label: format!("{} -> {}", ml.lab.mn_segment.name(), seg.name()),
             at_us: client.now_us(),
-            log_at: gw_log_len(&ml.lab),
+            log_at: gateway::log_len(&ml.lab),
             sw_log_at: sw_log(&ml.lab).len(),
             mip_at: mip_requests(ml),
             settled: String::new(),
@@ -425,10 +415,10 @@ fn moves(
         }
     }
     let end_us = client.now_us();
-    let end_log = gw_log_len(&ml.lab);
+    let end_log = gateway::log_len(&ml.lab);
     let end_mip = mip_requests(ml);
     let rec = client.stop();
-    let full_log = gw_log_from(&ml.lab, 0);
+    let full_log = gateway::log_from(&ml.lab, 0);
     let client_log = sw_log(&ml.lab);
     let mut figs = Vec::new();
     let mut clip = false;

@@ -112,6 +112,8 @@ pub(crate) fn strongswan_conf(d: &Path) -> String {
  filelog {{ log {{ path = {d}/charon.log
   flush_line = yes
   append = yes
+  time_format = %T
+  time_add_ms = yes
   default = 1
   ike = 2
   cfg = 1 }} }}
@@ -119,6 +121,28 @@ pub(crate) fn strongswan_conf(d: &Path) -> String {
 }}
 "
     )
+}
+
+/// The gateway's charon.log from byte `from` on (its lines start with the time of day,
+/// `%T` with milliseconds).
+pub fn log_from(lab: &Lab, from: usize) -> String {
+    let s = std::fs::read(gw_dir(lab).join("charon.log")).unwrap_or_default();
+    String::from_utf8_lossy(s.get(from..).unwrap_or(&[])).into_owned()
+}
+
+/// The length of the gateway's charon.log, to slice it later with `log_from`.
+pub fn log_len(lab: &Lab) -> usize {
+    std::fs::metadata(gw_dir(lab).join("charon.log")).map_or(0, |m| m.len() as usize)
+}
+
+/// The time of day (seconds, UTC) a charon.log line starts with (`12:34:56.789 ...`).
+pub fn log_line_time(line: &str) -> Option<f64> {
+    let t = line.split_whitespace().next()?;
+    let mut p = t.split(':');
+    let h: f64 = p.next()?.parse().ok()?;
+    let m: f64 = p.next()?.parse().ok()?;
+    let s: f64 = p.next()?.parse().ok()?;
+    (p.next().is_none() && h < 24.0 && m < 60.0 && s < 61.0).then_some(h * 3600.0 + m * 60.0 + s)
 }
 
 fn pki(args: &[&str], out: &Path) -> Result<()> {
@@ -484,4 +508,19 @@ pub fn start_vpn_auth(lab: &mut Lab, auth: GwAuth) -> Result<(std::net::Ipv4Addr
         )
         .unwrap_or_default()
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_line_time;
+
+    #[test]
+    fn charon_log_times() {
+        let t = log_line_time("01:49:22.224 08[IKE] inbound CHILD_SA mip{2} established");
+        assert!((t.unwrap() - (3600.0 + 49.0 * 60.0 + 22.224)).abs() < 1e-9);
+        assert_eq!(log_line_time("08[IKE] no time here"), None);
+        assert_eq!(log_line_time("25:00:00.000 x"), None);
+        assert_eq!(log_line_time("01:02 x"), None);
+        assert_eq!(log_line_time(""), None);
+    }
 }

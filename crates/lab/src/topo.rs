@@ -303,7 +303,13 @@ impl Lab {
     }
 
     pub fn move_mn(&mut self, to: Segment) -> Result<()> {
-        move_mn(&self.prefix, to)?;
+        self.move_mn_route_late(to, Duration::ZERO)
+    }
+
+    /// As `move_mn`, with the default route added `late` after the address (a DHCP
+    /// client that is slow to add its routes).
+    pub fn move_mn_route_late(&mut self, to: Segment, late: Duration) -> Result<()> {
+        move_mn_with(&self.prefix, to, late)?;
         self.mn_segment = to;
         Ok(())
     }
@@ -439,6 +445,10 @@ impl Drop for Lab {
 /// Moves the MN of the lab with `prefix` (see [`Lab::move_mn`]); usable from another
 /// process, e.g. `mipsec-lab move <prefix> int-a` next to `mipsec-lab up`.
 pub fn move_mn(prefix: &str, to: Segment) -> Result<()> {
+    move_mn_with(prefix, to, Duration::ZERO)
+}
+
+fn move_mn_with(prefix: &str, to: Segment, route_late: Duration) -> Result<()> {
     let sw = format!("{prefix}sw");
     let mn = format!("{prefix}mn");
     ip(&["-n", &sw, "link", "set", "mn", "down"])?;
@@ -450,6 +460,7 @@ pub fn move_mn(prefix: &str, to: Segment) -> Result<()> {
     }
     let addr = format!("{}/24", to.mn_addr());
     ip(&["-n", &mn, "addr", "add", &addr, "dev", "eth0"])?;
+    std::thread::sleep(route_late);
     let gw = to.gateway().to_string();
     ip(&[
         "-n", &mn, "route", "replace", "default", "via", &gw, "dev", "eth0",

@@ -512,6 +512,21 @@ impl Record {
         best as f64 / 1000.0
     }
 
+    /// Send offsets of the probes sent within `[from_us, to_us]` that were never echoed.
+    pub fn lost_probes(&self, from_us: u64, to_us: u64) -> Vec<u64> {
+        let ok: std::collections::HashSet<u64> = self
+            .probes_ok
+            .iter()
+            .map(|p| p.0)
+            .filter(|t| *t >= from_us && *t <= to_us)
+            .collect();
+        self.probes_sent
+            .iter()
+            .copied()
+            .filter(|t| *t >= from_us && *t <= to_us && !ok.contains(t))
+            .collect()
+    }
+
     /// First echoed probe sent at or after `from_us` (its send offset).
     pub fn first_ok_after(&self, from_us: u64) -> Option<u64> {
         self.probes_ok
@@ -589,6 +604,15 @@ mod tests {
         assert_eq!(r.max_gap_ms(0, 8_000), 5.0);
         // A window inside the gap is spanned by it.
         assert_eq!(r.max_gap_ms(20_000, 30_000), 390.0);
+    }
+
+    #[test]
+    fn lost_probes_in_a_window() {
+        let mut r = rec(&[0, 5_000, 20_000]);
+        r.probes_sent = vec![0, 5_000, 10_000, 15_000, 20_000];
+        assert_eq!(r.lost_probes(0, 20_000), vec![10_000, 15_000]);
+        assert_eq!(r.lost_probes(12_000, 30_000), vec![15_000]);
+        assert!(r.lost_probes(16_000, 30_000).is_empty());
     }
 
     #[test]

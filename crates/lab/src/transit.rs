@@ -148,6 +148,9 @@ pub struct Leg {
 pub struct Timeline {
     client: Client,
     marks: Vec<(String, u64, Option<f64>, String)>,
+    /// The wall clock when the client's clock read `us0`, to place log lines.
+    wall0: SystemTime,
+    us0: u64,
 }
 
 /// TCP rate per direction of the transition tests (bytes/s).
@@ -167,10 +170,12 @@ impl Timeline {
                 probe_interval: Some(Duration::from_millis(5)),
             },
         )?;
-        let now = client.now_us();
+        let (wall0, now) = (SystemTime::now(), client.now_us());
         Ok(Timeline {
             client,
             marks: vec![(label.to_string(), now, None, String::new())],
+            wall0,
+            us0: now,
         })
     }
 
@@ -186,6 +191,17 @@ impl Timeline {
             m.2 = Some(after.as_secs_f64() * 1e3);
             m.3 = mode.to_string();
         }
+    }
+
+    /// The client's clock (µs, as in the record) at a time of day in seconds (UTC, as
+    /// charon's log writes it); None before the timeline started.
+    pub fn us_at_time_of_day(&self, secs: f64) -> Option<u64> {
+        let sod0 = epoch_s(self.wall0).rem_euclid(86_400.0);
+        let mut d = secs - sod0;
+        if d < -43_200.0 {
+            d += 86_400.0;
+        }
+        (d >= 0.0).then(|| self.us0 + (d * 1e6) as u64)
     }
 
     /// TCP faults so far.
@@ -252,9 +268,21 @@ pub fn move_and_wait(
     seg: Segment,
     timeout: Duration,
 ) -> Result<Value> {
+    move_and_wait_route_late(ml, tl, seg, timeout, Duration::ZERO)
+}
+
+/// As `move_and_wait`, with the new network's default route added `late` after the
+/// address.
+pub fn move_and_wait_route_late(
+    ml: &mut MipLab,
+    tl: &mut Timeline,
+    seg: Segment,
+    timeout: Duration,
+    late: Duration,
+) -> Result<Value> {
     tl.mark(format!("{} -> {}", ml.lab.mn_segment.name(), seg.name()));
     let t0 = Instant::now();
-    ml.lab.move_mn(seg)?;
+    ml.lab.move_mn_route_late(seg, late)?;
     let want = settled_gate(seg);
     let (st, _) = ml.wait_mn(timeout, |v| {
         gate(v) == want && (want != "open-vpn" || v["care_of"] == seg.mn_addr().to_string())
