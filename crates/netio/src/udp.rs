@@ -199,41 +199,265 @@ pub async fn send_from(
 }
 
 fn sendmsg_pktinfo(fd: i32, data: &[u8], dst: SocketAddrV4, src: Ipv4Addr) -> io::Result<usize> {
+    sendmsg_with(fd, data, dst, Some(src), None)
+}
+
+/// `UDP_SEGMENT` (linux/udp.h): the size of each datagram of a GSO send.
+const UDP_SEGMENT: libc::c_int = 103;
+
+/// At most this many datagrams in one GSO send (the kernel's `UDP_MAX_SEGMENTS` is 64
+/// before Linux 6.9, 128 after).
+pub const GSO_MAX_SEGMENTS: usize = 64;
+
+/// At most this many payload octets in one GSO send (one IPv4 datagram's worth: the
+/// kernel builds a single super-datagram before cutting it).
+pub const GSO_MAX_BYTES: usize = 65_535 - 20 - 8;
+
+/// Send `data` to `dst` as datagrams of `segment` octets each (the last one may be
+/// shorter) in one system call: UDP generic segmentation offload (`UDP_SEGMENT`, Linux
+/// 4.18), so the stack handles one large buffer and cuts it late (or the device does).
+/// With `src`, from that local address (`IP_PKTINFO`). `data` must hold at most
+/// [`GSO_MAX_SEGMENTS`] segments and [`GSO_MAX_BYTES`] octets, and each datagram must
+/// fit the path MTU: the kernel refuses the send otherwise (`EINVAL`, `EMSGSIZE`).
+pub async fn send_gso(
+    sock: &UdpSocket,
+    data: &[u8],
+    dst: SocketAddrV4,
+    src: Option<Ipv4Addr>,
+    segment: u16,
+) -> io::Result<usize> {
+    sock.async_io(Interest::WRITABLE, || {
+        sendmsg_with(sock.as_raw_fd(), data, dst, src, Some(segment))
+    })
+    .await
+}
+
+/// One `sendmsg` with the optional `IP_PKTINFO` source and `UDP_SEGMENT` size.
+fn sendmsg_with(
+    fd: i32,
+    data: &[u8],
+    dst: SocketAddrV4,
+    src: Option<Ipv4Addr>,
+    segment: Option<u16>,
+) -> io::Result<usize> {
     let mut sin = sockaddr_in(*dst.ip(), dst.port());
     let mut cmsg = CmsgBuf([0; 64]);
     let mut iov = libc::iovec {
         iov_base: data.as_ptr() as *mut libc::c_void,
         iov_len: data.len(),
     };
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    let (pktinfo_space, seg_space) = unsafe {
+        (
+            libc::CMSG_SPACE(size_of::<libc::in_pktinfo>() as u32) as usize,
+            libc::CMSG_SPACE(size_of::<u16>() as u32) as usize,
+        )
+    };
+    let control_len = src.map_or(0, |_| pktinfo_space) + segment.map_or(0, |_| seg_space);
     // SAFETY: all-zero is a valid msghdr.
     let mut msg: libc::msghdr = unsafe { zeroed() };
     msg.msg_name = (&mut sin as *mut libc::sockaddr_in).cast();
     msg.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
-    msg.msg_control = cmsg.0.as_mut_ptr().cast();
-    // SAFETY: CMSG_SPACE is a pure size computation.
-    msg.msg_controllen = unsafe { libc::CMSG_SPACE(size_of::<libc::in_pktinfo>() as u32) } as usize;
-    // SAFETY: the control buffer is 64 aligned bytes, more than CMSG_SPACE(in_pktinfo) = 24,
-    // so the first header and its data are in bounds; sendmsg only reads the buffers.
+    if control_len > 0 {
+        msg.msg_control = cmsg.0.as_mut_ptr().cast();
+        msg.msg_controllen = control_len;
+    }
+    // SAFETY: the control buffer is 64 aligned bytes, more than CMSG_SPACE(in_pktinfo)
+    // + CMSG_SPACE(u16) = 24 + 16, and msg_controllen covers exactly the headers
+    // written, so every header and its data are in bounds; sendmsg only reads buffers.
     unsafe {
-        let c = libc::CMSG_FIRSTHDR(&msg);
-        if c.is_null() {
-            return Err(io::Error::other("no room for IP_PKTINFO"));
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        if let Some(src) = src {
+            if c.is_null() {
+                return Err(io::Error::other("no room for IP_PKTINFO"));
+            }
+            (*c).cmsg_level = libc::IPPROTO_IP;
+            (*c).cmsg_type = libc::IP_PKTINFO;
+            (*c).cmsg_len = libc::CMSG_LEN(size_of::<libc::in_pktinfo>() as u32) as usize;
+            let info = libc::in_pktinfo {
+                ipi_ifindex: 0,
+                ipi_spec_dst: libc::in_addr {
+                    s_addr: u32::from(src).to_be(),
+                },
+                ipi_addr: libc::in_addr { s_addr: 0 },
+            };
+            std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<libc::in_pktinfo>(), info);
+            c = libc::CMSG_NXTHDR(&msg, c);
         }
-        (*c).cmsg_level = libc::IPPROTO_IP;
-        (*c).cmsg_type = libc::IP_PKTINFO;
-        (*c).cmsg_len = libc::CMSG_LEN(size_of::<libc::in_pktinfo>() as u32) as usize;
-        let info = libc::in_pktinfo {
-            ipi_ifindex: 0,
-            ipi_spec_dst: libc::in_addr {
-                s_addr: u32::from(src).to_be(),
-            },
-            ipi_addr: libc::in_addr { s_addr: 0 },
-        };
-        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<libc::in_pktinfo>(), info);
+        if let Some(seg) = segment {
+            if c.is_null() {
+                return Err(io::Error::other("no room for UDP_SEGMENT"));
+            }
+            (*c).cmsg_level = libc::SOL_UDP;
+            (*c).cmsg_type = UDP_SEGMENT;
+            (*c).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as usize;
+            std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), seg);
+        }
         sys::cvt_len(libc::sendmsg(fd, &msg, 0))
     }
+}
+
+/// Datagrams of one destination gathered for [`send_gso`]: equal sizes, the last one
+/// possibly shorter, within the kernel's limits. [`GsoBatch::push`] says when a
+/// datagram does not fit and the batch must be sent first.
+#[derive(Debug, Default)]
+pub struct GsoBatch {
+    buf: Vec<u8>,
+    segment: usize,
+    count: usize,
+    /// The last datagram was shorter than `segment`: nothing more may follow.
+    closed: bool,
+}
+
+impl GsoBatch {
+    /// An empty batch.
+    pub fn new() -> GsoBatch {
+        GsoBatch::default()
+    }
+
+    /// Appends one datagram made of `header` then `payload`; false (nothing appended)
+    /// when it cannot join the datagrams already there.
+    pub fn push(&mut self, header: &[u8], payload: &[u8]) -> bool {
+        let len = header.len() + payload.len();
+        if len == 0 || len > usize::from(u16::MAX) {
+            return false;
+        }
+        if self.count > 0
+            && (self.closed
+                || len > self.segment
+                || self.count >= GSO_MAX_SEGMENTS
+                || self.buf.len() + len > GSO_MAX_BYTES)
+        {
+            return false;
+        }
+        if self.count == 0 {
+            if len > GSO_MAX_BYTES {
+                return false;
+            }
+            self.segment = len;
+        } else if len < self.segment {
+            self.closed = true;
+        }
+        self.buf.extend_from_slice(header);
+        self.buf.extend_from_slice(payload);
+        self.count += 1;
+        true
+    }
+
+    /// Datagrams gathered.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether nothing is gathered.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Payload octets gathered.
+    pub fn bytes(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The size of each datagram but the last.
+    pub fn segment(&self) -> usize {
+        self.segment
+    }
+
+    /// The gathered datagrams, back to back.
+    pub fn data(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// The gathered datagrams one by one (for a send without GSO).
+    pub fn datagrams(&self) -> impl Iterator<Item = &[u8]> {
+        self.buf.chunks(self.segment.max(1))
+    }
+
+    /// Empties the batch (its buffer is kept).
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.count = 0;
+        self.segment = 0;
+        self.closed = false;
+    }
+
+    /// Sends the batch to `dst` (from `src`) and empties it: one GSO send when it holds
+    /// more than one datagram and `gso` is set, else one send per datagram. When the
+    /// kernel refuses the GSO send itself (`EIO`: the route's device cannot checksum;
+    /// `EINVAL`, `ENOPROTOOPT`: no UDP GSO), the datagrams go one by one and the outcome
+    /// says so, for the caller to stop asking.
+    pub async fn send(
+        &mut self,
+        sock: &UdpSocket,
+        dst: SocketAddrV4,
+        src: Option<Ipv4Addr>,
+        gso: bool,
+    ) -> GsoOutcome {
+        let mut out = GsoOutcome::default();
+        if self.count == 0 {
+            return out;
+        }
+        if gso && self.count > 1 {
+            match u16::try_from(self.segment) {
+                Ok(seg) => match send_gso(sock, &self.buf, dst, src, seg).await {
+                    Ok(_) => {
+                        out.sent = self.count;
+                        out.gso = true;
+                        self.clear();
+                        return out;
+                    }
+                    Err(e)
+                        if matches!(
+                            e.raw_os_error(),
+                            Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT)
+                        ) =>
+                    {
+                        out.gso_refused = Some(e);
+                    }
+                    Err(e) => {
+                        out.failed = self.count;
+                        out.error = Some(e);
+                        self.clear();
+                        return out;
+                    }
+                },
+                Err(_) => out.gso_refused = Some(io::Error::other("segment above 65535")),
+            }
+        }
+        for d in self.buf.chunks(self.segment.max(1)) {
+            let r = match src {
+                Some(s) => send_from(sock, d, dst, s).await,
+                None => sock.send_to(d, dst).await,
+            };
+            match r {
+                Ok(_) => out.sent += 1,
+                Err(e) => {
+                    out.failed += 1;
+                    out.error.get_or_insert(e);
+                }
+            }
+        }
+        self.clear();
+        out
+    }
+}
+
+/// What [`GsoBatch::send`] did.
+#[derive(Debug, Default)]
+pub struct GsoOutcome {
+    /// Datagrams sent.
+    pub sent: usize,
+    /// Datagrams the kernel refused.
+    pub failed: usize,
+    /// The first refusal.
+    pub error: Option<io::Error>,
+    /// Sent in one GSO send.
+    pub gso: bool,
+    /// The kernel refused GSO itself (the datagrams then went one by one).
+    pub gso_refused: Option<io::Error>,
 }
 
 #[cfg(test)]
@@ -291,5 +515,81 @@ mod tests {
         let meta = recv_with_meta(&server, &mut small).await.unwrap();
         assert_eq!(meta.len, 10);
         assert!(meta.truncated);
+    }
+
+    #[test]
+    fn gso_batch_takes_equal_datagrams_and_one_shorter_last() {
+        let mut b = GsoBatch::new();
+        assert!(b.push(&[1, 2], &[0; 98]));
+        assert!(b.push(&[1, 2], &[0; 98]));
+        assert_eq!((b.len(), b.segment(), b.bytes()), (2, 100, 200));
+        // Larger than the first: must go in another batch.
+        assert!(!b.push(&[1, 2], &[0; 99]));
+        // Shorter: the last one.
+        assert!(b.push(&[], &[7; 40]));
+        assert!(!b.push(&[], &[7; 40]));
+        assert!(!b.push(&[1, 2], &[0; 98]));
+        let d: Vec<usize> = b.datagrams().map(<[u8]>::len).collect();
+        assert_eq!(d, [100, 100, 40]);
+        b.clear();
+        assert!(b.is_empty());
+        // The kernel's limits: 64 datagrams, one IPv4 datagram's worth of octets.
+        for _ in 0..GSO_MAX_SEGMENTS {
+            assert!(b.push(&[], &[0; 10]));
+        }
+        assert!(!b.push(&[], &[0; 10]));
+        b.clear();
+        for _ in 0..(GSO_MAX_BYTES / 1500) {
+            assert!(b.push(&[], &[0; 1500]));
+        }
+        assert!(!b.push(&[], &[0; 1500]));
+        b.clear();
+        assert!(!b.push(&[], &[]));
+        assert!(!b.push(&[], &vec![0; GSO_MAX_BYTES + 1]));
+    }
+
+    /// Loopback does UDP GSO: one send of 3 x 100 + 40 octets arrives as four
+    /// datagrams with the right contents, from the `src` asked for.
+    #[tokio::test]
+    async fn gso_send_arrives_as_separate_datagrams() {
+        let mut o = UdpOptions::new(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+        o.pktinfo = true;
+        let server = o.bind().unwrap();
+        let port = match server.local_addr().unwrap() {
+            std::net::SocketAddr::V4(a) => a.port(),
+            other => panic!("unexpected {other}"),
+        };
+        let client = UdpOptions::new(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))
+            .bind()
+            .unwrap();
+        let mut b = GsoBatch::new();
+        for i in 0..3u8 {
+            assert!(b.push(&[0xaa, i], &[i; 98]));
+        }
+        assert!(b.push(&[0xbb, 3], &[3; 38]));
+        let to = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
+        let out = b
+            .send(&client, to, Some(Ipv4Addr::new(127, 0, 0, 3)), true)
+            .await;
+        assert!(out.error.is_none() && out.gso_refused.is_none(), "{out:?}");
+        assert_eq!((out.sent, out.gso), (4, true));
+        assert!(b.is_empty());
+        let mut buf = [0u8; 2048];
+        for i in 0..4u8 {
+            let m = recv_with_meta(&server, &mut buf).await.unwrap();
+            assert_eq!(*m.src.ip(), Ipv4Addr::new(127, 0, 0, 3));
+            let want_len = if i < 3 { 100 } else { 40 };
+            assert_eq!(m.len, want_len, "datagram {i}");
+            assert_eq!(buf[1], i);
+            assert!(buf[2..m.len].iter().all(|b| *b == i));
+        }
+        // Without GSO: the same datagrams one by one.
+        b.push(&[], &[9; 10]);
+        b.push(&[], &[9; 10]);
+        let out = b.send(&client, to, None, false).await;
+        assert_eq!((out.sent, out.gso), (2, false));
+        for _ in 0..2 {
+            assert_eq!(recv_with_meta(&server, &mut buf).await.unwrap().len, 10);
+        }
     }
 }
