@@ -161,6 +161,11 @@ pub struct HaSection {
     /// at a time. Falls back to that, with a warning, when the kernel refuses.
     #[serde(default = "default_true")]
     pub offload: bool,
+    /// RFC 3519 Tunnel Data of one super-packet leaves in one UDP GSO send
+    /// (`UDP_SEGMENT`); `false` sends each datagram on its own. Turned off, with a
+    /// warning, when the kernel refuses it.
+    #[serde(default = "default_true")]
+    pub udp_gso: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -281,6 +286,9 @@ pub struct MnSection {
     /// encapsulation, and segments from the tunnel are merged before the TUN.
     #[serde(default = "default_true")]
     pub offload: bool,
+    /// RFC 3519 Tunnel Data in UDP GSO sends, as the home agent's `udp_gso`.
+    #[serde(default = "default_true")]
+    pub udp_gso: bool,
     pub spi: u32,
     pub key: HexKey,
     #[serde(default)]

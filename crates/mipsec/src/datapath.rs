@@ -14,6 +14,7 @@ use netio::offload::{segment, PacketList, VnetHdr};
 use netio::raw::RawIp;
 use netio::raw_batch::{RawRecvBatch, RawSendBatch, MAX_BATCH};
 use netio::tun::{Tun, TUN_F_CSUM, TUN_F_TSO4};
+use netio::udp::{GsoBatch, GsoOutcome};
 use std::net::Ipv4Addr;
 use tracing::{debug, warn};
 
@@ -30,6 +31,11 @@ pub(crate) struct DataPath {
     /// TUN reads that were super-packets, and the segments they gave.
     pub super_packets: u64,
     pub segments: u64,
+    /// RFC 3519 Tunnel Data goes out with UDP GSO (until the kernel refuses it).
+    pub udp_gso: bool,
+    /// GSO sends, and the datagrams they carried.
+    pub udp_gso_sends: u64,
+    pub udp_gso_datagrams: u64,
 }
 
 /// Opens a tunnel device, with offloads when `offload` and the kernel agrees.
@@ -62,6 +68,9 @@ pub(crate) fn open(name: &str, offload: bool) -> Result<(Tun, u32, DataPath), Se
             co: Coalescer::new(),
             super_packets: 0,
             segments: 0,
+            udp_gso: true,
+            udp_gso_sends: 0,
+            udp_gso_datagrams: 0,
         },
     ))
 }
@@ -173,6 +182,27 @@ impl DataPath {
         failed
     }
 
+    /// Sends UDP datagrams gathered for one destination: one GSO send while the kernel
+    /// takes them (turned off, logged once, when it refuses), else one by one.
+    pub async fn send_udp(
+        &mut self,
+        b: &mut GsoBatch,
+        sock: &tokio::net::UdpSocket,
+        dst: std::net::SocketAddrV4,
+        src: Option<Ipv4Addr>,
+    ) -> GsoOutcome {
+        let out = b.send(sock, dst, src, self.udp_gso).await;
+        if out.gso {
+            self.udp_gso_sends += 1;
+            self.udp_gso_datagrams += out.sent as u64;
+        }
+        if let Some(e) = &out.gso_refused {
+            warn!("UDP GSO refused by the kernel ({e}): Tunnel Data goes one datagram at a time");
+            self.udp_gso = false;
+        }
+        out
+    }
+
     /// Segments merged into super-packets before entering the TUN.
     pub fn coalesced(&self) -> u64 {
         self.co.merged
@@ -185,6 +215,9 @@ impl DataPath {
             "tun_super_packets": self.super_packets,
             "tun_segments": self.segments,
             "coalesced_segments": self.coalesced(),
+            "udp_gso": self.udp_gso,
+            "udp_gso_sends": self.udp_gso_sends,
+            "udp_gso_datagrams": self.udp_gso_datagrams,
         })
     }
 }

@@ -146,8 +146,8 @@ struct Daemon {
     home_ifindex: Option<u32>,
     /// Static home addresses (the pool comes from the config): what leftovers may be ours.
     ours: std::collections::HashSet<Ipv4Addr>,
-    /// Reused for each RFC 3519 Tunnel Data message sent.
-    udp_out: Vec<u8>,
+    /// RFC 3519 Tunnel Data gathered for one UDP GSO send.
+    udp_gso: netio::udp::GsoBatch,
     counters: Counters,
     ctl_rx: mpsc::Receiver<StatusRequest>,
     _ctl: Option<ControlServer>,
@@ -212,7 +212,8 @@ impl Daemon {
             internal_ifindex,
             h.trusted_networks.iter().map(|n| n.0).collect(),
         );
-        let (tun, tun_ifindex, dp) = crate::datapath::open(&h.tunnel_device, h.offload)?;
+        let (tun, tun_ifindex, mut dp) = crate::datapath::open(&h.tunnel_device, h.offload)?;
+        dp.udp_gso = h.udp_gso;
         let routes = RouteWorker::start(tun_ifindex, arp).map_err(Error::RouteWorker)?;
         write_sysctl("/proc/sys/net/ipv4/ip_forward", "1");
         if let Some(name) = &h.home_interface {
@@ -250,7 +251,7 @@ impl Daemon {
             nl,
             home_ifindex,
             ours,
-            udp_out: Vec::with_capacity(65536),
+            udp_gso: netio::udp::GsoBatch::new(),
             counters: Counters::default(),
             ctl_rx,
             _ctl: ctl,

@@ -13,10 +13,40 @@ use crate::drops::DropReason;
 use mip4::ha::ForwardTo;
 use mip4::wire::tunnel::TunnelData;
 use netio::raw_batch::RawRecvBatch;
-use netio::udp::send_from;
+use netio::udp::GsoBatch;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Instant;
+use tokio::net::UdpSocket;
 use tracing::debug;
+
+/// The header of an RFC 3519 Tunnel Data message carrying IPv4 (type 4, next header 4,
+/// reserved), before each segment.
+pub(crate) const TD_HEADER: [u8; 4] = TunnelData::header(4);
+
+/// Sends the Tunnel Data messages gathered for one peer (`DataPath::send_udp`) and
+/// counts them.
+async fn send_udp_batch(
+    b: &mut GsoBatch,
+    udp: &UdpSocket,
+    dp: &mut crate::datapath::DataPath,
+    counters: &mut super::Counters,
+    peer: SocketAddrV4,
+    local: Ipv4Addr,
+) {
+    let n = b.len();
+    let inner = b.bytes().saturating_sub(n * TD_HEADER.len());
+    let out = dp.send_udp(b, udp, peer, Some(local)).await;
+    if out.failed == 0 {
+        counters.tx_packets += out.sent as u64;
+        counters.tx_bytes += inner as u64;
+    } else {
+        debug!("tunnel send to {peer}: {:?}", out.error);
+        counters.tx_packets += out.sent as u64;
+        for _ in 0..out.failed {
+            counters.drop(DropReason::TunnelSendFailed);
+        }
+    }
+}
 
 impl Daemon {
     /// A batch of IP-in-IP packets (outer header included) from the raw socket.
@@ -109,24 +139,35 @@ impl Daemon {
             match to {
                 ForwardTo::IpInIp { care_of, .. } => self.dp.queue_packets(care_of),
                 ForwardTo::Udp { peer, local } => {
-                    for s in self.dp.packets().iter() {
-                        self.udp_out.clear();
-                        TunnelData {
-                            next_header: 4,
-                            packet: s,
-                        }
-                        .emit(&mut self.udp_out);
-                        match send_from(&self.udp, &self.udp_out, peer, local).await {
-                            Ok(_) => {
-                                self.counters.tx_packets += 1;
-                                self.counters.tx_bytes += s.len() as u64;
-                            }
-                            Err(e) => {
-                                debug!("tunnel send to {peer}: {e}");
+                    // The segments of one read as Tunnel Data messages of one size (the
+                    // last may be shorter): one UDP GSO send each batch.
+                    let segs = self.dp.lend_packets();
+                    for s in segs.iter() {
+                        if !self.udp_gso.push(&TD_HEADER, s) {
+                            send_udp_batch(
+                                &mut self.udp_gso,
+                                &self.udp,
+                                &mut self.dp,
+                                &mut self.counters,
+                                peer,
+                                local,
+                            )
+                            .await;
+                            if !self.udp_gso.push(&TD_HEADER, s) {
                                 self.counters.drop(DropReason::TunnelSendFailed);
                             }
                         }
                     }
+                    send_udp_batch(
+                        &mut self.udp_gso,
+                        &self.udp,
+                        &mut self.dp,
+                        &mut self.counters,
+                        peer,
+                        local,
+                    )
+                    .await;
+                    self.dp.restore_packets(segs);
                 }
             }
         }

@@ -255,7 +255,8 @@ impl Daemon {
         let mut seed = [0u8; 32];
         crate::shell::getrandom(&mut seed);
         let node = MobileNode::new(cfg, seed)?;
-        let (tun, tun_ifindex, dp) = crate::datapath::open(&m.tunnel_device, m.offload)?;
+        let (tun, tun_ifindex, mut dp) = crate::datapath::open(&m.tunnel_device, m.offload)?;
+        dp.udp_gso = m.udp_gso;
         // Fail closed beyond the process: the routes for user data point into this
         // device, and a persistent device keeps them after a crash (kill -9), where
         // its packets are dropped unread instead of leaving in the clear through the

@@ -5,6 +5,8 @@
 
 use super::{Daemon, Via};
 use mip4::wire::MIP_PORT;
+/// An RFC 3519 Tunnel Data header for IPv4, before each tunnelled packet.
+const TD_HEADER: [u8; 4] = mip4::wire::tunnel::TunnelData::header(4);
 use mobility::{Gate, Layer, Mode, Tunnel};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant, SystemTime};
@@ -37,6 +39,8 @@ pub(super) const ECHO_ID: u16 = 0x6d69;
 pub(super) enum TxTarget {
     Link(usize),
     Tia,
+    /// RFC 3519 Tunnel Data from link `.0`'s care-of address to `.1`.
+    Udp(usize, SocketAddrV4),
 }
 
 /// The IP-in-IP sends of one burst of user packets (a wake-up of the TUN or of the
@@ -50,6 +54,8 @@ pub(super) struct TxBatch {
     on: bool,
     target: Option<TxTarget>,
     batch: netio::raw_batch::RawSendBatch,
+    /// Tunnel Data messages for one UDP GSO send (`TxTarget::Udp`).
+    udp: netio::udp::GsoBatch,
 }
 
 impl TxBatch {
@@ -84,10 +90,58 @@ impl Daemon {
         self.tx.on = false;
     }
 
+    /// Queues one RFC 3519 Tunnel Data message (`packet` behind its header) for `dst`
+    /// when a burst is being read; false when it must go at once.
+    async fn batch_udp(&mut self, li: usize, dst: SocketAddrV4, packet: &[u8]) -> bool {
+        if !self.tx.on {
+            return false;
+        }
+        let target = TxTarget::Udp(li, dst);
+        if self.tx.target != Some(target) {
+            self.send_tx_batch().await;
+            self.tx.target = Some(target);
+        }
+        if !self.tx.udp.push(&TD_HEADER, packet) {
+            self.send_tx_batch().await;
+            self.tx.target = Some(target);
+            if !self.tx.udp.push(&TD_HEADER, packet) {
+                return false;
+            }
+        }
+        true
+    }
+
     async fn send_tx_batch(&mut self) {
         let Some(target) = self.tx.target.take() else {
             return;
         };
+        if let TxTarget::Udp(li, dst) = target {
+            let n = self.tx.udp.len();
+            let inner = self.tx.udp.bytes().saturating_sub(n * TD_HEADER.len());
+            let l = &self.links[li];
+            let sock = l
+                .attached
+                .and_then(|a| l.udp.iter().find(|u| u.0 == a.care_of))
+                .map(|u| &u.1);
+            let Some(sock) = sock else {
+                for _ in 0..n {
+                    self.counters.drop("no registration socket");
+                }
+                self.tx.udp.clear();
+                return;
+            };
+            let out = self.dp.send_udp(&mut self.tx.udp, sock, dst, None).await;
+            self.counters.tx_packets += out.sent as u64;
+            if out.failed == 0 {
+                self.counters.tx_bytes += inner as u64;
+            } else {
+                debug!("udp tunnel send: {:?}", out.error);
+                for _ in 0..out.failed {
+                    self.counters.drop("tunnel send failed");
+                }
+            }
+            return;
+        }
         if self.tx.batch.is_empty() {
             return;
         }
@@ -98,6 +152,7 @@ impl Daemon {
                 .and_then(|l| l.raw.as_ref())
                 .map(|r| &r.1),
             TxTarget::Tia => self.outer.tia.as_ref().map(|p| &p.raw),
+            TxTarget::Udp(..) => None,
         };
         let Some(sock) = sock else {
             for _ in 0..self.tx.batch.len() {
@@ -234,16 +289,19 @@ impl Daemon {
 
     /// RFC 3519 Tunnel Data to a home agent (the i-HA inside, the x-HA outside).
     pub(super) async fn send_udp_tunnel_to(&mut self, li: usize, packet: &[u8], ha: Ipv4Addr) {
+        if self.udp_at_care_of(li).is_none() {
+            return self.counters.drop("no registration socket");
+        }
+        let dst = SocketAddrV4::new(ha, MIP_PORT);
+        if self.batch_udp(li, dst, packet).await {
+            return;
+        }
         let Some(s) = self.udp_at_care_of(li) else {
             return self.counters.drop("no registration socket");
         };
-        let mut msg = Vec::with_capacity(packet.len() + 4);
-        mip4::wire::tunnel::TunnelData {
-            next_header: 4,
-            packet,
-        }
-        .emit(&mut msg);
-        let dst = SocketAddrV4::new(ha, MIP_PORT);
+        let mut msg = Vec::with_capacity(packet.len() + TD_HEADER.len());
+        msg.extend_from_slice(&TD_HEADER);
+        msg.extend_from_slice(packet);
         match s.send_to(&msg, dst).await {
             Ok(_) => {
                 self.counters.tx_packets += 1;

@@ -41,7 +41,7 @@ impl<'a> TunnelData<'a> {
     }
 
     /// Writes only the 4-octet header, for callers that prepend in place.
-    pub fn header(next_header: u8) -> [u8; HEADER_LEN] {
+    pub const fn header(next_header: u8) -> [u8; HEADER_LEN] {
         [MessageType::TUNNEL_DATA.0, next_header, 0, 0]
     }
 }
