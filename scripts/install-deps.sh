@@ -13,7 +13,7 @@ APT_PKGS=(
   strongswan-swanctl charon-systemd strongswan-charon strongswan-pki
   libcharon-extra-plugins libstrongswan-extra-plugins libstrongswan-standard-plugins
   python3-scapy python3-cryptography
-  dnsmasq-base busybox
+  dnsmasq-base busybox ethtool
 )
 missing=()
 for p in "${APT_PKGS[@]}"; do

@@ -220,6 +220,9 @@ pub fn setup(lab: &mut Lab) -> Result<()> {
     // from an outside tunnel cannot enter the intranet there.
     let leg = "table inet xha_leg {\n chain forward {\n  type filter hook forward priority 0;\n  oifname \"eth1\" counter drop\n }\n}\n";
     load_nft(lab, "xha", "xha-leg.nft", leg)?;
+    for role in ["xha", "xfa"] {
+        lab.no_udp_segmentation(role)?;
+    }
     Ok(())
 }
 

@@ -63,6 +63,12 @@ control_socket = "{d}/fa.sock"
 /// Writes ha.toml and mn.toml into the lab directory; returns (ha.toml, mn.toml).
 pub fn write_configs(lab: &Lab, lifetime: u32) -> Result<(String, String)> {
     let d = lab.dir.display();
+    // For A/B measurements of the RFC 3519 path: MIPSEC_LAB_UDP_GSO=off.
+    let gso = if std::env::var("MIPSEC_LAB_UDP_GSO").is_ok_and(|v| v == "off") {
+        "udp_gso = false\n"
+    } else {
+        ""
+    };
     let ha = format!(
         r#"[ha]
 address = "{HA_ADDR}"
@@ -71,7 +77,7 @@ home_interface = "eth0"
 tunnel_device = "mipha0"
 max_lifetime = 1800
 control_socket = "{d}/ha.sock"
-{HA_TRUSTED}
+{gso}{HA_TRUSTED}
 
 [[mobile_node]]
 home_address = "{MN_HOME}"
@@ -96,7 +102,7 @@ key = "{MN_KEY}"
 lifetime = {lifetime}
 trusted_agents = ["{FA_ADDR}"]
 control_socket = "{d}/mn.sock"
-"#
+{gso}"#
     );
     let hp = lab.dir.join("ha.toml");
     let mp = lab.dir.join("mn.toml");

@@ -65,6 +65,10 @@ pub fn lab_lock_needing(test: &str, needs: &[&str]) -> Option<MutexGuard<'static
     Some(g)
 }
 
+/// `ethtool`, which the lab uses to turn UDP segmentation offload off on its links
+/// (`Lab::no_udp_segmentation`).
+pub const ETHTOOL: &str = "/usr/sbin/ethtool";
+
 /// `tshark -n -r file <args>`; its standard output. A tshark that fails fails the test.
 pub fn tshark(file: &Path, args: &[&str]) -> String {
     let out = Command::new("tshark")

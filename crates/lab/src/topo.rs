@@ -265,6 +265,31 @@ impl Lab {
                 &path.display().to_string(),
             ],
         )?;
+        for role in ["ha", "mn", "fa"] {
+            self.no_udp_segmentation(role)?;
+        }
+        Ok(())
+    }
+
+    /// Turns UDP segmentation offload off on every interface of `role`'s namespace:
+    /// the daemons' UDP GSO sends (RFC 3519 Tunnel Data) are then cut into their
+    /// datagrams before the device, as for a NIC without it, so captures and the leak
+    /// check see the datagrams a wire would carry (a veth would carry the
+    /// super-datagram whole to the receiver). Needs `ethtool`.
+    pub fn no_udp_segmentation(&self, role: &str) -> Result<()> {
+        let ns = self.ns(role);
+        let links = netns::run("ip", &["-n", &ns, "-o", "link", "show"])?;
+        for l in links.lines() {
+            // "3: eth0@if4: <...": the name before '@' or ':'.
+            let Some(name) = l.split(": ").nth(1) else {
+                continue;
+            };
+            let name = name.split('@').next().unwrap_or(name);
+            if name == "lo" {
+                continue;
+            }
+            no_udp_segmentation_on(&ns, name)?;
+        }
         Ok(())
     }
 
@@ -444,6 +469,30 @@ impl Drop for Lab {
 
 /// Moves the MN of the lab with `prefix` (see [`Lab::move_mn`]); usable from another
 /// process, e.g. `mipsec-lab move <prefix> int-a` next to `mipsec-lab up`.
+/// `ethtool -K <dev> tx-udp-segmentation off` in namespace `ns` (see
+/// `Lab::no_udp_segmentation`).
+pub fn no_udp_segmentation_on(ns: &str, dev: &str) -> Result<()> {
+    netns::run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            ns,
+            "ethtool",
+            "-K",
+            dev,
+            "tx-udp-segmentation",
+            "off",
+        ],
+    )
+    .map(|_| ())
+    .map_err(|e| {
+        other(format!(
+            "ethtool {dev} in {ns} (scripts/install-deps.sh installs ethtool): {e}"
+        ))
+    })
+}
+
 pub fn move_mn(prefix: &str, to: Segment) -> Result<()> {
     move_mn_with(prefix, to, Duration::ZERO)
 }

@@ -66,6 +66,7 @@ pub fn add_second_link(lab: &Lab) -> Result<()> {
         ],
     )?;
     ip(&["-n", &mn, "link", "set", ETH1.ifname, "up"])?;
+    crate::topo::no_udp_segmentation_on(&mn, ETH1.ifname)?;
     Ok(())
 }
 

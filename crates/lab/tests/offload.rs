@@ -315,3 +315,118 @@ fn fa_offload_puts_clean_mtu_sized_segments_on_the_wire() {
     let big = tshark(&cap, "frame.len > 1502", &["frame.len", "ip.src"]);
     assert!(big.is_empty(), "oversized: {:?}", &big[..big.len().min(5)]);
 }
+
+/// RFC 3519 UDP tunnelling (the node behind the NAT) with UDP GSO: the home agent and
+/// the node send each super-packet's Tunnel Data messages in GSO sends, and what a link
+/// without UDP segmentation offload carries is still one Tunnel Data message per
+/// datagram, each one inner packet with its 32 octets of overhead (outer IP, UDP, Tunnel
+/// Data header; RFC 5265 5.2), within the path MTU, unfragmented, and tshark-clean (the
+/// inner TCP checksums checked); the data arrives intact both ways. The lab's links
+/// have `tx-udp-segmentation` off (`Lab::no_udp_segmentation`), so the kernel cuts the
+/// GSO sends before the capture point, as for a NIC without UDP segmentation offload
+/// (a veth would otherwise carry the super-datagram whole to the receiver).
+#[test]
+fn udp_tunnel_gso_puts_one_tunnel_data_message_per_datagram_on_the_wire() {
+    let Some(_g) = testing::lab_lock_needing(
+        "udp_tunnel_gso_puts_one_tunnel_data_message_per_datagram_on_the_wire",
+        &[testing::ETHTOOL],
+    ) else {
+        return;
+    };
+    let mut ml = MipLab::start(&exe(), true, 300).unwrap();
+    ml.lab.move_mn(Segment::Nat).unwrap();
+    ml.wait_mn(Duration::from_secs(10), |v| {
+        MipLab::registered_at(v, Segment::Nat.mn_addr()) && v["udp_tunnel"] == true
+    })
+    .unwrap();
+    let cap = ml.lab.dir.join("gso.pcap");
+    start_capture(&mut ml.lab, "ha", "eth0", &cap, "udp port 434").unwrap();
+    transfer(&ml, false, 30 << 20);
+    transfer(&ml, true, 30 << 20);
+    std::thread::sleep(Duration::from_millis(300));
+    ml.lab.stop("capture-ha", libc::SIGINT);
+    let kept = keep_capture(&cap, "mipsec-lab-udp-gso");
+
+    // Both ends sent in GSO batches.
+    let ha = ml.ha_status().unwrap();
+    let mn = ml.mn_status().unwrap();
+    for (who, v) in [("HA", &ha), ("MN", &mn)] {
+        let dp = &v["data_path"];
+        assert_eq!(dp["udp_gso"], true, "{who}: {dp}");
+        let sends = dp["udp_gso_sends"].as_u64().unwrap();
+        let dgrams = dp["udp_gso_datagrams"].as_u64().unwrap();
+        eprintln!("{who}: {sends} GSO sends carried {dgrams} datagrams");
+        assert!(sends > 100, "{who}: {dp}");
+        assert!(dgrams > 10 * sends / 2, "{who}: {dp}");
+    }
+
+    let data = "mip.type == 4 && tcp.len > 0";
+    let n = tshark(&kept, data, &["frame.len"]).len();
+    assert!(n > 5_000, "{n} tunnelled data packets");
+    // One inner packet per datagram: outer IP length minus inner IP length is 32 for
+    // every Tunnel Data message, both directions.
+    let over: Vec<i64> = tshark(&kept, "mip.type == 4", &["ip.len"])
+        .iter()
+        .filter_map(|l| {
+            let v: Vec<i64> = l.split(',').filter_map(|x| x.trim().parse().ok()).collect();
+            (v.len() >= 2).then(|| v[0] - v[1])
+        })
+        .collect();
+    let mut distinct = over.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(distinct, [32], "overheads of {} messages", over.len());
+    // Both directions present.
+    let from_ha = tshark(
+        &kept,
+        &format!("{data} && ip.src == {HA_ADDR}"),
+        &["frame.len"],
+    );
+    let to_ha = tshark(
+        &kept,
+        &format!("{data} && ip.dst == {HA_ADDR}"),
+        &["frame.len"],
+    );
+    assert!(
+        from_ha.len() > 1_000 && to_ha.len() > 1_000,
+        "down {} up {}",
+        from_ha.len(),
+        to_ha.len()
+    );
+    // Within the path MTU, unfragmented, and clean: inner IP and TCP checksums good (the
+    // outer UDP checksum is left to the veth's checksum offload, so not judged here).
+    let big = tshark(&kept, "frame.len > 1514", &["frame.len", "ip.src"]);
+    assert!(big.is_empty(), "oversized: {:?}", &big[..big.len().min(5)]);
+    let frag = tshark(&kept, "ip.flags.mf == 1 || ip.frag_offset > 0", &["ip.src"]);
+    assert!(frag.is_empty(), "{} fragments", frag.len());
+    // The UDP checksums are still partial where the capture sees them (a veth with
+    // checksum offload completes nothing, with or without GSO), so tshark's UDP check
+    // stays off; the inner IP and TCP checksums are ours, and are checked.
+    let prefs = [
+        "-o",
+        "ip.check_checksum:TRUE",
+        "-o",
+        "tcp.check_checksum:TRUE",
+        "-o",
+        "tcp.analyze_sequence_numbers:FALSE",
+    ];
+    let checked = testing::fields(
+        &kept,
+        &prefs,
+        "tcp.checksum.status == \"Good\"",
+        &["frame.len"],
+    );
+    assert!(
+        checked.len() > 5_000,
+        "{} TCP checksums checked",
+        checked.len()
+    );
+    let bad = testing::fields(
+        &kept,
+        &prefs,
+        "_ws.malformed || ip.checksum.status == \"Bad\" || tcp.checksum.status == \"Bad\" \
+         || _ws.expert.severity >= \"Error\"",
+        &["ip.src", "ip.dst", "_ws.expert.message"],
+    );
+    assert!(bad.is_empty(), "flagged:\n{}", bad.join("\n"));
+}
