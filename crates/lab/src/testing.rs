@@ -65,10 +65,6 @@ pub fn lab_lock_needing(test: &str, needs: &[&str]) -> Option<MutexGuard<'static
     Some(g)
 }
 
-/// `ethtool`, which the lab uses to turn UDP segmentation offload off on its links
-/// (`Lab::no_udp_segmentation`).
-pub const ETHTOOL: &str = "/usr/sbin/ethtool";
-
 /// `tshark -n -r file <args>`; its standard output. A tshark that fails fails the test.
 pub fn tshark(file: &Path, args: &[&str]) -> String {
     let out = Command::new("tshark")
@@ -178,6 +174,18 @@ pub fn lab_in_foreign_mode() -> MipLab {
     ml.lab.move_mn(Segment::IntB).expect("move to int-b");
     ml.wait_mn(Duration::from_secs(10), in_foreign_mode)
         .expect("registered through the agent on int-b");
+    ml
+}
+
+/// A lab with the MN behind the NAT, registered co-located with RFC 3519 UDP
+/// tunnelling (`udp_tunnel` in its status).
+pub fn lab_behind_nat() -> MipLab {
+    let mut ml = MipLab::start(&exe(), true, 300).expect("lab");
+    ml.lab.move_mn(Segment::Nat).expect("move to nat");
+    ml.wait_mn(Duration::from_secs(10), |v| {
+        MipLab::registered_at(v, Segment::Nat.mn_addr()) && v["udp_tunnel"] == true
+    })
+    .expect("registered behind the NAT with UDP tunnelling");
     ml
 }
 

@@ -37,10 +37,7 @@ fn overheads(cap: &Path, filter: &str) -> Vec<i64> {
 /// 20 octets, the MIP UDP tunnel 12 more).
 #[test]
 fn foreign_agent_and_nat_traversal_keep_tcp() {
-    let Some(_g) = lab::testing::lab_lock_needing(
-        "foreign_agent_and_nat_traversal_keep_tcp",
-        &[lab::testing::ETHTOOL],
-    ) else {
+    let Some(_g) = lab_lock("foreign_agent_and_nat_traversal_keep_tcp") else {
         return;
     };
     let mut ml = MipLab::start(&exe(), true, 300).unwrap();

@@ -210,12 +210,7 @@ fn nat_binding_moves_on_registrations_not_on_data() {
     let Some(_g) = lab_lock("nat_binding_moves_on_registrations_not_on_data") else {
         return;
     };
-    let mut ml = MipLab::start(&exe(), true, 300).unwrap();
-    ml.lab.move_mn(Segment::Nat).unwrap();
-    ml.wait_mn(Duration::from_secs(10), |v| {
-        MipLab::registered_at(v, Segment::Nat.mn_addr()) && v["udp_tunnel"] == true
-    })
-    .unwrap();
+    let ml = lab::testing::lab_behind_nat();
     let peer = |ha: &Value| {
         ha["bindings"]
             .as_array()

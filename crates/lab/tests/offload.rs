@@ -104,18 +104,20 @@ fn transfer(ml: &MipLab, up: bool, total: u64) {
 /// tshark's `fields` of the frames matching `filter`, with its IP, TCP and UDP checksum
 /// checks on (and TCP sequence analysis off: it judges the traffic, not the format).
 fn tshark(file: &Path, filter: &str, fields: &[&str]) -> Vec<String> {
-    let prefs = [
-        "-o",
-        "ip.check_checksum:TRUE",
-        "-o",
-        "tcp.check_checksum:TRUE",
-        "-o",
-        "udp.check_checksum:TRUE",
-        "-o",
-        "tcp.analyze_sequence_numbers:FALSE",
-    ];
+    let mut prefs = IP_TCP_CHECKS.to_vec();
+    prefs.extend(["-o", "udp.check_checksum:TRUE"]);
     testing::fields(file, &prefs, filter, fields)
 }
+
+/// tshark preferences: IP and TCP checksum checks on, TCP sequence analysis off.
+const IP_TCP_CHECKS: [&str; 6] = [
+    "-o",
+    "ip.check_checksum:TRUE",
+    "-o",
+    "tcp.check_checksum:TRUE",
+    "-o",
+    "tcp.analyze_sequence_numbers:FALSE",
+];
 
 /// An IP-in-IP packet to the HA whose inner TCP checksum is wrong: the negative
 /// control that shows the checksum check can fail (the HA drops it: no binding).
@@ -327,18 +329,11 @@ fn fa_offload_puts_clean_mtu_sized_segments_on_the_wire() {
 /// (a veth would otherwise carry the super-datagram whole to the receiver).
 #[test]
 fn udp_tunnel_gso_puts_one_tunnel_data_message_per_datagram_on_the_wire() {
-    let Some(_g) = testing::lab_lock_needing(
-        "udp_tunnel_gso_puts_one_tunnel_data_message_per_datagram_on_the_wire",
-        &[testing::ETHTOOL],
-    ) else {
+    let Some(_g) = lab_lock("udp_tunnel_gso_puts_one_tunnel_data_message_per_datagram_on_the_wire")
+    else {
         return;
     };
-    let mut ml = MipLab::start(&exe(), true, 300).unwrap();
-    ml.lab.move_mn(Segment::Nat).unwrap();
-    ml.wait_mn(Duration::from_secs(10), |v| {
-        MipLab::registered_at(v, Segment::Nat.mn_addr()) && v["udp_tunnel"] == true
-    })
-    .unwrap();
+    let mut ml = lab::testing::lab_behind_nat();
     let cap = ml.lab.dir.join("gso.pcap");
     start_capture(&mut ml.lab, "ha", "eth0", &cap, "udp port 434").unwrap();
     transfer(&ml, false, 30 << 20);
@@ -402,14 +397,7 @@ fn udp_tunnel_gso_puts_one_tunnel_data_message_per_datagram_on_the_wire() {
     // The UDP checksums are still partial where the capture sees them (a veth with
     // checksum offload completes nothing, with or without GSO), so tshark's UDP check
     // stays off; the inner IP and TCP checksums are ours, and are checked.
-    let prefs = [
-        "-o",
-        "ip.check_checksum:TRUE",
-        "-o",
-        "tcp.check_checksum:TRUE",
-        "-o",
-        "tcp.analyze_sequence_numbers:FALSE",
-    ];
+    let prefs = IP_TCP_CHECKS;
     let checked = testing::fields(
         &kept,
         &prefs,

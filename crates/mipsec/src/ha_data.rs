@@ -142,31 +142,25 @@ impl Daemon {
                     // The segments of one read as Tunnel Data messages of one size (the
                     // last may be shorter): one UDP GSO send each batch.
                     let segs = self.dp.lend_packets();
-                    for s in segs.iter() {
-                        if !self.udp_gso.push(&TD_HEADER, s) {
-                            send_udp_batch(
-                                &mut self.udp_gso,
-                                &self.udp,
-                                &mut self.dp,
-                                &mut self.counters,
-                                peer,
-                                local,
-                            )
-                            .await;
-                            if !self.udp_gso.push(&TD_HEADER, s) {
-                                self.counters.drop(DropReason::TunnelSendFailed);
-                            }
+                    let mut rest = segs.iter().peekable();
+                    while let Some(first) = rest.next() {
+                        if !self.udp_gso.push(&TD_HEADER, first) {
+                            // Not even alone in a batch: too large for one datagram.
+                            self.counters.drop(DropReason::TunnelSendFailed);
+                            continue;
                         }
+                        while rest.next_if(|s| self.udp_gso.push(&TD_HEADER, s)).is_some() {}
+                        send_udp_batch(
+                            &mut self.udp_gso,
+                            &self.udp,
+                            &mut self.dp,
+                            &mut self.counters,
+                            peer,
+                            local,
+                        )
+                        .await;
                     }
-                    send_udp_batch(
-                        &mut self.udp_gso,
-                        &self.udp,
-                        &mut self.dp,
-                        &mut self.counters,
-                        peer,
-                        local,
-                    )
-                    .await;
+                    drop(rest);
                     self.dp.restore_packets(segs);
                 }
             }

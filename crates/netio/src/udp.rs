@@ -202,6 +202,33 @@ fn sendmsg_pktinfo(fd: i32, data: &[u8], dst: SocketAddrV4, src: Ipv4Addr) -> io
     sendmsg_with(fd, data, dst, Some(src), None)
 }
 
+/// Writes an `IP_PKTINFO` control message asking for source `src` into the header at
+/// `c` (null: no room).
+///
+/// # Safety
+/// `c` is null or points at a control message header inside a msghdr's control buffer
+/// with room for `CMSG_SPACE(in_pktinfo)` octets from it.
+pub(crate) unsafe fn write_pktinfo(c: *mut libc::cmsghdr, src: Ipv4Addr) -> io::Result<()> {
+    if c.is_null() {
+        return Err(io::Error::other("no room for IP_PKTINFO"));
+    }
+    // SAFETY: the caller promises room for the header and its in_pktinfo.
+    unsafe {
+        (*c).cmsg_level = libc::IPPROTO_IP;
+        (*c).cmsg_type = libc::IP_PKTINFO;
+        (*c).cmsg_len = libc::CMSG_LEN(size_of::<libc::in_pktinfo>() as u32) as usize;
+        let info = libc::in_pktinfo {
+            ipi_ifindex: 0,
+            ipi_spec_dst: libc::in_addr {
+                s_addr: u32::from(src).to_be(),
+            },
+            ipi_addr: libc::in_addr { s_addr: 0 },
+        };
+        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<libc::in_pktinfo>(), info);
+    }
+    Ok(())
+}
+
 /// `UDP_SEGMENT` (linux/udp.h): the size of each datagram of a GSO send.
 const UDP_SEGMENT: libc::c_int = 103;
 
@@ -270,20 +297,7 @@ fn sendmsg_with(
     unsafe {
         let mut c = libc::CMSG_FIRSTHDR(&msg);
         if let Some(src) = src {
-            if c.is_null() {
-                return Err(io::Error::other("no room for IP_PKTINFO"));
-            }
-            (*c).cmsg_level = libc::IPPROTO_IP;
-            (*c).cmsg_type = libc::IP_PKTINFO;
-            (*c).cmsg_len = libc::CMSG_LEN(size_of::<libc::in_pktinfo>() as u32) as usize;
-            let info = libc::in_pktinfo {
-                ipi_ifindex: 0,
-                ipi_spec_dst: libc::in_addr {
-                    s_addr: u32::from(src).to_be(),
-                },
-                ipi_addr: libc::in_addr { s_addr: 0 },
-            };
-            std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<libc::in_pktinfo>(), info);
+            write_pktinfo(c, src)?;
             c = libc::CMSG_NXTHDR(&msg, c);
         }
         if let Some(seg) = segment {

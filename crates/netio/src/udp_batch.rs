@@ -193,23 +193,7 @@ fn sendmmsg(fd: i32, msgs: &[Outgoing<'_>]) -> io::Result<usize> {
             unsafe { libc::CMSG_SPACE(size_of::<libc::in_pktinfo>() as u32) } as usize;
         // SAFETY: the control buffer is 64 aligned octets, more than
         // CMSG_SPACE(in_pktinfo) = 24, so the first header and its data are in bounds.
-        unsafe {
-            let c = libc::CMSG_FIRSTHDR(h);
-            if c.is_null() {
-                return Err(io::Error::other("no room for IP_PKTINFO"));
-            }
-            (*c).cmsg_level = libc::IPPROTO_IP;
-            (*c).cmsg_type = libc::IP_PKTINFO;
-            (*c).cmsg_len = libc::CMSG_LEN(size_of::<libc::in_pktinfo>() as u32) as usize;
-            let info = libc::in_pktinfo {
-                ipi_ifindex: 0,
-                ipi_spec_dst: libc::in_addr {
-                    s_addr: u32::from(msgs[i].1).to_be(),
-                },
-                ipi_addr: libc::in_addr { s_addr: 0 },
-            };
-            std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<libc::in_pktinfo>(), info);
-        }
+        unsafe { crate::udp::write_pktinfo(libc::CMSG_FIRSTHDR(h), msgs[i].1)? };
     }
     // SAFETY: every header points at buffers that live until the call returns;
     // sendmmsg only reads them.
