@@ -5,12 +5,13 @@
 
 use super::{Daemon, Via};
 use mip4::wire::MIP_PORT;
-/// An RFC 3519 Tunnel Data header for IPv4, before each tunnelled packet.
-const TD_HEADER: [u8; 4] = mip4::wire::tunnel::TunnelData::header(4);
 use mobility::{Gate, Layer, Mode, Tunnel};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant, SystemTime};
 use tracing::{debug, warn};
+
+/// An RFC 3519 Tunnel Data header for IPv4, before each tunnelled packet.
+const TD_HEADER: [u8; 4] = mip4::wire::tunnel::TunnelData::header(4);
 
 /// Behind a NAT (RFC 3519 UDP tunnelling): when we keep sending user data but have
 /// heard nothing from the home agent for this long, the NAT may have dropped or

@@ -3,6 +3,14 @@
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+/// `ip -n NS <words>`, the words split on whitespace: `ip_n(&cl, &format!("addr add {a}
+/// dev {dev}"))`. As [`sh`].
+pub fn ip_n(ns: &str, words: &str) -> Result<String, String> {
+    let mut args = vec!["ip", "-n", ns];
+    args.extend(words.split_whitespace());
+    sh(&args)
+}
+
 /// Run `args[0]` with the rest as arguments; its stdout when it exits 0, otherwise an error
 /// holding the command, its stdout and its stderr.
 pub fn sh(args: &[&str]) -> Result<String, String> {

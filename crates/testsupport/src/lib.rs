@@ -15,5 +15,5 @@ mod cmd;
 mod topo;
 
 pub use charon::{vici_uri, Charon};
-pub use cmd::{in_ns, is_root, ns_exec, sh, stop};
+pub use cmd::{in_ns, ip_n, is_root, ns_exec, sh, stop};
 pub use topo::{fresh_prefix, Inside, Topology};

@@ -97,7 +97,7 @@ fn lab_bench() {
     }
     lab.stop_client();
     // Back to the original address for the throughput runs.
-    sh(&["ip", "-n", &cl, "addr", "add", "192.0.2.1/24", "dev", &dev]).unwrap();
+    ip_n(&cl, &format!("addr add 192.0.2.1/24 dev {dev}")).unwrap();
     sh(&[
         "ip",
         "-n",

@@ -91,8 +91,8 @@ fn mobike_address_change_keeps_tcp_stream() {
     let ip = lab.tcp_start(8, 8);
     std::thread::sleep(Duration::from_secs(3));
     let (cl, dev) = (lab.cl(), lab.cl_if());
-    sh(&["ip", "-n", &cl, "addr", "add", "192.0.2.3/24", "dev", &dev]).unwrap();
-    sh(&["ip", "-n", &cl, "addr", "del", "192.0.2.1/24", "dev", &dev]).unwrap();
+    ip_n(&cl, &format!("addr add 192.0.2.3/24 dev {dev}")).unwrap();
+    ip_n(&cl, &format!("addr del 192.0.2.1/24 dev {dev}")).unwrap();
     let s = lab.wait_status(Duration::from_secs(10), "MOBIKE move", |s| {
         s["mobike_moves"].as_u64() >= Some(1)
     });
@@ -222,17 +222,7 @@ fn tunnelvision_route_does_not_divert() {
     lab.wait_up();
     let cl = lab.cl();
     // The "DHCP option 121" route: more specific than the tunnel's /16, via a local host.
-    sh(&[
-        "ip",
-        "-n",
-        &cl,
-        "route",
-        "add",
-        "10.1.0.0/24",
-        "via",
-        "192.0.2.254",
-    ])
-    .unwrap();
+    ip_n(&cl, "route add 10.1.0.0/24 via 192.0.2.254").unwrap();
     let get = lab.ns(&cl, &["ip", "route", "get", INTERNAL]).unwrap();
     assert!(get.contains(&format!("dev {}", lab.tun())), "{get}");
     assert!(lab.ping(3), "tunnel traffic diverted\n{}", lab.logs());
@@ -245,7 +235,7 @@ fn tunnelvision_route_does_not_divert() {
         rules.contains("1057:") && rules.contains("lookup 1057"),
         "{rules}"
     );
-    sh(&["ip", "-n", &cl, "rule", "del", "priority", "1057"]).unwrap();
+    ip_n(&cl, "rule del priority 1057").unwrap();
     let get = lab.ns(&cl, &["ip", "route", "get", INTERNAL]).unwrap();
     assert!(get.contains("via 192.0.2.254"), "{get}");
     assert!(!lab.ping(1));

@@ -108,25 +108,16 @@ fn interface_moves_follow_with_mobike() {
     // A -> B, break before make (the address is gone 200 ms before the new one appears).
     let pings = ping_run(&lab, 3);
     std::thread::sleep(Duration::from_millis(500));
-    sh(&["ip", "-n", &cl, "addr", "del", "192.0.2.1/24", "dev", &a]).unwrap();
+    ip_n(&cl, &format!("addr del 192.0.2.1/24 dev {a}")).unwrap();
     std::thread::sleep(Duration::from_millis(200));
     // The route first (onlink), so the new address is usable the moment it appears, as
     // when DHCP hands out both.
-    sh(&[
-        "ip",
-        "-n",
+    ip_n(
         &cl,
-        "route",
-        "add",
-        "192.0.2.2/32",
-        "via",
-        "198.51.100.2",
-        "dev",
-        &x,
-        "onlink",
-    ])
+        &format!("route add 192.0.2.2/32 via 198.51.100.2 dev {x} onlink"),
+    )
     .unwrap();
-    sh(&["ip", "-n", &cl, "addr", "add", "198.51.100.1/24", "dev", &x]).unwrap();
+    ip_n(&cl, &format!("addr add 198.51.100.1/24 dev {x}")).unwrap();
     let s1 = lab.wait_status(Duration::from_secs(10), "move to B", |s| {
         s["local"] == "198.51.100.1:4500" && s["mobike_moves"].as_u64() >= Some(1)
     });
@@ -138,12 +129,12 @@ fn interface_moves_follow_with_mobike() {
     std::thread::sleep(Duration::from_secs(1));
     let pings = ping_run(&lab, 3);
     std::thread::sleep(Duration::from_millis(500));
-    sh(&["ip", "-n", &cl, "addr", "add", "192.0.2.1/24", "dev", &a]).unwrap();
-    sh(&["ip", "-n", &cl, "route", "del", "192.0.2.2/32", "dev", &x]).unwrap();
+    ip_n(&cl, &format!("addr add 192.0.2.1/24 dev {a}")).unwrap();
+    ip_n(&cl, &format!("route del 192.0.2.2/32 dev {x}")).unwrap();
     let s2 = lab.wait_status(Duration::from_secs(10), "move back to A", |s| {
         s["local"] == "192.0.2.1:4500" && s["mobike_moves"].as_u64() >= Some(2)
     });
-    sh(&["ip", "-n", &cl, "addr", "del", "198.51.100.1/24", "dev", &x]).unwrap();
+    ip_n(&cl, &format!("addr del 198.51.100.1/24 dev {x}")).unwrap();
     let (sent2, got2) = pings.join().unwrap();
     assert_eq!(s2["interface"], a.as_str(), "{s2}");
 
@@ -152,23 +143,14 @@ fn interface_moves_follow_with_mobike() {
     std::thread::sleep(Duration::from_secs(1));
     let pings = ping_run(&lab, 3);
     std::thread::sleep(Duration::from_millis(500));
-    sh(&[
-        "ip",
-        "-n",
+    ip_n(
         &cl,
-        "route",
-        "add",
-        "192.0.2.2/32",
-        "via",
-        "198.51.100.2",
-        "dev",
-        &x,
-        "onlink",
-    ])
+        &format!("route add 192.0.2.2/32 via 198.51.100.2 dev {x} onlink"),
+    )
     .unwrap();
-    sh(&["ip", "-n", &cl, "addr", "add", "198.51.100.1/24", "dev", &x]).unwrap();
+    ip_n(&cl, &format!("addr add 198.51.100.1/24 dev {x}")).unwrap();
     std::thread::sleep(Duration::from_millis(200));
-    sh(&["ip", "-n", &cl, "addr", "del", "192.0.2.1/24", "dev", &a]).unwrap();
+    ip_n(&cl, &format!("addr del 192.0.2.1/24 dev {a}")).unwrap();
     let s3 = lab.wait_status(Duration::from_secs(10), "A -> B make-before-break", |s| {
         s["local"] == "198.51.100.1:4500" && s["mobike_moves"].as_u64() >= Some(3)
     });
@@ -177,9 +159,9 @@ fn interface_moves_follow_with_mobike() {
     std::thread::sleep(Duration::from_secs(1));
     let pings = ping_run(&lab, 3);
     std::thread::sleep(Duration::from_millis(500));
-    sh(&["ip", "-n", &cl, "addr", "del", "198.51.100.1/24", "dev", &x]).unwrap();
+    ip_n(&cl, &format!("addr del 198.51.100.1/24 dev {x}")).unwrap();
     std::thread::sleep(Duration::from_millis(200));
-    sh(&["ip", "-n", &cl, "addr", "add", "192.0.2.1/24", "dev", &a]).unwrap();
+    ip_n(&cl, &format!("addr add 192.0.2.1/24 dev {a}")).unwrap();
     let s4 = lab.wait_status(Duration::from_secs(10), "B -> A break-before-make", |s| {
         s["local"] == "192.0.2.1:4500" && s["mobike_moves"].as_u64() >= Some(4)
     });

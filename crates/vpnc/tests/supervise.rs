@@ -298,8 +298,8 @@ fn commanded_mobike_moves_the_tunnel() {
     let spi = up["ike_spi"].as_str().unwrap().to_string();
     assert!(lab.ping(1), "{}", lab.logs());
     let (cl, dev) = (lab.cl(), lab.cl_if());
-    sh(&["ip", "-n", &cl, "addr", "add", "192.0.2.3/24", "dev", &dev]).unwrap();
-    sh(&["ip", "-n", &cl, "addr", "del", "192.0.2.1/24", "dev", &dev]).unwrap();
+    ip_n(&cl, &format!("addr add 192.0.2.3/24 dev {dev}")).unwrap();
+    ip_n(&cl, &format!("addr del 192.0.2.1/24 dev {dev}")).unwrap();
     std::thread::sleep(Duration::from_millis(1500));
     // Not followed: no move, and the tunnel is cut off from its old address.
     assert_eq!(lab.status().unwrap()["mobike_moves"], 0);
@@ -383,34 +383,19 @@ fn commanded_mobike_before_the_route_goes_out_when_the_route_comes() {
     let (cl, dev) = (lab.cl(), lab.cl_if());
     // The new address without its subnet route, the old one gone: no route to the
     // gateway at all.
-    sh(&[
-        "ip",
-        "-n",
+    ip_n(
         &cl,
-        "addr",
-        "add",
-        "192.0.2.3/24",
-        "dev",
-        &dev,
-        "noprefixroute",
-    ])
+        &format!("addr add 192.0.2.3/24 dev {dev} noprefixroute"),
+    )
     .unwrap();
-    sh(&["ip", "-n", &cl, "addr", "del", "192.0.2.1/24", "dev", &dev]).unwrap();
+    ip_n(&cl, &format!("addr del 192.0.2.1/24 dev {dev}")).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let t0 = c.send("mobike 192.0.2.3");
     std::thread::sleep(Duration::from_millis(150));
-    sh(&[
-        "ip",
-        "-n",
+    ip_n(
         &cl,
-        "route",
-        "add",
-        "192.0.2.0/24",
-        "dev",
-        &dev,
-        "src",
-        "192.0.2.3",
-    ])
+        &format!("route add 192.0.2.0/24 dev {dev} src 192.0.2.3"),
+    )
     .unwrap();
     let (t1, ev) = c.next(&lab, "mobike", Duration::from_secs(5));
     assert_eq!(ev["ok"], true, "{ev}\n{}", lab.logs());
@@ -612,17 +597,7 @@ fn bound_to_a_tun_like_mipx0() {
     let stop1 = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let _stop1 = Stop(stop1.clone());
     let p1 = tun_pipe(&cl, &mx, "192.0.2.1:7777", "192.0.2.2:7777", stop1);
-    sh(&[
-        "ip",
-        "-n",
-        &cl,
-        "addr",
-        "add",
-        "198.51.100.1/32",
-        "dev",
-        &mx,
-    ])
-    .unwrap();
+    ip_n(&cl, &format!("addr add 198.51.100.1/32 dev {mx}")).unwrap();
     c.send("mobike 198.51.100.1");
     let (_, ev) = c.next(&lab, "mobike", Duration::from_secs(10));
     assert_eq!(ev["ok"], true, "{ev}\n{}", lab.logs());

@@ -24,7 +24,8 @@ pub const PSK: &str = "correct horse battery staple";
 pub const INTERNAL: &str = "10.1.0.2";
 
 use testsupport::{fresh_prefix, Charon, Inside, Topology};
-pub use testsupport::{in_ns, ns_exec, sh, stop};
+#[allow(unused_imports)] // not every test binary uses every helper
+pub use testsupport::{in_ns, ip_n, ns_exec, sh, stop};
 
 /// True when the lab can run; a loud SKIP when MIPSEC_SKIP_LAB=1; a failure otherwise.
 pub fn need_lab(what: &str) -> bool {
