@@ -8,17 +8,15 @@
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
-use esp::UdpInbound;
-use ikev2::{ChildSaInfo, Event, Initiator};
+use ikev2::ChildSaInfo;
 use netio::netlink::Route;
 use netio::{Netlink, RawIp, RawIpOptions, Tun, TunOptions, UdpOptions};
 use rand::{RngCore, SeedableRng};
 use tokio::net::{UdpSocket, UnixListener};
 
 use crate::config::VpnConfig;
+use crate::engine::{append_key_log, Engine, Note};
 use crate::killswitch::KillSwitch;
-use crate::sas::EspSas;
-use crate::status::Status;
 use crate::supervise::{Commands, Emitter, Event as SupEvent, Supervisor};
 
 mod addresses;
@@ -43,36 +41,20 @@ struct Io {
     tun_ifindex: u32,
 }
 
-/// Protocol and bookkeeping state.
+/// The shell's state around the protocol session (`Engine`).
 struct State {
     cfg: VpnConfig,
-    ike_cfg: ikev2::Config,
-    ike: Option<Initiator>,
-    sas: EspSas,
-    /// Our current IPv4 address and the interface (index, name) that holds it.
-    local_ip: Option<Ipv4Addr>,
+    eng: Engine,
+    /// The interface (index, name) that holds our address (`eng.local_ip()`).
     local_if: Option<(u32, String)>,
     /// The kill switch as installed (its blocked networks follow the traffic selectors
     /// when `kill_switch` is not configured).
     kill: KillSwitch,
+    /// The TIA on our TUN, and the routes of the selectors in our table.
     tia: Option<Ipv4Addr>,
     routes: Vec<Route>,
-    reconnect_at: Option<Instant>,
-    backoff: Duration,
-    attempt_started: Instant,
-    move_started: Option<(Instant, u64, u64)>,
-    rng: rand::rngs::StdRng,
-    status: Status,
     sealbuf: Vec<u8>,
     warned_raw_esp: bool,
-    /// Last ESP sent / received, and the last NAT rebinding probe (see `check_nat_path`).
-    last_esp_tx: Instant,
-    last_esp_rx: Instant,
-    /// Last IKE datagram or authentic ESP packet from the gateway (dead-gateway detection).
-    last_heard: Instant,
-    /// The first ESP packet sent since the last one received (NAT path check).
-    unanswered_since: Option<Instant>,
-    last_probe: Option<Instant>,
     /// The supervisor's event stream (`--events`).
     events: Option<Emitter>,
     /// Follow address changes with MOBIKE on our own (`auto_mobike`).
@@ -81,35 +63,9 @@ struct State {
     pinned: Option<Ipv4Addr>,
     /// The interface the sockets are bound to (`bind_interface`).
     bound_if: Option<String>,
-    /// `up` was sent for the current IKE SA.
-    up_sent: bool,
-    /// A `mobike` command waiting for the gateway's answer: (sent at, address).
-    pending_mobike: Option<(Instant, Ipv4Addr)>,
-    /// An IKE request could not leave the host (no route: an address change the
-    /// routes have not followed yet): it is sent again at this time instead of at
-    /// its retransmission deadline.
-    resend_at: Option<Instant>,
-    /// When a new route last made us send an outstanding IKE request again.
-    route_resent: Option<Instant>,
 }
 
-/// How soon a request that could not leave the host is tried again (the default route
-/// usually follows a new address within milliseconds).
-const RESEND_UNREACHABLE: Duration = Duration::from_millis(20);
-
-/// Behind a NAT, ESP flowing out with nothing coming back for this long means the NAT
-/// mapping probably changed: tell the gateway our (new) public address.
-const NAT_SILENCE: Duration = Duration::from_millis(1000);
-/// At most one rebinding probe per this interval.
-const NAT_PROBE_EVERY: Duration = Duration::from_secs(5);
-
-/// How long the gateway may stay silent (no IKE, no ESP) before we call it dead, tear the
-/// IKE SA down and reconnect: `dpd_interval` (the Initiator's liveness check goes out then)
-/// plus the longer of `dpd_interval` and 2 s for its answer. So a dead gateway is noticed
-/// at most 2 x dpd_interval (at least dpd_interval + 2 s) after we last heard from it.
-pub fn dead_after(dpd_interval: Duration) -> Duration {
-    dpd_interval + dpd_interval.max(Duration::from_secs(2))
-}
+pub use crate::engine::dead_after;
 
 /// How the client is run.
 #[derive(Debug, Clone, Copy, Default)]
@@ -266,44 +222,30 @@ async fn serve(
         tun_ifindex,
     };
     let now = Instant::now();
+    let mut seed = [0u8; 32];
+    rand::rngs::StdRng::from_entropy().fill_bytes(&mut seed);
+    let gateway = cfg.gateway.0;
+    let reconnect_cap = cfg.reconnect_cap();
     let mut st = State {
         cfg,
-        ike_cfg,
-        ike: None,
-        sas: EspSas::new(rand::rngs::StdRng::from_entropy()),
-        local_ip: None,
+        eng: Engine::new(ike_cfg, gateway, reconnect_cap, seed, now),
         local_if: None,
         kill,
         tia: None,
         routes: Vec::new(),
-        reconnect_at: Some(now),
-        backoff: Duration::from_secs(1),
-        attempt_started: now,
-        move_started: None,
-        rng: rand::rngs::StdRng::from_entropy(),
-        status: Status::default(),
         sealbuf: Vec::with_capacity(MAX_PACKET),
         warned_raw_esp: false,
-        last_esp_tx: now,
-        last_esp_rx: now,
-        last_heard: now,
-        unanswered_since: None,
-        last_probe: None,
         events: sup.events,
         follow: sup.follow,
         pinned: None,
         bound_if: None,
-        up_sent: false,
-        pending_mobike: None,
-        resend_at: None,
-        route_resent: None,
     };
     st.pinned = st.cfg.local_address;
     // Until we know our interface, the preferred one.
     let first_if = st.cfg.interface.clone();
     st.bind_to(&io, &first_if);
     if let Some((ip, ifindex, name)) = st.best_address(&io.nl).await {
-        st.local_ip = Some(ip);
+        st.eng.set_local(Some(ip));
         st.bind_to(&io, &name);
         st.local_if = Some((ifindex, name));
     }
@@ -314,15 +256,14 @@ async fn serve(
     // Orderly shutdown: Delete towards the gateway, then our routes (the kill switch
     // goes in `with_kill_switch`). The supervisor gets one last `down` (from `run`).
     st.events = None;
-    if let Some(ike) = st.ike.as_mut() {
-        if ike.is_established() {
-            ike.close(Instant::now());
+    {
+        if st.eng.close(Instant::now()) {
             st.flush(&io).await;
             let end = Instant::now() + Duration::from_millis(500);
             let mut buf = vec![0u8; MAX_PACKET];
             let mut buf2 = vec![0u8; MAX_PACKET];
             // Until the Delete is answered (the IKE SA then goes, `teardown`) or 500 ms.
-            while Instant::now() < end && st.ike.as_ref().is_some_and(|i| !i.is_closed()) {
+            while Instant::now() < end && !st.eng.is_closed() {
                 tokio::select! {
                     r = netio::udp::recv_with_meta(&io.s4500, &mut buf) => if let Ok(m) = r { st.on_udp(&io, &mut buf, m, true).await },
                     r = netio::udp::recv_with_meta(&io.s500, &mut buf2) => if let Ok(m) = r { st.on_udp(&io, &mut buf2, m, false).await },
@@ -369,7 +310,7 @@ impl State {
         tokio::pin!(sleep);
         loop {
             let now = Instant::now();
-            let deadline = self.deadline().unwrap_or_else(|| {
+            let deadline = self.eng.poll_timeout().unwrap_or_else(|| {
                 if armed > now {
                     armed
                 } else {
@@ -441,7 +382,7 @@ impl State {
                         return Ok(reason);
                     }
                 }
-                _ = &mut sleep => self.on_timer(io),
+                _ = &mut sleep => self.on_timer(),
                 _ = sigint.recv() => return Ok("signal"),
                 _ = sigterm.recv() => return Ok("signal"),
             }
@@ -449,130 +390,8 @@ impl State {
         }
     }
 
-    /// The earliest of the Initiator's timer, the next reconnection, the NAT path check
-    /// and the dead-gateway deadline: one timer, no polling tick.
-    fn deadline(&self) -> Option<Instant> {
-        [
-            self.ike.as_ref().and_then(Initiator::poll_timeout),
-            self.reconnect_at,
-            self.resend_at,
-            self.nat_check_at(),
-            self.dead_at(),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-    }
-
-    /// When the gateway counts as dead if nothing arrives before (established IKE SA, DPD on).
-    fn dead_at(&self) -> Option<Instant> {
-        let iv = self.ike_cfg.dpd_interval?;
-        self.ike
-            .as_ref()
-            .filter(|i| i.is_established())
-            .map(|_| self.last_heard + dead_after(iv))
-    }
-
-    /// When to look at the NAT path: behind a NAT, ESP kept leaving after a first packet
-    /// that got nothing back; due `NAT_SILENCE` after that packet (and at most once every
-    /// `NAT_PROBE_EVERY`).
-    fn nat_check_at(&self) -> Option<Instant> {
-        if !self.status.behind_nat || !self.sas.has_out() {
-            return None;
-        }
-        let first = self.unanswered_since.filter(|t| self.last_esp_tx > *t)?;
-        let at = first + NAT_SILENCE;
-        Some(self.last_probe.map_or(at, |p| at.max(p + NAT_PROBE_EVERY)))
-    }
-
-    fn on_timer(&mut self, io: &Io) {
-        let now = Instant::now();
-        if self.resend_at.is_some_and(|t| t <= now) {
-            self.resend_at = None;
-            if let Some(ike) = self.ike.as_mut().filter(|i| i.has_outstanding()) {
-                tracing::debug!("IKE request could not leave: sending it again");
-                ike.resend_outstanding(now);
-            }
-        }
-        if let Some(ike) = self.ike.as_mut() {
-            if ike.poll_timeout().is_some_and(|t| t <= now) {
-                ike.handle_timeout(now);
-            }
-        }
-        if self.dead_at().is_some_and(|t| t <= now) {
-            let silent = now.duration_since(self.last_heard);
-            tracing::warn!(
-                "gateway silent for {:.1} s (DPD bound {:?}): declaring it dead, reconnecting",
-                silent.as_secs_f64(),
-                self.ike_cfg.dpd_interval.map(dead_after)
-            );
-            self.tunnel_lost("gateway dead".into());
-            self.teardown();
-            self.status.state = "reconnecting";
-            self.status.reconnects += 1;
-            self.status.dead_gateway += 1;
-            self.backoff = Duration::from_secs(1);
-            self.reconnect_at = Some(now);
-        }
-        if self.reconnect_at.is_some_and(|t| t <= now) {
-            self.connect(io, now);
-        }
-        self.check_nat_path(now);
-    }
-
-    /// RFC 4555 leaves NAT mapping changes to the initiator (a MOBIKE responder such as
-    /// strongSwan makes no implicit address updates). When we are behind a NAT and our ESP
-    /// keeps leaving while nothing has come back for `NAT_SILENCE`, the mapping has
-    /// probably changed: an UPDATE_SA_ADDRESSES from the same local address tells the
-    /// gateway where we are now.
-    fn check_nat_path(&mut self, now: Instant) {
-        // Idle time does not count: only ESP that left and got nothing back, over a whole
-        // NAT_SILENCE, while more kept leaving (a lone unanswered packet proves nothing).
-        if self.nat_check_at().is_none_or(|t| t > now)
-            || now.duration_since(self.last_esp_tx) >= NAT_SILENCE
-        {
-            return;
-        }
-        if let Some(ike) = self.ike.as_mut() {
-            let local = ike.local();
-            let st = ike.stats();
-            if ike.update_addresses(now, local, None) {
-                tracing::info!("no ESP back for {NAT_SILENCE:?} behind a NAT: refreshing our address with the gateway");
-                self.last_probe = Some(now);
-                self.status.nat_probes += 1;
-                self.move_started = Some((now, st.tx, st.rx));
-            }
-        }
-    }
-
-    /// Start a fresh IKE SA from our current address.
-    fn connect(&mut self, _io: &Io, now: Instant) {
-        let Some(ip) = self.local_ip else {
-            tracing::info!("no usable IPv4 address on {}; waiting", self.cfg.interface);
-            self.reconnect_at = None;
-            return;
-        };
-        let mut seed = [0u8; 32];
-        self.rng.fill_bytes(&mut seed);
-        let gw = self.cfg.gateway.0;
-        tracing::info!("connecting to {gw} from {ip}");
-        let mut ike = Initiator::new(
-            self.ike_cfg.clone(),
-            SocketAddr::new(ip.into(), 500),
-            SocketAddr::V4(gw),
-            seed,
-            now,
-        );
-        if let Ok(d) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
-            ike.set_unix_time(d.as_secs());
-        }
-        self.ike = Some(ike);
-        self.last_heard = now;
-        self.unanswered_since = None;
-        self.attempt_started = now;
-        self.reconnect_at = None;
-        self.status.state = "connecting";
-        self.status.attempts += 1;
+    fn on_timer(&mut self) {
+        self.eng.handle_timeout(Instant::now());
     }
 
     async fn on_udp(&mut self, io: &Io, buf: &mut [u8], m: netio::RecvMeta, natt: bool) {
@@ -581,7 +400,7 @@ impl State {
             return;
         };
         if m.truncated {
-            self.status.rx_dropped += 1;
+            self.eng.status_mut().rx_dropped += 1;
             return;
         }
         let from = SocketAddr::V4(m.src);
@@ -590,74 +409,33 @@ impl State {
         } else {
             500
         };
-        let to_ip = m.dst.or(self.local_ip).unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let to_ip = m
+            .dst
+            .or(self.eng.local_ip())
+            .unwrap_or(Ipv4Addr::UNSPECIFIED);
         let to = SocketAddr::new(to_ip.into(), port);
         if !natt {
-            self.ike_datagram(now, from, to, data);
+            self.eng.handle_ike(now, from, to, data);
             return;
         }
-        match self.sas.sad.open_udp(now, data) {
-            Ok(UdpInbound::Keepalive) => {}
-            Ok(UdpInbound::Ike(_)) => self.ike_datagram(now, from, to, data),
-            Ok(UdpInbound::Esp(o)) => {
-                if o.is_dummy() {
-                    return;
-                }
-                if let Some(inner) = data.get(o.payload) {
-                    self.esp_heard(now);
-                    self.status.esp_rx_packets += 1;
-                    self.status.esp_rx_bytes += inner.len() as u64;
-                    if let Err(e) = io.tun.send(inner).await {
-                        tracing::debug!("tun send: {e}");
-                    }
+        if let Some(r) = self.eng.open_udp(now, from, to, data) {
+            if let Some(inner) = data.get(r) {
+                if let Err(e) = io.tun.send(inner).await {
+                    tracing::debug!("tun send: {e}");
                 }
             }
-            Err(e) => tracing::trace!("ESP drop: {e}"),
         }
-    }
-
-    /// An IKE datagram for the Initiator; one it accepts proves the gateway alive.
-    fn ike_datagram(&mut self, now: Instant, from: SocketAddr, to: SocketAddr, data: &[u8]) {
-        if let Some(ike) = self.ike.as_mut() {
-            let before = accepted(&ike.stats());
-            ike.handle_datagram(now, from, to, data);
-            if accepted(&ike.stats()) > before {
-                self.last_heard = now;
-            }
-        }
-    }
-
-    /// Authentic ESP from the gateway: the path works and the gateway is alive.
-    fn esp_heard(&mut self, now: Instant) {
-        self.last_esp_rx = now;
-        self.last_heard = now;
-        self.unanswered_since = None;
     }
 
     async fn on_tun(&mut self, io: &Io, pkt: &[u8]) {
         let now = Instant::now();
-        if pkt.first().map(|b| b >> 4) != Some(4) {
-            self.status.tun_dropped += 1;
-            return;
-        }
-        let udp_encap = self.sas.udp_encap();
-        let (Some(out), Some(ike)) = (self.sas.out_mut(), self.ike.as_ref()) else {
-            self.status.tun_dropped += 1;
+        let Some(out) = self.eng.seal(now, pkt, &mut self.sealbuf) else {
             return;
         };
-        if let Err(e) = out.seal(now, esp::NEXT_HEADER_IPV4, pkt, &mut self.sealbuf) {
-            tracing::debug!("seal: {e}");
-            self.status.tun_dropped += 1;
-            return;
-        }
-        let (SocketAddr::V4(dst), SocketAddr::V4(src)) = (ike.remote(), ike.local()) else {
-            return;
-        };
-        let sent = if udp_encap {
-            let dst = SocketAddrV4::new(*dst.ip(), self.natt_port());
-            netio::udp::send_from(&io.s4500, &self.sealbuf, dst, *src.ip()).await
+        let sent = if out.udp {
+            netio::udp::send_from(&io.s4500, &self.sealbuf, out.dst, out.src).await
         } else if let Some(raw) = &io.raw {
-            raw.send_to(&self.sealbuf, *dst.ip()).await
+            raw.send_to(&self.sealbuf, *out.dst.ip()).await
         } else {
             if !self.warned_raw_esp {
                 tracing::warn!(
@@ -665,21 +443,13 @@ impl State {
                 );
                 self.warned_raw_esp = true;
             }
-            self.status.tun_dropped += 1;
+            self.eng.status_mut().tun_dropped += 1;
             return;
         };
         match sent {
-            Ok(_) => {
-                self.last_esp_tx = now;
-                self.unanswered_since.get_or_insert(now);
-                self.status.esp_tx_packets += 1;
-                self.status.esp_tx_bytes += pkt.len() as u64;
-                // A TCP sender whose ACKs are lost backs off exponentially, so check
-                // on the packets themselves, not only on the timer.
-                self.check_nat_path(now);
-            }
+            Ok(_) => self.eng.esp_sent(now, pkt.len()),
             Err(e) => {
-                self.status.tx_errors += 1;
+                self.eng.status_mut().tx_errors += 1;
                 tracing::debug!("send ESP: {e}");
             }
         }
@@ -690,42 +460,22 @@ impl State {
         let now = Instant::now();
         let ihl = buf.first().map_or(0, |b| usize::from(b & 0x0f) * 4);
         let Some(esp) = buf.get_mut(ihl..n).filter(|_| ihl >= 20) else {
-            self.status.rx_dropped += 1;
+            self.eng.status_mut().rx_dropped += 1;
             return;
         };
-        match self.sas.sad.open(now, esp) {
-            Ok(o) if !o.is_dummy() => {
-                if let Some(inner) = esp.get(o.payload) {
-                    self.esp_heard(now);
-                    self.status.esp_rx_packets += 1;
-                    self.status.esp_rx_bytes += inner.len() as u64;
-                    if let Err(e) = io.tun.send(inner).await {
-                        tracing::debug!("tun send: {e}");
-                    }
+        if let Some(r) = self.eng.open_esp(now, esp) {
+            if let Some(inner) = esp.get(r) {
+                if let Err(e) = io.tun.send(inner).await {
+                    tracing::debug!("tun send: {e}");
                 }
             }
-            Ok(_) => {}
-            Err(e) => tracing::trace!("raw ESP drop: {e}"),
         }
     }
 
-    fn natt_port(&self) -> u16 {
-        self.ike_cfg.natt_port
-    }
-
-    /// Forget the IKE SA and every ESP SA.
-    fn teardown(&mut self) {
-        self.ike = None;
-        self.sas.clear();
-    }
-
-    /// Send what the Initiator queued and apply its events.
+    /// Send what the session queued and apply what it says.
     async fn flush(&mut self, io: &Io) {
         loop {
-            let Some(ike) = self.ike.as_mut() else {
-                return;
-            };
-            if let Some(t) = ike.poll_transmit() {
+            if let Some(t) = self.eng.poll_transmit() {
                 let sock = if t.src.port() == 500 {
                     &io.s500
                 } else {
@@ -735,142 +485,70 @@ impl State {
                     continue;
                 };
                 if let Err(e) = netio::udp::send_from(sock, &t.payload, dst, *src.ip()).await {
-                    self.status.tx_errors += 1;
                     tracing::debug!("send IKE to {dst}: {e}");
                     let local = matches!(
                         e.raw_os_error(),
                         Some(libc::ENETUNREACH | libc::EHOSTUNREACH | libc::EADDRNOTAVAIL)
                     );
-                    if local && self.resend_at.is_none() {
-                        self.resend_at = Some(Instant::now() + RESEND_UNREACHABLE);
-                    }
+                    self.eng.ike_send_failed(Instant::now(), local);
                 }
                 continue;
             }
-            match ike.poll_event() {
-                Some(ev) => self.on_event(io, ev).await,
+            match self.eng.poll_note(Instant::now()) {
+                Some(n) => self.on_note(io, n).await,
                 None => return,
             }
         }
     }
 
-    async fn on_event(&mut self, io: &Io, ev: Event) {
-        let now = Instant::now();
-        tracing::debug!(?ev, "IKE event");
-        match ev {
-            Event::IkeSaUp {
-                spi_i,
-                local,
-                remote,
-                local_nat,
-                ..
-            } => {
-                let ms = now.duration_since(self.attempt_started).as_secs_f64() * 1e3;
-                tracing::info!("IKE SA {spi_i:016x} up {local} -> {remote} in {ms:.1} ms (behind NAT: {local_nat})");
-                self.status.state = "established";
-                self.status.ike_setup_ms = Some(ms);
-                self.status.behind_nat = local_nat;
-                self.backoff = Duration::from_secs(1);
-            }
-            Event::ChildSaUp(c) => {
-                self.install(now, &c, true);
+    async fn on_note(&mut self, io: &Io, n: Note) {
+        match n {
+            Note::Child(c) => {
+                if let Some(path) = &self.cfg.esp_key_log {
+                    if let Err(e) = append_key_log(path, &c) {
+                        tracing::warn!("esp_key_log {}: {e}", path.display());
+                    }
+                }
                 self.configure(io, &c).await;
-                self.status.child_setup_ms =
-                    Some(now.duration_since(self.attempt_started).as_secs_f64() * 1e3);
-                self.announce_up();
             }
-            Event::ChildSaRekeyed { old_spi_in, new } => {
-                tracing::info!("CHILD_SA {old_spi_in:08x} rekeyed to {:08x}", new.spi_in);
-                self.status.child_rekeys += 1;
-                self.install(now, &new, true);
-                self.configure(io, &new).await;
-                self.emit(&SupEvent::Rekeyed {
-                    what: "child",
-                    spi: format!("{:08x}", new.spi_in),
-                });
-            }
-            Event::ChildSaDown { spi_in, spi_out } => {
-                tracing::info!("CHILD_SA {spi_in:08x}/{spi_out:08x} deleted");
-                if self.sas.remove(spi_in, spi_out) {
-                    // Fall back to any remaining CHILD_SA (there is normally none).
-                    if let Some(c) = self
-                        .ike
-                        .as_ref()
-                        .and_then(|i| i.child_sas().into_iter().next())
-                    {
-                        self.install(now, &c, false);
-                    }
-                }
-            }
-            Event::IkeSaRekeyed { spi_i, .. } => {
-                tracing::info!("IKE SA rekeyed to {spi_i:016x}");
-                self.status.ike_rekeys += 1;
-                self.emit(&SupEvent::Rekeyed {
-                    what: "ike",
-                    spi: format!("{spi_i:016x}"),
-                });
-            }
-            Event::AddressesUpdated {
+            Note::Up {
+                tia,
                 local,
-                remote,
-                udp_encap,
-            } => {
-                self.sas.set_udp_encap(udp_encap);
-                self.status.mobike_moves += 1;
-                if let Some((t0, tx, rx)) = self.move_started.take() {
-                    let st = self.ike.as_ref().map(Initiator::stats).unwrap_or_default();
-                    self.status.last_move_ms = Some(now.duration_since(t0).as_secs_f64() * 1e3);
-                    self.status.last_move_ike_tx = st.tx.saturating_sub(tx);
-                    self.status.last_move_ike_rx = st.rx.saturating_sub(rx);
-                }
-                tracing::info!("MOBIKE: now {local} -> {remote} (UDP encap {udp_encap})");
-                self.mobike_done(now, local);
-            }
-            Event::ChildSaFailed(e) => {
-                tracing::warn!("CHILD_SA failed: {e}");
-                // An IKE SA without any CHILD_SA carries nothing: delete it (the gateway
-                // frees it and its lease now) and start over after the backoff.
-                if let Some(ike) = self.ike.as_mut() {
-                    if ike.child_sas().is_empty() && ike.is_established() {
-                        ike.close(now);
-                    }
-                }
-            }
-            Event::IkeSaDown { spi_i, error, .. } => {
-                let why = error.map_or_else(|| "deleted".to_string(), |e| e.to_string());
-                tracing::warn!("IKE SA {spi_i:016x} down: {why}");
-                self.tunnel_lost(why);
-                self.teardown();
-                self.status.state = "reconnecting";
-                self.status.reconnects += 1;
-                self.reconnect_at = Some(now + self.backoff);
-                self.backoff = (self.backoff * 2).min(self.cfg.reconnect_cap());
-            }
-        }
-    }
-
-    /// Install both directions of a CHILD_SA (see `EspSas::install`).
-    fn install(&mut self, now: Instant, c: &ChildSaInfo, make_current: bool) {
-        if let Some(path) = &self.cfg.esp_key_log {
-            if let Err(e) = append_key_log(path, c) {
-                tracing::warn!("esp_key_log {}: {e}", path.display());
-            }
-        }
-        match self.sas.install(now, c, make_current) {
-            Ok(()) => {
-                if let Some(spi) = self.sas.out_spi() {
-                    self.status.spi_out = spi;
-                }
-                self.status.spi_in = self.sas.out_child();
-            }
-            Err(e) => tracing::warn!("{e}"),
+                natt,
+                ike_spi,
+                setup_ms,
+            } => self.emit(&SupEvent::Up {
+                tia,
+                tun: self.cfg.tun.clone(),
+                local,
+                interface: self
+                    .local_if
+                    .as_ref()
+                    .map_or_else(String::new, |(_, n)| n.clone()),
+                gateway: *self.cfg.gateway.0.ip(),
+                natt,
+                ike_spi: format!("{ike_spi:016x}"),
+                setup_ms,
+            }),
+            Note::Down { reason } => self.emit(&SupEvent::Down { reason }),
+            Note::Mobike {
+                ok,
+                local,
+                ms,
+                reason,
+            } => self.emit(&SupEvent::Mobike {
+                ok,
+                local,
+                ms,
+                reason,
+            }),
+            Note::Rekeyed { what, spi } => self.emit(&SupEvent::Rekeyed { what, spi }),
         }
     }
 
     /// Address on the TUN and routes for the remote traffic selectors in our table.
     async fn configure(&mut self, io: &Io, c: &ChildSaInfo) {
         let Some(tia) = c.tia else {
-            tracing::warn!("no INTERNAL_IP4_ADDRESS from the gateway");
             return;
         };
         let mut want = Vec::new();
@@ -898,8 +576,6 @@ impl State {
             tracing::warn!("TIA {tia} on {}: {e}", self.cfg.tun);
         }
         self.tia = Some(tia);
-        self.status.tia = Some(tia);
-        self.status.dns = c.dns.clone();
         for r in &want {
             if let Err(e) = io.nl.replace_route(r).await {
                 tracing::warn!("route {}/{}: {e}", r.dst, r.prefix);
@@ -926,7 +602,7 @@ impl State {
     }
 
     fn status_json(&self) -> String {
-        let mut s = self.status.clone();
+        let mut s = self.eng.status();
         s.role = "vpn";
         if s.state.is_empty() {
             s.state = "starting";
@@ -935,36 +611,13 @@ impl State {
             .local_if
             .as_ref()
             .map_or_else(String::new, |(_, n)| n.clone());
-        s.local_ip = self.local_ip;
+        s.local_ip = self.eng.local_ip();
         s.bound_interface = self.bound_if.clone();
         s.supervised = self.events.is_some();
         s.auto_mobike = self.follow;
         s.kill_switch = crate::killswitch::show(&self.kill.block);
-        if let Some(ike) = &self.ike {
-            let (i, r) = ike.spis();
-            s.ike_spi_i = format!("{i:016x}");
-            s.ike_spi_r = format!("{r:016x}");
-            s.local = Some(ike.local().to_string());
-            s.remote = Some(ike.remote().to_string());
-            s.ike_stats = format!("{:?}", ike.stats());
-            s.child_sas = ike.child_sas().len();
-        }
-        s.esp_drops = self.sas.sad.drops().total();
-        s.inbound_sas = self.sas.sad.len();
-        s.udp_encap = self.sas.udp_encap();
         s.to_json()
     }
-}
-
-/// IKE datagrams the Initiator did not drop.
-fn accepted(s: &ikev2::Stats) -> u64 {
-    s.rx.saturating_sub(
-        s.dropped_malformed
-            + s.dropped_integrity
-            + s.dropped_unknown_spi
-            + s.dropped_unexpected
-            + s.dropped_esp_on_ike_port,
-    )
 }
 
 async fn accept(
@@ -988,21 +641,4 @@ async fn recv_raw(r: Option<&RawIp>, buf: &mut [u8]) -> std::io::Result<usize> {
         Some(r) => r.recv_from(buf).await.map(|(n, _)| n),
         None => std::future::pending().await,
     }
-}
-
-/// Appends the CHILD_SA's `esp_sa` lines to the key log (`esp_key_log`), mode 0600.
-fn append_key_log(path: &std::path::Path, c: &ChildSaInfo) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let Some(lines) = crate::sas::esp_sa_lines(c) else {
-        return Err(std::io::Error::other(
-            "no Wireshark name for this ESP suite",
-        ));
-    };
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .open(path)?;
-    writeln!(f, "{}\n{}", lines[0], lines[1])
 }

@@ -11,6 +11,7 @@
 
 pub mod client;
 pub mod config;
+pub mod engine;
 pub mod killswitch;
 pub mod sas;
 pub mod status;
