@@ -54,6 +54,26 @@ fn big_echo_ok(ml: &MipLab, len: usize) -> bool {
     matches!(h.join(), Ok(Ok(true)))
 }
 
+/// Item 2 of issue 12: one process and one TUN (the home address's) in the node's
+/// namespace while it is open through the VPN, no other TUN between the layers, and
+/// the TIA on no device (it is not a kernel address). Returns the TUN lines.
+fn one_tun_and_no_tia_device(ml: &MipLab, tia: &str) -> Vec<String> {
+    let ns = ml.lab.ns("mn");
+    let links = lab::netns::ip(&["-n", &ns, "-d", "-o", "link", "show"]).unwrap();
+    let tuns: Vec<String> = links
+        .lines()
+        .filter(|l| l.contains(" tun type tun "))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(tuns.len(), 1, "one TUN in the node's namespace:\n{links}");
+    let addrs = lab::netns::ip(&["-n", &ns, "-o", "addr", "show"]).unwrap();
+    assert!(
+        !addrs.contains(&format!("inet {tia}/")),
+        "the TIA {tia} is on no device:\n{addrs}"
+    );
+    tuns
+}
+
 fn gate(v: &serde_json::Value) -> &str {
     v["interfaces"][0]["gate"].as_str().unwrap_or("")
 }
@@ -95,6 +115,12 @@ fn cvc_on_ext_a_then_back_inside() {
         ml.echo_ok(Some(MN_HOME), Duration::from_secs(5)),
         "user data through x-MIP + ESP + i-MIP:\n{}",
         ml.lab.log_tail("mn", 30)
+    );
+    let tuns = one_tun_and_no_tia_device(&ml, &tia);
+    eprintln!("ext-a: the node's only TUN: {}", tuns[0]);
+    assert_eq!(
+        st["vpn"]["state"], "established",
+        "the session in process: {st}"
     );
     let st = ml.mn_status().unwrap();
     assert!(mip::get_u64(&st, &["counters", "tx_packets"]) > 0, "{st}");
@@ -241,6 +267,7 @@ fn mc_with_mobike_across_outside_networks() {
     eprintln!("ext-a: mc open after {took:?}");
     assert_eq!(st["interfaces"][0]["mode"], "mc", "{st}");
     let tia = st["tia"].clone();
+    one_tun_and_no_tia_device(&ml, tia.as_str().unwrap());
     // (In mc the node may start IKE at once, in parallel with the i-HA request,
     // and keep the IKE SA inside: count from here.)
     let starts = st["counters"]["vpn_starts"].clone();
@@ -335,11 +362,11 @@ fn mode_f_inside_with_xmip_configured() {
 }
 
 /// The node's executable is replaced while it runs (a package upgrade: the old file
-/// is unlinked, a new one put in its place). Its VPN client is the same program, so
-/// the node must start it from its own running image: before, it spawned the path,
-/// which then named a deleted file, and every start outside failed with ENOENT (the
-/// gate stayed closed: 27 failed starts and an unrecovered move in a soak whose
-/// binary was rebuilt under it).
+/// is unlinked, a new one put in its place). When the VPN ran as a child process the
+/// node spawned the path, which then named a deleted file, and every start outside
+/// failed with ENOENT (27 failed starts and an unrecovered move in a soak whose binary
+/// was rebuilt under it). The session now runs in process; this keeps the outside
+/// start independent of the file on disk.
 #[test]
 fn vpn_client_starts_after_the_executable_was_replaced() {
     let Some(_g) = lab_lock_needing(

@@ -336,11 +336,12 @@ pub struct MnSection {
     /// interface, interfaces, local_address, bind_interface, kill_switch, tun,
     /// table, rule_priority or auto_mobike.
     pub vpn_config: Option<PathBuf>,
-    /// The device holding the x-home address (`outside = "xmip"`).
+    /// Accepted and ignored since the VPN runs in the node's own process (they named
+    /// the devices and the table of the child-process VPN): `xhome_device` is only the
+    /// `interface` written into the session's configuration, `vpn_tun` and `vpn_table`
+    /// its unused `tun` and `table`.
     #[serde(default = "default_xhome_dev")]
     pub xhome_device: String,
-    /// The VPN client's TUN (holding the TIA) and its routing table (also its rule
-    /// priority).
     #[serde(default = "default_vpn_tun")]
     pub vpn_tun: String,
     #[serde(default = "default_vpn_table")]

@@ -50,7 +50,6 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
-use tokio::net::UdpSocket;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
@@ -266,7 +265,10 @@ impl Daemon {
         if let Err(e) = nl.add_address(tun_ifindex, m.home_address, 32).await {
             debug!("home address on tunnel device: {e}");
         }
-        let events = nl.events().await.map_err(io_err("netlink events"))?;
+        let events = nl
+            .events_with_routes()
+            .await
+            .map_err(io_err("netlink events"))?;
         crate::shell::write_sysctl("/proc/sys/net/ipv4/conf/all/accept_redirects", "0");
         crate::shell::write_sysctl("/proc/sys/net/ipv4/conf/default/accept_redirects", "0");
         let (ctl_tx, ctl_rx) = mpsc::channel(8);
@@ -349,7 +351,7 @@ impl Daemon {
                 })
                 .chain([
                     self.node.poll_timeout().map(|(t, _)| t),
-                    self.outer.stop_deadline,
+                    self.vpn_deadline(),
                 ])
                 .flatten()
                 .min();
@@ -419,32 +421,25 @@ impl Daemon {
                         self.on_icmp(li, &ibuf[..n]);
                     }
                 },
-                r = recv_tun(self.outer.xdev.as_ref(), &mut xbuf) => match r {
-                    Ok(n) => {
-                        self.tx.start();
-                        self.on_xhome_packet(&xbuf[..n]).await;
+                r = recv_vpn_udp(self.outer.vpn.as_ref(), false, &mut xbuf) => match r {
+                    Ok(m) => self.on_vpn_udp(&mut xbuf, m, false).await,
+                    Err(e) => debug!("VPN UDP 500: {e}"),
+                },
+                r = recv_vpn_udp(self.outer.vpn.as_ref(), true, &mut vbuf) => match r {
+                    Ok(m) => {
+                        // ESP comes in bursts: one user packet each.
+                        self.on_vpn_udp(&mut vbuf, m, true).await;
                         for _ in 0..crate::shell::BATCH {
-                            let Some(Ok(n)) =
-                                self.outer.xdev.as_ref().map(|d| d.try_recv(&mut xbuf))
-                            else {
-                                break;
-                            };
-                            self.on_xhome_packet(&xbuf[..n]).await;
+                            let Some(Ok(m)) = self.outer.vpn.as_ref().and_then(|s| s.socks.as_ref())
+                                .map(|k| netio::udp::try_recv_with_meta(&k.s4500, &mut vbuf)) else { break };
+                            self.on_vpn_udp(&mut vbuf, m, true).await;
                         }
-                        self.flush_tx().await;
                     }
-                    Err(e) => debug!("x-home device: {e}"),
+                    Err(e) => debug!("VPN UDP NAT-T: {e}"),
                 },
-                l = next_line(self.outer.child.as_mut()) => self.on_vpn_line(l).await,
-                _ = wait_child(self.outer.stopping.as_mut()) => self.on_vpn_exited(),
-                r = recv_udp(self.outer.tia.as_ref().map(|p| &p.udp), &mut vbuf) => match r {
-                    Ok((n, std::net::SocketAddr::V4(from))) => self.on_tia_udp(from, &vbuf[..n]),
-                    Ok(_) => {}
-                    Err(e) => debug!("TIA registration socket: {e}"),
-                },
-                r = recv_raw(self.outer.tia.as_ref().map(|p| &p.raw), &mut wbuf) => match r {
-                    Ok((n, src)) => self.on_tia_tunnel(src, &wbuf[..n]).await,
-                    Err(e) => debug!("TIA tunnel socket: {e}"),
+                r = recv_raw(self.outer.vpn.as_ref().and_then(|s| s.socks.as_ref()).and_then(|k| k.raw.as_ref()), &mut wbuf) => match r {
+                    Ok((n, _)) => self.on_vpn_raw_esp(&mut wbuf, n).await,
+                    Err(e) => debug!("VPN ESP socket: {e}"),
                 },
                 Some(req) = self.ctl_rx.recv() => { let _ = req.send(self.status()); }
                 _ = sleep => self.on_timer().await,
@@ -454,13 +449,18 @@ impl Daemon {
             // Packets for the TUN that the wake-up queued (merged when offloading).
             self.flush_delivered().await;
             self.drive().await;
+            // What the VPN session queued (IKE) or said (up, down, MOBIKE answers),
+            // and the core's answers to that.
+            while self.flush_vpn().await {
+                self.drive().await;
+            }
         }
         Ok(())
     }
 
     async fn on_timer(&mut self) {
         let (now, wall) = (Instant::now(), SystemTime::now());
-        self.on_stop_deadline(now);
+        self.on_vpn_timer(now);
         for l in &mut self.links {
             if l.settle_until.is_some_and(|t| t <= now) {
                 l.settle_until = None;
@@ -476,6 +476,9 @@ impl Daemon {
 
     async fn on_net_event(&mut self, ev: NetEvent) {
         let (now, wall) = (Instant::now(), SystemTime::now());
+        if let NetEvent::RouteAdded { table, oif, .. } = ev {
+            return self.on_vpn_route(table, oif);
+        }
         let ifindex = match &ev {
             NetEvent::LinkUp { ifindex, .. }
             | NetEvent::LinkDown { ifindex, .. }
@@ -708,16 +711,6 @@ impl Daemon {
 
     async fn cleanup(&mut self) {
         self.stop_vpn("shutting down").await;
-        // Let the client send its Delete and remove its device and routes (it is
-        // killed when dropped).
-        if let Some(c) = self.outer.stopping.as_mut() {
-            if tokio::time::timeout(Duration::from_secs(2), c.wait())
-                .await
-                .is_err()
-            {
-                warn!("the VPN client did not stop within 2 s");
-            }
-        }
         self.set_routes(Routes::None).await;
         self.remove_user_rule().await;
         for li in 0..self.links.len() {
@@ -732,37 +725,15 @@ impl Daemon {
     }
 }
 
-async fn recv_udp(
-    sock: Option<&UdpSocket>,
+/// A datagram on the VPN session's UDP 500 or NAT-T socket.
+async fn recv_vpn_udp(
+    s: Option<&vpn::VpnSession>,
+    natt: bool,
     buf: &mut [u8],
-) -> std::io::Result<(usize, std::net::SocketAddr)> {
-    match sock {
-        Some(s) => s.recv_from(buf).await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn recv_tun(dev: Option<&Tun>, buf: &mut [u8]) -> std::io::Result<usize> {
-    match dev {
-        Some(d) => d.recv(buf).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// The exit of a VPN client that was told to stop.
-async fn wait_child(c: Option<&mut tokio::process::Child>) {
-    match c {
-        Some(c) => {
-            let _ = c.wait().await;
-        }
-        None => std::future::pending().await,
-    }
-}
-
-/// The next line of the VPN client's events; `None` at its end.
-async fn next_line(c: Option<&mut vpn::VpnChild>) -> Option<String> {
-    match c {
-        Some(c) => c.lines.next_line().await.ok().flatten(),
+) -> std::io::Result<netio::RecvMeta> {
+    match s.and_then(|s| s.socks.as_ref()) {
+        Some(k) if natt => netio::udp::recv_with_meta(&k.s4500, buf).await,
+        Some(k) => netio::udp::recv_with_meta(&k.s500, buf).await,
         None => std::future::pending().await,
     }
 }

@@ -35,11 +35,10 @@ pub(super) const DIRECT_SILENCE: Duration = Duration::from_millis(2000);
 /// The identifier of the node's liveness echoes ("mi").
 pub(super) const ECHO_ID: u16 = 0x6d69;
 
-/// Where a burst's raw sends go: one link's IP-in-IP socket, or the TIA's.
+/// Where a burst's sends go: one link's IP-in-IP socket, or its RFC 3519 socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum TxTarget {
     Link(usize),
-    Tia,
     /// RFC 3519 Tunnel Data from link `.0`'s care-of address to `.1`.
     Udp(usize, SocketAddrV4),
 }
@@ -152,7 +151,6 @@ impl Daemon {
                 .get(li)
                 .and_then(|l| l.raw.as_ref())
                 .map(|r| &r.1),
-            TxTarget::Tia => self.outer.tia.as_ref().map(|p| &p.raw),
             TxTarget::Udp(..) => None,
         };
         let Some(sock) = sock else {

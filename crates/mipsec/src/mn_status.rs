@@ -134,8 +134,9 @@ impl Daemon {
             "interfaces": (0..self.links.len()).map(|i| self.interface_status(i, now)).collect::<Vec<_>>(),
             "t_monitor_s": m.t_monitor_s,
             "outside": format!("{:?}", m.outside).to_lowercase(),
-            "tia": self.outer.tia.as_ref().map(|p| p.tia.to_string()),
-            "vpn_running": self.outer.child.is_some(),
+            "tia": self.outer.vpn.as_ref().and_then(|s| s.tia).map(|t| t.to_string()),
+            "vpn_running": self.outer.vpn.is_some(),
+            "vpn": self.outer.vpn.as_ref().map(|s| s.eng.status()),
             "data_path": self.dp.status(),
             "counters": counters,
         })

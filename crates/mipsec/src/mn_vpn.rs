@@ -1,37 +1,45 @@
 //! The outside path of the mobile node (RFC 5265 cvc/fvc, RFC 5266 mc): the VPN
-//! client runs as a child process (`mipsec vpn --events`), commanded by the core's
-//! `StartIke`, `MobikeUpdate` and `StopVpn` actions, and the three layers meet here:
+//! session (`vpnc::engine::Engine`: IKEv2 and ESP) runs inside this process,
+//! commanded by the core's `StartIke`, `MobikeUpdate` and `StopVpn` actions, and the
+//! three layers meet here with no kernel device between them:
 //!
-//! * x-MIP (cvc): the x-home address lives on a TUN device of ours (`mipx0`); the
-//!   VPN client is pinned to it, so IKE and ESP to the gateway come out of that
-//!   device. Only IKE (UDP 500/4500) and ESP to the gateway are let through, and
-//!   only while the x-HA holds our binding; they are tunnelled to the x-HA from the
-//!   care-of address (IP-in-IP, or RFC 3519 UDP behind a NAT). The x-HA's tunnel
-//!   back is written into the device.
-//! * the VPN: the child's TUN holds the TIA; its routes (its own table) carry the
-//!   i-HA's address through the tunnel.
-//! * i-MIP through the VPN: the registration of the TIA goes from a socket bound to
-//!   the TIA (on the child's TUN), and user data is tunnelled IP-in-IP from the TIA
-//!   to the i-HA, only while the core's gate says `OpenViaVpn`.
+//! ```text
+//!  user packet (home address, from the home TUN)
+//!   -> i-MIP  IP-in-IP  TIA -> i-HA            (`send_via_vpn_data`)
+//!   -> ESP    sealed by the engine, in UDP 4500 when NAT-T (or plain protocol 50),
+//!             x-home address -> gateway         (`seal_and_send`)
+//!   -> x-MIP  IP-in-IP or RFC 3519 UDP, care-of -> x-HA (cvc), or natively to the
+//!             x-FA (fvc)                        (`send_xmip`)
+//! ```
 //!
-//! In mc the child runs from the physical interface's address and moves with
-//! MOBIKE; there is no x-MIP layer.
+//! Inbound, each layer checks what it strips: the x-MIP tunnel must come from the
+//! x-HA and carry a packet for the x-home address (`deliver_xhome`), the packet
+//! inside must come from the gateway (`on_vpn_outer`), ESP is opened with its
+//! anti-replay window, and what it carried must come from the i-HA to the TIA
+//! (`on_vpn_inner`) before the reverse-tunnel checks of `on_tia_tunnel`.
+//!
+//! IKE rides the same layers: its datagrams are built as UDP from the x-home
+//! address and handed to x-MIP. In fvc the x-FA delivers the answers natively, to
+//! the x-home address, which is therefore also put on the home TUN (so the kernel
+//! takes them in) and read from the session's UDP and ESP sockets.
+//!
+//! In mc the session runs from the physical interface's address with sockets bound
+//! to that interface, and moves with MOBIKE; there is no x-MIP layer.
+//!
+//! Nothing here owns a TUN or a route of its own: the TIA is never a kernel
+//! address, so no kernel-originated packet can use it, and while no session is up
+//! the user packets meet the closed gate (the home TUN's fail-closed table).
 
-use super::{net_err, Daemon, Error};
+use super::{Daemon, Error};
 use crate::config::OutsideMode;
-use mip4::wire::MIP_PORT;
 use mobility::{IfaceId, Layer, Tunnel, Via, VpnEvent};
-use netio::raw::{RawIp, RawIpOptions, IPPROTO_IPIP};
-use netio::tun::Tun;
+use netio::raw::{RawIp, RawIpOptions};
 use netio::udp::UdpOptions;
-use std::net::{Ipv4Addr, SocketAddrV4};
-use std::path::PathBuf;
-use std::process::Stdio;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Instant, SystemTime};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::net::UdpSocket;
-use tokio::process::{Child, ChildStdin, ChildStdout};
 use tracing::{debug, info, warn};
+use vpnc::engine::{Engine, Note};
 
 /// The MTUs of the stacked path, so that nothing fragments at any layer on a
 /// 1500-octet outside link (RFC 5265 section 5.2 lists the same layers):
@@ -39,11 +47,11 @@ use tracing::{debug, info, warn};
 /// ```text
 ///   1500  outside link
 ///   - 32  x-MIP, worst case RFC 3519 UDP (IP 20 + UDP 8 + Tunnel Data 4; IP-in-IP: 20)
-///   = 1468  the x-home device (TUNNEL_MTU): IKE/ESP packets from the x-home address
+///   = 1468  IKE/ESP packets from the x-home address
 ///   - 20  IP (x-home -> gateway)   - 8 UDP 4500 (ESP in UDP)
 ///   - 8   ESP header (SPI, sequence)   - 8 IV (AES-GCM)   - 16 ICV
 ///   - 2   pad length + next header, and up to 2 octets of padding (to 4 octets)
-///   = 1400 + 4 spare  the VPN client's TUN (VPN_MTU): i-MIP packets from the TIA
+///   = 1400 + 4 spare  the largest packet sealed (VPN_MTU): i-MIP from the TIA
 ///   - 20  i-MIP IP-in-IP (TIA -> i-HA)
 ///   = 1380  the home address's TUN in the outside modes (HOME_MTU_OUTSIDE)
 /// ```
@@ -64,41 +72,35 @@ pub const OWNED_KEYS: [&str; 10] = [
     "auto_mobike",
 ];
 
-/// The running VPN client and what it gave us.
-pub(super) struct VpnChild {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    pub(super) lines: Lines<BufReader<ChildStdout>>,
-    /// The derived configuration file (deleted once the child has read it).
-    cfg_path: Option<PathBuf>,
-    iface: IfaceId,
+/// The sockets on which IKE and ESP from the gateway arrive natively (mc, and fvc
+/// through the x-FA): UDP 500, the NAT-T port, and IP protocol 50.
+pub(super) struct VpnSockets {
+    pub(super) s500: UdpSocket,
+    pub(super) s4500: UdpSocket,
+    pub(super) raw: Option<RawIp>,
 }
 
-/// The sockets on the TIA, once the VPN is up.
-pub(super) struct TiaPath {
-    pub(super) tia: Ipv4Addr,
-    pub(super) udp: UdpSocket,
-    pub(super) raw: RawIp,
+/// The running VPN session.
+pub(super) struct VpnSession {
+    pub(super) eng: Engine,
+    cfg: vpnc::VpnConfig,
+    /// The interface it was started for (MN-2: one session at a time).
+    pub(super) iface: IfaceId,
+    /// The TIA, once the first CHILD_SA is up.
+    pub(super) tia: Option<Ipv4Addr>,
+    pub(super) socks: Option<VpnSockets>,
+    sealbuf: Vec<u8>,
 }
 
 /// The outside path's state.
 #[derive(Default)]
 pub(super) struct Outer {
-    /// The x-home device (x-MIP flavour only).
-    pub(super) xdev: Option<Tun>,
-    pub(super) child: Option<VpnChild>,
-    pub(super) tia: Option<TiaPath>,
+    pub(super) vpn: Option<VpnSession>,
     pub(super) starts: u64,
     /// fvc: IKE/ESP handed natively to the x-FA (which reverse-tunnels it to the
     /// x-HA), through a header-included raw socket bound to the interface (its
     /// ifindex).
     native: Option<(u32, RawIp)>,
-    /// A client told to stop, until it has exited (it holds the TUN and the table
-    /// a new one needs), and when it gets killed if it has not.
-    pub(super) stopping: Option<Child>,
-    pub(super) stop_deadline: Option<Instant>,
-    /// A start commanded while the old client was still stopping.
-    pending_start: Option<(IfaceId, Ipv4Addr)>,
 }
 
 impl Daemon {
@@ -117,14 +119,14 @@ impl Daemon {
         }
     }
 
-    /// Opens the x-home device (x-MIP): the x-home address on it, and the gateway
-    /// routed through it, so that the VPN client's IKE and ESP come out here.
+    /// Prepares the outside modes: the home TUN's MTU for the stacked path, and (x-MIP)
+    /// the x-home address on the home TUN, so that the kernel takes in what an x-FA
+    /// delivers natively to it (fvc).
     pub(super) async fn open_outer(&mut self) -> Result<(), Error> {
         let m = &self.file.mn;
         if m.outside == OutsideMode::None {
             return Ok(());
         }
-        remove_stale_configs(std::path::Path::new(RUN_DIR));
         // The same MTU inside and outside: a connection keeps its segment size
         // when the node moves out.
         if let Err(e) = self
@@ -134,42 +136,26 @@ impl Daemon {
         {
             warn!("MTU of the home address's device: {e}");
         }
-        if m.outside != OutsideMode::Xmip {
-            return Ok(());
+        if let Some(xh) = self.x_home() {
+            if let Err(e) = self.nl.add_address(self.tun_ifindex, xh, 32).await {
+                debug!("x-home address on the home TUN: {e}");
+            }
         }
-        let (Some(xh), Some(gw)) = (self.x_home(), self.vpn_gateway) else {
-            return Ok(());
-        };
-        let (tun, idx) = crate::shell::open_tunnel(&m.xhome_device)?;
-        if let Err(e) = self.nl.add_address(idx, xh, 32).await {
-            debug!("x-home address on {}: {e}", m.xhome_device);
-        }
-        let r = netio::netlink::Route::new(gw, 32).dev(idx).src(xh);
-        self.nl.replace_route(&r).await.map_err(net_err(format!(
-            "route to the VPN gateway via {}",
-            m.xhome_device
-        )))?;
-        // The client's sockets are not bound to a device here (see `derived_config`):
-        // its IKE and ESP meet the user table first, which sends them the same way.
-        let r = r.table(m.user_table);
-        self.nl.replace_route(&r).await.map_err(net_err(format!(
-            "route to the VPN gateway via {} (user table)",
-            m.xhome_device
-        )))?;
-        self.outer.xdev = Some(tun);
         Ok(())
     }
 
-    /// A packet from the x-home device: the VPN client's IKE or ESP to the gateway.
-    /// It leaves only as x-MIP, to the x-HA, while the x-HA holds our binding.
-    pub(super) async fn on_xhome_packet(&mut self, packet: &[u8]) {
+    /// IKE or ESP from the x-home address to the gateway: it leaves only as x-MIP, to
+    /// the x-HA, while the x-HA holds our binding. False when it could not.
+    async fn send_xmip(&mut self, packet: &[u8]) -> bool {
         let now = Instant::now();
         let (Some(xh), Some(gw), Some(x_ha)) = (self.x_home(), self.vpn_gateway, self.x_ha())
         else {
-            return self.counters.drop("x-home packet without x-MIP");
+            self.counters.drop("x-home packet without x-MIP");
+            return false;
         };
         let Ok(h) = wire::ipv4::Ipv4Header::parse(packet) else {
-            return self.counters.drop("x-home: malformed packet");
+            self.counters.drop("x-home: malformed packet");
+            return false;
         };
         // Only the VPN rides x-MIP: IKE (UDP 500/4500, ESP in UDP) and ESP, from the
         // x-home address to the gateway. Anything else would be plaintext outside.
@@ -185,12 +171,14 @@ impl Daemon {
             _ => false,
         };
         if h.src != xh || h.dst != gw || !vpn {
-            return self.counters.drop("x-home: not IKE/ESP to the VPN gateway");
+            self.counters.drop("x-home: not IKE/ESP to the VPN gateway");
+            return false;
         }
         // MN-2: the x-MIP layer exists once, on the interface holding the x-HA's
         // binding.
         let Some(li) = self.xmip_link(now) else {
-            return self.counters.drop("x-home: no x-HA binding");
+            self.counters.drop("x-home: no x-HA binding");
+            return false;
         };
         let l = &self.links[li];
         let colocated = l.attached.is_some_and(|a| a.agent.is_none());
@@ -202,8 +190,12 @@ impl Daemon {
             // fvc: through the x-FA, natively (RFC 3024 direct delivery): the agent
             // reverse-tunnels what comes from its visitor's x-home address.
             Some(_) => self.send_native(li, packet).await,
-            None => self.counters.drop("x-home: no x-HA binding"),
+            None => {
+                self.counters.drop("x-home: no x-HA binding");
+                return false;
+            }
         }
+        true
     }
 
     async fn send_native(&mut self, li: usize, packet: &[u8]) {
@@ -259,7 +251,355 @@ impl Daemon {
         )
     }
 
-    /// Inbound x-MIP: the inner packet must be for the x-home address.
+    /// Runs the core's VPN commands.
+    pub(super) async fn on_vpn_action(&mut self, a: mobility::Action) {
+        match a {
+            mobility::Action::StartIke { iface, local } => {
+                self.stop_vpn("a fresh IKE was commanded").await;
+                self.start_vpn(iface, local).await;
+            }
+            mobility::Action::MobikeUpdate { iface, local } => {
+                let now = Instant::now();
+                let name = self.link_of(iface).map(|li| self.links[li].name.clone());
+                let Some(s) = self.outer.vpn.as_mut() else {
+                    let wall = SystemTime::now();
+                    self.node
+                        .handle_vpn(now, wall, iface, VpnEvent::MobikeAnswered { ok: false });
+                    return;
+                };
+                if let (Some(socks), Some(name)) = (&s.socks, name) {
+                    if self.file.mn.outside == OutsideMode::Mobike {
+                        bind_sockets(socks, &name);
+                    }
+                }
+                s.eng.mobike(now, local);
+                self.flush_vpn().await;
+            }
+            // MN-2: only the interface the session runs for can stop it.
+            mobility::Action::StopVpn { iface } if self.vpn_iface().is_none_or(|v| v == iface) => {
+                self.stop_vpn("inside").await
+            }
+            _ => {}
+        }
+    }
+
+    async fn start_vpn(&mut self, iface: IfaceId, local: Ipv4Addr) {
+        match self.new_session(iface, local) {
+            Ok(mut s) => {
+                self.outer.starts += 1;
+                info!(%local, gateway = %s.eng.gateway(), "VPN session started");
+                s.eng.set_local(Some(local));
+                s.eng.handle_timeout(Instant::now());
+                self.outer.vpn = Some(s);
+                self.flush_vpn().await;
+            }
+            Err(e) => {
+                warn!("VPN: {e}");
+                self.counters.drop("VPN session could not start");
+                let (now, wall) = (Instant::now(), SystemTime::now());
+                self.node.handle_vpn(now, wall, iface, VpnEvent::Down);
+            }
+        }
+    }
+
+    fn new_session(&self, iface: IfaceId, local: Ipv4Addr) -> Result<VpnSession, Error> {
+        let m = &self.file.mn;
+        let Some(path) = &m.vpn_config else {
+            return Err(Error::VpnConfig("no vpn_config".into()));
+        };
+        // Read again at every start: credentials and proposals can change without a
+        // restart of the node.
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::VpnConfig(format!("{}: cannot read: {e}", path.display())))?;
+        let link = self.link_of(iface).map(|li| self.links[li].name.clone());
+        let interface = match m.outside {
+            OutsideMode::Xmip => m.xhome_device.clone(),
+            _ => link.clone().unwrap_or_else(|| m.interface.clone()),
+        };
+        let cfg = vpnc::VpnConfig::parse(path, &derived_config(&text, &interface, Some(local), m))
+            .map_err(Error::VpnConfig)?;
+        let ike_cfg = cfg.ike_config().map_err(Error::VpnConfig)?;
+        // Natively arriving IKE and ESP: mc (bound to the interface), and fvc (the x-FA
+        // delivers to the x-home address on whatever interface we are on).
+        let bind = match m.outside {
+            OutsideMode::Mobike => Some(link.unwrap_or(interface)),
+            _ => None,
+        };
+        let socks = open_sockets(ike_cfg.natt_port, bind.as_deref())?;
+        let mut seed = [0u8; 32];
+        crate::shell::getrandom(&mut seed);
+        let eng = Engine::new(
+            ike_cfg,
+            cfg.gateway.0,
+            cfg.reconnect_cap(),
+            seed,
+            Instant::now(),
+        );
+        Ok(VpnSession {
+            eng,
+            cfg,
+            iface,
+            tia: None,
+            socks: Some(socks),
+            sealbuf: Vec::with_capacity(2048),
+        })
+    }
+
+    /// Ends the session: a Delete to the gateway (not waited for), and the TIA is
+    /// forgotten.
+    pub(super) async fn stop_vpn(&mut self, why: &str) {
+        let Some(mut s) = self.outer.vpn.take() else {
+            return;
+        };
+        info!(why, "stopping the VPN session");
+        if s.eng.close(Instant::now()) {
+            while let Some(t) = s.eng.poll_transmit() {
+                self.send_ike(&mut s, t).await;
+            }
+        }
+    }
+
+    /// Sends what the session queued and applies what it says; true when it said
+    /// something (the core may then have actions).
+    pub(super) async fn flush_vpn(&mut self) -> bool {
+        let mut noted = false;
+        let Some(mut s) = self.outer.vpn.take() else {
+            return false;
+        };
+        loop {
+            if let Some(t) = s.eng.poll_transmit() {
+                self.send_ike(&mut s, t).await;
+                continue;
+            }
+            match s.eng.poll_note(Instant::now()) {
+                Some(n) => {
+                    noted = true;
+                    self.on_vpn_note(&mut s, n);
+                }
+                None => break,
+            }
+        }
+        self.outer.vpn = Some(s);
+        noted
+    }
+
+    fn on_vpn_note(&mut self, s: &mut VpnSession, n: Note) {
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        match n {
+            Note::Child(c) => {
+                if let Some(path) = &s.cfg.esp_key_log {
+                    if let Err(e) = vpnc::engine::append_key_log(path, &c) {
+                        warn!("esp_key_log {}: {e}", path.display());
+                    }
+                }
+            }
+            Note::Up {
+                tia,
+                local,
+                natt,
+                ike_spi,
+                setup_ms,
+            } => {
+                info!(%tia, %local, natt, ike_spi = format!("{ike_spi:016x}"), setup_ms, "VPN up");
+                s.tia = Some(tia);
+                self.node
+                    .handle_vpn(now, wall, s.iface, VpnEvent::Up { tia });
+            }
+            Note::Down { reason } => {
+                info!(reason, "VPN down");
+                s.tia = None;
+                self.node.handle_vpn(now, wall, s.iface, VpnEvent::Down);
+            }
+            Note::Mobike { ok, ms, reason, .. } => {
+                info!(ok, ?ms, ?reason, "MOBIKE answered");
+                self.node
+                    .handle_vpn(now, wall, s.iface, VpnEvent::MobikeAnswered { ok });
+            }
+            Note::Rekeyed { what, spi } => info!(what, spi, "VPN rekeyed"),
+        }
+    }
+
+    /// One IKE datagram: through x-MIP as UDP from the x-home address, or (mc) from
+    /// the session's socket.
+    async fn send_ike(&mut self, s: &mut VpnSession, t: vpnc::engine::Transmit) {
+        let (SocketAddr::V4(src), SocketAddr::V4(dst)) = (t.src, t.dst) else {
+            return;
+        };
+        if self.file.mn.outside == OutsideMode::Xmip {
+            let pkt =
+                wire::udp::build_ipv4(*src.ip(), *dst.ip(), src.port(), dst.port(), &t.payload);
+            self.send_xmip(&pkt).await;
+            return;
+        }
+        let Some(socks) = &s.socks else { return };
+        let sock = if src.port() == 500 {
+            &socks.s500
+        } else {
+            &socks.s4500
+        };
+        if let Err(e) = netio::udp::send_from(sock, &t.payload, dst, *src.ip()).await {
+            debug!("send IKE to {dst}: {e}");
+            let local = matches!(
+                e.raw_os_error(),
+                Some(libc::ENETUNREACH | libc::EHOSTUNREACH | libc::EADDRNOTAVAIL)
+            );
+            s.eng.ike_send_failed(Instant::now(), local);
+        }
+    }
+
+    /// Seals `inner` (an IPv4 packet from the TIA) and sends the ESP; false when it
+    /// could not (no session or SA, or the layer below refused).
+    async fn seal_and_send(&mut self, inner: &[u8]) -> bool {
+        let Some(mut s) = self.outer.vpn.take() else {
+            return false;
+        };
+        let now = Instant::now();
+        let mut buf = std::mem::take(&mut s.sealbuf);
+        let sent = match s.eng.seal(now, inner, &mut buf) {
+            None => false,
+            Some(out) if self.file.mn.outside == OutsideMode::Xmip => {
+                let pkt = if out.udp {
+                    let sport = s.eng.natt_port();
+                    wire::udp::build_ipv4(out.src, *out.dst.ip(), sport, out.dst.port(), &buf)
+                } else {
+                    wire::ipv4::Ipv4Header::build(out.src, *out.dst.ip(), 50, &buf)
+                };
+                self.send_xmip(&pkt).await
+            }
+            Some(out) => match &s.socks {
+                Some(socks) if out.udp => {
+                    netio::udp::send_from(&socks.s4500, &buf, out.dst, out.src)
+                        .await
+                        .is_ok()
+                }
+                Some(VpnSockets { raw: Some(r), .. }) => {
+                    r.send_to(&buf, *out.dst.ip()).await.is_ok()
+                }
+                _ => false,
+            },
+        };
+        if sent {
+            s.eng.esp_sent(now, inner.len());
+        } else {
+            s.eng.status_mut().tx_errors += 1;
+        }
+        s.sealbuf = buf;
+        self.outer.vpn = Some(s);
+        sent
+    }
+
+    /// A registration request through the VPN (from the TIA to the i-HA).
+    pub(super) async fn send_via_vpn(&mut self, t: mobility::Transmit) {
+        let now = Instant::now();
+        let tia = self.outer.vpn.as_ref().and_then(|s| s.tia);
+        if tia != Some(*t.src.ip()) {
+            self.counters.drop("request through the VPN: no tunnel");
+            self.node.handle_send_failed(now, t.iface, Via::Vpn);
+            return;
+        }
+        let pkt = wire::udp::build_ipv4(
+            *t.src.ip(),
+            *t.dst.ip(),
+            t.src.port(),
+            t.dst.port(),
+            &t.payload,
+        );
+        if !self.seal_and_send(&pkt).await {
+            debug!("request through the VPN could not leave");
+            self.node.handle_send_failed(now, t.iface, Via::Vpn);
+        }
+    }
+
+    /// User data through the VPN: IP-in-IP from the TIA to the i-HA.
+    pub(super) async fn send_via_vpn_data(&mut self, packet: &[u8]) {
+        let ha = self.file.mn.home_agent;
+        let Some(tia) = self.outer.vpn.as_ref().and_then(|s| s.tia) else {
+            return self.counters.drop("outside: no tunnel");
+        };
+        let pkt = wire::ipv4::Ipv4Header::build(tia, ha, netio::raw::IPPROTO_IPIP, packet);
+        if self.seal_and_send(&pkt).await {
+            self.counters.tx_packets += 1;
+            self.counters.tx_bytes += packet.len() as u64;
+        } else {
+            self.counters.drop("send through the VPN failed");
+        }
+    }
+
+    /// The interface the VPN session runs for (MN-2: one session at a time).
+    pub(super) fn vpn_iface(&self) -> Option<IfaceId> {
+        self.outer.vpn.as_ref().map(|s| s.iface)
+    }
+
+    /// The session's next deadline.
+    pub(super) fn vpn_deadline(&self) -> Option<Instant> {
+        self.outer.vpn.as_ref().and_then(|s| s.eng.poll_timeout())
+    }
+
+    pub(super) fn on_vpn_timer(&mut self, now: Instant) {
+        if let Some(s) = self.outer.vpn.as_mut() {
+            if s.eng.poll_timeout().is_some_and(|t| t <= now) {
+                s.eng.handle_timeout(now);
+            }
+        }
+    }
+
+    /// mc: a route appeared; through the session's interface (or any, when the kernel
+    /// did not say), an outstanding IKE request goes again (see `Engine::route_added`).
+    pub(super) fn on_vpn_route(&mut self, table: u32, oif: Option<u32>) {
+        if self.file.mn.outside != OutsideMode::Mobike || table == self.file.mn.user_table {
+            return;
+        }
+        if let Some(s) = self.outer.vpn.as_mut() {
+            if oif.is_none_or(|o| o == s.iface) {
+                s.eng.route_added(Instant::now());
+            }
+        }
+    }
+
+    /// A datagram on one of the session's UDP sockets (`natt`: the NAT-T port).
+    pub(super) async fn on_vpn_udp(&mut self, buf: &mut [u8], m: netio::RecvMeta, natt: bool) {
+        let now = Instant::now();
+        let Some(s) = self.outer.vpn.as_mut() else {
+            return;
+        };
+        let Some(data) = buf.get_mut(..m.len).filter(|_| !m.truncated) else {
+            return self.counters.drop("VPN: truncated datagram");
+        };
+        let port = if natt { s.eng.natt_port() } else { 500 };
+        let local = m.dst.or(s.eng.local_ip()).unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let (from, to) = (
+            SocketAddr::V4(m.src),
+            SocketAddr::V4(SocketAddrV4::new(local, port)),
+        );
+        if !natt {
+            return s.eng.handle_ike(now, from, to, data);
+        }
+        if let Some(r) = s.eng.open_udp(now, from, to, data) {
+            if let Some(inner) = data.get(r) {
+                self.on_vpn_inner(inner).await;
+            }
+        }
+    }
+
+    /// An ESP packet (outer IPv4 header included) from the session's raw socket.
+    pub(super) async fn on_vpn_raw_esp(&mut self, buf: &mut [u8], n: usize) {
+        let now = Instant::now();
+        let ihl = buf.first().map_or(0, |b| usize::from(b & 0x0f) * 4);
+        let Some(s) = self.outer.vpn.as_mut() else {
+            return;
+        };
+        let Some(esp) = buf.get_mut(ihl..n).filter(|_| ihl >= 20) else {
+            return self.counters.drop("VPN: malformed ESP packet");
+        };
+        if let Some(r) = s.eng.open_esp(now, esp) {
+            if let Some(inner) = esp.get(r) {
+                self.on_vpn_inner(inner).await;
+            }
+        }
+    }
+
+    /// Inbound x-MIP, stripped: the packet inside must be for the x-home address, and
+    /// from the gateway (IKE, or ESP in UDP or not).
     pub(super) async fn deliver_xhome(&mut self, inner: &[u8]) {
         let Some(xh) = self.x_home() else {
             return self.counters.drop("x-MIP packet without x-MIP");
@@ -275,261 +615,89 @@ impl Daemon {
                 .counters
                 .drop("x-MIP: inner destination is not the x-home address");
         }
-        let Some(x) = &self.outer.xdev else { return };
-        if let Err(e) = x.send(inner).await {
-            debug!("x-home device write: {e}");
-            self.counters.drop("x-home device write failed");
-        }
+        self.on_vpn_outer(inner).await;
     }
 
-    /// Runs the core's VPN commands.
-    pub(super) async fn on_vpn_action(&mut self, a: mobility::Action) {
-        match a {
-            mobility::Action::StartIke { iface, local } => {
-                self.stop_vpn("a fresh IKE was commanded").await;
-                if self.outer.stopping.is_some() {
-                    // The old client still holds the TUN and the routing table:
-                    // start when it has gone (see `on_vpn_exited`).
-                    self.outer.pending_start = Some((iface, local));
+    /// A packet from the gateway to our IKE/ESP address, taken out of x-MIP.
+    async fn on_vpn_outer(&mut self, pkt: &[u8]) {
+        let now = Instant::now();
+        let Ok(h) = wire::ipv4::Ipv4Header::parse(pkt) else {
+            return self.counters.drop("VPN: malformed packet");
+        };
+        let Some(s) = self.outer.vpn.as_mut() else {
+            return self.counters.drop("VPN packet without a session");
+        };
+        if h.src != *s.eng.gateway().ip() {
+            return self.counters.drop("VPN packet not from the gateway");
+        }
+        if h.more_fragments || h.frag_offset != 0 {
+            return self.counters.drop("VPN: fragment");
+        }
+        let Some(payload) = pkt.get(h.header_len..usize::from(h.total_len)) else {
+            return self.counters.drop("VPN: malformed packet");
+        };
+        let inner = match h.protocol {
+            17 => {
+                let Ok(u) = wire::udp::UdpPacket::new_checked(payload) else {
+                    return self.counters.drop("VPN: malformed UDP");
+                };
+                let (sport, dport) = (u.src_port(), u.dst_port());
+                let mut data = u.payload().to_vec();
+                let from = SocketAddr::V4(SocketAddrV4::new(h.src, sport));
+                let to = SocketAddr::V4(SocketAddrV4::new(h.dst, dport));
+                if dport == 500 {
+                    s.eng.handle_ike(now, from, to, &data);
                     return;
                 }
-                self.start_vpn(iface, local);
-            }
-            mobility::Action::MobikeUpdate { iface, local } => {
-                let sent = match self.outer.child.as_mut().and_then(|c| c.stdin.as_mut()) {
-                    Some(s) => s
-                        .write_all(format!("mobike {local}\n").as_bytes())
-                        .await
-                        .is_ok(),
-                    None => false,
-                };
-                if !sent {
-                    let (now, wall) = (Instant::now(), SystemTime::now());
-                    self.node
-                        .handle_vpn(now, wall, iface, VpnEvent::MobikeAnswered { ok: false });
+                if dport != s.eng.natt_port() {
+                    return self.counters.drop("VPN: UDP to neither IKE port");
                 }
+                s.eng.open_udp(now, from, to, &mut data).map(|r| (data, r))
             }
-            // MN-2: only the interface the client runs for can stop it.
-            mobility::Action::StopVpn { iface } if self.vpn_iface().is_none_or(|v| v == iface) => {
-                self.stop_vpn("inside").await
+            50 => {
+                let mut data = payload.to_vec();
+                s.eng.open_esp(now, &mut data).map(|r| (data, r))
             }
-            _ => {}
-        }
-    }
-
-    fn start_vpn(&mut self, iface: IfaceId, local: Ipv4Addr) {
-        match self.spawn_vpn(iface, local) {
-            Ok(c) => {
-                self.outer.starts += 1;
-                info!(%local, "VPN client started");
-                self.outer.child = Some(c);
-            }
-            Err(e) => {
-                warn!("VPN client: {e}");
-                self.counters.drop("VPN client could not start");
-                let (now, wall) = (Instant::now(), SystemTime::now());
-                self.node.handle_vpn(now, wall, iface, VpnEvent::Down);
+            _ => return self.counters.drop("VPN: neither IKE nor ESP"),
+        };
+        if let Some((data, r)) = inner {
+            if let Some(p) = data.get(r) {
+                self.on_vpn_inner(p).await;
             }
         }
     }
 
-    /// The stopping client exited (or was killed): a start that waited for it runs.
-    pub(super) fn on_vpn_exited(&mut self) {
-        self.outer.stopping = None;
-        self.outer.stop_deadline = None;
-        if let Some((iface, local)) = self.outer.pending_start.take() {
-            self.start_vpn(iface, local);
-        }
-    }
-
-    /// A stopping client that overran its time is killed.
-    pub(super) fn on_stop_deadline(&mut self, now: Instant) {
-        if self.outer.stop_deadline.is_some_and(|t| t <= now) {
-            self.outer.stop_deadline = None;
-            if let Some(c) = self.outer.stopping.as_mut() {
-                warn!("the VPN client did not stop within 3 s: killed");
-                let _ = c.start_kill();
-            }
-        }
-    }
-
-    fn spawn_vpn(&mut self, iface: IfaceId, local: Ipv4Addr) -> Result<VpnChild, Error> {
-        let m = &self.file.mn;
-        let Some(user) = &m.vpn_config else {
-            return Err(Error::VpnConfig("no vpn_config".into()));
+    /// What ESP carried: from the i-HA to the TIA, a registration reply or i-MIP.
+    async fn on_vpn_inner(&mut self, pkt: &[u8]) {
+        let Ok(h) = wire::ipv4::Ipv4Header::parse(pkt) else {
+            return self.counters.drop("VPN: malformed inner packet");
         };
-        let text = std::fs::read_to_string(user)
-            .map_err(|e| Error::VpnConfig(format!("{}: cannot read: {e}", user.display())))?;
-        let interface = match m.outside {
-            OutsideMode::Xmip => m.xhome_device.clone(),
-            _ => self
-                .link_of(iface)
-                .map_or_else(|| m.interface.clone(), |li| self.links[li].name.clone()),
-        };
-        let derived = derived_config(&text, &interface, Some(local), m);
-        let dir = PathBuf::from(RUN_DIR);
-        crate::shell::create_private_dir(&dir).map_err(Error::VpnClient)?;
-        let path = dir.join(format!("mn-{}-vpn.toml", std::process::id()));
-        crate::shell::write_private(&path, &derived).map_err(Error::VpnClient)?;
-        let (prog, name, mut args) = self_command();
-        args.extend(
-            ["vpn", "--config"]
-                .iter()
-                .map(|s| s.to_string())
-                .chain([path.display().to_string(), "--events".into()]),
-        );
-        let mut child = tokio::process::Command::new(prog)
-            .arg0(name)
-            .args(&args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| Error::VpnClient(format!("spawn mipsec vpn: {e}")))?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| Error::VpnClient("no stdout".into()))?;
-        let stdin = child.stdin.take();
-        Ok(VpnChild {
-            child,
-            stdin,
-            lines: BufReader::new(stdout).lines(),
-            cfg_path: Some(path),
-            iface,
-        })
-    }
-
-    /// Stops the VPN client (Delete to the gateway) and forgets the TIA.
-    pub(super) async fn stop_vpn(&mut self, why: &str) {
-        // A start still waiting for the previous client to exit is cancelled too:
-        // otherwise it ran after the node had gone inside (mc soak: a client started
-        // on int-a after the gate opened there reconnected from the int-a address on
-        // the next link, ARPing for int-a's router on ext-a).
-        self.outer.pending_start = None;
-        self.outer.tia = None;
-        let Some(mut c) = self.outer.child.take() else {
-            return;
-        };
-        info!(why, "stopping the VPN client");
-        if let Some(mut s) = c.stdin.take() {
-            let _ = s.write_all(b"stop\n").await;
+        let tia = self.outer.vpn.as_ref().and_then(|s| s.tia);
+        if Some(h.dst) != tia || h.src != self.file.mn.home_agent {
+            return self.counters.drop("VPN: not from the i-HA to the TIA");
         }
-        if let Some(p) = c.cfg_path.take() {
-            let _ = std::fs::remove_file(p);
-        }
-        // It exits after its Delete: the loop waits for that without blocking
-        // (see `on_vpn_exited`), and kills it after 3 s.
-        if let Some(mut old) = self.outer.stopping.replace(c.child) {
-            let _ = old.start_kill();
-        }
-        self.outer.stop_deadline = Some(Instant::now() + std::time::Duration::from_secs(3));
-    }
-
-    /// One line from the VPN client (or its end).
-    pub(super) async fn on_vpn_line(&mut self, line: Option<String>) {
-        let (now, wall) = (Instant::now(), SystemTime::now());
-        let Some(iface) = self.outer.child.as_ref().map(|c| c.iface) else {
-            return;
-        };
-        if let Some(p) = self.outer.child.as_mut().and_then(|c| c.cfg_path.take()) {
-            // It has read its configuration (it holds credentials): remove it.
-            let _ = std::fs::remove_file(p);
-        }
-        let Some(line) = line else {
-            warn!("the VPN client exited");
-            self.outer.child = None;
-            self.outer.tia = None;
-            self.node.handle_vpn(now, wall, iface, VpnEvent::Down);
-            return;
-        };
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
-            return self.counters.drop("VPN client: unreadable event");
-        };
-        match v["event"].as_str() {
-            Some("up") => {
-                let tia = v["tia"].as_str().and_then(|t| t.parse::<Ipv4Addr>().ok());
-                let tun = v["tun"]
-                    .as_str()
-                    .unwrap_or(&self.file.mn.vpn_tun)
-                    .to_string();
-                let Some(tia) = tia else {
-                    return self.counters.drop("VPN client: up without a TIA");
+        match h.protocol {
+            netio::raw::IPPROTO_IPIP => self.on_tia_tunnel(h.src, pkt).await,
+            17 => {
+                let Some(Ok(u)) = pkt
+                    .get(h.header_len..usize::from(h.total_len))
+                    .map(wire::udp::UdpPacket::new_checked)
+                else {
+                    return self.counters.drop("VPN: malformed UDP");
                 };
-                info!(%tia, %tun, natt = ?v["natt"], setup_ms = ?v["setup_ms"], "VPN up");
-                match open_tia(tia, &tun) {
-                    Ok(p) => self.outer.tia = Some(p),
-                    Err(e) => {
-                        warn!("{e}");
-                        self.outer.tia = None;
-                    }
+                if u.dst_port() != mip4::wire::MIP_PORT {
+                    return self.counters.drop("VPN: UDP not for the registration port");
                 }
-                self.node.handle_vpn(now, wall, iface, VpnEvent::Up { tia });
+                self.on_tia_udp(SocketAddrV4::new(h.src, u.src_port()), u.payload());
             }
-            Some("down") => {
-                info!(reason = ?v["reason"], "VPN down");
-                self.outer.tia = None;
-                self.node.handle_vpn(now, wall, iface, VpnEvent::Down);
-            }
-            Some("mobike") => {
-                let ok = v["ok"].as_bool() == Some(true);
-                info!(ok, ms = ?v["ms"], "MOBIKE answered");
-                self.node
-                    .handle_vpn(now, wall, iface, VpnEvent::MobikeAnswered { ok });
-            }
-            Some(other) => debug!(event = other, "VPN client"),
-            None => self.counters.drop("VPN client: event without a name"),
+            _ => self.counters.drop("VPN: neither i-MIP nor a registration"),
         }
-    }
-
-    /// A registration request through the VPN (from the TIA to the i-HA).
-    pub(super) async fn send_via_vpn(&mut self, t: mobility::Transmit) {
-        let now = Instant::now();
-        let Some(p) = self.outer.tia.as_ref().filter(|p| p.tia == *t.src.ip()) else {
-            self.counters.drop("request through the VPN: no tunnel");
-            self.node.handle_send_failed(now, t.iface, Via::Vpn);
-            return;
-        };
-        if let Err(e) = p.udp.send_to(&t.payload, t.dst).await {
-            debug!("request through the VPN: {e}");
-            self.node.handle_send_failed(now, t.iface, Via::Vpn);
-        }
-    }
-
-    /// User data through the VPN: IP-in-IP from the TIA to the i-HA.
-    pub(super) async fn send_via_vpn_data(&mut self, packet: &[u8]) {
-        let ha = self.file.mn.home_agent;
-        if self.outer.tia.is_none() {
-            return self.counters.drop("outside: no tunnel");
-        }
-        if self.batch_tx(super::data::TxTarget::Tia, packet, ha).await {
-            return;
-        }
-        let Some(p) = &self.outer.tia else {
-            return self.counters.drop("outside: no tunnel");
-        };
-        match p.raw.send_to(packet, ha).await {
-            Ok(_) => {
-                self.counters.tx_packets += 1;
-                self.counters.tx_bytes += packet.len() as u64;
-            }
-            Err(e) => {
-                debug!("send through the VPN: {e}");
-                self.counters.drop("send through the VPN failed");
-            }
-        }
-    }
-
-    /// The interface the VPN client runs for (MN-2: one client at a time).
-    pub(super) fn vpn_iface(&self) -> Option<IfaceId> {
-        self.outer.child.as_ref().map(|c| c.iface)
     }
 
     /// A reply of the i-HA through the VPN.
-    pub(super) fn on_tia_udp(&mut self, from: SocketAddrV4, payload: &[u8]) {
+    fn on_tia_udp(&mut self, from: SocketAddrV4, payload: &[u8]) {
         let Some(iface) = self.vpn_iface() else {
-            return self.counters.drop("reply through the VPN: no client");
+            return self.counters.drop("reply through the VPN: no session");
         };
         self.node.handle_datagram(
             Instant::now(),
@@ -542,12 +710,12 @@ impl Daemon {
     }
 
     /// IP-in-IP from the i-HA through the VPN.
-    pub(super) async fn on_tia_tunnel(&mut self, outer_src: Ipv4Addr, packet: &[u8]) {
+    async fn on_tia_tunnel(&mut self, outer_src: Ipv4Addr, packet: &[u8]) {
         if outer_src != self.file.mn.home_agent {
             return self.counters.drop("VPN tunnel packet not from the i-HA");
         }
         let Some(li) = self.vpn_iface().and_then(|i| self.link_of(i)) else {
-            return self.counters.drop("VPN tunnel packet without a client");
+            return self.counters.drop("VPN tunnel packet without a session");
         };
         if !self.via_vpn_open(li) {
             return self.counters.drop("gate closed");
@@ -559,6 +727,58 @@ impl Daemon {
             return self.counters.drop("malformed outer header");
         };
         self.deliver(li, inner).await;
+    }
+}
+
+/// UDP 500, the NAT-T port (wildcard, with the destination of each datagram) and a
+/// raw ESP socket; `bind`: only through this interface.
+fn open_sockets(natt_port: u16, bind: Option<&str>) -> Result<VpnSockets, Error> {
+    let udp = |port: u16| {
+        let mut o = UdpOptions::new(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port));
+        o.pktinfo = true;
+        o.reuse_addr = true;
+        o.device = bind.map(str::to_string);
+        let s = o
+            .bind()
+            .map_err(|e| Error::VpnClient(format!("UDP port {port}: {e}")))?;
+        let r = socket2::SockRef::from(&s);
+        let _ = r.set_recv_buffer_size(4 << 20);
+        let _ = r.set_send_buffer_size(4 << 20);
+        Ok::<_, Error>(s)
+    };
+    let raw = match RawIp::open_with(
+        netio::raw::IPPROTO_ESP,
+        &RawIpOptions {
+            device: bind.map(str::to_string),
+            ..RawIpOptions::default()
+        },
+    ) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            warn!("no raw ESP socket ({e}): only UDP-encapsulated ESP will work");
+            None
+        }
+    };
+    Ok(VpnSockets {
+        s500: udp(500)?,
+        s4500: udp(natt_port)?,
+        raw,
+    })
+}
+
+/// mc: IKE and ESP leave and arrive through `name` only (after a move).
+fn bind_sockets(socks: &VpnSockets, name: &str) {
+    let all = [
+        Some(socket2::SockRef::from(&socks.s500)),
+        Some(socket2::SockRef::from(&socks.s4500)),
+        socks.raw.as_ref().map(socket2::SockRef::from),
+    ];
+    for s in all.iter().flatten() {
+        if let Err(e) = s.bind_device(Some(name.as_bytes())) {
+            // Better silent than out through another interface.
+            warn!("SO_BINDTODEVICE {name}: {e}");
+            return;
+        }
     }
 }
 
@@ -618,72 +838,4 @@ fn derived_config(
          bind_interface = {bind}\nkill_switch = \"off\"\ntun = \"{}\"\ntable = {}\nrule_priority = {}\nmtu = {VPN_MTU}\n",
         m.vpn_tun, m.vpn_table, m.vpn_table
     )
-}
-
-/// Where the derived VPN client files go (0700; each 0600, removed once read).
-const RUN_DIR: &str = "/run/mipsec";
-
-/// Removes derived VPN client files (they hold credentials) left by a mobile node
-/// that was killed before its client read them: `mn-<pid>-vpn.toml` of a pid that
-/// no longer runs.
-fn remove_stale_configs(dir: &std::path::Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name
-            .strip_prefix("mn-")
-            .and_then(|r| r.strip_suffix("-vpn.toml"))
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-            debug!("removing {name}, left by a mobile node that is gone");
-            let _ = std::fs::remove_file(e.path());
-        }
-    }
-}
-
-/// The sockets on the TIA: registrations (port 434) and IP-in-IP with the i-HA,
-/// bound to the VPN client's TUN.
-fn open_tia(tia: Ipv4Addr, tun: &str) -> Result<TiaPath, Error> {
-    let mut o = UdpOptions::new(SocketAddrV4::new(tia, MIP_PORT));
-    o.device = Some(tun.to_string());
-    o.reuse_addr = true;
-    let udp = o
-        .bind()
-        .map_err(net_err(format!("registration socket on the TIA {tia}")))?;
-    let raw = RawIp::open_with(
-        IPPROTO_IPIP,
-        &RawIpOptions {
-            bind_addr: Some(tia),
-            device: Some(tun.to_string()),
-            header_included: false,
-        },
-    )
-    .map_err(net_err(format!("tunnel socket on the TIA {tia}")))?;
-    crate::shell::allow_fragmentation(std::os::fd::AsFd::as_fd(&raw));
-    Ok(TiaPath { tia, udp, raw })
-}
-
-/// How to run this program's `vpn` subcommand: the executable, the name it goes by
-/// (argv[0]), and the words before our own subcommand (`mipsec-lab mipsec mn ...`
-/// gives `["mipsec"]`). The executable is this process's own image
-/// (`/proc/self/exe`), not its path: a package upgrade that replaced or removed the
-/// file while the node runs must not leave it unable to start its VPN client (the
-/// path then names a deleted file, and every start outside failed with ENOENT).
-fn self_command() -> (PathBuf, String, Vec<String>) {
-    let args: Vec<String> = std::env::args().collect();
-    let idx = args.iter().position(|a| a == "mn").unwrap_or(1);
-    let prefix = args.get(1..idx).map(<[String]>::to_vec).unwrap_or_default();
-    let name = args.first().cloned().unwrap_or_else(|| "mipsec".into());
-    let own = PathBuf::from("/proc/self/exe");
-    let prog = if own.exists() {
-        own
-    } else {
-        std::env::current_exe().unwrap_or_else(|_| PathBuf::from(&name))
-    };
-    (prog, name, prefix)
 }

@@ -200,29 +200,3 @@ pub(crate) fn getrandom(buf: &mut [u8]) {
         *b = (t >> ((i % 16) * 8)) as u8;
     }
 }
-
-/// Creates `dir` (and its parents) readable by its owner only.
-pub(crate) fn create_private_dir(dir: &std::path::Path) -> Result<(), String> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| format!("{}: {e}", dir.display()))
-}
-
-/// Writes a file only its owner can read (it may hold credentials), whatever the
-/// umask; an existing file is truncated and restricted too.
-pub(crate) fn write_private(path: &std::path::Path, contents: &str) -> Result<(), String> {
-    use std::io::Write;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let err = |e: std::io::Error| format!("{}: {e}", path.display());
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(err)?;
-    f.set_permissions(std::fs::Permissions::from_mode(0o600))
-        .map_err(err)?;
-    f.write_all(contents.as_bytes()).map_err(err)
-}

@@ -133,6 +133,14 @@ pub async fn recv_with_meta(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<Recv
     .await
 }
 
+/// [`recv_with_meta`] without waiting: `WouldBlock` when nothing is queued (to drain a
+/// burst after a wake-up).
+pub fn try_recv_with_meta(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<RecvMeta> {
+    sock.try_io(Interest::READABLE, || {
+        recvmsg_pktinfo(sock.as_raw_fd(), buf)
+    })
+}
+
 fn recvmsg_pktinfo(fd: i32, buf: &mut [u8]) -> io::Result<RecvMeta> {
     // SAFETY: all-zero is a valid sockaddr_in, iovec and msghdr.
     let mut sin: libc::sockaddr_in = unsafe { zeroed() };

@@ -778,3 +778,6 @@ pub fn append_key_log(path: &std::path::Path, c: &ChildSaInfo) -> std::io::Resul
         .open(path)?;
     writeln!(f, "{}\n{}", lines[0], lines[1])
 }
+
+#[cfg(test)]
+mod tests;
