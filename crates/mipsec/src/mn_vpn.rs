@@ -386,13 +386,7 @@ impl Daemon {
     fn on_vpn_note(&mut self, s: &mut VpnSession, n: Note) {
         let (now, wall) = (Instant::now(), SystemTime::now());
         match n {
-            Note::Child(c) => {
-                if let Some(path) = &s.cfg.esp_key_log {
-                    if let Err(e) = vpnc::engine::append_key_log(path, &c) {
-                        warn!("esp_key_log {}: {e}", path.display());
-                    }
-                }
-            }
+            Note::Child(c) => vpnc::engine::log_child_keys(s.cfg.esp_key_log.as_deref(), &c),
             Note::Up {
                 tia,
                 local,

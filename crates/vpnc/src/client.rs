@@ -15,7 +15,7 @@ use rand::{RngCore, SeedableRng};
 use tokio::net::{UdpSocket, UnixListener};
 
 use crate::config::VpnConfig;
-use crate::engine::{append_key_log, Engine, Note};
+use crate::engine::{log_child_keys, Engine, Note};
 use crate::killswitch::KillSwitch;
 use crate::supervise::{Commands, Emitter, Event as SupEvent, Supervisor};
 
@@ -504,11 +504,7 @@ impl State {
     async fn on_note(&mut self, io: &Io, n: Note) {
         match n {
             Note::Child(c) => {
-                if let Some(path) = &self.cfg.esp_key_log {
-                    if let Err(e) = append_key_log(path, &c) {
-                        tracing::warn!("esp_key_log {}: {e}", path.display());
-                    }
-                }
+                log_child_keys(self.cfg.esp_key_log.as_deref(), &c);
                 self.configure(io, &c).await;
             }
             Note::Up {

@@ -762,8 +762,18 @@ fn accepted(s: &ikev2::Stats) -> u64 {
     )
 }
 
+/// `esp_key_log`: appends the CHILD_SA's keys when a key log is configured; a failure
+/// is logged, never fatal.
+pub fn log_child_keys(path: Option<&std::path::Path>, c: &ChildSaInfo) {
+    if let Some(path) = path {
+        if let Err(e) = append_key_log(path, c) {
+            tracing::warn!("esp_key_log {}: {e}", path.display());
+        }
+    }
+}
+
 /// Appends the CHILD_SA's `esp_sa` lines to the key log (`esp_key_log`), mode 0600.
-pub fn append_key_log(path: &std::path::Path, c: &ChildSaInfo) -> std::io::Result<()> {
+fn append_key_log(path: &std::path::Path, c: &ChildSaInfo) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let Some(lines) = crate::sas::esp_sa_lines(c) else {
