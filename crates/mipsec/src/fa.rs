@@ -429,8 +429,8 @@ impl Daemon {
     /// visitor, routed there by its policy rule (direct delivery style): its segments
     /// are queued for the reverse tunnel to the visitor's home agent.
     async fn on_reverse(&mut self, buf: &[u8]) {
-        if let Err(why) = self.dp.take_tun_read(buf) {
-            return self.counters.drop(why);
+        if self.dp.take_tun_read(buf).is_err() {
+            return self.counters.drop(crate::drops::DropReason::BadOffloadPacket);
         }
         let Some((src, _)) = self.dp.packets().get(0).and_then(wire::ipv4::addresses) else {
             return self.counters.drop(DropReason::NotIpv4FromTun);
@@ -621,7 +621,7 @@ impl Daemon {
                 "reverse_bytes": self.counters.reverse_bytes,
                 "drops": drops,
             },
-            "data_path": self.dp.status(),
+            "data_path": crate::datapath::status(&self.dp),
         })
     }
 

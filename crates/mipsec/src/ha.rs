@@ -472,7 +472,7 @@ impl Daemon {
                 "rx_packets": self.counters.rx_packets,
                 "rx_bytes": self.counters.rx_bytes,
             },
-            "data_path": self.dp.status()
+            "data_path": crate::datapath::status(&self.dp)
         })
     }
 

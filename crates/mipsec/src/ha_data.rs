@@ -126,8 +126,8 @@ impl Daemon {
     /// One read from the tunnel device: a packet, or a super-packet, for away mobile
     /// nodes; its segments are queued for every care-of address.
     pub(super) async fn on_tun(&mut self, now: Instant, buf: &[u8]) {
-        if let Err(why) = self.dp.take_tun_read(buf) {
-            return self.counters.drop(why);
+        if self.dp.take_tun_read(buf).is_err() {
+            return self.counters.drop(crate::drops::DropReason::BadOffloadPacket);
         }
         let Some((_, dst)) = self.dp.packets().get(0).and_then(wire::ipv4::addresses) else {
             return self.counters.drop(DropReason::NotIpv4FromTun);

@@ -191,8 +191,8 @@ impl Daemon {
     /// One read from the TUN: a packet, or (offloading) a TCP super-packet cut into
     /// the segments the kernel would have sent; each goes through the gate.
     pub(super) async fn on_tun_read(&mut self, buf: &[u8]) {
-        if let Err(why) = self.dp.take_tun_read(buf) {
-            return self.counters.drop(why.name());
+        if self.dp.take_tun_read(buf).is_err() {
+            return self.counters.drop(crate::drops::DropReason::BadOffloadPacket.name());
         }
         let segs = self.dp.lend_packets();
         for p in segs.iter() {

@@ -137,7 +137,7 @@ impl Daemon {
             "tia": self.outer.vpn.as_ref().and_then(|s| s.tia).map(|t| t.to_string()),
             "vpn_running": self.outer.vpn.is_some(),
             "vpn": self.outer.vpn.as_ref().map(|s| s.eng.status()),
-            "data_path": self.dp.status(),
+            "data_path": crate::datapath::status(&self.dp),
             "counters": counters,
         })
     }

@@ -18,6 +18,7 @@
 //! thread that created it; tests exploit that by calling `setns` on a dedicated thread.
 
 pub mod coalesce;
+pub mod datapath;
 mod error;
 pub mod netlink;
 pub mod offload;

@@ -1,0 +1,184 @@
+//! The tunnel data path the daemons share: a tunnel device with TUN offloads when the
+//! kernel allows them, segmentation of its super-packets right before encapsulation,
+//! `sendmmsg` batches on a raw socket, UDP GSO sends, and merging of TCP segments
+//! before they are written into the TUN (see [`crate::offload`], [`crate::coalesce`]).
+//!
+//! Without offload the TUN moves one plain packet per read and write; the sends are
+//! still batched. Used by the mipsec agents and mobile node, and by the VPN client.
+
+use crate::coalesce::Coalescer;
+use crate::offload::{segment, OffloadError, PacketList, VnetHdr};
+use crate::raw::RawIp;
+use crate::raw_batch::{RawSendBatch, MAX_BATCH};
+use crate::tun::Tun;
+use crate::udp::{GsoBatch, GsoOutcome};
+use std::net::Ipv4Addr;
+use tracing::{debug, warn};
+
+/// Buffers of the data path, reused for every packet, and its counters.
+pub struct DataPath {
+    /// Whether the tunnel device runs with offloads (a virtio header on every packet).
+    pub offload: bool,
+    /// Packets of the last TUN read (the segments of a super-packet).
+    segs: PacketList,
+    /// IP-in-IP payloads waiting for the next `sendmmsg`.
+    out: RawSendBatch,
+    /// Packets waiting for the TUN (offload only).
+    co: Coalescer,
+    /// TUN reads that were super-packets, and the segments they gave.
+    pub super_packets: u64,
+    pub segments: u64,
+    /// RFC 3519 Tunnel Data goes out with UDP GSO (until the kernel refuses it).
+    pub udp_gso: bool,
+    /// GSO sends, and the datagrams they carried.
+    pub udp_gso_sends: u64,
+    pub udp_gso_datagrams: u64,
+}
+
+impl Default for DataPath {
+    fn default() -> Self {
+        DataPath::new(false)
+    }
+}
+
+impl DataPath {
+    /// Buffers for a TUN opened with offloads (`offload`: a virtio header on every
+    /// packet) or without.
+    pub fn new(offload: bool) -> DataPath {
+        DataPath {
+            offload,
+            segs: PacketList::new(),
+            out: RawSendBatch::new(),
+            co: Coalescer::new(),
+            super_packets: 0,
+            segments: 0,
+            udp_gso: true,
+            udp_gso_sends: 0,
+            udp_gso_datagrams: 0,
+        }
+    }
+
+    /// Takes one TUN read (`buf`, with its virtio header when offloading) apart into
+    /// wire-ready packets ([`DataPath::packets`]). The error is why the read is dropped.
+    pub fn take_tun_read(&mut self, buf: &[u8]) -> Result<(), OffloadError> {
+        self.segs.clear();
+        if !self.offload {
+            self.segs.push(buf);
+            return Ok(());
+        }
+        let (h, p) = VnetHdr::parse(buf)?;
+        match segment(&h, p, &mut self.segs) {
+            Ok(n) => {
+                if n > 1 {
+                    self.super_packets += 1;
+                    self.segments += n as u64;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                debug!("tun packet: {e}");
+                Err(e)
+            }
+        }
+    }
+
+    /// The packets of the last [`DataPath::take_tun_read`].
+    pub fn packets(&self) -> &PacketList {
+        &self.segs
+    }
+
+    /// Lends the packets of the last read to a caller that handles them one at a
+    /// time with the daemon borrowed; [`DataPath::restore_packets`] gives the
+    /// buffer back for the next read.
+    pub fn lend_packets(&mut self) -> PacketList {
+        std::mem::take(&mut self.segs)
+    }
+
+    pub fn restore_packets(&mut self, p: PacketList) {
+        self.segs = p;
+    }
+
+    /// Queues every packet of the last TUN read for `dst` (IP-in-IP, kernel header).
+    pub fn queue_packets(&mut self, dst: Ipv4Addr) {
+        for s in self.segs.iter() {
+            self.out.push(s, dst);
+        }
+    }
+
+    /// Queues one packet for `dst`.
+    pub fn queue(&mut self, pkt: &[u8], dst: Ipv4Addr) {
+        self.out.push(pkt, dst);
+    }
+
+    /// Whether enough is queued to send now rather than at the end of the wake-up.
+    pub fn out_full(&self) -> bool {
+        self.out.len() >= MAX_BATCH
+    }
+
+    /// Sends what is queued on `raw`; returns packets and payload octets sent, and
+    /// calls `on_error` for each refused one.
+    pub async fn flush_out(
+        &mut self,
+        raw: &RawIp,
+        on_error: impl FnMut(Ipv4Addr, std::io::Error),
+    ) -> (usize, usize) {
+        if self.out.is_empty() {
+            return (0, 0);
+        }
+        self.out.flush(raw, on_error).await
+    }
+
+    /// A packet for the TUN: written at once, or (offload) queued for
+    /// [`DataPath::flush_tun`].
+    pub async fn write_tun(&mut self, tun: &Tun, pkt: &[u8]) -> std::io::Result<()> {
+        if self.offload {
+            self.co.push(pkt);
+            return Ok(());
+        }
+        tun.send(pkt).await.map(|_| ())
+    }
+
+    /// Writes what [`DataPath::write_tun`] queued (merged TCP segments, one write each);
+    /// returns how many writes failed.
+    pub async fn flush_tun(&mut self, tun: &Tun) -> u64 {
+        if self.co.is_empty() {
+            return 0;
+        }
+        let mut failed = 0;
+        for buf in self.co.finish() {
+            if let Err(e) = tun.send_raw(buf).await {
+                debug!("tun send: {e}");
+                failed += 1;
+            }
+        }
+        self.co.clear();
+        failed
+    }
+
+    /// Sends UDP datagrams gathered for one destination: one GSO send while the kernel
+    /// takes them (turned off, logged once, when it refuses), else one by one.
+    pub async fn send_udp(
+        &mut self,
+        b: &mut GsoBatch,
+        sock: &tokio::net::UdpSocket,
+        dst: std::net::SocketAddrV4,
+        src: Option<Ipv4Addr>,
+    ) -> GsoOutcome {
+        let out = b.send(sock, dst, src, self.udp_gso).await;
+        if out.gso {
+            self.udp_gso_sends += 1;
+            self.udp_gso_datagrams += out.sent as u64;
+        }
+        if let Some(e) = &out.gso_refused {
+            warn!("UDP GSO refused by the kernel ({e}): Tunnel Data goes one datagram at a time");
+            self.udp_gso = false;
+        }
+        out
+    }
+
+    /// Segments merged into super-packets before entering the TUN.
+    pub fn coalesced(&self) -> u64 {
+        self.co.merged
+    }
+
+}
