@@ -430,7 +430,9 @@ impl Daemon {
     /// are queued for the reverse tunnel to the visitor's home agent.
     async fn on_reverse(&mut self, buf: &[u8]) {
         if self.dp.take_tun_read(buf).is_err() {
-            return self.counters.drop(crate::drops::DropReason::BadOffloadPacket);
+            return self
+                .counters
+                .drop(crate::drops::DropReason::BadOffloadPacket);
         }
         let Some((src, _)) = self.dp.packets().get(0).and_then(wire::ipv4::addresses) else {
             return self.counters.drop(DropReason::NotIpv4FromTun);

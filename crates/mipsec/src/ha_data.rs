@@ -127,7 +127,9 @@ impl Daemon {
     /// nodes; its segments are queued for every care-of address.
     pub(super) async fn on_tun(&mut self, now: Instant, buf: &[u8]) {
         if self.dp.take_tun_read(buf).is_err() {
-            return self.counters.drop(crate::drops::DropReason::BadOffloadPacket);
+            return self
+                .counters
+                .drop(crate::drops::DropReason::BadOffloadPacket);
         }
         let Some((_, dst)) = self.dp.packets().get(0).and_then(wire::ipv4::addresses) else {
             return self.counters.drop(DropReason::NotIpv4FromTun);

@@ -192,7 +192,9 @@ impl Daemon {
     /// the segments the kernel would have sent; each goes through the gate.
     pub(super) async fn on_tun_read(&mut self, buf: &[u8]) {
         if self.dp.take_tun_read(buf).is_err() {
-            return self.counters.drop(crate::drops::DropReason::BadOffloadPacket.name());
+            return self
+                .counters
+                .drop(crate::drops::DropReason::BadOffloadPacket.name());
         }
         let segs = self.dp.lend_packets();
         for p in segs.iter() {

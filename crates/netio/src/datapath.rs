@@ -180,5 +180,4 @@ impl DataPath {
     pub fn coalesced(&self) -> u64 {
         self.co.merged
     }
-
 }

@@ -9,7 +9,10 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use ikev2::ChildSaInfo;
+use netio::datapath::DataPath;
 use netio::netlink::Route;
+use netio::tun::{TUN_F_CSUM, TUN_F_TSO4};
+use netio::udp::GsoBatch;
 use netio::{Netlink, RawIp, RawIpOptions, Tun, TunOptions, UdpOptions};
 use rand::{RngCore, SeedableRng};
 use tokio::net::{UdpSocket, UnixListener};
@@ -55,6 +58,12 @@ struct State {
     routes: Vec<Route>,
     sealbuf: Vec<u8>,
     warned_raw_esp: bool,
+    /// TUN offloads: segments of the last read, merged writes into the TUN, and the
+    /// plain-ESP `sendmmsg` batch.
+    dp: DataPath,
+    /// The ESP-in-UDP datagrams of a burst, for one GSO send to `gso_to` (dst, src).
+    gso: GsoBatch,
+    gso_to: Option<(SocketAddrV4, Ipv4Addr)>,
     /// The supervisor's event stream (`--events`).
     events: Option<Emitter>,
     /// Follow address changes with MOBIKE on our own (`auto_mobike`).
@@ -192,15 +201,30 @@ async fn serve(
     };
     let s500 = bind(500)?;
     let s4500 = bind(ike_cfg.natt_port)?;
-    let tun = Tun::open_with(
-        &cfg.tun,
-        &TunOptions {
-            multi_queue: false,
-            mtu: Some(cfg.mtu),
-            up: true,
-        },
-    )
-    .map_err(|e| format!("TUN {}: {e}", cfg.tun))?;
+    let topts = TunOptions {
+        multi_queue: false,
+        mtu: Some(cfg.mtu),
+        up: true,
+    };
+    let offloaded = if cfg.offload {
+        match Tun::open_with_offload(&cfg.tun, &topts, TUN_F_CSUM | TUN_F_TSO4) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::warn!(
+                    "TUN {}: the kernel refused offloads ({e}); one packet at a time",
+                    cfg.tun
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let offload = offloaded.is_some();
+    let tun = match offloaded {
+        Some(t) => t,
+        None => Tun::open_with(&cfg.tun, &topts).map_err(|e| format!("TUN {}: {e}", cfg.tun))?,
+    };
     let tun_ifindex = tun.ifindex().map_err(|e| format!("TUN {}: {e}", cfg.tun))?;
     let mut events = nl
         .events_with_routes()
@@ -235,6 +259,9 @@ async fn serve(
         routes: Vec::new(),
         sealbuf: Vec::with_capacity(MAX_PACKET),
         warned_raw_esp: false,
+        dp: DataPath::new(offload),
+        gso: GsoBatch::new(),
+        gso_to: None,
         events: sup.events,
         follow: sup.follow,
         pinned: None,
@@ -297,7 +324,7 @@ impl State {
     ) -> Result<&'static str, String> {
         let mut b500 = vec![0u8; MAX_PACKET];
         let mut b4500 = vec![0u8; MAX_PACKET];
-        let mut btun = vec![0u8; MAX_PACKET];
+        let mut btun = vec![0u8; netio::offload::VNET_HDR_LEN + MAX_PACKET];
         let mut braw = vec![0u8; MAX_PACKET];
         use tokio::signal::unix::{signal, SignalKind};
         let mut sigterm =
@@ -349,6 +376,8 @@ impl State {
                             };
                             self.on_tun(io, btun.get(..n).unwrap_or_default()).await;
                         }
+                        // The burst's ESP leaves together (GSO, sendmmsg).
+                        self.flush_esp(io).await;
                     }
                     Err(e) => tracing::debug!("recv tun: {e}"),
                 },
@@ -386,6 +415,10 @@ impl State {
                 _ = sigint.recv() => return Ok("signal"),
                 _ = sigterm.recv() => return Ok("signal"),
             }
+            // What this wake-up opened enters the TUN (merged TCP segments with offload).
+            if self.dp.flush_tun(&io.tun).await > 0 {
+                self.eng.status_mut().rx_dropped += 1;
+            }
             self.flush(io).await;
         }
     }
@@ -420,22 +453,51 @@ impl State {
         }
         if let Some(r) = self.eng.open_udp(now, from, to, data) {
             if let Some(inner) = data.get(r) {
-                if let Err(e) = io.tun.send(inner).await {
+                if let Err(e) = self.dp.write_tun(&io.tun, inner).await {
                     tracing::debug!("tun send: {e}");
                 }
             }
         }
     }
 
-    async fn on_tun(&mut self, io: &Io, pkt: &[u8]) {
+    /// One TUN read: with offloads a super-packet is cut into MTU-sized segments first.
+    /// Each packet is sealed and queued; `flush_esp` sends the burst.
+    async fn on_tun(&mut self, io: &Io, buf: &[u8]) {
         let now = Instant::now();
+        if self.dp.take_tun_read(buf).is_err() {
+            self.eng.status_mut().tun_dropped += 1;
+            return;
+        }
+        let segs = self.dp.lend_packets();
+        for pkt in segs.iter() {
+            self.seal_one(io, now, pkt).await;
+        }
+        self.dp.restore_packets(segs);
+    }
+
+    async fn seal_one(&mut self, io: &Io, now: Instant, pkt: &[u8]) {
         let Some(out) = self.eng.seal(now, pkt, &mut self.sealbuf) else {
             return;
         };
-        let sent = if out.udp {
-            netio::udp::send_from(&io.s4500, &self.sealbuf, out.dst, out.src).await
-        } else if let Some(raw) = &io.raw {
-            raw.send_to(&self.sealbuf, *out.dst.ip()).await
+        if out.udp {
+            let to = (out.dst, out.src);
+            if self.gso_to != Some(to) {
+                self.flush_esp(io).await;
+                self.gso_to = Some(to);
+            }
+            if !self.gso.push(&[], &self.sealbuf) {
+                self.flush_esp(io).await;
+                self.gso_to = Some(to);
+                if !self.gso.push(&[], &self.sealbuf) {
+                    self.eng.status_mut().tx_errors += 1;
+                    return;
+                }
+            }
+        } else if io.raw.is_some() {
+            self.dp.queue(&self.sealbuf, *out.dst.ip());
+            if self.dp.out_full() {
+                self.flush_esp(io).await;
+            }
         } else {
             if !self.warned_raw_esp {
                 tracing::warn!(
@@ -445,13 +507,34 @@ impl State {
             }
             self.eng.status_mut().tun_dropped += 1;
             return;
-        };
-        match sent {
-            Ok(_) => self.eng.esp_sent(now, pkt.len()),
-            Err(e) => {
-                self.eng.status_mut().tx_errors += 1;
-                tracing::debug!("send ESP: {e}");
+        }
+        self.eng.esp_sent(now, pkt.len());
+    }
+
+    /// Sends the sealed ESP of a burst: ESP in UDP in one GSO send (one by one when the
+    /// kernel refuses GSO), plain ESP in one `sendmmsg`.
+    async fn flush_esp(&mut self, io: &Io) {
+        if let Some((dst, src)) = self.gso_to.take() {
+            if !self.gso.is_empty() {
+                let out = self
+                    .dp
+                    .send_udp(&mut self.gso, &io.s4500, dst, Some(src))
+                    .await;
+                if out.failed > 0 {
+                    tracing::debug!("send ESP: {:?}", out.error);
+                    self.eng.status_mut().tx_errors += out.failed as u64;
+                }
             }
+        }
+        if let Some(raw) = &io.raw {
+            let mut failed = 0u64;
+            self.dp
+                .flush_out(raw, |dst, e| {
+                    tracing::debug!("send ESP to {dst}: {e}");
+                    failed += 1;
+                })
+                .await;
+            self.eng.status_mut().tx_errors += failed;
         }
     }
 
@@ -465,7 +548,7 @@ impl State {
         };
         if let Some(r) = self.eng.open_esp(now, esp) {
             if let Some(inner) = esp.get(r) {
-                if let Err(e) = io.tun.send(inner).await {
+                if let Err(e) = self.dp.write_tun(&io.tun, inner).await {
                     tracing::debug!("tun send: {e}");
                 }
             }
@@ -612,6 +695,12 @@ impl State {
         s.supervised = self.events.is_some();
         s.auto_mobike = self.follow;
         s.kill_switch = crate::killswitch::show(&self.kill.block);
+        s.offload = self.dp.offload;
+        s.tun_super_packets = self.dp.super_packets;
+        s.tun_segments = self.dp.segments;
+        s.coalesced_segments = self.dp.coalesced();
+        s.udp_gso_sends = self.dp.udp_gso_sends;
+        s.udp_gso_datagrams = self.dp.udp_gso_datagrams;
         s.to_json()
     }
 }

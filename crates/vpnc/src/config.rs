@@ -117,6 +117,18 @@ pub struct VpnConfig {
     /// Anyone who reads the file reads the traffic: never set it in production.
     #[serde(default)]
     pub esp_key_log: Option<PathBuf>,
+    /// TUN offloads (IFF_VNET_HDR with checksum and TSO): the kernel hands over TCP
+    /// super-packets of up to 64 KB, cut into MTU-sized segments right before they are
+    /// sealed; the sealed ESP-in-UDP datagrams of a burst leave in one UDP GSO send,
+    /// plain ESP in one `sendmmsg`; received TCP segments are merged before they enter
+    /// the TUN. Default on; off, or refused by the kernel (logged), moves one packet
+    /// at a time.
+    #[serde(default = "default_true")]
+    pub offload: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// `kill_switch`: `"on"` (the default), `"off"`, or a list of networks.

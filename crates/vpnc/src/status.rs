@@ -98,6 +98,15 @@ pub struct Status {
     pub rx_dropped: u64,
     pub tx_errors: u64,
     pub ike_stats: String,
+    /// TUN offloads (`offload`): super-packets read and the segments they gave, TCP
+    /// segments merged before entering the TUN, and the GSO sends of ESP in UDP with
+    /// the datagrams they carried.
+    pub offload: bool,
+    pub tun_super_packets: u64,
+    pub tun_segments: u64,
+    pub coalesced_segments: u64,
+    pub udp_gso_sends: u64,
+    pub udp_gso_datagrams: u64,
 }
 
 impl Status {

@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -295,4 +296,147 @@ fn raw_esp_with_our_gateway() {
     let s = lab.status().unwrap();
     assert!(s["esp_rx_packets"].as_u64() > Some(100), "{s}");
     assert_eq!(s["esp_drops"], 0, "{s}");
+}
+
+/// Issue 14, TUN offloads and ESP in batches: a TCP stream through the tunnel. The
+/// client reads super-packets from its TUN (IFF_VNET_HDR with TSO) and cuts them into
+/// segments right before sealing, and sends the sealed ESP-in-UDP datagrams of a burst
+/// in one UDP GSO send; its status counts both. On the wire (the client's link, with
+/// its UDP segmentation done in software, as a NIC without USO does it) every ESP
+/// datagram is a packet of its own no longer than the link MTU; with the client's key
+/// log tshark decrypts all of them, finds no malformed packet, and every inner TCP
+/// segment fits the TUN's MTU with a right checksum; the stream arrives whole (checked
+/// octet count). The same stream with `offload = false` gives the same picture on the
+/// wire, with no super-packet.
+#[test]
+fn offload_puts_mtu_sized_esp_on_the_wire() {
+    if !need_lab("offload_puts_mtu_sized_esp_on_the_wire") {
+        return;
+    }
+    for offload in [true, false] {
+        let mut lab = Lab::up("of", GwOpts::default());
+        let keys = lab.dir.join("esp.keys");
+        let dev = lab.cl_if();
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &lab.cl(),
+            "ethtool",
+            "-K",
+            &dev,
+            "tx-udp-segmentation",
+            "off",
+        ])
+        .unwrap();
+        lab.start_client(&format!(
+            "esp_key_log = \"{}\"\noffload = {offload}\nmtu = 1400",
+            keys.display()
+        ));
+        lab.wait_up();
+        let pcap = lab.dir.join("wire.pcap");
+        let cap = PcapCapture::start(&lab, &lab.cl(), &dev, "udp port 4500", &pcap);
+        let t = lab.tcp_start(2, 200);
+        let (bytes, _) = lab.tcp_finish(t);
+        cap.stop();
+        let s = lab.status().unwrap();
+        eprintln!(
+            "offload {offload}: {bytes} octets; super-packets {} -> {} segments, {} GSO sends of {} datagrams, {} merged",
+            s["tun_super_packets"], s["tun_segments"], s["udp_gso_sends"], s["udp_gso_datagrams"], s["coalesced_segments"]
+        );
+        assert_eq!(s["offload"], offload, "{s}");
+        if offload {
+            assert!(s["tun_super_packets"].as_u64() > Some(0), "{s}");
+            assert!(s["udp_gso_sends"].as_u64() > Some(0), "{s}");
+        } else {
+            // Bursts of TUN reads still leave in GSO sends.
+            assert_eq!(s["tun_super_packets"], 0, "{s}");
+        }
+        assert_eq!(s["esp_drops"], 0, "{s}");
+        let key_lines: Vec<String> = std::fs::read_to_string(&keys)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        assert!(key_lines.len() >= 2, "{key_lines:?}");
+        let mut args = vec![
+            "-n".to_string(),
+            "-r".into(),
+            pcap.display().to_string(),
+            "-o".into(),
+            "esp.enable_encryption_decode:TRUE".into(),
+            "-o".into(),
+            "tcp.check_checksum:TRUE".into(),
+            "-o".into(),
+            "ip.check_checksum:TRUE".into(),
+        ];
+        for l in &key_lines {
+            args.push("-o".into());
+            args.push(format!("uat:esp_sa:{l}"));
+        }
+        // One value per frame: the outermost occurrence of the field, or (`inner`) the
+        // innermost (the decrypted packet's).
+        let fields = |filter: &str, field: &str, inner: bool| -> Vec<u64> {
+            let mut a = args.clone();
+            a.extend(["-Y", filter, "-T", "fields", "-e", field].map(String::from));
+            let out = Command::new("tshark").args(&a).output().unwrap();
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(|l| {
+                    let mut v = l.split(',');
+                    let x = if inner { v.next_back() } else { v.next() };
+                    x?.trim().parse().ok()
+                })
+                .collect()
+        };
+        // Outer packets: every one a wire-sized datagram.
+        // What our client sent (the gateway's own packets are strongSwan's business).
+        let ours = format!("ip.src == {}", lab.cl_ip());
+        let outer = fields(&format!("esp && {ours}"), "ip.len", false);
+        assert!(outer.len() > 500, "ESP frames on the wire: {}", outer.len());
+        let biggest = outer.iter().max().copied().unwrap_or(0);
+        assert!(
+            biggest <= 1500,
+            "an ESP datagram of {biggest} octets on the wire"
+        );
+        // Decrypted: the inner TCP segments, each within the TUN's MTU.
+        let inner = fields(&format!("esp && tcp && {ours}"), "ip.len", true);
+        assert!(
+            inner.len() * 10 >= outer.len() * 9,
+            "{} of {} ESP frames decrypted to TCP",
+            inner.len(),
+            outer.len()
+        );
+        let inner_max = inner.iter().max().copied().unwrap_or(0);
+        assert!(inner_max <= 1400, "an inner packet of {inner_max} octets");
+        let bad = fields(
+            &format!(
+                "_ws.malformed || ({ours} && (tcp.checksum.status == 0 || ip.checksum.status == 0))"
+            ),
+            "frame.number",
+            false,
+        );
+        if let Some(first) = bad.first() {
+            let mut a = args.clone();
+            a.extend(["-V", "-Y", &format!("frame.number == {first}")].map(String::from));
+            let out = Command::new("tshark").args(&a).output().unwrap();
+            panic!(
+                "malformed or bad checksums in {} frames, the first {:?}:\n{}",
+                bad.len(),
+                &bad[..bad.len().min(10)],
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        // The checks see the inner checksums: TCP's is verified in every decrypted frame.
+        let good = fields(
+            &format!("{ours} && tcp.checksum.status == 1"),
+            "frame.number",
+            false,
+        );
+        assert_eq!(good.len(), inner.len(), "TCP checksums verified");
+        eprintln!(
+            "offload {offload}: {} ESP frames, largest {biggest} octets; inner TCP largest {inner_max}",
+            outer.len()
+        );
+    }
 }

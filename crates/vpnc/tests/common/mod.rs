@@ -732,3 +732,51 @@ impl TextCapture {
             .collect()
     }
 }
+
+/// A pcap capture (`tcpdump -w FILE FILTER`) on `dev` in namespace `ns`, returned once
+/// tcpdump's filter is attached.
+pub struct PcapCapture {
+    child: Child,
+}
+
+impl PcapCapture {
+    pub fn start(
+        lab: &Lab,
+        ns: &str,
+        dev: &str,
+        filter: &str,
+        file: &std::path::Path,
+    ) -> PcapCapture {
+        let err = lab.dir.join("pcap.err");
+        let child = Command::new("ip")
+            .args([
+                "netns", "exec", ns, "tcpdump", "-Z", "root", "-i", dev, "-s", "0", "-U",
+            ])
+            .arg("-w")
+            .arg(file)
+            .arg(filter)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .spawn()
+            .unwrap();
+        let end = Instant::now() + Duration::from_secs(10);
+        while !std::fs::read_to_string(&err)
+            .unwrap_or_default()
+            .contains("listening on")
+        {
+            assert!(Instant::now() < end, "tcpdump did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        PcapCapture { child }
+    }
+
+    /// Stops it (SIGINT, after 300 ms for the last packets) and waits for the file.
+    pub fn stop(mut self) {
+        std::thread::sleep(Duration::from_millis(300));
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            // SAFETY: signalling a child we spawned and have not reaped.
+            unsafe { libc::kill(pid, libc::SIGINT) };
+        }
+        let _ = self.child.wait();
+    }
+}
