@@ -184,6 +184,38 @@ fn lab_bench() {
             ..Default::default()
         },
     );
+    // Plain routing first, on the same path (client -> gateway namespace -> internal
+    // host), for the issue-14 ratio: the tunnel's figure against what the lab routes.
+    let cl = lab.cl();
+    sh(&[
+        "ip",
+        "-n",
+        &cl,
+        "route",
+        "add",
+        "10.1.0.0/16",
+        "via",
+        "192.0.2.2",
+    ])
+    .unwrap();
+    let mut plain = Vec::new();
+    for _ in 0..3 {
+        let ip = lab.iperf_start(6, "0");
+        plain.push(lab.iperf_finish(ip).2 / 1e6);
+    }
+    sh(&[
+        "ip",
+        "-n",
+        &cl,
+        "route",
+        "del",
+        "10.1.0.0/16",
+        "via",
+        "192.0.2.2",
+    ])
+    .unwrap();
+    let p = median(&mut plain);
+    println!("TCP throughput with plain routing on the same path: {p:.0} Mbit/s {plain:.0?}");
     let gw = ourgw::spawn(&lab.gw(), &format!("{}b", lab.name));
     lab.start_client("esp_proposals = [\"aes256gcm16\"]");
     lab.wait_up();
@@ -200,8 +232,10 @@ fn lab_bench() {
     let (b, c) = (median(&mut both), median(&mut cpu));
     println!(
         "TCP throughput, our client to our own gateway (Responder + esp, plain ESP): {b:.0} Mbit/s {both:.0?}, \
-         our client at {c:.0}% of a core; ratio to our client via strongSwan's gateway {:.2}",
-        b / o
+         our client at {c:.0}% of a core; ratio to our client via strongSwan's gateway {:.2}, \
+         to plain routing {:.2}",
+        b / o,
+        b / p
     );
     drop(gw);
 }

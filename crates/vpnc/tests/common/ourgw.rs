@@ -70,15 +70,20 @@ fn install(sad: &mut Sad, c: &ChildSaInfo, now: Instant) -> Option<(OutboundSa, 
 }
 
 async fn run(ns: String, dev: String, stop: Arc<AtomicBool>, ready: std::sync::mpsc::Sender<()>) {
-    let tun = Tun::open_with(
+    // With TUN offloads, as the client: what it opens is merged into TCP super-packets
+    // before the TUN (one write for many segments), and super-packets read from the TUN
+    // are cut before sealing.
+    let tun = Tun::open_with_offload(
         "ourgw0",
         &TunOptions {
             multi_queue: false,
             mtu: Some(1400),
             up: true,
         },
+        netio::tun::TUN_F_CSUM | netio::tun::TUN_F_TSO4,
     )
     .unwrap();
+    let mut dp = netio::datapath::DataPath::new(true);
     sh(&[
         "ip",
         "-n",
@@ -130,7 +135,7 @@ async fn run(ns: String, dev: String, stop: Arc<AtomicBool>, ready: std::sync::m
         vec![0u8; 65536],
         vec![0u8; 65536],
         vec![0u8; 65536],
-        vec![0u8; 65536],
+        vec![0u8; 65536 + netio::offload::VNET_HDR_LEN],
     );
     let mut sealed = Vec::with_capacity(65536);
     let _ = ready.send(());
@@ -147,26 +152,35 @@ async fn run(ns: String, dev: String, stop: Arc<AtomicBool>, ready: std::sync::m
             r = s4500.recv_from(&mut b4500) => if let Ok((n, from)) = r {
                 match sad.open_udp(now, &mut b4500[..n]) {
                     Ok(UdpInbound::Ike(_)) => ike.handle_datagram(now, from, SocketAddr::V4(SocketAddrV4::new(gw, 4500)), &b4500[..n]),
-                    Ok(UdpInbound::Esp(o)) => { let _ = tun.send(&b4500[o.payload]).await; }
+                    Ok(UdpInbound::Esp(o)) => { let _ = dp.write_tun(&tun, &b4500[o.payload]).await; }
                     _ => {}
                 }
             },
-            r = raw.recv_from(&mut braw) => if let Ok((n, _)) = r {
-                let ihl = usize::from(braw[0] & 0x0f) * 4;
-                if ihl >= 20 && ihl < n {
-                    if let Ok(o) = sad.open(now, &mut braw[ihl..n]) {
-                        let _ = tun.send(&braw[ihl..n][o.payload]).await;
+            r = raw.recv_from(&mut braw) => if let Ok((mut n, _)) = r {
+                // A burst: up to 64 datagrams per wake-up.
+                for _ in 0..64 {
+                    let ihl = usize::from(braw[0] & 0x0f) * 4;
+                    if ihl >= 20 && ihl < n {
+                        if let Ok(o) = sad.open(now, &mut braw[ihl..n]) {
+                            let _ = dp.write_tun(&tun, &braw[ihl..n][o.payload]).await;
+                        }
+                    }
+                    match raw.try_recv_from(&mut braw) {
+                        Ok((m, _)) => n = m,
+                        Err(_) => break,
                     }
                 }
             },
             r = tun.recv(&mut btun) => if let Ok(n) = r {
-                if let Some((sa, c)) = out.as_mut() {
-                    if sa.seal(now, esp::NEXT_HEADER_IPV4, &btun[..n], &mut sealed).is_ok() {
-                        let SocketAddr::V4(peer) = c.remote else { continue };
-                        if c.udp_encap {
-                            let _ = s4500.send_to(&sealed, peer).await;
-                        } else {
-                            let _ = raw.send_to(&sealed, *peer.ip()).await;
+                if let (Some((sa, c)), Ok(())) = (out.as_mut(), dp.take_tun_read(&btun[..n])) {
+                    let SocketAddr::V4(peer) = c.remote else { continue };
+                    for p in dp.packets().iter() {
+                        if sa.seal(now, esp::NEXT_HEADER_IPV4, p, &mut sealed).is_ok() {
+                            if c.udp_encap {
+                                let _ = s4500.send_to(&sealed, peer).await;
+                            } else {
+                                let _ = raw.send_to(&sealed, *peer.ip()).await;
+                            }
                         }
                     }
                 }
@@ -177,6 +191,7 @@ async fn run(ns: String, dev: String, stop: Arc<AtomicBool>, ready: std::sync::m
                 }
             }
         }
+        let _ = dp.flush_tun(&tun).await;
         while let Some(t) = ike.poll_transmit() {
             let s = if t.src.port() == 500 { &s500 } else { &s4500 };
             let _ = s.send_to(&t.payload, t.dst).await;
