@@ -476,8 +476,14 @@ impl Daemon {
 
     async fn on_net_event(&mut self, ev: NetEvent) {
         let (now, wall) = (Instant::now(), SystemTime::now());
-        if let NetEvent::RouteAdded { table, oif, .. } = ev {
-            return self.on_vpn_route(table, oif);
+        if let NetEvent::RouteAdded {
+            table,
+            oif,
+            dst,
+            prefix,
+        } = ev
+        {
+            return self.on_vpn_route(table, oif, dst, prefix);
         }
         let ifindex = match &ev {
             NetEvent::LinkUp { ifindex, .. }

@@ -539,13 +539,13 @@ impl Daemon {
 
     /// mc: a route appeared; through the session's interface (or any, when the kernel
     /// did not say), an outstanding IKE request goes again (see `Engine::route_added`).
-    pub(super) fn on_vpn_route(&mut self, table: u32, oif: Option<u32>) {
+    pub(super) fn on_vpn_route(&mut self, table: u32, oif: Option<u32>, dst: Ipv4Addr, prefix: u8) {
         if self.file.mn.outside != OutsideMode::Mobike || table == self.file.mn.user_table {
             return;
         }
         if let Some(s) = self.outer.vpn.as_mut() {
             if oif.is_none_or(|o| o == s.iface) {
-                s.eng.route_added(Instant::now());
+                s.eng.route_added(Instant::now(), dst, prefix);
             }
         }
     }

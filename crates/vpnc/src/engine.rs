@@ -703,13 +703,22 @@ impl Engine {
         });
     }
 
-    /// A route towards the gateway appeared. A request sent just before it (a MOBIKE
-    /// update the moment the new address came, before the DHCP client added the default
-    /// route) may have left without an error and been lost: a socket bound to its
-    /// interface with no route makes the kernel take the gateway for on-link and ARP for
-    /// it in vain. The outstanding request goes again now instead of at its
-    /// retransmission (500 ms), without counting a retry.
-    pub fn route_added(&mut self, now: Instant) {
+    /// A route to `dst`/`prefix` appeared. A request sent just before a route towards the
+    /// gateway (a MOBIKE update the moment the new address came, before the DHCP client
+    /// added the default route) may have left without an error and been lost: a socket
+    /// bound to its interface with no route makes the kernel take the gateway for on-link
+    /// and ARP for it in vain. The outstanding request goes again now instead of at its
+    /// retransmission (500 ms), without counting a retry. Routes that do not cover the
+    /// gateway (the new address's own subnet and local routes, which come first) change
+    /// nothing and do not use up the once-per-20-ms allowance: the default route that
+    /// follows them within milliseconds must not be skipped.
+    pub fn route_added(&mut self, now: Instant, dst: Ipv4Addr, prefix: u8) {
+        let mask = u32::MAX
+            .checked_shl(32 - u32::from(prefix.min(32)))
+            .unwrap_or(0);
+        if u32::from(*self.gateway.ip()) & mask != u32::from(dst) & mask {
+            return;
+        }
         if self
             .route_resent
             .is_some_and(|t| now.duration_since(t) < ROUTE_RESEND_GAP)

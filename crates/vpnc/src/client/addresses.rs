@@ -46,8 +46,14 @@ impl State {
     }
 
     pub(super) async fn on_net(&mut self, io: &Io, ev: NetEvent) {
-        if let NetEvent::RouteAdded { table, oif, .. } = ev {
-            self.on_route_added(table, oif);
+        if let NetEvent::RouteAdded {
+            table,
+            oif,
+            dst,
+            prefix,
+        } = ev
+        {
+            self.on_route_added(table, oif, dst, prefix);
             return;
         }
         let lost = match &ev {
@@ -120,12 +126,12 @@ impl State {
 
     /// A route appeared: see `Engine::route_added`. Routes in our own table, or through
     /// other interfaces, say nothing about our path.
-    fn on_route_added(&mut self, table: u32, oif: Option<u32>) {
+    fn on_route_added(&mut self, table: u32, oif: Option<u32>, dst: Ipv4Addr, prefix: u8) {
         let ours = self.local_if.as_ref().map(|(i, _)| *i);
         if table == self.cfg.table || (oif.is_some() && oif != ours) {
             return;
         }
-        self.eng.route_added(Instant::now());
+        self.eng.route_added(Instant::now(), dst, prefix);
     }
 
     /// Our address changed to `new` on interface (`ifindex`, `name`): MOBIKE when the IKE

@@ -286,3 +286,34 @@ fn close_sends_a_delete_and_the_gateway_answers() {
     w.step(Duration::from_millis(10));
     assert!(w.eng.is_closed());
 }
+
+/// The new address's subnet route and its local route come before the default route;
+/// they do not cover the gateway, and must neither resend nor use up the 20 ms
+/// allowance that the default route then needs.
+#[test]
+fn only_a_route_covering_the_gateway_resends_an_outstanding_request() {
+    let mut w = World::new();
+    w.up();
+    w.alive = false;
+    w.eng.mobike(w.now, MOVED);
+    let first = w.eng.poll_transmit().expect("the update");
+    assert!(w.eng.poll_transmit().is_none());
+    w.eng.route_added(w.now, Ipv4Addr::new(203, 0, 113, 0), 24);
+    w.eng.route_added(w.now, MOVED, 32);
+    assert!(
+        w.eng.poll_transmit().is_none(),
+        "no resend for other routes"
+    );
+    w.eng
+        .route_added(w.now + Duration::from_millis(3), Ipv4Addr::UNSPECIFIED, 0);
+    let again = w.eng.poll_transmit().expect("resent for the default route");
+    assert_eq!(again.payload, first.payload);
+    // A second covering route within 20 ms: no second resend.
+    w.eng.route_added(
+        w.now + Duration::from_millis(5),
+        Ipv4Addr::new(192, 0, 2, 0),
+        24,
+    );
+    assert!(w.eng.poll_transmit().is_none());
+    assert_eq!(w.eng.ike().expect("ike").stats().retransmits, 0);
+}
