@@ -34,12 +34,11 @@ use super::{Daemon, Error};
 use crate::config::OutsideMode;
 use mobility::{IfaceId, Layer, Tunnel, Via, VpnEvent};
 use netio::raw::{RawIp, RawIpOptions};
-use netio::udp::UdpOptions;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Instant, SystemTime};
-use tokio::net::UdpSocket;
 use tracing::{debug, info, warn};
 use vpnc::engine::{Engine, Note};
+pub(super) use vpnc::sockets::VpnSockets;
 
 /// The MTUs of the stacked path, so that nothing fragments at any layer on a
 /// 1500-octet outside link (RFC 5265 section 5.2 lists the same layers):
@@ -71,14 +70,6 @@ pub const OWNED_KEYS: [&str; 10] = [
     "rule_priority",
     "auto_mobike",
 ];
-
-/// The sockets on which IKE and ESP from the gateway arrive natively (mc, and fvc
-/// through the x-FA): UDP 500, the NAT-T port, and IP protocol 50.
-pub(super) struct VpnSockets {
-    pub(super) s500: UdpSocket,
-    pub(super) s4500: UdpSocket,
-    pub(super) raw: Option<RawIp>,
-}
 
 /// The running VPN session.
 pub(super) struct VpnSession {
@@ -269,7 +260,7 @@ impl Daemon {
                 };
                 if let (Some(socks), Some(name)) = (&s.socks, name) {
                     if self.file.mn.outside == OutsideMode::Mobike {
-                        bind_sockets(socks, &name);
+                        socks.bind_to(&name);
                     }
                 }
                 s.eng.mobike(now, local);
@@ -325,7 +316,8 @@ impl Daemon {
             OutsideMode::Mobike => Some(link.unwrap_or(interface)),
             _ => None,
         };
-        let socks = open_sockets(ike_cfg.natt_port, bind.as_deref())?;
+        let socks =
+            VpnSockets::open(ike_cfg.natt_port, bind.as_deref()).map_err(Error::VpnClient)?;
         let mut seed = [0u8; 32];
         crate::shell::getrandom(&mut seed);
         let eng = Engine::new(
@@ -721,58 +713,6 @@ impl Daemon {
             return self.counters.drop("malformed outer header");
         };
         self.deliver(li, inner).await;
-    }
-}
-
-/// UDP 500, the NAT-T port (wildcard, with the destination of each datagram) and a
-/// raw ESP socket; `bind`: only through this interface.
-fn open_sockets(natt_port: u16, bind: Option<&str>) -> Result<VpnSockets, Error> {
-    let udp = |port: u16| {
-        let mut o = UdpOptions::new(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port));
-        o.pktinfo = true;
-        o.reuse_addr = true;
-        o.device = bind.map(str::to_string);
-        let s = o
-            .bind()
-            .map_err(|e| Error::VpnClient(format!("UDP port {port}: {e}")))?;
-        let r = socket2::SockRef::from(&s);
-        let _ = r.set_recv_buffer_size(4 << 20);
-        let _ = r.set_send_buffer_size(4 << 20);
-        Ok::<_, Error>(s)
-    };
-    let raw = match RawIp::open_with(
-        netio::raw::IPPROTO_ESP,
-        &RawIpOptions {
-            device: bind.map(str::to_string),
-            ..RawIpOptions::default()
-        },
-    ) {
-        Ok(r) => Some(r),
-        Err(e) => {
-            warn!("no raw ESP socket ({e}): only UDP-encapsulated ESP will work");
-            None
-        }
-    };
-    Ok(VpnSockets {
-        s500: udp(500)?,
-        s4500: udp(natt_port)?,
-        raw,
-    })
-}
-
-/// mc: IKE and ESP leave and arrive through `name` only (after a move).
-fn bind_sockets(socks: &VpnSockets, name: &str) {
-    let all = [
-        Some(socket2::SockRef::from(&socks.s500)),
-        Some(socket2::SockRef::from(&socks.s4500)),
-        socks.raw.as_ref().map(socket2::SockRef::from),
-    ];
-    for s in all.iter().flatten() {
-        if let Err(e) = s.bind_device(Some(name.as_bytes())) {
-            // Better silent than out through another interface.
-            warn!("SO_BINDTODEVICE {name}: {e}");
-            return;
-        }
     }
 }
 

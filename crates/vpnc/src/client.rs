@@ -13,13 +13,14 @@ use netio::datapath::DataPath;
 use netio::netlink::Route;
 use netio::tun::{TUN_F_CSUM, TUN_F_TSO4};
 use netio::udp::GsoBatch;
-use netio::{Netlink, RawIp, RawIpOptions, Tun, TunOptions, UdpOptions};
+use netio::{Netlink, RawIp, Tun, TunOptions};
 use rand::{RngCore, SeedableRng};
-use tokio::net::{UdpSocket, UnixListener};
+use tokio::net::UnixListener;
 
 use crate::config::VpnConfig;
 use crate::engine::{log_child_keys, Engine, Note};
 use crate::killswitch::KillSwitch;
+use crate::sockets::VpnSockets;
 use crate::supervise::{Commands, Emitter, Event as SupEvent, Supervisor};
 
 mod addresses;
@@ -30,15 +31,11 @@ pub use prefixes::range_to_prefixes;
 const MAX_PACKET: usize = 65536;
 /// Packets handled per wakeup beyond the first (TUN reads, ESP datagrams).
 const BATCH: usize = 63;
-/// Socket buffers: a burst from the TUN must not be dropped by our own socket.
-const SOCK_BUF: usize = 4 << 20;
 
 /// What the loop owns besides the protocol state.
 struct Io {
-    s500: UdpSocket,
-    s4500: UdpSocket,
-    /// ESP without UDP encapsulation (IP protocol 50), for CHILD_SAs negotiated without a NAT.
-    raw: Option<RawIp>,
+    /// UDP 500, the NAT-T port, and raw ESP (IP protocol 50) for CHILD_SAs without a NAT.
+    socks: VpnSockets,
     tun: Tun,
     nl: Netlink,
     tun_ifindex: u32,
@@ -189,18 +186,7 @@ async fn serve(
     // Wildcard-bound: we may move between addresses. With `bind_interface` the sockets are
     // bound to our interface below (and rebound when we move); otherwise ESP to the gateway
     // cannot loop into the TUN because the kill switch's `throw` route sends it to main.
-    let bind = |port: u16| {
-        let mut o = UdpOptions::new(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port));
-        o.pktinfo = true;
-        o.reuse_addr = true;
-        let s = o.bind().map_err(|e| format!("UDP port {port}: {e}"))?;
-        let r = socket2::SockRef::from(&s);
-        let _ = r.set_recv_buffer_size(SOCK_BUF);
-        let _ = r.set_send_buffer_size(SOCK_BUF);
-        Ok::<_, String>(s)
-    };
-    let s500 = bind(500)?;
-    let s4500 = bind(ike_cfg.natt_port)?;
+    let socks = VpnSockets::open(ike_cfg.natt_port, None)?;
     let topts = TunOptions {
         multi_queue: false,
         mtu: Some(cfg.mtu),
@@ -230,17 +216,8 @@ async fn serve(
         .events_with_routes()
         .await
         .map_err(|e| format!("netlink events: {e}"))?;
-    let raw = match RawIp::open_with(netio::raw::IPPROTO_ESP, &RawIpOptions::default()) {
-        Ok(r) => Some(r),
-        Err(e) => {
-            tracing::warn!("no raw ESP socket ({e}): only UDP-encapsulated ESP will work");
-            None
-        }
-    };
     let io = Io {
-        s500,
-        s4500,
-        raw,
+        socks,
         tun,
         nl,
         tun_ifindex,
@@ -292,8 +269,8 @@ async fn serve(
             // Until the Delete is answered (the IKE SA then goes, `teardown`) or 500 ms.
             while Instant::now() < end && !st.eng.is_closed() {
                 tokio::select! {
-                    r = netio::udp::recv_with_meta(&io.s4500, &mut buf) => if let Ok(m) = r { st.on_udp(&io, &mut buf, m, true).await },
-                    r = netio::udp::recv_with_meta(&io.s500, &mut buf2) => if let Ok(m) = r { st.on_udp(&io, &mut buf2, m, false).await },
+                    r = netio::udp::recv_with_meta(&io.socks.s4500, &mut buf) => if let Ok(m) = r { st.on_udp(&io, &mut buf, m, true).await },
+                    r = netio::udp::recv_with_meta(&io.socks.s500, &mut buf2) => if let Ok(m) = r { st.on_udp(&io, &mut buf2, m, false).await },
                     _ = tokio::time::sleep_until(end.into()) => {}
                 }
                 st.flush(&io).await;
@@ -349,12 +326,12 @@ impl State {
                 armed = deadline;
             }
             tokio::select! {
-                r = netio::udp::recv_with_meta(&io.s4500, &mut b4500) => match r {
+                r = netio::udp::recv_with_meta(&io.socks.s4500, &mut b4500) => match r {
                     Ok(m) => {
                         self.on_udp(io, &mut b4500, m, true).await;
                         // Drain what else is queued before going back to select!.
                         for _ in 0..BATCH {
-                            let Ok((len, SocketAddr::V4(src))) = io.s4500.try_recv_from(&mut b4500) else {
+                            let Ok((len, SocketAddr::V4(src))) = io.socks.s4500.try_recv_from(&mut b4500) else {
                                 break;
                             };
                             let m = netio::RecvMeta { len, src, dst: None, local: None, ifindex: 0, truncated: len >= b4500.len() };
@@ -363,7 +340,7 @@ impl State {
                     }
                     Err(e) => tracing::debug!("recv 4500: {e}"),
                 },
-                r = netio::udp::recv_with_meta(&io.s500, &mut b500) => match r {
+                r = netio::udp::recv_with_meta(&io.socks.s500, &mut b500) => match r {
                     Ok(m) => self.on_udp(io, &mut b500, m, false).await,
                     Err(e) => tracing::debug!("recv 500: {e}"),
                 },
@@ -381,11 +358,11 @@ impl State {
                     }
                     Err(e) => tracing::debug!("recv tun: {e}"),
                 },
-                r = recv_raw(io.raw.as_ref(), &mut braw) => match r {
+                r = recv_raw(io.socks.raw.as_ref(), &mut braw) => match r {
                     Ok(n) => {
                         self.on_raw_esp(io, &mut braw, n).await;
                         for _ in 0..BATCH {
-                            let Some(Ok((n, _))) = io.raw.as_ref().map(|r| r.try_recv_from(&mut braw)) else {
+                            let Some(Ok((n, _))) = io.socks.raw.as_ref().map(|r| r.try_recv_from(&mut braw)) else {
                                 break;
                             };
                             self.on_raw_esp(io, &mut braw, n).await;
@@ -438,7 +415,11 @@ impl State {
         }
         let from = SocketAddr::V4(m.src);
         let port = if natt {
-            io.s4500.local_addr().map(|a| a.port()).unwrap_or(4500)
+            io.socks
+                .s4500
+                .local_addr()
+                .map(|a| a.port())
+                .unwrap_or(4500)
         } else {
             500
         };
@@ -493,7 +474,7 @@ impl State {
                     return;
                 }
             }
-        } else if io.raw.is_some() {
+        } else if io.socks.raw.is_some() {
             self.dp.queue(&self.sealbuf, *out.dst.ip());
             if self.dp.out_full() {
                 self.flush_esp(io).await;
@@ -518,7 +499,7 @@ impl State {
             if !self.gso.is_empty() {
                 let out = self
                     .dp
-                    .send_udp(&mut self.gso, &io.s4500, dst, Some(src))
+                    .send_udp(&mut self.gso, &io.socks.s4500, dst, Some(src))
                     .await;
                 if out.failed > 0 {
                     tracing::debug!("send ESP: {:?}", out.error);
@@ -526,7 +507,7 @@ impl State {
                 }
             }
         }
-        if let Some(raw) = &io.raw {
+        if let Some(raw) = &io.socks.raw {
             let mut failed = 0u64;
             self.dp
                 .flush_out(raw, |dst, e| {
@@ -560,9 +541,9 @@ impl State {
         loop {
             if let Some(t) = self.eng.poll_transmit() {
                 let sock = if t.src.port() == 500 {
-                    &io.s500
+                    &io.socks.s500
                 } else {
-                    &io.s4500
+                    &io.socks.s4500
                 };
                 let (SocketAddr::V4(dst), SocketAddr::V4(src)) = (t.dst, t.src) else {
                     continue;

@@ -14,6 +14,7 @@ pub mod config;
 pub mod engine;
 pub mod killswitch;
 pub mod sas;
+pub mod sockets;
 pub mod status;
 pub mod supervise;
 

@@ -149,18 +149,8 @@ impl State {
         if !self.cfg.bind_interface {
             return;
         }
-        let socks = [
-            Some(socket2::SockRef::from(&io.s500)),
-            Some(socket2::SockRef::from(&io.s4500)),
-            io.raw.as_ref().map(socket2::SockRef::from),
-        ];
-        for s in socks.iter().flatten() {
-            if let Err(e) = s.bind_device(Some(name.as_bytes())) {
-                // Better silent than out through another interface: the sockets stay
-                // bound where they were (the interface vanished again since we saw it).
-                tracing::warn!("SO_BINDTODEVICE {name}: {e}");
-                return;
-            }
+        if !io.socks.bind_to(name) {
+            return;
         }
         if self.bound_if.as_deref() != Some(name) {
             tracing::info!("IKE and ESP sockets bound to {name}");

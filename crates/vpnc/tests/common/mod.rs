@@ -692,38 +692,50 @@ pub struct TextCapture {
     file: PathBuf,
 }
 
+/// Starts tcpdump on `dev` in `ns` with `args` (stdout into `out`, stderr into `err`) and
+/// returns once its filter is attached (it says "listening on").
+fn tcpdump(ns: &str, dev: &str, args: &[&str], out: Stdio, err: &std::path::Path) -> Child {
+    let child = Command::new("ip")
+        .args(["netns", "exec", ns, "tcpdump", "-Z", "root", "-i", dev])
+        .args(args)
+        .stdout(out)
+        .stderr(std::fs::File::create(err).unwrap())
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(err)
+        .unwrap_or_default()
+        .contains("listening on")
+    {
+        assert!(Instant::now() < end, "tcpdump did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
+/// Stops tcpdump (SIGINT, after 300 ms for the last packets) and reaps it.
+fn stop_tcpdump(child: &mut Child) {
+    std::thread::sleep(Duration::from_millis(300));
+    if let Ok(pid) = i32::try_from(child.id()) {
+        // SAFETY: signalling a child we spawned and have not reaped.
+        unsafe { libc::kill(pid, libc::SIGINT) };
+    }
+    let _ = child.wait();
+}
+
 impl TextCapture {
     /// Starts it; `name` names its files in the lab's directory.
     pub fn start(lab: &Lab, name: &str, ns: &str, dev: &str, filter: &str) -> TextCapture {
         let file = lab.dir.join(format!("{name}.txt"));
+        let out = Stdio::from(std::fs::File::create(&file).unwrap());
         let err = lab.dir.join(format!("{name}.err"));
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns, "tcpdump", "-Z", "root", "-i", dev])
-            .args(["-n", "-l", filter])
-            .stdout(std::fs::File::create(&file).unwrap())
-            .stderr(std::fs::File::create(&err).unwrap())
-            .spawn()
-            .unwrap();
-        let end = Instant::now() + Duration::from_secs(10);
-        while !std::fs::read_to_string(&err)
-            .unwrap_or_default()
-            .contains("listening on")
-        {
-            assert!(Instant::now() < end, "tcpdump did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let child = tcpdump(ns, dev, &["-n", "-l", filter], out, &err);
         TextCapture { child, file }
     }
 
-    /// Stops it (SIGINT, after 300 ms for the last packets) and returns the non-empty
-    /// lines it printed.
+    /// Stops it and returns the non-empty lines it printed.
     pub fn lines(mut self) -> Vec<String> {
-        std::thread::sleep(Duration::from_millis(300));
-        if let Ok(pid) = i32::try_from(self.child.id()) {
-            // SAFETY: signalling a child we spawned and have not reaped.
-            unsafe { libc::kill(pid, libc::SIGINT) };
-        }
-        let _ = self.child.wait();
+        stop_tcpdump(&mut self.child);
         std::fs::read_to_string(&self.file)
             .unwrap_or_default()
             .lines()
@@ -747,36 +759,15 @@ impl PcapCapture {
         filter: &str,
         file: &std::path::Path,
     ) -> PcapCapture {
+        let f = file.display().to_string();
         let err = lab.dir.join("pcap.err");
-        let child = Command::new("ip")
-            .args([
-                "netns", "exec", ns, "tcpdump", "-Z", "root", "-i", dev, "-s", "0", "-U",
-            ])
-            .arg("-w")
-            .arg(file)
-            .arg(filter)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&err).unwrap())
-            .spawn()
-            .unwrap();
-        let end = Instant::now() + Duration::from_secs(10);
-        while !std::fs::read_to_string(&err)
-            .unwrap_or_default()
-            .contains("listening on")
-        {
-            assert!(Instant::now() < end, "tcpdump did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let args = ["-s", "0", "-U", "-w", &f, filter];
+        let child = tcpdump(ns, dev, &args, Stdio::null(), &err);
         PcapCapture { child }
     }
 
-    /// Stops it (SIGINT, after 300 ms for the last packets) and waits for the file.
+    /// Stops it; the file is complete.
     pub fn stop(mut self) {
-        std::thread::sleep(Duration::from_millis(300));
-        if let Ok(pid) = i32::try_from(self.child.id()) {
-            // SAFETY: signalling a child we spawned and have not reaped.
-            unsafe { libc::kill(pid, libc::SIGINT) };
-        }
-        let _ = self.child.wait();
+        stop_tcpdump(&mut self.child);
     }
 }
