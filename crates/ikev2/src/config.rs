@@ -129,6 +129,11 @@ pub struct Config {
     /// When we are behind a NAT, send a NAT-keepalive (RFC 3948 2.3) after this long without
     /// sending anything to the peer.
     pub nat_keepalive: Option<Duration>,
+    /// Pretend to be behind a NAT (strongSwan's `encap = yes`): our NAT_DETECTION_SOURCE_IP
+    /// hashes an address that is not ours, so the peer sees a NAT and both sides put ESP
+    /// in UDP (RFC 3948) on the NAT-T port; for networks that pass UDP but drop IP
+    /// protocol 50, and for UDP GSO on the ESP path.
+    pub force_encap: bool,
 }
 
 impl Config {
@@ -166,6 +171,7 @@ impl Config {
             dns: Vec::new(),
             natt_port: 4500,
             nat_keepalive: Some(Duration::from_secs(20)),
+            force_encap: false,
         }
     }
 }

@@ -279,3 +279,27 @@ fn a_request_that_could_not_leave_is_resent_without_a_retransmission() {
         "nothing outstanding, nothing sent"
     );
 }
+
+/// `force_encap` (strongSwan's `encap = yes`): with no NAT between the peers, the
+/// initiator's NAT-D source hash names an address that is not its own, so both sides
+/// see a NAT in front of the initiator, float to port 4500 and put ESP in UDP.
+#[test]
+fn force_encap_makes_both_sides_encapsulate_without_a_nat() {
+    let (mut ci, cr) = configs(DhId::CURVE25519);
+    ci.force_encap = true;
+    let mut p = Pair::new(ci, cr, 8);
+    p.run(Duration::from_secs(2));
+    let (a, b) = (
+        Pair::child(&p.i_events).unwrap(),
+        Pair::child(&p.r_events).unwrap(),
+    );
+    assert!(a.udp_encap && b.udp_encap, "{a:?}\n{b:?}");
+    assert_eq!(a.remote.port(), 4500);
+    assert_eq!(b.remote.port(), 4500);
+    // Without it, the same peers do not encapsulate.
+    let (ci, cr) = configs(DhId::CURVE25519);
+    let mut p = Pair::new(ci, cr, 8);
+    p.run(Duration::from_secs(2));
+    let a = Pair::child(&p.i_events).unwrap();
+    assert!(!a.udp_encap, "{a:?}");
+}

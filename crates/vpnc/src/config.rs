@@ -125,6 +125,12 @@ pub struct VpnConfig {
     /// at a time.
     #[serde(default = "default_true")]
     pub offload: bool,
+    /// Always put ESP in UDP (strongSwan's `encap = yes`): the gateway is told, through a
+    /// NAT-D hash that names no address of ours, that we are behind a NAT. For networks
+    /// that pass UDP but drop IP protocol 50; it also lets a burst leave in one UDP GSO
+    /// send. Default off: ESP in UDP only where there is a NAT (or the gateway insists).
+    #[serde(default)]
+    pub encap: bool,
 }
 
 fn default_true() -> bool {
@@ -556,6 +562,7 @@ impl VpnConfig {
         cfg.dpd_interval = (self.dpd_interval > 0).then(|| Duration::from_secs(self.dpd_interval));
         cfg.nat_keepalive =
             (self.nat_keepalive > 0).then(|| Duration::from_secs(self.nat_keepalive));
+        cfg.force_encap = self.encap;
         cfg.ike_lifetime = self.ike_lifetime.map(Duration::from_secs);
         cfg.child_lifetime = self.child_lifetime.map(Duration::from_secs);
         cfg.retransmit.base = Duration::from_millis(self.retransmit_ms);

@@ -237,5 +237,25 @@ fn lab_bench() {
         b / o,
         b / p
     );
+    // 5. The same with ESP in UDP (`encap = true`): a burst leaves in one GSO send.
+    lab.stop_client();
+    std::thread::sleep(Duration::from_millis(300));
+    lab.start_client("esp_proposals = [\"aes256gcm16\"]\nencap = true");
+    let s = lab.wait_up();
+    assert_eq!(s["udp_encap"], true, "{s}");
+    let pid = lab.client_pid().unwrap();
+    let (mut udp, mut ucpu) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        let c0 = cpu_secs(pid);
+        let ip = lab.iperf_start(6, "0");
+        udp.push(lab.iperf_finish(ip).2 / 1e6);
+        ucpu.push((cpu_secs(pid) - c0) / 6.0 * 100.0);
+    }
+    let (u, uc) = (median(&mut udp), median(&mut ucpu));
+    println!(
+        "TCP throughput, our client to our own gateway, ESP in UDP (encap = true, GSO): {u:.0} Mbit/s {udp:.0?}, \
+         our client at {uc:.0}% of a core; ratio to plain routing {:.2}",
+        u / p
+    );
     drop(gw);
 }

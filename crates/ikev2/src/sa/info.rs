@@ -22,7 +22,14 @@ impl IkeSa {
         self.send_request(now, ExchangeType::INFORMATIONAL, &p, Pending::DeleteIke);
     }
 
+    /// NAT-D notifies for a message from us (`src`) to `dst`; with `force_encap` the
+    /// source hash names an address that is not ours.
     fn nat_d(&self, src: SocketAddr, dst: SocketAddr) -> [Payload; 2] {
+        let src = if self.cfg.force_encap {
+            super::init::FAKE_NAT_SOURCE
+        } else {
+            src
+        };
         [
             Payload::Notify(Notify::new(
                 NotifyType::NAT_DETECTION_SOURCE_IP,
@@ -89,7 +96,7 @@ impl IkeSa {
         }
         let (remote_nat, local_nat) = self.nat_from(&parts, from, to);
         self.remote_nat = remote_nat;
-        self.local_nat = local_nat;
+        self.local_nat = local_nat || self.cfg.force_encap;
         self.addresses_changed();
     }
 
@@ -205,7 +212,7 @@ impl IkeSa {
                 self.remote = from;
                 self.local = to;
                 self.remote_nat = remote_nat;
-                self.local_nat = local_nat;
+                self.local_nat = local_nat || self.cfg.force_encap;
                 resp.extend(self.nat_d(to, from));
                 self.addresses_changed();
             }

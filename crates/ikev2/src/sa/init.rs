@@ -26,6 +26,13 @@ pub(crate) enum InitOutcome {
     Drop,
 }
 
+/// The address our NAT_DETECTION_SOURCE_IP hashes with `force_encap`: none of ours,
+/// so the peer concludes there is a NAT in front of us.
+pub(crate) const FAKE_NAT_SOURCE: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::UNSPECIFIED,
+    0,
+));
+
 fn nat_notifies(spi_i: u64, spi_r: u64, src: SocketAddr, dst: SocketAddr) -> [Payload; 2] {
     [
         Payload::Notify(Notify::new(
@@ -129,7 +136,12 @@ impl IkeSa {
             data: share.public().to_vec(),
         });
         p.push(Payload::Nonce(self.ni.clone()));
-        p.extend(nat_notifies(self.spi_i, 0, self.local, self.remote));
+        let src = if self.cfg.force_encap {
+            FAKE_NAT_SOURCE
+        } else {
+            self.local
+        };
+        p.extend(nat_notifies(self.spi_i, 0, src, self.remote));
         if self.cfg.fragmentation {
             p.push(Payload::Notify(Notify::new(
                 NotifyType::IKEV2_FRAGMENTATION_SUPPORTED,
@@ -280,7 +292,7 @@ impl IkeSa {
         // The response went remote -> us: its SOURCE hash is about the peer, DESTINATION about us.
         let (remote_nat, local_nat) = nat_check(&m.payloads, self.spi_i, self.spi_r, from, to);
         self.remote_nat = remote_nat;
-        self.local_nat = local_nat;
+        self.local_nat = local_nat || self.cfg.force_encap;
         self.peer_frag = self.cfg.fragmentation
             && m.notify(NotifyType::IKEV2_FRAGMENTATION_SUPPORTED)
                 .is_some();
@@ -390,7 +402,7 @@ impl IkeSa {
         // The request went initiator -> us.
         let (remote_nat, local_nat) = nat_check(&m.payloads, h.spi_i, 0, from, to);
         sa_.remote_nat = remote_nat;
-        sa_.local_nat = local_nat;
+        sa_.local_nat = local_nat || sa_.cfg.force_encap;
         sa_.peer_frag = cfg.fragmentation
             && find_notify(&m.payloads, NotifyType::IKEV2_FRAGMENTATION_SUPPORTED).is_some();
         let mut p = vec![
@@ -401,7 +413,12 @@ impl IkeSa {
             },
             Payload::Nonce(sa_.nr.clone()),
         ];
-        p.extend(nat_notifies(sa_.spi_i, sa_.spi_r, to, from));
+        let ours = if sa_.cfg.force_encap {
+            FAKE_NAT_SOURCE
+        } else {
+            to
+        };
+        p.extend(nat_notifies(sa_.spi_i, sa_.spi_r, ours, from));
         if sa_.peer_frag {
             p.push(Payload::Notify(Notify::new(
                 NotifyType::IKEV2_FRAGMENTATION_SUPPORTED,

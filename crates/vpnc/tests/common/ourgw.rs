@@ -149,11 +149,18 @@ async fn run(ns: String, dev: String, stop: Arc<AtomicBool>, ready: std::sync::m
             r = s500.recv_from(&mut b500) => if let Ok((n, from)) = r {
                 ike.handle_datagram(now, from, SocketAddr::V4(SocketAddrV4::new(gw, 500)), &b500[..n]);
             },
-            r = s4500.recv_from(&mut b4500) => if let Ok((n, from)) = r {
-                match sad.open_udp(now, &mut b4500[..n]) {
-                    Ok(UdpInbound::Ike(_)) => ike.handle_datagram(now, from, SocketAddr::V4(SocketAddrV4::new(gw, 4500)), &b4500[..n]),
-                    Ok(UdpInbound::Esp(o)) => { let _ = dp.write_tun(&tun, &b4500[o.payload]).await; }
-                    _ => {}
+            r = s4500.recv_from(&mut b4500) => if let Ok((mut n, mut from)) = r {
+                // A burst: up to 64 datagrams per wake-up.
+                for _ in 0..64 {
+                    match sad.open_udp(now, &mut b4500[..n]) {
+                        Ok(UdpInbound::Ike(_)) => ike.handle_datagram(now, from, SocketAddr::V4(SocketAddrV4::new(gw, 4500)), &b4500[..n]),
+                        Ok(UdpInbound::Esp(o)) => { let _ = dp.write_tun(&tun, &b4500[o.payload]).await; }
+                        _ => {}
+                    }
+                    match s4500.try_recv_from(&mut b4500) {
+                        Ok((m, f)) => (n, from) = (m, f),
+                        Err(_) => break,
+                    }
                 }
             },
             r = raw.recv_from(&mut braw) => if let Ok((mut n, _)) = r {
