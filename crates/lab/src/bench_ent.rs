@@ -111,7 +111,13 @@ pub fn throughput(exe: &Path, secs: f64) -> Result<Vec<(String, String, f64, f64
     for (outside, route) in [
         (
             Outside::Xmip,
-            vec![Segment::Home, Segment::IntA, Segment::ExtA, Segment::ExtNat],
+            vec![
+                Segment::Home,
+                Segment::IntA,
+                Segment::ExtA,
+                Segment::ExtB,
+                Segment::ExtNat,
+            ],
         ),
         (Outside::Mobike, vec![Segment::IntB, Segment::ExtA]),
     ] {

@@ -681,6 +681,14 @@ impl Lab {
         ] {
             self.ns(&cl, &["sysctl", "-qw", &key]).unwrap();
         }
+        // charon looks at its paths 100 ms after an address or link of its own changes
+        // (kernel-netlink's roam delay). Had that check come after a client's MOBIKE move
+        // to this link, charon found "the old path not available anymore", moved its own
+        // end to 198.51.100.2 and asked for an address change that a client need not make
+        // (RFC 4555 leaves the path to the initiator): the ESP it kept sending to
+        // 192.0.2.2 then met no SA (CI, 2026-12-05). Let that check run before any SA
+        // exists.
+        std::thread::sleep(std::time::Duration::from_millis(300));
         (x, y)
     }
 }
