@@ -19,6 +19,10 @@ use crate::topo::Segment;
 use crate::traffic::TcpFault;
 use crate::transit::{self, Leg, Start, Timeline};
 
+/// The longest a TCP direction may make no progress in a stay (moves take 15-165 ms,
+/// stalls up to about 250 ms through a foreign agent).
+const STALL_BOUND_MS: f64 = 1000.0;
+
 /// Options of the enterprise demo.
 #[derive(Debug, Clone)]
 pub struct EntDemoOpts {
@@ -209,6 +213,17 @@ pub fn run(exe: &Path, o: &EntDemoOpts) -> Result<EntDemoReport> {
     if let Some(last) = legs.last() {
         if last.up_bytes == 0 || last.down_bytes == 0 {
             failures.push("TCP made no progress in the last stay".into());
+        }
+    }
+    // Both directions in every stay: a download that stopped outside while the upload
+    // and the probes went on (fragments of the i-HA's tunnel not reassembled after the
+    // VPN moved into the node's process) once passed every other check here.
+    for l in legs.iter().skip(1) {
+        if l.up_bytes == 0 || l.down_bytes == 0 || l.stall_ms > STALL_BOUND_MS {
+            failures.push(format!(
+                "{}: TCP up {} / down {} octets, stalled {:.0} ms (bound {STALL_BOUND_MS} ms)",
+                l.label, l.up_bytes, l.down_bytes, l.stall_ms
+            ));
         }
     }
     for n in ["mn", "ha", "xha", "fa", "xfa", "charon"] {

@@ -92,6 +92,11 @@ pub(super) struct Outer {
     /// x-HA), through a header-included raw socket bound to the interface (its
     /// ifindex).
     native: Option<(u32, RawIp)>,
+    /// Fragments of the packets ESP carries or x-MIP carries (the i-HA's IP-in-IP goes
+    /// without DF, and the gateway's TUN, MTU 1400, cuts what a connection opened with a
+    /// larger MSS still sends): reassembled before the header is stripped, as the kernel
+    /// did when these layers were devices.
+    frags: wire::reassembly::Reassembler,
 }
 
 impl Daemon {
@@ -617,7 +622,13 @@ impl Daemon {
             return self.counters.drop("VPN packet not from the gateway");
         }
         if h.more_fragments || h.frag_offset != 0 {
-            return self.counters.drop("VPN: fragment");
+            return match self.outer.frags.push(now, &h, pkt) {
+                wire::reassembly::Outcome::Complete(whole) => {
+                    Box::pin(self.on_vpn_outer(&whole)).await
+                }
+                wire::reassembly::Outcome::Pending => {}
+                wire::reassembly::Outcome::Dropped(why) => self.counters.drop(why),
+            };
         }
         let Some(payload) = pkt.get(h.header_len..usize::from(h.total_len)) else {
             return self.counters.drop("VPN: malformed packet");
@@ -653,8 +664,24 @@ impl Daemon {
         }
     }
 
-    /// What ESP carried: from the i-HA to the TIA, a registration reply or i-MIP.
+    /// What ESP carried: from the i-HA to the TIA, a registration reply or i-MIP;
+    /// fragments are put back together first.
     async fn on_vpn_inner(&mut self, pkt: &[u8]) {
+        let Ok(h) = wire::ipv4::Ipv4Header::parse(pkt) else {
+            return self.counters.drop("VPN: malformed inner packet");
+        };
+        if h.more_fragments || h.frag_offset != 0 {
+            match self.outer.frags.push(Instant::now(), &h, pkt) {
+                wire::reassembly::Outcome::Complete(whole) => self.on_vpn_whole(&whole).await,
+                wire::reassembly::Outcome::Pending => {}
+                wire::reassembly::Outcome::Dropped(why) => self.counters.drop(why),
+            }
+            return;
+        }
+        self.on_vpn_whole(pkt).await;
+    }
+
+    async fn on_vpn_whole(&mut self, pkt: &[u8]) {
         let Ok(h) = wire::ipv4::Ipv4Header::parse(pkt) else {
             return self.counters.drop("VPN: malformed inner packet");
         };

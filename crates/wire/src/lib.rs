@@ -16,6 +16,7 @@ pub mod icmp;
 pub mod ipv4;
 pub mod pcap;
 pub mod reader;
+pub mod reassembly;
 pub mod udp;
 
 /// Why a packet could not be parsed.
