@@ -110,6 +110,10 @@ impl Daemon {
             "nat_reregistrations": self.counters.nat_reregistrations,
             "dead_binding_reregistrations": self.counters.dead_binding_reregistrations,
             "vpn_starts": self.outer.starts,
+            // Fragmented datagrams of the VPN layers given up (timeout, eviction, overlap,
+            // bounds; see wire::reassembly) and those still waiting for their rest.
+            "reassembly_dropped": self.outer.frags.dropped,
+            "reassembly_pending": self.outer.frags.len(),
             "queued": self.queue.len(),
             "tx_packets": self.counters.tx_packets,
             "tx_bytes": self.counters.tx_bytes,

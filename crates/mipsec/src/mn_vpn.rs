@@ -96,7 +96,7 @@ pub(super) struct Outer {
     /// without DF, and the gateway's TUN, MTU 1400, cuts what a connection opened with a
     /// larger MSS still sends): reassembled before the header is stripped, as the kernel
     /// did when these layers were devices.
-    frags: wire::reassembly::Reassembler,
+    pub(super) frags: wire::reassembly::Reassembler,
 }
 
 impl Daemon {
