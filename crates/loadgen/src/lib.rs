@@ -187,6 +187,58 @@ pub fn run(cfg: &Config) -> io::Result<(Phase, Phase)> {
     Ok((first, renew))
 }
 
+/// [`run`] on `threads` threads, each with its own socket and a contiguous
+/// share of the nodes and of the window, so a multi-worker home agent can be
+/// loaded harder than one thread can. The phases are merged: counts add up,
+/// the elapsed time and the latency percentiles are the largest of the threads'
+/// (an upper bound of the merged percentile).
+pub fn run_threads(cfg: &Config, threads: usize) -> io::Result<(Phase, Phase)> {
+    let threads = threads.clamp(1, cfg.nodes.max(1) as usize);
+    if threads == 1 {
+        return run(cfg);
+    }
+    let per = cfg.nodes / threads as u32;
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let mut c = cfg.clone();
+            let start = per * t as u32;
+            c.first_home = Ipv4Addr::from(u32::from(cfg.first_home).wrapping_add(start));
+            c.nodes = if t + 1 == threads {
+                cfg.nodes - start
+            } else {
+                per
+            };
+            c.window = (cfg.window / threads).max(1);
+            std::thread::spawn(move || run(&c))
+        })
+        .collect();
+    let mut first = Phase::default();
+    let mut renew = Phase::default();
+    for h in handles {
+        let (f, r) = h
+            .join()
+            .map_err(|_| io::Error::other("generator thread panicked"))??;
+        first.merge(&f);
+        renew.merge(&r);
+    }
+    Ok((first, renew))
+}
+
+impl Phase {
+    fn merge(&mut self, o: &Phase) {
+        self.completed += o.completed;
+        for (k, v) in &o.codes {
+            *self.codes.entry(*k).or_default() += v;
+        }
+        self.lost += o.lost;
+        self.bad_replies += o.bad_replies;
+        self.elapsed = self.elapsed.max(o.elapsed);
+        self.p50_us = self.p50_us.max(o.p50_us);
+        self.p99_us = self.p99_us.max(o.p99_us);
+        self.max_us = self.max_us.max(o.max_us);
+    }
+}
+
 fn run_phase(
     cfg: &Config,
     sock: &UdpSocket,

@@ -59,6 +59,9 @@ enum Cmd {
         /// Check every reply's MN-HA authenticator.
         #[arg(long)]
         verify: bool,
+        /// Generator threads, each with its own socket and share of the nodes.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
     },
 }
 
@@ -89,6 +92,7 @@ fn main() {
             care_of,
             bind,
             verify,
+            threads,
         } => (|| {
             let ha: SocketAddrV4 = match ha.parse() {
                 Ok(a) => a,
@@ -112,7 +116,7 @@ fn main() {
                 timeout: Duration::from_secs(1),
                 verify,
             };
-            let (first, renew) = loadgen::run(&cfg).map_err(|e| e.to_string())?;
+            let (first, renew) = loadgen::run_threads(&cfg, threads).map_err(|e| e.to_string())?;
             println!("first registrations: {first}");
             println!("renewals:            {renew}");
             Ok(())

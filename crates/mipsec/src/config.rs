@@ -166,6 +166,15 @@ pub struct HaSection {
     /// warning, when the kernel refuses it.
     #[serde(default = "default_true")]
     pub udp_gso: bool,
+    /// Registration workers (threads), each with its own UDP 434 socket and its
+    /// share of the nodes (`ha_shards`); 0 means one per CPU. Worker 0 also runs
+    /// the data path.
+    #[serde(default = "default_workers")]
+    pub workers: usize,
+}
+
+fn default_workers() -> usize {
+    0
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -47,6 +47,7 @@ pub(crate) enum DropReason {
     ReverseSendFailed,
     /// A reply to a visiting node could not be sent on the visited link.
     ReplyNotSent,
+    TunnelDataOffDataPath,
 }
 
 impl DropReason {
@@ -73,6 +74,7 @@ impl DropReason {
             }
             DropReason::ReverseSendFailed => "reverse tunnel send failed",
             DropReason::ReplyNotSent => "reply to a node could not be sent",
+            DropReason::TunnelDataOffDataPath => "tunnel data on a worker without the data path",
         }
     }
 }

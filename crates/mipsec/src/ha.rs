@@ -18,8 +18,12 @@
 mod data;
 #[path = "ha_routes.rs"]
 mod routes;
+#[path = "ha_shards.rs"]
+mod shards;
 #[path = "ha_status.rs"]
 pub mod status;
+#[path = "ha_workers.rs"]
+mod workers;
 
 use crate::config::{ConfigError, HaFile};
 use crate::control::{ControlServer, StatusRequest};
@@ -28,23 +32,25 @@ use crate::shell::{
     allow_fragmentation, enlarge_buffers, getrandom, io_err, os_err, write_sysctl, SetupError,
     BATCH,
 };
-use mip4::ha::{Binding, HaConfig, HaEvent, HomeAgent, MobileNodeConfig, Tunnel, UdpTunneling};
+use mip4::ha::{Binding, ForwardTo, HaConfig, MobileNodeConfig, Tunnel, UdpTunneling};
 use mip4::wire::{MessageType, MIP_PORT};
 use netio::netlink::{Netlink, Route};
 use netio::raw::{RawIp, RawIpOptions, IPPROTO_IPIP};
 use netio::tun::Tun;
 use netio::udp::UdpOptions;
-use netio::udp_batch::{send_batch, Outgoing, RecvBatch};
+use netio::udp_batch::RecvBatch;
 use routes::RouteWorker;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use shards::{Plane, Shards};
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::net::UdpSocket;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch, Notify};
 use tracing::{info, warn};
 
 /// Why the home agent could not start, or stopped with an error.
@@ -65,6 +71,9 @@ pub enum Error {
     /// The thread that applies routes and proxy ARP did not start.
     #[error("{0}")]
     RouteWorker(String),
+    /// A registration worker's thread did not start.
+    #[error("{0}")]
+    Worker(String),
     /// The control socket (`control_socket`) could not be created.
     #[error(transparent)]
     ControlSocket(#[from] crate::control::ControlSocketError),
@@ -133,14 +142,22 @@ struct SavedBinding {
 
 struct Daemon {
     file: HaFile,
-    core: HomeAgent,
+    /// The binding table, one core per worker (`ha_shards`).
+    shards: Arc<Shards>,
+    /// Worker 0's registration path (this loop's); it holds the route worker.
+    plane: Plane,
+    /// Workers 1..N (`ha_workers`).
+    workers: Vec<workers::WorkerHandle>,
+    stop: watch::Sender<bool>,
+    /// Signalled by the other workers when bindings changed.
+    changed: Arc<Notify>,
+    /// Where one tunnel-device read goes (reused: no allocation per read).
+    fwd: Vec<ForwardTo>,
     udp: UdpSocket,
     raw: RawIp,
     tun: Tun,
     /// Buffers and counters of the tunnel data path (`ha_data`).
     dp: crate::datapath::DataPath,
-    /// Routes, proxy ARP and gratuitous ARP, applied by a worker thread.
-    routes: RouteWorker,
     /// For taking over a killed instance's leftovers at start.
     nl: Netlink,
     home_ifindex: Option<u32>,
@@ -158,7 +175,6 @@ struct Daemon {
     started: Instant,
     /// Key file reloads (SIGHUP), parsed off the event loop.
     reloader: crate::keyfile::Reloader,
-    guard: crate::ha_guard::Guard,
 }
 
 impl Daemon {
@@ -175,13 +191,16 @@ impl Daemon {
             ..UdpTunneling::default()
         };
         cfg.dynamic_pool = crate::keyfile::pool(&file);
-        let mut seed = [0u8; 32];
-        getrandom(&mut seed);
-        let mut core = HomeAgent::new(cfg, seed);
         let nodes = crate::keyfile::load_nodes(&file, &config_path).map_err(Error::Keys)?;
         let node_count = nodes.len();
         let ours = nodes.iter().filter_map(|n| n.home_addr).collect();
-        core.replace_mobile_nodes(nodes).map_err(Error::Nodes)?;
+        let n_workers = worker_count(h.workers);
+        let seed = || {
+            let mut seed = [0u8; 32];
+            getrandom(&mut seed);
+            seed
+        };
+        let shards = Arc::new(Shards::new(&cfg, n_workers, seed, nodes).map_err(Error::Nodes)?);
         crate::keyfile::release_parse_memory();
 
         let nl = Netlink::new().map_err(io_err("netlink"))?;
@@ -223,9 +242,24 @@ impl Daemon {
         let mut uopts = UdpOptions::new(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, MIP_PORT));
         uopts.pktinfo = true;
         uopts.reuse_addr = true;
-        let udp = uopts.bind().map_err(io_err("UDP port 434"))?;
-        // Bursts of renewals (every node of a site after an outage) must queue, not drop.
-        enlarge_buffers(std::os::fd::AsFd::as_fd(&udp));
+        // One socket per worker in an SO_REUSEPORT group, in worker order (the
+        // steering program returns a worker's index).
+        uopts.reuse_port = n_workers > 1;
+        let mut socks = Vec::with_capacity(n_workers);
+        for _ in 0..n_workers {
+            let udp = uopts.bind().map_err(io_err("UDP port 434"))?;
+            // Bursts of renewals (every node of a site after an outage) must queue, not drop.
+            enlarge_buffers(std::os::fd::AsFd::as_fd(&udp));
+            socks.push(udp);
+        }
+        let udp = socks.remove(0);
+        if n_workers > 1 {
+            let prog = shards.router().steering();
+            if let Err(e) = netio::udp::attach_reuseport_cbpf(&udp, &prog) {
+                // Still correct (any worker takes any shard's lock), only slower.
+                warn!("SO_ATTACH_REUSEPORT_CBPF: {e}; registrations spread by address hash");
+            }
+        }
         let raw = RawIp::open_with(
             IPPROTO_IPIP,
             &RawIpOptions {
@@ -238,16 +272,36 @@ impl Daemon {
         allow_fragmentation(std::os::fd::AsFd::as_fd(&raw));
         let (ctl_tx, ctl_rx) = mpsc::channel(8);
         let ctl = ControlServer::start_optional(h.control_socket.as_deref(), ctl_tx)?;
-        info!(address = %h.address, home_network = %h.home_network.0, nodes = node_count, "home agent started");
+        let (stop, stop_rx) = watch::channel(false);
+        let changed = Arc::new(Notify::new());
+        let mut workers = Vec::with_capacity(n_workers - 1);
+        for (i, sock) in socks.into_iter().enumerate() {
+            let sock = sock.into_std().map_err(os_err("UDP port 434"))?;
+            let shared = workers::Shared {
+                shards: shards.clone(),
+                routes: routes.clone(),
+                guard: guard.clone(),
+                changed: changed.clone(),
+                stop: stop_rx.clone(),
+                ha_address: h.address,
+            };
+            workers.push(workers::spawn(i + 1, sock, shared).map_err(Error::Worker)?);
+        }
+        info!(address = %h.address, home_network = %h.home_network.0, nodes = node_count, workers = n_workers, "home agent started");
+        let plane = Plane::new(shards.clone(), routes, guard, 0);
         let mut d = Daemon {
             state_file: h.state_file.clone(),
             file,
-            core,
+            shards,
+            plane,
+            workers,
+            stop,
+            changed,
+            fwd: Vec::new(),
             udp,
             raw,
             tun,
             dp,
-            routes,
             nl,
             home_ifindex,
             ours,
@@ -259,7 +313,6 @@ impl Daemon {
             save_at: None,
             started: Instant::now(),
             reloader: crate::keyfile::Reloader::new(config_path),
-            guard,
         };
         d.take_over_leftovers().await;
         d.restore().await;
@@ -274,7 +327,14 @@ impl Daemon {
         let mut urb = RecvBatch::new(BATCH, 65536);
         let (mut rrb, mut tbuf) = crate::datapath::buffers();
         loop {
-            let deadline = self.core.poll_timeout();
+            let deadline = if self.workers.is_empty() {
+                self.plane.next_timeout()
+            } else {
+                Some(workers::timer_deadline(
+                    self.plane.next_timeout(),
+                    Instant::now(),
+                ))
+            };
             let sleep = sleep_until(deadline.map(tokio::time::Instant::from_std));
             tokio::select! {
                 r = urb.recv(&self.udp) => match r {
@@ -310,7 +370,8 @@ impl Daemon {
                     let v = self.status(&req.query);
                     let _ = req.send(v);
                 }
-                _ = sleep => self.core.handle_timeout(Instant::now()),
+                _ = sleep => self.plane.timeout(Instant::now()),
+                _ = self.changed.notified() => self.mark_changed(),
                 _ = sleep_until(self.save_at) => self.save(),
                 _ = term.recv() => { info!("SIGTERM: shutting down"); break }
                 _ = int.recv() => { info!("SIGINT: shutting down"); break }
@@ -326,10 +387,11 @@ impl Daemon {
     /// bindings of nodes that stay are untouched. A bad file changes nothing.
     fn reload_nodes(&mut self, parsed: Result<Vec<MobileNodeConfig>, String>) {
         let r = parsed.and_then(|n| {
-            self.core
-                .replace_mobile_nodes(n)
+            self.shards
+                .replace_nodes(n)
                 .map_err(|e| format!("mobile nodes: {e}"))
         });
+        self.plane.drain_all();
         match r {
             Ok(s) => info!(
                 added = s.added,
@@ -347,12 +409,14 @@ impl Daemon {
     /// looking up many nodes (see `HomeAgent::handle_datagrams`).
     async fn on_udp_batch(&mut self, rb: &RecvBatch, n: usize) {
         let now = Instant::now();
+        shards::WorkerStats::add(&self.plane.stats.batches, 1);
+        shards::WorkerStats::add(&self.plane.stats.datagrams, n as u64);
         let mut regs: Vec<(SocketAddrV4, SocketAddrV4, &[u8])> = Vec::with_capacity(n);
         for i in 0..n {
             let (m, payload) = rb.get(i);
             if MessageType::of(payload) == Some(MessageType::TUNNEL_DATA) {
                 self.on_tunnel_data(now, m.src, payload).await;
-            } else if self.guard.drops_internal(m.ifindex, payload) {
+            } else if self.plane.guard.drops_internal(m.ifindex, payload) {
                 self.counters.drop(DropReason::InternalInterface);
             } else {
                 let local =
@@ -361,65 +425,23 @@ impl Daemon {
             }
         }
         self.flush_delivered().await;
-        if !regs.is_empty() {
-            let before = crate::ha_guard::Guard::untrusted_count(&self.core);
-            self.core.handle_datagrams(now, SystemTime::now(), &regs);
-            let sources: Vec<SocketAddrV4> = regs.iter().map(|r| r.0).collect();
-            self.guard.after_core(now, before, &self.core, &sources);
-        }
+        self.plane.registrations(now, SystemTime::now(), &regs);
     }
 
+    /// Sends the replies the cores made (after their routes) and notes changed
+    /// bindings for the state file.
     async fn drain(&mut self) {
-        // Routes first: the reply to a node deregistering at home must go out on
-        // the home link, not into the tunnel its binding was using.
-        while let Some(e) = self.core.poll_event() {
-            self.apply(e).await;
-        }
-        self.routes.settle().await;
-        let mut out = Vec::new();
-        while let Some(t) = self.core.poll_transmit() {
-            out.push(t);
-        }
-        if !out.is_empty() {
-            let msgs: Vec<Outgoing> = out
-                .iter()
-                .map(|t| (t.dst, *t.src.ip(), &t.payload[..]))
-                .collect();
-            send_batch(&self.udp, &msgs, |m, e| warn!("reply to {}: {e}", m.0)).await;
+        self.plane.send(&self.udp).await;
+        if self.plane.take_changed() {
+            self.mark_changed();
         }
     }
 
-    async fn apply(&mut self, e: HaEvent) {
+    /// A binding changed: the state file is written [`SAVE_DELAY`] later.
+    fn mark_changed(&mut self) {
         self.dirty = true;
         self.save_at
             .get_or_insert_with(|| tokio::time::Instant::now() + SAVE_DELAY);
-        match e {
-            // The core's table is the data path's: only routes follow the events.
-            // Events are applied after the core changed (a whole batch at once), so
-            // route on every new binding (idempotent: replace) and off only when the
-            // address has none left now; the route worker keeps the last request.
-            HaEvent::BindingAdded(b) => {
-                info!(home = %b.home_addr, care_of = %b.care_of, lifetime = b.lifetime, tunnel = ?b.tunnel, "binding added");
-                self.intercept(b.home_addr, true).await;
-            }
-            HaEvent::BindingRenewed(_) => {}
-            HaEvent::BindingRemoved {
-                home_addr,
-                care_of,
-                reason,
-            } => {
-                info!(home = %home_addr, care_of = %care_of, ?reason, "binding removed");
-                if self.core.bindings_of(home_addr).is_empty() {
-                    self.intercept(home_addr, false).await;
-                }
-            }
-        }
-    }
-
-    /// Starts or stops pulling a home address's traffic into the tunnel device
-    /// (queued to the route worker; see `ha_routes`).
-    async fn intercept(&mut self, home: Ipv4Addr, on: bool) {
-        self.routes.intercept(home, on);
     }
 
     fn status(&self, query: &serde_json::Value) -> serde_json::Value {
@@ -443,11 +465,28 @@ impl Daemon {
                 })
             })
             .collect();
-        let s = self.core.stats();
-        let drops = self
+        let s = self.shards.stats();
+        let mut drops = self
             .counters
             .drops
             .merged_with(s.drops.iter().map(|(k, v)| (k, *v)));
+        // The other workers' own drops.
+        let mut workers = vec![self.plane.stats.json(0)];
+        for (i, w) in self.workers.iter().enumerate() {
+            workers.push(w.stats.json(i + 1));
+            for (why, c) in [
+                (DropReason::InternalInterface, &w.stats.internal_dropped),
+                (
+                    DropReason::TunnelDataOffDataPath,
+                    &w.stats.tunnel_data_dropped,
+                ),
+            ] {
+                let n = c.load(std::sync::atomic::Ordering::Relaxed);
+                if n > 0 {
+                    *drops.entry(why.name().to_string()).or_default() += n;
+                }
+            }
+        }
         let auth: BTreeMap<String, u64> = s
             .auth_failures
             .iter()
@@ -472,6 +511,7 @@ impl Daemon {
                 "rx_packets": self.counters.rx_packets,
                 "rx_bytes": self.counters.rx_bytes,
             },
+            "workers": workers,
             "data_path": crate::datapath::status(&self.dp)
         })
     }
@@ -482,11 +522,10 @@ impl Daemon {
         let Some(path) = &self.state_file else { return };
         let now = Instant::now();
         let wall = unix_now();
-        let saved: Vec<SavedBinding> = self
-            .core
-            .bindings()
-            .into_iter()
-            .map(|b| SavedBinding {
+        let mut saved: Vec<SavedBinding> = Vec::new();
+        for i in 0..self.shards.len() {
+            let core = self.shards.lock(i);
+            saved.extend(core.bindings().into_iter().map(|b| SavedBinding {
                 home_addr: b.home_addr,
                 care_of: b.care_of,
                 source: b.source,
@@ -504,10 +543,10 @@ impl Daemon {
                     Tunnel::Udp { keepalive, .. } => keepalive,
                     Tunnel::IpInIp => 0,
                 },
-                last_ident: self.core.last_ident(b.home_addr),
+                last_ident: core.last_ident(b.home_addr),
                 nai: b.nai,
-            })
-            .collect();
+            }));
+        }
         let tmp = path.with_extension("tmp");
         let r = serde_json::to_vec_pretty(&saved)
             .map_err(|e| e.to_string())
@@ -573,11 +612,16 @@ impl Daemon {
                 },
                 nai: s.nai.clone(),
             };
+            // A node with a NAI lives on shard 0 (`ha_shards`).
+            let mut core = match s.nai {
+                Some(_) => self.shards.lock(0),
+                None => self.shards.lock_addr(s.home_addr),
+            };
             if let Some(n) = &s.nai {
                 // Pool assignment first (false, harmless, for a static address).
-                self.core.assign_pool_address(n, s.home_addr);
+                core.assign_pool_address(n, s.home_addr);
             }
-            if let Err(why) = self.core.check_restore(now, &b) {
+            if let Err(why) = core.check_restore(now, &b) {
                 warn!(
                     "state file {}: dropping the binding of {} via {} (expires_unix {}): {why}",
                     path.display(),
@@ -587,11 +631,12 @@ impl Daemon {
                 );
                 continue;
             }
-            if self.core.restore_binding(now, b, s.last_ident) {
+            if core.restore_binding(now, b, s.last_ident) {
                 n += 1;
             }
         }
         info!("restored {n} bindings from {}", path.display());
+        self.plane.drain_all();
         self.drain().await;
     }
 
@@ -646,14 +691,29 @@ impl Daemon {
         if self.dirty {
             self.save();
         }
-        let homes: Vec<Ipv4Addr> = self.core.bound_home_addrs().collect();
-        for h in homes {
-            self.intercept(h, false).await;
+        let _ = self.stop.send(true);
+        for w in &mut self.workers {
+            w.join();
         }
-        self.routes.flush().await;
+        for h in self.shards.bound_home_addrs() {
+            self.plane.routes.intercept(h, false);
+        }
+        self.plane.routes.flush().await;
         info!("home agent stopped; routes and proxy ARP entries removed");
     }
 }
+
+/// `workers` from the configuration: 0 means one per CPU this process may use.
+fn worker_count(configured: usize) -> usize {
+    match configured {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
+    .min(MAX_WORKERS)
+}
+
+/// More workers than this is a configuration mistake, not a big machine.
+const MAX_WORKERS: usize = 256;
 
 fn unix_now() -> u64 {
     SystemTime::now()

@@ -77,7 +77,8 @@ impl Daemon {
             return self.counters.drop(DropReason::MalformedInner);
         };
         // Only from the address and port the node registered from (RFC 3519 section 6.1).
-        if let Err(why) = self.core.admit_udp_tunnel(now, from, src) {
+        let admitted = self.shards.lock_addr(src).admit_udp_tunnel(now, from, src);
+        if let Err(why) = admitted {
             return self.counters.drop(DropReason::Refused(why));
         }
         self.deliver(td.packet).await;
@@ -92,7 +93,11 @@ impl Daemon {
             return self.counters.drop(DropReason::MalformedInner);
         };
         // RFC 3024: only a home address from the care-of address it is bound to.
-        if let Err(why) = self.core.admit_reverse(now, outer_src, src) {
+        let admitted = self
+            .shards
+            .lock_addr(src)
+            .admit_reverse(now, outer_src, src);
+        if let Err(why) = admitted {
             return self.counters.drop(DropReason::Refused(why));
         }
         self.deliver(inner).await;
@@ -134,10 +139,12 @@ impl Daemon {
         let Some((_, dst)) = self.dp.packets().get(0).and_then(wire::ipv4::addresses) else {
             return self.counters.drop(DropReason::NotIpv4FromTun);
         };
-        let mut sent = 0;
-        // Borrows the core's bindings while queueing: no copy of them per packet.
-        for to in self.core.forward(now, dst) {
-            sent += 1;
+        // Where it goes, copied out of the shard (its lock is not held while sending).
+        let mut fwd = std::mem::take(&mut self.fwd);
+        fwd.clear();
+        fwd.extend(self.shards.lock_addr(dst).forward(now, dst));
+        let sent = fwd.len();
+        for &to in &fwd {
             match to {
                 ForwardTo::IpInIp { care_of, .. } => self.dp.queue_packets(care_of),
                 ForwardTo::Udp { peer, local } => {
@@ -167,6 +174,7 @@ impl Daemon {
                 }
             }
         }
+        self.fwd = fwd;
         if sent == 0 {
             return self.counters.drop(DropReason::NoBinding);
         }

@@ -13,6 +13,7 @@ use tracing::warn;
 /// Shortest time between two log lines about untrusted sources.
 pub(crate) const LOG_EVERY: Duration = Duration::from_secs(10);
 
+#[derive(Clone)]
 pub(crate) struct Guard {
     /// HA-5: the internal interface, when requests arriving on it are dropped.
     internal_ifindex: Option<u32>,

@@ -34,6 +34,7 @@ enum Cmd {
 }
 
 /// The event loop's end of the worker.
+#[derive(Clone)]
 pub(super) struct RouteWorker {
     tx: mpsc::UnboundedSender<Cmd>,
     removals: bool,

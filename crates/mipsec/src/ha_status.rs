@@ -71,18 +71,18 @@ pub fn selection(q: &Value) -> Result<Selection, String> {
 impl Daemon {
     /// The bindings a request selects, and the paging part of the reply.
     pub(super) fn select_bindings(&self, q: &Value) -> Result<(Vec<Binding>, Value), String> {
-        let total = self.core.binding_count();
+        let total = self.shards.binding_count();
         Ok(match selection(q)? {
             Selection::Summary => (Vec::new(), json!({ "bindings_total": total })),
             Selection::Node(n) => {
                 let bs = match n.parse::<Ipv4Addr>() {
-                    Ok(a) => self.core.bindings_of(a).to_vec(),
-                    Err(_) => self.core.bindings_of_nai(&n).to_vec(),
+                    Ok(a) => self.shards.bindings_of(a),
+                    Err(_) => self.shards.bindings_of_nai(&n),
                 };
                 (bs, json!({ "bindings_total": total, "node": n }))
             }
             Selection::Page { after, limit } => {
-                let (bs, more) = self.core.bindings_page(after, limit);
+                let (bs, more) = self.shards.bindings_page(after, limit);
                 let next = more
                     .then(|| bs.last().map(|b| b.home_addr.to_string()))
                     .flatten();

@@ -157,6 +157,33 @@ fn registrations_flow_while_status_is_read_and_keys_reload_on_sighup() {
     if !root_or_skip("registrations_flow_while_status_is_read_and_keys_reload_on_sighup") {
         return;
     }
+    scale_run(1, 1);
+}
+
+/// The same with two workers (an SO_REUSEPORT group steered by home address, the
+/// binding table in two shards) loaded by two generator threads: every request
+/// reaches the worker of its shard, both share the load, paging spans both
+/// shards in address order, SIGHUP reaches both.
+#[test]
+fn two_workers_split_the_nodes_by_home_address() {
+    if !root_or_skip("two_workers_split_the_nodes_by_home_address") {
+        return;
+    }
+    let v = scale_run(2, 2);
+    let w = v["workers"].as_array().unwrap();
+    assert_eq!(w.len(), 2, "{v}");
+    let total: u64 = w.iter().map(|x| x["datagrams"].as_u64().unwrap()).sum();
+    for x in w {
+        let d = x["datagrams"].as_u64().unwrap();
+        // Home addresses alternate between the shards: about half each.
+        assert!(d * 10 > total * 4, "worker share {d} of {total}: {v}");
+        assert_eq!(x["other_shard"], json!(0), "steering missed: {v}");
+    }
+}
+
+/// Runs the load while reading status, then reloads on SIGHUP; returns the last
+/// full status.
+fn scale_run(workers: usize, threads: usize) -> Value {
     let n: u32 = std::env::var("MIPSEC_SCALE_NODES")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -173,18 +200,18 @@ fn registrations_flow_while_status_is_read_and_keys_reload_on_sighup() {
     std::fs::write(
         &config,
         format!(
-            "[ha]\naddress = \"{HA}\"\nhome_network = \"10.128.0.0/9\"\ntunnel_device = \"msc0\"\n\
-             control_socket = \"{}\"\nkey_file = \"nodes.keys\"\n",
+            "[ha]\naddress = \"{HA}\"\nhome_network = \"10.128.0.0/9\"\ntunnel_device = \"msc{workers}\"\n\
+             control_socket = \"{}\"\nkey_file = \"nodes.keys\"\nworkers = {workers}\n",
             sock.display()
         ),
     )
     .unwrap();
-    let ns = Netns::new("c");
+    let ns = Netns::new(&format!("c{workers}"));
     let ha = Ha::start(&ns, &config, dir.path().join("ha.log"), &sock);
 
     // Registrations, and status read over and over at the same time.
     let cfg = load(FIRST, n, Duration::from_secs(4));
-    let gen = ns.spawn(move || loadgen::run(&cfg).unwrap());
+    let gen = ns.spawn(move || loadgen::run_threads(&cfg, threads).unwrap());
     let mut reads = Vec::new();
     let mut after: Option<String> = None;
     while !gen.is_finished() {
@@ -219,6 +246,31 @@ fn registrations_flow_while_status_is_read_and_keys_reload_on_sighup() {
     assert!(renew.max_us < 1_000_000, "{renew}");
     let (v, _, _) = status(&sock, Some(json!({"summary": true})));
     assert_eq!(v["bindings_total"], json!(n));
+    // A page spans the shards in address order.
+    let (v, _, _) = status(
+        &sock,
+        Some(json!({"limit": 50, "after": FIRST.to_string()})),
+    );
+    let page: Vec<u32> = v["bindings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            u32::from(
+                b["home_address"]
+                    .as_str()
+                    .unwrap()
+                    .parse::<Ipv4Addr>()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    let want: Vec<u32> = (1..=50).map(|k| u32::from(FIRST) + k).collect();
+    assert_eq!(page, want, "{v}");
+    assert_eq!(
+        v["page"]["next_after"],
+        json!(Ipv4Addr::from(u32::from(FIRST) + 50).to_string())
+    );
 
     // SIGHUP: a new node in the key file is known, the others keep their bindings.
     let extra = Ipv4Addr::from(u32::from(FIRST) + n + 10);
@@ -264,6 +316,7 @@ fn registrations_flow_while_status_is_read_and_keys_reload_on_sighup() {
     }
     let (v, _, _) = status(&sock, Some(json!({"summary": true})));
     assert_eq!(v["bindings_total"], json!(n + 1));
+    v
 }
 
 /// Sends one signed request with home address 0.0.0.0 and the NAI (RFC 2794) from
@@ -320,7 +373,8 @@ fn nai_node_keeps_its_pool_address_across_a_restart() {
         format!(
             "[ha]\naddress = \"{HA}\"\nhome_network = \"10.128.0.0/9\"\ntunnel_device = \"msn0\"\n\
              control_socket = \"{}\"\nkey_file = \"nodes.keys\"\nstate_file = \"{}\"\n\
-             dynamic_pool = \"10.130.0.0/29\"\n",
+             dynamic_pool = \"10.130.0.0/29\"\nworkers = 2\n\
+             [[mobile_node]]\nhome_address = \"10.129.0.3\"\nspi = 256\nkey = \"{KEY}\"\n",
             sock.display(),
             dir.path().join("ha.state").display()
         ),
@@ -340,9 +394,20 @@ fn nai_node_keeps_its_pool_address_across_a_restart() {
     assert_eq!((code, a_addr), (0, Ipv4Addr::new(10, 130, 0, 2)));
     let (v, _, _) = status(&sock, Some(json!({"node": "a@corp.example"})));
     assert_eq!(v["bindings"][0]["home_address"], json!("10.130.0.2"));
+    // A static node on the other shard (two workers here), saved with the rest.
+    let stat = Ipv4Addr::new(10, 129, 0, 3);
+    let one = ns
+        .spawn(move || loadgen::run(&load(stat, 1, Duration::ZERO)).unwrap().0)
+        .join()
+        .unwrap();
+    assert_eq!(one.accepted(), 1, "{one}");
+    let (v, _, _) = status(&sock, None);
+    for w in v["workers"].as_array().unwrap() {
+        assert_eq!(w["other_shard"], json!(0), "{v}");
+    }
     let t = Instant::now();
     while !std::fs::read_to_string(dir.path().join("ha.state"))
-        .is_ok_and(|s| s.contains("a@corp.example"))
+        .is_ok_and(|s| s.contains("a@corp.example") && s.contains("10.129.0.3"))
     {
         assert!(t.elapsed() < Duration::from_secs(5), "state not saved");
         std::thread::sleep(Duration::from_millis(100));
@@ -354,5 +419,9 @@ fn nai_node_keeps_its_pool_address_across_a_restart() {
     let (code, again) = register_nai(&ns, "a@corp.example", 2);
     assert_eq!((code, again), (0, a_addr), "{}", ha.logs());
     let (v, _, _) = status(&sock, Some(json!({"summary": true})));
-    assert_eq!(v["bindings_total"], json!(2), "both bindings restored");
+    assert_eq!(v["bindings_total"], json!(3), "all bindings restored");
+    assert_eq!(
+        status(&sock, Some(json!({"node": "10.129.0.3"}))).0["bindings"][0]["home_address"],
+        json!("10.129.0.3")
+    );
 }

@@ -81,6 +81,38 @@ impl UdpOptions {
     }
 }
 
+/// Attaches a classic BPF program to the `SO_REUSEPORT` group of `sock`
+/// (`SO_ATTACH_REUSEPORT_CBPF`): for each datagram the group receives, the program
+/// (which sees the UDP payload) returns the index of the socket that gets it, in
+/// the order the group's sockets were bound; an index out of range falls back to
+/// the kernel's hash.
+pub fn attach_reuseport_cbpf(sock: &impl AsRawFd, prog: &[libc::sock_filter]) -> Result<()> {
+    let fprog = libc::sock_fprog {
+        len: u16::try_from(prog.len()).map_err(|_| Error::Io {
+            op: "SO_ATTACH_REUSEPORT_CBPF",
+            source: io::Error::from(io::ErrorKind::InvalidInput),
+        })?,
+        filter: prog.as_ptr().cast_mut(),
+    };
+    // SAFETY: `fprog` points at `prog`, alive for the call; the kernel copies it.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_REUSEPORT_CBPF,
+            (&fprog as *const libc::sock_fprog).cast(),
+            size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(Error::Io {
+            op: "SO_ATTACH_REUSEPORT_CBPF",
+            source: io::Error::last_os_error(),
+        });
+    }
+    Ok(())
+}
+
 fn set_pktinfo(sock: &Socket) -> Result<()> {
     let one: libc::c_int = 1;
     // SAFETY: `one` is a valid c_int for the duration of the call.

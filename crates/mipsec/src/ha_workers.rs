@@ -1,0 +1,145 @@
+//! The home agent's registration workers beyond the first (`workers` in
+//! `ha.toml`; see `ha_shards` for how the nodes are split).
+//!
+//! Worker 0 is the daemon's own event loop (data path, control socket, signals,
+//! the state file). Workers 1..N each run a thread with a single-threaded tokio
+//! runtime: one UDP 434 socket of the `SO_REUSEPORT` group, the timers of their
+//! shard, and nothing else. They tell worker 0 when bindings changed (it saves the
+//! state file) and stop when it says so.
+
+use super::shards::{Plane, Shards, WorkerStats};
+use crate::ha_guard::Guard;
+use crate::shell::BATCH;
+use mip4::wire::{MessageType, MIP_PORT};
+use netio::udp_batch::RecvBatch;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::{watch, Notify};
+use tracing::warn;
+
+/// A worker wakes at least this often to expire its shard's bindings: worker 0
+/// can add a binding to any shard (a request that reached it, a restore), and
+/// the worker's sleep would not know of it.
+const TIMER_RECHECK: Duration = Duration::from_secs(1);
+
+/// The next wake-up of a worker for `next` (its shard's next expiry).
+pub(super) fn timer_deadline(next: Option<Instant>, now: Instant) -> Instant {
+    let cap = now + TIMER_RECHECK;
+    next.map_or(cap, |d| d.min(cap))
+}
+
+/// A running worker thread.
+pub(super) struct WorkerHandle {
+    pub(super) stats: Arc<WorkerStats>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl WorkerHandle {
+    pub(super) fn join(&mut self) {
+        if let Some(t) = self.thread.take() {
+            if t.join().is_err() {
+                warn!("a registration worker panicked");
+            }
+        }
+    }
+}
+
+/// What a worker shares with worker 0.
+pub(super) struct Shared {
+    pub(super) shards: Arc<Shards>,
+    pub(super) routes: super::routes::RouteWorker,
+    pub(super) guard: Guard,
+    /// Signalled when a binding changed (worker 0 saves the state file).
+    pub(super) changed: Arc<Notify>,
+    pub(super) stop: watch::Receiver<bool>,
+    pub(super) ha_address: Ipv4Addr,
+}
+
+/// Starts worker `me` on `udp` (a socket of the group, bound already); returns
+/// once its runtime runs, or why it could not start.
+pub(super) fn spawn(
+    me: usize,
+    udp: std::net::UdpSocket,
+    shared: Shared,
+) -> Result<WorkerHandle, String> {
+    let plane = Plane::new(
+        shared.shards.clone(),
+        shared.routes.clone(),
+        shared.guard.clone(),
+        me,
+    );
+    let stats = plane.stats.clone();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name(format!("ha-worker-{me}"))
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => return drop(ready_tx.send(Err(format!("worker {me}: {e}")))),
+            };
+            rt.block_on(async move {
+                let udp = match tokio::net::UdpSocket::from_std(udp) {
+                    Ok(u) => u,
+                    Err(e) => return drop(ready_tx.send(Err(format!("worker {me}: {e}")))),
+                };
+                let _ = ready_tx.send(Ok(()));
+                run(udp, plane, shared).await;
+            });
+        })
+        .map_err(|e| format!("worker {me}: {e}"))?;
+    ready_rx
+        .recv()
+        .map_err(|_| format!("worker {me} did not start"))??;
+    Ok(WorkerHandle {
+        stats,
+        thread: Some(thread),
+    })
+}
+
+async fn run(udp: tokio::net::UdpSocket, mut plane: Plane, mut shared: Shared) {
+    // Registrations are small; a Tunnel Data message steered here by a kernel
+    // without the program is dropped anyway, truncated or not.
+    let mut rb = RecvBatch::new(BATCH, 2048);
+    loop {
+        let wake = timer_deadline(plane.next_timeout(), Instant::now());
+        tokio::select! {
+            r = rb.recv(&udp) => match r {
+                Ok(n) => on_batch(&mut plane, &shared, &rb, n),
+                Err(e) => warn!("udp receive: {e}"),
+            },
+            _ = tokio::time::sleep_until(wake.into()) => plane.timeout(Instant::now()),
+            _ = shared.stop.changed() => break,
+        }
+        plane.send(&udp).await;
+        if plane.take_changed() {
+            shared.changed.notify_one();
+        }
+    }
+}
+
+fn on_batch(plane: &mut Plane, shared: &Shared, rb: &RecvBatch, n: usize) {
+    let now = Instant::now();
+    let st = plane.stats.clone();
+    WorkerStats::add(&st.batches, 1);
+    WorkerStats::add(&st.datagrams, n as u64);
+    let mut regs: Vec<(SocketAddrV4, SocketAddrV4, &[u8])> = Vec::with_capacity(n);
+    for i in 0..n {
+        let (m, payload) = rb.get(i);
+        match MessageType::of(payload) {
+            Some(MessageType::TUNNEL_DATA) => WorkerStats::add(&st.tunnel_data_dropped, 1),
+            _ if plane.guard.drops_internal(m.ifindex, payload) => {
+                WorkerStats::add(&st.internal_dropped, 1);
+            }
+            _ => {
+                let local =
+                    SocketAddrV4::new(m.dst.or(m.local).unwrap_or(shared.ha_address), MIP_PORT);
+                regs.push((m.src, local, payload));
+            }
+        }
+    }
+    plane.registrations(now, SystemTime::now(), &regs);
+}
