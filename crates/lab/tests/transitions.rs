@@ -541,7 +541,7 @@ fn gateway_keeps_the_ike_sa_across_mobike_moves() {
     // Per move: the gateway's own CHILD SA rekey after the update (strongSwan's
     // kernel-libipsec cannot move an SA, so it rekeys), as the client's clock places
     // the lines of its charon.log that establish the new CHILD SA and close the old.
-    let mut rekeys: Vec<(String, Vec<u64>, String, Duration)> = Vec::new();
+    let mut rekeys: Vec<(String, Vec<u64>, Vec<u64>, String, Duration)> = Vec::new();
     let mn_log_len = |ml: &MipLab| std::fs::metadata(ml.lab.log_path("mn")).map_or(0, |m| m.len());
     // The last move's default route comes 100 ms after the address (a slow DHCP
     // client): the update that went out before it must go again when it comes.
@@ -588,12 +588,20 @@ fn gateway_keeps_the_ike_sa_across_mobike_moves() {
             "no CHILD SA rekey in the gateway's log after the move to {}",
             seg.name()
         );
+        // When charon parsed the update (the first copy that reached it).
+        let updates: Vec<u64> = log
+            .lines()
+            .filter(|l| l.contains("parsed INFORMATIONAL request") && l.contains("UPD_SA_ADDR"))
+            .filter_map(lab::gateway::log_line_time)
+            .filter_map(|t| tl.us_at_time_of_day(t))
+            .collect();
         let mn_log = std::fs::read(ml.lab.log_path("mn")).unwrap_or_default();
         let mn_log =
             String::from_utf8_lossy(mn_log.get(mn_from as usize..).unwrap_or(&[])).into_owned();
         rekeys.push((
             format!("{} (route {} ms late)", seg.name(), route_late.as_millis()),
             times,
+            updates,
             format!("{mn_log}\ngateway:\n{log}"),
             route_late,
         ));
@@ -610,7 +618,7 @@ fn gateway_keeps_the_ike_sa_across_mobike_moves() {
     // interruption (the gateway learns the new address in the same millisecond, and the
     // node's gate opens on the answer); they are printed.
     let mut covered = 0;
-    for ((seg, times, mn_log, route_late), leg) in rekeys.iter().zip(legs.iter().skip(1)) {
+    for ((seg, times, updates, mn_log, route_late), leg) in rekeys.iter().zip(legs.iter().skip(1)) {
         let rel = |t: u64| (t as f64 - leg.start_us as f64) / 1e3;
         let (first, last) = (*times.iter().min().unwrap(), *times.iter().max().unwrap());
         let echo = rec.first_ok_after(first).unwrap();
@@ -618,14 +626,18 @@ fn gateway_keeps_the_ike_sa_across_mobike_moves() {
             echo < last + 100_000,
             "no probe echoed within 100 ms of the rekey after the move to {seg}"
         );
-        // The update reaches the gateway (which rekeys at once) promptly: not after
-        // its 500 ms retransmission (1 move in 10 did, before vpnc resent it when the
-        // route appeared).
+        // The update reaches the gateway promptly: not after its 500 ms
+        // retransmission (1 move in 10 did, before vpnc resent it when the route
+        // appeared). Measured where charon parses it: the rekey it starts then can
+        // still wait for charon's own retransmission if the network loses our answer
+        // (seen once: the answer left the client 1.5 ms after the request and the
+        // gateway's CHILD SA came 1 s later), which is not the client's doing.
         let bound_ms = route_late.as_secs_f64() * 1e3 + 300.0;
+        let update = updates.iter().min().copied();
         assert!(
-            rel(first) < bound_ms,
-            "the gateway got the update {:.0} ms after the move to {seg}; the logs:\n{mn_log}",
-            rel(first)
+            update.is_some_and(|u| rel(u) < bound_ms),
+            "the gateway got the update {:?} ms after the move to {seg}; the logs:\n{mn_log}",
+            update.map(rel)
         );
         let lo = echo.max(last + 2_000);
         let before: Vec<f64> = rec
