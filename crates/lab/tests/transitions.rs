@@ -541,7 +541,9 @@ fn gateway_keeps_the_ike_sa_across_mobike_moves() {
     // Per move: the gateway's own CHILD SA rekey after the update (strongSwan's
     // kernel-libipsec cannot move an SA, so it rekeys), as the client's clock places
     // the lines of its charon.log that establish the new CHILD SA and close the old.
-    let mut rekeys: Vec<(String, Vec<u64>, Vec<u64>, String, Duration)> = Vec::new();
+    // (move, rekey times, update times, the client's log, how late the route came)
+    type Rekey = (String, Vec<u64>, Vec<u64>, String, Duration);
+    let mut rekeys: Vec<Rekey> = Vec::new();
     let mn_log_len = |ml: &MipLab| std::fs::metadata(ml.lab.log_path("mn")).map_or(0, |m| m.len());
     // The last move's default route comes 100 ms after the address (a slow DHCP
     // client): the update that went out before it must go again when it comes.

@@ -1,8 +1,11 @@
 //! Route, proxy ARP and gratuitous ARP work for the home agent, off the
 //! registration path: the event loop queues "intercept this home address" or
-//! "stop" and goes on; a worker thread with its own netlink socket applies the
-//! queue in batches, many requests in flight at once, the last request for an
-//! address winning within a batch.
+//! "stop" and goes on; a worker thread applies the queue in batches, the last
+//! request for an address winning within a batch. Host routes go hundreds per
+//! system call on a raw netlink socket (`netio::netlink::route_batch`: 2.5 us of
+//! CPU a route at a million, kernel included, against 4.6 us one request at a
+//! time through rtnetlink); proxy ARP entries, on a real home link only, go
+//! through rtnetlink, many in flight at once. All workers share the one queue.
 //!
 //! Order where it matters: before the loop sends replies after a binding went
 //! away, it waits until the removals are applied ([`RouteWorker::settle`]), so
@@ -12,7 +15,8 @@
 
 use futures::StreamExt;
 use netio::netlink::arp::ArpAnnouncer;
-use netio::netlink::{ArpOp, Netlink, Route};
+use netio::netlink::route_batch::RouteBatch;
+use netio::netlink::{ArpOp, Netlink};
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use tokio::sync::{mpsc, oneshot};
@@ -24,7 +28,7 @@ use crate::shell::PROTO_HA;
 
 /// Requests at most applied per batch.
 const BATCH: usize = 4096;
-/// Netlink requests in flight at once.
+/// Proxy ARP requests in flight at once.
 const IN_FLIGHT: usize = 64;
 
 enum Cmd {
@@ -42,6 +46,8 @@ pub(super) struct RouteWorker {
 
 struct Ctx {
     nl: Netlink,
+    /// Host routes, many requests per system call.
+    batch: RouteBatch,
     tun_ifindex: u32,
     home: Option<(u32, ArpAnnouncer)>,
 }
@@ -70,11 +76,16 @@ impl RouteWorker {
                         Ok(nl) => nl,
                         Err(e) => return drop(ready_tx.send(Err(format!("netlink: {e}")))),
                     };
+                    let batch = match RouteBatch::new() {
+                        Ok(b) => b,
+                        Err(e) => return drop(ready_tx.send(Err(format!("netlink: {e}")))),
+                    };
                     let _ = ready_tx.send(Ok(()));
                     run(
                         rx,
                         Ctx {
                             nl,
+                            batch,
                             tun_ifindex,
                             home,
                         },
@@ -116,7 +127,7 @@ impl RouteWorker {
     }
 }
 
-async fn run(mut rx: mpsc::UnboundedReceiver<Cmd>, ctx: Ctx) {
+async fn run(mut rx: mpsc::UnboundedReceiver<Cmd>, mut ctx: Ctx) {
     while let Some(first) = rx.recv().await {
         let mut last: HashMap<Ipv4Addr, bool> = HashMap::new();
         let mut acks = Vec::new();
@@ -134,10 +145,14 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Cmd>, ctx: Ctx) {
                 next = rx.try_recv().ok();
             }
         }
-        let ctx = &ctx;
-        futures::stream::iter(last)
-            .for_each_concurrent(IN_FLIGHT, |(h, on)| ctx.apply(h, on))
-            .await;
+        let ops: Vec<(Ipv4Addr, bool)> = last.into_iter().collect();
+        ctx.routes(&ops);
+        if ctx.home.is_some() {
+            let ctx = &ctx;
+            futures::stream::iter(ops)
+                .for_each_concurrent(IN_FLIGHT, |(h, on)| ctx.link(h, on))
+                .await;
+        }
         for a in acks {
             let _ = a.send(());
         }
@@ -145,31 +160,37 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Cmd>, ctx: Ctx) {
 }
 
 impl Ctx {
-    /// Starts or stops pulling a home address's traffic into the tunnel device.
-    async fn apply(&self, home: Ipv4Addr, on: bool) {
-        let route = Route::new(home, 32).dev(self.tun_ifindex);
+    /// Starts or stops sending home addresses into the tunnel device: host routes,
+    /// all of a batch in a few system calls.
+    fn routes(&mut self, ops: &[(Ipv4Addr, bool)]) {
+        match self.batch.apply(ops, self.tun_ifindex, PROTO_HA) {
+            Ok(failures) => {
+                for f in failures {
+                    if f.add {
+                        warn!("route {}/32 via tunnel: {}", f.dst, f.error);
+                    } else {
+                        // Gone already (a removal after a failed add, a restart).
+                        debug!("remove route {}/32: {}", f.dst, f.error);
+                    }
+                }
+            }
+            Err(e) => warn!("routes of {} home addresses not applied: {e}", ops.len()),
+        }
+    }
+
+    /// On a real home link: proxy ARP for an away node, and the gratuitous ARP
+    /// that announces it (RFC 5944 section 4.6); removed when it is back.
+    async fn link(&self, home: Ipv4Addr, on: bool) {
+        let Some((ifx, arp)) = &self.home else { return };
         if on {
-            if let Err(e) = self.nl.replace_route_marked(&route, PROTO_HA).await {
-                warn!("route {home}/32 via tunnel: {e}");
+            if let Err(e) = self.nl.add_proxy_arp_marked(*ifx, home, PROTO_HA).await {
+                debug!("proxy ARP for {home}: {e}");
             }
-            if let Some((ifx, arp)) = &self.home {
-                if let Err(e) = self.nl.add_proxy_arp_marked(*ifx, home, PROTO_HA).await {
-                    debug!("proxy ARP for {home}: {e}");
-                }
-                // RFC 5944 section 4.6: announce that the home address is now here.
-                if let Err(e) = arp.announce(home, ArpOp::Request) {
-                    warn!("gratuitous ARP for {home}: {e}");
-                }
+            if let Err(e) = arp.announce(home, ArpOp::Request) {
+                warn!("gratuitous ARP for {home}: {e}");
             }
-        } else {
-            if let Err(e) = self.nl.del_route_marked(&route, PROTO_HA).await {
-                debug!("remove route {home}/32: {e}");
-            }
-            if let Some((ifx, _)) = &self.home {
-                if let Err(e) = self.nl.del_proxy_arp(*ifx, home).await {
-                    debug!("remove proxy ARP for {home}: {e}");
-                }
-            }
+        } else if let Err(e) = self.nl.del_proxy_arp(*ifx, home).await {
+            debug!("remove proxy ARP for {home}: {e}");
         }
     }
 }

@@ -95,3 +95,49 @@ fn marked_neighbours_routes_and_rules_are_found_and_removed() {
         assert!(rules.contains("lookup 435"), "{rules}");
     });
 }
+
+/// Host routes in bulk (the home agent's route worker): 2000 added in batches,
+/// found with iproute2 with their mark, replaced without error, removed; the
+/// removal of a route that is not there comes back as that request's error,
+/// and the others of its batch still apply.
+#[test]
+fn route_batches_add_replace_and_remove_host_routes() {
+    if !lab("route_batches_add_replace_and_remove_host_routes") {
+        return;
+    }
+    let p = Pair::new("mk2");
+    let a = p.a.name.clone();
+    p.a.run(move || async move {
+        let count_marked = || {
+            let out = std::process::Command::new("ip")
+                .args(["netns", "exec", &a, "ip", "-4", "route", "show", "proto"])
+                .arg(MARK.to_string())
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).lines().count()
+        };
+        let nl = Netlink::new().unwrap();
+        let idx = nl.ifindex("a0").await.unwrap();
+        let mut b = netio::netlink::route_batch::RouteBatch::new().unwrap();
+        let addrs: Vec<Ipv4Addr> = (0..2000u32)
+            .map(|k| Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 77, 0, 0)) + k))
+            .collect();
+        let add: Vec<(Ipv4Addr, bool)> = addrs.iter().map(|a| (*a, true)).collect();
+        assert!(b.apply(&add, idx, MARK).unwrap().is_empty());
+        assert_eq!(count_marked(), 2000);
+        // Replace: idempotent.
+        assert!(b.apply(&add[..10], idx, MARK).unwrap().is_empty());
+        assert_eq!(count_marked(), 2000);
+        // Remove all but the last; one of them twice in the same batch.
+        let mut del: Vec<(Ipv4Addr, bool)> = addrs[..1999].iter().map(|a| (*a, false)).collect();
+        del.insert(700, (addrs[3], false));
+        let failed = b.apply(&del, idx, MARK).unwrap();
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        assert_eq!(failed[0].dst, addrs[3]);
+        assert_eq!(failed[0].error.raw_os_error(), Some(libc::ESRCH));
+        assert_eq!(count_marked(), 1);
+        // A device that does not exist: every request of the batch fails, counted.
+        let failed = b.apply(&add[..3], 999_999, MARK).unwrap();
+        assert_eq!(failed.len(), 3);
+    });
+}

@@ -13,6 +13,7 @@ pub mod arp;
 pub mod arp_probe;
 mod events;
 mod marked;
+pub mod route_batch;
 
 use std::net::{IpAddr, Ipv4Addr};
 
