@@ -194,7 +194,31 @@ impl Daemon {
         let nodes = crate::keyfile::load_nodes(&file, &config_path).map_err(Error::Keys)?;
         let node_count = nodes.len();
         let ours = nodes.iter().filter_map(|n| n.home_addr).collect();
-        let n_workers = worker_count(h.workers);
+        let mut n_workers = worker_count(h.workers);
+        let mut uopts = UdpOptions::new(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, MIP_PORT));
+        uopts.pktinfo = true;
+        uopts.reuse_addr = true;
+        // One socket per worker in an SO_REUSEPORT group, in worker order (the
+        // steering program returns a worker's index).
+        uopts.reuse_port = n_workers > 1;
+        let mut socks = Vec::with_capacity(n_workers);
+        for _ in 0..n_workers {
+            let udp = uopts.bind().map_err(io_err("UDP port 434"))?;
+            // Bursts of renewals (every node of a site after an outage) must queue, not drop.
+            enlarge_buffers(std::os::fd::AsFd::as_fd(&udp));
+            socks.push(udp);
+        }
+        let udp = socks.remove(0);
+        if n_workers > 1 {
+            let prog = shards::Router::new(n_workers, cfg.dynamic_pool, &[]).steering();
+            if let Err(e) = netio::udp::attach_reuseport_cbpf(&udp, &prog) {
+                // Without the program the kernel would spread datagrams by address
+                // hash, Tunnel Data included, which only worker 0 can deliver.
+                warn!("SO_ATTACH_REUSEPORT_CBPF: {e}; running one registration worker");
+                socks.clear();
+                n_workers = 1;
+            }
+        }
         let seed = || {
             let mut seed = [0u8; 32];
             getrandom(&mut seed);
@@ -238,27 +262,6 @@ impl Daemon {
         if let Some(name) = &h.home_interface {
             // Answer ARP for away nodes at once, not after up to 0.8 s (proxy_delay).
             write_sysctl(&format!("/proc/sys/net/ipv4/neigh/{name}/proxy_delay"), "0");
-        }
-        let mut uopts = UdpOptions::new(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, MIP_PORT));
-        uopts.pktinfo = true;
-        uopts.reuse_addr = true;
-        // One socket per worker in an SO_REUSEPORT group, in worker order (the
-        // steering program returns a worker's index).
-        uopts.reuse_port = n_workers > 1;
-        let mut socks = Vec::with_capacity(n_workers);
-        for _ in 0..n_workers {
-            let udp = uopts.bind().map_err(io_err("UDP port 434"))?;
-            // Bursts of renewals (every node of a site after an outage) must queue, not drop.
-            enlarge_buffers(std::os::fd::AsFd::as_fd(&udp));
-            socks.push(udp);
-        }
-        let udp = socks.remove(0);
-        if n_workers > 1 {
-            let prog = shards.router().steering();
-            if let Err(e) = netio::udp::attach_reuseport_cbpf(&udp, &prog) {
-                // Still correct (any worker takes any shard's lock), only slower.
-                warn!("SO_ATTACH_REUSEPORT_CBPF: {e}; registrations spread by address hash");
-            }
         }
         let raw = RawIp::open_with(
             IPPROTO_IPIP,
@@ -370,7 +373,15 @@ impl Daemon {
                     let v = self.status(&req.query);
                     let _ = req.send(v);
                 }
-                _ = sleep => self.plane.timeout(Instant::now()),
+                _ = sleep => {
+                    self.plane.timeout(Instant::now());
+                    if let Some(i) = self.workers.iter().position(|w| w.finished()) {
+                        return Err(Error::Worker(format!(
+                            "registration worker {} stopped; exiting so that a supervisor restarts the home agent",
+                            i + 1
+                        )));
+                    }
+                }
                 _ = self.changed.notified() => self.mark_changed(),
                 _ = sleep_until(self.save_at) => self.save(),
                 _ = term.recv() => { info!("SIGTERM: shutting down"); break }

@@ -36,6 +36,12 @@ pub(super) struct WorkerHandle {
 }
 
 impl WorkerHandle {
+    /// The thread ended without being asked to (a bug: its shard's requests
+    /// would go unanswered).
+    pub(super) fn finished(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| t.is_finished())
+    }
+
     pub(super) fn join(&mut self) {
         if let Some(t) = self.thread.take() {
             if t.join().is_err() {
