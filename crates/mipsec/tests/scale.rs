@@ -374,7 +374,8 @@ fn nai_node_keeps_its_pool_address_across_a_restart() {
             "[ha]\naddress = \"{HA}\"\nhome_network = \"10.128.0.0/9\"\ntunnel_device = \"msn0\"\n\
              control_socket = \"{}\"\nkey_file = \"nodes.keys\"\nstate_file = \"{}\"\n\
              dynamic_pool = \"10.130.0.0/29\"\nworkers = 2\n\
-             [[mobile_node]]\nhome_address = \"10.129.0.3\"\nspi = 256\nkey = \"{KEY}\"\n",
+             [[mobile_node]]\nhome_address = \"10.129.0.3\"\nspi = 256\nkey = \"{KEY}\"\n\
+             [[mobile_node]]\nhome_address = \"10.129.0.5\"\nnai = \"c@corp.example\"\nspi = 256\nkey = \"{KEY}\"\n",
             sock.display(),
             dir.path().join("ha.state").display()
         ),
@@ -405,10 +406,28 @@ fn nai_node_keeps_its_pool_address_across_a_restart() {
     for w in v["workers"].as_array().unwrap() {
         assert_eq!(w["other_shard"], json!(0), "{v}");
     }
+    // A node with both a static address and a NAI lives on shard 0, but the
+    // steering program sends its requests (odd address, no NAI extension) to
+    // worker 1, which handles it under shard 0's lock: the steering is an
+    // affinity, not a rule.
+    let both = Ipv4Addr::new(10, 129, 0, 5);
+    let one = ns
+        .spawn(move || loadgen::run(&load(both, 1, Duration::ZERO)).unwrap().0)
+        .join()
+        .unwrap();
+    assert_eq!(one.accepted(), 1, "{one}");
+    let (v, _, _) = status(&sock, None);
+    let other: Vec<u64> = v["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["other_shard"].as_u64().unwrap())
+        .collect();
+    assert_eq!(other, [0, 1], "{v}");
     let t = Instant::now();
-    while !std::fs::read_to_string(dir.path().join("ha.state"))
-        .is_ok_and(|s| s.contains("a@corp.example") && s.contains("10.129.0.3"))
-    {
+    while !std::fs::read_to_string(dir.path().join("ha.state")).is_ok_and(|s| {
+        s.contains("a@corp.example") && s.contains("10.129.0.3") && s.contains("c@corp.example")
+    }) {
         assert!(t.elapsed() < Duration::from_secs(5), "state not saved");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -419,7 +438,7 @@ fn nai_node_keeps_its_pool_address_across_a_restart() {
     let (code, again) = register_nai(&ns, "a@corp.example", 2);
     assert_eq!((code, again), (0, a_addr), "{}", ha.logs());
     let (v, _, _) = status(&sock, Some(json!({"summary": true})));
-    assert_eq!(v["bindings_total"], json!(3), "all bindings restored");
+    assert_eq!(v["bindings_total"], json!(4), "all bindings restored");
     assert_eq!(
         status(&sock, Some(json!({"node": "10.129.0.3"}))).0["bindings"][0]["home_address"],
         json!("10.129.0.3")
