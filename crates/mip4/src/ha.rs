@@ -309,6 +309,11 @@ impl HomeAgent {
         &self.stats
     }
 
+    /// Number of mobile nodes configured.
+    pub fn node_count(&self) -> usize {
+        self.mns.len()
+    }
+
     /// Number of mobility bindings.
     pub fn binding_count(&self) -> usize {
         self.binding_count
@@ -323,6 +328,21 @@ impl HomeAgent {
             .collect();
         v.sort_by_key(|b| (b.home_addr, b.care_of));
         v
+    }
+
+    /// Every binding with its node's last accepted Identification, in no
+    /// particular order and without a copy or a sort of the table (for a shell
+    /// that saves its state often at a million bindings).
+    pub fn for_each_binding(&self, mut f: impl FnMut(&Binding, Option<u64>)) {
+        for m in &self.mns {
+            if m.bindings.is_empty() {
+                continue;
+            }
+            let ident = m.replay.last_accepted();
+            for b in &m.bindings {
+                f(b, ident);
+            }
+        }
     }
 
     /// The bindings of one home address.

@@ -172,6 +172,12 @@ struct Daemon {
     dirty: bool,
     /// When the changed bindings are saved: [`SAVE_DELAY`] after the first change.
     save_at: Option<tokio::time::Instant>,
+    /// The thread writing the last snapshot (it returns how long it took).
+    saving: Option<std::thread::JoinHandle<Duration>>,
+    /// How long the last write took.
+    last_write: Duration,
+    /// How long the last snapshot held the loop.
+    last_snapshot: Duration,
     started: Instant,
     /// Key file reloads (SIGHUP), parsed off the event loop.
     reloader: crate::keyfile::Reloader,
@@ -314,6 +320,9 @@ impl Daemon {
             _ctl: ctl,
             dirty: false,
             save_at: None,
+            saving: None,
+            last_snapshot: Duration::ZERO,
+            last_write: Duration::ZERO,
             started: Instant::now(),
             reloader: crate::keyfile::Reloader::new(config_path),
         };
@@ -448,11 +457,17 @@ impl Daemon {
         }
     }
 
-    /// A binding changed: the state file is written [`SAVE_DELAY`] later.
+    /// A binding changed: the state file is written [`SAVE_DELAY`] later, or
+    /// later still at scale: the loop spends at most a tenth of its time on
+    /// snapshots and the writing thread at most a third of a core, whatever the
+    /// table's size (a million bindings: a snapshot every few seconds).
     fn mark_changed(&mut self) {
         self.dirty = true;
+        let delay = SAVE_DELAY
+            .max(self.last_snapshot * 10)
+            .max(self.last_write * 2);
         self.save_at
-            .get_or_insert_with(|| tokio::time::Instant::now() + SAVE_DELAY);
+            .get_or_insert_with(|| tokio::time::Instant::now() + delay);
     }
 
     fn status(&self, query: &serde_json::Value) -> serde_json::Value {
@@ -527,57 +542,109 @@ impl Daemon {
         })
     }
 
+    /// Saves the bindings: a snapshot taken here (one pass over each shard, no
+    /// copy or sort of the table), serialized and written by a thread, so that a
+    /// million bindings do not stall the loop for the seconds the JSON takes
+    /// (issue 15). One write at a time; a change during it is saved after.
     fn save(&mut self) {
         self.dirty = false;
         self.save_at = None;
-        let Some(path) = &self.state_file else { return };
+        let Some(path) = self.state_file.clone() else {
+            return;
+        };
+        if self.saving.as_ref().is_some_and(|h| !h.is_finished()) {
+            self.mark_changed();
+            return;
+        }
+        if let Some(h) = self.saving.take() {
+            // Finished: joining does not wait.
+            self.last_write = h.join().unwrap_or_default();
+        }
+        let t0 = Instant::now();
+        let saved = self.snapshot();
+        self.last_snapshot = t0.elapsed();
+        let spawned = std::thread::Builder::new()
+            .name("ha-save".into())
+            .spawn(move || {
+                let t = Instant::now();
+                write_state(&path, &saved);
+                t.elapsed()
+            });
+        match spawned {
+            Ok(h) => self.saving = Some(h),
+            Err(e) => warn!("cannot start saving the bindings: {e}"),
+        }
+    }
+
+    /// Waits for a write in progress, then writes what changed since (at exit).
+    fn save_now(&mut self) {
+        if let Some(h) = self.saving.take() {
+            let _ = h.join();
+        }
+        if self.dirty {
+            if let Some(path) = self.state_file.clone() {
+                let saved = self.snapshot();
+                write_state(&path, &saved);
+            }
+            self.dirty = false;
+        }
+    }
+
+    /// Bindings the configuration allows at most (several per node when
+    /// simultaneous bindings are allowed): the bound of a state file.
+    fn state_capacity(&self) -> u64 {
+        let nodes: usize = (0..self.shards.len())
+            .map(|i| self.shards.lock(i).node_count())
+            .sum();
+        let per_node = self.file.ha.max_bindings_per_mn.max(1);
+        (nodes.saturating_mul(per_node)) as u64
+    }
+
+    fn snapshot(&self) -> Vec<SavedBinding> {
         let now = Instant::now();
         let wall = unix_now();
         let mut saved: Vec<SavedBinding> = Vec::new();
         for i in 0..self.shards.len() {
             let core = self.shards.lock(i);
-            saved.extend(core.bindings().into_iter().map(|b| SavedBinding {
-                home_addr: b.home_addr,
-                care_of: b.care_of,
-                source: b.source,
-                local: b.local,
-                lifetime: b.lifetime,
-                expires_unix: wall + b.expires.saturating_duration_since(now).as_secs(),
-                reverse_tunnel: b.reverse_tunnel,
-                colocated: b.colocated,
-                broadcast: b.broadcast,
-                udp_peer: match b.tunnel {
-                    Tunnel::Udp { peer, .. } => Some(peer),
-                    Tunnel::IpInIp => None,
-                },
-                keepalive: match b.tunnel {
-                    Tunnel::Udp { keepalive, .. } => keepalive,
-                    Tunnel::IpInIp => 0,
-                },
-                last_ident: core.last_ident(b.home_addr),
-                nai: b.nai,
-            }));
+            saved.reserve(core.binding_count());
+            core.for_each_binding(|b, last_ident| {
+                saved.push(SavedBinding {
+                    home_addr: b.home_addr,
+                    care_of: b.care_of,
+                    source: b.source,
+                    local: b.local,
+                    lifetime: b.lifetime,
+                    expires_unix: wall + b.expires.saturating_duration_since(now).as_secs(),
+                    reverse_tunnel: b.reverse_tunnel,
+                    colocated: b.colocated,
+                    broadcast: b.broadcast,
+                    udp_peer: match b.tunnel {
+                        Tunnel::Udp { peer, .. } => Some(peer),
+                        Tunnel::IpInIp => None,
+                    },
+                    keepalive: match b.tunnel {
+                        Tunnel::Udp { keepalive, .. } => keepalive,
+                        Tunnel::IpInIp => 0,
+                    },
+                    last_ident,
+                    nai: b.nai.clone(),
+                })
+            });
         }
-        let tmp = path.with_extension("tmp");
-        let r = serde_json::to_vec_pretty(&saved)
-            .map_err(|e| e.to_string())
-            .and_then(|bytes| std::fs::write(&tmp, bytes).map_err(|e| e.to_string()))
-            .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| e.to_string()));
-        if let Err(e) = r {
-            warn!("cannot save bindings to {}: {e}", path.display());
-        }
+        saved
     }
 
     async fn restore(&mut self) {
         let Some(path) = self.state_file.clone() else {
             return;
         };
-        // Bounded like any input: far more than any configuration could hold is not
-        // a state file this agent wrote.
-        const MAX_STATE_BYTES: u64 = 64 << 20;
-        if std::fs::metadata(&path).is_ok_and(|m| m.len() > MAX_STATE_BYTES) {
+        // Bounded like any input: far more than the configuration could hold (64 MiB,
+        // plus 4 KiB a node and pool address: a binding takes about 200 octets) is
+        // not a state file this agent wrote.
+        let max_state_bytes: u64 = (64 << 20) + 4096 * self.state_capacity();
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() > max_state_bytes) {
             warn!(
-                "ignoring state file {}: larger than {MAX_STATE_BYTES} bytes",
+                "ignoring state file {}: larger than {max_state_bytes} bytes",
                 path.display()
             );
             return;
@@ -699,9 +766,7 @@ impl Daemon {
     }
 
     async fn cleanup(&mut self) {
-        if self.dirty {
-            self.save();
-        }
+        self.save_now();
         let _ = self.stop.send(true);
         for w in &mut self.workers {
             w.join();
@@ -711,6 +776,20 @@ impl Daemon {
         }
         self.plane.routes.flush().await;
         info!("home agent stopped; routes and proxy ARP entries removed");
+    }
+}
+
+/// Writes the state file (a temporary file renamed over it: a crash leaves the
+/// old one or the new one, never half of one). Compact JSON: about 200 octets a
+/// binding.
+fn write_state(path: &Path, saved: &[SavedBinding]) {
+    let tmp = path.with_extension("tmp");
+    let r = serde_json::to_vec(saved)
+        .map_err(|e| e.to_string())
+        .and_then(|bytes| std::fs::write(&tmp, bytes).map_err(|e| e.to_string()))
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| e.to_string()));
+    if let Err(e) = r {
+        warn!("cannot save bindings to {}: {e}", path.display());
     }
 }
 

@@ -201,8 +201,10 @@ fn scale_run(workers: usize, threads: usize) -> Value {
         &config,
         format!(
             "[ha]\naddress = \"{HA}\"\nhome_network = \"10.128.0.0/9\"\ntunnel_device = \"msc{workers}\"\n\
-             control_socket = \"{}\"\nkey_file = \"nodes.keys\"\nworkers = {workers}\n",
-            sock.display()
+             control_socket = \"{}\"\nkey_file = \"nodes.keys\"\nworkers = {workers}\n\
+             state_file = \"{}\"\n",
+            sock.display(),
+            dir.path().join("ha.state").display()
         ),
     )
     .unwrap();
@@ -246,6 +248,21 @@ fn scale_run(workers: usize, threads: usize) -> Value {
     assert!(renew.max_us < 1_000_000, "{renew}");
     let (v, _, _) = status(&sock, Some(json!({"summary": true})));
     assert_eq!(v["bindings_total"], json!(n));
+    // The bindings were saved meanwhile (by a thread: the renewals above never
+    // waited a second), every one of them.
+    let t = Instant::now();
+    loop {
+        let saved = std::fs::read(dir.path().join("ha.state")).unwrap_or_default();
+        let v: Value = serde_json::from_slice(&saved).unwrap_or(Value::Null);
+        if v.as_array().is_some_and(|a| a.len() == n as usize) {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "state file not complete"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     // A page spans the shards in address order.
     let (v, _, _) = status(
         &sock,
