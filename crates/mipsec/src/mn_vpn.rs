@@ -80,7 +80,11 @@ pub(super) struct VpnSession {
     /// The TIA, once the first CHILD_SA is up.
     pub(super) tia: Option<Ipv4Addr>,
     pub(super) socks: Option<VpnSockets>,
+    /// Reused per packet (no allocation on the data path): the sealed ESP, the
+    /// i-MIP datagram around a user packet, and the x-home datagram around the ESP.
     sealbuf: Vec<u8>,
+    imip: Vec<u8>,
+    xhome: Vec<u8>,
 }
 
 /// The outside path's state.
@@ -339,6 +343,8 @@ impl Daemon {
             tia: None,
             socks: Some(socks),
             sealbuf: Vec::with_capacity(2048),
+            imip: Vec::with_capacity(2048),
+            xhome: Vec::with_capacity(2048),
         })
     }
 
@@ -449,13 +455,24 @@ impl Daemon {
         let sent = match s.eng.seal(now, inner, &mut buf) {
             None => false,
             Some(out) if self.file.mn.outside == OutsideMode::Xmip => {
-                let pkt = if out.udp {
+                let mut pkt = std::mem::take(&mut s.xhome);
+                if out.udp {
                     let sport = s.eng.natt_port();
-                    wire::udp::build_ipv4(out.src, *out.dst.ip(), sport, out.dst.port(), &buf)
+                    let dport = out.dst.port();
+                    wire::udp::build_ipv4_into(
+                        &mut pkt,
+                        out.src,
+                        *out.dst.ip(),
+                        sport,
+                        dport,
+                        &buf,
+                    );
                 } else {
-                    wire::ipv4::Ipv4Header::build(out.src, *out.dst.ip(), 50, &buf)
-                };
-                self.send_xmip(&pkt).await
+                    wire::ipv4::Ipv4Header::build_into(&mut pkt, out.src, *out.dst.ip(), 50, &buf);
+                }
+                let sent = self.send_xmip(&pkt).await;
+                s.xhome = pkt;
+                sent
             }
             Some(out) => match &s.socks {
                 Some(socks) if out.udp => {
@@ -504,11 +521,19 @@ impl Daemon {
     /// User data through the VPN: IP-in-IP from the TIA to the i-HA.
     pub(super) async fn send_via_vpn_data(&mut self, packet: &[u8]) {
         let ha = self.file.mn.home_agent;
-        let Some(tia) = self.outer.vpn.as_ref().and_then(|s| s.tia) else {
+        let Some(s) = self.outer.vpn.as_mut() else {
             return self.counters.drop("outside: no tunnel");
         };
-        let pkt = wire::ipv4::Ipv4Header::build(tia, ha, netio::raw::IPPROTO_IPIP, packet);
-        if self.seal_and_send(&pkt).await {
+        let Some(tia) = s.tia else {
+            return self.counters.drop("outside: no tunnel");
+        };
+        let mut pkt = std::mem::take(&mut s.imip);
+        wire::ipv4::Ipv4Header::build_into(&mut pkt, tia, ha, netio::raw::IPPROTO_IPIP, packet);
+        let sent = self.seal_and_send(&pkt).await;
+        if let Some(s) = self.outer.vpn.as_mut() {
+            s.imip = pkt;
+        }
+        if sent {
             self.counters.tx_packets += 1;
             self.counters.tx_bytes += packet.len() as u64;
         } else {

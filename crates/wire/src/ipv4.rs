@@ -127,12 +127,26 @@ impl Ipv4Header {
     /// Builds a whole datagram: a header followed by `payload`. The length is capped
     /// at 65535 (callers with bounded payloads); [`try_build`](Self::try_build) errs.
     pub fn build(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, payload: &[u8]) -> Vec<u8> {
-        let mut out = vec![0u8; MIN_HEADER_LEN + payload.len()];
-        let h = Self::new(src, dst, protocol, payload.len());
-        // Cannot fail: `out` is at least 20 octets long.
-        let _ = h.emit(&mut out);
-        out[MIN_HEADER_LEN..].copy_from_slice(payload);
+        let mut out = Vec::with_capacity(MIN_HEADER_LEN + payload.len());
+        Self::build_into(&mut out, src, dst, protocol, payload);
         out
+    }
+
+    /// [`build`](Self::build) into `out` (cleared first), so that a data path can
+    /// reuse one buffer instead of allocating a datagram per packet.
+    pub fn build_into(
+        out: &mut Vec<u8>,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        protocol: u8,
+        payload: &[u8],
+    ) {
+        out.clear();
+        out.resize(MIN_HEADER_LEN, 0);
+        let h = Self::new(src, dst, protocol, payload.len());
+        // Cannot fail: `out` is 20 octets long.
+        let _ = h.emit(out);
+        out.extend_from_slice(payload);
     }
 }
 

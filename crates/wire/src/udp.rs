@@ -186,17 +186,61 @@ pub fn build(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, payload: &[u8
 
 /// Builds IPv4 + UDP around `payload`.
 pub fn build_ipv4(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
-    ipv4::Ipv4Header::build(
-        src,
-        dst,
-        ipv4::proto::UDP,
-        &build(src, dst, sport, dport, payload),
-    )
+    let mut out = Vec::with_capacity(ipv4::MIN_HEADER_LEN + HEADER_LEN + payload.len());
+    build_ipv4_into(&mut out, src, dst, sport, dport, payload);
+    out
+}
+
+/// [`build_ipv4`] into `out` (cleared first): no allocation once `out` has grown.
+pub fn build_ipv4_into(
+    out: &mut Vec<u8>,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    sport: u16,
+    dport: u16,
+    payload: &[u8],
+) {
+    let len = u16::try_from(HEADER_LEN + payload.len()).unwrap_or(u16::MAX);
+    out.clear();
+    out.resize(ipv4::MIN_HEADER_LEN, 0);
+    let h = ipv4::Ipv4Header::new(src, dst, ipv4::proto::UDP, HEADER_LEN + payload.len());
+    // Cannot fail: `out` is 20 octets long.
+    let _ = h.emit(out);
+    out.extend_from_slice(&sport.to_be_bytes());
+    out.extend_from_slice(&dport.to_be_bytes());
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&[0, 0]);
+    out.extend_from_slice(payload);
+    let udp = &mut out[ipv4::MIN_HEADER_LEN..];
+    let acc = checksum::pseudo_header(src.octets(), dst.octets(), ipv4::proto::UDP, len);
+    let mut c = checksum::finish(checksum::sum(udp, acc));
+    if c == 0 {
+        c = 0xffff;
+    }
+    udp[6..8].copy_from_slice(&c.to_be_bytes());
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn build_into_reuses_the_buffer_and_matches_the_two_step_build() {
+        let s = Ipv4Addr::new(192, 0, 2, 1);
+        let d = Ipv4Addr::new(198, 51, 100, 7);
+        for payload in [&b""[..], &b"x"[..], &[0xa5u8; 1400][..]] {
+            let two_step =
+                ipv4::Ipv4Header::build(s, d, ipv4::proto::UDP, &build(s, d, 4500, 4500, payload));
+            let mut out = vec![0xeeu8; 3000];
+            let cap = out.capacity();
+            build_ipv4_into(&mut out, s, d, 4500, 4500, payload);
+            assert_eq!(out, two_step);
+            assert_eq!(out.capacity(), cap, "no new allocation");
+            let mut ip = vec![1u8; 7];
+            ipv4::Ipv4Header::build_into(&mut ip, s, d, 4, payload);
+            assert_eq!(ip, ipv4::Ipv4Header::build(s, d, 4, payload));
+        }
+    }
 
     #[test]
     fn oversize_is_an_error_not_a_capped_length() {
