@@ -85,6 +85,8 @@ pub(super) struct VpnSession {
     sealbuf: Vec<u8>,
     imip: Vec<u8>,
     xhome: Vec<u8>,
+    /// Reused for each received ESP (opened in place).
+    openbuf: Vec<u8>,
 }
 
 /// The outside path's state.
@@ -345,6 +347,7 @@ impl Daemon {
             sealbuf: Vec::with_capacity(2048),
             imip: Vec::with_capacity(2048),
             xhome: Vec::with_capacity(2048),
+            openbuf: Vec::with_capacity(2048),
         })
     }
 
@@ -664,28 +667,37 @@ impl Daemon {
                     return self.counters.drop("VPN: malformed UDP");
                 };
                 let (sport, dport) = (u.src_port(), u.dst_port());
-                let mut data = u.payload().to_vec();
                 let from = SocketAddr::V4(SocketAddrV4::new(h.src, sport));
                 let to = SocketAddr::V4(SocketAddrV4::new(h.dst, dport));
                 if dport == 500 {
-                    s.eng.handle_ike(now, from, to, &data);
+                    s.eng.handle_ike(now, from, to, u.payload());
                     return;
                 }
                 if dport != s.eng.natt_port() {
                     return self.counters.drop("VPN: UDP to neither IKE port");
                 }
-                s.eng.open_udp(now, from, to, &mut data).map(|r| (data, r))
+                let mut data = std::mem::take(&mut s.openbuf);
+                data.clear();
+                data.extend_from_slice(u.payload());
+                let r = s.eng.open_udp(now, from, to, &mut data);
+                (data, r)
             }
             50 => {
-                let mut data = payload.to_vec();
-                s.eng.open_esp(now, &mut data).map(|r| (data, r))
+                let mut data = std::mem::take(&mut s.openbuf);
+                data.clear();
+                data.extend_from_slice(payload);
+                let r = s.eng.open_esp(now, &mut data);
+                (data, r)
             }
             _ => return self.counters.drop("VPN: neither IKE nor ESP"),
         };
-        if let Some((data, r)) = inner {
-            if let Some(p) = data.get(r) {
-                self.on_vpn_inner(p).await;
-            }
+        let (data, r) = inner;
+        if let Some(p) = r.and_then(|r| data.get(r)) {
+            self.on_vpn_inner(p).await;
+        }
+        // Back for the next packet (unless the session ended meanwhile).
+        if let Some(s) = self.outer.vpn.as_mut() {
+            s.openbuf = data;
         }
     }
 
