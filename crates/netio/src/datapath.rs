@@ -33,6 +33,11 @@ pub struct DataPath {
     /// GSO sends, and the datagrams they carried.
     pub udp_gso_sends: u64,
     pub udp_gso_datagrams: u64,
+    /// Whether the tunnel's UDP socket has UDP GRO on ([`crate::udp::set_gro`]).
+    pub udp_gro: bool,
+    /// Receives that held several datagrams (merged by GRO), and how many they held.
+    pub udp_gro_receives: u64,
+    pub udp_gro_datagrams: u64,
 }
 
 impl Default for DataPath {
@@ -55,6 +60,18 @@ impl DataPath {
             udp_gso: true,
             udp_gso_sends: 0,
             udp_gso_datagrams: 0,
+            udp_gro: false,
+            udp_gro_receives: 0,
+            udp_gro_datagrams: 0,
+        }
+    }
+
+    /// Counts one UDP receive that the kernel merged from several datagrams (GRO).
+    pub fn count_gro(&mut self, meta: &crate::udp::RecvMeta) {
+        let seg = usize::from(meta.segment);
+        if seg != 0 && meta.len > seg {
+            self.udp_gro_receives += 1;
+            self.udp_gro_datagrams += meta.len.div_ceil(seg) as u64;
         }
     }
 

@@ -34,4 +34,4 @@ pub use error::{Error, Result};
 pub use netlink::{NetEvent, NetEvents, Netlink};
 pub use raw::{RawIp, RawIpOptions};
 pub use tun::{Tun, TunOptions};
-pub use udp::{RecvMeta, UdpOptions};
+pub use udp::{Datagrams, RecvMeta, UdpOptions};

@@ -113,6 +113,55 @@ pub fn attach_reuseport_cbpf(sock: &impl AsRawFd, prog: &[libc::sock_filter]) ->
     Ok(())
 }
 
+/// `UDP_GRO` (linux/udp.h): as a socket option, merge received datagrams of one
+/// flow; as a control message, the size of each merged datagram.
+const UDP_GRO: libc::c_int = 104;
+
+/// UDP generic receive offload (`UDP_GRO`, Linux 5.0): the kernel may hand a receive
+/// several datagrams of one flow (same addresses and ports, equal sizes, the last
+/// possibly shorter) in one buffer, with their size in [`RecvMeta::segment`]; split
+/// them with [`RecvMeta::datagrams`]. The receive buffer must then hold 64 KiB, or
+/// the tail of a merged receive is cut off. Where no device merges (no GRO on the
+/// interface), datagrams arrive one by one as without it; a GSO send from this host
+/// reaches the socket unsegmented.
+pub fn set_gro(sock: &impl AsRawFd, on: bool) -> Result<()> {
+    let v: libc::c_int = on.into();
+    // SAFETY: `v` is a valid c_int for the duration of the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_UDP,
+            UDP_GRO,
+            (&v as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(Error::Io {
+            op: "UDP_GRO",
+            source: io::Error::last_os_error(),
+        });
+    }
+    Ok(())
+}
+
+/// The segment size of a `UDP_GRO` control message (`None` for any other message).
+///
+/// # Safety
+/// `c` points at the control message header `hdr` inside a buffer filled by the
+/// kernel, with `cmsg_len` octets from it.
+pub(crate) unsafe fn gro_segment(hdr: &libc::cmsghdr, c: *const libc::cmsghdr) -> Option<u16> {
+    if hdr.cmsg_level != libc::SOL_UDP
+        || hdr.cmsg_type != UDP_GRO
+        || (hdr.cmsg_len as usize) < unsafe { libc::CMSG_LEN(size_of::<libc::c_int>() as u32) } as usize
+    {
+        return None;
+    }
+    // SAFETY: the length check above keeps the read within the message.
+    let v: libc::c_int = unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>()) };
+    u16::try_from(v).ok().filter(|&v| v > 0)
+}
+
 fn set_pktinfo(sock: &Socket) -> Result<()> {
     let one: libc::c_int = 1;
     // SAFETY: `one` is a valid c_int for the duration of the call.
@@ -150,6 +199,57 @@ pub struct RecvMeta {
     pub ifindex: u32,
     /// The datagram was longer than the buffer and was cut.
     pub truncated: bool,
+    /// With UDP GRO ([`set_gro`]): the size of each datagram the kernel merged into
+    /// this buffer (every one but the last has it, the last may be shorter); 0 when
+    /// the buffer holds one datagram. [`RecvMeta::datagrams`] splits it.
+    pub segment: u16,
+}
+
+impl RecvMeta {
+    /// The datagrams in the buffer this receive filled: (offset, metadata of that
+    /// datagram alone). One, unless the kernel merged several (UDP GRO); they then
+    /// have the same source, destination and interface, and the cuts are exactly
+    /// where the sender's datagrams ended. Only the last one can be truncated.
+    pub fn datagrams(self) -> Datagrams {
+        Datagrams {
+            meta: self,
+            off: 0,
+            done: false,
+        }
+    }
+}
+
+/// Iterator of [`RecvMeta::datagrams`].
+#[derive(Debug, Clone)]
+pub struct Datagrams {
+    meta: RecvMeta,
+    off: usize,
+    done: bool,
+}
+
+impl Iterator for Datagrams {
+    type Item = (usize, RecvMeta);
+
+    fn next(&mut self) -> Option<(usize, RecvMeta)> {
+        if self.done {
+            return None;
+        }
+        let total = self.meta.len;
+        let at = self.off;
+        let rest = total.saturating_sub(at);
+        let len = match usize::from(self.meta.segment) {
+            0 => rest,
+            seg => seg.min(rest),
+        };
+        self.off += len;
+        // An empty datagram is still one datagram.
+        self.done = self.off >= total;
+        let mut m = self.meta;
+        m.len = len;
+        m.segment = 0;
+        m.truncated = self.meta.truncated && self.done;
+        Some((at, m))
+    }
 }
 
 /// Aligned room for one `IP_PKTINFO` control message and then some.
@@ -171,6 +271,26 @@ pub fn try_recv_with_meta(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<RecvMe
     sock.try_io(Interest::READABLE, || {
         recvmsg_pktinfo(sock.as_raw_fd(), buf)
     })
+}
+
+/// [`recv_with_meta`] as a poll, for a receive from whichever of several sockets
+/// is ready first.
+pub fn poll_recv_with_meta(
+    sock: &UdpSocket,
+    cx: &mut std::task::Context<'_>,
+    buf: &mut [u8],
+) -> std::task::Poll<io::Result<RecvMeta>> {
+    loop {
+        match sock.poll_recv_ready(cx) {
+            std::task::Poll::Ready(Ok(())) => {}
+            std::task::Poll::Ready(Err(e)) => return std::task::Poll::Ready(Err(e)),
+            std::task::Poll::Pending => return std::task::Poll::Pending,
+        }
+        match try_recv_with_meta(sock, buf) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            r => return std::task::Poll::Ready(r),
+        }
+    }
 }
 
 fn recvmsg_pktinfo(fd: i32, buf: &mut [u8]) -> io::Result<RecvMeta> {
@@ -201,6 +321,7 @@ fn recvmsg_pktinfo(fd: i32, buf: &mut [u8]) -> io::Result<RecvMeta> {
         local: None,
         ifindex: 0,
         truncated: msg.msg_flags & libc::MSG_TRUNC != 0,
+        segment: 0,
     };
     // SAFETY: `msg` was filled by recvmsg; the CMSG_* macros stay within msg_controllen.
     unsafe {
@@ -217,6 +338,8 @@ fn recvmsg_pktinfo(fd: i32, buf: &mut [u8]) -> io::Result<RecvMeta> {
                 meta.dst = Some(Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr)));
                 meta.local = Some(Ipv4Addr::from(u32::from_be(info.ipi_spec_dst.s_addr)));
                 meta.ifindex = u32::try_from(info.ipi_ifindex).unwrap_or(0);
+            } else if let Some(seg) = gro_segment(hdr, c) {
+                meta.segment = seg;
             }
             c = libc::CMSG_NXTHDR(&msg, c);
         }
@@ -645,5 +768,119 @@ mod tests {
         for _ in 0..2 {
             assert_eq!(recv_with_meta(&server, &mut buf).await.unwrap().len, 10);
         }
+    }
+
+    async fn gso_to(client: &UdpSocket, port: u16, sizes: &[(u8, usize)]) -> GsoOutcome {
+        let mut b = GsoBatch::new();
+        for (tag, len) in sizes {
+            assert!(b.push(&[*tag], &vec![*tag; len - 1]));
+        }
+        let to = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
+        b.send(client, to, None, true).await
+    }
+
+    /// With `UDP_GRO` the socket takes a GSO send whole (loopback, as a device that
+    /// merges would hand it): one receive, the segment size in the metadata, and
+    /// `datagrams` cuts it where the sender's datagrams ended. Without it (the control
+    /// case) the same send arrives as separate datagrams.
+    #[tokio::test]
+    async fn gro_receive_is_split_back_into_the_senders_datagrams() {
+        let mut o = UdpOptions::new(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0));
+        o.pktinfo = true;
+        let server = o.bind().unwrap();
+        let plain = o.bind().unwrap();
+        set_gro(&server, true).unwrap();
+        let port = |s: &UdpSocket| match s.local_addr().unwrap() {
+            std::net::SocketAddr::V4(a) => a.port(),
+            other => panic!("unexpected {other}"),
+        };
+        let client = UdpOptions::new(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))
+            .bind()
+            .unwrap();
+        let sizes = [(1u8, 1400), (2, 1400), (3, 1400), (4, 333)];
+        let out = gso_to(&client, port(&server), &sizes).await;
+        assert_eq!((out.sent, out.gso), (4, true), "{out:?}");
+        let mut buf = vec![0u8; 65536];
+        let m = recv_with_meta(&server, &mut buf).await.unwrap();
+        assert_eq!((m.len, m.segment), (4533, 1400));
+        assert_eq!(m.dst, Some(Ipv4Addr::LOCALHOST));
+        let got: Vec<(usize, usize, u8, bool)> = m
+            .datagrams()
+            .map(|(at, d)| (at, d.len, buf[at], d.truncated || d.segment != 0))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (0, 1400, 1, false),
+                (1400, 1400, 2, false),
+                (2800, 1400, 3, false),
+                (4200, 333, 4, false)
+            ]
+        );
+        for (at, d) in m.datagrams() {
+            assert!(buf[at..at + d.len].iter().all(|b| *b == buf[at]));
+        }
+
+        // The control: the same send to a socket without GRO, four receives.
+        let out = gso_to(&client, port(&plain), &sizes).await;
+        assert_eq!(out.sent, 4);
+        for (tag, len) in sizes {
+            let m = recv_with_meta(&plain, &mut buf).await.unwrap();
+            assert_eq!((m.len, m.segment, buf[0]), (len, 0, tag));
+            assert_eq!(m.datagrams().count(), 1);
+        }
+
+        // A buffer too short for the merged receive: the datagrams that fit are
+        // whole, only the last one is marked cut.
+        gso_to(&client, port(&server), &sizes).await;
+        let mut short = vec![0u8; 3000];
+        let m = recv_with_meta(&server, &mut short).await.unwrap();
+        assert!(m.truncated);
+        let got: Vec<(usize, bool)> = m.datagrams().map(|(_, d)| (d.len, d.truncated)).collect();
+        assert_eq!(got, [(1400, false), (1400, false), (200, true)]);
+
+        // The batch receiver splits merged slots into one entry per datagram.
+        gso_to(&client, port(&server), &sizes).await;
+        gso_to(&client, port(&server), &[(9, 50), (9, 50)]).await;
+        client
+            .send_to(b"single", SocketAddrV4::new(Ipv4Addr::LOCALHOST, port(&server)))
+            .await
+            .unwrap();
+        let mut rb = crate::udp_batch::RecvBatch::new(8, 65536);
+        let mut lens = Vec::new();
+        let mut merged = 0;
+        while lens.len() < 7 {
+            let n = rb.recv(&server).await.unwrap();
+            merged += rb.merged();
+            for i in 0..n {
+                let (m, p) = rb.get(i);
+                assert_eq!(m.len, p.len());
+                lens.push((p.len(), p[0]));
+            }
+        }
+        assert_eq!(
+            lens,
+            [(1400, 1), (1400, 2), (1400, 3), (333, 4), (50, 9), (50, 9), (6, b's')]
+        );
+        assert_eq!(merged, 2);
+        // Writable in place.
+        let (_, p) = rb.get_mut(6);
+        p[0] = b'S';
+        assert_eq!(rb.get(6).1, b"Single");
+    }
+
+    #[test]
+    fn an_empty_datagram_is_one_datagram() {
+        let m = RecvMeta {
+            len: 0,
+            src: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 1),
+            dst: None,
+            local: None,
+            ifindex: 0,
+            truncated: false,
+            segment: 1200,
+        };
+        let d: Vec<(usize, usize)> = m.datagrams().map(|(a, m)| (a, m.len)).collect();
+        assert_eq!(d, [(0, 0)]);
     }
 }

@@ -27,7 +27,11 @@ pub struct RecvBatch {
     cmsgs: Vec<Cmsg>,
     iovs: Vec<libc::iovec>,
     hdrs: Vec<libc::mmsghdr>,
-    metas: Vec<RecvMeta>,
+    /// The datagrams of the last receive: metadata and offset into `data` (a slot
+    /// the kernel filled with several datagrams, UDP GRO, gives several entries).
+    metas: Vec<(RecvMeta, usize)>,
+    /// Slots of the last receive that held several datagrams (UDP GRO).
+    merged: usize,
 }
 
 // SAFETY: the raw pointers inside `iovs` and `hdrs` only ever point into this
@@ -46,11 +50,14 @@ impl RecvBatch {
             iovs: vec![unsafe { zeroed() }; count],
             hdrs: vec![unsafe { zeroed() }; count],
             metas: Vec::with_capacity(count),
+            merged: 0,
         }
     }
 
     /// Waits until the socket is readable, then takes every queued datagram up
-    /// to the batch size. Returns how many ([`get`](Self::get) reads them).
+    /// to the batch size. Returns how many ([`get`](Self::get) reads them): with
+    /// UDP GRO on the socket ([`crate::udp::set_gro`]) a slot can hold several,
+    /// which count one each (the slots must then be 64 KiB).
     pub async fn recv(&mut self, sock: &UdpSocket) -> io::Result<usize> {
         sock.async_io(Interest::READABLE, || self.recvmmsg(sock.as_raw_fd()))
             .await
@@ -63,13 +70,35 @@ impl RecvBatch {
 
     /// Datagram `i` of the last receive: its metadata and payload.
     pub fn get(&self, i: usize) -> (&RecvMeta, &[u8]) {
-        let m = &self.metas[i];
-        (m, &self.data[i * self.slot..i * self.slot + m.len])
+        let (m, at) = &self.metas[i];
+        (m, &self.data[*at..*at + m.len])
+    }
+
+    /// [`get`](Self::get), with the payload writable (to open it in place).
+    pub fn get_mut(&mut self, i: usize) -> (RecvMeta, &mut [u8]) {
+        let (m, at) = self.metas[i];
+        (m, &mut self.data[at..at + m.len])
+    }
+
+    /// How many datagrams the last receive took.
+    pub fn len(&self) -> usize {
+        self.metas.len()
+    }
+
+    /// Whether the last receive took nothing.
+    pub fn is_empty(&self) -> bool {
+        self.metas.is_empty()
+    }
+
+    /// How many buffers of the last receive held several datagrams (UDP GRO).
+    pub fn merged(&self) -> usize {
+        self.merged
     }
 
     fn recvmmsg(&mut self, fd: i32) -> io::Result<usize> {
         let count = self.hdrs.len();
         self.metas.clear();
+        self.merged = 0;
         for i in 0..count {
             self.iovs[i] = libc::iovec {
                 iov_base: self.data[i * self.slot..].as_mut_ptr().cast(),
@@ -110,6 +139,7 @@ impl RecvBatch {
                 local: None,
                 ifindex: 0,
                 truncated: h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
+                segment: 0,
             };
             // SAFETY: the header was filled by recvmmsg; the CMSG_* macros stay
             // within its msg_controllen.
@@ -127,13 +157,20 @@ impl RecvBatch {
                         meta.dst = Some(Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr)));
                         meta.local = Some(Ipv4Addr::from(u32::from_be(info.ipi_spec_dst.s_addr)));
                         meta.ifindex = u32::try_from(info.ipi_ifindex).unwrap_or(0);
+                    } else if let Some(seg) = crate::udp::gro_segment(hdr, c) {
+                        meta.segment = seg;
                     }
                     c = libc::CMSG_NXTHDR(&h.msg_hdr, c);
                 }
             }
-            self.metas.push(meta);
+            if meta.segment != 0 && meta.len > usize::from(meta.segment) {
+                self.merged += 1;
+            }
+            let base = i * self.slot;
+            self.metas
+                .extend(meta.datagrams().map(|(at, m)| (m, base + at)));
         }
-        Ok(n)
+        Ok(self.metas.len())
     }
 }
 
