@@ -153,12 +153,13 @@ pub fn set_gro(sock: &impl AsRawFd, on: bool) -> Result<()> {
 pub(crate) unsafe fn gro_segment(hdr: &libc::cmsghdr, c: *const libc::cmsghdr) -> Option<u16> {
     if hdr.cmsg_level != libc::SOL_UDP
         || hdr.cmsg_type != UDP_GRO
-        || (hdr.cmsg_len as usize) < unsafe { libc::CMSG_LEN(size_of::<libc::c_int>() as u32) } as usize
+        || hdr.cmsg_len < unsafe { libc::CMSG_LEN(size_of::<libc::c_int>() as u32) } as usize
     {
         return None;
     }
     // SAFETY: the length check above keeps the read within the message.
-    let v: libc::c_int = unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>()) };
+    let v: libc::c_int =
+        unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>()) };
     u16::try_from(v).ok().filter(|&v| v > 0)
 }
 
@@ -843,15 +844,19 @@ mod tests {
         gso_to(&client, port(&server), &sizes).await;
         gso_to(&client, port(&server), &[(9, 50), (9, 50)]).await;
         client
-            .send_to(b"single", SocketAddrV4::new(Ipv4Addr::LOCALHOST, port(&server)))
+            .send_to(
+                b"single",
+                SocketAddrV4::new(Ipv4Addr::LOCALHOST, port(&server)),
+            )
             .await
             .unwrap();
         let mut rb = crate::udp_batch::RecvBatch::new(8, 65536);
         let mut lens = Vec::new();
-        let mut merged = 0;
+        let mut merged = (0, 0);
         while lens.len() < 7 {
             let n = rb.recv(&server).await.unwrap();
-            merged += rb.merged();
+            merged.0 += rb.merged().0;
+            merged.1 += rb.merged().1;
             for i in 0..n {
                 let (m, p) = rb.get(i);
                 assert_eq!(m.len, p.len());
@@ -860,9 +865,17 @@ mod tests {
         }
         assert_eq!(
             lens,
-            [(1400, 1), (1400, 2), (1400, 3), (333, 4), (50, 9), (50, 9), (6, b's')]
+            [
+                (1400, 1),
+                (1400, 2),
+                (1400, 3),
+                (333, 4),
+                (50, 9),
+                (50, 9),
+                (6, b's')
+            ]
         );
-        assert_eq!(merged, 2);
+        assert_eq!(merged, (2, 6));
         // Writable in place.
         let (_, p) = rb.get_mut(6);
         p[0] = b'S';

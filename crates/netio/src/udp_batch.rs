@@ -30,8 +30,9 @@ pub struct RecvBatch {
     /// The datagrams of the last receive: metadata and offset into `data` (a slot
     /// the kernel filled with several datagrams, UDP GRO, gives several entries).
     metas: Vec<(RecvMeta, usize)>,
-    /// Slots of the last receive that held several datagrams (UDP GRO).
-    merged: usize,
+    /// Slots of the last receive that held several datagrams (UDP GRO), and how
+    /// many datagrams those held.
+    merged: (usize, usize),
 }
 
 // SAFETY: the raw pointers inside `iovs` and `hdrs` only ever point into this
@@ -50,7 +51,7 @@ impl RecvBatch {
             iovs: vec![unsafe { zeroed() }; count],
             hdrs: vec![unsafe { zeroed() }; count],
             metas: Vec::with_capacity(count),
-            merged: 0,
+            merged: (0, 0),
         }
     }
 
@@ -90,15 +91,16 @@ impl RecvBatch {
         self.metas.is_empty()
     }
 
-    /// How many buffers of the last receive held several datagrams (UDP GRO).
-    pub fn merged(&self) -> usize {
+    /// How many buffers of the last receive held several datagrams (UDP GRO), and
+    /// how many datagrams those held.
+    pub fn merged(&self) -> (usize, usize) {
         self.merged
     }
 
     fn recvmmsg(&mut self, fd: i32) -> io::Result<usize> {
         let count = self.hdrs.len();
         self.metas.clear();
-        self.merged = 0;
+        self.merged = (0, 0);
         for i in 0..count {
             self.iovs[i] = libc::iovec {
                 iov_base: self.data[i * self.slot..].as_mut_ptr().cast(),
@@ -163,12 +165,14 @@ impl RecvBatch {
                     c = libc::CMSG_NXTHDR(&h.msg_hdr, c);
                 }
             }
-            if meta.segment != 0 && meta.len > usize::from(meta.segment) {
-                self.merged += 1;
-            }
+            let before = self.metas.len();
             let base = i * self.slot;
             self.metas
                 .extend(meta.datagrams().map(|(at, m)| (m, base + at)));
+            if self.metas.len() - before > 1 {
+                self.merged.0 += 1;
+                self.merged.1 += self.metas.len() - before;
+            }
         }
         Ok(self.metas.len())
     }
