@@ -166,6 +166,12 @@ pub struct HaSection {
     /// warning, when the kernel refuses it.
     #[serde(default = "default_true")]
     pub udp_gso: bool,
+    /// UDP GRO on UDP 434 (`UDP_GRO`): where the interface merges received datagrams
+    /// of one flow (GRO, on by default on most NICs), a burst of RFC 3519 Tunnel Data
+    /// comes in one receive and is cut back into its datagrams; `false` takes them
+    /// one by one. Turned off, with a warning, when the kernel refuses it.
+    #[serde(default = "default_true")]
+    pub udp_gro: bool,
     /// Registration workers (threads), each with its own UDP 434 socket and its
     /// share of the nodes (`ha_shards`); 0 means one per CPU. Worker 0 also runs
     /// the data path.
@@ -298,6 +304,10 @@ pub struct MnSection {
     /// RFC 3519 Tunnel Data in UDP GSO sends, as the home agent's `udp_gso`.
     #[serde(default = "default_true")]
     pub udp_gso: bool,
+    /// UDP GRO on the registration sockets and the in-process VPN's NAT-T socket, as
+    /// the home agent's `udp_gro`: bursts of Tunnel Data or ESP in UDP in one receive.
+    #[serde(default = "default_true")]
+    pub udp_gro: bool,
     pub spi: u32,
     pub key: HexKey,
     #[serde(default)]

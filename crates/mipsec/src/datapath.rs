@@ -50,5 +50,8 @@ pub(crate) fn status(dp: &DataPath) -> serde_json::Value {
         "udp_gso": dp.udp_gso,
         "udp_gso_sends": dp.udp_gso_sends,
         "udp_gso_datagrams": dp.udp_gso_datagrams,
+        "udp_gro": dp.udp_gro,
+        "udp_gro_receives": dp.udp_gro_receives,
+        "udp_gro_datagrams": dp.udp_gro_datagrams,
     })
 }

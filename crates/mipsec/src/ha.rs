@@ -151,6 +151,9 @@ struct Daemon {
     stop: watch::Sender<bool>,
     /// Signalled by the other workers when bindings changed.
     changed: Arc<Notify>,
+    /// RFC 3519 Tunnel Data that reached another worker (GRO merged it behind a
+    /// registration, or the kernel steered it by hash), handed over to this loop.
+    tunnel_rx: mpsc::Receiver<workers::Handoff>,
     /// Where one tunnel-device read goes (reused: no allocation per read).
     fwd: Vec<ForwardTo>,
     udp: UdpSocket,
@@ -214,6 +217,21 @@ impl Daemon {
             enlarge_buffers(std::os::fd::AsFd::as_fd(&udp));
             socks.push(udp);
         }
+        let mut gro = h.udp_gro;
+        for s in &socks {
+            if !gro {
+                break;
+            }
+            if let Err(e) = netio::udp::set_gro(s, true) {
+                warn!("{e}: Tunnel Data taken one datagram at a time");
+                gro = false;
+            }
+        }
+        if !gro {
+            for s in &socks {
+                let _ = netio::udp::set_gro(s, false);
+            }
+        }
         let udp = socks.remove(0);
         if n_workers > 1 {
             let prog = shards::Router::new(n_workers, cfg.dynamic_pool, &[]).steering();
@@ -263,6 +281,7 @@ impl Daemon {
         );
         let (tun, tun_ifindex, mut dp) = crate::datapath::open(&h.tunnel_device, h.offload)?;
         dp.udp_gso = h.udp_gso;
+        dp.udp_gro = gro;
         let routes = RouteWorker::start(tun_ifindex, arp).map_err(Error::RouteWorker)?;
         write_sysctl("/proc/sys/net/ipv4/ip_forward", "1");
         if let Some(name) = &h.home_interface {
@@ -283,6 +302,7 @@ impl Daemon {
         let ctl = ControlServer::start_optional(h.control_socket.as_deref(), ctl_tx)?;
         let (stop, stop_rx) = watch::channel(false);
         let changed = Arc::new(Notify::new());
+        let (tunnel_tx, tunnel_rx) = mpsc::channel(workers::HANDOFF);
         let mut workers = Vec::with_capacity(n_workers - 1);
         for (i, sock) in socks.into_iter().enumerate() {
             let sock = sock.into_std().map_err(os_err("UDP port 434"))?;
@@ -293,6 +313,8 @@ impl Daemon {
                 changed: changed.clone(),
                 stop: stop_rx.clone(),
                 ha_address: h.address,
+                gro,
+                tunnel_tx: tunnel_tx.clone(),
             };
             workers.push(workers::spawn(i + 1, sock, shared).map_err(Error::Worker)?);
         }
@@ -306,6 +328,7 @@ impl Daemon {
             workers,
             stop,
             changed,
+            tunnel_rx,
             fwd: Vec::new(),
             udp,
             raw,
@@ -353,6 +376,13 @@ impl Daemon {
                     Ok(n) => self.on_udp_batch(&urb, n).await,
                     Err(e) => warn!("udp receive: {e}"),
                 },
+                Some((from, data)) = self.tunnel_rx.recv() => {
+                    self.on_tunnel_data(Instant::now(), from, &data).await;
+                    while let Ok((from, data)) = self.tunnel_rx.try_recv() {
+                        self.on_tunnel_data(Instant::now(), from, &data).await;
+                    }
+                    self.flush_delivered().await;
+                }
                 r = rrb.recv(&self.raw) => match r {
                     // One recvmmsg, then one more if the first was full.
                     Ok(n) => {
@@ -431,6 +461,9 @@ impl Daemon {
         let now = Instant::now();
         shards::WorkerStats::add(&self.plane.stats.batches, 1);
         shards::WorkerStats::add(&self.plane.stats.datagrams, n as u64);
+        let (merged, in_merged) = rb.merged();
+        self.dp.udp_gro_receives += merged as u64;
+        self.dp.udp_gro_datagrams += in_merged as u64;
         let mut regs: Vec<(SocketAddrV4, SocketAddrV4, &[u8])> = Vec::with_capacity(n);
         for i in 0..n {
             let (m, payload) = rb.get(i);

@@ -356,7 +356,9 @@ pub(crate) struct WorkerStats {
     pub(crate) batches: AtomicU64,
     /// Requests dropped on the internal interface (RFC 5265 HA-5).
     pub(crate) internal_dropped: AtomicU64,
-    /// Tunnel Data that reached a worker without the data path (counted, dropped).
+    /// Tunnel Data that reached a worker without the data path: handed to worker 0,
+    /// or dropped when its queue was full.
+    pub(crate) tunnel_data_handed: AtomicU64,
     pub(crate) tunnel_data_dropped: AtomicU64,
 }
 
@@ -372,6 +374,7 @@ impl WorkerStats {
             "datagrams": g(&self.datagrams),
             "batches": g(&self.batches),
             "other_shard": g(&self.other_shard),
+            "tunnel_data_handed": g(&self.tunnel_data_handed),
         })
     }
 }

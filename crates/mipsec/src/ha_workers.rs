@@ -60,7 +60,17 @@ pub(super) struct Shared {
     pub(super) changed: Arc<Notify>,
     pub(super) stop: watch::Receiver<bool>,
     pub(super) ha_address: Ipv4Addr,
+    /// UDP GRO is on the group's sockets: a receive can hold 64 KiB of datagrams.
+    pub(super) gro: bool,
+    /// Tunnel Data goes to worker 0, which runs the data path.
+    pub(super) tunnel_tx: tokio::sync::mpsc::Sender<Handoff>,
 }
+
+/// One RFC 3519 Tunnel Data datagram for worker 0: its source and payload.
+pub(super) type Handoff = (SocketAddrV4, Vec<u8>);
+
+/// Tunnel Data datagrams that may wait for worker 0 (beyond: counted drops).
+pub(super) const HANDOFF: usize = 1024;
 
 /// Starts worker `me` on `udp` (a socket of the group, bound already); returns
 /// once its runtime runs, or why it could not start.
@@ -107,9 +117,9 @@ pub(super) fn spawn(
 }
 
 async fn run(udp: tokio::net::UdpSocket, mut plane: Plane, mut shared: Shared) {
-    // Registrations are small; a Tunnel Data message steered here by a kernel
-    // without the program is dropped anyway, truncated or not.
-    let mut rb = RecvBatch::new(BATCH, 2048);
+    // Registrations are small, but with GRO one receive can hold a burst of
+    // datagrams of one flow (an FA relaying, or Tunnel Data behind a request).
+    let mut rb = RecvBatch::new(BATCH, if shared.gro { 65536 } else { 2048 });
     loop {
         let wake = timer_deadline(plane.next_timeout(), Instant::now());
         tokio::select! {
@@ -136,7 +146,15 @@ fn on_batch(plane: &mut Plane, shared: &Shared, rb: &RecvBatch, n: usize) {
     for i in 0..n {
         let (m, payload) = rb.get(i);
         match MessageType::of(payload) {
-            Some(MessageType::TUNNEL_DATA) => WorkerStats::add(&st.tunnel_data_dropped, 1),
+            Some(MessageType::TUNNEL_DATA) => {
+                // Only worker 0 delivers it: the steering program sends it there, but
+                // GRO can merge it behind a registration of the same size from the same
+                // node, which the program steers by the request's home address.
+                match shared.tunnel_tx.try_send((m.src, payload.to_vec())) {
+                    Ok(()) => WorkerStats::add(&st.tunnel_data_handed, 1),
+                    Err(_) => WorkerStats::add(&st.tunnel_data_dropped, 1),
+                }
+            }
             _ if plane.guard.drops_internal(m.ifindex, payload) => {
                 WorkerStats::add(&st.internal_dropped, 1);
             }

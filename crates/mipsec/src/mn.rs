@@ -256,6 +256,7 @@ impl Daemon {
         let node = MobileNode::new(cfg, seed)?;
         let (tun, tun_ifindex, mut dp) = crate::datapath::open(&m.tunnel_device, m.offload)?;
         dp.udp_gso = m.udp_gso;
+        dp.udp_gro = m.udp_gro;
         // Fail closed beyond the process: the routes for user data point into this
         // device, and a persistent device keeps them after a crash (kill -9), where
         // its packets are dropped unread instead of leaving in the clear through the
@@ -367,22 +368,21 @@ impl Daemon {
                     None => return Err(Error::EventsEnded),
                 },
                 r = recv_any_udp(&self.links, &mut ubuf) => match r {
-                    Ok((n, std::net::SocketAddr::V4(from), li, i)) => {
-                        self.on_udp(li, from, &ubuf[..n]).await;
+                    Ok((m, li, i)) => {
+                        self.on_udp_merged(li, &ubuf, m).await;
                         // Tunnel data comes in bursts: drain what is queued.
                         for _ in 0..crate::shell::BATCH {
-                            let Some(Ok((n, std::net::SocketAddr::V4(from)))) = self
+                            let Some(Ok(m)) = self
                                 .links
                                 .get(li)
                                 .and_then(|l| l.udp.get(i))
-                                .map(|s| s.1.try_recv_from(&mut ubuf))
+                                .map(|s| netio::udp::try_recv_with_meta(&s.1, &mut ubuf))
                             else {
                                 break;
                             };
-                            self.on_udp(li, from, &ubuf[..n]).await;
+                            self.on_udp_merged(li, &ubuf, m).await;
                         }
                     }
-                    Ok(_) => {}
                     Err(e) => debug!("registration socket: {e}"),
                 },
                 li = any_readable(&self.links, |l| l.raw.as_ref().map(|r| &r.1)) => {
@@ -428,11 +428,11 @@ impl Daemon {
                 r = recv_vpn_udp(self.outer.vpn.as_ref(), true, &mut vbuf) => match r {
                     Ok(m) => {
                         // ESP comes in bursts: one user packet each.
-                        self.on_vpn_udp(&mut vbuf, m, true).await;
+                        self.on_vpn_udp_merged(&mut vbuf, m).await;
                         for _ in 0..crate::shell::BATCH {
                             let Some(Ok(m)) = self.outer.vpn.as_ref().and_then(|s| s.socks.as_ref())
                                 .map(|k| netio::udp::try_recv_with_meta(&k.s4500, &mut vbuf)) else { break };
-                            self.on_vpn_udp(&mut vbuf, m, true).await;
+                            self.on_vpn_udp_merged(&mut vbuf, m).await;
                         }
                     }
                     Err(e) => debug!("VPN UDP NAT-T: {e}"),

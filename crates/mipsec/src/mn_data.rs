@@ -174,6 +174,22 @@ impl Daemon {
     }
 
     /// A datagram on the registration socket: RFC 3519 tunnel data, or a reply.
+    /// A receive on a registration socket: with UDP GRO several datagrams of one
+    /// flow (a burst of Tunnel Data), each handled as if received alone.
+    pub(super) async fn on_udp_merged(&mut self, li: usize, buf: &[u8], m: netio::RecvMeta) {
+        self.dp.count_gro(&m);
+        for (at, d) in m.datagrams() {
+            let Some(p) = buf.get(at..at + d.len) else {
+                return;
+            };
+            if d.truncated {
+                self.counters.drop("truncated datagram");
+                continue;
+            }
+            self.on_udp(li, d.src, p).await;
+        }
+    }
+
     pub(super) async fn on_udp(&mut self, li: usize, from: SocketAddrV4, payload: &[u8]) {
         if payload.first() == Some(&mip4::wire::MessageType::TUNNEL_DATA.0) {
             return self.on_udp_tunnel(li, from, payload).await;

@@ -136,22 +136,20 @@ impl Daemon {
     }
 }
 
-/// A datagram from whichever registration socket of whichever link has one:
-/// (length, source, link, socket).
+/// A receive from whichever registration socket of whichever link has one: (its
+/// metadata, link, socket). With UDP GRO it can hold several datagrams.
 pub(super) async fn recv_any_udp(
     links: &[Link],
     buf: &mut [u8],
-) -> std::io::Result<(usize, std::net::SocketAddr, usize, usize)> {
+) -> std::io::Result<(netio::RecvMeta, usize, usize)> {
     if links.iter().all(|l| l.udp.is_empty()) {
         return std::future::pending().await;
     }
     std::future::poll_fn(|cx| {
         for (li, l) in links.iter().enumerate() {
             for (i, (_, s)) in l.udp.iter().enumerate() {
-                let mut rb = tokio::io::ReadBuf::new(buf);
-                if let std::task::Poll::Ready(r) = s.poll_recv_from(cx, &mut rb) {
-                    let n = rb.filled().len();
-                    return std::task::Poll::Ready(r.map(|a| (n, a, li, i)));
+                if let std::task::Poll::Ready(r) = netio::udp::poll_recv_with_meta(s, cx, buf) {
+                    return std::task::Poll::Ready(r.map(|m| (m, li, i)));
                 }
             }
         }

@@ -70,7 +70,17 @@ impl Daemon {
             o.device = Some(self.links[li].name.clone());
             o.reuse_addr = true;
             match o.bind() {
-                Ok(s) => self.links[li].udp.push((addr, s)),
+                Ok(s) => {
+                    // Tunnel Data arrives here: a burst in one receive where the
+                    // interface merges (GRO).
+                    if self.dp.udp_gro {
+                        if let Err(e) = netio::udp::set_gro(&s, true) {
+                            warn!("{e}: Tunnel Data taken one datagram at a time");
+                            self.dp.udp_gro = false;
+                        }
+                    }
+                    self.links[li].udp.push((addr, s))
+                }
                 Err(e) => {
                     warn!("registration socket on {addr}: {e}");
                     self.counters

@@ -329,6 +329,11 @@ impl Daemon {
         };
         let socks =
             VpnSockets::open(ike_cfg.natt_port, bind.as_deref()).map_err(Error::VpnClient)?;
+        if self.dp.udp_gro {
+            if let Err(e) = netio::udp::set_gro(&socks.s4500, true) {
+                warn!("VPN: {e}: ESP in UDP taken one datagram at a time");
+            }
+        }
         let mut seed = [0u8; 32];
         crate::shell::getrandom(&mut seed);
         let eng = Engine::new(
@@ -572,6 +577,16 @@ impl Daemon {
             if oif.is_none_or(|o| o == s.iface) {
                 s.eng.route_added(Instant::now(), dst, prefix);
             }
+        }
+    }
+
+    /// A receive on the session's NAT-T socket: with UDP GRO several datagrams of
+    /// one flow, each handled as if received alone.
+    pub(super) async fn on_vpn_udp_merged(&mut self, buf: &mut [u8], m: netio::RecvMeta) {
+        self.dp.count_gro(&m);
+        for (at, d) in m.datagrams() {
+            let Some(b) = buf.get_mut(at..) else { return };
+            self.on_vpn_udp(b, d, true).await;
         }
     }
 

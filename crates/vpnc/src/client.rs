@@ -207,6 +207,12 @@ async fn serve(
         None
     };
     let offload = offloaded.is_some();
+    // UDP GRO on the NAT-T socket goes with the offloads: where the interface merges
+    // (GRO), a burst of ESP in UDP comes in one receive, cut back into its datagrams.
+    let gro = offload
+        && netio::udp::set_gro(&socks.s4500, true)
+            .map_err(|e| tracing::warn!("{e}: ESP in UDP taken one datagram at a time"))
+            .is_ok();
     let tun = match offloaded {
         Some(t) => t,
         None => Tun::open_with(&cfg.tun, &topts).map_err(|e| format!("TUN {}: {e}", cfg.tun))?,
@@ -236,7 +242,11 @@ async fn serve(
         routes: Vec::new(),
         sealbuf: Vec::with_capacity(MAX_PACKET),
         warned_raw_esp: false,
-        dp: DataPath::new(offload),
+        dp: {
+            let mut dp = DataPath::new(offload);
+            dp.udp_gro = gro;
+            dp
+        },
         gso: GsoBatch::new(),
         gso_to: None,
         events: sup.events,
@@ -328,14 +338,13 @@ impl State {
             tokio::select! {
                 r = netio::udp::recv_with_meta(&io.socks.s4500, &mut b4500) => match r {
                     Ok(m) => {
-                        self.on_udp(io, &mut b4500, m, true).await;
+                        self.on_udp_merged(io, &mut b4500, m).await;
                         // Drain what else is queued before going back to select!.
                         for _ in 0..BATCH {
-                            let Ok((len, SocketAddr::V4(src))) = io.socks.s4500.try_recv_from(&mut b4500) else {
+                            let Ok(m) = netio::udp::try_recv_with_meta(&io.socks.s4500, &mut b4500) else {
                                 break;
                             };
-                            let m = netio::RecvMeta { len, src, dst: None, local: None, ifindex: 0, truncated: len >= b4500.len() };
-                            self.on_udp(io, &mut b4500, m, true).await;
+                            self.on_udp_merged(io, &mut b4500, m).await;
                         }
                     }
                     Err(e) => tracing::debug!("recv 4500: {e}"),
@@ -402,6 +411,16 @@ impl State {
 
     fn on_timer(&mut self) {
         self.eng.handle_timeout(Instant::now());
+    }
+
+    /// One receive on the NAT-T socket: with UDP GRO several datagrams of one flow,
+    /// each handled as if received alone.
+    async fn on_udp_merged(&mut self, io: &Io, buf: &mut [u8], m: netio::RecvMeta) {
+        self.dp.count_gro(&m);
+        for (at, d) in m.datagrams() {
+            let Some(b) = buf.get_mut(at..) else { return };
+            self.on_udp(io, b, d, true).await;
+        }
     }
 
     async fn on_udp(&mut self, io: &Io, buf: &mut [u8], m: netio::RecvMeta, natt: bool) {
@@ -682,6 +701,9 @@ impl State {
         s.coalesced_segments = self.dp.coalesced();
         s.udp_gso_sends = self.dp.udp_gso_sends;
         s.udp_gso_datagrams = self.dp.udp_gso_datagrams;
+        s.udp_gro = self.dp.udp_gro;
+        s.udp_gro_receives = self.dp.udp_gro_receives;
+        s.udp_gro_datagrams = self.dp.udp_gro_datagrams;
         s.to_json()
     }
 }

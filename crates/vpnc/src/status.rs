@@ -107,6 +107,11 @@ pub struct Status {
     pub coalesced_segments: u64,
     pub udp_gso_sends: u64,
     pub udp_gso_datagrams: u64,
+    /// UDP GRO on the NAT-T socket (with `offload`), the receives that held several
+    /// datagrams and how many they held.
+    pub udp_gro: bool,
+    pub udp_gro_receives: u64,
+    pub udp_gro_datagrams: u64,
 }
 
 impl Status {
