@@ -64,11 +64,15 @@ control_socket = "{d}/fa.sock"
 pub fn write_configs(lab: &Lab, lifetime: u32) -> Result<(String, String)> {
     let d = lab.dir.display();
     // For A/B measurements of the RFC 3519 path: MIPSEC_LAB_UDP_GSO=off.
-    let gso = if std::env::var("MIPSEC_LAB_UDP_GSO").is_ok_and(|v| v == "off") {
-        "udp_gso = false\n"
+    let mut gso = if std::env::var("MIPSEC_LAB_UDP_GSO").is_ok_and(|v| v == "off") {
+        "udp_gso = false\n".to_string()
     } else {
-        ""
+        String::new()
     };
+    // And of UDP GRO on the daemons' sockets: MIPSEC_LAB_UDP_GRO=off.
+    if std::env::var("MIPSEC_LAB_UDP_GRO").is_ok_and(|v| v == "off") {
+        gso.push_str("udp_gro = false\n");
+    }
     let ha = format!(
         r#"[ha]
 address = "{HA_ADDR}"

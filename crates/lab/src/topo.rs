@@ -268,6 +268,50 @@ impl Lab {
         for role in ["ha", "mn", "fa"] {
             self.no_udp_segmentation(role)?;
         }
+        // For A/B measurements: GRO on the daemons' links, as a NIC has it by default
+        // (a veth merges nothing unless asked). MIPSEC_LAB_GRO=on.
+        if std::env::var("MIPSEC_LAB_GRO").is_ok_and(|v| v == "on") {
+            for role in ["ha", "mn", "fa"] {
+                self.set_gro(role, true)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Generic receive offload on every interface of `role`'s namespace (`ethtool -K
+    /// <dev> gro on|off`): a veth with GRO merges what it receives of one flow before
+    /// the stack, as a NIC's driver does, so a UDP socket with `UDP_GRO` takes a burst
+    /// in one receive. A veth only takes forwarded packets through its GRO path when
+    /// its peer has no TSO (`veth_skb_is_eligible_for_gro`), so the switch's port of
+    /// `role` gets `tso off` with it (a TCP super-packet forwarded to `role` is then
+    /// cut at that port and merged again by the GRO, as between two NICs). A capture
+    /// on `role`'s interface sees the merged packets, not the wire: capture on the
+    /// switch side instead.
+    pub fn set_gro(&self, role: &str, on: bool) -> Result<()> {
+        let v = if on { "on" } else { "off" };
+        let tso = if on { "off" } else { "on" };
+        let sw = self.ns("sw");
+        netns::run(
+            "ip",
+            &["netns", "exec", &sw, "ethtool", "-K", role, "tso", tso],
+        )
+        .map_err(|e| other(format!("ethtool -K {role} tso {tso} in {sw}: {e}")))?;
+        let ns = self.ns(role);
+        let links = netns::run("ip", &["-n", &ns, "-o", "link", "show"])?;
+        for l in links.lines() {
+            let Some(name) = l.split(": ").nth(1) else {
+                continue;
+            };
+            let name = name.split('@').next().unwrap_or(name);
+            if name == "lo" || !l.contains("link/ether") {
+                continue;
+            }
+            netns::run(
+                "ip",
+                &["netns", "exec", &ns, "ethtool", "-K", name, "gro", v],
+            )
+            .map_err(|e| other(format!("ethtool -K {name} gro {v} in {ns}: {e}")))?;
+        }
         Ok(())
     }
 

@@ -355,6 +355,15 @@ fn udp_tunnel_gso_puts_one_tunnel_data_message_per_datagram_on_the_wire() {
         assert!(dgrams > 10 * sends / 2, "{who}: {dp}");
     }
 
+    assert_one_tunnel_data_message_per_datagram(&kept);
+}
+
+/// What a wire carries of RFC 3519 UDP tunnelling with bulk TCP both ways: one Tunnel
+/// Data message per datagram, each one inner packet with its 32 octets of overhead
+/// (outer IP, UDP, Tunnel Data header; RFC 5265 5.2), within the path MTU,
+/// unfragmented, tshark-clean (inner IP and TCP checksums checked).
+fn assert_one_tunnel_data_message_per_datagram(kept: &Path) {
+    let kept = kept.to_path_buf();
     let data = "mip.type == 4 && tcp.len > 0";
     let n = tshark(&kept, data, &["frame.len"]).len();
     assert!(n > 5_000, "{n} tunnelled data packets");
@@ -417,4 +426,44 @@ fn udp_tunnel_gso_puts_one_tunnel_data_message_per_datagram_on_the_wire() {
         &["ip.src", "ip.dst", "_ws.expert.message"],
     );
     assert!(bad.is_empty(), "flagged:\n{}", bad.join("\n"));
+}
+
+/// UDP GRO on the RFC 3519 path: with GRO on the home agent's and the node's links (a
+/// NIC's default; `Lab::set_gro`), each end takes a burst of Tunnel Data in one receive
+/// (`UDP_GRO`) and cuts it back into its datagrams. The data arrives intact both ways
+/// (`transfer` checks every octet); both ends counted merged receives of several
+/// datagrams each, so the path ran; and the wire, captured at the switch's port of the
+/// home agent (before the merging), carries exactly what it carries without GRO.
+#[test]
+fn udp_tunnel_gro_takes_bursts_in_one_receive_and_delivers_them_intact() {
+    let Some(_g) = lab_lock("udp_tunnel_gro_takes_bursts_in_one_receive_and_delivers_them_intact")
+    else {
+        return;
+    };
+    let mut ml = lab::testing::lab_behind_nat();
+    ml.lab.set_gro("ha", true).unwrap();
+    ml.lab.set_gro("mn", true).unwrap();
+    let cap = ml.lab.dir.join("gro.pcap");
+    start_capture(&mut ml.lab, "sw", "ha", &cap, "udp port 434").unwrap();
+    transfer(&ml, false, 30 << 20);
+    transfer(&ml, true, 30 << 20);
+    std::thread::sleep(Duration::from_millis(300));
+    ml.lab.stop("capture-sw", libc::SIGINT);
+    let kept = keep_capture(&cap, "mipsec-lab-udp-gro");
+
+    let ha = ml.ha_status().unwrap();
+    let mn = ml.mn_status().unwrap();
+    for (who, v) in [("HA", &ha), ("MN", &mn)] {
+        let dp = &v["data_path"];
+        assert_eq!(dp["udp_gro"], true, "{who}: {dp}");
+        let receives = dp["udp_gro_receives"].as_u64().unwrap();
+        let dgrams = dp["udp_gro_datagrams"].as_u64().unwrap();
+        eprintln!("{who}: {receives} merged receives held {dgrams} datagrams");
+        assert!(receives > 100, "{who}: {dp}");
+        assert!(dgrams > 3 * receives, "{who}: {dp}");
+    }
+    // Nothing cut or dropped on the way in.
+    assert!(ha["drops"].get("truncated datagram").is_none(), "{ha}");
+    assert!(mn["drops"].get("truncated datagram").is_none(), "{mn}");
+    assert_one_tunnel_data_message_per_datagram(&kept);
 }
