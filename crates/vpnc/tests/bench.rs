@@ -198,10 +198,12 @@ fn lab_bench() {
         "192.0.2.2",
     ])
     .unwrap();
-    let mut plain = Vec::new();
+    let (mut plain, mut plain_down) = (Vec::new(), Vec::new());
     for _ in 0..3 {
         let ip = lab.iperf_start(6, "0");
         plain.push(lab.iperf_finish(ip).2 / 1e6);
+        let ip = lab.iperf_start_with(6, "0", &["-R"]);
+        plain_down.push(lab.iperf_finish(ip).2 / 1e6);
     }
     sh(&[
         "ip",
@@ -215,7 +217,11 @@ fn lab_bench() {
     ])
     .unwrap();
     let p = median(&mut plain);
-    println!("TCP throughput with plain routing on the same path: {p:.0} Mbit/s {plain:.0?}");
+    let pd = median(&mut plain_down);
+    println!(
+        "TCP throughput with plain routing on the same path: {p:.0} Mbit/s {plain:.0?}; \
+         the other way {pd:.0} Mbit/s {plain_down:.0?}"
+    );
     let gw = ourgw::spawn(&lab.gw(), &format!("{}b", lab.name));
     lab.start_client("esp_proposals = [\"aes256gcm16\"]");
     lab.wait_up();
@@ -256,6 +262,27 @@ fn lab_bench() {
         "TCP throughput, our client to our own gateway, ESP in UDP (encap = true, GSO): {u:.0} Mbit/s {udp:.0?}, \
          our client at {uc:.0}% of a core; ratio to plain routing {:.2}",
         u / p
+    );
+    // 6. And the other way: the gateway sends (GSO), our client receives (UDP GRO
+    // takes a super-datagram whole, then opens each ESP packet).
+    let (mut down, mut dcpu) = (Vec::new(), Vec::new());
+    let gro0 = lab.status().unwrap()["udp_gro_datagrams"]
+        .as_u64()
+        .unwrap_or(0);
+    for _ in 0..3 {
+        let c0 = cpu_secs(pid);
+        let ip = lab.iperf_start_with(6, "0", &["-R"]);
+        down.push(lab.iperf_finish(ip).2 / 1e6);
+        dcpu.push((cpu_secs(pid) - c0) / 6.0 * 100.0);
+    }
+    let s = lab.status().unwrap();
+    let (d, dc) = (median(&mut down), median(&mut dcpu));
+    println!(
+        "TCP throughput, our own gateway to our client, ESP in UDP (gateway GSO, client UDP GRO): \
+         {d:.0} Mbit/s {down:.0?}, our client at {dc:.0}% of a core; ratio to plain routing {:.2}; \
+         the client's merged receives held {} datagrams",
+        d / pd,
+        s["udp_gro_datagrams"].as_u64().unwrap_or(0) - gro0
     );
     drop(gw);
 }

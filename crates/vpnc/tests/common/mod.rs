@@ -474,6 +474,12 @@ secrets {{ ike-a {{ id-a = client.example
 
     /// Start an iperf3 TCP stream of `secs` seconds (rate-limited so the lab stays light).
     pub fn iperf_start(&mut self, secs: u32, rate: &str) -> Child {
+        self.iperf_start_with(secs, rate, &[])
+    }
+
+    /// [`iperf_start`](Self::iperf_start) with more iperf3 arguments (`-R`: the
+    /// internal host sends).
+    pub fn iperf_start_with(&mut self, secs: u32, rate: &str, extra: &[&str]) -> Child {
         Command::new("ip")
             .args([
                 "netns",
@@ -494,6 +500,7 @@ secrets {{ ike-a {{ id-a = client.example
                 "--connect-timeout",
                 "3000",
             ])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -103,6 +103,8 @@ async fn run(ns: String, dev: String, stop: Arc<AtomicBool>, ready: std::sync::m
         let _ = r.set_recv_buffer_size(4 << 20);
         let _ = r.set_send_buffer_size(4 << 20);
     }
+    // A burst of ESP in UDP in one receive (a GSO send crosses the veth whole).
+    netio::udp::set_gro(&s4500, true).unwrap();
     let raw = RawIp::open_with(
         netio::raw::IPPROTO_ESP,
         &RawIpOptions {
@@ -138,6 +140,7 @@ async fn run(ns: String, dev: String, stop: Arc<AtomicBool>, ready: std::sync::m
         vec![0u8; 65536 + netio::offload::VNET_HDR_LEN],
     );
     let mut sealed = Vec::with_capacity(65536);
+    let mut gso = netio::udp::GsoBatch::new();
     let _ = ready.send(());
     while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
@@ -149,16 +152,21 @@ async fn run(ns: String, dev: String, stop: Arc<AtomicBool>, ready: std::sync::m
             r = s500.recv_from(&mut b500) => if let Ok((n, from)) = r {
                 ike.handle_datagram(now, from, SocketAddr::V4(SocketAddrV4::new(gw, 500)), &b500[..n]);
             },
-            r = s4500.recv_from(&mut b4500) => if let Ok((mut n, mut from)) = r {
-                // A burst: up to 64 datagrams per wake-up.
+            r = netio::udp::recv_with_meta(&s4500, &mut b4500) => if let Ok(mut m) = r {
+                // A burst: up to 64 receives per wake-up, each with one or (GRO) more
+                // datagrams of one flow.
                 for _ in 0..64 {
-                    match sad.open_udp(now, &mut b4500[..n]) {
-                        Ok(UdpInbound::Ike(_)) => ike.handle_datagram(now, from, SocketAddr::V4(SocketAddrV4::new(gw, 4500)), &b4500[..n]),
-                        Ok(UdpInbound::Esp(o)) => { let _ = dp.write_tun(&tun, &b4500[o.payload]).await; }
-                        _ => {}
+                    let from = SocketAddr::V4(m.src);
+                    for (at, d) in m.datagrams() {
+                        let b = &mut b4500[at..at + d.len];
+                        match sad.open_udp(now, b) {
+                            Ok(UdpInbound::Ike(_)) => ike.handle_datagram(now, from, SocketAddr::V4(SocketAddrV4::new(gw, 4500)), b),
+                            Ok(UdpInbound::Esp(o)) => { let _ = dp.write_tun(&tun, &b[o.payload]).await; }
+                            _ => {}
+                        }
                     }
-                    match s4500.try_recv_from(&mut b4500) {
-                        Ok((m, f)) => (n, from) = (m, f),
+                    match netio::udp::try_recv_with_meta(&s4500, &mut b4500) {
+                        Ok(next) => m = next,
                         Err(_) => break,
                     }
                 }
@@ -181,14 +189,21 @@ async fn run(ns: String, dev: String, stop: Arc<AtomicBool>, ready: std::sync::m
             r = tun.recv(&mut btun) => if let Ok(n) = r {
                 if let (Some((sa, c)), Ok(())) = (out.as_mut(), dp.take_tun_read(&btun[..n])) {
                     let SocketAddr::V4(peer) = c.remote else { continue };
+                    // ESP in UDP of one read leaves in GSO sends, as our client's does.
                     for p in dp.packets().iter() {
                         if sa.seal(now, esp::NEXT_HEADER_IPV4, p, &mut sealed).is_ok() {
                             if c.udp_encap {
-                                let _ = s4500.send_to(&sealed, peer).await;
+                                if !gso.push(&[], &sealed) {
+                                    gso.send(&s4500, peer, None, true).await;
+                                    gso.push(&[], &sealed);
+                                }
                             } else {
                                 let _ = raw.send_to(&sealed, *peer.ip()).await;
                             }
                         }
+                    }
+                    if !gso.is_empty() {
+                        gso.send(&s4500, peer, None, true).await;
                     }
                 }
             },
