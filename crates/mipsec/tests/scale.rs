@@ -461,3 +461,103 @@ fn nai_node_keeps_its_pool_address_across_a_restart() {
         json!("10.129.0.3")
     );
 }
+
+/// With UDP GRO on the group's sockets, a node's Registration Request and a Tunnel
+/// Data message of the same size can reach the home agent as one merged receive (here
+/// one UDP GSO send over loopback, which a GRO socket takes whole). The steering
+/// program sees only the first datagram, the request, and gives the whole receive to
+/// the worker of the request's home address (worker 1); that worker answers the
+/// request and hands the Tunnel Data to worker 0, which runs the data path, instead of
+/// dropping it.
+#[test]
+fn tunnel_data_merged_behind_a_request_goes_to_worker_0() {
+    use mip4::auth::{Algorithm, SecurityAssociation};
+    use mip4::wire::extension::AuthKind;
+    use mip4::wire::{Flags, RegistrationReply, RegistrationRequest};
+    if !root_or_skip("tunnel_data_merged_behind_a_request_goes_to_worker_0") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("ha.sock");
+    let config = dir.path().join("ha.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[ha]\naddress = \"{HA}\"\nhome_network = \"10.128.0.0/9\"\ntunnel_device = \"msg0\"\n\
+             control_socket = \"{}\"\nworkers = 2\n\
+             [[mobile_node]]\nhome_address = \"10.129.0.3\"\nspi = 256\nkey = \"{KEY}\"\n",
+            sock.display(),
+        ),
+    )
+    .unwrap();
+    let ns = Netns::new("g");
+    let ha = Ha::start(&ns, &config, dir.path().join("ha.log"), &sock);
+    let (code, sizes) = ns
+        .spawn(move || {
+            let secs = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+                + 2_208_988_800;
+            let req = RegistrationRequest {
+                flags: Flags::D,
+                lifetime: 600,
+                home_addr: Ipv4Addr::new(10, 129, 0, 3),
+                home_agent: HA,
+                care_of: Ipv4Addr::new(192, 0, 2, 1),
+                ident: secs << 32,
+                extensions: vec![],
+            };
+            let mut r = req.to_bytes();
+            SecurityAssociation::new(256, Algorithm::HmacMd5, &hex::decode(KEY).unwrap())
+                .append(AuthKind::MnHa, &mut r);
+            // RFC 3519 Tunnel Data (type 4, next header 4 = IPv4) around an inner
+            // packet padded so that both datagrams have the request's size.
+            let inner_len = r.len() - 4;
+            let mut td = vec![4u8, 4, 0, 0, 0x45, 0];
+            td.extend_from_slice(&(inner_len as u16).to_be_bytes());
+            td.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
+            td.extend_from_slice(&[10, 129, 0, 3, 10, 40, 0, 10]);
+            td.resize(r.len(), 0);
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let s = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+                let mut both = r.clone();
+                both.extend_from_slice(&td);
+                let seg = u16::try_from(r.len()).unwrap();
+                let to = SocketAddrV4::new(HA, 434);
+                netio::udp::send_gso(&s, &both, to, None, seg)
+                    .await
+                    .unwrap();
+                let mut buf = [0u8; 1500];
+                let n = tokio::time::timeout(Duration::from_secs(3), s.recv(&mut buf))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                let rep = RegistrationReply::parse(&buf[..n]).unwrap();
+                (rep.code.0, (r.len(), td.len()))
+            })
+        })
+        .join()
+        .unwrap();
+    assert_eq!(sizes.0, sizes.1);
+    assert_eq!(code, 0, "{}", ha.logs());
+    let t = Instant::now();
+    loop {
+        let (v, _, _) = status(&sock, None);
+        let w = v["workers"].as_array().unwrap();
+        if w[1]["tunnel_data_handed"] == json!(1) {
+            // Both datagrams came to worker 1 in one receive and were cut apart.
+            assert_eq!(w[1]["datagrams"], json!(2), "{v}");
+            assert_eq!(w[1]["batches"], json!(1), "{v}");
+            let drops = v["drops"].to_string();
+            assert!(!drops.contains("without the data path"), "{v}");
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(3), "not handed over: {v}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
