@@ -236,6 +236,8 @@ struct Daemon {
     outer: vpn::Outer,
     /// The raw sends of one burst of user packets (see `data::TxBatch`).
     tx: data::TxBatch,
+    /// One RFC 3519 Tunnel Data message sent alone (reused: no allocation per packet).
+    udp_msg: Vec<u8>,
     ctl_rx: mpsc::Receiver<StatusRequest>,
     _ctl: Option<ControlServer>,
 }
@@ -291,6 +293,7 @@ impl Daemon {
             routes: Routes::None,
             queue: VecDeque::new(),
             tx: data::TxBatch::default(),
+            udp_msg: Vec::new(),
             counters: Counters::default(),
             last_gate: (0, Gate::Closed),
             vpn_gateway: m.vpn_gateway,

@@ -313,13 +313,17 @@ impl Daemon {
         if self.batch_udp(li, dst, packet).await {
             return;
         }
-        let Some(s) = self.udp_at_care_of(li) else {
-            return self.counters.drop("no registration socket");
-        };
-        let mut msg = Vec::with_capacity(packet.len() + TD_HEADER.len());
+        let mut msg = std::mem::take(&mut self.udp_msg);
+        msg.clear();
         msg.extend_from_slice(&TD_HEADER);
         msg.extend_from_slice(packet);
-        match s.send_to(&msg, dst).await {
+        let Some(s) = self.udp_at_care_of(li) else {
+            self.udp_msg = msg;
+            return self.counters.drop("no registration socket");
+        };
+        let sent = s.send_to(&msg, dst).await;
+        self.udp_msg = msg;
+        match sent {
             Ok(_) => {
                 self.counters.tx_packets += 1;
                 self.counters.tx_bytes += packet.len() as u64;
