@@ -302,22 +302,32 @@ impl Lab {
         )
         .map_err(|e| other(format!("ethtool -K {role} tso {tso} in {sw}: {e}")))?;
         let ns = self.ns(role);
-        let links = netns::run("ip", &["-n", &ns, "-o", "link", "show"])?;
-        for l in links.lines() {
-            let Some(name) = l.split(": ").nth(1) else {
-                continue;
-            };
-            let name = name.split('@').next().unwrap_or(name);
-            if name == "lo" || !l.contains("link/ether") {
+        for (name, ether) in self.links_of(role)? {
+            if !ether {
                 continue;
             }
             netns::run(
                 "ip",
-                &["netns", "exec", &ns, "ethtool", "-K", name, "gro", v],
+                &["netns", "exec", &ns, "ethtool", "-K", &name, "gro", v],
             )
             .map_err(|e| other(format!("ethtool -K {name} gro {v} in {ns}: {e}")))?;
         }
         Ok(())
+    }
+
+    /// The interfaces of `role`'s namespace but `lo`: (name, whether it is an Ethernet
+    /// device, as a veth is and a TUN is not).
+    fn links_of(&self, role: &str) -> Result<Vec<(String, bool)>> {
+        let links = netns::run("ip", &["-n", &self.ns(role), "-o", "link", "show"])?;
+        Ok(links
+            .lines()
+            .filter_map(|l| {
+                // "3: eth0@if4: <...": the name before '@' or ':'.
+                let name = l.split(": ").nth(1)?;
+                let name = name.split('@').next().unwrap_or(name);
+                (name != "lo").then(|| (name.to_string(), l.contains("link/ether")))
+            })
+            .collect())
     }
 
     /// Turns UDP segmentation offload off on every interface of `role`'s namespace:
@@ -327,17 +337,8 @@ impl Lab {
     /// super-datagram whole to the receiver). Needs `ethtool`.
     pub fn no_udp_segmentation(&self, role: &str) -> Result<()> {
         let ns = self.ns(role);
-        let links = netns::run("ip", &["-n", &ns, "-o", "link", "show"])?;
-        for l in links.lines() {
-            // "3: eth0@if4: <...": the name before '@' or ':'.
-            let Some(name) = l.split(": ").nth(1) else {
-                continue;
-            };
-            let name = name.split('@').next().unwrap_or(name);
-            if name == "lo" {
-                continue;
-            }
-            no_udp_segmentation_on(&ns, name)?;
+        for (name, _) in self.links_of(role)? {
+            no_udp_segmentation_on(&ns, &name)?;
         }
         Ok(())
     }

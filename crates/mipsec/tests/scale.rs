@@ -336,30 +336,46 @@ fn scale_run(workers: usize, threads: usize) -> Value {
     v
 }
 
+/// A Registration Request for `home_addr` (SPI 256, `KEY`, HMAC-MD5) with a timestamp
+/// Identification of now (low bits `seq`), co-located at 192.0.2.1.
+fn signed_request(
+    home_addr: Ipv4Addr,
+    seq: u32,
+    extensions: Vec<mip4::wire::Extension>,
+) -> Vec<u8> {
+    use mip4::auth::{Algorithm, SecurityAssociation};
+    use mip4::wire::extension::AuthKind;
+    use mip4::wire::{Flags, RegistrationRequest};
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 2_208_988_800;
+    let req = RegistrationRequest {
+        flags: Flags::D,
+        lifetime: 600,
+        home_addr,
+        home_agent: HA,
+        care_of: Ipv4Addr::new(192, 0, 2, 1),
+        ident: (secs << 32) | u64::from(seq),
+        extensions,
+    };
+    let mut b = req.to_bytes();
+    SecurityAssociation::new(256, Algorithm::HmacMd5, &hex::decode(KEY).unwrap())
+        .append(AuthKind::MnHa, &mut b);
+    b
+}
+
 /// Sends one signed request with home address 0.0.0.0 and the NAI (RFC 2794) from
 /// inside `ns`; returns the reply's code and home address.
 fn register_nai(ns: &Netns, nai: &'static str, seq: u32) -> (u8, Ipv4Addr) {
-    use mip4::auth::{Algorithm, SecurityAssociation};
-    use mip4::wire::extension::AuthKind;
-    use mip4::wire::{Extension, Flags, RegistrationReply, RegistrationRequest};
+    use mip4::wire::{Extension, RegistrationReply};
     ns.spawn(move || {
-        let secs = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-            + 2_208_988_800;
-        let req = RegistrationRequest {
-            flags: Flags::D,
-            lifetime: 600,
-            home_addr: Ipv4Addr::UNSPECIFIED,
-            home_agent: HA,
-            care_of: Ipv4Addr::new(192, 0, 2, 1),
-            ident: (secs << 32) | u64::from(seq),
-            extensions: vec![Extension::Nai(nai.as_bytes().to_vec())],
-        };
-        let mut b = req.to_bytes();
-        SecurityAssociation::new(256, Algorithm::HmacMd5, &hex::decode(KEY).unwrap())
-            .append(AuthKind::MnHa, &mut b);
+        let b = signed_request(
+            Ipv4Addr::UNSPECIFIED,
+            seq,
+            vec![Extension::Nai(nai.as_bytes().to_vec())],
+        );
         let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
         s.send_to(&b, SocketAddrV4::new(HA, 434)).unwrap();
@@ -471,9 +487,7 @@ fn nai_node_keeps_its_pool_address_across_a_restart() {
 /// dropping it.
 #[test]
 fn tunnel_data_merged_behind_a_request_goes_to_worker_0() {
-    use mip4::auth::{Algorithm, SecurityAssociation};
-    use mip4::wire::extension::AuthKind;
-    use mip4::wire::{Flags, RegistrationReply, RegistrationRequest};
+    use mip4::wire::RegistrationReply;
     if !root_or_skip("tunnel_data_merged_behind_a_request_goes_to_worker_0") {
         return;
     }
@@ -494,23 +508,7 @@ fn tunnel_data_merged_behind_a_request_goes_to_worker_0() {
     let ha = Ha::start(&ns, &config, dir.path().join("ha.log"), &sock);
     let (code, sizes) = ns
         .spawn(move || {
-            let secs = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_secs()
-                + 2_208_988_800;
-            let req = RegistrationRequest {
-                flags: Flags::D,
-                lifetime: 600,
-                home_addr: Ipv4Addr::new(10, 129, 0, 3),
-                home_agent: HA,
-                care_of: Ipv4Addr::new(192, 0, 2, 1),
-                ident: secs << 32,
-                extensions: vec![],
-            };
-            let mut r = req.to_bytes();
-            SecurityAssociation::new(256, Algorithm::HmacMd5, &hex::decode(KEY).unwrap())
-                .append(AuthKind::MnHa, &mut r);
+            let r = signed_request(Ipv4Addr::new(10, 129, 0, 3), 0, vec![]);
             // RFC 3519 Tunnel Data (type 4, next header 4 = IPv4) around an inner
             // packet padded so that both datagrams have the request's size.
             let inner_len = r.len() - 4;
