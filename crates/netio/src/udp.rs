@@ -94,19 +94,37 @@ pub fn attach_reuseport_cbpf(sock: &impl AsRawFd, prog: &[libc::sock_filter]) ->
         })?,
         filter: prog.as_ptr().cast_mut(),
     };
-    // SAFETY: `fprog` points at `prog`, alive for the call; the kernel copies it.
+    setsockopt(
+        sock.as_raw_fd(),
+        libc::SOL_SOCKET,
+        libc::SO_ATTACH_REUSEPORT_CBPF,
+        &fprog,
+        "SO_ATTACH_REUSEPORT_CBPF",
+    )
+}
+
+/// `setsockopt(fd, level, name, value)`, the failure named after `op`.
+fn setsockopt<T>(
+    fd: i32,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: &T,
+    op: &'static str,
+) -> Result<()> {
+    // SAFETY: `value` is a valid, initialised T for the duration of the call, and the
+    // length passed is its size; the kernel only reads it.
     let rc = unsafe {
         libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_ATTACH_REUSEPORT_CBPF,
-            (&fprog as *const libc::sock_fprog).cast(),
-            size_of::<libc::sock_fprog>() as libc::socklen_t,
+            fd,
+            level,
+            name,
+            (value as *const T).cast(),
+            size_of::<T>() as libc::socklen_t,
         )
     };
     if rc < 0 {
         return Err(Error::Io {
-            op: "SO_ATTACH_REUSEPORT_CBPF",
+            op,
             source: io::Error::last_os_error(),
         });
     }
@@ -126,23 +144,7 @@ const UDP_GRO: libc::c_int = 104;
 /// reaches the socket unsegmented.
 pub fn set_gro(sock: &impl AsRawFd, on: bool) -> Result<()> {
     let v: libc::c_int = on.into();
-    // SAFETY: `v` is a valid c_int for the duration of the call.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_UDP,
-            UDP_GRO,
-            (&v as *const libc::c_int).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(Error::Io {
-            op: "UDP_GRO",
-            source: io::Error::last_os_error(),
-        });
-    }
-    Ok(())
+    setsockopt(sock.as_raw_fd(), libc::SOL_UDP, UDP_GRO, &v, "UDP_GRO")
 }
 
 /// The segment size of a `UDP_GRO` control message (`None` for any other message).
@@ -165,23 +167,13 @@ pub(crate) unsafe fn gro_segment(hdr: &libc::cmsghdr, c: *const libc::cmsghdr) -
 
 fn set_pktinfo(sock: &Socket) -> Result<()> {
     let one: libc::c_int = 1;
-    // SAFETY: `one` is a valid c_int for the duration of the call.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_PKTINFO,
-            (&one as *const libc::c_int).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(Error::Io {
-            op: "IP_PKTINFO",
-            source: io::Error::last_os_error(),
-        });
-    }
-    Ok(())
+    setsockopt(
+        sock.as_raw_fd(),
+        libc::IPPROTO_IP,
+        libc::IP_PKTINFO,
+        &one,
+        "IP_PKTINFO",
+    )
 }
 
 /// What [`recv_with_meta`] learned about one datagram.
