@@ -467,3 +467,140 @@ fn udp_tunnel_gro_takes_bursts_in_one_receive_and_delivers_them_intact() {
     assert!(mn["drops"].get("truncated datagram").is_none(), "{mn}");
     assert_one_tunnel_data_message_per_datagram(&kept);
 }
+
+/// An IPv4 counter of `role`'s namespace (`/proc/net/snmp`, line "Ip:" or "Icmp:").
+fn snmp(ml: &MipLab, role: &str, group: &str, name: &str) -> u64 {
+    let text = lab::netns::run(
+        "ip",
+        &["netns", "exec", &ml.lab.ns(role), "cat", "/proc/net/snmp"],
+    )
+    .unwrap();
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .filter(|l| l.starts_with(&format!("{group}:")))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let i = rows[0].iter().position(|f| *f == name).unwrap();
+    rows[1][i].parse().unwrap()
+}
+
+/// With GRO on the HA's and the node's links (as on any NIC), the kernel merges
+/// consecutive IP-in-IP packets of one TCP flow before the raw socket sees them. The
+/// daemons hand each merged packet on as the sender's segments: the size comes from
+/// their `AF_PACKET` tap, never from a guess, nothing is too big for the next link (the
+/// HA's kernel refuses no forward and sends no "fragmentation needed"; before, every
+/// merged packet was lost that way), the data arrives intact, and what the CN receives
+/// is the node's own segment size, tshark-clean.
+#[test]
+fn gro_merged_ip_in_ip_goes_on_as_the_sender_s_segments() {
+    let Some(_g) = lab_lock("gro_merged_ip_in_ip_goes_on_as_the_sender_s_segments") else {
+        return;
+    };
+    let mut ml = MipLab::start(&exe(), true, 300).unwrap();
+    to_int_a(&mut ml);
+    ml.lab.set_gro("ha", true).unwrap();
+    ml.lab.set_gro("mn", true).unwrap();
+    // The HA's link cuts and checksums in software what it sends (no TSO, no checksum
+    // offload): a veth with them would pass a super-packet whole to the CN, and the
+    // capture would show neither its segments nor their checksums.
+    let ha_ns = ml.lab.ns("ha");
+    lab::netns::run(
+        "ip",
+        &[
+            "netns", "exec", &ha_ns, "ethtool", "-K", "eth0", "tx", "off",
+        ],
+    )
+    .unwrap();
+    let frag_fails = snmp(&ml, "ha", "Ip", "FragFails");
+    let unreach = snmp(&ml, "ha", "Icmp", "OutDestUnreachs");
+    let at_mn = ml.lab.dir.join("gro-mn.pcap");
+    let at_cn = ml.lab.dir.join("gro-cn.pcap");
+    start_capture(
+        &mut ml.lab,
+        "sw",
+        "mn",
+        &at_mn,
+        "ip proto 4 and greater 1000",
+    )
+    .unwrap();
+    start_capture(&mut ml.lab, "cn", "eth0", &at_cn, "tcp port 5999").unwrap();
+    // Merges depend on how the veth's NAPI polls fall; a few hundred MB give dozens.
+    let mut merged = 0;
+    for round in 0..6 {
+        transfer(&ml, true, 64 << 20);
+        transfer(&ml, false, 16 << 20);
+        merged = ml.ha_status().unwrap()["data_path"]["ipip_merged"]
+            .as_u64()
+            .unwrap();
+        eprintln!("round {round}: the HA received {merged} merged IP-in-IP packets");
+        if merged >= 20 {
+            break;
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    ml.lab.stop("capture-sw", libc::SIGINT);
+    ml.lab.stop("capture-cn", libc::SIGINT);
+    let at_cn = keep_capture(&at_cn, "mipsec-lab-gro-cn");
+
+    for (who, v) in [
+        ("HA", ml.ha_status().unwrap()),
+        ("MN", ml.mn_status().unwrap()),
+    ] {
+        let dp = &v["data_path"];
+        assert_eq!(dp["ipip_gso_tap"], true, "{who}: {dp}");
+        assert_eq!(
+            dp["ipip_merged_guessed"], 0,
+            "{who}: every size from the tap: {dp}"
+        );
+    }
+    assert_eq!(
+        snmp(&ml, "ha", "Ip", "FragFails"),
+        frag_fails,
+        "nothing too big"
+    );
+    assert_eq!(snmp(&ml, "ha", "Icmp", "OutDestUnreachs"), unreach);
+    assert!(merged >= 20, "the HA saw {merged} merged packets");
+
+    // The node's segment size, as it sent it (inner TCP payload of its IP-in-IP).
+    let sent: Vec<usize> = tshark(
+        &at_mn,
+        &format!("ip.src == {} && tcp.len > 0", Segment::IntA.mn_addr()),
+        &["tcp.len"],
+    )
+    .iter()
+    .map(|l| l.trim().parse().unwrap())
+    .collect();
+    let mss = *sent.iter().max().unwrap();
+    // What the CN received from the node: never more than that, mostly exactly that.
+    let got: Vec<usize> = tshark(
+        &at_cn,
+        &format!("ip.src == {MN_HOME} && tcp.len > 0"),
+        &["tcp.len"],
+    )
+    .iter()
+    .map(|l| l.trim().parse().unwrap())
+    .collect();
+    assert!(got.len() > 10_000, "{} data segments at the CN", got.len());
+    let full = got.iter().filter(|&&n| n == mss).count();
+    eprintln!(
+        "node's segment size {mss}; at the CN {} segments, {full} of that size, largest {:?}",
+        got.len(),
+        got.iter().max()
+    );
+    assert_eq!(got.iter().max(), Some(&mss));
+    assert!(
+        full * 10 > got.len() * 9,
+        "{full} of {} full-sized",
+        got.len()
+    );
+    // (The CN's own sends are captured before its offloads: only the node's are checked.)
+    let bad = tshark(
+        &at_cn,
+        &format!(
+            "ip.src == {MN_HOME} && (_ws.malformed || ip.checksum.status == \"Bad\" \
+             || tcp.checksum.status == \"Bad\")"
+        ),
+        &["ip.src", "tcp.len"],
+    );
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}

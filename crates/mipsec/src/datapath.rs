@@ -28,7 +28,13 @@ pub(crate) fn open(name: &str, offload: bool) -> Result<(Tun, u32, DataPath), Se
         Some(t) => t,
         None => open_tunnel(name)?,
     };
-    Ok((tun, ifindex, DataPath::new(on)))
+    let mut dp = DataPath::new(on);
+    // Every daemon that opens a tunnel device here decapsulates IP-in-IP from a raw
+    // socket, where the kernel's GRO may hand it merged packets (`netio::ipip_gro`).
+    if let Err(e) = dp.open_gso_tap() {
+        warn!("no tap for GRO-merged IP-in-IP ({e}): merged packets are cut at 536 octets");
+    }
+    Ok((tun, ifindex, dp))
 }
 
 /// Receive buffers for an event loop (owned by the loop, so that a pending receive
@@ -53,5 +59,8 @@ pub(crate) fn status(dp: &DataPath) -> serde_json::Value {
         "udp_gro": dp.udp_gro,
         "udp_gro_receives": dp.udp_gro_receives,
         "udp_gro_datagrams": dp.udp_gro_datagrams,
+        "ipip_gso_tap": dp.has_gso_tap(),
+        "ipip_merged": dp.ipip_merged,
+        "ipip_merged_guessed": dp.ipip_merged_guessed,
     })
 }

@@ -398,7 +398,7 @@ impl Daemon {
             .filter(|v| v.home_agent == outer_src)
             .is_some();
         if from_ha {
-            match self.dp.write_tun(&self.tun, inner).await {
+            match self.dp.write_tun_ipip(&self.tun, inner).await {
                 Ok(_) => {
                     self.counters.forwarded_packets += 1;
                     self.counters.forwarded_bytes += inner.len() as u64;
@@ -447,7 +447,9 @@ impl Daemon {
     }
 
     async fn reverse_to(&mut self, v: &Visitor, inner: &[u8]) {
-        self.dp.queue(inner, v.home_agent);
+        if self.dp.queue_ipip(inner, v.home_agent).is_err() {
+            self.counters.drop(DropReason::BadOffloadPacket);
+        }
     }
 
     /// Sends the queued reverse-tunnel packets (`sendmmsg`) and writes the queued

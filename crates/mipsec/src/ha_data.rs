@@ -81,7 +81,7 @@ impl Daemon {
         if let Err(why) = admitted {
             return self.counters.drop(DropReason::Refused(why));
         }
-        self.deliver(td.packet).await;
+        self.deliver(td.packet, false).await;
     }
 
     /// IP-in-IP received on the raw socket (outer header included).
@@ -100,16 +100,22 @@ impl Daemon {
         if let Err(why) = admitted {
             return self.counters.drop(DropReason::Refused(why));
         }
-        self.deliver(inner).await;
+        self.deliver(inner, true).await;
     }
 
     /// A decapsulated packet from a mobile node into the home network (queued when
-    /// offloading: [`Daemon::flush_delivered`] writes it).
-    async fn deliver(&mut self, inner: &[u8]) {
+    /// offloading: [`Daemon::flush_delivered`] writes it); `ipip`: it came from the raw
+    /// socket, where the kernel's GRO may have merged it.
+    async fn deliver(&mut self, inner: &[u8], ipip: bool) {
         if wire::ipv4::Ipv4Header::parse(inner).is_err() {
             return self.counters.drop(DropReason::MalformedInner);
         }
-        match self.dp.write_tun(&self.tun, inner).await {
+        let written = if ipip {
+            self.dp.write_tun_ipip(&self.tun, inner).await
+        } else {
+            self.dp.write_tun(&self.tun, inner).await
+        };
+        match written {
             Ok(()) => {
                 self.counters.rx_packets += 1;
                 self.counters.rx_bytes += inner.len() as u64;

@@ -370,7 +370,7 @@ impl Daemon {
         if !self.inbound_open(li) {
             return self.counters.drop("gate closed");
         }
-        self.deliver(li, inner).await;
+        self.deliver(li, inner, true).await;
     }
 
     /// RFC 3519 Tunnel Data from the home agent (the node is behind a NAT).
@@ -396,12 +396,13 @@ impl Daemon {
         if td.next_header != 4 {
             return self.counters.drop("tunnel data is not IPv4");
         }
-        self.deliver(li, td.packet).await;
+        self.deliver(li, td.packet, false).await;
     }
 
     /// An inner packet for the home address, from the home agent's tunnel on
-    /// link `li` (or through the VPN run over it).
-    pub(super) async fn deliver(&mut self, li: usize, inner: &[u8]) {
+    /// link `li` (or through the VPN run over it); `ipip`: from the raw socket, where
+    /// the kernel's GRO may have merged it.
+    pub(super) async fn deliver(&mut self, li: usize, inner: &[u8], ipip: bool) {
         let Ok(h) = wire::ipv4::Ipv4Header::parse(inner) else {
             return self.counters.drop("malformed inner packet");
         };
@@ -413,7 +414,12 @@ impl Daemon {
         if let Some(l) = self.links.get_mut(li) {
             l.live.ha_heard = Some(Instant::now());
         }
-        match self.dp.write_tun(&self.tun, inner).await {
+        let written = if ipip {
+            self.dp.write_tun_ipip(&self.tun, inner).await
+        } else {
+            self.dp.write_tun(&self.tun, inner).await
+        };
+        match written {
             Ok(_) => {
                 self.counters.rx_packets += 1;
                 self.counters.rx_bytes += inner.len() as u64;

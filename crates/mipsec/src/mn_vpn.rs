@@ -791,7 +791,7 @@ impl Daemon {
         let Some(inner) = packet.get(outer.header_len..usize::from(outer.total_len)) else {
             return self.counters.drop("malformed outer header");
         };
-        self.deliver(li, inner).await;
+        self.deliver(li, inner, false).await;
     }
 }
 

@@ -33,6 +33,8 @@ struct Meta {
     gso_size: usize,
     thl: usize,
     next_seq: u32,
+    /// The header of a packet that came as a super-packet ([`Coalescer::push_gso`]).
+    preset: Option<VnetHdr>,
 }
 
 /// Collects the packets of one batch, merging what it can; see the module docs.
@@ -139,6 +141,17 @@ impl Coalescer {
         self.start(pkt, Some(&t));
     }
 
+    /// Adds a TCP super-packet that needs no merging (`hdr`: its GSO header, e.g. one
+    /// the kernel's GRO merged before a raw socket): written as it is, after what its
+    /// flow queued before it.
+    pub fn push_gso(&mut self, pkt: &[u8], hdr: VnetHdr) {
+        if let Some(key) = flow_key(pkt) {
+            self.close_flow(&key);
+        }
+        self.start(pkt, None);
+        self.metas[self.used - 1].preset = Some(hdr);
+    }
+
     fn close_flow(&mut self, key: &[u8; 12]) {
         self.open.retain(|&i| self.metas[i].key != *key);
     }
@@ -164,6 +177,7 @@ impl Coalescer {
                 gso_size: t.payload,
                 thl: t.thl,
                 next_seq: t.seq.wrapping_add(t.payload as u32),
+                preset: None,
             };
             if t.flags & PSH == 0 {
                 if self.open.len() == MAX_OPEN {
@@ -215,7 +229,9 @@ impl Coalescer {
         for i in 0..self.used {
             let m = self.metas[i];
             let b = &mut self.bufs[i];
-            let hdr = if m.segs > 1 {
+            let hdr = if let Some(h) = m.preset {
+                h
+            } else if m.segs > 1 {
                 let p = &mut b[VNET_HDR_LEN..];
                 let total = p.len();
                 p[2..4].copy_from_slice(&(total as u16).to_be_bytes());

@@ -7,6 +7,7 @@
 //! still batched. Used by the mipsec agents and mobile node, and by the VPN client.
 
 use crate::coalesce::Coalescer;
+use crate::ipip_gro::GsoTap;
 use crate::offload::{segment, OffloadError, PacketList, VnetHdr};
 use crate::raw::RawIp;
 use crate::raw_batch::{RawSendBatch, MAX_BATCH};
@@ -38,6 +39,13 @@ pub struct DataPath {
     /// Receives that held several datagrams (merged by GRO), and how many they held.
     pub udp_gro_receives: u64,
     pub udp_gro_datagrams: u64,
+    /// Where GRO-merged IP-in-IP learns its segment size ([`crate::ipip_gro`]).
+    gso_tap: Option<GsoTap>,
+    /// Merged IP-in-IP packets received, and those cut at the fallback size.
+    pub ipip_merged: u64,
+    pub ipip_merged_guessed: u64,
+    /// Segments of merged packets cut here (TUN without offload).
+    merged_segs: PacketList,
 }
 
 impl Default for DataPath {
@@ -63,7 +71,24 @@ impl DataPath {
             udp_gro: false,
             udp_gro_receives: 0,
             udp_gro_datagrams: 0,
+            gso_tap: None,
+            ipip_merged: 0,
+            ipip_merged_guessed: 0,
+            merged_segs: PacketList::new(),
         }
+    }
+
+    /// Opens the tap that tells the segment size of GRO-merged IP-in-IP (for a daemon
+    /// that decapsulates it from a raw socket; see [`crate::ipip_gro`]). On error the
+    /// data path goes on without it (merged packets are cut at the fallback size).
+    pub fn open_gso_tap(&mut self) -> crate::Result<()> {
+        self.gso_tap = Some(GsoTap::open()?);
+        Ok(())
+    }
+
+    /// Whether [`DataPath::open_gso_tap`] succeeded.
+    pub fn has_gso_tap(&self) -> bool {
+        self.gso_tap.is_some()
     }
 
     /// Counts one UDP receive that the kernel merged from several datagrams (GRO).
@@ -153,6 +178,58 @@ impl DataPath {
             return Ok(());
         }
         tun.send(pkt).await.map(|_| ())
+    }
+
+    /// A packet decapsulated from IP-in-IP for the TUN, as [`DataPath::write_tun`]; one
+    /// the kernel's GRO merged on the way in ([`crate::ipip_gro::merged_tcp`]) goes in
+    /// as a super-packet of the sender's segment size (offload) or cut into those
+    /// segments here, never whole (no link would carry it).
+    pub async fn write_tun_ipip(&mut self, tun: &Tun, pkt: &[u8]) -> std::io::Result<()> {
+        let Some(hdr) = self.merged_header(pkt) else {
+            return self.write_tun(tun, pkt).await;
+        };
+        if self.offload {
+            self.co.push_gso(pkt, hdr);
+            return Ok(());
+        }
+        self.merged_segs.clear();
+        segment(&hdr, pkt, &mut self.merged_segs)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        for s in self.merged_segs.iter() {
+            tun.send(s).await?;
+        }
+        Ok(())
+    }
+
+    /// A packet decapsulated from IP-in-IP to be sent on in IP-in-IP to `dst` (a
+    /// foreign agent's reverse tunnel, encapsulating delivery style): a GRO-merged one
+    /// is queued as the sender's segments.
+    pub fn queue_ipip(&mut self, pkt: &[u8], dst: Ipv4Addr) -> Result<(), OffloadError> {
+        let Some(hdr) = self.merged_header(pkt) else {
+            self.out.push(pkt, dst);
+            return Ok(());
+        };
+        self.merged_segs.clear();
+        segment(&hdr, pkt, &mut self.merged_segs)?;
+        for s in self.merged_segs.iter() {
+            self.out.push(s, dst);
+        }
+        Ok(())
+    }
+
+    /// The GSO header of a GRO-merged packet (counted), with the sender's segment size
+    /// from the tap or the fallback; `None` for an ordinary packet.
+    fn merged_header(&mut self, pkt: &[u8]) -> Option<VnetHdr> {
+        let mut hdr = crate::ipip_gro::merged_tcp(pkt)?;
+        self.ipip_merged += 1;
+        hdr.gso_size = match self.gso_tap.as_mut().and_then(|t| t.gso_size(pkt)) {
+            Some(size) => size,
+            None => {
+                self.ipip_merged_guessed += 1;
+                crate::ipip_gro::FALLBACK_GSO_SIZE
+            }
+        };
+        Some(hdr)
     }
 
     /// Writes what [`DataPath::write_tun`] queued (merged TCP segments, one write each);

@@ -9,6 +9,8 @@
 //! * [`raw_batch`]: `sendmmsg`/`recvmmsg` on raw sockets.
 //! * [`udp`]: UDP sockets with `SO_REUSEADDR`, `SO_BINDTODEVICE` and `IP_PKTINFO`,
 //!   so a home agent learns which of its addresses a request was sent to.
+//! * [`ipip_gro`]: IP-in-IP the kernel's GRO merged: recognising it, and its segment size
+//!   from an `AF_PACKET` tap.
 //! * [`udp_tap`]: an `AF_PACKET` tap for UDP to one port, with each frame's source MAC.
 //! * [`netlink`]: rtnetlink operations (links, addresses, routes, rules, proxy ARP,
 //!   neighbours), a typed event stream, and gratuitous ARP over `AF_PACKET`.
@@ -20,6 +22,7 @@
 pub mod coalesce;
 pub mod datapath;
 mod error;
+pub mod ipip_gro;
 pub mod netlink;
 pub mod offload;
 pub mod raw;

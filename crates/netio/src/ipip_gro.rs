@@ -1,0 +1,329 @@
+//! IP-in-IP that the kernel's GRO merged before the raw socket saw it.
+//!
+//! A NIC's receive path (and a veth's, with GRO on) runs the kernel's generic receive
+//! offload, which knows IP-in-IP (`ipip_gro_receive` is built into every IPv4 kernel,
+//! with or without the `ipip` module): consecutive TCP segments of one inner flow in
+//! consecutive IP-in-IP packets become one skb of up to 64 KiB, and a raw
+//! `IPPROTO_IPIP` socket receives it whole. Its outer and inner total lengths cover the
+//! whole, its inner TCP checksum field holds only the pseudo-header sum
+//! (`CHECKSUM_PARTIAL`, as on a TUN's super-packets), and the segment size the sender
+//! used (`gso_size`) is not in the packet.
+//!
+//! Forwarding such a packet as it came loses it (it is larger than every link: the
+//! kernel drops it and answers "fragmentation needed"), and cutting it at a guessed size
+//! can exceed what the sender chose for the path. So:
+//!
+//! * [`merged_tcp`] recognises one: IPv4, not a fragment, TCP, a checksum field equal to
+//!   the pseudo-header sum and a full checksum that does not verify (GRO merges only
+//!   segments whose checksums verified, and a lone segment keeps its full checksum).
+//! * [`GsoTap`] learns its `gso_size` from the kernel: an `AF_PACKET` socket with
+//!   `PACKET_VNET_HDR` sees the same skb before IP delivers it (packet taps are served
+//!   first), and its virtio header carries `gso_size`. A classic BPF filter in the
+//!   kernel passes only merged IP-in-IP TCP (the same checksum test, done in the
+//!   filter), and only its first 100 octets: a lone packet costs the filter and nothing
+//!   else. The raw socket stays the only source of data and of admission (the host
+//!   firewall's verdict); the tap only answers "what size were its segments".
+//! * Where the tap is missing or missed one, [`FALLBACK_GSO_SIZE`] (536 octets, the
+//!   IPv4 default MSS, which every path carries) cuts it safely, if finely.
+
+use std::collections::VecDeque;
+use std::io;
+use std::mem::{size_of, zeroed};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use crate::offload::{VnetHdr, F_NEEDS_CSUM, GSO_TCPV4, VNET_HDR_LEN};
+use crate::{Error, Result};
+use wire::checksum;
+
+const ETH_P_IP: u16 = 0x0800;
+/// Classic BPF's ancillary load of `skb->pkt_type`.
+const SKF_AD_PKTTYPE: u32 = 0xffff_f004;
+/// Classic BPF's base for loads relative to the network header (`SKF_NET_OFF`).
+const SKF_NET_OFF: u32 = 0xfff0_0000;
+/// `PACKET_VNET_HDR` and `PACKET_IGNORE_OUTGOING` (`linux/if_packet.h`).
+const PACKET_VNET_HDR: libc::c_int = 15;
+const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
+/// Octets of each merged packet the filter passes, from the link-layer header on: an
+/// Ethernet header (with room for VLAN tags), outer and inner IPv4 headers and the
+/// TCP header's first octets (the key needs 8).
+const SNAP: u32 = 128;
+/// Octets of a merged packet's inner part that identify it: the inner IPv4 header
+/// (its identification, the merged length and header checksum included), the ports and
+/// the sequence number.
+const KEY_LEN: usize = 28;
+/// Sizes remembered between lookups (the tap is read ahead of the raw socket).
+const REMEMBERED: usize = 256;
+
+/// The segment size used when the sender's is unknown: the IPv4 default MSS (RFC 1122
+/// 4.2.2.6), no larger than what any sender's segments can have been.
+pub const FALLBACK_GSO_SIZE: u16 = 536;
+
+/// The header to write `inner` (an IPv4 packet, as decapsulated) into an offloading
+/// TUN when it is GRO-merged TCP; `gso_size` left 0 for the caller to fill in. `None`
+/// for every ordinary packet.
+pub fn merged_tcp(inner: &[u8]) -> Option<VnetHdr> {
+    if inner.len() < 40 || inner[0] >> 4 != 4 || inner[9] != 6 {
+        return None;
+    }
+    let ihl = usize::from(inner[0] & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([inner[2], inner[3]]));
+    if ihl < 20 || total != inner.len() || u16::from_be_bytes([inner[6], inner[7]]) & 0x3fff != 0 {
+        return None;
+    }
+    let thl = usize::from(*inner.get(ihl + 12)? >> 4) * 4;
+    if thl < 20 || inner.len() <= ihl + thl {
+        return None;
+    }
+    let field = u16::from_be_bytes([inner[ihl + 16], inner[ihl + 17]]);
+    let src = [inner[12], inner[13], inner[14], inner[15]];
+    let dst = [inner[16], inner[17], inner[18], inner[19]];
+    let len = u16::try_from(inner.len() - ihl).ok()?;
+    let pseudo = !checksum::finish(checksum::pseudo_header(src, dst, 6, len));
+    // One's complement: 0x0000 and 0xffff are the same sum.
+    let same = field == pseudo || (field | pseudo == 0xffff && field & pseudo == 0);
+    if !same || crate::offload::l4_checksum_ok(inner, ihl) {
+        return None;
+    }
+    Some(VnetHdr {
+        flags: F_NEEDS_CSUM,
+        gso_type: GSO_TCPV4,
+        hdr_len: (ihl + thl) as u16,
+        gso_size: 0,
+        csum_start: ihl as u16,
+        csum_offset: 16,
+    })
+}
+
+/// The classic BPF program of [`GsoTap`] (the socket sees packets from the outer IP
+/// header on): accept, truncated to [`SNAP`] octets, an incoming IPv4 packet without
+/// options carrying IP-in-IP, whose inner IPv4 header (without options) carries an
+/// unfragmented TCP segment whose checksum field equals the pseudo-header sum; drop
+/// everything else.
+pub fn filter() -> Vec<libc::sock_filter> {
+    let s = |code: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code, jt, jf, k };
+    // Loads relative to the network header, whatever the link layer's is.
+    const NET: u32 = SKF_NET_OFF;
+    const LD_W_ABS: u16 = 0x20;
+    const LD_H_ABS: u16 = 0x28;
+    const LD_B_ABS: u16 = 0x30;
+    const LD_MEM: u16 = 0x60;
+    const ST: u16 = 0x02;
+    const SUB_K: u16 = 0x14;
+    const ADD_X: u16 = 0x0c;
+    const AND_K: u16 = 0x54;
+    const RSH_K: u16 = 0x74;
+    const TAX: u16 = 0x07;
+    const JEQ_K: u16 = 0x15;
+    const JEQ_X: u16 = 0x1d;
+    const JSET_K: u16 = 0x45;
+    const RET_K: u16 = 0x06;
+    vec![
+        s(LD_W_ABS, 0, 0, SKF_AD_PKTTYPE), // 0: PACKET_HOST is 0
+        s(JEQ_K, 0, 40, 0),                // 1: else drop (42)
+        s(LD_B_ABS, 0, 0, NET),            // 2: outer version + IHL
+        s(JEQ_K, 0, 38, 0x45),             // 3
+        s(LD_B_ABS, 0, 0, NET + 9),        // 4: outer protocol
+        s(JEQ_K, 0, 36, 4),                // 5: IP-in-IP
+        s(LD_B_ABS, 0, 0, NET + 20),       // 6: inner version + IHL
+        s(JEQ_K, 0, 34, 0x45),             // 7
+        s(LD_B_ABS, 0, 0, NET + 29),       // 8: inner protocol
+        s(JEQ_K, 0, 32, 6),                // 9: TCP
+        s(LD_H_ABS, 0, 0, NET + 26),       // 10: inner flags + fragment offset
+        s(JSET_K, 30, 0, 0x3fff),          // 11: a fragment: drop
+        // Pseudo-header sum: addresses, protocol, TCP length (inner total - 20).
+        s(LD_H_ABS, 0, 0, NET + 22), // 12: inner total length
+        s(SUB_K, 0, 0, 20 - 6),      // 13: TCP length + protocol 6
+        s(TAX, 0, 0, 0),             // 14
+        s(LD_H_ABS, 0, 0, NET + 32), // 15: source address
+        s(ADD_X, 0, 0, 0),           // 16
+        s(TAX, 0, 0, 0),             // 17
+        s(LD_H_ABS, 0, 0, NET + 34), // 18
+        s(ADD_X, 0, 0, 0),           // 19
+        s(TAX, 0, 0, 0),             // 20
+        s(LD_H_ABS, 0, 0, NET + 36), // 21: destination address
+        s(ADD_X, 0, 0, 0),           // 22
+        s(TAX, 0, 0, 0),             // 23
+        s(LD_H_ABS, 0, 0, NET + 38), // 24
+        s(ADD_X, 0, 0, 0),           // 25: A = the sum, below 2^19
+        // Fold twice: A = (A & 0xffff) + (A >> 16).
+        s(ST, 0, 0, 0),              // 26: M[0] = A
+        s(RSH_K, 0, 0, 16),          // 27
+        s(TAX, 0, 0, 0),             // 28: X = high half
+        s(LD_MEM, 0, 0, 0),          // 29
+        s(AND_K, 0, 0, 0xffff),      // 30
+        s(ADD_X, 0, 0, 0),           // 31: below 2^17
+        s(ST, 0, 0, 0),              // 32
+        s(RSH_K, 0, 0, 16),          // 33: the carry, 0 or 1
+        s(TAX, 0, 0, 0),             // 34
+        s(LD_MEM, 0, 0, 0),          // 35
+        s(AND_K, 0, 0, 0xffff),      // 36
+        s(ADD_X, 0, 0, 0),           // 37: folded, at most 0xffff
+        s(TAX, 0, 0, 0),             // 38
+        s(LD_H_ABS, 0, 0, NET + 56), // 39: the inner TCP checksum field
+        s(JEQ_X, 0, 1, 0),           // 40: equals the pseudo-header sum
+        s(RET_K, 0, 0, SNAP),        // 41: accept the first SNAP octets
+        s(RET_K, 0, 0, 0),           // 42: drop
+    ]
+}
+
+/// Learns the segment size of GRO-merged IP-in-IP from the kernel; see the module
+/// docs. Read only through [`GsoTap::gso_size`] (it never blocks).
+pub struct GsoTap {
+    fd: OwnedFd,
+    /// (key, gso_size) of merged packets read ahead, oldest first.
+    seen: VecDeque<([u8; KEY_LEN], u16)>,
+    /// Lookups answered from the tap, and lookups it could not answer.
+    pub found: u64,
+    pub missed: u64,
+}
+
+fn setsockopt_int(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, v: libc::c_int) -> bool {
+    // SAFETY: plain setsockopt with a valid int.
+    unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (&v as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        ) == 0
+    }
+}
+
+impl GsoTap {
+    /// Opens the tap on every interface of this network namespace (needs
+    /// `CAP_NET_RAW`, as the raw socket does).
+    pub fn open() -> Result<GsoTap> {
+        // Protocol 0 first (receives nothing), so nothing arrives before the filter is on.
+        // SAFETY: plain syscall; the descriptor is checked, then owned.
+        let raw = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                // PACKET_VNET_HDR wants SOCK_RAW: reads start at the link-layer header.
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+                0,
+            )
+        };
+        if raw < 0 {
+            return Err(Error::io("socket(AF_PACKET)")(io::Error::last_os_error()));
+        }
+        // SAFETY: `raw` is fresh and owned by nothing else.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        if !setsockopt_int(&fd, libc::SOL_PACKET, PACKET_VNET_HDR, 1) {
+            return Err(Error::io("PACKET_VNET_HDR")(io::Error::last_os_error()));
+        }
+        // What this host sends is no business of the tap (Linux 4.20; older kernels
+        // only pass it to the filter, which drops it on `pkt_type`).
+        let _ = setsockopt_int(&fd, libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, 1);
+        let mut prog = filter();
+        let fprog = libc::sock_fprog {
+            len: prog.len() as u16,
+            filter: prog.as_mut_ptr(),
+        };
+        // SAFETY: `fprog` points at `prog`, alive for the call.
+        let r = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ATTACH_FILTER,
+                (&fprog as *const libc::sock_fprog).cast(),
+                size_of::<libc::sock_fprog>() as libc::socklen_t,
+            )
+        };
+        if r < 0 {
+            return Err(Error::io("SO_ATTACH_FILTER")(io::Error::last_os_error()));
+        }
+        // Bound to IPv4 (not to every protocol): the tap sits on the IPv4 handlers'
+        // list ahead of IP itself, added later at its head, so the kernel queues a
+        // packet here before IP delivers it to the raw socket; and outgoing packets
+        // never reach it.
+        // SAFETY: all-zero is a valid sockaddr_ll.
+        let mut sll: libc::sockaddr_ll = unsafe { zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = ETH_P_IP.to_be();
+        // SAFETY: `sll` is a valid sockaddr_ll.
+        let r = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&sll as *const libc::sockaddr_ll).cast(),
+                size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if r < 0 {
+            return Err(Error::io("bind(AF_PACKET)")(io::Error::last_os_error()));
+        }
+        Ok(GsoTap {
+            fd,
+            seen: VecDeque::with_capacity(REMEMBERED),
+            found: 0,
+            missed: 0,
+        })
+    }
+
+    /// The segment size of the merged packet `inner` (the inner packet as the raw
+    /// socket delivered it), if the tap saw it.
+    pub fn gso_size(&mut self, inner: &[u8]) -> Option<u16> {
+        let key = key_of(inner)?;
+        let hit = self.take(&key).or_else(|| {
+            self.drain();
+            self.take(&key)
+        });
+        match hit {
+            Some(_) => self.found += 1,
+            None => self.missed += 1,
+        }
+        hit
+    }
+
+    fn take(&mut self, key: &[u8; KEY_LEN]) -> Option<u16> {
+        let i = self.seen.iter().position(|(k, _)| k == key)?;
+        self.seen.remove(i).map(|(_, size)| size)
+    }
+
+    /// Reads what the tap holds now (bounded, never blocks).
+    fn drain(&mut self) {
+        let mut buf = [0u8; VNET_HDR_LEN + SNAP as usize];
+        for _ in 0..REMEMBERED {
+            // SAFETY: `buf` is writable for its length.
+            let n = unsafe {
+                libc::recv(
+                    self.fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            let Ok(n) = usize::try_from(n) else {
+                break; // EAGAIN (or an error: nothing more to read now)
+            };
+            if let Some(entry) = parse_tapped(&buf[..n.min(buf.len())]) {
+                if self.seen.len() == REMEMBERED {
+                    self.seen.pop_front();
+                }
+                self.seen.push_back(entry);
+            }
+        }
+    }
+}
+
+/// The identifying octets of a merged packet's inner part.
+fn key_of(inner: &[u8]) -> Option<[u8; KEY_LEN]> {
+    inner.get(..KEY_LEN)?.try_into().ok()
+}
+
+/// (key, gso_size) of one tap read: the virtio header, then the frame from its
+/// link-layer header on, cut at [`SNAP`]. Only TCPv4 GSO with a size and a partial
+/// checksum counts; `csum_start` points at the inner TCP header, which the filter
+/// passed only behind an inner IPv4 header of 20 octets.
+pub fn parse_tapped(buf: &[u8]) -> Option<([u8; KEY_LEN], u16)> {
+    let (hdr, frame) = VnetHdr::parse(buf).ok()?;
+    if hdr.gso_type & 0x7f != GSO_TCPV4 || hdr.gso_size == 0 || hdr.flags & F_NEEDS_CSUM == 0 {
+        return None;
+    }
+    let inner = usize::from(hdr.csum_start).checked_sub(20)?;
+    Some((key_of(frame.get(inner..)?)?, hdr.gso_size))
+}
+
+#[cfg(test)]
+#[path = "ipip_gro_tests.rs"]
+mod tests;
