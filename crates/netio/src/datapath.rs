@@ -220,15 +220,17 @@ impl DataPath {
     /// The GSO header of a GRO-merged packet (counted), with the sender's segment size
     /// from the tap or the fallback; `None` for an ordinary packet.
     fn merged_header(&mut self, pkt: &[u8]) -> Option<VnetHdr> {
-        let mut hdr = crate::ipip_gro::merged_tcp(pkt)?;
-        self.ipip_merged += 1;
+        let (mut hdr, certain) = crate::ipip_gro::merged_tcp(pkt)?;
         hdr.gso_size = match self.gso_tap.as_mut().and_then(|t| t.gso_size(pkt)) {
             Some(size) => size,
+            // A verifying checksum, unknown to the tap, one frame long: ordinary.
+            None if !certain && pkt.len() <= crate::ipip_gro::ONE_FRAME => return None,
             None => {
                 self.ipip_merged_guessed += 1;
                 crate::ipip_gro::FALLBACK_GSO_SIZE
             }
         };
+        self.ipip_merged += 1;
         Some(hdr)
     }
 

@@ -18,7 +18,7 @@
 //!   segments whose checksums verified, and a lone segment keeps its full checksum).
 //! * [`GsoTap`] learns its `gso_size` from the kernel: an `AF_PACKET` socket with
 //!   `PACKET_VNET_HDR` sees the same skb before IP delivers it (packet taps are served
-//!   first), and its virtio header carries `gso_size`. A classic BPF filter in the
+//!   first: it is bound to every protocol), and its virtio header carries `gso_size`. A classic BPF filter in the
 //!   kernel passes only merged IP-in-IP TCP (the same checksum test, done in the
 //!   filter), and only its first 100 octets: a lone packet costs the filter and nothing
 //!   else. The raw socket stays the only source of data and of admission (the host
@@ -36,7 +36,9 @@ use crate::{Error, Result};
 use wire::checksum;
 
 const ETH_P_IP: u16 = 0x0800;
-/// Classic BPF's ancillary load of `skb->pkt_type`.
+const ETH_P_ALL: u16 = 0x0003;
+/// Classic BPF's ancillary loads of `skb->protocol` and `skb->pkt_type`.
+const SKF_AD_PROTOCOL: u32 = 0xffff_f000;
 const SKF_AD_PKTTYPE: u32 = 0xffff_f004;
 /// Classic BPF's base for loads relative to the network header (`SKF_NET_OFF`).
 const SKF_NET_OFF: u32 = 0xfff0_0000;
@@ -51,17 +53,27 @@ const SNAP: u32 = 128;
 /// (its identification, the merged length and header checksum included), the ports and
 /// the sequence number.
 const KEY_LEN: usize = 28;
+/// The tap's receive buffer: room for a few hundred merged packets.
+const TAP_BUFFER: libc::c_int = 16 << 20;
 /// Sizes remembered between lookups (the tap is read ahead of the raw socket).
 const REMEMBERED: usize = 256;
+
+/// Longest inner packet one IP-in-IP packet of a 1500-octet link can carry: a packet
+/// above it whose merging is uncertain and unknown to the tap is taken as merged.
+pub const ONE_FRAME: usize = 1480;
 
 /// The segment size used when the sender's is unknown: the IPv4 default MSS (RFC 1122
 /// 4.2.2.6), no larger than what any sender's segments can have been.
 pub const FALLBACK_GSO_SIZE: u16 = 536;
 
 /// The header to write `inner` (an IPv4 packet, as decapsulated) into an offloading
-/// TUN when it is GRO-merged TCP; `gso_size` left 0 for the caller to fill in. `None`
-/// for every ordinary packet.
-pub fn merged_tcp(inner: &[u8]) -> Option<VnetHdr> {
+/// TUN when it may be GRO-merged TCP (its checksum field holds the pseudo-header sum),
+/// `gso_size` left 0 for the caller to fill in, and whether that is certain (the full
+/// checksum fails). Not certain: about one merged packet in 65,536 has a full checksum
+/// that happens to verify, and about one ordinary segment in 65,536 a checksum that
+/// happens to equal the pseudo-header sum; [`GsoTap::gso_size`] tells them apart.
+/// `None` for every other packet.
+pub fn merged_tcp(inner: &[u8]) -> Option<(VnetHdr, bool)> {
     if inner.len() < 40 || inner[0] >> 4 != 4 || inner[9] != 6 {
         return None;
     }
@@ -81,17 +93,18 @@ pub fn merged_tcp(inner: &[u8]) -> Option<VnetHdr> {
     let pseudo = !checksum::finish(checksum::pseudo_header(src, dst, 6, len));
     // One's complement: 0x0000 and 0xffff are the same sum.
     let same = field == pseudo || (field | pseudo == 0xffff && field & pseudo == 0);
-    if !same || crate::offload::l4_checksum_ok(inner, ihl) {
+    if !same {
         return None;
     }
-    Some(VnetHdr {
+    let hdr = VnetHdr {
         flags: F_NEEDS_CSUM,
         gso_type: GSO_TCPV4,
         hdr_len: (ihl + thl) as u16,
         gso_size: 0,
         csum_start: ihl as u16,
         csum_offset: 16,
-    })
+    };
+    Some((hdr, !crate::offload::l4_checksum_ok(inner, ihl)))
 }
 
 /// The classic BPF program of [`GsoTap`] (the socket sees packets from the outer IP
@@ -118,51 +131,53 @@ pub fn filter() -> Vec<libc::sock_filter> {
     const JSET_K: u16 = 0x45;
     const RET_K: u16 = 0x06;
     vec![
-        s(LD_W_ABS, 0, 0, SKF_AD_PKTTYPE), // 0: PACKET_HOST is 0
-        s(JEQ_K, 0, 40, 0),                // 1: else drop (42)
-        s(LD_B_ABS, 0, 0, NET),            // 2: outer version + IHL
-        s(JEQ_K, 0, 38, 0x45),             // 3
-        s(LD_B_ABS, 0, 0, NET + 9),        // 4: outer protocol
-        s(JEQ_K, 0, 36, 4),                // 5: IP-in-IP
-        s(LD_B_ABS, 0, 0, NET + 20),       // 6: inner version + IHL
-        s(JEQ_K, 0, 34, 0x45),             // 7
-        s(LD_B_ABS, 0, 0, NET + 29),       // 8: inner protocol
-        s(JEQ_K, 0, 32, 6),                // 9: TCP
-        s(LD_H_ABS, 0, 0, NET + 26),       // 10: inner flags + fragment offset
-        s(JSET_K, 30, 0, 0x3fff),          // 11: a fragment: drop
+        s(LD_W_ABS, 0, 0, SKF_AD_PROTOCOL),   // 0: ethertype
+        s(JEQ_K, 0, 42, u32::from(ETH_P_IP)), // 1: IPv4, else drop (44)
+        s(LD_W_ABS, 0, 0, SKF_AD_PKTTYPE),    // 2: PACKET_HOST is 0
+        s(JEQ_K, 0, 40, 0),                   // 3: else drop (44)
+        s(LD_B_ABS, 0, 0, NET),               // 4: outer version + IHL
+        s(JEQ_K, 0, 38, 0x45),                // 5
+        s(LD_B_ABS, 0, 0, NET + 9),           // 6: outer protocol
+        s(JEQ_K, 0, 36, 4),                   // 7: IP-in-IP
+        s(LD_B_ABS, 0, 0, NET + 20),          // 8: inner version + IHL
+        s(JEQ_K, 0, 34, 0x45),                // 9
+        s(LD_B_ABS, 0, 0, NET + 29),          // 10: inner protocol
+        s(JEQ_K, 0, 32, 6),                   // 11: TCP
+        s(LD_H_ABS, 0, 0, NET + 26),          // 12: inner flags + fragment offset
+        s(JSET_K, 30, 0, 0x3fff),             // 13: a fragment: drop
         // Pseudo-header sum: addresses, protocol, TCP length (inner total - 20).
-        s(LD_H_ABS, 0, 0, NET + 22), // 12: inner total length
-        s(SUB_K, 0, 0, 20 - 6),      // 13: TCP length + protocol 6
-        s(TAX, 0, 0, 0),             // 14
-        s(LD_H_ABS, 0, 0, NET + 32), // 15: source address
-        s(ADD_X, 0, 0, 0),           // 16
-        s(TAX, 0, 0, 0),             // 17
-        s(LD_H_ABS, 0, 0, NET + 34), // 18
-        s(ADD_X, 0, 0, 0),           // 19
-        s(TAX, 0, 0, 0),             // 20
-        s(LD_H_ABS, 0, 0, NET + 36), // 21: destination address
-        s(ADD_X, 0, 0, 0),           // 22
-        s(TAX, 0, 0, 0),             // 23
-        s(LD_H_ABS, 0, 0, NET + 38), // 24
-        s(ADD_X, 0, 0, 0),           // 25: A = the sum, below 2^19
+        s(LD_H_ABS, 0, 0, NET + 22), // 14: inner total length
+        s(SUB_K, 0, 0, 20 - 6),      // 15: TCP length + protocol 6
+        s(TAX, 0, 0, 0),             // 16
+        s(LD_H_ABS, 0, 0, NET + 32), // 17: source address
+        s(ADD_X, 0, 0, 0),           // 18
+        s(TAX, 0, 0, 0),             // 19
+        s(LD_H_ABS, 0, 0, NET + 34), // 20
+        s(ADD_X, 0, 0, 0),           // 21
+        s(TAX, 0, 0, 0),             // 22
+        s(LD_H_ABS, 0, 0, NET + 36), // 23: destination address
+        s(ADD_X, 0, 0, 0),           // 24
+        s(TAX, 0, 0, 0),             // 25
+        s(LD_H_ABS, 0, 0, NET + 38), // 26
+        s(ADD_X, 0, 0, 0),           // 27: A = the sum, below 2^19
         // Fold twice: A = (A & 0xffff) + (A >> 16).
-        s(ST, 0, 0, 0),              // 26: M[0] = A
-        s(RSH_K, 0, 0, 16),          // 27
-        s(TAX, 0, 0, 0),             // 28: X = high half
-        s(LD_MEM, 0, 0, 0),          // 29
-        s(AND_K, 0, 0, 0xffff),      // 30
-        s(ADD_X, 0, 0, 0),           // 31: below 2^17
-        s(ST, 0, 0, 0),              // 32
-        s(RSH_K, 0, 0, 16),          // 33: the carry, 0 or 1
-        s(TAX, 0, 0, 0),             // 34
-        s(LD_MEM, 0, 0, 0),          // 35
-        s(AND_K, 0, 0, 0xffff),      // 36
-        s(ADD_X, 0, 0, 0),           // 37: folded, at most 0xffff
-        s(TAX, 0, 0, 0),             // 38
-        s(LD_H_ABS, 0, 0, NET + 56), // 39: the inner TCP checksum field
-        s(JEQ_X, 0, 1, 0),           // 40: equals the pseudo-header sum
-        s(RET_K, 0, 0, SNAP),        // 41: accept the first SNAP octets
-        s(RET_K, 0, 0, 0),           // 42: drop
+        s(ST, 0, 0, 0),              // 28: M[0] = A
+        s(RSH_K, 0, 0, 16),          // 29
+        s(TAX, 0, 0, 0),             // 30: X = high half
+        s(LD_MEM, 0, 0, 0),          // 31
+        s(AND_K, 0, 0, 0xffff),      // 32
+        s(ADD_X, 0, 0, 0),           // 33: below 2^17
+        s(ST, 0, 0, 0),              // 34
+        s(RSH_K, 0, 0, 16),          // 35: the carry, 0 or 1
+        s(TAX, 0, 0, 0),             // 36
+        s(LD_MEM, 0, 0, 0),          // 37
+        s(AND_K, 0, 0, 0xffff),      // 38
+        s(ADD_X, 0, 0, 0),           // 39: folded, at most 0xffff
+        s(TAX, 0, 0, 0),             // 40
+        s(LD_H_ABS, 0, 0, NET + 56), // 41: the inner TCP checksum field
+        s(JEQ_X, 0, 1, 0),           // 42: equals the pseudo-header sum
+        s(RET_K, 0, 0, SNAP),        // 43: accept the first SNAP octets
+        s(RET_K, 0, 0, 0),           // 44: drop
     ]
 }
 
@@ -215,6 +230,12 @@ impl GsoTap {
         // What this host sends is no business of the tap (Linux 4.20; older kernels
         // only pass it to the filter, which drops it on `pkt_type`).
         let _ = setsockopt_int(&fd, libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, 1);
+        // Each entry is charged the whole merged skb's truesize (about 64 KiB) however
+        // little is copied: the default buffer (208 KiB) would hold three, and a
+        // batch of merged packets read from the raw socket needs its entries all here.
+        if !setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, TAP_BUFFER) {
+            let _ = setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_RCVBUF, TAP_BUFFER);
+        }
         let mut prog = filter();
         let fprog = libc::sock_fprog {
             len: prog.len() as u16,
@@ -233,14 +254,15 @@ impl GsoTap {
         if r < 0 {
             return Err(Error::io("SO_ATTACH_FILTER")(io::Error::last_os_error()));
         }
-        // Bound to IPv4 (not to every protocol): the tap sits on the IPv4 handlers'
-        // list ahead of IP itself, added later at its head, so the kernel queues a
-        // packet here before IP delivers it to the raw socket; and outgoing packets
-        // never reach it.
+        // Bound to every protocol: such taps are served before the per-protocol
+        // handlers (IP among them), so the kernel queues a packet here before IP
+        // delivers it to the raw socket. (A tap bound to IPv4 alone is served after
+        // IP since Linux 6.15 moved it to a per-namespace list: its entry could come
+        // after the raw socket's copy was read.)
         // SAFETY: all-zero is a valid sockaddr_ll.
         let mut sll: libc::sockaddr_ll = unsafe { zeroed() };
         sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = ETH_P_IP.to_be();
+        sll.sll_protocol = ETH_P_ALL.to_be();
         // SAFETY: `sll` is a valid sockaddr_ll.
         let r = unsafe {
             libc::bind(
@@ -294,7 +316,11 @@ impl GsoTap {
                 )
             };
             let Ok(n) = usize::try_from(n) else {
-                break; // EAGAIN (or an error: nothing more to read now)
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::WouldBlock {
+                    break;
+                }
+                continue; // e.g. a frame the kernel could not describe: it is gone
             };
             if let Some(entry) = parse_tapped(&buf[..n.min(buf.len())]) {
                 if self.seen.len() == REMEMBERED {

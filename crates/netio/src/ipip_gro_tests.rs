@@ -81,6 +81,14 @@ fn run_cbpf(prog: &[libc::sock_filter], p: &[u8], pkttype: u32) -> u32 {
         let k = i.k.wrapping_sub(SKF_NET_OFF) as usize;
         match i.code {
             0x20 if i.k == SKF_AD_PKTTYPE => a = pkttype,
+            // The ethertype: IPv4 for a version 4 packet, else ARP's.
+            0x20 if i.k == SKF_AD_PROTOCOL => {
+                a = if p.first().map(|b| b >> 4) == Some(4) {
+                    0x0800
+                } else {
+                    0x0806
+                }
+            }
             // Every packet load is relative to the network header (SKF_NET_OFF).
             0x20 | 0x28 | 0x30 if i.k < SKF_NET_OFF => panic!("load without SKF_NET_OFF"),
             0x20 => match p.get(k..k + 4) {
@@ -117,7 +125,8 @@ fn a_merged_segment_train_is_recognised_and_cut_back_exactly() {
     for (n, mss, last) in [(2, 1416, 1416), (45, 1416, 700), (7, 536, 1), (3, 100, 100)] {
         let segs = flow(n, mss, last);
         let merged = gro_merge(&segs);
-        let hdr = merged_tcp(&merged).expect("merged");
+        let (hdr, certain) = merged_tcp(&merged).expect("merged");
+        assert!(certain);
         assert_eq!(
             (
                 hdr.gso_type,
@@ -150,6 +159,21 @@ fn ordinary_packets_are_not_taken_for_merged_ones() {
     for s in &segs {
         assert!(merged_tcp(s).is_none());
     }
+    // One whose true checksum equals its pseudo-header sum: possibly merged, not
+    // certainly (and the other way round: a merged packet whose full checksum happens
+    // to verify). The payload's last two octets are chosen to make it so.
+    let mut odd = segs[0].clone();
+    let n = odd.len();
+    let want = !checksum::finish(checksum::pseudo_header(SRC, DST, 6, (n - 20) as u16));
+    odd[36..38].copy_from_slice(&want.to_be_bytes());
+    odd[n - 2..].copy_from_slice(&[0, 0]);
+    let rest = !checksum::finish(crate::offload::csum_add(
+        &odd[20..],
+        checksum::pseudo_header(SRC, DST, 6, (n - 20) as u16),
+    ));
+    odd[n - 2..].copy_from_slice(&(!rest).to_be_bytes());
+    assert!(l4_checksum_ok(&odd, 20));
+    assert_eq!(merged_tcp(&odd).map(|m| m.1), Some(false));
     // A damaged checksum that is not the pseudo-header sum.
     let mut bad = gro_merge(&segs);
     bad[37] ^= 0x40;
@@ -179,6 +203,9 @@ fn the_kernel_filter_passes_merged_ip_in_ip_tcp_and_nothing_else() {
     assert_eq!(run_cbpf(&prog, &merged, 0), SNAP, "merged, to this host");
     assert_eq!(run_cbpf(&prog, &merged, 3), 0, "merged, to another host");
     assert_eq!(run_cbpf(&prog, &ipip(&segs[0]), 0), 0, "one segment");
+    let mut arp = merged.clone();
+    arp[0] = 0x00;
+    assert_eq!(run_cbpf(&prog, &arp, 0), 0, "not IPv4");
     assert_eq!(run_cbpf(&prog, &gro_merge(&segs), 0), 0, "not IP-in-IP");
     let mut frag = gro_merge(&segs);
     frag[6] = 0x20;
@@ -195,7 +222,7 @@ fn the_kernel_filter_passes_merged_ip_in_ip_tcp_and_nothing_else() {
         let partial = !checksum::finish(checksum::pseudo_header(src, dst, 6, total - 20));
         inner[36..38].copy_from_slice(&partial.to_be_bytes());
         fix_ipv4_checksum(&mut inner, 20);
-        assert!(merged_tcp(&inner).is_some(), "sum {i}");
+        assert_eq!(merged_tcp(&inner).map(|m| m.1), Some(true), "sum {i}");
         assert_eq!(run_cbpf(&prog, &ipip(&inner), 0), SNAP, "sum {i}");
         inner[37] ^= 1;
         assert_eq!(run_cbpf(&prog, &ipip(&inner), 0), 0, "sum {i}, off by one");
@@ -207,6 +234,7 @@ fn a_tap_read_gives_the_key_the_raw_socket_s_copy_has() {
     let merged = gro_merge(&flow(5, 1416, 1416));
     let outer = ipip(&merged);
     // As the kernel fills it for the skb: offsets from the Ethernet header on.
+    assert!(merged_tcp(&merged).is_some());
     let hdr = VnetHdr {
         flags: F_NEEDS_CSUM,
         gso_type: GSO_TCPV4,
