@@ -184,6 +184,14 @@ fn to_int_a(ml: &mut MipLab) {
     .unwrap();
 }
 
+fn to_int_b(ml: &mut MipLab) {
+    ml.lab.move_mn(Segment::IntB).unwrap();
+    ml.wait_mn(Duration::from_secs(10), |v| {
+        MipLab::registered_at(v, Segment::IntB.mn_addr())
+    })
+    .unwrap();
+}
+
 fn capture_transfer(ml: &mut MipLab, name: &str, up_too: bool) -> PathBuf {
     let cap = ml.lab.dir.join(name);
     start_capture(&mut ml.lab, "ha", "eth0", &cap, "ip proto 4").unwrap();
@@ -292,11 +300,7 @@ fn fa_offload_puts_clean_mtu_sized_segments_on_the_wire() {
         return;
     };
     let mut ml = MipLab::start(&exe(), true, 300).unwrap();
-    ml.lab.move_mn(Segment::IntB).unwrap();
-    ml.wait_mn(Duration::from_secs(10), |v| {
-        MipLab::registered_at(v, Segment::IntB.mn_addr())
-    })
-    .unwrap();
+    to_int_b(&mut ml);
     assert_eq!(ml.fa_status().unwrap()["data_path"]["offload"], true);
     let cap = capture_transfer(&mut ml, "fa-offload.pcap", true);
     ml.lab.stop("capture-ha", libc::SIGINT);
@@ -630,11 +634,7 @@ fn gro_merged_ip_in_ip_through_the_foreign_agent() {
         return;
     };
     let mut ml = MipLab::start(&exe(), true, 300).unwrap();
-    ml.lab.move_mn(Segment::IntB).unwrap();
-    ml.wait_mn(Duration::from_secs(10), |v| {
-        MipLab::registered_at(v, Segment::IntB.mn_addr())
-    })
-    .unwrap();
+    to_int_b(&mut ml);
     hold_gro(&ml, "ha");
     hold_gro(&ml, "fa");
     // The node's first full-sized segments are too big for the agent's reverse tunnel

@@ -28,11 +28,10 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::mem::{size_of, zeroed};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use crate::offload::{VnetHdr, F_NEEDS_CSUM, GSO_TCPV4, VNET_HDR_LEN};
-use crate::{Error, Result};
+use crate::Result;
 use wire::checksum;
 
 const ETH_P_IP: u16 = 0x0800;
@@ -192,88 +191,36 @@ pub struct GsoTap {
     pub missed: u64,
 }
 
-fn setsockopt_int(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, v: libc::c_int) -> bool {
-    // SAFETY: plain setsockopt with a valid int.
-    unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            (&v as *const libc::c_int).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        ) == 0
-    }
-}
-
 impl GsoTap {
     /// Opens the tap on every interface of this network namespace (needs
     /// `CAP_NET_RAW`, as the raw socket does).
     pub fn open() -> Result<GsoTap> {
+        // PACKET_VNET_HDR wants SOCK_RAW: reads start at the link-layer header.
         // Protocol 0 first (receives nothing), so nothing arrives before the filter is on.
-        // SAFETY: plain syscall; the descriptor is checked, then owned.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_PACKET,
-                // PACKET_VNET_HDR wants SOCK_RAW: reads start at the link-layer header.
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-                0,
-            )
+        let fd = crate::sys::packet_socket(libc::SOCK_RAW, 0)?;
+        let int = |name, v: libc::c_int, op| {
+            crate::sys::setsockopt(fd.as_raw_fd(), libc::SOL_PACKET, name, &v, op)
         };
-        if raw < 0 {
-            return Err(Error::io("socket(AF_PACKET)")(io::Error::last_os_error()));
-        }
-        // SAFETY: `raw` is fresh and owned by nothing else.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        if !setsockopt_int(&fd, libc::SOL_PACKET, PACKET_VNET_HDR, 1) {
-            return Err(Error::io("PACKET_VNET_HDR")(io::Error::last_os_error()));
-        }
+        int(PACKET_VNET_HDR, 1, "PACKET_VNET_HDR")?;
         // What this host sends is no business of the tap (Linux 4.20; older kernels
         // only pass it to the filter, which drops it on `pkt_type`).
-        let _ = setsockopt_int(&fd, libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, 1);
+        let _ = int(PACKET_IGNORE_OUTGOING, 1, "PACKET_IGNORE_OUTGOING");
         // Each entry is charged the whole merged skb's truesize (about 64 KiB) however
         // little is copied: the default buffer (208 KiB) would hold three, and a
         // batch of merged packets read from the raw socket needs its entries all here.
-        if !setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, TAP_BUFFER) {
-            let _ = setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_RCVBUF, TAP_BUFFER);
-        }
-        let mut prog = filter();
-        let fprog = libc::sock_fprog {
-            len: prog.len() as u16,
-            filter: prog.as_mut_ptr(),
+        let buf = |name, op| {
+            crate::sys::setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, name, &TAP_BUFFER, op)
         };
-        // SAFETY: `fprog` points at `prog`, alive for the call.
-        let r = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_ATTACH_FILTER,
-                (&fprog as *const libc::sock_fprog).cast(),
-                size_of::<libc::sock_fprog>() as libc::socklen_t,
-            )
-        };
-        if r < 0 {
-            return Err(Error::io("SO_ATTACH_FILTER")(io::Error::last_os_error()));
+        if buf(libc::SO_RCVBUFFORCE, "SO_RCVBUFFORCE").is_err() {
+            let _ = buf(libc::SO_RCVBUF, "SO_RCVBUF");
         }
+        crate::sys::attach_filter(&fd, &filter())?;
         // Bound to every protocol: such taps are served before the per-protocol
         // handlers (IP among them), so the kernel queues a packet here before IP
         // delivers it to the raw socket. (A tap bound to IPv4 alone is served after
         // IP since Linux 6.15 moved it to a per-namespace list: its entry could come
         // after the raw socket's copy was read.)
-        // SAFETY: all-zero is a valid sockaddr_ll.
-        let mut sll: libc::sockaddr_ll = unsafe { zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = ETH_P_ALL.to_be();
-        // SAFETY: `sll` is a valid sockaddr_ll.
-        let r = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&sll as *const libc::sockaddr_ll).cast(),
-                size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        };
-        if r < 0 {
-            return Err(Error::io("bind(AF_PACKET)")(io::Error::last_os_error()));
-        }
+        crate::sys::bind_packet(&fd, ETH_P_ALL, 0)?;
         Ok(GsoTap {
             fd,
             seen: VecDeque::with_capacity(REMEMBERED),

@@ -1,4 +1,5 @@
-//! Small unsafe helpers over libc: interface-name handling and `struct ifreq` ioctls.
+//! Small unsafe helpers over libc: interface-name handling, `struct ifreq` ioctls and
+//! `AF_PACKET` sockets (create, bind, attach a classic BPF filter).
 //!
 //! Every `unsafe` block in the crate that is not a plain syscall wrapper lives here.
 
@@ -157,6 +158,93 @@ pub(crate) fn async_fd<T: AsRawFd>(
 /// Turn a `ssize_t` syscall result into `io::Result<usize>`.
 pub(crate) fn cvt_len(n: isize) -> io::Result<usize> {
     usize::try_from(n).map_err(|_| io::Error::last_os_error())
+}
+
+/// `setsockopt(fd, level, name, value)`, the failure named after `op`.
+pub(crate) fn setsockopt<T>(
+    fd: i32,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: &T,
+    op: &'static str,
+) -> Result<()> {
+    // SAFETY: `value` is a valid, initialised T for the duration of the call, and the
+    // length passed is its size; the kernel only reads it.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (value as *const T).cast(),
+            size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(Error::Io {
+            op,
+            source: io::Error::last_os_error(),
+        });
+    }
+    Ok(())
+}
+
+/// A non-blocking `AF_PACKET` socket of `sock_type` (`SOCK_RAW`: frames from the
+/// link-layer header on; `SOCK_DGRAM`: from the network header) for `protocol` (host
+/// order; 0 receives nothing until bound).
+pub(crate) fn packet_socket(sock_type: libc::c_int, protocol: u16) -> Result<OwnedFd> {
+    // SAFETY: plain syscall; the descriptor is checked, then owned.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_PACKET,
+            sock_type | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            libc::c_int::from(protocol.to_be()),
+        )
+    };
+    if fd < 0 {
+        return Err(Error::io("socket(AF_PACKET)")(io::Error::last_os_error()));
+    }
+    // SAFETY: `fd` is fresh and owned by nothing else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Binds an `AF_PACKET` socket to `protocol` (host order; `ETH_P_ALL` for every one)
+/// on `ifindex` (0: every interface of the namespace).
+pub(crate) fn bind_packet(fd: &OwnedFd, protocol: u16, ifindex: u32) -> Result<()> {
+    let ifx =
+        libc::c_int::try_from(ifindex).map_err(|_| Error::InvalidArgument("ifindex too large"))?;
+    // SAFETY: all-zero is a valid sockaddr_ll.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_protocol = protocol.to_be();
+    sll.sll_ifindex = ifx;
+    // SAFETY: `sll` is a valid sockaddr_ll of the length passed.
+    let r = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&sll as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(Error::io("bind(AF_PACKET)")(io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// Attaches a classic BPF socket filter (`SO_ATTACH_FILTER`).
+pub(crate) fn attach_filter(fd: &OwnedFd, prog: &[libc::sock_filter]) -> Result<()> {
+    let fprog = libc::sock_fprog {
+        len: u16::try_from(prog.len())
+            .map_err(|_| Error::InvalidArgument("BPF program too long"))?,
+        filter: prog.as_ptr().cast_mut(),
+    };
+    setsockopt(
+        fd.as_raw_fd(),
+        libc::SOL_SOCKET,
+        libc::SO_ATTACH_FILTER,
+        &fprog,
+        "SO_ATTACH_FILTER",
+    )
 }
 
 #[cfg(test)]

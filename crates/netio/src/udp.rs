@@ -16,7 +16,7 @@ use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 use crate::raw::sockaddr_in;
-use crate::sys;
+use crate::sys::{self, setsockopt};
 use crate::{Error, Result};
 
 /// Socket options for [`UdpOptions::bind`].
@@ -101,34 +101,6 @@ pub fn attach_reuseport_cbpf(sock: &impl AsRawFd, prog: &[libc::sock_filter]) ->
         &fprog,
         "SO_ATTACH_REUSEPORT_CBPF",
     )
-}
-
-/// `setsockopt(fd, level, name, value)`, the failure named after `op`.
-fn setsockopt<T>(
-    fd: i32,
-    level: libc::c_int,
-    name: libc::c_int,
-    value: &T,
-    op: &'static str,
-) -> Result<()> {
-    // SAFETY: `value` is a valid, initialised T for the duration of the call, and the
-    // length passed is its size; the kernel only reads it.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            (value as *const T).cast(),
-            size_of::<T>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(Error::Io {
-            op,
-            source: io::Error::last_os_error(),
-        });
-    }
-    Ok(())
 }
 
 /// `UDP_GRO` (linux/udp.h): as a socket option, merge received datagrams of one

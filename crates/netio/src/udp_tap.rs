@@ -11,12 +11,11 @@
 //! socket (the tap is bound to every protocol, and those taps are served first), so when a
 //! datagram is read from the socket its frame is already queued here.
 
-use std::io;
 use std::mem::{size_of, zeroed};
 use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
-use crate::{Error, Result};
+use crate::Result;
 
 const ETH_P_IP: u16 = 0x0800;
 /// Bound to every protocol, the tap sits on the list the kernel serves before the
@@ -74,56 +73,10 @@ fn filter(port: u16) -> [libc::sock_filter; 11] {
 impl UdpTap {
     /// Opens the tap on `ifindex` for UDP datagrams to `port`.
     pub fn open(ifindex: u32, port: u16) -> Result<UdpTap> {
-        let ifx = libc::c_int::try_from(ifindex)
-            .map_err(|_| Error::InvalidArgument("ifindex too large"))?;
         // Protocol 0 first (receives nothing), so nothing arrives before the filter is on.
-        // SAFETY: plain syscall; the descriptor is checked, then owned.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-                0,
-            )
-        };
-        if raw < 0 {
-            return Err(Error::io("socket(AF_PACKET)")(io::Error::last_os_error()));
-        }
-        // SAFETY: `raw` is fresh and owned by nothing else.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let mut prog = filter(port);
-        let fprog = libc::sock_fprog {
-            len: prog.len() as u16,
-            filter: prog.as_mut_ptr(),
-        };
-        // SAFETY: `fprog` points at `prog`, alive for the call.
-        let r = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_ATTACH_FILTER,
-                (&fprog as *const libc::sock_fprog).cast(),
-                size_of::<libc::sock_fprog>() as libc::socklen_t,
-            )
-        };
-        if r < 0 {
-            return Err(Error::io("SO_ATTACH_FILTER")(io::Error::last_os_error()));
-        }
-        // SAFETY: all-zero is a valid sockaddr_ll.
-        let mut sll: libc::sockaddr_ll = unsafe { zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = ETH_P_ALL.to_be();
-        sll.sll_ifindex = ifx;
-        // SAFETY: `sll` is a valid sockaddr_ll.
-        let r = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&sll as *const libc::sockaddr_ll).cast(),
-                size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        };
-        if r < 0 {
-            return Err(Error::io("bind(AF_PACKET)")(io::Error::last_os_error()));
-        }
+        let fd = crate::sys::packet_socket(libc::SOCK_DGRAM, 0)?;
+        crate::sys::attach_filter(&fd, &filter(port))?;
+        crate::sys::bind_packet(&fd, ETH_P_ALL, ifindex)?;
         Ok(UdpTap { fd })
     }
 

@@ -6,13 +6,11 @@
 //! away from home to broadcast ARP for it). Linux answers a probe for one of its
 //! addresses with a unicast reply to the prober.
 
-use std::io;
-use std::mem::{size_of, zeroed};
 use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use crate::{Error, Result};
+use crate::Result;
 
 const ETH_P_ARP: u16 = 0x0806;
 
@@ -46,37 +44,8 @@ pub async fn resolve(
     target: Ipv4Addr,
     wait: Duration,
 ) -> Result<Option<[u8; 6]>> {
-    let ifx =
-        libc::c_int::try_from(ifindex).map_err(|_| Error::InvalidArgument("ifindex too large"))?;
-    // SAFETY: plain syscall; the descriptor is checked, then owned.
-    let raw = unsafe {
-        libc::socket(
-            libc::AF_PACKET,
-            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-            i32::from(ETH_P_ARP.to_be()),
-        )
-    };
-    if raw < 0 {
-        return Err(Error::io("socket(AF_PACKET)")(io::Error::last_os_error()));
-    }
-    // SAFETY: `raw` is fresh and owned by nothing else.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    // SAFETY: all-zero is a valid sockaddr_ll.
-    let mut sll: libc::sockaddr_ll = unsafe { zeroed() };
-    sll.sll_family = libc::AF_PACKET as u16;
-    sll.sll_protocol = ETH_P_ARP.to_be();
-    sll.sll_ifindex = ifx;
-    // SAFETY: `sll` is a valid sockaddr_ll.
-    let r = unsafe {
-        libc::bind(
-            fd.as_raw_fd(),
-            (&sll as *const libc::sockaddr_ll).cast(),
-            size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-        )
-    };
-    if r < 0 {
-        return Err(Error::io("bind(AF_PACKET)")(io::Error::last_os_error()));
-    }
+    let fd = crate::sys::packet_socket(libc::SOCK_DGRAM, ETH_P_ARP)?;
+    crate::sys::bind_packet(&fd, ETH_P_ARP, ifindex)?;
     super::arp::send_frame(ifindex, &probe_frame(mac, target), [0xff; 6], ETH_P_ARP)?;
     let t0 = Instant::now();
     let mut buf = [0u8; 128];
