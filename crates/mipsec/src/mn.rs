@@ -444,7 +444,16 @@ impl Daemon {
                     Ok((n, _)) => self.on_vpn_raw_esp(&mut wbuf, n).await,
                     Err(e) => debug!("VPN ESP socket: {e}"),
                 },
-                Some(req) = self.ctl_rx.recv() => { let _ = req.send(self.status()); }
+                Some(req) = self.ctl_rx.recv() => {
+                    // The answer describes now: a core deadline that passed while the
+                    // request waited its turn (T_MONITOR, say) is handled first, so
+                    // the gates and the counters of one answer agree.
+                    let (now, wall) = (Instant::now(), SystemTime::now());
+                    if self.node.poll_timeout().is_some_and(|(t, _)| t <= now) {
+                        self.node.handle_timeout(now, wall);
+                    }
+                    let _ = req.send(self.status());
+                }
                 _ = sleep => self.on_timer().await,
                 _ = term.recv() => { info!("SIGTERM: shutting down"); break }
                 _ = int.recv() => { info!("SIGINT: shutting down"); break }
