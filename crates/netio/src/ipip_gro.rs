@@ -34,10 +34,8 @@ use crate::offload::{VnetHdr, F_NEEDS_CSUM, GSO_TCPV4, VNET_HDR_LEN};
 use crate::Result;
 use wire::checksum;
 
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_ALL: u16 = 0x0003;
-/// Classic BPF's ancillary loads of `skb->protocol` and `skb->pkt_type`.
-const SKF_AD_PROTOCOL: u32 = 0xffff_f000;
+use crate::sys::{ETH_P_ALL, ETH_P_IP, SKF_AD_PROTOCOL};
+/// Classic BPF's ancillary load of `skb->pkt_type`.
 const SKF_AD_PKTTYPE: u32 = 0xffff_f004;
 /// Classic BPF's base for loads relative to the network header (`SKF_NET_OFF`).
 const SKF_NET_OFF: u32 = 0xfff0_0000;

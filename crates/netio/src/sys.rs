@@ -188,6 +188,12 @@ pub(crate) fn setsockopt<T>(
     Ok(())
 }
 
+/// Ethertypes (`linux/if_ether.h`): IPv4, and every protocol (for a tap).
+pub(crate) const ETH_P_IP: u16 = 0x0800;
+pub(crate) const ETH_P_ALL: u16 = 0x0003;
+/// Classic BPF's ancillary load of `skb->protocol`.
+pub(crate) const SKF_AD_PROTOCOL: u32 = 0xffff_f000;
+
 /// A non-blocking `AF_PACKET` socket of `sock_type` (`SOCK_RAW`: frames from the
 /// link-layer header on; `SOCK_DGRAM`: from the network header) for `protocol` (host
 /// order; 0 receives nothing until bound).

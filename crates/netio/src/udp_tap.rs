@@ -17,13 +17,10 @@ use std::os::fd::{AsRawFd, OwnedFd};
 
 use crate::Result;
 
-const ETH_P_IP: u16 = 0x0800;
-/// Bound to every protocol, the tap sits on the list the kernel serves before the
-/// per-protocol handlers (IP among them): the frame is queued here before the datagram
-/// reaches the UDP socket.
-const ETH_P_ALL: u16 = 0x0003;
-/// Classic BPF's ancillary load of `skb->protocol`.
-const SKF_AD_PROTOCOL: u32 = 0xffff_f000;
+// Bound to every protocol (`ETH_P_ALL`), the tap sits on the list the kernel serves
+// before the per-protocol handlers (IP among them): the frame is queued here before
+// the datagram reaches the UDP socket.
+use crate::sys::{ETH_P_ALL, ETH_P_IP, SKF_AD_PROTOCOL};
 
 /// One datagram seen by the tap.
 #[derive(Debug, Clone, PartialEq, Eq)]
