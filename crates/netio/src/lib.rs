@@ -19,9 +19,11 @@
 //! A socket, TUN device or netlink socket belongs to the network namespace of the
 //! thread that created it; tests exploit that by calling `setns` on a dedicated thread.
 
+mod bpf;
 pub mod coalesce;
 pub mod datapath;
 mod error;
+pub mod ipip_encap;
 pub mod ipip_gro;
 pub mod netlink;
 pub mod offload;

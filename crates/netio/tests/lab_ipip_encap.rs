@@ -1,0 +1,278 @@
+//! The kernel IP-in-IP encapsulator (`netio::ipip_encap`) between two namespaces
+//! (root only): what it sends for a map entry, what it leaves to the device, and a
+//! TCP super-packet it keeps whole until the kernel cuts it at the device, compared
+//! with our own segmentation of the same super-packet.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::Ipv4Addr;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use netio::ipip_encap::IpipEncap;
+use netio::offload::{self, PacketList, VnetHdr, F_NEEDS_CSUM, GSO_TCPV4};
+use netio::raw::IPPROTO_IPIP;
+use netio::tun::{TUN_F_CSUM, TUN_F_TSO4};
+use netio::{RawIp, RawIpOptions, Tun, TunOptions};
+
+const HOA: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 100);
+const CN: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+
+/// A read from an offloading TUN (virtio header first) is IPv4 to HOA (the device
+/// also gets IPv6 neighbour discovery of its own).
+fn to_hoa(read: &[u8]) -> bool {
+    read.len() >= 30 && read[10] >> 4 == 4 && read[26..30] == HOA.octets()
+}
+
+/// A TCP super-packet CN -> HOA of `n` octets of payload, with the partial
+/// checksum a sender's GSO leaves, and its virtio header for segments of `mss`.
+fn tcp_super(n: usize, mss: u16) -> (VnetHdr, Vec<u8>) {
+    let mut tcp = vec![0u8; 20];
+    tcp[0..2].copy_from_slice(&40_000u16.to_be_bytes());
+    tcp[2..4].copy_from_slice(&5001u16.to_be_bytes());
+    tcp[4..8].copy_from_slice(&1_000_000u32.to_be_bytes());
+    tcp[8..12].copy_from_slice(&77u32.to_be_bytes());
+    tcp[12] = 5 << 4;
+    tcp[13] = 0x18; // ACK | PSH
+    tcp[14..16].copy_from_slice(&512u16.to_be_bytes());
+    tcp.extend((0..n).map(|i| (i * 7 % 251) as u8));
+    let mut pkt = ipv4_header(CN, HOA, 6, tcp.len(), 0x2000, 64);
+    pkt.extend_from_slice(&tcp);
+    // The pseudo-header sum, as TCP leaves it for the device to finish.
+    let mut ph = Vec::new();
+    ph.extend_from_slice(&CN.octets());
+    ph.extend_from_slice(&HOA.octets());
+    ph.extend_from_slice(&[0, 6]);
+    ph.extend_from_slice(&u16::try_from(tcp.len()).unwrap().to_be_bytes());
+    let partial = !checksum(&ph);
+    pkt[36..38].copy_from_slice(&partial.to_be_bytes());
+    let hdr = VnetHdr {
+        flags: F_NEEDS_CSUM,
+        gso_type: GSO_TCPV4,
+        hdr_len: 40,
+        gso_size: mss,
+        csum_start: 20,
+        csum_offset: 16,
+    };
+    (hdr, pkt)
+}
+
+/// `a`: the device `t0` (offloads on, MTU 1480) with a route to HOA through it and
+/// forwarding on; `b`: a raw IP-in-IP socket.
+fn setup(tag: &str) -> Pair {
+    let p = Pair::new(tag);
+    p.a.sysctl("net.ipv4.ip_forward=1");
+    p.a.sysctl("net.ipv4.conf.all.rp_filter=0");
+    p.a.sysctl("net.ipv4.conf.default.rp_filter=0");
+    p
+}
+
+/// How many packets to HOA the device `tun` gets within 200 ms of quiet.
+async fn tun_gets(tun: &Tun, buf: &mut [u8]) -> usize {
+    let mut n = 0;
+    while let Ok(r) = tokio::time::timeout(Duration::from_millis(200), tun.recv(buf)).await {
+        n += usize::from(to_hoa(&buf[..r.unwrap()]));
+    }
+    n
+}
+
+async fn recv_all(sock: &RawIp, quiet: Duration) -> Vec<Vec<u8>> {
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 70_000];
+    while let Ok(r) = tokio::time::timeout(quiet, sock.recv_from(&mut buf)).await {
+        let (n, _) = r.unwrap();
+        got.push(buf[..n].to_vec());
+    }
+    got
+}
+
+#[test]
+fn kernel_ipip_encap_sends_what_the_map_says_and_leaves_the_rest_to_the_device() {
+    if !lab("kernel_ipip_encap_sends_what_the_map_says_and_leaves_the_rest_to_the_device") {
+        return;
+    }
+    let p = setup("ke1");
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let rx = p.b.spawn(move || async move {
+        let sock = RawIp::open_with(IPPROTO_IPIP, &RawIpOptions::default()).unwrap();
+        ready_tx.send(()).unwrap();
+        let mut all = Vec::new();
+        loop {
+            all.extend(recv_all(&sock, Duration::from_millis(300)).await);
+            if done_rx.try_recv().is_ok() {
+                return all;
+            }
+        }
+    });
+    ready_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+
+    let sent = p.a.run(move || async move {
+        let opts = TunOptions {
+            mtu: Some(1480),
+            up: true,
+            ..TunOptions::default()
+        };
+        let tun = Tun::open_with_offload("t0", &opts, TUN_F_CSUM | TUN_F_TSO4).unwrap();
+        sh(&["ip", "route", "add", "10.10.0.100/32", "dev", "t0"]);
+        let a0 = netio::Netlink::new().unwrap().ifindex("a0").await.unwrap();
+        let enc = IpipEncap::attach(tun.ifindex().unwrap(), 16).unwrap();
+        let sock = std::net::UdpSocket::bind("10.99.1.1:0").unwrap();
+        let mut buf = vec![0u8; 70_000];
+
+        // 1. No entry: into the device.
+        sock.send_to(b"one", (HOA, 7)).unwrap();
+        assert_eq!(
+            tun_gets(&tun, &mut buf).await,
+            1,
+            "no entry: the device has it"
+        );
+        // 2. An entry: encapsulated to b, the device sees nothing.
+        let until = Instant::now() + Duration::from_secs(60);
+        enc.set(HOA, A_ADDR, B_ADDR, a0, until).unwrap();
+        assert_eq!(enc.get(HOA).unwrap(), Some((A_ADDR, B_ADDR, a0)));
+        sock.send_to(b"two", (HOA, 7)).unwrap();
+        assert_eq!(
+            tun_gets(&tun, &mut buf).await,
+            0,
+            "an entry: not into the device"
+        );
+        // 3. Expired: into the device again.
+        enc.set(HOA, A_ADDR, B_ADDR, a0, Instant::now()).unwrap();
+        sock.send_to(b"three", (HOA, 7)).unwrap();
+        assert_eq!(
+            tun_gets(&tun, &mut buf).await,
+            1,
+            "expired: the device has it"
+        );
+        // 4. Removed: the same.
+        enc.set(HOA, A_ADDR, B_ADDR, a0, until).unwrap();
+        assert!(enc.remove(HOA).unwrap());
+        assert!(!enc.remove(HOA).unwrap());
+        sock.send_to(b"four", (HOA, 7)).unwrap();
+        assert_eq!(
+            tun_gets(&tun, &mut buf).await,
+            1,
+            "removed: the device has it"
+        );
+        let c = enc.counters().unwrap();
+        assert_eq!(c.sends, 1);
+        assert_eq!(c.bytes, 20 + 8 + 3);
+        c
+    });
+    done_tx.send(()).unwrap();
+    let got = join(rx);
+    assert_eq!(
+        got.len(),
+        1,
+        "exactly the one packet with a live entry: {got:?}"
+    );
+    let pkt = &got[0];
+    assert_eq!(pkt.len(), 20 + 20 + 8 + 3);
+    assert_eq!(checksum(&pkt[..20]), 0, "outer header checksum");
+    assert_eq!(&pkt[0..1], &[0x45]);
+    assert_eq!(usize::from(u16::from_be_bytes([pkt[2], pkt[3]])), pkt.len());
+    assert_eq!(pkt[8], 64, "TTL");
+    assert_eq!(pkt[9], 4, "IP-in-IP");
+    assert_eq!(
+        pkt[6] & 0x40,
+        pkt[26] & 0x40,
+        "DF copied from the inner header"
+    );
+    assert_eq!(&pkt[12..16], &A_ADDR.octets());
+    assert_eq!(&pkt[16..20], &B_ADDR.octets());
+    assert_eq!(&pkt[36..40], &HOA.octets());
+    assert_eq!(&pkt[48..], b"two");
+    assert_eq!(sent.sends, 1);
+    // scapy agrees on the outer and inner headers.
+    assert_eq!(
+        scapy_eval(pkt, "(p.proto, p.payload.dst, p.payload.payload.dport)"),
+        "(4, '10.10.0.100', 7)"
+    );
+}
+
+#[test]
+fn kernel_ipip_encap_keeps_a_tcp_super_packet_whole_until_the_device_cuts_it() {
+    if !lab("kernel_ipip_encap_keeps_a_tcp_super_packet_whole_until_the_device_cuts_it") {
+        return;
+    }
+    let p = setup("ke2");
+    // The sending interface neither cuts IP-in-IP GSO nor finishes checksums in
+    // "hardware": the kernel does both in software before the veth, so b sees the
+    // segments as a wire would carry them.
+    p.a.exec(&[
+        "ethtool",
+        "-K",
+        "a0",
+        "tx-ipxip4-segmentation",
+        "off",
+        "tx",
+        "off",
+    ]);
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let rx = p.b.spawn(move || async move {
+        let sock = RawIp::open_with(IPPROTO_IPIP, &RawIpOptions::default()).unwrap();
+        ready_tx.send(()).unwrap();
+        recv_all(&sock, Duration::from_secs(2)).await
+    });
+    ready_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    let (hdr, sup) = tcp_super(30_000, 1440);
+    let sup2 = sup.clone();
+    let counters = p.a.run(move || async move {
+        let opts = TunOptions {
+            mtu: Some(1480),
+            up: true,
+            ..TunOptions::default()
+        };
+        let t0 = Tun::open_with_offload("t0", &opts, TUN_F_CSUM | TUN_F_TSO4).unwrap();
+        // The super-packet comes in on a second device, as from a GRO link.
+        let s0 = Tun::open_with_offload("s0", &opts, TUN_F_CSUM | TUN_F_TSO4).unwrap();
+        sh(&["ip", "route", "add", "10.10.0.100/32", "dev", "t0"]);
+        sh(&["ip", "route", "add", "10.77.0.0/24", "dev", "s0"]);
+        let a0 = netio::Netlink::new().unwrap().ifindex("a0").await.unwrap();
+        let enc = IpipEncap::attach(t0.ifindex().unwrap(), 16).unwrap();
+        enc.set(
+            HOA,
+            A_ADDR,
+            B_ADDR,
+            a0,
+            Instant::now() + Duration::from_secs(60),
+        )
+        .unwrap();
+        let mut frame = hdr.to_bytes().to_vec();
+        frame.extend_from_slice(&sup2);
+        s0.send_raw(&frame).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut buf = vec![0u8; 70_000];
+        assert_eq!(tun_gets(&t0, &mut buf).await, 0, "nothing into the device");
+        enc.counters().unwrap()
+    });
+    let got = join(rx);
+    // Our own segmentation of the same super-packet after forwarding (TTL - 1).
+    let mut fwd = sup.clone();
+    fwd[8] -= 1;
+    offload::fix_ipv4_checksum(&mut fwd, 20);
+    let mut want = PacketList::new();
+    offload::segment(&hdr, &fwd, &mut want).unwrap();
+    assert_eq!(want.len(), 21);
+    assert_eq!(got.len(), want.len(), "one IP-in-IP packet per segment");
+    assert_eq!(counters.sends, 1, "one GSO packet");
+    assert_eq!(counters.bytes, sup.len() as u64);
+    let mut ids = Vec::new();
+    for (g, w) in got.iter().zip(want.iter()) {
+        assert_eq!(checksum(&g[..20]), 0, "outer checksum");
+        assert_eq!(usize::from(u16::from_be_bytes([g[2], g[3]])), g.len());
+        assert_eq!(&g[12..20], &[A_ADDR.octets(), B_ADDR.octets()].concat()[..]);
+        ids.push(u16::from_be_bytes([g[4], g[5]]));
+        let inner = &g[20..];
+        // IP ids and checksums of the inner headers follow the same rule in both.
+        assert_eq!(inner.len(), w.len());
+        assert_eq!(&inner[20..], &w[20..], "TCP header, checksum and payload");
+        assert_eq!(checksum(&inner[..20]), 0);
+        assert_eq!(&inner[12..20], &w[12..20]);
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), got.len(), "an identification per outer header");
+}
