@@ -2,8 +2,9 @@
 //! both directions, and the idle round trip, for plain routing (MN at home), mode c
 //! (co-located care-of address on int-a, IP-in-IP between the MN and the HA) and mode f
 //! (int-b, IP-in-IP between the FA and the HA) and the RFC 3519 UDP tunnel (MN behind
-//! the NAT, co-located), with the agents' TUN offloads on and
-//! off, all in the same lab and run. CPU of the HA, FA and MN daemons is sampled during
+//! the NAT, co-located): with the HA's kernel encapsulation (the default; modes c and
+//! f), then with the agents moving every packet themselves with TUN offloads, then
+//! without, all in the same lab and run. CPU of the HA, FA and MN daemons is sampled during
 //! each measurement: on a shared 2-core machine it shows which daemon (or the kernel)
 //! limits a tunnel. Each row also gets the rate of 64-octet packets (IPv4 + UDP + 36
 //! octets) that reach the other side when the sender sends as fast as it can, up and
@@ -252,46 +253,65 @@ fn go(ml: &mut MipLab, to: Segment) -> Result<()> {
     Ok(())
 }
 
-fn offload_of(v: Result<serde_json::Value>) -> bool {
-    v.ok()
+fn offload_of(v: &Result<serde_json::Value>) -> bool {
+    v.as_ref()
+        .ok()
         .and_then(|v| v["data_path"]["offload"].as_bool())
         .unwrap_or(false)
+}
+
+fn kernel_encap_of(v: &Result<serde_json::Value>) -> bool {
+    v.as_ref()
+        .ok()
+        .and_then(|v| v["kernel_encap"]["attached"].as_bool())
+        .unwrap_or(false)
+}
+
+/// Restarts the agents with the HA's `kernel_encap` and both agents' `offload` as
+/// given (the MN goes home first: a restarted HA has no binding).
+fn configure(ml: &mut MipLab, offload: bool, kernel: bool) -> Result<()> {
+    go(ml, Segment::Home)?;
+    ml.restart_agent_with("ha", "kernel_encap", &kernel.to_string())?;
+    ml.restart_agent_offload("ha", offload)?;
+    ml.restart_agent_offload("fa", offload)
 }
 
 pub(super) fn tcp_section(ml: &mut MipLab, o: &BenchOpts) -> Result<()> {
     let mut rows = Vec::new();
     go(ml, Segment::Home)?;
     rows.push(measure(ml, "plain routing (MN at home)", o.secs)?);
-    for on in [true, false] {
-        if !on {
-            go(ml, Segment::Home)?;
-            ml.restart_agent_offload("ha", false)?;
-            ml.restart_agent_offload("fa", false)?;
-        }
+    // The HA's kernel encapsulation (the default), then the agents moving every
+    // packet themselves with TUN offloads, then without.
+    for (offload, kernel) in [(true, true), (true, false), (false, false)] {
+        configure(ml, offload, kernel)?;
         go(ml, Segment::IntA)?;
-        let ok = offload_of(ml.ha_status()) == on;
-        rows.push(measure(ml, name("c", on, ok), o.secs)?);
+        let ha = ml.ha_status();
+        let ok = offload_of(&ha) == offload && kernel_encap_of(&ha) == kernel;
+        rows.push(measure(ml, name("c", offload, kernel, ok), o.secs)?);
         go(ml, Segment::IntB)?;
-        let ok = ok && offload_of(ml.fa_status()) == on;
-        rows.push(measure(ml, name("f", on, ok), o.secs)?);
-        go(ml, Segment::Nat)?;
-        rows.push(measure(ml, name("u", on, ok), o.secs)?);
+        let ok = ok && offload_of(&ml.fa_status()) == offload;
+        rows.push(measure(ml, name("f", offload, kernel, ok), o.secs)?);
+        if !kernel {
+            // RFC 3519 UDP tunnels are never the kernel's.
+            go(ml, Segment::Nat)?;
+            rows.push(measure(ml, name("u", offload, kernel, ok), o.secs)?);
+        }
     }
-    go(ml, Segment::Home)?;
-    ml.restart_agent_offload("ha", true)?;
-    ml.restart_agent_offload("fa", true)?;
+    configure(ml, true, true)?;
     print_rows(&rows, o.secs);
     Ok(())
 }
 
-fn name(mode: &str, on: bool, as_configured: bool) -> &'static str {
-    match (mode, on, as_configured) {
-        (_, _, false) => "(offload not as configured!)",
-        ("c", true, _) => "mode c via HA, offload",
-        ("c", false, _) => "mode c via HA, no offload",
-        ("f", true, _) => "mode f via FA+HA, offload",
-        ("f", false, _) => "mode f via FA+HA, no offload",
-        (_, true, _) => "UDP tunnel (NAT), offload",
+fn name(mode: &str, offload: bool, kernel: bool, as_configured: bool) -> &'static str {
+    match (mode, offload, kernel, as_configured) {
+        (_, _, _, false) => "(not as configured!)",
+        ("c", _, true, _) => "mode c via HA, kernel encap",
+        ("f", _, true, _) => "mode f via FA+HA, kernel encap",
+        ("c", true, _, _) => "mode c via HA, offload",
+        ("c", false, _, _) => "mode c via HA, no offload",
+        ("f", true, _, _) => "mode f via FA+HA, offload",
+        ("f", false, _, _) => "mode f via FA+HA, no offload",
+        (_, true, _, _) => "UDP tunnel (NAT), offload",
         _ => "UDP tunnel (NAT), no offload",
     }
 }

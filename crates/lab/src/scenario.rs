@@ -88,6 +88,13 @@ impl MipLab {
 
     /// Restarts agent `role` ("ha" or "fa") with `offload = on` in its configuration.
     pub fn restart_agent_offload(&mut self, role: &str, on: bool) -> Result<()> {
+        self.restart_agent_with(role, "offload", &on.to_string())
+    }
+
+    /// Restarts agent `role` ("ha" or "fa") with `key = value` in its section of its
+    /// configuration (replacing an earlier line for `key`). The new instance starts
+    /// with no binding, so the MN should be at home (or move afterwards).
+    pub fn restart_agent_with(&mut self, role: &str, key: &str, value: &str) -> Result<()> {
         self.lab.stop(role, libc::SIGTERM);
         let cfg = if role == "fa" {
             &self.fa_cfg
@@ -95,14 +102,15 @@ impl MipLab {
             &self.ha_cfg
         };
         let text = std::fs::read_to_string(cfg)?;
+        let prefix = format!("{key} =");
         let mut lines: Vec<String> = text
             .lines()
-            .filter(|l| !l.starts_with("offload ="))
+            .filter(|l| !l.starts_with(&prefix))
             .map(str::to_string)
             .collect();
         let section = format!("[{role}]");
         if let Some(i) = lines.iter().position(|l| l.trim() == section) {
-            lines.insert(i + 1, format!("offload = {on}"));
+            lines.insert(i + 1, format!("{key} = {value}"));
         }
         std::fs::write(cfg, lines.join("\n") + "\n")?;
         if role == "fa" {

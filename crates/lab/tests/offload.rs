@@ -176,6 +176,16 @@ fn data_frame_sizes(cap: &Path) -> Vec<(usize, usize)> {
     v
 }
 
+/// Restarts the HA with `kernel_encap = false`: these tests are about the tunnel
+/// device's reader segmenting, merging and forwarding itself (as it does for every
+/// packet where the kernel cannot encapsulate, and for RFC 3519 UDP tunnels).
+fn userspace_ha(ml: &mut MipLab) {
+    ml.restart_agent_with("ha", "kernel_encap", "false")
+        .unwrap();
+    let ha = ml.ha_status().unwrap();
+    assert_eq!(ha["kernel_encap"]["attached"], false, "{ha}");
+}
+
 fn to_int_a(ml: &mut MipLab) {
     ml.lab.move_mn(Segment::IntA).unwrap();
     ml.wait_mn(Duration::from_secs(10), |v| {
@@ -209,6 +219,7 @@ fn ha_offload_puts_clean_mtu_sized_segments_on_the_wire() {
         return;
     };
     let mut ml = MipLab::start(&exe(), true, 300).unwrap();
+    userspace_ha(&mut ml);
     to_int_a(&mut ml);
     let ha = ml.ha_status().unwrap();
     assert_eq!(ha["data_path"]["offload"], true, "{ha}");
@@ -300,6 +311,7 @@ fn fa_offload_puts_clean_mtu_sized_segments_on_the_wire() {
         return;
     };
     let mut ml = MipLab::start(&exe(), true, 300).unwrap();
+    userspace_ha(&mut ml);
     to_int_b(&mut ml);
     assert_eq!(ml.fa_status().unwrap()["data_path"]["offload"], true);
     let cap = capture_transfer(&mut ml, "fa-offload.pcap", true);
@@ -501,6 +513,7 @@ fn gro_merged_ip_in_ip_goes_on_as_the_sender_s_segments() {
         return;
     };
     let mut ml = MipLab::start(&exe(), true, 300).unwrap();
+    userspace_ha(&mut ml);
     to_int_a(&mut ml);
     ml.lab.set_gro("ha", true).unwrap();
     ml.lab.set_gro("mn", true).unwrap();
@@ -634,6 +647,7 @@ fn gro_merged_ip_in_ip_through_the_foreign_agent() {
         return;
     };
     let mut ml = MipLab::start(&exe(), true, 300).unwrap();
+    userspace_ha(&mut ml);
     to_int_b(&mut ml);
     hold_gro(&ml, "ha");
     hold_gro(&ml, "fa");
@@ -669,4 +683,98 @@ fn gro_merged_ip_in_ip_through_the_foreign_agent() {
         );
     }
     assert_eq!(snmp(&ml, "mn", "Tcp", "InCsumErrors"), csum_errors);
+}
+
+/// `ethtool -K eth0 ARGS` in `role`'s namespace.
+fn ethtool(ml: &MipLab, role: &str, args: &[&str]) {
+    let ns = ml.lab.ns(role);
+    let mut a = vec!["netns", "exec", &ns, "ethtool", "-K", "eth0"];
+    a.extend_from_slice(args);
+    lab::netns::run("ip", &a).unwrap();
+}
+
+/// The kernel encapsulates (`kernel_encap`, the default): the HA's TCP super-packets
+/// for an away node leave as IP-in-IP GSO packets that the kernel cuts at the
+/// interface, and never cross the HA's process. With the HA's link cutting and
+/// checksumming in software (as a NIC without IP-in-IP segmentation offload does),
+/// the wire carries what the HA's own segmentation put there: full-sized segments
+/// within the path MTU, tshark-clean, the data intact both ways, in mode c and mode
+/// f. With the link's offloads on, a veth carries each super-packet whole to the
+/// node, which takes it as one (`ipip_merged`) and completes the checksums its
+/// sender left partial (`ipip_partial`): data intact, no checksum error at the node.
+#[test]
+fn kernel_encapsulation_puts_the_same_segments_on_the_wire() {
+    let Some(_g) = lab_lock("kernel_encapsulation_puts_the_same_segments_on_the_wire") else {
+        return;
+    };
+    let mut ml = MipLab::start(&exe(), true, 300).unwrap();
+    let ha = ml.ha_status().unwrap();
+    assert_eq!(ha["kernel_encap"]["attached"], true, "{ha}");
+    ethtool(&ml, "ha", &["tx", "off", "tx-ipxip4-segmentation", "off"]);
+    let csum_errors = snmp(&ml, "mn", "Tcp", "InCsumErrors");
+
+    for (seg, name) in [(Segment::IntA, "c"), (Segment::IntB, "f")] {
+        if seg == Segment::IntA {
+            to_int_a(&mut ml);
+        } else {
+            to_int_b(&mut ml);
+        }
+        let before = ml.ha_status().unwrap();
+        let cap = capture_transfer(&mut ml, &format!("kernel-encap-{name}.pcap"), true);
+        ml.lab.stop("capture-ha", libc::SIGINT);
+        let kept = keep_capture(&cap, &format!("mipsec-lab-kernel-encap-{name}"));
+        let ha = ml.ha_status().unwrap();
+        let grew = |k: &[&str]| {
+            let get = |v: &serde_json::Value| k.iter().fold(v, |v, k| &v[*k]).as_u64().unwrap_or(0);
+            get(&ha) - get(&before)
+        };
+        // The 30 MB down went through the kernel, not through the HA's process.
+        let kernel = grew(&["kernel_encap", "bytes"]);
+        let process = grew(&["counters", "tx_bytes"]);
+        eprintln!("mode {name}: kernel {kernel} octets, HA process {process}");
+        assert!(kernel >= 30 << 20, "mode {name}: {ha}");
+        assert!(process < 1 << 20, "mode {name}: {ha}");
+
+        let all = tshark(&kept, "ip.proto == 4", &["frame.len"]);
+        assert!(all.len() > 5_000, "{} tunnelled packets", all.len());
+        let bad = tshark(
+            &kept,
+            "_ws.malformed || ip.checksum.status == \"Bad\" || tcp.checksum.status == \"Bad\" \
+             || _ws.expert.severity >= \"Error\"",
+            &["ip.src", "ip.dst", "_ws.expert.message"],
+        );
+        assert!(bad.is_empty(), "mode {name}, flagged:\n{}", bad.join("\n"));
+        // The HA's data segments: outer 20 + inner up to the tunnel MTU (1468) + 14
+        // octets of Ethernet, mostly full-sized, as its own segmentation makes them.
+        let sizes = data_frame_sizes(&kept);
+        eprintln!(
+            "mode {name}: data frame sizes {:?}",
+            &sizes[..sizes.len().min(4)]
+        );
+        assert_eq!(sizes[0].0, 1502, "mode {name}: most frequent data frame");
+        let big = tshark(&kept, "frame.len > 1502", &["frame.len", "ip.src"]);
+        assert!(big.is_empty(), "oversized: {:?}", &big[..big.len().min(5)]);
+    }
+
+    // The link's offloads back on: the super-packets cross the veths whole.
+    ethtool(&ml, "ha", &["tx", "on", "tx-ipxip4-segmentation", "on"]);
+    to_int_a(&mut ml);
+    let mn0 = ml.mn_status().unwrap();
+    transfer(&ml, false, 32 << 20);
+    transfer(&ml, true, 8 << 20);
+    let mn = ml.mn_status().unwrap();
+    let grew = |k: &str| {
+        mn["data_path"][k].as_u64().unwrap_or(0) - mn0["data_path"][k].as_u64().unwrap_or(0)
+    };
+    eprintln!(
+        "whole: node took {} super-packets, completed {} partial checksums",
+        grew("ipip_merged"),
+        grew("ipip_partial")
+    );
+    assert!(grew("ipip_merged") > 100, "{mn}");
+    assert_eq!(
+        snmp(&ml, "mn", "Tcp", "InCsumErrors"),
+        csum_errors,
+        "TCP checksum errors at the node"
+    );
 }

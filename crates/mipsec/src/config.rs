@@ -161,6 +161,16 @@ pub struct HaSection {
     /// at a time. Falls back to that, with a warning, when the kernel refuses.
     #[serde(default = "default_true")]
     pub offload: bool,
+    /// IP-in-IP to a care-of address is encapsulated by the kernel, in a tc program
+    /// on the tunnel device that the binding table fills (`netio::ipip_encap`): a
+    /// TCP super-packet leaves as one packet that the kernel cuts at the interface,
+    /// and never crosses this process. Only bindings that forward to one care-of
+    /// address over IP-in-IP go there; everything else (no binding, simultaneous
+    /// bindings, RFC 3519 UDP tunnels) is read from the device as before. Needs
+    /// Linux 6.6 (tcx) and `CAP_BPF`; without them the daemon warns and moves every
+    /// packet itself. `false`: never.
+    #[serde(default = "default_true")]
+    pub kernel_encap: bool,
     /// RFC 3519 Tunnel Data of one super-packet leaves in one UDP GSO send
     /// (`UDP_SEGMENT`); `false` sends each datagram on its own. Turned off, with a
     /// warning, when the kernel refuses it.

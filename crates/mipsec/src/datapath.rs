@@ -62,5 +62,6 @@ pub(crate) fn status(dp: &DataPath) -> serde_json::Value {
         "ipip_gso_tap": dp.has_gso_tap(),
         "ipip_merged": dp.ipip_merged,
         "ipip_merged_guessed": dp.ipip_merged_guessed,
+        "ipip_partial": dp.ipip_partial,
     })
 }

@@ -161,6 +161,8 @@ struct Daemon {
     tun: Tun,
     /// Buffers and counters of the tunnel data path (`ha_data`).
     dp: crate::datapath::DataPath,
+    /// The kernel's IP-in-IP encapsulation, when attached (the route worker fills it).
+    encap: Option<Arc<netio::ipip_encap::IpipEncap>>,
     /// For taking over a killed instance's leftovers at start.
     nl: Netlink,
     home_ifindex: Option<u32>,
@@ -282,7 +284,29 @@ impl Daemon {
         let (tun, tun_ifindex, mut dp) = crate::datapath::open(&h.tunnel_device, h.offload)?;
         dp.udp_gso = h.udp_gso;
         dp.udp_gro = gro;
-        let routes = RouteWorker::start(tun_ifindex, arp).map_err(Error::RouteWorker)?;
+        let encap = match h.kernel_encap {
+            false => None,
+            true => {
+                let pool = cfg.dynamic_pool.map_or(0, |(_, n)| n as usize);
+                let capacity = (node_count + pool).clamp(1024, ENCAP_MAX) as u32;
+                match netio::ipip_encap::IpipEncap::attach(tun_ifindex, capacity) {
+                    Ok(e) => Some(Arc::new(e)),
+                    Err(e) => {
+                        warn!("kernel IP-in-IP encapsulation unavailable, every packet goes through this process: {e}");
+                        None
+                    }
+                }
+            }
+        };
+        let routes = RouteWorker::start(
+            tun_ifindex,
+            arp,
+            encap.clone().map(|prog| routes::Encap {
+                prog,
+                source: h.address,
+            }),
+        )
+        .map_err(Error::RouteWorker)?;
         write_sysctl("/proc/sys/net/ipv4/ip_forward", "1");
         if let Some(name) = &h.home_interface {
             // Answer ARP for away nodes at once, not after up to 0.8 s (proxy_delay).
@@ -334,6 +358,7 @@ impl Daemon {
             raw,
             tun,
             dp,
+            encap,
             nl,
             home_ifindex,
             ours,
@@ -571,8 +596,20 @@ impl Daemon {
                 "rx_bytes": self.counters.rx_bytes,
             },
             "workers": workers,
-            "data_path": crate::datapath::status(&self.dp)
+            "data_path": crate::datapath::status(&self.dp),
+            "kernel_encap": self.kernel_encap_status(),
         })
+    }
+
+    /// Whether the kernel encapsulates, and what it sent.
+    fn kernel_encap_status(&self) -> serde_json::Value {
+        match &self.encap {
+            None => json!({ "attached": false }),
+            Some(e) => match e.counters() {
+                Ok(c) => json!({ "attached": true, "sends": c.sends, "bytes": c.bytes }),
+                Err(err) => json!({ "attached": true, "error": err.to_string() }),
+            },
+        }
     }
 
     /// Saves the bindings: a snapshot taken here (one pass over each shard, no
@@ -827,6 +864,10 @@ fn write_state(path: &Path, saved: &[SavedBinding]) {
 }
 
 /// `workers` from the configuration: 0 means one per CPU this process may use.
+/// The most kernel encapsulation entries (a hash map; its buckets, 16 octets each
+/// rounded up to a power of two, are allocated at start, the entries as added).
+const ENCAP_MAX: usize = 1 << 21;
+
 fn worker_count(configured: usize) -> usize {
     match configured {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),

@@ -14,11 +14,14 @@
 //! address, and the route follows within the batch.
 
 use futures::StreamExt;
+use netio::ipip_encap::IpipEncap;
 use netio::netlink::arp::ArpAnnouncer;
 use netio::netlink::route_batch::RouteBatch;
 use netio::netlink::{ArpOp, Netlink};
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
@@ -30,9 +33,16 @@ use crate::shell::PROTO_HA;
 const BATCH: usize = 4096;
 /// Proxy ARP requests in flight at once.
 const IN_FLIGHT: usize = 64;
+/// How long the interface toward a care-of address is taken as known.
+const OIF_FOR: Duration = Duration::from_secs(60);
+/// Care-of addresses whose interface is remembered at once.
+const OIF_CACHE: usize = 65_536;
 
 enum Cmd {
     Intercept(Ipv4Addr, bool),
+    /// Kernel IP-in-IP encapsulation of a home address's packets: to this care-of
+    /// address until then, or none (the tunnel device's reader decides).
+    Encap(Ipv4Addr, Option<(Ipv4Addr, Instant)>),
     /// Answered once everything queued before it is applied.
     Flush(oneshot::Sender<()>),
 }
@@ -42,6 +52,15 @@ enum Cmd {
 pub(super) struct RouteWorker {
     tx: mpsc::UnboundedSender<Cmd>,
     removals: bool,
+    /// Kernel encapsulation is attached: binding changes are passed on.
+    encap: bool,
+}
+
+/// The kernel encapsulator and what its entries need besides the binding.
+pub(super) struct Encap {
+    pub(super) prog: Arc<IpipEncap>,
+    /// The outer source: the address the raw socket is bound to.
+    pub(super) source: Ipv4Addr,
 }
 
 struct Ctx {
@@ -50,6 +69,9 @@ struct Ctx {
     batch: RouteBatch,
     tun_ifindex: u32,
     home: Option<(u32, ArpAnnouncer)>,
+    encap: Option<Encap>,
+    /// The interface toward each care-of address, looked up at most once a minute.
+    oif: HashMap<Ipv4Addr, (Option<u32>, Instant)>,
 }
 
 impl RouteWorker {
@@ -58,7 +80,9 @@ impl RouteWorker {
     pub(super) fn start(
         tun_ifindex: u32,
         home: Option<(u32, ArpAnnouncer)>,
+        encap: Option<Encap>,
     ) -> Result<RouteWorker, String> {
+        let with_encap = encap.is_some();
         let (tx, rx) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         std::thread::Builder::new()
@@ -88,6 +112,8 @@ impl RouteWorker {
                             batch,
                             tun_ifindex,
                             home,
+                            encap,
+                            oif: HashMap::new(),
                         },
                     )
                     .await
@@ -100,6 +126,7 @@ impl RouteWorker {
         Ok(RouteWorker {
             tx,
             removals: false,
+            encap: with_encap,
         })
     }
 
@@ -108,6 +135,18 @@ impl RouteWorker {
         self.removals |= !on;
         if self.tx.send(Cmd::Intercept(home, on)).is_err() {
             warn!("route worker gone: {home} not applied");
+        }
+    }
+
+    /// Queues the kernel encapsulation of `home`'s packets (when attached): to
+    /// `to`'s care-of address until its expiry, or none.
+    pub(super) fn encap(&mut self, home: Ipv4Addr, to: Option<(Ipv4Addr, Instant)>) {
+        if !self.encap {
+            return;
+        }
+        self.removals |= to.is_none();
+        if self.tx.send(Cmd::Encap(home, to)).is_err() {
+            warn!("route worker gone: encapsulation of {home} not applied");
         }
     }
 
@@ -130,6 +169,7 @@ impl RouteWorker {
 async fn run(mut rx: mpsc::UnboundedReceiver<Cmd>, mut ctx: Ctx) {
     while let Some(first) = rx.recv().await {
         let mut last: HashMap<Ipv4Addr, bool> = HashMap::new();
+        let mut encaps: HashMap<Ipv4Addr, Option<(Ipv4Addr, Instant)>> = HashMap::new();
         let mut acks = Vec::new();
         let mut next = Some(first);
         let mut n = 0;
@@ -137,6 +177,10 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Cmd>, mut ctx: Ctx) {
             match c {
                 Cmd::Intercept(h, on) => {
                     last.insert(h, on);
+                    n += 1;
+                }
+                Cmd::Encap(h, to) => {
+                    encaps.insert(h, to);
                     n += 1;
                 }
                 Cmd::Flush(a) => acks.push(a),
@@ -147,6 +191,7 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Cmd>, mut ctx: Ctx) {
         }
         let ops: Vec<(Ipv4Addr, bool)> = last.into_iter().collect();
         ctx.routes(&ops);
+        ctx.encaps(encaps).await;
         if ctx.home.is_some() {
             let ctx = &ctx;
             futures::stream::iter(ops)
@@ -175,6 +220,50 @@ impl Ctx {
                 }
             }
             Err(e) => warn!("routes of {} home addresses not applied: {e}", ops.len()),
+        }
+    }
+
+    /// Applies the kernel encapsulation entries of a batch. One that cannot be
+    /// added (no route to the care-of address, the map full) leaves the home
+    /// address to the tunnel device's reader, which forwards as before.
+    async fn encaps(&mut self, ops: HashMap<Ipv4Addr, Option<(Ipv4Addr, Instant)>>) {
+        let Some(encap) = &self.encap else { return };
+        let now = Instant::now();
+        for (home, to) in ops {
+            let Some((care_of, until)) = to else {
+                if let Err(e) = encap.prog.remove(home) {
+                    warn!("kernel encapsulation of {home} not removed: {e}");
+                }
+                continue;
+            };
+            let oif = match self.oif.get(&care_of) {
+                Some(&(oif, at)) if now.duration_since(at) < OIF_FOR => oif,
+                _ => {
+                    let oif = match self.nl.route_oif(care_of).await {
+                        Ok(oif) => oif,
+                        Err(e) => {
+                            debug!("route to {care_of}: {e}");
+                            None
+                        }
+                    };
+                    if self.oif.len() >= OIF_CACHE {
+                        self.oif.clear();
+                    }
+                    self.oif.insert(care_of, (oif, now));
+                    oif
+                }
+            };
+            let set = match oif {
+                // Through the tunnel device itself: nothing the kernel can do.
+                Some(oif) if oif != self.tun_ifindex => {
+                    encap.prog.set(home, encap.source, care_of, oif, until)
+                }
+                _ => encap.prog.remove(home).map(drop),
+            };
+            if let Err(e) = set {
+                debug!("kernel encapsulation of {home} to {care_of}: {e}");
+                let _ = encap.prog.remove(home);
+            }
         }
     }
 

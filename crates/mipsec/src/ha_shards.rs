@@ -499,8 +499,14 @@ impl Plane {
                 HaEvent::BindingAdded(b) => {
                     info!(home = %b.home_addr, care_of = %b.care_of, lifetime = b.lifetime, tunnel = ?b.tunnel, "binding added");
                     self.routes.intercept(b.home_addr, true);
+                    self.routes
+                        .encap(b.home_addr, kernel_encap(core, b.home_addr));
                 }
-                HaEvent::BindingRenewed(_) => {}
+                // A new expiry, perhaps a new tunnel.
+                HaEvent::BindingRenewed(b) => {
+                    self.routes
+                        .encap(b.home_addr, kernel_encap(core, b.home_addr));
+                }
                 HaEvent::BindingRemoved {
                     home_addr,
                     care_of,
@@ -510,6 +516,7 @@ impl Plane {
                     if core.bindings_of(home_addr).is_empty() {
                         self.routes.intercept(home_addr, false);
                     }
+                    self.routes.encap(home_addr, kernel_encap(core, home_addr));
                 }
             }
         }
@@ -541,6 +548,17 @@ impl Plane {
         }
         out.clear();
         self.out = out;
+    }
+}
+
+/// What the kernel may do with `home`'s packets (after the core applied a batch):
+/// encapsulate to the one care-of address it is bound to over IP-in-IP, until that
+/// binding expires; anything else (none, simultaneous bindings, an RFC 3519 UDP
+/// tunnel) stays with the tunnel device's reader.
+fn kernel_encap(core: &HomeAgent, home: Ipv4Addr) -> Option<(Ipv4Addr, Instant)> {
+    match core.bindings_of(home) {
+        [b] if matches!(b.tunnel, mip4::ha::Tunnel::IpInIp) => Some((b.care_of, b.expires)),
+        _ => None,
     }
 }
 

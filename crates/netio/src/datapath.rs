@@ -44,6 +44,9 @@ pub struct DataPath {
     /// Merged IP-in-IP packets received, and those cut at the fallback size.
     pub ipip_merged: u64,
     pub ipip_merged_guessed: u64,
+    /// IP-in-IP packets whose inner checksum the sender left to the device (a
+    /// virtual link), completed here.
+    pub ipip_partial: u64,
     /// Segments of merged packets cut here (TUN without offload).
     merged_segs: PacketList,
 }
@@ -74,6 +77,7 @@ impl DataPath {
             gso_tap: None,
             ipip_merged: 0,
             ipip_merged_guessed: 0,
+            ipip_partial: 0,
             merged_segs: PacketList::new(),
         }
     }
@@ -218,13 +222,23 @@ impl DataPath {
     }
 
     /// The GSO header of a GRO-merged packet (counted), with the sender's segment size
-    /// from the tap or the fallback; `None` for an ordinary packet.
+    /// from the tap or the fallback; a header without GSO for a lone packet whose
+    /// checksum the sender left to the device (counted); `None` for an ordinary packet.
     fn merged_header(&mut self, pkt: &[u8]) -> Option<VnetHdr> {
-        let (mut hdr, certain) = crate::ipip_gro::merged_tcp(pkt)?;
+        let Some((mut hdr, certain)) = crate::ipip_gro::merged_tcp(pkt) else {
+            let hdr = crate::ipip_gro::partial_single(pkt)?;
+            self.ipip_partial += 1;
+            return Some(hdr);
+        };
         hdr.gso_size = match self.gso_tap.as_mut().and_then(|t| t.gso_size(pkt)) {
+            // The tap saw it as one segment: only its checksum is to be completed.
+            Some(0) => return Some(self.partial(hdr)),
             Some(size) => size,
             // A verifying checksum, unknown to the tap, one frame long: ordinary.
             None if !certain && pkt.len() <= crate::ipip_gro::ONE_FRAME => return None,
+            // A failing one, one frame long: a lone segment as a virtual link hands it
+            // over (or two small ones merged), complete as it is.
+            None if pkt.len() <= crate::ipip_gro::ONE_FRAME => return Some(self.partial(hdr)),
             None => {
                 self.ipip_merged_guessed += 1;
                 crate::ipip_gro::FALLBACK_GSO_SIZE
@@ -232,6 +246,14 @@ impl DataPath {
         };
         self.ipip_merged += 1;
         Some(hdr)
+    }
+
+    fn partial(&mut self, mut hdr: VnetHdr) -> VnetHdr {
+        self.ipip_partial += 1;
+        hdr.gso_type = crate::offload::GSO_NONE;
+        hdr.hdr_len = 0;
+        hdr.gso_size = 0;
+        hdr
     }
 
     /// Writes what [`DataPath::write_tun`] queued (merged TCP segments, one write each);

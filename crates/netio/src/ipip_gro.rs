@@ -30,7 +30,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 
-use crate::offload::{VnetHdr, F_NEEDS_CSUM, GSO_TCPV4, VNET_HDR_LEN};
+use crate::offload::{VnetHdr, F_NEEDS_CSUM, GSO_NONE, GSO_TCPV4, VNET_HDR_LEN};
 use crate::Result;
 use wire::checksum;
 
@@ -102,6 +102,56 @@ pub fn merged_tcp(inner: &[u8]) -> Option<(VnetHdr, bool)> {
         csum_offset: 16,
     };
     Some((hdr, !crate::offload::l4_checksum_ok(inner, ihl)))
+}
+
+/// A lone packet whose checksum the sender's kernel left to the device: a TCP
+/// segment without payload (one with payload is [`merged_tcp`]'s) or a UDP datagram
+/// (checksum field not 0), IPv4, not a fragment, whose checksum field equals the
+/// pseudo-header sum and whose full checksum fails. A virtual link (veth) hands
+/// such a `CHECKSUM_PARTIAL` packet to the next namespace as it is, and so does a raw
+/// socket: written into a TUN as an ordinary packet, the receiver's stack would drop
+/// it for its checksum. The header asks for the checksum to be completed, no GSO.
+pub fn partial_single(inner: &[u8]) -> Option<VnetHdr> {
+    if inner.len() < 28 || inner[0] >> 4 != 4 {
+        return None;
+    }
+    let ihl = usize::from(inner[0] & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([inner[2], inner[3]]));
+    if ihl < 20 || total != inner.len() || u16::from_be_bytes([inner[6], inner[7]]) & 0x3fff != 0 {
+        return None;
+    }
+    let proto = inner[9];
+    let offset = match proto {
+        6 => {
+            let thl = usize::from(*inner.get(ihl + 12)? >> 4) * 4;
+            if thl < 20 || inner.len() != ihl + thl {
+                return None;
+            }
+            16
+        }
+        17 if inner.len() >= ihl + 8 => 6,
+        _ => return None,
+    };
+    let field = u16::from_be_bytes([inner[ihl + offset], inner[ihl + offset + 1]]);
+    if proto == 17 && field == 0 {
+        return None; // no checksum (RFC 768)
+    }
+    let src = [inner[12], inner[13], inner[14], inner[15]];
+    let dst = [inner[16], inner[17], inner[18], inner[19]];
+    let len = u16::try_from(inner.len() - ihl).ok()?;
+    let pseudo = !checksum::finish(checksum::pseudo_header(src, dst, proto, len));
+    let same = field == pseudo || (field | pseudo == 0xffff && field & pseudo == 0);
+    if !same || crate::offload::l4_checksum_ok(inner, ihl) {
+        return None;
+    }
+    Some(VnetHdr {
+        flags: F_NEEDS_CSUM,
+        gso_type: GSO_NONE,
+        hdr_len: 0,
+        gso_size: 0,
+        csum_start: ihl as u16,
+        csum_offset: offset as u16,
+    })
 }
 
 /// The classic BPF program of [`GsoTap`] (the socket sees packets from the outer IP
@@ -228,7 +278,8 @@ impl GsoTap {
     }
 
     /// The segment size of the merged packet `inner` (the inner packet as the raw
-    /// socket delivered it), if the tap saw it.
+    /// socket delivered it), if the tap saw it: 0 for a lone segment whose checksum
+    /// the sender left to the device.
     pub fn gso_size(&mut self, inner: &[u8]) -> Option<u16> {
         let key = key_of(inner)?;
         let hit = self.take(&key).or_else(|| {
@@ -283,16 +334,23 @@ fn key_of(inner: &[u8]) -> Option<[u8; KEY_LEN]> {
 }
 
 /// (key, gso_size) of one tap read: the virtio header, then the frame from its
-/// link-layer header on, cut at [`SNAP`]. Only TCPv4 GSO with a size and a partial
-/// checksum counts; `csum_start` points at the inner TCP header, which the filter
-/// passed only behind an inner IPv4 header of 20 octets.
+/// link-layer header on, cut at [`SNAP`]. TCPv4 GSO with a size, or no GSO (size 0),
+/// and a partial checksum counts; `csum_start` points at the inner TCP header, which
+/// the filter passed only behind an inner IPv4 header of 20 octets.
 pub fn parse_tapped(buf: &[u8]) -> Option<([u8; KEY_LEN], u16)> {
     let (hdr, frame) = VnetHdr::parse(buf).ok()?;
-    if hdr.gso_type & 0x7f != GSO_TCPV4 || hdr.gso_size == 0 || hdr.flags & F_NEEDS_CSUM == 0 {
+    // A GSO packet gives its segment size; a lone one with its checksum left to
+    // the device, 0.
+    let size = match hdr.gso_type & 0x7f {
+        GSO_TCPV4 if hdr.gso_size > 0 => hdr.gso_size,
+        GSO_NONE => 0,
+        _ => return None,
+    };
+    if hdr.flags & F_NEEDS_CSUM == 0 {
         return None;
     }
     let inner = usize::from(hdr.csum_start).checked_sub(20)?;
-    Some((key_of(frame.get(inner..)?)?, hdr.gso_size))
+    Some((key_of(frame.get(inner..)?)?, size))
 }
 
 #[cfg(test)]

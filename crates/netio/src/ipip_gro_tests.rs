@@ -250,12 +250,88 @@ fn a_tap_read_gives_the_key_the_raw_socket_s_copy_has() {
     let (key, size) = parse_tapped(&read).expect("parses");
     assert_eq!(size, 1416);
     assert_eq!(Some(key), key_of(&merged));
-    // Not GSO, or no partial checksum: no answer.
+    // No partial checksum: no answer; one segment with its checksum left partial: 0.
     let plain = [&VnetHdr::default().to_bytes()[..], &frame].concat();
     assert!(parse_tapped(&plain).is_none());
+    let lone = VnetHdr {
+        gso_type: GSO_NONE,
+        gso_size: 0,
+        ..hdr
+    };
+    let lone = parse_tapped(&[&lone.to_bytes()[..], &frame].concat());
+    assert_eq!(lone.map(|l| l.1), Some(0));
     let no_csum = VnetHdr { flags: 0, ..hdr };
     assert!(parse_tapped(&[&no_csum.to_bytes()[..], &frame].concat()).is_none());
     for cut in 0..read.len() {
         let _ = parse_tapped(&read[..cut]);
     }
+}
+
+/// `pkt` with its transport checksum field set to the pseudo-header sum, as a sender's
+/// kernel leaves it for the device (`CHECKSUM_PARTIAL`).
+fn left_partial(mut pkt: Vec<u8>, offset: usize) -> Vec<u8> {
+    let len = (pkt.len() - 20) as u16;
+    let partial = !checksum::finish(checksum::pseudo_header(SRC, DST, pkt[9], len));
+    pkt[20 + offset..22 + offset].copy_from_slice(&partial.to_be_bytes());
+    pkt
+}
+
+fn udp_datagram(payload: &[u8]) -> Vec<u8> {
+    let mut p = tcp_segment(0x2000, 0, 0x10, &[]);
+    p.truncate(20);
+    p[9] = 17;
+    let len = (8 + payload.len()) as u16;
+    p.extend_from_slice(&[0x13, 0x88, 0x00, 0x07]);
+    p.extend_from_slice(&len.to_be_bytes());
+    p.extend_from_slice(&[0, 0]);
+    p.extend_from_slice(payload);
+    let total = p.len() as u16;
+    p[2..4].copy_from_slice(&total.to_be_bytes());
+    fix_ipv4_checksum(&mut p, 20);
+    let c = checksum::finish(crate::offload::csum_add(
+        &p[20..],
+        checksum::pseudo_header(SRC, DST, 17, len),
+    ));
+    p[26..28].copy_from_slice(&c.to_be_bytes());
+    assert!(l4_checksum_ok(&p, 20));
+    p
+}
+
+#[test]
+fn a_lone_packet_left_partial_is_completed_and_nothing_else_is_touched() {
+    // A SYN-ACK and a UDP datagram whose checksums a veth peer left partial.
+    let syn_ack = tcp_segment(0x3000, 99, 0x12, &[]);
+    let dgram = udp_datagram(b"a datagram of some length");
+    for (whole, offset) in [(syn_ack, 16usize), (dgram, 6)] {
+        let partial = left_partial(whole.clone(), offset);
+        let hdr = partial_single(&partial).expect("left partial");
+        assert_eq!(hdr.gso_type, GSO_NONE);
+        assert_eq!(hdr.flags, F_NEEDS_CSUM);
+        assert_eq!(usize::from(hdr.csum_offset), offset);
+        let mut out = PacketList::new();
+        assert_eq!(segment(&hdr, &partial, &mut out).unwrap(), 1);
+        assert_eq!(
+            out.get(0).unwrap(),
+            &whole[..],
+            "completed as the sender would have"
+        );
+        // The same packet with its full checksum: ordinary.
+        assert!(partial_single(&whole).is_none());
+        // A fragment, a cut packet: not taken.
+        let mut frag = partial.clone();
+        frag[6] |= 0x20;
+        assert!(partial_single(&frag).is_none());
+        assert!(partial_single(&partial[..partial.len() - 1]).is_none());
+        for cut in 0..partial.len() {
+            let _ = partial_single(&partial[..cut]);
+        }
+    }
+    // UDP without a checksum (0) stays as it is.
+    let mut none = udp_datagram(b"x");
+    none[26..28].copy_from_slice(&[0, 0]);
+    assert!(partial_single(&none).is_none());
+    // TCP with payload is merged_tcp's, not this.
+    let data = left_partial(tcp_segment(0x3001, 99, 0x18, b"payload"), 16);
+    assert!(partial_single(&data).is_none());
+    assert!(merged_tcp(&data).is_some());
 }

@@ -384,6 +384,40 @@ impl Netlink {
             .map_err(Error::netlink("replace route"))
     }
 
+    /// The interface the kernel would send a packet to `dst` out of (`ip route get`),
+    /// `None` when it has no route.
+    pub async fn route_oif(&self, dst: Ipv4Addr) -> Result<Option<u32>> {
+        use netlink_packet_route::route::{RouteAddress, RouteAttribute};
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = AddressFamily::Inet;
+        msg.header.destination_prefix_length = 32;
+        msg.attributes
+            .push(RouteAttribute::Destination(RouteAddress::Inet(dst)));
+        let mut replies = self.handle.route().get(msg).execute();
+        loop {
+            match replies.try_next().await {
+                Ok(Some(r)) => {
+                    let oif = r.attributes.iter().find_map(|a| match a {
+                        RouteAttribute::Oif(i) => Some(*i),
+                        _ => None,
+                    });
+                    if oif.is_some() {
+                        return Ok(oif);
+                    }
+                }
+                Ok(None) => return Ok(None),
+                Err(e) => {
+                    let err = Error::netlink("route get")(e);
+                    // No route at all (ENETUNREACH, EHOSTUNREACH): not an error here.
+                    return match err.raw_os_error() {
+                        Some(libc::ENETUNREACH) | Some(libc::EHOSTUNREACH) => Ok(None),
+                        _ => Err(err),
+                    };
+                }
+            }
+        }
+    }
+
     /// Remove a route (`ip route del`). Fails with `ESRCH` if there is none.
     pub async fn del_route(&self, route: &Route) -> Result<()> {
         self.handle
