@@ -267,13 +267,15 @@ fn kernel_encap_of(v: &Result<serde_json::Value>) -> bool {
         .unwrap_or(false)
 }
 
-/// Restarts the agents with the HA's `kernel_encap` and both agents' `offload` as
-/// given (the MN goes home first: a restarted HA has no binding).
+/// Restarts the agents with their `kernel_encap` and `offload` as given (the MN goes
+/// home first: a restarted HA has no binding).
 fn configure(ml: &mut MipLab, offload: bool, kernel: bool) -> Result<()> {
     go(ml, Segment::Home)?;
-    ml.restart_agent_with("ha", "kernel_encap", &kernel.to_string())?;
-    ml.restart_agent_offload("ha", offload)?;
-    ml.restart_agent_offload("fa", offload)
+    for role in ["ha", "fa"] {
+        ml.restart_agent_with(role, "kernel_encap", &kernel.to_string())?;
+        ml.restart_agent_offload(role, offload)?;
+    }
+    Ok(())
 }
 
 pub(super) fn tcp_section(ml: &mut MipLab, o: &BenchOpts) -> Result<()> {
@@ -289,7 +291,8 @@ pub(super) fn tcp_section(ml: &mut MipLab, o: &BenchOpts) -> Result<()> {
         let ok = offload_of(&ha) == offload && kernel_encap_of(&ha) == kernel;
         rows.push(measure(ml, name("c", offload, kernel, ok), o.secs)?);
         go(ml, Segment::IntB)?;
-        let ok = ok && offload_of(&ml.fa_status()) == offload;
+        let fa = ml.fa_status();
+        let ok = ok && offload_of(&fa) == offload && kernel_encap_of(&fa) == kernel;
         rows.push(measure(ml, name("f", offload, kernel, ok), o.secs)?);
         if !kernel {
             // RFC 3519 UDP tunnels are never the kernel's.

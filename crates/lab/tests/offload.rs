@@ -176,14 +176,17 @@ fn data_frame_sizes(cap: &Path) -> Vec<(usize, usize)> {
     v
 }
 
-/// Restarts the HA with `kernel_encap = false`: these tests are about the tunnel
-/// device's reader segmenting, merging and forwarding itself (as it does for every
-/// packet where the kernel cannot encapsulate, and for RFC 3519 UDP tunnels).
-fn userspace_ha(ml: &mut MipLab) {
+/// Restarts the HA and the FA with `kernel_encap = false`: these tests are about the
+/// tunnel device's reader segmenting, merging and forwarding itself (as it does for
+/// every packet where the kernel cannot encapsulate, and for RFC 3519 UDP tunnels).
+fn userspace_agents(ml: &mut MipLab) {
     ml.restart_agent_with("ha", "kernel_encap", "false")
         .unwrap();
-    let ha = ml.ha_status().unwrap();
-    assert_eq!(ha["kernel_encap"]["attached"], false, "{ha}");
+    ml.restart_agent_with("fa", "kernel_encap", "false")
+        .unwrap();
+    for v in [ml.ha_status().unwrap(), ml.fa_status().unwrap()] {
+        assert_eq!(v["kernel_encap"]["attached"], false, "{v}");
+    }
 }
 
 fn to_int_a(ml: &mut MipLab) {
@@ -219,7 +222,7 @@ fn ha_offload_puts_clean_mtu_sized_segments_on_the_wire() {
         return;
     };
     let mut ml = MipLab::start(&exe(), true, 300).unwrap();
-    userspace_ha(&mut ml);
+    userspace_agents(&mut ml);
     to_int_a(&mut ml);
     let ha = ml.ha_status().unwrap();
     assert_eq!(ha["data_path"]["offload"], true, "{ha}");
@@ -311,7 +314,7 @@ fn fa_offload_puts_clean_mtu_sized_segments_on_the_wire() {
         return;
     };
     let mut ml = MipLab::start(&exe(), true, 300).unwrap();
-    userspace_ha(&mut ml);
+    userspace_agents(&mut ml);
     to_int_b(&mut ml);
     assert_eq!(ml.fa_status().unwrap()["data_path"]["offload"], true);
     let cap = capture_transfer(&mut ml, "fa-offload.pcap", true);
@@ -513,7 +516,7 @@ fn gro_merged_ip_in_ip_goes_on_as_the_sender_s_segments() {
         return;
     };
     let mut ml = MipLab::start(&exe(), true, 300).unwrap();
-    userspace_ha(&mut ml);
+    userspace_agents(&mut ml);
     to_int_a(&mut ml);
     ml.lab.set_gro("ha", true).unwrap();
     ml.lab.set_gro("mn", true).unwrap();
@@ -647,7 +650,7 @@ fn gro_merged_ip_in_ip_through_the_foreign_agent() {
         return;
     };
     let mut ml = MipLab::start(&exe(), true, 300).unwrap();
-    userspace_ha(&mut ml);
+    userspace_agents(&mut ml);
     to_int_b(&mut ml);
     hold_gro(&ml, "ha");
     hold_gro(&ml, "fa");
@@ -693,25 +696,35 @@ fn ethtool(ml: &MipLab, role: &str, args: &[&str]) {
     lab::netns::run("ip", &a).unwrap();
 }
 
-/// The kernel encapsulates (`kernel_encap`, the default): the HA's TCP super-packets
-/// for an away node leave as IP-in-IP GSO packets that the kernel cuts at the
-/// interface, and never cross the HA's process. With the HA's link cutting and
+/// The kernel encapsulates (`kernel_encap`, the default, in the HA and in the FA's
+/// reverse tunnel): TCP super-packets to an away node, and from a visitor to its home
+/// agent, leave as IP-in-IP GSO packets that the kernel cuts at the interface and
+/// that never cross the agents' processes. With the agents' links cutting and
 /// checksumming in software (as a NIC without IP-in-IP segmentation offload does),
-/// the wire carries what the HA's own segmentation put there: full-sized segments
+/// the wire carries what the agents' own segmentation put there: full-sized segments
 /// within the path MTU, tshark-clean, the data intact both ways, in mode c and mode
-/// f. With the link's offloads on, a veth carries each super-packet whole to the
-/// node, which takes it as one (`ipip_merged`) and completes the checksums its
-/// sender left partial (`ipip_partial`): data intact, no checksum error at the node.
+/// f. With the links' offloads on, a veth carries each super-packet whole to the
+/// receiver (the node, the FA, the HA), which takes it as one (`ipip_merged`) and
+/// completes the checksums its sender left partial (`ipip_partial`): data intact, no
+/// checksum error at the node.
 #[test]
 fn kernel_encapsulation_puts_the_same_segments_on_the_wire() {
     let Some(_g) = lab_lock("kernel_encapsulation_puts_the_same_segments_on_the_wire") else {
         return;
     };
     let mut ml = MipLab::start(&exe(), true, 300).unwrap();
-    let ha = ml.ha_status().unwrap();
-    assert_eq!(ha["kernel_encap"]["attached"], true, "{ha}");
-    ethtool(&ml, "ha", &["tx", "off", "tx-ipxip4-segmentation", "off"]);
+    for (role, v) in [
+        ("HA", ml.ha_status().unwrap()),
+        ("FA", ml.fa_status().unwrap()),
+    ] {
+        assert_eq!(v["kernel_encap"]["attached"], true, "{role}: {v}");
+    }
+    let software = ["tx", "off", "tx-ipxip4-segmentation", "off"];
+    ethtool(&ml, "ha", &software);
+    ethtool(&ml, "fa", &software);
     let csum_errors = snmp(&ml, "mn", "Tcp", "InCsumErrors");
+    let counter =
+        |v: &serde_json::Value, k: &[&str]| k.iter().fold(v, |v, k| &v[*k]).as_u64().unwrap_or(0);
 
     for (seg, name) in [(Segment::IntA, "c"), (Segment::IntB, "f")] {
         if seg == Segment::IntA {
@@ -719,21 +732,29 @@ fn kernel_encapsulation_puts_the_same_segments_on_the_wire() {
         } else {
             to_int_b(&mut ml);
         }
-        let before = ml.ha_status().unwrap();
+        let (ha0, fa0) = (ml.ha_status().unwrap(), ml.fa_status().unwrap());
         let cap = capture_transfer(&mut ml, &format!("kernel-encap-{name}.pcap"), true);
         ml.lab.stop("capture-ha", libc::SIGINT);
         let kept = keep_capture(&cap, &format!("mipsec-lab-kernel-encap-{name}"));
-        let ha = ml.ha_status().unwrap();
-        let grew = |k: &[&str]| {
-            let get = |v: &serde_json::Value| k.iter().fold(v, |v, k| &v[*k]).as_u64().unwrap_or(0);
-            get(&ha) - get(&before)
-        };
-        // The 30 MB down went through the kernel, not through the HA's process.
-        let kernel = grew(&["kernel_encap", "bytes"]);
-        let process = grew(&["counters", "tx_bytes"]);
-        eprintln!("mode {name}: kernel {kernel} octets, HA process {process}");
+        let (ha, fa) = (ml.ha_status().unwrap(), ml.fa_status().unwrap());
+        // The 30 MB down went through the HA's kernel, not through its process.
+        let kernel =
+            counter(&ha, &["kernel_encap", "bytes"]) - counter(&ha0, &["kernel_encap", "bytes"]);
+        let process =
+            counter(&ha, &["counters", "tx_bytes"]) - counter(&ha0, &["counters", "tx_bytes"]);
+        eprintln!("mode {name}: HA kernel {kernel} octets, HA process {process}");
         assert!(kernel >= 30 << 20, "mode {name}: {ha}");
         assert!(process < 1 << 20, "mode {name}: {ha}");
+        if name == "f" {
+            // And the 30 MB up through the FA's.
+            let kernel = counter(&fa, &["kernel_encap", "bytes"])
+                - counter(&fa0, &["kernel_encap", "bytes"]);
+            let process = counter(&fa, &["counters", "reverse_bytes"])
+                - counter(&fa0, &["counters", "reverse_bytes"]);
+            eprintln!("mode f: FA kernel {kernel} octets, FA process {process}");
+            assert!(kernel >= 30 << 20, "{fa}");
+            assert!(process < 1 << 20, "{fa}");
+        }
 
         let all = tshark(&kept, "ip.proto == 4", &["frame.len"]);
         assert!(all.len() > 5_000, "{} tunnelled packets", all.len());
@@ -756,22 +777,35 @@ fn kernel_encapsulation_puts_the_same_segments_on_the_wire() {
         assert!(big.is_empty(), "oversized: {:?}", &big[..big.len().min(5)]);
     }
 
-    // The link's offloads back on: the super-packets cross the veths whole.
-    ethtool(&ml, "ha", &["tx", "on", "tx-ipxip4-segmentation", "on"]);
-    to_int_a(&mut ml);
-    let mn0 = ml.mn_status().unwrap();
-    transfer(&ml, false, 32 << 20);
-    transfer(&ml, true, 8 << 20);
-    let mn = ml.mn_status().unwrap();
-    let grew = |k: &str| {
-        mn["data_path"][k].as_u64().unwrap_or(0) - mn0["data_path"][k].as_u64().unwrap_or(0)
-    };
-    eprintln!(
-        "whole: node took {} super-packets, completed {} partial checksums",
-        grew("ipip_merged"),
-        grew("ipip_partial")
-    );
-    assert!(grew("ipip_merged") > 100, "{mn}");
+    // The links' offloads back on: the super-packets cross the veths whole.
+    let hardware = ["tx", "on", "tx-ipxip4-segmentation", "on"];
+    ethtool(&ml, "ha", &hardware);
+    ethtool(&ml, "fa", &hardware);
+    for (seg, name) in [(Segment::IntA, "c"), (Segment::IntB, "f")] {
+        if seg == Segment::IntA {
+            to_int_a(&mut ml);
+        } else {
+            to_int_b(&mut ml);
+        }
+        let (mn0, ha0) = (ml.mn_status().unwrap(), ml.ha_status().unwrap());
+        transfer(&ml, false, 32 << 20);
+        transfer(&ml, true, 32 << 20);
+        let (mn, ha) = (ml.mn_status().unwrap(), ml.ha_status().unwrap());
+        let merged = |a: &serde_json::Value, b: &serde_json::Value| {
+            counter(b, &["data_path", "ipip_merged"]) - counter(a, &["data_path", "ipip_merged"])
+        };
+        eprintln!(
+            "mode {name}, whole: node took {} super-packets, HA {}",
+            merged(&mn0, &mn),
+            merged(&ha0, &ha)
+        );
+        if name == "c" {
+            assert!(merged(&mn0, &mn) > 100, "{mn}");
+        } else {
+            // The FA's reverse tunnel's super-packets at the HA.
+            assert!(merged(&ha0, &ha) > 100, "{ha}");
+        }
+    }
     assert_eq!(
         snmp(&ml, "mn", "Tcp", "InCsumErrors"),
         csum_errors,

@@ -240,6 +240,12 @@ pub struct FaSection {
     /// TUN offloads on the tunnel device, as the home agent's `offload`.
     #[serde(default = "default_true")]
     pub offload: bool,
+    /// The reverse tunnel (RFC 3024, direct delivery style) encapsulated by the
+    /// kernel, as the home agent's `kernel_encap`: a visitor's packets, keyed by its
+    /// home address, go to its home agent from this agent's address while its
+    /// registration with the T bit lasts.
+    #[serde(default = "default_true")]
+    pub kernel_encap: bool,
 }
 
 /// An FA-HA security association.

@@ -65,3 +65,38 @@ pub(crate) fn status(dp: &DataPath) -> serde_json::Value {
         "ipip_partial": dp.ipip_partial,
     })
 }
+
+/// The `kernel_encap` part of an agent's status: whether the kernel encapsulates,
+/// and what it sent.
+pub fn encap_status(encap: Option<&netio::ipip_encap::IpipEncap>) -> serde_json::Value {
+    match encap {
+        None => serde_json::json!({ "attached": false }),
+        Some(e) => match e.counters() {
+            Ok(c) => serde_json::json!({ "attached": true, "sends": c.sends, "bytes": c.bytes }),
+            Err(err) => serde_json::json!({ "attached": true, "error": err.to_string() }),
+        },
+    }
+}
+
+/// The interface the kernel's encapsulation may send IP-in-IP to `dst` out of: the
+/// one its route goes through, when that is not the tunnel device itself and its MTU
+/// takes the largest packet of the tunnel device (`tun_mtu`) with the outer header
+/// (the redirected packet meets no MTU check). `None`: leave `dst`'s packets to the
+/// tunnel device's reader.
+pub(crate) async fn encap_oif(
+    nl: &netio::Netlink,
+    dst: std::net::Ipv4Addr,
+    tun_ifindex: u32,
+    tun_mtu: u32,
+) -> Option<u32> {
+    let oif = match nl.route_oif(dst).await {
+        Ok(Some(oif)) if oif != tun_ifindex => oif,
+        Ok(_) => return None,
+        Err(e) => {
+            tracing::debug!("route to {dst}: {e}");
+            return None;
+        }
+    };
+    let mtu = nl.link_by_index(oif).await.ok()?.mtu?;
+    (mtu >= tun_mtu + 20).then_some(oif)
+}

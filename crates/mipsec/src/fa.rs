@@ -26,6 +26,7 @@ use futures::TryStreamExt;
 use mip4::auth::SecurityAssociation;
 use mip4::fa::{DeliveryStyle, FaConfig, FaEvent, FaTransmit, ForeignAgent, Visitor};
 use mip4::wire::MIP_PORT;
+use netio::ipip_encap::{EncapKey, IpipEncap};
 use netio::netlink::{Netlink, Route, Rule};
 use netio::raw::{RawIp, RawIpOptions, IPPROTO_IPIP};
 use netio::tun::Tun;
@@ -58,6 +59,9 @@ pub enum Error {
 }
 
 /// Runs the foreign agent until SIGINT or SIGTERM.
+/// Visitors the kernel's reverse-tunnel map holds at most.
+const ENCAP_CAPACITY: u32 = 65_536;
+
 pub fn run(config: &Path) -> Result<(), Error> {
     let file = FaFile::load(config)?;
     crate::shell::block_on(async move {
@@ -107,6 +111,8 @@ struct Daemon {
     delivered: BTreeSet<Ipv4Addr>,
     /// Home addresses with a reverse-tunnel policy rule.
     ruled: BTreeSet<Ipv4Addr>,
+    /// The kernel's reverse-tunnel encapsulation, when attached.
+    encap: Option<IpipEncap>,
     counters: Counters,
     ctl_rx: mpsc::Receiver<StatusRequest>,
     _ctl: Option<ControlServer>,
@@ -155,6 +161,14 @@ impl Daemon {
             })
             .ok();
         let (tun, tun_ifindex, dp) = crate::datapath::open(&f.tunnel_device, f.offload)?;
+        let encap = match f.kernel_encap {
+            false => None,
+            true => IpipEncap::attach_keyed(tun_ifindex, ENCAP_CAPACITY, EncapKey::Source)
+                .map_err(|e| {
+                    warn!("kernel reverse-tunnel encapsulation unavailable, every packet goes through this process: {e}")
+                })
+                .ok(),
+        };
         for (path, v) in [
             ("/proc/sys/net/ipv4/ip_forward".to_string(), "1"),
             // Visitors send from home addresses that are not on this link: the
@@ -232,6 +246,7 @@ impl Daemon {
             tun_ifindex,
             delivered: BTreeSet::new(),
             ruled: BTreeSet::new(),
+            encap,
             counters: Counters::default(),
             ctl_rx,
             _ctl: ctl,
@@ -575,6 +590,7 @@ impl Daemon {
                     }
                     self.ruled.insert(v.home_addr);
                 }
+                self.encap_follow(v.home_addr).await;
             }
             FaEvent::VisitorRemoved { home_addr, .. } => {
                 info!(home = %home_addr, "visitor removed");
@@ -584,7 +600,35 @@ impl Daemon {
                         let _ = self.nl.del_rule(&self.rule_for(home_addr)).await;
                     }
                 }
+                self.encap_follow(home_addr).await;
             }
+        }
+    }
+
+    /// Mirrors the core's reverse-tunnel decision for `home` into the kernel's
+    /// encapsulation: a visitor with the T bit, to its home agent until its
+    /// registration expires; otherwise no entry (the TUN's reader decides).
+    async fn encap_follow(&mut self, home: Ipv4Addr) {
+        let Some(encap) = &self.encap else { return };
+        let to = self
+            .core
+            .visitor_for(home)
+            .filter(|v| v.reverse_tunnel)
+            .map(|v| (v.home_agent, v.expires));
+        let oif = match to {
+            Some((ha, _)) => {
+                let mtu = self.tun.mtu().unwrap_or(u32::MAX - 20);
+                crate::datapath::encap_oif(&self.nl, ha, self.tun_ifindex, mtu).await
+            }
+            None => None,
+        };
+        let set = match (to, oif) {
+            (Some((ha, until)), Some(oif)) => encap.set(home, self.file.fa.address, ha, oif, until),
+            _ => encap.remove(home).map(drop),
+        };
+        if let Err(e) = set {
+            warn!("kernel reverse-tunnel encapsulation of {home}: {e}");
+            let _ = encap.remove(home);
         }
     }
 
@@ -626,6 +670,7 @@ impl Daemon {
                 "drops": drops,
             },
             "data_path": crate::datapath::status(&self.dp),
+            "kernel_encap": crate::datapath::encap_status(self.encap.as_ref()),
         })
     }
 

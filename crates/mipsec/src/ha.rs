@@ -304,6 +304,7 @@ impl Daemon {
             encap.clone().map(|prog| routes::Encap {
                 prog,
                 source: h.address,
+                tun_mtu: tun.mtu().unwrap_or(u32::MAX - 20),
             }),
         )
         .map_err(Error::RouteWorker)?;
@@ -597,19 +598,8 @@ impl Daemon {
             },
             "workers": workers,
             "data_path": crate::datapath::status(&self.dp),
-            "kernel_encap": self.kernel_encap_status(),
+            "kernel_encap": crate::datapath::encap_status(self.encap.as_deref()),
         })
-    }
-
-    /// Whether the kernel encapsulates, and what it sent.
-    fn kernel_encap_status(&self) -> serde_json::Value {
-        match &self.encap {
-            None => json!({ "attached": false }),
-            Some(e) => match e.counters() {
-                Ok(c) => json!({ "attached": true, "sends": c.sends, "bytes": c.bytes }),
-                Err(err) => json!({ "attached": true, "error": err.to_string() }),
-            },
-        }
     }
 
     /// Saves the bindings: a snapshot taken here (one pass over each shard, no

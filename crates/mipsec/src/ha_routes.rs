@@ -61,6 +61,9 @@ pub(super) struct Encap {
     pub(super) prog: Arc<IpipEncap>,
     /// The outer source: the address the raw socket is bound to.
     pub(super) source: Ipv4Addr,
+    /// The tunnel device's MTU: an interface that cannot take that plus the outer
+    /// header gets no entries.
+    pub(super) tun_mtu: u32,
 }
 
 struct Ctx {
@@ -239,13 +242,13 @@ impl Ctx {
             let oif = match self.oif.get(&care_of) {
                 Some(&(oif, at)) if now.duration_since(at) < OIF_FOR => oif,
                 _ => {
-                    let oif = match self.nl.route_oif(care_of).await {
-                        Ok(oif) => oif,
-                        Err(e) => {
-                            debug!("route to {care_of}: {e}");
-                            None
-                        }
-                    };
+                    let oif = crate::datapath::encap_oif(
+                        &self.nl,
+                        care_of,
+                        self.tun_ifindex,
+                        encap.tun_mtu,
+                    )
+                    .await;
                     if self.oif.len() >= OIF_CACHE {
                         self.oif.clear();
                     }
@@ -254,11 +257,8 @@ impl Ctx {
                 }
             };
             let set = match oif {
-                // Through the tunnel device itself: nothing the kernel can do.
-                Some(oif) if oif != self.tun_ifindex => {
-                    encap.prog.set(home, encap.source, care_of, oif, until)
-                }
-                _ => encap.prog.remove(home).map(drop),
+                Some(oif) => encap.prog.set(home, encap.source, care_of, oif, until),
+                None => encap.prog.remove(home).map(drop),
             };
             if let Err(e) = set {
                 debug!("kernel encapsulation of {home} to {care_of}: {e}");

@@ -9,16 +9,23 @@
 //!
 //! [`IpipEncap`] attaches such a program to the egress of a TUN device (a `tcx`
 //! link, Linux 6.6). For each packet the kernel routes into the device it looks
-//! the inner destination up in a hash map the daemon fills: an entry says "tunnel
+//! the inner destination (a home agent's tunnel) or source (a foreign agent's
+//! reverse tunnel, [`EncapKey`]) up in a hash map the daemon fills: an entry says "tunnel
 //! to this care-of address from this source, out of this interface, until this
 //! moment" (`CLOCK_MONOTONIC`, the clock of [`std::time::Instant`]). With a live
-//! entry it prepends the outer header (RFC 2003: TOS copied, DF copied, TTL 64,
-//! a random identification; a GSO packet keeps its segment size, and each
-//! segment later gets its own identification and lengths), and sends the packet
+//! entry it prepends the outer header (RFC 2003: TOS copied, TTL 64, a random
+//! identification; a GSO packet keeps its segment size, and each segment later gets
+//! its own identification and lengths), and sends the packet
 //! out of that interface with `bpf_redirect_neigh`, which resolves the next hop
 //! as the kernel's own output does. Anything else (no entry, an expired one, not
 //! IPv4, more than 65,515 octets, any helper failing before the packet changed)
 //! goes on into the device, where the daemon reads it as before and decides.
+//!
+//! DF is clear in the outer header, as on the agents' raw sockets
+//! (`IP_PMTUDISC_DONT`): a path with less room than the agent's link (a VPN
+//! gateway's ESP, on the way to a node outside) fragments the tunnel packet, which
+//! the tunnel exit reassembles, where a set DF would have it dropped with a
+//! "fragmentation needed" that no inner sender hears.
 //!
 //! So the daemon stays the only place where a binding is decided: it adds an
 //! entry when its core would forward to that care-of address alone over IP-in-IP
@@ -104,8 +111,22 @@ fn monotonic() -> Duration {
     )
 }
 
+/// Which inner address an entry is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EncapKey {
+    /// Packets to a home address (a home agent's tunnel to a care-of address).
+    Destination,
+    /// Packets from a home address (a foreign agent's reverse tunnel to the home
+    /// agent, RFC 3024).
+    Source,
+}
+
 /// The program: see the module documentation.
-fn program(map: &OwnedFd, stats: &OwnedFd) -> Result<Vec<bpf::Insn>> {
+fn program(map: &OwnedFd, stats: &OwnedFd, key: EncapKey) -> Result<Vec<bpf::Insn>> {
+    let key_at = match key {
+        EncapKey::Source => 12,
+        EncapKey::Destination => 16,
+    };
     // Stack: inner header copy at fp-48 (20), outer header at fp-24 (20, in 24
     // zeroed), the counters key at fp-52.
     const INNER: i16 = -48;
@@ -130,10 +151,10 @@ fn program(map: &OwnedFd, stats: &OwnedFd) -> Result<Vec<bpf::Insn>> {
         .load(B, R1, FP, INNER + 9)
         .jump_imm(JNE, R1, 6, "next")
         .label("key")
-        // Its destination is the key.
+        // Its destination (or source) is the key.
         .load_map(R1, map)
         .alu_reg(MOV, R2, FP)
-        .alu_imm(ADD, R2, i32::from(INNER + 16))
+        .alu_imm(ADD, R2, i32::from(INNER + key_at))
         .call(MAP_LOOKUP_ELEM)
         .jump_imm(JEQ, R0, 0, "next")
         .alu_reg(MOV, R7, R0)
@@ -153,9 +174,7 @@ fn program(map: &OwnedFd, stats: &OwnedFd) -> Result<Vec<bpf::Insn>> {
         .store(H, FP, OUTER + 2, R1)
         .call(GET_PRANDOM_U32)
         .store(H, FP, OUTER + 4, R0)
-        .load(B, R1, FP, INNER + 6)
-        .alu_imm(AND, R1, 0x40)
-        .store(B, FP, OUTER + 6, R1)
+        // Flags and fragment offset stay 0: DF clear (see the module documentation).
         .store_imm(B, FP, OUTER + 8, OUTER_TTL)
         .store_imm(B, FP, OUTER + 9, 4)
         .load(W, R1, R7, 0)
@@ -233,10 +252,15 @@ fn program(map: &OwnedFd, stats: &OwnedFd) -> Result<Vec<bpf::Insn>> {
 }
 
 impl IpipEncap {
-    /// Loads the program with room for `capacity` entries and attaches it to the
-    /// egress of `tun_ifindex`. Needs `CAP_BPF` and `CAP_NET_ADMIN` and Linux 6.6
-    /// (tcx); the error says which step failed.
+    /// Loads the program with room for `capacity` entries, keyed by the inner
+    /// destination, and attaches it to the egress of `tun_ifindex`. Needs `CAP_BPF`
+    /// and `CAP_NET_ADMIN` and Linux 6.6 (tcx); the error says which step failed.
     pub fn attach(tun_ifindex: u32, capacity: u32) -> Result<Self> {
+        Self::attach_keyed(tun_ifindex, capacity, EncapKey::Destination)
+    }
+
+    /// [`IpipEncap::attach`] with the entries keyed by `key`.
+    pub fn attach_keyed(tun_ifindex: u32, capacity: u32, key: EncapKey) -> Result<Self> {
         if capacity == 0 {
             return Err(Error::InvalidArgument("encapsulation map of no entries"));
         }
@@ -249,7 +273,7 @@ impl IpipEncap {
             "mipsec_ipip",
         )?;
         let stats = bpf::map_create(MAP_PERCPU_ARRAY, 4, 16, 1, 0, "mipsec_ipip_n")?;
-        let insns = program(&map, &stats)?;
+        let insns = program(&map, &stats, key)?;
         let prog = bpf::prog_load(
             bpf::PROG_SCHED_CLS,
             &insns,
@@ -277,8 +301,8 @@ impl IpipEncap {
         u64::try_from(m.as_nanos()).unwrap_or(u64::MAX)
     }
 
-    /// Packets to `inner_dst` go to `care_of` from `source`, out of `ifindex`,
-    /// until `until`.
+    /// Packets to `inner_dst` (from it, when keyed by source) go to `care_of` from
+    /// `source`, out of `ifindex`, until `until`.
     pub fn set(
         &self,
         inner_dst: Ipv4Addr,

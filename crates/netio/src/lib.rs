@@ -9,6 +9,8 @@
 //! * [`raw_batch`]: `sendmmsg`/`recvmmsg` on raw sockets.
 //! * [`udp`]: UDP sockets with `SO_REUSEADDR`, `SO_BINDTODEVICE` and `IP_PKTINFO`,
 //!   so a home agent learns which of its addresses a request was sent to.
+//! * [`ipip_encap`]: IP-in-IP encapsulation in the kernel (a tc program on the TUN
+//!   device, filled from the binding table), so TCP super-packets leave whole.
 //! * [`ipip_gro`]: IP-in-IP the kernel's GRO merged: recognising it, and its segment size
 //!   from an `AF_PACKET` tap.
 //! * [`udp_tap`]: an `AF_PACKET` tap for UDP to one port, with each frame's source MAC.

@@ -176,10 +176,11 @@ fn kernel_ipip_encap_sends_what_the_map_says_and_leaves_the_rest_to_the_device()
     assert_eq!(usize::from(u16::from_be_bytes([pkt[2], pkt[3]])), pkt.len());
     assert_eq!(pkt[8], 64, "TTL");
     assert_eq!(pkt[9], 4, "IP-in-IP");
+    assert_eq!(pkt[26] & 0x40, 0x40, "the inner packet has DF");
     assert_eq!(
-        pkt[6] & 0x40,
-        pkt[26] & 0x40,
-        "DF copied from the inner header"
+        &pkt[6..8],
+        &[0, 0],
+        "the outer one lets the path fragment it"
     );
     assert_eq!(&pkt[12..16], &A_ADDR.octets());
     assert_eq!(&pkt[16..20], &B_ADDR.octets());
