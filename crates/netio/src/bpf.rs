@@ -116,6 +116,20 @@ impl Asm {
         self.push(ALU64 | op | X, dst, src, 0, 0)
     }
 
+    /// `dst = fp + off`: a pointer into the stack frame.
+    pub(crate) fn frame_ptr(&mut self, dst: u8, off: i16) -> &mut Self {
+        self.alu_reg(MOV, dst, FP).alu_imm(ADD, dst, i32::from(off))
+    }
+
+    /// One fold of a one's complement sum: `dst = (dst & 0xffff) + (dst >> 16)`,
+    /// with `tmp` clobbered.
+    pub(crate) fn fold(&mut self, dst: u8, tmp: u8) -> &mut Self {
+        self.alu_reg(MOV, tmp, dst)
+            .alu_imm(RSH, tmp, 16)
+            .alu_imm(AND, dst, 0xffff)
+            .alu_reg(ADD, dst, tmp)
+    }
+
     /// `dst = htons(dst)` (the low 16 bits to network order).
     pub(crate) fn be16(&mut self, dst: u8) -> &mut Self {
         self.push(ALU | END | TO_BE, dst, 0, 0, 16)

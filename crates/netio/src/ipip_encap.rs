@@ -36,8 +36,8 @@
 //! Counted per CPU: packets handed to the interface (a GSO packet once, however
 //! many segments it becomes) and inner octets ([`IpipEncap::counters`]).
 
-use crate::bpf::{self, Asm, ADD, AND, B, DW, FP, H, JEQ, JGE, JGT, JNE, MOV, R0, R1};
-use crate::bpf::{R2, R3, R4, R5, R6, R7, R8, RSH, W, XOR};
+use crate::bpf::{self, Asm, ADD, B, DW, FP, H, JEQ, JGE, JGT, JNE, MOV, R0, R1};
+use crate::bpf::{R2, R3, R4, R5, R6, R7, R8, W, XOR};
 use crate::error::{Error, Result};
 use std::net::Ipv4Addr;
 use std::os::fd::OwnedFd;
@@ -140,8 +140,7 @@ fn program(map: &OwnedFd, stats: &OwnedFd, key: EncapKey) -> Result<Vec<bpf::Ins
         // The inner header.
         .alu_reg(MOV, R1, R6)
         .alu_imm(MOV, R2, 0)
-        .alu_reg(MOV, R3, FP)
-        .alu_imm(ADD, R3, i32::from(INNER))
+        .frame_ptr(R3, INNER)
         .alu_imm(MOV, R4, 20)
         .call(SKB_LOAD_BYTES)
         .jump_imm(JNE, R0, 0, "next")
@@ -153,8 +152,7 @@ fn program(map: &OwnedFd, stats: &OwnedFd, key: EncapKey) -> Result<Vec<bpf::Ins
         .label("key")
         // Its destination (or source) is the key.
         .load_map(R1, map)
-        .alu_reg(MOV, R2, FP)
-        .alu_imm(ADD, R2, i32::from(INNER + key_at))
+        .frame_ptr(R2, INNER + key_at)
         .call(MAP_LOOKUP_ELEM)
         .jump_imm(JEQ, R0, 0, "next")
         .alu_reg(MOV, R7, R0)
@@ -184,27 +182,19 @@ fn program(map: &OwnedFd, stats: &OwnedFd, key: EncapKey) -> Result<Vec<bpf::Ins
         // Its checksum: the one's complement sum of the 20 octets, folded.
         .alu_imm(MOV, R1, 0)
         .alu_imm(MOV, R2, 0)
-        .alu_reg(MOV, R3, FP)
-        .alu_imm(ADD, R3, i32::from(OUTER))
+        .frame_ptr(R3, OUTER)
         .alu_imm(MOV, R4, 20)
         .alu_imm(MOV, R5, 0)
         .call(CSUM_DIFF)
-        .alu_reg(MOV, R1, R0)
-        .alu_imm(RSH, R1, 16)
-        .alu_imm(AND, R0, 0xffff)
-        .alu_reg(ADD, R0, R1)
-        .alu_reg(MOV, R1, R0)
-        .alu_imm(RSH, R1, 16)
-        .alu_imm(AND, R0, 0xffff)
-        .alu_reg(ADD, R0, R1)
+        .fold(R0, R1)
+        .fold(R0, R1)
         .alu_imm(XOR, R0, 0xffff)
         .store(H, FP, OUTER + 10, R0)
         .load(W, R8, R7, 8)
         // Count before the packet changes: sends and inner octets.
         .store_imm(W, FP, -52, 0)
         .load_map(R1, stats)
-        .alu_reg(MOV, R2, FP)
-        .alu_imm(ADD, R2, -52)
+        .frame_ptr(R2, -52)
         .call(MAP_LOOKUP_ELEM)
         .jump_imm(JEQ, R0, 0, "room")
         .load(DW, R2, R0, 0)
@@ -224,8 +214,7 @@ fn program(map: &OwnedFd, stats: &OwnedFd, key: EncapKey) -> Result<Vec<bpf::Ins
         .jump_imm(JNE, R0, 0, "next")
         .alu_reg(MOV, R1, R6)
         .alu_imm(MOV, R2, 0)
-        .alu_reg(MOV, R3, FP)
-        .alu_imm(ADD, R3, i32::from(OUTER))
+        .frame_ptr(R3, OUTER)
         .alu_imm(MOV, R4, 20)
         .alu_imm(MOV, R5, 0)
         .call(SKB_STORE_BYTES)
