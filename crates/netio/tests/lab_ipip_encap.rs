@@ -277,3 +277,45 @@ fn kernel_ipip_encap_keeps_a_tcp_super_packet_whole_until_the_device_cuts_it() {
     ids.dedup();
     assert_eq!(ids.len(), got.len(), "an identification per outer header");
 }
+
+/// The program lives as long as the object's link fd: dropping it (as the kernel
+/// closes every fd of a process that exits, `kill -9` included) detaches it, and a
+/// packet that had an entry goes into the device again.
+#[test]
+fn kernel_ipip_encap_is_gone_with_its_fd() {
+    if !lab("kernel_ipip_encap_is_gone_with_its_fd") {
+        return;
+    }
+    let p = setup("ke3");
+    let got = p.a.run(move || async move {
+        let opts = TunOptions {
+            mtu: Some(1480),
+            up: true,
+            ..TunOptions::default()
+        };
+        let tun = Tun::open_with_offload("t0", &opts, TUN_F_CSUM | TUN_F_TSO4).unwrap();
+        sh(&["ip", "route", "add", "10.10.0.100/32", "dev", "t0"]);
+        let a0 = netio::Netlink::new().unwrap().ifindex("a0").await.unwrap();
+        let sock = std::net::UdpSocket::bind("10.99.1.1:0").unwrap();
+        let mut buf = vec![0u8; 70_000];
+        let enc = IpipEncap::attach(tun.ifindex().unwrap(), 16).unwrap();
+        enc.set(
+            HOA,
+            A_ADDR,
+            B_ADDR,
+            a0,
+            Instant::now() + Duration::from_secs(60),
+        )
+        .unwrap();
+        sock.send_to(b"kept", (HOA, 7)).unwrap();
+        let with = tun_gets(&tun, &mut buf).await;
+        drop(enc);
+        sock.send_to(b"back", (HOA, 7)).unwrap();
+        (with, tun_gets(&tun, &mut buf).await)
+    });
+    assert_eq!(
+        got,
+        (0, 1),
+        "encapsulated while attached, into the device after"
+    );
+}
