@@ -147,7 +147,8 @@ impl RouteWorker {
         if !self.encap {
             return;
         }
-        self.removals |= to.is_none();
+        // No `settle` for a removal: a reply that follows it goes where the host
+        // route sends it, and the route is what `settle` waits for.
         if self.tx.send(Cmd::Encap(home, to)).is_err() {
             warn!("route worker gone: encapsulation of {home} not applied");
         }
