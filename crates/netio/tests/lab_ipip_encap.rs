@@ -59,6 +59,25 @@ fn tcp_super(n: usize, mss: u16) -> (VnetHdr, Vec<u8>) {
     (hdr, pkt)
 }
 
+/// An up TUN device with offloads and MTU 1480 (room for the outer header).
+fn offload_tun(name: &str) -> Tun {
+    let opts = TunOptions {
+        mtu: Some(1480),
+        up: true,
+        ..TunOptions::default()
+    };
+    Tun::open_with_offload(name, &opts, TUN_F_CSUM | TUN_F_TSO4).unwrap()
+}
+
+/// In `a`: the tunnel device `t0` with the route to HOA through it, and the index of
+/// `a0`, the interface toward `b`.
+async fn tunnel_device() -> (Tun, u32) {
+    let tun = offload_tun("t0");
+    sh(&["ip", "route", "add", "10.10.0.100/32", "dev", "t0"]);
+    let a0 = netio::Netlink::new().unwrap().ifindex("a0").await.unwrap();
+    (tun, a0)
+}
+
 /// `a`: the device `t0` (offloads on, MTU 1480) with a route to HOA through it and
 /// forwarding on; `b`: a raw IP-in-IP socket.
 fn setup(tag: &str) -> Pair {
@@ -110,14 +129,7 @@ fn kernel_ipip_encap_sends_what_the_map_says_and_leaves_the_rest_to_the_device()
     ready_rx.recv_timeout(Duration::from_secs(5)).unwrap();
 
     let sent = p.a.run(move || async move {
-        let opts = TunOptions {
-            mtu: Some(1480),
-            up: true,
-            ..TunOptions::default()
-        };
-        let tun = Tun::open_with_offload("t0", &opts, TUN_F_CSUM | TUN_F_TSO4).unwrap();
-        sh(&["ip", "route", "add", "10.10.0.100/32", "dev", "t0"]);
-        let a0 = netio::Netlink::new().unwrap().ifindex("a0").await.unwrap();
+        let (tun, a0) = tunnel_device().await;
         let enc = IpipEncap::attach(tun.ifindex().unwrap(), 16).unwrap();
         let sock = std::net::UdpSocket::bind("10.99.1.1:0").unwrap();
         let mut buf = vec![0u8; 70_000];
@@ -222,17 +234,10 @@ fn kernel_ipip_encap_keeps_a_tcp_super_packet_whole_until_the_device_cuts_it() {
     let (hdr, sup) = tcp_super(30_000, 1440);
     let sup2 = sup.clone();
     let counters = p.a.run(move || async move {
-        let opts = TunOptions {
-            mtu: Some(1480),
-            up: true,
-            ..TunOptions::default()
-        };
-        let t0 = Tun::open_with_offload("t0", &opts, TUN_F_CSUM | TUN_F_TSO4).unwrap();
+        let (t0, a0) = tunnel_device().await;
         // The super-packet comes in on a second device, as from a GRO link.
-        let s0 = Tun::open_with_offload("s0", &opts, TUN_F_CSUM | TUN_F_TSO4).unwrap();
-        sh(&["ip", "route", "add", "10.10.0.100/32", "dev", "t0"]);
+        let s0 = offload_tun("s0");
         sh(&["ip", "route", "add", "10.77.0.0/24", "dev", "s0"]);
-        let a0 = netio::Netlink::new().unwrap().ifindex("a0").await.unwrap();
         let enc = IpipEncap::attach(t0.ifindex().unwrap(), 16).unwrap();
         enc.set(
             HOA,
@@ -288,14 +293,7 @@ fn kernel_ipip_encap_is_gone_with_its_fd() {
     }
     let p = setup("ke3");
     let got = p.a.run(move || async move {
-        let opts = TunOptions {
-            mtu: Some(1480),
-            up: true,
-            ..TunOptions::default()
-        };
-        let tun = Tun::open_with_offload("t0", &opts, TUN_F_CSUM | TUN_F_TSO4).unwrap();
-        sh(&["ip", "route", "add", "10.10.0.100/32", "dev", "t0"]);
-        let a0 = netio::Netlink::new().unwrap().ifindex("a0").await.unwrap();
+        let (tun, a0) = tunnel_device().await;
         let sock = std::net::UdpSocket::bind("10.99.1.1:0").unwrap();
         let mut buf = vec![0u8; 70_000];
         let enc = IpipEncap::attach(tun.ifindex().unwrap(), 16).unwrap();
