@@ -25,7 +25,8 @@ pub(crate) const MAP_HASH: u32 = 1;
 pub(crate) const F_NO_PREALLOC: u32 = 1;
 /// `BPF_PROG_TYPE_SCHED_CLS`.
 pub(crate) const PROG_SCHED_CLS: u32 = 3;
-/// `BPF_TCX_EGRESS` (Linux 6.6).
+/// `BPF_TCX_INGRESS`, `BPF_TCX_EGRESS` (Linux 6.6).
+pub(crate) const TCX_INGRESS: u32 = 46;
 pub(crate) const TCX_EGRESS: u32 = 47;
 
 /// One instruction, as `struct bpf_insn`.
@@ -81,6 +82,7 @@ pub(crate) const JEQ: u8 = 0x10;
 pub(crate) const JGT: u8 = 0x20;
 pub(crate) const JGE: u8 = 0x30;
 pub(crate) const JNE: u8 = 0x50;
+pub(crate) const JLT: u8 = 0xa0;
 const CALL: u8 = 0x80;
 const EXIT: u8 = 0x90;
 /// `BPF_PSEUDO_MAP_FD`: the 64-bit immediate is a map fd.

@@ -35,12 +35,26 @@
 //!
 //! Counted per CPU: packets handed to the interface (a GSO packet once, however
 //! many segments it becomes) and inner octets ([`IpipEncap::counters`]).
+//!
+//! The other direction ([`IpipEncap::decap_on`]): a second program on the ingress
+//! of an Ethernet device takes the IP-in-IP packets that the same entries describe
+//! the other way round (outer source the entry's care-of address, outer destination
+//! its source, the inner source, or destination, the key, arriving on the entry's
+//! interface, before its expiry), strips the outer header and hands the inner packet
+//! to the TUN device as if the daemon had written it there, so that the kernel
+//! routes or delivers it exactly as before. The packet must be whole (no fragment),
+//! addressed to this host at the link layer, with a 20-octet outer header whose
+//! checksum and length hold; anything else goes on up the stack to the daemon's raw
+//! socket, which checks it as before. A packet that GRO merged stays one
+//! packet (`FIXED_GSO`). Counted as packets and inner octets
+//! ([`IpipEncap::decap_counters`]).
 
-use crate::bpf::{self, Asm, ADD, B, DW, FP, H, JEQ, JGE, JGT, JNE, MOV, R0, R1};
+use crate::bpf::{self, Asm, ADD, AND, B, DW, FP, H, JEQ, JGE, JGT, JLT, JNE, MOV, R0, R1};
 use crate::bpf::{R2, R3, R4, R5, R6, R7, R8, W, XOR};
 use crate::error::{Error, Result};
 use std::net::Ipv4Addr;
 use std::os::fd::OwnedFd;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 // Helper ids (`enum bpf_func_id`).
@@ -53,6 +67,15 @@ const CSUM_DIFF: i32 = 28;
 const SKB_CHANGE_HEAD: i32 = 43;
 const SKB_ADJUST_ROOM: i32 = 50;
 const REDIRECT_NEIGH: i32 = 152;
+const REDIRECT: i32 = 23;
+/// `BPF_F_INGRESS`: `bpf_redirect` into the device's receive path.
+const F_INGRESS: i32 = 1;
+/// `BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_DECAP_L3_IPV4`.
+const ADJ_DECAP_IPIP: i32 = 0x81;
+/// An Ethernet header, before the outer IP header at a tc ingress hook.
+const ETH_LEN: i32 = 14;
+/// `PACKET_HOST`: addressed to this host at the link layer.
+const PACKET_HOST: i32 = 0;
 
 /// `BPF_MAP_TYPE_PERCPU_ARRAY`.
 const MAP_PERCPU_ARRAY: u32 = 6;
@@ -66,6 +89,8 @@ const TCX_NEXT: i32 = -1;
 const TCX_DROP: i32 = 2;
 /// `__sk_buff` fields.
 const SKB_LEN: i16 = 0;
+const SKB_PKT_TYPE: i16 = 4;
+const SKB_IFINDEX: i16 = 40;
 const SKB_PROTOCOL: i16 = 16;
 const SKB_GSO_SIZE: i16 = 176;
 /// The largest inner packet that still fits an IPv4 total length with the outer
@@ -84,10 +109,18 @@ pub struct IpipEncap {
     stats: OwnedFd,
     _prog: OwnedFd,
     _link: OwnedFd,
+    key: EncapKey,
+    tun_ifindex: u32,
+    /// The interfaces asked for decapsulation: (ifindex, its program and link, or
+    /// `None` where attaching failed: not tried again).
+    decaps: Mutex<Vec<(u32, Option<Attached>)>>,
     /// The difference between `CLOCK_MONOTONIC` and this process's [`Instant`]s,
     /// taken once.
     base: (Instant, Duration),
 }
+
+/// An attached program: its fd and its link's.
+type Attached = (OwnedFd, OwnedFd);
 
 /// What the program sent, summed over CPUs.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -261,7 +294,8 @@ impl IpipEncap {
             bpf::F_NO_PREALLOC,
             "mipsec_ipip",
         )?;
-        let stats = bpf::map_create(MAP_PERCPU_ARRAY, 4, 16, 1, 0, "mipsec_ipip_n")?;
+        // Two counters: [0] encapsulated, [1] decapsulated.
+        let stats = bpf::map_create(MAP_PERCPU_ARRAY, 4, 16, 2, 0, "mipsec_ipip_n")?;
         let insns = program(&map, &stats, key)?;
         let prog = bpf::prog_load(
             bpf::PROG_SCHED_CLS,
@@ -276,6 +310,9 @@ impl IpipEncap {
             stats,
             _prog: prog,
             _link: link,
+            key,
+            tun_ifindex,
+            decaps: Mutex::new(Vec::new()),
             base: (Instant::now(), monotonic()),
         })
     }
@@ -324,12 +361,69 @@ impl IpipEncap {
         Ok(Some((ip(0), ip(4), idx)))
     }
 
+    /// Attaches the decapsulating program (see the module documentation) to the
+    /// ingress of `ifindex`, an Ethernet device, unless it was asked for already;
+    /// `true` when it was attached now. It stays until this object is dropped. A
+    /// failure is returned once; later calls for that interface return `false`.
+    pub fn decap_on(&self, ifindex: u32) -> Result<bool> {
+        let mut decaps = self
+            .decaps
+            .lock()
+            .map_err(|_| Error::InvalidArgument("decapsulation list poisoned"))?;
+        if decaps.iter().any(|d| d.0 == ifindex) {
+            return Ok(false);
+        }
+        let attached = self.attach_decap(ifindex);
+        let (kept, result) = match attached {
+            Ok(fds) => (Some(fds), Ok(true)),
+            Err(e) => (None, Err(e)),
+        };
+        decaps.push((ifindex, kept));
+        result
+    }
+
+    fn attach_decap(&self, ifindex: u32) -> Result<Attached> {
+        if !is_ethernet(ifindex) {
+            return Err(Error::InvalidArgument(
+                "kernel decapsulation needs an Ethernet device",
+            ));
+        }
+        let insns = decap_program(&self.map, &self.stats, self.key, self.tun_ifindex)?;
+        let prog = bpf::prog_load(
+            bpf::PROG_SCHED_CLS,
+            &insns,
+            "Apache-2.0",
+            "mipsec_ipip_rx",
+            bpf::TCX_INGRESS,
+        )?;
+        let link = bpf::link_create(&prog, ifindex, bpf::TCX_INGRESS)?;
+        Ok((prog, link))
+    }
+
+    /// The interfaces where the decapsulating program is attached.
+    pub fn decap_interfaces(&self) -> Vec<u32> {
+        self.decaps
+            .lock()
+            .map(|d| d.iter().filter(|d| d.1.is_some()).map(|d| d.0).collect())
+            .unwrap_or_default()
+    }
+
     /// What the program sent so far.
     pub fn counters(&self) -> Result<EncapCounters> {
+        self.counter(0)
+    }
+
+    /// What the decapsulating programs handed to the TUN so far (`sends`: packets,
+    /// a merged one once; `bytes`: inner octets).
+    pub fn decap_counters(&self) -> Result<EncapCounters> {
+        self.counter(1)
+    }
+
+    fn counter(&self, index: u32) -> Result<EncapCounters> {
         // A per-CPU value comes as one 8-aligned copy per possible CPU.
         let cpus = possible_cpus();
         let mut v = vec![0u8; 16 * cpus];
-        if !bpf::map_lookup(&self.stats, &0u32.to_ne_bytes(), &mut v)? {
+        if !bpf::map_lookup(&self.stats, &index.to_ne_bytes(), &mut v)? {
             return Ok(EncapCounters::default());
         }
         let mut c = EncapCounters::default();
@@ -344,6 +438,150 @@ impl IpipEncap {
         }
         Ok(c)
     }
+}
+
+/// Whether `ifindex` is an Ethernet device (`ARPHRD_ETHER`): 14 octets of link
+/// layer before the IP header at ingress. Asked of the calling thread's network
+/// namespace (`SIOCGIFNAME`, `SIOCGIFHWADDR`), which `/sys` need not show.
+fn is_ethernet(ifindex: u32) -> bool {
+    let Ok(index) = libc::c_int::try_from(ifindex) else {
+        return false;
+    };
+    // SAFETY: a plain datagram socket, closed by the OwnedFd below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return false;
+    }
+    // SAFETY: `fd` was just opened and is owned by nothing else.
+    let sock = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&sock);
+    // SAFETY: `ifreq` is plain data; all zeroes is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    req.ifr_ifru.ifru_ifindex = index;
+    // SAFETY: SIOCGIFNAME reads the index and writes the name into `req`.
+    if unsafe { libc::ioctl(raw, libc::SIOCGIFNAME, &mut req) } < 0 {
+        return false;
+    }
+    // SAFETY: SIOCGIFHWADDR reads the name and writes the hardware address.
+    if unsafe { libc::ioctl(raw, libc::SIOCGIFHWADDR, &mut req) } < 0 {
+        return false;
+    }
+    // SAFETY: the kernel filled the `ifru_hwaddr` member.
+    let family = unsafe { req.ifr_ifru.ifru_hwaddr.sa_family };
+    family == libc::ARPHRD_ETHER
+}
+
+/// The decapsulating program: see the module documentation. `key` is the
+/// encapsulation's: the entry of a packet coming back is found by the other
+/// address (a home agent's entries are by destination, its reverse tunnel brings
+/// packets from that home address).
+fn decap_program(
+    map: &OwnedFd,
+    stats: &OwnedFd,
+    key: EncapKey,
+    tun_ifindex: u32,
+) -> Result<Vec<bpf::Insn>> {
+    let key_at = match key {
+        EncapKey::Destination => 12,
+        EncapKey::Source => 16,
+    };
+    let tun = i32::try_from(tun_ifindex).map_err(|_| Error::InvalidArgument("ifindex"))?;
+    // Stack: the outer header at fp-48 (20), the inner one at fp-28 (20), the
+    // counters key at fp-52.
+    const OUTER: i16 = -48;
+    const INNER: i16 = -28;
+    let mut a = Asm::default();
+    a.alu_reg(MOV, R6, R1)
+        .load(W, R2, R6, SKB_PROTOCOL)
+        .jump_imm(JNE, R2, i32::from(0x0800u16.to_be()), "pass")
+        .load(W, R2, R6, SKB_PKT_TYPE)
+        .jump_imm(JNE, R2, PACKET_HOST, "pass")
+        .load(W, R2, R6, SKB_LEN)
+        .jump_imm(JLT, R2, ETH_LEN + 40, "pass")
+        .alu_reg(MOV, R1, R6)
+        .alu_imm(MOV, R2, ETH_LEN)
+        .frame_ptr(R3, OUTER)
+        .alu_imm(MOV, R4, 40)
+        .call(SKB_LOAD_BYTES)
+        .jump_imm(JNE, R0, 0, "pass")
+        // A 20-octet IPv4 header of IP-in-IP, not a fragment (MF, offset).
+        .load(B, R1, FP, OUTER)
+        .jump_imm(JNE, R1, 0x45, "pass")
+        .load(B, R1, FP, OUTER + 9)
+        .jump_imm(JNE, R1, 4, "pass")
+        .load(H, R1, FP, OUTER + 6)
+        .alu_imm(AND, R1, i32::from(0x3fffu16.to_be()))
+        .jump_imm(JNE, R1, 0, "pass")
+        // Its total length: an inner header at least, within the frame.
+        .load(H, R1, FP, OUTER + 2)
+        .be16(R1)
+        .jump_imm(JLT, R1, 40, "pass")
+        .load(W, R2, R6, SKB_LEN)
+        .alu_imm(ADD, R2, -ETH_LEN)
+        .jump_reg(JGT, R1, R2, "pass")
+        // Its checksum.
+        .alu_imm(MOV, R1, 0)
+        .alu_imm(MOV, R2, 0)
+        .frame_ptr(R3, OUTER)
+        .alu_imm(MOV, R4, 20)
+        .alu_imm(MOV, R5, 0)
+        .call(CSUM_DIFF)
+        .fold(R0, R1)
+        .fold(R0, R1)
+        .jump_imm(JNE, R0, 0xffff, "pass")
+        // IPv4 inside.
+        .load(B, R1, FP, INNER)
+        .alu_imm(AND, R1, 0xf0)
+        .jump_imm(JNE, R1, 0x40, "pass")
+        // The entry, live, and the packet is its tunnel's, on its interface.
+        .load_map(R1, map)
+        .frame_ptr(R2, INNER + key_at)
+        .call(MAP_LOOKUP_ELEM)
+        .jump_imm(JEQ, R0, 0, "pass")
+        .alu_reg(MOV, R7, R0)
+        .call(KTIME_GET_NS)
+        .load(DW, R1, R7, 16)
+        .jump_reg(JGE, R0, R1, "pass")
+        .load(W, R1, FP, OUTER + 12)
+        .load(W, R2, R7, 4)
+        .jump_reg(JNE, R1, R2, "pass")
+        .load(W, R1, FP, OUTER + 16)
+        .load(W, R2, R7, 0)
+        .jump_reg(JNE, R1, R2, "pass")
+        .load(W, R1, R6, SKB_IFINDEX)
+        .load(W, R2, R7, 8)
+        .jump_reg(JNE, R1, R2, "pass")
+        // Strip the outer header (a merged packet stays one).
+        .alu_reg(MOV, R1, R6)
+        .alu_imm(MOV, R2, -20)
+        .alu_imm(MOV, R3, ADJ_ROOM_MAC)
+        .alu_imm(MOV, R4, ADJ_DECAP_IPIP)
+        .call(SKB_ADJUST_ROOM)
+        .jump_imm(JNE, R0, 0, "pass")
+        // Count: packets and inner octets.
+        .store_imm(W, FP, -52, 1)
+        .load_map(R1, stats)
+        .frame_ptr(R2, -52)
+        .call(MAP_LOOKUP_ELEM)
+        .jump_imm(JEQ, R0, 0, "hand")
+        .load(DW, R2, R0, 0)
+        .alu_imm(ADD, R2, 1)
+        .store(DW, R0, 0, R2)
+        .load(W, R1, R6, SKB_LEN)
+        .alu_imm(ADD, R1, -ETH_LEN)
+        .load(DW, R2, R0, 8)
+        .alu_reg(ADD, R2, R1)
+        .store(DW, R0, 8, R2)
+        // Into the TUN, as if the daemon had written it.
+        .label("hand")
+        .alu_imm(MOV, R1, tun)
+        .alu_imm(MOV, R2, F_INGRESS)
+        .call(REDIRECT)
+        .exit()
+        .label("pass")
+        .alu_imm(MOV, R0, TCX_NEXT)
+        .exit();
+    a.finish()
 }
 
 /// The number of possible CPUs (`/sys/devices/system/cpu/possible`, "0-N").

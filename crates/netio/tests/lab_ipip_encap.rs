@@ -317,3 +317,116 @@ fn kernel_ipip_encap_is_gone_with_its_fd() {
         "encapsulated while attached, into the device after"
     );
 }
+
+/// IP-in-IP from `outer_src` to a's address carrying UDP HOA:4000 -> a:9000 with
+/// `data`; `flags` is the outer header's flags and offset field.
+fn ipip_udp(outer_src: Ipv4Addr, data: &[u8], flags: u16) -> Vec<u8> {
+    let mut udp = Vec::new();
+    udp.extend_from_slice(&4000u16.to_be_bytes());
+    udp.extend_from_slice(&9000u16.to_be_bytes());
+    udp.extend_from_slice(&u16::try_from(8 + data.len()).unwrap().to_be_bytes());
+    udp.extend_from_slice(&[0, 0]);
+    udp.extend_from_slice(data);
+    let inner = ipv4_packet(HOA, A_ADDR, 17, &udp, 64);
+    let mut outer = ipv4_header(outer_src, A_ADDR, 4, inner.len(), 0x2222, 64);
+    outer[6..8].copy_from_slice(&flags.to_be_bytes());
+    outer[10..12].copy_from_slice(&[0, 0]);
+    let c = checksum(&outer);
+    outer[10..12].copy_from_slice(&c.to_be_bytes());
+    outer.extend_from_slice(&inner);
+    outer
+}
+
+#[test]
+fn kernel_ipip_decap_takes_only_the_entry_s_own_tunnel() {
+    if !lab("kernel_ipip_decap_takes_only_the_entry_s_own_tunnel") {
+        return;
+    }
+    let p = setup("kd1");
+    // b sends what a asks for, headers and all.
+    let (send_tx, send_rx) = mpsc::channel::<(Vec<u8>, mpsc::Sender<()>)>();
+    let tx = p.b.spawn(move || async move {
+        let opts = RawIpOptions {
+            header_included: true,
+            ..RawIpOptions::default()
+        };
+        let sock = RawIp::open_with(IPPROTO_IPIP, &opts).unwrap();
+        while let Ok((pkt, sent)) = send_rx.recv() {
+            sock.send_packet(&pkt).await.unwrap();
+            sent.send(()).unwrap();
+        }
+    });
+    let got = p.a.run(move || async move {
+        let (tun, a0) = tunnel_device().await;
+        let enc = IpipEncap::attach(tun.ifindex().unwrap(), 16).unwrap();
+        assert!(enc.decap_on(a0).unwrap(), "attached");
+        assert!(!enc.decap_on(a0).unwrap(), "once");
+        assert_eq!(enc.decap_interfaces(), vec![a0]);
+        let raw = RawIp::open(IPPROTO_IPIP).unwrap();
+        let udp = tokio::net::UdpSocket::bind("10.99.1.1:9000").await.unwrap();
+        let mut buf = vec![0u8; 70_000];
+        // What a's raw socket and its UDP socket get for one packet from b.
+        let mut exchange = async |pkt: Vec<u8>| {
+            let (done_tx, done_rx) = mpsc::channel();
+            send_tx.send((pkt, done_tx)).unwrap();
+            done_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+            let quiet = Duration::from_millis(200);
+            let raws = recv_all(&raw, quiet).await.len();
+            let mut udps = Vec::new();
+            while let Ok(r) = tokio::time::timeout(quiet, udp.recv_from(&mut buf)).await {
+                let (n, from) = r.unwrap();
+                udps.push((buf[..n].to_vec(), from));
+            }
+            (raws, udps)
+        };
+        let until = Instant::now() + Duration::from_secs(60);
+        let mut seen = Vec::new();
+        // 1. No entry: the raw socket has it.
+        seen.push(("no entry", exchange(ipip_udp(B_ADDR, b"one", 0)).await));
+        // 2. The entry (HOA bound to B_ADDR, on a0): decapsulated, delivered.
+        enc.set(HOA, A_ADDR, B_ADDR, a0, until).unwrap();
+        seen.push(("entry", exchange(ipip_udp(B_ADDR, b"two", 0)).await));
+        // 3. From another care-of address: not the entry's tunnel.
+        let other = Ipv4Addr::new(10, 99, 1, 3);
+        seen.push(("other source", exchange(ipip_udp(other, b"three", 0)).await));
+        // 4. The entry on another interface.
+        enc.set(HOA, A_ADDR, B_ADDR, 1, until).unwrap();
+        seen.push((
+            "other interface",
+            exchange(ipip_udp(B_ADDR, b"four", 0)).await,
+        ));
+        // 5. A first fragment (MF): never decapsulated alone.
+        enc.set(HOA, A_ADDR, B_ADDR, a0, until).unwrap();
+        seen.push((
+            "fragment",
+            exchange(ipip_udp(B_ADDR, b"five", 0x2000)).await,
+        ));
+        // 6. Expired.
+        enc.set(HOA, A_ADDR, B_ADDR, a0, Instant::now()).unwrap();
+        seen.push(("expired", exchange(ipip_udp(B_ADDR, b"six", 0)).await));
+        (seen, enc.decap_counters().unwrap(), enc.counters().unwrap())
+    });
+    drop(tx);
+    let (seen, decap, encap) = got;
+    let summary: Vec<_> = seen
+        .iter()
+        .map(|(what, (raws, udps))| (*what, *raws, udps.len()))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("no entry", 1, 0),
+            ("entry", 0, 1),
+            ("other source", 1, 0),
+            ("other interface", 1, 0),
+            ("fragment", 0, 0),
+            ("expired", 1, 0),
+        ],
+        "(case, raw socket, UDP socket)"
+    );
+    let (data, from) = &seen[1].1 .1[0];
+    assert_eq!(data, b"two");
+    assert_eq!(from, &std::net::SocketAddr::from((HOA, 4000)));
+    assert_eq!((decap.sends, decap.bytes), (1, 20 + 8 + 3));
+    assert_eq!(encap.sends, 0);
+}
