@@ -71,11 +71,44 @@ pub(crate) fn status(dp: &DataPath) -> serde_json::Value {
 pub fn encap_status(encap: Option<&netio::ipip_encap::IpipEncap>) -> serde_json::Value {
     match encap {
         None => serde_json::json!({ "attached": false }),
-        Some(e) => match e.counters() {
-            Ok(c) => serde_json::json!({ "attached": true, "sends": c.sends, "bytes": c.bytes }),
-            Err(err) => serde_json::json!({ "attached": true, "error": err.to_string() }),
+        Some(e) => match (e.counters(), e.decap_counters()) {
+            (Ok(c), Ok(d)) => serde_json::json!({
+                "attached": true,
+                "sends": c.sends,
+                "bytes": c.bytes,
+                "decap_interfaces": e.decap_interfaces(),
+                "decap_packets": d.sends,
+                "decap_bytes": d.bytes,
+            }),
+            (Err(err), _) | (_, Err(err)) => {
+                serde_json::json!({ "attached": true, "error": err.to_string() })
+            }
         },
     }
+}
+
+/// Sets the kernel's entry for `home` (see `IpipEncap::set`), and has the kernel
+/// take that tunnel's packets the other way on `oif` too (`IpipEncap::decap_on`).
+/// An interface where that cannot be attached (not Ethernet, say) leaves them to
+/// the daemon's raw socket, said once.
+pub(crate) fn encap_set(
+    encap: &netio::ipip_encap::IpipEncap,
+    home: std::net::Ipv4Addr,
+    source: std::net::Ipv4Addr,
+    peer: std::net::Ipv4Addr,
+    oif: u32,
+    until: std::time::Instant,
+) -> netio::Result<()> {
+    encap.set(home, source, peer, oif, until)?;
+    match encap.decap_on(oif) {
+        Ok(true) => tracing::info!(ifindex = oif, "kernel IP-in-IP decapsulation attached"),
+        Ok(false) => {}
+        Err(e) => tracing::warn!(
+            ifindex = oif,
+            "kernel IP-in-IP decapsulation not attached ({e}): the daemon decapsulates there"
+        ),
+    }
+    Ok(())
 }
 
 /// The interface the kernel's encapsulation may send IP-in-IP to `dst` out of: the

@@ -623,7 +623,9 @@ impl Daemon {
             None => None,
         };
         let set = match (to, oif) {
-            (Some((ha, until)), Some(oif)) => encap.set(home, self.file.fa.address, ha, oif, until),
+            (Some((ha, until)), Some(oif)) => {
+                crate::datapath::encap_set(encap, home, self.file.fa.address, ha, oif, until)
+            }
             _ => encap.remove(home).map(drop),
         };
         if let Err(e) = set {

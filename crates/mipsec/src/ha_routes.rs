@@ -258,7 +258,9 @@ impl Ctx {
                 }
             };
             let set = match oif {
-                Some(oif) => encap.prog.set(home, encap.source, care_of, oif, until),
+                Some(oif) => {
+                    crate::datapath::encap_set(&encap.prog, home, encap.source, care_of, oif, until)
+                }
                 None => encap.prog.remove(home).map(drop),
             };
             if let Err(e) = set {
