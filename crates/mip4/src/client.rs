@@ -220,6 +220,11 @@ impl RegistrationClient {
         self.registered.as_ref().is_some_and(|r| r.expires > now)
     }
 
+    /// When the current registration expires (`None`: not registered).
+    pub fn registered_until(&self) -> Option<Instant> {
+        self.registered.as_ref().map(|r| r.expires)
+    }
+
     /// True while a request is outstanding.
     pub fn is_pending(&self) -> bool {
         self.pending.is_some()

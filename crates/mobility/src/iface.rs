@@ -298,6 +298,23 @@ impl Iface {
         Gate::Closed
     }
 
+    /// While the gate is open inside at `now`: the moment it may close without any
+    /// input (the proof's T_MONITOR, the direct registration's expiry, whichever
+    /// comes first). Every other change of the gate comes from an input, after
+    /// which the shell asks again. `None` when it is not open inside, or under a
+    /// negative-control fault (the shell then decides packet by packet).
+    pub(crate) fn open_inside_until(&self, cfg: &Config, now: Instant) -> Option<Instant> {
+        if cfg.faulty(FaultCheck::KeepProof) || cfg.faulty(FaultCheck::IgnoreTMonitor) {
+            return None;
+        }
+        if !matches!(self.gate(cfg, now), Gate::OpenInside(_)) {
+            return None;
+        }
+        let proof = self.proof.as_ref()?.at() + cfg.t_monitor;
+        let registration = self.direct.registered_until()?;
+        Some(proof.min(registration))
+    }
+
     // Attachments for the three registration clients.
 
     pub(crate) fn direct_attachment(&self, cfg: &Config, a: Attach) -> Attachment {

@@ -147,6 +147,17 @@ impl MobileNode {
             .map_or(Gate::Closed, |i| i.gate(&self.cfg, now))
     }
 
+    /// While `gate(iface, now)` is open inside: the moment it may close with no
+    /// input at all (T_MONITOR, the registration's expiry). Until then it changes
+    /// only through a `handle_*` call, after which the shell asks again; a shell
+    /// that hands the decision to a cache (the kernel's encapsulation) lets it
+    /// expire then. `None` when the gate is not open inside.
+    pub fn gate_open_until(&self, iface: IfaceId, now: Instant) -> Option<Instant> {
+        self.ifaces
+            .get(&iface)
+            .and_then(|i| i.open_inside_until(&self.cfg, now))
+    }
+
     pub fn phase(&self, iface: IfaceId) -> Phase {
         self.ifaces.get(&iface).map_or(Phase::Down, |i| i.phase)
     }

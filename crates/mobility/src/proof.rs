@@ -142,6 +142,10 @@ impl DirectIha {
         self.client.udp_tunnel(now)
     }
 
+    pub(crate) fn registered_until(&self) -> Option<Instant> {
+        self.client.registered_until()
+    }
+
     pub(crate) fn client_stats(&self) -> &mip4::client::ClientStats {
         self.client.stats()
     }

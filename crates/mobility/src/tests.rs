@@ -758,3 +758,43 @@ mod hostile;
 mod late;
 #[path = "tests_shell.rs"]
 mod shell;
+
+/// `gate_open_until` bounds the open-inside gate: it stays open at every moment
+/// before the bound with no input (soundness, sampled over hours of
+/// re-registrations), the bound is T_MONITOR when the i-HA falls silent (the gate
+/// closes exactly there), and there is no bound unless the gate is open inside.
+#[test]
+fn mn5_the_gate_stays_open_inside_until_the_published_bound() {
+    let mut r = Rig::new(cfg());
+    assert_eq!(r.node.gate_open_until(1, r.now), None, "down: no bound");
+    r.attach(1, IN_ADDR, true, false);
+    for _ in 0..100 {
+        let until = r.node.gate_open_until(1, r.now).expect("open inside");
+        assert!(until > r.now);
+        let span = until - r.now;
+        for k in 0..=16u32 {
+            let t = r.now + span * k / 17;
+            assert_eq!(r.node.gate(1, t), Gate::OpenInside(Mode::C), "{k}/17");
+        }
+        assert_eq!(
+            r.node.gate(1, until - Duration::from_nanos(1)),
+            Gate::OpenInside(Mode::C)
+        );
+        r.advance(Duration::from_secs(7));
+    }
+    // The i-HA falls silent: the bound is the proof's T_MONITOR, where it closes.
+    let at = r.node.proof(1).unwrap().at();
+    r.reach.insert(1, (false, false));
+    r.advance(Duration::from_secs(1));
+    let until = r.node.gate_open_until(1, r.now).unwrap();
+    assert_eq!(until, at + Duration::from_secs(60));
+    assert_ne!(r.node.gate(1, until), Gate::OpenInside(Mode::C));
+    r.advance(until - r.now);
+    assert_eq!(r.node.gate_open_until(1, r.now), None, "closed: no bound");
+    // A status change (input) closes at once: no bound either.
+    let mut r = Rig::new(cfg());
+    r.attach(1, IN_ADDR, true, false);
+    assert!(r.node.gate_open_until(1, r.now).is_some());
+    r.link(1, LinkEvent::CarrierDown);
+    assert_eq!(r.node.gate_open_until(1, r.now), None);
+}
