@@ -96,10 +96,10 @@ impl MipLab {
     /// with no binding, so the MN should be at home (or move afterwards).
     pub fn restart_agent_with(&mut self, role: &str, key: &str, value: &str) -> Result<()> {
         self.lab.stop(role, libc::SIGTERM);
-        let cfg = if role == "fa" {
-            &self.fa_cfg
-        } else {
-            &self.ha_cfg
+        let cfg = match role {
+            "fa" => &self.fa_cfg,
+            "mn" => &self.mn_cfg,
+            _ => &self.ha_cfg,
         };
         let text = std::fs::read_to_string(cfg)?;
         let prefix = format!("{key} =");
@@ -113,10 +113,10 @@ impl MipLab {
             lines.insert(i + 1, format!("{key} = {value}"));
         }
         std::fs::write(cfg, lines.join("\n") + "\n")?;
-        if role == "fa" {
-            self.start_fa()
-        } else {
-            self.start_ha()
+        match role {
+            "fa" => self.start_fa(),
+            "mn" => self.start_mn(),
+            _ => self.start_ha(),
         }
     }
 

@@ -317,6 +317,12 @@ pub struct MnSection {
     /// encapsulation, and segments from the tunnel are merged before the TUN.
     #[serde(default = "default_true")]
     pub offload: bool,
+    /// IP-in-IP to and from the i-HA in the kernel, as the home agent's
+    /// `kernel_encap`, while the gate is open inside in mode c (never an RFC 3519
+    /// tunnel, never outside): the entry follows the core's gate and expires when
+    /// it may close by itself (T_MONITOR). `false`: every packet through the node.
+    #[serde(default = "default_true")]
+    pub kernel_encap: bool,
     /// RFC 3519 Tunnel Data in UDP GSO sends, as the home agent's `udp_gso`.
     #[serde(default = "default_true")]
     pub udp_gso: bool,

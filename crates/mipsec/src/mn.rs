@@ -56,6 +56,8 @@ use tracing::{debug, info, warn};
 
 #[path = "mn_data.rs"]
 mod data;
+#[path = "mn_kernel.rs"]
+mod kernel;
 #[path = "mn_link.rs"]
 mod link;
 #[path = "mn_path.rs"]
@@ -238,6 +240,8 @@ struct Daemon {
     tx: data::TxBatch,
     /// One RFC 3519 Tunnel Data message sent alone (reused: no allocation per packet).
     udp_msg: Vec<u8>,
+    /// IP-in-IP in the kernel while the gate allows it (`mn_kernel.rs`).
+    kernel: kernel::Kernel,
     ctl_rx: mpsc::Receiver<StatusRequest>,
     _ctl: Option<ControlServer>,
 }
@@ -281,6 +285,7 @@ impl Daemon {
         if m.outside != OutsideMode::None {
             vpn::check_vpn_config(&m)?;
         }
+        let kernel = kernel::Kernel::attach(m.kernel_encap, tun_ifindex);
         let mut d = Daemon {
             file,
             node,
@@ -294,6 +299,7 @@ impl Daemon {
             queue: VecDeque::new(),
             tx: data::TxBatch::default(),
             udp_msg: Vec::new(),
+            kernel,
             counters: Counters::default(),
             last_gate: (0, Gate::Closed),
             vpn_gateway: m.vpn_gateway,
@@ -356,6 +362,7 @@ impl Daemon {
                 .chain([
                     self.node.poll_timeout().map(|(t, _)| t),
                     self.vpn_deadline(),
+                    self.kernel.next_poll,
                 ])
                 .flatten()
                 .min();
@@ -483,6 +490,10 @@ impl Daemon {
         if self.node.poll_timeout().is_some_and(|(t, _)| t <= now) {
             self.node.handle_timeout(now, wall);
         }
+        // What the kernel sent and took back, before the probes are judged.
+        if self.kernel.next_poll.is_some() {
+            self.poll_kernel(now).await;
+        }
         self.on_liveness_timer(now, wall).await;
     }
 
@@ -539,6 +550,8 @@ impl Daemon {
     /// agent route first (a request may need them), then datagrams, actions and
     /// events, until the core has nothing more to say.
     async fn drive(&mut self) {
+        // The kernel's entry follows every input first (`mn_kernel.rs`).
+        self.sync_kernel().await;
         for _ in 0..64 {
             for li in 0..self.links.len() {
                 self.sync_attachment(li).await;
@@ -568,6 +581,7 @@ impl Daemon {
         if (li, g) != self.last_gate {
             self.apply_gate(li, g, "gate changed").await;
         }
+        self.sync_kernel().await;
     }
 
     async fn send_transmit(&mut self, t: Transmit) {
@@ -728,6 +742,9 @@ impl Daemon {
     }
 
     async fn cleanup(&mut self) {
+        if let Some(enc) = &self.kernel.encap {
+            let _ = enc.remove(self.file.mn.home_address);
+        }
         self.stop_vpn("shutting down").await;
         self.set_routes(Routes::None).await;
         self.remove_user_rule().await;

@@ -436,7 +436,7 @@ impl Daemon {
     /// keepalive behind a NAT). A home agent that lost our binding (restarted
     /// without its state) or a NAT that lost our mapping shows as that answer not
     /// coming back; the timer then tells the core, which re-registers.
-    async fn check_liveness(&mut self, li: usize, now: Instant) {
+    pub(super) async fn check_liveness(&mut self, li: usize, now: Instant) {
         let live = &self.links[li].live;
         if live.probe.is_some() {
             return;

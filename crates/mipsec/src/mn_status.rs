@@ -142,6 +142,7 @@ impl Daemon {
             "vpn_running": self.outer.vpn.is_some(),
             "vpn": self.outer.vpn.as_ref().map(|s| s.eng.status()),
             "data_path": crate::datapath::status(&self.dp),
+            "kernel_encap": self.kernel_status(),
             "counters": counters,
         })
     }
