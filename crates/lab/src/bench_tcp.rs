@@ -267,14 +267,15 @@ fn kernel_encap_of(v: &Result<serde_json::Value>) -> bool {
         .unwrap_or(false)
 }
 
-/// Restarts the agents with their `kernel_encap` and `offload` as given (the MN goes
-/// home first: a restarted HA has no binding).
+/// Restarts the agents with their `kernel_encap` and `offload` as given, and the node
+/// with its `kernel_encap` (the MN goes home first: a restarted HA has no binding).
 fn configure(ml: &mut MipLab, offload: bool, kernel: bool) -> Result<()> {
     go(ml, Segment::Home)?;
     for role in ["ha", "fa"] {
         ml.restart_agent_with(role, "kernel_encap", &kernel.to_string())?;
         ml.restart_agent_offload(role, offload)?;
     }
+    ml.restart_agent_with("mn", "kernel_encap", &kernel.to_string())?;
     Ok(())
 }
 
@@ -287,8 +288,10 @@ pub(super) fn tcp_section(ml: &mut MipLab, o: &BenchOpts) -> Result<()> {
     for (offload, kernel) in [(true, true), (true, false), (false, false)] {
         configure(ml, offload, kernel)?;
         go(ml, Segment::IntA)?;
-        let ha = ml.ha_status();
-        let ok = offload_of(&ha) == offload && kernel_encap_of(&ha) == kernel;
+        let (ha, mn) = (ml.ha_status(), ml.mn_status());
+        let ok = offload_of(&ha) == offload
+            && kernel_encap_of(&ha) == kernel
+            && kernel_encap_of(&mn) == kernel;
         rows.push(measure(ml, name("c", offload, kernel, ok), o.secs)?);
         go(ml, Segment::IntB)?;
         let fa = ml.fa_status();

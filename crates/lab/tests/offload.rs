@@ -176,15 +176,21 @@ fn data_frame_sizes(cap: &Path) -> Vec<(usize, usize)> {
     v
 }
 
-/// Restarts the HA and the FA with `kernel_encap = false`: these tests are about the
-/// tunnel device's reader segmenting, merging and forwarding itself (as it does for
-/// every packet where the kernel cannot encapsulate, and for RFC 3519 UDP tunnels).
+/// Restarts the HA, the FA and the node with `kernel_encap = false`: these tests are
+/// about the tunnel device's reader segmenting, merging and forwarding itself (as it
+/// does for every packet where the kernel cannot encapsulate, and for RFC 3519 UDP
+/// tunnels).
 fn userspace_agents(ml: &mut MipLab) {
-    ml.restart_agent_with("ha", "kernel_encap", "false")
-        .unwrap();
-    ml.restart_agent_with("fa", "kernel_encap", "false")
-        .unwrap();
-    for v in [ml.ha_status().unwrap(), ml.fa_status().unwrap()] {
+    for role in ["ha", "fa", "mn"] {
+        ml.restart_agent_with(role, "kernel_encap", "false")
+            .unwrap();
+    }
+    let all = [
+        ml.ha_status().unwrap(),
+        ml.fa_status().unwrap(),
+        ml.mn_status().unwrap(),
+    ];
+    for v in all {
         assert_eq!(v["kernel_encap"]["attached"], false, "{v}");
     }
 }
@@ -206,8 +212,13 @@ fn to_int_b(ml: &mut MipLab) {
 }
 
 fn capture_transfer(ml: &mut MipLab, name: &str, up_too: bool) -> PathBuf {
+    capture_transfer_with(ml, name, up_too, "ip proto 4")
+}
+
+/// [`capture_transfer`] with its own capture filter.
+fn capture_transfer_with(ml: &mut MipLab, name: &str, up_too: bool, filter: &str) -> PathBuf {
     let cap = ml.lab.dir.join(name);
-    start_capture(&mut ml.lab, "ha", "eth0", &cap, "ip proto 4").unwrap();
+    start_capture(&mut ml.lab, "ha", "eth0", &cap, filter).unwrap();
     transfer(ml, false, 30 << 20);
     if up_too {
         transfer(ml, true, 30 << 20);
@@ -699,14 +710,17 @@ fn ethtool(ml: &MipLab, role: &str, args: &[&str]) {
 /// The kernel encapsulates (`kernel_encap`, the default, in the HA and in the FA's
 /// reverse tunnel): TCP super-packets to an away node, and from a visitor to its home
 /// agent, leave as IP-in-IP GSO packets that the kernel cuts at the interface and
-/// that never cross the agents' processes. With the agents' links cutting and
-/// checksumming in software (as a NIC without IP-in-IP segmentation offload does),
-/// the wire carries what the agents' own segmentation put there: full-sized segments
-/// within the path MTU, tshark-clean, the data intact both ways, in mode c and mode
-/// f. With the links' offloads on, a veth carries each super-packet whole to the
-/// receiver (the node, the FA, the HA), which takes it as one (`ipip_merged`) and
-/// completes the checksums its sender left partial (`ipip_partial`): data intact, no
-/// checksum error at the node.
+/// that never cross the agents' processes; the HA's kernel also takes the tunnel
+/// back (decapsulation) and forwards the inner packets, merged or not, itself. With
+/// the agents' links cutting and checksumming in software (as a NIC without IP-in-IP
+/// segmentation offload does), the wire carries what the agents' own segmentation
+/// put there: full-sized segments within the path MTU, tshark-clean, the data intact
+/// both ways, in mode c and mode f, and the HA forwards to the CN the node's own
+/// segments, cut from what GRO merged. With the links' offloads on, a veth carries
+/// each super-packet whole to the receiver (the node, the FA, the HA), which takes
+/// it as one (`ipip_merged` at the node, the decapsulation's count at the HA) and
+/// completes the checksums its sender left partial (`ipip_partial`): data intact,
+/// no checksum error at the node or at the CN.
 #[test]
 fn kernel_encapsulation_puts_the_same_segments_on_the_wire() {
     let Some(_g) = lab_lock("kernel_encapsulation_puts_the_same_segments_on_the_wire") else {
@@ -720,9 +734,11 @@ fn kernel_encapsulation_puts_the_same_segments_on_the_wire() {
         assert_eq!(v["kernel_encap"]["attached"], true, "{role}: {v}");
     }
     let software = ["tx", "off", "tx-ipxip4-segmentation", "off"];
-    ethtool(&ml, "ha", &software);
-    ethtool(&ml, "fa", &software);
+    for role in ["ha", "fa", "mn"] {
+        ethtool(&ml, role, &software);
+    }
     let csum_errors = snmp(&ml, "mn", "Tcp", "InCsumErrors");
+    let cn_csum_errors = snmp(&ml, "cn", "Tcp", "InCsumErrors");
     let counter =
         |v: &serde_json::Value, k: &[&str]| k.iter().fold(v, |v, k| &v[*k]).as_u64().unwrap_or(0);
 
@@ -733,7 +749,10 @@ fn kernel_encapsulation_puts_the_same_segments_on_the_wire() {
             to_int_b(&mut ml);
         }
         let (ha0, fa0) = (ml.ha_status().unwrap(), ml.fa_status().unwrap());
-        let cap = capture_transfer(&mut ml, &format!("kernel-encap-{name}.pcap"), true);
+        let mn0 = ml.mn_status().unwrap();
+        let filter = format!("ip proto 4 or (tcp and src host {MN_HOME})");
+        let cap =
+            capture_transfer_with(&mut ml, &format!("kernel-encap-{name}.pcap"), true, &filter);
         ml.lab.stop("capture-ha", libc::SIGINT);
         let kept = keep_capture(&cap, &format!("mipsec-lab-kernel-encap-{name}"));
         let (ha, fa) = (ml.ha_status().unwrap(), ml.fa_status().unwrap());
@@ -743,6 +762,14 @@ fn kernel_encapsulation_puts_the_same_segments_on_the_wire() {
         let process =
             counter(&ha, &["counters", "tx_bytes"]) - counter(&ha0, &["counters", "tx_bytes"]);
         eprintln!("mode {name}: HA kernel {kernel} octets, HA process {process}");
+        assert!(kernel >= 30 << 20, "mode {name}: {ha}");
+        assert!(process < 1 << 20, "mode {name}: {ha}");
+        // The 30 MB up: decapsulated by the HA's kernel, not by its process.
+        let kernel = counter(&ha, &["kernel_encap", "decap_bytes"])
+            - counter(&ha0, &["kernel_encap", "decap_bytes"]);
+        let process =
+            counter(&ha, &["counters", "rx_bytes"]) - counter(&ha0, &["counters", "rx_bytes"]);
+        eprintln!("mode {name}: HA kernel took {kernel} octets back, HA process {process}");
         assert!(kernel >= 30 << 20, "mode {name}: {ha}");
         assert!(process < 1 << 20, "mode {name}: {ha}");
         if name == "f" {
@@ -775,12 +802,59 @@ fn kernel_encapsulation_puts_the_same_segments_on_the_wire() {
         assert_eq!(sizes[0].0, 1502, "mode {name}: most frequent data frame");
         let big = tshark(&kept, "frame.len > 1502", &["frame.len", "ip.src"]);
         assert!(big.is_empty(), "oversized: {:?}", &big[..big.len().min(5)]);
+        if name == "c" {
+            // The node's kernel sent the 30 MB up, its process nothing.
+            let (mn0, mn) = (&mn0, ml.mn_status().unwrap());
+            let kernel =
+                counter(&mn, &["kernel_encap", "bytes"]) - counter(mn0, &["kernel_encap", "bytes"]);
+            let process =
+                counter(&mn, &["counters", "tx_bytes"]) - counter(mn0, &["counters", "tx_bytes"]);
+            eprintln!("mode c: node kernel {kernel} octets, node process {process}");
+            assert!(kernel >= 30 << 20, "{mn}");
+            assert!(process < 1 << 20, "{mn}");
+            // Cut at the node's interface into its segments: 1468 + 20 + 14.
+            let up = tshark(
+                &kept,
+                &format!(
+                    "ip.src == {} && ip.proto == 4 && tcp.len > 0",
+                    Segment::IntA.mn_addr()
+                ),
+                &["frame.len"],
+            );
+            let full = up.iter().filter(|l| l.trim() == "1502").count();
+            assert!(full > 5_000, "{} of {} at 1502", full, up.len());
+        }
+        // What the HA forwarded to the CN after taking the tunnel back: the node's
+        // segments (its tunnel MTU, 1468, plus 14 octets of Ethernet), none larger,
+        // tshark-clean (checked above with the rest).
+        let mut fwd = std::collections::BTreeMap::new();
+        for l in tshark(
+            &kept,
+            &format!("!(ip.proto == 4) && ip.src == {MN_HOME} && tcp.len > 0"),
+            &["frame.len"],
+        ) {
+            *fwd.entry(l.trim().parse::<usize>().unwrap())
+                .or_insert(0usize) += 1;
+        }
+        let mut fwd: Vec<(usize, usize)> = fwd.into_iter().collect();
+        fwd.sort_by_key(|x| std::cmp::Reverse(x.1));
+        eprintln!(
+            "mode {name}: forwarded frame sizes {:?}",
+            &fwd[..fwd.len().min(4)]
+        );
+        assert!(
+            fwd.iter().map(|x| x.1).sum::<usize>() > 5_000,
+            "mode {name}: {fwd:?}"
+        );
+        assert_eq!(fwd[0].0, 1482, "mode {name}: most frequent forwarded frame");
+        assert!(fwd.iter().all(|x| x.0 <= 1482), "mode {name}: {fwd:?}");
     }
 
     // The links' offloads back on: the super-packets cross the veths whole.
     let hardware = ["tx", "on", "tx-ipxip4-segmentation", "on"];
-    ethtool(&ml, "ha", &hardware);
-    ethtool(&ml, "fa", &hardware);
+    for role in ["ha", "fa", "mn"] {
+        ethtool(&ml, role, &hardware);
+    }
     for (seg, name) in [(Segment::IntA, "c"), (Segment::IntB, "f")] {
         if seg == Segment::IntA {
             to_int_a(&mut ml);
@@ -794,21 +868,40 @@ fn kernel_encapsulation_puts_the_same_segments_on_the_wire() {
         let merged = |a: &serde_json::Value, b: &serde_json::Value| {
             counter(b, &["data_path", "ipip_merged"]) - counter(a, &["data_path", "ipip_merged"])
         };
+        let taken = |a: &serde_json::Value, b: &serde_json::Value| {
+            let k = |v: &serde_json::Value, f| counter(v, &["kernel_encap", f]);
+            (
+                k(b, "decap_packets") - k(a, "decap_packets"),
+                k(b, "decap_bytes") - k(a, "decap_bytes"),
+            )
+        };
+        let (packets, bytes) = taken(&ha0, &ha);
+        let (mn_packets, mn_bytes) = taken(&mn0, &mn);
         eprintln!(
-            "mode {name}, whole: node took {} super-packets, HA {}",
+            "mode {name}, whole: node process merged {}, node kernel took {mn_packets} \
+             packets back, {mn_bytes} octets; HA's kernel took {packets} packets back, \
+             {bytes} octets",
             merged(&mn0, &mn),
-            merged(&ha0, &ha)
         );
+        // The tunnel's super-packets (the node's in mode c, the FA's reverse tunnel
+        // in mode f) reach the HA whole, and its kernel takes them back as they are:
+        // far fewer packets than segments.
+        assert!(bytes >= 32 << 20, "{ha}");
+        assert!(packets > 0 && bytes / packets > 4 * 1468, "{ha}");
         if name == "c" {
-            assert!(merged(&mn0, &mn) > 100, "{mn}");
-        } else {
-            // The FA's reverse tunnel's super-packets at the HA.
-            assert!(merged(&ha0, &ha) > 100, "{ha}");
+            // And the HA's reach the node whole, taken back by the node's kernel.
+            assert!(mn_bytes >= 32 << 20, "{mn}");
+            assert!(mn_packets > 0 && mn_bytes / mn_packets > 4 * 1468, "{mn}");
         }
     }
     assert_eq!(
         snmp(&ml, "mn", "Tcp", "InCsumErrors"),
         csum_errors,
         "TCP checksum errors at the node"
+    );
+    assert_eq!(
+        snmp(&ml, "cn", "Tcp", "InCsumErrors"),
+        cn_csum_errors,
+        "TCP checksum errors at the CN"
     );
 }
