@@ -468,7 +468,12 @@ impl MobileNode {
             // re-registration may be): the answer to it reopens the gate.
             i.binding_silent = true;
         }
-        if let (Phase::Inside, Some(a), false) = (i.phase, i.attach, i.direct.is_pending()) {
+        if let (Phase::Inside, Some(a), true) = (i.phase, i.attach, i.direct.is_pending()) {
+            // A renewal is already out: its answer decides, as a probe's would
+            // (without this the renewal's reply reopened nothing, and the gate
+            // stayed closed until T_MONITOR).
+            i.direct.adopt_pending(i.epoch, a.inside_mode);
+        } else if let (Phase::Inside, Some(a)) = (i.phase, i.attach) {
             let att = i.direct_attachment(&cfg, a);
             let ep = i.epoch;
             i.direct.probe(now, wall, ep, a.inside_mode, att);

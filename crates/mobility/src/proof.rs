@@ -132,6 +132,15 @@ impl DirectIha {
         self.client.is_pending()
     }
 
+    /// The request already out (the client's own renewal before the lifetime ends)
+    /// is to answer for `epoch` as a probe would: its reply with TNC proves the link
+    /// again, its failure fails it. Nothing changes if a probe is already waiting.
+    pub(crate) fn adopt_pending(&mut self, epoch: u64, mode: Mode) {
+        if self.client.is_pending() && self.pending.is_none() {
+            self.pending = Some((epoch, mode, false));
+        }
+    }
+
     /// The shell could not send the outstanding request: send it again now.
     pub(crate) fn resend_now(&mut self, now: Instant, wall: SystemTime) -> bool {
         self.client.resend_now(now, wall)

@@ -302,3 +302,35 @@ fn random_truncated_and_replayed_input_never_panics_nor_opens_a_gate() {
         assert!(!matches!(r.gate(1), Gate::OpenInside(_)));
     }
 }
+
+/// The binding falls silent just after the client's own renewal (80 % of a short
+/// lifetime) went out with no answer: no second request is sent, and the renewal's
+/// answer, once the i-HA is back, reopens the gate as a probe's would (it used to
+/// reopen nothing: closed until T_MONITOR).
+#[test]
+fn silence_during_a_renewal_is_answered_by_the_renewal() {
+    let mut c = cfg();
+    c.lifetime = 4;
+    let mut r = Rig::new(c);
+    r.attach(1, IN_ADDR, true, false);
+    assert_eq!(r.gate(1), Gate::OpenInside(Mode::C));
+    let sent = r.sent_to(1, I_HA);
+    // The i-HA goes away; the renewal leaves at 80 % of the lifetime, unanswered.
+    r.reach.insert(1, (false, false));
+    r.advance(Duration::from_millis(3300));
+    assert_eq!(r.sent_to(1, I_HA), sent + 1, "the renewal");
+    assert!(r.node.gate_open_until(1, r.now).is_some());
+    let (n, w) = (r.now, r.wall());
+    r.node.handle_binding_silent(n, w, 1);
+    assert_eq!(
+        r.gate(1),
+        Gate::Closed,
+        "closed while the binding is in doubt"
+    );
+    assert_eq!(r.node.stats().silence_probes, 0, "the renewal is the probe");
+    // Back: the renewal's retransmission is answered and proves the link again.
+    r.reach.insert(1, (true, false));
+    r.advance(Duration::from_secs(3));
+    assert_eq!(r.gate(1), Gate::OpenInside(Mode::C));
+    assert!(r.node.proof(1).unwrap().at() > n, "a fresh proof");
+}
