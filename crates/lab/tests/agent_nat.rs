@@ -100,10 +100,12 @@ fn foreign_agent_and_nat_traversal_keep_tcp() {
     assert_eq!(n["udp_tunnel"], true, "NAT not detected: {n}");
     let fa = ml.fa_status().unwrap();
     assert!(counter(&fa, &["counters"], "requests_relayed") >= 1, "{fa}");
-    assert!(
-        counter(&fa, &["counters"], "forwarded_packets") > 100,
-        "{fa}"
-    );
+    // The home agent's tunnel to the node, taken back by the FA's kernel
+    // (`kernel_encap`) and its process together: the node's download of the mode-f
+    // stay.
+    let forward = counter(&fa, &["counters"], "forwarded_bytes")
+        + counter(&fa, &["kernel_encap"], "decap_bytes");
+    assert!(forward > 10 << 20, "{fa}");
     // The reverse tunnel: the FA's kernel (`kernel_encap`) and its process together
     // carried the node's upload of the mode-f stay (about 40 MB).
     let reverse =
@@ -236,7 +238,10 @@ fn encapsulating_delivery_style_through_the_agent() {
     eprintln!("FA status: {fa}");
     assert_eq!(v["delivery"], "encapsulating", "{fa}");
     assert!(counter(&fa, &["counters"], "reverse_packets") > 0, "{fa}");
-    assert!(counter(&fa, &["counters"], "forwarded_packets") > 0, "{fa}");
+    // The home agent's tunnel to the agent, taken back by its process or its kernel.
+    let forwarded = counter(&fa, &["counters"], "forwarded_packets")
+        + counter(&fa, &["kernel_encap"], "decap_packets");
+    assert!(forwarded > 0, "{fa}");
     // The node really encapsulated: its tunnel counters moved, the agent's
     // direct-style path (the TUN) did not see the packets.
     let mn = ml.mn_status().unwrap();

@@ -34,6 +34,7 @@ fn sysctl(ml: &MipLab, key: &str) -> String {
 /// where packets are dropped unread, instead of vanishing with a TUN that died with
 /// the process (then the default route sent them in the clear). A restart takes the
 /// device and the routes over with no manual cleanup, and at home removes them.
+/// The node's kernel path (`kernel_encap`), set at the kill, goes with the process.
 /// The node also refuses ICMP redirects on its mobility interface.
 #[test]
 fn kill_9_leaves_no_plaintext_path_and_restart_takes_over() {
@@ -49,6 +50,14 @@ fn kill_9_leaves_no_plaintext_path_and_restart_takes_over() {
     ml.wait_mn(Duration::from_secs(10), |v| MipLab::registered_at(v, coa))
         .unwrap();
     assert!(ml.echo_ok(Some(MN_HOME), Duration::from_secs(2)));
+    // The kernel was carrying the tunnel (`kernel_encap`): its programs must go with
+    // the process too.
+    let st = ml.mn_status().unwrap();
+    assert_eq!(st["kernel_encap"]["entry"], coa.to_string(), "{st}");
+    assert!(
+        lab::mip::get_u64(&st, &["kernel_encap", "sends"]) > 0,
+        "{st}"
+    );
     ml.lab.stop("mn", libc::SIGKILL);
     std::thread::sleep(Duration::from_millis(300));
     let r = route_get(&ml, CN_ADDR);
