@@ -513,3 +513,103 @@ fn t_monitor_closes_the_gate_when_the_i_ha_falls_silent() {
     );
     assert!(ml.echo_ok(Some(MN_HOME), Duration::from_secs(3)));
 }
+
+/// The node's kernel path (`kernel_encap`) is bounded by the gate even when the
+/// process cannot act: with `t_monitor_s = 11`, the node is frozen (SIGSTOP) right
+/// after an inside proof while a ping from the home address runs. The kernel keeps
+/// tunnelling what the gate still allows, and the last IP-in-IP packet leaves the
+/// interface no later than T_MONITOR after that proof (the entry's expiry, checked by
+/// the program against the kernel's clock): nothing leaves after it, though the
+/// process never ran again to remove the entry.
+#[test]
+fn a_frozen_node_s_kernel_path_stops_at_t_monitor() {
+    let Some(_g) = lab_lock("a_frozen_node_s_kernel_path_stops_at_t_monitor") else {
+        return;
+    };
+    let mut ml = MipLab::start(&exe(), true, 300).unwrap();
+    let mn = std::fs::read_to_string(&ml.mn_cfg).unwrap();
+    ml.lab.stop("mn", libc::SIGTERM);
+    let mn = mn.replacen("[mn]\n", "[mn]\nt_monitor_s = 11\n", 1);
+    mip::write_private(std::path::Path::new(&ml.mn_cfg), &mn).unwrap();
+    ml.start_mn().unwrap();
+    ml.lab.move_mn(Segment::IntA).unwrap();
+    let coa = Segment::IntA.mn_addr();
+    ml.wait_mn(Duration::from_secs(10), |v| {
+        MipLab::registered_at(v, coa) && v["kernel_encap"]["entry"] == coa.to_string()
+    })
+    .unwrap();
+    let cap = ml.lab.dir.join("frozen-node.pcap");
+    lab::scenario::start_capture(
+        &mut ml.lab,
+        "mn",
+        "eth0",
+        &cap,
+        &format!("ip proto 4 and src host {coa}"),
+    )
+    .unwrap();
+    let mut ping = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ml.lab.ns("mn"),
+            "ping",
+            "-q",
+            "-i",
+            "0.05",
+        ])
+        .args(["-I", &MN_HOME.to_string(), "-w", "16", &CN_ADDR.to_string()])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    // Right after a proof (the node re-registers every second), freeze the node.
+    let st = ml
+        .wait_mn(Duration::from_secs(3), |v| {
+            v["interfaces"][0]["tnc_proof_age_s"]
+                .as_f64()
+                .is_some_and(|a| a < 0.3)
+        })
+        .unwrap()
+        .0;
+    let age = st["interfaces"][0]["tnc_proof_age_s"].as_f64().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let proof_at = now - age;
+    assert!(ml.lab.signal("mn", libc::SIGSTOP));
+    let frozen_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let _ = ping.wait();
+    std::thread::sleep(Duration::from_millis(300));
+    ml.lab.stop("capture-mn", libc::SIGINT);
+    assert!(ml.lab.signal("mn", libc::SIGCONT));
+    let times: Vec<f64> = lab::testing::fields(&cap, &[], "ip.proto == 4", &["frame.time_epoch"])
+        .iter()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    let after: Vec<f64> = times.iter().copied().filter(|t| *t > frozen_at).collect();
+    let last = after.iter().copied().fold(0.0, f64::max);
+    eprintln!(
+        "proof at {proof_at:.3}, frozen {:.3} s later; {} tunnel packets while frozen, the \
+         last {:.3} s after the proof",
+        frozen_at - proof_at,
+        after.len(),
+        last - proof_at
+    );
+    // The kernel carried on while the gate held (pings every 50 ms)...
+    assert!(after.len() > 100, "{} packets while frozen", after.len());
+    assert!(
+        last - proof_at > 10.0,
+        "stopped early: {:.3}",
+        last - proof_at
+    );
+    // ... and nothing left after T_MONITOR (the status's age is rounded to 1 ms).
+    assert!(
+        last - proof_at <= 11.0 + 0.01,
+        "tunnelled {:.3} s after the proof, past T_MONITOR",
+        last - proof_at
+    );
+}
