@@ -49,6 +49,7 @@ pub(crate) const R5: u8 = 5;
 pub(crate) const R6: u8 = 6;
 pub(crate) const R7: u8 = 7;
 pub(crate) const R8: u8 = 8;
+pub(crate) const R9: u8 = 9;
 /// The frame pointer (read only).
 pub(crate) const FP: u8 = 10;
 
@@ -71,7 +72,9 @@ pub(crate) const B: u8 = 0x10;
 pub(crate) const DW: u8 = 0x18;
 /// ALU operations.
 pub(crate) const ADD: u8 = 0x00;
+pub(crate) const OR: u8 = 0x40;
 pub(crate) const AND: u8 = 0x50;
+pub(crate) const LSH: u8 = 0x60;
 pub(crate) const RSH: u8 = 0x70;
 pub(crate) const XOR: u8 = 0xa0;
 pub(crate) const MOV: u8 = 0xb0;

@@ -49,10 +49,10 @@
 //! packet (`FIXED_GSO`). Counted as packets and inner octets
 //! ([`IpipEncap::decap_counters`]).
 
-use crate::bpf::{self, Asm, ADD, AND, B, DW, FP, H, JEQ, JGE, JGT, JLT, JNE, MOV, R0, R1};
-use crate::bpf::{R2, R3, R4, R5, R6, R7, R8, W, XOR};
+use crate::bpf::{self, Asm, ADD, AND, B, DW, FP, H, JEQ, JGE, JGT, JLT, JNE, LSH, MOV, OR};
+use crate::bpf::{R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, W, XOR};
 use crate::error::{Error, Result};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::OwnedFd;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -84,6 +84,10 @@ const ADJ_ROOM_MAC: i32 = 1;
 /// `BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_ENCAP_L3_IPV4`: the inner segment
 /// size stays (the device's MTU already leaves room for the outer header).
 const ADJ_ENCAP_IPIP: i32 = 0b11;
+/// `BPF_F_ADJ_ROOM_FIXED_GSO | ENCAP_L3_IPV4 | ENCAP_L4_UDP`; with
+/// `BPF_F_ADJ_ROOM_ENCAP_L2(4)` (the Tunnel Data header, bits 56-63) added in the
+/// program: `SKB_GSO_UDP_TUNNEL`, each segment behind a copy of the 32 octets.
+const ADJ_ENCAP_UDP: i32 = 0b1_0011;
 /// tcx verdicts: go on to the next program (or into the device), drop.
 const TCX_NEXT: i32 = -1;
 const TCX_DROP: i32 = 2;
@@ -96,11 +100,14 @@ const SKB_GSO_SIZE: i16 = 176;
 /// The largest inner packet that still fits an IPv4 total length with the outer
 /// header.
 pub const MAX_INNER: u32 = 65_535 - 20;
+/// The same with RFC 3519 UDP tunnelling (IPv4, UDP and Tunnel Data headers).
+pub const MAX_INNER_UDP: u32 = 65_535 - 32;
 /// TTL of the outer header (the kernel's default).
 const OUTER_TTL: i32 = 64;
 
 /// Value layout: outer source, outer destination (network order), out ifindex,
-/// padding, expiry in `CLOCK_MONOTONIC` nanoseconds.
+/// the UDP destination and source ports of an RFC 3519 entry (network order; 0: an
+/// IP-in-IP entry), expiry in `CLOCK_MONOTONIC` nanoseconds.
 const VALUE_LEN: usize = 24;
 
 /// Encapsulating egress program on one TUN device, and its map.
@@ -160,10 +167,11 @@ fn program(map: &OwnedFd, stats: &OwnedFd, key: EncapKey) -> Result<Vec<bpf::Ins
         EncapKey::Source => 12,
         EncapKey::Destination => 16,
     };
-    // Stack: inner header copy at fp-48 (20), outer header at fp-24 (20, in 24
-    // zeroed), the counters key at fp-52.
-    const INNER: i16 = -48;
-    const OUTER: i16 = -24;
+    // Stack: the outer headers at fp-32 (32 zeroed: IPv4, and for RFC 3519 UDP and
+    // the Tunnel Data header), the inner header copy at fp-56 (20), the counters key
+    // at fp-60. r7: the entry, r8: its interface, r9: the outer headers' length.
+    const OUTER: i16 = -32;
+    const INNER: i16 = -56;
     let mut a = Asm::default();
     a.alu_reg(MOV, R6, R1)
         .load(W, R2, R6, SKB_PROTOCOL)
@@ -196,22 +204,42 @@ fn program(map: &OwnedFd, stats: &OwnedFd, key: EncapKey) -> Result<Vec<bpf::Ins
         .store_imm(DW, FP, OUTER, 0)
         .store_imm(DW, FP, OUTER + 8, 0)
         .store_imm(DW, FP, OUTER + 16, 0)
+        .store_imm(DW, FP, OUTER + 24, 0)
         .store_imm(B, FP, OUTER, 0x45)
         .load(B, R1, FP, INNER + 1)
         .store(B, FP, OUTER + 1, R1)
-        .load(W, R1, R6, SKB_LEN)
-        .alu_imm(ADD, R1, 20)
-        .be16(R1)
-        .store(H, FP, OUTER + 2, R1)
         .call(GET_PRANDOM_U32)
         .store(H, FP, OUTER + 4, R0)
         // Flags and fragment offset stay 0: DF clear (see the module documentation).
         .store_imm(B, FP, OUTER + 8, OUTER_TTL)
-        .store_imm(B, FP, OUTER + 9, 4)
         .load(W, R1, R7, 0)
         .store(W, FP, OUTER + 12, R1)
         .load(W, R1, R7, 4)
         .store(W, FP, OUTER + 16, R1)
+        .alu_imm(MOV, R9, 20)
+        .store_imm(B, FP, OUTER + 9, 4)
+        // An RFC 3519 entry (a UDP destination port): UDP from the entry's port, no
+        // UDP checksum, and the Tunnel Data header (type 4, next header IPv4).
+        .load(H, R1, R7, 12)
+        .jump_imm(JEQ, R1, 0, "length")
+        .load(W, R2, R6, SKB_LEN)
+        .jump_imm(JGT, R2, MAX_INNER_UDP as i32, "next")
+        .store_imm(B, FP, OUTER + 9, 17)
+        .load(H, R2, R7, 14)
+        .store(H, FP, OUTER + 20, R2)
+        .store(H, FP, OUTER + 22, R1)
+        .load(W, R2, R6, SKB_LEN)
+        .alu_imm(ADD, R2, 12)
+        .be16(R2)
+        .store(H, FP, OUTER + 24, R2)
+        .store_imm(B, FP, OUTER + 28, 4)
+        .store_imm(B, FP, OUTER + 29, 4)
+        .alu_imm(MOV, R9, 32)
+        .label("length")
+        .load(W, R1, R6, SKB_LEN)
+        .alu_reg(ADD, R1, R9)
+        .be16(R1)
+        .store(H, FP, OUTER + 2, R1)
         // Its checksum: the one's complement sum of the 20 octets, folded.
         .alu_imm(MOV, R1, 0)
         .alu_imm(MOV, R2, 0)
@@ -225,9 +253,9 @@ fn program(map: &OwnedFd, stats: &OwnedFd, key: EncapKey) -> Result<Vec<bpf::Ins
         .store(H, FP, OUTER + 10, R0)
         .load(W, R8, R7, 8)
         // Count before the packet changes: sends and inner octets.
-        .store_imm(W, FP, -52, 0)
+        .store_imm(W, FP, -60, 0)
         .load_map(R1, stats)
-        .frame_ptr(R2, -52)
+        .frame_ptr(R2, -60)
         .call(MAP_LOOKUP_ELEM)
         .jump_imm(JEQ, R0, 0, "room")
         .load(DW, R2, R0, 0)
@@ -237,18 +265,24 @@ fn program(map: &OwnedFd, stats: &OwnedFd, key: EncapKey) -> Result<Vec<bpf::Ins
         .load(DW, R2, R0, 8)
         .alu_reg(ADD, R2, R1)
         .store(DW, R0, 8, R2)
-        // Room for the outer header, flagged as IP-in-IP for GSO.
+        // Room for the outer headers, flagged for GSO: IP-in-IP, or a UDP tunnel
+        // whose 4 octets of Tunnel Data header every segment repeats.
         .label("room")
-        .alu_reg(MOV, R1, R6)
-        .alu_imm(MOV, R2, 20)
-        .alu_imm(MOV, R3, ADJ_ROOM_MAC)
         .alu_imm(MOV, R4, ADJ_ENCAP_IPIP)
+        .jump_imm(JEQ, R9, 20, "grow")
+        .alu_imm(MOV, R4, 4)
+        .alu_imm(LSH, R4, 56)
+        .alu_imm(OR, R4, ADJ_ENCAP_UDP)
+        .label("grow")
+        .alu_reg(MOV, R1, R6)
+        .alu_reg(MOV, R2, R9)
+        .alu_imm(MOV, R3, ADJ_ROOM_MAC)
         .call(SKB_ADJUST_ROOM)
         .jump_imm(JNE, R0, 0, "next")
         .alu_reg(MOV, R1, R6)
         .alu_imm(MOV, R2, 0)
         .frame_ptr(R3, OUTER)
-        .alu_imm(MOV, R4, 20)
+        .alu_reg(MOV, R4, R9)
         .alu_imm(MOV, R5, 0)
         .call(SKB_STORE_BYTES)
         .jump_imm(JNE, R0, 0, "drop")
@@ -341,6 +375,33 @@ impl IpipEncap {
         v[0..4].copy_from_slice(&source.octets());
         v[4..8].copy_from_slice(&care_of.octets());
         v[8..12].copy_from_slice(&ifindex.to_ne_bytes());
+        v[16..24].copy_from_slice(&self.mono(until).to_ne_bytes());
+        bpf::map_update(&self.map, &inner_dst.octets(), &v)
+    }
+
+    /// [`IpipEncap::set`] for an RFC 3519 UDP tunnel: packets to `inner_dst` go as
+    /// Tunnel Data in UDP from `source` to `peer` (the node's NAT), out of `ifindex`,
+    /// until `until`. The UDP checksum is zero (allowed over IPv4, RFC 768), and a TCP
+    /// super-packet stays one `SKB_GSO_UDP_TUNNEL` packet until the interface cuts it
+    /// into datagrams of one Tunnel Data message each. Nothing comes back this way:
+    /// the daemon's UDP socket takes the node's tunnel.
+    pub fn set_udp(
+        &self,
+        inner_dst: Ipv4Addr,
+        source: SocketAddrV4,
+        peer: SocketAddrV4,
+        ifindex: u32,
+        until: Instant,
+    ) -> Result<()> {
+        if peer.port() == 0 {
+            return Err(Error::InvalidArgument("UDP tunnel to port 0"));
+        }
+        let mut v = [0u8; VALUE_LEN];
+        v[0..4].copy_from_slice(&source.ip().octets());
+        v[4..8].copy_from_slice(&peer.ip().octets());
+        v[8..12].copy_from_slice(&ifindex.to_ne_bytes());
+        v[12..14].copy_from_slice(&peer.port().to_be_bytes());
+        v[14..16].copy_from_slice(&source.port().to_be_bytes());
         v[16..24].copy_from_slice(&self.mono(until).to_ne_bytes());
         bpf::map_update(&self.map, &inner_dst.octets(), &v)
     }
@@ -551,6 +612,9 @@ fn decap_program(
         .load(W, R1, R6, SKB_IFINDEX)
         .load(W, R2, R7, 8)
         .jump_reg(JNE, R1, R2, "pass")
+        // An RFC 3519 entry's tunnel is UDP: IP-in-IP is not its way back.
+        .load(H, R1, R7, 12)
+        .jump_imm(JNE, R1, 0, "pass")
         // Strip the outer header (a merged packet stays one).
         .alu_reg(MOV, R1, R6)
         .alu_imm(MOV, R2, -20)

@@ -119,6 +119,21 @@ pub fn set_gro(sock: &impl AsRawFd, on: bool) -> Result<()> {
     setsockopt(sock.as_raw_fd(), libc::SOL_UDP, UDP_GRO, &v, "UDP_GRO")
 }
 
+/// Asks for a receive buffer of `bytes` octets: `SO_RCVBUFFORCE` (past `rmem_max`,
+/// with `CAP_NET_ADMIN`), else `SO_RCVBUF` (within it).
+pub fn set_recv_buffer(sock: &impl AsRawFd, bytes: usize) -> Result<()> {
+    let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    let fd = sock.as_raw_fd();
+    setsockopt(
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_RCVBUFFORCE,
+        &v,
+        "SO_RCVBUFFORCE",
+    )
+    .or_else(|_| setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &v, "SO_RCVBUF"))
+}
+
 /// The segment size of a `UDP_GRO` control message (`None` for any other message).
 ///
 /// # Safety

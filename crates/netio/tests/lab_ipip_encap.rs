@@ -283,6 +283,107 @@ fn kernel_ipip_encap_keeps_a_tcp_super_packet_whole_until_the_device_cuts_it() {
     assert_eq!(ids.len(), got.len(), "an identification per outer header");
 }
 
+/// An RFC 3519 entry (`set_udp`): a single packet leaves as one Tunnel Data message
+/// (UDP from the entry's port, no UDP checksum, the 4-octet header), and a TCP
+/// super-packet stays one packet until a link that cuts in software makes it one
+/// datagram per segment, each with its own copy of the headers, identical inside to
+/// `offload::segment`'s cut of the same super-packet.
+#[test]
+fn kernel_udp_tunnel_encap_sends_one_tunnel_data_message_per_segment() {
+    if !lab("kernel_udp_tunnel_encap_sends_one_tunnel_data_message_per_segment") {
+        return;
+    }
+    let p = setup("ku1");
+    p.a.exec(&[
+        "ethtool",
+        "-K",
+        "a0",
+        "tx-udp_tnl-segmentation",
+        "off",
+        "tx-udp_tnl-csum-segmentation",
+        "off",
+        "tx",
+        "off",
+    ]);
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let rx = p.b.spawn(move || async move {
+        let sock = RawIp::open_with(17, &RawIpOptions::default()).unwrap();
+        ready_tx.send(()).unwrap();
+        recv_all(&sock, Duration::from_secs(2)).await
+    });
+    ready_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    // Segments of 1420: with 32 octets of headers they fit a0's 1500.
+    let (hdr, sup) = tcp_super(30_000, 1420);
+    let sup2 = sup.clone();
+    let peer = std::net::SocketAddrV4::new(B_ADDR, 40_000);
+    let counters = p.a.run(move || async move {
+        let (t0, a0) = tunnel_device().await;
+        let s0 = offload_tun("s0");
+        sh(&["ip", "route", "add", "10.77.0.0/24", "dev", "s0"]);
+        let enc = IpipEncap::attach(t0.ifindex().unwrap(), 16).unwrap();
+        let until = Instant::now() + Duration::from_secs(60);
+        let local = std::net::SocketAddrV4::new(A_ADDR, 434);
+        enc.set_udp(HOA, local, peer, a0, until).unwrap();
+        // One small packet first.
+        let sock = std::net::UdpSocket::bind("10.99.1.1:0").unwrap();
+        sock.send_to(b"one", (HOA, 7)).unwrap();
+        let mut frame = hdr.to_bytes().to_vec();
+        frame.extend_from_slice(&sup2);
+        s0.send_raw(&frame).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut buf = vec![0u8; 70_000];
+        assert_eq!(tun_gets(&t0, &mut buf).await, 0, "nothing into the device");
+        enc.counters().unwrap()
+    });
+    let got: Vec<Vec<u8>> = join(rx)
+        .into_iter()
+        .filter(|g| g.len() > 28 && g[20..22] == 434u16.to_be_bytes())
+        .collect();
+    assert_eq!(counters.sends, 2, "one small packet, one GSO packet");
+    fn check(g: &[u8]) -> &[u8] {
+        assert_eq!(checksum(&g[..20]), 0, "outer checksum");
+        assert_eq!(g[9], 17, "UDP");
+        assert_eq!(&g[6..8], &[0, 0], "DF clear");
+        assert_eq!(usize::from(u16::from_be_bytes([g[2], g[3]])), g.len());
+        assert_eq!(&g[12..20], &[A_ADDR.octets(), B_ADDR.octets()].concat()[..]);
+        assert_eq!(
+            &g[20..24],
+            &[434u16.to_be_bytes(), 40_000u16.to_be_bytes()].concat()[..]
+        );
+        assert_eq!(
+            usize::from(u16::from_be_bytes([g[24], g[25]])),
+            g.len() - 20
+        );
+        assert_eq!(&g[26..28], &[0, 0], "no UDP checksum");
+        assert_eq!(&g[28..32], &[4, 4, 0, 0], "Tunnel Data, IPv4");
+        &g[32..]
+    }
+    let small = check(&got[0]);
+    assert_eq!(&small[16..20], &HOA.octets());
+    assert_eq!(&small[28..], b"one");
+    let mut fwd = sup.clone();
+    fwd[8] -= 1;
+    offload::fix_ipv4_checksum(&mut fwd, 20);
+    let mut want = PacketList::new();
+    offload::segment(&hdr, &fwd, &mut want).unwrap();
+    assert_eq!(got.len() - 1, want.len(), "one datagram per segment");
+    for (g, w) in got[1..].iter().zip(want.iter()) {
+        let inner = check(g);
+        assert_eq!(inner.len(), w.len());
+        assert_eq!(&inner[20..], &w[20..], "TCP header, checksum and payload");
+        assert_eq!(checksum(&inner[..20]), 0);
+        assert_eq!(&inner[12..20], &w[12..20]);
+    }
+    // scapy reads one as UDP to 40000 carrying the Tunnel Data message.
+    assert_eq!(
+        scapy_eval(
+            &got[1],
+            "(p.proto, p.payload.dport, bytes(p.payload.payload)[:4].hex())"
+        ),
+        "(17, 40000, '04040000')"
+    );
+}
+
 /// The program lives as long as the object's link fd: dropping it (as the kernel
 /// closes every fd of a process that exits, `kill -9` included) detaches it, and a
 /// packet that had an entry goes into the device again.
