@@ -437,6 +437,18 @@ fn without_tnc_the_gate_stays_closed_and_status_says_why() {
     assert!(ml.echo_ok(Some(MN_HOME), Duration::from_secs(3)));
 }
 
+/// A lab whose node runs with `t_monitor_s = 11` (grace 10 s: a re-registration
+/// about every second while inside).
+fn lab_with_short_t_monitor() -> MipLab {
+    let mut ml = MipLab::start(&exe(), true, 300).unwrap();
+    let mn = std::fs::read_to_string(&ml.mn_cfg).unwrap();
+    ml.lab.stop("mn", libc::SIGTERM);
+    let mn = mn.replacen("[mn]\n", "[mn]\nt_monitor_s = 11\n", 1);
+    mip::write_private(std::path::Path::new(&ml.mn_cfg), &mn).unwrap();
+    ml.start_mn().unwrap();
+    ml
+}
+
 /// RFC 5265 MN-5 in the shell: with `t_monitor_s = 11` (grace 10 s) the node
 /// re-registers with the i-HA about every second while inside. When the i-HA
 /// falls silent (SIGSTOP), the gate closes no later than T_MONITOR after the last
@@ -447,12 +459,7 @@ fn t_monitor_closes_the_gate_when_the_i_ha_falls_silent() {
     let Some(_g) = lab_lock("t_monitor_closes_the_gate_when_the_i_ha_falls_silent") else {
         return;
     };
-    let mut ml = MipLab::start(&exe(), true, 300).unwrap();
-    let mn = std::fs::read_to_string(&ml.mn_cfg).unwrap();
-    ml.lab.stop("mn", libc::SIGTERM);
-    let mn = mn.replacen("[mn]\n", "[mn]\nt_monitor_s = 11\n", 1);
-    mip::write_private(std::path::Path::new(&ml.mn_cfg), &mn).unwrap();
-    ml.start_mn().unwrap();
+    let mut ml = lab_with_short_t_monitor();
     ml.lab.move_mn(Segment::IntA).unwrap();
     let coa = Segment::IntA.mn_addr();
     let (st, _) = ml
@@ -526,12 +533,7 @@ fn a_frozen_node_s_kernel_path_stops_at_t_monitor() {
     let Some(_g) = lab_lock("a_frozen_node_s_kernel_path_stops_at_t_monitor") else {
         return;
     };
-    let mut ml = MipLab::start(&exe(), true, 300).unwrap();
-    let mn = std::fs::read_to_string(&ml.mn_cfg).unwrap();
-    ml.lab.stop("mn", libc::SIGTERM);
-    let mn = mn.replacen("[mn]\n", "[mn]\nt_monitor_s = 11\n", 1);
-    mip::write_private(std::path::Path::new(&ml.mn_cfg), &mn).unwrap();
-    ml.start_mn().unwrap();
+    let mut ml = lab_with_short_t_monitor();
     ml.lab.move_mn(Segment::IntA).unwrap();
     let coa = Segment::IntA.mn_addr();
     ml.wait_mn(Duration::from_secs(10), |v| {

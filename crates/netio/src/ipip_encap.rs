@@ -161,6 +161,61 @@ pub enum EncapKey {
     Source,
 }
 
+/// The two programs' common steps; the packet's context is in r6.
+trait Steps {
+    /// Copies `len` octets of the packet from `offset` to the stack at `at`, or
+    /// jumps to `fail`. Clobbers r0-r5.
+    fn load_packet(&mut self, offset: i32, at: i16, len: i32, fail: &'static str) -> &mut Self;
+    /// Adds one packet and its length plus `adjust` octets to counter `index` of
+    /// `stats` (its key written at `key` on the stack), then goes on at `next` (a
+    /// label placed right after). Clobbers r0-r2.
+    fn count(
+        &mut self,
+        stats: &OwnedFd,
+        index: i32,
+        key: i16,
+        adjust: i32,
+        next: &'static str,
+    ) -> &mut Self;
+}
+
+impl Steps for Asm {
+    fn load_packet(&mut self, offset: i32, at: i16, len: i32, fail: &'static str) -> &mut Self {
+        self.alu_reg(MOV, R1, R6)
+            .alu_imm(MOV, R2, offset)
+            .frame_ptr(R3, at)
+            .alu_imm(MOV, R4, len)
+            .call(SKB_LOAD_BYTES)
+            .jump_imm(JNE, R0, 0, fail)
+    }
+
+    fn count(
+        &mut self,
+        stats: &OwnedFd,
+        index: i32,
+        key: i16,
+        adjust: i32,
+        next: &'static str,
+    ) -> &mut Self {
+        self.store_imm(W, FP, key, index)
+            .load_map(R1, stats)
+            .frame_ptr(R2, key)
+            .call(MAP_LOOKUP_ELEM)
+            .jump_imm(JEQ, R0, 0, next)
+            .load(DW, R2, R0, 0)
+            .alu_imm(ADD, R2, 1)
+            .store(DW, R0, 0, R2)
+            .load(W, R1, R6, SKB_LEN);
+        if adjust != 0 {
+            self.alu_imm(ADD, R1, adjust);
+        }
+        self.load(DW, R2, R0, 8)
+            .alu_reg(ADD, R2, R1)
+            .store(DW, R0, 8, R2)
+            .label(next)
+    }
+}
+
 /// The program: see the module documentation.
 fn program(map: &OwnedFd, stats: &OwnedFd, key: EncapKey) -> Result<Vec<bpf::Insn>> {
     let key_at = match key {
@@ -179,12 +234,7 @@ fn program(map: &OwnedFd, stats: &OwnedFd, key: EncapKey) -> Result<Vec<bpf::Ins
         .load(W, R2, R6, SKB_LEN)
         .jump_imm(JGT, R2, MAX_INNER as i32, "next")
         // The inner header.
-        .alu_reg(MOV, R1, R6)
-        .alu_imm(MOV, R2, 0)
-        .frame_ptr(R3, INNER)
-        .alu_imm(MOV, R4, 20)
-        .call(SKB_LOAD_BYTES)
-        .jump_imm(JNE, R0, 0, "next")
+        .load_packet(0, INNER, 20, "next")
         // GSO of TCP only: a merged UDP train would reach a local receiver whole.
         .load(W, R1, R6, SKB_GSO_SIZE)
         .jump_imm(JEQ, R1, 0, "key")
@@ -253,21 +303,9 @@ fn program(map: &OwnedFd, stats: &OwnedFd, key: EncapKey) -> Result<Vec<bpf::Ins
         .store(H, FP, OUTER + 10, R0)
         .load(W, R8, R7, 8)
         // Count before the packet changes: sends and inner octets.
-        .store_imm(W, FP, -60, 0)
-        .load_map(R1, stats)
-        .frame_ptr(R2, -60)
-        .call(MAP_LOOKUP_ELEM)
-        .jump_imm(JEQ, R0, 0, "room")
-        .load(DW, R2, R0, 0)
-        .alu_imm(ADD, R2, 1)
-        .store(DW, R0, 0, R2)
-        .load(W, R1, R6, SKB_LEN)
-        .load(DW, R2, R0, 8)
-        .alu_reg(ADD, R2, R1)
-        .store(DW, R0, 8, R2)
+        .count(stats, 0, -60, 0, "room")
         // Room for the outer headers, flagged for GSO: IP-in-IP, or a UDP tunnel
         // whose 4 octets of Tunnel Data header every segment repeats.
-        .label("room")
         .alu_imm(MOV, R4, ADJ_ENCAP_IPIP)
         .jump_imm(JEQ, R9, 20, "grow")
         .alu_imm(MOV, R4, 4)
@@ -559,12 +597,7 @@ fn decap_program(
         .jump_imm(JNE, R2, PACKET_HOST, "pass")
         .load(W, R2, R6, SKB_LEN)
         .jump_imm(JLT, R2, ETH_LEN + 40, "pass")
-        .alu_reg(MOV, R1, R6)
-        .alu_imm(MOV, R2, ETH_LEN)
-        .frame_ptr(R3, OUTER)
-        .alu_imm(MOV, R4, 40)
-        .call(SKB_LOAD_BYTES)
-        .jump_imm(JNE, R0, 0, "pass")
+        .load_packet(ETH_LEN, OUTER, 40, "pass")
         // A 20-octet IPv4 header of IP-in-IP, not a fragment (MF, offset).
         .load(B, R1, FP, OUTER)
         .jump_imm(JNE, R1, 0x45, "pass")
@@ -623,21 +656,8 @@ fn decap_program(
         .call(SKB_ADJUST_ROOM)
         .jump_imm(JNE, R0, 0, "pass")
         // Count: packets and inner octets.
-        .store_imm(W, FP, -52, 1)
-        .load_map(R1, stats)
-        .frame_ptr(R2, -52)
-        .call(MAP_LOOKUP_ELEM)
-        .jump_imm(JEQ, R0, 0, "hand")
-        .load(DW, R2, R0, 0)
-        .alu_imm(ADD, R2, 1)
-        .store(DW, R0, 0, R2)
-        .load(W, R1, R6, SKB_LEN)
-        .alu_imm(ADD, R1, -ETH_LEN)
-        .load(DW, R2, R0, 8)
-        .alu_reg(ADD, R2, R1)
-        .store(DW, R0, 8, R2)
+        .count(stats, 1, -52, -ETH_LEN, "hand")
         // Into the TUN, as if the daemon had written it.
-        .label("hand")
         .alu_imm(MOV, R1, tun)
         .alu_imm(MOV, R2, F_INGRESS)
         .call(REDIRECT)

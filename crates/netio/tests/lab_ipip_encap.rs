@@ -107,6 +107,25 @@ async fn recv_all(sock: &RawIp, quiet: Duration) -> Vec<Vec<u8>> {
     got
 }
 
+/// a0 neither cuts GSO packets of kind `feature` nor finishes checksums in
+/// "hardware": the kernel does both in software before the veth, so b sees the
+/// segments as a wire would carry them.
+fn cut_in_software(p: &Pair, feature: &str) {
+    p.a.exec(&["ethtool", "-K", "a0", feature, "off", "tx", "off"]);
+}
+
+/// What b's raw socket for `protocol` receives until 2 s of quiet.
+fn collect_in_b(p: &Pair, protocol: u8) -> std::thread::JoinHandle<Vec<Vec<u8>>> {
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let rx = p.b.spawn(move || async move {
+        let sock = RawIp::open_with(protocol, &RawIpOptions::default()).unwrap();
+        ready_tx.send(()).unwrap();
+        recv_all(&sock, Duration::from_secs(2)).await
+    });
+    ready_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    rx
+}
+
 #[test]
 fn kernel_ipip_encap_sends_what_the_map_says_and_leaves_the_rest_to_the_device() {
     if !lab("kernel_ipip_encap_sends_what_the_map_says_and_leaves_the_rest_to_the_device") {
@@ -212,25 +231,8 @@ fn kernel_ipip_encap_keeps_a_tcp_super_packet_whole_until_the_device_cuts_it() {
         return;
     }
     let p = setup("ke2");
-    // The sending interface neither cuts IP-in-IP GSO nor finishes checksums in
-    // "hardware": the kernel does both in software before the veth, so b sees the
-    // segments as a wire would carry them.
-    p.a.exec(&[
-        "ethtool",
-        "-K",
-        "a0",
-        "tx-ipxip4-segmentation",
-        "off",
-        "tx",
-        "off",
-    ]);
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let rx = p.b.spawn(move || async move {
-        let sock = RawIp::open_with(IPPROTO_IPIP, &RawIpOptions::default()).unwrap();
-        ready_tx.send(()).unwrap();
-        recv_all(&sock, Duration::from_secs(2)).await
-    });
-    ready_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    cut_in_software(&p, "tx-ipxip4-segmentation");
+    let rx = collect_in_b(&p, IPPROTO_IPIP);
     let (hdr, sup) = tcp_super(30_000, 1440);
     let sup2 = sup.clone();
     let counters = p.a.run(move || async move {
@@ -294,24 +296,9 @@ fn kernel_udp_tunnel_encap_sends_one_tunnel_data_message_per_segment() {
         return;
     }
     let p = setup("ku1");
-    p.a.exec(&[
-        "ethtool",
-        "-K",
-        "a0",
-        "tx-udp_tnl-segmentation",
-        "off",
-        "tx-udp_tnl-csum-segmentation",
-        "off",
-        "tx",
-        "off",
-    ]);
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let rx = p.b.spawn(move || async move {
-        let sock = RawIp::open_with(17, &RawIpOptions::default()).unwrap();
-        ready_tx.send(()).unwrap();
-        recv_all(&sock, Duration::from_secs(2)).await
-    });
-    ready_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    cut_in_software(&p, "tx-udp_tnl-segmentation");
+    p.a.exec(&["ethtool", "-K", "a0", "tx-udp_tnl-csum-segmentation", "off"]);
+    let rx = collect_in_b(&p, 17);
     // Segments of 1420: with 32 octets of headers they fit a0's 1500.
     let (hdr, sup) = tcp_super(30_000, 1420);
     let sup2 = sup.clone();
