@@ -48,6 +48,15 @@
 //! socket, which checks it as before. A packet that GRO merged stays one
 //! packet (`FIXED_GSO`). Counted as packets and inner octets
 //! ([`IpipEncap::decap_counters`]).
+//!
+//! An RFC 3519 entry ([`IpipEncap::set_udp`]) is taken back the same way when the
+//! packet is its tunnel's Tunnel Data: UDP from the entry's peer address and port to
+//! its source address and port, the Tunnel Data header of IPv4 (type 4, next header
+//! 4), no UDP checksum (as the program sends; a checksummed datagram is the socket's
+//! to verify), and the inner packet filling the datagram. The last rule keeps a
+//! UDP GRO train (several messages, merged for a `UDP_GRO` socket; its first inner
+//! length is one message's) away from the program: the socket takes it whole.
+//! Registration messages and keepalives (other types) always go to the socket.
 
 use crate::bpf::{self, Asm, ADD, AND, B, DW, FP, H, JEQ, JGE, JGT, JLT, JNE, LSH, MOV, OR};
 use crate::bpf::{R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, W, XOR};
@@ -166,6 +175,9 @@ trait Steps {
     /// Copies `len` octets of the packet from `offset` to the stack at `at`, or
     /// jumps to `fail`. Clobbers r0-r5.
     fn load_packet(&mut self, offset: i32, at: i16, len: i32, fail: &'static str) -> &mut Self;
+    /// The one's complement sum of the 20-octet header on the stack at `at`, folded
+    /// to 16 bits, in r0 (0xffff when its checksum holds). Clobbers r1-r5.
+    fn header_sum(&mut self, at: i16) -> &mut Self;
     /// Adds one packet and its length plus `adjust` octets to counter `index` of
     /// `stats` (its key written at `key` on the stack), then goes on at `next` (a
     /// label placed right after). Clobbers r0-r2.
@@ -187,6 +199,17 @@ impl Steps for Asm {
             .alu_imm(MOV, R4, len)
             .call(SKB_LOAD_BYTES)
             .jump_imm(JNE, R0, 0, fail)
+    }
+
+    fn header_sum(&mut self, at: i16) -> &mut Self {
+        self.alu_imm(MOV, R1, 0)
+            .alu_imm(MOV, R2, 0)
+            .frame_ptr(R3, at)
+            .alu_imm(MOV, R4, 20)
+            .alu_imm(MOV, R5, 0)
+            .call(CSUM_DIFF)
+            .fold(R0, R1)
+            .fold(R0, R1)
     }
 
     fn count(
@@ -290,15 +313,8 @@ fn program(map: &OwnedFd, stats: &OwnedFd, key: EncapKey) -> Result<Vec<bpf::Ins
         .alu_reg(ADD, R1, R9)
         .be16(R1)
         .store(H, FP, OUTER + 2, R1)
-        // Its checksum: the one's complement sum of the 20 octets, folded.
-        .alu_imm(MOV, R1, 0)
-        .alu_imm(MOV, R2, 0)
-        .frame_ptr(R3, OUTER)
-        .alu_imm(MOV, R4, 20)
-        .alu_imm(MOV, R5, 0)
-        .call(CSUM_DIFF)
-        .fold(R0, R1)
-        .fold(R0, R1)
+        // Its checksum: the one's complement of the 20 octets' sum.
+        .header_sum(OUTER)
         .alu_imm(XOR, R0, 0xffff)
         .store(H, FP, OUTER + 10, R0)
         .load(W, R8, R7, 8)
@@ -421,8 +437,10 @@ impl IpipEncap {
     /// Tunnel Data in UDP from `source` to `peer` (the node's NAT), out of `ifindex`,
     /// until `until`. The UDP checksum is zero (allowed over IPv4, RFC 768), and a TCP
     /// super-packet stays one `SKB_GSO_UDP_TUNNEL` packet until the interface cuts it
-    /// into datagrams of one Tunnel Data message each. Nothing comes back this way:
-    /// the daemon's UDP socket takes the node's tunnel.
+    /// into datagrams of one Tunnel Data message each. The way back
+    /// ([`IpipEncap::decap_on`]) takes Tunnel Data from `peer` to `source` with no UDP
+    /// checksum, one message filling the datagram; the rest (registrations,
+    /// keepalives, checksummed or merged datagrams) goes to the daemon's socket.
     pub fn set_udp(
         &self,
         inner_dst: Ipv4Addr,
@@ -585,10 +603,10 @@ fn decap_program(
         EncapKey::Source => 16,
     };
     let tun = i32::try_from(tun_ifindex).map_err(|_| Error::InvalidArgument("ifindex"))?;
-    // Stack: the outer header at fp-48 (20), the inner one at fp-28 (20), the
-    // counters key at fp-52.
-    const OUTER: i16 = -48;
-    const INNER: i16 = -28;
+    // Stack: the headers at fp-64 (52: the outer IPv4 header, then the inner one, or
+    // UDP, Tunnel Data and the inner one), the counters key at fp-68. r9 points at
+    // the inner header, r8 is minus the length of the outer ones.
+    const OUTER: i16 = -64;
     let mut a = Asm::default();
     a.alu_reg(MOV, R6, R1)
         .load(W, R2, R6, SKB_PROTOCOL)
@@ -598,38 +616,61 @@ fn decap_program(
         .load(W, R2, R6, SKB_LEN)
         .jump_imm(JLT, R2, ETH_LEN + 40, "pass")
         .load_packet(ETH_LEN, OUTER, 40, "pass")
-        // A 20-octet IPv4 header of IP-in-IP, not a fragment (MF, offset).
+        // A 20-octet IPv4 header, not a fragment (MF, offset).
         .load(B, R1, FP, OUTER)
         .jump_imm(JNE, R1, 0x45, "pass")
-        .load(B, R1, FP, OUTER + 9)
-        .jump_imm(JNE, R1, 4, "pass")
         .load(H, R1, FP, OUTER + 6)
         .alu_imm(AND, R1, i32::from(0x3fffu16.to_be()))
         .jump_imm(JNE, R1, 0, "pass")
         // Its total length: an inner header at least, within the frame.
-        .load(H, R1, FP, OUTER + 2)
-        .be16(R1)
-        .jump_imm(JLT, R1, 40, "pass")
+        .load(H, R7, FP, OUTER + 2)
+        .be16(R7)
+        .jump_imm(JLT, R7, 40, "pass")
         .load(W, R2, R6, SKB_LEN)
         .alu_imm(ADD, R2, -ETH_LEN)
-        .jump_reg(JGT, R1, R2, "pass")
+        .jump_reg(JGT, R7, R2, "pass")
         // Its checksum.
-        .alu_imm(MOV, R1, 0)
-        .alu_imm(MOV, R2, 0)
-        .frame_ptr(R3, OUTER)
-        .alu_imm(MOV, R4, 20)
-        .alu_imm(MOV, R5, 0)
-        .call(CSUM_DIFF)
-        .fold(R0, R1)
-        .fold(R0, R1)
+        .header_sum(OUTER)
         .jump_imm(JNE, R0, 0xffff, "pass")
+        // IP-in-IP: the inner header right behind.
+        .frame_ptr(R9, OUTER + 20)
+        .alu_imm(MOV, R8, -20)
+        .load(B, R1, FP, OUTER + 9)
+        .jump_imm(JEQ, R1, 4, "inner")
+        // RFC 3519 Tunnel Data in UDP, taken only as one message that fills the
+        // frame: no UDP checksum (one would be the socket's to verify), UDP's length
+        // the datagram's, the Tunnel Data header of IPv4 (type 4, next header 4,
+        // reserved 0), and the inner packet's length the rest. A UDP GRO train of
+        // several messages (the inner length that of the first) goes to the socket.
+        .jump_imm(JNE, R1, 17, "pass")
+        .load(W, R2, R6, SKB_LEN)
+        .alu_imm(ADD, R2, -ETH_LEN)
+        .jump_reg(JNE, R7, R2, "pass")
+        .jump_imm(JLT, R7, 52, "pass")
+        .load_packet(ETH_LEN + 40, OUTER + 40, 12, "pass")
+        .load(H, R1, FP, OUTER + 26)
+        .jump_imm(JNE, R1, 0, "pass")
+        .load(H, R1, FP, OUTER + 24)
+        .be16(R1)
+        .alu_imm(ADD, R1, 20)
+        .jump_reg(JNE, R1, R7, "pass")
+        .load(W, R1, FP, OUTER + 28)
+        .jump_imm(JNE, R1, i32::from_ne_bytes([4, 4, 0, 0]), "pass")
+        .load(H, R1, FP, OUTER + 34)
+        .be16(R1)
+        .alu_imm(ADD, R1, 32)
+        .jump_reg(JNE, R1, R7, "pass")
+        .frame_ptr(R9, OUTER + 32)
+        .alu_imm(MOV, R8, -32)
+        .label("inner")
         // IPv4 inside.
-        .load(B, R1, FP, INNER)
+        .load(B, R1, R9, 0)
         .alu_imm(AND, R1, 0xf0)
         .jump_imm(JNE, R1, 0x40, "pass")
         // The entry, live, and the packet is its tunnel's, on its interface.
         .load_map(R1, map)
-        .frame_ptr(R2, INNER + key_at)
+        .alu_reg(MOV, R2, R9)
+        .alu_imm(ADD, R2, key_at)
         .call(MAP_LOOKUP_ELEM)
         .jump_imm(JEQ, R0, 0, "pass")
         .alu_reg(MOV, R7, R0)
@@ -645,18 +686,29 @@ fn decap_program(
         .load(W, R1, R6, SKB_IFINDEX)
         .load(W, R2, R7, 8)
         .jump_reg(JNE, R1, R2, "pass")
-        // An RFC 3519 entry's tunnel is UDP: IP-in-IP is not its way back.
+        // The entry's kind of tunnel: IP-in-IP (no port), or UDP between its ports
+        // (from the peer's port to the source's).
         .load(H, R1, R7, 12)
+        .jump_imm(JEQ, R8, -20, "ipip")
+        .jump_imm(JEQ, R1, 0, "pass")
+        .load(H, R2, FP, OUTER + 20)
+        .jump_reg(JNE, R1, R2, "pass")
+        .load(H, R1, R7, 14)
+        .load(H, R2, FP, OUTER + 22)
+        .jump_reg(JNE, R1, R2, "pass")
+        .jump_imm(JEQ, R8, -32, "strip")
+        .label("ipip")
         .jump_imm(JNE, R1, 0, "pass")
-        // Strip the outer header (a merged packet stays one).
+        .label("strip")
+        // Strip the outer headers (a merged packet stays one).
         .alu_reg(MOV, R1, R6)
-        .alu_imm(MOV, R2, -20)
+        .alu_reg(MOV, R2, R8)
         .alu_imm(MOV, R3, ADJ_ROOM_MAC)
         .alu_imm(MOV, R4, ADJ_DECAP_IPIP)
         .call(SKB_ADJUST_ROOM)
         .jump_imm(JNE, R0, 0, "pass")
         // Count: packets and inner octets.
-        .count(stats, 1, -52, -ETH_LEN, "hand")
+        .count(stats, 1, -68, -ETH_LEN, "hand")
         // Into the TUN, as if the daemon had written it.
         .alu_imm(MOV, R1, tun)
         .alu_imm(MOV, R2, F_INGRESS)

@@ -425,13 +425,10 @@ fn ipip_udp(outer_src: Ipv4Addr, data: &[u8], flags: u16) -> Vec<u8> {
     outer
 }
 
-#[test]
-fn kernel_ipip_decap_takes_only_the_entry_s_own_tunnel() {
-    if !lab("kernel_ipip_decap_takes_only_the_entry_s_own_tunnel") {
-        return;
-    }
-    let p = setup("kd1");
-    // b sends what a asks for, headers and all.
+/// A sender in b of what a asks for, headers and all; each packet is answered once
+/// it left.
+type Send = mpsc::Sender<(Vec<u8>, mpsc::Sender<()>)>;
+fn sender_in_b(p: &Pair) -> (std::thread::JoinHandle<()>, Send) {
     let (send_tx, send_rx) = mpsc::channel::<(Vec<u8>, mpsc::Sender<()>)>();
     let tx = p.b.spawn(move || async move {
         let opts = RawIpOptions {
@@ -444,6 +441,16 @@ fn kernel_ipip_decap_takes_only_the_entry_s_own_tunnel() {
             sent.send(()).unwrap();
         }
     });
+    (tx, send_tx)
+}
+
+#[test]
+fn kernel_ipip_decap_takes_only_the_entry_s_own_tunnel() {
+    if !lab("kernel_ipip_decap_takes_only_the_entry_s_own_tunnel") {
+        return;
+    }
+    let p = setup("kd1");
+    let (tx, send_tx) = sender_in_b(&p);
     let got = p.a.run(move || async move {
         let (tun, a0) = tunnel_device().await;
         let enc = IpipEncap::attach(tun.ifindex().unwrap(), 16).unwrap();
@@ -517,4 +524,147 @@ fn kernel_ipip_decap_takes_only_the_entry_s_own_tunnel() {
     assert_eq!(from, &std::net::SocketAddr::from((HOA, 4000)));
     assert_eq!((decap.sends, decap.bytes), (1, 20 + 8 + 3));
     assert_eq!(encap.sends, 0);
+}
+
+/// RFC 3519 Tunnel Data from `from` to a:434: the 4-octet header `td`, then
+/// `inner` (each a whole inner packet), the UDP checksum computed when `csum`.
+fn tunnel_data(from: std::net::SocketAddrV4, td: [u8; 4], inner: &[&[u8]], csum: bool) -> Vec<u8> {
+    let mut msg = td.to_vec();
+    for i in inner {
+        msg.extend_from_slice(i);
+    }
+    let mut udp = Vec::new();
+    udp.extend_from_slice(&from.port().to_be_bytes());
+    udp.extend_from_slice(&434u16.to_be_bytes());
+    udp.extend_from_slice(&u16::try_from(8 + msg.len()).unwrap().to_be_bytes());
+    udp.extend_from_slice(&[0, 0]);
+    udp.extend_from_slice(&msg);
+    if csum {
+        let mut ph = Vec::new();
+        ph.extend_from_slice(&from.ip().octets());
+        ph.extend_from_slice(&A_ADDR.octets());
+        ph.extend_from_slice(&[0, 17]);
+        ph.extend_from_slice(&u16::try_from(udp.len()).unwrap().to_be_bytes());
+        ph.extend_from_slice(&udp);
+        let c = checksum(&ph);
+        udp[6..8].copy_from_slice(&c.to_be_bytes());
+    }
+    ipv4_packet(*from.ip(), A_ADDR, 17, &udp, 64)
+}
+
+/// The inner packet of a tunnel: UDP HOA:4000 -> a:9000 with `data`.
+fn inner_udp(data: &[u8]) -> Vec<u8> {
+    let mut udp = Vec::new();
+    udp.extend_from_slice(&4000u16.to_be_bytes());
+    udp.extend_from_slice(&9000u16.to_be_bytes());
+    udp.extend_from_slice(&u16::try_from(8 + data.len()).unwrap().to_be_bytes());
+    udp.extend_from_slice(&[0, 0]);
+    udp.extend_from_slice(data);
+    ipv4_packet(HOA, A_ADDR, 17, &udp, 64)
+}
+
+/// The way back of an RFC 3519 entry: only its own Tunnel Data (from the entry's
+/// peer and port, to its port, type 4 with IPv4 inside, no UDP checksum, one
+/// message filling the datagram, before expiry) is taken into the device; the rest
+/// reaches the registration socket as before, and IP-in-IP is not this entry's.
+#[test]
+fn kernel_udp_tunnel_decap_takes_only_the_entry_s_own_tunnel_data() {
+    if !lab("kernel_udp_tunnel_decap_takes_only_the_entry_s_own_tunnel_data") {
+        return;
+    }
+    let p = setup("kd2");
+    let (tx, send_tx) = sender_in_b(&p);
+    let peer = std::net::SocketAddrV4::new(B_ADDR, 40_000);
+    let got = p.a.run(move || async move {
+        let (tun, a0) = tunnel_device().await;
+        let enc = IpipEncap::attach(tun.ifindex().unwrap(), 16).unwrap();
+        assert!(enc.decap_on(a0).unwrap(), "attached");
+        let raw = RawIp::open(IPPROTO_IPIP).unwrap();
+        let reg = tokio::net::UdpSocket::bind((A_ADDR, 434)).await.unwrap();
+        let udp = tokio::net::UdpSocket::bind("10.99.1.1:9000").await.unwrap();
+        let mut buf = vec![0u8; 70_000];
+        // What a's raw IP-in-IP socket, its registration socket and the inner
+        // receiver get for one packet from b.
+        let mut exchange = async |pkt: Vec<u8>| {
+            let (done_tx, done_rx) = mpsc::channel();
+            send_tx.send((pkt, done_tx)).unwrap();
+            done_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+            let quiet = Duration::from_millis(200);
+            let raws = recv_all(&raw, quiet).await.len();
+            let mut regs = 0;
+            while let Ok(r) = tokio::time::timeout(quiet, reg.recv_from(&mut buf)).await {
+                r.unwrap();
+                regs += 1;
+            }
+            let mut inner = Vec::new();
+            while let Ok(r) = tokio::time::timeout(quiet, udp.recv_from(&mut buf)).await {
+                let (n, from) = r.unwrap();
+                inner.push((buf[..n].to_vec(), from));
+            }
+            (raws, regs, inner)
+        };
+        let td = [4, 4, 0, 0];
+        let one = inner_udp(b"one");
+        let until = Instant::now() + Duration::from_secs(60);
+        let local = std::net::SocketAddrV4::new(A_ADDR, 434);
+        let mut seen = Vec::new();
+        seen.push((
+            "no entry",
+            exchange(tunnel_data(peer, td, &[&one], false)).await,
+        ));
+        enc.set_udp(HOA, local, peer, a0, until).unwrap();
+        seen.push((
+            "entry",
+            exchange(tunnel_data(peer, td, &[&one], false)).await,
+        ));
+        let other = std::net::SocketAddrV4::new(B_ADDR, 40_001);
+        seen.push((
+            "other port",
+            exchange(tunnel_data(other, td, &[&one], false)).await,
+        ));
+        seen.push((
+            "checksummed",
+            exchange(tunnel_data(peer, td, &[&one], true)).await,
+        ));
+        let minimal = [4, 55, 0, 0];
+        seen.push((
+            "not IPv4 inside",
+            exchange(tunnel_data(peer, minimal, &[&one], false)).await,
+        ));
+        seen.push((
+            "two messages",
+            exchange(tunnel_data(peer, td, &[&one, &[4, 4, 0, 0], &one], false)).await,
+        ));
+        seen.push(("IP-in-IP", exchange(ipip_udp(B_ADDR, b"one", 0)).await));
+        enc.set_udp(HOA, local, peer, a0, Instant::now()).unwrap();
+        seen.push((
+            "expired",
+            exchange(tunnel_data(peer, td, &[&one], false)).await,
+        ));
+        (seen, enc.decap_counters().unwrap())
+    });
+    drop(tx);
+    let (seen, decap) = got;
+    let summary: Vec<_> = seen
+        .iter()
+        .map(|(what, (raws, regs, inner))| (*what, *raws, *regs, inner.len()))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("no entry", 0, 1, 0),
+            ("entry", 0, 0, 1),
+            ("other port", 0, 1, 0),
+            ("checksummed", 0, 1, 0),
+            ("not IPv4 inside", 0, 1, 0),
+            ("two messages", 0, 1, 0),
+            ("IP-in-IP", 1, 0, 0),
+            ("expired", 0, 1, 0),
+        ],
+        "(case, raw IP-in-IP socket, registration socket, inner receiver)"
+    );
+    let (data, from) = &seen[1].1 .2[0];
+    assert_eq!(data, b"one");
+    assert_eq!(from, &std::net::SocketAddr::from((HOA, 4000)));
+    assert_eq!((decap.sends, decap.bytes), (1, 20 + 8 + 3));
 }
