@@ -19,7 +19,7 @@ use netio::netlink::arp::ArpAnnouncer;
 use netio::netlink::route_batch::RouteBatch;
 use netio::netlink::{ArpOp, Netlink};
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
@@ -38,11 +38,24 @@ const OIF_FOR: Duration = Duration::from_secs(60);
 /// Care-of addresses whose interface is remembered at once.
 const OIF_CACHE: usize = 65_536;
 
+/// Where the kernel sends a home address's packets (`kernel_encap`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct EncapTo {
+    /// The outer destination: the care-of address (IP-in-IP), or the node's NAT
+    /// (RFC 3519).
+    pub(super) peer: Ipv4Addr,
+    /// The binding's expiry.
+    pub(super) until: Instant,
+    /// RFC 3519: Tunnel Data in UDP from this local address and port, to `peer` at
+    /// this port.
+    pub(super) udp: Option<(SocketAddrV4, u16)>,
+}
+
 enum Cmd {
     Intercept(Ipv4Addr, bool),
-    /// Kernel IP-in-IP encapsulation of a home address's packets: to this care-of
-    /// address until then, or none (the tunnel device's reader decides).
-    Encap(Ipv4Addr, Option<(Ipv4Addr, Instant)>),
+    /// Kernel encapsulation of a home address's packets, or none (the tunnel
+    /// device's reader decides).
+    Encap(Ipv4Addr, Option<EncapTo>),
     /// Answered once everything queued before it is applied.
     Flush(oneshot::Sender<()>),
 }
@@ -73,8 +86,9 @@ struct Ctx {
     tun_ifindex: u32,
     home: Option<(u32, ArpAnnouncer)>,
     encap: Option<Encap>,
-    /// The interface toward each care-of address, looked up at most once a minute.
-    oif: HashMap<Ipv4Addr, (Option<u32>, Instant)>,
+    /// The interface toward each peer (and whether it was checked for the UDP
+    /// tunnel's headers), looked up at most once a minute.
+    oif: HashMap<(Ipv4Addr, bool), (Option<u32>, Instant)>,
 }
 
 impl RouteWorker {
@@ -142,8 +156,8 @@ impl RouteWorker {
     }
 
     /// Queues the kernel encapsulation of `home`'s packets (when attached): to
-    /// `to`'s care-of address until its expiry, or none.
-    pub(super) fn encap(&mut self, home: Ipv4Addr, to: Option<(Ipv4Addr, Instant)>) {
+    /// `to`'s peer until its expiry, or none.
+    pub(super) fn encap(&mut self, home: Ipv4Addr, to: Option<EncapTo>) {
         if !self.encap {
             return;
         }
@@ -173,7 +187,7 @@ impl RouteWorker {
 async fn run(mut rx: mpsc::UnboundedReceiver<Cmd>, mut ctx: Ctx) {
     while let Some(first) = rx.recv().await {
         let mut last: HashMap<Ipv4Addr, bool> = HashMap::new();
-        let mut encaps: HashMap<Ipv4Addr, Option<(Ipv4Addr, Instant)>> = HashMap::new();
+        let mut encaps: HashMap<Ipv4Addr, Option<EncapTo>> = HashMap::new();
         let mut acks = Vec::new();
         let mut next = Some(first);
         let mut n = 0;
@@ -230,41 +244,50 @@ impl Ctx {
     /// Applies the kernel encapsulation entries of a batch. One that cannot be
     /// added (no route to the care-of address, the map full) leaves the home
     /// address to the tunnel device's reader, which forwards as before.
-    async fn encaps(&mut self, ops: HashMap<Ipv4Addr, Option<(Ipv4Addr, Instant)>>) {
+    async fn encaps(&mut self, ops: HashMap<Ipv4Addr, Option<EncapTo>>) {
         let Some(encap) = &self.encap else { return };
         let now = Instant::now();
         for (home, to) in ops {
-            let Some((care_of, until)) = to else {
+            let Some(to) = to else {
                 if let Err(e) = encap.prog.remove(home) {
                     warn!("kernel encapsulation of {home} not removed: {e}");
                 }
                 continue;
             };
-            let oif = match self.oif.get(&care_of) {
+            // The interface must take the tunnel device's packets plus the outer
+            // headers: 20 octets, or 32 with UDP and Tunnel Data.
+            let udp = to.udp.is_some();
+            let oif = match self.oif.get(&(to.peer, udp)) {
                 Some(&(oif, at)) if now.duration_since(at) < OIF_FOR => oif,
                 _ => {
-                    let oif = crate::datapath::encap_oif(
-                        &self.nl,
-                        care_of,
-                        self.tun_ifindex,
-                        encap.tun_mtu,
-                    )
-                    .await;
+                    let mtu = encap.tun_mtu + if udp { 12 } else { 0 };
+                    let oif =
+                        crate::datapath::encap_oif(&self.nl, to.peer, self.tun_ifindex, mtu).await;
                     if self.oif.len() >= OIF_CACHE {
                         self.oif.clear();
                     }
-                    self.oif.insert(care_of, (oif, now));
+                    self.oif.insert((to.peer, udp), (oif, now));
                     oif
                 }
             };
-            let set = match oif {
-                Some(oif) => {
-                    crate::datapath::encap_set(&encap.prog, home, encap.source, care_of, oif, until)
+            let set = match (oif, to.udp) {
+                (Some(oif), None) => crate::datapath::encap_set(
+                    &encap.prog,
+                    home,
+                    encap.source,
+                    to.peer,
+                    oif,
+                    to.until,
+                ),
+                (Some(oif), Some((local, port))) => {
+                    encap
+                        .prog
+                        .set_udp(home, local, SocketAddrV4::new(to.peer, port), oif, to.until)
                 }
-                None => encap.prog.remove(home).map(drop),
+                (None, _) => encap.prog.remove(home).map(drop),
             };
             if let Err(e) = set {
-                debug!("kernel encapsulation of {home} to {care_of}: {e}");
+                debug!("kernel encapsulation of {home} to {}: {e}", to.peer);
                 let _ = encap.prog.remove(home);
             }
         }

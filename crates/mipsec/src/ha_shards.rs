@@ -552,14 +552,26 @@ impl Plane {
 }
 
 /// What the kernel may do with `home`'s packets (after the core applied a batch):
-/// encapsulate to the one care-of address it is bound to over IP-in-IP, until that
-/// binding expires; anything else (none, simultaneous bindings, an RFC 3519 UDP
-/// tunnel) stays with the tunnel device's reader.
-fn kernel_encap(core: &HomeAgent, home: Ipv4Addr) -> Option<(Ipv4Addr, Instant)> {
-    match core.bindings_of(home) {
-        [b] if matches!(b.tunnel, mip4::ha::Tunnel::IpInIp) => Some((b.care_of, b.expires)),
-        _ => None,
-    }
+/// encapsulate to the one binding it has, until that binding expires: IP-in-IP to
+/// its care-of address, or RFC 3519 Tunnel Data to its NAT from the address and port
+/// its request came to (as the process sends them). Simultaneous bindings, or none,
+/// stay with the tunnel device's reader.
+fn kernel_encap(core: &HomeAgent, home: Ipv4Addr) -> Option<super::routes::EncapTo> {
+    let [b] = core.bindings_of(home) else {
+        return None;
+    };
+    Some(match b.tunnel {
+        mip4::ha::Tunnel::IpInIp => super::routes::EncapTo {
+            peer: b.care_of,
+            until: b.expires,
+            udp: None,
+        },
+        mip4::ha::Tunnel::Udp { peer, .. } => super::routes::EncapTo {
+            peer: *peer.ip(),
+            until: b.expires,
+            udp: Some((b.local, peer.port())),
+        },
+    })
 }
 
 #[cfg(test)]

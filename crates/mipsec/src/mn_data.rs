@@ -396,12 +396,15 @@ impl Daemon {
         if td.next_header != 4 {
             return self.counters.drop("tunnel data is not IPv4");
         }
-        self.deliver(li, td.packet, false).await;
+        // From the home agent's kernel (`kernel_encap`) over a virtual link, the inner
+        // checksum may be left partial, as through IP-in-IP: completed the same way.
+        self.deliver(li, td.packet, true).await;
     }
 
     /// An inner packet for the home address, from the home agent's tunnel on
-    /// link `li` (or through the VPN run over it); `ipip`: from the raw socket, where
-    /// the kernel's GRO may have merged it.
+    /// link `li` (or through the VPN run over it); `ipip`: from a tunnel socket, where
+    /// the kernel's GRO may have merged it (IP-in-IP) or the home agent's kernel may
+    /// have left its checksum partial (IP-in-IP, RFC 3519).
     pub(super) async fn deliver(&mut self, li: usize, inner: &[u8], ipip: bool) {
         let Ok(h) = wire::ipv4::Ipv4Header::parse(inner) else {
             return self.counters.drop("malformed inner packet");

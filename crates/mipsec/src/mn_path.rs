@@ -12,6 +12,9 @@ use std::time::{Instant, SystemTime};
 use tokio::net::UdpSocket;
 use tracing::{debug, info, warn};
 
+/// The receive buffer of a registration socket: RFC 3519 Tunnel Data bursts.
+const TUNNEL_RECV_BUFFER: usize = 8 << 20;
+
 impl Daemon {
     /// Follows the core's attachment: a new one gets its sockets and, through a
     /// foreign agent, a host route to the agent; the old agent is forgotten
@@ -71,8 +74,13 @@ impl Daemon {
             o.reuse_addr = true;
             match o.bind() {
                 Ok(s) => {
-                    // Tunnel Data arrives here: a burst in one receive where the
-                    // interface merges (GRO).
+                    // Tunnel Data arrives here, from a home agent whose kernel sends
+                    // at line rate (`kernel_encap`): room for the bursts this
+                    // process takes a moment to read (as wireguard-go's 7 MB).
+                    if let Err(e) = netio::udp::set_recv_buffer(&s, TUNNEL_RECV_BUFFER) {
+                        debug!("registration socket buffer: {e}");
+                    }
+                    // A burst in one receive where the interface merges (GRO).
                     if self.dp.udp_gro {
                         if let Err(e) = netio::udp::set_gro(&s, true) {
                             warn!("{e}: Tunnel Data taken one datagram at a time");
