@@ -297,11 +297,10 @@ pub(super) fn tcp_section(ml: &mut MipLab, o: &BenchOpts) -> Result<()> {
         let fa = ml.fa_status();
         let ok = ok && offload_of(&fa) == offload && kernel_encap_of(&fa) == kernel;
         rows.push(measure(ml, name("f", offload, kernel, ok), o.secs)?);
-        if !kernel {
-            // RFC 3519 UDP tunnels stay with the processes.
-            go(ml, Segment::Nat)?;
-            rows.push(measure(ml, name("u", offload, kernel, ok), o.secs)?);
-        }
+        // RFC 3519 behind the NAT: the HA's kernel sends down in the kernel rows,
+        // the node's process sends up in all.
+        go(ml, Segment::Nat)?;
+        rows.push(measure(ml, name("u", offload, kernel, ok), o.secs)?);
     }
     configure(ml, true, true)?;
     print_rows(&rows, o.secs);
@@ -313,6 +312,7 @@ fn name(mode: &str, offload: bool, kernel: bool, as_configured: bool) -> &'stati
         (_, _, _, false) => "(not as configured!)",
         ("c", _, true, _) => "mode c via HA, kernel encap",
         ("f", _, true, _) => "mode f via FA+HA, kernel encap",
+        ("u", _, true, _) => "UDP tunnel (NAT), kernel encap",
         ("c", true, _, _) => "mode c via HA, offload",
         ("c", false, _, _) => "mode c via HA, no offload",
         ("f", true, _, _) => "mode f via FA+HA, offload",

@@ -363,7 +363,8 @@ fn udp_tunnel_gso_puts_one_tunnel_data_message_per_datagram_on_the_wire() {
     else {
         return;
     };
-    let mut ml = lab::testing::lab_behind_nat();
+    // The processes' own GSO sends (the kernels' are the next test's).
+    let mut ml = lab::testing::lab_behind_nat_with(false);
     let cap = ml.lab.dir.join("gso.pcap");
     start_capture(&mut ml.lab, "ha", "eth0", &cap, "udp port 434").unwrap();
     transfer(&ml, false, 30 << 20);
@@ -386,6 +387,101 @@ fn udp_tunnel_gso_puts_one_tunnel_data_message_per_datagram_on_the_wire() {
     }
 
     assert_one_tunnel_data_message_per_datagram(&kept);
+}
+
+/// Both ends' kernels carry the RFC 3519 tunnel (`kernel_encap`: the HA's entry and the
+/// node's, `IpipEncap::set_udp`, and their ways back): with the HA's and the node's
+/// links cutting and checksumming in software (no UDP tunnel segmentation offload),
+/// through the NAT, the wire carries what the processes' own GSO sends put there, one
+/// Tunnel Data message per datagram within the path MTU, tshark-clean, while neither
+/// process moves the data either way; it arrives intact, with no checksum error at
+/// the node or the CN.
+#[test]
+fn kernel_udp_tunnel_puts_one_tunnel_data_message_per_datagram_on_the_wire() {
+    let Some(_g) =
+        lab_lock("kernel_udp_tunnel_puts_one_tunnel_data_message_per_datagram_on_the_wire")
+    else {
+        return;
+    };
+    let mut ml = lab::testing::lab_behind_nat();
+    for role in ["ha", "mn"] {
+        ethtool(
+            &ml,
+            role,
+            &[
+                "tx",
+                "off",
+                "tx-udp_tnl-segmentation",
+                "off",
+                "tx-udp_tnl-csum-segmentation",
+                "off",
+            ],
+        );
+    }
+    let csum_errors = (
+        snmp(&ml, "mn", "Tcp", "InCsumErrors"),
+        snmp(&ml, "cn", "Tcp", "InCsumErrors"),
+    );
+    let (ha0, mn0) = (ml.ha_status().unwrap(), ml.mn_status().unwrap());
+    let cap = ml.lab.dir.join("kernel-udp.pcap");
+    start_capture(&mut ml.lab, "ha", "eth0", &cap, "udp port 434").unwrap();
+    transfer(&ml, false, 30 << 20);
+    transfer(&ml, true, 30 << 20);
+    std::thread::sleep(Duration::from_millis(300));
+    ml.lab.stop("capture-ha", libc::SIGINT);
+    let kept = keep_capture(&cap, "mipsec-lab-kernel-udp");
+    let (ha, mn) = (ml.ha_status().unwrap(), ml.mn_status().unwrap());
+    let counter =
+        |v: &serde_json::Value, k: &[&str]| k.iter().fold(v, |v, k| &v[*k]).as_u64().unwrap_or(0);
+    let moved =
+        |v: &serde_json::Value, v0: &serde_json::Value, k: &[&str]| counter(v, k) - counter(v0, k);
+    let figures = [
+        (
+            "HA kernel down",
+            moved(&ha, &ha0, &["kernel_encap", "bytes"]),
+        ),
+        (
+            "HA kernel up",
+            moved(&ha, &ha0, &["kernel_encap", "decap_bytes"]),
+        ),
+        (
+            "node kernel up",
+            moved(&mn, &mn0, &["kernel_encap", "bytes"]),
+        ),
+        (
+            "node kernel down",
+            moved(&mn, &mn0, &["kernel_encap", "decap_bytes"]),
+        ),
+        (
+            "HA process down",
+            moved(&ha, &ha0, &["counters", "tx_bytes"]),
+        ),
+        ("HA process up", moved(&ha, &ha0, &["counters", "rx_bytes"])),
+        (
+            "node process up",
+            moved(&mn, &mn0, &["counters", "tx_bytes"]),
+        ),
+        (
+            "node process down",
+            moved(&mn, &mn0, &["counters", "rx_bytes"]),
+        ),
+    ];
+    eprintln!("octets: {figures:?}");
+    for (what, n) in &figures[..4] {
+        assert!(*n >= 30 << 20, "{what}: {n}\n{ha}\n{mn}");
+    }
+    for (what, n) in &figures[4..] {
+        assert!(*n < 1 << 20, "{what}: {n}\n{ha}\n{mn}");
+    }
+    assert_one_tunnel_data_message_per_datagram(&kept);
+    let after = (
+        snmp(&ml, "mn", "Tcp", "InCsumErrors"),
+        snmp(&ml, "cn", "Tcp", "InCsumErrors"),
+    );
+    assert_eq!(
+        after, csum_errors,
+        "TCP checksum errors at the node, the CN"
+    );
 }
 
 /// What a wire carries of RFC 3519 UDP tunnelling with bulk TCP both ways: one Tunnel
@@ -470,7 +566,9 @@ fn udp_tunnel_gro_takes_bursts_in_one_receive_and_delivers_them_intact() {
     else {
         return;
     };
-    let mut ml = lab::testing::lab_behind_nat();
+    // The processes send and receive (the kernels' own packets are never merged
+    // into trains: they carry no UDP checksum, which UDP GRO requires).
+    let mut ml = lab::testing::lab_behind_nat_with(false);
     ml.lab.set_gro("ha", true).unwrap();
     ml.lab.set_gro("mn", true).unwrap();
     let cap = ml.lab.dir.join("gro.pcap");

@@ -88,9 +88,7 @@ pub fn encap_status(encap: Option<&netio::ipip_encap::IpipEncap>) -> serde_json:
 }
 
 /// Sets the kernel's entry for `home` (see `IpipEncap::set`), and has the kernel
-/// take that tunnel's packets the other way on `oif` too (`IpipEncap::decap_on`).
-/// An interface where that cannot be attached (not Ethernet, say) leaves them to
-/// the daemon's raw socket, said once.
+/// take that tunnel's packets the other way on `oif` too ([`decap_follow`]).
 pub(crate) fn encap_set(
     encap: &netio::ipip_encap::IpipEncap,
     home: std::net::Ipv4Addr,
@@ -100,15 +98,22 @@ pub(crate) fn encap_set(
     until: std::time::Instant,
 ) -> netio::Result<()> {
     encap.set(home, source, peer, oif, until)?;
+    decap_follow(encap, oif);
+    Ok(())
+}
+
+/// Has the kernel take the tunnels of `encap`'s entries back on `oif`
+/// (`IpipEncap::decap_on`). An interface where that cannot be attached (not
+/// Ethernet, say) leaves them to the daemon's sockets, said once.
+pub(crate) fn decap_follow(encap: &netio::ipip_encap::IpipEncap, oif: u32) {
     match encap.decap_on(oif) {
-        Ok(true) => tracing::info!(ifindex = oif, "kernel IP-in-IP decapsulation attached"),
+        Ok(true) => tracing::info!(ifindex = oif, "kernel decapsulation attached"),
         Ok(false) => {}
         Err(e) => tracing::warn!(
             ifindex = oif,
-            "kernel IP-in-IP decapsulation not attached ({e}): the daemon decapsulates there"
+            "kernel decapsulation not attached ({e}): the daemon takes the tunnel there"
         ),
     }
-    Ok(())
 }
 
 /// The interface the kernel's encapsulation may send IP-in-IP to `dst` out of: the

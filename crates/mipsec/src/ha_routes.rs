@@ -280,9 +280,13 @@ impl Ctx {
                     to.until,
                 ),
                 (Some(oif), Some((local, port))) => {
+                    let peer = SocketAddrV4::new(to.peer, port);
                     encap
                         .prog
-                        .set_udp(home, local, SocketAddrV4::new(to.peer, port), oif, to.until)
+                        .set_udp(home, local, peer, oif, to.until)
+                        .map(|()| {
+                            crate::datapath::decap_follow(&encap.prog, oif);
+                        })
                 }
                 (None, _) => encap.prog.remove(home).map(drop),
             };

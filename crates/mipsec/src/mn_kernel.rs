@@ -1,14 +1,17 @@
-//! The mobile node's IP-in-IP in the kernel (`kernel_encap`, as the agents'): while
-//! the data path is open inside in mode c over IP-in-IP, a tc program on the TUN
-//! sends the home address's packets to the i-HA itself (`netio::ipip_encap`, keyed
-//! by the inner source), and one on the interface takes the i-HA's tunnel back into
-//! the TUN. A TCP super-packet then leaves as one packet that the kernel cuts at the
-//! interface, and never crosses this process.
+//! The mobile node's tunnel in the kernel (`kernel_encap`, as the agents'): while
+//! the data path is open inside in mode c, a tc program on the TUN sends the home
+//! address's packets to the i-HA itself (`netio::ipip_encap`, keyed by the inner
+//! source), over IP-in-IP or as RFC 3519 Tunnel Data from the registration socket's
+//! address and port to the i-HA's port 434, and one on the interface takes the
+//! i-HA's tunnel back into the TUN. A TCP super-packet then leaves as one packet that
+//! the kernel cuts at the interface, and never crosses this process. Registrations
+//! and RFC 3519 keepalives stay with the process (the program takes Tunnel Data of
+//! IPv4 only, with no UDP checksum, which the process's socket always sets).
 //!
 //! The entry is a cache of the core's gate, never a decision of its own:
 //!
 //! * it exists only while `data_path` is open inside in mode c on one link, the
-//!   direct tunnel is IP-in-IP (not RFC 3519), and nothing is queued;
+//!   direct tunnel is IP-in-IP or RFC 3519, and nothing is queued;
 //! * it expires by itself when the gate may close without any input
 //!   (`MobileNode::gate_open_until`: T_MONITOR, the registration's expiry), checked
 //!   by the program against `CLOCK_MONOTONIC`;
@@ -25,9 +28,10 @@
 //! heard), before the probe deadlines are judged.
 
 use super::Daemon;
+use mip4::wire::MIP_PORT;
 use mobility::{Gate, Layer, Mode, Tunnel};
 use netio::ipip_encap::{EncapKey, IpipEncap};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
@@ -41,6 +45,8 @@ pub(super) struct Entry {
     care_of: Ipv4Addr,
     ifindex: u32,
     until: Instant,
+    /// RFC 3519: Tunnel Data between port 434 of the care-of address and the i-HA's.
+    udp: bool,
 }
 
 /// The kernel's part of the node's data path.
@@ -61,7 +67,7 @@ impl Kernel {
             true => match IpipEncap::attach_keyed(tun_ifindex, 4, EncapKey::Source) {
                 Ok(e) => Some(e),
                 Err(e) => {
-                    warn!("kernel IP-in-IP not attached ({e}): the node moves every packet itself");
+                    warn!("kernel tunnel not attached ({e}): the node moves every packet itself");
                     None
                 }
             },
@@ -83,9 +89,10 @@ impl Daemon {
             return None;
         }
         let l = &self.links[li];
-        if self.node.tunnel(l.ifindex, Layer::IhaDirect, now) != Some(Tunnel::IpInIp) {
-            return None;
-        }
+        let udp = match self.node.tunnel(l.ifindex, Layer::IhaDirect, now)? {
+            Tunnel::IpInIp => false,
+            Tunnel::Udp { .. } => true,
+        };
         let care_of = l.attached?.care_of;
         let until = self.node.gate_open_until(l.ifindex, now)?;
         Some(Entry {
@@ -93,6 +100,7 @@ impl Daemon {
             care_of,
             ifindex: l.ifindex,
             until,
+            udp,
         })
     }
 
@@ -106,12 +114,14 @@ impl Daemon {
         if want == self.kernel.entry {
             return;
         }
-        // The interface must take the TUN's largest packet plus the outer header
-        // (a redirected packet meets no MTU check).
+        // The interface must take the TUN's largest packet plus the outer headers
+        // (a redirected packet meets no MTU check): 20 octets, or 32 with UDP and
+        // Tunnel Data.
         if let Some(w) = want {
-            let tun_mtu = self.tun.mtu().unwrap_or(u32::MAX - 20);
+            let outer = if w.udp { 32 } else { 20 };
+            let tun_mtu = self.tun.mtu().unwrap_or(u32::MAX - outer);
             let fits = match self.nl.link_by_index(w.ifindex).await {
-                Ok(l) => l.mtu.is_some_and(|m| m >= tun_mtu + 20),
+                Ok(l) => l.mtu.is_some_and(|m| m >= tun_mtu + outer),
                 Err(_) => false,
             };
             if !fits {
@@ -128,26 +138,27 @@ impl Daemon {
             return;
         };
         let set = match want {
+            Some(w) if w.udp => enc.set_udp(
+                home,
+                SocketAddrV4::new(w.care_of, MIP_PORT),
+                SocketAddrV4::new(ha, MIP_PORT),
+                w.ifindex,
+                w.until,
+            ),
             Some(w) => enc.set(home, w.care_of, ha, w.ifindex, w.until),
             None => enc.remove(home).map(drop),
         };
         if let Err(e) = set {
-            warn!("kernel IP-in-IP entry: {e}");
+            warn!("kernel tunnel entry: {e}");
             let _ = enc.remove(home);
             want = None;
         }
         if let Some(w) = want {
-            match enc.decap_on(w.ifindex) {
-                Ok(true) => info!(ifindex = w.ifindex, "kernel IP-in-IP decapsulation attached"),
-                Ok(false) => {}
-                Err(e) => warn!(
-                    ifindex = w.ifindex,
-                    "kernel IP-in-IP decapsulation not attached ({e}): the node takes the tunnel itself there"
-                ),
-            }
+            crate::datapath::decap_follow(enc, w.ifindex);
         }
-        if want.map(|w| (w.link, w.care_of)) != self.kernel.entry.map(|e| (e.link, e.care_of)) {
-            info!(entry = ?want.map(|w| (w.care_of, w.ifindex)), "kernel IP-in-IP");
+        let shown = |e: Option<Entry>| e.map(|e| (e.link, e.care_of, e.udp));
+        if shown(want) != shown(self.kernel.entry) {
+            info!(entry = ?want.map(|w| (w.care_of, w.ifindex, if w.udp { "RFC 3519" } else { "IP-in-IP" })), "kernel tunnel");
         }
         self.kernel.entry = want;
         self.kernel.next_poll = want.map(|_| now + POLL);
