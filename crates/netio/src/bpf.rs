@@ -25,6 +25,11 @@ pub(crate) const MAP_HASH: u32 = 1;
 pub(crate) const F_NO_PREALLOC: u32 = 1;
 /// `BPF_PROG_TYPE_SCHED_CLS`.
 pub(crate) const PROG_SCHED_CLS: u32 = 3;
+/// `BPF_PROG_TYPE_XDP`, and `BPF_XDP`, its attach type.
+pub(crate) const PROG_XDP: u32 = 6;
+pub(crate) const XDP: u32 = 37;
+/// `XDP_FLAGS_DRV_MODE`: in the driver, before GRO (never the generic hook).
+pub(crate) const XDP_FLAGS_DRV_MODE: u32 = 4;
 /// `BPF_TCX_INGRESS`, `BPF_TCX_EGRESS` (Linux 6.6).
 pub(crate) const TCX_INGRESS: u32 = 46;
 pub(crate) const TCX_EGRESS: u32 = 47;
@@ -334,11 +339,24 @@ pub(crate) fn prog_load(
 /// Attaches `prog` to `ifindex` at `attach` (a `tcx` hook) as a link: it stays
 /// attached while the returned fd is open.
 pub(crate) fn link_create(prog: &OwnedFd, ifindex: u32, attach: u32) -> Result<OwnedFd> {
+    link_create_flags(prog, ifindex, attach, 0)
+}
+
+/// [`link_create`] with the link's `flags` (an XDP link's mode).
+pub(crate) fn link_create_flags(
+    prog: &OwnedFd,
+    ifindex: u32,
+    attach: u32,
+    flags: u32,
+) -> Result<OwnedFd> {
     let mut attr = Attr::new();
-    attr.u32(0, raw_fd(prog)?).u32(4, ifindex).u32(8, attach);
+    attr.u32(0, raw_fd(prog)?)
+        .u32(4, ifindex)
+        .u32(8, attach)
+        .u32(12, flags);
     bpf(BPF_LINK_CREATE, &mut attr)
         .and_then(fd_of)
-        .map_err(Error::io("bpf tcx link"))
+        .map_err(Error::io("bpf link"))
 }
 
 fn elem(map: &OwnedFd, key: &[u8], value: u64) -> Result<Attr> {

@@ -57,6 +57,9 @@
 //! UDP GRO train (several messages, merged for a `UDP_GRO` socket; its first inner
 //! length is one message's) away from the program: the socket takes it whole.
 //! Registration messages and keepalives (other types) always go to the socket.
+//! Because the kernel merges no such datagrams, an XDP program can strip them before
+//! GRO ([`IpipEncap::xdp_on`], `ipip_xdp`): the tc program then takes the merged
+//! inner packets by their mark.
 
 use crate::bpf::{self, Asm, ADD, AND, B, DW, FP, H, JEQ, JGE, JGT, JLT, JNE, LSH, MOV, OR};
 use crate::bpf::{R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, W, XOR};
@@ -106,6 +109,8 @@ const SKB_PKT_TYPE: i16 = 4;
 const SKB_IFINDEX: i16 = 40;
 const SKB_PROTOCOL: i16 = 16;
 const SKB_GSO_SIZE: i16 = 176;
+const SKB_DATA: i16 = 76;
+const SKB_DATA_META: i16 = 140;
 /// The largest inner packet that still fits an IPv4 total length with the outer
 /// header.
 pub const MAX_INNER: u32 = 65_535 - 20;
@@ -116,8 +121,12 @@ const OUTER_TTL: i32 = 64;
 
 /// Value layout: outer source, outer destination (network order), out ifindex,
 /// the UDP destination and source ports of an RFC 3519 entry (network order; 0: an
-/// IP-in-IP entry), expiry in `CLOCK_MONOTONIC` nanoseconds.
-const VALUE_LEN: usize = 24;
+/// IP-in-IP entry), expiry in `CLOCK_MONOTONIC` nanoseconds, flags ([`INBOUND_ONLY`]),
+/// 4 octets of padding.
+const VALUE_LEN: usize = 32;
+/// An entry for the way back only: the egress program leaves its packets to the
+/// device ([`IpipEncap::set_udp_inbound`]).
+const INBOUND_ONLY: u32 = 1;
 
 /// Encapsulating egress program on one TUN device, and its map.
 pub struct IpipEncap {
@@ -130,6 +139,8 @@ pub struct IpipEncap {
     /// The interfaces asked for decapsulation: (ifindex, its program and link, or
     /// `None` where attaching failed: not tried again).
     decaps: Mutex<Vec<(u32, Option<Attached>)>>,
+    /// The same for the XDP half of RFC 3519's way back ([`IpipEncap::xdp_on`]).
+    xdps: Mutex<Vec<(u32, Option<Attached>)>>,
     /// The difference between `CLOCK_MONOTONIC` and this process's [`Instant`]s,
     /// taken once.
     base: (Instant, Duration),
@@ -273,6 +284,9 @@ fn program(map: &OwnedFd, stats: &OwnedFd, key: EncapKey) -> Result<Vec<bpf::Ins
         .call(KTIME_GET_NS)
         .load(DW, R1, R7, 16)
         .jump_reg(JGE, R0, R1, "next")
+        // Not an entry for the way back only.
+        .load(W, R1, R7, 24)
+        .jump_imm(JNE, R1, 0, "next")
         // The outer header.
         .store_imm(DW, FP, OUTER, 0)
         .store_imm(DW, FP, OUTER + 8, 0)
@@ -382,8 +396,8 @@ impl IpipEncap {
             bpf::F_NO_PREALLOC,
             "mipsec_ipip",
         )?;
-        // Two counters: [0] encapsulated, [1] decapsulated.
-        let stats = bpf::map_create(MAP_PERCPU_ARRAY, 4, 16, 2, 0, "mipsec_ipip_n")?;
+        // Three counters: [0] encapsulated, [1] decapsulated, [2] stripped by XDP.
+        let stats = bpf::map_create(MAP_PERCPU_ARRAY, 4, 16, 3, 0, "mipsec_ipip_n")?;
         let insns = program(&map, &stats, key)?;
         let prog = bpf::prog_load(
             bpf::PROG_SCHED_CLS,
@@ -401,6 +415,7 @@ impl IpipEncap {
             key,
             tun_ifindex,
             decaps: Mutex::new(Vec::new()),
+            xdps: Mutex::new(Vec::new()),
             base: (Instant::now(), monotonic()),
         })
     }
@@ -449,6 +464,33 @@ impl IpipEncap {
         ifindex: u32,
         until: Instant,
     ) -> Result<()> {
+        self.set_udp_flags(inner_dst, source, peer, ifindex, until, 0)
+    }
+
+    /// [`IpipEncap::set_udp`] for the way back only: the kernel takes `peer`'s Tunnel
+    /// Data back, and the packets the entry is keyed by go into the device, for the
+    /// daemon to send (with UDP checksums, which the other end's GRO needs to merge
+    /// them; the kernel's own Tunnel Data has none).
+    pub fn set_udp_inbound(
+        &self,
+        inner: Ipv4Addr,
+        source: SocketAddrV4,
+        peer: SocketAddrV4,
+        ifindex: u32,
+        until: Instant,
+    ) -> Result<()> {
+        self.set_udp_flags(inner, source, peer, ifindex, until, INBOUND_ONLY)
+    }
+
+    fn set_udp_flags(
+        &self,
+        inner_dst: Ipv4Addr,
+        source: SocketAddrV4,
+        peer: SocketAddrV4,
+        ifindex: u32,
+        until: Instant,
+        flags: u32,
+    ) -> Result<()> {
         if peer.port() == 0 {
             return Err(Error::InvalidArgument("UDP tunnel to port 0"));
         }
@@ -459,6 +501,7 @@ impl IpipEncap {
         v[12..14].copy_from_slice(&peer.port().to_be_bytes());
         v[14..16].copy_from_slice(&source.port().to_be_bytes());
         v[16..24].copy_from_slice(&self.mono(until).to_ne_bytes());
+        v[24..28].copy_from_slice(&flags.to_ne_bytes());
         bpf::map_update(&self.map, &inner_dst.octets(), &v)
     }
 
@@ -497,6 +540,63 @@ impl IpipEncap {
         };
         decaps.push((ifindex, kept));
         result
+    }
+
+    /// Attaches the XDP half of RFC 3519's way back (`ipip_xdp`: the Tunnel Data
+    /// headers stripped before GRO, so that the inner segments merge) to `ifindex`,
+    /// in its driver only (a driver without XDP refuses; the generic hook would run
+    /// after GRO and copy every packet), unless it was asked for already; `true` when
+    /// it was attached now. The tc program ([`IpipEncap::decap_on`]) must be on the
+    /// same interface: it hands the marked packets to the TUN. Some drivers reset the
+    /// link to attach XDP. A failure is returned once.
+    pub fn xdp_on(&self, ifindex: u32) -> Result<bool> {
+        let mut xdps = self
+            .xdps
+            .lock()
+            .map_err(|_| Error::InvalidArgument("XDP list poisoned"))?;
+        if xdps.iter().any(|d| d.0 == ifindex) {
+            return Ok(false);
+        }
+        // Never without the tc program that takes the stripped packets: they would
+        // reach the stack as if they had come in bare.
+        if !self.decap_interfaces().contains(&ifindex) {
+            xdps.push((ifindex, None));
+            return Err(Error::InvalidArgument(
+                "XDP stripping needs the decapsulating tc program on the interface",
+            ));
+        }
+        let attached =
+            crate::ipip_xdp::program(&self.map, &self.stats, self.key).and_then(|insns| {
+                let prog = bpf::prog_load(
+                    bpf::PROG_XDP,
+                    &insns,
+                    "Apache-2.0",
+                    "mipsec_udp_xdp",
+                    bpf::XDP,
+                )?;
+                let link =
+                    bpf::link_create_flags(&prog, ifindex, bpf::XDP, bpf::XDP_FLAGS_DRV_MODE)?;
+                Ok((prog, link))
+            });
+        let (kept, result) = match attached {
+            Ok(fds) => (Some(fds), Ok(true)),
+            Err(e) => (None, Err(e)),
+        };
+        xdps.push((ifindex, kept));
+        result
+    }
+
+    /// What the XDP programs stripped so far (packets before GRO, inner octets).
+    pub fn xdp_counters(&self) -> Result<EncapCounters> {
+        self.counter(2)
+    }
+
+    /// The interfaces where the XDP program is attached.
+    pub fn xdp_interfaces(&self) -> Vec<u32> {
+        self.xdps
+            .lock()
+            .map(|d| d.iter().filter(|d| d.1.is_some()).map(|d| d.0).collect())
+            .unwrap_or_default()
     }
 
     fn attach_decap(&self, ifindex: u32) -> Result<Attached> {
@@ -611,6 +711,38 @@ fn decap_program(
     a.alu_reg(MOV, R6, R1)
         .load(W, R2, R6, SKB_PROTOCOL)
         .jump_imm(JNE, R2, i32::from(0x0800u16.to_be()), "pass")
+        // Marked by the XDP half (`ipip_xdp`): already stripped, maybe merged since.
+        // Its entry must still hold; if not, it is dropped (never left to the stack).
+        .load(W, R2, R6, SKB_DATA_META)
+        .load(W, R3, R6, SKB_DATA)
+        .alu_reg(MOV, R4, R2)
+        .alu_imm(ADD, R4, 4)
+        .jump_reg(JGT, R4, R3, "outer")
+        .load(W, R1, R2, 0)
+        .jump_imm(JNE, R1, crate::ipip_xdp::META_MARK, "outer")
+        .load_packet(ETH_LEN, OUTER, 20, "drop")
+        .load(B, R1, FP, OUTER)
+        .alu_imm(AND, R1, 0xf0)
+        .jump_imm(JNE, R1, 0x40, "drop")
+        .load_map(R1, map)
+        .frame_ptr(R2, OUTER + key_at)
+        .call(MAP_LOOKUP_ELEM)
+        .jump_imm(JEQ, R0, 0, "drop")
+        .alu_reg(MOV, R7, R0)
+        .call(KTIME_GET_NS)
+        .load(DW, R1, R7, 16)
+        .jump_reg(JGE, R0, R1, "drop")
+        .load(W, R1, R6, SKB_IFINDEX)
+        .load(W, R2, R7, 8)
+        .jump_reg(JNE, R1, R2, "drop")
+        .load(H, R1, R7, 12)
+        .jump_imm(JEQ, R1, 0, "drop")
+        .count(stats, 1, -68, -ETH_LEN, "hand marked")
+        .alu_imm(MOV, R1, tun)
+        .alu_imm(MOV, R2, F_INGRESS)
+        .call(REDIRECT)
+        .exit()
+        .label("outer")
         .load(W, R2, R6, SKB_PKT_TYPE)
         .jump_imm(JNE, R2, PACKET_HOST, "pass")
         .load(W, R2, R6, SKB_LEN)
@@ -670,7 +802,7 @@ fn decap_program(
         // The entry, live, and the packet is its tunnel's, on its interface.
         .load_map(R1, map)
         .alu_reg(MOV, R2, R9)
-        .alu_imm(ADD, R2, key_at)
+        .alu_imm(ADD, R2, i32::from(key_at))
         .call(MAP_LOOKUP_ELEM)
         .jump_imm(JEQ, R0, 0, "pass")
         .alu_reg(MOV, R7, R0)
@@ -716,6 +848,9 @@ fn decap_program(
         .exit()
         .label("pass")
         .alu_imm(MOV, R0, TCX_NEXT)
+        .exit()
+        .label("drop")
+        .alu_imm(MOV, R0, TCX_DROP)
         .exit();
     a.finish()
 }

@@ -320,6 +320,10 @@ fn kernel_udp_tunnel_encap_sends_one_tunnel_data_message_per_segment() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let mut buf = vec![0u8; 70_000];
         assert_eq!(tun_gets(&t0, &mut buf).await, 0, "nothing into the device");
+        // An entry for the way back only leaves the packet to the device.
+        enc.set_udp_inbound(HOA, local, peer, a0, until).unwrap();
+        sock.send_to(b"back only", (HOA, 7)).unwrap();
+        assert_eq!(tun_gets(&t0, &mut buf).await, 1, "inbound only: the device");
         enc.counters().unwrap()
     });
     let got: Vec<Vec<u8>> = join(rx)
@@ -572,13 +576,31 @@ fn kernel_udp_tunnel_decap_takes_only_the_entry_s_own_tunnel_data() {
     if !lab("kernel_udp_tunnel_decap_takes_only_the_entry_s_own_tunnel_data") {
         return;
     }
-    let p = setup("kd2");
+    udp_decap_cases("kd2", false);
+}
+
+/// The same cases with the XDP half attached: it strips exactly the entry's own
+/// Tunnel Data (counted), and leaves every other case untouched to the tc program
+/// and the sockets, with the same outcome.
+#[test]
+fn kernel_udp_tunnel_xdp_takes_only_the_entry_s_own_tunnel_data() {
+    if !lab("kernel_udp_tunnel_xdp_takes_only_the_entry_s_own_tunnel_data") {
+        return;
+    }
+    udp_decap_cases("kd3", true);
+}
+
+fn udp_decap_cases(tag: &str, xdp: bool) {
+    let p = setup(tag);
     let (tx, send_tx) = sender_in_b(&p);
     let peer = std::net::SocketAddrV4::new(B_ADDR, 40_000);
     let got = p.a.run(move || async move {
         let (tun, a0) = tunnel_device().await;
         let enc = IpipEncap::attach(tun.ifindex().unwrap(), 16).unwrap();
         assert!(enc.decap_on(a0).unwrap(), "attached");
+        if xdp {
+            assert!(enc.xdp_on(a0).unwrap(), "XDP attached");
+        }
         let raw = RawIp::open(IPPROTO_IPIP).unwrap();
         let reg = tokio::net::UdpSocket::bind((A_ADDR, 434)).await.unwrap();
         let udp = tokio::net::UdpSocket::bind("10.99.1.1:9000").await.unwrap();
@@ -636,15 +658,22 @@ fn kernel_udp_tunnel_decap_takes_only_the_entry_s_own_tunnel_data() {
             exchange(tunnel_data(peer, td, &[&one, &[4, 4, 0, 0], &one], false)).await,
         ));
         seen.push(("IP-in-IP", exchange(ipip_udp(B_ADDR, b"one", 0)).await));
+        enc.set_udp_inbound(HOA, local, peer, a0, until).unwrap();
+        seen.push((
+            "inbound only",
+            exchange(tunnel_data(peer, td, &[&one], false)).await,
+        ));
         enc.set_udp(HOA, local, peer, a0, Instant::now()).unwrap();
         seen.push((
             "expired",
             exchange(tunnel_data(peer, td, &[&one], false)).await,
         ));
-        (seen, enc.decap_counters().unwrap())
+        let counters = (enc.decap_counters().unwrap(), enc.xdp_counters().unwrap());
+        (seen, counters)
     });
     drop(tx);
-    let (seen, decap) = got;
+    let (seen, (decap, stripped)) = got;
+    assert_eq!(stripped.sends, 2 * u64::from(xdp), "stripped before GRO");
     let summary: Vec<_> = seen
         .iter()
         .map(|(what, (raws, regs, inner))| (*what, *raws, *regs, inner.len()))
@@ -659,6 +688,7 @@ fn kernel_udp_tunnel_decap_takes_only_the_entry_s_own_tunnel_data() {
             ("not IPv4 inside", 0, 1, 0),
             ("two messages", 0, 1, 0),
             ("IP-in-IP", 1, 0, 0),
+            ("inbound only", 0, 0, 1),
             ("expired", 0, 1, 0),
         ],
         "(case, raw IP-in-IP socket, registration socket, inner receiver)"
@@ -666,5 +696,90 @@ fn kernel_udp_tunnel_decap_takes_only_the_entry_s_own_tunnel_data() {
     let (data, from) = &seen[1].1 .2[0];
     assert_eq!(data, b"one");
     assert_eq!(from, &std::net::SocketAddr::from((HOA, 4000)));
-    assert_eq!((decap.sends, decap.bytes), (1, 20 + 8 + 3));
+    assert_eq!((decap.sends, decap.bytes), (2, 2 * (20 + 8 + 3)));
+}
+
+/// The XDP half of RFC 3519's way back (`xdp_on`): b's kernel sends a 30 KB TCP
+/// super-packet through its own RFC 3519 entry, and its link cuts it into datagrams (as
+/// a NIC without UDP tunnel segmentation would); a's driver strips each one before GRO,
+/// GRO merges the inner segments, and the tc program hands the merged packet to the TUN.
+/// Fewer packets reach the TUN than were stripped, and the payload arrives whole.
+#[test]
+fn kernel_udp_tunnel_xdp_strips_before_gro_so_the_segments_merge() {
+    if !lab("kernel_udp_tunnel_xdp_strips_before_gro_so_the_segments_merge") {
+        return;
+    }
+    let p = setup("kx1");
+    p.b.sysctl("net.ipv4.ip_forward=1");
+    p.b.sysctl("net.ipv4.conf.all.rp_filter=0");
+    p.b.sysctl("net.ipv4.conf.default.rp_filter=0");
+    let (hdr, sup) = tcp_super(30_000, 1420);
+    let sup2 = sup.clone();
+    let b_end = std::net::SocketAddrV4::new(B_ADDR, 40_000);
+    let a_end = std::net::SocketAddrV4::new(A_ADDR, 434);
+    let until = Instant::now() + Duration::from_secs(60);
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let rx = p.a.spawn(move || async move {
+        let (t0, a0) = tunnel_device().await;
+        // a is the home agent's side: its entry is by the inner source (the CN).
+        let enc = IpipEncap::attach(t0.ifindex().unwrap(), 16).unwrap();
+        enc.set_udp(CN, a_end, b_end, a0, until).unwrap();
+        let lo = 1;
+        assert!(enc.xdp_on(lo).is_err(), "never without the tc program");
+        assert!(!enc.xdp_on(lo).unwrap(), "refused once");
+        assert!(enc.decap_on(a0).unwrap(), "tc attached");
+        assert!(enc.xdp_on(a0).unwrap(), "XDP attached in the veth driver");
+        assert!(!enc.xdp_on(a0).unwrap(), "once");
+        assert_eq!(enc.xdp_interfaces(), vec![a0]);
+        sh(&["ethtool", "-K", "a0", "gro", "on"]);
+        ready_tx.send(()).unwrap();
+        let mut buf = vec![0u8; 70_000];
+        let mut got = Vec::new();
+        while let Ok(r) = tokio::time::timeout(Duration::from_secs(1), t0.recv(&mut buf)).await {
+            let n = r.unwrap();
+            if to_hoa(&buf[..n]) {
+                got.push(buf[..n].to_vec());
+            }
+        }
+        (
+            got,
+            enc.xdp_counters().unwrap(),
+            enc.decap_counters().unwrap(),
+        )
+    });
+    ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let sent = p.b.run(move || async move {
+        let t0 = offload_tun("t0");
+        sh(&["ip", "route", "add", "10.10.0.100/32", "dev", "t0"]);
+        let b0 = netio::Netlink::new().unwrap().ifindex("b0").await.unwrap();
+        let s0 = offload_tun("s0");
+        sh(&["ip", "route", "add", "10.77.0.0/24", "dev", "s0"]);
+        let enc = IpipEncap::attach(t0.ifindex().unwrap(), 16).unwrap();
+        enc.set_udp(HOA, b_end, a_end, b0, until).unwrap();
+        let mut frame = hdr.to_bytes().to_vec();
+        frame.extend_from_slice(&sup2);
+        s0.send_raw(&frame).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        enc.counters().unwrap()
+    });
+    let (got, xdp, decap) = join(rx);
+    assert_eq!(sent.sends, 1, "one GSO packet from b");
+    let segments = 30_000u64.div_ceil(1420);
+    assert_eq!(xdp.sends, segments, "every datagram stripped before GRO");
+    // Inner octets: 30,000 of payload, and 40 of headers per packet.
+    assert_eq!(xdp.bytes, 30_000 + 40 * xdp.sends, "stripped");
+    assert_eq!(decap.bytes, 30_000 + 40 * decap.sends, "to the TUN");
+    assert!(decap.sends < xdp.sends / 2, "merged: {decap:?} of {xdp:?}");
+    // The payload, in order and whole, out of the TUN (a forwards it toward HOA).
+    let payload: Vec<u8> = got
+        .iter()
+        .flat_map(|g| {
+            let ip = &g[10..];
+            let ihl = usize::from(ip[0] & 0x0f) * 4;
+            let thl = usize::from(ip[ihl + 12] >> 4) * 4;
+            ip[ihl + thl..].to_vec()
+        })
+        .collect();
+    assert_eq!(got.len() as u64, decap.sends, "{} packets", got.len());
+    assert_eq!(payload, sup[40..], "the payload");
 }
