@@ -297,8 +297,8 @@ pub(super) fn tcp_section(ml: &mut MipLab, o: &BenchOpts) -> Result<()> {
         let fa = ml.fa_status();
         let ok = ok && offload_of(&fa) == offload && kernel_encap_of(&fa) == kernel;
         rows.push(measure(ml, name("f", offload, kernel, ok), o.secs)?);
-        // RFC 3519 behind the NAT: the HA's kernel sends down in the kernel rows,
-        // the node's process sends up in all.
+        // RFC 3519 behind the NAT: the HA's kernel sends down and the node's takes
+        // it back in the kernel rows, the node's process sends up in all.
         go(ml, Segment::Nat)?;
         rows.push(measure(ml, name("u", offload, kernel, ok), o.secs)?);
     }

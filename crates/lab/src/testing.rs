@@ -180,18 +180,15 @@ pub fn lab_in_foreign_mode() -> MipLab {
 /// A lab with the MN behind the NAT, registered co-located with RFC 3519 UDP
 /// tunnelling (`udp_tunnel` in its status).
 pub fn lab_behind_nat() -> MipLab {
-    lab_behind_nat_with(true)
+    lab_behind_nat_with(&[])
 }
 
-/// [`lab_behind_nat`] with the HA's and the node's `kernel_encap` as given
-/// (`false`: their processes send and take every Tunnel Data message themselves).
-pub fn lab_behind_nat_with(kernel_encap: bool) -> MipLab {
+/// [`lab_behind_nat`] with these settings, each (role, key, value) in the role's
+/// section, applied by a restart before the node moves.
+pub fn lab_behind_nat_with(settings: &[(&str, &str, &str)]) -> MipLab {
     let mut ml = MipLab::start(&exe(), true, 300).expect("lab");
-    if !kernel_encap {
-        for role in ["ha", "mn"] {
-            ml.restart_agent_with(role, "kernel_encap", "false")
-                .expect("restarted");
-        }
+    for (role, key, value) in settings {
+        ml.restart_agent_with(role, key, value).expect("restarted");
     }
     ml.lab.move_mn(Segment::Nat).expect("move to nat");
     ml.wait_mn(Duration::from_secs(10), |v| {

@@ -161,14 +161,14 @@ pub struct HaSection {
     /// at a time. Falls back to that, with a warning, when the kernel refuses.
     #[serde(default = "default_true")]
     pub offload: bool,
-    /// IP-in-IP to a care-of address is encapsulated by the kernel, in a tc program
-    /// on the tunnel device that the binding table fills (`netio::ipip_encap`): a
-    /// TCP super-packet leaves as one packet that the kernel cuts at the interface,
-    /// and never crosses this process. Only bindings that forward to one care-of
-    /// address over IP-in-IP go there; everything else (no binding, simultaneous
-    /// bindings, RFC 3519 UDP tunnels) is read from the device as before. Needs
-    /// Linux 6.6 (tcx) and `CAP_BPF`; without them the daemon warns and moves every
-    /// packet itself. `false`: never.
+    /// The tunnel to a care-of address (IP-in-IP) or to a node's NAT (RFC 3519) is
+    /// encapsulated by the kernel, in a tc program on the tunnel device that the
+    /// binding table fills (`netio::ipip_encap`), and taken back by one on the
+    /// interface: a TCP super-packet leaves as one packet that the kernel cuts at the
+    /// interface, and never crosses this process. Only bindings that forward to one
+    /// care-of address go there; everything else (no binding, simultaneous bindings)
+    /// is read from the device as before. Needs Linux 6.6 (tcx) and `CAP_BPF`;
+    /// without them the daemon warns and moves every packet itself. `false`: never.
     #[serde(default = "default_true")]
     pub kernel_encap: bool,
     /// RFC 3519 Tunnel Data of one super-packet leaves in one UDP GSO send
@@ -317,10 +317,10 @@ pub struct MnSection {
     /// encapsulation, and segments from the tunnel are merged before the TUN.
     #[serde(default = "default_true")]
     pub offload: bool,
-    /// IP-in-IP to and from the i-HA in the kernel, as the home agent's
-    /// `kernel_encap`, while the gate is open inside in mode c (never an RFC 3519
-    /// tunnel, never outside): the entry follows the core's gate and expires when
-    /// it may close by itself (T_MONITOR). `false`: every packet through the node.
+    /// The tunnel to and from the i-HA in the kernel (IP-in-IP, or RFC 3519 behind a
+    /// NAT), as the home agent's `kernel_encap`, while the gate is open inside in
+    /// mode c (never outside): the entry follows the core's gate and expires when it
+    /// may close by itself (T_MONITOR). `false`: every packet through the node.
     #[serde(default = "default_true")]
     pub kernel_encap: bool,
     /// RFC 3519 Tunnel Data in UDP GSO sends, as the home agent's `udp_gso`.
