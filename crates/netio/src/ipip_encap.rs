@@ -138,9 +138,9 @@ pub struct IpipEncap {
     tun_ifindex: u32,
     /// The interfaces asked for decapsulation: (ifindex, its program and link, or
     /// `None` where attaching failed: not tried again).
-    decaps: Mutex<Vec<(u32, Option<Attached>)>>,
+    decaps: AttachList,
     /// The same for the XDP half of RFC 3519's way back ([`IpipEncap::xdp_on`]).
-    xdps: Mutex<Vec<(u32, Option<Attached>)>>,
+    xdps: AttachList,
     /// The difference between `CLOCK_MONOTONIC` and this process's [`Instant`]s,
     /// taken once.
     base: (Instant, Duration),
@@ -181,14 +181,28 @@ pub enum EncapKey {
     Source,
 }
 
-/// The two programs' common steps; the packet's context is in r6.
-trait Steps {
+/// The programs' common steps; the packet's context is in r6.
+pub(crate) trait Steps {
     /// Copies `len` octets of the packet from `offset` to the stack at `at`, or
     /// jumps to `fail`. Clobbers r0-r5.
     fn load_packet(&mut self, offset: i32, at: i16, len: i32, fail: &'static str) -> &mut Self;
     /// The one's complement sum of the 20-octet header on the stack at `at`, folded
     /// to 16 bits, in r0 (0xffff when its checksum holds). Clobbers r1-r5.
     fn header_sum(&mut self, at: i16) -> &mut Self;
+    /// With the outer IPv4, UDP and Tunnel Data headers and the inner header on the
+    /// stack at `outer` and the outer total length in r7: one RFC 3519 message of
+    /// IPv4 with no UDP checksum filling the datagram, or jumps to `fail`. Clobbers r1.
+    fn tunnel_data(&mut self, outer: i16, fail: &'static str) -> &mut Self;
+    /// Looks the key r2 points at up in `map`: the entry in r7 if it is live, or
+    /// jumps to `fail`. Clobbers r0-r5.
+    fn live_entry(&mut self, map: &OwnedFd, fail: &'static str) -> &mut Self;
+    /// The packet whose outer header is on the stack at `outer` comes back through
+    /// r7's entry: from its destination to its source, on its interface (the context
+    /// field `ifindex`), or jumps to `fail`. Clobbers r1, r2.
+    fn came_back(&mut self, outer: i16, ifindex: i16, fail: &'static str) -> &mut Self;
+    /// r7's entry is an RFC 3519 one, and the UDP header at `outer + 20` goes from
+    /// its peer's port to its source's, or jumps to `fail`. Clobbers r1, r2.
+    fn udp_ports(&mut self, outer: i16, fail: &'static str) -> &mut Self;
     /// Adds one packet and its length plus `adjust` octets to counter `index` of
     /// `stats` (its key written at `key` on the stack), then goes on at `next` (a
     /// label placed right after). Clobbers r0-r2.
@@ -221,6 +235,53 @@ impl Steps for Asm {
             .call(CSUM_DIFF)
             .fold(R0, R1)
             .fold(R0, R1)
+    }
+
+    fn tunnel_data(&mut self, outer: i16, fail: &'static str) -> &mut Self {
+        self.load(H, R1, FP, outer + 26)
+            .jump_imm(JNE, R1, 0, fail)
+            .load(H, R1, FP, outer + 24)
+            .be16(R1)
+            .alu_imm(ADD, R1, 20)
+            .jump_reg(JNE, R1, R7, fail)
+            .load(W, R1, FP, outer + 28)
+            .jump_imm(JNE, R1, i32::from_ne_bytes([4, 4, 0, 0]), fail)
+            .load(H, R1, FP, outer + 34)
+            .be16(R1)
+            .alu_imm(ADD, R1, 32)
+            .jump_reg(JNE, R1, R7, fail)
+    }
+
+    fn live_entry(&mut self, map: &OwnedFd, fail: &'static str) -> &mut Self {
+        self.load_map(R1, map)
+            .call(MAP_LOOKUP_ELEM)
+            .jump_imm(JEQ, R0, 0, fail)
+            .alu_reg(MOV, R7, R0)
+            .call(KTIME_GET_NS)
+            .load(DW, R1, R7, 16)
+            .jump_reg(JGE, R0, R1, fail)
+    }
+
+    fn came_back(&mut self, outer: i16, ifindex: i16, fail: &'static str) -> &mut Self {
+        self.load(W, R1, FP, outer + 12)
+            .load(W, R2, R7, 4)
+            .jump_reg(JNE, R1, R2, fail)
+            .load(W, R1, FP, outer + 16)
+            .load(W, R2, R7, 0)
+            .jump_reg(JNE, R1, R2, fail)
+            .load(W, R1, R6, ifindex)
+            .load(W, R2, R7, 8)
+            .jump_reg(JNE, R1, R2, fail)
+    }
+
+    fn udp_ports(&mut self, outer: i16, fail: &'static str) -> &mut Self {
+        self.load(H, R1, R7, 12)
+            .jump_imm(JEQ, R1, 0, fail)
+            .load(H, R2, FP, outer + 20)
+            .jump_reg(JNE, R1, R2, fail)
+            .load(H, R1, R7, 14)
+            .load(H, R2, FP, outer + 22)
+            .jump_reg(JNE, R1, R2, fail)
     }
 
     fn count(
@@ -526,20 +587,7 @@ impl IpipEncap {
     /// `true` when it was attached now. It stays until this object is dropped. A
     /// failure is returned once; later calls for that interface return `false`.
     pub fn decap_on(&self, ifindex: u32) -> Result<bool> {
-        let mut decaps = self
-            .decaps
-            .lock()
-            .map_err(|_| Error::InvalidArgument("decapsulation list poisoned"))?;
-        if decaps.iter().any(|d| d.0 == ifindex) {
-            return Ok(false);
-        }
-        let attached = self.attach_decap(ifindex);
-        let (kept, result) = match attached {
-            Ok(fds) => (Some(fds), Ok(true)),
-            Err(e) => (None, Err(e)),
-        };
-        decaps.push((ifindex, kept));
-        result
+        attach_once(&self.decaps, ifindex, || self.attach_decap(ifindex))
     }
 
     /// Attaches the XDP half of RFC 3519's way back (`ipip_xdp`: the Tunnel Data
@@ -550,40 +598,25 @@ impl IpipEncap {
     /// same interface: it hands the marked packets to the TUN. Some drivers reset the
     /// link to attach XDP. A failure is returned once.
     pub fn xdp_on(&self, ifindex: u32) -> Result<bool> {
-        let mut xdps = self
-            .xdps
-            .lock()
-            .map_err(|_| Error::InvalidArgument("XDP list poisoned"))?;
-        if xdps.iter().any(|d| d.0 == ifindex) {
-            return Ok(false);
-        }
-        // Never without the tc program that takes the stripped packets: they would
-        // reach the stack as if they had come in bare.
-        if !self.decap_interfaces().contains(&ifindex) {
-            xdps.push((ifindex, None));
-            return Err(Error::InvalidArgument(
-                "XDP stripping needs the decapsulating tc program on the interface",
-            ));
-        }
-        let attached =
-            crate::ipip_xdp::program(&self.map, &self.stats, self.key).and_then(|insns| {
-                let prog = bpf::prog_load(
-                    bpf::PROG_XDP,
-                    &insns,
-                    "Apache-2.0",
-                    "mipsec_udp_xdp",
-                    bpf::XDP,
-                )?;
-                let link =
-                    bpf::link_create_flags(&prog, ifindex, bpf::XDP, bpf::XDP_FLAGS_DRV_MODE)?;
-                Ok((prog, link))
-            });
-        let (kept, result) = match attached {
-            Ok(fds) => (Some(fds), Ok(true)),
-            Err(e) => (None, Err(e)),
-        };
-        xdps.push((ifindex, kept));
-        result
+        attach_once(&self.xdps, ifindex, || {
+            // Never without the tc program that takes the stripped packets: they
+            // would reach the stack as if they had come in bare.
+            if !self.decap_interfaces().contains(&ifindex) {
+                return Err(Error::InvalidArgument(
+                    "XDP stripping needs the decapsulating tc program on the interface",
+                ));
+            }
+            let insns = crate::ipip_xdp::program(&self.map, &self.stats, self.key)?;
+            let prog = bpf::prog_load(
+                bpf::PROG_XDP,
+                &insns,
+                "Apache-2.0",
+                "mipsec_udp_xdp",
+                bpf::XDP,
+            )?;
+            let link = bpf::link_create_flags(&prog, ifindex, bpf::XDP, bpf::XDP_FLAGS_DRV_MODE)?;
+            Ok((prog, link))
+        })
     }
 
     /// What the XDP programs stripped so far (packets before GRO, inner octets).
@@ -593,10 +626,7 @@ impl IpipEncap {
 
     /// The interfaces where the XDP program is attached.
     pub fn xdp_interfaces(&self) -> Vec<u32> {
-        self.xdps
-            .lock()
-            .map(|d| d.iter().filter(|d| d.1.is_some()).map(|d| d.0).collect())
-            .unwrap_or_default()
+        attached(&self.xdps)
     }
 
     fn attach_decap(&self, ifindex: u32) -> Result<Attached> {
@@ -619,10 +649,7 @@ impl IpipEncap {
 
     /// The interfaces where the decapsulating program is attached.
     pub fn decap_interfaces(&self) -> Vec<u32> {
-        self.decaps
-            .lock()
-            .map(|d| d.iter().filter(|d| d.1.is_some()).map(|d| d.0).collect())
-            .unwrap_or_default()
+        attached(&self.decaps)
     }
 
     /// What the program sent so far.
@@ -655,6 +682,38 @@ impl IpipEncap {
         }
         Ok(c)
     }
+}
+
+/// The programs attached per interface: (ifindex, its program and link, or `None`
+/// where attaching failed).
+type AttachList = Mutex<Vec<(u32, Option<Attached>)>>;
+
+/// Attaches with `attach` on `ifindex` unless it was asked for already: `true` when
+/// it was attached now, a failure once (then `false`, not tried again).
+fn attach_once(
+    list: &AttachList,
+    ifindex: u32,
+    attach: impl FnOnce() -> Result<Attached>,
+) -> Result<bool> {
+    let mut list = list
+        .lock()
+        .map_err(|_| Error::InvalidArgument("attachment list poisoned"))?;
+    if list.iter().any(|d| d.0 == ifindex) {
+        return Ok(false);
+    }
+    let (kept, result) = match attach() {
+        Ok(fds) => (Some(fds), Ok(true)),
+        Err(e) => (None, Err(e)),
+    };
+    list.push((ifindex, kept));
+    result
+}
+
+/// The interfaces of `list` where the program is attached.
+fn attached(list: &AttachList) -> Vec<u32> {
+    list.lock()
+        .map(|d| d.iter().filter(|d| d.1.is_some()).map(|d| d.0).collect())
+        .unwrap_or_default()
 }
 
 /// Whether `ifindex` is an Ethernet device (`ARPHRD_ETHER`): 14 octets of link
@@ -724,24 +783,14 @@ fn decap_program(
         .load(B, R1, FP, OUTER)
         .alu_imm(AND, R1, 0xf0)
         .jump_imm(JNE, R1, 0x40, "drop")
-        .load_map(R1, map)
         .frame_ptr(R2, OUTER + key_at)
-        .call(MAP_LOOKUP_ELEM)
-        .jump_imm(JEQ, R0, 0, "drop")
-        .alu_reg(MOV, R7, R0)
-        .call(KTIME_GET_NS)
-        .load(DW, R1, R7, 16)
-        .jump_reg(JGE, R0, R1, "drop")
+        .live_entry(map, "drop")
         .load(W, R1, R6, SKB_IFINDEX)
         .load(W, R2, R7, 8)
         .jump_reg(JNE, R1, R2, "drop")
         .load(H, R1, R7, 12)
         .jump_imm(JEQ, R1, 0, "drop")
-        .count(stats, 1, -68, -ETH_LEN, "hand marked")
-        .alu_imm(MOV, R1, tun)
-        .alu_imm(MOV, R2, F_INGRESS)
-        .call(REDIRECT)
-        .exit()
+        .jump_imm(JNE, R1, 0, "deliver")
         .label("outer")
         .load(W, R2, R6, SKB_PKT_TYPE)
         .jump_imm(JNE, R2, PACKET_HOST, "pass")
@@ -780,18 +829,7 @@ fn decap_program(
         .jump_reg(JNE, R7, R2, "pass")
         .jump_imm(JLT, R7, 52, "pass")
         .load_packet(ETH_LEN + 40, OUTER + 40, 12, "pass")
-        .load(H, R1, FP, OUTER + 26)
-        .jump_imm(JNE, R1, 0, "pass")
-        .load(H, R1, FP, OUTER + 24)
-        .be16(R1)
-        .alu_imm(ADD, R1, 20)
-        .jump_reg(JNE, R1, R7, "pass")
-        .load(W, R1, FP, OUTER + 28)
-        .jump_imm(JNE, R1, i32::from_ne_bytes([4, 4, 0, 0]), "pass")
-        .load(H, R1, FP, OUTER + 34)
-        .be16(R1)
-        .alu_imm(ADD, R1, 32)
-        .jump_reg(JNE, R1, R7, "pass")
+        .tunnel_data(OUTER, "pass")
         .frame_ptr(R9, OUTER + 32)
         .alu_imm(MOV, R8, -32)
         .label("inner")
@@ -800,36 +838,17 @@ fn decap_program(
         .alu_imm(AND, R1, 0xf0)
         .jump_imm(JNE, R1, 0x40, "pass")
         // The entry, live, and the packet is its tunnel's, on its interface.
-        .load_map(R1, map)
         .alu_reg(MOV, R2, R9)
         .alu_imm(ADD, R2, i32::from(key_at))
-        .call(MAP_LOOKUP_ELEM)
-        .jump_imm(JEQ, R0, 0, "pass")
-        .alu_reg(MOV, R7, R0)
-        .call(KTIME_GET_NS)
-        .load(DW, R1, R7, 16)
-        .jump_reg(JGE, R0, R1, "pass")
-        .load(W, R1, FP, OUTER + 12)
-        .load(W, R2, R7, 4)
-        .jump_reg(JNE, R1, R2, "pass")
-        .load(W, R1, FP, OUTER + 16)
-        .load(W, R2, R7, 0)
-        .jump_reg(JNE, R1, R2, "pass")
-        .load(W, R1, R6, SKB_IFINDEX)
-        .load(W, R2, R7, 8)
-        .jump_reg(JNE, R1, R2, "pass")
+        .live_entry(map, "pass")
+        .came_back(OUTER, SKB_IFINDEX, "pass")
         // The entry's kind of tunnel: IP-in-IP (no port), or UDP between its ports
         // (from the peer's port to the source's).
-        .load(H, R1, R7, 12)
         .jump_imm(JEQ, R8, -20, "ipip")
-        .jump_imm(JEQ, R1, 0, "pass")
-        .load(H, R2, FP, OUTER + 20)
-        .jump_reg(JNE, R1, R2, "pass")
-        .load(H, R1, R7, 14)
-        .load(H, R2, FP, OUTER + 22)
-        .jump_reg(JNE, R1, R2, "pass")
+        .udp_ports(OUTER, "pass")
         .jump_imm(JEQ, R8, -32, "strip")
         .label("ipip")
+        .load(H, R1, R7, 12)
         .jump_imm(JNE, R1, 0, "pass")
         .label("strip")
         // Strip the outer headers (a merged packet stays one).
@@ -840,6 +859,7 @@ fn decap_program(
         .call(SKB_ADJUST_ROOM)
         .jump_imm(JNE, R0, 0, "pass")
         // Count: packets and inner octets.
+        .label("deliver")
         .count(stats, 1, -68, -ETH_LEN, "hand")
         // Into the TUN, as if the daemon had written it.
         .alu_imm(MOV, R1, tun)

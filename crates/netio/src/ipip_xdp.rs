@@ -14,10 +14,10 @@
 //! A frame that fails any check passes untouched; one that fails after it was changed
 //! is dropped, so that no stripped packet ever reaches the stack without the mark.
 
-use crate::bpf::{self, Asm, ADD, AND, B, DW, FP, H, JEQ, JGE, JGT, JLT, JNE, MOV, W};
-use crate::bpf::{R0, R1, R2, R3, R4, R5, R6, R7, R8};
+use crate::bpf::{self, Asm, ADD, AND, B, DW, FP, H, JEQ, JGT, JLT, JNE, MOV, W};
+use crate::bpf::{R0, R1, R2, R3, R4, R6, R7, R8};
 use crate::error::Result;
-use crate::ipip_encap::EncapKey;
+use crate::ipip_encap::{EncapKey, Steps};
 use std::os::fd::OwnedFd;
 
 /// The mark in the metadata of a frame this program stripped ("mipx").
@@ -25,8 +25,6 @@ pub(crate) const META_MARK: i32 = i32::from_ne_bytes(*b"mipx");
 
 // Helper ids (`enum bpf_func_id`).
 const MAP_LOOKUP_ELEM: i32 = 1;
-const KTIME_GET_NS: i32 = 5;
-const CSUM_DIFF: i32 = 28;
 const XDP_ADJUST_HEAD: i32 = 44;
 const XDP_ADJUST_META: i32 = 54;
 const XDP_LOAD_BYTES: i32 = 189;
@@ -88,59 +86,21 @@ pub(crate) fn program(map: &OwnedFd, stats: &OwnedFd, key: EncapKey) -> Result<V
         .jump_reg(JGT, R2, R3, "pass")
         .jump_reg(JLT, R2, R3, "pass")
         // Its checksum.
-        .alu_imm(MOV, R1, 0)
-        .alu_imm(MOV, R2, 0)
-        .frame_ptr(R3, OUTER)
-        .alu_imm(MOV, R4, 20)
-        .alu_imm(MOV, R5, 0)
-        .call(CSUM_DIFF)
-        .fold(R0, R1)
-        .fold(R0, R1)
+        .header_sum(OUTER)
         .jump_imm(JNE, R0, 0xffff, "pass")
         // No UDP checksum, UDP's length the datagram's, Tunnel Data of IPv4, the inner
         // packet's length the rest: one message (see the tc program).
-        .load(H, R1, FP, OUTER + 26)
-        .jump_imm(JNE, R1, 0, "pass")
-        .load(H, R1, FP, OUTER + 24)
-        .be16(R1)
-        .alu_imm(ADD, R1, 20)
-        .jump_reg(JNE, R1, R7, "pass")
-        .load(W, R1, FP, OUTER + 28)
-        .jump_imm(JNE, R1, i32::from_ne_bytes([4, 4, 0, 0]), "pass")
-        .load(H, R1, FP, INNER + 2)
-        .be16(R1)
-        .alu_imm(ADD, R1, STRIP)
-        .jump_reg(JNE, R1, R7, "pass")
+        .tunnel_data(OUTER, "pass")
         .load(B, R1, FP, INNER)
         .alu_imm(AND, R1, 0xf0)
         .jump_imm(JNE, R1, 0x40, "pass")
         // The entry: live, its tunnel's addresses and ports, its interface.
         .alu_reg(MOV, R8, R7)
         .alu_imm(ADD, R8, -STRIP)
-        .load_map(R1, map)
         .frame_ptr(R2, INNER + key_at)
-        .call(MAP_LOOKUP_ELEM)
-        .jump_imm(JEQ, R0, 0, "pass")
-        .alu_reg(MOV, R7, R0)
-        .call(KTIME_GET_NS)
-        .load(DW, R1, R7, 16)
-        .jump_reg(JGE, R0, R1, "pass")
-        .load(W, R1, FP, OUTER + 12)
-        .load(W, R2, R7, 4)
-        .jump_reg(JNE, R1, R2, "pass")
-        .load(W, R1, FP, OUTER + 16)
-        .load(W, R2, R7, 0)
-        .jump_reg(JNE, R1, R2, "pass")
-        .load(W, R1, R6, MD_IFINDEX)
-        .load(W, R2, R7, 8)
-        .jump_reg(JNE, R1, R2, "pass")
-        .load(H, R1, R7, 12)
-        .jump_imm(JEQ, R1, 0, "pass")
-        .load(H, R2, FP, OUTER + 20)
-        .jump_reg(JNE, R1, R2, "pass")
-        .load(H, R1, R7, 14)
-        .load(H, R2, FP, OUTER + 22)
-        .jump_reg(JNE, R1, R2, "pass")
+        .live_entry(map, "pass")
+        .came_back(OUTER, MD_IFINDEX, "pass")
+        .udp_ports(OUTER, "pass")
         // Room for the mark first (nothing changed yet if it fails).
         .alu_reg(MOV, R1, R6)
         .alu_imm(MOV, R2, -4)
