@@ -1,4 +1,4 @@
-//! The XDP half of an RFC 3519 entry's way back ([`crate::ipip_encap::IpipEncap::xdp_on`]).
+//! The XDP half of an RFC 3519 entry's way back (`IpipEncap::xdp_on` in `ipip_encap`).
 //!
 //! The kernel merges nothing of a UDP tunnel without a checksum (UDP GRO wants one,
 //! and only the kernel's own tunnel drivers merge what is inside), so the tc program
@@ -17,14 +17,13 @@
 use crate::bpf::{self, Asm, ADD, AND, B, DW, FP, H, JEQ, JGT, JLT, JNE, MOV, W};
 use crate::bpf::{R0, R1, R2, R3, R4, R6, R7, R8};
 use crate::error::Result;
-use crate::ipip_encap::{EncapKey, Steps};
+use crate::ipip_steps::{Steps, MAP_LOOKUP_ELEM};
 use std::os::fd::OwnedFd;
 
 /// The mark in the metadata of a frame this program stripped ("mipx").
 pub(crate) const META_MARK: i32 = i32::from_ne_bytes(*b"mipx");
 
 // Helper ids (`enum bpf_func_id`).
-const MAP_LOOKUP_ELEM: i32 = 1;
 const XDP_ADJUST_HEAD: i32 = 44;
 const XDP_ADJUST_META: i32 = 54;
 const XDP_LOAD_BYTES: i32 = 189;
@@ -41,11 +40,9 @@ const XDP_PASS: i32 = 2;
 const STRIP: i32 = 32;
 
 /// The program; counts what it stripped in `stats[2]` (packets, inner octets).
-pub(crate) fn program(map: &OwnedFd, stats: &OwnedFd, key: EncapKey) -> Result<Vec<bpf::Insn>> {
-    let key_at = match key {
-        EncapKey::Destination => 12,
-        EncapKey::Source => 16,
-    };
+/// `key_at`: where the entry's key is in the inner header (see
+/// `EncapKey::back_offset`).
+pub(crate) fn program(map: &OwnedFd, stats: &OwnedFd, key_at: i16) -> Result<Vec<bpf::Insn>> {
     // Stack: the frame's first 66 octets from fp-78 (Ethernet, then the outer IPv4
     // header 4-aligned at -64, UDP at -44, Tunnel Data at -36, the inner header at
     // -32), the counters key at -84. r7: the outer length, then the entry; r8: the

@@ -27,6 +27,7 @@ pub mod datapath;
 mod error;
 pub mod ipip_encap;
 pub mod ipip_gro;
+mod ipip_steps;
 mod ipip_xdp;
 pub mod netlink;
 pub mod offload;
