@@ -23,6 +23,8 @@ const BPF_LINK_CREATE: libc::c_long = 28;
 pub(crate) const MAP_HASH: u32 = 1;
 /// `BPF_F_NO_PREALLOC`: entries are allocated when added.
 pub(crate) const F_NO_PREALLOC: u32 = 1;
+/// `BPF_PROG_TYPE_SOCKET_FILTER` (a TUN's queue steering program is one).
+pub(crate) const PROG_SOCKET_FILTER: u32 = 1;
 /// `BPF_PROG_TYPE_SCHED_CLS`.
 pub(crate) const PROG_SCHED_CLS: u32 = 3;
 /// `BPF_PROG_TYPE_XDP`, and `BPF_XDP`, its attach type.

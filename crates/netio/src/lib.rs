@@ -42,5 +42,5 @@ pub mod udp_tap;
 pub use error::{Error, Result};
 pub use netlink::{NetEvent, NetEvents, Netlink};
 pub use raw::{RawIp, RawIpOptions};
-pub use tun::{Tun, TunOptions};
+pub use tun::{QueueSpec, Tun, TunOptions};
 pub use udp::{Datagrams, RecvMeta, UdpOptions};

@@ -29,6 +29,8 @@ const IFF_VNET_HDR: libc::c_short = 0x4000;
 const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
 /// `_IOW('T', 216, int)`.
 const TUNSETVNETHDRSZ: libc::c_ulong = 0x4004_54d8;
+/// `_IOR('T', 224, int)`: the queue steering program (Linux 4.16).
+const TUNSETSTEERINGEBPF: libc::c_ulong = 0x8004_54e0;
 /// `TUN_F_*` offload flags for `TUNSETOFFLOAD`.
 pub const TUN_F_CSUM: libc::c_uint = 0x01;
 pub const TUN_F_TSO4: libc::c_uint = 0x02;
@@ -51,6 +53,31 @@ pub struct Tun {
     fd: AsyncFd<OwnedFd>,
     name: String,
     vnet_hdr: bool,
+    /// The queue spec, for [`Tun::queue_spec`]: opened with `IFF_MULTI_QUEUE`, and the
+    /// offloads asked for.
+    multi_queue: bool,
+    offload: Option<libc::c_uint>,
+}
+
+/// What another queue of a multi-queue [`Tun`] is opened with ([`Tun::queue_spec`]);
+/// `Send`, so a worker thread opens its queue inside its own runtime.
+#[derive(Debug, Clone)]
+pub struct QueueSpec {
+    name: String,
+    offload: Option<libc::c_uint>,
+}
+
+impl QueueSpec {
+    /// Attaches one more queue to the device (its own descriptor: reads and writes on
+    /// it are independent of the other queues'). Must be called inside a tokio
+    /// runtime, the one that will poll the queue.
+    pub fn open(&self) -> Result<Tun> {
+        let opts = TunOptions {
+            multi_queue: true,
+            ..TunOptions::default()
+        };
+        Tun::open_at(Path::new(TUN_PATH), &self.name, &opts, self.offload)
+    }
 }
 
 impl Tun {
@@ -140,7 +167,46 @@ impl Tun {
             fd,
             name,
             vnet_hdr: offload.is_some(),
+            multi_queue: opts.multi_queue,
+            offload,
         })
+    }
+
+    /// How to attach another queue to this device, if it was opened with
+    /// [`TunOptions::multi_queue`].
+    pub fn queue_spec(&self) -> Option<QueueSpec> {
+        self.multi_queue.then(|| QueueSpec {
+            name: self.name.clone(),
+            offload: self.offload,
+        })
+    }
+
+    /// Sends every packet the kernel routes into the device to the first queue
+    /// (`TUNSETSTEERINGEBPF` with a two-instruction program that returns 0), instead
+    /// of spreading flows over the queues by hash: the other queues are then for
+    /// writing only, and whoever holds them never has to read. The device keeps the
+    /// program until it is deleted or another one is set.
+    pub fn steer_to_first_queue(&self) -> Result<()> {
+        use crate::bpf::{Asm, MOV, R0};
+        let mut a = Asm::default();
+        a.alu_imm(MOV, R0, 0).exit();
+        let insns = a.finish()?;
+        let prog = crate::bpf::prog_load(
+            crate::bpf::PROG_SOCKET_FILTER,
+            &insns,
+            "Apache-2.0",
+            "mipsec_tunq0",
+            0,
+        )?;
+        let fd: libc::c_int = prog.as_raw_fd();
+        // SAFETY: TUNSETSTEERINGEBPF reads an int (the program's fd) through the
+        // pointer, which is valid; the device takes its own reference to the program.
+        let rc =
+            unsafe { libc::ioctl(self.fd.get_ref().as_raw_fd(), TUNSETSTEERINGEBPF as _, &fd) };
+        if rc < 0 {
+            return Err(Error::io("TUNSETSTEERINGEBPF")(io::Error::last_os_error()));
+        }
+        Ok(())
     }
 
     /// Wrap an already configured TUN descriptor (for example one passed in by a parent).
@@ -158,6 +224,8 @@ impl Tun {
             fd,
             name,
             vnet_hdr: false,
+            multi_queue: false,
+            offload: None,
         })
     }
 
