@@ -187,6 +187,12 @@ pub struct HaSection {
     /// the data path.
     #[serde(default = "default_workers")]
     pub workers: usize,
+    /// With several workers, the tunnel device gets a queue per worker
+    /// (`IFF_MULTI_QUEUE`): each worker writes the RFC 3519 Tunnel Data of its share
+    /// of the nodes into its own queue, on its own core, and every read goes to worker
+    /// 0's queue. `false`: one queue; the other workers hand Tunnel Data to worker 0.
+    #[serde(default = "default_true")]
+    pub worker_queues: bool,
 }
 
 fn default_workers() -> usize {

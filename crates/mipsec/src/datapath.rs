@@ -10,8 +10,18 @@ use tracing::warn;
 
 /// Opens a tunnel device, with offloads when `offload` and the kernel agrees.
 pub(crate) fn open(name: &str, offload: bool) -> Result<(Tun, u32, DataPath), SetupError> {
+    open_queues(name, offload, false)
+}
+
+/// [`open`], and with `multi_queue` a device that more queues can attach to
+/// (`Tun::queue_spec`).
+pub(crate) fn open_queues(
+    name: &str,
+    offload: bool,
+    multi_queue: bool,
+) -> Result<(Tun, u32, DataPath), SetupError> {
     let opened = if offload {
-        match open_tunnel_with(name, Some(TUN_F_CSUM | TUN_F_TSO4)) {
+        match open_tunnel_with(name, Some(TUN_F_CSUM | TUN_F_TSO4), multi_queue) {
             Ok(t) => Some(t),
             Err(e) => {
                 warn!(
@@ -26,7 +36,7 @@ pub(crate) fn open(name: &str, offload: bool) -> Result<(Tun, u32, DataPath), Se
     let on = opened.is_some();
     let (tun, ifindex) = match opened {
         Some(t) => t,
-        None => open_tunnel(name)?,
+        None => open_tunnel(name, multi_queue)?,
     };
     let mut dp = DataPath::new(on);
     // Every daemon that opens a tunnel device here decapsulates IP-in-IP from a raw

@@ -96,6 +96,13 @@ impl DropCounts {
         debug!(reason = why.name(), "packet dropped");
     }
 
+    /// Adds these counts into a status map (another worker's drops).
+    pub(crate) fn add_into(&self, all: &mut BTreeMap<String, u64>) {
+        for (k, v) in &self.0 {
+            *all.entry((*k).to_string()).or_default() += *v;
+        }
+    }
+
     /// The core's drops (keyed by the Debug name of its reason) and these, in one map
     /// for the status.
     pub(crate) fn merged_with<K: fmt::Debug>(

@@ -235,8 +235,28 @@ impl Daemon {
             }
         }
         let udp = socks.remove(0);
+        // With several workers the device has a queue per worker: every read goes
+        // to worker 0's (which runs the data path towards the nodes), and each
+        // worker writes the Tunnel Data of its shard's nodes into its own.
+        let (tun, tun_ifindex, mut dp) = crate::datapath::open_queues(
+            &h.tunnel_device,
+            h.offload,
+            n_workers > 1 && h.worker_queues,
+        )?;
+        let mut queue = tun.queue_spec();
+        if queue.is_some() {
+            if let Err(e) = tun.steer_to_first_queue() {
+                warn!(
+                    "{}: no queue steering program ({e}); Tunnel Data goes through worker 0",
+                    h.tunnel_device
+                );
+                queue = None;
+            }
+        }
         if n_workers > 1 {
-            let prog = shards::Router::new(n_workers, cfg.dynamic_pool, &[]).steering();
+            let prog = shards::Router::new(n_workers, cfg.dynamic_pool, &[])
+                .with_tunnel_data_by_source(queue.is_some())
+                .steering();
             if let Err(e) = netio::udp::attach_reuseport_cbpf(&udp, &prog) {
                 // Without the program the kernel would spread datagrams by address
                 // hash, Tunnel Data included, which only worker 0 can deliver.
@@ -281,7 +301,6 @@ impl Daemon {
             internal_ifindex,
             h.trusted_networks.iter().map(|n| n.0).collect(),
         );
-        let (tun, tun_ifindex, mut dp) = crate::datapath::open(&h.tunnel_device, h.offload)?;
         dp.udp_gso = h.udp_gso;
         dp.udp_gro = gro;
         let encap = match h.kernel_encap {
@@ -340,6 +359,7 @@ impl Daemon {
                 ha_address: h.address,
                 gro,
                 tunnel_tx: tunnel_tx.clone(),
+                queue: queue.clone(),
             };
             workers.push(workers::spawn(i + 1, sock, shared).map_err(Error::Worker)?);
         }
@@ -557,8 +577,21 @@ impl Daemon {
             .merged_with(s.drops.iter().map(|(k, v)| (k, *v)));
         // The other workers' own drops.
         let mut workers = vec![self.plane.stats.json(0)];
+        let (mut rx_packets, mut rx_bytes) = (self.counters.rx_packets, self.counters.rx_bytes);
         for (i, w) in self.workers.iter().enumerate() {
             workers.push(w.stats.json(i + 1));
+            // Tunnel Data the worker delivered into its own queue.
+            rx_packets += w
+                .stats
+                .tunnel_rx_packets
+                .load(std::sync::atomic::Ordering::Relaxed);
+            rx_bytes += w
+                .stats
+                .tunnel_rx_bytes
+                .load(std::sync::atomic::Ordering::Relaxed);
+            if let Ok(d) = w.stats.tunnel_drops.lock() {
+                d.add_into(&mut drops);
+            }
             for (why, c) in [
                 (DropReason::InternalInterface, &w.stats.internal_dropped),
                 (
@@ -593,8 +626,8 @@ impl Daemon {
                 "drops": drops,
                 "tx_packets": self.counters.tx_packets,
                 "tx_bytes": self.counters.tx_bytes,
-                "rx_packets": self.counters.rx_packets,
-                "rx_bytes": self.counters.rx_bytes,
+                "rx_packets": rx_packets,
+                "rx_bytes": rx_bytes,
             },
             "workers": workers,
             "data_path": crate::datapath::status(&self.dp),

@@ -48,6 +48,51 @@ async fn send_udp_batch(
     }
 }
 
+/// RFC 3519 Tunnel Data from a mobile node behind a NAT: the inner packet, if it is
+/// IPv4 and came from the address and port its home address registered from (RFC 3519
+/// section 6.1; the core of the home address's shard decides). Every worker that
+/// delivers Tunnel Data asks here.
+pub(super) fn admit_tunnel_data<'a>(
+    shards: &super::shards::Shards,
+    now: Instant,
+    from: SocketAddrV4,
+    payload: &'a [u8],
+) -> Result<&'a [u8], DropReason> {
+    let td = TunnelData::parse(payload).map_err(|_| DropReason::MalformedTunnelData)?;
+    if td.next_header != 4 {
+        return Err(DropReason::TunnelDataNotIpv4);
+    }
+    let (src, _) = wire::ipv4::addresses(td.packet).ok_or(DropReason::MalformedInner)?;
+    shards
+        .lock_addr(src)
+        .admit_udp_tunnel(now, from, src)
+        .map_err(DropReason::Refused)?;
+    Ok(td.packet)
+}
+
+/// Writes a decapsulated packet into a queue of the tunnel device (queued for merging
+/// when offloading: `DataPath::flush_tun` writes it); `ipip`: it came from the raw
+/// socket, where the kernel's GRO may have merged it.
+pub(super) async fn write_inner(
+    dp: &mut crate::datapath::DataPath,
+    tun: &netio::Tun,
+    inner: &[u8],
+    ipip: bool,
+) -> Result<(), DropReason> {
+    if wire::ipv4::Ipv4Header::parse(inner).is_err() {
+        return Err(DropReason::MalformedInner);
+    }
+    let written = if ipip {
+        dp.write_tun_ipip(tun, inner).await
+    } else {
+        dp.write_tun(tun, inner).await
+    };
+    written.map_err(|e| {
+        debug!("tun send: {e}");
+        DropReason::TunWriteFailed
+    })
+}
+
 impl Daemon {
     /// A batch of IP-in-IP packets (outer header included) from the raw socket.
     pub(super) async fn on_raw_batch(&mut self, rb: &RawRecvBatch, n: usize) {
@@ -67,21 +112,17 @@ impl Daemon {
         from: SocketAddrV4,
         payload: &[u8],
     ) {
-        let Ok(td) = TunnelData::parse(payload) else {
-            return self.counters.drop(DropReason::MalformedTunnelData);
-        };
-        if td.next_header != 4 {
-            return self.counters.drop(DropReason::TunnelDataNotIpv4);
+        match admit_tunnel_data(&self.shards, now, from, payload) {
+            Ok(inner) => {
+                if self.deliver(inner, false).await {
+                    // Worker 0's share, as the other workers count theirs.
+                    let st = &self.plane.stats;
+                    super::shards::WorkerStats::add(&st.tunnel_rx_packets, 1);
+                    super::shards::WorkerStats::add(&st.tunnel_rx_bytes, inner.len() as u64);
+                }
+            }
+            Err(why) => self.counters.drop(why),
         }
-        let Some((src, _)) = wire::ipv4::addresses(td.packet) else {
-            return self.counters.drop(DropReason::MalformedInner);
-        };
-        // Only from the address and port the node registered from (RFC 3519 section 6.1).
-        let admitted = self.shards.lock_addr(src).admit_udp_tunnel(now, from, src);
-        if let Err(why) = admitted {
-            return self.counters.drop(DropReason::Refused(why));
-        }
-        self.deliver(td.packet, false).await;
     }
 
     /// IP-in-IP received on the raw socket (outer header included).
@@ -105,24 +146,17 @@ impl Daemon {
 
     /// A decapsulated packet from a mobile node into the home network (queued when
     /// offloading: [`Daemon::flush_delivered`] writes it); `ipip`: it came from the raw
-    /// socket, where the kernel's GRO may have merged it.
-    async fn deliver(&mut self, inner: &[u8], ipip: bool) {
-        if wire::ipv4::Ipv4Header::parse(inner).is_err() {
-            return self.counters.drop(DropReason::MalformedInner);
-        }
-        let written = if ipip {
-            self.dp.write_tun_ipip(&self.tun, inner).await
-        } else {
-            self.dp.write_tun(&self.tun, inner).await
-        };
-        match written {
+    /// socket, where the kernel's GRO may have merged it. Whether it was taken.
+    async fn deliver(&mut self, inner: &[u8], ipip: bool) -> bool {
+        match write_inner(&mut self.dp, &self.tun, inner, ipip).await {
             Ok(()) => {
                 self.counters.rx_packets += 1;
                 self.counters.rx_bytes += inner.len() as u64;
+                true
             }
-            Err(e) => {
-                debug!("tun send: {e}");
-                self.counters.drop(DropReason::TunWriteFailed);
+            Err(why) => {
+                self.counters.drop(why);
+                false
             }
         }
     }

@@ -40,6 +40,10 @@ pub(crate) struct Router {
     pool: Option<(u32, u32)>,
     /// Static home addresses of nodes that also have a NAI (they live on shard 0).
     nai_statics: HashSet<Ipv4Addr>,
+    /// Every worker delivers RFC 3519 Tunnel Data (each owns a queue of the tunnel
+    /// device): it goes to the shard of its inner source, the node's home address.
+    /// Otherwise only worker 0 can, and it all goes there.
+    tunnel_data_by_source: bool,
 }
 
 impl Router {
@@ -56,7 +60,14 @@ impl Router {
                 .filter(|m| m.nai.is_some())
                 .filter_map(|m| m.home_addr)
                 .collect(),
+            tunnel_data_by_source: false,
         }
+    }
+
+    /// Tunnel Data goes to its inner source's shard (see `tunnel_data_by_source`).
+    pub(crate) fn with_tunnel_data_by_source(mut self, on: bool) -> Router {
+        self.tunnel_data_by_source = on;
+        self
     }
 
     /// The shard of a (bound or configured) home address.
@@ -85,12 +96,23 @@ impl Router {
 
     /// The shard of a datagram received on UDP 434: the home address of a request
     /// (0.0.0.0, a NAI node asking for an address, is shard 0's), 0 for anything
-    /// too short to say.
+    /// too short to say. Tunnel Data: its inner source's with
+    /// [`Router::with_tunnel_data_by_source`], else 0.
     pub(crate) fn of_request(&self, p: &[u8]) -> usize {
-        if self.n == 1 || p.len() < 8 || p[0] == MessageType::TUNNEL_DATA.0 {
+        if self.n == 1 || p.len() < 8 {
             return 0;
         }
-        match Ipv4Addr::new(p[4], p[5], p[6], p[7]) {
+        // The home address: in a request at 4, in Tunnel Data the inner source (a
+        // 4-octet header, then IPv4's source at 12).
+        let at = match p[0] == MessageType::TUNNEL_DATA.0 {
+            false => 4,
+            true if self.tunnel_data_by_source => 16,
+            true => return 0,
+        };
+        let Some(a) = p.get(at..at + 4) else {
+            return 0;
+        };
+        match Ipv4Addr::new(a[0], a[1], a[2], a[3]) {
             Ipv4Addr::UNSPECIFIED => 0,
             a => self.of_addr(a),
         }
@@ -111,23 +133,38 @@ impl Router {
         const TXA: u16 = 0x87; // BPF_MISC | BPF_TXA
         const RET_A: u16 = 0x16; // BPF_RET | BPF_A
         const RET_K: u16 = 0x06; // BPF_RET | BPF_K
+        const JA: u16 = 0x05; // BPF_JMP | BPF_JA
         let op = |code, k| libc::sock_filter {
             code,
             jt: 0,
             jf: 0,
             k,
         };
+        let td = u32::from(MessageType::TUNNEL_DATA.0);
         // (instruction, jump to "return 0" when true / when false)
-        let mut prog: Vec<(libc::sock_filter, bool, bool)> = vec![
-            (op(LD_B_ABS, 0), false, false),
-            (
-                op(JEQ_K, u32::from(MessageType::TUNNEL_DATA.0)),
-                true,
-                false,
-            ),
-            (op(LD_W_ABS, 4), false, false),
-            (op(JEQ_K, 0), true, false),
-        ];
+        let mut prog: Vec<(libc::sock_filter, bool, bool)> = match self.tunnel_data_by_source {
+            false => vec![
+                (op(LD_B_ABS, 0), false, false),
+                (op(JEQ_K, td), true, false),
+                (op(LD_W_ABS, 4), false, false),
+            ],
+            // Tunnel Data: the inner source at 16 instead of the home address at 4.
+            true => vec![
+                (op(LD_B_ABS, 0), false, false),
+                (
+                    libc::sock_filter {
+                        jt: 2,
+                        ..op(JEQ_K, td)
+                    },
+                    false,
+                    false,
+                ),
+                (op(LD_W_ABS, 4), false, false),
+                (op(JA, 1), false, false),
+                (op(LD_W_ABS, 16), false, false),
+            ],
+        };
+        prog.push((op(JEQ_K, 0), true, false));
         if let Some((first, size)) = self.pool {
             prog.push((op(TAX, 0), false, false));
             prog.push((op(SUB_K, first), false, false));
@@ -144,8 +181,8 @@ impl Router {
             .map(|(i, (ins, t, f))| {
                 let skip = u8::try_from(ret0 - i - 1).unwrap_or(0);
                 libc::sock_filter {
-                    jt: if *t { skip } else { 0 },
-                    jf: if *f { skip } else { 0 },
+                    jt: if *t { skip } else { ins.jt },
+                    jf: if *f { skip } else { ins.jf },
                     ..*ins
                 }
             })
@@ -360,11 +397,24 @@ pub(crate) struct WorkerStats {
     /// or dropped when its queue was full.
     pub(crate) tunnel_data_handed: AtomicU64,
     pub(crate) tunnel_data_dropped: AtomicU64,
+    /// Tunnel Data this worker delivered into its own queue of the tunnel device
+    /// (inner packets and octets), and what it dropped doing so.
+    pub(crate) tunnel_rx_packets: AtomicU64,
+    pub(crate) tunnel_rx_bytes: AtomicU64,
+    pub(crate) tunnel_drops: Mutex<crate::drops::DropCounts>,
 }
 
 impl WorkerStats {
     pub(crate) fn add(c: &AtomicU64, n: u64) {
         c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts a drop of Tunnel Data this worker delivers itself (rare: the lock is
+    /// taken only then).
+    pub(crate) fn drop_tunnel_data(&self, why: crate::drops::DropReason) {
+        if let Ok(mut d) = self.tunnel_drops.lock() {
+            d.count(why);
+        }
     }
 
     pub(crate) fn json(&self, i: usize) -> serde_json::Value {
@@ -375,6 +425,7 @@ impl WorkerStats {
             "batches": g(&self.batches),
             "other_shard": g(&self.other_shard),
             "tunnel_data_handed": g(&self.tunnel_data_handed),
+            "tunnel_data_delivered": g(&self.tunnel_rx_packets),
         })
     }
 }

@@ -38,6 +38,7 @@ fn run_cbpf(prog: &[libc::sock_filter], p: &[u8]) -> u32 {
                 Some(w) => a = u32::from_be_bytes([w[0], w[1], w[2], w[3]]),
                 None => return 0,
             },
+            0x05 => pc += i.k as usize,
             0x15 => pc += usize::from(if a == i.k { i.jt } else { i.jf }),
             0x35 => pc += usize::from(if a >= i.k { i.jt } else { i.jf }),
             0x14 => a = a.wrapping_sub(i.k),
@@ -102,7 +103,34 @@ fn steering_program_agrees_with_the_router() {
         assert_eq!(run_cbpf(&prog, &td), 0);
         assert_eq!(run_cbpf(&prog, &[1, 0, 0, 0, 10]), 0);
         assert_eq!(run_cbpf(&prog, &request([0, 0, 0, 0])), 0);
+
+        // Every worker delivering Tunnel Data: by its inner source.
+        let r = r.with_tunnel_data_by_source(true);
+        let prog = r.steering();
+        for last in [0u8, 1, 2, 3, 5, 7, 200, 249, 250, 255] {
+            for third in [0u8, 1] {
+                let p = request([10, 1, third, last]);
+                assert_eq!(run_cbpf(&prog, &p) as usize, r.of_request(&p), "{p:?}");
+                let t = tunnel_data([10, 1, third, last]);
+                let shard = r.of_addr(Ipv4Addr::new(10, 1, third, last));
+                assert_eq!(r.of_request(&t), shard, "{t:?}");
+                assert_eq!(run_cbpf(&prog, &t) as usize, shard, "{t:?}");
+            }
+        }
+        // Too short to hold an inner source, or a source of 0.0.0.0: worker 0.
+        let t = tunnel_data([10, 1, 0, 7]);
+        assert_eq!(run_cbpf(&prog, &t[..19]), 0);
+        assert_eq!(r.of_request(&t[..19]), 0);
+        assert_eq!(run_cbpf(&prog, &tunnel_data([0, 0, 0, 0])), 0);
     }
+}
+
+/// RFC 3519 Tunnel Data (type 4, next header 4) around an IPv4 header from `src`.
+fn tunnel_data(src: [u8; 4]) -> Vec<u8> {
+    let mut p = vec![4u8, 4, 0, 0, 0x45, 0, 0, 20, 0, 0, 0x40, 0, 64, 17, 0, 0];
+    p.extend_from_slice(&src);
+    p.extend_from_slice(&[10, 40, 0, 10]);
+    p
 }
 
 #[test]

@@ -145,8 +145,9 @@ pub(crate) fn write_sysctl(path: &str, value: &str) {
 /// Creates a daemon's tunnel device: up, MTU [`TUNNEL_MTU`], a queue of
 /// [`TUN_QUEUE`] packets, no reverse-path filter (it carries other hosts'
 /// addresses) and no IPv6. Returns the device and its interface index.
-pub(crate) fn open_tunnel(name: &str) -> Result<(Tun, u32), SetupError> {
-    open_tunnel_with(name, None)
+/// `multi_queue`: several queues may attach (`IFF_MULTI_QUEUE`).
+pub(crate) fn open_tunnel(name: &str, multi_queue: bool) -> Result<(Tun, u32), SetupError> {
+    open_tunnel_with(name, None, multi_queue)
 }
 
 /// [`open_tunnel`] with TUN offloads (`IFF_VNET_HDR` and these `TUN_F_*` flags, see
@@ -154,11 +155,12 @@ pub(crate) fn open_tunnel(name: &str) -> Result<(Tun, u32), SetupError> {
 pub(crate) fn open_tunnel_with(
     name: &str,
     offload: Option<libc::c_uint>,
+    multi_queue: bool,
 ) -> Result<(Tun, u32), SetupError> {
     let opts = TunOptions {
         mtu: Some(TUNNEL_MTU),
         up: true,
-        ..TunOptions::default()
+        multi_queue,
     };
     let tun = match offload {
         Some(o) => Tun::open_with_offload(name, &opts, o),

@@ -343,16 +343,26 @@ fn signed_request(
     seq: u32,
     extensions: Vec<mip4::wire::Extension>,
 ) -> Vec<u8> {
+    signed_request_flags(mip4::wire::Flags::D, home_addr, seq, extensions)
+}
+
+/// [`signed_request`] with these flags.
+fn signed_request_flags(
+    flags: mip4::wire::Flags,
+    home_addr: Ipv4Addr,
+    seq: u32,
+    extensions: Vec<mip4::wire::Extension>,
+) -> Vec<u8> {
     use mip4::auth::{Algorithm, SecurityAssociation};
     use mip4::wire::extension::AuthKind;
-    use mip4::wire::{Flags, RegistrationRequest};
+    use mip4::wire::RegistrationRequest;
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs()
         + 2_208_988_800;
     let req = RegistrationRequest {
-        flags: Flags::D,
+        flags,
         lifetime: 600,
         home_addr,
         home_agent: HA,
@@ -483,14 +493,48 @@ fn nai_node_keeps_its_pool_address_across_a_restart() {
 /// one UDP GSO send over loopback, which a GRO socket takes whole). The steering
 /// program sees only the first datagram, the request, and gives the whole receive to
 /// the worker of the request's home address (worker 1); that worker answers the
-/// request and hands the Tunnel Data to worker 0, which runs the data path, instead of
-/// dropping it.
+/// request and, with one queue of the tunnel device (`worker_queues = false`), hands
+/// the Tunnel Data to worker 0, which runs the data path, instead of dropping it.
 #[test]
 fn tunnel_data_merged_behind_a_request_goes_to_worker_0() {
-    use mip4::wire::RegistrationReply;
     if !root_or_skip("tunnel_data_merged_behind_a_request_goes_to_worker_0") {
         return;
     }
+    let v = merged_request_and_tunnel_data(false);
+    let w = v["workers"].as_array().unwrap();
+    assert_eq!(w[1]["tunnel_data_delivered"], json!(0), "{v}");
+}
+
+/// Tunnel Data a core refused: before the binding (an unregistered source) or after
+/// it (an IP-in-IP binding without the T bit), as the worker happened to see them.
+fn refusals(v: &Value) -> u64 {
+    v["counters"]["drops"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| k.starts_with("reverse tunnel"))
+        .filter_map(|(_, n)| n.as_u64())
+        .sum()
+}
+
+/// The same with a queue per worker (the default): worker 1 checks the Tunnel Data
+/// behind the request itself (refused: no RFC 3519 binding), with nothing handed.
+#[test]
+fn tunnel_data_merged_behind_a_request_is_checked_where_it_lands() {
+    if !root_or_skip("tunnel_data_merged_behind_a_request_is_checked_where_it_lands") {
+        return;
+    }
+    let v = merged_request_and_tunnel_data(true);
+    let w = v["workers"].as_array().unwrap();
+    assert_eq!(w[1]["tunnel_data_handed"], json!(0), "{v}");
+}
+
+/// A request and Tunnel Data of the same size in one GSO send to an HA with two
+/// workers (`worker_queues` as given); the status once worker 1 took both and a core
+/// refused the Tunnel Data (no RFC 3519 binding), after it was handed over to worker 0
+/// (one queue) or where it landed (a queue each).
+fn merged_request_and_tunnel_data(queues: bool) -> Value {
+    use mip4::wire::RegistrationReply;
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("ha.sock");
     let config = dir.path().join("ha.toml");
@@ -498,13 +542,13 @@ fn tunnel_data_merged_behind_a_request_goes_to_worker_0() {
         &config,
         format!(
             "[ha]\naddress = \"{HA}\"\nhome_network = \"10.128.0.0/9\"\ntunnel_device = \"msg0\"\n\
-             control_socket = \"{}\"\nworkers = 2\n\
+             control_socket = \"{}\"\nworkers = 2\nworker_queues = {queues}\n\
              [[mobile_node]]\nhome_address = \"10.129.0.3\"\nspi = 256\nkey = \"{KEY}\"\n",
             sock.display(),
         ),
     )
     .unwrap();
-    let ns = Netns::new("g");
+    let ns = Netns::new(if queues { "gq" } else { "g" });
     let ha = Ha::start(&ns, &config, dir.path().join("ha.log"), &sock);
     let (code, sizes) = ns
         .spawn(move || {
@@ -547,15 +591,130 @@ fn tunnel_data_merged_behind_a_request_goes_to_worker_0() {
     loop {
         let (v, _, _) = status(&sock, None);
         let w = v["workers"].as_array().unwrap();
-        if w[1]["tunnel_data_handed"] == json!(1) {
+        let taken = refusals(&v) == 1 && (queues || w[1]["tunnel_data_handed"] == json!(1));
+        if taken {
             // Both datagrams came to worker 1 in one receive and were cut apart.
             assert_eq!(w[1]["datagrams"], json!(2), "{v}");
             assert_eq!(w[1]["batches"], json!(1), "{v}");
-            let drops = v["drops"].to_string();
+            let drops = v["counters"]["drops"].to_string();
             assert!(!drops.contains("without the data path"), "{v}");
-            break;
+            return v;
         }
-        assert!(t.elapsed() < Duration::from_secs(3), "not handed over: {v}");
+        assert!(t.elapsed() < Duration::from_secs(3), "not taken: {v}");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// IPv4 + UDP (no UDP checksum) from `src:5000` to `dst:port`, IP checksum right.
+fn inner_udp(src: Ipv4Addr, dst: Ipv4Addr, port: u16, data: &[u8]) -> Vec<u8> {
+    let total = u16::try_from(28 + data.len()).unwrap();
+    let mut p = vec![0x45, 0];
+    p.extend_from_slice(&total.to_be_bytes());
+    p.extend_from_slice(&[0, 1, 0x40, 0, 64, 17, 0, 0]);
+    p.extend_from_slice(&src.octets());
+    p.extend_from_slice(&dst.octets());
+    let sum = wire::checksum::checksum(&p);
+    p[10..12].copy_from_slice(&sum.to_be_bytes());
+    p.extend_from_slice(&5000u16.to_be_bytes());
+    p.extend_from_slice(&port.to_be_bytes());
+    p.extend_from_slice(&u16::try_from(8 + data.len()).unwrap().to_be_bytes());
+    p.extend_from_slice(&[0, 0]);
+    p.extend_from_slice(data);
+    p
+}
+
+/// With two workers the tunnel device has a queue per worker (multi-queue TUN) and
+/// the steering program gives RFC 3519 Tunnel Data to the worker of its inner source:
+/// worker 1 delivers its node's Tunnel Data into its own queue, into the stack, with
+/// nothing handed to worker 0, and still only from the address and port the node
+/// registered from (RFC 3519 section 6.1).
+#[test]
+fn each_worker_delivers_its_nodes_tunnel_data_into_its_own_queue() {
+    use mip4::wire::{Extension, RegistrationReply};
+    if !root_or_skip("each_worker_delivers_its_nodes_tunnel_data_into_its_own_queue") {
+        return;
+    }
+    const NODE: Ipv4Addr = Ipv4Addr::new(10, 129, 0, 3);
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("ha.sock");
+    let config = dir.path().join("ha.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[ha]\naddress = \"{HA}\"\nhome_network = \"10.128.0.0/9\"\ntunnel_device = \"msq0\"\n\
+             control_socket = \"{}\"\nworkers = 2\n\
+             [[mobile_node]]\nhome_address = \"{NODE}\"\nspi = 256\nkey = \"{KEY}\"\n",
+            sock.display(),
+        ),
+    )
+    .unwrap();
+    let ns = Netns::new("q");
+    let ha = Ha::start(&ns, &config, dir.path().join("ha.log"), &sock);
+    let (code, got) = ns
+        .spawn(move || {
+            // From 127.0.0.1 for care-of 192.0.2.1: the HA sees a NAT (RFC 3519);
+            // the T bit asks for the reverse tunnel that Tunnel Data is.
+            let r = signed_request_flags(
+                mip4::wire::Flags::D | mip4::wire::Flags::T,
+                NODE,
+                0,
+                vec![Extension::UdpTunnelRequest {
+                    force: false,
+                    r: false,
+                    encapsulation: 4,
+                }],
+            );
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            s.send_to(&r, SocketAddrV4::new(HA, 434)).unwrap();
+            let mut buf = [0u8; 1500];
+            let n = s.recv(&mut buf).unwrap();
+            let code = RegistrationReply::parse(&buf[..n]).unwrap().code.0;
+            let rx = std::net::UdpSocket::bind(SocketAddrV4::new(HA, 7000)).unwrap();
+            rx.set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
+            let td = |i: u8| {
+                let mut m = vec![4u8, 4, 0, 0];
+                m.extend_from_slice(&inner_udp(NODE, HA, 7000, &[b't', b'd', i]));
+                m
+            };
+            for i in 0..20 {
+                s.send_to(&td(i), SocketAddrV4::new(HA, 434)).unwrap();
+            }
+            // The same node's Tunnel Data from another port: refused.
+            let other = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            for i in 100..105 {
+                other.send_to(&td(i), SocketAddrV4::new(HA, 434)).unwrap();
+            }
+            let mut got = Vec::new();
+            while let Ok(n) = rx.recv(&mut buf) {
+                got.push(buf[..n].to_vec());
+            }
+            (code, got)
+        })
+        .join()
+        .unwrap();
+    assert_eq!(code, 0, "{}", ha.logs());
+    let (v, _, _) = status(&sock, None);
+    let want: Vec<Vec<u8>> = (0..20u8).map(|i| vec![b't', b'd', i]).collect();
+    assert_eq!(
+        got, want,
+        "the 20 inner datagrams, in order, none of the refused: {v}"
+    );
+    let w = v["workers"].as_array().unwrap();
+    assert_eq!(w[1]["tunnel_data_delivered"], json!(20), "{v}");
+    assert_eq!(w[1]["tunnel_data_handed"], json!(0), "{v}");
+    assert_eq!(w[0]["tunnel_data_delivered"], json!(0), "{v}");
+    assert_eq!(v["counters"]["rx_packets"], json!(20), "{v}");
+    assert_eq!(
+        v["counters"]["drops"]
+            ["tunnel data from an address or port the node did not register from"],
+        json!(5),
+        "{v}"
+    );
+    assert!(
+        ha.logs().lines().all(|l| !l.contains("no queue")),
+        "{}",
+        ha.logs()
+    );
 }
