@@ -10,6 +10,8 @@
 //! routes), then nodes renew round robin for `duration`. Each phase reports
 //! registrations per second and the latency from send to reply (p50, p99, max).
 
+pub mod tunnel;
+
 use hmac::{Hmac, Mac};
 use md5::Md5;
 use std::collections::BTreeMap;
@@ -128,7 +130,7 @@ fn parse_reply(cfg: &Config, keyed: &Hmac<Md5>, p: &[u8]) -> Option<(u8, Ipv4Add
     Some((p[1], home, u64::from_be_bytes(id)))
 }
 
-fn ntp_seconds() -> u64 {
+pub(crate) fn ntp_seconds() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
