@@ -73,6 +73,11 @@ pub fn write_configs(lab: &Lab, lifetime: u32) -> Result<(String, String)> {
     if std::env::var("MIPSEC_LAB_UDP_GRO").is_ok_and(|v| v == "off") {
         gso.push_str("udp_gro = false\n");
     }
+    // And of the HA's queue per worker: MIPSEC_LAB_WORKER_QUEUES=off.
+    let ha_only = match std::env::var("MIPSEC_LAB_WORKER_QUEUES").is_ok_and(|v| v == "off") {
+        true => "worker_queues = false\n",
+        false => "",
+    };
     let ha = format!(
         r#"[ha]
 address = "{HA_ADDR}"
@@ -81,7 +86,7 @@ home_interface = "eth0"
 tunnel_device = "mipha0"
 max_lifetime = 1800
 control_socket = "{d}/ha.sock"
-{gso}{HA_TRUSTED}
+{gso}{ha_only}{HA_TRUSTED}
 
 [[mobile_node]]
 home_address = "{MN_HOME}"
