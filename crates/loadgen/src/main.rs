@@ -32,17 +32,8 @@ enum Cmd {
     },
     /// Register every node once, then renew round robin; print the figures.
     Run {
-        /// The home agent address (UDP port 434 unless given).
-        #[arg(long)]
-        ha: String,
-        #[arg(long)]
-        first_home: Ipv4Addr,
-        #[arg(long)]
-        nodes: u32,
-        #[arg(long, default_value_t = 256)]
-        spi: u32,
-        #[arg(long, default_value = "00112233445566778899aabbccddeeff")]
-        key: String,
+        #[command(flatten)]
+        nodes: Nodes,
         /// Requests in flight at most.
         #[arg(long, default_value_t = 256)]
         window: usize,
@@ -67,16 +58,8 @@ enum Cmd {
     /// behind a NAT of its own), then send Tunnel Data from all of them for
     /// `--duration` seconds; print what was sent.
     Tunnel {
-        #[arg(long)]
-        ha: String,
-        #[arg(long)]
-        first_home: Ipv4Addr,
-        #[arg(long)]
-        nodes: u32,
-        #[arg(long, default_value_t = 256)]
-        spi: u32,
-        #[arg(long, default_value = "00112233445566778899aabbccddeeff")]
-        key: String,
+        #[command(flatten)]
+        nodes: Nodes,
         #[arg(long, default_value_t = 10.0)]
         duration: f64,
         /// Care-of address in the requests; a source address other than it is
@@ -99,6 +82,54 @@ enum Cmd {
     },
 }
 
+/// The simulated nodes and their home agent, as every mode takes them.
+#[derive(clap::Args, Debug)]
+struct Nodes {
+    /// The home agent address (UDP port 434 unless given).
+    #[arg(long)]
+    ha: String,
+    #[arg(long)]
+    first_home: Ipv4Addr,
+    #[arg(long)]
+    nodes: u32,
+    #[arg(long, default_value_t = 256)]
+    spi: u32,
+    #[arg(long, default_value = "00112233445566778899aabbccddeeff")]
+    key: String,
+}
+
+impl Nodes {
+    /// A generator configuration for these nodes; the rest as given.
+    fn config(
+        &self,
+        window: usize,
+        duration: f64,
+        lifetime: u16,
+        care_of: Ipv4Addr,
+        bind: SocketAddrV4,
+        verify: bool,
+    ) -> Result<loadgen::Config, String> {
+        let ha: SocketAddrV4 = match self.ha.parse() {
+            Ok(a) => a,
+            Err(_) => SocketAddrV4::new(self.ha.parse().map_err(|e| format!("--ha: {e}"))?, 434),
+        };
+        Ok(loadgen::Config {
+            ha,
+            first_home: self.first_home,
+            nodes: self.nodes,
+            spi: self.spi,
+            key: hex::decode(&self.key).map_err(|e| format!("key: {e}"))?,
+            window: window.max(1),
+            duration: Duration::from_secs_f64(duration.max(0.0)),
+            lifetime,
+            care_of,
+            bind,
+            timeout: Duration::from_secs(1),
+            verify,
+        })
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
     let r = match cli.cmd {
@@ -115,11 +146,7 @@ fn main() {
                     .map_err(|e| format!("{}: {e}", out.display()))
             }),
         Cmd::Run {
-            ha,
-            first_home,
             nodes,
-            spi,
-            key,
             window,
             duration,
             lifetime,
@@ -128,39 +155,19 @@ fn main() {
             verify,
             threads,
         } => (|| {
-            let ha: SocketAddrV4 = match ha.parse() {
-                Ok(a) => a,
-                Err(_) => SocketAddrV4::new(ha.parse().map_err(|e| format!("--ha: {e}"))?, 434),
-            };
-            let cfg = loadgen::Config {
-                ha,
-                first_home,
-                nodes,
-                spi,
-                key: hex::decode(&key).map_err(|e| format!("key: {e}"))?,
-                window: window.max(1),
-                duration: Duration::from_secs_f64(duration.max(0.0)),
-                lifetime,
-                care_of: care_of.unwrap_or(if bind.ip().is_unspecified() {
-                    Ipv4Addr::new(192, 0, 2, 1)
-                } else {
-                    *bind.ip()
-                }),
-                bind,
-                timeout: Duration::from_secs(1),
-                verify,
-            };
+            let care_of = care_of.unwrap_or(if bind.ip().is_unspecified() {
+                Ipv4Addr::new(192, 0, 2, 1)
+            } else {
+                *bind.ip()
+            });
+            let cfg = nodes.config(window, duration, lifetime, care_of, bind, verify)?;
             let (first, renew) = loadgen::run_threads(&cfg, threads).map_err(|e| e.to_string())?;
             println!("first registrations: {first}");
             println!("renewals:            {renew}");
             Ok(())
         })(),
         Cmd::Tunnel {
-            ha,
-            first_home,
             nodes,
-            spi,
-            key,
             duration,
             care_of,
             bind,
@@ -169,30 +176,13 @@ fn main() {
             per_send,
             threads,
         } => (|| {
-            let ha: SocketAddrV4 = match ha.parse() {
-                Ok(a) => a,
-                Err(_) => SocketAddrV4::new(ha.parse().map_err(|e| format!("--ha: {e}"))?, 434),
-            };
             if !(28..=1472).contains(&size) || u32::from(per_send) * (size as u32 + 4) > 65_000 {
                 return Err(
                     "--size must be 28..=1472 and --per-send * (size + 4) at most 65000".into(),
                 );
             }
             let tc = loadgen::tunnel::TunnelConfig {
-                base: loadgen::Config {
-                    ha,
-                    first_home,
-                    nodes,
-                    spi,
-                    key: hex::decode(&key).map_err(|e| format!("key: {e}"))?,
-                    window: 1,
-                    duration: Duration::from_secs_f64(duration.max(0.0)),
-                    lifetime: 1800,
-                    care_of,
-                    bind,
-                    timeout: Duration::from_secs(1),
-                    verify: false,
-                },
+                base: nodes.config(1, duration, 1800, care_of, bind, false)?,
                 size,
                 sink,
                 per_send: per_send.max(1),

@@ -269,22 +269,9 @@ mod tests {
 
     #[test]
     fn the_request_carries_t_and_the_udp_tunnel_request_before_its_authenticator() {
-        let cfg = Config {
-            ha: SocketAddrV4::new(Ipv4Addr::new(10, 128, 0, 1), 434),
-            first_home: Ipv4Addr::new(10, 129, 0, 0),
-            nodes: 1,
-            spi: 256,
-            key: vec![7; 16],
-            window: 1,
-            duration: Duration::ZERO,
-            lifetime: 600,
-            care_of: Ipv4Addr::new(192, 0, 2, 1),
-            bind: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0),
-            timeout: Duration::from_secs(1),
-            verify: false,
-        };
+        let cfg = crate::test_config();
         let keyed = <Hmac<Md5> as Mac>::new_from_slice(&cfg.key).unwrap();
-        let r = udp_tunnel_request(&cfg, &keyed, Ipv4Addr::new(10, 129, 0, 3), 1);
+        let r = udp_tunnel_request(&cfg, &keyed, cfg.first_home, 1);
         assert_eq!(r.len(), 24 + 8 + 22);
         assert_eq!(r[1], 0x22, "D and T");
         assert_eq!(&r[24..32], &UDP_TUNNEL_REQUEST);
