@@ -157,9 +157,12 @@ pub(crate) fn open_tunnel_with(
     offload: Option<libc::c_uint>,
     multi_queue: bool,
 ) -> Result<(Tun, u32), SetupError> {
+    // Up only once IPv6 is off on it: up first, the kernel's IPv6 would send its
+    // router solicitation or MLD report into the device, which the daemon reads
+    // and counts as a drop.
     let opts = TunOptions {
         mtu: Some(TUNNEL_MTU),
-        up: true,
+        up: false,
         multi_queue,
     };
     let tun = match offload {
@@ -171,6 +174,7 @@ pub(crate) fn open_tunnel_with(
     set_txqueuelen(name, TUN_QUEUE);
     write_sysctl(&format!("/proc/sys/net/ipv4/conf/{name}/rp_filter"), "0");
     write_sysctl(&format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"), "1");
+    tun.set_up(true).map_err(io_err("tunnel device"))?;
     Ok((tun, ifindex))
 }
 

@@ -717,4 +717,9 @@ fn each_worker_delivers_its_nodes_tunnel_data_into_its_own_queue() {
         "{}",
         ha.logs()
     );
+    // The device came up with IPv6 already off: nothing but IPv4 was ever read from it.
+    assert!(
+        v["counters"]["drops"]["not an IPv4 packet (from tun)"].is_null(),
+        "{v}"
+    );
 }
