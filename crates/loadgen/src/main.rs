@@ -19,14 +19,8 @@ struct Cli {
 enum Cmd {
     /// Write the HA key file for the simulated nodes.
     Keys {
-        #[arg(long)]
-        first_home: Ipv4Addr,
-        #[arg(long)]
-        nodes: u32,
-        #[arg(long, default_value_t = 256)]
-        spi: u32,
-        #[arg(long, default_value = "00112233445566778899aabbccddeeff")]
-        key: String,
+        #[command(flatten)]
+        set: NodeSet,
         #[arg(long)]
         out: PathBuf,
     },
@@ -82,12 +76,9 @@ enum Cmd {
     },
 }
 
-/// The simulated nodes and their home agent, as every mode takes them.
+/// The simulated nodes, as every command takes them.
 #[derive(clap::Args, Debug)]
-struct Nodes {
-    /// The home agent address (UDP port 434 unless given).
-    #[arg(long)]
-    ha: String,
+struct NodeSet {
     #[arg(long)]
     first_home: Ipv4Addr,
     #[arg(long)]
@@ -96,6 +87,16 @@ struct Nodes {
     spi: u32,
     #[arg(long, default_value = "00112233445566778899aabbccddeeff")]
     key: String,
+}
+
+/// The simulated nodes and their home agent, as the load modes take them.
+#[derive(clap::Args, Debug)]
+struct Nodes {
+    /// The home agent address (UDP port 434 unless given).
+    #[arg(long)]
+    ha: String,
+    #[command(flatten)]
+    set: NodeSet,
 }
 
 impl Nodes {
@@ -115,10 +116,10 @@ impl Nodes {
         };
         Ok(loadgen::Config {
             ha,
-            first_home: self.first_home,
-            nodes: self.nodes,
-            spi: self.spi,
-            key: hex::decode(&self.key).map_err(|e| format!("key: {e}"))?,
+            first_home: self.set.first_home,
+            nodes: self.set.nodes,
+            spi: self.set.spi,
+            key: hex::decode(&self.set.key).map_err(|e| format!("key: {e}"))?,
             window: window.max(1),
             duration: Duration::from_secs_f64(duration.max(0.0)),
             lifetime,
@@ -133,17 +134,14 @@ impl Nodes {
 fn main() {
     let cli = Cli::parse();
     let r = match cli.cmd {
-        Cmd::Keys {
-            first_home,
-            nodes,
-            spi,
-            key,
-            out,
-        } => hex::decode(&key)
+        Cmd::Keys { set, out } => hex::decode(&set.key)
             .map_err(|e| format!("key: {e}"))
             .and_then(|k| {
-                std::fs::write(&out, loadgen::key_lines(first_home, nodes, spi, &k))
-                    .map_err(|e| format!("{}: {e}", out.display()))
+                std::fs::write(
+                    &out,
+                    loadgen::key_lines(set.first_home, set.nodes, set.spi, &k),
+                )
+                .map_err(|e| format!("{}: {e}", out.display()))
             }),
         Cmd::Run {
             nodes,
