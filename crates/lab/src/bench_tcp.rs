@@ -9,14 +9,22 @@
 //! limits a tunnel. Each row also gets the rate of 64-octet packets (IPv4 + UDP + 36
 //! octets) that reach the other side when the sender sends as fast as it can, up and
 //! down.
+//!
+//! A tunnel's packets take a longer path than plain routing's (the router twice and
+//! the HA's host once; mode f the FA's host too), and on one machine every hop is the
+//! same two CPUs. So two more rows route a flow along the tunnels' paths without a
+//! tunnel (policy rules in the router, checked by the octets the detour hosts
+//! receive), and each tunnel row is also given as a ratio to its path's row: what the
+//! tunnel itself costs, apart from the path.
 
 use std::time::{Duration, Instant};
 
 use super::BenchOpts;
 use crate::netns::{self, other, Result};
 use crate::scenario::MipLab;
-use crate::topo::{Segment, CN_ADDR, MN_HOME};
+use crate::topo::{Segment, CN_ADDR, FA_ADDR, HA_ADDR, MN_HOME, STRANGER_ADDR};
 use crate::traffic::{Client, ClientOpts};
+use std::net::Ipv4Addr;
 
 /// One measurement: Mbit/s, and the HA's and MN's CPU (% of one core) meanwhile.
 #[derive(Debug, Clone, Copy)]
@@ -34,7 +42,22 @@ struct Row {
     cells: [Tput; 4],
     rtt_ms: f64,
     pps: [f64; 2],
+    /// The row of routing along this tunnel's path without it, if measured.
+    same_path: Option<usize>,
 }
+
+/// The end the bench's client runs at: a namespace and the address it sends from.
+#[derive(Debug, Clone, Copy)]
+struct End {
+    ns: &'static str,
+    addr: Ipv4Addr,
+}
+
+/// The mobile node's home address: every tunnel row, and plain routing at home.
+const NODE: End = End {
+    ns: "mn",
+    addr: MN_HOME,
+};
 
 /// IPv4 (20) + UDP (8) + this = 64 octets.
 const SMALL_PAYLOAD: usize = 36;
@@ -42,14 +65,14 @@ const SMALL_PAYLOAD: usize = 36;
 /// Packets per second of 64 octets received at the far end while one sender sends
 /// as fast as it can (MN -> CN when `up`, CN -> MN otherwise), over `secs` after a
 /// short warm-up.
-fn packet_rate(ml: &MipLab, up: bool, secs: f64) -> Result<f64> {
+fn packet_rate(ml: &MipLab, end: End, up: bool, secs: f64) -> Result<f64> {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::sync::Arc;
     let port = if up { 5911 } else { 5912 };
     let (rx_ns, tx_ns, rx_addr, tx_addr) = if up {
-        ("cn", "mn", CN_ADDR, MN_HOME)
+        ("cn", end.ns, CN_ADDR, end.addr)
     } else {
-        ("mn", "cn", MN_HOME, CN_ADDR)
+        (end.ns, "cn", end.addr, CN_ADDR)
     };
     let rx = netns::spawn_in(&ml.lab.ns(rx_ns), move || {
         let s = std::net::UdpSocket::bind((rx_addr, port))?;
@@ -125,13 +148,13 @@ fn ticks_per_sec() -> f64 {
     }
 }
 
-fn throughput(ml: &MipLab, up: bool, conns: usize, secs: f64) -> Result<Tput> {
+fn throughput(ml: &MipLab, end: End, up: bool, conns: usize, secs: f64) -> Result<Tput> {
     let mut clients = Vec::new();
     for _ in 0..conns {
         clients.push(Client::start(
-            &ml.lab.ns("mn"),
+            &ml.lab.ns(end.ns),
             &ClientOpts {
-                bind: Some(MN_HOME),
+                bind: Some(end.addr),
                 cn: CN_ADDR,
                 rate: 0,
                 up,
@@ -180,21 +203,21 @@ fn throughput(ml: &MipLab, up: bool, conns: usize, secs: f64) -> Result<Tput> {
 
 /// Median idle round trip MN -> CN (ms) of 100 pings 10 ms apart (the median, as a
 /// busy shared machine adds outliers).
-fn idle_rtt(ml: &MipLab) -> Result<f64> {
+fn idle_rtt(ml: &MipLab, end: End) -> Result<f64> {
     std::thread::sleep(Duration::from_millis(500));
     let out = netns::run(
         "ip",
         &[
             "netns",
             "exec",
-            &ml.lab.ns("mn"),
+            &ml.lab.ns(end.ns),
             "ping",
             "-c",
             "100",
             "-i",
             "0.01",
             "-I",
-            &MN_HOME.to_string(),
+            &end.addr.to_string(),
             &CN_ADDR.to_string(),
         ],
     )?;
@@ -221,21 +244,205 @@ fn idle_rtt(ml: &MipLab) -> Result<f64> {
 }
 
 fn measure(ml: &MipLab, name: &'static str, secs: f64) -> Result<Row> {
-    let rtt_ms = idle_rtt(ml)?;
+    measure_from(ml, name, NODE, secs)
+}
+
+fn measure_from(ml: &MipLab, name: &'static str, end: End, secs: f64) -> Result<Row> {
+    let rtt_ms = idle_rtt(ml, end)?;
     let mut cells = Vec::new();
     for (up, conns) in [(true, 1), (false, 1), (true, 4), (false, 4)] {
-        cells.push(throughput(ml, up, conns, secs)?);
+        cells.push(throughput(ml, end, up, conns, secs)?);
     }
     let cells = [cells[0], cells[1], cells[2], cells[3]];
     let pps = [
-        packet_rate(ml, true, secs.min(2.0))?,
-        packet_rate(ml, false, secs.min(2.0))?,
+        packet_rate(ml, end, true, secs.min(2.0))?,
+        packet_rate(ml, end, false, secs.min(2.0))?,
     ];
     Ok(Row {
         name,
         cells,
         rtt_ms,
         pps,
+        same_path: None,
+    })
+}
+
+/// Policy routes that send one flow along a tunnel's path without the tunnel; each is
+/// deleted again when this is dropped.
+struct Detour {
+    /// The `ip` arguments that undo each change, in the order they were made.
+    undo: Vec<Vec<String>>,
+}
+
+impl Detour {
+    /// For each (role, "<object> <rest>"): `ip -n <role's namespace> <object> add
+    /// <rest>`, undone by the same with `del`.
+    fn new(ml: &MipLab, steps: &[(&str, String)]) -> Result<Detour> {
+        let mut d = Detour { undo: Vec::new() };
+        for (role, step) in steps {
+            let ns = ml.lab.ns(role);
+            let mut words = step.split_whitespace();
+            let object = words.next().unwrap_or_default();
+            let mut args = vec!["-n", &ns, object, "add"];
+            args.extend(words);
+            netns::run("ip", &args).map_err(|e| other(format!("ip {args:?}: {e}")))?;
+            args[3] = "del";
+            d.undo.push(args.iter().map(|a| a.to_string()).collect());
+        }
+        Ok(d)
+    }
+}
+
+impl Drop for Detour {
+    fn drop(&mut self) {
+        for args in self.undo.drain(..).rev() {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            if let Err(e) = netns::run("ip", &args) {
+                eprintln!("bench: undoing ip {args:?}: {e}");
+            }
+        }
+    }
+}
+
+/// The router's interfaces (`topo`): home, int-a, int-b, the servers' subnet.
+const RT_HOME: &str = "eth0";
+const RT_INTA: &str = "eth1";
+const RT_INTB: &str = "eth2";
+const RT_SRV: &str = "eth3";
+/// Routing tables of the detours in the router's namespace.
+const VIA_HA: u32 = 4101;
+const VIA_FA: u32 = 4102;
+
+/// The router's table that sends a detour to the HA's host.
+fn via_ha() -> (&'static str, String) {
+    let route = format!("route default via {HA_ADDR} dev {RT_HOME} table {VIA_HA}");
+    ("rt", route)
+}
+
+/// Routing along mode c's path without the tunnel: the node sends from its care-of
+/// address on int-a, and the router sends that flow both ways through the HA's host
+/// (policy rules), so it crosses the router twice and the HA's host once, as mode c's
+/// packets do, unencapsulated. The RFC 3519 UDP tunnel behind the NAT takes the same
+/// hops (the NAT is the router, its outside address on the home subnet). The node
+/// must be registered on int-a.
+fn routed_along_c(ml: &MipLab, secs: f64) -> Result<Row> {
+    let coa = Segment::IntA.mn_addr();
+    // The node's own rules send everything through its tunnel device: this flow
+    // alone takes the main table (int-a's default route).
+    let _detour = Detour::new(
+        ml,
+        &[
+            (
+                "mn",
+                format!("rule from {coa} to {CN_ADDR} lookup main pref 100"),
+            ),
+            via_ha(),
+            (
+                "rt",
+                format!("rule iif {RT_INTA} from {coa} to {CN_ADDR} lookup {VIA_HA} pref 100"),
+            ),
+            (
+                "rt",
+                format!("rule iif {RT_SRV} from {CN_ADDR} to {coa} lookup {VIA_HA} pref 101"),
+            ),
+        ],
+    )?;
+    let end = End {
+        ns: "mn",
+        addr: coa,
+    };
+    through(ml, &["ha"], secs, || {
+        measure_from(ml, "  routed along c's path", end, secs)
+    })
+}
+
+/// Received octets of `role`'s `eth0`.
+fn rx_bytes(ml: &MipLab, role: &str) -> Result<u64> {
+    let ns = ml.lab.ns(role);
+    let out = netns::run("ip", &["-n", &ns, "-j", "-s", "link", "show", "eth0"])?;
+    let v: serde_json::Value =
+        serde_json::from_str(&out).map_err(|e| other(format!("ip -j -s link: {e}")))?;
+    v[0]["stats64"]["rx"]["bytes"]
+        .as_u64()
+        .ok_or_else(|| other(format!("no rx octets for {role}'s eth0: {out}")))
+}
+
+/// Measures a detour row and checks that its TCP octets crossed each of `hosts`:
+/// each host's link must have received at least what the row's throughput cells
+/// moved in their `secs` windows (every octet crosses it once). A rule that did not
+/// take would measure plain routing under the detour's name.
+fn through(
+    ml: &MipLab,
+    hosts: &[&str],
+    secs: f64,
+    measure: impl FnOnce() -> Result<Row>,
+) -> Result<Row> {
+    let before = hosts
+        .iter()
+        .map(|h| rx_bytes(ml, h))
+        .collect::<Result<Vec<_>>>()?;
+    let row = measure()?;
+    let moved: f64 = row.cells.iter().map(|c| c.mbps * 1e6 / 8.0 * secs).sum();
+    for (h, b) in hosts.iter().zip(before) {
+        let got = rx_bytes(ml, h)?.saturating_sub(b);
+        if (got as f64) < moved {
+            return Err(other(format!(
+                "{}: {h}'s link received {got} octets, fewer than the {moved:.0} the row \
+                 moved: the detour did not take",
+                row.name.trim()
+            )));
+        }
+    }
+    Ok(row)
+}
+
+/// Routing along mode f's path without the tunnel: the stranger on int-b (a plain
+/// host beside the node) sends through the FA's host, and the router sends that flow
+/// both ways through the HA's host, and back through the FA's: the hops of mode f's
+/// reverse and forward tunnels, unencapsulated. The stranger is told to ignore ICMP
+/// redirects (the FA's host would send it to the router, its neighbour), and stays so.
+fn routed_along_f(ml: &MipLab, secs: f64) -> Result<Row> {
+    let from = STRANGER_ADDR;
+    let ev = ml.lab.ns("ev");
+    let no_redirects = [
+        "netns",
+        "exec",
+        &ev,
+        "sysctl",
+        "-qw",
+        "net.ipv4.conf.all.accept_redirects=0",
+        "net.ipv4.conf.eth0.accept_redirects=0",
+    ];
+    netns::run("ip", &no_redirects)?;
+    let _detour = Detour::new(
+        ml,
+        &[
+            ("ev", format!("route {CN_ADDR}/32 via {FA_ADDR}")),
+            via_ha(),
+            (
+                "rt",
+                format!("route default via {FA_ADDR} dev {RT_INTB} table {VIA_FA}"),
+            ),
+            (
+                "rt",
+                format!("rule iif {RT_INTB} from {from} to {CN_ADDR} lookup {VIA_HA} pref 100"),
+            ),
+            (
+                "rt",
+                format!("rule iif {RT_SRV} from {CN_ADDR} to {from} lookup {VIA_HA} pref 101"),
+            ),
+            (
+                "rt",
+                format!("rule iif {RT_HOME} from {CN_ADDR} to {from} lookup {VIA_FA} pref 102"),
+            ),
+        ],
+    )?;
+    let end = End {
+        ns: "ev",
+        addr: from,
+    };
+    through(ml, &["fa", "ha"], secs, || {
+        measure_from(ml, "  routed along f's path", end, secs)
     })
 }
 
@@ -285,6 +492,9 @@ pub(super) fn tcp_section(ml: &mut MipLab, o: &BenchOpts) -> Result<()> {
     rows.push(measure(ml, "plain routing (MN at home)", o.secs)?);
     // The kernel encapsulation (the default: HA, FA and node), then the daemons
     // moving every packet themselves with TUN offloads, then without.
+    // Routing along each tunnel's path without the tunnel (measured once, beside the
+    // first rows of the kind): what the longer path costs by itself.
+    let (mut along_c, mut along_f) = (None, None);
     for (offload, kernel) in [(true, true), (true, false), (false, false)] {
         configure(ml, offload, kernel)?;
         go(ml, Segment::IntA)?;
@@ -292,15 +502,35 @@ pub(super) fn tcp_section(ml: &mut MipLab, o: &BenchOpts) -> Result<()> {
         let ok = offload_of(&ha) == offload
             && kernel_encap_of(&ha) == kernel
             && kernel_encap_of(&mn) == kernel;
-        rows.push(measure(ml, name("c", offload, kernel, ok), o.secs)?);
+        if along_c.is_none() {
+            rows.push(routed_along_c(ml, o.secs)?);
+            along_c = Some(rows.len() - 1);
+        }
+        let row = measure(ml, name("c", offload, kernel, ok), o.secs)?;
+        rows.push(Row {
+            same_path: along_c,
+            ..row
+        });
         go(ml, Segment::IntB)?;
         let fa = ml.fa_status();
         let ok = ok && offload_of(&fa) == offload && kernel_encap_of(&fa) == kernel;
-        rows.push(measure(ml, name("f", offload, kernel, ok), o.secs)?);
+        if along_f.is_none() {
+            rows.push(routed_along_f(ml, o.secs)?);
+            along_f = Some(rows.len() - 1);
+        }
+        let row = measure(ml, name("f", offload, kernel, ok), o.secs)?;
+        rows.push(Row {
+            same_path: along_f,
+            ..row
+        });
         // RFC 3519 behind the NAT: the HA's kernel sends down and the node's takes
         // it back in the kernel rows, the node's process sends up in all.
         go(ml, Segment::Nat)?;
-        rows.push(measure(ml, name("u", offload, kernel, ok), o.secs)?);
+        let row = measure(ml, name("u", offload, kernel, ok), o.secs)?;
+        rows.push(Row {
+            same_path: along_c,
+            ..row
+        });
     }
     configure(ml, true, true)?;
     print_rows(&rows, o.secs);
@@ -346,6 +576,25 @@ fn print_rows(rows: &[Row], secs: f64) {
             cell(3),
             r.rtt_ms,
             r.rtt_ms - base.rtt_ms
+        );
+    }
+    println!(
+        "Each tunnel against routing along its own path without it (its own cost; the rest\n\
+         of the gap to plain routing is the longer path: the router twice, the HA's host once):"
+    );
+    for r in rows {
+        let Some(b) = r.same_path.and_then(|i| rows.get(i)) else {
+            continue;
+        };
+        let cell = |i: usize| format!("{:>4.2}", r.cells[i].mbps / b.cells[i].mbps.max(1.0));
+        println!(
+            "  {:<32} {:>16} {:>16} {:>16} {:>16}   {:>9.3}",
+            r.name,
+            cell(0),
+            cell(1),
+            cell(2),
+            cell(3),
+            r.rtt_ms - b.rtt_ms
         );
     }
     println!(
