@@ -13,7 +13,8 @@
 //! reverse tunnel, [`EncapKey`]) up in a hash map the daemon fills: an entry says "tunnel
 //! to this care-of address from this source, out of this interface, until this
 //! moment" (`CLOCK_MONOTONIC`, the clock of [`std::time::Instant`]). With a live
-//! entry it prepends the outer header (RFC 2003: TOS copied, TTL 64, a random
+//! entry it prepends the outer header (RFC 2003: TOS copied, its ECN field
+//! Not-ECT as [`crate::raw::outer_tos`] says why; TTL 64, a random
 //! identification; a GSO packet keeps its segment size, and each segment later gets
 //! its own identification and lengths), and sends the packet
 //! out of that interface with `bpf_redirect_neigh`, which resolves the next hop
@@ -232,7 +233,10 @@ fn program(map: &OwnedFd, stats: &OwnedFd, key: EncapKey) -> Result<Vec<bpf::Ins
         .store_imm(DW, FP, OUTER + 16, 0)
         .store_imm(DW, FP, OUTER + 24, 0)
         .store_imm(B, FP, OUTER, 0x45)
+        // The inner DSCP, ECN Not-ECT (`raw::outer_tos`: RFC 6040's compatibility
+        // mode, as no exit of ours copies a congestion mark inwards).
         .load(B, R1, FP, INNER + 1)
+        .alu_imm(AND, R1, 0xfc)
         .store(B, FP, OUTER + 1, R1)
         .call(GET_PRANDOM_U32)
         .store(H, FP, OUTER + 4, R0)

@@ -13,6 +13,9 @@
 //!   [`RawIp::send_packet`] sends a complete packet whose header the caller built, which is
 //!   how a specific source address (a care-of address, say) is forced. The kernel still
 //!   fills in the total length and header checksum, and the ID and source when they are 0.
+//! * The outer TOS of IP-in-IP with a kernel header: the inner packet's DSCP (RFC 2003
+//!   section 3.1 copies the TOS), with the ECN field Not-ECT ([`outer_tos`]), passed as
+//!   an `IP_TOS` control message when it is not 0.
 
 use std::io;
 use std::mem::{size_of, zeroed};
@@ -28,6 +31,56 @@ use crate::{Error, Result};
 
 /// IP protocol number of IP-in-IP encapsulation (RFC 2003).
 pub const IPPROTO_IPIP: u8 = 4;
+
+/// The ECN field of the TOS octet (RFC 3168).
+const ECN_MASK: u8 = 0b11;
+
+/// The outer header's TOS octet for a tunnel packet around `inner`: the inner IPv4
+/// header's DSCP, as RFC 2003 section 3.1 copies the TOS (so a network that schedules
+/// by DSCP treats the tunnel as what it carries), with the ECN field Not-ECT. That is
+/// RFC 6040's compatibility mode, the one an encapsulator must use when the tunnel's
+/// exit may not propagate a congestion mark from the outer header to the inner one
+/// (ours do not): with the inner ECT copied outside, a router would mark instead of
+/// dropping and the mark would be lost at the exit. 0 for anything but IPv4.
+pub fn outer_tos(inner: &[u8]) -> u8 {
+    match inner {
+        [v, tos, ..] if v >> 4 == 4 => tos & !ECN_MASK,
+        _ => 0,
+    }
+}
+
+/// One `IP_TOS` control message, ready to be a `msg_control` of `sendmsg`.
+#[repr(C, align(8))]
+pub(crate) struct TosCmsg([u8; 32]);
+
+impl TosCmsg {
+    pub(crate) fn new(tos: u8) -> TosCmsg {
+        let mut b = TosCmsg([0; 32]);
+        let c = b.0.as_mut_ptr().cast::<libc::cmsghdr>();
+        // SAFETY: the buffer is 8-aligned and 32 octets, more than CMSG_SPACE(c_int)
+        // (24 on 64-bit Linux); the header and its data are written inside it.
+        unsafe {
+            (*c).cmsg_level = libc::IPPROTO_IP;
+            (*c).cmsg_type = libc::IP_TOS;
+            (*c).cmsg_len = libc::CMSG_LEN(size_of::<libc::c_int>() as u32) as usize;
+            std::ptr::write_unaligned(
+                libc::CMSG_DATA(c).cast::<libc::c_int>(),
+                libc::c_int::from(tos),
+            );
+        }
+        b
+    }
+
+    /// Its length for `msg_controllen`.
+    pub(crate) fn space() -> usize {
+        // SAFETY: CMSG_SPACE is a pure size computation.
+        unsafe { libc::CMSG_SPACE(size_of::<libc::c_int>() as u32) as usize }
+    }
+
+    pub(crate) fn as_mut_ptr(&mut self) -> *mut libc::c_void {
+        self.0.as_mut_ptr().cast()
+    }
+}
 /// IP protocol number of ESP (RFC 4303).
 pub const IPPROTO_ESP: u8 = 50;
 
@@ -130,8 +183,15 @@ impl RawIp {
                 "send_to on an IP_HDRINCL socket: use send_packet",
             ));
         }
+        let tos = if self.protocol == IPPROTO_IPIP {
+            outer_tos(payload)
+        } else {
+            0
+        };
         self.sock
-            .async_io(Interest::WRITABLE, |s| send_to(s.as_raw_fd(), payload, dst))
+            .async_io(Interest::WRITABLE, |s| {
+                send_to(s.as_raw_fd(), payload, dst, tos)
+            })
             .await
     }
 
@@ -156,7 +216,9 @@ impl RawIp {
             }
         };
         self.sock
-            .async_io(Interest::WRITABLE, |s| send_to(s.as_raw_fd(), packet, dst))
+            .async_io(Interest::WRITABLE, |s| {
+                send_to(s.as_raw_fd(), packet, dst, 0)
+            })
             .await
     }
 }
@@ -195,8 +257,27 @@ pub(crate) fn sockaddr_in(addr: Ipv4Addr, port: u16) -> libc::sockaddr_in {
     sin
 }
 
-fn send_to(fd: i32, data: &[u8], dst: Ipv4Addr) -> io::Result<usize> {
-    let sin = sockaddr_in(dst, 0);
+/// One `sendto`, or with a TOS other than 0 one `sendmsg` with it as `IP_TOS`.
+fn send_to(fd: i32, data: &[u8], dst: Ipv4Addr, tos: u8) -> io::Result<usize> {
+    let mut sin = sockaddr_in(dst, 0);
+    if tos != 0 {
+        let mut ctrl = TosCmsg::new(tos);
+        let mut iov = libc::iovec {
+            iov_base: data.as_ptr() as *mut libc::c_void,
+            iov_len: data.len(),
+        };
+        // SAFETY: all-zero is a valid msghdr.
+        let mut msg: libc::msghdr = unsafe { zeroed() };
+        msg.msg_name = (&mut sin as *mut libc::sockaddr_in).cast();
+        msg.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = ctrl.as_mut_ptr();
+        msg.msg_controllen = TosCmsg::space();
+        // SAFETY: the name, the iovec (over `data`) and the control message live
+        // through the call, which only reads them.
+        return sys::cvt_len(unsafe { libc::sendmsg(fd, &msg, 0) });
+    }
     // SAFETY: `data` is readable for its length; `sin` is a valid sockaddr_in.
     let n = unsafe {
         libc::sendto(

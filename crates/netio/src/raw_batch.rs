@@ -9,7 +9,7 @@ use std::os::fd::AsRawFd;
 
 use tokio::io::Interest;
 
-use crate::raw::{sockaddr_in, RawIp};
+use crate::raw::{outer_tos, sockaddr_in, RawIp, TosCmsg, IPPROTO_IPIP};
 use crate::sys;
 
 /// Most messages handed to one `sendmmsg`/`recvmmsg` (the kernel's `UIO_MAXIOV` is 1024).
@@ -23,6 +23,8 @@ pub struct RawSendBatch {
     msgs: Vec<(usize, usize, Ipv4Addr)>,
     names: Vec<libc::sockaddr_in>,
     iovs: Vec<libc::iovec>,
+    /// Each IP-in-IP packet's outer TOS ([`outer_tos`]), when it is not 0.
+    ctrls: Vec<Option<TosCmsg>>,
     hdrs: Vec<libc::mmsghdr>,
 }
 
@@ -76,7 +78,7 @@ impl RawSendBatch {
             let r = sock
                 .async_fd()
                 .async_io(Interest::WRITABLE, |s| {
-                    self.sendmmsg(s.as_raw_fd(), done, end)
+                    self.sendmmsg(s.as_raw_fd(), sock.protocol(), done, end)
                 })
                 .await;
             match r {
@@ -97,10 +99,11 @@ impl RawSendBatch {
         (sent, bytes)
     }
 
-    fn sendmmsg(&mut self, fd: i32, from: usize, to: usize) -> io::Result<usize> {
+    fn sendmmsg(&mut self, fd: i32, protocol: u8, from: usize, to: usize) -> io::Result<usize> {
         let n = to - from;
         self.names.clear();
         self.iovs.clear();
+        self.ctrls.clear();
         self.hdrs.clear();
         for &(start, len, dst) in &self.msgs[from..to] {
             self.names.push(sockaddr_in(dst, 0));
@@ -108,6 +111,11 @@ impl RawSendBatch {
                 iov_base: self.data[start..].as_ptr() as *mut libc::c_void,
                 iov_len: len,
             });
+            let tos = match protocol {
+                IPPROTO_IPIP => outer_tos(&self.data[start..start + len]),
+                _ => 0,
+            };
+            self.ctrls.push((tos != 0).then(|| TosCmsg::new(tos)));
         }
         for i in 0..n {
             // SAFETY: all-zero is a valid mmsghdr.
@@ -116,11 +124,15 @@ impl RawSendBatch {
             h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
             h.msg_hdr.msg_iov = &mut self.iovs[i];
             h.msg_hdr.msg_iovlen = 1;
+            if let Some(c) = &mut self.ctrls[i] {
+                h.msg_hdr.msg_control = c.as_mut_ptr();
+                h.msg_hdr.msg_controllen = TosCmsg::space();
+            }
             self.hdrs.push(h);
         }
-        // SAFETY: each header points at a sockaddr_in and an iovec in `self`, and each
-        // iovec into `self.data`; none of them moves or is freed during the call, and
-        // sendmmsg only reads them.
+        // SAFETY: each header points at a sockaddr_in, an iovec and maybe a control
+        // message in `self`, and each iovec into `self.data`; none of them moves or is
+        // freed during the call, and sendmmsg only reads them.
         let r = unsafe {
             libc::sendmmsg(
                 fd,

@@ -164,7 +164,10 @@ fn kernel_ipip_encap_sends_what_the_map_says_and_leaves_the_rest_to_the_device()
         let until = Instant::now() + Duration::from_secs(60);
         enc.set(HOA, A_ADDR, B_ADDR, a0, until).unwrap();
         assert_eq!(enc.get(HOA).unwrap(), Some((A_ADDR, B_ADDR, a0)));
+        // DSCP EF (46) and ECT(1) on this one.
+        socket2::SockRef::from(&sock).set_tos(0xb9).unwrap();
         sock.send_to(b"two", (HOA, 7)).unwrap();
+        socket2::SockRef::from(&sock).set_tos(0).unwrap();
         assert_eq!(
             tun_gets(&tun, &mut buf).await,
             0,
@@ -207,6 +210,11 @@ fn kernel_ipip_encap_sends_what_the_map_says_and_leaves_the_rest_to_the_device()
     assert_eq!(usize::from(u16::from_be_bytes([pkt[2], pkt[3]])), pkt.len());
     assert_eq!(pkt[8], 64, "TTL");
     assert_eq!(pkt[9], 4, "IP-in-IP");
+    assert_eq!(pkt[21], 0xb9, "the inner TOS as sent");
+    assert_eq!(
+        pkt[1], 0xb8,
+        "outer TOS: the inner DSCP (RFC 2003 3.1), ECN Not-ECT (RFC 6040 compatibility mode)"
+    );
     assert_eq!(pkt[26] & 0x40, 0x40, "the inner packet has DF");
     assert_eq!(
         &pkt[6..8],

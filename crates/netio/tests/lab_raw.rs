@@ -27,6 +27,15 @@ fn inner_packet() -> Vec<u8> {
     ipv4_packet(HOA, CN, 17, &udp, 64)
 }
 
+/// `packet` with the TOS octet `tos` and its header checksum made right again.
+fn with_tos(mut packet: Vec<u8>, tos: u8) -> Vec<u8> {
+    packet[1] = tos;
+    packet[10..12].copy_from_slice(&[0, 0]);
+    let sum = checksum(&packet[..20]);
+    packet[10..12].copy_from_slice(&sum.to_be_bytes());
+    packet
+}
+
 async fn recv(sock: &RawIp) -> (Vec<u8>, Ipv4Addr) {
     let mut buf = vec![0u8; 2048];
     let (n, from) = tokio::time::timeout(Duration::from_secs(5), sock.recv_from(&mut buf))
@@ -66,7 +75,8 @@ fn ip_in_ip_between_namespaces_kernel_and_caller_built_headers() {
     ready_rx.recv_timeout(Duration::from_secs(5)).unwrap();
 
     p.a.run(move || async move {
-        let inner = inner_packet();
+        // DSCP EF (46) and ECT(1).
+        let inner = with_tos(inner_packet(), 0xb9);
         // 1. The kernel builds the outer header.
         let k = RawIp::open(IPPROTO_IPIP).unwrap();
         assert_eq!(k.send_to(&inner, B_ADDR).await.unwrap(), inner.len());
@@ -91,7 +101,7 @@ fn ip_in_ip_between_namespaces_kernel_and_caller_built_headers() {
     });
 
     let ((p1, from1), (p2, from2)) = join(rx);
-    let inner = inner_packet();
+    let inner = with_tos(inner_packet(), 0xb9);
 
     // Kernel-built outer header: received whole, header first.
     assert_eq!(from1, A_ADDR);
@@ -100,7 +110,15 @@ fn ip_in_ip_between_namespaces_kernel_and_caller_built_headers() {
     assert_eq!(&p1[12..16], &A_ADDR.octets());
     assert_eq!(&p1[16..20], &B_ADDR.octets());
     assert_eq!(checksum(&p1[..20]), 0, "outer header checksum");
-    assert_eq!(&p1[20..], &inner[..], "inner packet unchanged");
+    assert_eq!(
+        p1[1], 0xb8,
+        "outer TOS: the inner DSCP (RFC 2003 3.1), ECN Not-ECT (RFC 6040 compatibility mode)"
+    );
+    assert_eq!(
+        &p1[20..],
+        &inner[..],
+        "inner packet unchanged, its ECT(1) too"
+    );
     assert_eq!(
         scapy_eval(&p1, "(p.proto, p.src, p[IP].payload.src, p[IP].payload.dst, p[IP].payload.dport, bytes(p[IP].payload.payload.payload))"),
         "(4, '10.99.1.1', '10.10.0.100', '10.40.0.10', 7, b'inner user datagram')"
@@ -223,16 +241,13 @@ fn raw_batches_send_and_receive_in_order() {
     p.a.run(move || async move {
         let sock = RawIp::open(IPPROTO_IPIP).unwrap();
         let mut b = RawSendBatch::new();
-        for i in 0..150u16 {
+        for i in 0..300u16 {
+            if i == 150 {
+                b.push(&vec![0u8; 70_000], B_ADDR); // EMSGSIZE
+            }
             let mut inner = inner_packet();
             inner[4..6].copy_from_slice(&i.to_be_bytes());
-            b.push(&inner, B_ADDR);
-        }
-        b.push(&vec![0u8; 70_000], B_ADDR); // EMSGSIZE
-        for i in 150..300u16 {
-            let mut inner = inner_packet();
-            inner[4..6].copy_from_slice(&i.to_be_bytes());
-            b.push(&inner, B_ADDR);
+            b.push(&with_tos(inner, batch_tos(i)), B_ADDR);
         }
         let mut errors = Vec::new();
         let (n, bytes) = b.flush(&sock, |d, e| errors.push((d, e.kind()))).await;
@@ -249,5 +264,13 @@ fn raw_batches_send_and_receive_in_order() {
         assert_eq!(pkt[9], IPPROTO_IPIP);
         let inner = &pkt[20..];
         assert_eq!(u16::from_be_bytes([inner[4], inner[5]]), i as u16);
+        // Each message of one sendmmsg carries its own packet's TOS.
+        assert_eq!(inner[1], batch_tos(i as u16), "inner TOS of {i}");
+        assert_eq!(pkt[1], batch_tos(i as u16) & 0xfc, "outer TOS of {i}");
     }
+}
+
+/// The TOS of packet `i` of the batch test: none, then DSCP and ECN values in turn.
+fn batch_tos(i: u16) -> u8 {
+    [0x00, 0xb8, 0x2a, 0x03, 0x49][usize::from(i % 5)]
 }
