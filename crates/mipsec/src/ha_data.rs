@@ -12,6 +12,7 @@ use super::Daemon;
 use crate::drops::DropReason;
 use mip4::ha::ForwardTo;
 use mip4::wire::tunnel::TunnelData;
+use netio::raw::outer_tos;
 use netio::raw_batch::RawRecvBatch;
 use netio::udp::GsoBatch;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -193,12 +194,18 @@ impl Daemon {
                     let segs = self.dp.lend_packets();
                     let mut rest = segs.iter().peekable();
                     while let Some(first) = rest.next() {
-                        if !self.udp_gso.push(&TD_HEADER, first) {
+                        if !self
+                            .udp_gso
+                            .push_with_tos(&TD_HEADER, first, outer_tos(first))
+                        {
                             // Not even alone in a batch: too large for one datagram.
                             self.counters.drop(DropReason::TunnelSendFailed);
                             continue;
                         }
-                        while rest.next_if(|s| self.udp_gso.push(&TD_HEADER, s)).is_some() {}
+                        while rest
+                            .next_if(|s| self.udp_gso.push_with_tos(&TD_HEADER, s, outer_tos(s)))
+                            .is_some()
+                        {}
                         send_udp_batch(
                             &mut self.udp_gso,
                             &self.udp,

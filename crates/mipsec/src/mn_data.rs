@@ -101,10 +101,11 @@ impl Daemon {
             self.send_tx_batch().await;
             self.tx.target = Some(target);
         }
-        if !self.tx.udp.push(&TD_HEADER, packet) {
+        let tos = netio::raw::outer_tos(packet);
+        if !self.tx.udp.push_with_tos(&TD_HEADER, packet, tos) {
             self.send_tx_batch().await;
             self.tx.target = Some(target);
-            if !self.tx.udp.push(&TD_HEADER, packet) {
+            if !self.tx.udp.push_with_tos(&TD_HEADER, packet, tos) {
                 return false;
             }
         }
@@ -321,7 +322,9 @@ impl Daemon {
             self.udp_msg = msg;
             return self.counters.drop("no registration socket");
         };
-        let sent = s.send_to(&msg, dst).await;
+        // RFC 2003's outer TOS rule for this tunnel too (`netio::raw::outer_tos`).
+        let tos = netio::raw::outer_tos(packet);
+        let sent = netio::udp::send_with_tos(s, &msg, dst, None, tos).await;
         self.udp_msg = msg;
         match sent {
             Ok(_) => {

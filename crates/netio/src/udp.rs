@@ -15,7 +15,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
-use crate::raw::sockaddr_in;
+use crate::raw::{sockaddr_in, TosCmsg};
 use crate::sys::{self, setsockopt};
 use crate::{Error, Result};
 
@@ -232,9 +232,10 @@ impl Iterator for Datagrams {
     }
 }
 
-/// Aligned room for one `IP_PKTINFO` control message and then some.
+/// Aligned room for the control messages of one datagram: `IP_PKTINFO`,
+/// `UDP_SEGMENT` and `IP_TOS` together take 32 + 24 + 24 octets on 64-bit Linux.
 #[repr(C, align(8))]
-struct CmsgBuf([u8; 64]);
+struct CmsgBuf([u8; 128]);
 
 /// Receive one datagram and its `IP_PKTINFO` metadata from a socket bound by
 /// [`UdpOptions::bind`] with `pktinfo` set.
@@ -276,7 +277,7 @@ pub fn poll_recv_with_meta(
 fn recvmsg_pktinfo(fd: i32, buf: &mut [u8]) -> io::Result<RecvMeta> {
     // SAFETY: all-zero is a valid sockaddr_in, iovec and msghdr.
     let mut sin: libc::sockaddr_in = unsafe { zeroed() };
-    let mut cmsg = CmsgBuf([0; 64]);
+    let mut cmsg = CmsgBuf([0; 128]);
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
@@ -342,7 +343,22 @@ pub async fn send_from(
 }
 
 fn sendmsg_pktinfo(fd: i32, data: &[u8], dst: SocketAddrV4, src: Ipv4Addr) -> io::Result<usize> {
-    sendmsg_with(fd, data, dst, Some(src), None)
+    sendmsg_with(fd, data, dst, Some(src), None, 0)
+}
+
+/// Send `data` to `dst` (from `src` when given, as [`send_from`]) with `tos` as the
+/// TOS octet of its IPv4 header (`IP_TOS`; 0: the socket's own).
+pub async fn send_with_tos(
+    sock: &UdpSocket,
+    data: &[u8],
+    dst: SocketAddrV4,
+    src: Option<Ipv4Addr>,
+    tos: u8,
+) -> io::Result<usize> {
+    sock.async_io(Interest::WRITABLE, || {
+        sendmsg_with(sock.as_raw_fd(), data, dst, src, None, tos)
+    })
+    .await
 }
 
 /// Writes an `IP_PKTINFO` control message asking for source `src` into the header at
@@ -396,22 +412,36 @@ pub async fn send_gso(
     src: Option<Ipv4Addr>,
     segment: u16,
 ) -> io::Result<usize> {
+    send_gso_tos(sock, data, dst, src, segment, 0).await
+}
+
+/// [`send_gso`] with `tos` as every datagram's TOS octet (`IP_TOS`; 0: the socket's).
+pub async fn send_gso_tos(
+    sock: &UdpSocket,
+    data: &[u8],
+    dst: SocketAddrV4,
+    src: Option<Ipv4Addr>,
+    segment: u16,
+    tos: u8,
+) -> io::Result<usize> {
     sock.async_io(Interest::WRITABLE, || {
-        sendmsg_with(sock.as_raw_fd(), data, dst, src, Some(segment))
+        sendmsg_with(sock.as_raw_fd(), data, dst, src, Some(segment), tos)
     })
     .await
 }
 
-/// One `sendmsg` with the optional `IP_PKTINFO` source and `UDP_SEGMENT` size.
+/// One `sendmsg` with the optional `IP_PKTINFO` source, `UDP_SEGMENT` size and
+/// `IP_TOS` (when not 0).
 fn sendmsg_with(
     fd: i32,
     data: &[u8],
     dst: SocketAddrV4,
     src: Option<Ipv4Addr>,
     segment: Option<u16>,
+    tos: u8,
 ) -> io::Result<usize> {
     let mut sin = sockaddr_in(*dst.ip(), dst.port());
-    let mut cmsg = CmsgBuf([0; 64]);
+    let mut cmsg = CmsgBuf([0; 128]);
     let mut iov = libc::iovec {
         iov_base: data.as_ptr() as *mut libc::c_void,
         iov_len: data.len(),
@@ -423,7 +453,9 @@ fn sendmsg_with(
             libc::CMSG_SPACE(size_of::<u16>() as u32) as usize,
         )
     };
-    let control_len = src.map_or(0, |_| pktinfo_space) + segment.map_or(0, |_| seg_space);
+    let tos_space = if tos == 0 { 0 } else { TosCmsg::space() };
+    let control_len =
+        src.map_or(0, |_| pktinfo_space) + segment.map_or(0, |_| seg_space) + tos_space;
     // SAFETY: all-zero is a valid msghdr.
     let mut msg: libc::msghdr = unsafe { zeroed() };
     msg.msg_name = (&mut sin as *mut libc::sockaddr_in).cast();
@@ -434,9 +466,10 @@ fn sendmsg_with(
         msg.msg_control = cmsg.0.as_mut_ptr().cast();
         msg.msg_controllen = control_len;
     }
-    // SAFETY: the control buffer is 64 aligned bytes, more than CMSG_SPACE(in_pktinfo)
-    // + CMSG_SPACE(u16) = 24 + 16, and msg_controllen covers exactly the headers
-    // written, so every header and its data are in bounds; sendmsg only reads buffers.
+    // SAFETY: the control buffer is 128 aligned bytes, more than CMSG_SPACE(in_pktinfo)
+    // + CMSG_SPACE(u16) + CMSG_SPACE(c_int) = 32 + 24 + 24, and msg_controllen covers
+    // exactly the headers written, so every header and its data are in bounds;
+    // sendmsg only reads buffers.
     unsafe {
         let mut c = libc::CMSG_FIRSTHDR(&msg);
         if let Some(src) = src {
@@ -451,6 +484,19 @@ fn sendmsg_with(
             (*c).cmsg_type = UDP_SEGMENT;
             (*c).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as usize;
             std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), seg);
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+        if tos != 0 {
+            if c.is_null() {
+                return Err(io::Error::other("no room for IP_TOS"));
+            }
+            (*c).cmsg_level = libc::IPPROTO_IP;
+            (*c).cmsg_type = libc::IP_TOS;
+            (*c).cmsg_len = libc::CMSG_LEN(size_of::<libc::c_int>() as u32) as usize;
+            std::ptr::write_unaligned(
+                libc::CMSG_DATA(c).cast::<libc::c_int>(),
+                libc::c_int::from(tos),
+            );
         }
         sys::cvt_len(libc::sendmsg(fd, &msg, 0))
     }
@@ -466,6 +512,8 @@ pub struct GsoBatch {
     count: usize,
     /// The last datagram was shorter than `segment`: nothing more may follow.
     closed: bool,
+    /// The TOS octet of every datagram of the batch (0: the socket's).
+    tos: u8,
 }
 
 impl GsoBatch {
@@ -477,12 +525,20 @@ impl GsoBatch {
     /// Appends one datagram made of `header` then `payload`; false (nothing appended)
     /// when it cannot join the datagrams already there.
     pub fn push(&mut self, header: &[u8], payload: &[u8]) -> bool {
+        self.push_with_tos(header, payload, 0)
+    }
+
+    /// [`GsoBatch::push`] of a datagram whose IPv4 header must carry `tos` (a tunnel's
+    /// outer TOS, `raw::outer_tos`): one send has one TOS, so a datagram with another
+    /// does not join.
+    pub fn push_with_tos(&mut self, header: &[u8], payload: &[u8], tos: u8) -> bool {
         let len = header.len() + payload.len();
         if len == 0 || len > usize::from(u16::MAX) {
             return false;
         }
         if self.count > 0
             && (self.closed
+                || tos != self.tos
                 || len > self.segment
                 || self.count >= GSO_MAX_SEGMENTS
                 || self.buf.len() + len > GSO_MAX_BYTES)
@@ -494,6 +550,7 @@ impl GsoBatch {
                 return false;
             }
             self.segment = len;
+            self.tos = tos;
         } else if len < self.segment {
             self.closed = true;
         }
@@ -539,6 +596,7 @@ impl GsoBatch {
         self.count = 0;
         self.segment = 0;
         self.closed = false;
+        self.tos = 0;
     }
 
     /// Sends the batch to `dst` (from `src`) and empties it: one GSO send when it holds
@@ -559,7 +617,7 @@ impl GsoBatch {
         }
         if gso && self.count > 1 {
             match u16::try_from(self.segment) {
-                Ok(seg) => match send_gso(sock, &self.buf, dst, src, seg).await {
+                Ok(seg) => match send_gso_tos(sock, &self.buf, dst, src, seg, self.tos).await {
                     Ok(_) => {
                         out.sent = self.count;
                         out.gso = true;
@@ -585,9 +643,10 @@ impl GsoBatch {
             }
         }
         for d in self.buf.chunks(self.segment.max(1)) {
-            let r = match src {
-                Some(s) => send_from(sock, d, dst, s).await,
-                None => sock.send_to(d, dst).await,
+            let r = match (src, self.tos) {
+                (Some(s), 0) => send_from(sock, d, dst, s).await,
+                (None, 0) => sock.send_to(d, dst).await,
+                (src, tos) => send_with_tos(sock, d, dst, src, tos).await,
             };
             match r {
                 Ok(_) => out.sent += 1,
@@ -703,6 +762,93 @@ mod tests {
         b.clear();
         assert!(!b.push(&[], &[]));
         assert!(!b.push(&[], &vec![0; GSO_MAX_BYTES + 1]));
+    }
+
+    #[test]
+    fn gso_batch_holds_one_tos() {
+        let mut b = GsoBatch::new();
+        assert!(b.push_with_tos(&[], &[0; 10], 0xb8));
+        assert!(b.push_with_tos(&[], &[0; 10], 0xb8));
+        assert!(
+            !b.push_with_tos(&[], &[0; 10], 0x28),
+            "another TOS: another send"
+        );
+        assert!(!b.push(&[], &[0; 10]), "no TOS is another TOS too");
+        b.clear();
+        assert!(b.push(&[], &[0; 10]));
+        assert!(!b.push_with_tos(&[], &[0; 10], 0xb8));
+    }
+
+    /// Receives one datagram with its IPv4 TOS octet (`IP_RECVTOS` must be on).
+    fn recv_tos(sock: &std::net::UdpSocket) -> (Vec<u8>, Option<u8>) {
+        let mut buf = vec![0u8; 2048];
+        let mut cmsg = CmsgBuf([0; 128]);
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        // SAFETY: all-zero is a valid msghdr.
+        let mut msg: libc::msghdr = unsafe { zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cmsg.0.as_mut_ptr().cast();
+        msg.msg_controllen = cmsg.0.len();
+        // SAFETY: the iovec and control buffer are writable for their lengths.
+        let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, 0) };
+        let n = sys::cvt_len(n).unwrap();
+        buf.truncate(n);
+        let mut tos = None;
+        // SAFETY: `msg` was filled by recvmsg; the CMSG_* macros stay within it.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(&msg);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::IPPROTO_IP && (*c).cmsg_type == libc::IP_TOS {
+                    tos = Some(*libc::CMSG_DATA(c));
+                }
+                c = libc::CMSG_NXTHDR(&msg, c);
+            }
+        }
+        (buf, tos)
+    }
+
+    /// A batch's TOS is on every datagram it sends: in one GSO send, one by one (with
+    /// and without a source address) and alone; without one the socket's (0) is.
+    #[tokio::test]
+    async fn gso_batch_and_single_sends_carry_the_tos() {
+        let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket2::SockRef::from(&server).set_recv_tos(true).unwrap();
+        server
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let to = match server.local_addr().unwrap() {
+            std::net::SocketAddr::V4(a) => a,
+            other => panic!("unexpected {other}"),
+        };
+        let client = UdpOptions::new(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))
+            .bind()
+            .unwrap();
+        let src = Some(Ipv4Addr::new(127, 0, 0, 3));
+        for (gso, src) in [(true, src), (false, src), (false, None)] {
+            let mut b = GsoBatch::new();
+            for i in 0..3u8 {
+                assert!(b.push_with_tos(&[i], &[9; 99], 0xb8));
+            }
+            let out = b.send(&client, to, src, gso).await;
+            assert!(out.error.is_none() && out.gso_refused.is_none(), "{out:?}");
+            assert_eq!(out.gso, gso);
+            for i in 0..3u8 {
+                let (d, tos) = recv_tos(&server);
+                assert_eq!((d.len(), d[0]), (100, i));
+                assert_eq!(tos, Some(0xb8), "datagram {i}, gso {gso}, src {src:?}");
+            }
+            assert!(b.push(&[], &[1; 10]));
+            b.send(&client, to, src, gso).await;
+            assert_eq!(recv_tos(&server).1, Some(0), "no TOS asked: the socket's");
+        }
+        send_with_tos(&client, b"alone", to, None, 0x28)
+            .await
+            .unwrap();
+        assert_eq!(recv_tos(&server), (b"alone".to_vec(), Some(0x28)));
     }
 
     /// Loopback does UDP GSO: one send of 3 x 100 + 40 octets arrives as four
