@@ -23,6 +23,27 @@ const USER: u32 = 60;
 
 /// (IPv4 lengths outermost first, UDP destination ports) of each probe frame.
 fn probe_frames(pcap: &Path, keys: &str) -> Vec<(Vec<u32>, Vec<u32>)> {
+    layer_fields(
+        pcap,
+        keys,
+        "udp.dstport == 5002 && ip.src == 10.10.0.100",
+        ["ip.len", "udp.dstport"],
+    )
+}
+
+/// (DSCP, ECN) of each IPv4 layer, outermost first, of each marked echo request.
+fn marked_frames(pcap: &Path, keys: &str) -> Vec<(Vec<u32>, Vec<u32>)> {
+    layer_fields(
+        pcap,
+        keys,
+        "icmp.type == 8 && ip.src == 10.10.0.100",
+        ["ip.dsfield.dscp", "ip.dsfield.ecn"],
+    )
+}
+
+/// Two fields of every layer, outermost first, of each frame matching `filter`, with
+/// the ESP decrypted by `keys`.
+fn layer_fields(pcap: &Path, keys: &str, filter: &str, f: [&str; 2]) -> Vec<(Vec<u32>, Vec<u32>)> {
     let mut a: Vec<String> = vec![
         "-n".into(),
         "-r".into(),
@@ -37,15 +58,15 @@ fn probe_frames(pcap: &Path, keys: &str) -> Vec<(Vec<u32>, Vec<u32>)> {
     a.extend(
         [
             "-Y",
-            "udp.dstport == 5002 && ip.src == 10.10.0.100",
+            filter,
             "-T",
             "fields",
             "-E",
             "separator=;",
             "-e",
-            "ip.len",
+            f[0],
             "-e",
-            "udp.dstport",
+            f[1],
         ]
         .map(String::from),
     );
@@ -88,7 +109,9 @@ fn run(outside: Outside, route: &[(Segment, &str)]) {
     let mut tl = Timeline::start(&ml, "home").unwrap();
     for (seg, _) in route {
         transit::move_and_wait(&mut ml, &mut tl, *seg, Duration::from_secs(20)).unwrap();
-        std::thread::sleep(Duration::from_secs(1));
+        std::thread::sleep(Duration::from_millis(500));
+        marked_pings(&ml);
+        std::thread::sleep(Duration::from_millis(500));
     }
     let (rec, _) = tl.finish();
     assert!(rec.faults.is_empty(), "{:?}", rec.faults);
@@ -149,7 +172,58 @@ fn run(outside: Outside, route: &[(Segment, &str)]) {
         );
         assert_eq!(overhead, want, "{}: {lens:?} {ports:?}", seg.name());
         assert!(overhead <= rfc, "{}: {overhead} > {rfc}", seg.name());
+        // Every layer carries the user's DSCP (RFC 2003 3.1, RFC 4301 5.1.2.1); only
+        // the user's own header keeps its ECT(1), every outer one is Not-ECT (RFC 6040
+        // compatibility mode).
+        let marked: Vec<_> = marked_frames(&dir.join(format!("{}.pcap", seg.name())), &keys)
+            .into_iter()
+            .filter(|f| f.0.len() == depth)
+            .collect();
+        assert!(
+            marked.len() >= 5,
+            "{}: {} marked requests",
+            seg.name(),
+            marked.len()
+        );
+        let mut ecn = vec![0; depth];
+        ecn[depth - 1] = 1;
+        for (dscp, e) in &marked {
+            assert_eq!(
+                *dscp,
+                vec![46; depth],
+                "{} {mode}: DSCP per layer",
+                seg.name()
+            );
+            assert_eq!(*e, ecn, "{} {mode}: ECN per layer", seg.name());
+        }
     }
+}
+
+/// Ten pings from the home address to the CN marked DSCP EF and ECT(1).
+fn marked_pings(ml: &lab::scenario::MipLab) {
+    let out = lab::netns::run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &ml.lab.ns("mn"),
+            "ping",
+            "-n",
+            "-q",
+            "-Q",
+            "0xb9",
+            "-i",
+            "0.05",
+            "-W",
+            "1",
+            "-c",
+            "10",
+            "-I",
+            "10.10.0.100",
+            "10.40.0.10",
+        ],
+    );
+    assert!(out.is_ok(), "marked pings: {out:?}");
 }
 
 #[test]

@@ -460,6 +460,9 @@ impl Daemon {
         };
         let now = Instant::now();
         let mut buf = std::mem::take(&mut s.sealbuf);
+        // Tunnel mode: the ESP packet's header carries the inner DSCP, ECN Not-ECT (RFC
+        // 4301 5.1.2.1, RFC 6040's compatibility mode; `netio::raw::outer_tos`).
+        let tos = netio::raw::outer_tos(inner);
         let sent = match s.eng.seal(now, inner, &mut buf) {
             None => false,
             Some(out) if self.file.mn.outside == OutsideMode::Xmip => {
@@ -478,18 +481,19 @@ impl Daemon {
                 } else {
                     wire::ipv4::Ipv4Header::build_into(&mut pkt, out.src, *out.dst.ip(), 50, &buf);
                 }
+                set_tos(&mut pkt, tos);
                 let sent = self.send_xmip(&pkt).await;
                 s.xhome = pkt;
                 sent
             }
             Some(out) => match &s.socks {
                 Some(socks) if out.udp => {
-                    netio::udp::send_from(&socks.s4500, &buf, out.dst, out.src)
+                    netio::udp::send_with_tos(&socks.s4500, &buf, out.dst, Some(out.src), tos)
                         .await
                         .is_ok()
                 }
                 Some(VpnSockets { raw: Some(r), .. }) => {
-                    r.send_to(&buf, *out.dst.ip()).await.is_ok()
+                    r.send_to_tos(&buf, *out.dst.ip(), tos).await.is_ok()
                 }
                 _ => false,
             },
@@ -537,6 +541,8 @@ impl Daemon {
         };
         let mut pkt = std::mem::take(&mut s.imip);
         wire::ipv4::Ipv4Header::build_into(&mut pkt, tia, ha, netio::raw::IPPROTO_IPIP, packet);
+        // RFC 2003 3.1: the i-MIP header carries the user packet's DSCP.
+        set_tos(&mut pkt, netio::raw::outer_tos(packet));
         let sent = self.seal_and_send(&pkt).await;
         if let Some(s) = self.outer.vpn.as_mut() {
             s.imip = pkt;
@@ -851,4 +857,16 @@ fn derived_config(
          bind_interface = {bind}\nkill_switch = \"off\"\ntun = \"{}\"\ntable = {}\nrule_priority = {}\nmtu = {VPN_MTU}\n",
         m.vpn_tun, m.vpn_table, m.vpn_table
     )
+}
+
+/// Sets the TOS octet of the IPv4 packet we built in `pkt` and refills its header
+/// checksum (0: left as built).
+fn set_tos(pkt: &mut [u8], tos: u8) {
+    if tos == 0 {
+        return;
+    }
+    if let Ok(mut p) = wire::ipv4::Ipv4Packet::new_checked(pkt) {
+        p.set_tos(tos);
+        p.fill_checksum();
+    }
 }

@@ -156,6 +156,12 @@ impl DataPath {
         self.out.push(pkt, dst);
     }
 
+    /// Queues one packet for `dst` with `tos` as its header's TOS octet (ESP, whose
+    /// own bytes cannot say it).
+    pub fn queue_tos(&mut self, pkt: &[u8], dst: Ipv4Addr, tos: u8) {
+        self.out.push_tos(pkt, dst, tos);
+    }
+
     /// Whether enough is queued to send now rather than at the end of the wake-up.
     pub fn out_full(&self) -> bool {
         self.out.len() >= MAX_BATCH

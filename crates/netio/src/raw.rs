@@ -177,17 +177,23 @@ impl RawIp {
     /// Send `payload` to `dst`; the kernel builds the outer IPv4 header (protocol
     /// [`RawIp::protocol`], source from the routing table or the bound address).
     pub async fn send_to(&self, payload: &[u8], dst: Ipv4Addr) -> io::Result<usize> {
+        let tos = if self.protocol == IPPROTO_IPIP {
+            outer_tos(payload)
+        } else {
+            0
+        };
+        self.send_to_tos(payload, dst, tos).await
+    }
+
+    /// [`RawIp::send_to`] with `tos` as the header's TOS octet (0: the socket's), for a
+    /// payload whose own header cannot say it (ESP: the inner packet's, `outer_tos`).
+    pub async fn send_to_tos(&self, payload: &[u8], dst: Ipv4Addr, tos: u8) -> io::Result<usize> {
         if self.header_included {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "send_to on an IP_HDRINCL socket: use send_packet",
             ));
         }
-        let tos = if self.protocol == IPPROTO_IPIP {
-            outer_tos(payload)
-        } else {
-            0
-        };
         self.sock
             .async_io(Interest::WRITABLE, |s| {
                 send_to(s.as_raw_fd(), payload, dst, tos)

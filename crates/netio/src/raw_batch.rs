@@ -20,7 +20,8 @@ pub const MAX_BATCH: usize = 256;
 #[derive(Default)]
 pub struct RawSendBatch {
     data: Vec<u8>,
-    msgs: Vec<(usize, usize, Ipv4Addr)>,
+    /// Offset, length, destination, and the TOS when the caller gave one.
+    msgs: Vec<(usize, usize, Ipv4Addr, Option<u8>)>,
     names: Vec<libc::sockaddr_in>,
     iovs: Vec<libc::iovec>,
     /// Each IP-in-IP packet's outer TOS ([`outer_tos`]), when it is not 0.
@@ -54,11 +55,20 @@ impl RawSendBatch {
         self.msgs.is_empty()
     }
 
-    /// Queues a copy of `payload` for `dst`.
+    /// Queues a copy of `payload` for `dst` (an IP-in-IP packet's outer TOS is
+    /// [`outer_tos`] of it).
     pub fn push(&mut self, payload: &[u8], dst: Ipv4Addr) {
         let start = self.data.len();
         self.data.extend_from_slice(payload);
-        self.msgs.push((start, payload.len(), dst));
+        self.msgs.push((start, payload.len(), dst, None));
+    }
+
+    /// [`RawSendBatch::push`] with `tos` as its header's TOS octet (0: the socket's),
+    /// for a payload whose own header cannot say it (ESP).
+    pub fn push_tos(&mut self, payload: &[u8], dst: Ipv4Addr, tos: u8) {
+        let start = self.data.len();
+        self.data.extend_from_slice(payload);
+        self.msgs.push((start, payload.len(), dst, Some(tos)));
     }
 
     /// Sends everything queued, waiting for room in the socket when it is full, and
@@ -105,15 +115,16 @@ impl RawSendBatch {
         self.iovs.clear();
         self.ctrls.clear();
         self.hdrs.clear();
-        for &(start, len, dst) in &self.msgs[from..to] {
+        for &(start, len, dst, tos) in &self.msgs[from..to] {
             self.names.push(sockaddr_in(dst, 0));
             self.iovs.push(libc::iovec {
                 iov_base: self.data[start..].as_ptr() as *mut libc::c_void,
                 iov_len: len,
             });
-            let tos = match protocol {
-                IPPROTO_IPIP => outer_tos(&self.data[start..start + len]),
-                _ => 0,
+            let tos = match (tos, protocol) {
+                (Some(t), _) => t,
+                (None, IPPROTO_IPIP) => outer_tos(&self.data[start..start + len]),
+                (None, _) => 0,
             };
             self.ctrls.push((tos != 0).then(|| TosCmsg::new(tos)));
         }

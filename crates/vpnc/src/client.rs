@@ -479,22 +479,25 @@ impl State {
         let Some(out) = self.eng.seal(now, pkt, &mut self.sealbuf) else {
             return;
         };
+        // Tunnel mode: the outer header carries the inner DSCP, ECN Not-ECT (RFC 4301
+        // 5.1.2.1, RFC 6040's compatibility mode; `netio::raw::outer_tos`).
+        let tos = netio::raw::outer_tos(pkt);
         if out.udp {
             let to = (out.dst, out.src);
             if self.gso_to != Some(to) {
                 self.flush_esp(io).await;
                 self.gso_to = Some(to);
             }
-            if !self.gso.push(&[], &self.sealbuf) {
+            if !self.gso.push_with_tos(&[], &self.sealbuf, tos) {
                 self.flush_esp(io).await;
                 self.gso_to = Some(to);
-                if !self.gso.push(&[], &self.sealbuf) {
+                if !self.gso.push_with_tos(&[], &self.sealbuf, tos) {
                     self.eng.status_mut().tx_errors += 1;
                     return;
                 }
             }
         } else if io.socks.raw.is_some() {
-            self.dp.queue(&self.sealbuf, *out.dst.ip());
+            self.dp.queue_tos(&self.sealbuf, *out.dst.ip(), tos);
             if self.dp.out_full() {
                 self.flush_esp(io).await;
             }

@@ -444,3 +444,69 @@ fn offload_puts_mtu_sized_esp_on_the_wire() {
         );
     }
 }
+
+/// RFC 4301 5.1.2.1 with RFC 6040's compatibility mode: ESP in UDP leaves with the
+/// inner packet's DSCP and ECN Not-ECT. Pings marked DSCP EF and ECT(1) through the
+/// tunnel; on the client's link every ESP frame it sends during them (the client's
+/// keepalives and IKE aside, which carry no user packet) has DSCP 46 and ECN 0, and
+/// the decrypted inner echo keeps its own TOS.
+#[test]
+fn esp_carries_the_inner_dscp_and_no_ecn() {
+    if !need_lab("esp_carries_the_inner_dscp_and_no_ecn") {
+        return;
+    }
+    let mut lab = Lab::up("tos", GwOpts::default());
+    let keys = lab.dir.join("esp.keys");
+    let dev = lab.cl_if();
+    lab.start_client(&format!("esp_key_log = \"{}\"", keys.display()));
+    lab.wait_up();
+    let pcap = lab.dir.join("tos.pcap");
+    let cap = PcapCapture::start(&lab, &lab.cl(), &dev, "udp port 4500", &pcap);
+    let out = lab
+        .ns(
+            &lab.cl(),
+            &[
+                "ping", "-c", "10", "-i", "0.1", "-W", "1", "-Q", "0xb9", "-q", INTERNAL,
+            ],
+        )
+        .expect("marked pings answered");
+    cap.stop();
+    assert!(out.contains(" 0% packet loss"), "{out}");
+    let mut args = vec![
+        "-n".to_string(),
+        "-r".into(),
+        pcap.display().to_string(),
+        "-o".into(),
+        "esp.enable_encryption_decode:TRUE".into(),
+    ];
+    for l in std::fs::read_to_string(&keys).unwrap().lines() {
+        args.push("-o".into());
+        args.push(format!("uat:esp_sa:{l}"));
+    }
+    let filter = format!("ip.src == {} && esp && icmp.type == 8", lab.cl_ip());
+    args.extend(
+        [
+            "-Y",
+            &filter,
+            "-T",
+            "fields",
+            "-e",
+            "ip.dsfield.dscp",
+            "-e",
+            "ip.dsfield.ecn",
+        ]
+        .map(String::from),
+    );
+    let out = Command::new("tshark").args(&args).output().unwrap();
+    let rows: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert!(rows.len() >= 8, "decrypted echo requests: {rows:?}");
+    for r in &rows {
+        assert_eq!(
+            r, "46,46\t0,1",
+            "DSCP outer,inner then ECN outer,inner of an ESP frame"
+        );
+    }
+}

@@ -330,6 +330,11 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
         self.buf.as_mut()[8] = v;
     }
 
+    /// The TOS octet (DSCP and ECN).
+    pub fn set_tos(&mut self, v: u8) {
+        self.buf.as_mut()[1] = v;
+    }
+
     pub fn set_src(&mut self, a: Ipv4Addr) {
         self.buf.as_mut()[12..16].copy_from_slice(&a.octets());
     }
