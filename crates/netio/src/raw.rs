@@ -254,6 +254,18 @@ fn recv_from(fd: i32, buf: &mut [u8]) -> io::Result<(usize, Ipv4Addr)> {
     Ok((n, Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr))))
 }
 
+/// A `msghdr` for one datagram to or from `sin` in the one buffer of `iov`, no
+/// control messages yet. The pointers it holds are only valid while both live.
+pub(crate) fn msghdr_for(sin: &mut libc::sockaddr_in, iov: &mut libc::iovec) -> libc::msghdr {
+    // SAFETY: all-zero is a valid msghdr.
+    let mut msg: libc::msghdr = unsafe { zeroed() };
+    msg.msg_name = (sin as *mut libc::sockaddr_in).cast();
+    msg.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 1;
+    msg
+}
+
 pub(crate) fn sockaddr_in(addr: Ipv4Addr, port: u16) -> libc::sockaddr_in {
     // SAFETY: all-zero is a valid sockaddr_in.
     let mut sin: libc::sockaddr_in = unsafe { zeroed() };
@@ -272,12 +284,7 @@ fn send_to(fd: i32, data: &[u8], dst: Ipv4Addr, tos: u8) -> io::Result<usize> {
             iov_base: data.as_ptr() as *mut libc::c_void,
             iov_len: data.len(),
         };
-        // SAFETY: all-zero is a valid msghdr.
-        let mut msg: libc::msghdr = unsafe { zeroed() };
-        msg.msg_name = (&mut sin as *mut libc::sockaddr_in).cast();
-        msg.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
+        let mut msg = msghdr_for(&mut sin, &mut iov);
         msg.msg_control = ctrl.as_mut_ptr();
         msg.msg_controllen = TosCmsg::space();
         // SAFETY: the name, the iovec (over `data`) and the control message live

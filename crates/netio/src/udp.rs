@@ -15,7 +15,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
-use crate::raw::{sockaddr_in, TosCmsg};
+use crate::raw::{msghdr_for, sockaddr_in, TosCmsg};
 use crate::sys::{self, setsockopt};
 use crate::{Error, Result};
 
@@ -275,19 +275,14 @@ pub fn poll_recv_with_meta(
 }
 
 fn recvmsg_pktinfo(fd: i32, buf: &mut [u8]) -> io::Result<RecvMeta> {
-    // SAFETY: all-zero is a valid sockaddr_in, iovec and msghdr.
+    // SAFETY: all-zero is a valid sockaddr_in.
     let mut sin: libc::sockaddr_in = unsafe { zeroed() };
     let mut cmsg = CmsgBuf([0; 128]);
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
     };
-    // SAFETY: as above.
-    let mut msg: libc::msghdr = unsafe { zeroed() };
-    msg.msg_name = (&mut sin as *mut libc::sockaddr_in).cast();
-    msg.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
+    let mut msg = msghdr_for(&mut sin, &mut iov);
     msg.msg_control = cmsg.0.as_mut_ptr().cast();
     msg.msg_controllen = cmsg.0.len();
     // SAFETY: every pointer in `msg` refers to a live, writable buffer of the stated size.
@@ -456,12 +451,7 @@ fn sendmsg_with(
     let tos_space = if tos == 0 { 0 } else { TosCmsg::space() };
     let control_len =
         src.map_or(0, |_| pktinfo_space) + segment.map_or(0, |_| seg_space) + tos_space;
-    // SAFETY: all-zero is a valid msghdr.
-    let mut msg: libc::msghdr = unsafe { zeroed() };
-    msg.msg_name = (&mut sin as *mut libc::sockaddr_in).cast();
-    msg.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
+    let mut msg = msghdr_for(&mut sin, &mut iov);
     if control_len > 0 {
         msg.msg_control = cmsg.0.as_mut_ptr().cast();
         msg.msg_controllen = control_len;
