@@ -56,18 +56,9 @@ pub(crate) struct TosCmsg([u8; 32]);
 impl TosCmsg {
     pub(crate) fn new(tos: u8) -> TosCmsg {
         let mut b = TosCmsg([0; 32]);
-        let c = b.0.as_mut_ptr().cast::<libc::cmsghdr>();
         // SAFETY: the buffer is 8-aligned and 32 octets, more than CMSG_SPACE(c_int)
-        // (24 on 64-bit Linux); the header and its data are written inside it.
-        unsafe {
-            (*c).cmsg_level = libc::IPPROTO_IP;
-            (*c).cmsg_type = libc::IP_TOS;
-            (*c).cmsg_len = libc::CMSG_LEN(size_of::<libc::c_int>() as u32) as usize;
-            std::ptr::write_unaligned(
-                libc::CMSG_DATA(c).cast::<libc::c_int>(),
-                libc::c_int::from(tos),
-            );
-        }
+        // (24 on 64-bit Linux).
+        unsafe { write_tos(b.0.as_mut_ptr().cast(), tos) };
         b
     }
 
@@ -79,6 +70,24 @@ impl TosCmsg {
 
     pub(crate) fn as_mut_ptr(&mut self) -> *mut libc::c_void {
         self.0.as_mut_ptr().cast()
+    }
+}
+
+/// Writes an `IP_TOS` control message carrying `tos` into the header at `c`.
+///
+/// # Safety
+/// `c` points at an 8-aligned control message header with room for
+/// `CMSG_SPACE(c_int)` octets from it.
+pub(crate) unsafe fn write_tos(c: *mut libc::cmsghdr, tos: u8) {
+    // SAFETY: the caller promises room for the header and its c_int.
+    unsafe {
+        (*c).cmsg_level = libc::IPPROTO_IP;
+        (*c).cmsg_type = libc::IP_TOS;
+        (*c).cmsg_len = libc::CMSG_LEN(size_of::<libc::c_int>() as u32) as usize;
+        std::ptr::write_unaligned(
+            libc::CMSG_DATA(c).cast::<libc::c_int>(),
+            libc::c_int::from(tos),
+        );
     }
 }
 /// IP protocol number of ESP (RFC 4303).

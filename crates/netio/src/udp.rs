@@ -15,7 +15,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
-use crate::raw::{msghdr_for, sockaddr_in, TosCmsg};
+use crate::raw::{msghdr_for, sockaddr_in, write_tos, TosCmsg};
 use crate::sys::{self, setsockopt};
 use crate::{Error, Result};
 
@@ -480,13 +480,7 @@ fn sendmsg_with(
             if c.is_null() {
                 return Err(io::Error::other("no room for IP_TOS"));
             }
-            (*c).cmsg_level = libc::IPPROTO_IP;
-            (*c).cmsg_type = libc::IP_TOS;
-            (*c).cmsg_len = libc::CMSG_LEN(size_of::<libc::c_int>() as u32) as usize;
-            std::ptr::write_unaligned(
-                libc::CMSG_DATA(c).cast::<libc::c_int>(),
-                libc::c_int::from(tos),
-            );
+            write_tos(c, tos);
         }
         sys::cvt_len(libc::sendmsg(fd, &msg, 0))
     }
