@@ -502,38 +502,56 @@ pub(super) fn tcp_section(ml: &mut MipLab, o: &BenchOpts) -> Result<()> {
         let ok = offload_of(&ha) == offload
             && kernel_encap_of(&ha) == kernel
             && kernel_encap_of(&mn) == kernel;
-        if along_c.is_none() {
-            rows.push(routed_along_c(ml, o.secs)?);
-            along_c = Some(rows.len() - 1);
-        }
-        let row = measure(ml, name("c", offload, kernel, ok), o.secs)?;
-        rows.push(Row {
-            same_path: along_c,
-            ..row
-        });
+        let c = name("c", offload, kernel, ok);
+        beside_path(
+            &mut rows,
+            &mut along_c,
+            || routed_along_c(ml, o.secs),
+            || measure(ml, c, o.secs),
+        )?;
         go(ml, Segment::IntB)?;
         let fa = ml.fa_status();
         let ok = ok && offload_of(&fa) == offload && kernel_encap_of(&fa) == kernel;
-        if along_f.is_none() {
-            rows.push(routed_along_f(ml, o.secs)?);
-            along_f = Some(rows.len() - 1);
-        }
-        let row = measure(ml, name("f", offload, kernel, ok), o.secs)?;
-        rows.push(Row {
-            same_path: along_f,
-            ..row
-        });
+        let f = name("f", offload, kernel, ok);
+        beside_path(
+            &mut rows,
+            &mut along_f,
+            || routed_along_f(ml, o.secs),
+            || measure(ml, f, o.secs),
+        )?;
         // RFC 3519 behind the NAT: the HA's kernel sends down and the node's takes
         // it back in the kernel rows, the node's process sends up in all.
         go(ml, Segment::Nat)?;
-        let row = measure(ml, name("u", offload, kernel, ok), o.secs)?;
-        rows.push(Row {
-            same_path: along_c,
-            ..row
-        });
+        let u = name("u", offload, kernel, ok);
+        beside_path(
+            &mut rows,
+            &mut along_c,
+            || routed_along_c(ml, o.secs),
+            || measure(ml, u, o.secs),
+        )?;
     }
     configure(ml, true, true)?;
     print_rows(&rows, o.secs);
+    Ok(())
+}
+
+/// Measures a tunnel's row and pushes it with `path`, the index of the row routed along
+/// its path, measuring that row first (`along`) when there is none yet.
+fn beside_path(
+    rows: &mut Vec<Row>,
+    path: &mut Option<usize>,
+    along: impl FnOnce() -> Result<Row>,
+    tunnel: impl FnOnce() -> Result<Row>,
+) -> Result<()> {
+    if path.is_none() {
+        rows.push(along()?);
+        *path = Some(rows.len() - 1);
+    }
+    let row = tunnel()?;
+    rows.push(Row {
+        same_path: *path,
+        ..row
+    });
     Ok(())
 }
 

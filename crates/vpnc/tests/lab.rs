@@ -363,21 +363,16 @@ fn offload_puts_mtu_sized_esp_on_the_wire() {
             .map(str::to_string)
             .collect();
         assert!(key_lines.len() >= 2, "{key_lines:?}");
-        let mut args = vec![
-            "-n".to_string(),
-            "-r".into(),
-            pcap.display().to_string(),
-            "-o".into(),
-            "esp.enable_encryption_decode:TRUE".into(),
-            "-o".into(),
-            "tcp.check_checksum:TRUE".into(),
-            "-o".into(),
-            "ip.check_checksum:TRUE".into(),
-        ];
-        for l in &key_lines {
-            args.push("-o".into());
-            args.push(format!("uat:esp_sa:{l}"));
-        }
+        let mut args = esp_tshark_args(&pcap, &key_lines);
+        args.extend(
+            [
+                "-o",
+                "tcp.check_checksum:TRUE",
+                "-o",
+                "ip.check_checksum:TRUE",
+            ]
+            .map(String::from),
+        );
         // One value per frame: the outermost occurrence of the field, or (`inner`) the
         // innermost (the decrypted packet's).
         let fields = |filter: &str, field: &str, inner: bool| -> Vec<u64> {
@@ -472,17 +467,12 @@ fn esp_carries_the_inner_dscp_and_no_ecn() {
         .expect("marked pings answered");
     cap.stop();
     assert!(out.contains(" 0% packet loss"), "{out}");
-    let mut args = vec![
-        "-n".to_string(),
-        "-r".into(),
-        pcap.display().to_string(),
-        "-o".into(),
-        "esp.enable_encryption_decode:TRUE".into(),
-    ];
-    for l in std::fs::read_to_string(&keys).unwrap().lines() {
-        args.push("-o".into());
-        args.push(format!("uat:esp_sa:{l}"));
-    }
+    let key_lines: Vec<String> = std::fs::read_to_string(&keys)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let mut args = esp_tshark_args(&pcap, &key_lines);
     let filter = format!("ip.src == {} && esp && icmp.type == 8", lab.cl_ip());
     args.extend(
         [
@@ -509,4 +499,20 @@ fn esp_carries_the_inner_dscp_and_no_ecn() {
             "DSCP outer,inner then ECN outer,inner of an ESP frame"
         );
     }
+}
+
+/// tshark's arguments to read `pcap` with the ESP decrypted by the client's key log.
+fn esp_tshark_args(pcap: &std::path::Path, key_lines: &[String]) -> Vec<String> {
+    let mut args = vec![
+        "-n".to_string(),
+        "-r".into(),
+        pcap.display().to_string(),
+        "-o".into(),
+        "esp.enable_encryption_decode:TRUE".into(),
+    ];
+    for l in key_lines {
+        args.push("-o".into());
+        args.push(format!("uat:esp_sa:{l}"));
+    }
+    args
 }
